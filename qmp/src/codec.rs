@@ -42,7 +42,7 @@ impl Decoder for LineCodec {
         loop {
             let newline = buf
                 .get(self.scanned..)
-                .and_then(|rest| memchr_newline(rest))
+                .and_then(memchr_newline)
                 .map(|i| i + self.scanned);
             let Some(end) = newline else {
                 if buf.len() > self.max_line {

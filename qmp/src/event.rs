@@ -167,7 +167,7 @@ impl EventKind {
                 action: de::<PanicData>(data)?.action,
             },
             "MIGRATION" => EventKind::Migration {
-                status: data.get("status").and_then(|s| de(s))?,
+                status: data.get("status").and_then(de)?,
             },
             "MIGRATION_PASS" => EventKind::MigrationPass {
                 pass: data.get("pass")?.as_u64()?,
