@@ -117,6 +117,30 @@ struct DeviceDeletedData {
     path: String,
 }
 
+/// The event names [`EventKind`] types (the drift test checks QEMU still emits each).
+pub const TYPED_EVENTS: &[&str] = &[
+    "SHUTDOWN",
+    "POWERDOWN",
+    "RESET",
+    "STOP",
+    "RESUME",
+    "SUSPEND",
+    "SUSPEND_DISK",
+    "WAKEUP",
+    "GUEST_PANICKED",
+    "GUEST_CRASHLOADED",
+    "MIGRATION",
+    "MIGRATION_PASS",
+    "BLOCK_JOB_COMPLETED",
+    "BLOCK_JOB_CANCELLED",
+    "BLOCK_JOB_READY",
+    "BLOCK_JOB_ERROR",
+    "DEVICE_DELETED",
+    "RTC_CHANGE",
+    "BALLOON_CHANGE",
+    "WATCHDOG",
+];
+
 impl Event {
     pub fn new(name: String, data: Value, timestamp: Timestamp) -> Event {
         let kind = EventKind::parse(&name, &data).unwrap_or(EventKind::Other);

@@ -33,7 +33,7 @@ mod timeouts;
 pub use client::{Client, ClientOptions};
 pub use codec::DEFAULT_MAX_LINE;
 pub use error::{CloseReason, Error, QmpError, Result};
-pub use event::{BlockJobInfo, Event, EventKind, Timestamp};
+pub use event::{BlockJobInfo, Event, EventKind, Timestamp, TYPED_EVENTS};
 pub use message::{Greeting, QemuVersion, VersionInfo};
 pub use subscription::{Notification, Subscription};
 pub use timeouts::Timeouts;

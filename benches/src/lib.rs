@@ -1,0 +1,50 @@
+//! Shared helpers for the benchmarks in `benches/benches`: latency statistics and table output.
+//! Every benchmark prints its figures beside a baseline measured in the same run.
+
+use std::time::Duration;
+
+/// Summary of one measured run.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub calls: usize,
+    pub median: Duration,
+    pub p99: Duration,
+    pub per_second: f64,
+}
+
+impl Stats {
+    /// From per-call latencies (any order) and the wall time of the whole run.
+    pub fn from_latencies(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+            latencies.get(i).copied().unwrap_or_default()
+        };
+        Stats {
+            calls: latencies.len(),
+            median: at(0.5),
+            p99: at(0.99),
+            per_second: latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        }
+    }
+}
+
+/// Prints `rows` as an aligned table: name, ours, baseline, ratio (ours/baseline).
+pub fn print_table(title: &str, rows: &[(&str, f64, f64, &str)]) {
+    println!("\n{title}");
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "metric", "novacron", "baseline", "ratio"
+    );
+    for (name, ours, base, unit) in rows {
+        let ratio = if *base > 0.0 { ours / base } else { f64::NAN };
+        println!(
+            "{:<34} {:>11.1} {unit:<2} {:>11.1} {unit:<2} {:>7.2}x",
+            name, ours, base, ratio
+        );
+    }
+}
+
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}

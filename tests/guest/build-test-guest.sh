@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Build the NovaCron test guest: a Debian cloud kernel plus a busybox-static
+# initramfs whose /init prints serial markers, powers off on the ACPI power
+# button and can dirty guest RAM on demand (for live-migration tests).
+#
+# Usage: build-test-guest.sh OUT_DIR
+# Writes OUT_DIR/vmlinuz, OUT_DIR/initrd.img and OUT_DIR/VERSION.
+#
+# Needs (Debian bookworm): apt-get, dpkg, cpio, gzip, coreutils (sha256sum).
+# Packages are fetched with `apt-get download` and unpacked with `dpkg -x`;
+# nothing is installed. The Rust harness (novacron_tests::test_guest) calls this
+# script under a file lock and skips it when OUT_DIR/VERSION's first line equals
+# "script-sha256 <sha256 of this file>".
+#
+# Guest kernel command line knobs (read by /init):
+#   novacron.dirty_mib=N    fill N MiB of a tmpfs with data, then print
+#                           "NOVACRON-DIRTY-READY N"
+#   novacron.dirty_rate=R   then rewrite R MiB of that fill every second
+#                           (default 4; 0 = fill only)
+# Markers printed on ttyS0: NOVACRON-TEST-GUEST-READY, NOVACRON-HEARTBEAT <n>,
+# NOVACRON-DIRTY-READY <N>, NOVACRON-POWERDOWN.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: $0 OUT_DIR" >&2
+    exit 2
+fi
+OUT_DIR=$1
+SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
+SCRIPT_SHA=$(sha256sum "$SCRIPT_PATH" | cut -d' ' -f1)
+
+for tool in apt-get apt-cache dpkg cpio gzip sha256sum; do
+    command -v "$tool" >/dev/null || { echo "build-test-guest: missing tool: $tool" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/novacron-guest.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+chmod 755 "$WORK" # apt-get download runs as _apt when it can
+
+log() { echo "build-test-guest: $*" >&2; }
+
+# apt-get download, running `apt-get update` once if the lists are missing.
+UPDATED=0
+fetch() {
+    if ! (cd "$WORK/debs" && apt-get download -q "$@" >/dev/null 2>"$WORK/apt.err"); then
+        if [[ $UPDATED -eq 0 ]]; then
+            log "apt-get download failed ($(tail -n1 "$WORK/apt.err")); running apt-get update"
+            apt-get update -q >/dev/null
+            UPDATED=1
+            (cd "$WORK/debs" && apt-get download -q "$@" >/dev/null)
+        else
+            cat "$WORK/apt.err" >&2
+            return 1
+        fi
+    fi
+}
+
+# Resolve the cloud kernel metapackage to the real image package.
+resolve_kernel_pkg() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-cloud-amd64\)$/\1/p' | head -n1
+}
+mkdir -p "$WORK/debs"
+KPKG=$(resolve_kernel_pkg || true)
+if [[ -z $KPKG ]]; then
+    log "linux-image-cloud-amd64 not known to apt-cache; running apt-get update"
+    apt-get update -q >/dev/null
+    UPDATED=1
+    KPKG=$(resolve_kernel_pkg)
+fi
+[[ -n $KPKG ]] || { log "cannot resolve linux-image-cloud-amd64"; exit 1; }
+KVER=${KPKG#linux-image-}
+log "kernel package $KPKG"
+fetch "$KPKG" busybox-static
+
+KDEB=$(ls "$WORK"/debs/"$KPKG"_*.deb)
+BBDEB=$(ls "$WORK"/debs/busybox-static_*.deb)
+KPKG_VERSION=$(dpkg-deb -f "$KDEB" Version)
+BB_VERSION=$(dpkg-deb -f "$BBDEB" Version)
+dpkg -x "$KDEB" "$WORK/kernel"
+dpkg -x "$BBDEB" "$WORK/busybox"
+BB=$WORK/busybox/bin/busybox
+[[ -x $BB ]] || { log "no bin/busybox in $BBDEB"; exit 1; }
+KCONFIG=$WORK/kernel/boot/config-$KVER
+MODDIR=$WORK/kernel/lib/modules/$KVER
+[[ -f $KCONFIG && -d $MODDIR ]] || { log "unexpected layout in $KDEB"; exit 1; }
+
+# Modules the guest needs: only those the config builds as modules (=m).
+want_modules=()
+want() { # CONFIG_SYMBOL module_name
+    local v
+    v=$(sed -n "s/^$1=//p" "$KCONFIG")
+    case $v in
+        m) want_modules+=("$2") ;;
+        y) ;;
+        *) log "warning: $1 is '${v:-unset}' in $KCONFIG; $2 unavailable" ;;
+    esac
+}
+want CONFIG_ACPI_BUTTON button
+want CONFIG_INPUT_EVDEV evdev
+want CONFIG_VIRTIO virtio
+want CONFIG_VIRTIO_PCI virtio_pci
+want CONFIG_VIRTIO_CONSOLE virtio_console
+
+# The .deb ships no modules.dep (depmod runs in postinst): generate one with
+# busybox depmod on the unpacked tree, then close the wanted set over it.
+"$BB" depmod -b "$WORK/kernel" "$KVER"
+ROOT=$WORK/initramfs
+declare -A seen=()
+add_module() { # module name
+    local name=$1 line path deps dep
+    [[ -n ${seen[$name]:-} ]] && return 0
+    seen[$name]=1
+    line=$(grep -E "/${name//_/[_-]}\.ko(\.xz|\.zst|\.gz)?:" "$MODDIR/modules.dep" | head -n1) ||
+        { log "module $name not in modules.dep"; exit 1; }
+    path=${line%%:*}
+    deps=${line#*:}
+    mkdir -p "$ROOT/lib/modules/$KVER/$(dirname "$path")"
+    case $path in
+        *.ko.xz) xz -dc "$MODDIR/$path" >"$ROOT/lib/modules/$KVER/${path%.xz}" ;;
+        *.ko.zst) zstd -qdc "$MODDIR/$path" >"$ROOT/lib/modules/$KVER/${path%.zst}" ;;
+        *.ko.gz) gzip -dc "$MODDIR/$path" >"$ROOT/lib/modules/$KVER/${path%.gz}" ;;
+        *) cp "$MODDIR/$path" "$ROOT/lib/modules/$KVER/$path" ;;
+    esac
+    for dep in $deps; do
+        dep=$(basename "$dep")
+        add_module "${dep%%.ko*}"
+    done
+}
+mkdir -p "$ROOT"
+for m in "${want_modules[@]}"; do add_module "$m"; done
+"$BB" depmod -b "$ROOT" "$KVER"
+log "modules: ${!seen[*]}"
+
+# Initramfs tree.
+mkdir -p "$ROOT"/{bin,sbin,dev,proc,sys,tmp,run,dirty,etc/acpi/PWRF,etc/acpi/PWRB}
+cp "$BB" "$ROOT/bin/busybox"
+for applet in $("$BB" --list); do
+    [[ $applet == busybox ]] || ln -sf busybox "$ROOT/bin/$applet"
+done
+if [[ $(id -u) -eq 0 ]]; then
+    mknod -m 600 "$ROOT/dev/console" c 5 1
+    mknod -m 666 "$ROOT/dev/null" c 1 3
+fi
+
+for dir in PWRF PWRB; do
+    cat >"$ROOT/etc/acpi/$dir/00000080" <<'EOF'
+#!/bin/sh
+echo "NOVACRON-POWERDOWN" >/dev/ttyS0
+sync
+poweroff -f
+EOF
+    chmod 755 "$ROOT/etc/acpi/$dir/00000080"
+done
+
+cat >"$ROOT/init" <<'EOF'
+#!/bin/sh
+export PATH=/bin:/sbin
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/null >/dev/ttyS0 2>&1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+
+for m in $(cat /etc/modules); do
+    modprobe "$m" || echo "novacron-init: modprobe $m failed"
+done
+# The power button appears as an input device once button+evdev are loaded.
+acpid -c /etc/acpi -l /tmp/acpid.log
+
+dirty_mib=0
+dirty_rate=4
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+        novacron.dirty_mib=*) dirty_mib=${arg#*=} ;;
+        novacron.dirty_rate=*) dirty_rate=${arg#*=} ;;
+    esac
+done
+
+echo "NOVACRON-TEST-GUEST-READY $(uname -r)"
+
+(
+    n=0
+    while :; do
+        n=$((n + 1))
+        echo "NOVACRON-HEARTBEAT $n"
+        sleep 1
+    done
+) &
+
+if [ "$dirty_mib" -gt 0 ] 2>/dev/null; then
+    (
+        mount -t tmpfs -o size=$((dirty_mib + 2))m tmpfs /dirty
+        # Two 1 MiB chunks of random data: non-zero pages that QEMU cannot
+        # elide as zero pages during migration. Each pass over the fill
+        # writes the other chunk, so every rewrite really changes the pages.
+        dd if=/dev/urandom of=/tmp/chunk0 bs=1M count=1 2>/dev/null
+        dd if=/dev/urandom of=/tmp/chunk1 bs=1M count=1 2>/dev/null
+        i=0
+        while [ $i -lt "$dirty_mib" ]; do
+            dd if=/tmp/chunk0 of=/dirty/fill bs=1M count=1 seek=$i conv=notrunc 2>/dev/null
+            i=$((i + 1))
+        done
+        echo "NOVACRON-DIRTY-READY $dirty_mib"
+        [ "$dirty_rate" -gt 0 ] 2>/dev/null || exit 0
+        off=0
+        pass=1
+        while :; do
+            j=0
+            while [ $j -lt "$dirty_rate" ]; do
+                dd if=/tmp/chunk$((pass % 2)) of=/dirty/fill bs=1M count=1 seek=$off conv=notrunc 2>/dev/null
+                off=$((off + 1))
+                if [ $off -ge "$dirty_mib" ]; then
+                    off=0
+                    pass=$((pass + 1))
+                fi
+                j=$((j + 1))
+            done
+            sleep 1
+        done
+    ) &
+fi
+
+while :; do sleep 3600; done
+EOF
+chmod 755 "$ROOT/init"
+printf '%s\n' "${want_modules[@]}" >"$ROOT/etc/modules"
+
+mkdir -p "$OUT_DIR"
+(cd "$ROOT" && find . -print0 | sort -z | cpio --null -o -H newc --quiet -R 0:0) |
+    gzip -9n >"$OUT_DIR/initrd.img.tmp"
+cp "$WORK/kernel/boot/vmlinuz-$KVER" "$OUT_DIR/vmlinuz.tmp"
+mv "$OUT_DIR/vmlinuz.tmp" "$OUT_DIR/vmlinuz"
+mv "$OUT_DIR/initrd.img.tmp" "$OUT_DIR/initrd.img"
+# The stamp is written last: its presence means a complete build.
+cat >"$OUT_DIR/VERSION.tmp" <<EOF
+script-sha256 $SCRIPT_SHA
+kernel $KPKG $KPKG_VERSION
+busybox-static $BB_VERSION
+modules ${!seen[*]}
+EOF
+mv "$OUT_DIR/VERSION.tmp" "$OUT_DIR/VERSION"
+log "built $OUT_DIR (kernel $KVER, $(du -h "$OUT_DIR/initrd.img" | cut -f1) initrd)"

@@ -1,0 +1,40 @@
+//! The real-QEMU test bed of NovaCron.
+//!
+//! * [`test_guest`]: a small Linux guest (Debian cloud kernel + busybox
+//!   initramfs) built once per machine by `tests/guest/build-test-guest.sh`
+//!   into `<cache>/test-guest` (cache: `$NOVACRON_CACHE_DIR`, else
+//!   `${XDG_CACHE_HOME:-$HOME/.cache}/novacron`), under a file lock and
+//!   rebuilt when the script changes. On its serial console (ttyS0) it prints
+//!   [`READY_MARKER`], then [`HEARTBEAT_MARKER`]` <n>` every second; the ACPI
+//!   power button (QMP `system_powerdown`) powers it off, so QEMU exits with
+//!   status 0. `novacron.dirty_mib=N [novacron.dirty_rate=R]` on the kernel
+//!   command line fills N MiB of RAM, prints [`DIRTY_READY_MARKER`]` N` and
+//!   keeps rewriting R MiB/s of it (default 4) for live-migration tests.
+//! * [`osless_accel`] / [`os_guest_choice`]: the accelerator, probed (KVM
+//!   where it really works, else TCG), never assumed. Nested/software KVM may
+//!   run SeaBIOS but not Linux, hence two probes; the OS-guest probe (up to
+//!   15 s) is cached per machine. `NOVACRON_TEST_ACCEL=tcg|kvm|kvm-host`
+//!   overrides both. Decisions are printed to stderr.
+//! * [`QemuBuilder`] / [`QemuProcess`]: QEMU with a QMP socket, serial log
+//!   and stderr log in a per-instance temporary directory; killed and reaped
+//!   on drop. `$NOVACRON_QEMU` overrides the binary.
+//!
+//! Everything that builds or probes is blocking: from `#[tokio::test]`s call
+//! it through `tokio::task::spawn_blocking` (or before building the runtime);
+//! the `*_async` waits poll with `tokio::time::sleep`.
+
+mod accel;
+mod cache;
+mod guest;
+mod qemu;
+
+pub use accel::{
+    cpu_model, kvm_device_usable, os_guest_accel, os_guest_choice, osless_accel, Accel,
+    AccelChoice, OS_GUEST_PROBE_TIMEOUT,
+};
+pub use cache::cache_dir;
+pub use guest::{
+    build_script, guest_dir, test_guest, TestGuest, DIRTY_READY_MARKER, HEARTBEAT_MARKER,
+    POWERDOWN_MARKER, READY_MARKER,
+};
+pub use qemu::{escape_opt, qemu_binary, tail, QemuBuilder, QemuProcess};
