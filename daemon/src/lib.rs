@@ -1,2 +1,13 @@
-//! The NovaCron host daemon. Empty until the daemon-core issue: it will compose `novacron-qmp`
-//! and `novacron-domain` into the service behind the HTTP and D-Bus faces (see ARCHITECTURE.md).
+//! `novacrond`, the NovaCron host daemon: it composes the QMP client (`novacron-qmp`) and the
+//! domain model (`novacron-domain`) into one service that owns QEMU processes and definitions.
+//! The faces (HTTP, D-Bus, CLI) call [`service::Service`] and hold no behaviour of their own.
+
+pub mod config;
+pub mod host;
+pub mod paths;
+pub mod persist;
+pub mod qemu;
+pub mod service;
+
+pub use config::Config;
+pub use service::{Service, ShutdownOptions};

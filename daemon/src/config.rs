@@ -1,0 +1,415 @@
+//! The daemon's one TOML configuration file.
+//!
+//! Every key is optional; a missing key takes its default, an unknown key is an error (a typo
+//! must not silently fall back to a default). Defaults depend on whether the daemon runs as
+//! root (system paths) or as a user (XDG paths).
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Config files are a few hundred bytes; the cap bounds what a wrong path can make us read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Smallest accepted `log_max_bytes`: below this a boot log would not fit.
+pub const MIN_LOG_MAX_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent state (domain definitions).
+    pub state_dir: PathBuf,
+    /// Runtime state (records, QMP sockets, per-guest dirs); lost at reboot, as are guests.
+    pub run_dir: PathBuf,
+    /// Per-guest logs (QEMU stderr, serial console).
+    pub log_dir: PathBuf,
+    pub emulator: PathBuf,
+    /// Run QEMU under `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`.
+    pub sandbox: bool,
+    /// Run QEMU as this unprivileged user (requires the daemon to run as root).
+    pub qemu_user: Option<String>,
+    /// Graceful shutdown wait when the caller gives none.
+    pub shutdown_timeout_secs: u64,
+    /// How long a mutating call waits for the domain's job slot before failing as busy.
+    pub job_wait_secs: u64,
+    /// Cap per guest log file; see `qemu::logs::cap_log`.
+    pub log_max_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is over the {max} byte limit", max = MAX_CONFIG_BYTES)]
+    TooLarge { path: PathBuf },
+    /// toml's message names the key, line and column, with a snippet; it is kept verbatim.
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{origin}: {key}: {reason}")]
+    Invalid {
+        /// The config file, or "default configuration".
+        origin: String,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::default_for(nix::unistd::geteuid().is_root(), |k| std::env::var_os(k))
+    }
+}
+
+impl Config {
+    /// Defaults for a daemon running as root (`euid_is_root`) or as a user, reading the
+    /// environment through `env` so tests need not touch the process environment.
+    ///
+    /// Non-root without a usable `$XDG_STATE_HOME` or `$HOME` gets an empty `state_dir`,
+    /// which `check` rejects with a hint, rather than a guessed volatile location. The
+    /// non-root `/tmp/novacron-<uid>` fallback reads the real euid (root never needs it).
+    pub fn default_for(euid_is_root: bool, env: impl Fn(&str) -> Option<OsString>) -> Config {
+        let (state_dir, run_dir, log_dir) = if euid_is_root {
+            (
+                PathBuf::from("/var/lib/novacron"),
+                PathBuf::from("/run/novacron"),
+                PathBuf::from("/var/log/novacron"),
+            )
+        } else {
+            // XDG: relative values are invalid and must be ignored.
+            let abs = |k: &str| env(k).map(PathBuf::from).filter(|p| p.is_absolute());
+            let state = abs("XDG_STATE_HOME")
+                .or_else(|| abs("HOME").map(|h| h.join(".local/state")))
+                .map(|p| p.join("novacron"))
+                .unwrap_or_default();
+            let run = abs("XDG_RUNTIME_DIR")
+                .map(|p| p.join("novacron"))
+                .unwrap_or_else(|| {
+                    PathBuf::from(format!("/tmp/novacron-{}", nix::unistd::geteuid()))
+                });
+            let log = state.join("logs");
+            (state, run, log)
+        };
+        Config {
+            state_dir,
+            run_dir,
+            log_dir,
+            emulator: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            sandbox: true,
+            qemu_user: None,
+            shutdown_timeout_secs: 120,
+            job_wait_secs: 30,
+            log_max_bytes: 4 << 20,
+        }
+    }
+
+    /// Load and check the configuration: `None` gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let euid_is_root = nix::unistd::geteuid().is_root();
+        let env = |k: &str| std::env::var_os(k);
+        let Some(path) = path else {
+            let config = Config::default_for(euid_is_root, env);
+            config.check("default configuration", euid_is_root)?;
+            return Ok(config);
+        };
+        let text = read_bounded(path)?;
+        let config =
+            Config::parse(&text, euid_is_root, env).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        config.check(&path.display().to_string(), euid_is_root)?;
+        Ok(config)
+    }
+
+    /// Parse TOML text over the defaults. Unlike plain `#[serde(default)]`, a non-root
+    /// `log_dir` left unset follows a configured `state_dir`, as its default says.
+    pub fn parse(
+        text: &str,
+        euid_is_root: bool,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Config, toml::de::Error> {
+        let defaults = Config::default_for(euid_is_root, env);
+        // Typed parse first: its errors carry the line; the table only tells which keys
+        // were given.
+        let mut config: Config = toml::from_str(text)?;
+        let table: toml::Table = toml::from_str(text)?;
+        let given = |k: &str| table.contains_key(k);
+        // `#[serde(default)]` filled the gaps from `Default`, i.e. the real environment;
+        // redo that from `defaults` so `parse` depends only on its arguments.
+        macro_rules! fill {
+            ($($field:ident),*) => {$(
+                if !given(stringify!($field)) {
+                    config.$field = defaults.$field.clone();
+                }
+            )*};
+        }
+        fill!(
+            state_dir,
+            run_dir,
+            log_dir,
+            emulator,
+            sandbox,
+            qemu_user,
+            shutdown_timeout_secs,
+            job_wait_secs,
+            log_max_bytes
+        );
+        if !euid_is_root && !given("log_dir") {
+            config.log_dir = config.state_dir.join("logs");
+        }
+        Ok(config)
+    }
+
+    /// Semantic checks; `origin` names the file (or the defaults) in the error.
+    pub fn check(&self, origin: &str, euid_is_root: bool) -> Result<(), ConfigError> {
+        let err = |key: &'static str, reason: &str| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            reason: reason.to_owned(),
+        };
+        for (key, dir) in [
+            ("state_dir", &self.state_dir),
+            ("run_dir", &self.run_dir),
+            ("log_dir", &self.log_dir),
+            ("emulator", &self.emulator),
+        ] {
+            if dir.as_os_str().is_empty() && matches!(key, "state_dir" | "log_dir") {
+                return Err(err(
+                    key,
+                    "no default: set it, or set $XDG_STATE_HOME or $HOME",
+                ));
+            }
+            if !dir.is_absolute() {
+                return Err(err(key, "must be an absolute path"));
+            }
+        }
+        if self.shutdown_timeout_secs == 0 {
+            return Err(err("shutdown_timeout_secs", "must be greater than 0"));
+        }
+        if self.job_wait_secs == 0 {
+            return Err(err("job_wait_secs", "must be greater than 0"));
+        }
+        if self.log_max_bytes < MIN_LOG_MAX_BYTES {
+            return Err(err(
+                "log_max_bytes",
+                &format!("must be at least {MIN_LOG_MAX_BYTES}"),
+            ));
+        }
+        if let Some(user) = &self.qemu_user {
+            if user.is_empty() {
+                return Err(err("qemu_user", "must not be empty (omit it instead)"));
+            }
+            if user.trim() != user || user.chars().any(char::is_control) {
+                return Err(err(
+                    "qemu_user",
+                    "must not contain whitespace at the ends or control characters",
+                ));
+            }
+            if !euid_is_root {
+                return Err(err("qemu_user", "requires the daemon to run as root"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn job_wait(&self) -> Duration {
+        Duration::from_secs(self.job_wait_secs)
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    // Read one byte past the cap so an oversized file is detected, not truncated.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
+    fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn example_file_matches_root_defaults() {
+        let text = include_str!("../novacrond.example.toml");
+        let parsed: Config = toml::from_str(text).unwrap();
+        assert_eq!(parsed, Config::default_for(true, no_env));
+        // Every key is spelled out (uncommented) in the example, except the optional user.
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let defaults = toml::Table::try_from(Config::default_for(true, no_env)).unwrap();
+        for key in defaults.keys() {
+            assert!(table.contains_key(key), "example lacks {key}");
+        }
+        assert!(text.contains("# qemu_user = "));
+    }
+
+    #[test]
+    fn root_defaults() {
+        let c = Config::default_for(true, env_of(&[("HOME", "/root")]));
+        assert_eq!(c.state_dir, Path::new("/var/lib/novacron"));
+        assert_eq!(c.run_dir, Path::new("/run/novacron"));
+        assert_eq!(c.log_dir, Path::new("/var/log/novacron"));
+        assert_eq!(c.shutdown_timeout(), Duration::from_secs(120));
+        assert_eq!(c.job_wait(), Duration::from_secs(30));
+        assert_eq!(c.log_max_bytes, 4 * 1024 * 1024);
+        assert!(c.sandbox);
+        c.check("t", true).unwrap();
+    }
+
+    #[test]
+    fn user_defaults_follow_xdg_then_home() {
+        let c = Config::default_for(
+            false,
+            env_of(&[
+                ("XDG_STATE_HOME", "/x/state"),
+                ("XDG_RUNTIME_DIR", "/run/user/1000"),
+                ("HOME", "/home/u"),
+            ]),
+        );
+        assert_eq!(c.state_dir, Path::new("/x/state/novacron"));
+        assert_eq!(c.run_dir, Path::new("/run/user/1000/novacron"));
+        assert_eq!(c.log_dir, Path::new("/x/state/novacron/logs"));
+
+        // Relative XDG values are ignored, per the XDG spec.
+        let c = Config::default_for(
+            false,
+            env_of(&[("XDG_STATE_HOME", "rel"), ("HOME", "/home/u")]),
+        );
+        assert_eq!(c.state_dir, Path::new("/home/u/.local/state/novacron"));
+        assert_eq!(c.log_dir, Path::new("/home/u/.local/state/novacron/logs"));
+        let uid = nix::unistd::geteuid();
+        assert_eq!(c.run_dir, PathBuf::from(format!("/tmp/novacron-{uid}")));
+        c.check("t", false).unwrap();
+    }
+
+    #[test]
+    fn user_without_home_must_configure_state_dir() {
+        let c = Config::default_for(false, no_env);
+        let e = c.check("default configuration", false).unwrap_err();
+        assert!(e.to_string().contains("state_dir: no default"), "{e}");
+        let c = Config::parse("state_dir = '/srv/nc'", false, no_env).unwrap();
+        assert_eq!(c.log_dir, Path::new("/srv/nc/logs"));
+        c.check("t", false).unwrap();
+    }
+
+    #[test]
+    fn missing_keys_take_defaults_and_given_keys_win() {
+        let c = Config::parse(
+            "job_wait_secs = 5\nsandbox = false\nqemu_user = 'qemu'\n",
+            true,
+            no_env,
+        )
+        .unwrap();
+        let mut want = Config::default_for(true, no_env);
+        want.job_wait_secs = 5;
+        want.sandbox = false;
+        want.qemu_user = Some("qemu".into());
+        assert_eq!(c, want);
+        assert_eq!(
+            Config::parse("", true, no_env).unwrap(),
+            Config::default_for(true, no_env)
+        );
+        // An explicit log_dir is kept for non-root too.
+        let c = Config::parse("log_dir = '/l'\nstate_dir = '/s'", false, no_env).unwrap();
+        assert_eq!(c.log_dir, Path::new("/l"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_line() {
+        let e = Config::parse("sandbox = true\njob_wait_sec = 5\n", true, no_env).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("job_wait_sec"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(Config::parse("job_wait_secs = -1", true, no_env).is_err());
+        assert!(Config::parse("sandbox = 'yes'", true, no_env).is_err());
+    }
+
+    #[test]
+    fn check_rejects_bad_values() {
+        let ok = Config::default_for(true, no_env);
+        let bad = |f: &dyn Fn(&mut Config), key: &str| {
+            let mut c = ok.clone();
+            f(&mut c);
+            let e = c.check("f.toml", true).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("f.toml: {key}: ")), "{e}");
+        };
+        bad(&|c| c.state_dir = "rel".into(), "state_dir");
+        bad(&|c| c.run_dir = "".into(), "run_dir");
+        bad(&|c| c.log_dir = "./x".into(), "log_dir");
+        bad(&|c| c.emulator = "qemu-system-x86_64".into(), "emulator");
+        bad(&|c| c.job_wait_secs = 0, "job_wait_secs");
+        bad(&|c| c.shutdown_timeout_secs = 0, "shutdown_timeout_secs");
+        bad(
+            &|c| c.log_max_bytes = MIN_LOG_MAX_BYTES - 1,
+            "log_max_bytes",
+        );
+        bad(&|c| c.qemu_user = Some(String::new()), "qemu_user");
+        bad(&|c| c.qemu_user = Some(" qemu".into()), "qemu_user");
+        let mut c = ok.clone();
+        c.qemu_user = Some("qemu".into());
+        c.check("f", true).unwrap();
+        assert!(c.check("f", false).is_err(), "qemu_user needs root");
+    }
+
+    #[test]
+    fn load_reads_file_and_bounds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("novacrond.toml");
+        std::fs::write(
+            &path,
+            "job_wait_secs = 7\nstate_dir = '/srv/nc'\nqemu_user = ''\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("qemu_user"), "{e}");
+        std::fs::write(&path, "job_wait_secs = 7\nstate_dir = '/srv/nc'\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.job_wait_secs, 7);
+        assert_eq!(c.state_dir, Path::new("/srv/nc"));
+
+        std::fs::write(&path, "\n".repeat(MAX_CONFIG_BYTES as usize + 1)).unwrap();
+        assert!(matches!(
+            Config::load(Some(&path)),
+            Err(ConfigError::TooLarge { .. })
+        ));
+        let missing = dir.path().join("missing.toml");
+        let e = Config::load(Some(&missing)).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(e.to_string().contains("missing.toml"));
+    }
+}

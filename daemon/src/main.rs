@@ -1,0 +1,69 @@
+//! novacrond: the NovaCron host daemon.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use novacrond::{Config, Service};
+use tokio::signal::unix::{signal, SignalKind};
+
+const USAGE: &str = "usage: novacrond [--config FILE]";
+
+fn parse_args() -> Result<Option<PathBuf>> {
+    let mut args = std::env::args_os().skip(1);
+    let mut config = None;
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--config" | "-c") => {
+                config = Some(PathBuf::from(args.next().context("--config needs a file")?));
+            }
+            Some("--help" | "-h") => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            Some("--version" | "-V") => {
+                println!("novacrond {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            _ => bail!("unknown argument {arg:?}\n{USAGE}"),
+        }
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config_path = parse_args()?;
+    let config = Config::load(config_path.as_deref()).context("loading the configuration")?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    let service = Service::open(config).await.context("opening the state")?;
+    let domains = service.list();
+    let running = domains.iter().filter(|d| d.state.is_live()).count();
+    tracing::info!(
+        domains = domains.len(),
+        running,
+        problems = service.problems().len(),
+        "novacrond ready"
+    );
+    let started = service.run_autostart().await;
+    if !started.is_empty() {
+        tracing::info!(?started, "autostarted");
+    }
+
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    // Guests are separate sessions and keep running; the next daemon reconnects to them.
+    tracing::info!("stopping; guests keep running");
+    Ok(())
+}

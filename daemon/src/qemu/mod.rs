@@ -1,0 +1,5 @@
+//! The local QEMU process layer: spawning, identity checks, logs.
+
+pub mod logs;
+pub mod procinfo;
+pub mod spawn;

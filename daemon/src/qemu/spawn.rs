@@ -1,0 +1,165 @@
+//! Starting a QEMU process the daemon does not take down with it.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use novacron_qmp::{Client, ClientOptions};
+use tokio::process::{Child, Command};
+
+use super::logs::open_append;
+
+/// A started QEMU: our child until it exits or the daemon restarts.
+pub struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    /// Where this start's output begins in the QEMU log (for error messages).
+    pub log_offset: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start {emulator}: {source}")]
+    Exec {
+        emulator: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the QEMU log {path}: {source}")]
+    Log {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("QEMU exited during start ({status}): {output}")]
+    Exited { status: String, output: String },
+    #[error("QEMU's QMP socket did not answer within {0:?}")]
+    NoMonitor(Duration),
+    #[error("QMP handshake with the new QEMU failed: {0}")]
+    Qmp(#[from] novacron_qmp::Error),
+}
+
+/// Spawns `argv` (emulator first) in its own session, stdin from /dev/null, stdout and stderr
+/// appended to `log`, with a minimal environment. Rust opens every descriptor close-on-exec,
+/// so QEMU inherits none of the daemon's.
+pub fn spawn(argv: &[String], log: &Path) -> Result<Spawned, SpawnError> {
+    let log_err = |source| SpawnError::Log {
+        path: log.display().to_string(),
+        source,
+    };
+    let (emulator, args) = argv.split_first().ok_or_else(|| SpawnError::Exec {
+        emulator: String::new(),
+        source: io::ErrorKind::InvalidInput.into(),
+    })?;
+    let mut out = open_append(log).map_err(log_err)?;
+    let _ = writeln!(
+        out,
+        "{} novacrond: starting {}",
+        super::super::service::events::now_unix_ms(),
+        argv.join(" ")
+    );
+    let log_offset = out.metadata().map_err(log_err)?.len();
+    let err = out.try_clone().map_err(log_err)?;
+
+    let mut cmd = Command::new(emulator);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(false);
+    // A new session: QEMU leaves the daemon's process group and controlling terminal, so a
+    // signal to the daemon's group (Ctrl-C, a service stop) never reaches a guest.
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and calls only setsid(2), which
+    // is async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+    }
+    let child = cmd.spawn().map_err(|source| SpawnError::Exec {
+        emulator: emulator.clone(),
+        source,
+    })?;
+    let pid = child.id().unwrap_or_default();
+    Ok(Spawned {
+        child,
+        pid,
+        log_offset,
+    })
+}
+
+/// Connects to the new QEMU's QMP socket as soon as it listens. Fails with QEMU's own output
+/// if QEMU exits first.
+pub async fn connect_monitor(
+    spawned: &mut Spawned,
+    socket: &Path,
+    log: &Path,
+    within: Duration,
+) -> Result<Client, SpawnError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Ok(Some(status)) = spawned.child.try_wait() {
+            return Err(exited(status, log, spawned.log_offset));
+        }
+        if socket.exists() {
+            let options = ClientOptions {
+                handshake_timeout: Duration::from_secs(10),
+                ..ClientOptions::default()
+            };
+            match Client::connect_with(socket, options).await {
+                Ok(client) => return Ok(client),
+                Err(novacron_qmp::Error::Connect { .. }) => {}
+                Err(e) => {
+                    // The handshake broke: if QEMU died meanwhile, its output says why.
+                    if let Ok(Some(status)) = spawned.child.try_wait() {
+                        return Err(exited(status, log, spawned.log_offset));
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SpawnError::NoMonitor(within));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn exited(status: std::process::ExitStatus, log: &Path, offset: u64) -> SpawnError {
+    SpawnError::Exited {
+        status: status.to_string(),
+        output: log_since(log, offset, 4096),
+    }
+}
+
+/// The last `max` bytes QEMU wrote to `log` after `offset`, trimmed.
+pub fn log_since(log: &Path, offset: u64, max: u64) -> String {
+    let read = || -> io::Result<String> {
+        let mut f = std::fs::File::open(log)?;
+        let len = f.metadata()?.len();
+        let start = offset.max(len.saturating_sub(max)).min(len);
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        f.take(max).read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).trim().to_owned())
+    };
+    match read() {
+        Ok(s) if s.is_empty() => "(no output)".to_owned(),
+        Ok(s) => s,
+        Err(e) => format!("(cannot read {}: {e})", log.display()),
+    }
+}
+
+/// Sends `signal` to `pid`; a process that is already gone is not an error.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) -> io::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

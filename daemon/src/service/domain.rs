@@ -1,0 +1,205 @@
+//! One domain as the service holds it: its definition, its run state (a watch channel, so
+//! queries read a snapshot without waiting and jobs can await a state), and its job slots.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use novacron_domain::{DomainState, Error, ValidatedDomain};
+use novacron_qmp::Client;
+use tokio::sync::watch;
+
+use super::events::{EventBus, EventKind, StateReason};
+use super::jobs::JobSlots;
+use crate::persist::RuntimeRecord;
+
+/// The run state machine of ARCHITECTURE.md. A QEMU process exists exactly in `Up`, and only
+/// there is there a `Live` to talk to.
+#[derive(Clone)]
+pub enum Run {
+    Off,
+    Crashed(String),
+    Starting,
+    Up { live: Arc<Live>, state: UpState },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpState {
+    Running,
+    Paused,
+    ShuttingDown,
+    Migrating,
+}
+
+impl Run {
+    pub fn state(&self) -> DomainState {
+        match self {
+            Run::Off => DomainState::Shutoff,
+            Run::Crashed(_) => DomainState::Crashed,
+            Run::Starting => DomainState::Starting,
+            Run::Up { state, .. } => match state {
+                UpState::Running => DomainState::Running,
+                UpState::Paused => DomainState::Paused,
+                UpState::ShuttingDown => DomainState::ShuttingDown,
+                UpState::Migrating => DomainState::Migrating,
+            },
+        }
+    }
+
+    pub fn live(&self) -> Option<&Arc<Live>> {
+        match self {
+            Run::Up { live, .. } => Some(live),
+            _ => None,
+        }
+    }
+}
+
+/// What the daemon asked of a running QEMU, so that its exit or SHUTDOWN event is read right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    None,
+    Shutdown,
+    Reboot,
+    Destroy,
+}
+
+/// A running QEMU process.
+pub struct Live {
+    pub pid: u32,
+    pub record: RuntimeRecord,
+    pub monitor: Monitor,
+    intent: Mutex<Intent>,
+}
+
+/// The QMP connection, or why there is none (a reconnect that failed: the guest is left alone).
+pub enum Monitor {
+    Connected(Client),
+    Lost(String),
+}
+
+impl Live {
+    pub fn new(pid: u32, record: RuntimeRecord, monitor: Monitor) -> Live {
+        Live {
+            pid,
+            record,
+            monitor,
+            intent: Mutex::new(Intent::None),
+        }
+    }
+
+    pub fn qmp(&self, domain: &str) -> Result<&Client, Error> {
+        match &self.monitor {
+            Monitor::Connected(c) => Ok(c),
+            Monitor::Lost(why) => Err(Error::Internal(format!(
+                "no QMP connection to domain '{domain}' (pid {}): {why}",
+                self.pid
+            ))),
+        }
+    }
+
+    pub fn intent(&self) -> Intent {
+        *self.intent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_intent(&self, intent: Intent) {
+        *self.intent.lock().unwrap_or_else(PoisonError::into_inner) = intent;
+    }
+}
+
+/// The definition: persistent (an XML file on disk) or transient (gone when the guest stops).
+#[derive(Clone)]
+pub struct Definition {
+    pub config: Arc<ValidatedDomain>,
+    pub persistent: bool,
+}
+
+pub struct DomainHandle {
+    pub name: String,
+    pub jobs: JobSlots,
+    definition: Mutex<Definition>,
+    run: watch::Sender<Run>,
+}
+
+impl DomainHandle {
+    pub fn new(definition: Definition, run: Run) -> DomainHandle {
+        DomainHandle {
+            name: definition.config.name.clone(),
+            jobs: JobSlots::default(),
+            definition: Mutex::new(definition),
+            run: watch::Sender::new(run),
+        }
+    }
+
+    pub fn definition(&self) -> Definition {
+        self.definition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_definition(&self, definition: Definition) {
+        *self
+            .definition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = definition;
+    }
+
+    /// A snapshot of the run state; never waits behind a job.
+    pub fn run(&self) -> Run {
+        self.run.borrow().clone()
+    }
+
+    pub fn state(&self) -> DomainState {
+        self.run.borrow().state()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Run> {
+        self.run.subscribe()
+    }
+
+    /// Moves to `to` if the lifecycle allows the edge; publishes the change. A move to the state
+    /// already held is a no-op (the job and the QMP event that report one change both call this).
+    pub fn transition(&self, events: &EventBus, to: Run, reason: StateReason) -> Result<(), Error> {
+        let mut outcome = Ok(None);
+        self.run.send_if_modified(|run| {
+            let from = run.state();
+            let next = to.state();
+            if from == next && same_process(run, &to) {
+                return false;
+            }
+            if from != next && !from.can_transition_to(next) {
+                outcome = Err(Error::Internal(format!(
+                    "domain '{}': illegal transition {from} -> {next}",
+                    self.name
+                )));
+                return false;
+            }
+            *run = to;
+            outcome = Ok(Some((from, next)));
+            true
+        });
+        if let Some((from, to)) = outcome? {
+            if from != to {
+                events.publish(&self.name, EventKind::StateChanged { from, to, reason });
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes the state of a running domain without replacing its process; no-op when the
+    /// domain is not up (its process is gone, so the change no longer applies).
+    pub fn set_up_state(&self, events: &EventBus, state: UpState, reason: StateReason) {
+        let Run::Up { live, .. } = self.run() else {
+            return;
+        };
+        if let Err(e) = self.transition(events, Run::Up { live, state }, reason) {
+            tracing::warn!(domain = %self.name, error = %e, "state change refused");
+        }
+    }
+}
+
+fn same_process(a: &Run, b: &Run) -> bool {
+    match (a.live(), b.live()) {
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        (None, None) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,410 @@
+//! Start, stop and everything between.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use novacron_domain::model::VirtType;
+use novacron_domain::{
+    build_argv, Accel, CpuChoice, DomainConfig, DomainState, DomainSummary, Error, LaunchContext,
+};
+use novacron_qmp::commands::{Cont, Stop, SystemPowerdown, SystemReset};
+use novacron_qmp::Subscription;
+use tokio::sync::watch;
+
+use super::domain::{Definition, DomainHandle, Intent, Live, Monitor, Run, UpState};
+use super::events::StateReason;
+use super::jobs::Job;
+use super::{summary, supervise, Inner, Service};
+use crate::persist::RuntimeRecord;
+use crate::qemu::{procinfo, spawn};
+
+/// How `shutdown` behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShutdownOptions {
+    /// How long the guest gets to power off; the configured default when `None`.
+    pub timeout: Option<Duration>,
+    /// Destroy the guest if it has not powered off in time.
+    pub force: bool,
+}
+
+/// How long a QEMU gets to exit on SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+/// How long a new QEMU gets to open its QMP socket.
+const MONITOR_WAIT: Duration = Duration::from_secs(30);
+
+impl Service {
+    pub async fn start(&self, name: &str) -> Result<(), Error> {
+        let h = self.inner.handle(name)?;
+        let _job = h
+            .jobs
+            .begin(name, Job::Start, self.inner.job_wait())
+            .await?;
+        start_locked(&self.inner, &h).await
+    }
+
+    /// Creates and starts a transient domain: no definition is written; it is gone once it
+    /// stops.
+    pub async fn create(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
+        let inner = &self.inner;
+        let config = super::defaults::complete(config, None);
+        let validated = Arc::new(config.validate()?);
+        let name = validated.name.clone();
+        inner
+            .paths
+            .check_name(&name)
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        inner.check_uuid_unique(&validated)?;
+        let definition = Definition {
+            config: validated,
+            persistent: false,
+        };
+        let (h, created) = inner.insert_or_get(&name, || DomainHandle::new(definition, Run::Off));
+        if !created {
+            return Err(Error::AlreadyExists(name));
+        }
+        let result = async {
+            let _job = h.jobs.begin(&name, Job::Start, inner.job_wait()).await?;
+            start_locked(inner, &h).await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(summary(&h)),
+            Err(e) => {
+                inner.remove_if_same(&name, &h);
+                Err(e)
+            }
+        }
+    }
+
+    /// Presses the ACPI power button and waits for the guest to power off.
+    pub async fn shutdown(&self, name: &str, options: ShutdownOptions) -> Result<(), Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let timeout = options
+            .timeout
+            .unwrap_or_else(|| inner.config.shutdown_timeout());
+        let live = {
+            let _job = h.jobs.begin(name, Job::Shutdown, inner.job_wait()).await?;
+            let live = up(&h, "shutdown", &[UpState::Running, UpState::ShuttingDown])?;
+            live.set_intent(Intent::Shutdown);
+            live.qmp(name)?
+                .execute(&SystemPowerdown)
+                .await
+                .map_err(|e| qmp_error(name, "shutdown", e))?;
+            h.set_up_state(
+                &inner.events,
+                UpState::ShuttingDown,
+                StateReason::ShutdownRequested,
+            );
+            live
+        };
+        // Wait without holding the job: a destroy must be able to cut in.
+        let mut watch = h.watch();
+        if tokio::time::timeout(timeout, gone(&mut watch, &live))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if options.force {
+            tracing::info!(
+                domain = name,
+                "guest ignored the power button; destroying it"
+            );
+            return self.destroy(name).await;
+        }
+        if live.intent() == Intent::Shutdown {
+            live.set_intent(Intent::None);
+        }
+        h.set_up_state(
+            &inner.events,
+            UpState::Running,
+            StateReason::ShutdownTimedOut,
+        );
+        Err(Error::Timeout {
+            operation: "shutdown",
+            after: timeout,
+        })
+    }
+
+    /// Stops the guest at once: SIGTERM, then SIGKILL if QEMU has not exited after a grace
+    /// period (a hung or SIGSTOPped QEMU included).
+    pub async fn destroy(&self, name: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let _job = h.jobs.begin(name, Job::Destroy, inner.job_wait()).await?;
+        let Some(live) = h.run().live().cloned() else {
+            return Err(wrong_state(&h, "destroy"));
+        };
+        live.set_intent(Intent::Destroy);
+        let mut watch = h.watch();
+        kill(live.pid, Signal::SIGTERM)?;
+        if tokio::time::timeout(TERM_GRACE, gone(&mut watch, &live))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tracing::warn!(
+            domain = name,
+            pid = live.pid,
+            "QEMU ignored SIGTERM; sending SIGKILL"
+        );
+        kill(live.pid, Signal::SIGKILL)?;
+        tokio::time::timeout(Duration::from_secs(10), gone(&mut watch, &live))
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "destroy",
+                after: TERM_GRACE + Duration::from_secs(10),
+            })
+    }
+
+    pub async fn suspend(&self, name: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let _job = h.jobs.begin(name, Job::Suspend, inner.job_wait()).await?;
+        let live = up(&h, "suspend", &[UpState::Running])?;
+        live.qmp(name)?
+            .execute(&Stop)
+            .await
+            .map_err(|e| qmp_error(name, "suspend", e))?;
+        h.set_up_state(&inner.events, UpState::Paused, StateReason::Paused);
+        Ok(())
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let _job = h.jobs.begin(name, Job::Resume, inner.job_wait()).await?;
+        let live = up(&h, "resume", &[UpState::Paused])?;
+        live.qmp(name)?
+            .execute(&Cont)
+            .await
+            .map_err(|e| qmp_error(name, "resume", e))?;
+        h.set_up_state(&inner.events, UpState::Running, StateReason::Resumed);
+        Ok(())
+    }
+
+    /// Asks the guest to reboot: the power button, then (when the guest has powered off) a
+    /// reset and continue in the same QEMU process, as libvirt's fake reboot does. Returns
+    /// once the request is made.
+    pub async fn reboot(&self, name: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let _job = h.jobs.begin(name, Job::Reboot, inner.job_wait()).await?;
+        let live = up(&h, "reboot", &[UpState::Running])?;
+        live.set_intent(Intent::Reboot);
+        live.qmp(name)?
+            .execute(&SystemPowerdown)
+            .await
+            .map(drop)
+            .map_err(|e| qmp_error(name, "reboot", e))
+    }
+
+    /// Hard reset, like pressing the reset button.
+    pub async fn reset(&self, name: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let _job = h.jobs.begin(name, Job::Reset, inner.job_wait()).await?;
+        let live = up(&h, "reset", &[UpState::Running, UpState::Paused])?;
+        live.qmp(name)?
+            .execute(&SystemReset)
+            .await
+            .map(drop)
+            .map_err(|e| qmp_error(name, "reset", e))
+    }
+}
+
+/// Starts a domain whose Start job the caller holds.
+pub(super) async fn start_locked(inner: &Arc<Inner>, h: &Arc<DomainHandle>) -> Result<(), Error> {
+    match h.state() {
+        DomainState::Shutoff | DomainState::Crashed => {}
+        _ => return Err(wrong_state(h, "start")),
+    }
+    let definition = h.definition();
+    h.transition(&inner.events, Run::Starting, StateReason::Starting)?;
+    match launch(inner, &h.name, definition.config.config()).await {
+        Ok(launched) => {
+            let live = launched.live;
+            h.transition(
+                &inner.events,
+                Run::Up {
+                    live: live.clone(),
+                    state: UpState::Running,
+                },
+                StateReason::Booted,
+            )?;
+            supervise::spawn(
+                inner.clone(),
+                h.clone(),
+                live,
+                Some(launched.child),
+                Some(launched.events),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            h.transition(
+                &inner.events,
+                Run::Off,
+                StateReason::StartFailed(e.to_string()),
+            )?;
+            Err(e)
+        }
+    }
+}
+
+struct Launched {
+    live: Arc<Live>,
+    child: tokio::process::Child,
+    events: Subscription,
+}
+
+/// Spawns QEMU paused (`-S`), connects QMP, records the runtime state, then lets the vCPUs
+/// run. On any failure nothing is left behind: QEMU killed, runtime files removed.
+async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result<Launched, Error> {
+    let accel = match config.virt_type {
+        VirtType::Kvm => match &inner.kvm {
+            Ok(()) => Accel::Kvm,
+            Err(why) => {
+                return Err(Error::InvalidConfig(format!(
+                    "domain '{name}' has type 'kvm', but KVM is not usable on this host ({why}); \
+                     define it with type 'qemu' to run under TCG"
+                )))
+            }
+        },
+        VirtType::Qemu => Accel::Tcg,
+    };
+    let paths = &inner.paths;
+    let socket = paths.qmp_socket(name);
+    let guest_dir = paths.guest_dir(name);
+    let log = paths.qemu_log(name);
+    prepare_runtime_dir(&guest_dir, &socket).await?;
+    let context = LaunchContext {
+        emulator: inner.config.emulator.clone(),
+        accel,
+        cpu: CpuChoice::AsConfigured,
+        qmp_socket: socket.clone(),
+        runtime_dir: guest_dir.clone(),
+        serial_log: Some(paths.serial_log(name)),
+        net_fds: Default::default(),
+        vnc_display: None,
+        swtpm_socket: None,
+        sandbox: inner.config.sandbox,
+    };
+    // Validated at define time; revalidating here is cheap and keeps the argv builder's
+    // contract (a ValidatedDomain) without trusting a stale copy.
+    let validated = config.clone().validate()?;
+    let argv = build_argv(&validated, &context)
+        .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
+    let mut spawned = spawn::spawn(&argv, &log).map_err(|e| start_failed(name, e))?;
+    let pid = spawned.pid;
+    let result = async {
+        let qmp = spawn::connect_monitor(&mut spawned, &socket, &log, MONITOR_WAIT)
+            .await
+            .map_err(|e| start_failed(name, e))?;
+        // Subscribe before anything can happen to the guest, so the supervisor misses nothing.
+        let events = qmp.subscribe();
+        let boot_id = procinfo::boot_id().map_err(|e| Error::Internal(e.to_string()))?;
+        let start_time = procinfo::start_time(pid).map_err(|e| Error::Internal(e.to_string()))?;
+        let record = RuntimeRecord {
+            version: crate::persist::records::RECORD_VERSION,
+            name: name.to_owned(),
+            pid,
+            start_time,
+            boot_id,
+            qmp_socket: socket.clone(),
+            argv,
+            config: config.clone(),
+            started_at_unix_ms: super::events::now_unix_ms(),
+        };
+        // The record is durable before the guest runs: a daemon that dies from here on finds
+        // this guest again.
+        inner.records.save(&record).await.map_err(|e| {
+            Error::Internal(format!("cannot write the runtime record of '{name}': {e}"))
+        })?;
+        qmp.execute(&Cont)
+            .await
+            .map_err(|e| qmp_error(name, "start", e))?;
+        Ok((record, qmp, events))
+    }
+    .await;
+    match result {
+        Ok((record, qmp, events)) => Ok(Launched {
+            live: Arc::new(Live::new(pid, record, Monitor::Connected(qmp))),
+            child: spawned.child,
+            events,
+        }),
+        Err(e) => {
+            let _ = spawn::signal(pid, Signal::SIGKILL);
+            let _ = spawned.child.wait().await;
+            supervise::remove_runtime_files(inner, name).await;
+            Err(e)
+        }
+    }
+}
+
+async fn prepare_runtime_dir(
+    guest_dir: &std::path::Path,
+    socket: &std::path::Path,
+) -> Result<(), Error> {
+    let (dir, sock) = (guest_dir.to_owned(), socket.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::DirBuilderExt;
+        // A stale socket from a QEMU that died with the host would make QEMU fail to bind.
+        match std::fs::remove_file(&sock) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(|e| Error::Internal(format!("cannot create {}: {e}", guest_dir.display())))
+}
+
+fn start_failed(name: &str, e: spawn::SpawnError) -> Error {
+    Error::Internal(format!("domain '{name}' failed to start: {e}"))
+}
+
+fn qmp_error(name: &str, operation: &str, e: novacron_qmp::Error) -> Error {
+    match e {
+        novacron_qmp::Error::Timeout { after, .. } => Error::Internal(format!(
+            "{operation} of '{name}': QEMU did not answer within {after:?} (hung?)"
+        )),
+        e => Error::Internal(format!("{operation} of '{name}': {e}")),
+    }
+}
+
+fn wrong_state(h: &DomainHandle, operation: &'static str) -> Error {
+    Error::WrongState {
+        name: h.name.clone(),
+        state: h.state(),
+        operation,
+    }
+}
+
+/// The live process if the domain is up in one of `allowed`.
+fn up(h: &DomainHandle, operation: &'static str, allowed: &[UpState]) -> Result<Arc<Live>, Error> {
+    match h.run() {
+        Run::Up { live, state } if allowed.contains(&state) => Ok(live),
+        _ => Err(wrong_state(h, operation)),
+    }
+}
+
+fn kill(pid: u32, signal: Signal) -> Result<(), Error> {
+    spawn::signal(pid, signal)
+        .map_err(|e| Error::Internal(format!("cannot signal QEMU {pid}: {e}")))
+}
+
+/// Resolves once `live` is no longer the domain's process.
+async fn gone(watch: &mut watch::Receiver<Run>, live: &Arc<Live>) {
+    let _ = watch
+        .wait_for(|run| !run.live().is_some_and(|l| Arc::ptr_eq(l, live)))
+        .await;
+}

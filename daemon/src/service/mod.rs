@@ -1,0 +1,287 @@
+//! The service: every operation on domains, once. The HTTP and D-Bus faces and the CLI only
+//! translate to and from these calls.
+
+mod autostart;
+mod defaults;
+pub mod domain;
+pub mod events;
+pub mod jobs;
+mod lifecycle;
+mod reconnect;
+mod supervise;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use novacron_domain::{DomainConfig, DomainInfo, DomainState, DomainSummary, Error};
+
+use crate::config::Config;
+use crate::paths::Paths;
+use crate::persist::{DefinitionStore, Problem, RecordStore};
+use domain::{Definition, DomainHandle, Run};
+use events::{EventBus, EventKind};
+use jobs::Job;
+
+pub use lifecycle::ShutdownOptions;
+
+/// The daemon's one service object. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: Config,
+    pub paths: Paths,
+    pub definitions: DefinitionStore,
+    pub records: RecordStore,
+    /// Name -> domain. Held only for lookups and inserts, never across an await.
+    pub domains: RwLock<BTreeMap<String, Arc<DomainHandle>>>,
+    pub events: EventBus,
+    pub problems: Mutex<Vec<Problem>>,
+    pub kvm: Result<(), String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the daemon's directories: {0}")]
+    Dirs(#[source] std::io::Error),
+}
+
+impl Service {
+    /// Opens the state: loads definitions, finds the guests a previous daemon left running,
+    /// verifies each is still the same QEMU, reconnects, and resumes supervising them. Bad files
+    /// are reported (see [`Service::problems`]) and skipped, never deleted.
+    pub async fn open(config: Config) -> Result<Service, OpenError> {
+        let paths = Paths::new(&config);
+        let dirs = paths.clone();
+        tokio::task::spawn_blocking(move || dirs.create_dirs())
+            .await
+            .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
+            .map_err(OpenError::Dirs)?;
+        let inner = Arc::new(Inner {
+            definitions: DefinitionStore::new(paths.definitions_dir()),
+            records: RecordStore::new(paths.records_dir()),
+            config,
+            paths,
+            domains: RwLock::new(BTreeMap::new()),
+            events: EventBus::default(),
+            problems: Mutex::new(Vec::new()),
+            kvm: crate::host::kvm_usable(),
+        });
+        reconnect::recover(&inner).await;
+        spawn_log_capper(Arc::downgrade(&inner));
+        Ok(Service { inner })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// Files in the state or run directories that could not be used, with the reason.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.inner
+            .problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every domain, sorted by name. Reads snapshots only: never waits behind a job or a QEMU.
+    pub fn list(&self) -> Vec<DomainSummary> {
+        self.inner
+            .read_domains()
+            .values()
+            .map(|h| summary(h))
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<DomainInfo, Error> {
+        let h = self.inner.handle(name)?;
+        let config = match h.run().live() {
+            // A running guest is described by the config it was started with.
+            Some(live) => live.record.config.clone(),
+            None => h.definition().config.config().clone(),
+        };
+        Ok(DomainInfo {
+            summary: summary(&h),
+            config,
+        })
+    }
+
+    /// Defines (or redefines) a persistent domain. A running domain keeps its current config
+    /// until its next start. The XML is on disk before this returns.
+    pub async fn define(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
+        let inner = &self.inner;
+        let existing = inner.read_domains().get(&config.name).cloned();
+        let config = defaults::complete(config, existing.as_ref().map(|h| h.definition()));
+        let validated = Arc::new(config.validate()?);
+        let name = validated.name.clone();
+        inner
+            .paths
+            .check_name(&name)
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        inner.check_uuid_unique(&validated)?;
+        let definition = Definition {
+            config: validated.clone(),
+            persistent: true,
+        };
+        let handle = inner.insert_or_get(&name, || DomainHandle::new(definition.clone(), Run::Off));
+        let (h, created) = handle;
+        let _job = h
+            .jobs
+            .begin(&name, Job::Define, inner.config.job_wait())
+            .await?;
+        if let Err(e) = inner.definitions.save(validated.config()).await {
+            if created {
+                inner.remove_if_same(&name, &h);
+            }
+            return Err(Error::Internal(format!(
+                "cannot write the definition of '{name}': {e}"
+            )));
+        }
+        h.set_definition(definition);
+        inner
+            .events
+            .publish(&name, EventKind::Defined { persistent: true });
+        Ok(summary(&h))
+    }
+
+    /// Removes the persistent definition. A running domain stays running, as a transient one.
+    pub async fn undefine(&self, name: &str) -> Result<(), Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let _job = h
+            .jobs
+            .begin(name, Job::Undefine, inner.config.job_wait())
+            .await?;
+        let mut definition = h.definition();
+        if !definition.persistent {
+            return Err(Error::InvalidConfig(format!(
+                "domain '{name}' is transient: it has no definition to remove"
+            )));
+        }
+        inner.definitions.remove(name).await.map_err(|e| {
+            Error::Internal(format!("cannot remove the definition of '{name}': {e}"))
+        })?;
+        if h.state().is_live() || h.state() == DomainState::Starting {
+            definition.persistent = false;
+            h.set_definition(definition);
+        } else {
+            inner.remove_if_same(name, &h);
+        }
+        inner.events.publish(name, EventKind::Undefined);
+        Ok(())
+    }
+}
+
+fn summary(h: &DomainHandle) -> DomainSummary {
+    let definition = h.definition();
+    DomainSummary {
+        name: h.name.clone(),
+        uuid: definition.config.uuid.map(|u| u.to_string()),
+        state: h.state(),
+    }
+}
+
+impl Inner {
+    fn read_domains(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<DomainHandle>>> {
+        self.domains.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_domains(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<DomainHandle>>> {
+        self.domains.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn handle(&self, name: &str) -> Result<Arc<DomainHandle>, Error> {
+        self.read_domains()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(name.to_owned()))
+    }
+
+    /// The handle named `name`, created by `make` if absent; `true` when it was created.
+    fn insert_or_get(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> DomainHandle,
+    ) -> (Arc<DomainHandle>, bool) {
+        let mut domains = self.write_domains();
+        if let Some(h) = domains.get(name) {
+            return (h.clone(), false);
+        }
+        let h = Arc::new(make());
+        domains.insert(name.to_owned(), h.clone());
+        (h, true)
+    }
+
+    /// Removes `name` if it still maps to `handle` (not to a newer domain of the same name).
+    fn remove_if_same(&self, name: &str, handle: &Arc<DomainHandle>) {
+        let mut domains = self.write_domains();
+        if domains.get(name).is_some_and(|h| Arc::ptr_eq(h, handle)) {
+            domains.remove(name);
+        }
+    }
+
+    fn check_uuid_unique(&self, config: &novacron_domain::ValidatedDomain) -> Result<(), Error> {
+        let Some(uuid) = config.uuid else {
+            return Ok(());
+        };
+        let clash = self.read_domains().values().find_map(|h| {
+            let other = h.definition();
+            (h.name != config.name && other.config.uuid == Some(uuid)).then(|| h.name.clone())
+        });
+        match clash {
+            Some(other) => Err(Error::InvalidConfig(format!(
+                "uuid {uuid} is already used by domain '{other}'"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn job_wait(&self) -> Duration {
+        self.config.job_wait()
+    }
+}
+
+/// Keeps every running guest's log files under the configured cap.
+fn spawn_log_capper(inner: Weak<Inner>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let max = inner.config.log_max_bytes;
+            let files: Vec<_> = inner
+                .read_domains()
+                .values()
+                .filter(|h| h.state().is_live())
+                .flat_map(|h| {
+                    [
+                        inner.paths.qemu_log(&h.name),
+                        inner.paths.serial_log(&h.name),
+                    ]
+                })
+                .collect();
+            drop(inner);
+            let _ = tokio::task::spawn_blocking(move || {
+                for f in files {
+                    if let Err(e) = crate::qemu::logs::cap_log(&f, max) {
+                        tracing::warn!(file = %f.display(), error = %e, "cannot cap log");
+                    }
+                }
+            })
+            .await;
+        }
+    });
+}

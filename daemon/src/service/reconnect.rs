@@ -1,0 +1,210 @@
+//! What a starting daemon does first: take back the guests a previous daemon left running.
+//! Each runtime record is checked against the live process (pid, start time, boot id, command
+//! line) before it is trusted; a guest that cannot be reconnected is reported and left alone.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use novacron_domain::{DomainState, ValidatedDomain};
+use novacron_qmp::commands::{QueryStatus, Quit};
+use novacron_qmp::qapi::RunState;
+use novacron_qmp::{Client, Subscription};
+
+use super::domain::{Definition, DomainHandle, Intent, Live, Monitor, Run, UpState};
+use super::events::{EventKind, StateReason};
+use super::{supervise, Inner};
+use crate::persist::{Problem, RuntimeRecord};
+use crate::qemu::procinfo::{self, Liveness};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A guest found alive.
+struct Adopted {
+    live: Arc<Live>,
+    state: UpState,
+    events: Option<Subscription>,
+}
+
+pub(super) async fn recover(inner: &Arc<Inner>) {
+    let (definitions, def_problems) = inner.definitions.load_all_async().await;
+    let (records, record_problems) = inner.records.load_all_async().await;
+    let mut problems: Vec<Problem> = def_problems;
+    problems.extend(record_problems);
+
+    // Verify and reconnect every record at once: a hung QEMU costs its own timeout only.
+    let boot_id = procinfo::boot_id().unwrap_or_default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for record in records {
+        let boot_id = boot_id.clone();
+        tasks.spawn(async move {
+            let check = record.clone();
+            let liveness = tokio::task::spawn_blocking(move || {
+                procinfo::verify(check.pid, check.start_time, &boot_id, &check.argv)
+            })
+            .await
+            .unwrap_or_else(|e| Liveness::Different(e.to_string()));
+            let adopted = match liveness {
+                Liveness::Same => Some(adopt(record.clone()).await),
+                Liveness::Gone | Liveness::Different(_) => None,
+            };
+            (record, liveness, adopted)
+        });
+    }
+
+    let mut by_name: BTreeMap<String, (Definition, Run, Option<Adopted>)> = definitions
+        .into_iter()
+        .map(|d| {
+            let name = d.name.clone();
+            let definition = Definition {
+                config: Arc::new(d),
+                persistent: true,
+            };
+            (name, (definition, Run::Off, None))
+        })
+        .collect();
+    let mut vanished = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((record, liveness, adopted)) = joined else {
+            continue;
+        };
+        let name = record.name.clone();
+        match adopted {
+            Some(adopted) => {
+                let definition = match by_name.remove(&name) {
+                    Some((definition, _, _)) => definition,
+                    None => match record.config.clone().validate() {
+                        Ok(v) => transient(v),
+                        Err(e) => {
+                            // Still never killed: reported, and left running unmanaged.
+                            problems.push(Problem {
+                                path: inner.paths.record(&name),
+                                reason: format!(
+                                    "guest is running (pid {}) but its recorded config is no longer valid: {e}",
+                                    record.pid
+                                ),
+                            });
+                            continue;
+                        }
+                    },
+                };
+                let run = Run::Up {
+                    live: adopted.live.clone(),
+                    state: adopted.state,
+                };
+                by_name.insert(name, (definition, run, Some(adopted)));
+            }
+            None => {
+                tracing::info!(domain = %name, pid = record.pid, ?liveness, "guest stopped while the daemon was down");
+                vanished.push(name);
+            }
+        }
+    }
+
+    {
+        let mut domains = inner
+            .domains
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (name, (definition, run, _)) in &by_name {
+            domains.insert(
+                name.clone(),
+                Arc::new(DomainHandle::new(definition.clone(), run.clone())),
+            );
+        }
+    }
+    for name in vanished {
+        supervise::remove_runtime_files(inner, &name).await;
+        inner.events.publish(
+            &name,
+            EventKind::StateChanged {
+                from: DomainState::Running,
+                to: DomainState::Shutoff,
+                reason: StateReason::ExitedWhileDaemonDown,
+            },
+        );
+    }
+    for (name, (_, _, adopted)) in by_name {
+        let Some(adopted) = adopted else { continue };
+        let Ok(h) = inner.handle(&name) else { continue };
+        let pid = adopted.live.pid;
+        match &adopted.live.monitor {
+            Monitor::Connected(_) => {
+                inner.events.publish(&name, EventKind::Reconnected { pid });
+            }
+            Monitor::Lost(error) => {
+                tracing::error!(domain = %name, pid, %error, "guest is running but its monitor cannot be reached; leaving it alone");
+                inner.events.publish(
+                    &name,
+                    EventKind::ReconnectFailed {
+                        pid,
+                        error: error.clone(),
+                    },
+                );
+            }
+        }
+        supervise::spawn(inner.clone(), h, adopted.live, None, adopted.events);
+    }
+    for p in &problems {
+        tracing::warn!(problem = %p, "skipped");
+    }
+    inner
+        .problems
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend(problems);
+}
+
+fn transient(config: ValidatedDomain) -> Definition {
+    Definition {
+        config: Arc::new(config),
+        persistent: false,
+    }
+}
+
+/// Reconnects to a verified QEMU and asks it where it is.
+async fn adopt(record: RuntimeRecord) -> Adopted {
+    let pid = record.pid;
+    let connected =
+        tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&record.qmp_socket)).await;
+    let client = match connected {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return lost(record, e.to_string()),
+        Err(_) => {
+            return lost(
+                record,
+                format!("no QMP greeting within {CONNECT_TIMEOUT:?}"),
+            )
+        }
+    };
+    let events = client.subscribe();
+    let status = match client.execute(&QueryStatus).await {
+        Ok(status) => status,
+        Err(e) => return lost(record, e.to_string()),
+    };
+    let live = Arc::new(Live::new(pid, record, Monitor::Connected(client.clone())));
+    let state = match status.status {
+        RunState::Running => UpState::Running,
+        RunState::Shutdown => {
+            // The guest powered off while nobody was watching: finish what the SHUTDOWN event
+            // would have started.
+            live.set_intent(Intent::Shutdown);
+            let _ = client.execute(&Quit).await;
+            UpState::Paused
+        }
+        _ => UpState::Paused,
+    };
+    Adopted {
+        live,
+        state,
+        events: Some(events),
+    }
+}
+
+fn lost(record: RuntimeRecord, error: String) -> Adopted {
+    Adopted {
+        live: Arc::new(Live::new(record.pid, record, Monitor::Lost(error))),
+        state: UpState::Running,
+        events: None,
+    }
+}

@@ -1,0 +1,164 @@
+//! Shared setup for the daemon's real-QEMU tests: a service on private directories, and
+//! domain definitions for the OS-less SeaBIOS guest (fast, KVM where it works) and the Linux
+//! test guest (TCG where KVM cannot boot it).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use novacron_domain::DomainConfig;
+use novacron_tests::{os_guest_choice, osless_accel, test_guest, Accel};
+use novacrond::service::events::DomainEvent;
+use novacrond::{Config, Service};
+use tokio::sync::broadcast;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            state_dir: dir.path().join("state"),
+            run_dir: dir.path().join("run"),
+            log_dir: dir.path().join("log"),
+            job_wait_secs: 2,
+            ..Config::default()
+        };
+        Env { dir, config }
+    }
+
+    pub async fn open(&self) -> Service {
+        Service::open(self.config.clone()).await.expect("open")
+    }
+
+    pub fn serial_log(&self, name: &str) -> PathBuf {
+        self.config.log_dir.join(format!("{name}.serial.log"))
+    }
+
+    pub fn record(&self, name: &str) -> PathBuf {
+        self.config
+            .run_dir
+            .join("domains")
+            .join(format!("{name}.json"))
+    }
+
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.config
+            .run_dir
+            .join("domains")
+            .join(format!("{name}.qmp"))
+    }
+}
+
+fn virt_type(accel: Accel) -> &'static str {
+    match accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "qemu",
+    }
+}
+
+/// An OS-less guest: SeaBIOS finds nothing to boot and idles. Ignores the power button.
+pub fn osless(name: &str) -> DomainConfig {
+    let xml = format!(
+        "<domain type='{}'>
+           <name>{name}</name>
+           <memory unit='MiB'>64</memory>
+           <vcpu>1</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type></os>
+           <features><acpi/></features>
+         </domain>",
+        virt_type(osless_accel())
+    );
+    DomainConfig::from_xml(&xml).expect("osless xml")
+}
+
+/// The Linux test guest (built once per machine) with its serial console logged.
+pub fn linux(name: &str, extra_cmdline: &str) -> DomainConfig {
+    let guest = test_guest().expect("test guest");
+    let choice = os_guest_choice().expect("accelerator probe");
+    let cpu = match choice.cpu.as_deref() {
+        Some("host") => "<cpu mode='host-passthrough'/>".to_owned(),
+        Some(model) => format!("<cpu mode='custom'><model>{model}</model></cpu>"),
+        None => String::new(),
+    };
+    let xml = format!(
+        "<domain type='{}'>
+           <name>{name}</name>
+           <memory unit='MiB'>256</memory>
+           <vcpu>1</vcpu>
+           <os>
+             <type arch='x86_64' machine='q35'>hvm</type>
+             <kernel>{}</kernel>
+             <initrd>{}</initrd>
+             <cmdline>console=ttyS0 panic=-1 quiet {extra_cmdline}</cmdline>
+           </os>
+           <features><acpi/><apic/></features>
+           {cpu}
+           <devices>
+             <serial type='pty'><target port='0'/></serial>
+           </devices>
+         </domain>",
+        virt_type(choice.accel),
+        guest.kernel.display(),
+        guest.initrd.display(),
+    );
+    DomainConfig::from_xml(&xml).expect("linux xml")
+}
+
+/// Waits until `marker` has appeared `count` times in the file.
+pub async fn wait_file(path: &Path, marker: &str, count: usize, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches(marker).count() >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{marker} x{count} not in {} within {timeout:?}; tail:\n{}",
+            path.display(),
+            novacron_tests::tail(&text, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for the next event about `domain` satisfying `pred`.
+pub async fn wait_event(
+    rx: &mut broadcast::Receiver<Arc<DomainEvent>>,
+    domain: &str,
+    timeout: Duration,
+    pred: impl Fn(&DomainEvent) -> bool,
+) -> Arc<DomainEvent> {
+    tokio::time::timeout(timeout, async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.domain == domain && pred(&e) => return e,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event bus: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no matching event for {domain} within {timeout:?}"))
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+}
+
+/// The pid in a domain's runtime record.
+pub fn recorded_pid(env: &Env, name: &str) -> u32 {
+    let text = std::fs::read_to_string(env.record(name)).expect("runtime record");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("record json");
+    v["pid"].as_u64().expect("pid") as u32
+}

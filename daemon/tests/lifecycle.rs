@@ -1,0 +1,280 @@
+//! The service driving real QEMU, in-process: the whole lifecycle.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use novacron_domain::{DomainState, ErrorCode};
+use novacrond::service::events::{EventKind, StateReason};
+use novacrond::ShutdownOptions;
+
+fn state_is(to: DomainState) -> impl Fn(&novacrond::service::events::DomainEvent) -> bool {
+    move |e| matches!(&e.kind, EventKind::StateChanged { to: t, .. } if *t == to)
+}
+
+#[tokio::test]
+async fn osless_guest_full_lifecycle() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut events = svc.events().subscribe();
+    let summary = svc.define(osless("bios1")).await.unwrap();
+    assert_eq!(summary.state, DomainState::Shutoff);
+    assert!(summary.uuid.is_some(), "define assigns a uuid");
+    assert!(env.config.state_dir.join("domains/bios1.xml").exists());
+
+    svc.start("bios1").await.unwrap();
+    wait_event(
+        &mut events,
+        "bios1",
+        Duration::from_secs(5),
+        state_is(DomainState::Running),
+    )
+    .await;
+    let pid = recorded_pid(&env, "bios1");
+    assert!(pid_alive(pid));
+    // QEMU is detached: its own session, stdin from /dev/null, output to the log.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    assert_eq!(fields[3], pid.to_string(), "QEMU must lead its own session");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/fd/0"))
+            .unwrap()
+            .to_str(),
+        Some("/dev/null")
+    );
+    let out = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
+    assert!(out.ends_with("bios1.log"), "{out:?}");
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains("guest=bios1,debug-threads=on"));
+    assert!(cmdline.contains("-sandbox"));
+
+    svc.suspend("bios1").await.unwrap();
+    assert_eq!(svc.get("bios1").unwrap().summary.state, DomainState::Paused);
+    // Wrong-state calls are refused with the state named.
+    let err = svc.suspend("bios1").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WrongState);
+    assert!(err.to_string().contains("paused"), "{err}");
+    svc.resume("bios1").await.unwrap();
+    assert_eq!(
+        svc.get("bios1").unwrap().summary.state,
+        DomainState::Running
+    );
+    svc.reset("bios1").await.unwrap();
+    wait_event(&mut events, "bios1", Duration::from_secs(5), |e| {
+        e.kind == EventKind::Reset
+    })
+    .await;
+
+    // SeaBIOS without an OS ignores the power button: a graceful shutdown times out and the
+    // guest keeps running; with force it is destroyed.
+    let err = svc
+        .shutdown(
+            "bios1",
+            ShutdownOptions {
+                timeout: Some(Duration::from_millis(500)),
+                force: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Timeout);
+    assert_eq!(
+        svc.get("bios1").unwrap().summary.state,
+        DomainState::Running
+    );
+    svc.shutdown(
+        "bios1",
+        ShutdownOptions {
+            timeout: Some(Duration::from_millis(500)),
+            force: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        svc.get("bios1").unwrap().summary.state,
+        DomainState::Shutoff
+    );
+    assert!(!pid_alive(pid));
+    assert!(!env.record("bios1").exists(), "runtime record removed");
+    assert!(!env.socket("bios1").exists(), "QMP socket removed");
+
+    // Start again, then destroy.
+    svc.start("bios1").await.unwrap();
+    let pid2 = recorded_pid(&env, "bios1");
+    assert_ne!(pid, pid2);
+    svc.destroy("bios1").await.unwrap();
+    assert_eq!(
+        svc.get("bios1").unwrap().summary.state,
+        DomainState::Shutoff
+    );
+    assert!(!pid_alive(pid2));
+    assert_eq!(
+        svc.destroy("bios1").await.unwrap_err().code(),
+        ErrorCode::WrongState
+    );
+
+    svc.undefine("bios1").await.unwrap();
+    assert!(!env.config.state_dir.join("domains/bios1.xml").exists());
+    assert_eq!(svc.get("bios1").unwrap_err().code(), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn linux_guest_boots_reboots_and_shuts_down_gracefully() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut events = svc.events().subscribe();
+    svc.define(linux("lin1", "")).await.unwrap();
+    svc.start("lin1").await.unwrap();
+    let serial = env.serial_log("lin1");
+    wait_file(
+        &serial,
+        "NOVACRON-TEST-GUEST-READY",
+        1,
+        Duration::from_secs(90),
+    )
+    .await;
+
+    // Reboot: power button, then the daemon resets the same QEMU and the guest boots again.
+    let pid = recorded_pid(&env, "lin1");
+    svc.reboot("lin1").await.unwrap();
+    wait_event(&mut events, "lin1", Duration::from_secs(60), |e| {
+        e.kind == EventKind::Reset
+    })
+    .await;
+    wait_file(
+        &serial,
+        "NOVACRON-TEST-GUEST-READY",
+        2,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(
+        recorded_pid(&env, "lin1"),
+        pid,
+        "reboot keeps the QEMU process"
+    );
+    assert_eq!(svc.get("lin1").unwrap().summary.state, DomainState::Running);
+
+    // Graceful shutdown: the guest's acpid powers it off; the daemon sees it and cleans up.
+    svc.shutdown(
+        "lin1",
+        ShutdownOptions {
+            timeout: Some(Duration::from_secs(60)),
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    let e = wait_event(
+        &mut events,
+        "lin1",
+        Duration::from_secs(5),
+        state_is(DomainState::Shutoff),
+    )
+    .await;
+    assert!(
+        matches!(
+            &e.kind,
+            EventKind::StateChanged {
+                reason: StateReason::GuestShutdown,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(!pid_alive(pid));
+    assert!(!env.record("lin1").exists());
+}
+
+#[tokio::test]
+async fn a_qemu_that_fails_to_start_reports_its_own_message_and_leaves_nothing() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut config = osless("broken");
+    // A disk image that does not exist: every QEMU refuses this.
+    let disk = novacron_domain::DomainConfig::from_xml(
+        "<domain type='qemu'><name>x</name><memory>65536</memory><vcpu>1</vcpu>
+           <os><type>hvm</type></os>
+           <devices><disk type='file' device='disk'><driver name='qemu' type='raw'/>
+             <source file='/nonexistent/novacron-missing.img'/><target dev='vda' bus='virtio'/></disk></devices>
+         </domain>",
+    )
+    .unwrap();
+    config.devices.disks = disk.devices.disks;
+    svc.define(config).await.unwrap();
+    let err = svc.start("broken").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("novacron-missing.img"),
+        "QEMU's own message expected: {msg}"
+    );
+    assert_eq!(
+        svc.get("broken").unwrap().summary.state,
+        DomainState::Shutoff
+    );
+    assert!(!env.record("broken").exists());
+    assert!(!env.socket("broken").exists());
+    assert!(!env.config.run_dir.join("domains/broken.d").exists());
+}
+
+#[tokio::test]
+async fn a_killed_qemu_is_seen_at_once_and_marked_crashed() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut events = svc.events().subscribe();
+    svc.define(osless("victim")).await.unwrap();
+    svc.start("victim").await.unwrap();
+    let pid = recorded_pid(&env, "victim");
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let e = wait_event(
+        &mut events,
+        "victim",
+        Duration::from_secs(5),
+        state_is(DomainState::Crashed),
+    )
+    .await;
+    let seen_after = killed.elapsed();
+    println!("crash seen after {seen_after:?}");
+    assert!(
+        seen_after < Duration::from_secs(1),
+        "crash noticed after {seen_after:?}"
+    );
+    assert!(
+        matches!(&e.kind, EventKind::StateChanged { reason: StateReason::QemuDied(d), .. } if d.contains("9")),
+        "{e:?}"
+    );
+    assert!(!env.record("victim").exists());
+    assert!(!env.socket("victim").exists());
+    // A crashed domain can be started again.
+    svc.start("victim").await.unwrap();
+    svc.destroy("victim").await.unwrap();
+}
+
+#[tokio::test]
+async fn transient_guests_vanish_when_they_stop_and_undefine_keeps_a_running_guest() {
+    let env = Env::new();
+    let svc = env.open().await;
+    svc.create(osless("temp")).await.unwrap();
+    assert_eq!(svc.get("temp").unwrap().summary.state, DomainState::Running);
+    assert!(!env.config.state_dir.join("domains/temp.xml").exists());
+    assert_eq!(
+        svc.create(osless("temp")).await.unwrap_err().code(),
+        ErrorCode::AlreadyExists
+    );
+    svc.destroy("temp").await.unwrap();
+    assert_eq!(svc.get("temp").unwrap_err().code(), ErrorCode::NotFound);
+
+    svc.define(osless("keep")).await.unwrap();
+    svc.start("keep").await.unwrap();
+    svc.undefine("keep").await.unwrap();
+    assert_eq!(svc.get("keep").unwrap().summary.state, DomainState::Running);
+    svc.destroy("keep").await.unwrap();
+    assert_eq!(svc.get("keep").unwrap_err().code(), ErrorCode::NotFound);
+}

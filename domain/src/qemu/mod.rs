@@ -1,0 +1,78 @@
+//! QEMU command line from a validated domain plus the facts only the host layer knows.
+
+mod argv;
+pub(crate) mod memory;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use argv::build_argv;
+
+/// Accelerator the host layer chose (KVM when /dev/kvm is usable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// What `-cpu` gets. The host layer decides whether the configured CPU works here; the
+/// builder obeys.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuChoice {
+    /// Translate the config: host-passthrough -> `host`, custom -> its model. host-model
+    /// cannot be translated without host knowledge and is an error with this choice.
+    AsConfigured,
+    /// Use this QEMU model name instead (features from the config are still applied).
+    Model(String),
+}
+
+/// A tap (or macvtap) file descriptor the host layer opened and passes to QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetFd {
+    pub tap: i32,
+    /// `/dev/vhost-net` descriptor for virtio NICs, if the host layer opened one.
+    pub vhost: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchContext {
+    pub emulator: PathBuf,
+    pub accel: Accel,
+    pub cpu: CpuChoice,
+    /// The daemon's QMP socket (QEMU listens).
+    pub qmp_socket: PathBuf,
+    /// Per-guest runtime directory: default channel sockets, file-backed RAM.
+    pub runtime_dir: PathBuf,
+    /// Appended to every serial/console chardev as `logfile=`.
+    pub serial_log: Option<PathBuf>,
+    /// Tap fds by index into `devices.interfaces` (bridge, network and direct NICs).
+    pub net_fds: BTreeMap<usize, NetFd>,
+    /// VNC display number when the config says autoport.
+    pub vnc_display: Option<u16>,
+    /// swtpm control socket when the config has a TPM.
+    pub swtpm_socket: Option<PathBuf>,
+    /// Add `-sandbox on,...` (seccomp); off only for debugging.
+    pub sandbox: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgvError {
+    #[error("domain has no uuid; assign one at define time")]
+    MissingUuid,
+    #[error("devices.interfaces[{0}] has no MAC address; assign one at define time")]
+    MissingMac(usize),
+    #[error("devices.interfaces[{0}] needs a tap fd from the host layer")]
+    MissingTapFd(usize),
+    #[error("VNC autoport needs a display number from the host layer")]
+    MissingVncDisplay,
+    #[error("TPM needs a swtpm socket from the host layer")]
+    MissingSwtpmSocket,
+    #[error("cpu mode host-model must be resolved by the host layer (CpuChoice::Model)")]
+    UnresolvedHostModel,
+    #[error("CPU model '{0}' contains characters not allowed on the command line")]
+    BadCpuModel(String),
+    #[error("path {0:?} is not valid UTF-8")]
+    NonUtf8Path(PathBuf),
+}

@@ -1,0 +1,762 @@
+//! `DomainConfig` -> libvirt domain XML, in `virsh dumpxml` layout (2-space indent, single
+//! quotes, `unit='KiB'`). Output is valid against libvirt's schema for the supported subset.
+
+use quick_xml::escape::escape;
+
+use crate::model::*;
+
+struct W {
+    out: String,
+    depth: usize,
+}
+
+type Attrs<'a> = &'a [(&'a str, Option<String>)];
+
+impl W {
+    fn indent(&mut self) {
+        for _ in 0..self.depth {
+            self.out.push_str("  ");
+        }
+    }
+    fn tag(&mut self, name: &str, attrs: Attrs<'_>) {
+        self.indent();
+        self.out.push('<');
+        self.out.push_str(name);
+        for (k, v) in attrs {
+            if let Some(v) = v {
+                self.out.push(' ');
+                self.out.push_str(k);
+                self.out.push_str("='");
+                self.out.push_str(&escape(v.as_str()));
+                self.out.push('\'');
+            }
+        }
+    }
+    fn open(&mut self, name: &str, attrs: Attrs<'_>) {
+        self.tag(name, attrs);
+        self.out.push_str(">\n");
+        self.depth += 1;
+    }
+    fn close(&mut self, name: &str) {
+        self.depth = self.depth.saturating_sub(1);
+        self.indent();
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push_str(">\n");
+    }
+    fn empty(&mut self, name: &str, attrs: Attrs<'_>) {
+        self.tag(name, attrs);
+        self.out.push_str("/>\n");
+    }
+    fn text(&mut self, name: &str, attrs: Attrs<'_>, text: &str) {
+        self.tag(name, attrs);
+        self.out.push('>');
+        self.out.push_str(&escape(text));
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push_str(">\n");
+    }
+}
+
+fn s(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn yes_no(b: bool) -> Option<String> {
+    s(if b { "yes" } else { "no" })
+}
+
+fn on_off(b: bool) -> Option<String> {
+    s(if b { "on" } else { "off" })
+}
+
+fn hex(v: u64, width: usize) -> Option<String> {
+    s(format!("0x{v:0width$x}"))
+}
+
+pub fn write_domain(d: &DomainConfig) -> String {
+    let mut w = W {
+        out: String::with_capacity(4096),
+        depth: 0,
+    };
+    w.open("domain", &[("type", s(d.virt_type.as_str()))]);
+    w.text("name", &[], &d.name);
+    if let Some(u) = &d.uuid {
+        w.text("uuid", &[], &u.to_string());
+    }
+    if let Some(t) = &d.title {
+        w.text("title", &[], t);
+    }
+    if let Some(t) = &d.description {
+        w.text("description", &[], t);
+    }
+    if let Some(m) = &d.metadata {
+        // Verbatim: it is someone else's XML.
+        w.indent();
+        w.out.push_str("<metadata>");
+        w.out.push_str(m);
+        w.out.push_str("</metadata>\n");
+    }
+    let kib = || s("KiB");
+    if let Some(m) = &d.memory.max {
+        w.text(
+            "maxMemory",
+            &[("slots", s(m.slots)), ("unit", kib())],
+            &m.size_kib.to_string(),
+        );
+    }
+    w.text(
+        "memory",
+        &[("unit", kib())],
+        &d.memory.memory_kib.to_string(),
+    );
+    if let Some(c) = d.memory.current_kib {
+        w.text("currentMemory", &[("unit", kib())], &c.to_string());
+    }
+    if let Some(mb) = &d.memory_backing {
+        memory_backing(&mut w, mb);
+    }
+    let v = &d.vcpu;
+    w.text(
+        "vcpu",
+        &[
+            ("placement", v.placement.map(|p| p.as_str().to_owned())),
+            ("cpuset", v.cpuset.as_ref().map(IdSet::to_string)),
+            ("current", v.current.map(|c| c.to_string())),
+        ],
+        &v.count.to_string(),
+    );
+    if let Some(n) = d.iothreads {
+        w.text("iothreads", &[], &n.to_string());
+    }
+    if let Some(t) = &d.cputune {
+        cputune(&mut w, t);
+    }
+    if let Some(n) = &d.numatune {
+        w.open("numatune", &[]);
+        if let Some(m) = &n.memory {
+            w.empty(
+                "memory",
+                &[("mode", s(m.mode.as_str())), ("nodeset", s(&m.nodeset))],
+            );
+        }
+        for m in &n.memnodes {
+            w.empty(
+                "memnode",
+                &[
+                    ("cellid", s(m.cellid)),
+                    ("mode", s(m.mode.as_str())),
+                    ("nodeset", s(&m.nodeset)),
+                ],
+            );
+        }
+        w.close("numatune");
+    }
+    os(&mut w, &d.os);
+    features(&mut w, &d.features);
+    if let Some(c) = &d.cpu {
+        cpu(&mut w, c);
+    }
+    if let Some(c) = &d.clock {
+        if c.timers.is_empty() {
+            w.empty("clock", &[("offset", s(c.offset.as_str()))]);
+        } else {
+            w.open("clock", &[("offset", s(c.offset.as_str()))]);
+            for t in &c.timers {
+                w.empty(
+                    "timer",
+                    &[
+                        ("name", s(t.name.as_str())),
+                        ("tickpolicy", t.tickpolicy.map(|p| p.as_str().to_owned())),
+                        ("present", t.present.and_then(yes_no)),
+                    ],
+                );
+            }
+            w.close("clock");
+        }
+    }
+    for (n, a) in [
+        ("on_poweroff", d.on_poweroff),
+        ("on_reboot", d.on_reboot),
+        ("on_crash", d.on_crash),
+    ] {
+        if let Some(a) = a {
+            w.text(n, &[], a.as_str());
+        }
+    }
+    if let Some(pm) = &d.pm {
+        w.open("pm", &[]);
+        for (n, v) in [
+            ("suspend-to-mem", pm.suspend_to_mem),
+            ("suspend-to-disk", pm.suspend_to_disk),
+        ] {
+            if let Some(v) = v {
+                w.empty(n, &[("enabled", yes_no(v))]);
+            }
+        }
+        w.close("pm");
+    }
+    devices(&mut w, &d.devices);
+    w.close("domain");
+    w.out
+}
+
+fn memory_backing(w: &mut W, mb: &MemoryBacking) {
+    w.open("memoryBacking", &[]);
+    if let Some(pages) = &mb.hugepages {
+        if pages.is_empty() {
+            w.empty("hugepages", &[]);
+        } else {
+            w.open("hugepages", &[]);
+            for p in pages {
+                w.empty(
+                    "page",
+                    &[
+                        ("size", s(p.size_kib)),
+                        ("unit", s("KiB")),
+                        ("nodeset", p.nodeset.as_ref().map(IdSet::to_string)),
+                    ],
+                );
+            }
+            w.close("hugepages");
+        }
+    }
+    if mb.nosharepages {
+        w.empty("nosharepages", &[]);
+    }
+    if mb.locked {
+        w.empty("locked", &[]);
+    }
+    if let Some(src) = mb.source {
+        w.empty("source", &[("type", s(src.as_str()))]);
+    }
+    if let Some(a) = mb.access {
+        w.empty("access", &[("mode", s(a.as_str()))]);
+    }
+    if let Some(a) = mb.allocation {
+        w.empty("allocation", &[("mode", s(a.as_str()))]);
+    }
+    w.close("memoryBacking");
+}
+
+fn cputune(w: &mut W, t: &CpuTune) {
+    w.open("cputune", &[]);
+    for p in &t.vcpupins {
+        w.empty("vcpupin", &[("vcpu", s(p.vcpu)), ("cpuset", s(&p.cpuset))]);
+    }
+    if let Some(e) = &t.emulatorpin {
+        w.empty("emulatorpin", &[("cpuset", s(e))]);
+    }
+    for p in &t.iothreadpins {
+        w.empty(
+            "iothreadpin",
+            &[("iothread", s(p.iothread)), ("cpuset", s(&p.cpuset))],
+        );
+    }
+    if let Some(v) = t.shares {
+        w.text("shares", &[], &v.to_string());
+    }
+    if let Some(v) = t.period {
+        w.text("period", &[], &v.to_string());
+    }
+    if let Some(v) = t.quota {
+        w.text("quota", &[], &v.to_string());
+    }
+    w.close("cputune");
+}
+
+fn os(w: &mut W, o: &Os) {
+    w.open("os", &[]);
+    w.text(
+        "type",
+        &[
+            ("arch", o.arch.map(|_| "x86_64".to_owned())),
+            ("machine", o.machine.clone()),
+        ],
+        "hvm",
+    );
+    if let Firmware::Uefi { loader, nvram } = &o.firmware {
+        w.text(
+            "loader",
+            &[
+                ("readonly", yes_no(loader.readonly)),
+                ("secure", yes_no(loader.secure)),
+                ("type", s("pflash")),
+            ],
+            &loader.path,
+        );
+        if let Some(n) = nvram {
+            w.text("nvram", &[("template", n.template.clone())], &n.path);
+        }
+    }
+    if let Some(k) = &o.kernel {
+        w.text("kernel", &[], &k.kernel);
+        if let Some(i) = &k.initrd {
+            w.text("initrd", &[], i);
+        }
+        if let Some(c) = &k.cmdline {
+            w.text("cmdline", &[], c);
+        }
+    }
+    for b in &o.boot {
+        w.empty("boot", &[("dev", s(b.as_str()))]);
+    }
+    w.close("os");
+}
+
+fn features(w: &mut W, f: &Features) {
+    if *f == Features::default() {
+        return;
+    }
+    w.open("features", &[]);
+    for (n, on) in [("acpi", f.acpi), ("apic", f.apic), ("pae", f.pae)] {
+        if on {
+            w.empty(n, &[]);
+        }
+    }
+    if let Some(v) = f.vmport {
+        w.empty("vmport", &[("state", on_off(v))]);
+    }
+    if let Some(v) = f.smm {
+        w.empty("smm", &[("state", on_off(v))]);
+    }
+    w.close("features");
+}
+
+fn cpu(w: &mut W, c: &Cpu) {
+    let (mode, model) = match &c.mode {
+        CpuMode::HostPassthrough => ("host-passthrough", None),
+        CpuMode::HostModel => ("host-model", None),
+        CpuMode::Custom { model } => ("custom", Some(model)),
+    };
+    let attrs = [
+        ("mode", s(mode)),
+        ("match", model.map(|_| "exact".to_owned())),
+    ];
+    if model.is_none() && c.features.is_empty() && c.topology.is_none() && c.numa.is_empty() {
+        w.empty("cpu", &attrs);
+        return;
+    }
+    w.open("cpu", &attrs);
+    if let Some(m) = model {
+        w.text("model", &[], m);
+    }
+    if let Some(t) = &c.topology {
+        w.empty(
+            "topology",
+            &[
+                ("sockets", s(t.sockets)),
+                ("dies", t.dies.map(|d| d.to_string())),
+                ("cores", s(t.cores)),
+                ("threads", s(t.threads)),
+            ],
+        );
+    }
+    for f in &c.features {
+        w.empty(
+            "feature",
+            &[("policy", s(f.policy.as_str())), ("name", s(&f.name))],
+        );
+    }
+    if !c.numa.is_empty() {
+        w.open("numa", &[]);
+        for cell in &c.numa {
+            let attrs = [
+                ("id", s(cell.id)),
+                ("cpus", s(&cell.cpus)),
+                ("memory", s(cell.memory_kib)),
+                ("unit", s("KiB")),
+                ("memAccess", cell.mem_access.map(|a| a.as_str().to_owned())),
+            ];
+            if cell.distances.is_empty() {
+                w.empty("cell", &attrs);
+            } else {
+                w.open("cell", &attrs);
+                w.open("distances", &[]);
+                for d in &cell.distances {
+                    w.empty("sibling", &[("id", s(d.id)), ("value", s(d.value))]);
+                }
+                w.close("distances");
+                w.close("cell");
+            }
+        }
+        w.close("numa");
+    }
+    w.close("cpu");
+}
+
+fn address(w: &mut W, a: &Option<Address>) {
+    let Some(a) = a else { return };
+    match *a {
+        Address::Pci {
+            domain,
+            bus,
+            slot,
+            function,
+            multifunction,
+        } => w.empty(
+            "address",
+            &[
+                ("type", s("pci")),
+                ("domain", hex(domain.into(), 4)),
+                ("bus", hex(bus.into(), 2)),
+                ("slot", hex(slot.into(), 2)),
+                ("function", hex(function.into(), 1)),
+                ("multifunction", multifunction.and_then(on_off)),
+            ],
+        ),
+        Address::Drive {
+            controller,
+            bus,
+            target,
+            unit,
+        } => w.empty(
+            "address",
+            &[
+                ("type", s("drive")),
+                ("controller", s(controller)),
+                ("bus", s(bus)),
+                ("target", s(target)),
+                ("unit", s(unit)),
+            ],
+        ),
+        Address::VirtioSerial {
+            controller,
+            bus,
+            port,
+        } => w.empty(
+            "address",
+            &[
+                ("type", s("virtio-serial")),
+                ("controller", s(controller)),
+                ("bus", s(bus)),
+                ("port", s(port)),
+            ],
+        ),
+        Address::Usb { bus, port } => w.empty(
+            "address",
+            &[("type", s("usb")), ("bus", s(bus)), ("port", s(port))],
+        ),
+    }
+}
+
+fn boot(w: &mut W, order: Option<u32>) {
+    if let Some(o) = order {
+        w.empty("boot", &[("order", s(o))]);
+    }
+}
+
+fn devices(w: &mut W, d: &Devices) {
+    if *d == Devices::default() {
+        return;
+    }
+    w.open("devices", &[]);
+    if let Some(e) = &d.emulator {
+        w.text("emulator", &[], e);
+    }
+    for disk in &d.disks {
+        let ty = match disk.source {
+            Some(DiskSource::Block { .. }) => "block",
+            _ => "file",
+        };
+        let dev = match disk.device {
+            DiskDevice::Disk => "disk",
+            DiskDevice::Cdrom => "cdrom",
+        };
+        w.open("disk", &[("type", s(ty)), ("device", s(dev))]);
+        let dr = &disk.driver;
+        w.empty(
+            "driver",
+            &[
+                ("name", s("qemu")),
+                (
+                    "type",
+                    s(if dr.format == DiskFormat::Qcow2 {
+                        "qcow2"
+                    } else {
+                        "raw"
+                    }),
+                ),
+                ("cache", dr.cache.map(|c| c.as_str().to_owned())),
+                ("io", dr.io.map(|c| c.as_str().to_owned())),
+                ("discard", dr.discard.map(|c| c.as_str().to_owned())),
+                ("iothread", dr.iothread.map(|c| c.to_string())),
+            ],
+        );
+        match &disk.source {
+            Some(DiskSource::File { path }) => w.empty("source", &[("file", s(path))]),
+            Some(DiskSource::Block { dev }) => w.empty("source", &[("dev", s(dev))]),
+            None => {}
+        }
+        w.empty(
+            "target",
+            &[
+                ("dev", s(&disk.target.dev)),
+                ("bus", s(disk.target.bus.as_str())),
+            ],
+        );
+        if disk.readonly {
+            w.empty("readonly", &[]);
+        }
+        if disk.shareable {
+            w.empty("shareable", &[]);
+        }
+        if let Some(ser) = &disk.serial {
+            w.text("serial", &[], ser);
+        }
+        boot(w, disk.boot_order);
+        address(w, &disk.address);
+        w.close("disk");
+    }
+    for c in &d.controllers {
+        let (ty, model) = match &c.kind {
+            ControllerKind::PcieRoot => ("pci", Some("pcie-root")),
+            ControllerKind::PcieRootPort { .. } => ("pci", Some("pcie-root-port")),
+            ControllerKind::Sata => ("sata", None),
+            ControllerKind::VirtioScsi => ("scsi", Some("virtio-scsi")),
+            ControllerKind::Usb {
+                model: UsbModel::QemuXhci,
+                ..
+            } => ("usb", Some("qemu-xhci")),
+            ControllerKind::Usb {
+                model: UsbModel::None,
+                ..
+            } => ("usb", Some("none")),
+            ControllerKind::VirtioSerial => ("virtio-serial", None),
+        };
+        let ports = match c.kind {
+            ControllerKind::Usb { ports, .. } => ports.map(|p| p.to_string()),
+            _ => None,
+        };
+        let attrs = [
+            ("type", s(ty)),
+            ("index", s(c.index)),
+            ("model", model.map(str::to_owned)),
+            ("ports", ports),
+        ];
+        let target = match c.kind {
+            ControllerKind::PcieRootPort { chassis, port }
+                if chassis.is_some() || port.is_some() =>
+            {
+                Some((chassis, port))
+            }
+            _ => None,
+        };
+        if target.is_none() && c.address.is_none() {
+            w.empty("controller", &attrs);
+            continue;
+        }
+        w.open("controller", &attrs);
+        if let Some((chassis, port)) = target {
+            w.empty(
+                "target",
+                &[
+                    ("chassis", chassis.map(|c| c.to_string())),
+                    ("port", port.and_then(|p| hex(p.into(), 1))),
+                ],
+            );
+        }
+        address(w, &c.address);
+        w.close("controller");
+    }
+    for i in &d.interfaces {
+        let (ty, src): (&str, Vec<(&str, Option<String>)>) = match &i.source {
+            InterfaceSource::Bridge { bridge } => ("bridge", vec![("bridge", s(bridge))]),
+            InterfaceSource::Network { network } => ("network", vec![("network", s(network))]),
+            InterfaceSource::User => ("user", vec![]),
+            InterfaceSource::Direct { dev, mode } => {
+                ("direct", vec![("dev", s(dev)), ("mode", s(mode.as_str()))])
+            }
+            InterfaceSource::VhostUser { path, mode } => (
+                "vhostuser",
+                vec![
+                    ("type", s("unix")),
+                    ("path", s(path)),
+                    (
+                        "mode",
+                        s(if *mode == SocketMode::Server {
+                            "server"
+                        } else {
+                            "client"
+                        }),
+                    ),
+                ],
+            ),
+        };
+        w.open("interface", &[("type", s(ty))]);
+        if let Some(m) = &i.mac {
+            w.empty("mac", &[("address", s(m))]);
+        }
+        if !src.is_empty() {
+            w.empty("source", &src);
+        }
+        w.empty("model", &[("type", s(i.model.as_str()))]);
+        if let Some(m) = i.mtu {
+            w.empty("mtu", &[("size", s(m))]);
+        }
+        boot(w, i.boot_order);
+        address(w, &i.address);
+        w.close("interface");
+    }
+    for ser in &d.serials {
+        chardev_open(w, "serial", &ser.source);
+        w.open(
+            "target",
+            &[("type", s("isa-serial")), ("port", s(ser.port))],
+        );
+        w.empty("model", &[("name", s("isa-serial"))]);
+        w.close("target");
+        w.close("serial");
+    }
+    for c in &d.consoles {
+        chardev_open(w, "console", &c.source);
+        let t = match c.target {
+            ConsoleTarget::Serial => "serial",
+            ConsoleTarget::Virtio => "virtio",
+        };
+        w.empty("target", &[("type", s(t)), ("port", s(c.port))]);
+        w.close("console");
+    }
+    for c in &d.channels {
+        w.open("channel", &[("type", s("unix"))]);
+        w.empty("source", &[("mode", s("bind")), ("path", c.path.clone())]);
+        w.empty("target", &[("type", s("virtio")), ("name", s(&c.name))]);
+        address(w, &c.address);
+        w.close("channel");
+    }
+    for i in &d.inputs {
+        let attrs = [("type", s(i.kind.as_str())), ("bus", s(i.bus.as_str()))];
+        if i.address.is_none() {
+            w.empty("input", &attrs);
+        } else {
+            w.open("input", &attrs);
+            address(w, &i.address);
+            w.close("input");
+        }
+    }
+    if let Some(t) = &d.tpm {
+        let m = match t.model {
+            TpmModel::TpmCrb => "tpm-crb",
+            TpmModel::TpmTis => "tpm-tis",
+        };
+        w.open("tpm", &[("model", s(m))]);
+        w.empty("backend", &[("type", s("emulator")), ("version", s("2.0"))]);
+        w.close("tpm");
+    }
+    if let Some(Graphics::Vnc { port, listen }) = &d.graphics {
+        let (p, auto) = match port {
+            VncPort::Auto => ("-1".to_owned(), "yes"),
+            VncPort::Fixed(p) => (p.to_string(), "no"),
+        };
+        let attrs = [
+            ("type", s("vnc")),
+            ("port", s(p)),
+            ("autoport", s(auto)),
+            ("listen", listen.clone()),
+        ];
+        match listen {
+            Some(l) => {
+                w.open("graphics", &attrs);
+                w.empty("listen", &[("type", s("address")), ("address", s(l))]);
+                w.close("graphics");
+            }
+            None => w.empty("graphics", &attrs),
+        }
+    }
+    for v in &d.videos {
+        w.open("video", &[]);
+        let (ty, vram) = match v.model {
+            VideoModel::None => ("none", None),
+            VideoModel::Virtio => ("virtio", None),
+            VideoModel::Vga { vram_kib } => ("vga", vram_kib),
+        };
+        w.empty(
+            "model",
+            &[("type", s(ty)), ("vram", vram.map(|v| v.to_string()))],
+        );
+        address(w, &v.address);
+        w.close("video");
+    }
+    for h in &d.hostdevs {
+        w.open(
+            "hostdev",
+            &[
+                ("mode", s("subsystem")),
+                ("type", s("pci")),
+                ("managed", yes_no(h.managed)),
+            ],
+        );
+        w.empty("driver", &[("name", s("vfio"))]);
+        w.open("source", &[]);
+        let a = h.source;
+        w.empty(
+            "address",
+            &[
+                ("domain", hex(a.domain.into(), 4)),
+                ("bus", hex(a.bus.into(), 2)),
+                ("slot", hex(a.slot.into(), 2)),
+                ("function", hex(a.function.into(), 1)),
+            ],
+        );
+        w.close("source");
+        boot(w, h.boot_order);
+        address(w, &h.address);
+        w.close("hostdev");
+    }
+    if let Some(wd) = &d.watchdog {
+        let m = match wd.model {
+            WatchdogModel::I6300esb => "i6300esb",
+            WatchdogModel::Itco => "itco",
+        };
+        let attrs = [("model", s(m)), ("action", s(wd.action.as_str()))];
+        if wd.address.is_none() {
+            w.empty("watchdog", &attrs);
+        } else {
+            w.open("watchdog", &attrs);
+            address(w, &wd.address);
+            w.close("watchdog");
+        }
+    }
+    if let Some(b) = &d.memballoon {
+        let m = match b.model {
+            MemballoonModel::Virtio => "virtio",
+            MemballoonModel::None => "none",
+        };
+        if b.stats_period.is_none() && b.address.is_none() {
+            w.empty("memballoon", &[("model", s(m))]);
+        } else {
+            w.open("memballoon", &[("model", s(m))]);
+            if let Some(p) = b.stats_period {
+                w.empty("stats", &[("period", s(p))]);
+            }
+            address(w, &b.address);
+            w.close("memballoon");
+        }
+    }
+    for r in &d.rngs {
+        w.open("rng", &[("model", s("virtio"))]);
+        w.text("backend", &[("model", s("random"))], &r.backend);
+        address(w, &r.address);
+        w.close("rng");
+    }
+    w.close("devices");
+}
+
+fn chardev_open(w: &mut W, name: &str, src: &CharSource) {
+    match src {
+        CharSource::Pty => w.open(name, &[("type", s("pty"))]),
+        CharSource::Unix { path, mode } => {
+            w.open(name, &[("type", s("unix"))]);
+            let m = if *mode == SocketMode::Server {
+                "bind"
+            } else {
+                "connect"
+            };
+            w.empty("source", &[("mode", s(m)), ("path", s(path))]);
+        }
+        CharSource::File { path } => {
+            w.open(name, &[("type", s("file"))]);
+            w.empty("source", &[("path", s(path))]);
+        }
+    }
+}

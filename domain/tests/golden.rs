@@ -1,0 +1,174 @@
+//! Golden argv tests: the exact QEMU command line for each corpus guest is pinned in
+//! `tests/golden/<name>.argv` (one argument per line). `UPDATE_GOLDEN=1` rewrites them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+use novacron_domain::{
+    build_argv, Accel, ArgvError, CpuChoice, DomainConfig, LaunchContext, NetFd,
+};
+
+pub fn ctx(name: &str) -> LaunchContext {
+    let run = PathBuf::from("/run/novacron/domains").join(name);
+    let mut net_fds = BTreeMap::new();
+    net_fds.insert(
+        0,
+        NetFd {
+            tap: 21,
+            vhost: Some(22),
+        },
+    );
+    net_fds.insert(
+        1,
+        NetFd {
+            tap: 23,
+            vhost: None,
+        },
+    );
+    LaunchContext {
+        emulator: "/usr/bin/qemu-system-x86_64".into(),
+        accel: Accel::Kvm,
+        cpu: CpuChoice::AsConfigured,
+        qmp_socket: run.join("qmp.sock"),
+        runtime_dir: run.clone(),
+        serial_log: None,
+        net_fds,
+        vnc_display: Some(3),
+        swtpm_socket: Some(run.join("swtpm.sock")),
+        sandbox: true,
+    }
+}
+
+fn corpus(name: &str) -> DomainConfig {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/corpus/{name}.xml"));
+    DomainConfig::from_xml(&fs::read_to_string(p).expect("read")).expect("parse")
+}
+
+fn check_golden(name: &str, argv: &[String]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.argv"));
+    let text = argv.join("\n") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        fs::write(&path, &text).expect("write golden");
+        return;
+    }
+    let want = fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
+    if want != text {
+        let diff: Vec<String> = want
+            .lines()
+            .zip(text.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("- {a}\n+ {b}"))
+            .take(10)
+            .collect();
+        panic!(
+            "{name}: argv differs from golden\n{}\n(full)\n{text}",
+            diff.join("\n")
+        );
+    }
+}
+
+fn golden(name: &str, cpu: CpuChoice) {
+    let vd = corpus(name).validate().expect("valid");
+    let mut c = ctx(name);
+    c.cpu = cpu;
+    if vd.virt_type == novacron_domain::model::VirtType::Qemu {
+        c.accel = Accel::Tcg;
+    }
+    let argv = build_argv(&vd, &c).expect("argv");
+    // Deterministic: a second build is identical.
+    assert_eq!(argv, build_argv(&vd, &c).expect("argv"));
+    check_golden(name, &argv);
+}
+
+#[test]
+fn golden_linux_guest() {
+    golden("linux-guest", CpuChoice::AsConfigured);
+}
+
+#[test]
+fn golden_windows_guest() {
+    golden("windows-guest", CpuChoice::AsConfigured);
+}
+
+#[test]
+fn golden_pinned_numa_hugepages() {
+    golden("pinned-numa-hugepages", CpuChoice::AsConfigured);
+}
+
+#[test]
+fn golden_uefi_secureboot() {
+    golden(
+        "uefi-secureboot",
+        CpuChoice::Model("Skylake-Client-IBRS".into()),
+    );
+}
+
+#[test]
+fn golden_vfio_hostdev() {
+    golden("vfio-hostdev", CpuChoice::Model("EPYC-Rome".into()));
+}
+
+#[test]
+fn golden_direct_kernel() {
+    golden("direct-kernel", CpuChoice::AsConfigured);
+}
+
+#[test]
+fn golden_ci_runner() {
+    golden("ci-runner", CpuChoice::AsConfigured);
+}
+
+#[test]
+fn argv_requires_host_facts() {
+    let vd = corpus("uefi-secureboot").validate().expect("valid");
+    assert_eq!(
+        build_argv(&vd, &ctx("x")),
+        Err(ArgvError::UnresolvedHostModel)
+    );
+    let mut c = ctx("x");
+    c.cpu = CpuChoice::Model("qemu64".into());
+    c.swtpm_socket = None;
+    assert_eq!(build_argv(&vd, &c), Err(ArgvError::MissingSwtpmSocket));
+    let vd = corpus("windows-guest").validate().expect("valid");
+    let mut c = ctx("x");
+    c.net_fds.clear();
+    assert_eq!(build_argv(&vd, &c), Err(ArgvError::MissingTapFd(0)));
+    let mut c = ctx("x");
+    c.vnc_display = None;
+    assert_eq!(build_argv(&vd, &c), Err(ArgvError::MissingVncDisplay));
+    let mut c = ctx("x");
+    c.cpu = CpuChoice::Model("qemu64,kvm=off".into());
+    assert!(matches!(
+        build_argv(&vd, &c),
+        Err(ArgvError::BadCpuModel(_))
+    ));
+    let mut cfg = corpus("windows-guest");
+    cfg.uuid = None;
+    assert_eq!(
+        build_argv(&cfg.validate().expect("valid"), &ctx("x")),
+        Err(ArgvError::MissingUuid)
+    );
+    let mut cfg = corpus("windows-guest");
+    cfg.devices.interfaces[0].mac = None;
+    assert_eq!(
+        build_argv(&cfg.validate().expect("valid"), &ctx("x")),
+        Err(ArgvError::MissingMac(0))
+    );
+}
+
+#[test]
+fn argv_escapes_commas_in_paths() {
+    let mut cfg = corpus("direct-kernel");
+    if let Some(novacron_domain::model::DiskSource::File { path }) =
+        &mut cfg.devices.disks[0].source
+    {
+        *path = "/srv/a,b.img".into();
+    }
+    let argv = build_argv(&cfg.validate().expect("valid"), &ctx("x")).expect("argv");
+    assert!(
+        argv.iter().any(|a| a.contains("filename=/srv/a,,b.img,")),
+        "{argv:?}"
+    );
+}

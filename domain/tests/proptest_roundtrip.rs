@@ -1,0 +1,507 @@
+//! Property tests: arbitrary valid `DomainConfig`s round-trip exactly through XML and JSON,
+//! and the reader never panics on mutated corpus documents.
+
+use novacron_domain::model::*;
+use novacron_domain::DomainConfig;
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+use proptest::sample::{select, subsequence};
+
+fn idset(ids: Vec<u32>) -> IdSet {
+    IdSet::from_ids(ids).expect("small ids")
+}
+
+fn cpu_strategy(count: u32, mem_kib: u64) -> impl Strategy<Value = Option<Cpu>> {
+    let mode = prop_oneof![
+        Just(CpuMode::HostPassthrough),
+        Just(CpuMode::HostModel),
+        select(vec!["qemu64", "Skylake-Server-IBRS", "EPYC-Rome"])
+            .prop_map(|m| CpuMode::Custom { model: m.into() }),
+    ];
+    let features = subsequence(vec!["vmx", "x2apic", "invtsc", "hle", "rtm", "pcid"], 0..4)
+        .prop_flat_map(|names| {
+            let n = names.len();
+            vec(
+                select(vec![
+                    FeaturePolicy::Force,
+                    FeaturePolicy::Require,
+                    FeaturePolicy::Optional,
+                    FeaturePolicy::Disable,
+                    FeaturePolicy::Forbid,
+                ]),
+                n,
+            )
+            .prop_map(move |ps| {
+                names
+                    .iter()
+                    .zip(ps)
+                    .map(|(n, p)| CpuFeature {
+                        policy: p,
+                        name: (*n).into(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+    let cells = if count >= 2 { 0usize..3 } else { 0usize..2 };
+    option::of(
+        (
+            mode,
+            features,
+            any::<bool>(),
+            any::<Option<u32>>(),
+            cells,
+            any::<bool>(),
+        )
+            .prop_map(move |(mode, features, topo, dies, ncells, shared)| {
+                let topology = topo.then_some(CpuTopology {
+                    sockets: count,
+                    dies: dies.map(|_| 1),
+                    cores: 1,
+                    threads: 1,
+                });
+                let n = ncells as u32;
+                let numa = (0..n)
+                    .map(|i| {
+                        // Split vCPUs and memory (2 MiB granules) between cells.
+                        let lo = count * i / n;
+                        let hi = count * (i + 1) / n;
+                        let granules = mem_kib / 2048;
+                        let m_lo = granules * u64::from(i) / u64::from(n);
+                        let m_hi = granules * u64::from(i + 1) / u64::from(n);
+                        NumaCell {
+                            id: i,
+                            cpus: idset((lo..hi).collect()),
+                            memory_kib: (m_hi - m_lo) * 2048,
+                            mem_access: shared.then_some(MemoryAccess::Shared),
+                            distances: if n == 2 {
+                                (0..n)
+                                    .map(|j| NumaDistance {
+                                        id: j,
+                                        value: if i == j { 10 } else { 20 },
+                                    })
+                                    .collect()
+                            } else {
+                                vec![]
+                            },
+                        }
+                    })
+                    .collect();
+                Cpu {
+                    mode,
+                    features,
+                    topology,
+                    numa,
+                }
+            }),
+    )
+}
+
+fn disk_strategy(i: usize) -> impl Strategy<Value = Disk> {
+    let dev = format!("vd{}", (b'a' + i as u8) as char);
+    (
+        any::<bool>(),
+        "/[a-z]{1,8}/[a-zA-Z0-9 _.,&'<>-]{0,12}[a-z]",
+        any::<bool>(),
+        option::of(select(DiskCache::ALL.to_vec())),
+        option::of(select(vec![DiskIo::Threads, DiskIo::IoUring])),
+        option::of(select(vec![DiskDiscard::Unmap, DiskDiscard::Ignore])),
+        any::<(bool, bool)>(),
+        option::of("[A-Za-z0-9_.-]{1,20}"),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(block, path, qcow, cache, io, discard, (ro, share), serial, addr)| Disk {
+                device: DiskDevice::Disk,
+                source: Some(if block {
+                    DiskSource::Block { dev: path }
+                } else {
+                    DiskSource::File { path }
+                }),
+                driver: DiskDriver {
+                    format: if qcow {
+                        DiskFormat::Qcow2
+                    } else {
+                        DiskFormat::Raw
+                    },
+                    cache,
+                    io,
+                    discard,
+                    iothread: None,
+                },
+                target: DiskTarget {
+                    dev: dev.clone(),
+                    bus: DiskBus::Virtio,
+                },
+                readonly: ro,
+                shareable: share,
+                serial,
+                boot_order: None,
+                address: addr.then_some(Address::Pci {
+                    domain: 0,
+                    bus: 0,
+                    slot: 8 + i as u8,
+                    function: 0,
+                    multifunction: None,
+                }),
+            },
+        )
+}
+
+fn nic_strategy(i: usize) -> impl Strategy<Value = Interface> {
+    let source = prop_oneof![
+        Just(InterfaceSource::User),
+        "[a-z][a-z0-9]{0,8}".prop_map(|b| InterfaceSource::Bridge { bridge: b }),
+        "[a-z][a-z0-9-]{0,20}".prop_map(|n| InterfaceSource::Network { network: n }),
+        ("[a-z][a-z0-9]{0,8}", select(MacvtapMode::ALL.to_vec()))
+            .prop_map(|(d, m)| InterfaceSource::Direct { dev: d, mode: m }),
+    ];
+    (
+        source,
+        select(NicModel::ALL.to_vec()),
+        option::of(68u32..9000),
+        any::<[u8; 3]>(),
+    )
+        .prop_map(move |(source, model, mtu, tail)| Interface {
+            source,
+            mac: Some(MacAddr([0x52, 0x54, i as u8, tail[0], tail[1], tail[2]])),
+            model,
+            mtu,
+            boot_order: None,
+            address: None,
+        })
+}
+
+fn char_source() -> impl Strategy<Value = CharSource> {
+    prop_oneof![
+        Just(CharSource::Pty),
+        ("/run/[a-z]{1,10}\\.sock", any::<bool>()).prop_map(|(p, s)| CharSource::Unix {
+            path: p,
+            mode: if s {
+                SocketMode::Server
+            } else {
+                SocketMode::Client
+            }
+        }),
+        "/var/log/[a-z]{1,10}".prop_map(|p| CharSource::File { path: p }),
+    ]
+}
+
+fn devices_strategy() -> impl Strategy<Value = Devices> {
+    (
+        (0usize..4).prop_flat_map(|n| (0..n).map(disk_strategy).collect::<Vec<_>>()),
+        (0usize..3).prop_flat_map(|n| (0..n).map(nic_strategy).collect::<Vec<_>>()),
+        option::of(char_source()),
+        vec(option::of("/run/q/[a-z]{1,8}"), 0..2),
+        option::of((
+            any::<bool>(),
+            5900u16..6000,
+            option::of(select(vec!["127.0.0.1", "::1", "0.0.0.0"])),
+        )),
+        option::of(prop_oneof![
+            Just(VideoModel::None),
+            Just(VideoModel::Virtio),
+            option::of(1024u32..65536).prop_map(|v| VideoModel::Vga { vram_kib: v })
+        ]),
+        option::of((any::<bool>(), option::of(0u32..100))),
+        any::<bool>(),
+        option::of((
+            select(vec![WatchdogModel::I6300esb, WatchdogModel::Itco]),
+            select(WatchdogAction::ALL.to_vec()),
+        )),
+        option::of(select(vec![TpmModel::TpmCrb, TpmModel::TpmTis])),
+    )
+        .prop_map(
+            |(disks, interfaces, serial, channels, vnc, video, balloon, rng, wd, tpm)| {
+                let serials: Vec<Serial> = serial
+                    .iter()
+                    .map(|s| Serial {
+                        source: s.clone(),
+                        port: 0,
+                    })
+                    .collect();
+                let consoles = serial
+                    .iter()
+                    .map(|s| Console {
+                        source: s.clone(),
+                        target: ConsoleTarget::Serial,
+                        port: 0,
+                    })
+                    .collect();
+                Devices {
+                    emulator: Some("/usr/bin/qemu-system-x86_64".into()),
+                    disks,
+                    controllers: vec![
+                        Controller {
+                            index: 0,
+                            kind: ControllerKind::PcieRoot,
+                            address: None,
+                        },
+                        Controller {
+                            index: 0,
+                            kind: ControllerKind::Usb {
+                                model: UsbModel::QemuXhci,
+                                ports: Some(15),
+                            },
+                            address: None,
+                        },
+                        Controller {
+                            index: 1,
+                            kind: ControllerKind::PcieRootPort {
+                                chassis: Some(1),
+                                port: Some(0x10),
+                            },
+                            address: None,
+                        },
+                    ],
+                    interfaces,
+                    serials,
+                    consoles,
+                    channels: channels
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, p)| Channel {
+                            path: p,
+                            name: format!("org.example.ch{i}"),
+                            address: None,
+                        })
+                        .collect(),
+                    inputs: vec![Input {
+                        kind: InputKind::Tablet,
+                        bus: InputBus::Usb,
+                        address: Some(Address::Usb { bus: 0, port: 1 }),
+                    }],
+                    tpm: tpm.map(|model| Tpm { model }),
+                    graphics: vnc.map(|(auto, p, l)| Graphics::Vnc {
+                        port: if auto {
+                            VncPort::Auto
+                        } else {
+                            VncPort::Fixed(p)
+                        },
+                        listen: l.map(str::to_owned),
+                    }),
+                    videos: video
+                        .into_iter()
+                        .map(|model| Video {
+                            model,
+                            address: None,
+                        })
+                        .collect(),
+                    hostdevs: vec![Hostdev {
+                        source: PciAddr {
+                            domain: 0,
+                            bus: 0x41,
+                            slot: 0,
+                            function: 1,
+                        },
+                        managed: true,
+                        boot_order: None,
+                        address: Some(Address::Pci {
+                            domain: 0,
+                            bus: 1,
+                            slot: 0,
+                            function: 0,
+                            multifunction: Some(true),
+                        }),
+                    }],
+                    watchdog: wd.map(|(model, action)| Watchdog {
+                        model,
+                        action,
+                        address: None,
+                    }),
+                    memballoon: balloon.map(|(v, p)| Memballoon {
+                        model: if v {
+                            MemballoonModel::Virtio
+                        } else {
+                            MemballoonModel::None
+                        },
+                        stats_period: p,
+                        address: None,
+                    }),
+                    rngs: if rng {
+                        vec![novacron_domain::model::Rng {
+                            backend: "/dev/urandom".into(),
+                            address: None,
+                        }]
+                    } else {
+                        vec![]
+                    },
+                }
+            },
+        )
+}
+
+fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
+    (1u32..=16, 1u64..=64).prop_flat_map(|(count, granules)| {
+        let mem_kib = granules * 2048 * 16;
+        let head = (
+            "[a-z][a-z0-9_.+-]{0,20}",
+            any::<[u8; 16]>().prop_filter("non-nil", |u| u.iter().any(|b| *b != 0)),
+            option::of("[ -~]{0,30}"),
+            option::of("[ -~\n\t]{0,40}"),
+            option::of(select(vec!["", "<a/>", "\n  <x:y xmlns:x='urn:x'>t&amp;u<![CDATA[<raw>]]></x:y>\n"])),
+            option::of(1024u64..=mem_kib),
+            option::of((1u32..=8, 1u64..=4)),
+            option::of(1..=count),
+            select(vec![VirtType::Kvm, VirtType::Qemu]),
+        );
+        let mid = (
+            cpu_strategy(count, mem_kib),
+            option::of((option::of(2u64..262_144), option::of(1000u64..1_000_000), option::of(prop_oneof![Just(-1i64), 1000i64..100_000]), subsequence((0..count).collect::<Vec<_>>(), 0..count.min(4) as usize))),
+            option::of((any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())),
+            (any::<(bool, bool, bool)>(), option::of(any::<bool>()), option::of(any::<bool>())),
+            option::of((any::<bool>(), subsequence(vec![TimerName::Rtc, TimerName::Pit, TimerName::Hpet, TimerName::Kvmclock], 0..4))),
+            (option::of(select(vec![LifecycleAction::Destroy, LifecycleAction::Restart])), option::of(select(LifecycleAction::ALL.to_vec())), option::of(select(LifecycleAction::ALL.to_vec()))),
+            option::of((option::of(any::<bool>()), option::of(any::<bool>()))),
+        );
+        let tail = (
+            any::<bool>(),
+            subsequence(vec![BootDevice::Hd, BootDevice::Cdrom, BootDevice::Network], 0..3),
+            option::of(("/boot/[a-z]{1,8}", option::of("/boot/[a-z]{1,8}"), option::of("[a-z=0-9]{1,8}( [a-z=0-9]{1,8}){0,3}"))),
+            option::of("pc-q35-[5-8]\\.[0-2]"),
+            devices_strategy(),
+        );
+        (head, mid, tail).prop_map(move |(h, m, t)| {
+            let (name, uuid, title, description, metadata, current, max, vcur, virt_type) = h;
+            let (cpu, tune, backing, (acpi, apic, pae), vmport, smm, clock, (poff, reb, crash), pm) = (m.0, m.1, m.2, m.3 .0, m.3 .1, m.3 .2, m.4, m.5, m.6);
+            let (uefi, boot, kernel, machine, devices) = t;
+            let shared_cells = cpu.as_ref().is_some_and(|c| !c.numa.is_empty() && c.numa.iter().all(|x| x.mem_access.is_some()));
+            let ncells = cpu.as_ref().map_or(0, |c| c.numa.len());
+            DomainConfig {
+                virt_type,
+                name,
+                uuid: Some(Uuid(uuid)),
+                title,
+                description,
+                metadata: metadata.map(str::to_owned),
+                memory: Memory {
+                    memory_kib: mem_kib,
+                    current_kib: current,
+                    max: max.map(|(slots, f)| MaxMemory { size_kib: mem_kib * f, slots }),
+                },
+                vcpu: Vcpu { count, current: vcur, placement: Some(VcpuPlacement::Static), cpuset: Some(idset(vec![0, 1, 2, 5])) },
+                iothreads: Some(2),
+                cputune: tune.map(|(shares, period, quota, pins)| CpuTune {
+                    shares,
+                    period,
+                    quota,
+                    vcpupins: pins.into_iter().map(|v| VcpuPin { vcpu: v, cpuset: idset(vec![v, v + 8]) }).collect(),
+                    emulatorpin: Some(idset(vec![0])),
+                    iothreadpins: vec![IothreadPin { iothread: 2, cpuset: idset(vec![1, 3]) }],
+                }),
+                numatune: (ncells > 0).then(|| NumaTune {
+                    memory: Some(NumaPolicy { mode: NumaMode::Interleave, nodeset: idset(vec![0, 1]) }),
+                    memnodes: vec![MemNode { cellid: 0, mode: NumaMode::Preferred, nodeset: idset(vec![1]) }],
+                }),
+                memory_backing: backing.map(|(huge, nosh, locked, immediate, memfd)| MemoryBacking {
+                    hugepages: huge.then(|| vec![HugePage { size_kib: 2048, nodeset: None }]),
+                    nosharepages: nosh,
+                    locked,
+                    source: memfd.then_some(MemorySource::Memfd),
+                    access: (shared_cells || memfd).then_some(MemoryAccess::Shared),
+                    allocation: immediate.then_some(MemoryAllocation::Immediate),
+                }),
+                os: Os {
+                    arch: Some(Arch::X86_64),
+                    machine,
+                    firmware: if uefi {
+                        Firmware::Uefi {
+                            loader: Loader { path: "/usr/share/OVMF/OVMF_CODE.fd".into(), readonly: true, secure: smm == Some(true) },
+                            nvram: Some(Nvram { path: "/var/lib/n/VARS.fd".into(), template: Some("/usr/share/OVMF/OVMF_VARS.fd".into()) }),
+                        }
+                    } else {
+                        Firmware::Bios
+                    },
+                    boot,
+                    kernel: kernel.map(|(k, i, c)| DirectKernel { kernel: k, initrd: i, cmdline: c }),
+                },
+                features: Features { acpi, apic, pae, vmport, smm },
+                cpu,
+                clock: clock.map(|(local, timers)| Clock {
+                    offset: if local { ClockOffset::Localtime } else { ClockOffset::Utc },
+                    timers: timers
+                        .into_iter()
+                        .map(|name| Timer {
+                            name,
+                            present: matches!(name, TimerName::Hpet).then_some(false),
+                            tickpolicy: match name {
+                                TimerName::Rtc => Some(TickPolicy::Catchup),
+                                TimerName::Pit => Some(TickPolicy::Delay),
+                                _ => None,
+                            },
+                        })
+                        .collect(),
+                }),
+                on_poweroff: poff,
+                on_reboot: reb,
+                on_crash: crash,
+                pm: pm.map(|(m, d)| PowerManagement { suspend_to_mem: m, suspend_to_disk: d }),
+                devices,
+            }
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_configs_are_valid(cfg in domain_strategy()) {
+        if let Err(e) = cfg.clone().validate() {
+            prop_assert!(false, "generator produced an invalid config: {e}");
+        }
+    }
+
+    #[test]
+    fn xml_round_trip(cfg in domain_strategy()) {
+        let xml = cfg.to_xml();
+        let back = DomainConfig::from_xml(&xml);
+        prop_assert!(back.is_ok(), "{:?}\n{xml}", back.err());
+        let back = back.expect("checked");
+        prop_assert_eq!(&cfg, &back, "{}", xml);
+        prop_assert_eq!(xml, back.to_xml());
+    }
+
+    #[test]
+    fn json_round_trip(cfg in domain_strategy()) {
+        let json = cfg.to_json();
+        let back = DomainConfig::from_json(&json);
+        prop_assert!(back.is_ok(), "{:?}", back.err());
+        prop_assert_eq!(cfg, back.expect("checked"));
+    }
+
+    #[test]
+    fn argv_is_deterministic_and_total(cfg in domain_strategy()) {
+        let vd = cfg.validate().expect("valid");
+        let ctx = novacron_domain::LaunchContext {
+            emulator: "/usr/bin/qemu-system-x86_64".into(),
+            accel: novacron_domain::Accel::Kvm,
+            cpu: novacron_domain::CpuChoice::Model("qemu64".into()),
+            qmp_socket: "/run/q/qmp.sock".into(),
+            runtime_dir: "/run/q".into(),
+            serial_log: Some("/var/log/q/serial.log".into()),
+            net_fds: (0..4).map(|i| (i, novacron_domain::NetFd { tap: 30 + i as i32, vhost: None })).collect(),
+            vnc_display: Some(1),
+            swtpm_socket: Some("/run/q/swtpm.sock".into()),
+            sandbox: true,
+        };
+        let a = novacron_domain::build_argv(&vd, &ctx);
+        prop_assert!(a.is_ok(), "{:?}", a.err());
+        prop_assert_eq!(a, novacron_domain::build_argv(&vd, &ctx));
+    }
+
+    #[test]
+    fn reader_never_panics_on_mutated_xml(pos in 0usize..4000, len in 0usize..40, junk in "[ -~\n]{0,20}") {
+        let xml = include_str!("corpus/linux-guest.xml");
+        let start = pos.min(xml.len());
+        let end = (start + len).min(xml.len());
+        if xml.is_char_boundary(start) && xml.is_char_boundary(end) {
+            let mutated = format!("{}{}{}", &xml[..start], junk, &xml[end..]);
+            if let Ok(cfg) = DomainConfig::from_xml(&mutated) {
+                let again = DomainConfig::from_xml(&cfg.to_xml());
+                prop_assert_eq!(Some(cfg.clone()), again.ok());
+                let _ = cfg.validate();
+            }
+        }
+    }
+}
