@@ -2,7 +2,10 @@
 //! domain model (`novacron-domain`) into one service that owns QEMU processes and definitions.
 //! The faces (HTTP, D-Bus, CLI) call [`service::Service`] and hold no behaviour of their own.
 
+pub mod api;
+pub mod client;
 pub mod config;
+pub mod driver;
 pub mod host;
 pub mod paths;
 pub mod persist;

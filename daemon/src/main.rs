@@ -45,13 +45,21 @@ async fn main() -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
-    let service = Service::open(config).await.context("opening the state")?;
+    let service = Service::open(config.clone())
+        .await
+        .context("opening the state")?;
+    let listeners = novacrond::api::http::Listeners::bind(&config)
+        .await
+        .context("starting the HTTP API")?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let api = tokio::spawn(listeners.serve(service.clone(), shutdown.clone()));
     let domains = service.list();
     let running = domains.iter().filter(|d| d.state.is_live()).count();
     tracing::info!(
         domains = domains.len(),
         running,
         problems = service.problems().len(),
+        socket = %config.api_socket().display(),
         "novacrond ready"
     );
     let started = service.run_autostart().await;
@@ -65,5 +73,7 @@ async fn main() -> Result<()> {
     }
     // Guests are separate sessions and keep running; the next daemon reconnects to them.
     tracing::info!("stopping; guests keep running");
+    shutdown.cancel();
+    let _ = api.await;
     Ok(())
 }

@@ -278,3 +278,32 @@ async fn transient_guests_vanish_when_they_stop_and_undefine_keeps_a_running_gue
     svc.destroy("keep").await.unwrap();
     assert_eq!(svc.get("keep").unwrap_err().code(), ErrorCode::NotFound);
 }
+
+/// The local service through the `Driver` trait, as the API layers and remote hosts see it.
+#[tokio::test]
+async fn the_service_is_a_driver() {
+    use novacron_domain::Driver;
+    let env = Env::new();
+    let svc = env.open().await;
+    let driver: &dyn Driver = &svc;
+    assert_eq!(driver.name(), "qemu");
+    let caps = driver.capabilities().await.unwrap();
+    assert!(caps.define && caps.suspend && caps.reboot && !caps.migrate);
+    driver
+        .define(osless("drv").validate().unwrap())
+        .await
+        .unwrap();
+    driver.start("drv").await.unwrap();
+    assert_eq!(driver.list().await.unwrap()[0].state, DomainState::Running);
+    // Unsupported operations answer with a typed error, never silently.
+    let target = novacron_domain::MigrationTarget {
+        uri: "tcp:127.0.0.1:1".into(),
+        live: true,
+        timeout: None,
+    };
+    assert_eq!(
+        driver.migrate("drv", &target).await.unwrap_err().code(),
+        ErrorCode::Unsupported
+    );
+    driver.destroy("drv").await.unwrap();
+}

@@ -28,12 +28,72 @@ pub struct ShutdownOptions {
     pub force: bool,
 }
 
+/// A lifecycle operation, as the faces name it.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    Start,
+    Shutdown(ShutdownOptions),
+    Destroy,
+    Suspend,
+    Resume,
+    Reboot,
+    Reset,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Shutdown(_) => "shutdown",
+            Action::Destroy => "destroy",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+            Action::Reboot => "reboot",
+            Action::Reset => "reset",
+        }
+    }
+}
+
 /// How long a QEMU gets to exit on SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// How long a new QEMU gets to open its QMP socket.
 const MONITOR_WAIT: Duration = Duration::from_secs(30);
 
 impl Service {
+    pub async fn perform(&self, name: &str, action: Action) -> Result<(), Error> {
+        match action {
+            Action::Start => self.start(name).await,
+            Action::Shutdown(options) => self.shutdown(name, options).await,
+            Action::Destroy => self.destroy(name).await,
+            Action::Suspend => self.suspend(name).await,
+            Action::Resume => self.resume(name).await,
+            Action::Reboot => self.reboot(name).await,
+            Action::Reset => self.reset(name).await,
+        }
+    }
+
+    /// Runs `action` in the background; its progress is [`Service::operation`]. The domain
+    /// must exist now, so a typo fails at once rather than in the operation.
+    pub fn perform_in_background(
+        &self,
+        name: &str,
+        action: Action,
+    ) -> Result<super::operations::Operation, Error> {
+        self.inner.handle(name)?;
+        let service = self.clone();
+        let domain = name.to_owned();
+        Ok(self
+            .inner
+            .operations
+            .spawn(name, action.as_str(), async move {
+                service.perform(&domain, action).await
+            }))
+    }
+
+    pub fn operation(&self, id: &str) -> Option<super::operations::Operation> {
+        self.inner.operations.get(id)
+    }
+
     pub async fn start(&self, name: &str) -> Result<(), Error> {
         let h = self.inner.handle(name)?;
         let _job = h

@@ -5,9 +5,13 @@ mod autostart;
 mod defaults;
 pub mod domain;
 pub mod events;
+pub mod host_info;
 pub mod jobs;
 mod lifecycle;
+pub mod operations;
+pub mod passthrough;
 mod reconnect;
+pub mod status;
 mod supervise;
 
 use std::collections::BTreeMap;
@@ -23,7 +27,8 @@ use domain::{Definition, DomainHandle, Run};
 use events::{EventBus, EventKind};
 use jobs::Job;
 
-pub use lifecycle::ShutdownOptions;
+pub use lifecycle::{Action, ShutdownOptions};
+pub use status::{DomainDetails, DomainStatus, ListFilter};
 
 /// The daemon's one service object. Cheap to clone.
 #[derive(Clone)]
@@ -41,6 +46,7 @@ pub(crate) struct Inner {
     pub events: EventBus,
     pub problems: Mutex<Vec<Problem>>,
     pub kvm: Result<(), String>,
+    pub operations: Arc<operations::Operations>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +75,7 @@ impl Service {
             events: EventBus::default(),
             problems: Mutex::new(Vec::new()),
             kvm: crate::host::kvm_usable(),
+            operations: Arc::default(),
         });
         reconnect::recover(&inner).await;
         spawn_log_capper(Arc::downgrade(&inner));

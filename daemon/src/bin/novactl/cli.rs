@@ -1,0 +1,245 @@
+//! The command line (clap derive). Behaviour lives in `commands.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use novacron_domain::DomainState;
+
+use crate::exit;
+
+const ABOUT: &str = "Manage the domains (virtual machines) of a NovaCron host";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "novactl",
+    version,
+    about = ABOUT,
+    long_about = format!(
+        "{ABOUT}.\n\n\
+         novactl talks to novacrond over its Unix socket (the default), or over TCP with \
+         --url and --token. Output is meant for people; --json prints the API's JSON \
+         instead, for scripts.\n\n{}",
+        exit::HELP
+    ),
+)]
+pub struct Cli {
+    /// The daemon's Unix socket [default: /run/novacron/novacrond.sock as root, else
+    /// $XDG_RUNTIME_DIR/novacron/novacrond.sock, else /tmp/novacron-<uid>/novacrond.sock]
+    #[arg(long, global = true, env = "NOVACRON_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Talk to a daemon over TCP instead, e.g. http://host:8080 (takes precedence over
+    /// --socket)
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Bearer token for --url
+    #[arg(
+        long,
+        global = true,
+        env = "NOVACRON_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Print the API's JSON instead of tables and sentences
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List domains (only active ones unless --all or --state)
+    List {
+        /// Only domains in this state (implies --all)
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Only domains whose name matches this glob (`*`, `?`)
+        #[arg(long, value_name = "GLOB")]
+        name: Option<String>,
+        /// Include inactive domains (shut off, crashed)
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Show a domain's status and main settings
+    Info { name: String },
+    /// Define (or redefine) a persistent domain from libvirt XML or model JSON
+    Define {
+        /// The definition; `-` reads standard input. XML if it starts with `<`, else JSON.
+        #[arg(long, short, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Create and start a transient domain (gone once it stops)
+    Create {
+        /// The definition; `-` reads standard input. XML if it starts with `<`, else JSON.
+        #[arg(long, short, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Remove a domain's definition (a running domain keeps running, as transient)
+    Undefine { name: String },
+    /// Start a domain
+    Start {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Ask the guest to power off (ACPI), waiting up to a timeout
+    Shutdown {
+        name: String,
+        /// Seconds to wait for the guest [default: the daemon's shutdown_timeout_secs]
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        /// Power off hard if the guest has not stopped by the timeout
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Power a domain off at once (the guest gets no chance to shut down)
+    Destroy {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Pause a domain's vCPUs
+    Suspend {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Resume a paused domain
+    Resume {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Ask the guest to reboot
+    Reboot {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Reset a domain (like pressing the reset button)
+    Reset {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Print a domain's definition as libvirt XML
+    Dumpxml { name: String },
+    /// Start a domain with the daemon (or stop doing so with --disable)
+    Autostart {
+        name: String,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Follow domain events until interrupted (Ctrl-C)
+    Events {
+        /// Begin after this sequence number (replaying what the daemon still holds)
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+    },
+    /// Send a QMP command to a domain's QEMU (admins only) and print its return
+    Qmp {
+        name: String,
+        /// The QMP command, e.g. query-status
+        command: String,
+        /// The command's arguments as a JSON object
+        #[arg(value_name = "ARGS_JSON")]
+        arguments: Option<String>,
+    },
+    /// Show the host: versions, KVM, CPUs, memory, domain counts
+    Host,
+    /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArg {
+    /// Return at once with the operation's id instead of waiting for it to finish
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `DomainState` as clap sees it (the API's spelling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    Shutoff,
+    Starting,
+    Running,
+    Paused,
+    #[value(name = "shutting_down", alias = "shutting-down")]
+    ShuttingDown,
+    Migrating,
+    Crashed,
+}
+
+impl From<StateArg> for DomainState {
+    fn from(s: StateArg) -> DomainState {
+        match s {
+            StateArg::Shutoff => DomainState::Shutoff,
+            StateArg::Starting => DomainState::Starting,
+            StateArg::Running => DomainState::Running,
+            StateArg::Paused => DomainState::Paused,
+            StateArg::ShuttingDown => DomainState::ShuttingDown,
+            StateArg::Migrating => DomainState::Migrating,
+            StateArg::Crashed => DomainState::Crashed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn state_names_match_the_api() {
+        for state in DomainState::ALL {
+            let arg = StateArg::from_str(state.as_str(), false).unwrap();
+            assert_eq!(DomainState::from(arg), state);
+        }
+    }
+
+    #[test]
+    fn parses_a_typical_line() {
+        let cli = Cli::try_parse_from([
+            "novactl",
+            "--json",
+            "shutdown",
+            "vm1",
+            "--timeout",
+            "30",
+            "--force",
+            "--no-wait",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        match cli.command {
+            Command::Shutdown {
+                name,
+                timeout,
+                force,
+                wait,
+            } => {
+                assert_eq!(
+                    (name.as_str(), timeout, force, wait.no_wait),
+                    ("vm1", Some(30), true, true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

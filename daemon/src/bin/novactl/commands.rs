@@ -1,0 +1,347 @@
+//! One function per command: call the client, render the answer. People get sentences and
+//! tables on stdout; `--json` gets the API's JSON; errors go back to `main` for stderr and
+//! the exit code.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use novacron_domain::DomainState;
+use novacrond::client::{
+    Action, ActionOutcome, Client, DefinitionFormat, DomainStatus, ListFilter, Target,
+};
+use serde_json::{json, Value};
+
+use crate::cli::{Cli, Command, WaitArg};
+use crate::exit::CliError;
+use crate::output;
+use crate::progress::Spinner;
+
+/// Definitions are a few KiB; the daemon refuses bodies over 1 MiB anyway. This only stops
+/// `define -f /dev/zero` from eating memory before the server can say no.
+const MAX_DEFINITION: u64 = 16 << 20;
+/// Above this, `define` shows a spinner: parsing and validating take a moment.
+const BIG_DEFINITION: usize = 256 << 10;
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let client = connect(&cli)?;
+    let ctx = Ctx {
+        client,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::List { state, name, all } => ctx.list(state.map(Into::into), name, all).await,
+        Command::Info { name } => ctx.info(&name).await,
+        Command::Define { file } => ctx.define(&file, false).await,
+        Command::Create { file } => ctx.define(&file, true).await,
+        Command::Undefine { name } => ctx.undefine(&name).await,
+        Command::Start { name, wait } => ctx.action(&name, Action::Start, wait, None).await,
+        Command::Shutdown {
+            name,
+            timeout,
+            force,
+            wait,
+        } => {
+            // Send only what was asked for, so the daemon's defaults apply otherwise.
+            let mut body = serde_json::Map::new();
+            if let Some(secs) = timeout {
+                body.insert("timeout_secs".into(), json!(secs));
+            }
+            if force {
+                body.insert("force".into(), json!(true));
+            }
+            let body = (!body.is_empty()).then_some(Value::Object(body));
+            ctx.action(&name, Action::Shutdown, wait, body).await
+        }
+        Command::Destroy { name, wait } => ctx.action(&name, Action::Destroy, wait, None).await,
+        Command::Suspend { name, wait } => ctx.action(&name, Action::Suspend, wait, None).await,
+        Command::Resume { name, wait } => ctx.action(&name, Action::Resume, wait, None).await,
+        Command::Reboot { name, wait } => ctx.action(&name, Action::Reboot, wait, None).await,
+        Command::Reset { name, wait } => ctx.action(&name, Action::Reset, wait, None).await,
+        Command::Dumpxml { name } => ctx.dumpxml(&name).await,
+        Command::Autostart { name, disable } => ctx.autostart(&name, !disable).await,
+        Command::Events { after } => ctx.events(after).await,
+        Command::Qmp {
+            name,
+            command,
+            arguments,
+        } => ctx.qmp(&name, &command, arguments.as_deref()).await,
+        Command::Host => ctx.host().await,
+        // Handled in main: it needs neither the daemon nor a runtime.
+        Command::Completions { .. } => Ok(()),
+    }
+}
+
+/// `--url` (with `--token`) wins over `--socket`, which wins over the default socket.
+fn connect(cli: &Cli) -> Result<Client, CliError> {
+    let target = match (&cli.url, &cli.socket) {
+        (Some(url), _) => Target::from_url(url)?,
+        (None, Some(path)) => Target::Unix(path.clone()),
+        (None, None) => Target::Unix(Target::default_socket()),
+    };
+    let client = Client::new(target);
+    Ok(match &cli.token {
+        Some(token) => client.with_token(token.clone()),
+        None => client,
+    })
+}
+
+struct Ctx {
+    client: Client,
+    json: bool,
+}
+
+impl Ctx {
+    async fn list(
+        &self,
+        state: Option<DomainState>,
+        name: Option<String>,
+        all: bool,
+    ) -> Result<(), CliError> {
+        let filter = ListFilter { state, name };
+        let mut domains = self.client.list(&filter).await?;
+        // Like `virsh list`: inactive domains only on request.
+        if !all && state.is_none() {
+            domains.retain(|d| d.state.is_live());
+        }
+        if self.json {
+            output::json(&domains)
+        } else {
+            output::line(&output::domain_table(&domains))
+        }
+    }
+
+    async fn info(&self, name: &str) -> Result<(), CliError> {
+        let info = self.client.get(name).await?;
+        if self.json {
+            output::json(&info)
+        } else {
+            output::line(&output::domain_info(&info))
+        }
+    }
+
+    async fn define(&self, file: &Path, transient: bool) -> Result<(), CliError> {
+        let body = read_definition(file)?;
+        let format = DefinitionFormat::sniff(&body);
+        let shown = file.display();
+        let spinner = if transient {
+            Spinner::start(!self.json, format!("creating a domain from {shown}"))
+        } else {
+            Spinner::start(
+                !self.json && body.len() > BIG_DEFINITION,
+                format!("defining from {shown}"),
+            )
+        };
+        let status = if transient {
+            self.client.create(body, format).await?
+        } else {
+            self.client.define(body, format).await?
+        };
+        let took = spinner.finish();
+        if self.json {
+            return output::json(&status);
+        }
+        let done = if transient {
+            format!("domain {} created, {}", status.name, status.state)
+        } else {
+            format!("domain {} defined", status.name)
+        };
+        output::line(&format!("{done}{took}"))
+    }
+
+    async fn undefine(&self, name: &str) -> Result<(), CliError> {
+        self.client.undefine(name).await?;
+        // The API answers 204 with no body: nothing to print for scripts.
+        if self.json {
+            Ok(())
+        } else {
+            output::line(&format!("domain {name} undefined"))
+        }
+    }
+
+    async fn action(
+        &self,
+        name: &str,
+        action: Action,
+        wait: WaitArg,
+        body: Option<Value>,
+    ) -> Result<(), CliError> {
+        let slow = matches!(
+            action,
+            Action::Start | Action::Shutdown | Action::Destroy | Action::Reboot
+        );
+        let spinner = Spinner::start(
+            slow && !wait.no_wait && !self.json,
+            format!("{} {name}", progressive(action)),
+        );
+        let outcome = self
+            .client
+            .action(name, action, !wait.no_wait, body)
+            .await?;
+        let took = spinner.finish();
+        match outcome {
+            ActionOutcome::Done(status) if self.json => output::json(&status),
+            ActionOutcome::Done(status) => output::line(&format!("{}{took}", state_line(&status))),
+            ActionOutcome::Accepted(op) if self.json => output::json(&op),
+            ActionOutcome::Accepted(op) => output::line(&format!(
+                "{} of domain {name} is under way: operation {}",
+                action.as_str(),
+                op.id
+            )),
+        }
+    }
+
+    async fn dumpxml(&self, name: &str) -> Result<(), CliError> {
+        // XML either way: the API's answer here is XML, and --json must not change data.
+        let xml = self.client.xml(name).await?;
+        output::line(xml.trim_end())
+    }
+
+    async fn autostart(&self, name: &str, enabled: bool) -> Result<(), CliError> {
+        let status = self.client.set_autostart(name, enabled).await?;
+        if self.json {
+            output::json(&status)
+        } else if status.autostart {
+            output::line(&format!("domain {name} starts with the daemon"))
+        } else {
+            output::line(&format!("domain {name} no longer starts with the daemon"))
+        }
+    }
+
+    async fn events(&self, after: Option<u64>) -> Result<(), CliError> {
+        let mut stream = self.client.events(after).await?;
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next?,
+                // Ctrl-C is how one stops following: a normal end, not an error.
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            let Some(event) = next else {
+                let resume = stream
+                    .last_seq()
+                    .map(|s| format!("; resume with --after {s}"))
+                    .unwrap_or_default();
+                return Err(CliError::Other(format!(
+                    "the daemon closed the event stream{resume}"
+                )));
+            };
+            if self.json {
+                output::json(&event)?;
+            } else {
+                output::line(&output::event_line(&event))?;
+            }
+        }
+    }
+
+    async fn qmp(
+        &self,
+        name: &str,
+        command: &str,
+        arguments: Option<&str>,
+    ) -> Result<(), CliError> {
+        let arguments = arguments.map(parse_qmp_arguments).transpose()?;
+        let ret = self.client.qmp(name, command, arguments).await?;
+        if self.json {
+            output::json(&json!({ "return": ret }))
+        } else {
+            let pretty = serde_json::to_string_pretty(&ret)
+                .map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))?;
+            output::line(&pretty)
+        }
+    }
+
+    async fn host(&self) -> Result<(), CliError> {
+        let host = self.client.host().await?;
+        if self.json {
+            output::json(&host)
+        } else {
+            output::line(&output::host_info(&host))
+        }
+    }
+}
+
+fn progressive(action: Action) -> &'static str {
+    match action {
+        Action::Start => "starting",
+        Action::Shutdown => "shutting down",
+        Action::Destroy => "destroying",
+        Action::Suspend => "suspending",
+        Action::Resume => "resuming",
+        Action::Reboot => "rebooting",
+        Action::Reset => "resetting",
+    }
+}
+
+fn state_line(status: &DomainStatus) -> String {
+    format!("domain {} is {}", status.name, status.state)
+}
+
+fn parse_qmp_arguments(text: &str) -> Result<Value, CliError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(CliError::Input(
+            "QMP arguments must be a JSON object, e.g. '{\"device\": \"drive0\"}'".into(),
+        )),
+        Err(e) => Err(CliError::Input(format!("QMP arguments are not JSON: {e}"))),
+    }
+}
+
+/// Reads a definition file, or standard input for `-`, up to a bound.
+fn read_definition(file: &Path) -> Result<Vec<u8>, CliError> {
+    let io_err = |source| CliError::Io {
+        what: format!("cannot read {}", file.display()),
+        source,
+    };
+    let mut body = Vec::new();
+    if file == PathBuf::from("-") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_DEFINITION + 1)
+            .read_to_end(&mut body)
+            .map_err(io_err)?;
+    } else {
+        std::fs::File::open(file)
+            .and_then(|f| f.take(MAX_DEFINITION + 1).read_to_end(&mut body))
+            .map_err(io_err)?;
+    }
+    if body.len() as u64 > MAX_DEFINITION {
+        return Err(CliError::Input(format!(
+            "{} is over {} bytes; that is no domain definition",
+            file.display(),
+            MAX_DEFINITION
+        )));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(CliError::Input(format!("{} is empty", file.display())));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qmp_arguments_must_be_an_object() {
+        assert!(parse_qmp_arguments(r#"{"a": 1}"#).is_ok());
+        for bad in ["[1]", "nope", "\"s\""] {
+            let e = parse_qmp_arguments(bad).unwrap_err();
+            assert_eq!(e.exit_code(), crate::exit::INVALID, "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_definitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.xml");
+        std::fs::write(&path, " <domain/>").unwrap();
+        assert_eq!(read_definition(&path).unwrap(), b" <domain/>");
+        std::fs::write(&path, "  \n").unwrap();
+        assert_eq!(
+            read_definition(&path).unwrap_err().exit_code(),
+            crate::exit::INVALID
+        );
+        let missing = read_definition(&dir.path().join("absent")).unwrap_err();
+        assert_eq!(missing.exit_code(), crate::exit::OTHER);
+        assert!(missing.to_string().contains("absent"), "{missing}");
+    }
+}

@@ -1,0 +1,373 @@
+//! A small client for the novacrond HTTP API (`daemon/API.md`), used by `novactl` and usable
+//! by any Rust program: one typed async method per endpoint, errors carrying the server's
+//! stable code. It holds no behaviour of its own; the daemon decides everything.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), novacrond::client::ClientError> {
+//! use novacrond::client::{Action, Client, Target};
+//! let client = Client::new(Target::Unix(Target::default_socket()));
+//! client.action("vm1", Action::Start, true, None).await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod events;
+pub mod sse;
+mod transport;
+mod types;
+
+pub use error::ClientError;
+pub use events::EventStream;
+pub use transport::Target;
+pub use types::{
+    ActionOutcome, DefinitionFormat, DomainCounts, DomainInfo, DomainStatus, ErrorBody, Event,
+    HostInfo, Kvm, Operation,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode};
+use novacron_domain::DomainState;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+/// Default bound on a response body: far above any real answer, low enough that a confused
+/// or hostile peer cannot make the client allocate without limit.
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+
+/// A lifecycle action (`POST /v1/domains/{name}/{action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Shutdown,
+    Destroy,
+    Suspend,
+    Resume,
+    Reboot,
+    Reset,
+}
+
+impl Action {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Shutdown => "shutdown",
+            Action::Destroy => "destroy",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+            Action::Reboot => "reboot",
+            Action::Reset => "reset",
+        }
+    }
+}
+
+/// Server-side filters for `list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub state: Option<DomainState>,
+    /// A glob over names (`*`, `?`).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    target: Target,
+    token: Option<String>,
+    max_body: usize,
+}
+
+impl Client {
+    pub fn new(target: Target) -> Client {
+        Client {
+            target,
+            token: None,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (needed on TCP).
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn with_max_body(mut self, bytes: usize) -> Client {
+        self.max_body = bytes;
+        self
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// `GET /v1/domains`, sorted by name.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<DomainStatus>, ClientError> {
+        let mut query = Vec::new();
+        if let Some(state) = filter.state {
+            query.push(format!("state={}", state.as_str()));
+        }
+        if let Some(name) = &filter.name {
+            query.push(format!("name={}", encode(name)));
+        }
+        let path = if query.is_empty() {
+            "/v1/domains".to_owned()
+        } else {
+            format!("/v1/domains?{}", query.join("&"))
+        };
+        self.json(Method::GET, &path, None).await
+    }
+
+    /// `GET /v1/domains/{name}`: status and definition.
+    pub async fn get(&self, name: &str) -> Result<DomainInfo, ClientError> {
+        self.json(Method::GET, &domain_path(name, ""), None).await
+    }
+
+    /// `GET /v1/domains/{name}/xml`: the definition as libvirt XML.
+    pub async fn xml(&self, name: &str) -> Result<String, ClientError> {
+        let (_, body) = self
+            .call(
+                Method::GET,
+                &domain_path(name, "/xml"),
+                None,
+                "application/xml",
+            )
+            .await?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| ClientError::Protocol("the domain XML is not UTF-8".into()))
+    }
+
+    /// `POST /v1/domains`: defines (or redefines) a persistent domain.
+    pub async fn define(
+        &self,
+        body: impl Into<Bytes>,
+        format: DefinitionFormat,
+    ) -> Result<DomainStatus, ClientError> {
+        let body = Some((body.into(), format.content_type()));
+        self.json(Method::POST, "/v1/domains", body).await
+    }
+
+    /// `POST /v1/domains?transient=true`: creates and starts a transient domain.
+    pub async fn create(
+        &self,
+        body: impl Into<Bytes>,
+        format: DefinitionFormat,
+    ) -> Result<DomainStatus, ClientError> {
+        let body = Some((body.into(), format.content_type()));
+        self.json(Method::POST, "/v1/domains?transient=true", body)
+            .await
+    }
+
+    /// `DELETE /v1/domains/{name}`.
+    pub async fn undefine(&self, name: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &domain_path(name, ""),
+            None,
+            "application/json",
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /v1/domains/{name}/{action}`. With `wait`, the server answers once the operation
+    /// finished; without, at once with the running operation. `body` is the optional
+    /// `shutdown` options (`{"timeout_secs", "force"}`).
+    pub async fn action(
+        &self,
+        name: &str,
+        action: Action,
+        wait: bool,
+        body: Option<Value>,
+    ) -> Result<ActionOutcome, ClientError> {
+        let mut path = domain_path(name, &format!("/{}", action.as_str()));
+        if !wait {
+            path.push_str("?wait=false");
+        }
+        let body = body.map(|v| (Bytes::from(v.to_string()), "application/json"));
+        let (status, bytes) = self
+            .call(Method::POST, &path, body, "application/json")
+            .await?;
+        if status == StatusCode::ACCEPTED {
+            decode(&bytes).map(ActionOutcome::Accepted)
+        } else {
+            decode(&bytes).map(ActionOutcome::Done)
+        }
+    }
+
+    /// `PUT /v1/domains/{name}/autostart`.
+    pub async fn set_autostart(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<DomainStatus, ClientError> {
+        let body = json!({ "enabled": enabled }).to_string();
+        self.json(
+            Method::PUT,
+            &domain_path(name, "/autostart"),
+            Some((body.into(), "application/json")),
+        )
+        .await
+    }
+
+    /// `POST /v1/domains/{name}/qmp` (admins only): returns QEMU's `return` value.
+    pub async fn qmp(
+        &self,
+        name: &str,
+        execute: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let mut req = json!({ "execute": execute });
+        if let Some(args) = arguments {
+            req["arguments"] = args;
+        }
+        let mut answer: Value = self
+            .json(
+                Method::POST,
+                &domain_path(name, "/qmp"),
+                Some((req.to_string().into(), "application/json")),
+            )
+            .await?;
+        match answer.get_mut("return") {
+            Some(ret) => Ok(ret.take()),
+            None => Err(ClientError::Protocol(
+                "QMP answer without a \"return\" member".into(),
+            )),
+        }
+    }
+
+    /// `GET /v1/host`.
+    pub async fn host(&self) -> Result<HostInfo, ClientError> {
+        self.json(Method::GET, "/v1/host", None).await
+    }
+
+    /// `GET /v1/operations/{id}`.
+    pub async fn operation(&self, id: &str) -> Result<Operation, ClientError> {
+        self.json(Method::GET, &format!("/v1/operations/{}", encode(id)), None)
+            .await
+    }
+
+    /// `GET /v1/events`: the event stream, from the events after sequence number `after`
+    /// (those still in the daemon's replay buffer) or from now on.
+    pub async fn events(&self, after: Option<u64>) -> Result<EventStream, ClientError> {
+        let path = match after {
+            Some(seq) => format!("/v1/events?after={seq}"),
+            None => "/v1/events".to_owned(),
+        };
+        let response = self
+            .send(Method::GET, &path, None, "text/event-stream")
+            .await?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = read_bounded(response.into_body(), self.max_body).await?;
+            return Err(ClientError::from_response(status, &body));
+        }
+        Ok(EventStream::new(response.into_body()))
+    }
+
+    /// A request whose successful answer is JSON of type `T`.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+    ) -> Result<T, ClientError> {
+        let (_, bytes) = self.call(method, path, body, "application/json").await?;
+        decode(&bytes)
+    }
+
+    /// Sends a request and reads the whole (bounded) answer; a non-2xx answer becomes
+    /// `ClientError::Api`.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+        accept: &'static str,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let response = self.send(method, path, body, accept).await?;
+        let status = response.status();
+        let bytes = read_bounded(response.into_body(), self.max_body).await?;
+        if status.is_success() {
+            Ok((status, bytes))
+        } else {
+            Err(ClientError::from_response(status.as_u16(), &bytes))
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+        accept: &'static str,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(self.target.path(path))
+            .header(HOST, self.target.authority())
+            .header(ACCEPT, accept)
+            .header(USER_AGENT, concat!("novactl/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = &self.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::InvalidRequest(
+                    "the token contains characters not allowed in HTTP headers".into(),
+                )
+            })?;
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        let body = match body {
+            Some((bytes, content_type)) => {
+                builder = builder.header(CONTENT_TYPE, content_type);
+                Full::new(bytes)
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = builder
+            .body(body)
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        self.target.send(request).await
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("bad JSON: {e}")))
+}
+
+/// Reads a body to its end, refusing to hold more than `limit` bytes.
+async fn read_bounded(mut body: Incoming, limit: usize) -> Result<Bytes, ClientError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(ClientError::TooLarge { limit });
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.into())
+}
+
+fn domain_path(name: &str, rest: &str) -> String {
+    format!("/v1/domains/{}{rest}", encode(name))
+}
+
+/// Percent-encodes a path segment or query value: domain names may hold any character the
+/// domain crate allows, and `/`, `?`, `#`, `%`, `&` or a space must not change the URL's shape.
+/// `*` stays as is so name globs read naturally in logs.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'*' | b':' | b'@')
+        {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! Where the daemon is and how to reach it: HTTP/1.1 over a Unix socket (the default) or
+//! plain TCP. One connection per request keeps the client stateless; the daemon is local or
+//! near, so the handshake costs next to nothing.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::ClientError;
+
+/// A remote host that does not answer SYNs would otherwise hang the CLI for minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The daemon's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Unix(PathBuf),
+    /// `http://host:port[/prefix]`.
+    Tcp {
+        host: String,
+        port: u16,
+        /// Path prefix before `/v1/...` (empty, or starting with `/` without a trailing one).
+        prefix: String,
+    },
+}
+
+impl Target {
+    /// Parses `http://host[:port][/prefix]`. `https` is recognised but refused: this build
+    /// carries no TLS stack.
+    pub fn from_url(url: &str) -> Result<Target, ClientError> {
+        let bad = |why: &str| ClientError::BadTarget(format!("invalid URL {url:?}: {why}"));
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(ClientError::BadTarget(format!(
+                    "{url}: https is not supported by this novactl build yet; use the Unix \
+                     socket, or http through a TLS-terminating tunnel"
+                )))
+            }
+            _ => return Err(bad("the scheme must be http:// or https://")),
+        }
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?;
+        // `[::1]` comes back with its brackets; the socket API wants the bare address.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if uri.query().is_some() {
+            return Err(bad("a query is not allowed"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        Ok(Target::Tcp {
+            host,
+            port: uri.port_u16().unwrap_or(80),
+            prefix,
+        })
+    }
+
+    /// The daemon's default socket for this user, mirroring the daemon's default `run_dir`:
+    /// `/run/novacron` for root, else `$XDG_RUNTIME_DIR/novacron`, else `/tmp/novacron-<uid>`.
+    pub fn default_socket() -> PathBuf {
+        let euid = nix::unistd::geteuid();
+        default_socket_for(
+            euid.is_root(),
+            euid.as_raw(),
+            std::env::var_os("XDG_RUNTIME_DIR"),
+        )
+    }
+
+    /// For messages: the socket path or the URL.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Unix(path) => path.display().to_string(),
+            Target::Tcp { host, port, prefix } => {
+                if host.contains(':') {
+                    format!("http://[{host}]:{port}{prefix}")
+                } else {
+                    format!("http://{host}:{port}{prefix}")
+                }
+            }
+        }
+    }
+
+    /// The `Host` header value.
+    pub(crate) fn authority(&self) -> String {
+        match self {
+            // Required by HTTP/1.1 but meaningless on a Unix socket.
+            Target::Unix(_) => "localhost".to_owned(),
+            Target::Tcp { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
+            Target::Tcp { host, port, .. } => format!("{host}:{port}"),
+        }
+    }
+
+    /// The request target for an API path such as `/v1/domains`.
+    pub(crate) fn path(&self, api_path: &str) -> String {
+        match self {
+            Target::Unix(_) => api_path.to_owned(),
+            Target::Tcp { prefix, .. } => format!("{prefix}{api_path}"),
+        }
+    }
+
+    /// Opens a connection, sends `req` and returns the response head with its body still
+    /// streaming. The connection lives until the body is dropped or read to the end.
+    pub(crate) async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        match self {
+            Target::Unix(path) => {
+                let stream = connect_with_timeout(self, UnixStream::connect(path)).await?;
+                exchange(stream, req).await
+            }
+            Target::Tcp { host, port, .. } => {
+                let stream =
+                    connect_with_timeout(self, TcpStream::connect((host.as_str(), *port))).await?;
+                // Requests are small and interactive; do not let Nagle delay them.
+                let _ = stream.set_nodelay(true);
+                exchange(stream, req).await
+            }
+        }
+    }
+}
+
+fn default_socket_for(
+    root: bool,
+    uid: u32,
+    xdg_runtime_dir: Option<std::ffi::OsString>,
+) -> PathBuf {
+    let run_dir = if root {
+        PathBuf::from("/run/novacron")
+    } else {
+        // XDG: a relative value is invalid and must be ignored (as the daemon does).
+        match xdg_runtime_dir.map(PathBuf::from) {
+            Some(dir) if dir.is_absolute() => dir.join("novacron"),
+            _ => PathBuf::from(format!("/tmp/novacron-{uid}")),
+        }
+    };
+    run_dir.join("novacrond.sock")
+}
+
+async fn connect_with_timeout<S>(
+    target: &Target,
+    connect: impl std::future::Future<Output = io::Result<S>>,
+) -> Result<S, ClientError> {
+    let result = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "connection timed out",
+        )),
+    };
+    result.map_err(|source| ClientError::Connect {
+        target: target.describe(),
+        source,
+    })
+}
+
+async fn exchange<S>(
+    stream: S,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // The connection future drives the socket; it ends with the exchange. Its error, if any,
+    // also surfaces through `send_request` or the body, so it is not reported twice.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender.send_request(req).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn parses_http_urls() {
+        assert_eq!(
+            Target::from_url("http://host.example:8443").unwrap(),
+            Target::Tcp {
+                host: "host.example".into(),
+                port: 8443,
+                prefix: String::new()
+            }
+        );
+        let t = Target::from_url("http://[::1]:9000/api/").unwrap();
+        assert_eq!(
+            t,
+            Target::Tcp {
+                host: "::1".into(),
+                port: 9000,
+                prefix: "/api".into()
+            }
+        );
+        assert_eq!(t.authority(), "[::1]:9000");
+        assert_eq!(t.path("/v1/host"), "/api/v1/host");
+        assert_eq!(t.describe(), "http://[::1]:9000/api");
+        assert_eq!(
+            Target::from_url("http://h").unwrap().authority(),
+            "h:80".to_owned()
+        );
+    }
+
+    #[test]
+    fn refuses_other_urls() {
+        let e = Target::from_url("https://h:1").unwrap_err().to_string();
+        assert!(e.contains("not supported by this novactl build"), "{e}");
+        assert!(Target::from_url("ftp://h").is_err());
+        assert!(Target::from_url("h:80").is_err());
+        assert!(Target::from_url("http://h/?x=1").is_err());
+    }
+
+    #[test]
+    fn default_socket_paths() {
+        assert_eq!(
+            default_socket_for(true, 0, Some("/run/user/0".into())),
+            Path::new("/run/novacron/novacrond.sock")
+        );
+        assert_eq!(
+            default_socket_for(false, 1000, Some("/run/user/1000".into())),
+            Path::new("/run/user/1000/novacron/novacrond.sock")
+        );
+        assert_eq!(
+            default_socket_for(false, 1000, Some("relative".into())),
+            Path::new("/tmp/novacron-1000/novacrond.sock")
+        );
+        assert_eq!(
+            default_socket_for(false, 1000, None),
+            Path::new("/tmp/novacron-1000/novacrond.sock")
+        );
+    }
+}

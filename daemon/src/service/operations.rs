@@ -1,0 +1,105 @@
+//! Operations the caller chose not to wait for: run in the background, polled by id.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use novacron_domain::Error;
+use serde::Serialize;
+
+use super::events::now_unix_ms;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperationError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operation {
+    pub id: String,
+    pub domain: String,
+    pub operation: String,
+    pub status: OperationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<OperationError>,
+    pub started_unix_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_unix_ms: Option<u64>,
+}
+
+/// How many finished operations are remembered (the oldest are forgotten first).
+const KEEP_FINISHED: usize = 1024;
+
+#[derive(Default)]
+pub struct Operations {
+    next: AtomicU64,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: BTreeMap<String, Operation>,
+    finished: VecDeque<String>,
+}
+
+impl Operations {
+    pub fn spawn<F>(self: &Arc<Self>, domain: &str, operation: &str, work: F) -> Operation
+    where
+        F: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        let id = format!("op-{}", self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let op = Operation {
+            id: id.clone(),
+            domain: domain.to_owned(),
+            operation: operation.to_owned(),
+            status: OperationStatus::Running,
+            error: None,
+            started_unix_ms: now_unix_ms(),
+            finished_unix_ms: None,
+        };
+        self.lock().by_id.insert(id.clone(), op.clone());
+        let ops = self.clone();
+        tokio::spawn(async move {
+            let result = work.await;
+            let mut table = ops.lock();
+            if let Some(op) = table.by_id.get_mut(&id) {
+                op.finished_unix_ms = Some(now_unix_ms());
+                match result {
+                    Ok(()) => op.status = OperationStatus::Succeeded,
+                    Err(e) => {
+                        op.status = OperationStatus::Failed;
+                        op.error = Some(OperationError {
+                            code: e.code().as_str().to_owned(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            table.finished.push_back(id);
+            while table.finished.len() > KEEP_FINISHED {
+                if let Some(old) = table.finished.pop_front() {
+                    table.by_id.remove(&old);
+                }
+            }
+        });
+        op
+    }
+
+    pub fn get(&self, id: &str) -> Option<Operation> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

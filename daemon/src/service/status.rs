@@ -1,0 +1,122 @@
+//! What the faces show about a domain, and how listings are filtered.
+
+use novacron_domain::{DomainConfig, DomainState, Error};
+use serde::Serialize;
+
+use super::domain::DomainHandle;
+use super::Service;
+
+/// One domain as the APIs present it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DomainStatus {
+    pub name: String,
+    pub uuid: Option<String>,
+    pub state: DomainState,
+    pub persistent: bool,
+    pub autostart: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+/// A status with the definition (the running config while the guest runs).
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainDetails {
+    #[serde(flatten)]
+    pub status: DomainStatus,
+    pub config: DomainConfig,
+}
+
+/// Listing filters: by state, and by name with a `*`/`?` glob.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<DomainState>,
+    pub name: Option<String>,
+}
+
+impl ListFilter {
+    fn matches(&self, status: &DomainStatus) -> bool {
+        self.state.is_none_or(|s| s == status.state)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|g| glob_match(g, &status.name))
+    }
+}
+
+impl Service {
+    pub fn status(&self, name: &str) -> Result<DomainStatus, Error> {
+        let h = self.inner.handle(name)?;
+        Ok(self.status_of(&h))
+    }
+
+    pub fn details(&self, name: &str) -> Result<DomainDetails, Error> {
+        let info = self.get(name)?;
+        Ok(DomainDetails {
+            status: self.status(name)?,
+            config: info.config,
+        })
+    }
+
+    /// Every domain matching `filter`, sorted by name; snapshots only, never waits.
+    pub fn list_status(&self, filter: &ListFilter) -> Vec<DomainStatus> {
+        let handles: Vec<_> = self.inner.read_domains().values().cloned().collect();
+        handles
+            .iter()
+            .map(|h| self.status_of(h))
+            .filter(|s| filter.matches(s))
+            .collect()
+    }
+
+    fn status_of(&self, h: &DomainHandle) -> DomainStatus {
+        let definition = h.definition();
+        let run = h.run();
+        DomainStatus {
+            name: h.name.clone(),
+            uuid: definition.config.uuid.map(|u| u.to_string()),
+            state: run.state(),
+            persistent: definition.persistent,
+            autostart: definition.persistent && self.autostart(&h.name),
+            pid: run.live().map(|l| l.pid),
+        }
+    }
+}
+
+/// `*` matches any run of characters, `?` any one; everything else literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Iterative matcher with one backtrack point: linear in practice, no recursion.
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("web*", "web-1"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("w?b", "web"));
+        assert!(glob_match("*-db-*", "prod-db-3"));
+        assert!(!glob_match("web*", "db-web"));
+        assert!(!glob_match("w?b", "wb"));
+        assert!(glob_match("a*b*c", "aXbYc"));
+    }
+}
