@@ -1,6 +1,8 @@
 //! Shared helpers for the benchmarks in `benches/benches`: latency statistics and table output.
 //! Every benchmark prints its figures beside a baseline measured in the same run.
 
+pub mod daemon;
+
 use std::time::Duration;
 
 /// Summary of one measured run.
@@ -29,19 +31,15 @@ impl Stats {
     }
 }
 
-/// Prints `rows` as an aligned table: name, ours, baseline, ratio (ours/baseline).
-pub fn print_table(title: &str, rows: &[(&str, f64, f64, &str)]) {
+/// Prints `rows` as an aligned table: name, ours, baseline, ratio (ours / baseline).
+pub fn print_table(title: &str, rows: &[(&str, f64, f64, f64)]) {
     println!("\n{title}");
     println!(
-        "{:<34} {:>14} {:>14} {:>8}",
+        "{:<24} {:>12} {:>12} {:>8}",
         "metric", "novacron", "baseline", "ratio"
     );
-    for (name, ours, base, unit) in rows {
-        let ratio = if *base > 0.0 { ours / base } else { f64::NAN };
-        println!(
-            "{:<34} {:>11.1} {unit:<2} {:>11.1} {unit:<2} {:>7.2}x",
-            name, ours, base, ratio
-        );
+    for (name, ours, base, ratio) in rows {
+        println!("{name:<24} {ours:>12.1} {base:>12.1} {ratio:>7.2}x");
     }
 }
 

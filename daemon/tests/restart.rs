@@ -15,13 +15,7 @@ use novacron_qmp::qapi::RunState;
 use novacrond::service::events::EventKind;
 
 fn write_config(env: &Env) -> std::path::PathBuf {
-    let path = env.dir.path().join("novacrond.toml");
-    let text = format!(
-        "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = 2\n",
-        env.config.state_dir, env.config.run_dir, env.config.log_dir
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    env.write_config("")
 }
 
 fn spawn_daemon(config: &Path, log: &Path) -> Child {

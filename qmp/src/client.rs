@@ -13,7 +13,6 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
 use crate::codec::{LineCodec, LineError, DEFAULT_MAX_LINE};
@@ -61,7 +60,6 @@ pub struct Client {
 
 struct Inner {
     shared: Arc<Shared>,
-    queue: mpsc::UnboundedSender<Outgoing>,
     greeting: Greeting,
     oob: bool,
     timeouts: Timeouts,
@@ -106,16 +104,14 @@ impl Client {
         .await
         .map_err(|_| Error::Greeting(format!("none within {:?}", options.handshake_timeout)))??;
 
-        let shared = Shared::new(options.event_capacity);
-        let (queue, queued) = mpsc::unbounded_channel();
+        let shared = Shared::new(options.event_capacity, write);
         tokio::spawn(read_loop(shared.clone(), read, codec, buf));
-        tokio::spawn(write_loop(shared.clone(), write, queued));
+        tokio::spawn(write_loop(shared.clone()));
 
         let oob = options.negotiate_oob && greeting.capabilities.contains(&QmpCapability::Oob);
         let client = Client {
             inner: Arc::new(Inner {
                 shared,
-                queue,
                 greeting,
                 oob,
                 timeouts: options.timeouts,
@@ -310,9 +306,10 @@ impl Client {
             shared: &inner.shared,
             id,
         };
-        if inner.queue.send(Outgoing { frame, fds }).is_err() {
-            return Err(Error::Closed(self.reason_or_client_closed()));
-        }
+        inner
+            .shared
+            .send(Outgoing { frame, fds })
+            .map_err(Error::Closed)?;
         match tokio::time::timeout(timeout, reply).await {
             Ok(Ok(Ok(raw))) => Ok(raw),
             Ok(Ok(Err(error))) => Err(Error::Qmp {

@@ -1,21 +1,23 @@
-//! The connection's moving parts: the pending-reply table, the reader task and the writer task.
+//! The connection's moving parts: the pending-reply table, the writer and the reader task.
 //!
-//! Callers never touch the socket. A command is encoded by the caller, registered in the pending
-//! table under its id, and handed to the writer task, which always writes whole messages: a
-//! caller that times out or is cancelled mid-call cannot leave half a command on the wire. The
-//! reader task is the only reader; it completes pending commands by id and fans events out.
+//! A command is encoded by the caller, registered in the pending table under its id, and
+//! written whole: directly by the caller when the socket is idle (no task switch), otherwise
+//! queued for the writer task. A partial write is always finished by the writer task before
+//! anything else, and callers never await while writing, so a caller that times out or is
+//! cancelled cannot leave half a command on the wire. The reader task is the only reader; it
+//! completes pending commands by id and fans events out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::BytesMut;
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{sendmsg, shutdown, ControlMessage, MsgFlags, Shutdown};
 use serde_json::value::RawValue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot, Notify};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -35,12 +37,23 @@ pub(crate) struct Outgoing {
 /// State shared by the client handles, the reader and the writer.
 pub(crate) struct Shared {
     pending: Mutex<Pending>,
+    write: OwnedWriteHalf,
+    queue: Mutex<WriteQueue>,
+    /// Wakes the writer task when the queue goes from empty to not empty.
+    queued: Notify,
     /// `None` once the connection closed: dropping the sender ends every subscription.
     events: Mutex<Option<broadcast::Sender<Arc<Event>>>>,
     /// Cancelled by the client to stop both tasks.
     pub shutdown: CancellationToken,
     /// Cancelled once the connection is closed, for whoever waits on that.
     pub closed: CancellationToken,
+}
+
+/// Invariant: `queue` is non-empty only while `writer_busy`; then only the writer task writes.
+#[derive(Default)]
+struct WriteQueue {
+    queue: VecDeque<Outgoing>,
+    writer_busy: bool,
 }
 
 #[derive(Default)]
@@ -55,10 +68,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(event_capacity: usize) -> Arc<Shared> {
+    pub fn new(event_capacity: usize, write: OwnedWriteHalf) -> Arc<Shared> {
         let (tx, _) = broadcast::channel(event_capacity.max(1));
         Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
+            write,
+            queue: Mutex::new(WriteQueue::default()),
+            queued: Notify::new(),
             events: Mutex::new(Some(tx)),
             shutdown: CancellationToken::new(),
             closed: CancellationToken::new(),
@@ -74,6 +90,38 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         p.replies.insert(id, tx);
         Ok(rx)
+    }
+
+    /// Sends one whole frame: written at once when the socket is idle and takes it all, else
+    /// (the rest) queued for the writer task. Never blocks, never awaits.
+    pub fn send(&self, out: Outgoing) -> Result<(), CloseReason> {
+        let mut q = lock(&self.queue);
+        let rest = if q.writer_busy || !out.fds.is_empty() {
+            Some(out)
+        } else {
+            match self.write.try_write(&out.frame) {
+                Ok(n) if n == out.frame.len() => None,
+                Ok(n) => Some(Outgoing {
+                    frame: out.frame.get(n..).unwrap_or_default().to_vec(),
+                    fds: Vec::new(),
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(out),
+                Err(e) => {
+                    drop(q);
+                    let reason = io_close_reason(&e);
+                    self.close(reason.clone());
+                    return Err(reason);
+                }
+            }
+        };
+        if let Some(rest) = rest {
+            q.queue.push_back(rest);
+            if !q.writer_busy {
+                q.writer_busy = true;
+                self.queued.notify_one();
+            }
+        }
+        Ok(())
     }
 
     /// Forgets a caller that stopped waiting (timeout or cancellation). A late reply is dropped.
@@ -106,6 +154,8 @@ impl Shared {
         // Dropping the senders wakes every waiter, which then reads the close reason.
         drop(drained);
         lock(&self.events).take();
+        // Hang up at once, whoever still holds the socket, so the peer sees the end now.
+        let _ = shutdown(self.write.as_ref().as_raw_fd(), Shutdown::Both);
         self.closed.cancel();
         self.shutdown.cancel();
     }
@@ -187,64 +237,64 @@ pub(crate) async fn read_loop(
     shared.close(reason);
 }
 
-/// Writes queued commands in order, coalescing what is queued into one write.
-pub(crate) async fn write_loop(
-    shared: Arc<Shared>,
-    mut write: OwnedWriteHalf,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    const BATCH: usize = 64 * 1024;
-    let mut batch = Vec::with_capacity(4096);
+/// Writes what callers queued (when the socket was busy), in order, coalesced.
+pub(crate) async fn write_loop(shared: Arc<Shared>) {
+    let mut buf = Vec::with_capacity(4096);
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => return,
-            msg = queue.recv() => match msg {
-                Some(msg) => msg,
-                None => return,
-            },
-        };
-        let written = async {
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                if msg.fds.is_empty() {
-                    batch.extend_from_slice(&msg.frame);
-                } else {
-                    write_all(&mut write, &mut batch).await?;
-                    send_with_fds(&mut write, &msg.frame, &msg.fds).await?;
+            _ = shared.queued.notified() => {}
+        }
+        loop {
+            let batch: Vec<Outgoing> = {
+                let mut q = lock(&shared.queue);
+                if q.queue.is_empty() {
+                    q.writer_busy = false;
+                    break;
                 }
-                if batch.len() < BATCH {
-                    next = queue.try_recv().ok();
+                q.queue.drain(..).collect()
+            };
+            let written = async {
+                for msg in batch {
+                    if msg.fds.is_empty() {
+                        buf.extend_from_slice(&msg.frame);
+                    } else {
+                        write_all(&shared.write, &buf).await?;
+                        buf.clear();
+                        send_with_fds(&shared.write, &msg.frame, &msg.fds).await?;
+                    }
                 }
+                write_all(&shared.write, &buf).await
+            };
+            let result = tokio::select! {
+                biased;
+                _ = shared.shutdown.cancelled() => return,
+                r = written => r,
+            };
+            buf.clear();
+            if let Err(e) = result {
+                shared.close(io_close_reason(&e));
+                return;
             }
-            write_all(&mut write, &mut batch).await
-        };
-        let result = tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => return,
-            r = written => r,
-        };
-        if let Err(e) = result {
-            shared.close(io_close_reason(&e));
-            return;
         }
     }
 }
 
-async fn write_all(write: &mut OwnedWriteHalf, batch: &mut Vec<u8>) -> io::Result<()> {
-    if !batch.is_empty() {
-        write.write_all(batch).await?;
-        batch.clear();
+async fn write_all(write: &OwnedWriteHalf, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        write.writable().await?;
+        match write.try_write(bytes) {
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
 
 /// Sends `frame` with `fds` attached (SCM_RIGHTS) to its first bytes, then the rest plainly.
-async fn send_with_fds(
-    write: &mut OwnedWriteHalf,
-    frame: &[u8],
-    fds: &[OwnedFd],
-) -> io::Result<()> {
+async fn send_with_fds(write: &OwnedWriteHalf, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let stream = write.as_ref();
     let sent = stream
@@ -260,5 +310,5 @@ async fn send_with_fds(
             .map_err(io::Error::from)
         })
         .await?;
-    write.write_all(frame.get(sent..).unwrap_or_default()).await
+    write_all(write, frame.get(sent..).unwrap_or_default()).await
 }

@@ -458,3 +458,54 @@ async fn many_callers_each_get_their_own_reply() {
     assert_eq!(seen.len(), 200);
     let _ = server.await.unwrap();
 }
+
+#[tokio::test]
+async fn frames_stay_whole_when_the_socket_is_full_and_callers_give_up() {
+    let options = ClientOptions {
+        timeouts: Timeouts::default().with_action(Duration::from_millis(200)),
+        ..ClientOptions::default()
+    };
+    let (client, mut peer) = connected(options).await;
+    // 64 commands of ~64 KiB each: far more than the socket buffer holds while the peer does
+    // not read, so most go through partial writes and the writer queue. Half of the callers
+    // give up (timeout) while their frames are still queued or half written.
+    let payload = "x".repeat(64 * 1024);
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let c = client.clone();
+            let args = json!({ "n": i, "pad": payload });
+            tokio::spawn(async move {
+                let timeout = if i % 2 == 0 {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_secs(30)
+                };
+                c.execute_raw_with_timeout("big", Some(&args), timeout)
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Now read everything: every line must be one whole, valid command.
+    let mut seen = Vec::new();
+    for _ in 0..64 {
+        let cmd = peer.recv().await;
+        assert_eq!(cmd["execute"], "big");
+        assert_eq!(
+            cmd["arguments"]["pad"].as_str().map(str::len),
+            Some(64 * 1024)
+        );
+        seen.push(cmd["arguments"]["n"].as_u64().unwrap());
+        peer.reply(&cmd["id"], json!({"n": cmd["arguments"]["n"]}))
+            .await;
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..64).collect::<Vec<_>>());
+    for (i, call) in calls.into_iter().enumerate() {
+        match (i % 2, call.await.unwrap()) {
+            (0, Err(Error::Timeout { .. })) => {}
+            (1, Ok(v)) => assert_eq!(v, json!({"n": i})),
+            (_, other) => panic!("call {i}: {other:?}"),
+        }
+    }
+}

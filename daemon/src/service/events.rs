@@ -30,6 +30,7 @@ pub enum EventKind {
     StateChanged {
         from: DomainState,
         to: DomainState,
+        #[serde(flatten)]
         reason: StateReason,
     },
     /// The guest was reset (by itself, by `reset`, or as part of a reboot).

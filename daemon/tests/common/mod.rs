@@ -162,3 +162,6 @@ pub fn recorded_pid(env: &Env, name: &str) -> u32 {
     let v: serde_json::Value = serde_json::from_str(&text).expect("record json");
     v["pid"].as_u64().expect("pid") as u32
 }
+
+pub mod daemon;
+pub mod openapi;

@@ -1,6 +1,7 @@
 //! QEMU command line from a validated domain plus the facts only the host layer knows.
 
 mod argv;
+mod devices;
 pub(crate) mod memory;
 
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 //! the exit code.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use novacron_domain::DomainState;
 use novacrond::client::{
@@ -292,7 +292,7 @@ fn read_definition(file: &Path) -> Result<Vec<u8>, CliError> {
         source,
     };
     let mut body = Vec::new();
-    if file == PathBuf::from("-") {
+    if file == Path::new("-") {
         std::io::stdin()
             .lock()
             .take(MAX_DEFINITION + 1)

@@ -1,0 +1,110 @@
+//! A real `novacrond` process for tests, and real clients (curl) to talk to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Env;
+
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Env {
+    /// Writes the daemon's TOML config (plus `extra` lines) and returns its path.
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("novacrond.toml");
+        let text = format!(
+            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = 2\n{extra}\n",
+            self.config.state_dir, self.config.run_dir, self.config.log_dir
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Starts novacrond and waits until its API socket answers.
+    pub fn start_daemon(&self, extra_config: &str) -> Daemon {
+        let config = self.write_config(extra_config);
+        let log = self.dir.path().join("daemon.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("daemon log");
+        let child = Command::new(env!("CARGO_BIN_EXE_novacrond"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn novacrond");
+        let socket = self.config.run_dir.join("novacrond.sock");
+        let daemon = Daemon { child, socket, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "novacrond did not serve {}:\n{}",
+                daemon.socket.display(),
+                std::fs::read_to_string(&daemon.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What curl got: status, body, and the content type.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Runs curl against the daemon's Unix socket. `args` go before the URL.
+pub fn curl(socket: &Path, method: &str, path: &str, args: &[&str]) -> Reply {
+    let marker = "\n--novacron-curl--";
+    let out: Output = Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(socket)
+        .args(["-X", method, "-w"])
+        .arg(format!("{marker}%{{http_code}} %{{content_type}}"))
+        .args(args)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl must be installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, meta) = text
+        .rsplit_once(marker)
+        .unwrap_or_else(|| panic!("curl failed: {}", String::from_utf8_lossy(&out.stderr)));
+    let (status, content_type) = meta.split_once(' ').unwrap_or((meta, ""));
+    Reply {
+        status: status.trim().parse().unwrap_or(0),
+        body: body.to_owned(),
+        content_type: content_type.trim().to_owned(),
+    }
+}

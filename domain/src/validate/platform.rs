@@ -1,0 +1,145 @@
+//! Machine type, firmware, boot order and clock.
+
+use std::collections::BTreeSet;
+
+use super::{Problem, V};
+use crate::model::*;
+
+pub(super) fn os(v: &mut V, d: &DomainConfig) {
+    let o = &d.os;
+    if let Some(m) = &o.machine {
+        let q35 = m == "q35"
+            || m.strip_prefix("pc-q35-")
+                .is_some_and(|r| r.chars().all(|c| c.is_ascii_digit() || c == '.'));
+        if !q35 {
+            v.err(
+                "os.machine",
+                Problem::Unsupported(format!("machine '{m}' (only q35 and pc-q35-X.Y)")),
+            );
+        }
+    }
+    if let Firmware::Uefi { loader, nvram } = &o.firmware {
+        v.path("os.firmware.loader.path", &loader.path);
+        if loader.secure && d.features.smm != Some(true) {
+            v.err(
+                "os.firmware.loader.secure",
+                Problem::Inconsistent("secure boot needs features.smm on".into()),
+            );
+        }
+        if let Some(n) = nvram {
+            v.path("os.firmware.nvram.path", &n.path);
+            if let Some(t) = &n.template {
+                v.path("os.firmware.nvram.template", t);
+            }
+        }
+    }
+    if let Some(k) = &o.kernel {
+        v.path("os.kernel.kernel", &k.kernel);
+        if let Some(i) = &k.initrd {
+            v.path("os.kernel.initrd", i);
+        }
+        if let Some(c) = &k.cmdline {
+            v.text("os.kernel.cmdline", c, false);
+            if c.trim() != c {
+                v.err(
+                    "os.kernel.cmdline",
+                    Problem::Inconsistent("surrounding whitespace".into()),
+                );
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, b) in o.boot.iter().enumerate() {
+        if !seen.insert(b.as_str()) {
+            v.err(
+                format!("os.boot[{i}]"),
+                Problem::Duplicate(format!("boot device '{}'", b.as_str())),
+            );
+        }
+        if *b == BootDevice::Fd {
+            v.err(
+                format!("os.boot[{i}]"),
+                Problem::Unsupported("floppy boot".into()),
+            );
+        }
+    }
+    // Per-device boot order.
+    let dv = &d.devices;
+    let orders = dv
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (format!("devices.disks[{i}].boot_order"), x.boot_order))
+        .chain(
+            dv.interfaces
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (format!("devices.interfaces[{i}].boot_order"), x.boot_order)),
+        )
+        .chain(
+            dv.hostdevs
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (format!("devices.hostdevs[{i}].boot_order"), x.boot_order)),
+        );
+    let mut seen = BTreeSet::new();
+    for (p, order) in orders {
+        let Some(order) = order else { continue };
+        if !o.boot.is_empty() {
+            v.err(
+                p.clone(),
+                Problem::Inconsistent(
+                    "per-device boot order cannot be combined with os.boot".into(),
+                ),
+            );
+        }
+        if order == 0 {
+            v.range(p.clone(), order, 1, u32::MAX);
+        }
+        if !seen.insert(order) {
+            v.err(p, Problem::Duplicate(format!("boot order {order}")));
+        }
+    }
+}
+
+pub(super) fn clock(v: &mut V, d: &DomainConfig) {
+    let Some(c) = &d.clock else { return };
+    let mut seen = BTreeSet::new();
+    for (i, t) in c.timers.iter().enumerate() {
+        let p = format!("clock.timers[{i}]");
+        if !seen.insert(t.name) {
+            v.err(
+                format!("{p}.name"),
+                Problem::Duplicate(format!("timer '{}'", t.name.as_str())),
+            );
+        }
+        let ok_policy = matches!(
+            (t.name, t.tickpolicy),
+            (_, None)
+                | (
+                    TimerName::Rtc,
+                    Some(TickPolicy::Catchup | TickPolicy::Delay)
+                )
+                | (
+                    TimerName::Pit,
+                    Some(TickPolicy::Delay | TickPolicy::Discard)
+                )
+        );
+        if !ok_policy {
+            v.err(
+                format!("{p}.tickpolicy"),
+                Problem::Unsupported(format!("this tickpolicy for timer '{}'", t.name.as_str())),
+            );
+        }
+        let ok_present = matches!(
+            (t.name, t.present),
+            (TimerName::Hpet | TimerName::Pit | TimerName::Kvmclock, _) | (_, None | Some(true))
+        );
+        if !ok_present {
+            v.err(
+                format!("{p}.present"),
+                Problem::Unsupported(format!("removing timer '{}'", t.name.as_str())),
+            );
+        }
+    }
+}

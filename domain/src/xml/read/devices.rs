@@ -1,0 +1,725 @@
+//! `<devices>`: one reader per device kind.
+
+use super::{flag, ON_OFF, R, YES_NO};
+use crate::model::*;
+use crate::xml::error::XmlError;
+use crate::xml::tree::Element;
+
+pub(super) fn devices(e: &Element) -> R<Devices> {
+    e.allow(
+        &[],
+        &[
+            "emulator",
+            "disk",
+            "controller",
+            "interface",
+            "serial",
+            "console",
+            "channel",
+            "input",
+            "tpm",
+            "graphics",
+            "video",
+            "hostdev",
+            "watchdog",
+            "memballoon",
+            "rng",
+            // libvirt >= 7.2 adds <audio type='none'/> next to VNC; only 'none' is accepted below.
+            "audio",
+        ],
+    )?;
+    let mut d = Devices::default();
+    if let Some(em) = e.child("emulator")? {
+        em.allow(&[], &[])?;
+        d.emulator = Some(em.req_text()?.to_owned());
+    }
+    for c in &e.children {
+        match c.name.as_str() {
+            "disk" => d.disks.push(disk(c)?),
+            "controller" => d.controllers.push(controller(c)?),
+            "interface" => d.interfaces.push(interface(c)?),
+            "serial" => d.serials.push(serial(c)?),
+            "console" => d.consoles.push(console(c)?),
+            "channel" => d.channels.push(channel(c)?),
+            "input" => d.inputs.push(input(c)?),
+            "video" => d.videos.push(video(c)?),
+            "hostdev" => d.hostdevs.push(hostdev(c)?),
+            "rng" => d.rngs.push(rng(c)?),
+            "audio" => {
+                c.allow(&["id", "type"], &[])?;
+                c.attr_only("type", &["none"])?;
+            }
+            _ => {}
+        }
+    }
+    d.tpm = e.child("tpm")?.map(tpm).transpose()?;
+    d.graphics = e.child("graphics")?.map(graphics).transpose()?;
+    d.watchdog = e.child("watchdog")?.map(watchdog).transpose()?;
+    d.memballoon = e.child("memballoon")?.map(memballoon).transpose()?;
+    Ok(d)
+}
+
+pub(super) fn address(parent: &Element) -> R<Option<Address>> {
+    let Some(a) = parent.child("address")? else {
+        return Ok(None);
+    };
+    let ty = a.req_attr("type")?;
+    let addr = match ty {
+        "pci" => {
+            a.allow(
+                &["type", "domain", "bus", "slot", "function", "multifunction"],
+                &[],
+            )?;
+            Address::Pci {
+                domain: a.attr_int("domain")?.unwrap_or(0),
+                bus: a.attr_int("bus")?.unwrap_or(0),
+                slot: a.attr_int("slot")?.unwrap_or(0),
+                function: a.attr_int("function")?.unwrap_or(0),
+                multifunction: a.attr_enum("multifunction", ON_OFF)?,
+            }
+        }
+        "drive" => {
+            a.allow(&["type", "controller", "bus", "target", "unit"], &[])?;
+            Address::Drive {
+                controller: a.attr_int("controller")?.unwrap_or(0),
+                bus: a.attr_int("bus")?.unwrap_or(0),
+                target: a.attr_int("target")?.unwrap_or(0),
+                unit: a.attr_int("unit")?.unwrap_or(0),
+            }
+        }
+        "virtio-serial" => {
+            a.allow(&["type", "controller", "bus", "port"], &[])?;
+            Address::VirtioSerial {
+                controller: a.attr_int("controller")?.unwrap_or(0),
+                bus: a.attr_int("bus")?.unwrap_or(0),
+                port: a.attr_int("port")?.unwrap_or(0),
+            }
+        }
+        "usb" => {
+            a.allow(&["type", "bus", "port"], &[])?;
+            Address::Usb {
+                bus: a.attr_int("bus")?.unwrap_or(0),
+                port: a.attr_int("port")?.unwrap_or(0),
+            }
+        }
+        other => {
+            return Err(a.unsupported_value(
+                Some("type"),
+                other,
+                &["pci", "drive", "virtio-serial", "usb"],
+            ))
+        }
+    };
+    Ok(Some(addr))
+}
+
+pub(super) fn boot_order(parent: &Element) -> R<Option<u32>> {
+    match parent.child("boot")? {
+        Some(b) => {
+            b.allow(&["order"], &[])?;
+            Ok(Some(b.req_attr_int("order")?))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(super) fn disk(e: &Element) -> R<Disk> {
+    // <backingStore> in dumpxml reports the image's backing chain as discovered from the image
+    // header; it is informational for file/block disks.
+    e.allow(
+        &["type", "device"],
+        &[
+            "driver",
+            "source",
+            "target",
+            "readonly",
+            "shareable",
+            "serial",
+            "boot",
+            "address",
+            "backingStore",
+        ],
+    )?;
+    let ty = e.req_attr_enum("type", &[("file", false), ("block", true)])?;
+    let device = e
+        .attr_enum(
+            "device",
+            &[("disk", DiskDevice::Disk), ("cdrom", DiskDevice::Cdrom)],
+        )?
+        .unwrap_or(DiskDevice::Disk);
+    let source = match e.child("source")? {
+        Some(s) => {
+            // `index` numbers the backing chain at runtime.
+            let key = if ty { "dev" } else { "file" };
+            s.allow(&[key, "index"], &[])?;
+            match s.attr(key) {
+                Some(p) if ty => Some(DiskSource::Block { dev: p.to_owned() }),
+                Some(p) => Some(DiskSource::File { path: p.to_owned() }),
+                // `<source/>` without a path: empty CD-ROM, as libvirt writes for ejected media.
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let driver = match e.child("driver")? {
+        Some(dr) => {
+            dr.allow(&["name", "type", "cache", "io", "discard", "iothread"], &[])?;
+            dr.attr_only("name", &["qemu"])?;
+            let caches: Vec<(&str, DiskCache)> =
+                DiskCache::ALL.iter().map(|c| (c.as_str(), *c)).collect();
+            let ios: Vec<(&str, DiskIo)> = DiskIo::ALL.iter().map(|c| (c.as_str(), *c)).collect();
+            DiskDriver {
+                format: dr
+                    .attr_enum(
+                        "type",
+                        &[("raw", DiskFormat::Raw), ("qcow2", DiskFormat::Qcow2)],
+                    )?
+                    .unwrap_or(DiskFormat::Raw),
+                cache: dr.attr_enum("cache", &caches)?,
+                io: dr.attr_enum("io", &ios)?,
+                discard: dr.attr_enum(
+                    "discard",
+                    &[
+                        ("unmap", DiskDiscard::Unmap),
+                        ("ignore", DiskDiscard::Ignore),
+                    ],
+                )?,
+                iothread: dr.attr_int("iothread")?,
+            }
+        }
+        // libvirt's default: raw, no format probing.
+        None => DiskDriver {
+            format: DiskFormat::Raw,
+            cache: None,
+            io: None,
+            discard: None,
+            iothread: None,
+        },
+    };
+    let t = e.req_child("target")?;
+    t.allow(&["dev", "bus", "tray"], &[])?;
+    // An open tray changes what the guest sees; 'closed' is libvirt's default.
+    t.attr_only("tray", &["closed"])?;
+    let serial = match e.child("serial")? {
+        Some(s) => {
+            s.allow(&[], &[])?;
+            Some(s.req_text()?.to_owned())
+        }
+        None => None,
+    };
+    Ok(Disk {
+        device,
+        source,
+        driver,
+        target: DiskTarget {
+            dev: t.req_attr("dev")?.to_owned(),
+            bus: t.req_attr_enum(
+                "bus",
+                &[
+                    ("virtio", DiskBus::Virtio),
+                    ("sata", DiskBus::Sata),
+                    ("scsi", DiskBus::Scsi),
+                ],
+            )?,
+        },
+        readonly: flag(e, "readonly")?,
+        shareable: flag(e, "shareable")?,
+        serial,
+        boot_order: boot_order(e)?,
+        address: address(e)?,
+    })
+}
+
+pub(super) fn controller(e: &Element) -> R<Controller> {
+    // <model name=...> is the QEMU device libvirt derived from the `model` attribute.
+    e.allow(
+        &["type", "index", "model", "ports"],
+        &["address", "target", "model"],
+    )?;
+    let ty = e.req_attr("type")?;
+    let model = e.attr("model");
+    let no_ports = |kind: ControllerKind| -> R<ControllerKind> {
+        if e.attr("ports").is_some() {
+            return Err(XmlError::UnsupportedAttribute {
+                path: format!("{}@ports", e.path),
+                line: e.line,
+            });
+        }
+        Ok(kind)
+    };
+    let kind = match (ty, model) {
+        ("pci", Some("pcie-root")) => no_ports(ControllerKind::PcieRoot)?,
+        ("pci", Some("pcie-root-port")) => {
+            let (chassis, port) = match e.child("target")? {
+                Some(t) => {
+                    t.allow(&["chassis", "port"], &[])?;
+                    (t.attr_int("chassis")?, t.attr_int("port")?)
+                }
+                None => (None, None),
+            };
+            no_ports(ControllerKind::PcieRootPort { chassis, port })?
+        }
+        ("pci", m) => {
+            return Err(e.unsupported_value(
+                Some("model"),
+                m.unwrap_or(""),
+                &["pcie-root", "pcie-root-port"],
+            ))
+        }
+        ("sata", None) => no_ports(ControllerKind::Sata)?,
+        ("scsi", Some("virtio-scsi")) => no_ports(ControllerKind::VirtioScsi)?,
+        ("scsi", m) => {
+            return Err(e.unsupported_value(
+                Some("model"),
+                m.unwrap_or("(default lsilogic)"),
+                &["virtio-scsi"],
+            ))
+        }
+        ("usb", Some("qemu-xhci")) => ControllerKind::Usb {
+            model: UsbModel::QemuXhci,
+            ports: e.attr_int("ports")?,
+        },
+        ("usb", Some("none")) => no_ports(ControllerKind::Usb {
+            model: UsbModel::None,
+            ports: None,
+        })?,
+        ("usb", m) => {
+            return Err(e.unsupported_value(
+                Some("model"),
+                m.unwrap_or("(default)"),
+                &["qemu-xhci", "none"],
+            ))
+        }
+        ("virtio-serial", None) => no_ports(ControllerKind::VirtioSerial)?,
+        ("sata" | "virtio-serial", Some(m)) => {
+            return Err(e.unsupported_value(Some("model"), m, &[]))
+        }
+        (other, _) => {
+            return Err(e.unsupported_value(
+                Some("type"),
+                other,
+                &["pci", "sata", "scsi", "usb", "virtio-serial"],
+            ))
+        }
+    };
+    if !matches!(kind, ControllerKind::PcieRootPort { .. }) {
+        if let Some(t) = e.child("target")? {
+            return Err(t.unsupported());
+        }
+    }
+    if let Some(m) = e.child("model")? {
+        m.allow(&["name"], &[])?;
+    }
+    Ok(Controller {
+        index: e.req_attr_int("index")?,
+        kind,
+        address: address(e)?,
+    })
+}
+
+pub(super) fn interface(e: &Element) -> R<Interface> {
+    // <target dev='vnet0'/> is the runtime tap name the host created.
+    e.allow(
+        &["type"],
+        &["mac", "source", "model", "mtu", "boot", "address", "target"],
+    )?;
+    let ty = e.req_attr("type")?;
+    let src = e.child("source")?;
+    let need_src = || {
+        src.ok_or_else(|| XmlError::Missing {
+            what: "element <source>".into(),
+            path: format!("{}/source", e.path),
+            line: e.line,
+        })
+    };
+    let source = match ty {
+        "bridge" => {
+            let s = need_src()?;
+            s.allow(&["bridge"], &[])?;
+            InterfaceSource::Bridge {
+                bridge: s.req_attr("bridge")?.to_owned(),
+            }
+        }
+        "network" => {
+            let s = need_src()?;
+            // portid/bridge: runtime port allocation libvirt records in the live XML.
+            s.allow(&["network", "portid", "bridge"], &[])?;
+            InterfaceSource::Network {
+                network: s.req_attr("network")?.to_owned(),
+            }
+        }
+        "user" => {
+            if let Some(s) = src {
+                return Err(s.unsupported());
+            }
+            InterfaceSource::User
+        }
+        "direct" => {
+            let s = need_src()?;
+            s.allow(&["dev", "mode"], &[])?;
+            let modes: Vec<(&str, MacvtapMode)> =
+                MacvtapMode::ALL.iter().map(|m| (m.as_str(), *m)).collect();
+            InterfaceSource::Direct {
+                dev: s.req_attr("dev")?.to_owned(),
+                mode: s.attr_enum("mode", &modes)?.unwrap_or(MacvtapMode::Vepa),
+            }
+        }
+        "vhostuser" => {
+            let s = need_src()?;
+            s.allow(&["type", "path", "mode"], &[])?;
+            s.attr_only("type", &["unix"])?;
+            InterfaceSource::VhostUser {
+                path: s.req_attr("path")?.to_owned(),
+                mode: s.req_attr_enum(
+                    "mode",
+                    &[
+                        ("server", SocketMode::Server),
+                        ("client", SocketMode::Client),
+                    ],
+                )?,
+            }
+        }
+        other => {
+            return Err(e.unsupported_value(
+                Some("type"),
+                other,
+                &["bridge", "network", "user", "direct", "vhostuser"],
+            ))
+        }
+    };
+    if let Some(t) = e.child("target")? {
+        t.allow(&["dev"], &[])?;
+    }
+    let mac = match e.child("mac")? {
+        Some(m) => {
+            m.allow(&["address"], &[])?;
+            m.req_attr("address")?;
+            m.attr_parse("address")?
+        }
+        None => None,
+    };
+    let model = match e.child("model")? {
+        Some(m) => {
+            m.allow(&["type"], &[])?;
+            let models: Vec<(&str, NicModel)> =
+                NicModel::ALL.iter().map(|m| (m.as_str(), *m)).collect();
+            m.req_attr_enum("type", &models)?
+        }
+        // libvirt's QEMU default NIC model on x86; written back explicitly.
+        None => NicModel::Rtl8139,
+    };
+    let mtu = match e.child("mtu")? {
+        Some(m) => {
+            m.allow(&["size"], &[])?;
+            Some(m.req_attr_int("size")?)
+        }
+        None => None,
+    };
+    Ok(Interface {
+        source,
+        mac,
+        model,
+        mtu,
+        boot_order: boot_order(e)?,
+        address: address(e)?,
+    })
+}
+
+pub(super) fn hostdev(e: &Element) -> R<Hostdev> {
+    e.allow(
+        &["mode", "type", "managed"],
+        &["driver", "source", "boot", "address"],
+    )?;
+    e.attr_only("mode", &["subsystem"])?;
+    let ty = e.req_attr("type")?;
+    if ty != "pci" {
+        return Err(e.unsupported_value(Some("type"), ty, &["pci"]));
+    }
+    if let Some(dr) = e.child("driver")? {
+        dr.allow(&["name"], &[])?;
+        dr.attr_only("name", &["vfio"])?;
+    }
+    let s = e.req_child("source")?;
+    s.allow(&[], &["address"])?;
+    let a = s.req_child("address")?;
+    a.allow(&["domain", "bus", "slot", "function"], &[])?;
+    Ok(Hostdev {
+        source: PciAddr {
+            domain: a.attr_int("domain")?.unwrap_or(0),
+            bus: a.req_attr_int("bus")?,
+            slot: a.req_attr_int("slot")?,
+            function: a.attr_int("function")?.unwrap_or(0),
+        },
+        managed: e.attr_enum("managed", YES_NO)?.unwrap_or(false),
+        boot_order: boot_order(e)?,
+        address: address(e)?,
+    })
+}
+
+pub(super) fn char_source(e: &Element) -> R<CharSource> {
+    let ty = e.req_attr("type")?;
+    let src = e.child("source")?;
+    match ty {
+        "pty" => {
+            // <source path='/dev/pts/N'/> is the pty QEMU allocated at runtime.
+            if let Some(s) = src {
+                s.allow(&["path"], &[])?;
+            }
+            Ok(CharSource::Pty)
+        }
+        "unix" => {
+            let s = e.req_child("source")?;
+            s.allow(&["mode", "path"], &[])?;
+            Ok(CharSource::Unix {
+                path: s.req_attr("path")?.to_owned(),
+                mode: s
+                    .attr_enum(
+                        "mode",
+                        &[
+                            ("bind", SocketMode::Server),
+                            ("connect", SocketMode::Client),
+                        ],
+                    )?
+                    .unwrap_or(SocketMode::Server),
+            })
+        }
+        "file" => {
+            let s = e.req_child("source")?;
+            s.allow(&["path"], &[])?;
+            Ok(CharSource::File {
+                path: s.req_attr("path")?.to_owned(),
+            })
+        }
+        other => Err(e.unsupported_value(Some("type"), other, &["pty", "unix", "file"])),
+    }
+}
+
+pub(super) fn serial(e: &Element) -> R<Serial> {
+    e.allow(&["type"], &["source", "target"])?;
+    let mut port = 0;
+    if let Some(t) = e.child("target")? {
+        // <model name='isa-serial'/> is libvirt spelling out the default device.
+        t.allow(&["type", "port"], &["model"])?;
+        t.attr_only("type", &["isa-serial"])?;
+        if let Some(m) = t.child("model")? {
+            m.allow(&["name"], &[])?;
+            m.attr_only("name", &["isa-serial"])?;
+        }
+        port = t.attr_int("port")?.unwrap_or(0);
+    }
+    Ok(Serial {
+        source: char_source(e)?,
+        port,
+    })
+}
+
+pub(super) fn console(e: &Element) -> R<Console> {
+    // tty='/dev/pts/N' is the runtime pty path.
+    e.allow(&["type", "tty"], &["source", "target"])?;
+    let (target, port) = match e.child("target")? {
+        Some(t) => {
+            t.allow(&["type", "port"], &[])?;
+            (
+                t.attr_enum(
+                    "type",
+                    &[
+                        ("serial", ConsoleTarget::Serial),
+                        ("virtio", ConsoleTarget::Virtio),
+                    ],
+                )?
+                .unwrap_or(ConsoleTarget::Serial),
+                t.attr_int("port")?.unwrap_or(0),
+            )
+        }
+        None => (ConsoleTarget::Serial, 0),
+    };
+    Ok(Console {
+        source: char_source(e)?,
+        target,
+        port,
+    })
+}
+
+pub(super) fn channel(e: &Element) -> R<Channel> {
+    e.allow(&["type"], &["source", "target", "address"])?;
+    e.attr_only("type", &["unix"])?;
+    e.req_attr("type")?;
+    let path = match e.child("source")? {
+        Some(s) => {
+            s.allow(&["mode", "path"], &[])?;
+            s.attr_only("mode", &["bind"])?;
+            s.attr("path").map(str::to_owned)
+        }
+        None => None,
+    };
+    let t = e.req_child("target")?;
+    // state='connected' is the live guest-agent connection state.
+    t.allow(&["type", "name", "state"], &[])?;
+    t.attr_only("type", &["virtio"])?;
+    t.req_attr("type")?;
+    Ok(Channel {
+        path,
+        name: t.req_attr("name")?.to_owned(),
+        address: address(e)?,
+    })
+}
+
+pub(super) fn input(e: &Element) -> R<Input> {
+    e.allow(&["type", "bus"], &["address"])?;
+    let kind = e.req_attr_enum(
+        "type",
+        &[
+            ("mouse", InputKind::Mouse),
+            ("keyboard", InputKind::Keyboard),
+            ("tablet", InputKind::Tablet),
+        ],
+    )?;
+    let bus = e
+        .attr_enum(
+            "bus",
+            &[
+                ("ps2", InputBus::Ps2),
+                ("usb", InputBus::Usb),
+                ("virtio", InputBus::Virtio),
+            ],
+        )?
+        .unwrap_or(if kind == InputKind::Tablet {
+            InputBus::Usb
+        } else {
+            InputBus::Ps2
+        });
+    Ok(Input {
+        kind,
+        bus,
+        address: address(e)?,
+    })
+}
+
+pub(super) fn tpm(e: &Element) -> R<Tpm> {
+    e.allow(&["model"], &["backend"])?;
+    let b = e.req_child("backend")?;
+    b.allow(&["type", "version"], &[])?;
+    b.attr_only("type", &["emulator"])?;
+    b.req_attr("type")?;
+    b.attr_only("version", &["2.0"])?;
+    Ok(Tpm {
+        model: e
+            .attr_enum(
+                "model",
+                &[("tpm-crb", TpmModel::TpmCrb), ("tpm-tis", TpmModel::TpmTis)],
+            )?
+            .unwrap_or(TpmModel::TpmTis),
+    })
+}
+
+pub(super) fn graphics(e: &Element) -> R<Graphics> {
+    e.allow(&["type", "port", "autoport", "listen"], &["listen"])?;
+    let ty = e.req_attr("type")?;
+    if ty != "vnc" {
+        return Err(e.unsupported_value(Some("type"), ty, &["vnc"]));
+    }
+    let mut listen = e.attr("listen").map(str::to_owned);
+    for l in e.children_named("listen") {
+        // libvirt mirrors the listen attribute into <listen type='address'>.
+        l.allow(&["type", "address"], &[])?;
+        l.attr_only("type", &["address"])?;
+        match (l.attr("address"), &listen) {
+            (Some(a), Some(cur)) if a != cur => {
+                return Err(l.invalid_attr("address", "differs from graphics@listen"))
+            }
+            (Some(a), None) => listen = Some(a.to_owned()),
+            _ => {}
+        }
+    }
+    let autoport = e.attr_enum("autoport", YES_NO)?.unwrap_or(false);
+    let port = match e.attr("port") {
+        None | Some("-1") => VncPort::Auto,
+        Some(_) if autoport => VncPort::Auto,
+        Some(_) => VncPort::Fixed(e.attr_int("port")?.unwrap_or(5900)),
+    };
+    Ok(Graphics::Vnc { port, listen })
+}
+
+pub(super) fn video(e: &Element) -> R<Video> {
+    e.allow(&[], &["model", "address"])?;
+    let m = e.req_child("model")?;
+    // heads='1' and primary='yes' are what libvirt writes for the single supported head.
+    m.allow(&["type", "vram", "heads", "primary"], &[])?;
+    m.attr_only("heads", &["1"])?;
+    m.attr_only("primary", &["yes"])?;
+    let ty = m.req_attr("type")?;
+    let model = match ty {
+        "none" => VideoModel::None,
+        "virtio" => VideoModel::Virtio,
+        "vga" => VideoModel::Vga {
+            vram_kib: m.attr_int("vram")?,
+        },
+        other => return Err(m.unsupported_value(Some("type"), other, &["none", "virtio", "vga"])),
+    };
+    if !matches!(model, VideoModel::Vga { .. }) && m.attr("vram").is_some() {
+        return Err(XmlError::UnsupportedAttribute {
+            path: format!("{}@vram", m.path),
+            line: m.line,
+        });
+    }
+    Ok(Video {
+        model,
+        address: address(e)?,
+    })
+}
+
+pub(super) fn memballoon(e: &Element) -> R<Memballoon> {
+    e.allow(&["model"], &["stats", "address"])?;
+    let stats_period = match e.child("stats")? {
+        Some(s) => {
+            s.allow(&["period"], &[])?;
+            Some(s.req_attr_int("period")?)
+        }
+        None => None,
+    };
+    Ok(Memballoon {
+        model: e.req_attr_enum(
+            "model",
+            &[
+                ("virtio", MemballoonModel::Virtio),
+                ("none", MemballoonModel::None),
+            ],
+        )?,
+        stats_period,
+        address: address(e)?,
+    })
+}
+
+pub(super) fn rng(e: &Element) -> R<Rng> {
+    e.allow(&["model"], &["backend", "address"])?;
+    e.attr_only("model", &["virtio"])?;
+    e.req_attr("model")?;
+    let b = e.req_child("backend")?;
+    b.allow(&["model"], &[])?;
+    b.attr_only("model", &["random"])?;
+    Ok(Rng {
+        backend: b.req_text()?.to_owned(),
+        address: address(e)?,
+    })
+}
+
+pub(super) fn watchdog(e: &Element) -> R<Watchdog> {
+    e.allow(&["model", "action"], &["address"])?;
+    let actions: Vec<(&str, WatchdogAction)> = WatchdogAction::ALL
+        .iter()
+        .map(|a| (a.as_str(), *a))
+        .collect();
+    Ok(Watchdog {
+        model: e.req_attr_enum(
+            "model",
+            &[
+                ("i6300esb", WatchdogModel::I6300esb),
+                ("itco", WatchdogModel::Itco),
+            ],
+        )?,
+        action: e
+            .attr_enum("action", &actions)?
+            .unwrap_or(WatchdogAction::Reset),
+        address: address(e)?,
+    })
+}

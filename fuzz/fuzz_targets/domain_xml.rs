@@ -1,0 +1,50 @@
+//! Fuzz the libvirt XML reader. Oracle: anything accepted must write back to XML that reads
+//! to the same model; validation and (if valid) the argv builder must not panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use novacron_domain::{build_argv, Accel, CpuChoice, DomainConfig, LaunchContext};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(cfg) = DomainConfig::from_xml(text) else {
+        return;
+    };
+    let xml = cfg.to_xml();
+    let again = DomainConfig::from_xml(&xml)
+        .unwrap_or_else(|e| panic!("writer output rejected: {e}\n{xml}"));
+    assert_eq!(cfg, again, "parse(write(x)) != x\n{xml}");
+    let json = cfg.to_json();
+    assert_eq!(
+        DomainConfig::from_json(&json).ok().as_ref(),
+        Some(&cfg),
+        "JSON round trip\n{json}"
+    );
+    if let Ok(vd) = cfg.validate() {
+        let ctx = LaunchContext {
+            emulator: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Kvm,
+            cpu: CpuChoice::Model("qemu64".into()),
+            qmp_socket: "/run/q/qmp.sock".into(),
+            runtime_dir: "/run/q".into(),
+            serial_log: None,
+            net_fds: (0..64)
+                .map(|i| {
+                    (
+                        i,
+                        novacron_domain::NetFd {
+                            tap: 100 + i as i32,
+                            vhost: None,
+                        },
+                    )
+                })
+                .collect(),
+            vnc_display: Some(0),
+            swtpm_socket: Some("/run/q/swtpm.sock".into()),
+            sandbox: true,
+        };
+        let _ = build_argv(&vd, &ctx);
+    }
+});
