@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # NovaCron quick start.
-#   ./quickstart.sh        install what is missing, build, run the main job (the demo)
+#   ./quickstart.sh        install what is missing, build, start novacrond and boot a demo guest
 #   ./quickstart.sh test   install what is missing, then run the whole test suite
 # Debian/Ubuntu. Installing packages needs root (sudo is used when not root).
 set -euo pipefail
@@ -43,9 +43,52 @@ run_tests() {
     cargo test --workspace --locked
 }
 
+# The main job: novacrond running, a demo guest booted through novactl.
+run_demo() {
+    cargo build --release --locked -p novacrond -p novacron-tests --bins
+    local bin=target/release novactl=target/release/novactl
+    local log_dir
+    if [[ $(id -u) -eq 0 ]]; then log_dir=/var/log/novacron
+    else log_dir=${XDG_STATE_HOME:-$HOME/.local/state}/novacron/logs; fi
+    if ! $novactl host >/dev/null 2>&1; then
+        local daemon_log=${TMPDIR:-/tmp}/novacrond-$(id -u).log
+        echo "quickstart: starting novacrond (log: $daemon_log)"
+        nohup "$bin/novacrond" >"$daemon_log" 2>&1 &
+        for _ in $(seq 100); do $novactl host >/dev/null 2>&1 && break; sleep 0.1; done
+        $novactl host >/dev/null || { cat "$daemon_log"; exit 1; }
+    fi
+    echo "quickstart: preparing the demo guest (built once per machine; the accelerator is probed)"
+    local xml=${TMPDIR:-/tmp}/novacron-demo.xml
+    "$bin/novacron-demo-guest" demo >"$xml"
+    $novactl define -f "$xml" >/dev/null
+    if [[ $($novactl --json info demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') != running ]]; then
+        $novactl start demo
+    fi
+    echo "quickstart: waiting for the guest's ready line on its serial console"
+    for _ in $(seq 600); do
+        grep -q NOVACRON-TEST-GUEST-READY "$log_dir/demo.serial.log" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep -q NOVACRON-TEST-GUEST-READY "$log_dir/demo.serial.log" || { echo "the demo guest did not boot; see $log_dir/demo.log"; exit 1; }
+    echo
+    $novactl list --all
+    cat <<NEXT
+
+The demo guest is running. Try:
+  $novactl info demo                 # status and settings
+  $novactl events                    # follow events (in another terminal)
+  $novactl suspend demo; $novactl resume demo
+  $novactl qmp demo query-status     # raw QMP (root only)
+  tail -f $log_dir/demo.serial.log   # the guest's console (a heartbeat a second)
+  $novactl shutdown demo             # ACPI power-off; the guest powers itself off
+  $novactl undefine demo             # remove the definition
+novacrond keeps running in the background; stop it with: pkill -TERM novacrond (guests keep running).
+NEXT
+}
+
 install_missing
 case "${1:-demo}" in
-    demo) cargo run --release --locked -p novacron-tests --bin novacron-demo ;;
+    demo) run_demo ;;
     test) run_tests ;;
     *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
 esac

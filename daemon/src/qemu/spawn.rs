@@ -91,6 +91,9 @@ pub fn spawn(argv: &[String], log: &Path) -> Result<Spawned, SpawnError> {
     })
 }
 
+/// How long a QEMU that broke the QMP handshake gets to exit before we report the handshake.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
 /// Connects to the new QEMU's QMP socket as soon as it listens. Fails with QEMU's own output
 /// if QEMU exits first.
 pub async fn connect_monitor(
@@ -114,8 +117,11 @@ pub async fn connect_monitor(
                 Ok(client) => return Ok(client),
                 Err(novacron_qmp::Error::Connect { .. }) => {}
                 Err(e) => {
-                    // The handshake broke: if QEMU died meanwhile, its output says why.
-                    if let Ok(Some(status)) = spawned.child.try_wait() {
+                    // The handshake broke: QEMU is most likely dying (it opens the monitor
+                    // before it checks the rest of its configuration). Give it a moment to
+                    // exit, so the error is QEMU's own message rather than a reset socket.
+                    let died = tokio::time::timeout(EXIT_GRACE, spawned.child.wait()).await;
+                    if let Ok(Ok(status)) = died {
                         return Err(exited(status, log, spawned.log_offset));
                     }
                     return Err(e.into());

@@ -54,6 +54,35 @@ impl Env {
     }
 }
 
+/// Guests are detached from the daemon by design, so a test that fails half-way would leave
+/// its QEMUs running: kill every guest recorded under this test's run directory.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let records = self.config.run_dir.join("domains");
+        for entry in std::fs::read_dir(records).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["pid"].as_u64());
+            let Some(pid) = pid else { continue };
+            // Only a QEMU whose command line points into this test's directory.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours =
+                String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy());
+            if ours {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 fn virt_type(accel: Accel) -> &'static str {
     match accel {
         Accel::Kvm => "kvm",

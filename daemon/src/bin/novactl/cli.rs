@@ -152,6 +152,9 @@ pub enum Command {
         #[arg(value_name = "ARGS_JSON")]
         arguments: Option<String>,
     },
+    /// Show an operation started with --no-wait (exits with the operation's error code
+    /// if it failed)
+    Operation { id: String },
     /// Show the host: versions, KVM, CPUs, memory, domain counts
     Host,
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`

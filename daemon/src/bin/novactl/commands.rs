@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             command,
             arguments,
         } => ctx.qmp(&name, &command, arguments.as_deref()).await,
+        Command::Operation { id } => ctx.operation(&id).await,
         Command::Host => ctx.host().await,
         // Handled in main: it needs neither the daemon nor a runtime.
         Command::Completions { .. } => Ok(()),
@@ -246,6 +247,25 @@ impl Ctx {
             let pretty = serde_json::to_string_pretty(&ret)
                 .map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))?;
             output::line(&pretty)
+        }
+    }
+
+    async fn operation(&self, id: &str) -> Result<(), CliError> {
+        let op = self.client.operation(id).await?;
+        if self.json {
+            output::json(&op)?;
+        } else {
+            output::line(&format!(
+                "operation {}: {} of domain {} {}",
+                op.id, op.operation, op.domain, op.status
+            ))?;
+        }
+        match op.error {
+            Some(e) if op.status == "failed" => Err(CliError::Failed {
+                code: e.code,
+                message: e.message,
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -44,6 +44,9 @@ pub enum CliError {
         #[source]
         source: io::Error,
     },
+    /// An operation that failed on the daemon, reported with its error code.
+    #[error("{message}")]
+    Failed { code: String, message: String },
     #[error("{0}")]
     Other(String),
 }
@@ -53,6 +56,7 @@ impl CliError {
         match self {
             CliError::Client(e) => for_client_error(e),
             CliError::Input(_) => INVALID,
+            CliError::Failed { code, .. } => for_error_code(code).unwrap_or(OTHER),
             CliError::Io { .. } | CliError::Other(_) => OTHER,
         }
     }
@@ -168,6 +172,11 @@ mod tests {
         assert_eq!(for_client_error(&connect), CONNECT);
         assert_eq!(for_client_error(&ClientError::BadTarget("x".into())), USAGE);
         assert_eq!(CliError::Input("x".into()).exit_code(), INVALID);
+        let failed = CliError::Failed {
+            code: "timeout".into(),
+            message: "m".into(),
+        };
+        assert_eq!(failed.exit_code(), TIMEOUT);
         let pipe = CliError::Io {
             what: "stdout".into(),
             source: io::Error::from(io::ErrorKind::BrokenPipe),

@@ -138,7 +138,14 @@ pub fn host_info(h: &HostInfo) -> String {
 pub fn event_line(e: &Event) -> String {
     let what = match (e.event.as_str(), e.detail_str("from"), e.detail_str("to")) {
         ("state_changed", Some(from), Some(to)) => {
-            let why = match (e.detail_str("reason"), e.detail_str("detail")) {
+            // API.md has `reason` and `detail` flat; a daemon that nests them as
+            // `"reason": {"reason", "detail"}` is read the same way.
+            let nested = e.details.get("reason").filter(|r| r.is_object());
+            let field = |key: &str| match nested {
+                Some(r) => r.get(key).and_then(Value::as_str),
+                None => e.detail_str(key),
+            };
+            let why = match (field("reason"), field("detail")) {
                 (Some(r), Some(d)) => format!(" ({r}: {d})"),
                 (Some(r), None) => format!(" ({r})"),
                 _ => String::new(),
@@ -309,6 +316,11 @@ mod tests {
         )
         .unwrap();
         assert!(event_line(&e).ends_with("reconnect_failed  error=no QMP pid=9"));
+        let e: Event = serde_json::from_str(
+            r#"{"seq":2,"time_unix_ms":0,"domain":"vm1","event":"state_changed","from":"shutoff","to":"starting","reason":{"reason":"start_failed","detail":"no kvm"}}"#,
+        )
+        .unwrap();
+        assert!(event_line(&e).ends_with("shutoff -> starting (start_failed: no kvm)"));
         let e: Event =
             serde_json::from_str(r#"{"seq":14,"time_unix_ms":0,"domain":"vm1","event":"reset"}"#)
                 .unwrap();
