@@ -66,9 +66,15 @@ async fn kill_9_of_the_daemon_with_five_guests_then_restart() {
 
     // First life: the daemon autostarts the five guests, then dies by SIGKILL.
     let mut daemon = spawn_daemon(&config, &log);
-    wait_for("five runtime records", Duration::from_secs(30), || {
-        names.iter().all(|n| env.record(n).exists())
-    })
+    wait_for(
+        "the autostart of five guests",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("autostarted")
+        },
+    )
     .await;
     let pids: Vec<u32> = names.iter().map(|n| recorded_pid(&env, n)).collect();
     daemon.kill().unwrap();
@@ -224,4 +230,51 @@ async fn corrupt_and_foreign_files_are_reported_skipped_and_kept() {
     // The daemon is fully usable.
     svc.start("good").await.unwrap();
     svc.destroy("good").await.unwrap();
+}
+
+/// A daemon that dies after writing a guest's record but before letting it run leaves QEMU in
+/// prelaunch (-S); the next daemon finishes that start.
+#[tokio::test]
+async fn an_interrupted_start_is_finished_by_the_next_daemon() {
+    use novacrond::qemu::procinfo;
+    let env = Env::new();
+    let record: serde_json::Value = {
+        let svc = env.open().await;
+        svc.define(osless("half")).await.unwrap();
+        svc.start("half").await.unwrap();
+        let record = std::fs::read_to_string(env.record("half")).unwrap();
+        svc.destroy("half").await.unwrap();
+        serde_json::from_str(&record).unwrap()
+    };
+    // What the dead daemon left: QEMU started with its argv (so with -S), and its record.
+    let argv: Vec<String> = serde_json::from_value(record["argv"].clone()).unwrap();
+    assert!(argv.iter().any(|a| a == "-S"));
+    let mut qemu = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = qemu.id();
+    let mut left = record.clone();
+    left["pid"] = pid.into();
+    left["start_time"] = procinfo::start_time(pid).unwrap().into();
+    left["boot_id"] = procinfo::boot_id().unwrap().into();
+    std::fs::write(env.record("half"), left.to_string()).unwrap();
+    wait_for("the QMP socket", Duration::from_secs(10), || {
+        env.socket("half").exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let svc = env.open().await;
+    assert_eq!(svc.get("half").unwrap().summary.state, DomainState::Running);
+    let status = svc
+        .qmp_passthrough("half", "query-status", None)
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "running", "{status}");
+    svc.destroy("half").await.unwrap();
+    let _ = qemu.wait();
 }

@@ -361,29 +361,30 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
     let mut spawned = spawn::spawn(&argv, &log).map_err(|e| start_failed(name, e))?;
     let pid = spawned.pid;
     let result = async {
-        let qmp = spawn::connect_monitor(&mut spawned, &socket, &log, MONITOR_WAIT)
-            .await
-            .map_err(|e| start_failed(name, e))?;
-        // Subscribe before anything can happen to the guest, so the supervisor misses nothing.
-        let events = qmp.subscribe();
-        let boot_id = procinfo::boot_id().map_err(|e| Error::Internal(e.to_string()))?;
-        let start_time = procinfo::start_time(pid).map_err(|e| Error::Internal(e.to_string()))?;
+        // Everything the record holds is known once QEMU is forked, so it is made durable
+        // while QEMU initialises rather than after: off the critical path, yet still before
+        // the guest runs. A daemon that dies from here on finds this guest again.
         let record = RuntimeRecord {
             version: crate::persist::records::RECORD_VERSION,
             name: name.to_owned(),
             pid,
-            start_time,
-            boot_id,
+            start_time: procinfo::start_time(pid).map_err(|e| Error::Internal(e.to_string()))?,
+            boot_id: procinfo::boot_id().map_err(|e| Error::Internal(e.to_string()))?,
             qmp_socket: socket.clone(),
             argv,
             config: config.clone(),
             started_at_unix_ms: super::events::now_unix_ms(),
         };
-        // The record is durable before the guest runs: a daemon that dies from here on finds
-        // this guest again.
-        inner.records.save(&record).await.map_err(|e| {
+        let (saved, connected) = tokio::join!(
+            inner.records.save(&record),
+            spawn::connect_monitor(&mut spawned, &socket, &log, MONITOR_WAIT)
+        );
+        let qmp = connected.map_err(|e| start_failed(name, e))?;
+        saved.map_err(|e| {
             Error::Internal(format!("cannot write the runtime record of '{name}': {e}"))
         })?;
+        // Subscribe before the guest runs, so the supervisor misses nothing.
+        let events = qmp.subscribe();
         qmp.execute(&Cont)
             .await
             .map_err(|e| qmp_error(name, "start", e))?;

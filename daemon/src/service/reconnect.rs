@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use novacron_domain::{DomainState, ValidatedDomain};
-use novacron_qmp::commands::{QueryStatus, Quit};
+use novacron_qmp::commands::{Cont, QueryStatus, Quit};
 use novacron_qmp::qapi::RunState;
 use novacron_qmp::{Client, Subscription};
 
@@ -27,10 +27,12 @@ struct Adopted {
 }
 
 pub(super) async fn recover(inner: &Arc<Inner>) {
-    let (definitions, def_problems) = inner.definitions.load_all_async().await;
-    let (records, record_problems) = inner.records.load_all_async().await;
-    let mut problems: Vec<Problem> = def_problems;
-    problems.extend(record_problems);
+    // Definitions load while the guests are being reconnected: neither waits for the other.
+    let loading = {
+        let inner = inner.clone();
+        tokio::spawn(async move { inner.definitions.load_all_async().await })
+    };
+    let (records, mut problems) = inner.records.load_all_async().await;
 
     // Verify and reconnect every record at once: a hung QEMU costs its own timeout only.
     let boot_id = procinfo::boot_id().unwrap_or_default();
@@ -52,6 +54,8 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
         });
     }
 
+    let (definitions, def_problems) = loading.await.unwrap_or_default();
+    problems.extend(def_problems);
     let mut by_name: BTreeMap<String, (Definition, Run, Option<Adopted>)> = definitions
         .into_iter()
         .map(|d| {
@@ -185,6 +189,15 @@ async fn adopt(record: RuntimeRecord) -> Adopted {
     let live = Arc::new(Live::new(pid, record, Monitor::Connected(client.clone())));
     let state = match status.status {
         RunState::Running => UpState::Running,
+        // The previous daemon died between writing the record and `cont`: the start it was
+        // asked for is finished here.
+        RunState::Prelaunch => match client.execute(&Cont).await {
+            Ok(_) => UpState::Running,
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot finish an interrupted start");
+                UpState::Paused
+            }
+        },
         RunState::Shutdown => {
             // The guest powered off while nobody was watching: finish what the SHUTDOWN event
             // would have started.
