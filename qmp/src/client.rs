@@ -150,16 +150,7 @@ impl Client {
         command: &C,
         timeout: Duration,
     ) -> Result<C::Output> {
-        let raw = self
-            .call(
-                C::NAME,
-                encode_args(C::NAME, command)?,
-                timeout,
-                false,
-                Vec::new(),
-            )
-            .await?;
-        decode(C::NAME, &raw)
+        self.typed_call(command, timeout, false, Vec::new()).await
     }
 
     /// Runs a typed command out of band: it overtakes commands queued before it. Only
@@ -169,16 +160,7 @@ impl Client {
             return Err(Error::OobNotNegotiated(C::NAME.to_owned()));
         }
         let timeout = self.inner.timeouts.for_command(C::NAME);
-        let raw = self
-            .call(
-                C::NAME,
-                encode_args(C::NAME, command)?,
-                timeout,
-                true,
-                Vec::new(),
-            )
-            .await?;
-        decode(C::NAME, &raw)
+        self.typed_call(command, timeout, true, Vec::new()).await
     }
 
     /// Runs a typed command with file descriptors attached (SCM_RIGHTS); for `getfd` and
@@ -194,16 +176,7 @@ impl Client {
             .collect::<std::io::Result<Vec<OwnedFd>>>()
             .map_err(Error::FdPassing)?;
         let timeout = self.inner.timeouts.for_command(C::NAME);
-        let raw = self
-            .call(
-                C::NAME,
-                encode_args(C::NAME, command)?,
-                timeout,
-                false,
-                owned,
-            )
-            .await?;
-        decode(C::NAME, &raw)
+        self.typed_call(command, timeout, false, owned).await
     }
 
     /// Passes `fd` to QEMU under `fdname` (`getfd`).
@@ -287,6 +260,18 @@ impl Client {
     /// Closes the connection now, for every clone; pending commands fail with `Closed`.
     pub fn close(&self) {
         self.inner.shared.close(CloseReason::ClientClosed);
+    }
+
+    async fn typed_call<C: Command>(
+        &self,
+        command: &C,
+        timeout: Duration,
+        oob: bool,
+        fds: Vec<OwnedFd>,
+    ) -> Result<C::Output> {
+        let args = encode_args(C::NAME, command)?;
+        let raw = self.call(C::NAME, args, timeout, oob, fds).await?;
+        decode(C::NAME, &raw)
     }
 
     async fn call(

@@ -25,6 +25,7 @@
 
 mod accel;
 mod cache;
+mod domain_xml;
 mod guest;
 mod qemu;
 
@@ -33,6 +34,7 @@ pub use accel::{
     AccelChoice, OS_GUEST_PROBE_TIMEOUT,
 };
 pub use cache::cache_dir;
+pub use domain_xml::test_guest_domain_xml;
 pub use guest::{
     build_script, guest_dir, test_guest, TestGuest, DIRTY_READY_MARKER, HEARTBEAT_MARKER,
     POWERDOWN_MARKER, READY_MARKER,

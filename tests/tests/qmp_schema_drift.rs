@@ -232,8 +232,8 @@ fn samples() -> Vec<(&'static str, Value)> {
     all
 }
 
-#[tokio::test]
-async fn typed_commands_and_events_match_the_live_schema() -> Result<()> {
+/// A fresh QEMU, a QMP connection to it, and its schema by name.
+async fn live_schema() -> Result<(novacron_tests::QemuProcess, Client, Schema)> {
     let qemu = tokio::task::spawn_blocking(|| QemuBuilder::osless().paused().spawn()).await??;
     let qmp = Client::connect(qemu.qmp_socket()).await?;
     let raw = qmp.execute_raw("query-qmp-schema", None).await?;
@@ -244,6 +244,12 @@ async fn typed_commands_and_events_match_the_live_schema() -> Result<()> {
             .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e.clone())))
             .collect(),
     );
+    Ok((qemu, qmp, schema))
+}
+
+#[tokio::test]
+async fn typed_commands_and_events_match_the_live_schema() -> Result<()> {
+    let (_qemu, qmp, schema) = live_schema().await?;
     eprintln!(
         "checking against QEMU {} ({} schema entries)",
         qmp.greeting().version.qemu,
@@ -285,16 +291,7 @@ async fn typed_commands_and_events_match_the_live_schema() -> Result<()> {
 /// The checker itself must catch drift, or the test above proves nothing.
 #[tokio::test]
 async fn the_checker_catches_wrong_names_types_and_enum_values() -> Result<()> {
-    let qemu = tokio::task::spawn_blocking(|| QemuBuilder::osless().paused().spawn()).await??;
-    let qmp = Client::connect(qemu.qmp_socket()).await?;
-    let raw = qmp.execute_raw("query-qmp-schema", None).await?;
-    let schema = Schema(
-        raw.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e.clone())))
-            .collect(),
-    );
+    let (_qemu, _qmp, schema) = live_schema().await?;
     let arg_type = |cmd: &str| {
         schema
             .entry(cmd)

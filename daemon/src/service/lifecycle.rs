@@ -107,14 +107,8 @@ impl Service {
     /// stops.
     pub async fn create(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let inner = &self.inner;
-        let config = super::defaults::complete(config, None);
-        let validated = Arc::new(config.validate()?);
+        let validated = inner.prepare(config, None)?;
         let name = validated.name.clone();
-        inner
-            .paths
-            .check_name(&name)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        inner.check_uuid_unique(&validated)?;
         let definition = Definition {
             config: validated,
             persistent: false,

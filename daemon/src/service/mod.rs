@@ -126,14 +126,8 @@ impl Service {
     pub async fn define(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let inner = &self.inner;
         let existing = inner.read_domains().get(&config.name).cloned();
-        let config = defaults::complete(config, existing.as_ref().map(|h| h.definition()));
-        let validated = Arc::new(config.validate()?);
+        let validated = inner.prepare(config, existing.as_ref().map(|h| h.definition()))?;
         let name = validated.name.clone();
-        inner
-            .paths
-            .check_name(&name)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        inner.check_uuid_unique(&validated)?;
         let definition = Definition {
             config: validated.clone(),
             persistent: true,
@@ -235,6 +229,21 @@ impl Inner {
         if domains.get(name).is_some_and(|h| Arc::ptr_eq(h, handle)) {
             domains.remove(name);
         }
+    }
+
+    /// What define and create both do to a new definition: fill in what libvirt would (uuid,
+    /// MACs), validate, and check that its name makes safe paths and its uuid is unique.
+    fn prepare(
+        &self,
+        config: DomainConfig,
+        existing: Option<Definition>,
+    ) -> Result<Arc<novacron_domain::ValidatedDomain>, Error> {
+        let validated = defaults::complete(config, existing).validate()?;
+        self.paths
+            .check_name(&validated.name)
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        self.check_uuid_unique(&validated)?;
+        Ok(Arc::new(validated))
     }
 
     fn check_uuid_unique(&self, config: &novacron_domain::ValidatedDomain) -> Result<(), Error> {

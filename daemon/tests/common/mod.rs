@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use novacron_domain::DomainConfig;
-use novacron_tests::{os_guest_choice, osless_accel, test_guest, Accel};
+use novacron_tests::{osless_accel, Accel};
 use novacrond::service::events::DomainEvent;
 use novacrond::{Config, Service};
 use tokio::sync::broadcast;
@@ -107,34 +107,7 @@ pub fn osless(name: &str) -> DomainConfig {
 
 /// The Linux test guest (built once per machine) with its serial console logged.
 pub fn linux(name: &str, extra_cmdline: &str) -> DomainConfig {
-    let guest = test_guest().expect("test guest");
-    let choice = os_guest_choice().expect("accelerator probe");
-    let cpu = match choice.cpu.as_deref() {
-        Some("host") => "<cpu mode='host-passthrough'/>".to_owned(),
-        Some(model) => format!("<cpu mode='custom'><model>{model}</model></cpu>"),
-        None => String::new(),
-    };
-    let xml = format!(
-        "<domain type='{}'>
-           <name>{name}</name>
-           <memory unit='MiB'>256</memory>
-           <vcpu>1</vcpu>
-           <os>
-             <type arch='x86_64' machine='q35'>hvm</type>
-             <kernel>{}</kernel>
-             <initrd>{}</initrd>
-             <cmdline>console=ttyS0 panic=-1 quiet {extra_cmdline}</cmdline>
-           </os>
-           <features><acpi/><apic/></features>
-           {cpu}
-           <devices>
-             <serial type='pty'><target port='0'/></serial>
-           </devices>
-         </domain>",
-        virt_type(choice.accel),
-        guest.kernel.display(),
-        guest.initrd.display(),
-    );
+    let xml = novacron_tests::test_guest_domain_xml(name, extra_cmdline).expect("test guest");
     DomainConfig::from_xml(&xml).expect("linux xml")
 }
 
