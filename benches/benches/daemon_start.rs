@@ -114,25 +114,8 @@ async fn main() -> Result<()> {
     svc.start(NAME).await?;
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(env.record(NAME))?)?;
-    let service_socket = record["qmp_socket"]
-        .as_str()
-        .context("record qmp_socket")?
-        .to_owned();
     let raw_socket = env.dir.path().join("raw.qmp");
-    let raw_socket_str = raw_socket.to_str().context("utf-8 tempdir")?;
-    let argv: Vec<String> = record["argv"]
-        .as_array()
-        .context("record argv")?
-        .iter()
-        .map(|a| {
-            a.as_str()
-                .unwrap_or_default()
-                .replace(&service_socket, raw_socket_str)
-        })
-        .collect();
-    if !argv.iter().any(|a| a.contains(raw_socket_str)) {
-        bail!("the QMP socket path is not in the recorded argv: {argv:?}");
-    }
+    let argv = novacron_benches::daemon::raw_argv(&record, &raw_socket)?;
     svc.destroy(NAME).await?;
     println!(
         "accel {:?}; {iterations} interleaved iterations (raw, service) after one warm-up each\nargv: {}",

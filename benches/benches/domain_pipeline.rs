@@ -28,7 +28,10 @@ fn ctx() -> LaunchContext {
         emulator: "/usr/bin/qemu-system-x86_64".into(),
         accel: Accel::Kvm,
         cpu: CpuChoice::AsConfigured,
-        qmp_socket: "/run/novacron/domains/fedora39/qmp.sock".into(),
+        monitor: novacron_domain::MonitorSocket::Path(
+            "/run/novacron/domains/fedora39/qmp.sock".into(),
+        ),
+        fd_sets: Vec::new(),
         runtime_dir: "/run/novacron/domains/fedora39".into(),
         serial_log: None,
         net_fds,

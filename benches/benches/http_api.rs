@@ -163,21 +163,8 @@ async fn main() -> Result<()> {
     // The raw QEMU for the QMP baseline: the same argv, its own monitor socket.
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(env.record("bench"))?)?;
-    let argv: Vec<String> = serde_json::from_value(record["argv"].clone())?;
     let raw_sock = env.dir.path().join("raw.qmp");
-    let raw_argv: Vec<String> = argv
-        .iter()
-        .map(|a| {
-            a.replace(
-                &env.config
-                    .run_dir
-                    .join("domains/bench.qmp")
-                    .display()
-                    .to_string(),
-                &raw_sock.display().to_string(),
-            )
-        })
-        .collect();
+    let raw_argv = novacron_benches::daemon::raw_argv(&record, &raw_sock)?;
     let mut raw = std::process::Command::new(&raw_argv[0])
         .args(&raw_argv[1..])
         .stderr(std::process::Stdio::null())

@@ -232,3 +232,32 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// The argv of a recorded guest, for a raw QEMU started by a benchmark: the same command line,
+/// but QEMU creates its monitor socket at `raw_socket` itself (the daemon hands its QEMUs a
+/// pre-bound socket as fd 3 instead).
+pub fn raw_argv(record: &serde_json::Value, raw_socket: &Path) -> Result<Vec<String>> {
+    let raw = raw_socket.to_str().context("utf-8 socket path")?;
+    let argv: Vec<String> = record["argv"]
+        .as_array()
+        .context("record argv")?
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap_or_default();
+            match a.strip_prefix("socket,id=qmp,") {
+                Some(rest) if rest.starts_with("fd=") => {
+                    let tail = rest.split_once(',').map_or("", |(_, t)| t);
+                    format!("socket,id=qmp,path={raw},{tail}")
+                }
+                _ => a.to_owned(),
+            }
+        })
+        .collect();
+    if !argv.iter().any(|a| a.contains(raw)) {
+        bail!("no QMP monitor in the recorded argv: {argv:?}");
+    }
+    if argv.iter().any(|a| a == "-add-fd") {
+        bail!("the recorded argv passes descriptors a raw QEMU would not have: {argv:?}");
+    }
+    Ok(argv)
+}

@@ -36,6 +36,8 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// The HTTP API.
     pub api: ApiConfig,
+    /// The D-Bus API (`[dbus]`).
+    pub dbus: crate::api::dbus::DbusConfig,
 }
 
 /// Where and to whom the HTTP API is served.
@@ -50,6 +52,10 @@ pub struct ApiConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// Tokens accepted on TCP, stored as SHA-256 hashes (hex) of the secret.
     pub tokens: Vec<ApiToken>,
+    /// TLS on the TCP listener: the certificate chain (PEM, leaf first). Needs `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1). Needs `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -151,6 +157,7 @@ impl Config {
             job_wait_secs: 30,
             log_max_bytes: 4 << 20,
             api: ApiConfig::default(),
+            dbus: crate::api::dbus::DbusConfig::default(),
         }
     }
 
@@ -260,13 +267,6 @@ impl Config {
             if !euid_is_root {
                 return Err(err("qemu_user", "requires the daemon to run as root"));
             }
-            // Refused rather than ignored: a QEMU under another user needs its monitor socket,
-            // logs and images handed over (pre-opened descriptors, ownership changes), which
-            // this version does not do yet. QEMU runs as the daemon's user, under -sandbox.
-            return Err(err(
-                "qemu_user",
-                "is not supported by this version yet (QEMU runs as the daemon's user, confined by -sandbox)",
-            ));
         }
         for token in &self.api.tokens {
             let hex = token.sha256.len() == 64
@@ -289,6 +289,24 @@ impl Config {
                 "api.listen",
                 "TCP needs at least one entry in api.tokens (every request must authenticate)",
             ));
+        }
+        match (&self.api.tls_cert, &self.api.tls_key) {
+            (Some(_), None) => return Err(err("api.tls_key", "api.tls_cert needs api.tls_key")),
+            (None, Some(_)) => return Err(err("api.tls_cert", "api.tls_key needs api.tls_cert")),
+            (Some(cert), Some(key)) => {
+                if self.api.listen.is_none() {
+                    return Err(err(
+                        "api.tls_cert",
+                        "TLS applies to the TCP listener only: set api.listen too",
+                    ));
+                }
+                for (key, path) in [("api.tls_cert", cert), ("api.tls_key", key)] {
+                    if !path.is_absolute() {
+                        return Err(err(key, "must be an absolute path"));
+                    }
+                }
+            }
+            (None, None) => {}
         }
         Ok(())
     }
@@ -455,8 +473,7 @@ mod tests {
         bad(&|c| c.qemu_user = Some(" qemu".into()), "qemu_user");
         let mut c = ok.clone();
         c.qemu_user = Some("qemu".into());
-        let refused = c.check("f", true).unwrap_err().to_string();
-        assert!(refused.contains("not supported"), "{refused}");
+        c.check("f", true).unwrap();
         assert!(c.check("f", false).is_err(), "qemu_user needs root");
         bad(
             &|c| {
@@ -472,6 +489,64 @@ mod tests {
             &|c| c.api.listen = Some("127.0.0.1:1".parse().unwrap()),
             "api.listen",
         );
+    }
+
+    #[test]
+    fn tls_needs_cert_key_and_listen() {
+        let mut ok = Config::default_for(true, no_env);
+        ok.api.listen = Some("127.0.0.1:8443".parse().unwrap());
+        ok.api.tokens = vec![ApiToken {
+            name: "t".into(),
+            sha256: "a".repeat(64),
+            role: Role::Operator,
+        }];
+        ok.api.tls_cert = Some("/etc/novacron/cert.pem".into());
+        ok.api.tls_key = Some("/etc/novacron/key.pem".into());
+        ok.check("f.toml", true).unwrap();
+        let bad = |f: &dyn Fn(&mut Config), key: &str, says: &str| {
+            let mut c = ok.clone();
+            f(&mut c);
+            let e = c.check("f.toml", true).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("f.toml: {key}: ")), "{e}");
+            assert!(e.contains(says), "{e}");
+        };
+        bad(
+            &|c| c.api.tls_key = None,
+            "api.tls_key",
+            "needs api.tls_key",
+        );
+        bad(
+            &|c| c.api.tls_cert = None,
+            "api.tls_cert",
+            "needs api.tls_cert",
+        );
+        bad(
+            &|c| {
+                c.api.listen = None;
+                c.api.tokens.clear();
+            },
+            "api.tls_cert",
+            "api.listen",
+        );
+        bad(
+            &|c| c.api.tls_key = Some("key.pem".into()),
+            "api.tls_key",
+            "absolute",
+        );
+        // Parsed from TOML too.
+        let c = Config::parse(
+            &format!(
+                "[api]\nlisten = '127.0.0.1:1'\ntls_cert = '/c.pem'\n\
+                 [[api.tokens]]\nname = 't'\nsha256 = '{}'\nrole = 'admin'\n",
+                "a".repeat(64)
+            ),
+            true,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(c.api.tls_cert.as_deref(), Some(Path::new("/c.pem")));
+        let e = c.check("f", true).unwrap_err().to_string();
+        assert!(e.contains("api.tls_key"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod paths;
 pub mod persist;
 pub mod qemu;
 pub mod service;
+pub mod systemd;
 
 pub use config::Config;
 pub use service::{Service, ShutdownOptions};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use novacrond::{Config, Service};
+use novacrond::{systemd, Config, Service};
 use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str = "usage: novacrond [--config FILE]";
@@ -32,19 +32,13 @@ fn parse_args() -> Result<Option<PathBuf>> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    systemd::init_logging();
     let config_path = parse_args()?;
     let config = Config::load(config_path.as_deref()).context("loading the configuration")?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
+    systemd::status("reconnecting to running guests");
     let service = Service::open(config.clone())
         .await
         .context("opening the state")?;
@@ -53,6 +47,9 @@ async fn main() -> Result<()> {
         .context("starting the HTTP API")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let api = tokio::spawn(listeners.serve(service.clone(), shutdown.clone()));
+    let dbus = novacrond::api::dbus::serve(service.clone(), &config.dbus, shutdown.clone())
+        .await
+        .context("starting the D-Bus API")?;
     let domains = service.list();
     let running = domains.iter().filter(|d| d.state.is_live()).count();
     tracing::info!(
@@ -62,6 +59,11 @@ async fn main() -> Result<()> {
         socket = %config.api_socket().display(),
         "novacrond ready"
     );
+    systemd::ready(&format!(
+        "serving {} domains ({running} running)",
+        domains.len()
+    ));
+    let _watchdog = systemd::spawn_watchdog(service.clone());
     let started = service.run_autostart().await;
     if !started.is_empty() {
         tracing::info!(?started, "autostarted");
@@ -73,7 +75,11 @@ async fn main() -> Result<()> {
     }
     // Guests are separate sessions and keep running; the next daemon reconnects to them.
     tracing::info!("stopping; guests keep running");
+    systemd::stopping();
     shutdown.cancel();
     let _ = api.await;
+    if let Some(dbus) = dbus {
+        let _ = dbus.await;
+    }
     Ok(())
 }

@@ -307,3 +307,72 @@ async fn the_service_is_a_driver() {
     );
     driver.destroy("drv").await.unwrap();
 }
+
+/// With `qemu_user`, QEMU runs as that user and still works: its monitor socket and serial log
+/// are descriptors the daemon handed over, so it needs no access to the daemon's directories.
+#[tokio::test]
+async fn qemu_runs_as_the_configured_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (the project's test command runs as root)"
+    );
+    let mut env = Env::new();
+    env.config.qemu_user = Some("nobody".into());
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    // The kernel and initrd must be readable by nobody: copy them out of root's cache.
+    let public = env.dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    for d in [env.dir.path(), public.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let guest = novacron_tests::test_guest().unwrap();
+    let mut config = linux("unpriv", "");
+    // TCG: /dev/kvm is root-only on this host (real hosts give the QEMU user the kvm group).
+    config.virt_type = novacron_domain::model::VirtType::Qemu;
+    config.cpu = None;
+    for (src, dst) in [(&guest.kernel, "vmlinuz"), (&guest.initrd, "initrd.img")] {
+        let to = public.join(dst);
+        std::fs::copy(src, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let kernel = config.os.kernel.as_mut().expect("direct kernel boot");
+    kernel.kernel = public.join("vmlinuz").display().to_string();
+    kernel.initrd = Some(public.join("initrd.img").display().to_string());
+
+    let svc = env.open().await;
+    svc.define(config).await.unwrap();
+    svc.start("unpriv").await.unwrap();
+    let pid = recorded_pid(&env, "unpriv");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |field: &str| -> Vec<u32> {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    assert!(
+        ids("Uid:").iter().all(|&u| u == nobody.uid.as_raw()),
+        "{status}"
+    );
+    assert!(
+        ids("Gid:").iter().all(|&g| g == nobody.gid.as_raw()),
+        "{status}"
+    );
+    // The serial log (opened by the daemon) receives the guest's console.
+    wait_file(
+        &env.serial_log("unpriv"),
+        "NOVACRON-TEST-GUEST-READY",
+        1,
+        Duration::from_secs(90),
+    )
+    .await;
+    // The monitor (bound by the daemon) works.
+    svc.suspend("unpriv").await.unwrap();
+    svc.resume("unpriv").await.unwrap();
+    svc.destroy("unpriv").await.unwrap();
+    assert!(!pid_alive(pid));
+}

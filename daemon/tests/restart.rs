@@ -249,14 +249,16 @@ async fn an_interrupted_start_is_finished_by_the_next_daemon() {
     // What the dead daemon left: QEMU started with its argv (so with -S), and its record.
     let argv: Vec<String> = serde_json::from_value(record["argv"].clone()).unwrap();
     assert!(argv.iter().any(|a| a == "-S"));
-    let mut qemu = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = qemu.id();
+    // The monitor socket, bound and handed over as fd 3, as the daemon does.
+    let monitor = std::os::unix::net::UnixListener::bind(env.socket("half")).unwrap();
+    let inherit = [novacrond::qemu::spawn::Inherited {
+        fd: std::os::fd::AsFd::as_fd(&monitor),
+        at: 3,
+    }];
+    let log = env.dir.path().join("half.log");
+    let mut qemu = novacrond::qemu::spawn::spawn(&argv, &log, &inherit, None).unwrap();
+    drop(monitor);
+    let pid = qemu.pid;
     let mut left = record.clone();
     left["pid"] = pid.into();
     left["start_time"] = procinfo::start_time(pid).unwrap().into();
@@ -276,5 +278,5 @@ async fn an_interrupted_start_is_finished_by_the_next_daemon() {
         .unwrap();
     assert_eq!(status["status"], "running", "{status}");
     svc.destroy("half").await.unwrap();
-    let _ = qemu.wait();
+    let _ = qemu.child.wait().await;
 }

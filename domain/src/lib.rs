@@ -16,7 +16,9 @@ pub mod xml;
 pub use driver::{Capabilities, DomainInfo, DomainSummary, Driver, MigrationTarget};
 pub use error::{Error, ErrorCode};
 pub use model::DomainConfig;
-pub use qemu::{build_argv, Accel, ArgvError, CpuChoice, LaunchContext, NetFd};
+pub use qemu::{
+    build_argv, Accel, ArgvError, CpuChoice, FdSetEntry, LaunchContext, MonitorSocket, NetFd,
+};
 pub use state::DomainState;
 pub use validate::{ValidatedDomain, ValidationError, ValidationErrors};
 pub use xml::XmlError;

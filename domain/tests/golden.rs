@@ -6,7 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use novacron_domain::{
-    build_argv, Accel, ArgvError, CpuChoice, DomainConfig, LaunchContext, NetFd,
+    build_argv, Accel, ArgvError, CpuChoice, DomainConfig, LaunchContext, MonitorSocket, NetFd,
 };
 
 pub fn ctx(name: &str) -> LaunchContext {
@@ -30,7 +30,8 @@ pub fn ctx(name: &str) -> LaunchContext {
         emulator: "/usr/bin/qemu-system-x86_64".into(),
         accel: Accel::Kvm,
         cpu: CpuChoice::AsConfigured,
-        qmp_socket: run.join("qmp.sock"),
+        monitor: MonitorSocket::Path(run.join("qmp.sock")),
+        fd_sets: Vec::new(),
         runtime_dir: run.clone(),
         serial_log: None,
         net_fds,

@@ -13,11 +13,13 @@
 mod error;
 mod events;
 pub mod sse;
+mod tls;
 mod transport;
 mod types;
 
 pub use error::ClientError;
 pub use events::EventStream;
+pub use tls::Tls;
 pub use transport::Target;
 pub use types::{
     ActionOutcome, DefinitionFormat, DomainCounts, DomainInfo, DomainStatus, ErrorBody, Event,

@@ -1,5 +1,5 @@
-//! Where the daemon is and how to reach it: HTTP/1.1 over a Unix socket (the default) or
-//! plain TCP. One connection per request keeps the client stateless; the daemon is local or
+//! Where the daemon is and how to reach it: HTTP/1.1 over a Unix socket (the default), or
+//! TCP, plain or with TLS (`https://`). One connection per request keeps the client stateless; the daemon is local or
 //! near, so the handshake costs next to nothing.
 
 use std::io;
@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::ClientError;
+use super::{ClientError, Tls};
 
 /// A remote host that does not answer SYNs would otherwise hang the CLI for minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,31 +23,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Unix(PathBuf),
-    /// `http://host:port[/prefix]`.
+    /// `http://host:port[/prefix]`, or `https://` with `tls`.
     Tcp {
         host: String,
         port: u16,
         /// Path prefix before `/v1/...` (empty, or starting with `/` without a trailing one).
         prefix: String,
+        /// TLS, verifying the server's certificate for `host`; `None` for plain `http://`.
+        tls: Option<Tls>,
     },
 }
 
 impl Target {
-    /// Parses `http://host[:port][/prefix]`. `https` is recognised but refused: this build
-    /// carries no TLS stack.
+    /// Parses `http://host[:port][/prefix]` or `https://…`; https trusts the public roots
+    /// (`Tls::public_roots`) unless `with_tls` says otherwise.
     pub fn from_url(url: &str) -> Result<Target, ClientError> {
         let bad = |why: &str| ClientError::BadTarget(format!("invalid URL {url:?}: {why}"));
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(ClientError::BadTarget(format!(
-                    "{url}: https is not supported by this novactl build yet; use the Unix \
-                     socket, or http through a TLS-terminating tunnel"
-                )))
-            }
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (None, 80),
+            Some("https") => (Some(Tls::public_roots()), 443),
             _ => return Err(bad("the scheme must be http:// or https://")),
-        }
+        };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
@@ -63,9 +60,32 @@ impl Target {
         let prefix = uri.path().trim_end_matches('/').to_owned();
         Ok(Target::Tcp {
             host,
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(default_port),
             prefix,
+            tls,
         })
+    }
+
+    /// Replaces whom an `https://` target trusts (e.g. `Tls::from_ca_file`). Refused for
+    /// other targets: a CA means nothing to plain HTTP.
+    pub fn with_tls(self, trust: Tls) -> Result<Target, ClientError> {
+        match self {
+            Target::Tcp {
+                host,
+                port,
+                prefix,
+                tls: Some(_),
+            } => Ok(Target::Tcp {
+                host,
+                port,
+                prefix,
+                tls: Some(trust),
+            }),
+            other => Err(ClientError::BadTarget(format!(
+                "{}: a CA certificate applies to https:// URLs only",
+                other.describe()
+            ))),
+        }
     }
 
     /// The daemon's default socket for this user, mirroring the daemon's default `run_dir`:
@@ -83,11 +103,17 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Unix(path) => path.display().to_string(),
-            Target::Tcp { host, port, prefix } => {
+            Target::Tcp {
+                host,
+                port,
+                prefix,
+                tls,
+            } => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
                 if host.contains(':') {
-                    format!("http://[{host}]:{port}{prefix}")
+                    format!("{scheme}://[{host}]:{port}{prefix}")
                 } else {
-                    format!("http://{host}:{port}{prefix}")
+                    format!("{scheme}://{host}:{port}{prefix}")
                 }
             }
         }
@@ -122,12 +148,22 @@ impl Target {
                 let stream = connect_with_timeout(self, UnixStream::connect(path)).await?;
                 exchange(stream, req).await
             }
-            Target::Tcp { host, port, .. } => {
+            Target::Tcp {
+                host, port, tls, ..
+            } => {
                 let stream =
                     connect_with_timeout(self, TcpStream::connect((host.as_str(), *port))).await?;
                 // Requests are small and interactive; do not let Nagle delay them.
                 let _ = stream.set_nodelay(true);
-                exchange(stream, req).await
+                match tls {
+                    // A failed handshake (an untrusted certificate, a plain-HTTP peer) is a
+                    // failure to connect, reported with the URL.
+                    Some(tls) => {
+                        let stream = connect_with_timeout(self, tls.connect(host, stream)).await?;
+                        exchange(stream, req).await
+                    }
+                    None => exchange(stream, req).await,
+                }
             }
         }
     }
@@ -195,7 +231,8 @@ mod tests {
             Target::Tcp {
                 host: "host.example".into(),
                 port: 8443,
-                prefix: String::new()
+                prefix: String::new(),
+                tls: None,
             }
         );
         let t = Target::from_url("http://[::1]:9000/api/").unwrap();
@@ -204,7 +241,8 @@ mod tests {
             Target::Tcp {
                 host: "::1".into(),
                 port: 9000,
-                prefix: "/api".into()
+                prefix: "/api".into(),
+                tls: None,
             }
         );
         assert_eq!(t.authority(), "[::1]:9000");
@@ -217,9 +255,22 @@ mod tests {
     }
 
     #[test]
+    fn parses_https_urls() {
+        let t = Target::from_url("https://h.example/nc").unwrap();
+        assert_eq!(t.authority(), "h.example:443");
+        assert_eq!(t.describe(), "https://h.example:443/nc");
+        assert!(matches!(&t, Target::Tcp { tls: Some(tls), .. } if tls.ca_file().is_none()));
+        let e = Target::from_url("http://h:1")
+            .unwrap()
+            .with_tls(Tls::public_roots())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("https:// URLs only"), "{e}");
+        assert!(t.with_tls(Tls::public_roots()).is_ok());
+    }
+
+    #[test]
     fn refuses_other_urls() {
-        let e = Target::from_url("https://h:1").unwrap_err().to_string();
-        assert!(e.contains("not supported by this novactl build"), "{e}");
         assert!(Target::from_url("ftp://h").is_err());
         assert!(Target::from_url("h:80").is_err());
         assert!(Target::from_url("http://h/?x=1").is_err());

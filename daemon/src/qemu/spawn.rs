@@ -1,10 +1,13 @@
 //! Starting a QEMU process the daemon does not take down with it.
 
+use std::ffi::CString;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::unistd::{getgrouplist, Gid, Uid, User};
 use novacron_qmp::{Client, ClientOptions};
 use tokio::process::{Child, Command};
 
@@ -40,10 +43,62 @@ pub enum SpawnError {
     Qmp(#[from] novacron_qmp::Error),
 }
 
+/// A descriptor QEMU inherits at a fixed number (e.g. its listening QMP socket as fd 3).
+pub struct Inherited<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub at: i32,
+}
+
+/// At most this many inherited descriptors (fixed, so the child needs no allocation).
+const MAX_INHERITED: usize = 8;
+/// Inherited descriptors are first moved at or above this, so no mapping clobbers another.
+const SCRATCH_FD: i32 = 100;
+
+/// The unprivileged identity QEMU runs as when `qemu_user` is configured.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub groups: Vec<Gid>,
+}
+
+impl RunAs {
+    /// Resolves `user` (and its supplementary groups, e.g. `kvm`) from the user database.
+    pub fn lookup(user: &str) -> io::Result<RunAs> {
+        let entry = User::from_name(user)
+            .map_err(io::Error::from)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no user '{user}'")))?;
+        let name = CString::new(user).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let groups = getgrouplist(&name, entry.gid).map_err(io::Error::from)?;
+        Ok(RunAs {
+            user: user.to_owned(),
+            uid: entry.uid,
+            gid: entry.gid,
+            groups,
+        })
+    }
+}
+
 /// Spawns `argv` (emulator first) in its own session, stdin from /dev/null, stdout and stderr
-/// appended to `log`, with a minimal environment. Rust opens every descriptor close-on-exec,
-/// so QEMU inherits none of the daemon's.
-pub fn spawn(argv: &[String], log: &Path) -> Result<Spawned, SpawnError> {
+/// appended to `log`, with a minimal environment, the `inherit`ed descriptors at their numbers,
+/// and as `run_as` when given. Rust opens every other descriptor close-on-exec, so QEMU
+/// inherits none of the daemon's.
+pub fn spawn(
+    argv: &[String],
+    log: &Path,
+    inherit: &[Inherited<'_>],
+    run_as: Option<&RunAs>,
+) -> Result<Spawned, SpawnError> {
+    if inherit.len() > MAX_INHERITED {
+        return Err(SpawnError::Exec {
+            emulator: argv.first().cloned().unwrap_or_default(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many inherited descriptors",
+            ),
+        });
+    }
     let log_err = |source| SpawnError::Log {
         path: log.display().to_string(),
         source,
@@ -71,13 +126,42 @@ pub fn spawn(argv: &[String], log: &Path) -> Result<Spawned, SpawnError> {
         .stdout(out)
         .stderr(err)
         .kill_on_drop(false);
-    // A new session: QEMU leaves the daemon's process group and controlling terminal, so a
-    // signal to the daemon's group (Ctrl-C, a service stop) never reaches a guest.
+    let mut map = [(-1, -1); MAX_INHERITED];
+    for (slot, i) in map.iter_mut().zip(inherit) {
+        *slot = (i.fd.as_raw_fd(), i.at);
+    }
+    let count = inherit.len();
+    let identity = run_as.map(|r| (r.uid, r.gid, r.groups.clone()));
     #[allow(unsafe_code)]
-    // SAFETY: the closure runs in the forked child before exec and calls only setsid(2), which
-    // is async-signal-safe; it touches no memory shared with the parent.
+    // SAFETY: the closure runs in the forked child before exec. It only makes syscalls that are
+    // async-signal-safe (setsid, fcntl, dup2, close, setgroups, setgid, setuid) on values
+    // prepared before the fork; it allocates nothing and touches no lock.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        cmd.pre_exec(move || {
+            // A new session: QEMU leaves the daemon's process group and terminal, so a signal
+            // to the daemon's group (Ctrl-C, a service stop) never reaches a guest.
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            let mut scratch = [-1; MAX_INHERITED];
+            for (tmp, (src, _)) in scratch.iter_mut().zip(&map[..count]) {
+                *tmp = nix::libc::fcntl(*src, nix::libc::F_DUPFD, SCRATCH_FD);
+                if *tmp < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (tmp, (_, at)) in scratch.iter().zip(&map[..count]) {
+                // dup2 leaves the new descriptor without close-on-exec: QEMU inherits it.
+                if nix::libc::dup2(*tmp, *at) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                nix::libc::close(*tmp);
+            }
+            if let Some((uid, gid, groups)) = &identity {
+                nix::unistd::setgroups(groups).map_err(io::Error::from)?;
+                nix::unistd::setgid(*gid).map_err(io::Error::from)?;
+                nix::unistd::setuid(*uid).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
     }
     let child = cmd.spawn().map_err(|source| SpawnError::Exec {
         emulator: emulator.clone(),
@@ -108,7 +192,7 @@ pub async fn connect_monitor(
         if let Ok(Some(status)) = spawned.child.try_wait() {
             return Err(exited(status, log, spawned.log_offset));
         }
-        if socket.exists() {
+        {
             let options = ClientOptions {
                 handshake_timeout: Duration::from_secs(10),
                 ..ClientOptions::default()

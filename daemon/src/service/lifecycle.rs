@@ -1,12 +1,14 @@
 //! Start, stop and everything between.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use novacron_domain::model::VirtType;
 use novacron_domain::{
-    build_argv, Accel, CpuChoice, DomainConfig, DomainState, DomainSummary, Error, LaunchContext,
+    build_argv, Accel, CpuChoice, DomainConfig, DomainState, DomainSummary, Error, FdSetEntry,
+    LaunchContext, MonitorSocket,
 };
 use novacron_qmp::commands::{Cont, Stop, SystemPowerdown, SystemReset};
 use novacron_qmp::Subscription;
@@ -61,15 +63,35 @@ const MONITOR_WAIT: Duration = Duration::from_secs(30);
 
 impl Service {
     pub async fn perform(&self, name: &str, action: Action) -> Result<(), Error> {
-        match action {
-            Action::Start => self.start(name).await,
-            Action::Shutdown(options) => self.shutdown(name, options).await,
-            Action::Destroy => self.destroy(name).await,
-            Action::Suspend => self.suspend(name).await,
-            Action::Resume => self.resume(name).await,
-            Action::Reboot => self.reboot(name).await,
-            Action::Reset => self.reset(name).await,
+        use tracing::Instrument;
+        let started = std::time::Instant::now();
+        let uuid = self
+            .inner
+            .handle(name)
+            .ok()
+            .and_then(|h| h.definition().config.uuid);
+        let span = tracing::info_span!(
+            "op",
+            domain = name,
+            uuid = uuid.map(tracing::field::display),
+            op = action.as_str()
+        );
+        let result = async {
+            match action {
+                Action::Start => self.start(name).await,
+                Action::Shutdown(options) => self.shutdown(name, options).await,
+                Action::Destroy => self.destroy(name).await,
+                Action::Suspend => self.suspend(name).await,
+                Action::Resume => self.resume(name).await,
+                Action::Reboot => self.reboot(name).await,
+                Action::Reset => self.reset(name).await,
+            }
         }
+        .instrument(span)
+        .await;
+        let outcome = result.as_ref().map(|_| ());
+        super::metrics::record_operation(action.as_str(), outcome, started.elapsed());
+        result
     }
 
     /// Runs `action` in the background; its progress is [`Service::operation`]. The domain
@@ -334,14 +356,18 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
     let socket = paths.qmp_socket(name);
     let guest_dir = paths.guest_dir(name);
     let log = paths.qemu_log(name);
-    prepare_runtime_dir(&guest_dir, &socket).await?;
+    let handover = prepare_runtime(inner, name, config, &guest_dir, &socket).await?;
     let context = LaunchContext {
         emulator: inner.config.emulator.clone(),
         accel,
         cpu: CpuChoice::AsConfigured,
-        qmp_socket: socket.clone(),
+        monitor: MonitorSocket::Fd(MONITOR_FD),
+        fd_sets: handover.fd_sets(),
         runtime_dir: guest_dir.clone(),
-        serial_log: Some(paths.serial_log(name)),
+        serial_log: handover
+            .serial_log
+            .as_ref()
+            .map(|_| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
         vnc_display: None,
         swtpm_socket: None,
@@ -352,7 +378,21 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
     let validated = config.clone().validate()?;
     let argv = build_argv(&validated, &context)
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
-    let mut spawned = spawn::spawn(&argv, &log).map_err(|e| start_failed(name, e))?;
+    let mut inherit = vec![spawn::Inherited {
+        fd: handover.monitor.as_fd(),
+        at: MONITOR_FD,
+    }];
+    if let Some(serial) = &handover.serial_log {
+        inherit.push(spawn::Inherited {
+            fd: serial.as_fd(),
+            at: SERIAL_LOG_FD,
+        });
+    }
+    let spawned = spawn::spawn(&argv, &log, &inherit, inner.run_as.as_ref());
+    // QEMU holds its own copies now; ours would only keep the socket alive after QEMU exits.
+    drop(inherit);
+    drop(handover);
+    let mut spawned = spawned.map_err(|e| start_failed(name, e))?;
     let pid = spawned.pid;
     let result = async {
         // Everything the record holds is known once QEMU is forked, so it is made durable
@@ -400,14 +440,48 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
     }
 }
 
-async fn prepare_runtime_dir(
+/// QEMU's monitor socket, as fd 3: bound by the daemon, so QEMU (maybe an unprivileged user)
+/// needs no access to the run directory, and the socket exists before QEMU does.
+const MONITOR_FD: i32 = 3;
+/// The serial console log, opened by the daemon and handed over in fd set 1.
+const SERIAL_LOG_FD: i32 = 4;
+const SERIAL_LOG_SET: u32 = 1;
+
+/// What the daemon opens for a new QEMU.
+struct Handover {
+    monitor: std::os::unix::net::UnixListener,
+    serial_log: Option<std::fs::File>,
+}
+
+impl Handover {
+    fn fd_sets(&self) -> Vec<FdSetEntry> {
+        self.serial_log
+            .iter()
+            .map(|_| FdSetEntry {
+                fd: SERIAL_LOG_FD,
+                set: SERIAL_LOG_SET,
+                opaque: "serial-log".to_owned(),
+            })
+            .collect()
+    }
+}
+
+/// Creates the guest's runtime directory (mode 0700, owned by the QEMU user), binds its
+/// monitor socket (mode 0600) and opens its serial log when it has a console.
+async fn prepare_runtime(
+    inner: &Arc<Inner>,
+    name: &str,
+    config: &DomainConfig,
     guest_dir: &std::path::Path,
     socket: &std::path::Path,
-) -> Result<(), Error> {
+) -> Result<Handover, Error> {
     let (dir, sock) = (guest_dir.to_owned(), socket.to_owned());
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::DirBuilderExt;
-        // A stale socket from a QEMU that died with the host would make QEMU fail to bind.
+    let serial = (!config.devices.serials.is_empty() || !config.devices.consoles.is_empty())
+        .then(|| inner.paths.serial_log(name));
+    let owner = inner.run_as.as_ref().map(|r| (r.uid, r.gid));
+    tokio::task::spawn_blocking(move || -> std::io::Result<Handover> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // A stale socket from a QEMU that died with the host would make the bind fail.
         match std::fs::remove_file(&sock) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -416,11 +490,23 @@ async fn prepare_runtime_dir(
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)
+            .create(&dir)?;
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(&dir, Some(uid), Some(gid))?;
+        }
+        let monitor = std::os::unix::net::UnixListener::bind(&sock)?;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        let serial_log = serial
+            .map(|p| crate::qemu::logs::open_append(&p))
+            .transpose()?;
+        Ok(Handover {
+            monitor,
+            serial_log,
+        })
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))?
-    .map_err(|e| Error::Internal(format!("cannot create {}: {e}", guest_dir.display())))
+    .map_err(|e| Error::Internal(format!("cannot prepare the runtime of '{name}': {e}")))
 }
 
 fn start_failed(name: &str, e: spawn::SpawnError) -> Error {

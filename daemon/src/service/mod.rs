@@ -8,6 +8,7 @@ pub mod events;
 pub mod host_info;
 pub mod jobs;
 mod lifecycle;
+pub mod metrics;
 pub mod operations;
 pub mod passthrough;
 mod reconnect;
@@ -47,12 +48,20 @@ pub(crate) struct Inner {
     pub problems: Mutex<Vec<Problem>>,
     pub kvm: Result<(), String>,
     pub operations: Arc<operations::Operations>,
+    /// Who QEMU runs as (`qemu_user`), resolved once at open.
+    pub run_as: Option<crate::qemu::spawn::RunAs>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create the daemon's directories: {0}")]
     Dirs(#[source] std::io::Error),
+    #[error("qemu_user '{user}': {source}")]
+    QemuUser {
+        user: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Service {
@@ -66,7 +75,17 @@ impl Service {
             .await
             .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
             .map_err(OpenError::Dirs)?;
+        let run_as = match &config.qemu_user {
+            Some(user) => Some(crate::qemu::spawn::RunAs::lookup(user).map_err(|source| {
+                OpenError::QemuUser {
+                    user: user.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
         let inner = Arc::new(Inner {
+            run_as,
             definitions: DefinitionStore::new(paths.definitions_dir()),
             records: RecordStore::new(paths.records_dir()),
             config,

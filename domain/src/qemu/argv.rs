@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::devices::devices;
 use super::memory::{needs_backend, ram_blocks, RamBlock};
+use super::MonitorSocket;
 use super::{Accel, ArgvError, CpuChoice, LaunchContext};
 use crate::model::*;
 use crate::validate::ValidatedDomain;
@@ -52,12 +53,19 @@ pub fn build_argv(vd: &ValidatedDomain, ctx: &LaunchContext) -> Result<Vec<Strin
             "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         );
     }
+    for set in &ctx.fd_sets {
+        a.push(
+            "-add-fd",
+            format!("fd={},set={},opaque={}", set.fd, set.set, set.opaque),
+        );
+    }
+    let monitor = match &ctx.monitor {
+        MonitorSocket::Path(p) => format!("path={}", path_str(p)?),
+        MonitorSocket::Fd(fd) => format!("fd={fd}"),
+    };
     a.push(
         "-chardev",
-        format!(
-            "socket,id=qmp,path={},server=on,wait=off",
-            path_str(&ctx.qmp_socket)?
-        ),
+        format!("socket,id=qmp,{monitor},server=on,wait=off"),
     );
     a.push("-mon", "chardev=qmp,mode=control");
     machine(&mut a, d);

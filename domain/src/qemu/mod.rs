@@ -37,13 +37,34 @@ pub struct NetFd {
     pub vhost: Option<i32>,
 }
 
+/// Where QEMU serves QMP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitorSocket {
+    /// QEMU creates and listens on this path.
+    Path(PathBuf),
+    /// QEMU inherits an already listening socket as this descriptor (the daemon bound it, so
+    /// QEMU needs no access to the run directory).
+    Fd(i32),
+}
+
+/// One `-add-fd fd=N,set=S,opaque=...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdSetEntry {
+    pub fd: i32,
+    pub set: u32,
+    pub opaque: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchContext {
     pub emulator: PathBuf,
     pub accel: Accel,
     pub cpu: CpuChoice,
-    /// The daemon's QMP socket (QEMU listens).
-    pub qmp_socket: PathBuf,
+    /// The daemon's QMP monitor socket.
+    pub monitor: MonitorSocket,
+    /// Descriptors QEMU inherits into fd sets (`-add-fd`), so it can open `/dev/fdset/N`
+    /// without access to the files' directories (e.g. a log as an unprivileged user).
+    pub fd_sets: Vec<FdSetEntry>,
     /// Per-guest runtime directory: default channel sockets, file-backed RAM.
     pub runtime_dir: PathBuf,
     /// Appended to every serial/console chardev as `logfile=`.

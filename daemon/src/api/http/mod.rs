@@ -4,9 +4,11 @@
 mod auth;
 pub mod error;
 mod events;
+pub mod metrics;
 mod request;
 mod response;
 pub mod routes;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
@@ -19,9 +21,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiToken, Config};
@@ -51,6 +54,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The listeners, bound: binding is separate from serving so the daemon can report readiness
@@ -58,18 +63,26 @@ pub enum ServeError {
 pub struct Listeners {
     unix: UnixListener,
     tcp: Option<TcpListener>,
+    /// TLS on `tcp`, when a certificate is configured.
+    tls: Option<TlsAcceptor>,
     tokens: Arc<Vec<ApiToken>>,
 }
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
+        // First: a bad certificate or key must not leave a socket behind.
+        let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let path = config.api_socket();
-        let unix = bind_unix(&path, config.api.socket_group.as_deref()).map_err(|source| {
-            ServeError::Bind {
-                what: path.display().to_string(),
-                source,
-            }
-        })?;
+        let unix =
+            activated_or_bind(&path, config.api.socket_group.as_deref()).map_err(|source| {
+                ServeError::Bind {
+                    what: path.display().to_string(),
+                    source,
+                }
+            })?;
         let tcp = match config.api.listen {
             Some(addr) => {
                 Some(
@@ -83,9 +96,21 @@ impl Listeners {
             }
             None => None,
         };
+        if let Some(addr) = config.api.listen {
+            if tls.is_some() {
+                tracing::info!(%addr, "HTTP API on TCP with TLS");
+            } else {
+                tracing::warn!(
+                    %addr,
+                    "HTTP API on TCP without TLS: bearer tokens travel in clear text \
+                     (set api.tls_cert and api.tls_key)"
+                );
+            }
+        }
         Ok(Listeners {
             unix,
             tcp,
+            tls,
             tokens: Arc::new(config.api.tokens.clone()),
         })
     }
@@ -103,14 +128,20 @@ impl Listeners {
                 accepted = self.unix.accept() => match accepted {
                     Ok((stream, _)) => {
                         let uid = stream.peer_cred().ok().map(|c| c.uid());
-                        serve_conn(&graceful, stream, ctx.clone(), Auth::Peer(auth::unix_caller(uid)));
+                        serve_conn(graceful.watcher(), stream, ctx.clone(), Auth::Peer(auth::unix_caller(uid)));
                     }
                     Err(e) => accept_failed(e).await,
                 },
                 accepted = accept_tcp(&self.tcp) => match accepted {
                     Ok(stream) => {
                         let _ = stream.set_nodelay(true);
-                        serve_conn(&graceful, stream, ctx.clone(), Auth::Token(self.tokens.clone()));
+                        let auth = Auth::Token(self.tokens.clone());
+                        match &self.tls {
+                            Some(acceptor) => {
+                                serve_tls(acceptor.clone(), graceful.watcher(), stream, ctx.clone(), auth)
+                            }
+                            None => serve_conn(graceful.watcher(), stream, ctx.clone(), auth),
+                        }
                     }
                     Err(e) => accept_failed(e).await,
                 },
@@ -136,6 +167,18 @@ async fn accept_tcp(tcp: &Option<TcpListener>) -> std::io::Result<tokio::net::Tc
 async fn accept_failed(e: std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The socket systemd passed (`novacrond.socket`), else one bound here.
+fn activated_or_bind(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
+    match crate::systemd::take_unix_listener()? {
+        Some(listener) => {
+            tracing::info!("HTTP API on the socket passed by systemd");
+            listener.set_nonblocking(true)?;
+            UnixListener::from_std(listener)
+        }
+        None => bind_unix(path, group),
+    }
 }
 
 fn bind_unix(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
@@ -167,7 +210,29 @@ enum Auth {
     Token(Arc<Vec<ApiToken>>),
 }
 
-fn serve_conn<S>(graceful: &GracefulShutdown, stream: S, ctx: Arc<Ctx>, auth: Auth)
+/// The TLS handshake runs in the connection's own task (bounded), so a slow client cannot
+/// hold up the accept loop; then the connection is served as any other.
+fn serve_tls(
+    acceptor: TlsAcceptor,
+    watcher: Watcher,
+    stream: tokio::net::TcpStream,
+    ctx: Arc<Ctx>,
+    auth: Auth,
+) {
+    tokio::spawn(async move {
+        let peer = stream.peer_addr().ok();
+        let shaken = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            shaken = tls::handshake(&acceptor, stream) => shaken,
+        };
+        match shaken {
+            Ok(stream) => serve_conn(watcher, stream, ctx, auth),
+            Err(e) => tracing::debug!(?peer, error = %e, "TLS handshake failed"),
+        }
+    });
+}
+
+fn serve_conn<S>(watcher: Watcher, stream: S, ctx: Arc<Ctx>, auth: Auth)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -181,7 +246,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_DEADLINE)
         .max_headers(MAX_HEADERS);
-    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "HTTP connection ended with an error");

@@ -33,6 +33,7 @@ pub enum Endpoint {
     Host,
     Events,
     OpenApi,
+    Metrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,7 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/v1/host", Endpoint::Host),
     (Method::GET, "/v1/events", Endpoint::Events),
     (Method::GET, "/v1/openapi.json", Endpoint::OpenApi),
+    (Method::GET, "/metrics", Endpoint::Metrics),
 ];
 
 /// Finds the endpoint and the one `{…}` parameter, or 404 / 405.
@@ -268,6 +270,11 @@ pub(crate) async fn dispatch(
             StatusCode::OK,
             "application/json",
             super::OPENAPI,
+        )),
+        Endpoint::Metrics => Ok(with_type(
+            StatusCode::OK,
+            super::metrics::CONTENT_TYPE,
+            super::metrics::render(&svc.metrics().await),
         )),
     }
 }

@@ -28,8 +28,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "NOVACRON_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Talk to a daemon over TCP instead, e.g. http://host:8080 (takes precedence over
-    /// --socket)
+    /// Talk to a daemon over TCP instead, e.g. http://host:8080 or https://host:8443 (takes
+    /// precedence over --socket)
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
 
@@ -42,6 +42,11 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+
+    /// For an https --url: trust only the CA certificate(s) in this PEM file (a private CA)
+    /// instead of the built-in public roots
+    #[arg(long, global = true, env = "NOVACRON_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 
     /// Print the API's JSON instead of tables and sentences
     #[arg(long, global = true)]

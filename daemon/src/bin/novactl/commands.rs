@@ -7,7 +7,7 @@ use std::path::Path;
 
 use novacron_domain::DomainState;
 use novacrond::client::{
-    Action, ActionOutcome, Client, DefinitionFormat, DomainStatus, ListFilter, Target,
+    Action, ActionOutcome, Client, DefinitionFormat, DomainStatus, ListFilter, Target, Tls,
 };
 use serde_json::{json, Value};
 
@@ -75,7 +75,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 /// `--url` (with `--token`) wins over `--socket`, which wins over the default socket.
 fn connect(cli: &Cli) -> Result<Client, CliError> {
     let target = match (&cli.url, &cli.socket) {
-        (Some(url), _) => Target::from_url(url)?,
+        (Some(url), _) => {
+            let target = Target::from_url(url)?;
+            match &cli.cacert {
+                Some(path) => {
+                    let trust = Tls::from_ca_file(path).map_err(|e| {
+                        CliError::Input(format!("--cacert {}: {e}", path.display()))
+                    })?;
+                    target.with_tls(trust)?
+                }
+                None => target,
+            }
+        }
         (None, Some(path)) => Target::Unix(path.clone()),
         (None, None) => Target::Unix(Target::default_socket()),
     };

@@ -1,0 +1,85 @@
+//! D-Bus errors: every service [`ErrorCode`] is `org.novacron1.Error.<DbusSuffix>` carrying the
+//! service's message; malformed arguments and refused authorisation use the standard
+//! `org.freedesktop.DBus.Error.*` names.
+
+use novacron_domain::{Error, ErrorCode};
+use zbus::fdo;
+
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.novacron1.Error")]
+pub enum DbusError {
+    /// Standard D-Bus errors (`InvalidArgs`, `AccessDenied`, ...).
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    NotFound(String),
+    AlreadyExists(String),
+    InvalidConfig(String),
+    WrongState(String),
+    Busy(String),
+    Unsupported(String),
+    Timeout(String),
+    Internal(String),
+    Remote(String),
+}
+
+impl DbusError {
+    pub fn from_code(code: ErrorCode, message: String) -> DbusError {
+        match code {
+            ErrorCode::NotFound => DbusError::NotFound(message),
+            ErrorCode::AlreadyExists => DbusError::AlreadyExists(message),
+            ErrorCode::InvalidConfig => DbusError::InvalidConfig(message),
+            ErrorCode::WrongState => DbusError::WrongState(message),
+            ErrorCode::Busy => DbusError::Busy(message),
+            ErrorCode::Unsupported => DbusError::Unsupported(message),
+            ErrorCode::Timeout => DbusError::Timeout(message),
+            ErrorCode::Internal => DbusError::Internal(message),
+            ErrorCode::Remote => DbusError::Remote(message),
+        }
+    }
+
+    pub fn invalid_args(message: impl Into<String>) -> DbusError {
+        DbusError::ZBus(fdo::Error::InvalidArgs(message.into()).into())
+    }
+
+    pub fn access_denied(message: impl Into<String>) -> DbusError {
+        DbusError::ZBus(fdo::Error::AccessDenied(message.into()).into())
+    }
+}
+
+impl From<Error> for DbusError {
+    fn from(e: Error) -> DbusError {
+        DbusError::from_code(e.code(), e.to_string())
+    }
+}
+
+/// For property getters, which zbus types as `fdo::Result`: a domain that went away is an
+/// unknown object; anything else keeps the service's message.
+pub fn to_fdo(e: Error) -> fdo::Error {
+    match e.code() {
+        ErrorCode::NotFound => fdo::Error::UnknownObject(e.to_string()),
+        _ => fdo::Error::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::DBusError as _;
+
+    #[test]
+    fn every_service_code_maps_to_its_dbus_name_with_the_message() {
+        for code in ErrorCode::ALL {
+            let e = DbusError::from_code(code, format!("m-{code}"));
+            assert_eq!(
+                e.name().as_str(),
+                format!("org.novacron1.Error.{}", code.dbus_suffix())
+            );
+            assert_eq!(e.description(), Some(format!("m-{code}").as_str()));
+        }
+        let e: DbusError = Error::NotFound("vm9".into()).into();
+        assert_eq!(e.name().as_str(), "org.novacron1.Error.NotFound");
+        assert_eq!(e.description(), Some("domain 'vm9' not found"));
+        // The standard names (InvalidArgs, AccessDenied) are what the wire carries; zbus only
+        // resolves them when replying, so tests/dbus.rs checks them end to end.
+    }
+}

@@ -1,0 +1,426 @@
+//! The two interfaces: `org.novacron1.Manager` at `/org/novacron1` and `org.novacron1.Domain`
+//! on one object per domain. Each method checks authorisation (mutating ones), calls the
+//! service once and maps the result.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use novacron_domain::{DomainConfig, DomainState};
+use zbus::message::Header;
+use zbus::object_server::{ObjectServer, SignalEmitter};
+use zbus::zvariant::{OwnedObjectPath, Value};
+use zbus::{interface, Connection};
+
+use super::error::{to_fdo, DbusError};
+use super::path::domain_path;
+use super::polkit;
+use crate::service::{Action, ListFilter, Service, ShutdownOptions};
+
+pub const MANAGER_PATH: &str = "/org/novacron1";
+
+pub struct Manager {
+    pub service: Service,
+}
+
+/// Registers the object of a domain the service has just defined or created, so the path a
+/// method returns can be used at once (the event task would do it a moment later).
+async fn ensure_object(
+    server: &ObjectServer,
+    service: &Service,
+    name: &str,
+) -> Result<OwnedObjectPath, DbusError> {
+    let path = domain_path(name);
+    server
+        .at(&path, DomainObject::new(service.clone(), name))
+        .await
+        .map_err(|e| DbusError::Internal(format!("registering {path}: {e}")))?;
+    Ok(path)
+}
+
+fn parse_xml(xml: &str) -> Result<DomainConfig, DbusError> {
+    DomainConfig::from_xml(xml).map_err(|e| DbusError::InvalidConfig(e.to_string()))
+}
+
+fn parse_json(json: &str) -> Result<DomainConfig, DbusError> {
+    DomainConfig::from_json(json).map_err(|e| DbusError::invalid_args(e.to_string()))
+}
+
+#[interface(name = "org.novacron1.Manager")]
+impl Manager {
+    /// Object paths of the domains, sorted by name; `state` ("" for all) is one of the state
+    /// strings (shutoff starting running paused shutting_down migrating crashed).
+    #[zbus(out_args("domains"))]
+    async fn list_domains(&self, state: &str) -> Result<Vec<OwnedObjectPath>, DbusError> {
+        let state = if state.is_empty() {
+            None
+        } else {
+            Some(
+                state
+                    .parse::<DomainState>()
+                    .map_err(|e| DbusError::invalid_args(format!("state: {e}")))?,
+            )
+        };
+        let filter = ListFilter { state, name: None };
+        Ok(self
+            .service
+            .list_status(&filter)
+            .iter()
+            .map(|s| domain_path(&s.name))
+            .collect())
+    }
+
+    #[zbus(out_args("domain"))]
+    async fn lookup_by_name(&self, name: &str) -> Result<OwnedObjectPath, DbusError> {
+        self.service.status(name)?;
+        Ok(domain_path(name))
+    }
+
+    #[zbus(name = "LookupByUUID", out_args("domain"))]
+    async fn lookup_by_uuid(&self, uuid: &str) -> Result<OwnedObjectPath, DbusError> {
+        self.service
+            .list_status(&ListFilter::default())
+            .iter()
+            .find(|s| {
+                s.uuid
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+            })
+            .map(|s| domain_path(&s.name))
+            .ok_or_else(|| DbusError::NotFound(format!("no domain with UUID '{uuid}'")))
+    }
+
+    /// Defines (or redefines) a persistent domain from libvirt XML.
+    #[zbus(name = "DefineXML", out_args("domain"))]
+    async fn define_xml(
+        &self,
+        xml: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        polkit::check(conn, &header).await?;
+        let summary = self.service.define(parse_xml(xml)?).await?;
+        ensure_object(server, &self.service, &summary.name).await
+    }
+
+    /// Defines (or redefines) a persistent domain from the JSON model.
+    #[zbus(name = "DefineJSON", out_args("domain"))]
+    async fn define_json(
+        &self,
+        json: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        polkit::check(conn, &header).await?;
+        let summary = self.service.define(parse_json(json)?).await?;
+        ensure_object(server, &self.service, &summary.name).await
+    }
+
+    /// Creates and starts a transient domain from libvirt XML; it is gone once it stops.
+    #[zbus(name = "CreateXML", out_args("domain"))]
+    async fn create_xml(
+        &self,
+        xml: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        polkit::check(conn, &header).await?;
+        let summary = self.service.create(parse_xml(xml)?).await?;
+        ensure_object(server, &self.service, &summary.name).await
+    }
+
+    /// Creates and starts a transient domain from the JSON model.
+    #[zbus(name = "CreateJSON", out_args("domain"))]
+    async fn create_json(
+        &self,
+        json: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        polkit::check(conn, &header).await?;
+        let summary = self.service.create(parse_json(json)?).await?;
+        ensure_object(server, &self.service, &summary.name).await
+    }
+
+    /// hostname s, daemon_version s, emulator s, kvm_usable b, kvm_reason s (only when KVM is
+    /// unusable), cpus u, memory_bytes t, domains_total u, domains_running u.
+    #[zbus(out_args("info"))]
+    async fn get_host_info(&self) -> HashMap<String, Value<'static>> {
+        let h = self.service.host_info().await;
+        let mut m: HashMap<String, Value<'static>> = HashMap::from([
+            ("hostname".to_owned(), Value::from(h.hostname)),
+            ("daemon_version".to_owned(), Value::from(h.daemon_version)),
+            ("emulator".to_owned(), Value::from(h.emulator)),
+            ("kvm_usable".to_owned(), Value::from(h.kvm.usable)),
+            ("cpus".to_owned(), Value::from(count(h.cpus))),
+            ("memory_bytes".to_owned(), Value::from(h.memory_bytes)),
+            (
+                "domains_total".to_owned(),
+                Value::from(count(h.domains.total)),
+            ),
+            (
+                "domains_running".to_owned(),
+                Value::from(count(h.domains.running)),
+            ),
+        ]);
+        if let Some(reason) = h.kvm.reason {
+            m.insert("kvm_reason".to_owned(), Value::from(reason));
+        }
+        m
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `org.novacron1.Domain` for one domain, by name. Holds no state: every read asks the service.
+pub struct DomainObject {
+    service: Service,
+    name: String,
+}
+
+impl DomainObject {
+    pub fn new(service: Service, name: &str) -> DomainObject {
+        DomainObject {
+            service,
+            name: name.to_owned(),
+        }
+    }
+
+    async fn perform(
+        &self,
+        action: Action,
+        conn: &Connection,
+        header: &Header<'_>,
+    ) -> Result<(), DbusError> {
+        polkit::check(conn, header).await?;
+        Ok(self.service.perform(&self.name, action).await?)
+    }
+}
+
+/// The property values of one domain, as `org.novacron1.Domain` shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Props {
+    pub uuid: String,
+    pub state: String,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub persistent: bool,
+    pub autostart: bool,
+}
+
+impl Props {
+    pub fn of(service: &Service, name: &str) -> Result<Props, novacron_domain::Error> {
+        let status = service.status(name)?;
+        let info = service.get(name)?;
+        Ok(Props {
+            uuid: status.uuid.unwrap_or_default(),
+            state: status.state.to_string(),
+            vcpus: info.config.vcpu.count,
+            memory_bytes: info.config.memory.memory_kib.saturating_mul(1024),
+            persistent: status.persistent,
+            autostart: status.autostart,
+        })
+    }
+
+    /// The properties that differ from `old`, by D-Bus name.
+    pub fn changed_since(&self, old: &Props) -> HashMap<&'static str, Value<'static>> {
+        let mut m = HashMap::new();
+        if self.uuid != old.uuid {
+            m.insert("UUID", Value::from(self.uuid.clone()));
+        }
+        if self.state != old.state {
+            m.insert("State", Value::from(self.state.clone()));
+        }
+        if self.vcpus != old.vcpus {
+            m.insert("VCPUs", Value::from(self.vcpus));
+        }
+        if self.memory_bytes != old.memory_bytes {
+            m.insert("MemoryBytes", Value::from(self.memory_bytes));
+        }
+        if self.persistent != old.persistent {
+            m.insert("Persistent", Value::from(self.persistent));
+        }
+        if self.autostart != old.autostart {
+            m.insert("Autostart", Value::from(self.autostart));
+        }
+        m
+    }
+}
+
+#[interface(name = "org.novacron1.Domain")]
+impl DomainObject {
+    async fn start(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        self.perform(Action::Start, conn, &header).await
+    }
+
+    /// Presses the power button and waits up to `timeout_secs` (0: the configured default) for
+    /// the guest to power off; with `force`, destroys it if it has not.
+    async fn shutdown(
+        &self,
+        timeout_secs: u64,
+        force: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        let options = ShutdownOptions {
+            timeout: (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs)),
+            force,
+        };
+        self.perform(Action::Shutdown(options), conn, &header).await
+    }
+
+    async fn destroy(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        self.perform(Action::Destroy, conn, &header).await
+    }
+
+    async fn suspend(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        self.perform(Action::Suspend, conn, &header).await
+    }
+
+    async fn resume(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        self.perform(Action::Resume, conn, &header).await
+    }
+
+    async fn reboot(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        self.perform(Action::Reboot, conn, &header).await
+    }
+
+    async fn reset(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        self.perform(Action::Reset, conn, &header).await
+    }
+
+    /// Removes the persistent definition; a running domain becomes transient.
+    async fn undefine(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        polkit::check(conn, &header).await?;
+        Ok(self.service.undefine(&self.name).await?)
+    }
+
+    async fn set_autostart(
+        &self,
+        enabled: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        polkit::check(conn, &header).await?;
+        Ok(self.service.set_autostart(&self.name, enabled).await?)
+    }
+
+    /// The libvirt XML (the running config while the guest runs).
+    #[zbus(name = "GetXML", out_args("xml"))]
+    async fn get_xml(&self) -> Result<String, DbusError> {
+        Ok(self.service.get(&self.name)?.config.to_xml())
+    }
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// "" when the definition has none.
+    #[zbus(property, name = "UUID")]
+    fn uuid(&self) -> zbus::fdo::Result<String> {
+        let s = self.service.status(&self.name).map_err(to_fdo)?;
+        Ok(s.uuid.unwrap_or_default())
+    }
+
+    /// shutoff starting running paused shutting_down migrating crashed
+    #[zbus(property)]
+    fn state(&self) -> zbus::fdo::Result<String> {
+        let s = self.service.status(&self.name).map_err(to_fdo)?;
+        Ok(s.state.to_string())
+    }
+
+    #[zbus(property, name = "VCPUs")]
+    fn vcpus(&self) -> zbus::fdo::Result<u32> {
+        let info = self.service.get(&self.name).map_err(to_fdo)?;
+        Ok(info.config.vcpu.count)
+    }
+
+    #[zbus(property)]
+    fn memory_bytes(&self) -> zbus::fdo::Result<u64> {
+        let info = self.service.get(&self.name).map_err(to_fdo)?;
+        Ok(info.config.memory.memory_kib.saturating_mul(1024))
+    }
+
+    #[zbus(property)]
+    fn persistent(&self) -> zbus::fdo::Result<bool> {
+        let s = self.service.status(&self.name).map_err(to_fdo)?;
+        Ok(s.persistent)
+    }
+
+    #[zbus(property)]
+    fn autostart(&self) -> zbus::fdo::Result<bool> {
+        let s = self.service.status(&self.name).map_err(to_fdo)?;
+        Ok(s.autostart)
+    }
+
+    /// `reason` is the event's reason (booted, paused, resumed, guest_shutdown, destroyed,
+    /// qemu_died, ...); `detail` is "" unless the reason carries one.
+    #[zbus(signal, name = "StateChanged")]
+    pub async fn state_change(
+        emitter: &SignalEmitter<'_>,
+        from: &str,
+        to: &str,
+        reason: &str,
+        detail: &str,
+    ) -> zbus::Result<()>;
+
+    /// The guest was reset (by itself, by Reset, or as part of a reboot).
+    #[zbus(signal)]
+    pub async fn guest_reset(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;
+
+    /// The guest reported a panic; `action` is what the daemon did about it.
+    #[zbus(signal)]
+    pub async fn guest_panicked(emitter: &SignalEmitter<'_>, action: &str) -> zbus::Result<()>;
+
+    /// A restarted daemon found this guest running and took it back.
+    #[zbus(signal)]
+    pub async fn reconnected(emitter: &SignalEmitter<'_>, pid: u32) -> zbus::Result<()>;
+
+    /// A restarted daemon found this guest's QEMU alive but could not talk to it; the guest is
+    /// left alone.
+    #[zbus(signal)]
+    pub async fn reconnect_failed(
+        emitter: &SignalEmitter<'_>,
+        pid: u32,
+        error: &str,
+    ) -> zbus::Result<()>;
+}

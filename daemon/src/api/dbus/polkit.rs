@@ -1,0 +1,77 @@
+//! Authorisation of mutating calls with polkit, where polkitd runs.
+//!
+//! The subject is the caller's unique bus name (`system-bus-name`), never its pid, so the
+//! answer cannot be raced by pid reuse. Where `org.freedesktop.PolicyKit1` has no owner on the
+//! bus (a session bus, a host without polkitd) there is nothing to ask and the bus policy
+//! (`systemd/org.novacron1.conf`) is the only gate.
+
+use std::collections::HashMap;
+
+use zbus::message::Header;
+use zbus::names::BusName;
+use zbus::zvariant::Value;
+use zbus::Connection;
+
+use super::error::DbusError;
+
+/// The one action every mutating method needs.
+pub const ACTION_MANAGE: &str = "org.novacron1.manage";
+const POLKIT: &str = "org.freedesktop.PolicyKit1";
+/// `CheckAuthorization` flag: the agent may ask the user for a password.
+const ALLOW_USER_INTERACTION: u32 = 1;
+
+/// `Ok` when the caller may mutate, or when no polkit runs on this bus.
+pub async fn check(conn: &Connection, header: &Header<'_>) -> Result<(), DbusError> {
+    let Some(sender) = header.sender() else {
+        // Peer-to-peer connections carry no sender; there is no bus to hold polkit either.
+        return Ok(());
+    };
+    let dbus = zbus::fdo::DBusProxy::new(conn)
+        .await
+        .map_err(|e| DbusError::Internal(format!("polkit: {e}")))?;
+    let polkit = BusName::try_from(POLKIT).expect("valid bus name");
+    match dbus.name_has_owner(polkit).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => return Err(DbusError::Internal(format!("polkit: {e}"))),
+    }
+    let allow_interaction = header
+        .primary()
+        .flags()
+        .contains(zbus::message::Flags::AllowInteractiveAuth);
+    let subject: (&str, HashMap<&str, Value<'_>>) = (
+        "system-bus-name",
+        HashMap::from([("name", Value::from(sender.as_str()))]),
+    );
+    let details: HashMap<&str, &str> = HashMap::new();
+    let flags = if allow_interaction {
+        ALLOW_USER_INTERACTION
+    } else {
+        0
+    };
+    let reply = conn
+        .call_method(
+            Some(POLKIT),
+            "/org/freedesktop/PolicyKit1/Authority",
+            Some("org.freedesktop.PolicyKit1.Authority"),
+            "CheckAuthorization",
+            &(subject, ACTION_MANAGE, details, flags, ""),
+        )
+        .await
+        .map_err(|e| DbusError::access_denied(format!("polkit check failed: {e}")))?;
+    let ((authorized, challenge, _details),): ((bool, bool, HashMap<String, String>),) = reply
+        .body()
+        .deserialize()
+        .map_err(|e| DbusError::access_denied(format!("polkit answered oddly: {e}")))?;
+    if authorized {
+        Ok(())
+    } else if challenge {
+        Err(DbusError::access_denied(format!(
+            "{ACTION_MANAGE} needs authentication (call with interactive authorisation allowed)"
+        )))
+    } else {
+        Err(DbusError::access_denied(format!(
+            "{sender} is not authorised for {ACTION_MANAGE}"
+        )))
+    }
+}
