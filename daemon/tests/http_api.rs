@@ -491,3 +491,97 @@ fn sigterm_drains_the_api_and_ends_event_streams() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn every_mutating_call_is_audited_with_who_asked() {
+    use sha2::Digest as _;
+    let env = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hash: String = sha2::Sha256::digest(b"ci-secret")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let d = env.start_daemon(&format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"ci-bot\"\nsha256 = \"{hash}\"\nrole = \"operator\"\n"
+    ));
+    let s = &d.socket;
+    assert_eq!(define_xml(s, &osless("aud").to_xml()).status, 201);
+    assert_eq!(curl(s, "POST", "/v1/domains/aud/start", &[]).status, 200);
+    assert_eq!(curl(s, "POST", "/v1/domains/aud/start", &[]).status, 409);
+    assert_eq!(curl(s, "GET", "/v1/domains/aud", &[]).status, 200);
+    let r = curl(
+        s,
+        "POST",
+        "/v1/domains/aud/qmp",
+        &["-d", r#"{"execute":"query-status"}"#],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        curl(s, "POST", "/v1/domains/aud/destroy?wait=false", &[]).status,
+        202
+    );
+    let tcp = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Authorization: Bearer ci-secret",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/v1/domains/aud/suspend"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&tcp.stdout), "409");
+
+    let log = env.config.log_dir.join("audit.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let entries = loop {
+        let entries: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if entries.len() >= 6 || Instant::now() > deadline {
+            break entries;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let summary: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let who = match e["actor"]["via"].as_str().unwrap() {
+                "http-unix" => format!("uid {}", e["actor"]["uid"]),
+                "http-tcp" => format!("token {}", e["actor"]["token"].as_str().unwrap()),
+                other => other.to_owned(),
+            };
+            format!(
+                "{} {} {} by {who}",
+                e["op"].as_str().unwrap(),
+                e["domain"].as_str().unwrap(),
+                e["result"].as_str().unwrap()
+            )
+        })
+        .collect();
+    // Queries are not audited; the background destroy keeps who asked for it.
+    assert_eq!(
+        summary,
+        [
+            "define aud ok by uid 0",
+            "start aud ok by uid 0",
+            "start aud wrong_state by uid 0",
+            "qmp:query-status aud ok by uid 0",
+            "destroy aud ok by uid 0",
+            "suspend aud wrong_state by token ci-bot",
+        ],
+        "{entries:#?}"
+    );
+    assert!(entries[2]["error"].as_str().unwrap().contains("running"));
+}

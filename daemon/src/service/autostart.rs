@@ -15,6 +15,17 @@ impl Service {
 
     /// Marks (or unmarks) a persistent domain to start when the host boots.
     pub async fn set_autostart(&self, name: &str, enabled: bool) -> Result<(), Error> {
+        let result = self.set_autostart_inner(name, enabled).await;
+        let op = if enabled {
+            "autostart-on"
+        } else {
+            "autostart-off"
+        };
+        self.inner.audit.record(op, name, &result);
+        result
+    }
+
+    async fn set_autostart_inner(&self, name: &str, enabled: bool) -> Result<(), Error> {
         let h = self.inner.handle(name)?;
         if !h.definition().persistent {
             return Err(Error::InvalidConfig(format!(
@@ -52,7 +63,7 @@ impl Service {
             if summary.state != DomainState::Shutoff || !self.autostart(&summary.name) {
                 continue;
             }
-            match self.start(&summary.name).await {
+            match self.perform(&summary.name, super::Action::Start).await {
                 Ok(()) => started.push(summary.name),
                 Err(e) => tracing::error!(domain = %summary.name, error = %e, "autostart failed"),
             }

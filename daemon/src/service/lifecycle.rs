@@ -91,6 +91,7 @@ impl Service {
         .await;
         let outcome = result.as_ref().map(|_| ());
         super::metrics::record_operation(action.as_str(), outcome, started.elapsed());
+        self.inner.audit.record(action.as_str(), name, &result);
         result
     }
 
@@ -104,11 +105,13 @@ impl Service {
         self.inner.handle(name)?;
         let service = self.clone();
         let domain = name.to_owned();
+        // The operation outlives the request: it carries the requester along for the audit.
+        let actor = super::audit::current();
         Ok(self
             .inner
             .operations
             .spawn(name, action.as_str(), async move {
-                service.perform(&domain, action).await
+                super::audit::as_actor(actor, service.perform(&domain, action)).await
             }))
     }
 
@@ -128,6 +131,13 @@ impl Service {
     /// Creates and starts a transient domain: no definition is written; it is gone once it
     /// stops.
     pub async fn create(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
+        let name = config.name.clone();
+        let result = self.create_inner(config).await;
+        self.inner.audit.record("create", &name, &result);
+        result
+    }
+
+    async fn create_inner(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let inner = &self.inner;
         let validated = inner.prepare(config, None)?;
         let name = validated.name.clone();

@@ -1,6 +1,7 @@
 //! The service: every operation on domains, once. The HTTP and D-Bus faces and the CLI only
 //! translate to and from these calls.
 
+pub mod audit;
 mod autostart;
 mod defaults;
 pub mod domain;
@@ -48,6 +49,7 @@ pub(crate) struct Inner {
     pub problems: Mutex<Vec<Problem>>,
     pub kvm: Result<(), String>,
     pub operations: Arc<operations::Operations>,
+    pub audit: audit::AuditLog,
     /// Who QEMU runs as (`qemu_user`), resolved once at open.
     pub run_as: Option<crate::qemu::spawn::RunAs>,
 }
@@ -85,6 +87,7 @@ impl Service {
             None => None,
         };
         let inner = Arc::new(Inner {
+            audit: audit::AuditLog::new(config.log_dir.join("audit.log")),
             run_as,
             definitions: DefinitionStore::new(paths.definitions_dir()),
             records: RecordStore::new(paths.records_dir()),
@@ -143,6 +146,13 @@ impl Service {
     /// Defines (or redefines) a persistent domain. A running domain keeps its current config
     /// until its next start. The XML is on disk before this returns.
     pub async fn define(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
+        let name = config.name.clone();
+        let result = self.define_inner(config).await;
+        self.inner.audit.record("define", &name, &result);
+        result
+    }
+
+    async fn define_inner(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let inner = &self.inner;
         let existing = inner.read_domains().get(&config.name).cloned();
         let validated = inner.prepare(config, existing.as_ref().map(|h| h.definition()))?;
@@ -174,6 +184,12 @@ impl Service {
 
     /// Removes the persistent definition. A running domain stays running, as a transient one.
     pub async fn undefine(&self, name: &str) -> Result<(), Error> {
+        let result = self.undefine_inner(name).await;
+        self.inner.audit.record("undefine", name, &result);
+        result
+    }
+
+    async fn undefine_inner(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
         let _job = h

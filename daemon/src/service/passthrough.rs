@@ -27,6 +27,31 @@ impl Service {
         command: &str,
         arguments: Option<&Value>,
     ) -> Result<Value, PassthroughError> {
+        let result = self.qmp_passthrough_inner(name, command, arguments).await;
+        // Raw QMP can change anything: the command name is part of what is recorded.
+        let op = format!("qmp:{command}");
+        match &result {
+            Ok(_) => self.inner.audit.record_outcome(&op, name, "ok", None),
+            Err(PassthroughError::Domain(e)) => {
+                self.inner
+                    .audit
+                    .record_outcome(&op, name, e.code().as_str(), Some(e.to_string()))
+            }
+            Err(e @ PassthroughError::Qmp { .. }) => {
+                self.inner
+                    .audit
+                    .record_outcome(&op, name, "qmp_error", Some(e.to_string()))
+            }
+        }
+        result
+    }
+
+    async fn qmp_passthrough_inner(
+        &self,
+        name: &str,
+        command: &str,
+        arguments: Option<&Value>,
+    ) -> Result<Value, PassthroughError> {
         if command.is_empty() || command.len() > 128 {
             return Err(Error::InvalidConfig(
                 "QMP command name must be 1 to 128 characters".into(),

@@ -210,7 +210,7 @@ impl Watcher {
                 inner: inner.clone(),
             };
             tokio::spawn(async move {
-                if let Err(e) = service.start(&name).await {
+                if let Err(e) = service.perform(&name, super::Action::Start).await {
                     tracing::error!(domain = %name, error = %e, "restart after crash failed");
                 }
             });

@@ -7,10 +7,13 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::config::{ApiToken, Role};
+use crate::service::audit::Actor;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub role: Role,
+    /// Who this is, for the audit log.
+    pub actor: Actor,
 }
 
 pub fn unix_caller(uid: Option<u32>) -> Caller {
@@ -19,6 +22,11 @@ pub fn unix_caller(uid: Option<u32>) -> Caller {
             Role::Admin
         } else {
             Role::Operator
+        },
+        actor: Actor {
+            via: "http-unix",
+            uid,
+            ..Actor::default()
         },
     }
 }
@@ -43,7 +51,14 @@ pub fn token_caller<B>(req: &Request<B>, tokens: &[ApiToken]) -> Result<Caller, 
     tokens
         .iter()
         .find(|t| t.sha256 == digest)
-        .map(|t| Caller { role: t.role })
+        .map(|t| Caller {
+            role: t.role,
+            actor: Actor {
+                via: "http-tcp",
+                token: Some(t.name.clone()),
+                ..Actor::default()
+            },
+        })
         .ok_or_else(|| unauthorized("unknown token"))
 }
 

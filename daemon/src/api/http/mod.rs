@@ -256,13 +256,16 @@ where
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx, auth: &Auth) -> Response {
     let caller = match auth {
-        Auth::Peer(caller) => Ok(*caller),
+        Auth::Peer(caller) => Ok(caller.clone()),
         Auth::Token(tokens) => auth::token_caller(&req, tokens),
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let result = match caller {
-        Ok(caller) => routes::dispatch(req, ctx, caller).await,
+        Ok(caller) => {
+            let actor = caller.actor.clone();
+            crate::service::audit::as_actor(actor, routes::dispatch(req, ctx, caller)).await
+        }
         Err(e) => Err(e),
     };
     match result {
