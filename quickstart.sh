@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 # Runtime and test needs: QEMU with SeaBIOS, what the test-guest builder uses (apt-get download,
 # dpkg -x, cpio), python3 for the benchmark baselines, a C compiler for crates that build C.
-PACKAGES=(qemu-system-x86 qemu-utils cpio gzip python3 curl ca-certificates openssl gcc libc6-dev pkg-config systemd)
+PACKAGES=(qemu-system-x86 qemu-utils cpio gzip python3 curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin)
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi

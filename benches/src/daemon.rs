@@ -71,7 +71,7 @@ impl Env {
     pub fn write_config_file(&self) -> Result<PathBuf> {
         let path = self.dir.path().join("novacrond.toml");
         let text = format!(
-            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = {}\n",
+            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = {}\n[dbus]\nbus = \"none\"\n",
             self.config.state_dir,
             self.config.run_dir,
             self.config.log_dir,

@@ -401,6 +401,30 @@ fn lifecycle_over_busctl_with_signals_errors_and_introspection() {
     );
     assert!(e.contains("org.novacron1.Error.NotFound"), "{e}");
     drop(d);
+
+    // Every mutation over D-Bus is in the audit log, with the caller's bus name and uid.
+    let audit = std::fs::read_to_string(env.config.log_dir.join("audit.log")).unwrap();
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let via_dbus: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["actor"]["via"] == "dbus")
+        .collect();
+    for op in [
+        "define", "start", "suspend", "resume", "shutdown", "undefine",
+    ] {
+        let e = via_dbus
+            .iter()
+            .find(|e| e["op"] == op)
+            .unwrap_or_else(|| panic!("no D-Bus {op} in the audit log:\n{audit}"));
+        assert!(
+            e["actor"]["bus_name"].as_str().unwrap().starts_with(":1."),
+            "{e}"
+        );
+        assert_eq!(e["actor"]["uid"], 0, "{e}");
+    }
 }
 
 /// A stand-in polkit authority on the private bus: refuses everything, remembers subjects.

@@ -14,6 +14,7 @@ use zbus::{interface, Connection};
 use super::error::{to_fdo, DbusError};
 use super::path::domain_path;
 use super::polkit;
+use crate::service::audit::as_actor;
 use crate::service::{Action, ListFilter, Service, ShutdownOptions};
 
 pub const MANAGER_PATH: &str = "/org/novacron1";
@@ -98,8 +99,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
-        polkit::check(conn, &header).await?;
-        let summary = self.service.define(parse_xml(xml)?).await?;
+        let actor = polkit::authorize(conn, &header).await?;
+        let summary = as_actor(actor, self.service.define(parse_xml(xml)?)).await?;
         ensure_object(server, &self.service, &summary.name).await
     }
 
@@ -112,8 +113,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
-        polkit::check(conn, &header).await?;
-        let summary = self.service.define(parse_json(json)?).await?;
+        let actor = polkit::authorize(conn, &header).await?;
+        let summary = as_actor(actor, self.service.define(parse_json(json)?)).await?;
         ensure_object(server, &self.service, &summary.name).await
     }
 
@@ -126,8 +127,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
-        polkit::check(conn, &header).await?;
-        let summary = self.service.create(parse_xml(xml)?).await?;
+        let actor = polkit::authorize(conn, &header).await?;
+        let summary = as_actor(actor, self.service.create(parse_xml(xml)?)).await?;
         ensure_object(server, &self.service, &summary.name).await
     }
 
@@ -140,8 +141,8 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
-        polkit::check(conn, &header).await?;
-        let summary = self.service.create(parse_json(json)?).await?;
+        let actor = polkit::authorize(conn, &header).await?;
+        let summary = as_actor(actor, self.service.create(parse_json(json)?)).await?;
         ensure_object(server, &self.service, &summary.name).await
     }
 
@@ -202,8 +203,8 @@ impl DomainObject {
         conn: &Connection,
         header: &Header<'_>,
     ) -> Result<(), DbusError> {
-        polkit::check(conn, header).await?;
-        Ok(self.service.perform(&self.name, action).await?)
+        let actor = polkit::authorize(conn, header).await?;
+        Ok(as_actor(actor, self.service.perform(&self.name, action)).await?)
     }
 }
 
@@ -329,8 +330,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        polkit::check(conn, &header).await?;
-        Ok(self.service.undefine(&self.name).await?)
+        let actor = polkit::authorize(conn, &header).await?;
+        Ok(as_actor(actor, self.service.undefine(&self.name)).await?)
     }
 
     async fn set_autostart(
@@ -339,8 +340,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        polkit::check(conn, &header).await?;
-        Ok(self.service.set_autostart(&self.name, enabled).await?)
+        let actor = polkit::authorize(conn, &header).await?;
+        Ok(as_actor(actor, self.service.set_autostart(&self.name, enabled)).await?)
     }
 
     /// The libvirt XML (the running config while the guest runs).

@@ -13,6 +13,7 @@ use zbus::zvariant::Value;
 use zbus::Connection;
 
 use super::error::DbusError;
+use crate::service::audit::Actor;
 
 /// The one action every mutating method needs.
 pub const ACTION_MANAGE: &str = "org.novacron1.manage";
@@ -20,19 +21,29 @@ const POLKIT: &str = "org.freedesktop.PolicyKit1";
 /// `CheckAuthorization` flag: the agent may ask the user for a password.
 const ALLOW_USER_INTERACTION: u32 = 1;
 
-/// `Ok` when the caller may mutate, or when no polkit runs on this bus.
-pub async fn check(conn: &Connection, header: &Header<'_>) -> Result<(), DbusError> {
+/// Who is calling (for the audit log), when the caller may mutate: always where no polkit
+/// runs on this bus, else as polkit decides.
+pub async fn authorize(conn: &Connection, header: &Header<'_>) -> Result<Actor, DbusError> {
+    let mut actor = Actor {
+        via: "dbus",
+        ..Actor::default()
+    };
     let Some(sender) = header.sender() else {
         // Peer-to-peer connections carry no sender; there is no bus to hold polkit either.
-        return Ok(());
+        return Ok(actor);
     };
     let dbus = zbus::fdo::DBusProxy::new(conn)
         .await
         .map_err(|e| DbusError::Internal(format!("polkit: {e}")))?;
+    actor.bus_name = Some(sender.to_string());
+    actor.uid = dbus
+        .get_connection_unix_user(BusName::from(sender.clone()))
+        .await
+        .ok();
     let polkit = BusName::try_from(POLKIT).expect("valid bus name");
     match dbus.name_has_owner(polkit).await {
         Ok(true) => {}
-        Ok(false) => return Ok(()),
+        Ok(false) => return Ok(actor),
         Err(e) => return Err(DbusError::Internal(format!("polkit: {e}"))),
     }
     let allow_interaction = header
@@ -64,7 +75,7 @@ pub async fn check(conn: &Connection, header: &Header<'_>) -> Result<(), DbusErr
         .deserialize()
         .map_err(|e| DbusError::access_denied(format!("polkit answered oddly: {e}")))?;
     if authorized {
-        Ok(())
+        Ok(actor)
     } else if challenge {
         Err(DbusError::access_denied(format!(
             "{ACTION_MANAGE} needs authentication (call with interactive authorisation allowed)"
