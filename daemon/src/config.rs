@@ -36,8 +36,31 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// The HTTP API.
     pub api: ApiConfig,
+    /// Each QEMU in its own transient systemd scope.
+    pub scopes: ScopeConfig,
     /// The D-Bus API (`[dbus]`).
     pub dbus: crate::api::dbus::DbusConfig,
+}
+
+/// Whether each QEMU is moved into its own transient systemd scope (`novacron-<name>.scope` in
+/// `machine.slice`), so the daemon's cgroup (a restart, a crash, `systemctl stop`) never takes
+/// a guest with it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScopeConfig {
+    pub mode: ScopeMode,
+    /// The bus systemd's manager is on; the system bus when unset.
+    pub bus_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeMode {
+    /// When systemd is the init system (`/run/systemd/system` exists).
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 /// Where and to whom the HTTP API is served.
@@ -157,6 +180,7 @@ impl Config {
             job_wait_secs: 30,
             log_max_bytes: 4 << 20,
             api: ApiConfig::default(),
+            scopes: ScopeConfig::default(),
             dbus: crate::api::dbus::DbusConfig::default(),
         }
     }

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -17,28 +16,17 @@ use serde_json::Value;
 const MANAGER: &str = "org.novacron1.Manager";
 const DOMAIN: &str = "org.novacron1.Domain";
 
-/// A private bus: `dbus-daemon --session` on a socket in the test's directory.
+/// The private bus with the calls these tests make on it.
 struct Bus {
-    child: Child,
+    _bus: common::bus::PrivateBus,
     address: String,
 }
 
 impl Bus {
     fn start(dir: &Path) -> Bus {
-        let mut child = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address"])
-            .arg(format!("--address=unix:path={}", dir.join("bus").display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dbus-daemon must be installed (Debian package dbus)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line.trim().to_owned();
-        assert!(address.starts_with("unix:"), "dbus-daemon said {line:?}");
-        Bus { child, address }
+        let bus = common::bus::PrivateBus::start(dir);
+        let address = bus.address.clone();
+        Bus { _bus: bus, address }
     }
 
     fn config(&self) -> String {
@@ -124,13 +112,6 @@ impl Bus {
             assert!(Instant::now() < deadline, "org.novacron1 never appeared");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,4 +2,5 @@
 
 pub mod logs;
 pub mod procinfo;
+pub mod scope;
 pub mod spawn;

@@ -419,11 +419,19 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
             config: config.clone(),
             started_at_unix_ms: super::events::now_unix_ms(),
         };
-        let (saved, connected) = tokio::join!(
+        let scoped = async {
+            match &inner.scopes {
+                Some(scopes) => scopes.place(name, pid).await.map(drop),
+                None => Ok(()),
+            }
+        };
+        let (saved, connected, scoped) = tokio::join!(
             inner.records.save(&record),
-            spawn::connect_monitor(&mut spawned, &socket, &log, MONITOR_WAIT)
+            spawn::connect_monitor(&mut spawned, &socket, &log, MONITOR_WAIT),
+            scoped
         );
         let qmp = connected.map_err(|e| start_failed(name, e))?;
+        scoped.map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
         saved.map_err(|e| {
             Error::Internal(format!("cannot write the runtime record of '{name}': {e}"))
         })?;

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub kvm: Result<(), String>,
     pub operations: Arc<operations::Operations>,
     pub audit: audit::AuditLog,
+    /// systemd's manager, where each QEMU gets its own scope.
+    pub scopes: Option<crate::qemu::scope::Scopes>,
     /// Who QEMU runs as (`qemu_user`), resolved once at open.
     pub run_as: Option<crate::qemu::spawn::RunAs>,
 }
@@ -58,6 +60,8 @@ pub(crate) struct Inner {
 pub enum OpenError {
     #[error("cannot create the daemon's directories: {0}")]
     Dirs(#[source] std::io::Error),
+    #[error(transparent)]
+    Scopes(#[from] crate::qemu::scope::ScopeError),
     #[error("qemu_user '{user}': {source}")]
     QemuUser {
         user: String,
@@ -86,7 +90,9 @@ impl Service {
             })?),
             None => None,
         };
+        let scopes = crate::qemu::scope::Scopes::connect(&config.scopes).await?;
         let inner = Arc::new(Inner {
+            scopes,
             audit: audit::AuditLog::new(config.log_dir.join("audit.log")),
             run_as,
             definitions: DefinitionStore::new(paths.definitions_dir()),

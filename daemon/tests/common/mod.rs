@@ -165,5 +165,6 @@ pub fn recorded_pid(env: &Env, name: &str) -> u32 {
     v["pid"].as_u64().expect("pid") as u32
 }
 
+pub mod bus;
 pub mod daemon;
 pub mod openapi;
