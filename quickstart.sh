@@ -66,10 +66,10 @@ run_demo() {
     fi
     echo "quickstart: waiting for the guest's ready line on its serial console"
     for _ in $(seq 600); do
-        grep -q NOVACRON-TEST-GUEST-READY "$log_dir/demo.serial.log" 2>/dev/null && break
+        grep -q NOVACRON-TEST-GUEST-READY "$log_dir/serial/demo.log" 2>/dev/null && break
         sleep 0.1
     done
-    grep -q NOVACRON-TEST-GUEST-READY "$log_dir/demo.serial.log" || { echo "the demo guest did not boot; see $log_dir/demo.log"; exit 1; }
+    grep -q NOVACRON-TEST-GUEST-READY "$log_dir/serial/demo.log" || { echo "the demo guest did not boot; see $log_dir/demo.log"; exit 1; }
     echo
     $novactl list --all
     cat <<NEXT
@@ -79,7 +79,7 @@ The demo guest is running. Try:
   $novactl events                    # follow events (in another terminal)
   $novactl suspend demo; $novactl resume demo
   $novactl qmp demo query-status     # raw QMP (root only)
-  tail -f $log_dir/demo.serial.log   # the guest's console (a heartbeat a second)
+  tail -f $log_dir/serial/demo.log   # the guest's console (a heartbeat a second)
   $novactl shutdown demo             # ACPI power-off; the guest powers itself off
   $novactl undefine demo             # remove the definition
 novacrond keeps running in the background; stop it with: pkill -TERM novacrond (guests keep running).

@@ -78,6 +78,8 @@ async fn main() -> Result<()> {
     systemd::stopping();
     shutdown.cancel();
     let _ = api.await;
+    // Operations already under way finish (a start half-done would leave a QEMU unrecorded).
+    service.quiesce(std::time::Duration::from_secs(30)).await;
     if let Some(dbus) = dbus {
         let _ = dbus.await;
     }

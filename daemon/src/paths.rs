@@ -11,9 +11,9 @@ use crate::config::Config;
 
 /// Longest usable Unix socket path in bytes: `sun_path` is 108 bytes including the NUL.
 pub const SUN_PATH_MAX: usize = 107;
-/// Longest suffix `Paths` appends to a name (`.serial.log`); a name plus it must fit the
-/// 255-byte file name limit.
-const LONGEST_SUFFIX: usize = ".serial.log".len();
+/// Longest suffix `Paths` appends to a name (`.json`, `.qmp`, `.log`); a name plus it must fit
+/// the 255-byte file name limit.
+const LONGEST_SUFFIX: usize = ".json".len();
 const NAME_MAX: usize = 255;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,8 +97,10 @@ impl Paths {
         self.log.join(format!("{name}.log"))
     }
 
+    /// In its own directory: names may contain dots, so no suffix scheme could keep domain
+    /// `a.serial`'s QEMU log apart from domain `a`'s console log.
     pub fn serial_log(&self, name: &str) -> PathBuf {
-        self.log.join(format!("{name}.serial.log"))
+        self.log.join("serial").join(format!("{name}.log"))
     }
 
     /// Create state, definitions, run, records and log directories; idempotent.
@@ -114,7 +116,8 @@ impl Paths {
         check_owned(&self.run)?;
         create_dir(&self.records_dir(), 0o700)?;
         check_owned(&self.records_dir())?;
-        create_dir(&self.log, 0o750)
+        create_dir(&self.log, 0o750)?;
+        create_dir(&self.log.join("serial"), 0o750)
     }
 
     /// Async wrapper: `create_dirs` on the blocking pool.
@@ -192,7 +195,7 @@ mod tests {
         assert_eq!(p.qemu_log("vm1"), Path::new("/var/log/novacron/vm1.log"));
         assert_eq!(
             p.serial_log("vm1"),
-            Path::new("/var/log/novacron/vm1.serial.log")
+            Path::new("/var/log/novacron/serial/vm1.log")
         );
     }
 

@@ -376,3 +376,32 @@ async fn qemu_runs_as_the_configured_unprivileged_user() {
     svc.destroy("unpriv").await.unwrap();
     assert!(!pid_alive(pid));
 }
+
+/// A caller that stops waiting (a client that disconnects) does not cut a start in half:
+/// the start completes, and the guest is fully managed.
+#[tokio::test]
+async fn a_start_whose_caller_gives_up_still_completes() {
+    use novacrond::service::Action;
+    let env = Env::new();
+    let svc = env.open().await;
+    svc.define(osless("dropped")).await.unwrap();
+    // Give up almost at once: QEMU is being spawned when the caller's future is dropped.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(2),
+        svc.perform("dropped", Action::Start),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the start should still have been running");
+    let mut state = DomainState::Starting;
+    for _ in 0..200 {
+        state = svc.get("dropped").unwrap().summary.state;
+        if state != DomainState::Starting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(state, DomainState::Running);
+    let pid = recorded_pid(&env, "dropped");
+    svc.destroy("dropped").await.unwrap();
+    assert!(!pid_alive(pid));
+}

@@ -77,8 +77,12 @@ pub enum Liveness {
     Same,
     /// It exited (or is a zombie), or the host rebooted since.
     Gone,
-    /// The pid is alive but is not our process, or we cannot tell: never signal it.
-    Different(String),
+    /// The pid now belongs to another process (its start time differs): ours is gone. Never
+    /// signal the pid.
+    Reused(String),
+    /// We cannot tell (unreadable /proc, a command line that does not match the record): it
+    /// may be our guest. Never signal it, never treat it as stopped.
+    Unsure(String),
 }
 
 /// Compare the live process `pid` against what was recorded at spawn.
@@ -86,19 +90,19 @@ pub fn verify(pid: u32, start_time: u64, boot_id: &str, argv: &[String]) -> Live
     match self::boot_id() {
         Ok(now) if now != boot_id => return Liveness::Gone,
         Ok(_) => {}
-        Err(e) => return Liveness::Different(format!("cannot read boot id: {e}")),
+        Err(e) => return Liveness::Unsure(format!("cannot read boot id: {e}")),
     }
     let stat = match stat(pid) {
         Ok(s) => s,
         Err(e) if is_gone(&e) => return Liveness::Gone,
         // Unreadable is not proof of exit: report it as not ours so nobody kills it.
-        Err(e) => return Liveness::Different(format!("cannot read /proc/{pid}/stat: {e}")),
+        Err(e) => return Liveness::Unsure(format!("cannot read /proc/{pid}/stat: {e}")),
     };
     if is_zombie(stat.state) {
         return Liveness::Gone;
     }
     if stat.start_time != start_time {
-        return Liveness::Different(format!(
+        return Liveness::Reused(format!(
             "pid {pid} reused: start time {} != {start_time}",
             stat.start_time
         ));
@@ -106,11 +110,11 @@ pub fn verify(pid: u32, start_time: u64, boot_id: &str, argv: &[String]) -> Live
     match cmdline(pid) {
         Ok(live) => match cmdline_difference(&live, argv) {
             None => Liveness::Same,
-            Some(diff) => Liveness::Different(format!("pid {pid}: cmdline differs: {diff}")),
+            Some(diff) => Liveness::Unsure(format!("pid {pid}: cmdline differs: {diff}")),
         },
         // It exited between the two reads.
         Err(e) if is_gone(&e) => Liveness::Gone,
-        Err(e) => Liveness::Different(format!("cannot read /proc/{pid}/cmdline: {e}")),
+        Err(e) => Liveness::Unsure(format!("cannot read /proc/{pid}/cmdline: {e}")),
     }
 }
 
@@ -123,12 +127,18 @@ pub async fn verify_async(
 ) -> Liveness {
     tokio::task::spawn_blocking(move || verify(pid, start_time, &boot_id, &argv))
         .await
-        .unwrap_or_else(|e| Liveness::Different(format!("verification failed: {e}")))
+        .unwrap_or_else(|e| Liveness::Unsure(format!("verification failed: {e}")))
 }
 
 /// Exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
     state_char(pid).is_ok_and(|s| !is_zombie(s))
+}
+
+/// Whether `pid` is still the process that started at `start_time` (and not a zombie): a pid
+/// reused by another process is not "alive" for us, and must never be signalled.
+pub fn is_same_alive(pid: u32, start_time: u64) -> bool {
+    stat(pid).is_ok_and(|s| !is_zombie(s.state) && s.start_time == start_time)
 }
 
 fn is_zombie(state: char) -> bool {
@@ -243,19 +253,21 @@ mod tests {
         assert_eq!(verify(pid, st, &boot, &argv), Liveness::Same);
         assert!(is_alive(pid));
 
+        assert!(is_same_alive(pid, st));
+        assert!(!is_same_alive(pid, st + 1));
         match verify(pid, st + 1, &boot, &argv) {
-            Liveness::Different(why) => assert!(why.contains("start time"), "{why}"),
+            Liveness::Reused(why) => assert!(why.contains("start time"), "{why}"),
             other => panic!("{other:?}"),
         }
         let other_argv: Vec<String> = vec!["sleep".into(), "31".into()];
         match verify(pid, st, &boot, &other_argv) {
-            Liveness::Different(why) => {
+            Liveness::Unsure(why) => {
                 assert!(why.contains("argument 1 is \"30\" != \"31\""), "{why}")
             }
             other => panic!("{other:?}"),
         }
         match verify(pid, st, &boot, &argv[..1]) {
-            Liveness::Different(why) => assert!(why.contains("2 arguments != 1"), "{why}"),
+            Liveness::Unsure(why) => assert!(why.contains("2 arguments != 1"), "{why}"),
             other => panic!("{other:?}"),
         }
 

@@ -9,20 +9,25 @@ use novacron_domain::{DomainState, Error};
 use super::Service;
 
 impl Service {
-    fn autostart_marker(&self, name: &str) -> PathBuf {
+    pub(super) fn autostart_marker(&self, name: &str) -> PathBuf {
         self.inner.config.state_dir.join("autostart").join(name)
     }
 
     /// Marks (or unmarks) a persistent domain to start when the host boots.
     pub async fn set_autostart(&self, name: &str, enabled: bool) -> Result<(), Error> {
-        let result = self.set_autostart_inner(name, enabled).await;
-        let op = if enabled {
-            "autostart-on"
-        } else {
-            "autostart-off"
-        };
-        self.inner.audit.record(op, name, &result);
-        result
+        let svc = self.clone();
+        let name = name.to_owned();
+        self.detached(async move {
+            let result = svc.set_autostart_inner(&name, enabled).await;
+            let op = if enabled {
+                "autostart-on"
+            } else {
+                "autostart-off"
+            };
+            svc.inner.audit.record(op, &name, &result);
+            result
+        })
+        .await
     }
 
     async fn set_autostart_inner(&self, name: &str, enabled: bool) -> Result<(), Error> {

@@ -8,7 +8,7 @@ use novacron_qmp::Client;
 use tokio::sync::watch;
 
 use super::events::{EventBus, EventKind, StateReason};
-use super::jobs::JobSlots;
+use super::jobs::{Job, JobGuard, JobSlots};
 use crate::persist::RuntimeRecord;
 
 /// The run state machine of ARCHITECTURE.md. A QEMU process exists exactly in `Up`, and only
@@ -57,7 +57,8 @@ impl Run {
 pub enum Intent {
     None,
     Shutdown,
-    Reboot,
+    /// A reboot asked at this time; a power-off long after it is the guest's own.
+    Reboot(std::time::Instant),
     Destroy,
 }
 
@@ -67,6 +68,8 @@ pub struct Live {
     pub record: RuntimeRecord,
     pub monitor: Monitor,
     intent: Mutex<Intent>,
+    /// Set as soon as the process is known to be gone, before its pid can be reused.
+    exited: std::sync::atomic::AtomicBool,
 }
 
 /// The QMP connection, or why there is none (a reconnect that failed: the guest is left alone).
@@ -82,7 +85,23 @@ impl Live {
             record,
             monitor,
             intent: Mutex::new(Intent::None),
+            exited: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub fn mark_exited(&self) {
+        self.exited.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Signals this QEMU, only if it is provably still the same process (not exited, same
+    /// start time): a reused pid is never signalled. A process already gone is not an error.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> std::io::Result<()> {
+        if self.exited.load(std::sync::atomic::Ordering::SeqCst)
+            || !crate::qemu::procinfo::is_same_alive(self.pid, self.record.start_time)
+        {
+            return Ok(());
+        }
+        crate::qemu::spawn::signal(self.pid, signal)
     }
 
     pub fn qmp(&self, domain: &str) -> Result<&Client, Error> {
@@ -97,6 +116,18 @@ impl Live {
 
     pub fn intent(&self) -> Intent {
         *self.intent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets `new` only if the intent is still `expected` (one lock: no lost update, e.g. a
+    /// shutdown timing out must not undo a destroy that started meanwhile).
+    pub fn replace_intent_if(&self, expected: Intent, new: Intent) -> bool {
+        let mut intent = self.intent.lock().unwrap_or_else(PoisonError::into_inner);
+        if *intent == expected {
+            *intent = new;
+            true
+        } else {
+            false
+        }
     }
 
     pub fn set_intent(&self, intent: Intent) {
@@ -114,6 +145,9 @@ pub struct Definition {
 pub struct DomainHandle {
     pub name: String,
     pub jobs: JobSlots,
+    /// Set (under the service's map lock) once this handle left the map: a job that was
+    /// waiting for its slot meanwhile must not act on it.
+    removed: std::sync::atomic::AtomicBool,
     definition: Mutex<Definition>,
     run: watch::Sender<Run>,
 }
@@ -123,9 +157,28 @@ impl DomainHandle {
         DomainHandle {
             name: definition.config.name.clone(),
             jobs: JobSlots::default(),
+            removed: std::sync::atomic::AtomicBool::new(false),
             definition: Mutex::new(definition),
             run: watch::Sender::new(run),
         }
+    }
+
+    /// Takes the synchronous job slot; `NotFound` if the domain went away while waiting.
+    pub async fn begin(&self, job: Job, wait: std::time::Duration) -> Result<JobGuard<'_>, Error> {
+        let guard = self.jobs.begin(&self.name, job, wait).await?;
+        if self.is_removed() {
+            return Err(Error::NotFound(self.name.clone()));
+        }
+        Ok(guard)
+    }
+
+    pub fn mark_removed(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn definition(&self) -> Definition {
@@ -158,7 +211,7 @@ impl DomainHandle {
     /// Moves to `to` if the lifecycle allows the edge; publishes the change. A move to the state
     /// already held is a no-op (the job and the QMP event that report one change both call this).
     pub fn transition(&self, events: &EventBus, to: Run, reason: StateReason) -> Result<(), Error> {
-        let mut outcome = Ok(None);
+        let mut outcome = Ok(());
         self.run.send_if_modified(|run| {
             let from = run.state();
             let next = to.state();
@@ -173,15 +226,21 @@ impl DomainHandle {
                 return false;
             }
             *run = to;
-            outcome = Ok(Some((from, next)));
+            // Published while the change is being committed, so events come out in the order
+            // the changes happened even when a job and the supervisor race.
+            if from != next {
+                events.publish(
+                    &self.name,
+                    EventKind::StateChanged {
+                        from,
+                        to: next,
+                        reason,
+                    },
+                );
+            }
             true
         });
-        if let Some((from, to)) = outcome? {
-            if from != to {
-                events.publish(&self.name, EventKind::StateChanged { from, to, reason });
-            }
-        }
-        Ok(())
+        outcome
     }
 
     /// Changes the state of a running domain without replacing its process; no-op when the

@@ -62,7 +62,15 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 const MONITOR_WAIT: Duration = Duration::from_secs(30);
 
 impl Service {
+    /// Performs `action` to its end, even if the caller stops waiting.
     pub async fn perform(&self, name: &str, action: Action) -> Result<(), Error> {
+        let svc = self.clone();
+        let name = name.to_owned();
+        self.detached(async move { svc.perform_now(&name, action).await })
+            .await
+    }
+
+    async fn perform_now(&self, name: &str, action: Action) -> Result<(), Error> {
         use tracing::Instrument;
         let started = std::time::Instant::now();
         let uuid = self
@@ -121,20 +129,21 @@ impl Service {
 
     pub async fn start(&self, name: &str) -> Result<(), Error> {
         let h = self.inner.handle(name)?;
-        let _job = h
-            .jobs
-            .begin(name, Job::Start, self.inner.job_wait())
-            .await?;
+        let _job = h.begin(Job::Start, self.inner.job_wait()).await?;
         start_locked(&self.inner, &h).await
     }
 
     /// Creates and starts a transient domain: no definition is written; it is gone once it
     /// stops.
     pub async fn create(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
-        let name = config.name.clone();
-        let result = self.create_inner(config).await;
-        self.inner.audit.record("create", &name, &result);
-        result
+        let svc = self.clone();
+        self.detached(async move {
+            let name = config.name.clone();
+            let result = svc.create_inner(config).await;
+            svc.inner.audit.record("create", &name, &result);
+            result
+        })
+        .await
     }
 
     async fn create_inner(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
@@ -145,12 +154,18 @@ impl Service {
             config: validated,
             persistent: false,
         };
-        let (h, created) = inner.insert_or_get(&name, || DomainHandle::new(definition, Run::Off));
+        let uuid = definition.config.uuid;
+        let (h, created) =
+            inner.insert_or_get(&name, uuid, || DomainHandle::new(definition, Run::Off))?;
         if !created {
             return Err(Error::AlreadyExists(name));
         }
+        inner.events.publish(
+            &name,
+            super::events::EventKind::Defined { persistent: false },
+        );
         let result = async {
-            let _job = h.jobs.begin(&name, Job::Start, inner.job_wait()).await?;
+            let _job = h.begin(Job::Start, inner.job_wait()).await?;
             start_locked(inner, &h).await
         }
         .await;
@@ -171,7 +186,7 @@ impl Service {
             .timeout
             .unwrap_or_else(|| inner.config.shutdown_timeout());
         let live = {
-            let _job = h.jobs.begin(name, Job::Shutdown, inner.job_wait()).await?;
+            let _job = h.begin(Job::Shutdown, inner.job_wait()).await?;
             let live = up(&h, "shutdown", &[UpState::Running, UpState::ShuttingDown])?;
             live.set_intent(Intent::Shutdown);
             live.qmp(name)?
@@ -200,14 +215,14 @@ impl Service {
             );
             return self.destroy(name).await;
         }
-        if live.intent() == Intent::Shutdown {
-            live.set_intent(Intent::None);
+        // Only if nothing else (a destroy) has taken over meanwhile.
+        if live.replace_intent_if(Intent::Shutdown, Intent::None) {
+            h.set_up_state(
+                &inner.events,
+                UpState::Running,
+                StateReason::ShutdownTimedOut,
+            );
         }
-        h.set_up_state(
-            &inner.events,
-            UpState::Running,
-            StateReason::ShutdownTimedOut,
-        );
         Err(Error::Timeout {
             operation: "shutdown",
             after: timeout,
@@ -219,13 +234,14 @@ impl Service {
     pub async fn destroy(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
-        let _job = h.jobs.begin(name, Job::Destroy, inner.job_wait()).await?;
+        let _job = h.begin(Job::Destroy, inner.job_wait()).await?;
         let Some(live) = h.run().live().cloned() else {
             return Err(wrong_state(&h, "destroy"));
         };
         live.set_intent(Intent::Destroy);
         let mut watch = h.watch();
-        kill(live.pid, Signal::SIGTERM)?;
+        live.signal(Signal::SIGTERM)
+            .map_err(|e| Error::Internal(format!("cannot signal QEMU {}: {e}", live.pid)))?;
         if tokio::time::timeout(TERM_GRACE, gone(&mut watch, &live))
             .await
             .is_ok()
@@ -237,7 +253,8 @@ impl Service {
             pid = live.pid,
             "QEMU ignored SIGTERM; sending SIGKILL"
         );
-        kill(live.pid, Signal::SIGKILL)?;
+        live.signal(Signal::SIGKILL)
+            .map_err(|e| Error::Internal(format!("cannot signal QEMU {}: {e}", live.pid)))?;
         tokio::time::timeout(Duration::from_secs(10), gone(&mut watch, &live))
             .await
             .map_err(|_| Error::Timeout {
@@ -249,7 +266,7 @@ impl Service {
     pub async fn suspend(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
-        let _job = h.jobs.begin(name, Job::Suspend, inner.job_wait()).await?;
+        let _job = h.begin(Job::Suspend, inner.job_wait()).await?;
         let live = up(&h, "suspend", &[UpState::Running])?;
         live.qmp(name)?
             .execute(&Stop)
@@ -262,7 +279,7 @@ impl Service {
     pub async fn resume(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
-        let _job = h.jobs.begin(name, Job::Resume, inner.job_wait()).await?;
+        let _job = h.begin(Job::Resume, inner.job_wait()).await?;
         let live = up(&h, "resume", &[UpState::Paused])?;
         live.qmp(name)?
             .execute(&Cont)
@@ -278,9 +295,9 @@ impl Service {
     pub async fn reboot(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
-        let _job = h.jobs.begin(name, Job::Reboot, inner.job_wait()).await?;
+        let _job = h.begin(Job::Reboot, inner.job_wait()).await?;
         let live = up(&h, "reboot", &[UpState::Running])?;
-        live.set_intent(Intent::Reboot);
+        live.set_intent(Intent::Reboot(std::time::Instant::now()));
         live.qmp(name)?
             .execute(&SystemPowerdown)
             .await
@@ -292,7 +309,7 @@ impl Service {
     pub async fn reset(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
-        let _job = h.jobs.begin(name, Job::Reset, inner.job_wait()).await?;
+        let _job = h.begin(Job::Reset, inner.job_wait()).await?;
         let live = up(&h, "reset", &[UpState::Running, UpState::Paused])?;
         live.qmp(name)?
             .execute(&SystemReset)
@@ -307,6 +324,17 @@ pub(super) async fn start_locked(inner: &Arc<Inner>, h: &Arc<DomainHandle>) -> R
     match h.state() {
         DomainState::Shutoff | DomainState::Crashed => {}
         _ => return Err(wrong_state(h, "start")),
+    }
+    // A record left behind that the daemon could not verify may belong to a QEMU still
+    // running this guest: a second QEMU on the same disks would corrupt them.
+    let record = inner.paths.record(&h.name);
+    if tokio::fs::try_exists(&record).await.unwrap_or(true) {
+        return Err(Error::Internal(format!(
+            "domain '{}' has a runtime record ({}) for a QEMU the daemon could not verify; \
+             check that no QEMU runs this guest, then remove the record",
+            h.name,
+            record.display()
+        )));
     }
     let definition = h.definition();
     h.transition(&inner.events, Run::Starting, StateReason::Starting)?;
@@ -366,43 +394,58 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
     let socket = paths.qmp_socket(name);
     let guest_dir = paths.guest_dir(name);
     let log = paths.qemu_log(name);
-    let handover = prepare_runtime(inner, name, config, &guest_dir, &socket).await?;
+    let console = !config.devices.serials.is_empty() || !config.devices.consoles.is_empty();
     let context = LaunchContext {
         emulator: inner.config.emulator.clone(),
         accel,
         cpu: CpuChoice::AsConfigured,
         monitor: MonitorSocket::Fd(MONITOR_FD),
-        fd_sets: handover.fd_sets(),
+        fd_sets: console
+            .then(|| FdSetEntry {
+                fd: SERIAL_LOG_FD,
+                set: SERIAL_LOG_SET,
+                opaque: "serial-log".to_owned(),
+            })
+            .into_iter()
+            .collect(),
         runtime_dir: guest_dir.clone(),
-        serial_log: handover
-            .serial_log
-            .as_ref()
-            .map(|_| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
+        serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
         vnc_display: None,
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
     };
     // Validated at define time; revalidating here is cheap and keeps the argv builder's
-    // contract (a ValidatedDomain) without trusting a stale copy.
+    // contract (a ValidatedDomain) without trusting a stale copy. Both happen before anything
+    // is created on disk, so a refusal leaves nothing to clean.
     let validated = config.clone().validate()?;
     let argv = build_argv(&validated, &context)
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
-    let mut inherit = vec![spawn::Inherited {
-        fd: handover.monitor.as_fd(),
-        at: MONITOR_FD,
-    }];
-    if let Some(serial) = &handover.serial_log {
-        inherit.push(spawn::Inherited {
-            fd: serial.as_fd(),
-            at: SERIAL_LOG_FD,
-        });
-    }
-    let spawned = spawn::spawn(&argv, &log, &inherit, inner.run_as.as_ref());
-    // QEMU holds its own copies now; ours would only keep the socket alive after QEMU exits.
-    drop(inherit);
-    drop(handover);
-    let mut spawned = spawned.map_err(|e| start_failed(name, e))?;
+    let spawned = match prepare_runtime(inner, name, console, &guest_dir, &socket).await {
+        Ok(handover) => {
+            let mut inherit = vec![spawn::Inherited {
+                fd: handover.monitor.as_fd(),
+                at: MONITOR_FD,
+            }];
+            if let Some(serial) = &handover.serial_log {
+                inherit.push(spawn::Inherited {
+                    fd: serial.as_fd(),
+                    at: SERIAL_LOG_FD,
+                });
+            }
+            // QEMU holds its own copies afterwards; ours are closed when `handover` drops.
+            spawn::spawn(&argv, &log, &inherit, inner.run_as.as_ref())
+                .map_err(|e| start_failed(name, e))
+        }
+        Err(e) => Err(e),
+    };
+    let mut spawned = match spawned {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            supervise::remove_runtime_files(inner, name).await;
+            return Err(e);
+        }
+    };
     let pid = spawned.pid;
     let result = async {
         // Everything the record holds is known once QEMU is forked, so it is made durable
@@ -471,31 +514,17 @@ struct Handover {
     serial_log: Option<std::fs::File>,
 }
 
-impl Handover {
-    fn fd_sets(&self) -> Vec<FdSetEntry> {
-        self.serial_log
-            .iter()
-            .map(|_| FdSetEntry {
-                fd: SERIAL_LOG_FD,
-                set: SERIAL_LOG_SET,
-                opaque: "serial-log".to_owned(),
-            })
-            .collect()
-    }
-}
-
 /// Creates the guest's runtime directory (mode 0700, owned by the QEMU user), binds its
 /// monitor socket (mode 0600) and opens its serial log when it has a console.
 async fn prepare_runtime(
     inner: &Arc<Inner>,
     name: &str,
-    config: &DomainConfig,
+    console: bool,
     guest_dir: &std::path::Path,
     socket: &std::path::Path,
 ) -> Result<Handover, Error> {
     let (dir, sock) = (guest_dir.to_owned(), socket.to_owned());
-    let serial = (!config.devices.serials.is_empty() || !config.devices.consoles.is_empty())
-        .then(|| inner.paths.serial_log(name));
+    let serial = console.then(|| inner.paths.serial_log(name));
     let owner = inner.run_as.as_ref().map(|r| (r.uid, r.gid));
     tokio::task::spawn_blocking(move || -> std::io::Result<Handover> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -554,11 +583,6 @@ fn up(h: &DomainHandle, operation: &'static str, allowed: &[UpState]) -> Result<
         Run::Up { live, state } if allowed.contains(&state) => Ok(live),
         _ => Err(wrong_state(h, operation)),
     }
-}
-
-fn kill(pid: u32, signal: Signal) -> Result<(), Error> {
-    spawn::signal(pid, signal)
-        .map_err(|e| Error::Internal(format!("cannot signal QEMU {pid}: {e}")))
 }
 
 /// Resolves once `live` is no longer the domain's process.

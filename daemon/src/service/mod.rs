@@ -152,61 +152,121 @@ impl Service {
     /// Defines (or redefines) a persistent domain. A running domain keeps its current config
     /// until its next start. The XML is on disk before this returns.
     pub async fn define(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
-        let name = config.name.clone();
-        let result = self.define_inner(config).await;
-        self.inner.audit.record("define", &name, &result);
-        result
+        let svc = self.clone();
+        self.detached(async move {
+            let name = config.name.clone();
+            let result = svc.define_inner(config).await;
+            svc.inner.audit.record("define", &name, &result);
+            result
+        })
+        .await
     }
 
     async fn define_inner(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
-        let inner = &self.inner;
-        let existing = inner.read_domains().get(&config.name).cloned();
-        let validated = inner.prepare(config, existing.as_ref().map(|h| h.definition()))?;
-        let name = validated.name.clone();
-        let definition = Definition {
-            config: validated.clone(),
-            persistent: true,
-        };
-        let handle = inner.insert_or_get(&name, || DomainHandle::new(definition.clone(), Run::Off));
-        let (h, created) = handle;
-        let _job = h
-            .jobs
-            .begin(&name, Job::Define, inner.config.job_wait())
-            .await?;
-        if let Err(e) = inner.definitions.save(validated.config()).await {
-            if created {
-                inner.remove_if_same(&name, &h);
+        let existing = self.inner.read_domains().get(&config.name).cloned();
+        let validated = self
+            .inner
+            .prepare(config, existing.as_ref().map(|h| h.definition()))?;
+        self.define_validated(validated, 3).await
+    }
+
+    /// `retries`: the handle may leave the map while we wait for its job (an undefine, a
+    /// transient guest ending); then define again on a fresh one.
+    fn define_validated(
+        &self,
+        validated: Arc<novacron_domain::ValidatedDomain>,
+        retries: u32,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<DomainSummary, Error>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let name = validated.name.clone();
+            let definition = Definition {
+                config: validated.clone(),
+                persistent: true,
+            };
+            let (h, created) = inner.insert_or_get(&name, validated.uuid, || {
+                DomainHandle::new(definition.clone(), Run::Off)
+            })?;
+            let _job = match h.begin(Job::Define, inner.config.job_wait()).await {
+                Ok(job) => job,
+                Err(Error::NotFound(_)) if retries > 0 => {
+                    return self.define_validated(validated, retries - 1).await
+                }
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = inner.definitions.save(validated.config()).await {
+                if created {
+                    inner.remove_if_same(&name, &h);
+                }
+                return Err(Error::Internal(format!(
+                    "cannot write the definition of '{name}': {e}"
+                )));
             }
-            return Err(Error::Internal(format!(
-                "cannot write the definition of '{name}': {e}"
-            )));
+            h.set_definition(definition);
+            inner
+                .events
+                .publish(&name, EventKind::Defined { persistent: true });
+            Ok(summary(&h))
+        })
+    }
+
+    /// Runs a mutation to its end even if the caller stops waiting (a client that disconnects,
+    /// a request future dropped): an operation cut half-way could leave a QEMU untracked or
+    /// disk and memory disagreeing. The caller's identity goes along for the audit log.
+    pub(crate) async fn detached<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let actor = audit::current();
+        tokio::spawn(audit::as_actor(actor, work))
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("operation task failed: {e}"))))
+    }
+
+    /// Waits (at most `within`) until the jobs running now have finished. A stopping daemon
+    /// calls this after its APIs stopped taking requests, so it never exits half-way through
+    /// a start and leaves a QEMU nobody recorded.
+    pub async fn quiesce(&self, within: Duration) {
+        let handles: Vec<Arc<DomainHandle>> = self.inner.read_domains().values().cloned().collect();
+        let deadline = tokio::time::Instant::now() + within;
+        for h in handles {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Err(e) = h.jobs.begin(&h.name, Job::Modify, left).await {
+                tracing::warn!(domain = %h.name, error = %e, "still busy at exit");
+            }
         }
-        h.set_definition(definition);
-        inner
-            .events
-            .publish(&name, EventKind::Defined { persistent: true });
-        Ok(summary(&h))
     }
 
     /// Removes the persistent definition. A running domain stays running, as a transient one.
     pub async fn undefine(&self, name: &str) -> Result<(), Error> {
-        let result = self.undefine_inner(name).await;
-        self.inner.audit.record("undefine", name, &result);
-        result
+        let svc = self.clone();
+        let name = name.to_owned();
+        self.detached(async move {
+            let result = svc.undefine_inner(&name).await;
+            svc.inner.audit.record("undefine", &name, &result);
+            result
+        })
+        .await
     }
 
     async fn undefine_inner(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
-        let _job = h
-            .jobs
-            .begin(name, Job::Undefine, inner.config.job_wait())
-            .await?;
+        let _job = h.begin(Job::Undefine, inner.config.job_wait()).await?;
         let mut definition = h.definition();
         if !definition.persistent {
             return Err(Error::InvalidConfig(format!(
                 "domain '{name}' is transient: it has no definition to remove"
             )));
+        }
+        // A later domain of the same name must not inherit the old one's autostart.
+        if let Err(e) =
+            crate::persist::atomic::remove_durable_async(self.autostart_marker(name)).await
+        {
+            tracing::warn!(domain = name, error = %e, "cannot remove the autostart marker");
         }
         inner.definitions.remove(name).await.map_err(|e| {
             Error::Internal(format!("cannot remove the definition of '{name}': {e}"))
@@ -249,19 +309,33 @@ impl Inner {
             .ok_or_else(|| Error::NotFound(name.to_owned()))
     }
 
-    /// The handle named `name`, created by `make` if absent; `true` when it was created.
+    /// The handle named `name`, created by `make` if absent; `true` when it was created. The
+    /// uuid is checked against every other domain under the same lock, so two concurrent
+    /// definitions cannot both claim it.
     fn insert_or_get(
         &self,
         name: &str,
+        uuid: Option<novacron_domain::model::Uuid>,
         make: impl FnOnce() -> DomainHandle,
-    ) -> (Arc<DomainHandle>, bool) {
+    ) -> Result<(Arc<DomainHandle>, bool), Error> {
         let mut domains = self.write_domains();
+        if let Some(uuid) = uuid {
+            let clash = domains
+                .values()
+                .find(|h| h.name != name && h.definition().config.uuid == Some(uuid));
+            if let Some(other) = clash {
+                return Err(Error::InvalidConfig(format!(
+                    "uuid {uuid} is already used by domain '{}'",
+                    other.name
+                )));
+            }
+        }
         if let Some(h) = domains.get(name) {
-            return (h.clone(), false);
+            return Ok((h.clone(), false));
         }
         let h = Arc::new(make());
         domains.insert(name.to_owned(), h.clone());
-        (h, true)
+        Ok((h, true))
     }
 
     /// Removes `name` if it still maps to `handle` (not to a newer domain of the same name).
@@ -269,6 +343,7 @@ impl Inner {
         let mut domains = self.write_domains();
         if domains.get(name).is_some_and(|h| Arc::ptr_eq(h, handle)) {
             domains.remove(name);
+            handle.mark_removed();
         }
     }
 

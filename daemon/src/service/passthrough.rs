@@ -27,6 +27,22 @@ impl Service {
         command: &str,
         arguments: Option<&Value>,
     ) -> Result<Value, PassthroughError> {
+        let svc = self.clone();
+        let (domain, cmd, args) = (name.to_owned(), command.to_owned(), arguments.cloned());
+        self.detached(async move {
+            Ok(svc
+                .qmp_passthrough_audited(&domain, &cmd, args.as_ref())
+                .await)
+        })
+        .await?
+    }
+
+    async fn qmp_passthrough_audited(
+        &self,
+        name: &str,
+        command: &str,
+        arguments: Option<&Value>,
+    ) -> Result<Value, PassthroughError> {
         let result = self.qmp_passthrough_inner(name, command, arguments).await;
         // Raw QMP can change anything: the command name is part of what is recorded.
         let op = format!("qmp:{command}");
@@ -62,10 +78,7 @@ impl Service {
             return Err(Error::InvalidConfig("QMP arguments must be a JSON object".into()).into());
         }
         let h = self.inner.handle(name)?;
-        let _job = h
-            .jobs
-            .begin(name, Job::Modify, self.inner.job_wait())
-            .await?;
+        let _job = h.begin(Job::Modify, self.inner.job_wait()).await?;
         let Some(live) = h.run().live().cloned() else {
             return Err(Error::WrongState {
                 name: name.to_owned(),

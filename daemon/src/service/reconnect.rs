@@ -45,10 +45,10 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
                 procinfo::verify(check.pid, check.start_time, &boot_id, &check.argv)
             })
             .await
-            .unwrap_or_else(|e| Liveness::Different(e.to_string()));
+            .unwrap_or_else(|e| Liveness::Unsure(e.to_string()));
             let adopted = match liveness {
                 Liveness::Same => Some(adopt(record.clone()).await),
-                Liveness::Gone | Liveness::Different(_) => None,
+                Liveness::Gone | Liveness::Reused(_) | Liveness::Unsure(_) => None,
             };
             (record, liveness, adopted)
         });
@@ -98,10 +98,22 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
                 };
                 by_name.insert(name, (definition, run, Some(adopted)));
             }
-            None => {
-                tracing::info!(domain = %name, pid = record.pid, ?liveness, "guest stopped while the daemon was down");
-                vanished.push(name);
-            }
+            None => match liveness {
+                // It may still be our guest: keep its record (a start refuses while it
+                // exists), report it, and never touch the process.
+                Liveness::Unsure(why) => problems.push(Problem {
+                    path: inner.paths.record(&name),
+                    reason: format!(
+                        "cannot tell whether pid {} is still this guest ({why}); the record is \
+                         kept and the domain will not start until it is removed",
+                        record.pid
+                    ),
+                }),
+                _ => {
+                    tracing::info!(domain = %name, pid = record.pid, ?liveness, "guest stopped while the daemon was down");
+                    vanished.push(name);
+                }
+            },
         }
     }
 

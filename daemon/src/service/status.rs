@@ -44,6 +44,18 @@ impl ListFilter {
 }
 
 impl Service {
+    /// Performs `action` and reports the domain as the operation left it; for a transient
+    /// domain that stopped (and is gone from the list) that is its final, shut-off status.
+    pub async fn perform_and_report(
+        &self,
+        name: &str,
+        action: super::Action,
+    ) -> Result<DomainStatus, Error> {
+        let h = self.inner.handle(name)?;
+        self.perform(name, action).await?;
+        Ok(self.status_of(&h))
+    }
+
     pub fn status(&self, name: &str) -> Result<DomainStatus, Error> {
         let h = self.inner.handle(name)?;
         Ok(self.status_of(&h))

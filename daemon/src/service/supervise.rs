@@ -15,7 +15,7 @@ use tokio::process::Child;
 use super::domain::{DomainHandle, Intent, Live, Run, UpState};
 use super::events::{EventKind, StateReason};
 use super::{Inner, Service};
-use crate::qemu::{procinfo, spawn};
+use crate::qemu::procinfo;
 
 pub(super) fn spawn(
     inner: Arc<Inner>,
@@ -30,8 +30,11 @@ pub(super) fn spawn(
             h,
             live,
             panicked: false,
+            powered_off: false,
         };
         let detail = watcher.until_exit(child, events).await;
+        // From here the pid may be reused: nobody may signal it any more.
+        watcher.live.mark_exited();
         watcher.finish(detail).await;
     });
 }
@@ -41,6 +44,9 @@ struct Watcher {
     h: Arc<DomainHandle>,
     live: Arc<Live>,
     panicked: bool,
+    /// The guest powered off (SHUTDOWN seen): QEMU's STOP that follows is not a pause, and
+    /// the RESUME after a reboot's reset is not a resume.
+    powered_off: bool,
 }
 
 impl Watcher {
@@ -66,13 +72,13 @@ impl Watcher {
                         // an adopted one is watched through /proc.
                         events = None;
                         if child.is_none() {
-                            return wait_gone(self.live.pid, Duration::from_millis(5)).await;
+                            return wait_gone(self.live.pid, self.live.record.start_time, Duration::from_millis(5)).await;
                         }
                     }
                 },
                 // No QMP connection to tell us (a reconnect that failed): poll /proc.
                 _ = tokio::time::sleep(Duration::from_millis(500)), if child.is_none() && events.is_none() => {
-                    if !procinfo::is_alive(self.live.pid) {
+                    if !procinfo::is_same_alive(self.live.pid, self.live.record.start_time) {
                         return "exited (not our child: status unknown)".to_owned();
                     }
                 }
@@ -85,10 +91,12 @@ impl Watcher {
         match &event.kind {
             // Only running <-> paused: a STOP while shutting down (QEMU pausing after the guest
             // powered off) is not a pause.
+            QmpEvent::Stop if self.powered_off => {}
             QmpEvent::Stop if self.h.state() == DomainState::Running => {
                 self.h
                     .set_up_state(events, UpState::Paused, StateReason::Paused);
             }
+            QmpEvent::Resume if self.powered_off => self.powered_off = false,
             QmpEvent::Resume if self.h.state() == DomainState::Paused => {
                 self.h
                     .set_up_state(events, UpState::Running, StateReason::Resumed);
@@ -104,13 +112,16 @@ impl Watcher {
 
     /// QEMU runs with -no-shutdown: after a guest power-off it waits for us to decide.
     async fn on_shutdown(&mut self) {
-        // A reboot request restarts; so does a power-off the guest chose itself when the
+        self.powered_off = true;
+        // A reboot request restarts (unless it is so old the guest ignored it, and this
+        // power-off is the guest's own); so does a power-off the guest chose itself when the
         // definition says on_poweroff=restart. A shutdown the operator asked for shuts down.
+        let window = self.inner.config.shutdown_timeout();
+        let own_choice =
+            || self.definition_action(|c| c.on_poweroff) == Some(LifecycleAction::Restart);
         let restart = match self.live.intent() {
-            Intent::Reboot => true,
-            Intent::None => {
-                self.definition_action(|c| c.on_poweroff) == Some(LifecycleAction::Restart)
-            }
+            Intent::Reboot(since) if since.elapsed() <= window => true,
+            Intent::Reboot(_) | Intent::None => own_choice(),
             Intent::Shutdown | Intent::Destroy => false,
         };
         match self.live.intent() {
@@ -126,7 +137,7 @@ impl Watcher {
                 }
                 return;
             }
-            Intent::None | Intent::Reboot => self.live.set_intent(Intent::Shutdown),
+            Intent::None | Intent::Reboot(_) => self.live.set_intent(Intent::Shutdown),
             Intent::Shutdown => {}
         }
         if let Ok(qmp) = self.live.qmp(&self.h.name) {
@@ -148,7 +159,7 @@ impl Watcher {
         );
         if action != LifecycleAction::Preserve {
             self.panicked = true;
-            let _ = spawn::signal(self.live.pid, Signal::SIGKILL);
+            let _ = self.live.signal(Signal::SIGKILL);
         }
     }
 
@@ -187,11 +198,11 @@ impl Watcher {
         let (to, reason) = match self.live.intent() {
             Intent::Destroy => (Run::Off, StateReason::Destroyed),
             Intent::Shutdown => (Run::Off, StateReason::GuestShutdown),
-            Intent::None | Intent::Reboot if self.panicked => (
+            Intent::None | Intent::Reboot(_) if self.panicked => (
                 Run::Crashed("guest panicked".into()),
                 StateReason::GuestPanicked,
             ),
-            Intent::None | Intent::Reboot => {
+            Intent::None | Intent::Reboot(_) => {
                 (Run::Crashed(detail.clone()), StateReason::QemuDied(detail))
             }
         };
@@ -234,11 +245,11 @@ async fn next(events: &mut Option<Subscription>) -> Option<Notification> {
 
 /// Polls until `pid` is gone, starting fast (QMP just closed, so exit is imminent) and backing
 /// off. A process that lives on is never killed: it is only reported.
-async fn wait_gone(pid: u32, first: Duration) -> String {
+async fn wait_gone(pid: u32, start_time: u64, first: Duration) -> String {
     let mut pause = first;
     let mut waited = Duration::ZERO;
     let mut reported = false;
-    while procinfo::is_alive(pid) {
+    while procinfo::is_same_alive(pid, start_time) {
         tokio::time::sleep(pause).await;
         waited += pause;
         pause = (pause * 2).min(Duration::from_millis(500));

@@ -36,7 +36,10 @@ impl Env {
     }
 
     pub fn serial_log(&self, name: &str) -> PathBuf {
-        self.config.log_dir.join(format!("{name}.serial.log"))
+        self.config
+            .log_dir
+            .join("serial")
+            .join(format!("{name}.log"))
     }
 
     pub fn record(&self, name: &str) -> PathBuf {

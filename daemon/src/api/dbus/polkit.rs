@@ -86,3 +86,16 @@ pub async fn authorize(conn: &Connection, header: &Header<'_>) -> Result<Actor, 
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_installed_policy_defines_the_action_the_code_checks() {
+        let policy = include_str!("../../../../systemd/org.novacron1.policy");
+        assert!(
+            policy.contains(&format!("<action id=\"{}\">", super::ACTION_MANAGE)),
+            "systemd/org.novacron1.policy must define {}",
+            super::ACTION_MANAGE
+        );
+    }
+}

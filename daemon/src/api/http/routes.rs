@@ -216,8 +216,8 @@ pub(crate) async fn dispatch(
             let wait = flag(&query(&req)?, "wait", true)?;
             let action = read_action(name, req).await?;
             if wait {
-                svc.perform(&param, action).await?;
-                Ok(json_response(StatusCode::OK, &svc.status(&param)?))
+                let status = svc.perform_and_report(&param, action).await?;
+                Ok(json_response(StatusCode::OK, &status))
             } else {
                 let op = svc.perform_in_background(&param, action)?;
                 let mut r = json_response(StatusCode::ACCEPTED, &op);
