@@ -51,8 +51,11 @@ impl Service {
         name: &str,
         action: super::Action,
     ) -> Result<DomainStatus, Error> {
-        let h = self.inner.handle(name)?;
+        // Looked up first (a transient domain is gone from the map once it stops), checked
+        // after: an unknown domain is still counted and audited by `perform`.
+        let h = self.inner.handle(name);
         self.perform(name, action).await?;
+        let h = h?;
         Ok(self.status_of(&h))
     }
 
