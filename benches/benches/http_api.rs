@@ -10,45 +10,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use novacron_benches::daemon::{
     median, novacrond_binary, osless, spawn_daemon, verdict, wait_until, Env, Reaper,
 };
 use novacron_benches::{micros, print_table, Stats};
 use novacron_qmp::commands::{Cont, QueryStatus, Quit};
-use tokio::net::UnixStream;
 
-type Sender = SendRequest<Full<Bytes>>;
-
-async fn connect(socket: &Path) -> Result<Sender> {
-    let stream = UnixStream::connect(socket).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-async fn request(
-    sender: &mut Sender,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> Result<(u16, Bytes)> {
-    sender.ready().await?;
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    Ok((status, resp.into_body().collect().await?.to_bytes()))
-}
+use novacron_benches::http::{connect, request};
 
 /// `clients` keep-alive connections, `calls` requests in all; per-call latencies.
 async fn http_run(

@@ -2,6 +2,7 @@
 //! Every benchmark prints its figures beside a baseline measured in the same run.
 
 pub mod daemon;
+pub mod http;
 
 use std::time::Duration;
 

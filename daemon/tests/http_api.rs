@@ -268,24 +268,11 @@ fn bad_input_gets_the_right_code_and_changes_nothing() {
 
 #[test]
 fn tcp_requires_a_valid_token_and_roles_apply() {
-    use sha2::Digest as _;
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hash = |t: &str| {
-        sha2::Sha256::digest(t.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let extra = format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"operator\"\n[[api.tokens]]\nname = \"root\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
-        hash("op-secret"),
-        hash("admin-secret")
-    );
+    let (port, extra) = common::daemon::tcp_api(&[
+        ("ops", "op-secret", "operator"),
+        ("root", "admin-secret", "admin"),
+    ]);
     let d = env.start_daemon(&extra);
     define_xml(&d.socket, &osless("tok").to_xml());
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
@@ -494,20 +481,9 @@ fn sigterm_drains_the_api_and_ends_event_streams() {
 
 #[test]
 fn every_mutating_call_is_audited_with_who_asked() {
-    use sha2::Digest as _;
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hash: String = sha2::Sha256::digest(b"ci-secret")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let d = env.start_daemon(&format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"ci-bot\"\nsha256 = \"{hash}\"\nrole = \"operator\"\n"
-    ));
+    let (port, extra) = common::daemon::tcp_api(&[("ci-bot", "ci-secret", "operator")]);
+    let d = env.start_daemon(&extra);
     let s = &d.socket;
     assert_eq!(define_xml(s, &osless("aud").to_xml()).status, 201);
     assert_eq!(curl(s, "POST", "/v1/domains/aud/start", &[]).status, 200);

@@ -114,3 +114,24 @@ pub fn curl(socket: &Path, method: &str, path: &str, args: &[&str]) -> Reply {
         content_type: content_type.trim().to_owned(),
     }
 }
+
+/// An `[api]` section listening on a free loopback port with these tokens (name, secret,
+/// role); returns the port and the TOML.
+pub fn tcp_api(tokens: &[(&str, &str, &str)]) -> (u16, String) {
+    use sha2::Digest as _;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut toml = format!("[api]\nlisten = \"127.0.0.1:{port}\"\n");
+    for (name, secret, role) in tokens {
+        let hash: String = sha2::Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        toml.push_str(&format!(
+            "[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    (port, toml)
+}
