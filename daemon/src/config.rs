@@ -34,6 +34,8 @@ pub struct Config {
     pub job_wait_secs: u64,
     /// Cap per guest log file; see `qemu::logs::cap_log`.
     pub log_max_bytes: u64,
+    /// Where sysfs is mounted: the host topology (CPUs, NUMA, hugepages, PCI) is read below it.
+    pub sysfs_root: PathBuf,
     /// The HTTP API.
     pub api: ApiConfig,
     /// Each QEMU in its own transient systemd scope.
@@ -179,6 +181,7 @@ impl Config {
             shutdown_timeout_secs: 120,
             job_wait_secs: 30,
             log_max_bytes: 4 << 20,
+            sysfs_root: PathBuf::from("/sys"),
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),
             dbus: crate::api::dbus::DbusConfig::default(),
@@ -235,7 +238,8 @@ impl Config {
             qemu_user,
             shutdown_timeout_secs,
             job_wait_secs,
-            log_max_bytes
+            log_max_bytes,
+            sysfs_root
         );
         if !euid_is_root && !given("log_dir") {
             config.log_dir = config.state_dir.join("logs");
@@ -255,6 +259,7 @@ impl Config {
             ("run_dir", &self.run_dir),
             ("log_dir", &self.log_dir),
             ("emulator", &self.emulator),
+            ("sysfs_root", &self.sysfs_root),
         ] {
             if dir.as_os_str().is_empty() && matches!(key, "state_dir" | "log_dir") {
                 return Err(err(

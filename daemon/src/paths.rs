@@ -68,6 +68,11 @@ impl Paths {
         check_socket_path(&self.qmp_socket(name))
     }
 
+    /// Held by the running daemon: one per run directory.
+    pub fn run_dir_lock(&self) -> PathBuf {
+        self.run.join("novacrond.lock")
+    }
+
     pub fn definitions_dir(&self) -> PathBuf {
         self.state.join("domains")
     }

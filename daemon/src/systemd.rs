@@ -148,10 +148,10 @@ fn passed_fds() -> std::sync::MutexGuard<'static, Option<Vec<ListenFd>>> {
             std::env::var("LISTEN_FDS").ok().as_deref(),
             std::process::id(),
         );
+        // The variables stay: removing them while other threads run is undefined behaviour
+        // in libc, and they cannot leak (QEMU gets a cleared environment, and LISTEN_PID
+        // names only this process).
         let names = std::env::var("LISTEN_FDNAMES").ok();
-        for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-            std::env::remove_var(var);
-        }
         let mut names = names
             .as_deref()
             .map(|n| n.split(':').map(str::to_owned).collect::<Vec<_>>())

@@ -405,3 +405,49 @@ async fn a_start_whose_caller_gives_up_still_completes() {
     svc.destroy("dropped").await.unwrap();
     assert!(!pid_alive(pid));
 }
+
+/// Two daemons on one run directory would adopt the same guests: the second refuses.
+#[tokio::test]
+async fn a_second_daemon_on_the_same_directories_refuses_to_start() {
+    let env = Env::new();
+    let first = env.open().await;
+    let err = match novacrond::Service::open(env.config.clone()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a second service opened the same run directory"),
+    };
+    assert!(err.contains("another novacrond already manages"), "{err}");
+    drop(first);
+    // Released with the first.
+    let _again = env.open().await;
+}
+
+/// A guest asking for more than the host (or this QEMU) can give is refused before QEMU
+/// starts, with the reasons.
+#[tokio::test]
+async fn an_impossible_guest_is_refused_before_qemu_starts() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut config = osless("huge");
+    config.vcpu.count = 1000;
+    config.memory.memory_kib = 8 << 30; // 8 TiB
+    if let Some(current) = config.memory.current_kib.as_mut() {
+        *current = 8 << 30;
+    }
+    svc.define(config).await.unwrap();
+    let err = svc.start("huge").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("does not fit this host"), "{msg}");
+    assert!(msg.contains("1000"), "the vCPU count must be named: {msg}");
+    assert!(
+        msg.to_lowercase().contains("memory"),
+        "the memory must be named: {msg}"
+    );
+    assert_eq!(svc.get("huge").unwrap().summary.state, DomainState::Shutoff);
+    assert!(!env.record("huge").exists());
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "guest=huge,"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "QEMU was started");
+}

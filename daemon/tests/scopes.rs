@@ -101,7 +101,7 @@ async fn each_qemu_is_moved_into_its_own_scope() {
     let pid = recorded_pid(&env, "web-1");
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!(calls[0].unit, "novacron-web-1.scope");
+    assert_eq!(calls[0].unit, format!("novacron-web-1-{pid}.scope"));
     assert_eq!(calls[0].mode, "fail");
     assert_eq!(
         calls[0].pids,

@@ -90,13 +90,21 @@ impl Target {
 
     /// The daemon's default socket for this user, mirroring the daemon's default `run_dir`:
     /// `/run/novacron` for root, else `$XDG_RUNTIME_DIR/novacron`, else `/tmp/novacron-<uid>`.
+    /// A user whose own daemon is not running but who may use the system daemon (a member
+    /// of the `novacron` group) gets the system socket.
     pub fn default_socket() -> PathBuf {
         let euid = nix::unistd::geteuid();
-        default_socket_for(
+        let own = default_socket_for(
             euid.is_root(),
             euid.as_raw(),
             std::env::var_os("XDG_RUNTIME_DIR"),
-        )
+        );
+        let system = PathBuf::from("/run/novacron/novacrond.sock");
+        if !own.exists() && system.exists() {
+            system
+        } else {
+            own
+        }
     }
 
     /// For messages: the socket path or the URL.

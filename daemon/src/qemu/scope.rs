@@ -45,8 +45,10 @@ impl Scopes {
     }
 
     /// Moves `pid` (the guest's QEMU) into a new scope for `domain`; returns the unit name.
+    /// The name carries the pid: systemd notices a QEMU's exit on its own schedule, so the
+    /// previous start's scope may still exist when the guest is started again.
     pub async fn place(&self, domain: &str, pid: u32) -> Result<String, ScopeError> {
-        let unit = unit_name(domain);
+        let unit = unit_name(domain, pid);
         let properties: Vec<(&str, Value<'_>)> = vec![
             (
                 "Description",
@@ -87,9 +89,9 @@ fn wanted(mode: ScopeMode, systemd_is_init: bool) -> bool {
     }
 }
 
-/// `novacron-<name>.scope`, with what a unit name cannot hold escaped as systemd-escape does
-/// (`\xNN`).
-pub fn unit_name(domain: &str) -> String {
+/// `novacron-<name>-<pid>.scope`, with what a unit name cannot hold escaped as systemd-escape
+/// does (`\xNN`).
+pub fn unit_name(domain: &str, pid: u32) -> String {
     let mut unit = String::from("novacron-");
     for b in domain.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.') || (b == b'-') {
@@ -98,7 +100,7 @@ pub fn unit_name(domain: &str) -> String {
             unit.push_str(&format!("\\x{b:02x}"));
         }
     }
-    unit.push_str(".scope");
+    unit.push_str(&format!("-{pid}.scope"));
     unit
 }
 
@@ -117,7 +119,7 @@ mod tests {
 
     #[test]
     fn unit_names_are_escaped() {
-        assert_eq!(unit_name("web-1"), "novacron-web-1.scope");
-        assert_eq!(unit_name("a+b c"), "novacron-a\\x2bb\\x20c.scope");
+        assert_eq!(unit_name("web-1", 42), "novacron-web-1-42.scope");
+        assert_eq!(unit_name("a+b c", 7), "novacron-a\\x2bb\\x20c-7.scope");
     }
 }

@@ -90,6 +90,18 @@ pub fn spawn(
     inherit: &[Inherited<'_>],
     run_as: Option<&RunAs>,
 ) -> Result<Spawned, SpawnError> {
+    let mut targets: Vec<i32> = inherit.iter().map(|i| i.at).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    if targets.len() != inherit.len() || inherit.iter().any(|i| i.at < 3 || i.at >= SCRATCH_FD) {
+        return Err(SpawnError::Exec {
+            emulator: argv.first().cloned().unwrap_or_default(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "inherited descriptors need distinct numbers from 3 to 99",
+            ),
+        });
+    }
     if inherit.len() > MAX_INHERITED {
         return Err(SpawnError::Exec {
             emulator: argv.first().cloned().unwrap_or_default(),

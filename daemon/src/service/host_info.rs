@@ -10,17 +10,17 @@ pub struct HostInfo {
     pub daemon_version: String,
     pub emulator: String,
     pub kvm: KvmInfo,
+    /// The emulator's version, machine types and CPU models.
+    pub qemu: crate::host::Probed<crate::host::QemuCaps>,
+    /// CPUs, NUMA nodes, hugepage pools, PCI devices (from `sysfs_root`).
+    pub topology: crate::host::Probed<crate::host::Topology>,
     pub cpus: usize,
     pub memory_bytes: u64,
     pub domains: DomainCounts,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct KvmInfo {
-    pub usable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+/// `usable`, `reason` when not, and the capabilities probed through `/dev/kvm`.
+pub type KvmInfo = crate::host::Probed<crate::host::KvmCaps>;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainCounts {
@@ -31,6 +31,7 @@ pub struct DomainCounts {
 impl Service {
     pub async fn host_info(&self) -> HostInfo {
         let list = self.list();
+        let host = self.inner.host.facts().await;
         let (hostname, memory_bytes) = tokio::task::spawn_blocking(|| {
             let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|s| s.trim().to_owned())
@@ -51,10 +52,9 @@ impl Service {
             hostname,
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             emulator: self.config().emulator.display().to_string(),
-            kvm: KvmInfo {
-                usable: self.inner.kvm.is_ok(),
-                reason: self.inner.kvm.clone().err(),
-            },
+            kvm: host.kvm,
+            qemu: host.qemu,
+            topology: host.topology,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             memory_bytes,
             domains: DomainCounts {

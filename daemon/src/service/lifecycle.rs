@@ -30,6 +30,17 @@ pub struct ShutdownOptions {
     pub force: bool,
 }
 
+impl ShutdownOptions {
+    /// From what the faces receive: a timeout in seconds where absent or 0 means the
+    /// configured default (D-Bus has no "absent", so both faces read 0 the same way).
+    pub fn from_secs(timeout_secs: Option<u64>, force: bool) -> ShutdownOptions {
+        ShutdownOptions {
+            timeout: timeout_secs.filter(|s| *s > 0).map(Duration::from_secs),
+            force,
+        }
+    }
+}
+
 /// A lifecycle operation, as the faces name it.
 #[derive(Debug, Clone, Copy)]
 pub enum Action {
@@ -419,6 +430,9 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
     // contract (a ValidatedDomain) without trusting a stale copy. Both happen before anything
     // is created on disk, so a refusal leaves nothing to clean.
     let validated = config.clone().validate()?;
+    // What the host cannot give (vCPUs, memory, nodes, page sizes, CPUs to pin to, a machine
+    // type this QEMU lacks) is refused here, with the reasons, rather than by QEMU.
+    inner.host.check_fit(name, config).await?;
     let argv = build_argv(&validated, &context)
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
     let spawned = match prepare_runtime(inner, name, console, &guest_dir, &socket).await {

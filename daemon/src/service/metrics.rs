@@ -156,7 +156,10 @@ impl Service {
         let process = tokio::task::spawn_blocking(process_stats)
             .await
             .unwrap_or_default();
-        let c = counters();
+        let mut c = counters();
+        // Domains that are gone (transient guests with unique names) take their series along.
+        c.scrape_errors
+            .retain(|name, _| domains.iter().any(|d| &d.name == name));
         Metrics {
             version: env!("CARGO_PKG_VERSION"),
             domains,

@@ -50,10 +50,14 @@ pub(crate) struct Inner {
     pub kvm: Result<(), String>,
     pub operations: Arc<operations::Operations>,
     pub audit: audit::AuditLog,
+    /// Held for the service's lifetime: one daemon per run directory.
+    _instance_lock: nix::fcntl::Flock<std::fs::File>,
     /// systemd's manager, where each QEMU gets its own scope.
     pub scopes: Option<crate::qemu::scope::Scopes>,
     /// Who QEMU runs as (`qemu_user`), resolved once at open.
     pub run_as: Option<crate::qemu::spawn::RunAs>,
+    /// KVM/QEMU/sysfs host facts; static parts cached after the first probe.
+    pub host: crate::host::HostProbe,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +65,15 @@ pub enum OpenError {
     #[error("cannot create the daemon's directories: {0}")]
     Dirs(#[source] std::io::Error),
     #[error(transparent)]
-    Scopes(#[from] crate::qemu::scope::ScopeError),
+    Scopes(Box<crate::qemu::scope::ScopeError>),
+    #[error("another novacrond already manages {0} (it holds the lock on that file)")]
+    AlreadyRunning(std::path::PathBuf),
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("qemu_user '{user}': {source}")]
     QemuUser {
         user: String,
@@ -90,11 +102,18 @@ impl Service {
             })?),
             None => None,
         };
-        let scopes = crate::qemu::scope::Scopes::connect(&config.scopes).await?;
+        // Two daemons on one run directory would both adopt the same guests and write the
+        // same records: the second refuses to start.
+        let instance_lock = lock_instance(paths.run_dir_lock()).await?;
+        let scopes = crate::qemu::scope::Scopes::connect(&config.scopes)
+            .await
+            .map_err(|e| OpenError::Scopes(Box::new(e)))?;
         let inner = Arc::new(Inner {
+            _instance_lock: instance_lock,
             scopes,
             audit: audit::AuditLog::new(config.log_dir.join("audit.log")),
             run_as,
+            host: crate::host::HostProbe::from_config(&config),
             definitions: DefinitionStore::new(paths.definitions_dir()),
             records: RecordStore::new(paths.records_dir()),
             config,
@@ -381,6 +400,33 @@ impl Inner {
     fn job_wait(&self) -> Duration {
         self.config.job_wait()
     }
+}
+
+async fn lock_instance(
+    path: std::path::PathBuf,
+) -> Result<nix::fcntl::Flock<std::fs::File>, OpenError> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| OpenError::Lock {
+                path: path.clone(),
+                source,
+            })?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+            |(_, errno)| match errno {
+                nix::errno::Errno::EWOULDBLOCK => OpenError::AlreadyRunning(path.clone()),
+                e => OpenError::Lock {
+                    path: path.clone(),
+                    source: e.into(),
+                },
+            },
+        )
+    })
+    .await
+    .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
 }
 
 /// Keeps every running guest's log files under the configured cap.

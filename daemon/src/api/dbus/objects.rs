@@ -3,7 +3,6 @@
 //! service once and maps the result.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use novacron_domain::{DomainConfig, DomainState};
 use zbus::message::Header;
@@ -277,10 +276,7 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        let options = ShutdownOptions {
-            timeout: (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs)),
-            force,
-        };
+        let options = ShutdownOptions::from_secs(Some(timeout_secs), force);
         self.perform(Action::Shutdown(options), conn, &header).await
     }
 

@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,8 @@ pub const OPENAPI: &str = include_str!("../../../openapi.json");
 /// A slow client must send its request head within this, or is disconnected.
 const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 64;
+/// Concurrent TCP connections (authenticated or not yet).
+const MAX_TCP_CONNECTIONS: usize = 256;
 /// How long in-flight requests get to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -122,25 +125,40 @@ impl Listeners {
             shutdown: shutdown.clone(),
         });
         let graceful = GracefulShutdown::new();
+        let tcp_slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.unix.accept() => match accepted {
                     Ok((stream, _)) => {
                         let uid = stream.peer_cred().ok().map(|c| c.uid());
-                        serve_conn(graceful.watcher(), stream, ctx.clone(), Auth::Peer(auth::unix_caller(uid)));
+                        serve_conn(graceful.watcher(), stream, ctx.clone(), Auth::Peer(auth::unix_caller(uid)), None);
                     }
                     Err(e) => accept_failed(e).await,
                 },
                 accepted = accept_tcp(&self.tcp) => match accepted {
                     Ok(stream) => {
+                        // Unauthenticated peers may hold a connection for up to the handshake
+                        // and header deadlines: bound how many, so they cannot exhaust the
+                        // daemon's descriptors (which QMP, logs and records need).
+                        let Ok(permit) = tcp_slots.clone().try_acquire_owned() else {
+                            tracing::warn!("too many TCP connections; refusing one");
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let auth = Auth::Token(self.tokens.clone());
                         match &self.tls {
-                            Some(acceptor) => {
-                                serve_tls(acceptor.clone(), graceful.watcher(), stream, ctx.clone(), auth)
+                            Some(acceptor) => serve_tls(
+                                acceptor.clone(),
+                                graceful.watcher(),
+                                stream,
+                                ctx.clone(),
+                                auth,
+                                permit,
+                            ),
+                            None => {
+                                serve_conn(graceful.watcher(), stream, ctx.clone(), auth, Some(permit))
                             }
-                            None => serve_conn(graceful.watcher(), stream, ctx.clone(), auth),
                         }
                     }
                     Err(e) => accept_failed(e).await,
@@ -218,6 +236,7 @@ fn serve_tls(
     stream: tokio::net::TcpStream,
     ctx: Arc<Ctx>,
     auth: Auth,
+    permit: OwnedSemaphorePermit,
 ) {
     tokio::spawn(async move {
         let peer = stream.peer_addr().ok();
@@ -226,14 +245,20 @@ fn serve_tls(
             shaken = tls::handshake(&acceptor, stream) => shaken,
         };
         match shaken {
-            Ok(stream) => serve_conn(watcher, stream, ctx, auth),
+            Ok(stream) => serve_conn(watcher, stream, ctx, auth, Some(permit)),
             Err(e) => tracing::debug!(?peer, error = %e, "TLS handshake failed"),
         }
     });
 }
 
-fn serve_conn<S>(watcher: Watcher, stream: S, ctx: Arc<Ctx>, auth: Auth)
-where
+/// `permit`: the TCP connection slot, held as long as the connection lives.
+fn serve_conn<S>(
+    watcher: Watcher,
+    stream: S,
+    ctx: Arc<Ctx>,
+    auth: Auth,
+    permit: Option<OwnedSemaphorePermit>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let auth = Arc::new(auth);
@@ -251,6 +276,7 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "HTTP connection ended with an error");
         }
+        drop(permit);
     });
 }
 

@@ -1,8 +1,6 @@
 //! The route table (also what the OpenAPI coverage test reads) and the handlers: each one
 //! parses, calls the service once, and renders the result.
 
-use std::time::Duration;
-
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Method, Request, StatusCode};
@@ -326,10 +324,7 @@ async fn read_action(name: ActionName, req: Request<Incoming>) -> Result<Action,
             } else {
                 parse_json(&body)?
             };
-            Action::Shutdown(ShutdownOptions {
-                timeout: body.timeout_secs.map(Duration::from_secs),
-                force: body.force,
-            })
+            Action::Shutdown(ShutdownOptions::from_secs(body.timeout_secs, body.force))
         }
     })
 }
