@@ -4,6 +4,7 @@
 
 pub mod fit;
 pub mod kvm;
+pub mod pinning;
 pub mod qemu_caps;
 pub mod topology;
 
