@@ -88,3 +88,97 @@ async fn a_pin_to_a_cpu_the_host_lacks_is_refused_before_qemu_starts() {
     );
     assert!(!env.record("nowhere").exists());
 }
+
+/// Restores the host's 2 MiB hugepage pool size when dropped.
+struct Pool {
+    before: String,
+}
+
+const POOL: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+impl Pool {
+    fn take() -> Pool {
+        Pool {
+            before: std::fs::read_to_string(POOL).expect("a 2 MiB hugepage pool"),
+        }
+    }
+
+    fn resize(&self, pages: u64) -> u64 {
+        std::fs::write(POOL, pages.to_string()).expect("resizing the pool needs root");
+        std::fs::read_to_string(POOL)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = std::fs::write(POOL, self.before.trim());
+    }
+}
+
+/// Sum of the hugetlb memory (KiB) in 2 MiB-page mappings of a process.
+fn hugetlb_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut total = 0;
+    let mut in_2m = false;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        match (fields.next(), fields.next()) {
+            (Some("KernelPageSize:"), Some(size)) => in_2m = size == "2048",
+            (Some("Shared_Hugetlb:" | "Private_Hugetlb:"), Some(kib)) if in_2m => {
+                total += kib.parse::<u64>().unwrap_or(0)
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn hugepage_backed_memory_is_proven_from_smaps_and_a_short_pool_is_refused() {
+    let pool = Pool::take();
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut config = osless("hugemem");
+    config.memory_backing = DomainConfig::from_xml(
+        "<domain type='kvm'><name>x</name><memory>65536</memory><vcpu>1</vcpu>
+           <memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>
+           <os><type>hvm</type></os></domain>",
+    )
+    .unwrap()
+    .memory_backing;
+    svc.define(config).await.unwrap();
+
+    // 8 pages (16 MiB) cannot hold 64 MiB: refused before QEMU starts, with the shortfall.
+    pool.resize(8);
+    let err = svc.start("hugemem").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("free 2 MiB hugepages"), "{err}");
+    assert!(!env.record("hugemem").exists());
+
+    // Enough pages: the guest's RAM is on them.
+    let have = pool.resize(48);
+    assert!(have >= 32, "the kernel gave only {have} hugepages");
+    svc.start("hugemem").await.unwrap();
+    let pid = recorded_pid(&env, "hugemem");
+    // Pages are faulted in as the guest touches its RAM (SeaBIOS does within a moment).
+    let mut on_hugepages = 0;
+    for _ in 0..50 {
+        on_hugepages = hugetlb_kib(pid);
+        if on_hugepages >= 2048 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!("guest memory on 2 MiB pages: {on_hugepages} KiB");
+    let argv = std::fs::read_to_string(env.record("hugemem")).unwrap();
+    assert!(
+        on_hugepages >= 2048,
+        "no 2 MiB hugetlb mapping with pages in QEMU's smaps; record: {argv}"
+    );
+    svc.destroy("hugemem").await.unwrap();
+    drop(pool);
+}

@@ -91,6 +91,29 @@ pub fn check_fit(config: &DomainConfig, caps: &HostFacts) -> Result<(), Vec<Stri
             if pages.is_empty() && sizes.is_empty() {
                 why.push("the domain asks for hugepages but the host has no hugepage pool".into());
             }
+            // Guest RAM comes from one pool: the first size asked for, else the host's default
+            // (the smallest pool on x86). Its free pages must hold all of it, or QEMU would
+            // fail (or, with prealloc, stall) part-way through.
+            let size = pages
+                .first()
+                .map(|p| p.size_kib)
+                .or_else(|| sizes.iter().min().copied());
+            if let Some(size) = size.filter(|s| *s > 0 && sizes.contains(s)) {
+                let needed = config.memory.memory_kib.div_ceil(size);
+                let free = topo
+                    .hugepages
+                    .iter()
+                    .find(|p| p.size_kib == size)
+                    .map_or(0, |p| p.free);
+                if free < needed {
+                    why.push(format!(
+                        "the domain needs {needed} free {} hugepages for {} of memory, but the \
+                         host has {free} free (/sys/kernel/mm/hugepages/hugepages-{size}kB)",
+                        kib(size),
+                        kib(config.memory.memory_kib)
+                    ));
+                }
+            }
             for p in pages {
                 if !sizes.contains(&p.size_kib) {
                     why.push(format!(

@@ -67,16 +67,17 @@ impl Drop for Env {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let pid = std::fs::read_to_string(&path)
+            let record = std::fs::read_to_string(&path)
                 .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v["pid"].as_u64());
-            let Some(pid) = pid else { continue };
-            // Only a QEMU whose command line points into this test's directory.
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let ours =
-                String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy());
-            if ours {
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            let Some(record) = record else { continue };
+            let (Some(pid), Some(start)) = (record["pid"].as_u64(), record["start_time"].as_u64())
+            else {
+                continue;
+            };
+            // Only the very process the record names (same pid and start time): the monitor
+            // is an inherited fd, so QEMU's command line does not name this directory.
+            if novacrond::qemu::procinfo::is_same_alive(pid as u32, start) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
