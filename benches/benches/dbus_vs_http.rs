@@ -71,10 +71,7 @@ async fn main() -> Result<()> {
     let address = address.trim().to_owned();
 
     let binary = novacrond_binary()?;
-    let config = env.write_config_file()?;
-    let mut text = std::fs::read_to_string(&config)?;
-    text.push_str(&format!("[dbus]\naddress = {address:?}\n"));
-    std::fs::write(&config, text)?;
+    let config = env.write_config_file_with(&format!("[dbus]\naddress = {address:?}\n"))?;
     let mut daemon = spawn_daemon(&binary, &config, &env.dir.path().join("daemon.log"))?;
     reaper.daemon(daemon.id());
     let socket = env.config.run_dir.join("novacrond.sock");

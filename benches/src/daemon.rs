@@ -69,9 +69,20 @@ impl Env {
 
     /// Writes the daemon's TOML config for these directories; returns its path.
     pub fn write_config_file(&self) -> Result<PathBuf> {
+        self.write_config_file_with("")
+    }
+
+    /// The same plus `extra` TOML. Without a `[dbus]` section of its own the daemon gets no
+    /// D-Bus, so a benchmark never touches the host's system bus.
+    pub fn write_config_file_with(&self, extra: &str) -> Result<PathBuf> {
         let path = self.dir.path().join("novacrond.toml");
+        let dbus = if extra.contains("[dbus]") {
+            ""
+        } else {
+            "[dbus]\nbus = \"none\"\n"
+        };
         let text = format!(
-            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = {}\n[dbus]\nbus = \"none\"\n",
+            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = {}\n{dbus}{extra}",
             self.config.state_dir,
             self.config.run_dir,
             self.config.log_dir,
