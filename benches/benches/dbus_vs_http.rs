@@ -9,10 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use novacron_benches::daemon::{
-    median, novacrond_binary, osless, spawn_daemon, wait_until, Env, Reaper,
-};
-use novacron_benches::{micros, print_table, Stats};
+use novacron_benches::daemon::{novacrond_binary, osless, spawn_daemon, wait_until, Env, Reaper};
+use novacron_benches::{micros, print_table, Rounds, Stats};
 use zbus::names::InterfaceName;
 
 use novacron_benches::http::{connect, request, Sender};
@@ -119,23 +117,21 @@ async fn main() -> Result<()> {
         "novacrond pid {}; {ROUNDS} interleaved rounds; {calls} reads per face per round",
         daemon.id()
     );
-    let mut rounds = Vec::new();
+    let mut rounds = Rounds(Vec::new());
     for _ in 0..ROUNDS {
         let d = dbus_run(&props, calls).await?;
         let h = http_run(&mut s, calls).await?;
-        rounds.push([d, h]);
+        rounds.0.push([d, h]);
     }
-    let fig = |i: usize, f: fn(&Stats) -> f64| median(rounds.iter().map(|r| f(&r[i])).collect());
-    let ratio = |f: fn(&Stats) -> f64| median(rounds.iter().map(|r| f(&r[0]) / f(&r[1])).collect());
     let med = |s: &Stats| micros(s.median);
     let p99 = |s: &Stats| micros(s.p99);
     let tput = |s: &Stats| s.per_second;
     print_table(
         "Domain status: D-Bus GetAll (novacron) vs HTTP GET /v1/domains/{name} (baseline), 1 client",
         &[
-            ("median us", fig(0, med), fig(1, med), ratio(med)),
-            ("p99 us", fig(0, p99), fig(1, p99), ratio(p99)),
-            ("calls/s", fig(0, tput), fig(1, tput), ratio(tput)),
+            ("median us", rounds.figure(0, med), rounds.figure(1, med), rounds.ratio(0, 1, med)),
+            ("p99 us", rounds.figure(0, p99), rounds.figure(1, p99), rounds.ratio(0, 1, p99)),
+            ("calls/s", rounds.figure(0, tput), rounds.figure(1, tput), rounds.ratio(0, 1, tput)),
         ],
     );
 

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use novacron_benches::daemon::{
-    median, novacrond_binary, osless, spawn_daemon, verdict, wait_until, Env, Reaper,
+    novacrond_binary, osless, spawn_daemon, verdict, wait_until, Env, Reaper,
 };
-use novacron_benches::{micros, print_table, Stats};
+use novacron_benches::{micros, print_table, Rounds, Stats};
 use novacron_qmp::commands::{Cont, QueryStatus, Quit};
 
 use novacron_benches::http::{connect, request};
@@ -150,7 +150,7 @@ async fn main() -> Result<()> {
     start_floor_server(&floor_sock)?;
 
     println!("novacrond pid {}; {ROUNDS} interleaved rounds; {calls} status queries per run; {} passthrough calls", daemon.id(), calls / 4);
-    let mut rounds = Vec::new();
+    let mut rounds = Rounds(Vec::new());
     for _ in 0..ROUNDS {
         let api_1 = http_run(&socket, 1, calls, "GET", "/v1/domains/bench", None).await?;
         let floor_1 = http_run(&floor_sock, 1, calls, "GET", "/v1/domains/bench", None).await?;
@@ -166,12 +166,8 @@ async fn main() -> Result<()> {
         )
         .await?;
         let rawq = raw_qmp_run(&raw_sock, calls / 4).await?;
-        rounds.push([api_1, floor_1, api_8, floor_8, pass, rawq]);
+        rounds.0.push([api_1, floor_1, api_8, floor_8, pass, rawq]);
     }
-    let fig = |i: usize, f: fn(&Stats) -> f64| median(rounds.iter().map(|r| f(&r[i])).collect());
-    let ratio = |a: usize, b: usize, f: fn(&Stats) -> f64| {
-        median(rounds.iter().map(|r| f(&r[a]) / f(&r[b])).collect())
-    };
     let med = |s: &Stats| micros(s.median);
     let p99 = |s: &Stats| micros(s.p99);
     let tput = |s: &Stats| s.per_second;
@@ -180,38 +176,52 @@ async fn main() -> Result<()> {
         &[
             (
                 "1 client: median us",
-                fig(0, med),
-                fig(1, med),
-                ratio(0, 1, med),
+                rounds.figure(0, med),
+                rounds.figure(1, med),
+                rounds.ratio(0, 1, med),
             ),
             (
                 "1 client: p99 us",
-                fig(0, p99),
-                fig(1, p99),
-                ratio(0, 1, p99),
+                rounds.figure(0, p99),
+                rounds.figure(1, p99),
+                rounds.ratio(0, 1, p99),
             ),
             (
                 "8 clients: median us",
-                fig(2, med),
-                fig(3, med),
-                ratio(2, 3, med),
+                rounds.figure(2, med),
+                rounds.figure(3, med),
+                rounds.ratio(2, 3, med),
             ),
             (
                 "8 clients: calls/s",
-                fig(2, tput),
-                fig(3, tput),
-                ratio(2, 3, tput),
+                rounds.figure(2, tput),
+                rounds.figure(3, tput),
+                rounds.ratio(2, 3, tput),
             ),
         ],
     );
     print_table(
         "QMP query-status: passthrough over HTTP vs raw QMP (us)",
         &[
-            ("median us", fig(4, med), fig(5, med), ratio(4, 5, med)),
-            ("p99 us", fig(4, p99), fig(5, p99), ratio(4, 5, p99)),
+            (
+                "median us",
+                rounds.figure(4, med),
+                rounds.figure(5, med),
+                rounds.ratio(4, 5, med),
+            ),
+            (
+                "p99 us",
+                rounds.figure(4, p99),
+                rounds.figure(5, p99),
+                rounds.ratio(4, 5, p99),
+            ),
         ],
     );
-    let (m, t, pr) = (fig(0, med), fig(2, tput), ratio(4, 5, med));
+    let (m, t, pr) = (
+        rounds.figure(0, med),
+        rounds.figure(2, tput),
+        rounds.ratio(4, 5, med),
+    );
     println!("\ngoals: status median < 150 us: {} ({m:.0} us); > 15000/s with 8 clients: {} ({t:.0}/s); passthrough < 2x raw QMP: {} ({pr:.2}x)",
         verdict(m < 150.0), verdict(t > 15000.0), verdict(pr < 2.0));
 

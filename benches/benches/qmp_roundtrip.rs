@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use novacron_benches::{micros, print_table, Stats};
+use novacron_benches::{micros, print_table, Rounds, Stats};
 use novacron_qmp::commands::QueryStatus;
 use novacron_qmp::Client;
 use novacron_tests::QemuBuilder;
@@ -79,11 +79,6 @@ async fn round(socket: &std::path::Path, calls: usize) -> Result<[Stats; 4]> {
     Ok([rust_1, py_1, rust_8, py_8])
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let calls: usize = std::env::args()
@@ -99,42 +94,61 @@ async fn main() -> Result<()> {
     );
     // Warm-up (connection setup, page faults, CPU frequency).
     round(qemu.qmp_socket(), 1000).await?;
-    let mut rounds = Vec::new();
+    let mut rounds = Rounds(Vec::new());
     for _ in 0..ROUNDS {
-        rounds.push(round(qemu.qmp_socket(), calls).await?);
+        rounds.0.push(round(qemu.qmp_socket(), calls).await?);
     }
-    // Each figure is the median over rounds; each ratio the median of per-round ratios, so a
-    // slow moment of the machine affects both sides of a ratio alike.
-    let fig = |i: usize, f: fn(&Stats) -> f64| median(rounds.iter().map(|r| f(&r[i])).collect());
-    let ratio = |a: usize, b: usize, f: fn(&Stats) -> f64| {
-        median(rounds.iter().map(|r| f(&r[a]) / f(&r[b])).collect())
-    };
     let med = |s: &Stats| micros(s.median);
     let p99 = |s: &Stats| micros(s.p99);
     let tput = |s: &Stats| s.per_second;
     print_table(
         "QMP query-status round trip, microseconds (lower is better)",
         &[
-            ("1 task: median", fig(0, med), fig(1, med), ratio(0, 1, med)),
-            ("1 task: p99", fig(0, p99), fig(1, p99), ratio(0, 1, p99)),
+            (
+                "1 task: median",
+                rounds.figure(0, med),
+                rounds.figure(1, med),
+                rounds.ratio(0, 1, med),
+            ),
+            (
+                "1 task: p99",
+                rounds.figure(0, p99),
+                rounds.figure(1, p99),
+                rounds.ratio(0, 1, p99),
+            ),
             (
                 "8 tasks: median",
-                fig(2, med),
-                fig(3, med),
-                ratio(2, 3, med),
+                rounds.figure(2, med),
+                rounds.figure(3, med),
+                rounds.ratio(2, 3, med),
             ),
-            ("8 tasks: p99", fig(2, p99), fig(3, p99), ratio(2, 3, p99)),
+            (
+                "8 tasks: p99",
+                rounds.figure(2, p99),
+                rounds.figure(3, p99),
+                rounds.ratio(2, 3, p99),
+            ),
         ],
     );
     print_table(
         "QMP throughput, calls per second (higher is better)",
         &[
-            ("1 task", fig(0, tput), fig(1, tput), ratio(0, 1, tput)),
-            ("8 tasks", fig(2, tput), fig(3, tput), ratio(2, 3, tput)),
+            (
+                "1 task",
+                rounds.figure(0, tput),
+                rounds.figure(1, tput),
+                rounds.ratio(0, 1, tput),
+            ),
+            (
+                "8 tasks",
+                rounds.figure(2, tput),
+                rounds.figure(3, tput),
+                rounds.ratio(2, 3, tput),
+            ),
         ],
     );
-    let latency_ratio = ratio(0, 1, med);
-    let throughput_ratio = ratio(2, 3, tput);
+    let latency_ratio = rounds.ratio(0, 1, med);
+    let throughput_ratio = rounds.ratio(2, 3, tput);
     println!(
         "\ngoals: 1-task median <= python: {} ({latency_ratio:.2}x); 8-task throughput >= 3x python: {} ({throughput_ratio:.2}x)",
         if latency_ratio <= 1.0 { "met" } else { "MISSED" },

@@ -14,11 +14,7 @@ use novacron_domain::DomainConfig;
 use novacron_tests::{osless_accel, Accel};
 use novacrond::Config;
 
-/// Median of `v` (NaN when empty).
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
+pub use crate::median;
 
 pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

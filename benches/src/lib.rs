@@ -44,6 +44,28 @@ pub fn print_table(title: &str, rows: &[(&str, f64, f64, f64)]) {
     }
 }
 
+/// Median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Interleaved rounds: each round holds the same `N` runs (ours and the baselines) measured
+/// one after the other, so a slow moment of the machine hits both sides of a comparison.
+pub struct Rounds<const N: usize>(pub Vec<[Stats; N]>);
+
+impl<const N: usize> Rounds<N> {
+    /// `f` of run `i`, the median over rounds.
+    pub fn figure(&self, i: usize, f: fn(&Stats) -> f64) -> f64 {
+        median(self.0.iter().map(|r| f(&r[i])).collect())
+    }
+
+    /// The median over rounds of the per-round ratio `f(run a) / f(run b)`.
+    pub fn ratio(&self, a: usize, b: usize, f: fn(&Stats) -> f64) -> f64 {
+        median(self.0.iter().map(|r| f(&r[a]) / f(&r[b])).collect())
+    }
+}
+
 pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
