@@ -7,8 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Runtime and test needs: QEMU with SeaBIOS, what the test-guest builder uses (apt-get download,
-# dpkg -x, cpio), python3 for the benchmark baselines, a C compiler for crates that build C.
-PACKAGES=(qemu-system-x86 qemu-utils cpio gzip python3 curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin)
+# dpkg -x, cpio), python3 for the benchmark baselines, a C compiler for crates that build C;
+# Go and govmomi to build vcsim (the vSphere simulator) for the remote-driver tests.
+PACKAGES=(qemu-system-x86 qemu-utils cpio gzip python3 python3-pip curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin golang-go golang-github-vmware-govmomi-dev)
+# Remote-driver test peers and the vendors' own Python clients the benchmarks compare against:
+# fakepve (Proxmox VE fake, run as an outside process), pyspnego (NTLM server side for the WinRM
+# test peer), pyvmomi and proxmoxer (reference clients).
+PIP_PACKAGES=(fakepve==0.5.0 pyspnego==0.12.4 pyvmomi==9.1.1.0 proxmoxer==2.3.0 requests)
+PIP_MODULES=(fakepve spnego pyVmomi proxmoxer requests)
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
@@ -23,6 +29,11 @@ install_missing() {
         echo "quickstart: installing ${missing[*]}"
         as_root apt-get update -q
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    if ! python3 -c "import $(IFS=,; echo "${PIP_MODULES[*]}")" 2>/dev/null; then
+        echo "quickstart: installing Python packages ${PIP_PACKAGES[*]}"
+        python3 -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}" 2>/dev/null \
+            || python3 -m pip install -q --disable-pip-version-check --break-system-packages "${PIP_PACKAGES[@]}"
     fi
     if ! command -v cargo >/dev/null; then
         [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"

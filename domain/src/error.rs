@@ -20,6 +20,8 @@ pub enum ErrorCode {
     Timeout,
     Internal,
     Remote,
+    /// A remote host cannot be reached, or its circuit breaker is open.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -35,6 +37,7 @@ impl ErrorCode {
             Self::Timeout => "timeout",
             Self::Internal => "internal",
             Self::Remote => "remote",
+            Self::Unavailable => "unavailable",
         }
     }
 
@@ -50,11 +53,12 @@ impl ErrorCode {
             Self::Timeout => "Timeout",
             Self::Internal => "Internal",
             Self::Remote => "Remote",
+            Self::Unavailable => "Unavailable",
         }
     }
 
     /// Every code, for exhaustive mapping tests in the API layers.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         Self::NotFound,
         Self::AlreadyExists,
         Self::InvalidConfig,
@@ -64,6 +68,7 @@ impl ErrorCode {
         Self::Timeout,
         Self::Internal,
         Self::Remote,
+        Self::Unavailable,
     ];
 }
 
@@ -104,6 +109,19 @@ pub enum Error {
     Internal(String),
     #[error("remote host '{host}': {message}")]
     Remote { host: String, message: String },
+    /// A remote hypervisor's own fault, classified into one of our codes; `fault` keeps the
+    /// vendor's name for it (`InvalidPowerState`, `VM_BAD_POWER_STATE`...) and `message` its
+    /// text, so nothing the vendor said is lost in translation.
+    #[error("remote host '{host}': {fault}: {message}")]
+    Vendor {
+        host: String,
+        code: ErrorCode,
+        fault: String,
+        message: String,
+    },
+    /// A remote host that cannot be reached or whose breaker is open.
+    #[error("remote host '{host}' is unavailable: {reason}")]
+    Unavailable { host: String, reason: String },
 }
 
 impl Error {
@@ -118,6 +136,8 @@ impl Error {
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::Internal(_) => ErrorCode::Internal,
             Self::Remote { .. } => ErrorCode::Remote,
+            Self::Vendor { code, .. } => *code,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
         }
     }
 

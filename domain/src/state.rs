@@ -11,17 +11,21 @@ pub enum DomainState {
     Paused,
     ShuttingDown,
     Migrating,
+    /// Memory saved to disk, no process (a remote hypervisor's "suspended"/"saved" state;
+    /// the local QEMU driver pauses instead and never reports it).
+    Suspended,
     Crashed,
 }
 
 impl DomainState {
-    pub const ALL: [DomainState; 7] = [
+    pub const ALL: [DomainState; 8] = [
         Self::Shutoff,
         Self::Starting,
         Self::Running,
         Self::Paused,
         Self::ShuttingDown,
         Self::Migrating,
+        Self::Suspended,
         Self::Crashed,
     ];
 
@@ -34,13 +38,14 @@ impl DomainState {
             Self::Paused => "paused",
             Self::ShuttingDown => "shutting_down",
             Self::Migrating => "migrating",
+            Self::Suspended => "suspended",
             Self::Crashed => "crashed",
         }
     }
 
     /// A QEMU process exists for the domain.
     pub const fn is_live(self) -> bool {
-        !matches!(self, Self::Shutoff | Self::Crashed)
+        !matches!(self, Self::Shutoff | Self::Crashed | Self::Suspended)
     }
 
     /// Whether `self -> next` is an edge of the lifecycle graph.
@@ -56,6 +61,9 @@ impl DomainState {
             (Running, Migrating) | (Paused, Migrating) => true,
             // Migration ends with the guest gone here, or aborted and still running here.
             (Migrating, Shutoff) | (Migrating, Running) | (Migrating, Paused) => true,
+            // Suspend to disk and back; a saved state may also be discarded.
+            (Running, Suspended) | (Paused, Suspended) => true,
+            (Suspended, Running) | (Suspended, Shutoff) => true,
             (s, Crashed) => s.is_live(),
             (Crashed, Shutoff) => true,
             _ => false,

@@ -19,6 +19,8 @@
 //!   and stderr log in a per-instance temporary directory; killed and reaped
 //!   on drop. `$NOVACRON_QEMU` overrides the binary.
 //!
+//! * [`peers`]: remote-hypervisor test peers (vcsim, fakepve, the XAPI and WinRM test peers).
+//!
 //! Everything that builds or probes is blocking: from `#[tokio::test]`s call
 //! it through `tokio::task::spawn_blocking` (or before building the runtime);
 //! the `*_async` waits poll with `tokio::time::sleep`.
@@ -27,6 +29,7 @@ mod accel;
 mod cache;
 mod domain_xml;
 mod guest;
+pub mod peers;
 mod qemu;
 
 pub use accel::{

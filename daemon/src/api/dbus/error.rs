@@ -20,6 +20,7 @@ pub enum DbusError {
     Timeout(String),
     Internal(String),
     Remote(String),
+    Unavailable(String),
 }
 
 impl DbusError {
@@ -34,6 +35,7 @@ impl DbusError {
             ErrorCode::Timeout => DbusError::Timeout(message),
             ErrorCode::Internal => DbusError::Internal(message),
             ErrorCode::Remote => DbusError::Remote(message),
+            ErrorCode::Unavailable => DbusError::Unavailable(message),
         }
     }
 

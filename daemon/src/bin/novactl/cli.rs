@@ -186,6 +186,7 @@ pub enum StateArg {
     #[value(name = "shutting_down", alias = "shutting-down")]
     ShuttingDown,
     Migrating,
+    Suspended,
     Crashed,
 }
 
@@ -198,6 +199,7 @@ impl From<StateArg> for DomainState {
             StateArg::Paused => DomainState::Paused,
             StateArg::ShuttingDown => DomainState::ShuttingDown,
             StateArg::Migrating => DomainState::Migrating,
+            StateArg::Suspended => DomainState::Suspended,
             StateArg::Crashed => DomainState::Crashed,
         }
     }

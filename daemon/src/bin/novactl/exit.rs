@@ -92,7 +92,7 @@ pub fn for_error_code(code: &str) -> Option<u8> {
         "timeout" => TIMEOUT,
         "unauthorized" | "forbidden" => DENIED,
         "method_not_allowed" | "not_acceptable" | "qmp_error" | "internal" | "unsupported"
-        | "remote" => OTHER,
+        | "remote" | "unavailable" => OTHER,
         _ => return None,
     })
 }

@@ -1,0 +1,1 @@
+//! PLACEHOLDER: the fakepve test peer launcher (being written).

@@ -1,0 +1,1 @@
+//! PLACEHOLDER: the vcsim test peer launcher (being written).

@@ -1,0 +1,1 @@
+//! PLACEHOLDER: the winrm test peer launcher (being written).

@@ -1,0 +1,1 @@
+//! PLACEHOLDER: the xapi test peer launcher (being written).
