@@ -18,7 +18,8 @@
 #   novacron.dirty_rate=R   then rewrite R MiB of that fill every second
 #                           (default 4; 0 = fill only)
 # Markers printed on ttyS0: NOVACRON-TEST-GUEST-READY, NOVACRON-HEARTBEAT <n>,
-# NOVACRON-DIRTY-READY <N>, NOVACRON-POWERDOWN.
+# NOVACRON-DIRTY-READY <N>, NOVACRON-POWERDOWN, and before READY one
+# "NOVACRON-NUMA node<N> cpus=<cpulist> mem_kib=<MemTotal>" per guest NUMA node.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -175,6 +176,12 @@ for arg in $(cat /proc/cmdline); do
         novacron.dirty_mib=*) dirty_mib=${arg#*=} ;;
         novacron.dirty_rate=*) dirty_rate=${arg#*=} ;;
     esac
+done
+
+# The guest's NUMA view (one line per node), for placement tests.
+for n in /sys/devices/system/node/node[0-9]*; do
+    [ -d "$n" ] || continue
+    echo "NOVACRON-NUMA ${n##*/} cpus=$(cat "$n/cpulist") mem_kib=$(sed -n 's/.*MemTotal: *\([0-9]*\) kB.*/\1/p' "$n/meminfo")"
 done
 
 echo "NOVACRON-TEST-GUEST-READY $(uname -r)"
