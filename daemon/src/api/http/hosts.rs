@@ -1,0 +1,282 @@
+//! `/v1/hosts/...`: remote vendor hosts and their domains. Each handler parses, calls the
+//! service once and renders, like the local routes.
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::request::{query, read_body};
+use super::response::{json_response, no_content, Response};
+use super::Ctx;
+use crate::config::Role;
+use crate::service::remote::{HostEntry, Registration, RemoteAction};
+
+/// The remote endpoints (see `routes::ROUTES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEndpoint {
+    List,
+    Register,
+    Discover,
+    Get,
+    Unregister,
+    Domains,
+    Domain,
+    Action(RemoteActionName),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteActionName {
+    Start,
+    Shutdown,
+    Destroy,
+    Suspend,
+    Resume,
+    Reboot,
+}
+
+/// Discovery probes are bounded; an address list is short.
+const MAX_DISCOVER_ADDRESSES: usize = 64;
+const DEFAULT_DISCOVER_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_DISCOVER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `/v1/hosts/{host}/domains/{name}/...`: the segments after `/v1/hosts`.
+fn segments(path: &str) -> (String, String) {
+    let mut s = path.split('/').skip(3);
+    let host = s.next().unwrap_or_default().to_owned();
+    let name = s.nth(1).unwrap_or_default().to_owned();
+    (host, name)
+}
+
+pub(crate) async fn dispatch(
+    endpoint: HostEndpoint,
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let svc = &ctx.service;
+    let (host, name) = segments(req.uri().path());
+    match endpoint {
+        HostEndpoint::List => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "hosts": svc.remote_hosts(),
+                "problems": svc.remote_problems(),
+            }),
+        )),
+        HostEndpoint::Register => {
+            // The body carries credentials: administrators only.
+            require_admin(&caller, "registering a remote host")?;
+            let body: RegisterBody = parse(&read_body(req).await?)?;
+            let registration = body.into_registration()?;
+            let view = svc.register_host(registration).await?;
+            Ok(json_response(StatusCode::CREATED, &view))
+        }
+        HostEndpoint::Discover => {
+            let body: DiscoverBody = parse(&read_body(req).await?)?;
+            if body.addresses.is_empty() || body.addresses.len() > MAX_DISCOVER_ADDRESSES {
+                return Err(ApiError::bad_request(format!(
+                    "addresses: give 1 to {MAX_DISCOVER_ADDRESSES} addresses"
+                )));
+            }
+            let timeout = body
+                .timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_DISCOVER_TIMEOUT);
+            if timeout.is_zero() || timeout > MAX_DISCOVER_TIMEOUT {
+                return Err(ApiError::bad_request(format!(
+                    "timeout_secs: must be 1 to {}",
+                    MAX_DISCOVER_TIMEOUT.as_secs()
+                )));
+            }
+            let tls = novacron_remote_drivers::TlsOptions {
+                verify: body.tls_verify.unwrap_or(true),
+                ca_file: body.ca_file,
+            };
+            let found = svc.discover_hosts(&body.addresses, tls, timeout).await;
+            Ok(json_response(StatusCode::OK, &found))
+        }
+        HostEndpoint::Get => Ok(json_response(StatusCode::OK, &svc.remote_host(&host)?)),
+        HostEndpoint::Unregister => {
+            require_admin(&caller, "unregistering a remote host")?;
+            svc.unregister_host(&host).await?;
+            Ok(no_content())
+        }
+        HostEndpoint::Domains => {
+            let q = query(&req)?;
+            let mut inventory = svc.remote_list(&host).await?;
+            if let Some(state) = q.get("state") {
+                let state: novacron_domain::DomainState = state
+                    .parse()
+                    .map_err(|e| ApiError::bad_request(format!("query parameter state: {e}")))?;
+                inventory.domains.retain(|d| d.state == state);
+            }
+            Ok(json_response(StatusCode::OK, &inventory))
+        }
+        HostEndpoint::Domain => Ok(json_response(
+            StatusCode::OK,
+            &svc.remote_get(&host, &name).await?,
+        )),
+        HostEndpoint::Action(action) => {
+            let action = match action {
+                RemoteActionName::Start => RemoteAction::Start,
+                RemoteActionName::Destroy => RemoteAction::Destroy,
+                RemoteActionName::Suspend => RemoteAction::Suspend,
+                RemoteActionName::Resume => RemoteAction::Resume,
+                RemoteActionName::Reboot => RemoteAction::Reboot,
+                RemoteActionName::Shutdown => {
+                    #[derive(Deserialize, Default)]
+                    #[serde(deny_unknown_fields)]
+                    struct Body {
+                        timeout_secs: Option<u64>,
+                    }
+                    let body = read_body(req).await?;
+                    let body: Body = if body.iter().all(u8::is_ascii_whitespace) {
+                        Body::default()
+                    } else {
+                        parse(&body)?
+                    };
+                    RemoteAction::Shutdown {
+                        timeout: body
+                            .timeout_secs
+                            .filter(|s| *s > 0)
+                            .map(Duration::from_secs),
+                    }
+                }
+            };
+            let info = svc.remote_action(&host, &name, action).await?;
+            Ok(json_response(StatusCode::OK, &info))
+        }
+    }
+}
+
+fn require_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    if caller.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{what} is for administrators"),
+        ))
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde_json's message names the field and column; it never echoes string values.
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoverBody {
+    addresses: Vec<String>,
+    tls_verify: Option<bool>,
+    ca_file: Option<std::path::PathBuf>,
+    timeout_secs: Option<u64>,
+}
+
+/// `POST /v1/hosts`: the entry's fields, with the credentials inline.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    name: String,
+    driver: novacron_remote_drivers::DriverKind,
+    url: String,
+    credentials: CredentialsBody,
+    #[serde(default)]
+    tls_verify: Option<bool>,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    request_timeout_secs: Option<u64>,
+    #[serde(default)]
+    read_timeout_secs: Option<u64>,
+    #[serde(default)]
+    operation_timeout_secs: Option<u64>,
+    #[serde(default)]
+    breaker_failures: Option<u32>,
+    #[serde(default)]
+    breaker_open_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CredentialsBody {
+    Password { user: String, password: String },
+    Token { token_id: String, token_secret: String },
+}
+
+impl RegisterBody {
+    fn into_registration(self) -> Result<Registration, ApiError> {
+        let line_safe = |field: &str, v: &str| {
+            if v.is_empty() || v.contains(['\n', '\r']) {
+                Err(ApiError::bad_request(format!(
+                    "credentials.{field}: must be one non-empty line"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let text = match &self.credentials {
+            CredentialsBody::Password { user, password } => {
+                line_safe("user", user)?;
+                line_safe("password", password)?;
+                format!("user = {user}\npassword = {password}\n")
+            }
+            CredentialsBody::Token {
+                token_id,
+                token_secret,
+            } => {
+                line_safe("token_id", token_id)?;
+                line_safe("token_secret", token_secret)?;
+                format!("token_id = {token_id}\ntoken_secret = {token_secret}\n")
+            }
+        };
+        Ok(Registration {
+            entry: HostEntry {
+                name: self.name,
+                driver: self.driver,
+                url: self.url,
+                credentials_file: None,
+                credential: None,
+                tls_verify: self.tls_verify.unwrap_or(true),
+                ca_file: self.ca_file,
+                request_timeout_secs: self.request_timeout_secs,
+                read_timeout_secs: self.read_timeout_secs,
+                operation_timeout_secs: self.operation_timeout_secs,
+                breaker_failures: self.breaker_failures,
+                breaker_open_secs: self.breaker_open_secs,
+            },
+            credentials: novacron_remote_drivers::Secret::new(text),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_pick_host_and_domain() {
+        assert_eq!(
+            segments("/v1/hosts/vc1/domains/web/start"),
+            ("vc1".to_owned(), "web".to_owned())
+        );
+        assert_eq!(segments("/v1/hosts/vc1"), ("vc1".to_owned(), String::new()));
+    }
+
+    #[test]
+    fn credentials_with_newlines_are_refused_without_echo() {
+        let body: RegisterBody = serde_json::from_str(
+            r#"{"name":"h","driver":"xapi","url":"https://x","credentials":{"user":"u","password":"a\nb=c"}}"#,
+        )
+        .unwrap();
+        let e = body.into_registration().err().unwrap();
+        assert!(e.message.contains("credentials.password") && !e.message.contains("b=c"));
+    }
+}
