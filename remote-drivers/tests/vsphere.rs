@@ -1,0 +1,334 @@
+//! The vSphere adapter against vcsim (govmomi's simulator, a real vim25 server built from
+//! Debian's govmomi sources; see `novacron_tests::peers::vcsim`). Each test starts its own
+//! simulator(s); all are killed on drop.
+
+use std::time::{Duration, Instant};
+
+use novacron_domain::{DomainConfig, DomainState, Driver, Error, ErrorCode, MigrationTarget};
+use novacron_remote_drivers::breaker::{BreakerOptions, BreakerState};
+use novacron_remote_drivers::config::Timeouts;
+use novacron_remote_drivers::vsphere::VsphereDriver;
+use novacron_remote_drivers::{
+    discover, Credentials, DriverKind, HostConfig, RemoteHost, Secret, TlsOptions,
+};
+use novacron_tests::peers::vcsim::{self, Peer};
+
+fn start_peer(vms: usize) -> Peer {
+    vcsim::start(vms).expect("vcsim starts")
+}
+
+fn config(peer: &Peer, password: &str) -> HostConfig {
+    let mut c = HostConfig::new(
+        "vc1",
+        DriverKind::Vsphere,
+        url::Url::parse(&peer.url).expect("peer URL"),
+        Credentials::Password {
+            user: peer.user.clone(),
+            password: Secret::new(password),
+        },
+    );
+    // vcsim serves Go's built-in localhost test certificate.
+    c.tls = TlsOptions {
+        verify: false,
+        ca_file: None,
+    };
+    c
+}
+
+fn driver(peer: &Peer) -> VsphereDriver {
+    VsphereDriver::new(&config(peer, &peer.password)).expect("driver")
+}
+
+async fn state(d: &VsphereDriver, name: &str) -> DomainState {
+    d.get(name).await.expect("get").summary.state
+}
+
+/// A vendor refusal with the expected code and vim fault name.
+fn assert_vendor(e: &Error, code: ErrorCode, fault: &str) {
+    match e {
+        Error::Vendor {
+            code: c, fault: f, ..
+        } => {
+            assert_eq!((*c, f.as_str()), (code, fault), "{e}");
+        }
+        other => panic!("expected vendor fault {fault}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_against_vcsim() {
+    let peer = tokio::task::spawn_blocking(|| start_peer(3)).await.unwrap();
+    let d = driver(&peer);
+    let vm0 = Peer::vm_name(0);
+    let vm1 = Peer::vm_name(1);
+
+    // Listing: every VM, running, with vCenter's instance UUID.
+    let list = d.list().await.expect("list");
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert!(
+        list.iter().all(|s| s.state == DomainState::Running),
+        "{list:?}"
+    );
+    assert!(list
+        .iter()
+        .all(|s| s.uuid.as_deref().is_some_and(|u| u.len() == 36)));
+    let info = d.get(&vm0).await.expect("get");
+    assert_eq!(info.config.name, vm0);
+    assert!(info.config.vcpu.count >= 1 && info.config.memory.memory_kib >= 1024);
+    assert!(info.config.uuid.is_some());
+
+    let caps = d.capabilities().await.expect("capabilities");
+    assert_eq!(
+        caps.details.get("api_version").map(String::as_str),
+        Some("6.5")
+    );
+    assert!(caps.details["product"].contains("vCenter"), "{caps:?}");
+
+    // Unknown VM, by name and by id.
+    assert_eq!(
+        d.start("no-such-vm").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        d.get("id:vm-999999").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+
+    // Power: destroy, then destroy again is the vendor's InvalidPowerState with its states.
+    d.destroy(&vm0).await.expect("power off");
+    assert_eq!(state(&d, &vm0).await, DomainState::Shutoff);
+    let e = d.destroy(&vm0).await.unwrap_err();
+    assert_vendor(&e, ErrorCode::WrongState, "InvalidPowerState");
+    assert!(e.to_string().contains("existingState=poweredOff"), "{e}");
+    let e = d.resume(&vm0).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::WrongState, "{e}");
+
+    d.start(&vm0).await.expect("power on");
+    assert_eq!(state(&d, &vm0).await, DomainState::Running);
+    let e = d.start(&vm0).await.unwrap_err();
+    assert_vendor(&e, ErrorCode::WrongState, "InvalidPowerState");
+    assert!(e.to_string().contains("requestedState=poweredOn"), "{e}");
+
+    d.suspend(&vm0).await.expect("suspend");
+    assert_eq!(state(&d, &vm0).await, DomainState::Suspended);
+    d.resume(&vm0).await.expect("resume");
+    assert_eq!(state(&d, &vm0).await, DomainState::Running);
+    d.reboot(&vm0).await.expect("reboot");
+    assert_eq!(state(&d, &vm0).await, DomainState::Running);
+
+    d.shutdown(&vm0, Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    assert_eq!(state(&d, &vm0).await, DomainState::Shutoff);
+    let e = d.shutdown(&vm0, Duration::from_secs(1)).await.unwrap_err();
+    assert_vendor(&e, ErrorCode::WrongState, "InvalidPowerState");
+
+    // The id form addresses the same VM.
+    let by_id = format!("id:{}", d.id_of(&vm1).await.unwrap());
+    assert!(by_id.starts_with("id:vm-"), "{by_id}");
+    assert_eq!(d.get(&by_id).await.unwrap().summary.name, vm1);
+
+    // Migration between the cluster's hosts (RelocateVM_Task).
+    let before = d.host_of(&vm1).await.unwrap().expect("a host");
+    let other = vcsim::HOSTS
+        .iter()
+        .find(|h| **h != before)
+        .expect("another host");
+    let target = MigrationTarget {
+        uri: format!("host:{other}"),
+        live: true,
+        timeout: None,
+    };
+    d.migrate(&vm1, &target).await.expect("migrate");
+    assert_eq!(d.host_of(&vm1).await.unwrap().as_deref(), Some(*other));
+    let bad = MigrationTarget {
+        uri: "host:nowhere".into(),
+        live: true,
+        timeout: None,
+    };
+    assert_eq!(
+        d.migrate(&vm1, &bad).await.unwrap_err().code(),
+        ErrorCode::InvalidConfig
+    );
+
+    // Snapshots (inherent calls).
+    let id = d
+        .create_snapshot(&vm1, "before", "test", false)
+        .await
+        .expect("snapshot");
+    d.create_snapshot(&vm1, "after", "", false)
+        .await
+        .expect("second snapshot");
+    let snaps = d.snapshots(&vm1).await.unwrap();
+    let names: Vec<&str> = snaps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["before", "after"], "{snaps:?}");
+    assert!(snaps[1].current && snaps[0].id == id);
+    d.revert_to_snapshot(&vm1, "before").await.expect("revert");
+    d.remove_snapshot(&vm1, "after", false)
+        .await
+        .expect("remove");
+    let names: Vec<String> = d
+        .snapshots(&vm1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["before"]);
+    assert_eq!(
+        d.remove_snapshot(&vm1, "after", false)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
+
+    // Define, duplicate, start, refuse undefine while on, power off, undefine.
+    let xml =
+        "<domain type='kvm'><name>nc-new</name><uuid>6a7e3c4e-1d2b-4c3a-9f00-1234567890ab</uuid>\
+               <memory unit='KiB'>262144</memory><vcpu>2</vcpu>\
+               <os><type arch='x86_64'>hvm</type></os></domain>";
+    let validated =
+        novacron_domain::validate::validate(DomainConfig::from_xml(xml).unwrap()).unwrap();
+    let created = d.define(validated.clone()).await.expect("define");
+    assert_eq!(
+        (created.name.as_str(), created.state),
+        ("nc-new", DomainState::Shutoff)
+    );
+    let info = d.get("nc-new").await.unwrap();
+    assert_eq!(
+        (info.config.vcpu.count, info.config.memory.memory_kib),
+        (2, 262144)
+    );
+    assert_eq!(
+        info.config.uuid.map(|u| u.to_string()).as_deref(),
+        Some("6a7e3c4e-1d2b-4c3a-9f00-1234567890ab")
+    );
+    assert_eq!(
+        d.define(validated).await.unwrap_err().code(),
+        ErrorCode::AlreadyExists
+    );
+    d.start("nc-new").await.expect("start the new VM");
+    let e = d.undefine("nc-new").await.unwrap_err();
+    assert_vendor(&e, ErrorCode::WrongState, "InvalidPowerState");
+    d.destroy("nc-new").await.unwrap();
+    d.undefine("nc-new").await.expect("undefine");
+    assert_eq!(
+        d.get("nc-new").await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(d.list().await.unwrap().len(), 3);
+
+    d.logout().await.expect("logout");
+    // A call after logout logs in again.
+    assert_eq!(d.list().await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_name_the_fault_never_the_password() {
+    let peer = tokio::task::spawn_blocking(|| start_peer(1)).await.unwrap();
+    let wrong = "Wr0ng-Pa55word-xyzzy";
+    let d = VsphereDriver::new(&config(&peer, wrong)).unwrap();
+    let errors = [
+        d.list().await.unwrap_err(),
+        d.capabilities().await.unwrap_err(),
+        d.start(&Peer::vm_name(0)).await.unwrap_err(),
+    ];
+    for e in &errors {
+        assert_vendor(e, ErrorCode::Remote, "InvalidLogin");
+        for shown in [e.to_string(), format!("{e:?}")] {
+            assert!(!shown.contains(wrong), "{shown}");
+            assert!(!shown.contains(&peer.password), "{shown}");
+        }
+    }
+    // The right password works against the same peer.
+    assert_eq!(driver(&peer).list().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_finds_vsphere_with_its_version() {
+    let peer = tokio::task::spawn_blocking(|| start_peer(1)).await.unwrap();
+    let tls = TlsOptions {
+        verify: false,
+        ca_file: None,
+    };
+    let found = discover::discover(&peer.url, &tls, Duration::from_secs(5)).await;
+    let vsphere = found
+        .found
+        .iter()
+        .find(|f| f.driver == DriverKind::Vsphere)
+        .unwrap_or_else(|| panic!("vSphere not found: {found:?}"));
+    let version = vsphere.version.as_deref().unwrap_or("");
+    assert!(
+        version.contains("vCenter") && version.contains("API 6.5"),
+        "{version}"
+    );
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_peer_opens_the_breaker_and_serves_stale_inventory() {
+    let (hung, healthy) = tokio::task::spawn_blocking(|| (start_peer(2), start_peer(2)))
+        .await
+        .unwrap();
+    let short = |peer: &Peer, name: &str| {
+        let mut c = config(peer, &peer.password);
+        c.name = name.into();
+        c.timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(1),
+            read: Duration::from_secs(2),
+            operation: Duration::from_secs(2),
+        };
+        c.breaker = BreakerOptions {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(1),
+        };
+        RemoteHost::connect(c).unwrap()
+    };
+    let a = short(&hung, "hung");
+    let b = short(&healthy, "healthy");
+    let fresh = a.inventory().await.expect("first listing");
+    assert!(fresh.stale.is_none() && fresh.domains.len() == 2);
+
+    signal(hung.pid, "-STOP");
+    let inv = a.inventory().await.expect("stale listing");
+    let stale = inv.stale.expect("marked stale");
+    assert_eq!(inv.domains, fresh.domains);
+    assert!(!stale.reason.is_empty());
+    assert_eq!(a.status().breaker, BreakerState::Open);
+    // While open: lists answer at once from the cache, mutations are refused.
+    let t = Instant::now();
+    assert!(a.inventory().await.unwrap().stale.is_some());
+    // (RemoteHost retries a breaker refusal after 100 + 400 ms; still well under the
+    // 2 s a call to the hung host would cost.)
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    let e = a.start(&Peer::vm_name(0)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+    // The other host is unaffected.
+    let t = Instant::now();
+    let other = b.inventory().await.expect("healthy host");
+    assert!(other.stale.is_none() && other.domains.len() == 2);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    signal(hung.pid, "-CONT");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let back = a.inventory().await.expect("recovered");
+    assert!(back.stale.is_none(), "{:?}", back.stale);
+    assert_eq!(a.status().breaker, BreakerState::Closed);
+    a.destroy(&Peer::vm_name(0))
+        .await
+        .expect("mutations allowed again");
+}
