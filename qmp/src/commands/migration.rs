@@ -116,6 +116,18 @@ pub struct MigrationInfo {
     pub setup_time: Option<u64>,
     pub cpu_throttle_percentage: Option<u64>,
     pub error_desc: Option<String>,
+    /// On the destination: where it listens (the real port when asked for port 0).
+    pub socket_address: Option<Vec<MigrationSocketAddress>>,
+}
+
+/// One `SocketAddress` from `query-migrate` (`type` inet, unix, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct MigrationSocketAddress {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub host: Option<String>,
+    /// QAPI carries the port as a string.
+    pub port: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

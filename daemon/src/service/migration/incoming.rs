@@ -1,0 +1,534 @@
+//! The destination's side: a QEMU waiting for the stream (`-incoming defer`), held under a
+//! lease the source keeps renewing. It becomes the guest only when the source says `finish`;
+//! if the source says `abort`, goes silent, or the stream fails, it is killed and forgotten.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use novacron_domain::{DomainConfig, Error};
+use novacron_qmp::commands::{
+    Cont, MigrateIncoming, MigrateSetCapabilities, QueryMigrate, QueryStatus,
+};
+use novacron_qmp::qapi::MigrationStatus;
+use novacron_qmp::{EventKind as QmpEvent, Notification};
+use tokio_util::sync::CancellationToken;
+
+use super::super::domain::{Definition, DomainHandle, Intent, Run, UpState};
+use super::super::events::{EventKind, StateReason};
+use super::super::jobs::Job;
+use super::super::lifecycle::{launch_as, qmp_error, Launched};
+use super::super::{supervise, Inner, Service};
+use super::{IncomingAnswer, IncomingRequest, IncomingState, IncomingView};
+
+/// How long a prepared migration waits for a word from its source by default.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+/// How long ended migrations stay answerable (the source may ask after a lost answer).
+const KEEP_ENDED: Duration = Duration::from_secs(600);
+/// How long `finish` waits for the last of the stream to load.
+const LOAD_WAIT: Duration = Duration::from_secs(30);
+
+pub(super) struct Incoming {
+    pub id: String,
+    pub domain: String,
+    handle: Arc<DomainHandle>,
+    /// The handle was made for this migration: it goes again on abort.
+    created: bool,
+    persistent: bool,
+    slot: tokio::sync::Mutex<Slot>,
+    lease: Mutex<(Instant, Duration)>,
+    ended: Mutex<Option<(IncomingState, Option<String>, Instant)>>,
+    /// Fired once the migration ended either way (stops the watchdog).
+    done: CancellationToken,
+}
+
+enum Slot {
+    Prepared(Launched),
+    Ended,
+}
+
+impl Incoming {
+    fn renew(&self) {
+        let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        lease.0 = Instant::now() + lease.1;
+    }
+
+    fn expired(&self) -> bool {
+        Instant::now() > self.lease.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    fn view(&self) -> IncomingView {
+        let ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (state, detail) = match ended {
+            Some((state, detail, _)) => (state, detail),
+            None => (IncomingState::Prepared, None),
+        };
+        IncomingView {
+            id: self.id.clone(),
+            domain: self.domain.clone(),
+            state,
+            detail,
+        }
+    }
+
+    fn end(&self, state: IncomingState, detail: Option<String>) {
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((state, detail, Instant::now()));
+        self.done.cancel();
+    }
+}
+
+impl Service {
+    /// Prepares to receive a guest: checks the definition and that this host can run it,
+    /// starts QEMU waiting for the stream, and answers where to send it.
+    pub async fn prepare_incoming(
+        &self,
+        request: IncomingRequest,
+    ) -> Result<IncomingAnswer, Error> {
+        let svc = self.clone();
+        self.detached(async move {
+            let name = DomainConfig::from_xml(&request.xml)
+                .map(|c| c.name)
+                .unwrap_or_default();
+            let result = svc.prepare_incoming_inner(request).await;
+            svc.inner.audit.record("migrate-incoming", &name, &result);
+            result
+        })
+        .await
+    }
+
+    async fn prepare_incoming_inner(
+        &self,
+        request: IncomingRequest,
+    ) -> Result<IncomingAnswer, Error> {
+        let inner = &self.inner;
+        request.options.check()?;
+        check_host(&request.listen_host)?;
+        let config = DomainConfig::from_xml(&request.xml)
+            .map_err(|e| Error::InvalidConfig(format!("the migrated definition: {e}")))?;
+        let existing = inner.read_domains().get(&config.name).cloned();
+        if let Some(h) = &existing {
+            let theirs = config.uuid;
+            if h.definition().config.uuid.is_some() && h.definition().config.uuid != theirs {
+                return Err(Error::AlreadyExists(format!(
+                    "{} (a different domain of that name is defined here)",
+                    config.name
+                )));
+            }
+        }
+        let validated = inner.prepare(config, existing.as_ref().map(|h| h.definition()))?;
+        let name = validated.name.clone();
+        let definition = Definition {
+            config: validated.clone(),
+            persistent: existing.as_ref().is_some_and(|h| h.definition().persistent),
+        };
+        let (h, created) = inner.insert_or_get(&name, validated.uuid, || {
+            DomainHandle::new(definition.clone(), Run::Off)
+        })?;
+        let result = async {
+            let _job = h.begin(Job::Start, inner.job_wait()).await?;
+            match h.state() {
+                novacron_domain::DomainState::Shutoff | novacron_domain::DomainState::Crashed => {}
+                state => {
+                    return Err(Error::WrongState {
+                        name: name.clone(),
+                        state,
+                        operation: "receive a migration into",
+                    })
+                }
+            }
+            h.transition(&inner.events, Run::Starting, StateReason::Starting)?;
+            let launched = match launch_as(inner, &name, validated.config(), true).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = h.transition(
+                        &inner.events,
+                        Run::Off,
+                        StateReason::StartFailed(e.to_string()),
+                    );
+                    return Err(e);
+                }
+            };
+            match listen(inner, &name, &launched, &request).await {
+                Ok(uri) => Ok((launched, uri)),
+                Err(e) => {
+                    kill(inner, &name, launched).await;
+                    let _ = h.transition(
+                        &inner.events,
+                        Run::Off,
+                        StateReason::MigrationAborted(e.to_string()),
+                    );
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        let (launched, uri) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                if created {
+                    inner.remove_if_same(&name, &h);
+                }
+                return Err(e);
+            }
+        };
+        let lease = request
+            .lease_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_LEASE)
+            .clamp(Duration::from_secs(1), MAX_LEASE);
+        let id = super::new_id("in");
+        let incoming = Arc::new(Incoming {
+            id: id.clone(),
+            domain: name.clone(),
+            handle: h,
+            created,
+            persistent: request.persistent,
+            slot: tokio::sync::Mutex::new(Slot::Prepared(launched)),
+            lease: Mutex::new((Instant::now() + lease, lease)),
+            ended: Mutex::new(None),
+            done: CancellationToken::new(),
+        });
+        {
+            let mut table = inner.migrations.incoming();
+            table.retain(|_, m| {
+                m.ended
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .is_none_or(|(_, _, at)| at.elapsed() < KEEP_ENDED)
+            });
+            table.insert(id.clone(), incoming.clone());
+        }
+        inner.events.publish(
+            &name,
+            EventKind::MigrationStarted {
+                id: id.clone(),
+                role: "destination".into(),
+                peer: request.listen_host.clone(),
+            },
+        );
+        watchdog(self.clone(), incoming);
+        Ok(IncomingAnswer { id, uri })
+    }
+
+    /// The state of an incoming migration; also renews its lease.
+    pub fn incoming_migration(&self, id: &str) -> Result<IncomingView, Error> {
+        let m = self.find_incoming(id)?;
+        m.renew();
+        Ok(m.view())
+    }
+
+    /// The source has sent everything (or entered post-copy): resume the guest here and take
+    /// over its definition.
+    pub async fn finish_incoming(&self, id: &str) -> Result<IncomingView, Error> {
+        let m = self.find_incoming(id)?;
+        let svc = self.clone();
+        self.detached(async move {
+            let result = svc.finish_incoming_inner(&m).await;
+            svc.inner.audit.record("migrate-finish", &m.domain, &result);
+            result
+        })
+        .await
+    }
+
+    async fn finish_incoming_inner(&self, m: &Arc<Incoming>) -> Result<IncomingView, Error> {
+        let inner = &self.inner;
+        let mut slot = m.slot.lock().await;
+        let launched = match std::mem::replace(&mut *slot, Slot::Ended) {
+            Slot::Prepared(l) => l,
+            Slot::Ended => {
+                // Finishing twice (an answer lost on the way back) is answered, not refused.
+                let view = m.view();
+                return match view.state {
+                    IncomingState::Finished => Ok(view),
+                    _ => Err(Error::WrongState {
+                        name: m.domain.clone(),
+                        state: m.handle.state(),
+                        operation: "finish the migration of",
+                    }),
+                };
+            }
+        };
+        let name = &m.domain;
+        let qmp = match launched.live.qmp(name) {
+            Ok(q) => q.clone(),
+            Err(e) => {
+                drop(slot);
+                self.abort_now(m, e.to_string()).await;
+                return Err(e);
+            }
+        };
+        // The source's "completed" means sent, not loaded: wait until this end has it all.
+        let loaded = async {
+            let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+            loop {
+                let info = qmp
+                    .execute(&QueryMigrate)
+                    .await
+                    .map_err(|e| qmp_error(name, "finish migration", e))?;
+                match info.status {
+                    Some(MigrationStatus::Completed | MigrationStatus::PostcopyActive) => {
+                        return Ok(())
+                    }
+                    Some(MigrationStatus::Failed | MigrationStatus::Cancelled) => {
+                        return Err(Error::Internal(format!(
+                            "the incoming stream of '{name}' failed{}",
+                            info.error_desc
+                                .map(|d| format!(": {d}"))
+                                .unwrap_or_default()
+                        )))
+                    }
+                    _ if tokio::time::Instant::now() > deadline => {
+                        return Err(Error::Timeout {
+                            operation: "loading the migrated guest",
+                            after: LOAD_WAIT,
+                        })
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+        .await;
+        let resumed = match loaded {
+            Ok(()) => qmp
+                .execute(&Cont)
+                .await
+                .map(drop)
+                .map_err(|e| qmp_error(name, "resume the migrated guest", e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = resumed {
+            *slot = Slot::Prepared(launched);
+            drop(slot);
+            self.abort_now(m, e.to_string()).await;
+            return Err(e);
+        }
+        let h = &m.handle;
+        let live = launched.live.clone();
+        h.transition(
+            &inner.events,
+            Run::Up {
+                live: live.clone(),
+                state: UpState::Running,
+            },
+            StateReason::MigratedIn,
+        )?;
+        supervise::spawn(
+            inner.clone(),
+            h.clone(),
+            live,
+            Some(launched.child),
+            Some(launched.events),
+        );
+        if m.persistent {
+            let mut definition = h.definition();
+            match inner.definitions.save(definition.config.config()).await {
+                Ok(()) => {
+                    definition.persistent = true;
+                    h.set_definition(definition);
+                    inner
+                        .events
+                        .publish(name, EventKind::Defined { persistent: true });
+                }
+                // The guest runs; only its definition is not durable. Said loudly, not fatal.
+                Err(e) => {
+                    tracing::error!(domain = %name, error = %e, "cannot save the migrated definition")
+                }
+            }
+        }
+        m.end(IncomingState::Finished, None);
+        inner.events.publish(
+            name,
+            EventKind::MigrationFinished {
+                id: m.id.clone(),
+                outcome: "completed".into(),
+                detail: "the guest runs here".into(),
+            },
+        );
+        Ok(m.view())
+    }
+
+    /// Discards a prepared migration: QEMU killed, the runtime files and a handle made for
+    /// it removed. Aborting one that already ended is a no-op, but finishing is final.
+    pub async fn abort_incoming(&self, id: &str) -> Result<(), Error> {
+        let m = self.find_incoming(id)?;
+        let svc = self.clone();
+        self.detached(async move {
+            svc.abort_now(&m, "cancelled by the source".into()).await;
+            match m.view().state {
+                IncomingState::Finished => Err(Error::WrongState {
+                    name: m.domain.clone(),
+                    state: m.handle.state(),
+                    operation: "abort the finished migration of",
+                }),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn abort_now(&self, m: &Arc<Incoming>, why: String) {
+        let inner = &self.inner;
+        let mut slot = m.slot.lock().await;
+        let Slot::Prepared(launched) = std::mem::replace(&mut *slot, Slot::Ended) else {
+            return;
+        };
+        tracing::warn!(domain = %m.domain, id = %m.id, reason = %why, "discarding an incoming migration");
+        kill(inner, &m.domain, launched).await;
+        let _ = m.handle.transition(
+            &inner.events,
+            Run::Off,
+            StateReason::MigrationAborted(why.clone()),
+        );
+        if m.created {
+            inner.remove_if_same(&m.domain, &m.handle);
+            inner.events.publish(&m.domain, EventKind::Undefined);
+        }
+        m.end(IncomingState::Aborted, Some(why.clone()));
+        inner.events.publish(
+            &m.domain,
+            EventKind::MigrationFinished {
+                id: m.id.clone(),
+                outcome: "cancelled".into(),
+                detail: why,
+            },
+        );
+    }
+
+    fn find_incoming(&self, id: &str) -> Result<Arc<Incoming>, Error> {
+        self.inner
+            .migrations
+            .incoming()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("incoming migration {id}")))
+    }
+}
+
+/// Sets the capabilities and parameters the stream needs, opens the listener on the address
+/// the source reached us at (port chosen by the kernel) and reads the real port back.
+async fn listen(
+    inner: &Arc<Inner>,
+    name: &str,
+    launched: &Launched,
+    request: &IncomingRequest,
+) -> Result<String, Error> {
+    let qmp = launched.live.qmp(name)?;
+    let fail = |what: &str, e: novacron_qmp::Error| qmp_error(name, what, e);
+    qmp.execute(&MigrateSetCapabilities {
+        capabilities: request.options.capabilities(),
+    })
+    .await
+    .map_err(|e| fail("set migration capabilities", e))?;
+    let mut params = request.options.shared_parameters();
+    if request.options.tls {
+        super::source::add_tls_creds(inner, qmp, name, "server").await?;
+        params.tls_creds = Some(super::source::TLS_OBJECT.into());
+    }
+    qmp.execute(&params)
+        .await
+        .map_err(|e| fail("set migration parameters", e))?;
+    let host = &request.listen_host;
+    qmp.execute(&MigrateIncoming {
+        uri: format!("tcp:{}:0", bracket(host)),
+    })
+    .await
+    .map_err(|e| fail("listen for the migration", e))?;
+    let info = qmp
+        .execute(&QueryMigrate)
+        .await
+        .map_err(|e| fail("read the migration port", e))?;
+    let port = info
+        .socket_address
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|a| a.port)
+        .ok_or_else(|| Error::Internal(format!("QEMU of '{name}' reported no listening port")))?;
+    Ok(format!("tcp:{}:{port}", bracket(host)))
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// The listen host comes from the network: only a plain address or host name goes to QEMU.
+fn check_host(host: &str) -> Result<(), Error> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "listen_host {host:?} is not an address or host name"
+        )))
+    }
+}
+
+/// Kills a QEMU that never became the guest and removes its runtime files.
+async fn kill(inner: &Arc<Inner>, name: &str, mut launched: Launched) {
+    launched.live.set_intent(Intent::Destroy);
+    let _ = launched.live.signal(Signal::SIGKILL);
+    let _ = launched.child.wait().await;
+    launched.live.mark_exited();
+    supervise::remove_runtime_files(inner, name).await;
+}
+
+/// Ends a prepared migration nobody finishes: the source fell silent past the lease, the
+/// stream failed, or QEMU died.
+fn watchdog(svc: Service, m: Arc<Incoming>) {
+    tokio::spawn(async move {
+        let (qmp, mut events) = {
+            let slot = m.slot.lock().await;
+            match &*slot {
+                Slot::Prepared(l) => match l.live.qmp(&m.domain) {
+                    Ok(q) => (q.clone(), q.subscribe()),
+                    Err(_) => return,
+                },
+                Slot::Ended => return,
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let why = loop {
+            tokio::select! {
+                _ = m.done.cancelled() => return,
+                reason = qmp.closed() => break format!("QEMU went away ({reason:?})"),
+                _ = tick.tick() => {
+                    if m.expired() {
+                        break "the source fell silent (lease expired)".to_owned();
+                    }
+                }
+                n = events.recv() => match n {
+                    Some(Notification::Event(e)) => {
+                        if let QmpEvent::Migration { status: MigrationStatus::Failed } = e.kind {
+                            break "the incoming stream failed".to_owned();
+                        }
+                    }
+                    Some(Notification::Lagged(_)) => {}
+                    Some(Notification::Disconnected(_)) | None => {
+                        break "QEMU closed its monitor".to_owned();
+                    }
+                },
+            }
+        };
+        // A post-copy migration already handed over cannot be undone: leave it be.
+        if let Ok(status) = qmp.execute(&QueryStatus).await {
+            if status.running {
+                return;
+            }
+        }
+        svc.abort_now(&m, why).await;
+    });
+}

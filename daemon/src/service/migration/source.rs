@@ -1,0 +1,749 @@
+//! The source's side: the driver of a migration, from asking the destination to prepare to
+//! quitting the local QEMU (or to getting the guest back running here).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use novacron_domain::Error;
+use novacron_qmp::commands::{
+    Cont, Migrate, MigrateCancel, MigrateSetCapabilities, MigrateStartPostcopy, MigrationInfo,
+    QueryMigrate, QueryStatus, Quit, Stop,
+};
+use novacron_qmp::qapi::MigrationStatus;
+use novacron_qmp::Notification;
+use tokio::sync::{oneshot, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::super::domain::{DomainHandle, Intent, Live, Run, UpState};
+use super::super::events::{EventKind, StateReason};
+use super::super::jobs::{AsyncJob, Job};
+use super::super::lifecycle::{gone, qmp_error, wrong_state};
+use super::super::{audit, Inner, Service};
+use super::options::TimeoutAction;
+use super::progress::{Phase, Progress};
+use super::record::{self, MigrationRecord, RecordPhase};
+use super::{IncomingRequest, IncomingState, MigrateRequest};
+use crate::client::{Client, ClientError, Target, Tls};
+
+/// The id of the `tls-creds-x509` object on both ends.
+pub(super) const TLS_OBJECT: &str = "novacron-migration-tls";
+const POLL: Duration = Duration::from_millis(200);
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// How often the destination hears from us (its lease is several times longer).
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// How long the hand-over is retried over a flaky link before the outcome is called unknown.
+const HANDOVER_TRIES: u32 = 10;
+
+pub(super) struct Outgoing {
+    pub id: String,
+    progress: Mutex<Progress>,
+    cancel: CancellationToken,
+    postcopy: Notify,
+    finished: watch::Sender<bool>,
+}
+
+impl Outgoing {
+    pub fn progress(&self) -> Progress {
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Progress) -> R) -> R {
+        f(&mut self.progress.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The destination's client and the host its stream goes to.
+pub(super) struct Peer {
+    pub client: Client,
+    pub host: String,
+}
+
+pub(super) fn peer(
+    destination: &str,
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> Result<Peer, Error> {
+    let bad = |e: ClientError| Error::InvalidConfig(format!("destination: {e}"));
+    let mut target = Target::from_url(destination).map_err(bad)?;
+    if let Some(ca) = ca {
+        let tls = Tls::from_ca_file(ca)
+            .map_err(|e| Error::InvalidConfig(format!("destination_ca {}: {e}", ca.display())))?;
+        target = target.with_tls(tls).map_err(bad)?;
+    }
+    let host = match &target {
+        Target::Tcp { host, .. } => host.clone(),
+        Target::Unix(_) => {
+            return Err(Error::InvalidConfig(
+                "destination must be an http:// or https:// URL".into(),
+            ))
+        }
+    };
+    let mut client = Client::new(target).with_max_body(1 << 20);
+    if let Some(token) = token {
+        client = client.with_token(token);
+    }
+    Ok(Peer { client, host })
+}
+
+impl Service {
+    /// Migrates `name` live to the destination daemon. Returns once it started (or, with
+    /// `wait`, once it ended) with its progress; a second migration, or any other mutating
+    /// call but destroy, is refused as busy meanwhile.
+    pub async fn migrate(
+        &self,
+        name: &str,
+        request: MigrateRequest,
+        wait: bool,
+    ) -> Result<Progress, Error> {
+        request.options.check()?;
+        let peer = peer(
+            &request.destination,
+            request.token.as_deref(),
+            request.destination_ca.as_deref(),
+        )?;
+        let h = self.inner.handle(name)?;
+        let (started_tx, started_rx) = oneshot::channel();
+        let svc = self.clone();
+        let actor = audit::current();
+        tokio::spawn(audit::as_actor(actor, async move {
+            svc.drive(h, request, peer, started_tx).await;
+        }));
+        let outgoing = started_rx
+            .await
+            .map_err(|_| Error::Internal("the migration task ended early".into()))??;
+        if wait {
+            let mut done = outgoing.finished.subscribe();
+            let _ = done.wait_for(|d| *d).await;
+        }
+        Ok(outgoing.progress())
+    }
+
+    /// The running or last migration of `name` away from here.
+    pub fn migration(&self, name: &str) -> Result<Progress, Error> {
+        self.inner
+            .migrations
+            .outgoing()
+            .get(name)
+            .map(|o| o.progress())
+            .ok_or_else(|| Error::NotFound(format!("migration of '{name}' (none ran here)")))
+    }
+
+    /// Cancels the running migration of `name`; returns once the guest is back (or the
+    /// migration ended otherwise).
+    pub async fn cancel_migration(&self, name: &str) -> Result<Progress, Error> {
+        let out = self.running_outgoing(name)?;
+        out.cancel.cancel();
+        let mut done = out.finished.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(120), done.wait_for(|d| *d)).await;
+        Ok(out.progress())
+    }
+
+    /// Switches the running migration of `name` to post-copy.
+    pub fn start_postcopy(&self, name: &str) -> Result<Progress, Error> {
+        let out = self.running_outgoing(name)?;
+        out.postcopy.notify_one();
+        Ok(out.progress())
+    }
+
+    fn running_outgoing(&self, name: &str) -> Result<Arc<Outgoing>, Error> {
+        let out = self.inner.migrations.outgoing().get(name).cloned();
+        match out {
+            Some(o) if !*o.finished.borrow() => Ok(o),
+            _ => Err(Error::NotFound(format!("running migration of '{name}'"))),
+        }
+    }
+
+    async fn drive(
+        &self,
+        h: Arc<DomainHandle>,
+        request: MigrateRequest,
+        peer: Peer,
+        started: oneshot::Sender<Result<Arc<Outgoing>, Error>>,
+    ) {
+        let inner = &self.inner;
+        let name = h.name.clone();
+        let _long = match h.jobs.begin_async(&name, AsyncJob::Migration) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let begun = async {
+            let _job = h.begin(Job::Modify, inner.job_wait()).await?;
+            let (live, was_running) = match h.run() {
+                Run::Up {
+                    live,
+                    state: UpState::Running,
+                } => (live, true),
+                Run::Up {
+                    live,
+                    state: UpState::Paused,
+                } => (live, false),
+                _ => return Err(wrong_state(&h, "migrate")),
+            };
+            live.qmp(&name)?;
+            h.set_up_state(
+                &inner.events,
+                UpState::Migrating,
+                StateReason::MigrationStarted,
+            );
+            Ok((live, was_running))
+        }
+        .await;
+        let (live, was_running) = match begun {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let id = super::new_id("mig");
+        let out = Arc::new(Outgoing {
+            id: id.clone(),
+            progress: Mutex::new(Progress::new(&id, &request.destination)),
+            cancel: CancellationToken::new(),
+            postcopy: Notify::new(),
+            finished: watch::Sender::new(false),
+        });
+        inner
+            .migrations
+            .outgoing()
+            .insert(name.clone(), out.clone());
+        inner.events.publish(
+            &name,
+            EventKind::MigrationStarted {
+                id: id.clone(),
+                role: "source".into(),
+                peer: request.destination.clone(),
+            },
+        );
+        tracing::info!(domain = %name, %id, destination = %request.destination, "migration started");
+        let _ = started.send(Ok(out.clone()));
+
+        let run = Run_ {
+            svc: self,
+            h: &h,
+            live: &live,
+            out: &out,
+            peer: &peer,
+            request: &request,
+            was_running,
+        };
+        let (phase, detail) = run.run().await;
+        out.with(|p| {
+            p.phase = phase;
+            p.detail = detail.clone();
+        });
+        record::remove(inner, &name).await;
+        let outcome = match phase {
+            Phase::Completed => "completed",
+            Phase::Cancelled => "cancelled",
+            Phase::Unknown => "unknown",
+            _ => "failed",
+        };
+        let detail = detail.unwrap_or_default();
+        tracing::info!(domain = %name, %id, outcome, %detail, "migration ended");
+        inner.events.publish(
+            &name,
+            EventKind::MigrationFinished {
+                id,
+                outcome: outcome.into(),
+                detail: detail.clone(),
+            },
+        );
+        inner.audit.record_outcome(
+            "migrate",
+            &name,
+            outcome,
+            (outcome != "completed").then_some(detail),
+        );
+        out.finished.send_replace(true);
+    }
+}
+
+/// One migration's driver state.
+struct Run_<'a> {
+    svc: &'a Service,
+    h: &'a Arc<DomainHandle>,
+    live: &'a Arc<Live>,
+    out: &'a Arc<Outgoing>,
+    peer: &'a Peer,
+    request: &'a MigrateRequest,
+    was_running: bool,
+}
+
+/// How a hand-over ended.
+enum HandOver {
+    Done,
+    Refused(String),
+    Unknown(String),
+}
+
+impl Run_<'_> {
+    fn inner(&self) -> &Arc<Inner> {
+        &self.svc.inner
+    }
+
+    fn name(&self) -> &str {
+        &self.h.name
+    }
+
+    /// Runs the migration to its end; returns the final phase and what it means.
+    async fn run(&self) -> (Phase, Option<String>) {
+        let name = self.name().to_owned();
+        let options = &self.request.options;
+        let persistent = self.h.definition().persistent;
+        // 1. The destination prepares.
+        let prepare = IncomingRequest {
+            xml: self.live.record.config.to_xml(),
+            options: options.clone(),
+            listen_host: self.peer.host.clone(),
+            persistent,
+            lease_secs: None,
+        };
+        let answer = tokio::select! {
+            a = self.peer.client.prepare_incoming(&prepare) => a,
+            _ = self.out.cancel.cancelled() => {
+                return self.stay_here(Phase::Cancelled, "cancelled while the destination prepared".into(), None).await;
+            }
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!("the destination could not prepare: {e}");
+                return self.stay_here(Phase::Failed, why, None).await;
+            }
+        };
+        let incoming = answer.id.clone();
+        let mut rec = MigrationRecord::new(
+            &self.out.id,
+            &name,
+            self.request,
+            &incoming,
+            self.was_running,
+            persistent,
+        );
+        if let Err(e) = record::save(self.inner(), &rec).await {
+            let why = format!("cannot record the migration: {e}");
+            return self.stay_here(Phase::Failed, why, Some(&incoming)).await;
+        }
+        // 2. The stream starts.
+        let qmp = match self.live.qmp(&name) {
+            Ok(q) => q.clone(),
+            Err(e) => {
+                return self
+                    .stay_here(Phase::Failed, e.to_string(), Some(&incoming))
+                    .await
+            }
+        };
+        let mut events = qmp.subscribe();
+        if let Err(e) = self.start_stream(&qmp, &answer.uri).await {
+            return self
+                .stay_here(Phase::Failed, e.to_string(), Some(&incoming))
+                .await;
+        }
+        self.out.with(|p| p.phase = Phase::Setup);
+        // 3. Follow it.
+        let started = Instant::now();
+        let deadline = options
+            .timeout_secs
+            .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut published = Instant::now() - PUBLISH_EVERY;
+        let mut renewed = Instant::now();
+        let mut cancel_sent = false;
+        let mut timed_out = false;
+        let mut handed_over = false;
+        let mut why: Option<String> = None;
+        let ended: MigrationInfo = loop {
+            tokio::select! {
+                _ = self.out.cancel.cancelled(), if !cancel_sent => {
+                    cancel_sent = true;
+                    why.get_or_insert_with(|| "cancelled".into());
+                    self.out.with(|p| p.phase = Phase::Cancelling);
+                    if let Err(e) = qmp.execute(&MigrateCancel).await {
+                        tracing::warn!(domain = %name, error = %e, "migrate_cancel");
+                    }
+                }
+                _ = self.out.postcopy.notified() => self.to_postcopy(&qmp).await,
+                _ = sleep_until(deadline), if deadline.is_some() && !timed_out => {
+                    timed_out = true;
+                    self.on_timeout(&qmp, &mut why).await;
+                }
+                n = events.recv() => match n {
+                    Some(Notification::Event(_)) | Some(Notification::Lagged(_)) => {}
+                    Some(Notification::Disconnected(_)) | None => {
+                        // QEMU went away: the next query says so.
+                        tokio::time::sleep(POLL).await;
+                    }
+                },
+                _ = poll.tick() => {}
+            }
+            let info = match qmp.execute(&QueryMigrate).await {
+                Ok(info) => info,
+                Err(e) => {
+                    let detail = format!("the source QEMU went away mid-migration: {e}");
+                    self.abort_destination(&incoming).await;
+                    return (Phase::Failed, Some(detail));
+                }
+            };
+            let elapsed = started.elapsed().as_millis() as u64;
+            let progress = self.out.with(|p| {
+                if !cancel_sent {
+                    p.update(&info, elapsed);
+                } else {
+                    let keep = p.phase;
+                    p.update(&info, elapsed);
+                    if !matches!(info.status, Some(MigrationStatus::Cancelled)) {
+                        p.phase = keep;
+                    }
+                }
+                p.clone()
+            });
+            if published.elapsed() >= PUBLISH_EVERY {
+                published = Instant::now();
+                self.inner()
+                    .events
+                    .publish(&name, EventKind::MigrationProgress { progress });
+            }
+            match info.status {
+                Some(MigrationStatus::PostcopyActive) if !handed_over => {
+                    // The guest must run there now: the pages it lacks are pulled on demand.
+                    rec.phase = RecordPhase::HandingOver;
+                    let _ = record::save(self.inner(), &rec).await;
+                    match self.hand_over(&incoming).await {
+                        HandOver::Done => handed_over = true,
+                        HandOver::Refused(e) | HandOver::Unknown(e) => {
+                            let _ = qmp.execute(&Stop).await;
+                            return (
+                                Phase::Unknown,
+                                Some(format!(
+                                    "post-copy started but the destination did not take over ({e}); \
+                                     the guest is paused here"
+                                )),
+                            );
+                        }
+                    }
+                }
+                Some(MigrationStatus::Completed)
+                | Some(MigrationStatus::Failed)
+                | Some(MigrationStatus::Cancelled) => break info,
+                _ => {}
+            }
+            if renewed.elapsed() >= RENEW_EVERY && !handed_over {
+                renewed = Instant::now();
+                match self.peer.client.incoming(&incoming).await {
+                    Ok(v) if v.state == IncomingState::Aborted => {
+                        why = Some(format!(
+                            "the destination gave up: {}",
+                            v.detail.unwrap_or_default()
+                        ));
+                        let _ = qmp.execute(&MigrateCancel).await;
+                    }
+                    Err(ClientError::Api { status: 404, .. }) => {
+                        why = Some("the destination forgot the migration".into());
+                        let _ = qmp.execute(&MigrateCancel).await;
+                    }
+                    // Unreachable for now: the stream itself fails if the host is gone.
+                    _ => {}
+                }
+            }
+        };
+        match ended.status {
+            Some(MigrationStatus::Completed) => {
+                if !handed_over {
+                    self.out.with(|p| p.phase = Phase::Finishing);
+                    rec.phase = RecordPhase::HandingOver;
+                    if let Err(e) = record::save(self.inner(), &rec).await {
+                        tracing::warn!(domain = %name, error = %e, "cannot update the migration record");
+                    }
+                    match self.hand_over(&incoming).await {
+                        HandOver::Done => {}
+                        HandOver::Refused(e) => {
+                            let why = format!("the destination could not take over: {e}");
+                            return self.stay_here(Phase::Failed, why, Some(&incoming)).await;
+                        }
+                        HandOver::Unknown(e) => return self.undecided(e).await,
+                    }
+                }
+                self.gone_from_here().await;
+                (Phase::Completed, None)
+            }
+            status => {
+                let detail = why
+                    .or(ended.error_desc.clone())
+                    .unwrap_or_else(|| format!("QEMU reported {status:?}"));
+                if handed_over {
+                    return (
+                        Phase::Unknown,
+                        Some(format!("post-copy failed after the hand-over: {detail}")),
+                    );
+                }
+                let phase = if matches!(status, Some(MigrationStatus::Cancelled)) {
+                    Phase::Cancelled
+                } else {
+                    Phase::Failed
+                };
+                self.stay_here(phase, detail, Some(&incoming)).await
+            }
+        }
+    }
+
+    async fn start_stream(&self, qmp: &novacron_qmp::Client, uri: &str) -> Result<(), Error> {
+        let name = self.name();
+        let options = &self.request.options;
+        let fail = |what: &str, e: novacron_qmp::Error| qmp_error(name, what, e);
+        qmp.execute(&MigrateSetCapabilities {
+            capabilities: options.capabilities(),
+        })
+        .await
+        .map_err(|e| fail("set migration capabilities", e))?;
+        let mut params = options.source_parameters();
+        if options.tls {
+            add_tls_creds(self.inner(), qmp, name, "client").await?;
+            params.tls_creds = Some(TLS_OBJECT.into());
+            params.tls_hostname = Some(self.peer.host.clone());
+        } else {
+            params.tls_creds = Some(String::new());
+        }
+        qmp.execute(&params)
+            .await
+            .map_err(|e| fail("set migration parameters", e))?;
+        qmp.execute(&Migrate {
+            uri: uri.to_owned(),
+            resume: None,
+        })
+        .await
+        .map_err(|e| fail("migrate", e))?;
+        Ok(())
+    }
+
+    async fn to_postcopy(&self, qmp: &novacron_qmp::Client) {
+        if !self.request.options.postcopy_allowed() {
+            tracing::warn!(domain = %self.name(), "post-copy asked for, but the migration was not started with postcopy");
+            return;
+        }
+        if let Err(e) = qmp.execute(&MigrateStartPostcopy).await {
+            tracing::warn!(domain = %self.name(), error = %e, "migrate-start-postcopy");
+        }
+    }
+
+    async fn on_timeout(&self, qmp: &novacron_qmp::Client, why: &mut Option<String>) {
+        let action = self.request.options.timeout_action;
+        tracing::warn!(domain = %self.name(), ?action, "migration timed out");
+        match action {
+            TimeoutAction::Abort => {
+                *why = Some("timed out".into());
+                self.out.cancel.cancel();
+            }
+            TimeoutAction::Postcopy => self.to_postcopy(qmp).await,
+            TimeoutAction::Pause => {
+                if let Err(e) = qmp.execute(&Stop).await {
+                    tracing::warn!(domain = %self.name(), error = %e, "pause on timeout");
+                }
+            }
+        }
+    }
+
+    /// Asks the destination to take over, retrying across a flaky link; never guesses.
+    async fn hand_over(&self, incoming: &str) -> HandOver {
+        let client = &self.peer.client;
+        let mut last = String::new();
+        for _ in 0..HANDOVER_TRIES {
+            match client.finish_incoming(incoming).await {
+                Ok(v) if v.state == IncomingState::Finished => return HandOver::Done,
+                Ok(v) => return HandOver::Refused(format!("it answered {:?}", v.state)),
+                // The destination either took over or discarded everything: an answer is final.
+                Err(e @ ClientError::Api { .. }) => return HandOver::Refused(e.to_string()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match client.incoming(incoming).await {
+                Ok(v) if v.state == IncomingState::Finished => return HandOver::Done,
+                Ok(v) if v.state == IncomingState::Aborted => {
+                    return HandOver::Refused(v.detail.unwrap_or_else(|| "aborted".into()))
+                }
+                Err(e @ ClientError::Api { .. }) => return HandOver::Refused(e.to_string()),
+                Ok(_) => {}
+                Err(e) => last = e.to_string(),
+            }
+        }
+        HandOver::Unknown(last)
+    }
+
+    /// The guest runs there: the definition moves (unless kept) and the local QEMU quits.
+    async fn gone_from_here(&self) {
+        gone_from_here(
+            self.inner(),
+            self.h,
+            self.live,
+            self.request.keep_source_definition,
+        )
+        .await;
+    }
+
+    /// The guest stays here: the destination discards what it prepared, the guest runs again
+    /// if it ran before.
+    async fn stay_here(
+        &self,
+        phase: Phase,
+        why: String,
+        incoming: Option<&str>,
+    ) -> (Phase, Option<String>) {
+        if let Some(id) = incoming {
+            self.abort_destination(id).await;
+        }
+        stay_here(self.inner(), self.h, self.live, self.was_running, &why).await;
+        (phase, Some(why))
+    }
+
+    /// Neither side can be told apart as the one that runs: keep the guest paused here.
+    async fn undecided(&self, e: String) -> (Phase, Option<String>) {
+        let why = format!(
+            "the destination did not confirm the hand-over ({e}); the guest is paused here \
+             and may be resumed on one host only once the destination's state is known"
+        );
+        self.h.set_up_state(
+            &self.inner().events,
+            UpState::Paused,
+            StateReason::MigrationAborted(why.clone()),
+        );
+        (Phase::Unknown, Some(why))
+    }
+
+    async fn abort_destination(&self, incoming: &str) {
+        match self.peer.client.abort_incoming(incoming).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(
+                domain = %self.name(), error = %e,
+                "cannot reach the destination to discard the migration; its lease will"
+            ),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resumes a guest that ran before the migration (QEMU restarts it itself after most
+/// failures; this makes sure) and leaves the migrating state.
+pub(super) async fn stay_here(
+    inner: &Arc<Inner>,
+    h: &Arc<DomainHandle>,
+    live: &Arc<Live>,
+    was_running: bool,
+    why: &str,
+) {
+    let name = &h.name;
+    let mut running = false;
+    if let Ok(qmp) = live.qmp(name) {
+        if let Ok(status) = qmp.execute(&QueryStatus).await {
+            running = status.running;
+            if was_running && !running {
+                match qmp.execute(&Cont).await {
+                    Ok(_) => running = true,
+                    Err(e) => {
+                        tracing::error!(domain = %name, error = %e, "cannot resume the guest after a failed migration")
+                    }
+                }
+            }
+        }
+    }
+    let state = if running {
+        UpState::Running
+    } else {
+        UpState::Paused
+    };
+    h.set_up_state(
+        &inner.events,
+        state,
+        StateReason::MigrationAborted(why.to_owned()),
+    );
+}
+
+/// After the destination took over: the definition leaves (unless kept), QEMU quits.
+pub(super) async fn gone_from_here(
+    inner: &Arc<Inner>,
+    h: &Arc<DomainHandle>,
+    live: &Arc<Live>,
+    keep_definition: bool,
+) {
+    let name = &h.name;
+    let mut definition = h.definition();
+    if definition.persistent && !keep_definition {
+        let svc = Service {
+            inner: inner.clone(),
+        };
+        let _ = crate::persist::atomic::remove_durable_async(svc.autostart_marker(name)).await;
+        match inner.definitions.remove(name).await {
+            Ok(_) => {
+                definition.persistent = false;
+                h.set_definition(definition);
+            }
+            Err(e) => {
+                tracing::error!(domain = %name, error = %e, "cannot remove the migrated definition")
+            }
+        }
+    }
+    live.set_intent(Intent::Migrated);
+    let mut watch = h.watch();
+    if let Ok(qmp) = live.qmp(name) {
+        let _ = qmp.execute(&Quit).await;
+    }
+    if tokio::time::timeout(Duration::from_secs(10), gone(&mut watch, live))
+        .await
+        .is_err()
+    {
+        tracing::warn!(domain = %name, "the migrated-away QEMU did not quit; killing it");
+        let _ = live.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(10), gone(&mut watch, live)).await;
+    }
+}
+
+/// Adds the `tls-creds-x509` object for one end, from `<state_dir>/pki/migration`
+/// (`ca-cert.pem`, `server-cert.pem`/`server-key.pem`, `client-cert.pem`/`client-key.pem`).
+pub(super) async fn add_tls_creds(
+    inner: &Arc<Inner>,
+    qmp: &novacron_qmp::Client,
+    name: &str,
+    endpoint: &str,
+) -> Result<(), Error> {
+    let dir = inner.config.state_dir.join("pki").join("migration");
+    let needed = [
+        "ca-cert.pem".to_owned(),
+        format!("{endpoint}-cert.pem"),
+        format!("{endpoint}-key.pem"),
+    ];
+    for file in &needed {
+        if !tokio::fs::try_exists(dir.join(file)).await.unwrap_or(false) {
+            return Err(Error::InvalidConfig(format!(
+                "TLS migration needs {} (no certificates are configured on this host)",
+                dir.join(file).display()
+            )));
+        }
+    }
+    // A previous attempt in this QEMU may have left the object.
+    let _ = qmp
+        .execute_raw("object-del", Some(&serde_json::json!({ "id": TLS_OBJECT })))
+        .await;
+    let args = serde_json::json!({
+        "qom-type": "tls-creds-x509",
+        "id": TLS_OBJECT,
+        "dir": dir,
+        "endpoint": endpoint,
+        "verify-peer": true,
+    });
+    qmp.execute_raw("object-add", Some(&args))
+        .await
+        .map(drop)
+        .map_err(|e| qmp_error(name, "add the migration TLS credentials", e))
+}
