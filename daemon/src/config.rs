@@ -42,6 +42,8 @@ pub struct Config {
     pub scopes: ScopeConfig,
     /// The D-Bus API (`[dbus]`).
     pub dbus: crate::api::dbus::DbusConfig,
+    /// Hugepage pool reservation (`[hugepages]`).
+    pub hugepages: crate::host::hugepages::HugepageConfig,
 }
 
 /// Whether each QEMU is moved into its own transient systemd scope (`novacron-<name>.scope` in
@@ -185,6 +187,7 @@ impl Config {
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),
             dbus: crate::api::dbus::DbusConfig::default(),
+            hugepages: crate::host::hugepages::HugepageConfig::default(),
         }
     }
 

@@ -96,7 +96,7 @@ fn two_socket_hugepage_pools() {
 #[test]
 fn two_socket_gpu_shares_its_iommu_group_with_its_audio_function() {
     let t = two_socket();
-    assert_eq!(t.pci.len(), 4);
+    assert_eq!(t.pci.len(), 7);
     let group: Vec<(&str, &str, &str)> = t
         .iommu_group(12)
         .iter()
@@ -116,6 +116,17 @@ fn two_socket_gpu_shares_its_iommu_group_with_its_audio_function() {
     assert_eq!(nic.iommu_group, Some(40));
     assert_eq!(nic.driver.as_deref(), Some("ice"));
     assert_eq!(t.iommu_group(40).len(), 1);
+    // A second GPU on its host drivers shares group 13 with its audio function and the root
+    // port above them (tests/vfio.rs detaches it).
+    let drivers: Vec<Option<&str>> = t
+        .iommu_group(13)
+        .iter()
+        .map(|d| d.driver.as_deref())
+        .collect();
+    assert_eq!(
+        drivers,
+        [Some("pcieport"), Some("nouveau"), Some("snd_hda_intel")]
+    );
 }
 
 #[test]

@@ -7,13 +7,23 @@
 use novacron_domain::model::{CpuMode, IdSet, VirtType};
 use novacron_domain::DomainConfig;
 
-use super::HostFacts;
+use super::hugepages;
+use super::{HostFacts, SysfsRoot};
 
 /// The machine type used when the domain names none (see `Os::machine`).
 const DEFAULT_MACHINE: &str = "q35";
 
 /// Every way `config` asks for more than the host has, one sentence each.
 pub fn check_fit(config: &DomainConfig, caps: &HostFacts) -> Result<(), Vec<String>> {
+    check_fit_in(config, caps, &SysfsRoot::default())
+}
+
+/// [`check_fit`] for a topology read below `sysfs`, whose paths the reasons name.
+pub fn check_fit_in(
+    config: &DomainConfig,
+    caps: &HostFacts,
+    sysfs: &SysfsRoot,
+) -> Result<(), Vec<String>> {
     let mut why = Vec::new();
     let vcpus = config.vcpu.count;
 
@@ -63,13 +73,15 @@ pub fn check_fit(config: &DomainConfig, caps: &HostFacts) -> Result<(), Vec<Stri
         }
 
         let node_ids: Vec<u32> = topo.nodes.iter().map(|n| n.id).collect();
+        let node_dir = sysfs.path().join("devices/system/node");
         let mut check_nodes = |what: String, set: &IdSet| {
             let missing: Vec<u32> = set.iter().filter(|n| !node_ids.contains(n)).collect();
-            if !missing.is_empty() {
+            if let Some(first) = missing.first() {
                 why.push(format!(
-                    "{what} names host NUMA node(s) {} but the host has node(s) {}",
+                    "{what} names host NUMA node(s) {} but the host has node(s) {} (no {})",
                     list(&missing),
-                    list(&node_ids)
+                    list(&node_ids),
+                    node_dir.join(format!("node{first}")).display()
                 ));
             }
         };
@@ -91,29 +103,6 @@ pub fn check_fit(config: &DomainConfig, caps: &HostFacts) -> Result<(), Vec<Stri
             if pages.is_empty() && sizes.is_empty() {
                 why.push("the domain asks for hugepages but the host has no hugepage pool".into());
             }
-            // Guest RAM comes from one pool: the first size asked for, else the host's default
-            // (the smallest pool on x86). Its free pages must hold all of it, or QEMU would
-            // fail (or, with prealloc, stall) part-way through.
-            let size = pages
-                .first()
-                .map(|p| p.size_kib)
-                .or_else(|| sizes.iter().min().copied());
-            if let Some(size) = size.filter(|s| *s > 0 && sizes.contains(s)) {
-                let needed = config.memory.memory_kib.div_ceil(size);
-                let free = topo
-                    .hugepages
-                    .iter()
-                    .find(|p| p.size_kib == size)
-                    .map_or(0, |p| p.free);
-                if free < needed {
-                    why.push(format!(
-                        "the domain needs {needed} free {} hugepages for {} of memory, but the \
-                         host has {free} free (/sys/kernel/mm/hugepages/hugepages-{size}kB)",
-                        kib(size),
-                        kib(config.memory.memory_kib)
-                    ));
-                }
-            }
             for p in pages {
                 if !sizes.contains(&p.size_kib) {
                     why.push(format!(
@@ -128,6 +117,12 @@ pub fn check_fit(config: &DomainConfig, caps: &HostFacts) -> Result<(), Vec<Stri
                 }
             }
         }
+
+        why.extend(hugepages::shortfalls(
+            &hugepages::demand(config, topo),
+            topo,
+            sysfs,
+        ));
 
         let online: Vec<u32> = topo.online_cpus().collect();
         let mut check_cpus = |what: String, set: &IdSet| {
@@ -193,7 +188,7 @@ fn list(ids: &[u32]) -> String {
     out.join(",")
 }
 
-fn kib(size: u64) -> String {
+pub(crate) fn kib(size: u64) -> String {
     match size {
         s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} GiB", s >> 20),
         s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} MiB", s >> 10),

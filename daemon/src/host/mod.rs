@@ -3,17 +3,20 @@
 //! pinning, NUMA binding, hugepage backing, VFIO) and of the fit check before a start.
 
 pub mod fit;
+pub mod hugepages;
 pub mod kvm;
 pub mod pinning;
 pub mod qemu_caps;
+pub mod resources;
 pub mod topology;
+pub mod vfio;
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use fit::check_fit;
+pub use fit::{check_fit, check_fit_in};
 pub use kvm::KvmCaps;
 pub use qemu_caps::{QemuCaps, QemuCapsCache};
 pub use topology::{SysfsRoot, Topology};
@@ -137,6 +140,11 @@ impl HostProbe {
         )
     }
 
+    /// Where sysfs is read and written.
+    pub fn sysfs(&self) -> &SysfsRoot {
+        &self.sysfs
+    }
+
     /// Probes (or recalls) everything. Blocking parts run off the async runtime.
     pub async fn facts(&self) -> HostFacts {
         let kvm = self
@@ -171,7 +179,7 @@ impl HostProbe {
         config: &novacron_domain::DomainConfig,
     ) -> Result<(), novacron_domain::Error> {
         let facts = self.facts().await;
-        check_fit(config, &facts).map_err(|why| {
+        check_fit_in(config, &facts, &self.sysfs).map_err(|why| {
             novacron_domain::Error::InvalidConfig(format!(
                 "domain '{name}' does not fit this host: {}",
                 why.join("; ")

@@ -32,6 +32,9 @@ pub struct RuntimeRecord {
     /// The config the guest was started with (transient guests have no XML file).
     pub config: DomainConfig,
     pub started_at_unix_ms: u64,
+    /// Hugepages and PCI devices taken for this guest, given back when it stops.
+    #[serde(default, skip_serializing_if = "crate::host::resources::HeldResources::is_empty")]
+    pub held: crate::host::resources::HeldResources,
 }
 
 /// Read before the full record so that a record from another daemon version is reported as
@@ -132,6 +135,7 @@ mod tests {
             argv: vec!["/usr/bin/qemu-system-x86_64".into(), "-S".into()],
             config: config(name),
             started_at_unix_ms: 1_700_000_000_000,
+            held: Default::default(),
         }
     }
 

@@ -432,9 +432,11 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
     let validated = config.clone().validate()?;
     // What the host cannot give (vCPUs, memory, nodes, page sizes, CPUs to pin to, a machine
     // type this QEMU lacks) is refused here, with the reasons, rather than by QEMU.
-    inner.host.check_fit(name, config).await?;
     let argv = build_argv(&validated, &context)
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
+    // Hugepages reserved (if allowed), the fit check, host devices detached to vfio-pci: all
+    // given back below if the start fails, and by the supervisor once QEMU exits.
+    let held = super::host_resources::take(inner, name, config).await?;
     let spawned = match prepare_runtime(inner, name, console, &guest_dir, &socket).await {
         Ok(handover) => {
             let mut inherit = vec![spawn::Inherited {
@@ -457,6 +459,7 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
         Ok(spawned) => spawned,
         Err(e) => {
             supervise::remove_runtime_files(inner, name).await;
+            super::host_resources::release(inner, &held).await;
             return Err(e);
         }
     };
@@ -475,6 +478,7 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
             argv,
             config: config.clone(),
             started_at_unix_ms: super::events::now_unix_ms(),
+            held: held.clone(),
         };
         let scoped = async {
             match &inner.scopes {
@@ -515,6 +519,7 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
             let _ = spawn::signal(pid, Signal::SIGKILL);
             let _ = spawned.child.wait().await;
             supervise::remove_runtime_files(inner, name).await;
+            super::host_resources::release(inner, &held).await;
             Err(e)
         }
     }

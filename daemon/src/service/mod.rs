@@ -7,6 +7,7 @@ mod defaults;
 pub mod domain;
 pub mod events;
 pub mod host_info;
+mod host_resources;
 pub mod jobs;
 mod lifecycle;
 pub mod metrics;

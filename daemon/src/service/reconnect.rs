@@ -111,7 +111,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
                 }),
                 _ => {
                     tracing::info!(domain = %name, pid = record.pid, ?liveness, "guest stopped while the daemon was down");
-                    vanished.push(name);
+                    vanished.push((name, record.held));
                 }
             },
         }
@@ -129,7 +129,9 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
             );
         }
     }
-    for name in vanished {
+    for (name, held) in vanished {
+        // What the previous daemon took for the guest is given back now.
+        super::host_resources::release(inner, &held).await;
         supervise::remove_runtime_files(inner, &name).await;
         inner.events.publish(
             &name,

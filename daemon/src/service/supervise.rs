@@ -194,6 +194,7 @@ impl Watcher {
     async fn finish(self, detail: String) {
         let inner = &self.inner;
         let name = self.h.name.clone();
+        super::host_resources::release(inner, &self.live.record.held).await;
         remove_runtime_files(inner, &name).await;
         let (to, reason) = match self.live.intent() {
             Intent::Destroy => (Run::Off, StateReason::Destroyed),

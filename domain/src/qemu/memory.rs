@@ -1,13 +1,15 @@
 //! Guest RAM layout: which RAM blocks exist (one per NUMA cell, or one for the whole guest)
 //! and which QEMU memory backend each needs. Shared by validation (page-size divisibility)
-//! and the argv builder, so they cannot disagree.
+//! and the argv builder (and the host layer's hugepage accounting), so they cannot disagree.
 
 use crate::model::*;
 
 /// Huge page size for a block: `Some(None)` = the host's default huge page size.
-pub(crate) type HugeSize = Option<Option<u64>>;
+pub type HugeSize = Option<Option<u64>>;
 
-pub(crate) struct RamBlock {
+/// One block of guest RAM and what backs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RamBlock {
     /// Guest NUMA cell, or `None` for the single non-NUMA block.
     pub cell: Option<usize>,
     pub hugepages: HugeSize,
@@ -37,7 +39,7 @@ fn hugepages_for(d: &DomainConfig, cell: Option<u32>) -> HugeSize {
         .map(|p| Some(p.size_kib))
 }
 
-pub(crate) fn ram_blocks(d: &DomainConfig) -> Vec<RamBlock> {
+pub fn ram_blocks(d: &DomainConfig) -> Vec<RamBlock> {
     let backing_access = d.memory_backing.as_ref().and_then(|b| b.access);
     let cells = d
         .cpu

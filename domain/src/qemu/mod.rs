@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use argv::build_argv;
+pub use memory::{ram_blocks, HugeSize, RamBlock};
 
 /// Accelerator the host layer chose (KVM when /dev/kvm is usable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

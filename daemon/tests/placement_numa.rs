@@ -1,0 +1,260 @@
+//! NUMA placement and hugepage reservation on this machine, with real QEMU (issue 7, items 4
+//! and 5): the guest's own view of its NUMA cells (printed by the test guest's init on the
+//! serial console), the host-side memory policy of each cell's backend from
+//! /proc/<pid>/numa_maps, refusals naming the node and its sysfs path, and the per-node 2 MiB
+//! pool grown for a guest and shrunk back when it stops.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use novacron_domain::model::{Cpu, CpuMode, NumaCell};
+use novacron_domain::{DomainConfig, ErrorCode};
+
+fn parse(xml_fragment: &str) -> DomainConfig {
+    DomainConfig::from_xml(&format!(
+        "<domain type='qemu'><name>x</name><memory unit='MiB'>256</memory><vcpu>2</vcpu>
+           {xml_fragment}<os><type>hvm</type></os></domain>"
+    ))
+    .unwrap()
+}
+
+/// (start address, size in bytes) of every mapping in /proc/<pid>/maps.
+fn mappings(pid: u32) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            let (a, b) = (
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            );
+            Some((a, b - a))
+        })
+        .collect()
+}
+
+/// Sizes (bytes) of the mappings whose memory policy in numa_maps is `policy`.
+fn sizes_with_policy(pid: u32, policy: &str) -> Vec<u64> {
+    let maps = mappings(pid);
+    std::fs::read_to_string(format!("/proc/{pid}/numa_maps"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let start = u64::from_str_radix(f.next()?, 16).ok()?;
+            (f.next()? == policy).then_some(start)
+        })
+        .filter_map(|start| maps.iter().find(|(a, _)| *a == start).map(|(_, s)| *s))
+        .collect()
+}
+
+/// `NOVACRON-NUMA node0 cpus=0 mem_kib=123` lines: (node, cpus, KiB).
+fn guest_nodes(serial: &str) -> Vec<(String, String, u64)> {
+    serial
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("NOVACRON-NUMA ")? + "NOVACRON-NUMA ".len()..];
+            let mut f = rest.split_whitespace();
+            let node = f.next()?.to_owned();
+            let cpus = f.next()?.strip_prefix("cpus=")?.to_owned();
+            let kib = f.next()?.strip_prefix("mem_kib=")?.parse().ok()?;
+            Some((node, cpus, kib))
+        })
+        .collect()
+}
+
+/// The test guest with two NUMA cells of 128 MiB and one vCPU each; cell 0's memory bound
+/// (strict) and cell 1's interleaved over host node 0, the only node this machine has.
+#[tokio::test]
+async fn the_guest_sees_two_numa_cells_and_each_cell_has_its_host_policy() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut config = linux("numa2", "");
+    let shaped = parse(
+        "<cpu><numa>
+           <cell id='0' cpus='0' memory='131072' unit='KiB'><distances><sibling id='0' value='10'/><sibling id='1' value='20'/></distances></cell>
+           <cell id='1' cpus='1' memory='131072' unit='KiB'><distances><sibling id='0' value='20'/><sibling id='1' value='10'/></distances></cell>
+         </numa></cpu>
+         <numatune><memnode cellid='0' mode='strict' nodeset='0'/>
+                   <memnode cellid='1' mode='interleave' nodeset='0'/></numatune>",
+    );
+    config.vcpu = shaped.vcpu;
+    config.memory = shaped.memory;
+    config.numatune = shaped.numatune;
+    let cells: Vec<NumaCell> = shaped.cpu.unwrap().numa;
+    match &mut config.cpu {
+        Some(cpu) => cpu.numa = cells,
+        None => {
+            config.cpu = Some(Cpu {
+                mode: CpuMode::Custom {
+                    model: "qemu64".into(),
+                },
+                features: vec![],
+                topology: None,
+                numa: cells,
+            })
+        }
+    }
+    svc.define(config).await.unwrap();
+    svc.start("numa2").await.unwrap();
+    let pid = recorded_pid(&env, "numa2");
+
+    // Host side: each cell's backend carries its own policy.
+    let bound = sizes_with_policy(pid, "bind:0");
+    let interleaved = sizes_with_policy(pid, "interleave:0");
+    println!("bind:0 mappings {bound:?}, interleave:0 mappings {interleaved:?}");
+    assert!(bound.iter().any(|s| *s >= 128 << 20), "cell 0: {bound:?}");
+    assert!(
+        interleaved.iter().any(|s| *s >= 128 << 20),
+        "cell 1: {interleaved:?}"
+    );
+
+    // Guest side: two nodes, one CPU each, about 128 MiB each (minus what the kernel keeps).
+    let serial = env.serial_log("numa2");
+    wait_file(
+        &serial,
+        novacron_tests::READY_MARKER,
+        1,
+        Duration::from_secs(240),
+    )
+    .await;
+    let nodes = guest_nodes(&std::fs::read_to_string(&serial).unwrap());
+    println!("guest NUMA view: {nodes:?}");
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert_eq!((nodes[0].0.as_str(), nodes[0].1.as_str()), ("node0", "0"));
+    assert_eq!((nodes[1].0.as_str(), nodes[1].1.as_str()), ("node1", "1"));
+    for (node, _, kib) in &nodes {
+        assert!(
+            (64 * 1024..=128 * 1024).contains(kib),
+            "{node}: {kib} KiB is not about 128 MiB"
+        );
+    }
+    svc.destroy("numa2").await.unwrap();
+}
+
+#[tokio::test]
+async fn numatune_to_a_host_node_that_does_not_exist_is_refused_naming_it() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut config = osless("nonode");
+    config.numatune = parse("<numatune><memory mode='strict' nodeset='3'/></numatune>").numatune;
+    svc.define(config).await.unwrap();
+    let err = svc.start("nonode").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("node(s) 3") && msg.contains("/sys/devices/system/node/node3"),
+        "{msg}"
+    );
+    assert!(!env.record("nonode").exists());
+}
+
+/// Restores a hugepage pool's size when dropped.
+struct Pool {
+    path: &'static str,
+    before: String,
+}
+
+impl Pool {
+    fn take(path: &'static str) -> Pool {
+        Pool {
+            path,
+            before: std::fs::read_to_string(path).expect("a 2 MiB hugepage pool"),
+        }
+    }
+    fn count(&self) -> u64 {
+        std::fs::read_to_string(self.path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+    fn resize(&self, pages: u64) {
+        std::fs::write(self.path, pages.to_string()).expect("resizing the pool needs root");
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.before.trim());
+    }
+}
+
+const NODE0_POOL: &str = "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages";
+
+/// A 64 MiB guest on 2 MiB pages bound to host node 0: with an empty node-0 pool it is refused
+/// (naming the node's pool), unless reservation is allowed: then the daemon adds exactly the
+/// 32 pages to node 0's pool, records them, and takes them back when the guest stops.
+#[tokio::test]
+async fn a_short_node_pool_is_refused_or_grown_for_the_guest_and_shrunk_after() {
+    let pool = Pool::take(NODE0_POOL);
+    let mut config = osless("hugenode");
+    let shaped = parse(
+        "<memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>
+         <numatune><memory mode='strict' nodeset='0'/></numatune>",
+    );
+    config.memory_backing = shaped.memory_backing;
+    config.numatune = shaped.numatune;
+    pool.resize(0);
+    assert_eq!(pool.count(), 0);
+
+    {
+        let env = Env::new();
+        let svc = env.open().await;
+        svc.define(config.clone()).await.unwrap();
+        let err = svc.start("hugenode").await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
+        assert!(
+            err.to_string().contains(
+                "needs 32 free 2 MiB hugepages on host node(s) 0, but they have 0 free \
+                 (/sys/devices/system/node/node0/hugepages/hugepages-2048kB)"
+            ),
+            "{err}"
+        );
+        assert_eq!(pool.count(), 0);
+    }
+
+    let mut env = Env::new();
+    env.config.hugepages.reserve = true;
+    let svc = env.open().await;
+    svc.define(config).await.unwrap();
+    svc.start("hugenode").await.unwrap();
+    assert_eq!(
+        pool.count(),
+        32,
+        "the node-0 pool grew by the guest's 32 pages"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.record("hugenode")).unwrap()).unwrap();
+    assert_eq!(
+        record["held"]["hugepages"],
+        serde_json::json!([{"node": 0, "size_kib": 2048, "pages": 32}])
+    );
+    let pid = recorded_pid(&env, "hugenode");
+    let mut on_pages = 0;
+    for _ in 0..50 {
+        on_pages = sizes_with_policy(pid, "bind:0")
+            .into_iter()
+            .filter(|s| *s >= 64 << 20)
+            .count();
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        if on_pages > 0 && smaps.contains("KernelPageSize:     2048 kB") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(on_pages > 0, "no 64 MiB mapping bound to node 0");
+    svc.destroy("hugenode").await.unwrap();
+    // The supervisor gives the pages back as it cleans up after QEMU.
+    for _ in 0..100 {
+        if pool.count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pool.count(), 0, "the 32 pages were given back");
+    drop(pool);
+}
