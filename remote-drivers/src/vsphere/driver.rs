@@ -280,7 +280,11 @@ impl VsphereDriver {
         let pool = match host.props.get("parent").and_then(MoRef::from_node) {
             Some(parent) => self
                 .client
-                .retrieve_objects(&[parent.clone()], &parent.kind, &["resourcePool"])
+                .retrieve_objects(
+                    std::slice::from_ref(&parent),
+                    &parent.kind,
+                    &["resourcePool"],
+                )
                 .await
                 .map_err(|e| self.err(e))?
                 .first()
