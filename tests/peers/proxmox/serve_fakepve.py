@@ -7,7 +7,7 @@ or pick a free port.
 
 Environment: FAKEPVE_PASSWORD, FAKEPVE_TOKEN_ID, FAKEPVE_TOKEN_SECRET (never on the command line).
 Arguments: --vms N (qemu guests), --dir D (the self-signed certificate is written to D/fakepve.crt),
---time-scale S (real seconds per PVE second).
+--time-scale S (real seconds per PVE second), --ticket-ttl T (login ticket lifetime, s).
 Prints one line "fakepve ready port=<port> cert=<path>" once it listens.
 
 The inventory (all names are unique except the "dup" pair):
@@ -29,6 +29,8 @@ from fakepve.certs import make_cert
 async def serve(args):
     pve = FakePve(user='root@pam', password=os.environ['FAKEPVE_PASSWORD'], host='127.0.0.1', port=0)
     pve.time_scale = args.time_scale
+    # PVE's tickets live 2 h; tests shorten it to see clients log in again.
+    pve.ticket_ttl = args.ticket_ttl
     pve.add_node('pve2')
     pve.apitokens[os.environ['FAKEPVE_TOKEN_ID']] = os.environ['FAKEPVE_TOKEN_SECRET']
     config = {'cores': 2, 'memory': 1024, 'smbios1': 'uuid=00000000-0000-4000-8000-{0:012d}'}
@@ -53,6 +55,7 @@ def main():
     parser.add_argument('--vms', type=int, default=10)
     parser.add_argument('--dir', required=True)
     parser.add_argument('--time-scale', type=float, default=0.01)
+    parser.add_argument('--ticket-ttl', type=float, default=7200)
     args = parser.parse_args()
     try:
         asyncio.run(serve(args))

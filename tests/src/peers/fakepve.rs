@@ -64,6 +64,12 @@ pub fn script() -> PathBuf {
 
 /// Starts a fakepve with `vm_count` qemu guests (plus the fixed ones) and waits until it listens.
 pub fn start(vm_count: usize) -> Result<Peer> {
+    start_with_ticket_ttl(vm_count, Duration::from_secs(7200))
+}
+
+/// Like [`start`], with login tickets that expire after `ticket_ttl` (PVE's are 2 h), to see a
+/// client log in again.
+pub fn start_with_ticket_ttl(vm_count: usize, ticket_ttl: Duration) -> Result<Peer> {
     let dir = tempfile::Builder::new()
         .prefix("novacron-fakepve-")
         .tempdir()
@@ -78,6 +84,8 @@ pub fn start(vm_count: usize) -> Result<Peer> {
         .arg(dir.path())
         .arg("--time-scale")
         .arg(TIME_SCALE.to_string())
+        .arg("--ticket-ttl")
+        .arg(ticket_ttl.as_secs_f64().to_string())
         .env("FAKEPVE_PASSWORD", &password)
         .env("FAKEPVE_TOKEN_ID", TOKEN_ID)
         .env("FAKEPVE_TOKEN_SECRET", &token_secret)
