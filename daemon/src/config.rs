@@ -42,6 +42,8 @@ pub struct Config {
     pub scopes: ScopeConfig,
     /// The D-Bus API (`[dbus]`).
     pub dbus: crate::api::dbus::DbusConfig,
+    /// Per-guest cgroups (`[cgroups]`).
+    pub cgroups: crate::host::cgroup::CgroupConfig,
     /// Hugepage pool reservation (`[hugepages]`).
     pub hugepages: crate::host::hugepages::HugepageConfig,
 }
@@ -187,6 +189,7 @@ impl Config {
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),
             dbus: crate::api::dbus::DbusConfig::default(),
+            cgroups: crate::host::cgroup::CgroupConfig::default(),
             hugepages: crate::host::hugepages::HugepageConfig::default(),
         }
     }
@@ -315,6 +318,9 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if let Err(reason) = self.cgroups.check() {
+            return Err(err("cgroups.parent", &reason));
         }
         if self.api.listen.is_some() && self.api.tokens.is_empty() {
             return Err(err(

@@ -173,3 +173,40 @@ fn argv_escapes_commas_in_paths() {
         "{argv:?}"
     );
 }
+
+/// Guest NUMA without hugepages: one memory-backend-ram per cell, each with its host policy
+/// (the whole-guest interleave over a split node set, a cell's own strict memnode), and the
+/// cell distances as `-numa dist`.
+#[test]
+fn golden_numa_cells_on_ram_backends() {
+    let xml = "<domain type='kvm'>
+      <name>numa-ram</name>
+      <uuid>5b0c3f1e-7a2d-4c8e-9b1f-3e4d5c6b7a80</uuid>
+      <memory unit='GiB'>3</memory>
+      <vcpu>6</vcpu>
+      <numatune>
+        <memory mode='interleave' nodeset='0-1,3'/>
+        <memnode cellid='1' mode='strict' nodeset='2'/>
+      </numatune>
+      <os><type arch='x86_64' machine='q35'>hvm</type></os>
+      <cpu mode='custom'><model>qemu64</model>
+        <numa>
+          <cell id='0' cpus='0-1' memory='1' unit='GiB'>
+            <distances><sibling id='0' value='10'/><sibling id='1' value='20'/><sibling id='2' value='30'/></distances>
+          </cell>
+          <cell id='1' cpus='2-3' memory='1' unit='GiB'>
+            <distances><sibling id='0' value='20'/><sibling id='1' value='10'/><sibling id='2' value='20'/></distances>
+          </cell>
+          <cell id='2' cpus='4-5' memory='1' unit='GiB'>
+            <distances><sibling id='0' value='30'/><sibling id='1' value='20'/><sibling id='2' value='10'/></distances>
+          </cell>
+        </numa>
+      </cpu>
+    </domain>";
+    let vd = DomainConfig::from_xml(xml)
+        .expect("parse")
+        .validate()
+        .expect("valid");
+    let argv = build_argv(&vd, &ctx("numa-ram")).expect("argv");
+    check_golden("numa-ram", &argv);
+}

@@ -12,6 +12,7 @@
 
 mod error;
 mod events;
+mod pinning;
 pub mod sse;
 mod tls;
 mod transport;
@@ -19,6 +20,7 @@ mod types;
 
 pub use error::ClientError;
 pub use events::EventStream;
+pub use pinning::{PinTarget, Pinning, ThreadAffinity};
 pub use tls::Tls;
 pub use transport::Target;
 pub use types::{

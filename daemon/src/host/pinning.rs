@@ -7,6 +7,7 @@ use std::path::Path;
 
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
+use novacron_domain::model::{CpuTune, IdSet, IothreadPin, VcpuPin};
 use novacron_domain::DomainConfig;
 
 use super::topology::parse_cpulist;
@@ -16,8 +17,17 @@ use super::topology::parse_cpulist;
 pub struct ThreadPin {
     /// For messages: `vCPU 0`, `iothread 1`, `emulator thread 1234`.
     pub what: String,
+    pub kind: ThreadKind,
     pub tid: u32,
     pub cpus: Vec<u32>,
+}
+
+/// What a QEMU thread is, as pinning names it (`vcpupin`, `iothreadpin`, `emulatorpin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadKind {
+    Vcpu(u32),
+    Iothread(u32),
+    Emulator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +90,12 @@ pub fn plan(
                 .find(|(i, _)| *i == vcpu)
                 .map(|(_, t)| *t)
                 .ok_or_else(|| PinError::NoThread { what: what.clone() })?;
-            pins.push(ThreadPin { what, tid, cpus });
+            pins.push(ThreadPin {
+                what,
+                kind: ThreadKind::Vcpu(vcpu),
+                tid,
+                cpus,
+            });
         }
     }
     for pin in &tune.iothreadpins {
@@ -93,6 +108,7 @@ pub fn plan(
             .ok_or_else(|| PinError::NoThread { what: what.clone() })?;
         pins.push(ThreadPin {
             what,
+            kind: ThreadKind::Iothread(pin.iothread),
             tid,
             cpus: pin.cpuset.iter().collect(),
         });
@@ -111,12 +127,67 @@ pub fn plan(
         for &tid in tids.iter().filter(|t| !special.contains(t)) {
             pins.push(ThreadPin {
                 what: format!("emulator thread {tid}"),
+                kind: ThreadKind::Emulator,
                 tid,
                 cpus: cpus.clone(),
             });
         }
     }
     Ok(pins)
+}
+
+/// `tune` with `kind` pinned to `cpus` (replacing any earlier pin of that thread).
+pub fn with_pin(tune: Option<CpuTune>, kind: ThreadKind, cpus: IdSet) -> CpuTune {
+    let mut tune = tune.unwrap_or_default();
+    match kind {
+        ThreadKind::Vcpu(vcpu) => {
+            tune.vcpupins.retain(|p| p.vcpu != vcpu);
+            tune.vcpupins.push(VcpuPin { vcpu, cpuset: cpus });
+            tune.vcpupins.sort_by_key(|p| p.vcpu);
+        }
+        ThreadKind::Iothread(iothread) => {
+            tune.iothreadpins.retain(|p| p.iothread != iothread);
+            tune.iothreadpins.push(IothreadPin {
+                iothread,
+                cpuset: cpus,
+            });
+            tune.iothreadpins.sort_by_key(|p| p.iothread);
+        }
+        ThreadKind::Emulator => tune.emulatorpin = Some(cpus),
+    }
+    tune
+}
+
+/// What the config asks for one thread: its own pin, else `<vcpu cpuset>` (which covers
+/// vCPUs and the emulator, not iothreads); `None` when it may run anywhere.
+pub fn asked(config: &DomainConfig, kind: ThreadKind) -> Option<IdSet> {
+    let tune = config.cputune.as_ref();
+    let default = config.vcpu.cpuset.clone();
+    match kind {
+        ThreadKind::Vcpu(vcpu) => tune
+            .and_then(|t| t.vcpupins.iter().find(|p| p.vcpu == vcpu))
+            .map(|p| p.cpuset.clone())
+            .or(default),
+        ThreadKind::Iothread(id) => tune
+            .and_then(|t| t.iothreadpins.iter().find(|p| p.iothread == id))
+            .map(|p| p.cpuset.clone()),
+        ThreadKind::Emulator => tune.and_then(|t| t.emulatorpin.clone()).or(default),
+    }
+}
+
+/// Every CPU some thread of the guest is pinned to, or `None` when a thread is unpinned (so
+/// the guest as a whole may use any CPU): what a per-guest cpuset cgroup allows.
+pub fn cpus_of_all_threads(config: &DomainConfig) -> Option<Vec<u32>> {
+    let vcpus = config.vcpu.current.unwrap_or(config.vcpu.count);
+    let kinds = (0..vcpus)
+        .map(ThreadKind::Vcpu)
+        .chain((1..=config.iothreads.unwrap_or(0)).map(ThreadKind::Iothread))
+        .chain([ThreadKind::Emulator]);
+    let mut all = BTreeSet::new();
+    for kind in kinds {
+        all.extend(asked(config, kind)?.iter());
+    }
+    Some(all.into_iter().collect())
 }
 
 /// Applies every pin and reads each back from `/proc/<pid>/task/<tid>/status`.
@@ -217,6 +288,36 @@ mod tests {
             "emulator threads follow <vcpu cpuset>"
         );
         assert_eq!(by(14), Some(vec![0, 1]));
+    }
+
+    #[test]
+    fn a_new_pin_replaces_the_old_and_the_union_needs_every_thread_pinned() {
+        let c = config(
+            "<vcpupin vcpu='1' cpuset='3'/><emulatorpin cpuset='0'/>",
+            "<vcpu>2</vcpu>",
+        );
+        assert_eq!(
+            cpus_of_all_threads(&c),
+            None,
+            "vCPU 0 and iothread 1 are free"
+        );
+        let mut c2 = c.clone();
+        let tune = with_pin(c2.cputune.take(), ThreadKind::Vcpu(1), "1".parse().unwrap());
+        let tune = with_pin(Some(tune), ThreadKind::Vcpu(0), "2".parse().unwrap());
+        let tune = with_pin(Some(tune), ThreadKind::Iothread(1), "2".parse().unwrap());
+        assert_eq!(
+            tune.vcpupins
+                .iter()
+                .map(|p| (p.vcpu, p.cpuset.to_string()))
+                .collect::<Vec<_>>(),
+            [(0, "2".to_owned()), (1, "1".to_owned())]
+        );
+        c2.cputune = Some(tune);
+        assert_eq!(cpus_of_all_threads(&c2), Some(vec![0, 1, 2]));
+        assert_eq!(
+            asked(&c2, ThreadKind::Emulator).map(|s| s.to_string()),
+            Some("0".into())
+        );
     }
 
     #[test]

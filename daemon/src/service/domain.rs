@@ -70,6 +70,8 @@ pub struct Live {
     intent: Mutex<Intent>,
     /// Set as soon as the process is known to be gone, before its pid can be reused.
     exited: std::sync::atomic::AtomicBool,
+    /// The pins in force: the started config's, as changed live since (also in the record).
+    cputune: Mutex<Option<novacron_domain::model::CpuTune>>,
 }
 
 /// The QMP connection, or why there is none (a reconnect that failed: the guest is left alone).
@@ -84,6 +86,7 @@ impl Live {
             pid,
             record,
             monitor,
+            cputune: Mutex::new(record.config.cputune.clone()),
             intent: Mutex::new(Intent::None),
             exited: std::sync::atomic::AtomicBool::new(false),
         }
@@ -116,6 +119,24 @@ impl Live {
 
     pub fn intent(&self) -> Intent {
         *self.intent.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The config this QEMU runs with now: the started one with the live pin changes.
+    pub fn config(&self) -> novacron_domain::DomainConfig {
+        let mut config = self.record.config.clone();
+        config.cputune = self.cputune();
+        config
+    }
+
+    pub fn cputune(&self) -> Option<novacron_domain::model::CpuTune> {
+        self.cputune
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_cputune(&self, cputune: Option<novacron_domain::model::CpuTune>) {
+        *self.cputune.lock().unwrap_or_else(PoisonError::into_inner) = cputune;
+    }
+
     }
 
     /// Sets `new` only if the intent is still `expected` (one lock: no lost update, e.g. a

@@ -49,6 +49,11 @@ pub enum EventKind {
         pid: u32,
         error: String,
     },
+    /// A restarted daemon found pinned threads running elsewhere than planned, and put them
+    /// back.
+    PinsRestored {
+        drifted: Vec<super::placement::Drift>,
+    },
 }
 
 /// Why a state changed.

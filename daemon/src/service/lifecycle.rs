@@ -499,7 +499,7 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
         // Subscribe before the guest runs, so the supervisor misses nothing.
         let events = qmp.subscribe();
         if crate::host::pinning::wanted(config) {
-            pin_threads(&qmp, pid, config)
+            super::placement::pin_threads(&qmp, pid, config)
                 .await
                 .map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
         }
@@ -507,6 +507,7 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
             .await
             .map_err(|e| qmp_error(name, "start", e))?;
         Ok((record, qmp, events))
+        super::placement::enter_cgroup(inner, name, pid, config).await?;
     }
     .await;
     match result {
@@ -578,39 +579,6 @@ async fn prepare_runtime(
     .await
     .map_err(|e| Error::Internal(e.to_string()))?
     .map_err(|e| Error::Internal(format!("cannot prepare the runtime of '{name}': {e}")))
-}
-
-/// Pins vCPU, iothread and emulator threads as the config asks, before the vCPUs first run.
-async fn pin_threads(
-    qmp: &novacron_qmp::Client,
-    pid: u32,
-    config: &DomainConfig,
-) -> Result<(), String> {
-    use novacron_qmp::commands::{QueryCpusFast, QueryIothreads};
-    let tid = |t: i64| u32::try_from(t).map_err(|_| format!("QEMU reported thread id {t}"));
-    let vcpus = qmp
-        .execute(&QueryCpusFast)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|c| Ok((c.cpu_index, tid(c.thread_id)?)))
-        .collect::<Result<Vec<_>, String>>()?;
-    let iothreads = qmp
-        .execute(&QueryIothreads)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|t| Ok((t.id, tid(t.thread_id)?)))
-        .collect::<Result<Vec<_>, String>>()?;
-    let config = config.clone();
-    tokio::task::spawn_blocking(move || {
-        use crate::host::pinning;
-        let tids = pinning::threads(pid).map_err(|e| format!("listing QEMU's threads: {e}"))?;
-        let pins = pinning::plan(&config, &vcpus, &iothreads, &tids).map_err(|e| e.to_string())?;
-        pinning::apply(pid, &pins).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
 }
 
 fn start_failed(name: &str, e: spawn::SpawnError) -> Error {

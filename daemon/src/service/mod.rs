@@ -10,6 +10,7 @@ pub mod host_info;
 mod host_resources;
 pub mod jobs;
 mod lifecycle;
+pub mod placement;
 pub mod metrics;
 pub mod operations;
 pub mod passthrough;
@@ -160,7 +161,7 @@ impl Service {
         let h = self.inner.handle(name)?;
         let config = match h.run().live() {
             // A running guest is described by the config it was started with.
-            Some(live) => live.record.config.clone(),
+            Some(live) => live.config(),
             None => h.definition().config.config().clone(),
         };
         Ok(DomainInfo {

@@ -24,6 +24,8 @@ struct Adopted {
     live: Arc<Live>,
     state: UpState,
     events: Option<Subscription>,
+    /// Pinned threads whose affinity was found changed and put back (or why not).
+    drift: Result<Vec<super::placement::Drift>, String>,
 }
 
 pub(super) async fn recover(inner: &Arc<Inner>) {
@@ -149,6 +151,16 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
         match &adopted.live.monitor {
             Monitor::Connected(_) => {
                 inner.events.publish(&name, EventKind::Reconnected { pid });
+                match adopted.drift {
+                    Ok(drifted) if drifted.is_empty() => {}
+                    Ok(drifted) => {
+                        tracing::warn!(domain = %name, pid, ?drifted, "pinned threads had drifted; restored");
+                        inner.events.publish(&name, EventKind::PinsRestored { drifted });
+                    }
+                    Err(error) => {
+                        tracing::warn!(domain = %name, pid, %error, "cannot check the pins of a reconnected guest");
+                    }
+                }
             }
             Monitor::Lost(error) => {
                 tracing::error!(domain = %name, pid, %error, "guest is running but its monitor cannot be reached; leaving it alone");
@@ -200,6 +212,8 @@ async fn adopt(record: RuntimeRecord) -> Adopted {
         Ok(status) => status,
         Err(e) => return lost(record, e.to_string()),
     };
+    // The record holds the pins in force (live changes included): put back what drifted.
+    let drift = super::placement::restore_drifted(&client, pid, &record.config).await;
     let live = Arc::new(Live::new(pid, record, Monitor::Connected(client.clone())));
     let state = match status.status {
         RunState::Running => UpState::Running,
@@ -225,6 +239,7 @@ async fn adopt(record: RuntimeRecord) -> Adopted {
         live,
         state,
         events: Some(events),
+        drift,
     }
 }
 
@@ -233,5 +248,6 @@ fn lost(record: RuntimeRecord, error: String) -> Adopted {
         live: Arc::new(Live::new(record.pid, record, Monitor::Lost(error))),
         state: UpState::Running,
         events: None,
+        drift: Ok(Vec::new()),
     }
 }

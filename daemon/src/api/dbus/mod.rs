@@ -201,7 +201,7 @@ async fn on_event(
         EventKind::ReconnectFailed { pid, error } => {
             DomainObject::reconnect_failed(&emitter, *pid, error).await?;
         }
-        EventKind::Defined { .. } | EventKind::Undefined => {}
+        EventKind::Defined { .. } | EventKind::Undefined | EventKind::PinsRestored { .. } => {}
     }
     match now {
         Some(props) => {

@@ -13,7 +13,9 @@ use zbus::{interface, Connection};
 use super::error::{to_fdo, DbusError};
 use super::path::domain_path;
 use super::polkit;
+use crate::host::pinning::ThreadKind;
 use crate::service::audit::as_actor;
+use crate::service::placement::PinScope;
 use crate::service::{Action, ListFilter, Service, ShutdownOptions};
 
 pub const MANAGER_PATH: &str = "/org/novacron1";
@@ -207,6 +209,23 @@ impl DomainObject {
     }
 }
 
+impl DomainObject {
+    async fn pin(
+        &self,
+        kind: ThreadKind,
+        cpuset: &str,
+        live: bool,
+        config: bool,
+        conn: &Connection,
+        header: &Header<'_>,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, header).await?;
+        let scope = PinScope { live, config };
+        let pinning = as_actor(actor, self.service.pin(&self.name, kind, cpuset, scope)).await?;
+        serde_json::to_string(&pinning).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+}
+
 /// The property values of one domain, as `org.novacron1.Domain` shows them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Props {
@@ -338,6 +357,103 @@ impl DomainObject {
     ) -> Result<(), DbusError> {
         let actor = polkit::authorize(conn, &header).await?;
         Ok(as_actor(actor, self.service.set_autostart(&self.name, enabled)).await?)
+    }
+
+    /// Pins vCPU `vcpu` to the host CPUs in `cpuset` (libvirt syntax, e.g. "0-3,^2"): `live`
+    /// on the running QEMU, `config` in the definition; neither means live while running,
+    /// else the definition (as `virsh vcpupin`). Returns the pins afterwards as JSON (the
+    /// HTTP API's `Pinning`).
+    #[zbus(name = "PinVCPU", out_args("pinning"))]
+    async fn pin_vcpu(
+        &self,
+        vcpu: u32,
+        cpuset: &str,
+        live: bool,
+        config: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        self.pin(ThreadKind::Vcpu(vcpu), cpuset, live, config, conn, &header)
+            .await
+    }
+
+    /// As `PinVCPU`, for the emulator threads (`virsh emulatorpin`).
+    #[zbus(out_args("pinning"))]
+    async fn pin_emulator(
+        &self,
+        cpuset: &str,
+        live: bool,
+        config: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        self.pin(ThreadKind::Emulator, cpuset, live, config, conn, &header)
+            .await
+    }
+
+    /// As `PinVCPU`, for iothread `iothread` (`virsh iothreadpin`).
+    #[zbus(name = "PinIOThread", out_args("pinning"))]
+    async fn pin_iothread(
+        &self,
+        iothread: u32,
+        cpuset: &str,
+        live: bool,
+        config: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        self.pin(ThreadKind::Iothread(iothread), cpuset, live, config, conn, &header)
+            .await
+    }
+
+    /// The pins as JSON (the HTTP API's `Pinning`): live while running unless `config`.
+    #[zbus(out_args("pinning"))]
+    async fn get_pinning(&self, config: bool) -> Result<String, DbusError> {
+        let pinning = self.service.pinning(&self.name, config).await?;
+        serde_json::to_string(&pinning).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// Migrates live to the destination daemon (`http(s)://host:port`, its token; `options`
+    /// is the HTTP API's `MigrationOptions` as JSON, "" for defaults). Returns the progress
+    /// as JSON once the migration started; follow it with `MigrationProgress` signals.
+    #[zbus(out_args("progress"))]
+    async fn migrate(
+        &self,
+        destination: String,
+        token: String,
+        options: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header).await?;
+        let options = if options.trim().is_empty() {
+            Default::default()
+        } else {
+            serde_json::from_str(&options)
+                .map_err(|e| DbusError::InvalidConfig(format!("options: {e}")))?
+        };
+        let request = crate::service::migration::MigrateRequest {
+            destination,
+            token: (!token.is_empty()).then_some(token),
+            destination_ca: None,
+            options,
+            keep_source_definition: false,
+        };
+        let progress =
+            as_actor(actor, self.service.migrate(&self.name, request, false)).await?;
+        serde_json::to_string(&progress).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// Cancels the running migration; returns the final progress as JSON.
+    #[zbus(out_args("progress"))]
+    async fn cancel_migration(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header).await?;
+        let progress = as_actor(actor, self.service.cancel_migration(&self.name)).await?;
+        serde_json::to_string(&progress).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
     /// The libvirt XML (the running config while the guest runs).

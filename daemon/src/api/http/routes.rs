@@ -26,6 +26,8 @@ pub enum Endpoint {
     DomainXml,
     DomainAction(ActionName),
     SetAutostart,
+    Pinning,
+    Pin,
     Qmp,
     GetOperation,
     Host,
@@ -96,6 +98,8 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/domains/{name}/autostart",
         Endpoint::SetAutostart,
     ),
+    (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
+    (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
     (Method::POST, "/v1/domains/{name}/qmp", Endpoint::Qmp),
     (Method::GET, "/v1/operations/{id}", Endpoint::GetOperation),
     (Method::GET, "/v1/host", Endpoint::Host),
@@ -235,6 +239,25 @@ pub(crate) async fn dispatch(
             svc.set_autostart(&param, body.enabled).await?;
             Ok(json_response(StatusCode::OK, &svc.status(&param)?))
         }
+        Endpoint::Pinning => {
+            let config = flag(&query(&req)?, "config", false)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &svc.pinning(&param, config).await?,
+            ))
+        }
+        Endpoint::Pin => {
+            let body: PinBody = parse_json(&read_body(req).await?)?;
+            let kind = body.target()?;
+            let scope = crate::service::placement::PinScope {
+                live: body.live,
+                config: body.config,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &svc.pin(&param, kind, &body.cpuset, scope).await?,
+            ))
+        }
         Endpoint::Qmp => {
             if caller.role != Role::Admin {
                 return Err(ApiError::new(
@@ -327,6 +350,35 @@ async fn read_action(name: ActionName, req: Request<Incoming>) -> Result<Action,
             Action::Shutdown(ShutdownOptions::from_secs(body.timeout_secs, body.force))
         }
     })
+}
+
+/// `PUT /v1/domains/{name}/pinning`: exactly one of `vcpu`, `iothread`, `emulator: true`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinBody {
+    vcpu: Option<u32>,
+    iothread: Option<u32>,
+    #[serde(default)]
+    emulator: bool,
+    cpuset: String,
+    #[serde(default)]
+    live: bool,
+    #[serde(default)]
+    config: bool,
+}
+
+impl PinBody {
+    fn target(&self) -> Result<crate::host::pinning::ThreadKind, ApiError> {
+        use crate::host::pinning::ThreadKind;
+        match (self.vcpu, self.iothread, self.emulator) {
+            (Some(n), None, false) => Ok(ThreadKind::Vcpu(n)),
+            (None, Some(n), false) => Ok(ThreadKind::Iothread(n)),
+            (None, None, true) => Ok(ThreadKind::Emulator),
+            _ => Err(ApiError::bad_request(
+                "name exactly one thread to pin: \"vcpu\": N, \"iothread\": N or \"emulator\": true",
+            )),
+        }
+    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

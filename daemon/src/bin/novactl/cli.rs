@@ -162,11 +162,53 @@ pub enum Command {
     Operation { id: String },
     /// Show the host: versions, KVM, CPUs, memory, domain counts
     Host,
+    /// Show where a domain's vCPUs may run, or pin one (like virsh vcpupin)
+    Vcpupin {
+        name: String,
+        /// The vCPU to show or pin (all are shown when omitted)
+        vcpu: Option<u32>,
+        /// Host CPUs in libvirt syntax, e.g. 0-3,^2 (shows the pins when omitted)
+        #[arg(requires = "vcpu")]
+        cpulist: Option<String>,
+        #[command(flatten)]
+        scope: PinScopeArg,
+    },
+    /// Show where a domain's emulator threads may run, or pin them (like virsh emulatorpin)
+    Emulatorpin {
+        name: String,
+        /// Host CPUs in libvirt syntax (shows the pin when omitted)
+        cpulist: Option<String>,
+        #[command(flatten)]
+        scope: PinScopeArg,
+    },
+    /// Show where a domain's iothreads may run, or pin one (like virsh iothreadpin)
+    Iothreadpin {
+        name: String,
+        /// The iothread id (from 1)
+        iothread: Option<u32>,
+        /// Host CPUs in libvirt syntax (shows the pins when omitted)
+        #[arg(requires = "iothread")]
+        cpulist: Option<String>,
+        #[command(flatten)]
+        scope: PinScopeArg,
+    },
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `--live`, `--config` as virsh has them: neither means the running guest if it runs, else
+/// its definition.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PinScopeArg {
+    /// The running guest's threads
+    #[arg(long)]
+    pub live: bool,
+    /// The persistent definition (for the next start); with no cpulist, show its pins
+    #[arg(long)]
+    pub config: bool,
 }
 
 #[derive(Debug, Clone, Copy, Args)]

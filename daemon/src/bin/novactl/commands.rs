@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::cli::{Cli, Command, WaitArg};
 use crate::exit::CliError;
 use crate::output;
+use crate::pinning::Which;
 use crate::progress::Spinner;
 
 /// Definitions are a few KiB; the daemon refuses bodies over 1 MiB anyway. This only stops
@@ -67,6 +68,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => ctx.qmp(&name, &command, arguments.as_deref()).await,
         Command::Operation { id } => ctx.operation(&id).await,
         Command::Host => ctx.host().await,
+        Command::Vcpupin {
+            name,
+            vcpu,
+            cpulist,
+            scope,
+        } => pin(&ctx, &name, Which::Vcpu(vcpu), cpulist, scope).await,
+        Command::Emulatorpin {
+            name,
+            cpulist,
+            scope,
+        } => pin(&ctx, &name, Which::Emulator, cpulist, scope).await,
+        Command::Iothreadpin {
+            name,
+            iothread,
+            cpulist,
+            scope,
+        } => pin(&ctx, &name, Which::Iothread(iothread), cpulist, scope).await,
         // Handled in main: it needs neither the daemon nor a runtime.
         Command::Completions { .. } => Ok(()),
     }
@@ -288,6 +306,16 @@ impl Ctx {
             output::line(&output::host_info(&host))
         }
     }
+}
+
+async fn pin(
+    ctx: &Ctx,
+    name: &str,
+    which: crate::pinning::Which,
+    cpulist: Option<String>,
+    scope: crate::cli::PinScopeArg,
+) -> Result<(), CliError> {
+    crate::pinning::run(&ctx.client, ctx.json, name, which, cpulist.as_deref(), scope).await
 }
 
 fn progressive(action: Action) -> &'static str {

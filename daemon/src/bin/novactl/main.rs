@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod exit;
 mod output;
+mod pinning;
 mod progress;
 
 use std::process::ExitCode;
