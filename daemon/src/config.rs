@@ -42,10 +42,12 @@ pub struct Config {
     pub scopes: ScopeConfig,
     /// The D-Bus API (`[dbus]`).
     pub dbus: crate::api::dbus::DbusConfig,
-    /// Per-guest cgroups (`[cgroups]`).
-    pub cgroups: crate::host::cgroup::CgroupConfig,
     /// Hugepage pool reservation (`[hugepages]`).
     pub hugepages: crate::host::hugepages::HugepageConfig,
+    /// Per-guest cgroups (`[cgroups]`).
+    pub cgroups: crate::host::cgroup::CgroupConfig,
+    /// Remote vendor hypervisors (`[remote]`, `[[remote.hosts]]`).
+    pub remote: crate::service::remote::RemoteConfig,
 }
 
 /// Whether each QEMU is moved into its own transient systemd scope (`novacron-<name>.scope` in
@@ -189,8 +191,9 @@ impl Config {
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),
             dbus: crate::api::dbus::DbusConfig::default(),
-            cgroups: crate::host::cgroup::CgroupConfig::default(),
             hugepages: crate::host::hugepages::HugepageConfig::default(),
+            cgroups: crate::host::cgroup::CgroupConfig::default(),
+            remote: crate::service::remote::RemoteConfig::default(),
         }
     }
 
@@ -316,6 +319,18 @@ impl Config {
                         "token '{}': sha256 must be 64 lowercase hex digits",
                         token.name
                     ),
+                ));
+            }
+        }
+        let mut host_names = std::collections::BTreeSet::new();
+        for host in &self.remote.hosts {
+            if let Err(e) = host.check() {
+                return Err(err("remote.hosts", &e.to_string()));
+            }
+            if !host_names.insert(host.name.as_str()) {
+                return Err(err(
+                    "remote.hosts",
+                    &format!("host '{}' is defined twice", host.name),
                 ));
             }
         }

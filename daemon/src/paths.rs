@@ -146,7 +146,7 @@ pub fn check_socket_path(path: &Path) -> Result<(), PathError> {
     Ok(())
 }
 
-fn create_dir(dir: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn create_dir(dir: &Path, mode: u32) -> io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)

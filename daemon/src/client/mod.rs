@@ -12,13 +12,16 @@
 
 mod error;
 mod events;
+mod migration;
 mod pinning;
+mod remote;
 pub mod sse;
 mod tls;
 mod transport;
 mod types;
 
 pub use error::ClientError;
+pub use remote::{HostList, RemoteDomain, RemoteHostRow, RemoteInventory};
 pub use events::EventStream;
 pub use pinning::{PinTarget, Pinning, ThreadAffinity};
 pub use tls::Tls;

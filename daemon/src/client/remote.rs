@@ -99,9 +99,14 @@ impl Client {
 
     /// `DELETE /v1/hosts/{host}` (admins).
     pub async fn unregister_host(&self, host: &str) -> Result<(), ClientError> {
-        self.call(Method::DELETE, &host_path(host, ""), None, "application/json")
-            .await
-            .map(drop)
+        self.call(
+            Method::DELETE,
+            &host_path(host, ""),
+            None,
+            "application/json",
+        )
+        .await
+        .map(drop)
     }
 
     /// `POST /v1/hosts/discover`.

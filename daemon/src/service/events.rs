@@ -54,6 +54,30 @@ pub enum EventKind {
     PinsRestored {
         drifted: Vec<super::placement::Drift>,
     },
+    /// A domain on a remote vendor host changed power state (`from` absent: it appeared;
+    /// `to` absent: it is gone). `domain` is the vendor's VM name.
+    RemoteStateChanged {
+        host: String,
+        from: Option<DomainState>,
+        to: Option<DomainState>,
+    },
+    /// A live migration began (`role`: source or destination).
+    MigrationStarted {
+        id: String,
+        role: String,
+        peer: String,
+    },
+    /// Where a migration is (sent about once a second while it runs).
+    MigrationProgress {
+        #[serde(flatten)]
+        progress: super::migration::Progress,
+    },
+    /// A migration ended: `outcome` completed, failed, cancelled or unknown; what happened.
+    MigrationFinished {
+        id: String,
+        outcome: String,
+        detail: String,
+    },
 }
 
 /// Why a state changed.
@@ -77,6 +101,14 @@ pub enum StateReason {
     ExitedWhileDaemonDown,
     Reconnected,
     GuestPanicked,
+    /// A migration away began.
+    MigrationStarted,
+    /// The guest now runs on another host.
+    MigratedAway,
+    /// The guest arrived from another host.
+    MigratedIn,
+    /// A migration failed or was cancelled; the guest stayed here.
+    MigrationAborted(String),
 }
 
 const REPLAY: usize = 1024;

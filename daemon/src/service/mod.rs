@@ -12,9 +12,11 @@ pub mod jobs;
 mod lifecycle;
 pub mod placement;
 pub mod metrics;
+pub mod migration;
 pub mod operations;
 pub mod passthrough;
 mod reconnect;
+pub mod remote;
 pub mod status;
 mod supervise;
 
@@ -60,6 +62,12 @@ pub(crate) struct Inner {
     pub run_as: Option<crate::qemu::spawn::RunAs>,
     /// KVM/QEMU/sysfs host facts; static parts cached after the first probe.
     pub host: crate::host::HostProbe,
+    /// Live migrations from and to this host.
+    pub migrations: migration::Registry,
+    /// Remote vendor hosts proxied through this daemon.
+    pub remote: remote::RemoteHosts,
+    /// Last seen power state of each remote domain, for events.
+    pub remote_known: remote::Known,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,8 +118,16 @@ impl Service {
         let scopes = crate::qemu::scope::Scopes::connect(&config.scopes)
             .await
             .map_err(|e| OpenError::Scopes(Box::new(e)))?;
+        let remote = {
+            let (remote_config, state_dir) = (config.remote.clone(), config.state_dir.clone());
+            tokio::task::spawn_blocking(move || remote::RemoteHosts::load(&remote_config, &state_dir))
+                .await
+                .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
+        };
         let inner = Arc::new(Inner {
             _instance_lock: instance_lock,
+            remote,
+            remote_known: remote::Known::default(),
             scopes,
             audit: audit::AuditLog::new(config.log_dir.join("audit.log")),
             run_as,
@@ -125,9 +141,15 @@ impl Service {
             problems: Mutex::new(Vec::new()),
             kvm: crate::host::kvm_usable(),
             operations: Arc::default(),
+            migrations: migration::Registry::default(),
         });
         reconnect::recover(&inner).await;
+        migration::recover(&inner).await;
         spawn_log_capper(Arc::downgrade(&inner));
+        remote::spawn_poller(
+            Arc::downgrade(&inner),
+            Duration::from_secs(inner.config.remote.poll_secs),
+        );
         Ok(Service { inner })
     }
 

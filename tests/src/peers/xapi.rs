@@ -87,6 +87,10 @@ pub fn start_with(options: &Options) -> Result<Peer> {
             "/CN=127.0.0.1",
             "-addext",
             "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            // A leaf, not a CA: a client that trusts this file as its root (ca_file) must
+            // still accept it as the server's certificate (webpki refuses a CA used as one).
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
             "-keyout",
         ])
         .arg(&key)

@@ -10,6 +10,7 @@ mod error;
 mod objects;
 pub mod path;
 mod polkit;
+pub mod remote;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,6 +115,12 @@ async fn connect(
             },
         )?
         .serve_at(MANAGER_PATH, zbus::fdo::ObjectManager)?;
+    for host in service.remote_hosts() {
+        builder = builder.serve_at(
+            remote::host_path(&host.status.name),
+            remote::RemoteHostObject::new(service.clone(), &host.status.name),
+        )?;
+    }
     let mut known = HashMap::new();
     for status in service.list_status(&ListFilter::default()) {
         if let Ok(props) = Props::of(&service, &status.name) {
@@ -174,6 +181,9 @@ async fn on_event(
     known: &mut HashMap<String, Props>,
     event: &DomainEvent,
 ) -> zbus::Result<()> {
+    if let EventKind::RemoteStateChanged { host, from, to } = &event.kind {
+        return remote::remote_state_changed(conn, service, host, &event.domain, *from, *to).await;
+    }
     let name = event.domain.as_str();
     let path = domain_path(name);
     let emitter = SignalEmitter::new(conn, path.clone())?;
@@ -202,6 +212,23 @@ async fn on_event(
             DomainObject::reconnect_failed(&emitter, *pid, error).await?;
         }
         EventKind::Defined { .. } | EventKind::Undefined | EventKind::PinsRestored { .. } => {}
+        EventKind::RemoteStateChanged { .. } => {}
+        EventKind::MigrationStarted { .. } => {}
+        EventKind::MigrationProgress { progress: p } => {
+            DomainObject::migration_progress(
+                &emitter,
+                p.phase.as_str(),
+                p.transferred_bytes,
+                p.remaining_bytes,
+                p.total_bytes,
+                p.dirty_rate_bytes,
+                p.iterations,
+            )
+            .await?;
+        }
+        EventKind::MigrationFinished { id, outcome, detail } => {
+            DomainObject::migration_finished(&emitter, id, outcome, detail).await?;
+        }
     }
     match now {
         Some(props) => {

@@ -185,7 +185,8 @@ struct DiscoverBody {
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
     name: String,
-    driver: novacron_remote_drivers::DriverKind,
+    /// Parsed after, so a wrong value is named with its field.
+    driver: String,
     url: String,
     credentials: CredentialsBody,
     #[serde(default)]
@@ -207,8 +208,14 @@ struct RegisterBody {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum CredentialsBody {
-    Password { user: String, password: String },
-    Token { token_id: String, token_secret: String },
+    Password {
+        user: String,
+        password: String,
+    },
+    Token {
+        token_id: String,
+        token_secret: String,
+    },
 }
 
 impl RegisterBody {
@@ -237,10 +244,14 @@ impl RegisterBody {
                 format!("token_id = {token_id}\ntoken_secret = {token_secret}\n")
             }
         };
+        let driver = self
+            .driver
+            .parse::<novacron_remote_drivers::DriverKind>()
+            .map_err(|e| ApiError::bad_request(format!("driver: {e}")))?;
         Ok(Registration {
             entry: HostEntry {
                 name: self.name,
-                driver: self.driver,
+                driver,
                 url: self.url,
                 credentials_file: None,
                 credential: None,

@@ -4,6 +4,8 @@
 mod auth;
 pub mod error;
 mod events;
+mod hosts;
+mod migration;
 pub mod metrics;
 mod request;
 mod response;

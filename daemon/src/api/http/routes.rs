@@ -12,6 +12,8 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
+use super::hosts::{HostEndpoint, RemoteActionName};
+use super::migration::MigrationEndpoint;
 use super::Ctx;
 use crate::config::Role;
 use crate::service::{Action, ListFilter, ShutdownOptions};
@@ -34,6 +36,9 @@ pub enum Endpoint {
     Events,
     OpenApi,
     Metrics,
+    /// `/v1/hosts/...`: remote vendor hosts (see `hosts.rs`).
+    Remote(HostEndpoint),
+    Migration(MigrationEndpoint),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +111,104 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/v1/events", Endpoint::Events),
     (Method::GET, "/v1/openapi.json", Endpoint::OpenApi),
     (Method::GET, "/metrics", Endpoint::Metrics),
+    (Method::GET, "/v1/hosts", Endpoint::Remote(HostEndpoint::List)),
+    (Method::POST, "/v1/hosts", Endpoint::Remote(HostEndpoint::Register)),
+    // Before "/v1/hosts/{host}" so "discover" is never taken for a host name.
+    (
+        Method::POST,
+        "/v1/hosts/discover",
+        Endpoint::Remote(HostEndpoint::Discover),
+    ),
+    (
+        Method::GET,
+        "/v1/hosts/{host}",
+        Endpoint::Remote(HostEndpoint::Get),
+    ),
+    (
+        Method::DELETE,
+        "/v1/hosts/{host}",
+        Endpoint::Remote(HostEndpoint::Unregister),
+    ),
+    (
+        Method::GET,
+        "/v1/hosts/{host}/domains",
+        Endpoint::Remote(HostEndpoint::Domains),
+    ),
+    (
+        Method::GET,
+        "/v1/hosts/{host}/domains/{name}",
+        Endpoint::Remote(HostEndpoint::Domain),
+    ),
+    (
+        Method::POST,
+        "/v1/hosts/{host}/domains/{name}/start",
+        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Start)),
+    ),
+    (
+        Method::POST,
+        "/v1/hosts/{host}/domains/{name}/shutdown",
+        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Shutdown)),
+    ),
+    (
+        Method::POST,
+        "/v1/hosts/{host}/domains/{name}/destroy",
+        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Destroy)),
+    ),
+    (
+        Method::POST,
+        "/v1/hosts/{host}/domains/{name}/suspend",
+        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Suspend)),
+    ),
+    (
+        Method::POST,
+        "/v1/hosts/{host}/domains/{name}/resume",
+        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Resume)),
+    ),
+    (
+        Method::POST,
+        "/v1/hosts/{host}/domains/{name}/reboot",
+        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Reboot)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/migrate",
+        Endpoint::Migration(MigrationEndpoint::Migrate),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/migration",
+        Endpoint::Migration(MigrationEndpoint::Progress),
+    ),
+    (
+        Method::DELETE,
+        "/v1/domains/{name}/migration",
+        Endpoint::Migration(MigrationEndpoint::Cancel),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/migration/postcopy",
+        Endpoint::Migration(MigrationEndpoint::Postcopy),
+    ),
+    (
+        Method::POST,
+        "/v1/migrations/incoming",
+        Endpoint::Migration(MigrationEndpoint::Prepare),
+    ),
+    (
+        Method::GET,
+        "/v1/migrations/incoming/{id}",
+        Endpoint::Migration(MigrationEndpoint::Incoming),
+    ),
+    (
+        Method::DELETE,
+        "/v1/migrations/incoming/{id}",
+        Endpoint::Migration(MigrationEndpoint::Abort),
+    ),
+    (
+        Method::POST,
+        "/v1/migrations/incoming/{id}/finish",
+        Endpoint::Migration(MigrationEndpoint::Finish),
+    ),
 ];
 
 /// Finds the endpoint and the one `{…}` parameter, or 404 / 405.
@@ -287,6 +390,10 @@ pub(crate) async fn dispatch(
         },
         Endpoint::Host => Ok(json_response(StatusCode::OK, &svc.host_info().await)),
         Endpoint::Events => super::events::stream(&req, ctx),
+        Endpoint::Remote(endpoint) => super::hosts::dispatch(endpoint, req, ctx, caller).await,
+        Endpoint::Migration(endpoint) => {
+            super::migration::dispatch(endpoint, &param, req, ctx).await
+        }
         Endpoint::OpenApi => Ok(with_type(
             StatusCode::OK,
             "application/json",

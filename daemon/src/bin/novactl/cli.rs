@@ -52,6 +52,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Act on a domain of this remote vendor host (see `novactl hosts`) instead of a local
+    /// one: list, info, start, shutdown, destroy, suspend, resume, reboot
+    #[arg(long = "host", global = true, value_name = "NAME")]
+    pub remote_host: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -192,11 +197,66 @@ pub enum Command {
         #[command(flatten)]
         scope: PinScopeArg,
     },
+    /// Remote vendor hosts (vSphere, Proxmox VE, XenServer/XCP-ng, Hyper-V): list them, probe
+    /// addresses, register and remove (default: list)
+    Hosts {
+        #[command(subcommand)]
+        command: Option<HostsCommand>,
+    },
+    /// Migrate a running domain live to another novacrond, following it with a progress bar
+    Migrate(crate::migrate::MigrateArgs),
+    /// Show the running or last migration of a domain
+    Migration { name: String },
+    /// Cancel a running migration: the guest keeps running here
+    MigrateCancel { name: String },
+    /// Switch a running migration (started with --postcopy) to post-copy
+    MigratePostcopy { name: String },
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Every remote host with its circuit-breaker state
+    List,
+    /// One remote host
+    Show { name: String },
+    /// Probe addresses (host, host:port or URL) for vSphere, Proxmox VE, XAPI and WinRM;
+    /// registers nothing
+    Discover {
+        #[arg(required = true)]
+        addresses: Vec<String>,
+        /// Accept any TLS certificate while probing
+        #[arg(long)]
+        insecure: bool,
+        /// Seconds per probe [default: 5]
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+    /// Register a remote host (admins); its credentials are stored by the daemon, 0600
+    Register {
+        name: String,
+        /// vsphere, proxmox, xapi or hyperv
+        #[arg(long)]
+        driver: String,
+        /// The endpoint's base URL, e.g. https://vcenter.example.com
+        #[arg(long)]
+        url: String,
+        /// A file of `user = ...` and `password = ...` (or `token_id` / `token_secret`) lines
+        #[arg(long, value_name = "FILE")]
+        credentials_file: PathBuf,
+        /// Do not verify the endpoint's TLS certificate
+        #[arg(long)]
+        insecure: bool,
+        /// Trust this PEM CA bundle for the endpoint (on the daemon's machine)
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+    },
+    /// Unregister an API-registered host (admins)
+    Remove { name: String },
 }
 
 /// `--live`, `--config` as virsh has them: neither means the running guest if it runs, else

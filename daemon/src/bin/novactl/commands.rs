@@ -25,6 +25,12 @@ const BIG_DEFINITION: usize = 256 << 10;
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let client = connect(&cli)?;
+    if let Command::Hosts { command } = cli.command {
+        return crate::remote::hosts(&client, cli.json, command).await;
+    }
+    if let Some(host) = &cli.remote_host {
+        return crate::remote::run(&client, cli.json, host, cli.command).await;
+    }
     let ctx = Ctx {
         client,
         json: cli.json,
@@ -85,8 +91,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             cpulist,
             scope,
         } => pin(&ctx, &name, Which::Iothread(iothread), cpulist, scope).await,
+        Command::Migrate(args) => crate::migrate::migrate(&ctx.client, ctx.json, args).await,
+        Command::Migration { name } => crate::migrate::show(&ctx.client, ctx.json, &name).await,
+        Command::MigrateCancel { name } => crate::migrate::cancel(&ctx.client, ctx.json, &name).await,
+        Command::MigratePostcopy { name } => {
+            crate::migrate::postcopy(&ctx.client, ctx.json, &name).await
+        }
         // Handled in main: it needs neither the daemon nor a runtime.
         Command::Completions { .. } => Ok(()),
+        // Handled above.
+        Command::Hosts { .. } => Ok(()),
     }
 }
 

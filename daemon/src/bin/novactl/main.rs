@@ -4,9 +4,11 @@
 mod cli;
 mod commands;
 mod exit;
+mod migrate;
 mod output;
 mod pinning;
 mod progress;
+mod remote;
 
 use std::process::ExitCode;
 

@@ -11,7 +11,12 @@ use crate::progress::Spinner;
 
 /// A domain command aimed at remote host `host`. Commands remote hosts don't take are refused
 /// before anything is sent.
-pub async fn run(client: &Client, json_out: bool, host: &str, command: Command) -> Result<(), CliError> {
+pub async fn run(
+    client: &Client,
+    json_out: bool,
+    host: &str,
+    command: Command,
+) -> Result<(), CliError> {
     let act = |name: String, action: &'static str, body: Option<Value>| async move {
         let spinner = Spinner::start(!json_out, format!("{action} {name} on {host}"));
         let result = client.remote_action(host, &name, action, body).await;
@@ -21,9 +26,8 @@ pub async fn run(client: &Client, json_out: bool, host: &str, command: Command) 
             output::json(&domain)
         } else {
             output::line(&format!(
-                "{action}: {name} on {host} is {} ({:.1}s)",
-                domain.summary.state,
-                took.as_secs_f64()
+                "{action}: {name} on {host} is {}{took}",
+                domain.summary.state
             ))
         }
     };
@@ -123,7 +127,11 @@ fn remote_info(host: &str, d: &RemoteDomain) -> String {
 }
 
 /// `novactl hosts [list|show|discover|register|remove]`.
-pub async fn hosts(client: &Client, json_out: bool, command: Option<HostsCommand>) -> Result<(), CliError> {
+pub async fn hosts(
+    client: &Client,
+    json_out: bool,
+    command: Option<HostsCommand>,
+) -> Result<(), CliError> {
     match command.unwrap_or(HostsCommand::List) {
         HostsCommand::List => {
             let list = client.remote_hosts().await?;
@@ -145,7 +153,10 @@ pub async fn hosts(client: &Client, json_out: bool, command: Option<HostsCommand
                     ]
                 })
                 .collect();
-            let mut text = output::table(&["NAME", "DRIVER", "URL", "BREAKER", "INVENTORY AGE"], &rows);
+            let mut text = output::table(
+                &["NAME", "DRIVER", "URL", "BREAKER", "INVENTORY AGE"],
+                &rows,
+            );
             for p in &list.problems {
                 text.push_str(&format!("\nleft out: {p}"));
             }
@@ -164,10 +175,17 @@ pub async fn hosts(client: &Client, json_out: bool, command: Option<HostsCommand
                 ("Breaker", h.breaker.clone()),
                 ("Read-only", if h.read_only { "yes" } else { "no" }.into()),
                 ("Registered by", h.origin.clone()),
-                ("Last error", h.last_error.clone().unwrap_or_else(|| "-".into())),
+                (
+                    "Last error",
+                    h.last_error.clone().unwrap_or_else(|| "-".into()),
+                ),
             ]))
         }
-        HostsCommand::Discover { addresses, insecure, timeout } => {
+        HostsCommand::Discover {
+            addresses,
+            insecure,
+            timeout,
+        } => {
             let mut request = json!({ "addresses": addresses, "tls_verify": !insecure });
             if let Some(t) = timeout {
                 request["timeout_secs"] = json!(t);
@@ -181,7 +199,12 @@ pub async fn hosts(client: &Client, json_out: bool, command: Option<HostsCommand
                 let address = entry["address"].as_str().unwrap_or_default().to_owned();
                 let hits = entry["found"].as_array().cloned().unwrap_or_default();
                 if hits.is_empty() {
-                    rows.push(vec![address.clone(), "-".into(), "-".into(), "nothing answered".into()]);
+                    rows.push(vec![
+                        address.clone(),
+                        "-".into(),
+                        "-".into(),
+                        "nothing answered".into(),
+                    ]);
                 }
                 for hit in hits {
                     rows.push(vec![
@@ -192,7 +215,10 @@ pub async fn hosts(client: &Client, json_out: bool, command: Option<HostsCommand
                     ]);
                 }
             }
-            output::line(&output::table(&["ADDRESS", "DRIVER", "URL", "VERSION"], &rows))
+            output::line(&output::table(
+                &["ADDRESS", "DRIVER", "URL", "VERSION"],
+                &rows,
+            ))
         }
         HostsCommand::Register {
             name,
@@ -203,10 +229,16 @@ pub async fn hosts(client: &Client, json_out: bool, command: Option<HostsCommand
             ca_file,
         } => {
             let text = std::fs::read_to_string(&credentials_file).map_err(|e| {
-                CliError::Input(format!("--credentials-file {}: {e}", credentials_file.display()))
+                CliError::Input(format!(
+                    "--credentials-file {}: {e}",
+                    credentials_file.display()
+                ))
             })?;
             let credentials = novacron_remote_drivers::Credentials::parse(&text).map_err(|e| {
-                CliError::Input(format!("--credentials-file {}: {e}", credentials_file.display()))
+                CliError::Input(format!(
+                    "--credentials-file {}: {e}",
+                    credentials_file.display()
+                ))
             })?;
             let credentials = match credentials {
                 novacron_remote_drivers::Credentials::Password { user, password } => {
@@ -227,7 +259,10 @@ pub async fn hosts(client: &Client, json_out: bool, command: Option<HostsCommand
             if json_out {
                 output::json(&h)
             } else {
-                output::line(&format!("registered {} ({} at {})", h.name, h.driver, h.url))
+                output::line(&format!(
+                    "registered {} ({} at {})",
+                    h.name, h.driver, h.url
+                ))
             }
         }
         HostsCommand::Remove { name } => {

@@ -17,9 +17,9 @@ use novacron_domain::{DomainInfo, Error};
 use novacron_remote_drivers::discover::Discovered;
 use novacron_remote_drivers::{DriverKind, HostStatus, Inventory, RemoteHost, TlsOptions};
 
+pub(crate) use poller::{spawn as spawn_poller, Known};
 pub use settings::{HostEntry, RemoteConfig};
 use store::HostStore;
-pub(crate) use poller::{spawn as spawn_poller, Known};
 
 use super::Service;
 
@@ -44,7 +44,9 @@ pub struct HostView {
 pub enum RemoteAction {
     Start,
     /// `None`: the configured `shutdown_timeout_secs`.
-    Shutdown { timeout: Option<Duration> },
+    Shutdown {
+        timeout: Option<Duration>,
+    },
     Destroy,
     Suspend,
     Resume,
@@ -204,9 +206,10 @@ impl Service {
     /// The host's domains, or its last inventory marked stale while it cannot answer.
     pub async fn remote_list(&self, host: &str) -> Result<Inventory, Error> {
         let host = self.inner.remote.get(host)?;
+        let asked_at = std::time::Instant::now();
         let inventory = host.inventory().await?;
         if inventory.stale.is_none() {
-            poller::observe(&self.inner, host.name(), &inventory.domains);
+            poller::observe(&self.inner, host.name(), &inventory.domains, asked_at);
         }
         Ok(inventory)
     }
@@ -245,8 +248,9 @@ impl Service {
                 &result,
             );
             result?;
+            let asked_at = std::time::Instant::now();
             let info = host.get(&name).await?;
-            poller::observe_one(&svc.inner, host.name(), &info.summary);
+            poller::observe_one(&svc.inner, host.name(), &info.summary, asked_at);
             Ok(info)
         })
         .await
@@ -257,22 +261,25 @@ impl Service {
         let remote = &self.inner.remote;
         let _serial = remote.registering.lock().await;
         let mut entry = registration.entry;
-        entry.check().map_err(|e| Error::InvalidConfig(e.to_string()))?;
         if entry.credentials_file.is_some() || entry.credential.is_some() {
             return Err(Error::InvalidConfig(format!(
                 "remote host '{}': give credentials inline when registering through the API",
                 entry.name
             )));
         }
+        settings::check_name(&entry.name)
+            .map_err(|reason| Error::InvalidConfig(format!("remote host: {reason}")))?;
+        // Ours to store: the entry points at the 0600 file written below.
+        entry.credentials_file = Some(remote.store.credentials_path(&entry.name));
+        entry
+            .check()
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
         if remote.get(&entry.name).is_ok() {
             return Err(Error::AlreadyExists(format!("remote host {}", entry.name)));
         }
         // Parse before storing: a malformed credential is refused and nothing is written.
         novacron_remote_drivers::Credentials::parse(registration.credentials.expose())
-            .map_err(|e| {
-                Error::InvalidConfig(format!("remote host '{}': {e}", entry.name))
-            })?;
-        entry.credentials_file = Some(remote.store.credentials_path(&entry.name));
+            .map_err(|e| Error::InvalidConfig(format!("remote host '{}': {e}", entry.name)))?;
         remote
             .store
             .save(&entry, registration.credentials.expose().to_owned())

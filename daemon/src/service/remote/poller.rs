@@ -6,45 +6,85 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use novacron_domain::{DomainState, DomainSummary};
 
 use crate::service::events::EventKind;
 use crate::service::Inner;
 
+/// A state and when the vendor was asked for it.
+#[derive(Clone, Copy)]
+struct Seen {
+    state: DomainState,
+    asked_at: Instant,
+}
+
 /// Last seen state per host, per domain name.
 #[derive(Default)]
-pub(crate) struct Known(Mutex<HashMap<String, BTreeMap<String, DomainState>>>);
+pub(crate) struct Known(Mutex<HashMap<String, BTreeMap<String, Seen>>>);
 
-/// A full listing of `host`: every change since the last one becomes an event.
-pub(crate) fn observe(inner: &Inner, host: &str, domains: &[DomainSummary]) {
-    let mut known = inner.remote_known.0.lock().unwrap_or_else(PoisonError::into_inner);
-    let now: BTreeMap<String, DomainState> = domains
-        .iter()
-        .map(|d| (d.name.clone(), d.state))
-        .collect();
-    let Some(before) = known.insert(host.to_owned(), now.clone()) else {
-        return;
-    };
-    for (name, to) in &now {
-        let from = before.get(name).copied();
-        if from != Some(*to) {
-            publish(inner, host, name, from, Some(*to));
+/// A full listing of `host`, asked for at `asked_at`: every change since the last sighting
+/// becomes an event. A listing older than a domain's last sighting (a poll that raced an
+/// action) says nothing about that domain.
+pub(crate) fn observe(inner: &Inner, host: &str, domains: &[DomainSummary], asked_at: Instant) {
+    let mut known = inner
+        .remote_known
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let first = !known.contains_key(host);
+    let states = known.entry(host.to_owned()).or_default();
+    let mut listed = std::collections::BTreeSet::new();
+    for d in domains {
+        listed.insert(d.name.as_str());
+        let before = states.get(&d.name).copied();
+        if before.is_some_and(|b| b.asked_at > asked_at) {
+            continue;
+        }
+        states.insert(
+            d.name.clone(),
+            Seen {
+                state: d.state,
+                asked_at,
+            },
+        );
+        let from = before.map(|b| b.state);
+        if !first && from != Some(d.state) {
+            publish(inner, host, &d.name, from, Some(d.state));
         }
     }
-    for (name, from) in &before {
-        if !now.contains_key(name) {
-            publish(inner, host, name, Some(*from), None);
-        }
+    let gone: Vec<(String, DomainState)> = states
+        .iter()
+        .filter(|(name, seen)| !listed.contains(name.as_str()) && seen.asked_at <= asked_at)
+        .map(|(name, seen)| (name.clone(), seen.state))
+        .collect();
+    for (name, from) in gone {
+        states.remove(&name);
+        publish(inner, host, &name, Some(from), None);
     }
 }
 
-/// One domain's state, after an action on it.
-pub(crate) fn observe_one(inner: &Inner, host: &str, summary: &DomainSummary) {
-    let mut known = inner.remote_known.0.lock().unwrap_or_else(PoisonError::into_inner);
+/// One domain's state, asked for at `asked_at` (after an action on it).
+pub(crate) fn observe_one(inner: &Inner, host: &str, summary: &DomainSummary, asked_at: Instant) {
+    let mut known = inner
+        .remote_known
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let states = known.entry(host.to_owned()).or_default();
-    let from = states.insert(summary.name.clone(), summary.state);
+    let before = states.get(&summary.name).copied();
+    if before.is_some_and(|b| b.asked_at > asked_at) {
+        return;
+    }
+    states.insert(
+        summary.name.clone(),
+        Seen {
+            state: summary.state,
+            asked_at,
+        },
+    );
+    let from = before.map(|b| b.state);
     if from != Some(summary.state) {
         publish(inner, host, &summary.name, from, Some(summary.state));
     }
@@ -79,7 +119,9 @@ pub(crate) fn spawn(inner: Weak<Inner>, every: Duration) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(strong) = inner.upgrade() else { return };
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
             for host in strong.remote.all() {
                 let name = host.name().to_owned();
                 if running.get(&name).is_some_and(|t| !t.is_finished()) {
@@ -89,10 +131,11 @@ pub(crate) fn spawn(inner: Weak<Inner>, every: Duration) {
                 running.insert(
                     name.clone(),
                     tokio::spawn(async move {
+                        let asked_at = Instant::now();
                         if let Ok(inventory) = host.inventory().await {
                             if inventory.stale.is_none() {
                                 if let Some(inner) = weak.upgrade() {
-                                    observe(&inner, &name, &inventory.domains);
+                                    observe(&inner, &name, &inventory.domains, asked_at);
                                 }
                             }
                         }

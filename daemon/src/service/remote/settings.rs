@@ -98,9 +98,9 @@ impl HostEntry {
             return Err(self.invalid("url: the scheme must be https (or http for WinRM)"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(self.invalid(
-                "url: must not carry credentials; use credentials_file or credential",
-            ));
+            return Err(
+                self.invalid("url: must not carry credentials; use credentials_file or credential")
+            );
         }
         match (&self.credentials_file, &self.credential) {
             (Some(_), Some(_)) => {
@@ -188,8 +188,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 fn read_credentials(path: &Path) -> Result<Credentials, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("credentials {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("credentials {}: {e}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_CREDENTIALS_BYTES + 1)
         .read_to_string(&mut text)
@@ -230,7 +230,10 @@ mod tests {
         }
         .check()
         .unwrap_err();
-        assert!(e.to_string().contains("vc1") && !e.to_string().contains("pw"), "{e}");
+        assert!(
+            e.to_string().contains("vc1") && !e.to_string().contains("pw"),
+            "{e}"
+        );
         let e = HostEntry {
             credential: Some("x".into()),
             ..entry()
