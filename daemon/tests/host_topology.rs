@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use novacron_domain::DomainConfig;
 use novacrond::host::kvm::KvmCaps;
-use novacrond::host::{check_fit, HostFacts, HostProbe, Probed, QemuCaps, SysfsRoot, Topology};
+use novacrond::host::{
+    check_fit, check_fit_in, HostFacts, HostProbe, Probed, QemuCaps, SysfsRoot, Topology,
+};
 use serde_json::json;
 
 fn fixture(name: &str) -> SysfsRoot {
@@ -234,6 +236,42 @@ fn pinned_numa_guest_does_not_fit_the_laptop_and_every_reason_is_given() {
     }
     assert!(!all.contains("emulatorpin"), "{all}");
     assert!(!all.contains("memnode cell 0"), "{all}");
+}
+
+/// Hugepages are counted per host node: a cell bound to a node draws from that node's pool,
+/// two cells bound to the same node share it, and the refusal names the pool's directory.
+#[test]
+fn hugepages_of_a_bound_cell_come_from_its_node_pool() {
+    let root = fixture("two-socket-four-node");
+    let mut g = pinned_numa_guest();
+    let nt = g.numatune.as_mut().unwrap();
+    // Node 3 has 2 free 1 GiB pages; cell 1 needs 8.
+    nt.memnodes[1].mode = novacron_domain::model::NumaMode::Strict;
+    nt.memnodes[1].nodeset = "3".parse().unwrap();
+    let why = check_fit_in(&g, &facts(two_socket(), 1024), &root).unwrap_err();
+    assert_eq!(why.len(), 1, "{why:#?}");
+    assert!(
+        why[0].contains("guest NUMA cell 1 needs 8 free 1 GiB hugepages on host node(s) 3, but they have 2 free")
+            && why[0].contains(&format!(
+                "{}/devices/system/node/node3/hugepages/hugepages-1048576kB",
+                root.path().display()
+            )),
+        "{why:#?}"
+    );
+    // Both cells on node 1 (8 free): 16 pages from one pool.
+    let nt = g.numatune.as_mut().unwrap();
+    nt.memnodes[0].nodeset = "1".parse().unwrap();
+    nt.memnodes[1].nodeset = "1".parse().unwrap();
+    let why = check_fit_in(&g, &facts(two_socket(), 1024), &root).unwrap_err();
+    assert!(
+        why.join("\n")
+            .contains("needs 16 free 1 GiB hugepages on host node(s) 1, but they have 8 free"),
+        "{why:#?}"
+    );
+    // Spread over nodes 0 and 1 (16 + 8 free) it fits.
+    let nt = g.numatune.as_mut().unwrap();
+    nt.memnodes[0].nodeset = "0".parse().unwrap();
+    assert_eq!(check_fit_in(&g, &facts(two_socket(), 1024), &root), Ok(()));
 }
 
 #[test]
