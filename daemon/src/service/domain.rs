@@ -84,9 +84,9 @@ impl Live {
     pub fn new(pid: u32, record: RuntimeRecord, monitor: Monitor) -> Live {
         Live {
             pid,
+            cputune: Mutex::new(record.config.cputune.clone()),
             record,
             monitor,
-            cputune: Mutex::new(record.config.cputune.clone()),
             intent: Mutex::new(Intent::None),
             exited: std::sync::atomic::AtomicBool::new(false),
         }
@@ -117,8 +117,6 @@ impl Live {
         }
     }
 
-    pub fn intent(&self) -> Intent {
-        *self.intent.lock().unwrap_or_else(PoisonError::into_inner)
     /// The config this QEMU runs with now: the started one with the live pin changes.
     pub fn config(&self) -> novacron_domain::DomainConfig {
         let mut config = self.record.config.clone();
@@ -137,6 +135,8 @@ impl Live {
         *self.cputune.lock().unwrap_or_else(PoisonError::into_inner) = cputune;
     }
 
+    pub fn intent(&self) -> Intent {
+        *self.intent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets `new` only if the intent is still `expected` (one lock: no lost update, e.g. a

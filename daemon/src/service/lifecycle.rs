@@ -493,6 +493,7 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
         );
         let qmp = connected.map_err(|e| start_failed(name, e))?;
         scoped.map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
+        super::placement::enter_cgroup(inner, name, pid, config).await?;
         saved.map_err(|e| {
             Error::Internal(format!("cannot write the runtime record of '{name}': {e}"))
         })?;
@@ -507,7 +508,6 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
             .await
             .map_err(|e| qmp_error(name, "start", e))?;
         Ok((record, qmp, events))
-        super::placement::enter_cgroup(inner, name, pid, config).await?;
     }
     .await;
     match result {

@@ -264,8 +264,8 @@ async fn wait_gone(pid: u32, start_time: u64, first: Duration) -> String {
 
 /// Removes what a running guest had under the run directory: record, QMP socket, guest dir.
 pub(super) async fn remove_runtime_files(inner: &Arc<Inner>, name: &str) {
-    if let Err(e) = inner.records.remove(name).await {
     super::placement::leave_cgroup(inner, name).await;
+    if let Err(e) = inner.records.remove(name).await {
         tracing::warn!(domain = name, error = %e, "cannot remove the runtime record");
     }
     let socket = inner.paths.qmp_socket(name);
