@@ -258,3 +258,52 @@ async fn a_short_node_pool_is_refused_or_grown_for_the_guest_and_shrunk_after() 
     assert_eq!(pool.count(), 0, "the 32 pages were given back");
     drop(pool);
 }
+
+/// Reservation against a copy of the recorded 2-socket tree (its pool files take whatever is
+/// written, like a kernel that finds every page): a cell bound to node 3 grows node 3's pool
+/// by its shortfall, an unbound cell the host-wide pool, and release takes exactly that back.
+#[test]
+fn reservation_grows_the_bound_nodes_pool_in_a_recorded_tree() {
+    use novacrond::host::hugepages::{demand, release, reserve, Grant};
+    use novacrond::host::{SysfsRoot, Topology};
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/sysfs/two-socket-four-node"),
+        )
+        .arg(dir.path().join("sys"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let root = SysfsRoot::new(dir.path().join("sys"));
+    let topo = Topology::read(&root).unwrap();
+    // 2 GiB per cell on 2 MiB pages: cell 0 bound to node 3 (0 free), cell 1 unbound.
+    let mut g = parse(
+        "<memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>
+         <numatune><memnode cellid='0' mode='strict' nodeset='3'/></numatune>
+         <cpu><numa><cell id='0' cpus='0' memory='2' unit='GiB'/>
+                    <cell id='1' cpus='1' memory='2' unit='GiB'/></numa></cpu>",
+    );
+    g.memory.memory_kib = 4 << 20;
+    let wants = demand(&g, &topo);
+    assert_eq!(wants.len(), 2);
+    let grants = reserve(&root, &topo, &wants).unwrap();
+    // Node 3 had 0 free: +1024. Host-wide 2536 free covers cell 1's 1024 plus cell 0's
+    // 1024 (which the node-3 pages now provide): nothing more.
+    assert_eq!(
+        grants,
+        [Grant {
+            node: Some(3),
+            size_kib: 2048,
+            pages: 1024
+        }]
+    );
+    let node3 = root
+        .path()
+        .join("devices/system/node/node3/hugepages/hugepages-2048kB/nr_hugepages");
+    assert_eq!(std::fs::read_to_string(&node3).unwrap().trim(), "2048");
+    release(&root, &grants);
+    assert_eq!(std::fs::read_to_string(&node3).unwrap().trim(), "1024");
+}

@@ -385,7 +385,7 @@ async fn the_service_detaches_refuses_a_second_guest_and_gives_back_on_failure()
 }
 
 /// A guest that stopped while the daemon was down: the next daemon reads what it held from
-/// its runtime record and gives the devices back.
+/// its runtime record and gives the devices and the hugepages back.
 #[tokio::test]
 async fn a_restarted_daemon_gives_back_devices_of_a_guest_that_stopped_meanwhile() {
     let (_dir, root) = copy_tree("two-socket-four-node");
@@ -409,7 +409,12 @@ async fn a_restarted_daemon_gives_back_devices_of_a_guest_that_stopped_meanwhile
         config,
         started_at_unix_ms: 0,
         held: novacrond::host::resources::HeldResources {
-            hugepages: vec![],
+            // 24 pages it had added to node 1's 2 MiB pool (1024 in the recorded tree).
+            hugepages: vec![novacrond::host::hugepages::Grant {
+                node: Some(1),
+                size_kib: 2048,
+                pages: 24,
+            }],
             vfio: p.detached,
         },
     };
@@ -419,7 +424,12 @@ async fn a_restarted_daemon_gives_back_devices_of_a_guest_that_stopped_meanwhile
         serde_json::to_vec_pretty(&record).unwrap(),
     )
     .unwrap();
+    let node1 = root
+        .path()
+        .join("devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages");
+    std::fs::write(&node1, "1048").unwrap();
     let _svc = env.open().await;
+    assert_eq!(std::fs::read_to_string(&node1).unwrap().trim(), "1024");
     assert_eq!(driver_of(&root, GPU).as_deref(), Some("nouveau"));
     assert_eq!(driver_of(&root, AUDIO).as_deref(), Some("snd_hda_intel"));
     assert!(!env.record("gone").exists());
