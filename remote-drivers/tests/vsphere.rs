@@ -310,11 +310,7 @@ async fn hanging_peer_opens_the_breaker_and_serves_stale_inventory() {
     assert!(a.inventory().await.unwrap().stale.is_some());
     // (RemoteHost retries a breaker refusal after 100 + 400 ms; still well under the
     // 2 s a call to the hung host would cost.)
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     let e = a.start(&Peer::vm_name(0)).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
     // The other host is unaffected.
@@ -331,4 +327,26 @@ async fn hanging_peer_opens_the_breaker_and_serves_stale_inventory() {
     a.destroy(&Peer::vm_name(0))
         .await
         .expect("mutations allowed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_replaced_by_a_new_login() {
+    let peer = tokio::task::spawn_blocking(|| {
+        vcsim::start_with(2, Some(Duration::from_millis(500))).expect("vcsim starts")
+    })
+    .await
+    .unwrap();
+    let d = driver(&peer);
+    assert_eq!(d.list().await.unwrap().len(), 2);
+    // The simulator checks idle sessions every 500 ms: after 1.2 s ours is gone.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(d.list().await.unwrap().len(), 2, "list after expiry");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    d.destroy(&Peer::vm_name(0))
+        .await
+        .expect("a task after expiry");
+    assert_eq!(
+        d.get(&Peer::vm_name(0)).await.unwrap().summary.state,
+        DomainState::Shutoff
+    );
 }

@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
-
 use super::error::VsphereError;
 use super::soap::{self, Answer, Fault, MoRef, Request};
 use super::xml::{escape, Node};
@@ -134,7 +132,7 @@ pub struct Session {
     generation: u64,
     /// The ContainerView over every VM, created on first use and reused by every listing
     /// (views live as long as their session).
-    vm_view: OnceCell<MoRef>,
+    vm_view: Mutex<Option<MoRef>>,
 }
 
 /// The properties of one object from the PropertyCollector.
@@ -222,7 +220,7 @@ impl Client {
         let session = Arc::new(Session {
             content,
             generation,
-            vm_view: OnceCell::new(),
+            vm_view: Mutex::new(None),
         });
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
         Ok(session)
@@ -305,15 +303,26 @@ impl Client {
     }
 
     /// The session's VM view (created once per session).
-    pub async fn vm_view(&self) -> Result<(Arc<Session>, MoRef), VsphereError> {
+    pub async fn vm_view(&self) -> Result<MoRef, VsphereError> {
         let session = self.session().await?;
-        let root = session.content.root_folder.clone();
-        let view = session
-            .vm_view
-            .get_or_try_init(|| self.create_view(&root, "VirtualMachine"))
-            .await?
-            .clone();
-        Ok((session, view))
+        if let Some(view) = lock(&session.vm_view).clone() {
+            return Ok(view);
+        }
+        let view = self
+            .create_view(&session.content.root_folder, "VirtualMachine")
+            .await?;
+        // Stored in whichever session created it (a re-login may have happened meanwhile).
+        if let Some(current) = self.current() {
+            *lock(&current.vm_view) = Some(view.clone());
+        }
+        Ok(view)
+    }
+
+    /// Forgets the cached VM view (the server no longer knows it).
+    pub fn drop_vm_view(&self) {
+        if let Some(current) = self.current() {
+            *lock(&current.vm_view) = None;
+        }
     }
 
     /// `paths` of every `kind` object in `view`, all pages.
@@ -348,9 +357,19 @@ impl Client {
                 escape(&o.value)
             ));
         }
-        self.retrieve(kind, paths, &object_set).await
+        match self.retrieve(kind, paths, &object_set).await {
+            // The session was dropped (forgotten in `retrieve`): once more on a new one.
+            Err(e) if e.fault_name() == Some("NotAuthenticated") => {
+                self.retrieve(kind, paths, &object_set).await
+            }
+            other => other,
+        }
     }
 
+    /// All pages of one PropertyCollector query. A property the server withholds for want
+    /// of a session (vcsim, and vCenter for some objects, answer a dead session with
+    /// `missingSet` NotAuthenticated rather than a fault) ends the session and fails with
+    /// NotAuthenticated, so callers can retry on a new one.
     async fn retrieve(
         &self,
         kind: &str,
@@ -373,7 +392,7 @@ impl Client {
             })
             .await?;
         let mut out = Vec::new();
-        let mut token = read_page(&first, &mut out)?;
+        let mut token = self.checked_page(&first, &mut out)?;
         // A page limit keeps a confused server from making us loop forever.
         let mut pages = 0u32;
         while let Some(t) = token {
@@ -392,9 +411,24 @@ impl Client {
                     r
                 })
                 .await?;
-            token = read_page(&next, &mut out)?;
+            token = self.checked_page(&next, &mut out)?;
         }
         Ok(out)
+    }
+
+    fn checked_page(
+        &self,
+        response: &Node,
+        out: &mut Vec<ObjectContent>,
+    ) -> Result<Option<String>, VsphereError> {
+        let page = read_page(response, out)?;
+        if let Some(fault) = page.unauthenticated {
+            if let Some(session) = self.current() {
+                self.forget(&session);
+            }
+            return Err(VsphereError::Fault(fault));
+        }
+        Ok(page.token)
     }
 
     /// Polls a task until it ends, giving its result (a moref for CreateVM, a snapshot...)
@@ -497,14 +531,21 @@ fn task_fault(val: &Node) -> Fault {
     }
 }
 
-/// Reads one RetrieveResult page into `out`; the token of the next page, if any.
-fn read_page(
-    response: &Node,
-    out: &mut Vec<ObjectContent>,
-) -> Result<Option<String>, VsphereError> {
+struct Page {
+    token: Option<String>,
+    /// A `missingSet` NotAuthenticated fault, if any property was withheld for that reason.
+    unauthenticated: Option<Fault>,
+}
+
+/// Reads one RetrieveResult page into `out`.
+fn read_page(response: &Node, out: &mut Vec<ObjectContent>) -> Result<Page, VsphereError> {
+    let mut page = Page {
+        token: None,
+        unauthenticated: None,
+    };
     // No returnval: nothing matched.
     let Some(rv) = response.child("returnval") else {
-        return Ok(None);
+        return Ok(page);
     };
     for o in rv.children_named("objects") {
         let obj = o.child("obj").and_then(MoRef::from_node).ok_or_else(|| {
@@ -516,12 +557,24 @@ fn read_page(
                 props.insert(name.to_owned(), val.clone());
             }
         }
+        // Other missing properties (NoPermission on one field...) are simply absent.
+        for m in o.children_named("missingSet") {
+            let fault = m.child("fault").map(task_fault);
+            if let Some(f) = fault.filter(|f| f.name == "NotAuthenticated") {
+                page.unauthenticated.get_or_insert(f);
+            }
+        }
         out.push(ObjectContent { obj, props });
     }
-    Ok(rv
+    page.token = rv
         .child_text("token")
         .filter(|t| !t.is_empty())
-        .map(str::to_owned))
+        .map(str::to_owned);
+    Ok(page)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -544,7 +597,9 @@ mod tests {
             panic!("a response")
         };
         let mut out = Vec::new();
-        assert_eq!(read_page(&node, &mut out).unwrap().as_deref(), Some("t1"));
+        let page = read_page(&node, &mut out).unwrap();
+        assert_eq!(page.token.as_deref(), Some("t1"));
+        assert!(page.unauthenticated.is_none());
         assert_eq!(out[0].obj, MoRef::new("Task", "task-1"));
         assert_eq!(out[0].text("info.state"), Some("error"));
         let f = task_fault(&out[0].props["info.error"]);

@@ -65,12 +65,31 @@ impl VsphereDriver {
     }
 
     async fn all_vms(&self) -> Result<Vec<Vm>, Error> {
-        let (_session, view) = self.client.vm_view().await.map_err(|e| self.err(e))?;
-        let objects = self
-            .client
-            .retrieve_view(&view, "VirtualMachine", model::VM_PATHS)
-            .await
-            .map_err(|e| self.err(e))?;
+        let mut retried = false;
+        let objects = loop {
+            let view = self.client.vm_view().await.map_err(|e| self.err(e))?;
+            match self
+                .client
+                .retrieve_view(&view, "VirtualMachine", model::VM_PATHS)
+                .await
+            {
+                Ok(objects) => break objects,
+                // The session ended (and with it the view) or the view is gone: once more
+                // with a new view, on a new session if need be.
+                Err(e)
+                    if !retried
+                        && matches!(
+                            e.fault_name(),
+                            Some("NotAuthenticated" | "ManagedObjectNotFound")
+                        ) =>
+                {
+                    tracing::debug!(host = %self.host, error = %e, "VM view lost; recreating");
+                    self.client.drop_vm_view();
+                    retried = true;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        };
         Ok(objects
             .iter()
             .filter_map(Vm::from_object)

@@ -137,6 +137,11 @@ fn random_password() -> Result<String> {
 
 /// Starts a simulator with `vm_count` VMs (blocking; builds the binary the first time).
 pub fn start(vm_count: usize) -> Result<Peer> {
+    start_with(vm_count, None)
+}
+
+/// Like [`start`], with sessions ended by the simulator after `idle_timeout` without calls.
+pub fn start_with(vm_count: usize, idle_timeout: Option<Duration>) -> Result<Peer> {
     let bin = binary()?;
     let dir = tempfile::Builder::new()
         .prefix("novacron-vcsim-")
@@ -144,8 +149,16 @@ pub fn start(vm_count: usize) -> Result<Peer> {
         .context("peer directory")?;
     let log = fs::File::create(dir.path().join("vcsim.log"))?;
     let password = random_password()?;
+    let idle = format!("{}ms", idle_timeout.unwrap_or_default().as_millis());
     let mut child = Command::new(&bin)
-        .args(["-vm", &vm_count.to_string(), "-user", USER])
+        .args([
+            "-vm",
+            &vm_count.to_string(),
+            "-user",
+            USER,
+            "-idle-timeout",
+            &idle,
+        ])
         .env("VCSIM_PASSWORD", &password)
         .env("TMPDIR", dir.path())
         // Our end of stdin closes when we die, which stops the simulator even after SIGKILL.

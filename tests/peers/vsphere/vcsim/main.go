@@ -27,12 +27,15 @@ func main() {
 	vms := flag.Int("vm", 2, "virtual machines (all in the cluster's root resource pool)")
 	hosts := flag.Int("cluster-host", 2, "hosts in the cluster")
 	user := flag.String("user", "novacron", "the only user name accepted")
+	idle := flag.Duration("idle-timeout", 0, "end sessions idle this long (0: never)")
 	flag.Parse()
 
 	password := os.Getenv("VCSIM_PASSWORD")
 	if password == "" {
 		log.Fatal("VCSIM_PASSWORD must be set")
 	}
+
+	simulator.SessionIdleTimeout = *idle
 
 	model := simulator.VPX()
 	// One cluster and no standalone host: all VMs share one pool, so -vm is the exact count.
