@@ -193,6 +193,17 @@ async fn lifecycle_suite(p: &Peer) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A command outliving one HTTP exchange: Receive answers "nothing yet" (w:TimedOut)
+    // before the 1 s request limit, and the adapter asks again until the VM is off.
+    let mut quick = config(p, &p.password);
+    quick.timeouts.request = Duration::from_secs(1);
+    let q = HypervDriver::new(&quick).unwrap();
+    q.start("slow-shutdown").await.unwrap();
+    q.shutdown("slow-shutdown", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(state(&q, "slow-shutdown").await, DomainState::Shutoff);
+
     // Migration is refused honestly.
     let target = MigrationTarget {
         uri: "hyperv2".into(),

@@ -159,6 +159,11 @@ impl Transport {
         &self.host
     }
 
+    /// The client-side limit of one HTTP exchange.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     fn transport_error(&self, e: TransportError) -> HypervError {
         HypervError::Transport(e.into_error(&self.host))
     }

@@ -202,7 +202,7 @@ fn envelope(
             "<a:MessageID>{id}</a:MessageID>",
             "<w:Locale xml:lang=\"en-US\" s:mustUnderstand=\"false\"/>",
             "<p:DataLocale xml:lang=\"en-US\" s:mustUnderstand=\"false\"/>",
-            "<w:OperationTimeout>PT{secs}S</w:OperationTimeout>",
+            "<w:OperationTimeout>PT{secs:.3}S</w:OperationTimeout>",
             "<w:ResourceURI s:mustUnderstand=\"true\">{uri}</w:ResourceURI>",
             "<a:Action s:mustUnderstand=\"true\">{action}</a:Action>",
             "{selector}{options}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
@@ -210,7 +210,7 @@ fn envelope(
         to = escape(to),
         max = MAX_ENVELOPE_SIZE,
         id = message_id(),
-        secs = timeout.as_secs().max(1),
+        secs = timeout.as_secs_f64().max(0.1),
         uri = SHELL_URI,
         action = action,
         selector = selector,
@@ -315,6 +315,10 @@ impl<'a> Shell<'a> {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| HypervError::Protocol("Command answered without a CommandId".into()))?;
         let mut out = Output::default();
+        // The server must answer "nothing yet" well before our own request time limit.
+        let longest = RECEIVE_WAIT
+            .min(self.transport.request_timeout() * 3 / 4)
+            .max(Duration::from_millis(100));
         let outcome = loop {
             let wait = match deadline {
                 Some(d) => {
@@ -322,9 +326,9 @@ impl<'a> Shell<'a> {
                     if left.is_zero() {
                         break Err(HypervError::Deadline);
                     }
-                    left.min(RECEIVE_WAIT)
+                    left.min(longest)
                 }
-                None => RECEIVE_WAIT,
+                None => longest,
             };
             let receive = envelope(
                 to,
