@@ -559,3 +559,119 @@ async fn a_guest_in_its_own_cgroup_with_the_cpuset_of_its_pins() {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
 }
+
+/// systemd cannot run in this container: a stand-in `org.freedesktop.systemd1.Manager` on a
+/// private bus records the scope properties (systemd's published signatures:
+/// StartTransientUnit(s, s, a(sv), a(sa(sv))) -> o, SetUnitProperties(s, b, a(sv))).
+struct FakeSystemd {
+    calls: Calls,
+}
+
+/// (method, unit, AllowedCPUs) per call.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+#[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
+impl FakeSystemd {
+    #[allow(clippy::type_complexity)]
+    fn start_transient_unit(
+        &self,
+        name: String,
+        _mode: String,
+        properties: Vec<(String, zbus::zvariant::OwnedValue)>,
+        _aux: Vec<(String, Vec<(String, zbus::zvariant::OwnedValue)>)>,
+    ) -> zbus::fdo::Result<zbus::zvariant::OwnedObjectPath> {
+        self.record("StartTransientUnit", name, properties);
+        Ok(zbus::zvariant::OwnedObjectPath::try_from("/org/freedesktop/systemd1/job/1").unwrap())
+    }
+
+    fn set_unit_properties(
+        &self,
+        name: String,
+        _runtime: bool,
+        properties: Vec<(String, zbus::zvariant::OwnedValue)>,
+    ) -> zbus::fdo::Result<()> {
+        self.record("SetUnitProperties", name, properties);
+        Ok(())
+    }
+}
+
+impl FakeSystemd {
+    fn record(
+        &self,
+        method: &str,
+        unit: String,
+        properties: Vec<(String, zbus::zvariant::OwnedValue)>,
+    ) {
+        let cpus = properties
+            .into_iter()
+            .find(|(k, _)| k == "AllowedCPUs")
+            .and_then(|(_, v)| Vec::<u8>::try_from(v).ok())
+            .unwrap_or_default();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((method.to_owned(), unit, cpus));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_scope_carries_the_cpuset_and_follows_live_pins() {
+    two_cpus();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = common::bus::PrivateBus::start(dir.path());
+    let calls = Calls::default();
+    let _systemd = zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .serve_at(
+            "/org/freedesktop/systemd1",
+            FakeSystemd {
+                calls: calls.clone(),
+            },
+        )
+        .unwrap()
+        .name("org.freedesktop.systemd1")
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut env = Env::new();
+    env.config.scopes = novacrond::config::ScopeConfig {
+        mode: novacrond::config::ScopeMode::On,
+        bus_address: Some(bus.address.clone()),
+    };
+    env.config.cgroups.mode = novacrond::host::cgroup::CgroupMode::Auto;
+    let svc = env.open().await;
+    svc.define(guest(
+        "scoped",
+        "<vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='1' cpuset='1'/><emulatorpin cpuset='1'/>
+         <iothreadpin iothread='1' cpuset='1'/>",
+    ))
+    .await
+    .unwrap();
+    svc.start("scoped").await.unwrap();
+    let pid = recorded_pid(&env, "scoped");
+    let unit = format!("novacron-scoped-{pid}.scope");
+    assert_eq!(
+        calls.lock().unwrap().clone(),
+        [("StartTransientUnit".to_owned(), unit.clone(), vec![0b10])],
+        "AllowedCPUs = CPU 1"
+    );
+    // No cgroup of the daemon's own next to systemd's.
+    assert!(!cgroup_of(pid, "cpuset").contains("novacron/scoped"));
+
+    svc.pin("scoped", ThreadKind::Vcpu(0), "0", PinScope::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.lock().unwrap().last().cloned().unwrap(),
+        ("SetUnitProperties".to_owned(), unit, vec![0b11]),
+        "the scope widened to CPUs 0-1"
+    );
+    let cpus = svc
+        .qmp_passthrough("scoped", "query-cpus-fast", None)
+        .await
+        .unwrap();
+    assert_eq!(allowed(pid, vcpu_tid(&cpus, 0)), "0");
+    assert_eq!(allowed(pid, vcpu_tid(&cpus, 1)), "1");
+    svc.destroy("scoped").await.unwrap();
+}

@@ -6,6 +6,7 @@
 use zbus::zvariant::{OwnedObjectPath, Value};
 
 use crate::config::{ScopeConfig, ScopeMode};
+use crate::host::cgroup::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
@@ -48,8 +49,19 @@ impl Scopes {
     /// The name carries the pid: systemd notices a QEMU's exit on its own schedule, so the
     /// previous start's scope may still exist when the guest is started again.
     pub async fn place(&self, domain: &str, pid: u32) -> Result<String, ScopeError> {
+        self.place_limited(domain, pid, &Limits::default()).await
+    }
+
+    /// As [`Scopes::place`], with the guest's cgroup limits as scope properties
+    /// (`AllowedCPUs`, `AllowedMemoryNodes`, `MemoryMax`).
+    pub async fn place_limited(
+        &self,
+        domain: &str,
+        pid: u32,
+        limits: &Limits,
+    ) -> Result<String, ScopeError> {
         let unit = unit_name(domain, pid);
-        let properties: Vec<(&str, Value<'_>)> = vec![
+        let mut properties: Vec<(&str, Value<'_>)> = vec![
             (
                 "Description",
                 Value::from(format!("NovaCron guest {domain}")),
@@ -59,6 +71,15 @@ impl Scopes {
             // A guest that crashed leaves no failed unit behind to block the next start.
             ("CollectMode", Value::from("inactive-or-failed")),
         ];
+        if let Some(cpus) = &limits.cpus {
+            properties.push(("AllowedCPUs", Value::from(bitmask(cpus))));
+        }
+        if let Some(mems) = &limits.mems {
+            properties.push(("AllowedMemoryNodes", Value::from(bitmask(mems))));
+        }
+        if let Some(max) = limits.memory_max_bytes {
+            properties.push(("MemoryMax", Value::from(max)));
+        }
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
         let reply = self
             .conn
@@ -78,6 +99,43 @@ impl Scopes {
         tracing::debug!(domain, pid, %unit, job = ?job.ok(), "QEMU placed in its scope");
         Ok(unit)
     }
+}
+
+impl Scopes {
+    /// Changes the CPUs a running guest's scope allows (`None`: all), e.g. for a live pin
+    /// outside the old set.
+    pub async fn set_cpus(
+        &self,
+        domain: &str,
+        pid: u32,
+        cpus: Option<&[u32]>,
+    ) -> Result<(), ScopeError> {
+        let unit = unit_name(domain, pid);
+        let properties: Vec<(&str, Value<'_>)> = vec![(
+            "AllowedCPUs",
+            Value::from(cpus.map(bitmask).unwrap_or_default()),
+        )];
+        self.conn
+            .call_method(
+                Some("org.freedesktop.systemd1"),
+                "/org/freedesktop/systemd1",
+                Some("org.freedesktop.systemd1.Manager"),
+                "SetUnitProperties",
+                &(unit.as_str(), true, properties),
+            )
+            .await
+            .map(drop)
+            .map_err(|source| ScopeError::Refused { unit, source })
+    }
+}
+
+/// systemd's CPU/node set encoding (`ay`): bit `i % 8` of byte `i / 8` for id `i`.
+pub fn bitmask(ids: &[u32]) -> Vec<u8> {
+    let mut mask = vec![0u8; ids.iter().max().map_or(0, |m| *m as usize / 8 + 1)];
+    for &id in ids {
+        mask[id as usize / 8] |= 1 << (id % 8);
+    }
+    mask
 }
 
 /// Whether guests get scopes: `auto` follows whether systemd is the init system.
@@ -106,7 +164,7 @@ pub fn unit_name(domain: &str, pid: u32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{unit_name, wanted};
+    use super::{bitmask, unit_name, wanted};
     use crate::config::ScopeMode;
 
     #[test]
@@ -115,6 +173,13 @@ mod tests {
         assert!(!wanted(ScopeMode::Auto, false));
         assert!(wanted(ScopeMode::On, false));
         assert!(!wanted(ScopeMode::Off, true));
+    }
+
+    #[test]
+    fn cpu_sets_as_systemd_bitmasks() {
+        assert_eq!(bitmask(&[1]), [0b10]);
+        assert_eq!(bitmask(&[0, 3, 9]), [0b1001, 0b10]);
+        assert!(bitmask(&[]).is_empty());
     }
 
     #[test]

@@ -482,7 +482,10 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
         };
         let scoped = async {
             match &inner.scopes {
-                Some(scopes) => scopes.place(name, pid).await.map(drop),
+                Some(scopes) => scopes
+                    .place_limited(name, pid, &super::placement::scope_limits(inner, config))
+                    .await
+                    .map(drop),
                 None => Ok(()),
             }
         };

@@ -223,6 +223,18 @@ async fn apply_live(
         .await
         .map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
     let cgroups = cgroups(inner)?;
+    // Under systemd the scope holds the cpuset: widen or narrow it first, then re-pin all.
+    let scoped = match &inner.scopes {
+        Some(scopes) if inner.config.cgroups.mode != CgroupMode::Off => {
+            let cpus = pinning::cpus_of_all_threads(config);
+            scopes
+                .set_cpus(name, live.pid, cpus.as_deref())
+                .await
+                .map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
+            true
+        }
+        _ => false,
+    };
     let (pid, cfg, domain) = (live.pid, config.clone(), name.to_owned());
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let pins = plan(pid, &cfg, &threads)?;
@@ -234,6 +246,7 @@ async fn apply_live(
                     .map_err(|e| e.to_string())?;
                 pinning::apply(pid, &pins).map_err(|e| e.to_string())
             }
+            None if scoped => pinning::apply(pid, &pins).map_err(|e| e.to_string()),
             None => {
                 let only: Vec<ThreadPin> = pins.into_iter().filter(|p| p.kind == kind).collect();
                 pinning::apply(pid, &only).map_err(|e| e.to_string())
@@ -469,6 +482,15 @@ pub fn limits(config: &DomainConfig) -> Limits {
         mems,
         // The model has no <memtune>: no hard limit to apply.
         memory_max_bytes: None,
+    }
+}
+
+/// The limits a guest's systemd scope carries: with `[cgroups]` on or auto, as the cgroup
+/// would; none when cgroups are off.
+pub(super) fn scope_limits(inner: &Inner, config: &DomainConfig) -> Limits {
+    match inner.config.cgroups.mode {
+        CgroupMode::Off => Limits::default(),
+        CgroupMode::Auto | CgroupMode::On => limits(config),
     }
 }
 
