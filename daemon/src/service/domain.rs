@@ -60,6 +60,8 @@ pub enum Intent {
     /// A reboot asked at this time; a power-off long after it is the guest's own.
     Reboot(std::time::Instant),
     Destroy,
+    /// The guest was migrated away: this QEMU quits because its guest runs elsewhere now.
+    Migrated,
 }
 
 /// A running QEMU process.

@@ -380,15 +380,26 @@ pub(super) async fn start_locked(inner: &Arc<Inner>, h: &Arc<DomainHandle>) -> R
     }
 }
 
-struct Launched {
-    live: Arc<Live>,
-    child: tokio::process::Child,
-    events: Subscription,
+pub(super) struct Launched {
+    pub live: Arc<Live>,
+    pub child: tokio::process::Child,
+    pub events: Subscription,
 }
 
 /// Spawns QEMU paused (`-S`), connects QMP, records the runtime state, then lets the vCPUs
 /// run. On any failure nothing is left behind: QEMU killed, runtime files removed.
 async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result<Launched, Error> {
+    launch_as(inner, name, config, false).await
+}
+
+/// As `launch`; with `incoming`, QEMU waits for a migration stream (`-incoming defer`) and
+/// is left paused: the migration code resumes it once the stream is complete.
+pub(super) async fn launch_as(
+    inner: &Arc<Inner>,
+    name: &str,
+    config: &DomainConfig,
+    incoming: bool,
+) -> Result<Launched, Error> {
     let accel = match config.virt_type {
         VirtType::Kvm => match &inner.kvm {
             Ok(()) => Accel::Kvm,
@@ -432,8 +443,11 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
     let validated = config.clone().validate()?;
     // What the host cannot give (vCPUs, memory, nodes, page sizes, CPUs to pin to, a machine
     // type this QEMU lacks) is refused here, with the reasons, rather than by QEMU.
-    let argv = build_argv(&validated, &context)
+    let mut argv = build_argv(&validated, &context)
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
+    if incoming {
+        argv.extend(["-incoming".to_owned(), "defer".to_owned()]);
+    }
     // Hugepages reserved (if allowed), the fit check, host devices detached to vfio-pci: all
     // given back below if the start fails, and by the supervisor once QEMU exits.
     let held = super::host_resources::take(inner, name, config).await?;
@@ -507,9 +521,11 @@ async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result
                 .await
                 .map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
         }
-        qmp.execute(&Cont)
-            .await
-            .map_err(|e| qmp_error(name, "start", e))?;
+        if !incoming {
+            qmp.execute(&Cont)
+                .await
+                .map_err(|e| qmp_error(name, "start", e))?;
+        }
         Ok((record, qmp, events))
     }
     .await;
@@ -588,7 +604,7 @@ fn start_failed(name: &str, e: spawn::SpawnError) -> Error {
     Error::Internal(format!("domain '{name}' failed to start: {e}"))
 }
 
-fn qmp_error(name: &str, operation: &str, e: novacron_qmp::Error) -> Error {
+pub(super) fn qmp_error(name: &str, operation: &str, e: novacron_qmp::Error) -> Error {
     match e {
         novacron_qmp::Error::Timeout { after, .. } => Error::Internal(format!(
             "{operation} of '{name}': QEMU did not answer within {after:?} (hung?)"
@@ -597,7 +613,7 @@ fn qmp_error(name: &str, operation: &str, e: novacron_qmp::Error) -> Error {
     }
 }
 
-fn wrong_state(h: &DomainHandle, operation: &'static str) -> Error {
+pub(super) fn wrong_state(h: &DomainHandle, operation: &'static str) -> Error {
     Error::WrongState {
         name: h.name.clone(),
         state: h.state(),
@@ -614,7 +630,7 @@ fn up(h: &DomainHandle, operation: &'static str, allowed: &[UpState]) -> Result<
 }
 
 /// Resolves once `live` is no longer the domain's process.
-async fn gone(watch: &mut watch::Receiver<Run>, live: &Arc<Live>) {
+pub(super) async fn gone(watch: &mut watch::Receiver<Run>, live: &Arc<Live>) {
     let _ = watch
         .wait_for(|run| !run.live().is_some_and(|l| Arc::ptr_eq(l, live)))
         .await;

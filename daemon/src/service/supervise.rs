@@ -122,10 +122,10 @@ impl Watcher {
         let restart = match self.live.intent() {
             Intent::Reboot(since) if since.elapsed() <= window => true,
             Intent::Reboot(_) | Intent::None => own_choice(),
-            Intent::Shutdown | Intent::Destroy => false,
+            Intent::Shutdown | Intent::Destroy | Intent::Migrated => false,
         };
         match self.live.intent() {
-            Intent::Destroy => return,
+            Intent::Destroy | Intent::Migrated => return,
             _ if restart => {
                 self.live.set_intent(Intent::None);
                 if let Ok(qmp) = self.live.qmp(&self.h.name) {
@@ -198,6 +198,7 @@ impl Watcher {
         remove_runtime_files(inner, &name).await;
         let (to, reason) = match self.live.intent() {
             Intent::Destroy => (Run::Off, StateReason::Destroyed),
+            Intent::Migrated => (Run::Off, StateReason::MigratedAway),
             Intent::Shutdown => (Run::Off, StateReason::GuestShutdown),
             Intent::None | Intent::Reboot(_) if self.panicked => (
                 Run::Crashed("guest panicked".into()),

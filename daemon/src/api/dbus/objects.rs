@@ -505,6 +505,28 @@ impl DomainObject {
         Ok(s.autostart)
     }
 
+    /// About once a second while the domain migrates away: phase, bytes sent, left and in
+    /// all, dirty rate (bytes/s), passes over memory.
+    #[zbus(signal)]
+    pub async fn migration_progress(
+        emitter: &SignalEmitter<'_>,
+        phase: &str,
+        transferred: u64,
+        remaining: u64,
+        total: u64,
+        dirty_rate: u64,
+        iterations: u64,
+    ) -> zbus::Result<()>;
+
+    /// A migration ended: outcome completed, failed, cancelled or unknown.
+    #[zbus(signal)]
+    pub async fn migration_finished(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> zbus::Result<()>;
+
     /// `reason` is the event's reason (booted, paused, resumed, guest_shutdown, destroyed,
     /// qemu_died, ...); `detail` is "" unless the reason carries one.
     #[zbus(signal, name = "StateChanged")]

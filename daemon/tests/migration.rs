@@ -1,0 +1,364 @@
+//! Live migration between two real novacrond processes on this machine (separate state and run
+//! directories, TCP APIs with tokens on loopback), moving the real test guest while it dirties
+//! memory. Every failure case checks that the guest still runs on the source and that nothing
+//! is left on the destination.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{tcp_api, Daemon};
+use common::*;
+use novacron_domain::DomainState;
+use novacrond::client::{Client, DefinitionFormat, Target};
+use novacrond::service::migration::{MigrateRequest, MigrationOptions, Phase, Progress};
+
+const TOKEN: &str = "peer-secret-token";
+/// Bytes per second that keep a 64 MiB guest in flight for many seconds.
+const SLOW: u64 = 3 << 20;
+
+struct Host {
+    env: Env,
+    daemon: Option<Daemon>,
+    port: u16,
+    toml: String,
+}
+
+impl Host {
+    fn start() -> Host {
+        let env = Env::new();
+        let (port, toml) = tcp_api(&[("peer", TOKEN, "operator")]);
+        let daemon = Some(env.start_daemon(&toml));
+        Host {
+            env,
+            daemon,
+            port,
+            toml,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The local admin's client (Unix socket).
+    fn local(&self) -> Client {
+        Client::new(Target::Unix(self.env.config.run_dir.join("novacrond.sock")))
+    }
+
+    fn kill_daemon(&mut self) {
+        self.daemon = None;
+    }
+
+    fn restart_daemon(&mut self) {
+        self.daemon = Some(self.env.start_daemon(&self.toml));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.env.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// No guest, no runtime record, no QEMU: what a cleaned destination looks like.
+    async fn assert_clean(&self, name: &str) {
+        let list = self.local().list(&Default::default()).await.unwrap();
+        assert!(
+            list.iter().all(|d| d.name != name),
+            "{name} still listed on the destination: {list:?}"
+        );
+        assert!(
+            !self.env.record(name).exists(),
+            "a runtime record is left on the destination"
+        );
+        let ours = self.env.config.run_dir.to_string_lossy().into_owned();
+        assert!(
+            !qemu_mentions(&ours),
+            "a QEMU of the destination still runs"
+        );
+    }
+}
+
+/// Whether any QEMU process has `needle` on its command line (the guest dir of a run dir).
+fn qemu_mentions(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .any(|c| c.contains("qemu-system") && c.contains(needle))
+}
+
+fn request(dest: &Host, options: MigrationOptions) -> MigrateRequest {
+    MigrateRequest {
+        destination: dest.url(),
+        token: Some(TOKEN.into()),
+        destination_ca: None,
+        options,
+        keep_source_definition: false,
+    }
+}
+
+fn slow() -> MigrationOptions {
+    MigrationOptions {
+        max_bandwidth: Some(SLOW),
+        ..Default::default()
+    }
+}
+
+/// Defines and starts the test guest dirtying 64 MiB, and waits until it does.
+async fn start_dirty_guest(host: &Host, name: &str) {
+    let name_owned = name.to_owned();
+    let config = tokio::task::spawn_blocking(move || {
+        linux(&name_owned, "novacron.dirty_mib=64 novacron.dirty_rate=4")
+    })
+    .await
+    .unwrap();
+    let c = host.local();
+    c.define(config.to_xml(), DefinitionFormat::Xml)
+        .await
+        .unwrap();
+    c.action(name, novacrond::client::Action::Start, true, None)
+        .await
+        .unwrap();
+    wait_file(
+        &host.env.serial_log(name),
+        novacron_tests::DIRTY_READY_MARKER,
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+}
+
+async fn state(host: &Host, name: &str) -> Option<DomainState> {
+    host.local().get(name).await.ok().map(|i| i.status.state)
+}
+
+/// Waits until the running migration is streaming (bytes on the wire).
+async fn wait_in_flight(host: &Host, name: &str) -> Progress {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = host.local().migration(name).await.unwrap();
+        if p.phase == Phase::Precopy && p.transferred_bytes > 1 << 20 {
+            return p;
+        }
+        assert!(!p.phase.is_final(), "ended before it was in flight: {p:?}");
+        assert!(Instant::now() < deadline, "never in flight: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_ended(host: &Host, name: &str) -> Progress {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let p = host.local().migration(name).await.unwrap();
+        if p.phase.is_final() {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "migration never ended: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Heartbeats keep coming on this host's serial console.
+async fn heartbeat_continues(host: &Host, name: &str) {
+    let log = host.env.serial_log(name);
+    let seen = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches(novacron_tests::HEARTBEAT_MARKER)
+        .count();
+    wait_file(
+        &log,
+        novacron_tests::HEARTBEAT_MARKER,
+        seen + 2,
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+async fn assert_runs_here(host: &Host, name: &str) {
+    assert_eq!(
+        state(host, name).await,
+        Some(DomainState::Running),
+        "the guest must still run on the source"
+    );
+    heartbeat_continues(host, name).await;
+}
+
+#[tokio::test]
+async fn failures_leave_the_guest_running_on_the_source() {
+    let a = Host::start();
+    let b = Host::start();
+    let name = "mig-fail";
+    start_dirty_guest(&a, name).await;
+
+    // The destination daemon is unreachable at prepare.
+    let nowhere = MigrateRequest {
+        destination: "http://127.0.0.1:9".into(),
+        ..request(&b, MigrationOptions::default())
+    };
+    let p = a.local().migrate(name, &nowhere, true).await.unwrap();
+    assert_eq!(p.phase, Phase::Failed, "{p:?}");
+    assert!(
+        p.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("could not prepare"),
+        "{p:?}"
+    );
+    assert_runs_here(&a, name).await;
+
+    // Cancel mid-flight; meanwhile every other mutating call is refused as busy.
+    a.local()
+        .migrate(name, &request(&b, slow()), false)
+        .await
+        .unwrap();
+    wait_in_flight(&a, name).await;
+    assert_eq!(state(&a, name).await, Some(DomainState::Migrating));
+    assert_eq!(
+        state(&b, name).await,
+        Some(DomainState::Starting),
+        "the destination holds the incoming guest"
+    );
+    let busy = a
+        .local()
+        .migrate(name, &request(&b, MigrationOptions::default()), false)
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Some("busy"), "{busy}");
+    let busy = a
+        .local()
+        .action(name, novacrond::client::Action::Shutdown, true, None)
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Some("busy"), "{busy}");
+    let p = a.local().cancel_migration(name).await.unwrap();
+    assert_eq!(p.phase, Phase::Cancelled, "{p:?}");
+    assert_runs_here(&a, name).await;
+    b.assert_clean(name).await;
+
+    // The destination's QEMU is killed mid-flight.
+    a.local()
+        .migrate(name, &request(&b, slow()), false)
+        .await
+        .unwrap();
+    wait_in_flight(&a, name).await;
+    let pid = recorded_pid(&b.env, name);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let p = wait_ended(&a, name).await;
+    assert_eq!(p.phase, Phase::Failed, "{p:?}");
+    assert_runs_here(&a, name).await;
+    b.assert_clean(name).await;
+    assert!(
+        a.env.config.state_dir.join("domains/mig-fail.xml").exists(),
+        "the source keeps its definition"
+    );
+}
+
+#[tokio::test]
+async fn precopy_multifd_and_postcopy_migrations_move_the_running_guest() {
+    let a = Host::start();
+    let b = Host::start();
+    let name = "mig-ok";
+    start_dirty_guest(&a, name).await;
+
+    // A to B, pre-copy with the defaults: the heartbeat goes on on B's console.
+    let p = a
+        .local()
+        .migrate(name, &request(&b, MigrationOptions::default()), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
+    assert!(p.transferred_bytes > 64 << 20, "{p:?}");
+    assert!(p.downtime_ms.is_some(), "{p:?}");
+    assert_eq!(state(&b, name).await, Some(DomainState::Running));
+    heartbeat_continues(&b, name).await;
+    assert_eq!(state(&a, name).await, None, "the source forgot the guest");
+    assert!(!a.env.config.state_dir.join("domains/mig-ok.xml").exists());
+    assert!(b.env.config.state_dir.join("domains/mig-ok.xml").exists());
+    assert!(!a.env.record(name).exists(), "the source QEMU is gone");
+
+    // B back to A with multifd.
+    let multifd = MigrationOptions {
+        multifd_channels: Some(2),
+        ..Default::default()
+    };
+    let p = b
+        .local()
+        .migrate(name, &request(&a, multifd), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
+    heartbeat_continues(&a, name).await;
+    assert_eq!(state(&b, name).await, None);
+
+    // A to B in post-copy, switched mid-flight.
+    let postcopy = MigrationOptions {
+        postcopy: true,
+        ..slow()
+    };
+    a.local()
+        .migrate(name, &request(&b, postcopy), false)
+        .await
+        .unwrap();
+    wait_in_flight(&a, name).await;
+    a.local().start_postcopy(name).await.unwrap();
+    let p = wait_ended(&a, name).await;
+    assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
+    heartbeat_continues(&b, name).await;
+    assert_eq!(state(&a, name).await, None);
+    b.assert_clean_of_source(&a, name).await;
+}
+
+impl Host {
+    /// The source kept no guest, record or QEMU.
+    async fn assert_clean_of_source(&self, source: &Host, name: &str) {
+        source.assert_clean(name).await;
+        assert_eq!(state(self, name).await, Some(DomainState::Running));
+    }
+}
+
+#[tokio::test]
+async fn a_source_daemon_killed_mid_flight_recovers_consistently() {
+    let mut a = Host::start();
+    let b = Host::start();
+    let name = "mig-crash";
+    start_dirty_guest(&a, name).await;
+    a.local()
+        .migrate(name, &request(&b, slow()), false)
+        .await
+        .unwrap();
+    wait_in_flight(&a, name).await;
+    a.kill_daemon();
+    a.restart_daemon();
+    // The restarted source undoes the stream it can no longer follow and says so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !a.log().contains("recovered after a daemon restart") {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery report:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_runs_here(&a, name).await;
+    // The destination was told, or its lease ran out.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while state(&b, name).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "destination not cleaned:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.assert_clean(name).await;
+    assert!(!a
+        .env
+        .config
+        .run_dir
+        .join("migrations/mig-crash.json")
+        .exists());
+}
