@@ -203,7 +203,12 @@ impl RemoteHost {
             loop {
                 let result = self.guarded(call()).await;
                 match (&result, backoff.next()) {
-                    (Err(e), Some(pause)) if retryable(e) => tokio::time::sleep(*pause).await,
+                    // No retry once the breaker is open: its refusal is immediate and final.
+                    (Err(e), Some(pause))
+                        if retryable(e) && self.breaker.state() == BreakerState::Closed =>
+                    {
+                        tokio::time::sleep(*pause).await
+                    }
                     _ => return result,
                 }
             }
