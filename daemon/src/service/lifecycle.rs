@@ -503,14 +503,17 @@ pub(super) async fn launch_as(
                 None => Ok(()),
             }
         };
-        let (saved, connected, scoped) = tokio::join!(
+        // The cgroup move (tens of ms on cgroup v1) overlaps QEMU's initialisation too; it
+        // is done before the threads are pinned below, since it resets their affinity.
+        let (saved, connected, scoped, caged) = tokio::join!(
             inner.records.save(&record),
             spawn::connect_monitor(&mut spawned, &socket, &log, MONITOR_WAIT),
-            scoped
+            scoped,
+            super::placement::enter_cgroup(inner, name, pid, config)
         );
         let qmp = connected.map_err(|e| start_failed(name, e))?;
         scoped.map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
-        super::placement::enter_cgroup(inner, name, pid, config).await?;
+        caged?;
         saved.map_err(|e| {
             Error::Internal(format!("cannot write the runtime record of '{name}': {e}"))
         })?;
