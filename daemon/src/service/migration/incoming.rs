@@ -44,7 +44,7 @@ pub(super) struct Incoming {
 }
 
 enum Slot {
-    Prepared(Launched),
+    Prepared(Box<Launched>),
     Ended,
 }
 
@@ -189,7 +189,7 @@ impl Service {
             handle: h,
             created,
             persistent: request.persistent,
-            slot: tokio::sync::Mutex::new(Slot::Prepared(launched)),
+            slot: tokio::sync::Mutex::new(Slot::Prepared(Box::new(launched))),
             lease: Mutex::new((Instant::now() + lease, lease)),
             ended: Mutex::new(None),
             done: CancellationToken::new(),
@@ -380,7 +380,7 @@ impl Service {
             return;
         };
         tracing::warn!(domain = %m.domain, id = %m.id, reason = %why, "discarding an incoming migration");
-        kill(inner, &m.domain, launched).await;
+        kill(inner, &m.domain, *launched).await;
         let _ = m.handle.transition(
             &inner.events,
             Run::Off,

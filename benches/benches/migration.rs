@@ -1,0 +1,293 @@
+//! Live migration of an OS-less KVM guest (1 GiB and 4 GiB of RAM) between two real novacrond
+//! daemons on loopback (`POST /v1/domains/{name}/migrate?wait=true`: prepare on the
+//! destination, stream, hand-over, source QEMU quits) beside the same migration driven by raw
+//! QMP from this benchmark: a source QEMU with the daemon's very argv, a destination with
+//! `-incoming defer`, the same capabilities and parameters (downtime limit 300 ms, unlimited
+//! bandwidth), `migrate`, polling, `cont` on the destination. Both totals include starting the
+//! destination QEMU. Rounds alternate raw and daemon. Downtime is QEMU's own figure.
+//!
+//! cargo build --release -p novacrond
+//! cargo bench -p novacron-benches --bench migration [-- ROUNDS]
+//!
+//! Goal (issue 8, item 6): total within 5% of raw; downtime within the 300 ms limit.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use novacron_benches::daemon::{
+    millis, novacrond_binary, osless, raw_argv, spawn_daemon, verdict, wait_until, Env, Reaper,
+};
+use novacron_benches::median;
+use novacron_qmp::commands::{
+    Cont, Migrate, MigrateIncoming, MigrateSetCapabilities, QueryMigrate, Quit,
+};
+use novacron_qmp::qapi::MigrationStatus;
+use novacron_qmp::Client as Qmp;
+use novacrond::client::{Action, Client, DefinitionFormat, Target};
+use novacrond::service::migration::{MigrateRequest, MigrationOptions, Phase};
+
+const TOKEN: &str = "bench-peer-token";
+
+struct Daemon {
+    env: Env,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(reaper: &Reaper) -> Result<Daemon> {
+        use sha2::Digest;
+        let env = Env::new()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let hash: String = sha2::Sha256::digest(TOKEN.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let config = env.write_config_file_with(&format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"peer\"\nsha256 = \"{hash}\"\nrole = \"operator\"\n"
+        ))?;
+        let child = spawn_daemon(
+            &novacrond_binary()?,
+            &config,
+            &env.dir.path().join("daemon.log"),
+        )?;
+        reaper.daemon(child.id());
+        reaper.records(env.records_dir());
+        let socket = env.config.run_dir.join("novacrond.sock");
+        wait_until("the daemon's socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        })?;
+        Ok(Daemon { env, port, child })
+    }
+
+    fn local(&self) -> Client {
+        Client::new(Target::Unix(self.env.config.run_dir.join("novacrond.sock")))
+    }
+
+    fn request(&self) -> MigrateRequest {
+        MigrateRequest {
+            destination: format!("http://127.0.0.1:{}", self.port),
+            token: Some(TOKEN.into()),
+            destination_ca: None,
+            options: MigrationOptions::default(),
+            keep_source_definition: false,
+        }
+    }
+}
+
+struct Figures {
+    total: Duration,
+    qemu_total_ms: f64,
+    downtime_ms: f64,
+    bytes: u64,
+}
+
+/// One migration through the daemons, `from` to `to`.
+async fn through_daemons(from: &Daemon, to: &Daemon, name: &str) -> Result<Figures> {
+    let t0 = Instant::now();
+    let p = from.local().migrate(name, &to.request(), true).await?;
+    let total = t0.elapsed();
+    if p.phase != Phase::Completed {
+        bail!("daemon migration ended {:?}: {:?}", p.phase, p.detail);
+    }
+    Ok(Figures {
+        total,
+        qemu_total_ms: p.elapsed_ms as f64,
+        downtime_ms: p.downtime_ms.unwrap_or_default() as f64,
+        bytes: p.transferred_bytes,
+    })
+}
+
+async fn spawn_raw(argv: &[String], socket: &Path) -> Result<(tokio::process::Child, Qmp)> {
+    let _ = std::fs::remove_file(socket);
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning raw QEMU")?;
+    let t0 = Instant::now();
+    loop {
+        if let Ok(c) = Qmp::connect(socket).await {
+            return Ok((child, c));
+        }
+        if child.try_wait()?.is_some() || t0.elapsed() > Duration::from_secs(30) {
+            bail!("raw QEMU did not serve QMP");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn caps() -> MigrateSetCapabilities {
+    MigrateSetCapabilities {
+        capabilities: MigrationOptions::default().capabilities(),
+    }
+}
+
+/// The same migration by raw QMP; the source is a raw QEMU already running.
+async fn raw(
+    argv: &[String],
+    src: &Qmp,
+    socket: &Path,
+) -> Result<(Figures, tokio::process::Child, Qmp)> {
+    let mut dst_argv = raw_argv_with(argv, socket)?;
+    dst_argv.extend(["-incoming".into(), "defer".into()]);
+    let t0 = Instant::now();
+    let (dst_child, dst) = spawn_raw(&dst_argv, socket).await?;
+    dst.execute(&caps()).await?;
+    dst.execute(&MigrationOptions::default().shared_parameters())
+        .await?;
+    dst.execute(&MigrateIncoming {
+        uri: "tcp:127.0.0.1:0".into(),
+    })
+    .await?;
+    let port = dst
+        .execute(&QueryMigrate)
+        .await?
+        .socket_address
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|a| a.port)
+        .context("no port")?;
+    src.execute(&caps()).await?;
+    src.execute(&MigrationOptions::default().source_parameters())
+        .await?;
+    src.execute(&Migrate {
+        uri: format!("tcp:127.0.0.1:{port}"),
+        resume: None,
+    })
+    .await?;
+    let info = loop {
+        let info = src.execute(&QueryMigrate).await?;
+        match info.status {
+            Some(MigrationStatus::Completed) => break info,
+            Some(MigrationStatus::Failed | MigrationStatus::Cancelled) => {
+                bail!("raw migration failed: {:?}", info.error_desc)
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    loop {
+        match dst.execute(&QueryMigrate).await?.status {
+            Some(MigrationStatus::Completed) => break,
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+    dst.execute(&Cont).await?;
+    let total = t0.elapsed();
+    let _ = src.execute(&Quit).await;
+    Ok((
+        Figures {
+            total,
+            qemu_total_ms: info.total_time.unwrap_or_default() as f64,
+            downtime_ms: info.downtime.unwrap_or_default() as f64,
+            bytes: info.ram.map(|r| r.transferred).unwrap_or_default(),
+        },
+        dst_child,
+        dst,
+    ))
+}
+
+fn raw_argv_with(argv: &[String], socket: &Path) -> Result<Vec<String>> {
+    raw_argv(&serde_json::json!({ "argv": argv }), socket)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3);
+    let reaper = Reaper::default();
+    let a = Daemon::start(&reaper)?;
+    let b = Daemon::start(&reaper)?;
+    let scratch = tempfile::tempdir()?;
+    println!("migration: OS-less KVM guest, daemons vs raw QMP, {rounds} rounds, medians");
+    println!(
+        "{:<10} {:>12} {:>12} {:>7} {:>14} {:>14} {:>10} {:>12}",
+        "RAM",
+        "raw total",
+        "daemon total",
+        "ratio",
+        "raw downtime",
+        "daemon downtime",
+        "limit",
+        "GiB/s"
+    );
+    for gib in [1u64, 4] {
+        let name = format!("mig-bench-{gib}g");
+        let mut config = osless(&name)?;
+        config.memory.memory_kib = gib << 20;
+        config.memory.current_kib = None;
+        a.local()
+            .define(config.to_xml(), DefinitionFormat::Xml)
+            .await?;
+        a.local().action(&name, Action::Start, true, None).await?;
+        let record: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(a.env.record(&name)).context("the source's record")?,
+        )?;
+        let argv: Vec<String> = serde_json::from_value(record["argv"].clone())?;
+        let (mut raw_t, mut dmn_t, mut raw_d, mut dmn_d, mut rates) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        // The raw guest lives in its own pair of QEMUs, alternating direction like the daemons.
+        let (mut raw_child, mut raw_qmp) = spawn_raw(
+            &raw_argv_with(&argv, &scratch.path().join("src.qmp"))?,
+            &scratch.path().join("src.qmp"),
+        )
+        .await?;
+        raw_qmp.execute(&Cont).await?;
+        let (mut here, mut there) = (&a, &b);
+        for round in 0..rounds {
+            let socket = scratch.path().join(format!("{gib}-{round}.qmp"));
+            let (f, child, qmp) = raw(&argv, &raw_qmp, &socket).await?;
+            let _ = raw_child.wait().await;
+            (raw_child, raw_qmp) = (child, qmp);
+            raw_t.push(millis(f.total));
+            raw_d.push(f.downtime_ms);
+            let f = through_daemons(here, there, &name).await?;
+            dmn_t.push(millis(f.total));
+            dmn_d.push(f.downtime_ms);
+            rates.push(f.bytes as f64 / (f.qemu_total_ms / 1e3).max(1e-3));
+            (here, there) = (there, here);
+        }
+        let _ = raw_qmp.execute(&Quit).await;
+        let _ = raw_child.wait().await;
+        let _ = here
+            .local()
+            .action(&name, Action::Destroy, true, None)
+            .await;
+        let (rt, dt) = (median(raw_t), median(dmn_t));
+        let (rd, dd) = (median(raw_d), median(dmn_d));
+        let rate = median(rates);
+        println!(
+            "{:<10} {:>10.0}ms {:>10.0}ms {:>7.3} {:>12.0}ms {:>12.0}ms {:>10} {:>12.2}",
+            format!("{gib} GiB"),
+            rt,
+            dt,
+            dt / rt,
+            rd,
+            dd,
+            verdict(dd <= 300.0),
+            rate / (1u64 << 30) as f64
+        );
+        println!(
+            "  goal total within 5% of raw: {} ; 10 GiB projection at the measured wire rate: {:.1}s",
+            verdict(dt <= rt * 1.05),
+            (10u64 << 30) as f64 / rate.max(1.0)
+        );
+    }
+    Ok(())
+}
