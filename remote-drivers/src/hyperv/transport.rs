@@ -366,6 +366,12 @@ impl Transport {
     ) -> Result<(u16, hyper::HeaderMap, Bytes), HypervError> {
         let t = self.request_timeout;
         let exchange = async {
+            // A request sent before the connection is ready again (the previous answer just
+            // read) is refused as "canceled": wait for readiness first.
+            conn.sender
+                .ready()
+                .await
+                .map_err(|e| TransportError::Other(format!("WinRM connection lost: {e}")))?;
             let response = conn
                 .sender
                 .send_request(request)
