@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use novacron_benches::daemon::{osless, Env, Reaper};
 use novacron_benches::{print_table, Rounds, Stats};
 use novacron_domain::DomainConfig;
-use novacrond::host::cgroup::{CgroupConfig, CgroupMode, Cgroups};
+use novacrond::host::cgroup::{CgroupConfig, CgroupMode, Cgroups, Layout};
 use novacrond::Service;
 
 fn guest(name: &str, cputune: &str) -> Result<DomainConfig> {
@@ -50,7 +50,14 @@ async fn main() -> Result<()> {
         .unwrap_or(20);
     let pins = "<vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='1' cpuset='1'/>
                 <emulatorpin cpuset='0'/><iothreadpin iothread='1' cpuset='1'/>";
-    let parent = format!("novacron-bench-{}", std::process::id());
+    let mut parent = format!("novacron-bench-{}", std::process::id());
+    // cgroup v2 gives no controllers below a cgroup with processes (ours): start at the root.
+    if let Some(Layout::V2 { .. }) = Cgroups::detect(parent.as_ref())
+        .ok()
+        .map(|c| c.layout().clone())
+    {
+        parent.insert(0, '/');
+    }
     let cgroups_here = Cgroups::detect(parent.as_ref()).ok();
 
     let plain_env = Env::new()?;

@@ -476,12 +476,18 @@ async fn a_guest_in_its_own_cgroup_with_the_cpuset_of_its_pins() {
     two_cpus();
     let mut env = Env::new();
     let parent = format!("novacron-test-{}", std::process::id());
+    let cgroups = novacrond::host::cgroup::Cgroups::detect(Path::new(&parent))
+        .expect("this host has cgroup controllers");
+    // cgroup v2 gives no controllers below a cgroup with processes (ours): start at the root.
+    let parent = match cgroups.layout() {
+        novacrond::host::cgroup::Layout::V2 { .. } => format!("/{parent}"),
+        novacrond::host::cgroup::Layout::V1 { .. } => parent,
+    };
+    let cgroups = novacrond::host::cgroup::Cgroups::detect(Path::new(&parent)).unwrap();
     env.config.cgroups = novacrond::host::cgroup::CgroupConfig {
         mode: novacrond::host::cgroup::CgroupMode::On,
         parent: parent.clone().into(),
     };
-    let cgroups = novacrond::host::cgroup::Cgroups::detect(Path::new(&parent))
-        .expect("this host has cgroup controllers");
     println!("layout: {:?}", cgroups.layout());
     let dirs = cgroups.guest("caged").dirs;
     let _cleanup = CgroupParents(
@@ -522,7 +528,7 @@ async fn a_guest_in_its_own_cgroup_with_the_cpuset_of_its_pins() {
         novacrond::host::cgroup::Layout::V1 { .. } => "cpuset",
     };
     assert!(
-        cgroup_of(pid, controller).ends_with(&format!("{parent}/caged")),
+        cgroup_of(pid, controller).ends_with(&format!("{}/caged", parent.trim_start_matches('/'))),
         "{}",
         cgroup_of(pid, controller)
     );
@@ -531,7 +537,8 @@ async fn a_guest_in_its_own_cgroup_with_the_cpuset_of_its_pins() {
     } = cgroups.layout()
     {
         assert!(
-            cgroup_of(pid, "memory").ends_with(&format!("{parent}/caged")),
+            cgroup_of(pid, "memory")
+                .ends_with(&format!("{}/caged", parent.trim_start_matches('/'))),
             "memory: {}",
             cgroup_of(pid, "memory")
         );

@@ -491,6 +491,42 @@ mod tests {
         assert!(Layout::parse(unified, "0::/\n", |_| Some("cpu io".into())).is_none());
     }
 
+    /// The v2 steps against a plain directory standing in for cgroupfs (this host's cpuset
+    /// and memory controllers are on v1): which files are written, in which directories.
+    #[test]
+    fn v2_enables_controllers_down_the_path_then_limits_and_moves_the_pid() {
+        let root = tempfile::tempdir().unwrap();
+        let mount = root.path().to_owned();
+        std::fs::write(mount.join("cgroup.subtree_control"), "cpu memory\n").unwrap();
+        std::fs::create_dir(mount.join("novacron.slice")).unwrap();
+        std::fs::write(mount.join("novacron.slice/cgroup.subtree_control"), "").unwrap();
+        let cg = Cgroups {
+            layout: Layout::V2 {
+                mount: mount.clone(),
+                own: "/".into(),
+            },
+            parent: "/novacron.slice".into(),
+        };
+        let limits = Limits {
+            cpus: Some(vec![1, 2, 3]),
+            mems: Some(vec![0]),
+            memory_max_bytes: Some(1 << 30),
+        };
+        let guest = cg.place("vm", 4242, &limits).unwrap();
+        let dir = mount.join("novacron.slice/vm");
+        assert_eq!(guest.dirs, std::slice::from_ref(&dir));
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&mount.join("cgroup.subtree_control")), "+cpuset");
+        assert_eq!(
+            read(&mount.join("novacron.slice/cgroup.subtree_control")),
+            "+cpuset +memory"
+        );
+        assert_eq!(read(&dir.join("cpuset.cpus")), "1-3");
+        assert_eq!(read(&dir.join("cpuset.mems")), "0");
+        assert_eq!(read(&dir.join("memory.max")), (1u64 << 30).to_string());
+        assert_eq!(read(&dir.join("cgroup.procs")), "4242");
+    }
+
     #[test]
     fn lists() {
         assert_eq!(list(&[3, 0, 1, 2, 8]), "0-3,8");
