@@ -70,10 +70,10 @@ pub struct Live {
     pub record: RuntimeRecord,
     pub monitor: Monitor,
     intent: Mutex<Intent>,
-    /// Set as soon as the process is known to be gone, before its pid can be reused.
-    exited: std::sync::atomic::AtomicBool,
     /// The pins in force: the started config's, as changed live since (also in the record).
     cputune: Mutex<Option<novacron_domain::model::CpuTune>>,
+    /// Set as soon as the process is known to be gone, before its pid can be reused.
+    exited: std::sync::atomic::AtomicBool,
 }
 
 /// The QMP connection, or why there is none (a reconnect that failed: the guest is left alone).
