@@ -218,6 +218,16 @@ async fn lifecycle_suite(p: &Peer) {
     assert!(caps.define && caps.suspend && caps.reboot && !caps.migrate);
     assert_eq!(caps.details["version"], "10.0.20348.0");
 
+    // The service forgets its NTLM contexts (as a restart would): the next call on a pooled
+    // connection gets 401, and the adapter logs in again once, transparently.
+    if p.ca_file.is_none() {
+        signal(p.pid, nix::sys::signal::Signal::SIGUSR1);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(d.list().await.unwrap().len(), VMS + 3);
+        let log = std::fs::read_to_string(p.log_path()).unwrap();
+        assert!(log.contains("forgetting NTLM contexts"), "{log}");
+    }
+
     // Bad credentials: the fault is named, the password never appears.
     let wrong = "Wr0ng-Secret-Value";
     let bad = HypervDriver::new(&config(p, wrong)).unwrap();

@@ -14,7 +14,9 @@ A WS-Management endpoint at /wsman that:
   Windows PowerShell 5.1 (ConvertTo-Json -Compress, VMState as a number, errors as CLIXML on
   stderr, warnings as CLIXML warning records, a progress record on every run, exit codes).
 
-Prints "READY <port>" on stdout once listening. Logs go to stderr.
+Prints "READY <port>" on stdout once listening. Logs go to stderr. SIGUSR1 makes it forget every
+NTLM security context (as a WinRM service restart would): the next request on an old connection
+gets 401.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import socket
 import socketserver
 import ssl
@@ -594,6 +597,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.ntlm = None
                 self.unauthorized()
                 return
+            self.generation = self.server.generation
+            self.server.logons += 1
+        if self.ntlm is not None and getattr(self, "generation", None) != self.server.generation:
+            # SIGUSR1 made the service forget its security contexts (as a restart would).
+            self.ntlm = None
         if self.ntlm is None or not self.ntlm.complete:
             self.unauthorized()
             return
@@ -660,6 +668,13 @@ def main():
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    server.generation = 0
+    server.logons = 0
+
+    def forget_contexts(signum, frame):
+        server.generation += 1
+        log(f"forgetting NTLM contexts after {server.logons} logons")
+    signal.signal(signal.SIGUSR1, forget_contexts)
     print(f"READY {port}", flush=True)
     server.serve_forever()
 
