@@ -379,8 +379,16 @@ fn a_hanging_vendor_turns_read_only_with_a_stale_inventory_and_local_calls_stay_
     // Open: the stale inventory comes at once, without asking the vendor.
     let t = Instant::now();
     let r = curl(&d.socket, "GET", "/v1/hosts/x1/domains", &[]);
-    assert!(r.json()["stale"]["age_secs"].as_f64().is_some(), "{}", r.body);
-    assert!(t.elapsed() < Duration::from_millis(300), "{:?}", t.elapsed());
+    assert!(
+        r.json()["stale"]["age_secs"].as_f64().is_some(),
+        "{}",
+        r.body
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
     // Read-only: a mutation is refused at once, and local calls never wait on the vendor.
     let t = Instant::now();
     let r = curl(&d.socket, "POST", "/v1/hosts/x1/domains/vm-000/start", &[]);

@@ -21,9 +21,9 @@ mod transport;
 mod types;
 
 pub use error::ClientError;
-pub use remote::{HostList, RemoteDomain, RemoteHostRow, RemoteInventory};
 pub use events::EventStream;
 pub use pinning::{PinTarget, Pinning, ThreadAffinity};
+pub use remote::{HostList, RemoteDomain, RemoteHostRow, RemoteInventory};
 pub use tls::Tls;
 pub use transport::Target;
 pub use types::{

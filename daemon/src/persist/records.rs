@@ -33,7 +33,10 @@ pub struct RuntimeRecord {
     pub config: DomainConfig,
     pub started_at_unix_ms: u64,
     /// Hugepages and PCI devices taken for this guest, given back when it stops.
-    #[serde(default, skip_serializing_if = "crate::host::resources::HeldResources::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::host::resources::HeldResources::is_empty"
+    )]
     pub held: crate::host::resources::HeldResources,
 }
 

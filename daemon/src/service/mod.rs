@@ -10,11 +10,11 @@ pub mod host_info;
 mod host_resources;
 pub mod jobs;
 mod lifecycle;
-pub mod placement;
 pub mod metrics;
 pub mod migration;
 pub mod operations;
 pub mod passthrough;
+pub mod placement;
 mod reconnect;
 pub mod remote;
 pub mod status;
@@ -120,9 +120,11 @@ impl Service {
             .map_err(|e| OpenError::Scopes(Box::new(e)))?;
         let remote = {
             let (remote_config, state_dir) = (config.remote.clone(), config.state_dir.clone());
-            tokio::task::spawn_blocking(move || remote::RemoteHosts::load(&remote_config, &state_dir))
-                .await
-                .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
+            tokio::task::spawn_blocking(move || {
+                remote::RemoteHosts::load(&remote_config, &state_dir)
+            })
+            .await
+            .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
         };
         let inner = Arc::new(Inner {
             _instance_lock: instance_lock,

@@ -155,7 +155,9 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
                     Ok(drifted) if drifted.is_empty() => {}
                     Ok(drifted) => {
                         tracing::warn!(domain = %name, pid, ?drifted, "pinned threads had drifted; restored");
-                        inner.events.publish(&name, EventKind::PinsRestored { drifted });
+                        inner
+                            .events
+                            .publish(&name, EventKind::PinsRestored { drifted });
                     }
                     Err(error) => {
                         tracing::warn!(domain = %name, pid, %error, "cannot check the pins of a reconnected guest");

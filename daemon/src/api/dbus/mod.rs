@@ -226,7 +226,11 @@ async fn on_event(
             )
             .await?;
         }
-        EventKind::MigrationFinished { id, outcome, detail } => {
+        EventKind::MigrationFinished {
+            id,
+            outcome,
+            detail,
+        } => {
             DomainObject::migration_finished(&emitter, id, outcome, detail).await?;
         }
     }

@@ -402,8 +402,15 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, DbusError> {
-        self.pin(ThreadKind::Iothread(iothread), cpuset, live, config, conn, &header)
-            .await
+        self.pin(
+            ThreadKind::Iothread(iothread),
+            cpuset,
+            live,
+            config,
+            conn,
+            &header,
+        )
+        .await
     }
 
     /// The pins as JSON (the HTTP API's `Pinning`): live while running unless `config`.
@@ -439,8 +446,7 @@ impl DomainObject {
             options,
             keep_source_definition: false,
         };
-        let progress =
-            as_actor(actor, self.service.migrate(&self.name, request, false)).await?;
+        let progress = as_actor(actor, self.service.migrate(&self.name, request, false)).await?;
         serde_json::to_string(&progress).map_err(|e| DbusError::Internal(e.to_string()))
     }
 

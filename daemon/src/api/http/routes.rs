@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
-use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::hosts::{HostEndpoint, RemoteActionName};
 use super::migration::MigrationEndpoint;
+use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
+use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::Ctx;
 use crate::config::Role;
 use crate::service::{Action, ListFilter, ShutdownOptions};
@@ -111,8 +111,16 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/v1/events", Endpoint::Events),
     (Method::GET, "/v1/openapi.json", Endpoint::OpenApi),
     (Method::GET, "/metrics", Endpoint::Metrics),
-    (Method::GET, "/v1/hosts", Endpoint::Remote(HostEndpoint::List)),
-    (Method::POST, "/v1/hosts", Endpoint::Remote(HostEndpoint::Register)),
+    (
+        Method::GET,
+        "/v1/hosts",
+        Endpoint::Remote(HostEndpoint::List),
+    ),
+    (
+        Method::POST,
+        "/v1/hosts",
+        Endpoint::Remote(HostEndpoint::Register),
+    ),
     // Before "/v1/hosts/{host}" so "discover" is never taken for a host name.
     (
         Method::POST,

@@ -93,7 +93,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => pin(&ctx, &name, Which::Iothread(iothread), cpulist, scope).await,
         Command::Migrate(args) => crate::migrate::migrate(&ctx.client, ctx.json, args).await,
         Command::Migration { name } => crate::migrate::show(&ctx.client, ctx.json, &name).await,
-        Command::MigrateCancel { name } => crate::migrate::cancel(&ctx.client, ctx.json, &name).await,
+        Command::MigrateCancel { name } => {
+            crate::migrate::cancel(&ctx.client, ctx.json, &name).await
+        }
         Command::MigratePostcopy { name } => {
             crate::migrate::postcopy(&ctx.client, ctx.json, &name).await
         }
@@ -329,7 +331,15 @@ async fn pin(
     cpulist: Option<String>,
     scope: crate::cli::PinScopeArg,
 ) -> Result<(), CliError> {
-    crate::pinning::run(&ctx.client, ctx.json, name, which, cpulist.as_deref(), scope).await
+    crate::pinning::run(
+        &ctx.client,
+        ctx.json,
+        name,
+        which,
+        cpulist.as_deref(),
+        scope,
+    )
+    .await
 }
 
 fn progressive(action: Action) -> &'static str {
