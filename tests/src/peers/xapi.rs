@@ -127,7 +127,9 @@ pub fn start_with(options: &Options) -> Result<Peer> {
         .arg(&key)
         .arg("--task-delay-ms")
         .arg(options.task_delay.as_millis().to_string())
-        .stdin(Stdio::null())
+        // The peer exits when this pipe closes: a peer kept in a never-dropped static dies
+        // with the test process.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if options.xmlrpc_only {

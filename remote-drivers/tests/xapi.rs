@@ -1,0 +1,460 @@
+//! The XAPI adapter against the XAPI test peer (`tests/peers/xapi/`): a Python process built
+//! from the published XenAPI model, NOT a real XenServer/XCP-ng. It accepts exactly the
+//! model's methods and arities, keeps XAPI's power-state transitions and speaks JSON-RPC and
+//! XML-RPC over TLS with a certificate made at its start.
+//!
+//! Run: `cargo test -p novacron-remote-drivers --test xapi`
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use novacron_domain::{DomainConfig, DomainState, Driver, Error, ErrorCode, MigrationTarget};
+use novacron_remote_drivers::breaker::{BreakerOptions, BreakerState};
+use novacron_remote_drivers::config::Timeouts;
+use novacron_remote_drivers::xapi::XapiDriver;
+use novacron_remote_drivers::{
+    discover, Credentials, DriverKind, HostConfig, RemoteHost, Secret, TlsOptions,
+};
+use novacron_tests::peers::xapi::{self as peer, Peer};
+use serde_json::{json, Value};
+
+/// Ordinary VMs on the shared peer: vm-000..vm-007, even ones running.
+const VMS: usize = 8;
+
+fn shared() -> &'static Peer {
+    static PEER: OnceLock<Peer> = OnceLock::new();
+    PEER.get_or_init(|| peer::start(VMS).expect("start the XAPI test peer"))
+}
+
+fn config(p: &Peer, password: &str) -> HostConfig {
+    let mut c = HostConfig::new(
+        "xcp-test",
+        DriverKind::Xapi,
+        url::Url::parse(&p.url).unwrap(),
+        Credentials::Password {
+            user: p.user.clone(),
+            password: Secret::new(password),
+        },
+    );
+    c.tls = TlsOptions {
+        verify: true,
+        ca_file: Some(p.ca_file.clone()),
+    };
+    c
+}
+
+fn driver(p: &Peer) -> XapiDriver {
+    XapiDriver::new(&config(p, &p.password)).unwrap()
+}
+
+fn domain(name: &str, vcpus: u32, devices: &str) -> novacron_domain::ValidatedDomain {
+    let xml = format!(
+        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>512</memory>\
+         <vcpu>{vcpus}</vcpu><os><type arch='x86_64' machine='q35'>hvm</type></os>\
+         <devices>{devices}</devices></domain>"
+    );
+    DomainConfig::from_xml(&xml).unwrap().validate().unwrap()
+}
+
+async fn state(d: &XapiDriver, name: &str) -> DomainState {
+    d.get(name).await.unwrap().summary.state
+}
+
+fn vendor_fault(e: &Error) -> &str {
+    match e {
+        Error::Vendor { fault, .. } => fault,
+        other => panic!("expected a vendor fault, got {other:?}"),
+    }
+}
+
+/// Calls the peer directly (what an operator's tool would do), for setups the Driver API
+/// does not offer, such as two VMs with one name.
+async fn raw(p: &Peer, method: &str, params: Vec<Value>) -> Value {
+    let pem = std::fs::read(&p.ca_file).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    let v: Value = http
+        .post(format!("{}jsonrpc", p.url))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    v["result"].clone()
+}
+
+async fn raw_login(p: &Peer) -> String {
+    let s = raw(
+        p,
+        "session.login_with_password",
+        vec![json!(p.user), json!(p.password), json!("2.21"), json!("test")],
+    )
+    .await;
+    s.as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn lists_guests_only_and_reads_them() {
+    let p = shared();
+    let d = driver(p);
+    let list = d.list().await.unwrap();
+    let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+    let expected: Vec<String> = (0..VMS).map(|i| format!("vm-{i:03}")).collect();
+    // Templates, control domains and vm-000's snapshot are filtered out; other tests may
+    // have added VMs of their own, so look only at ours.
+    for name in &expected {
+        assert_eq!(
+            names.iter().filter(|n| **n == name).count(),
+            1,
+            "{name} in {names:?}"
+        );
+    }
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("Control domain") || n.starts_with("Debian")),
+        "{names:?}"
+    );
+    let vm3 = list.iter().find(|s| s.name == "vm-003").unwrap();
+    assert!(vm3.uuid.as_deref().is_some_and(|u| u.len() == 36), "{vm3:?}");
+    let vm2 = list.iter().find(|s| s.name == "vm-002").unwrap();
+    assert_eq!(vm2.state, DomainState::Running);
+
+    let info = d.get("vm-003").await.unwrap();
+    assert_eq!(info.config.memory.memory_kib, 1024 * 1024);
+    assert_eq!(info.config.vcpu.count, 2);
+    assert_eq!(info.summary.uuid, vm3.uuid);
+    let by_id = d
+        .get(&format!("id:{}", vm3.uuid.as_deref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(by_id.summary.name, "vm-003");
+
+    let caps = d.capabilities().await.unwrap();
+    assert_eq!(caps.driver, "xapi");
+    assert_eq!(caps.details["product_version"], "8.3.0");
+    assert_eq!(caps.details["api_version"], "2.21");
+    assert_eq!(caps.details["protocol"], "json-rpc");
+    assert_eq!(d.speaks_jsonrpc(), Some(true));
+    d.logout().await;
+}
+
+#[tokio::test]
+async fn every_lifecycle_call_and_the_state_it_leads_to() {
+    let p = shared();
+    let d = driver(p);
+    let vm = "vm-001";
+    assert_eq!(state(&d, vm).await, DomainState::Shutoff);
+
+    d.start(vm).await.unwrap();
+    assert_eq!(state(&d, vm).await, DomainState::Running);
+
+    // Wrong state: XAPI's fault and its text survive.
+    let e = d.start(vm).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::WrongState, "{e}");
+    assert_eq!(vendor_fault(&e), "VM_BAD_POWER_STATE");
+    let text = e.to_string();
+    assert!(
+        text.contains("running") && text.contains("halted") && text.contains(vm),
+        "{text}"
+    );
+
+    d.suspend(vm).await.unwrap();
+    assert_eq!(state(&d, vm).await, DomainState::Suspended);
+    d.resume(vm).await.unwrap();
+    assert_eq!(state(&d, vm).await, DomainState::Running);
+    d.reboot(vm).await.unwrap();
+    assert_eq!(state(&d, vm).await, DomainState::Running);
+
+    let to = |uri: &str| MigrationTarget {
+        uri: uri.into(),
+        live: true,
+        timeout: Some(Duration::from_secs(10)),
+    };
+    d.migrate(vm, &to("xcp-host-2")).await.unwrap();
+    assert_eq!(state(&d, vm).await, DomainState::Running);
+    let e = d.migrate(vm, &to("no-such-host")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidConfig, "{e}");
+
+    d.shutdown(vm, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(state(&d, vm).await, DomainState::Shutoff);
+    let e = d.destroy(vm).await.unwrap_err();
+    assert_eq!(vendor_fault(&e), "VM_BAD_POWER_STATE", "{e}");
+    let e = d.suspend(vm).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::WrongState, "{e}");
+
+    d.start(vm).await.unwrap();
+    d.destroy(vm).await.unwrap();
+    assert_eq!(state(&d, vm).await, DomainState::Shutoff);
+}
+
+#[tokio::test]
+async fn define_redefine_and_undefine() {
+    let p = shared();
+    let d = driver(p);
+    let name = "made-here";
+    let s = d.define(domain(name, 2, "")).await.unwrap();
+    assert_eq!(s.state, DomainState::Shutoff);
+    assert!(s.uuid.is_some());
+    let info = d.get(name).await.unwrap();
+    assert_eq!(info.config.memory.memory_kib, 512 * 1024);
+    assert_eq!(info.config.vcpu.count, 2);
+
+    // Redefining a halted VM reshapes it in place (same UUID).
+    let again = d.define(domain(name, 3, "")).await.unwrap();
+    assert_eq!(again.uuid, s.uuid);
+    assert_eq!(d.get(name).await.unwrap().config.vcpu.count, 3);
+    let fewer = d.define(domain(name, 1, "")).await.unwrap();
+    assert_eq!(fewer.uuid, s.uuid);
+    assert_eq!(d.get(name).await.unwrap().config.vcpu.count, 1);
+
+    let disk = "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+                <source file='/tmp/x.img'/><target dev='vda' bus='virtio'/></disk>";
+    let e = d.define(domain("with-disk", 1, disk)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidConfig);
+    assert!(e.to_string().contains("disk"), "{e}");
+
+    d.start(name).await.unwrap();
+    let e = d.undefine(name).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::WrongState, "{e}");
+    let e = d.define(domain(name, 2, "")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::WrongState, "{e}");
+    d.destroy(name).await.unwrap();
+    d.undefine(name).await.unwrap();
+    let e = d.get(name).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+}
+
+#[tokio::test]
+async fn unknown_and_ambiguous_names() {
+    let p = shared();
+    let d = driver(p);
+    let e = d.get("no-such-vm").await.unwrap_err();
+    assert!(matches!(e, Error::NotFound(ref n) if n == "no-such-vm"), "{e}");
+    let e = d
+        .start("id:00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+    // Templates and control domains are not guests.
+    let e = d.start("Debian Bookworm 12").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+
+    // Two VMs named "twin", made the way an operator could.
+    let session = raw_login(p).await;
+    let src = raw(p, "VM.get_by_name_label", vec![json!(session), json!("vm-003")]).await;
+    let src = src[0].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        raw(p, "VM.clone", vec![json!(session), json!(src), json!("twin")]).await;
+    }
+    let e = d.get("twin").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidConfig, "{e}");
+    let text = e.to_string();
+    assert_eq!(text.matches("id:").count(), 2, "{text}");
+    let first_id = text
+        .split("id:")
+        .nth(1)
+        .map(|s| s.chars().take(36).collect::<String>())
+        .unwrap();
+    let one = d.get(&format!("id:{first_id}")).await.unwrap();
+    assert_eq!(one.summary.name, "twin");
+    assert_eq!(one.summary.uuid.as_deref(), Some(first_id.as_str()));
+}
+
+#[tokio::test]
+async fn bad_credentials_name_the_fault_never_the_password() {
+    let p = shared();
+    let wrong = "hunter2-not-the-password";
+    let d = XapiDriver::new(&config(p, wrong)).unwrap();
+    let e = d.list().await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Remote, "{e}");
+    assert_eq!(vendor_fault(&e), "SESSION_AUTHENTICATION_FAILED");
+    for shown in [e.to_string(), format!("{e:?}")] {
+        assert!(!shown.contains(wrong), "{shown}");
+        assert!(!shown.contains(&p.password), "{shown}");
+    }
+    let e = d.start("vm-000").await.unwrap_err();
+    assert!(!format!("{e} {e:?}").contains(wrong));
+}
+
+#[tokio::test]
+async fn an_expired_session_is_renewed_once() {
+    let p = shared();
+    let d = driver(p);
+    d.list().await.unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&p.ca_file).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}_peer/expire_sessions", p.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // The cached session is now SESSION_INVALID on the peer; the driver logs in again.
+    assert!(d.list().await.unwrap().len() >= VMS);
+}
+
+#[tokio::test]
+async fn a_guest_that_ignores_shutdown_times_out_and_can_be_destroyed() {
+    let p = shared();
+    let d = driver(p);
+    let name = "stubborn-1";
+    d.define(domain(name, 1, "")).await.unwrap();
+    d.start(name).await.unwrap();
+    let begin = Instant::now();
+    let e = d.shutdown(name, Duration::from_secs(1)).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Timeout { operation: "shutdown", .. }),
+        "{e:?}"
+    );
+    assert!(begin.elapsed() < Duration::from_secs(5), "{:?}", begin.elapsed());
+    assert_eq!(state(&d, name).await, DomainState::Running);
+    d.destroy(name).await.unwrap();
+    assert_eq!(state(&d, name).await, DomainState::Shutoff);
+    d.undefine(name).await.unwrap();
+}
+
+#[tokio::test]
+async fn xml_rpc_only_hosts_are_spoken_to_in_xml_rpc() {
+    let p = tokio::task::spawn_blocking(|| {
+        peer::start_with(&peer::Options {
+            xmlrpc_only: true,
+            ..peer::Options::new(3)
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let d = driver(&p);
+    let list = d.list().await.unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert_eq!(d.speaks_jsonrpc(), Some(false));
+    d.start("vm-001").await.unwrap();
+    assert_eq!(state(&d, "vm-001").await, DomainState::Running);
+    let e = d.start("vm-001").await.unwrap_err();
+    assert_eq!(vendor_fault(&e), "VM_BAD_POWER_STATE", "{e}");
+    assert!(e.to_string().contains("running"), "{e}");
+    d.define(domain("xml-made", 2, "")).await.unwrap();
+    assert_eq!(d.get("xml-made").await.unwrap().config.vcpu.count, 2);
+    let caps = d.capabilities().await.unwrap();
+    assert_eq!(caps.details["protocol"], "xml-rpc");
+    assert_eq!(caps.details["api_version"], "2.21");
+
+    // Discovery finds it too, through the XML-RPC fallback.
+    let tls = TlsOptions {
+        verify: true,
+        ca_file: Some(p.ca_file.clone()),
+    };
+    let found = discover::discover(&p.url, &tls, Duration::from_secs(5)).await;
+    assert!(
+        found.found.iter().any(|f| f.driver == DriverKind::Xapi),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn discovery_finds_xapi_and_nothing_else() {
+    let p = shared();
+    let tls = TlsOptions {
+        verify: true,
+        ca_file: Some(p.ca_file.clone()),
+    };
+    let found = discover::discover(&p.url, &tls, Duration::from_secs(5)).await;
+    let xapi: Vec<_> = found
+        .found
+        .iter()
+        .filter(|f| f.driver == DriverKind::Xapi)
+        .collect();
+    assert_eq!(xapi.len(), 1, "{found:?}");
+    assert_eq!(xapi[0].url, p.url);
+    // XAPI tells no version without a session (see the adapter's module docs).
+    assert_eq!(xapi[0].version, None);
+    assert!(
+        found.found.iter().all(|f| f.driver == DriverKind::Xapi),
+        "another vendor claimed the XAPI peer: {found:?}"
+    );
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+/// Continues a stopped peer even if the test fails half-way (the peer is killed on drop
+/// anyway; this keeps the order of events sane).
+struct Resume(u32);
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer() {
+    let hanging = tokio::task::spawn_blocking(|| peer::start(3))
+        .await
+        .unwrap()
+        .unwrap();
+    let healthy = shared();
+    let short = |p: &Peer| {
+        let mut c = config(p, &p.password);
+        c.timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(1),
+            read: Duration::from_secs(2),
+            operation: Duration::from_secs(5),
+        };
+        c.breaker = BreakerOptions {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(1),
+        };
+        c
+    };
+    let a = RemoteHost::connect(short(&hanging)).unwrap();
+    let b = RemoteHost::connect(short(healthy)).unwrap();
+    let fresh = a.inventory().await.unwrap();
+    assert!(fresh.stale.is_none());
+    assert_eq!(fresh.domains.len(), 3);
+
+    signal(hanging.pid, nix::sys::signal::Signal::SIGSTOP);
+    let _resume = Resume(hanging.pid);
+    let begin = Instant::now();
+    let inv = a.inventory().await.unwrap();
+    assert!(begin.elapsed() < Duration::from_secs(4), "{:?}", begin.elapsed());
+    let stale = inv.stale.expect("the last inventory, marked stale");
+    assert!(!stale.reason.is_empty());
+    assert_eq!(inv.domains, fresh.domains);
+    assert_eq!(a.status().breaker, BreakerState::Open);
+
+    // Open: answered at once from the cache; mutations refused.
+    let begin = Instant::now();
+    assert!(a.inventory().await.unwrap().stale.is_some());
+    let e = a.start("vm-001").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+    assert!(begin.elapsed() < Duration::from_millis(500));
+
+    // Meanwhile the healthy host answers promptly.
+    let begin = Instant::now();
+    let other = b.inventory().await.unwrap();
+    assert!(other.stale.is_none());
+    assert!(begin.elapsed() < Duration::from_secs(1), "{:?}", begin.elapsed());
+
+    // It comes back: after open_for, the probe closes the breaker and lists fresh.
+    signal(hanging.pid, nix::sys::signal::Signal::SIGCONT);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let back = a.inventory().await.unwrap();
+    assert!(back.stale.is_none(), "{back:?}");
+    assert_eq!(a.status().breaker, BreakerState::Closed);
+    a.start("vm-001").await.unwrap();
+}
