@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo test -p novacron-remote-drivers --test xapi`
 
+#![cfg(feature = "xapi")]
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -93,7 +95,12 @@ async fn raw_login(p: &Peer) -> String {
     let s = raw(
         p,
         "session.login_with_password",
-        vec![json!(p.user), json!(p.password), json!("2.21"), json!("test")],
+        vec![
+            json!(p.user),
+            json!(p.password),
+            json!("2.21"),
+            json!("test"),
+        ],
     )
     .await;
     s.as_str().unwrap().to_owned()
@@ -122,7 +129,10 @@ async fn lists_guests_only_and_reads_them() {
         "{names:?}"
     );
     let vm3 = list.iter().find(|s| s.name == "vm-003").unwrap();
-    assert!(vm3.uuid.as_deref().is_some_and(|u| u.len() == 36), "{vm3:?}");
+    assert!(
+        vm3.uuid.as_deref().is_some_and(|u| u.len() == 36),
+        "{vm3:?}"
+    );
     let vm2 = list.iter().find(|s| s.name == "vm-002").unwrap();
     assert_eq!(vm2.state, DomainState::Running);
 
@@ -236,7 +246,10 @@ async fn unknown_and_ambiguous_names() {
     let p = shared();
     let d = driver(p);
     let e = d.get("no-such-vm").await.unwrap_err();
-    assert!(matches!(e, Error::NotFound(ref n) if n == "no-such-vm"), "{e}");
+    assert!(
+        matches!(e, Error::NotFound(ref n) if n == "no-such-vm"),
+        "{e}"
+    );
     let e = d
         .start("id:00000000-0000-0000-0000-000000000000")
         .await
@@ -248,10 +261,20 @@ async fn unknown_and_ambiguous_names() {
 
     // Two VMs named "twin", made the way an operator could.
     let session = raw_login(p).await;
-    let src = raw(p, "VM.get_by_name_label", vec![json!(session), json!("vm-003")]).await;
+    let src = raw(
+        p,
+        "VM.get_by_name_label",
+        vec![json!(session), json!("vm-003")],
+    )
+    .await;
     let src = src[0].as_str().unwrap().to_owned();
     for _ in 0..2 {
-        raw(p, "VM.clone", vec![json!(session), json!(src), json!("twin")]).await;
+        raw(
+            p,
+            "VM.clone",
+            vec![json!(session), json!(src), json!("twin")],
+        )
+        .await;
     }
     let e = d.get("twin").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidConfig, "{e}");
@@ -314,10 +337,20 @@ async fn a_guest_that_ignores_shutdown_times_out_and_can_be_destroyed() {
     let begin = Instant::now();
     let e = d.shutdown(name, Duration::from_secs(1)).await.unwrap_err();
     assert!(
-        matches!(e, Error::Timeout { operation: "shutdown", .. }),
+        matches!(
+            e,
+            Error::Timeout {
+                operation: "shutdown",
+                ..
+            }
+        ),
         "{e:?}"
     );
-    assert!(begin.elapsed() < Duration::from_secs(5), "{:?}", begin.elapsed());
+    assert!(
+        begin.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        begin.elapsed()
+    );
     assert_eq!(state(&d, name).await, DomainState::Running);
     d.destroy(name).await.unwrap();
     assert_eq!(state(&d, name).await, DomainState::Shutoff);
@@ -431,7 +464,11 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     let _resume = Resume(hanging.pid);
     let begin = Instant::now();
     let inv = a.inventory().await.unwrap();
-    assert!(begin.elapsed() < Duration::from_secs(4), "{:?}", begin.elapsed());
+    assert!(
+        begin.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        begin.elapsed()
+    );
     let stale = inv.stale.expect("the last inventory, marked stale");
     assert!(!stale.reason.is_empty());
     assert_eq!(inv.domains, fresh.domains);
@@ -448,7 +485,11 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     let begin = Instant::now();
     let other = b.inventory().await.unwrap();
     assert!(other.stale.is_none());
-    assert!(begin.elapsed() < Duration::from_secs(1), "{:?}", begin.elapsed());
+    assert!(
+        begin.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        begin.elapsed()
+    );
 
     // It comes back: after open_for, the probe closes the breaker and lists fresh.
     signal(hanging.pid, nix::sys::signal::Signal::SIGCONT);
