@@ -346,16 +346,19 @@ fn registration_is_checked_stored_0600_and_survives_a_restart() {
 #[test]
 fn a_hanging_vendor_turns_read_only_with_a_stale_inventory_and_local_calls_stay_fast() {
     let peer = xapi::start(4).expect("XAPI test peer");
+    let healthy = xapi::start(2).expect("a second XAPI test peer");
     let env = Env::new();
     let cred = write_cred(&env, "x1.cred", &peer);
+    let cred2 = write_cred(&env, "x2.cred", &healthy);
     let d = env.start_daemon(&format!(
-        "[remote]\npoll_secs = 0\n{}",
+        "[remote]\npoll_secs = 0\n{}{}",
         host_toml(
             "x1",
             &peer,
             &cred,
             "request_timeout_secs = 1\nread_timeout_secs = 1\noperation_timeout_secs = 2\nbreaker_failures = 2\nbreaker_open_secs = 1\n"
-        )
+        ),
+        host_toml("x2", &healthy, &cred2, "")
     ));
     let fresh = curl(&d.socket, "GET", "/v1/hosts/x1/domains", &[]).json();
     assert!(fresh["stale"].is_null());

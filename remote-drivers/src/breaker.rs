@@ -109,9 +109,27 @@ impl Breaker {
         };
     }
 
+    /// A ticket whose call was abandoned by its caller: nothing is counted, and an abandoned
+    /// probe lets the next caller probe at once.
+    pub fn abandon(&self, ticket: Ticket) {
+        if ticket.probe {
+            let mut state = self.lock();
+            if *state == State::HalfOpen {
+                *state = State::Open {
+                    until: Instant::now(),
+                };
+            }
+        }
+    }
+
     fn open(&self) -> State {
+        let now = Instant::now();
         State::Open {
-            until: Instant::now() + self.options.open_for,
+            // A configured period too long to add saturates at a year: open "for good".
+            until: now
+                .checked_add(self.options.open_for)
+                .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+                .unwrap_or(now),
         }
     }
 
@@ -178,6 +196,36 @@ mod tests {
         std::thread::sleep(Duration::from_millis(25));
         let probe = b.admit().unwrap();
         b.record(probe, Err(&down()));
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_caller_probe_and_counts_nothing() {
+        let b = Breaker::new(BreakerOptions {
+            failure_threshold: 1,
+            open_for: Duration::from_millis(10),
+        });
+        let t = b.admit().unwrap();
+        b.record(t, Err(&down()));
+        std::thread::sleep(Duration::from_millis(15));
+        let probe = b.admit().unwrap();
+        b.abandon(probe);
+        let probe = b.admit().expect("the next caller probes");
+        b.record(probe, Ok(()));
+        assert_eq!(b.state(), BreakerState::Closed);
+        let t = b.admit().unwrap();
+        b.abandon(t);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_huge_open_period_does_not_panic() {
+        let b = Breaker::new(BreakerOptions {
+            failure_threshold: 1,
+            open_for: Duration::MAX,
+        });
+        let t = b.admit().unwrap();
+        b.record(t, Err(&down()));
         assert_eq!(b.state(), BreakerState::Open);
     }
 

@@ -190,57 +190,55 @@ impl RemoteHost {
             .await
     }
 
-    /// An idempotent read: admitted by the breaker, retried on host failures, bounded by the
-    /// host's read time limit as a whole.
+    /// An idempotent read: one breaker ticket for the whole read, retried on host failures,
+    /// bounded by the host's read time limit as a whole.
     async fn read<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, Error>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let limit = self.config.timeouts.read;
         let attempts = async {
             let mut backoff = READ_RETRY_BACKOFF.iter();
             loop {
-                let result = self.guarded(call()).await;
+                let result = call().await;
                 match (&result, backoff.next()) {
-                    // No retry once the breaker is open: its refusal is immediate and final.
-                    (Err(e), Some(pause))
-                        if retryable(e) && self.breaker.state() == BreakerState::Closed =>
-                    {
-                        tokio::time::sleep(*pause).await
-                    }
+                    (Err(e), Some(pause)) if retryable(e) => tokio::time::sleep(*pause).await,
                     _ => return result,
                 }
             }
         };
-        match tokio::time::timeout(limit, attempts).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timed_out(operation, limit)),
-        }
+        self.guarded(operation, self.config.timeouts.read, attempts)
+            .await
     }
 
-    /// A lifecycle call: never retried (it may have happened), refused while the breaker is
-    /// not closed, bounded by the host's operation time limit.
+    /// A lifecycle call: never retried (it may have happened), refused unless the breaker is
+    /// closed (a half-open host is probed by reads only), bounded by the operation limit.
     async fn mutate<T>(
         &self,
         operation: &'static str,
         call: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        if self.breaker.state() == BreakerState::Open {
+        if self.breaker.state() != BreakerState::Closed {
             return Err(Error::Unavailable {
                 host: self.config.name.clone(),
-                reason: format!("read-only while its circuit breaker is open; {operation} refused"),
+                reason: format!(
+                    "read-only while its circuit breaker is not closed; {operation} refused"
+                ),
             });
         }
-        let limit = self.config.timeouts.operation;
-        match tokio::time::timeout(limit, self.guarded(call)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timed_out(operation, limit)),
-        }
+        self.guarded(operation, self.config.timeouts.operation, call)
+            .await
     }
 
-    /// One call through the breaker.
-    async fn guarded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    /// One logical call through the breaker, bounded by `limit`. Its outcome, a time-out
+    /// included, is what the breaker counts; a caller that goes away (its future dropped)
+    /// counts as nothing.
+    async fn guarded<T>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         let ticket = self
             .breaker
             .admit()
@@ -251,32 +249,30 @@ impl RemoteHost {
                     retry_in.as_secs_f64()
                 ),
             })?;
-        // Hold the ticket across the call so a cancelled call still reports (as a failure).
         let mut guard = TicketGuard {
             breaker: &self.breaker,
             ticket: Some(ticket),
         };
-        let result = call.await;
+        let result = match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                operation,
+                after: limit,
+            }),
+        };
         if let Some(ticket) = guard.ticket.take() {
             self.breaker.record(ticket, result.as_ref().map(|_| ()));
         }
         if let Err(e) = &result {
             if crate::breaker::counts_against_host(e) {
-                *lock(&self.last_error) = Some(e.to_string());
+                *lock(&self.last_error) = Some(format!("{operation}: {e}"));
             }
         }
         result
     }
-
-    fn timed_out(&self, operation: &'static str, after: Duration) -> Error {
-        // The guard has already counted the abandoned call against the host.
-        let e = Error::Timeout { operation, after };
-        *lock(&self.last_error) = Some(format!("{operation}: {e}"));
-        e
-    }
 }
 
-/// Reports an abandoned call (time limit hit, caller gone) as a host failure.
+/// Hands an abandoned call's ticket back: a caller hanging up says nothing about the host.
 struct TicketGuard<'a> {
     breaker: &'a Breaker,
     ticket: Option<crate::breaker::Ticket>,
@@ -285,11 +281,7 @@ struct TicketGuard<'a> {
 impl Drop for TicketGuard<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            let abandoned = Error::Timeout {
-                operation: "remote call",
-                after: Duration::ZERO,
-            };
-            self.breaker.record(ticket, Err(&abandoned));
+            self.breaker.abandon(ticket);
         }
     }
 }
@@ -306,4 +298,150 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use novacron_domain::{DomainState, ValidatedDomain};
+
+    use super::*;
+    use crate::breaker::BreakerOptions;
+    use crate::config::{Credentials, Secret, Timeouts};
+
+    /// A host that is down for its first `down_for` list calls (or hangs when `hang`).
+    struct Flaky {
+        calls: AtomicUsize,
+        down_for: usize,
+        hang: bool,
+    }
+
+    #[async_trait]
+    impl Driver for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        async fn capabilities(&self) -> Result<Capabilities, Error> {
+            Err(self.unsupported("capabilities"))
+        }
+        async fn list(&self) -> Result<Vec<DomainSummary>, Error> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            if n < self.down_for {
+                return Err(Error::Unavailable {
+                    host: "h".into(),
+                    reason: "refused".into(),
+                });
+            }
+            Ok(vec![DomainSummary {
+                name: "vm".into(),
+                uuid: None,
+                state: DomainState::Running,
+            }])
+        }
+        async fn get(&self, name: &str) -> Result<DomainInfo, Error> {
+            Err(Error::NotFound(name.into()))
+        }
+        async fn define(&self, _: ValidatedDomain) -> Result<DomainSummary, Error> {
+            Err(self.unsupported("define"))
+        }
+        async fn undefine(&self, _: &str) -> Result<(), Error> {
+            Err(self.unsupported("undefine"))
+        }
+        async fn start(&self, _: &str) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn shutdown(&self, _: &str, _: Duration) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn destroy(&self, _: &str) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    fn host(driver: Flaky, read: Duration) -> RemoteHost {
+        let mut config = HostConfig::new(
+            "h",
+            DriverKind::Xapi,
+            "https://h.invalid".parse().unwrap(),
+            Credentials::Password {
+                user: "u".into(),
+                password: Secret::new("p"),
+            },
+        );
+        config.timeouts = Timeouts {
+            read,
+            ..Timeouts::default()
+        };
+        config.breaker = BreakerOptions {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(60),
+        };
+        RemoteHost::new(config, Arc::new(driver))
+    }
+
+    #[tokio::test]
+    async fn a_read_with_retries_counts_once_against_the_host() {
+        let h = host(
+            Flaky {
+                calls: AtomicUsize::new(0),
+                down_for: usize::MAX,
+                hang: false,
+            },
+            Duration::from_secs(5),
+        );
+        assert!(h.inventory().await.is_err());
+        assert_eq!(
+            h.status().breaker,
+            BreakerState::Closed,
+            "three attempts, one failure"
+        );
+        assert!(h.inventory().await.is_err());
+        assert_eq!(h.status().breaker, BreakerState::Open);
+        // Open: mutations are refused without reaching the driver.
+        let e = h.start("vm").await.unwrap_err();
+        assert_eq!(e.code(), novacron_domain::ErrorCode::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_is_not_a_host_failure() {
+        let h = host(
+            Flaky {
+                calls: AtomicUsize::new(0),
+                down_for: 0,
+                hang: true,
+            },
+            Duration::from_secs(30),
+        );
+        for _ in 0..3 {
+            let _ = tokio::time::timeout(Duration::from_millis(20), h.inventory()).await;
+        }
+        assert_eq!(h.status().breaker, BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn the_time_limit_counts_and_the_last_inventory_is_served_stale() {
+        let flaky = Flaky {
+            calls: AtomicUsize::new(0),
+            down_for: 0,
+            hang: false,
+        };
+        let h = host(flaky, Duration::from_millis(50));
+        assert!(h.inventory().await.unwrap().stale.is_none());
+        let hanging = host(
+            Flaky {
+                calls: AtomicUsize::new(0),
+                down_for: 0,
+                hang: true,
+            },
+            Duration::from_millis(50),
+        );
+        let e = hanging.inventory().await.unwrap_err();
+        assert_eq!(e.code(), novacron_domain::ErrorCode::Timeout);
+        assert!(hanging.status().last_error.is_some());
+    }
 }

@@ -114,6 +114,9 @@ impl RemoteHostObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
+        if timeout_secs > 24 * 3600 {
+            return Err(DbusError::invalid_args("timeout_secs: at most 86400"));
+        }
         let timeout = (timeout_secs > 0).then(|| std::time::Duration::from_secs(timeout_secs));
         self.act(domain, RemoteAction::Shutdown { timeout }, conn, &header)
             .await

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::request::{query, read_body};
+use super::request::{decode_segment, query, read_body};
 use super::response::{json_response, no_content, Response};
 use super::Ctx;
 use crate::config::Role;
@@ -43,12 +43,16 @@ const MAX_DISCOVER_ADDRESSES: usize = 64;
 const DEFAULT_DISCOVER_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_DISCOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `/v1/hosts/{host}/domains/{name}/...`: the segments after `/v1/hosts`.
-fn segments(path: &str) -> (String, String) {
+/// Longest graceful shutdown wait a caller may ask for (a day).
+const MAX_SHUTDOWN: Duration = Duration::from_secs(24 * 3600);
+
+/// `/v1/hosts/{host}/domains/{name}/...`: the host and domain segments, percent-decoded
+/// (vendor VM names often hold spaces: "Windows Server 2019").
+fn segments(path: &str) -> Result<(String, String), ApiError> {
     let mut s = path.split('/').skip(3);
-    let host = s.next().unwrap_or_default().to_owned();
-    let name = s.nth(1).unwrap_or_default().to_owned();
-    (host, name)
+    let host = decode_segment(s.next().unwrap_or_default())?;
+    let name = decode_segment(s.nth(1).unwrap_or_default())?;
+    Ok((host, name))
 }
 
 pub(crate) async fn dispatch(
@@ -58,7 +62,7 @@ pub(crate) async fn dispatch(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let svc = &ctx.service;
-    let (host, name) = segments(req.uri().path());
+    let (host, name) = segments(req.uri().path())?;
     match endpoint {
         HostEndpoint::List => Ok(json_response(
             StatusCode::OK,
@@ -76,6 +80,9 @@ pub(crate) async fn dispatch(
             Ok(json_response(StatusCode::CREATED, &view))
         }
         HostEndpoint::Discover => {
+            // Probing arbitrary addresses from the daemon's network position is an
+            // administrator's call.
+            require_admin(&caller, "probing addresses")?;
             let body: DiscoverBody = parse(&read_body(req).await?)?;
             if body.addresses.is_empty() || body.addresses.len() > MAX_DISCOVER_ADDRESSES {
                 return Err(ApiError::bad_request(format!(
@@ -94,7 +101,7 @@ pub(crate) async fn dispatch(
             }
             let tls = novacron_remote_drivers::TlsOptions {
                 verify: body.tls_verify.unwrap_or(true),
-                ca_file: body.ca_file,
+                ca_file: None,
             };
             let found = svc.discover_hosts(&body.addresses, tls, timeout).await;
             Ok(json_response(StatusCode::OK, &found))
@@ -139,12 +146,17 @@ pub(crate) async fn dispatch(
                     } else {
                         parse(&body)?
                     };
-                    RemoteAction::Shutdown {
-                        timeout: body
-                            .timeout_secs
-                            .filter(|s| *s > 0)
-                            .map(Duration::from_secs),
+                    let timeout = body
+                        .timeout_secs
+                        .filter(|s| *s > 0)
+                        .map(Duration::from_secs);
+                    if timeout.is_some_and(|t| t > MAX_SHUTDOWN) {
+                        return Err(ApiError::bad_request(format!(
+                            "timeout_secs: at most {}",
+                            MAX_SHUTDOWN.as_secs()
+                        )));
                     }
+                    RemoteAction::Shutdown { timeout }
                 }
             };
             let info = svc.remote_action(&host, &name, action).await?;
@@ -176,7 +188,6 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 struct DiscoverBody {
     addresses: Vec<String>,
     tls_verify: Option<bool>,
-    ca_file: Option<std::path::PathBuf>,
     timeout_secs: Option<u64>,
 }
 
@@ -208,37 +219,48 @@ struct RegisterBody {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum CredentialsBody {
-    Password {
-        user: String,
-        password: String,
-    },
-    Token {
-        token_id: String,
-        token_secret: String,
-    },
+    Password(PasswordBody),
+    Token(TokenBody),
+}
+
+/// Exactly these fields: a body with both a password and a token matches neither.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    user: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token_id: String,
+    token_secret: String,
 }
 
 impl RegisterBody {
     fn into_registration(self) -> Result<Registration, ApiError> {
+        // Stored as `key = value` lines, read back trimmed: a value that would not survive
+        // that round trip is refused rather than silently changed.
         let line_safe = |field: &str, v: &str| {
-            if v.is_empty() || v.contains(['\n', '\r']) {
+            if v.is_empty() || v.contains(['\n', '\r']) || v.trim() != v {
                 Err(ApiError::bad_request(format!(
-                    "credentials.{field}: must be one non-empty line"
+                    "credentials.{field}: must be one non-empty line without leading or trailing whitespace"
                 )))
             } else {
                 Ok(())
             }
         };
         let text = match &self.credentials {
-            CredentialsBody::Password { user, password } => {
+            CredentialsBody::Password(PasswordBody { user, password }) => {
                 line_safe("user", user)?;
                 line_safe("password", password)?;
                 format!("user = {user}\npassword = {password}\n")
             }
-            CredentialsBody::Token {
+            CredentialsBody::Token(TokenBody {
                 token_id,
                 token_secret,
-            } => {
+            }) => {
                 line_safe("token_id", token_id)?;
                 line_safe("token_secret", token_secret)?;
                 format!("token_id = {token_id}\ntoken_secret = {token_secret}\n")
@@ -275,10 +297,23 @@ mod tests {
     #[test]
     fn segments_pick_host_and_domain() {
         assert_eq!(
-            segments("/v1/hosts/vc1/domains/web/start"),
-            ("vc1".to_owned(), "web".to_owned())
+            segments("/v1/hosts/vc1/domains/Windows%20Server+2019/start").unwrap(),
+            ("vc1".to_owned(), "Windows Server+2019".to_owned())
         );
-        assert_eq!(segments("/v1/hosts/vc1"), ("vc1".to_owned(), String::new()));
+        assert_eq!(
+            segments("/v1/hosts/vc1").unwrap(),
+            ("vc1".to_owned(), String::new())
+        );
+        assert!(segments("/v1/hosts/vc1/domains/%zz").is_err());
+    }
+
+    #[test]
+    fn a_body_with_both_a_password_and_a_token_is_refused() {
+        let both = r#"{"name":"h","driver":"xapi","url":"https://x","credentials":{"user":"u","password":"p","token_id":"t","token_secret":"s"}}"#;
+        assert!(serde_json::from_str::<RegisterBody>(both).is_err());
+        let padded = r#"{"name":"h","driver":"xapi","url":"https://x","credentials":{"user":"u","password":" p"}}"#;
+        let body: RegisterBody = serde_json::from_str(padded).unwrap();
+        assert!(body.into_registration().is_err());
     }
 
     #[test]

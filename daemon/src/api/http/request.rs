@@ -102,7 +102,16 @@ pub fn query<B>(req: &Request<B>) -> Result<HashMap<String, String>, ApiError> {
     Ok(out)
 }
 
+/// A percent-encoded path segment (`+` is a plus here, not a space).
+pub fn decode_segment(s: &str) -> Result<String, ApiError> {
+    decode_with(s, false)
+}
+
 fn decode(s: &str) -> Result<String, ApiError> {
+    decode_with(s, true)
+}
+
+fn decode_with(s: &str, plus_is_space: bool) -> Result<String, ApiError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -113,11 +122,11 @@ fn decode(s: &str) -> Result<String, ApiError> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| ApiError::bad_request(format!("bad escape in query: {s}")))?;
+                    .ok_or_else(|| ApiError::bad_request(format!("bad percent escape in '{s}'")))?;
                 out.push(hex);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -127,7 +136,8 @@ fn decode(s: &str) -> Result<String, ApiError> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("query is not UTF-8: {s}")))
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request(format!("'{s}' is not UTF-8 once decoded")))
 }
 
 /// A boolean query flag: absent is `default`; `true`/`false`/`1`/`0` otherwise a 400.

@@ -274,6 +274,19 @@ impl Service {
         entry
             .check()
             .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        if self
+            .inner
+            .config
+            .remote
+            .hosts
+            .iter()
+            .any(|h| h.name == entry.name)
+        {
+            return Err(Error::AlreadyExists(format!(
+                "remote host {} (defined in the configuration file)",
+                entry.name
+            )));
+        }
         if remote.get(&entry.name).is_ok() {
             return Err(Error::AlreadyExists(format!("remote host {}", entry.name)));
         }
@@ -350,6 +363,7 @@ impl Service {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
+        poller::forget(&self.inner, name);
         self.inner
             .audit
             .record("unregister host", name, &Ok::<(), Error>(()));

@@ -72,7 +72,11 @@ pub(crate) fn observe_one(inner: &Inner, host: &str, summary: &DomainSummary, as
         .0
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let states = known.entry(host.to_owned()).or_default();
+    // Before the host's first full listing there is no baseline to compare with; that
+    // listing will set one (and announce nothing).
+    let Some(states) = known.get_mut(host) else {
+        return;
+    };
     let before = states.get(&summary.name).copied();
     if before.is_some_and(|b| b.asked_at > asked_at) {
         return;
@@ -88,6 +92,16 @@ pub(crate) fn observe_one(inner: &Inner, host: &str, summary: &DomainSummary, as
     if from != Some(summary.state) {
         publish(inner, host, &summary.name, from, Some(summary.state));
     }
+}
+
+/// Forgets a host (unregistered): a later host of that name starts from a new baseline.
+pub(crate) fn forget(inner: &Inner, host: &str) {
+    inner
+        .remote_known
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(host);
 }
 
 fn publish(

@@ -10,6 +10,9 @@ use novacron_remote_drivers::breaker::BreakerOptions;
 use novacron_remote_drivers::config::Timeouts;
 use novacron_remote_drivers::{Credentials, DriverKind, HostConfig, TlsOptions};
 
+/// Longest time limit or breaker period a host may be given (a day).
+const MAX_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
 /// Credentials files hold two short lines.
 const MAX_CREDENTIALS_BYTES: u64 = 64 * 1024;
 
@@ -140,8 +143,21 @@ impl HostEntry {
             read: secs(self.read_timeout_secs, defaults.read),
             operation: secs(self.operation_timeout_secs, defaults.operation),
         };
-        if [timeouts.request, timeouts.read, timeouts.operation].contains(&Duration::ZERO) {
-            return Err(self.invalid("timeouts must be greater than 0"));
+        let all = [timeouts.request, timeouts.read, timeouts.operation];
+        if all.contains(&Duration::ZERO) || all.iter().any(|t| *t > MAX_LIMIT) {
+            return Err(self.invalid(format!(
+                "timeouts must be 1 to {} seconds",
+                MAX_LIMIT.as_secs()
+            )));
+        }
+        if self
+            .breaker_open_secs
+            .is_some_and(|s| s > MAX_LIMIT.as_secs())
+        {
+            return Err(self.invalid(format!(
+                "breaker_open_secs must be at most {}",
+                MAX_LIMIT.as_secs()
+            )));
         }
         let breaker_defaults = BreakerOptions::default();
         let breaker = BreakerOptions {
