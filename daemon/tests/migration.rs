@@ -362,3 +362,181 @@ async fn a_source_daemon_killed_mid_flight_recovers_consistently() {
         .join("migrations/mig-crash.json")
         .exists());
 }
+
+// ---- Crash safety with OS-less guests (fast: KVM where it works, no guest OS needed). ----
+
+/// Bytes per second that keep an OS-less 64 MiB guest (mostly zero pages) in flight a while.
+const CRAWL: u64 = 48 << 10;
+
+fn crawl() -> MigrationOptions {
+    MigrationOptions {
+        max_bandwidth: Some(CRAWL),
+        ..Default::default()
+    }
+}
+
+async fn start_osless(host: &Host, name: &str) {
+    let c = host.local();
+    c.define(osless(name).to_xml(), DefinitionFormat::Xml)
+        .await
+        .unwrap();
+    c.action(name, novacrond::client::Action::Start, true, None)
+        .await
+        .unwrap();
+    assert_eq!(state(host, name).await, Some(DomainState::Running));
+}
+
+/// How many of the hosts run the guest (the prime rule: never more than one).
+async fn running_on(hosts: &[&Host], name: &str) -> usize {
+    let mut n = 0;
+    for h in hosts {
+        if state(h, name).await == Some(DomainState::Running) {
+            n += 1;
+        }
+    }
+    n
+}
+
+async fn wait_phase(host: &Host, name: &str, want: Phase) -> Progress {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = host.local().migration(name).await.unwrap();
+        if p.phase == want {
+            return p;
+        }
+        assert!(
+            !p.phase.is_final() || want.is_final(),
+            "ended before {want:?}: {p:?}"
+        );
+        assert!(Instant::now() < deadline, "never {want:?}: {p:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_log(host: &Host, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !host.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not logged:\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_destination_discards_its_incoming_guest_or_is_never_taken_for_refusal() {
+    let a = Host::start();
+    let mut b = Host::start();
+    let name = "mig-dest-crash";
+    start_osless(&a, name).await;
+
+    // (a) The destination daemon dies after prepare, mid-stream, and comes back: the QEMU it
+    // prepared never ran the guest, so it is killed; the source keeps running it.
+    a.local()
+        .migrate(name, &request(&b, crawl()), false)
+        .await
+        .unwrap();
+    wait_phase(&a, name, Phase::Precopy).await;
+    b.kill_daemon();
+    b.restart_daemon();
+    let p = wait_ended(&a, name).await;
+    assert!(
+        matches!(p.phase, Phase::Failed | Phase::Cancelled),
+        "{p:?}\n{}",
+        b.log()
+    );
+    assert_eq!(state(&a, name).await, Some(DomainState::Running), "{p:?}");
+    b.assert_clean(name).await;
+    assert_eq!(running_on(&[&a, &b], name).await, 1);
+
+    // (b) The stream completes while the destination daemon is down, and the daemon that
+    // comes back does not know the migration (here: a record without the incoming mark, as
+    // an older daemon or a forgotten entry leaves it). Its 404 is not a refusal: the source
+    // keeps the guest paused and says the outcome is unknown, it never resumes it.
+    a.local()
+        .migrate(name, &request(&b, crawl()), false)
+        .await
+        .unwrap();
+    wait_phase(&a, name, Phase::Precopy).await;
+    b.kill_daemon();
+    wait_phase(&a, name, Phase::Finishing).await;
+    let record = b.env.record(name);
+    let mut rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert!(
+        rec.as_object_mut().unwrap().remove("incoming").is_some(),
+        "the destination's record marks the incoming QEMU: {rec}"
+    );
+    std::fs::write(&record, serde_json::to_vec(&rec).unwrap()).unwrap();
+    b.restart_daemon();
+    let p = wait_ended(&a, name).await;
+    assert_eq!(p.phase, Phase::Unknown, "{p:?}\n{}", a.log());
+    assert_eq!(state(&a, name).await, Some(DomainState::Paused), "{p:?}");
+    assert_eq!(running_on(&[&a, &b], name).await, 0, "{p:?}");
+    // The source keeps its record and its definition for whoever settles it.
+    assert!(a
+        .env
+        .config
+        .run_dir
+        .join(format!("migrations/{name}.json"))
+        .exists());
+    assert!(a
+        .env
+        .config
+        .state_dir
+        .join(format!("domains/{name}.xml"))
+        .exists());
+}
+
+#[tokio::test]
+async fn a_restarted_source_refuses_resume_until_the_destination_confirms() {
+    let mut a = Host::start();
+    let mut b = Host::start();
+    let name = "mig-src-settle";
+    start_osless(&a, name).await;
+    a.local()
+        .migrate(name, &request(&b, crawl()), false)
+        .await
+        .unwrap();
+    wait_phase(&a, name, Phase::Precopy).await;
+    // Both daemons die; the source comes back while the destination cannot be asked.
+    b.kill_daemon();
+    a.kill_daemon();
+    a.restart_daemon();
+    // Marked before the API served: no resume slips in while it settles.
+    assert_eq!(state(&a, name).await, Some(DomainState::Migrating));
+    let refused = a
+        .local()
+        .action(name, novacrond::client::Action::Resume, true, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("wrong_state"), "{refused}");
+    wait_log(&a, "asking again", Duration::from_secs(30)).await;
+    assert_eq!(state(&a, name).await, Some(DomainState::Migrating));
+    assert!(running_on(&[&a, &b], name).await <= 1);
+    // The destination comes back (its prepared QEMU discarded): the source settles, the
+    // guest runs here only.
+    b.restart_daemon();
+    wait_log(
+        &a,
+        "recovered after a daemon restart",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        state(&a, name).await,
+        Some(DomainState::Running),
+        "{}",
+        a.log()
+    );
+    b.assert_clean(name).await;
+    assert_eq!(running_on(&[&a, &b], name).await, 1);
+    assert!(!a
+        .env
+        .config
+        .run_dir
+        .join(format!("migrations/{name}.json"))
+        .exists());
+}

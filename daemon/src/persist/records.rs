@@ -38,6 +38,31 @@ pub struct RuntimeRecord {
         skip_serializing_if = "crate::host::resources::HeldResources::is_empty"
     )]
     pub held: crate::host::resources::HeldResources,
+    /// Set for a QEMU started to receive a live migration: a restarted daemon must know it
+    /// is not (yet) the guest, and answer the source truthfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incoming: Option<IncomingMark>,
+}
+
+/// Where an incoming migration stood when its record was last written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingMark {
+    /// The id the source knows the migration by.
+    pub id: String,
+    pub phase: IncomingPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncomingPhase {
+    /// Waiting for or loading the stream; never resumed here. Discarded on restart.
+    Prepared,
+    /// The take-over was decided (definition saved) and `cont` was or is about to be sent:
+    /// the guest belongs here now.
+    TakingOver,
+    /// Resumed here: an ordinary guest.
+    Finished,
 }
 
 /// Read before the full record so that a record from another daemon version is reported as
@@ -139,6 +164,7 @@ mod tests {
             config: config(name),
             started_at_unix_ms: 1_700_000_000_000,
             held: Default::default(),
+            incoming: None,
         }
     }
 

@@ -54,14 +54,13 @@ impl AsyncJob {
         }
     }
 
-    /// The synchronous jobs allowed while this one runs: pausing and resuming (post-copy and
-    /// convergence need them), destroying (an operator must always be able to pull the plug),
-    /// and QMP-level modifications the migration code itself issues.
+    /// The synchronous jobs allowed while this one runs: pausing and resuming (convergence
+    /// needs them; the state check refuses a resume while the domain is migrating) and
+    /// destroying (an operator must always be able to pull the plug). Not `Modify`: raw QMP
+    /// (a `cont`) or live pinning must not interleave with the migration's own commands.
     fn allows(self, job: Job) -> bool {
         match self {
-            AsyncJob::Migration => {
-                matches!(job, Job::Suspend | Job::Resume | Job::Destroy | Job::Modify)
-            }
+            AsyncJob::Migration => matches!(job, Job::Suspend | Job::Resume | Job::Destroy),
         }
     }
 }
@@ -216,5 +215,9 @@ mod tests {
             .begin("vm", Job::Destroy, Duration::from_millis(10))
             .await
             .is_ok());
+        assert!(slots
+            .begin("vm", Job::Modify, Duration::from_millis(10))
+            .await
+            .is_err());
     }
 }

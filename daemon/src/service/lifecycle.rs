@@ -389,16 +389,17 @@ pub(super) struct Launched {
 /// Spawns QEMU paused (`-S`), connects QMP, records the runtime state, then lets the vCPUs
 /// run. On any failure nothing is left behind: QEMU killed, runtime files removed.
 async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result<Launched, Error> {
-    launch_as(inner, name, config, false).await
+    launch_as(inner, name, config, None).await
 }
 
-/// As `launch`; with `incoming`, QEMU waits for a migration stream (`-incoming defer`) and
-/// is left paused: the migration code resumes it once the stream is complete.
+/// As `launch`; with `incoming` (the migration's id), QEMU waits for a migration stream
+/// (`-incoming defer`), is recorded as such and left paused: the migration code resumes it
+/// once the stream is complete.
 pub(super) async fn launch_as(
     inner: &Arc<Inner>,
     name: &str,
     config: &DomainConfig,
-    incoming: bool,
+    incoming: Option<&str>,
 ) -> Result<Launched, Error> {
     let accel = match config.virt_type {
         VirtType::Kvm => match &inner.kvm {
@@ -445,7 +446,7 @@ pub(super) async fn launch_as(
     // type this QEMU lacks) is refused here, with the reasons, rather than by QEMU.
     let mut argv = build_argv(&validated, &context)
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
-    if incoming {
+    if incoming.is_some() {
         argv.extend(["-incoming".to_owned(), "defer".to_owned()]);
     }
     // Hugepages reserved (if allowed), the fit check, host devices detached to vfio-pci: all
@@ -493,6 +494,10 @@ pub(super) async fn launch_as(
             config: config.clone(),
             started_at_unix_ms: super::events::now_unix_ms(),
             held: held.clone(),
+            incoming: incoming.map(|id| crate::persist::records::IncomingMark {
+                id: id.to_owned(),
+                phase: crate::persist::records::IncomingPhase::Prepared,
+            }),
         };
         let scoped = async {
             match &inner.scopes {
@@ -524,7 +529,7 @@ pub(super) async fn launch_as(
                 .await
                 .map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
         }
-        if !incoming {
+        if incoming.is_none() {
             qmp.execute(&Cont)
                 .await
                 .map_err(|e| qmp_error(name, "start", e))?;

@@ -14,6 +14,7 @@ use novacron_qmp::{Client, Subscription};
 use super::domain::{Definition, DomainHandle, Intent, Live, Monitor, Run, UpState};
 use super::events::{EventKind, StateReason};
 use super::{supervise, Inner};
+use crate::persist::records::IncomingPhase;
 use crate::persist::{Problem, RuntimeRecord};
 use crate::qemu::procinfo::{self, Liveness};
 
@@ -49,6 +50,12 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
             .await
             .unwrap_or_else(|e| Liveness::Unsure(e.to_string()));
             let adopted = match liveness {
+                // A QEMU still waiting for (or loading) a migration never ran the guest here:
+                // the source has it. Kept, an operator's resume would run it on both hosts.
+                Liveness::Same if never_taken_over(&record) => {
+                    kill_incoming(&record).await;
+                    None
+                }
                 Liveness::Same => Some(adopt(record.clone()).await),
                 Liveness::Gone | Liveness::Reused(_) | Liveness::Unsure(_) => None,
             };
@@ -70,11 +77,36 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
         })
         .collect();
     let mut vanished = Vec::new();
+    let mut discarded = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let Ok((record, liveness, adopted)) = joined else {
             continue;
         };
         let name = record.name.clone();
+        if let Some(mark) = &record.incoming {
+            let ended = match (&adopted, &liveness) {
+                (Some(_), _) => Some(super::migration::IncomingState::Finished),
+                (None, Liveness::Unsure(_)) => None,
+                // Gone after the take-over: what became of the guest is not known here.
+                (None, _) if mark.phase != IncomingPhase::Prepared => None,
+                (None, _) => Some(super::migration::IncomingState::Aborted),
+            };
+            if let Some(state) = ended {
+                inner
+                    .migrations
+                    .remember_incoming(super::migration::IncomingView {
+                        id: mark.id.clone(),
+                        domain: name.clone(),
+                        state,
+                        detail: Some("settled by a daemon restart".into()),
+                    });
+            }
+            if ended == Some(super::migration::IncomingState::Aborted) {
+                tracing::warn!(domain = %name, id = %mark.id, "incoming migration interrupted by a daemon restart discarded");
+                discarded.push((name, record.held));
+                continue;
+            }
+        }
         match adopted {
             Some(adopted) => {
                 let definition = match by_name.remove(&name) {
@@ -131,6 +163,10 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
             );
         }
     }
+    for (name, held) in discarded {
+        super::host_resources::release(inner, &held).await;
+        supervise::remove_runtime_files(inner, &name).await;
+    }
     for (name, held) in vanished {
         // What the previous daemon took for the guest is given back now.
         super::host_resources::release(inner, &held).await;
@@ -148,6 +184,12 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
         let Some(adopted) = adopted else { continue };
         let Ok(h) = inner.handle(&name) else { continue };
         let pid = adopted.live.pid;
+        if adopted.live.record.incoming.is_some() {
+            // An interrupted take-over is complete now (`Finished` in the adopted record).
+            if let Err(e) = inner.records.save(&adopted.live.record).await {
+                tracing::warn!(domain = %name, error = %e, "cannot update the runtime record");
+            }
+        }
         match &adopted.live.monitor {
             Monitor::Connected(_) => {
                 inner.events.publish(&name, EventKind::Reconnected { pid });
@@ -194,8 +236,31 @@ fn transient(config: ValidatedDomain) -> Definition {
     }
 }
 
+/// A QEMU started for an incoming migration that was never resumed here.
+fn never_taken_over(record: &RuntimeRecord) -> bool {
+    record
+        .incoming
+        .as_ref()
+        .is_some_and(|m| m.phase == IncomingPhase::Prepared)
+}
+
+/// Kills a verified incoming QEMU the previous daemon left, and waits until it is gone.
+async fn kill_incoming(record: &RuntimeRecord) {
+    let (pid, start) = (record.pid, record.start_time);
+    if let Err(e) = crate::qemu::spawn::signal(pid, nix::sys::signal::Signal::SIGKILL) {
+        tracing::error!(domain = %record.name, pid, error = %e, "cannot kill an abandoned incoming QEMU");
+    }
+    for _ in 0..100 {
+        if !procinfo::is_same_alive(pid, start) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::error!(domain = %record.name, pid, "an abandoned incoming QEMU did not exit");
+}
+
 /// Reconnects to a verified QEMU and asks it where it is.
-async fn adopt(record: RuntimeRecord) -> Adopted {
+async fn adopt(mut record: RuntimeRecord) -> Adopted {
     let pid = record.pid;
     let connected =
         tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(&record.qmp_socket)).await;
@@ -216,9 +281,25 @@ async fn adopt(record: RuntimeRecord) -> Adopted {
     };
     // The record holds the pins in force (live changes included): put back what drifted.
     let drift = super::placement::restore_drifted(&client, pid, &record.config).await;
+    let taking_over = match &mut record.incoming {
+        Some(mark) if mark.phase == IncomingPhase::TakingOver => {
+            mark.phase = IncomingPhase::Finished;
+            true
+        }
+        _ => false,
+    };
     let live = Arc::new(Live::new(pid, record, Monitor::Connected(client.clone())));
     let state = match status.status {
         RunState::Running => UpState::Running,
+        // The previous daemon decided the take-over of a migrated guest (the source was or
+        // will be told "finished") and died around `cont`: the guest runs here.
+        RunState::Paused if taking_over => match client.execute(&Cont).await {
+            Ok(_) => UpState::Running,
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot finish an interrupted migration take-over");
+                UpState::Paused
+            }
+        },
         // The previous daemon died between writing the record and `cont`: the start it was
         // asked for is finished here.
         RunState::Prelaunch => match client.execute(&Cont).await {

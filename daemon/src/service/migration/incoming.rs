@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use novacron_domain::{DomainConfig, Error};
+use novacron_domain::{DomainConfig, DomainState, Error};
 use novacron_qmp::commands::{
     Cont, MigrateIncoming, MigrateSetCapabilities, QueryMigrate, QueryStatus,
 };
@@ -14,12 +14,13 @@ use novacron_qmp::qapi::MigrationStatus;
 use novacron_qmp::{EventKind as QmpEvent, Notification};
 use tokio_util::sync::CancellationToken;
 
-use super::super::domain::{Definition, DomainHandle, Intent, Run, UpState};
+use super::super::domain::{Definition, DomainHandle, Intent, Live, Monitor, Run, UpState};
 use super::super::events::{EventKind, StateReason};
 use super::super::jobs::Job;
 use super::super::lifecycle::{launch_as, qmp_error, Launched};
 use super::super::{supervise, Inner, Service};
 use super::{IncomingAnswer, IncomingRequest, IncomingState, IncomingView};
+use crate::persist::records::{IncomingMark, IncomingPhase};
 
 /// How long a prepared migration waits for a word from its source by default.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -122,6 +123,8 @@ impl Service {
             }
         }
         let validated = inner.prepare(config, existing.as_ref().map(|h| h.definition()))?;
+        // Known before QEMU starts: its runtime record names the migration it is for.
+        let id = super::new_id("in");
         let name = validated.name.clone();
         let definition = Definition {
             config: validated.clone(),
@@ -143,7 +146,7 @@ impl Service {
                 }
             }
             h.transition(&inner.events, Run::Starting, StateReason::Starting)?;
-            let launched = match launch_as(inner, &name, validated.config(), true).await {
+            let launched = match launch_as(inner, &name, validated.config(), Some(&id)).await {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = h.transition(
@@ -182,7 +185,6 @@ impl Service {
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_LEASE)
             .clamp(Duration::from_secs(1), MAX_LEASE);
-        let id = super::new_id("in");
         let incoming = Arc::new(Incoming {
             id: id.clone(),
             domain: name.clone(),
@@ -219,15 +221,28 @@ impl Service {
 
     /// The state of an incoming migration; also renews its lease.
     pub fn incoming_migration(&self, id: &str) -> Result<IncomingView, Error> {
-        let m = self.find_incoming(id)?;
-        m.renew();
-        Ok(m.view())
+        match self.find_incoming(id) {
+            Ok(m) => {
+                m.renew();
+                Ok(m.view())
+            }
+            Err(e) => self.inner.migrations.remembered(id).ok_or(e),
+        }
     }
 
     /// The source has sent everything (or entered post-copy): resume the guest here and take
     /// over its definition.
     pub async fn finish_incoming(&self, id: &str) -> Result<IncomingView, Error> {
-        let m = self.find_incoming(id)?;
+        let m = match self.find_incoming(id) {
+            Ok(m) => m,
+            Err(e) => {
+                return match self.inner.migrations.remembered(id) {
+                    Some(v) if v.state == IncomingState::Finished => Ok(v),
+                    Some(v) => Err(self.ended_wrong_state(&v.domain, "finish the migration of")),
+                    None => Err(e),
+                }
+            }
+        };
         let svc = self.clone();
         self.detached(async move {
             let result = svc.finish_incoming_inner(&m).await;
@@ -239,9 +254,10 @@ impl Service {
 
     async fn finish_incoming_inner(&self, m: &Arc<Incoming>) -> Result<IncomingView, Error> {
         let inner = &self.inner;
+        // Held throughout: an abort (or the watchdog) waits and then sees the final state.
         let mut slot = m.slot.lock().await;
-        let launched = match std::mem::replace(&mut *slot, Slot::Ended) {
-            Slot::Prepared(l) => l,
+        let mut launched = match std::mem::replace(&mut *slot, Slot::Ended) {
+            Slot::Prepared(l) => *l,
             Slot::Ended => {
                 // Finishing twice (an answer lost on the way back) is answered, not refused.
                 let view = m.view();
@@ -259,88 +275,78 @@ impl Service {
         let qmp = match launched.live.qmp(name) {
             Ok(q) => q.clone(),
             Err(e) => {
-                drop(slot);
-                self.abort_now(m, e.to_string()).await;
+                self.discard(m, launched, e.to_string(), false).await;
                 return Err(e);
             }
         };
         // The source's "completed" means sent, not loaded: wait until this end has it all.
-        let loaded = async {
-            let deadline = tokio::time::Instant::now() + LOAD_WAIT;
-            loop {
-                let info = qmp
-                    .execute(&QueryMigrate)
-                    .await
-                    .map_err(|e| qmp_error(name, "finish migration", e))?;
-                match info.status {
-                    Some(MigrationStatus::Completed | MigrationStatus::PostcopyActive) => {
-                        return Ok(())
-                    }
-                    Some(MigrationStatus::Failed | MigrationStatus::Cancelled) => {
-                        return Err(Error::Internal(format!(
-                            "the incoming stream of '{name}' failed{}",
-                            info.error_desc
-                                .map(|d| format!(": {d}"))
-                                .unwrap_or_default()
-                        )))
-                    }
-                    _ if tokio::time::Instant::now() > deadline => {
-                        return Err(Error::Timeout {
-                            operation: "loading the migrated guest",
-                            after: LOAD_WAIT,
-                        })
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-        }
-        .await;
-        let resumed = match loaded {
-            Ok(()) => qmp
-                .execute(&Cont)
-                .await
-                .map(drop)
-                .map_err(|e| qmp_error(name, "resume the migrated guest", e)),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = resumed {
-            *slot = Slot::Prepared(launched);
-            drop(slot);
-            self.abort_now(m, e.to_string()).await;
+        if let Err(e) = wait_loaded(&qmp, name).await {
+            self.discard(m, launched, e.to_string(), false).await;
             return Err(e);
         }
+        // Everything that can fail comes before `cont`, so a failure discards a guest that
+        // never ran here and the source keeps (and resumes) its own.
         let h = &m.handle;
-        let live = launched.live.clone();
-        h.transition(
+        let defined_here = m.persistent && !h.definition().persistent;
+        if m.persistent {
+            if let Err(e) = inner.definitions.save(h.definition().config.config()).await {
+                let e = Error::Internal(format!(
+                    "cannot save the migrated definition of '{name}': {e}"
+                ));
+                self.discard(m, launched, e.to_string(), false).await;
+                return Err(e);
+            }
+        }
+        let live = match mark_taking_over(inner, name, &launched, &qmp).await {
+            Ok(live) => live,
+            Err(e) => {
+                self.discard(m, launched, e.to_string(), defined_here).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = h.transition(
             &inner.events,
             Run::Up {
                 live: live.clone(),
                 state: UpState::Running,
             },
             StateReason::MigratedIn,
-        )?;
+        ) {
+            self.discard(m, launched, e.to_string(), defined_here).await;
+            return Err(e);
+        }
+        if let Err(e) = qmp.execute(&Cont).await {
+            // Discarded only when provably not running here; otherwise it is ours now.
+            let never_ran = match qmp.execute(&QueryStatus).await {
+                Ok(status) => !status.running,
+                Err(_) => matches!(launched.child.try_wait(), Ok(Some(_))),
+            };
+            let e = qmp_error(name, "resume the migrated guest", e);
+            if never_ran {
+                self.discard(m, launched, e.to_string(), defined_here).await;
+                return Err(e);
+            }
+            tracing::error!(domain = %name, error = %e, "cont failed, but the guest may run: it stays here as taken over");
+        }
         supervise::spawn(
             inner.clone(),
             h.clone(),
-            live,
+            live.clone(),
             Some(launched.child),
             Some(launched.events),
         );
+        // Resumed: from now on an ordinary guest to a restarted daemon (a pause it is given
+        // later is kept, not undone as an interrupted take-over).
+        if let Err(e) = inner.records.save(&live.record).await {
+            tracing::warn!(domain = %name, error = %e, "cannot note the finished migration in the runtime record");
+        }
         if m.persistent {
             let mut definition = h.definition();
-            match inner.definitions.save(definition.config.config()).await {
-                Ok(()) => {
-                    definition.persistent = true;
-                    h.set_definition(definition);
-                    inner
-                        .events
-                        .publish(name, EventKind::Defined { persistent: true });
-                }
-                // The guest runs; only its definition is not durable. Said loudly, not fatal.
-                Err(e) => {
-                    tracing::error!(domain = %name, error = %e, "cannot save the migrated definition")
-                }
-            }
+            definition.persistent = true;
+            h.set_definition(definition);
+            inner
+                .events
+                .publish(name, EventKind::Defined { persistent: true });
         }
         m.end(IncomingState::Finished, None);
         inner.events.publish(
@@ -357,30 +363,68 @@ impl Service {
     /// Discards a prepared migration: QEMU killed, the runtime files and a handle made for
     /// it removed. Aborting one that already ended is a no-op, but finishing is final.
     pub async fn abort_incoming(&self, id: &str) -> Result<(), Error> {
-        let m = self.find_incoming(id)?;
+        let m = match self.find_incoming(id) {
+            Ok(m) => m,
+            Err(e) => {
+                return match self.inner.migrations.remembered(id) {
+                    Some(v) if v.state == IncomingState::Aborted => Ok(()),
+                    Some(v) => {
+                        Err(self.ended_wrong_state(&v.domain, "abort the finished migration of"))
+                    }
+                    None => Err(e),
+                }
+            }
+        };
         let svc = self.clone();
         self.detached(async move {
             svc.abort_now(&m, "cancelled by the source".into()).await;
             match m.view().state {
+                IncomingState::Aborted => Ok(()),
                 IncomingState::Finished => Err(Error::WrongState {
                     name: m.domain.clone(),
                     state: m.handle.state(),
                     operation: "abort the finished migration of",
                 }),
-                _ => Ok(()),
+                IncomingState::Prepared => Err(Error::Internal(format!(
+                    "the incoming migration of '{}' could not be discarded",
+                    m.domain
+                ))),
             }
         })
         .await
     }
 
+    fn ended_wrong_state(&self, domain: &str, operation: &'static str) -> Error {
+        Error::WrongState {
+            name: domain.to_owned(),
+            state: self
+                .inner
+                .handle(domain)
+                .map(|h| h.state())
+                .unwrap_or(DomainState::Shutoff),
+            operation,
+        }
+    }
+
     async fn abort_now(&self, m: &Arc<Incoming>, why: String) {
-        let inner = &self.inner;
         let mut slot = m.slot.lock().await;
         let Slot::Prepared(launched) = std::mem::replace(&mut *slot, Slot::Ended) else {
             return;
         };
+        self.discard(m, *launched, why, false).await;
+    }
+
+    /// Kills a QEMU that never ran the guest here and ends the migration as aborted. The
+    /// caller holds the slot (now `Ended`). `undefine` removes a definition saved for it.
+    async fn discard(&self, m: &Incoming, launched: Launched, why: String, undefine: bool) {
+        let inner = &self.inner;
         tracing::warn!(domain = %m.domain, id = %m.id, reason = %why, "discarding an incoming migration");
-        kill(inner, &m.domain, *launched).await;
+        kill(inner, &m.domain, launched).await;
+        if undefine {
+            if let Err(e) = inner.definitions.remove(&m.domain).await {
+                tracing::error!(domain = %m.domain, error = %e, "cannot remove the definition saved for a discarded migration");
+            }
+        }
         let _ = m.handle.transition(
             &inner.events,
             Run::Off,
@@ -484,6 +528,73 @@ async fn kill(inner: &Arc<Inner>, name: &str, mut launched: Launched) {
     let _ = launched.child.wait().await;
     launched.live.mark_exited();
     supervise::remove_runtime_files(inner, name).await;
+    // Hugepages and host devices taken for it go back.
+    super::super::host_resources::release(inner, &launched.live.record.held).await;
+}
+
+/// Waits until the whole stream is loaded here (`completed`, or `postcopy-active`).
+async fn wait_loaded(qmp: &novacron_qmp::Client, name: &str) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+    loop {
+        let info = qmp
+            .execute(&QueryMigrate)
+            .await
+            .map_err(|e| qmp_error(name, "finish migration", e))?;
+        match info.status {
+            Some(MigrationStatus::Completed | MigrationStatus::PostcopyActive) => return Ok(()),
+            Some(MigrationStatus::Failed | MigrationStatus::Cancelled) => {
+                return Err(Error::Internal(format!(
+                    "the incoming stream of '{name}' failed{}",
+                    info.error_desc
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                )))
+            }
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err(Error::Timeout {
+                    operation: "loading the migrated guest",
+                    after: LOAD_WAIT,
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Makes the take-over durable before `cont`: a daemon restarted from here on keeps the
+/// guest and tells the source "finished"; one restarted before it discards the QEMU and
+/// says "aborted". Returns the `Live` the guest runs under, its record already `Finished`
+/// (written once `cont` is through).
+async fn mark_taking_over(
+    inner: &Arc<Inner>,
+    name: &str,
+    launched: &Launched,
+    qmp: &novacron_qmp::Client,
+) -> Result<Arc<Live>, Error> {
+    let mut record = launched.live.record.clone();
+    let id = record
+        .incoming
+        .as_ref()
+        .map(|m| m.id.clone())
+        .unwrap_or_default();
+    record.incoming = Some(IncomingMark {
+        id: id.clone(),
+        phase: IncomingPhase::TakingOver,
+    });
+    inner.records.save(&record).await.map_err(|e| {
+        Error::Internal(format!(
+            "cannot write the runtime record of '{name}' before taking over: {e}"
+        ))
+    })?;
+    record.incoming = Some(IncomingMark {
+        id,
+        phase: IncomingPhase::Finished,
+    });
+    Ok(Arc::new(Live::new(
+        launched.live.pid,
+        record,
+        Monitor::Connected(qmp.clone()),
+    )))
 }
 
 /// Ends a prepared migration nobody finishes: the source fell silent past the lease, the

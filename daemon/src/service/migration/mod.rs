@@ -108,6 +108,9 @@ pub(crate) struct Registry {
     outgoing: Mutex<HashMap<String, Arc<source::Outgoing>>>,
     /// By id: migrations into this host (kept a while after they end, for the source to ask).
     incoming: Mutex<HashMap<String, Arc<incoming::Incoming>>>,
+    /// By id: how incoming migrations a previous daemon left behind ended (found in the
+    /// runtime records at restart), so the source still gets a truthful answer.
+    remembered: Mutex<HashMap<String, IncomingView>>,
 }
 
 impl Registry {
@@ -117,6 +120,22 @@ impl Registry {
 
     fn incoming(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<incoming::Incoming>>> {
         self.incoming.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remembered(&self, id: &str) -> Option<IncomingView> {
+        self.remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// Notes how an incoming migration found in a runtime record at restart ended.
+    pub(in crate::service) fn remember_incoming(&self, view: IncomingView) {
+        self.remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(view.id.clone(), view);
     }
 }
 

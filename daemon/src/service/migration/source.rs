@@ -165,15 +165,10 @@ impl Service {
     ) {
         let inner = &self.inner;
         let name = h.name.clone();
-        let _long = match h.jobs.begin_async(&name, AsyncJob::Migration) {
-            Ok(g) => g,
-            Err(e) => {
-                let _ = started.send(Err(e));
-                return;
-            }
-        };
         let begun = async {
+            // The synchronous slot first: the long one, once taken, refuses `Modify`.
             let _job = h.begin(Job::Modify, inner.job_wait()).await?;
+            let long = h.jobs.begin_async(&name, AsyncJob::Migration)?;
             let (live, was_running) = match h.run() {
                 Run::Up {
                     live,
@@ -191,10 +186,10 @@ impl Service {
                 UpState::Migrating,
                 StateReason::MigrationStarted,
             );
-            Ok((live, was_running))
+            Ok((long, live, was_running))
         }
         .await;
-        let (live, was_running) = match begun {
+        let (_long, live, was_running) = match begun {
             Ok(b) => b,
             Err(e) => {
                 let _ = started.send(Err(e));
@@ -238,7 +233,9 @@ impl Service {
             p.phase = phase;
             p.detail = detail.clone();
         });
-        record::remove(inner, &name).await;
+        if phase != Phase::Unknown {
+            record::remove(inner, &name).await;
+        }
         let outcome = match phase {
             Phase::Completed => "completed",
             Phase::Cancelled => "cancelled",
@@ -386,10 +383,22 @@ impl Run_<'_> {
             }
             let info = match qmp.execute(&QueryMigrate).await {
                 Ok(info) => info,
+                // A slow answer under load says nothing about the migration: ask again.
+                Err(e) if !matches!(e, novacron_qmp::Error::Closed(_)) => {
+                    tracing::warn!(domain = %name, error = %e, "query-migrate; retrying");
+                    continue;
+                }
                 Err(e) => {
                     let detail = format!("the source QEMU went away mid-migration: {e}");
-                    self.abort_destination(&incoming).await;
-                    return (Phase::Failed, Some(detail));
+                    if handed_over {
+                        return (
+                            Phase::Unknown,
+                            Some(format!("post-copy after the hand-over: {detail}")),
+                        );
+                    }
+                    // Nothing runs here any more; the destination discards its copy and
+                    // the domain leaves the migrating state (the supervisor saw the exit).
+                    return self.stay_here(Phase::Failed, detail, Some(&incoming)).await;
                 }
             };
             let elapsed = started.elapsed().as_millis() as u64;
@@ -557,21 +566,23 @@ impl Run_<'_> {
         for _ in 0..HANDOVER_TRIES {
             match client.finish_incoming(incoming).await {
                 Ok(v) if v.state == IncomingState::Finished => return HandOver::Done,
-                Ok(v) => return HandOver::Refused(format!("it answered {:?}", v.state)),
-                // The destination either took over or discarded everything: an answer is final.
-                Err(e @ ClientError::Api { .. }) => return HandOver::Refused(e.to_string()),
+                Ok(v) if v.state == IncomingState::Aborted => {
+                    return HandOver::Refused(v.detail.unwrap_or_else(|| "aborted".into()))
+                }
+                // An error answer (even a 404: a restarted destination, or one that forgot)
+                // is not "refused": only its own view of the migration says so.
+                Ok(_) => {}
                 Err(e) => last = e.to_string(),
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
             match client.incoming(incoming).await {
                 Ok(v) if v.state == IncomingState::Finished => return HandOver::Done,
                 Ok(v) if v.state == IncomingState::Aborted => {
                     return HandOver::Refused(v.detail.unwrap_or_else(|| "aborted".into()))
                 }
-                Err(e @ ClientError::Api { .. }) => return HandOver::Refused(e.to_string()),
                 Ok(_) => {}
-                Err(e) => last = e.to_string(),
+                Err(e) => last = format!("{last}; then asking: {e}"),
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         HandOver::Unknown(last)
     }
