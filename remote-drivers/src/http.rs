@@ -4,7 +4,7 @@
 //! holds that host's cookies (the vSphere session). Response bodies are read with a bound: a
 //! vendor endpoint is untrusted input like any other.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use novacron_domain::Error;
 
@@ -134,6 +134,66 @@ pub async fn read_bounded(
     Ok(body.freeze())
 }
 
+/// Bodies up to this size are parsed where they arrive; larger ones on the blocking pool.
+pub const PARSE_INLINE_MAX: usize = 256 * 1024;
+
+/// Runs `parse` over `body`, on the blocking pool when the body is large: parsing tens of MB
+/// of vendor XML or JSON on a runtime thread would stall every other host (and the local API)
+/// sharing that thread.
+pub async fn parse_off_runtime<T, F>(body: bytes::Bytes, parse: F) -> Result<T, TransportError>
+where
+    F: FnOnce(&[u8]) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if body.len() <= PARSE_INLINE_MAX {
+        return Ok(parse(&body));
+    }
+    tokio::task::spawn_blocking(move || parse(&body))
+        .await
+        .map_err(|e| TransportError::Other(format!("parser task: {e}")))
+}
+
+/// The part of a host's time limit (`outer`, enforced by [`crate::host::RemoteHost`]) an
+/// adapter gives its own deadline: a little less, so the adapter times out first, with the
+/// vendor's own error, and still has time to cancel what it started on the host.
+pub fn inner_limit(outer: Duration) -> Duration {
+    // A tenth, at least 250 ms (a cancel takes a round trip or two) but never over half the
+    // limit, and at most 2 s.
+    let floor = Duration::from_millis(250).min(outer / 2);
+    outer.saturating_sub((outer / 10).clamp(floor, Duration::from_secs(2)))
+}
+
+/// A migration's own timeout, capped (with a warning, not silently) at `cap`, the adapter's
+/// share of the host's operation limit (which bounds every lifecycle call, see
+/// [`inner_limit`]); no timeout asked means `cap`.
+pub fn migration_limit(asked: Option<Duration>, cap: Duration, host: &str) -> Duration {
+    match asked {
+        Some(t) if t > cap => {
+            tracing::warn!(
+                host, asked = ?t, cap = ?cap,
+                "migration timeout exceeds the host's operation limit; capped (raise the host's operation timeout to allow longer migrations)"
+            );
+            cap
+        }
+        Some(t) => t,
+        None => cap,
+    }
+}
+
+/// `now + d` without the panic `Instant + Duration` has on overflow (a caller may pass a huge
+/// shutdown timeout): saturates to a deadline centuries away.
+pub fn deadline_after(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
+/// [`deadline_after`] for tokio's clock (which the paused test clock also drives).
+pub fn tokio_deadline_after(now: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(deadline_after(now.into_std(), d))
+}
+
 /// A short, printable excerpt of a body for error messages.
 pub fn excerpt(body: &[u8]) -> String {
     const MAX: usize = 512;
@@ -143,4 +203,58 @@ pub fn excerpt(body: &[u8]) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_limits_leave_a_margin() {
+        assert_eq!(
+            inner_limit(Duration::from_secs(600)),
+            Duration::from_secs(598)
+        );
+        assert_eq!(
+            inner_limit(Duration::from_secs(1)),
+            Duration::from_millis(750)
+        );
+        assert_eq!(inner_limit(Duration::from_secs(10)), Duration::from_secs(9));
+        assert_eq!(
+            inner_limit(Duration::from_millis(100)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(inner_limit(Duration::ZERO), Duration::ZERO);
+        assert!(inner_limit(Duration::MAX) < Duration::MAX);
+    }
+
+    #[test]
+    fn huge_durations_saturate() {
+        let now = Instant::now();
+        assert!(deadline_after(now, Duration::MAX) > now + Duration::from_secs(3600));
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let t = tokio::time::Instant::now();
+        assert!(tokio_deadline_after(t, Duration::MAX) > t);
+    }
+
+    #[tokio::test]
+    async fn large_bodies_parse_off_the_runtime() {
+        let small = bytes::Bytes::from_static(b"abc");
+        let here = std::thread::current().id();
+        let (len, same) = parse_off_runtime(small, move |b| {
+            (b.len(), std::thread::current().id() == here)
+        })
+        .await
+        .unwrap();
+        assert_eq!((len, same), (3, true));
+        let big = bytes::Bytes::from(vec![b'x'; PARSE_INLINE_MAX + 1]);
+        let (len, same) =
+            parse_off_runtime(big, move |b| (b.len(), std::thread::current().id() == here))
+                .await
+                .unwrap();
+        assert_eq!((len, same), (PARSE_INLINE_MAX + 1, false));
+    }
 }

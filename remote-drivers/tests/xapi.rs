@@ -499,3 +499,91 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     assert_eq!(a.status().breaker, BreakerState::Closed);
     a.start("vm-001").await.unwrap();
 }
+
+/// The tasks the peer still holds.
+async fn live_tasks(p: &Peer, session: &str) -> Vec<Value> {
+    raw(p, "task.get_all", vec![json!(session)])
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits (briefly) until the peer holds no task.
+async fn no_tasks_left(p: &Peer, session: &str) {
+    let begin = Instant::now();
+    loop {
+        let tasks = live_tasks(p, session).await;
+        if tasks.is_empty() {
+            return;
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(3),
+            "tasks left on the host: {tasks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_cut_by_the_time_limit_is_cancelled_and_destroyed_on_the_host() {
+    // Tasks take 10 s on this peer: every lifecycle call outlives its limit.
+    let p = tokio::task::spawn_blocking(|| {
+        let mut o = peer::Options::new(4);
+        o.task_delay = Duration::from_secs(10);
+        peer::start_with(&o)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let session = raw_login(&p).await;
+    let mut c = config(&p, &p.password);
+    c.timeouts.operation = Duration::from_secs(2);
+    let host = RemoteHost::connect(c).unwrap();
+
+    // The adapter's own deadline (inside the host's limit) fires first: XAPI's time-out,
+    // reported with the adapter's bound, and the task cancelled and destroyed.
+    let begin = Instant::now();
+    let e = host.start("vm-001").await.unwrap_err();
+    assert!(
+        matches!(e, Error::Timeout { operation: "start", after } if after < Duration::from_secs(2)),
+        "{e:?}"
+    );
+    assert!(
+        begin.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        begin.elapsed()
+    );
+    no_tasks_left(&p, &session).await;
+
+    // A migration timeout above the host's limit is capped to it (not cut by the outer
+    // limit): the adapter's time-out again, and no task left.
+    let d = driver(&p);
+    let mut c = config(&p, &p.password);
+    c.timeouts.operation = Duration::from_secs(2);
+    let limited = XapiDriver::new(&c).unwrap();
+    let e = limited
+        .migrate(
+            "vm-000",
+            &MigrationTarget {
+                uri: "xcp-host-2".into(),
+                live: true,
+                timeout: Some(Duration::from_secs(3600)),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Timeout { operation: "migrate", after } if after < Duration::from_secs(2)),
+        "{e:?}"
+    );
+    no_tasks_left(&p, &session).await;
+
+    // The caller goes away mid-wait (its future dropped): the clean-up still runs.
+    let cut = tokio::time::timeout(Duration::from_millis(300), d.start("vm-003")).await;
+    assert!(cut.is_err(), "the start should still be waiting: {cut:?}");
+    no_tasks_left(&p, &session).await;
+    // Cancelled before it ran: the VM never started.
+    assert_eq!(state(&d, "vm-003").await, DomainState::Shutoff);
+    assert_eq!(state(&d, "vm-001").await, DomainState::Shutoff);
+}

@@ -1,5 +1,6 @@
 //! `HypervDriver`: the `Driver` trait over PowerShell scripts run through WinRM.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,7 +9,8 @@ use novacron_domain::{
 };
 use tokio::time::Instant;
 
-use crate::config::HostConfig;
+use crate::config::{HostConfig, Timeouts};
+use crate::http::{inner_limit, tokio_deadline_after};
 
 use super::error::HypervError;
 use super::model::{self, VmRecord};
@@ -22,7 +24,29 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 pub struct HypervDriver {
     host: String,
     auth: AuthMode,
-    transport: Transport,
+    /// Shared with the clean-up of shells whose caller went away.
+    transport: Arc<Transport>,
+    timeouts: Timeouts,
+}
+
+/// One call's time: its deadline (a little inside the host's limit, so the command is
+/// terminated and its shell deleted here, before the outer limit abandons the call), the
+/// bound it stands for and the operation's name for the time-out error.
+#[derive(Clone, Copy)]
+struct Budget {
+    deadline: Instant,
+    limit: Duration,
+    operation: &'static str,
+}
+
+impl Budget {
+    fn new(limit: Duration, operation: &'static str) -> Self {
+        Self {
+            deadline: tokio_deadline_after(Instant::now(), limit),
+            limit,
+            operation,
+        }
+    }
 }
 
 impl HypervDriver {
@@ -35,7 +59,8 @@ impl HypervDriver {
         Ok(Self {
             host: config.name.clone(),
             auth,
-            transport,
+            transport: Arc::new(transport),
+            timeouts: config.timeouts,
         })
     }
 
@@ -43,12 +68,31 @@ impl HypervDriver {
         e.into_error(&self.host)
     }
 
+    /// Like [`Self::err`], with a missed deadline reported as `b`'s time-out.
+    fn err_in(&self, e: HypervError, b: Budget) -> Error {
+        match e {
+            HypervError::Deadline => Error::Timeout {
+                operation: b.operation,
+                after: b.limit,
+            },
+            e => self.err(e),
+        }
+    }
+
+    fn read_budget(&self, operation: &'static str) -> Budget {
+        Budget::new(inner_limit(self.timeouts.read), operation)
+    }
+
+    fn op_budget(&self, operation: &'static str) -> Budget {
+        Budget::new(inner_limit(self.timeouts.operation), operation)
+    }
+
     fn target(name: &str) -> Result<Target, Error> {
         Target::parse(name).map_err(Error::InvalidConfig)
     }
 
     async fn run(&self, script: &str, deadline: Option<Instant>) -> Result<Output, HypervError> {
-        Shell::new(&self.transport)
+        Shell::new(self.transport.clone())
             .run(&ps::arguments(script), deadline)
             .await
     }
@@ -115,17 +159,20 @@ impl HypervDriver {
     /// brings it back. Not part of the `Driver` trait (which has no save), so not reachable
     /// from the API yet.
     pub async fn save(&self, name: &str) -> Result<(), Error> {
-        self.act(name, Action::Save, None)
-            .await
-            .map(drop)
-            .map_err(|e| self.err(e))
+        self.lifecycle(name, Action::Save, "save").await
     }
 
-    async fn lifecycle(&self, name: &str, action: Action) -> Result<(), Error> {
-        self.act(name, action, None)
+    async fn lifecycle(
+        &self,
+        name: &str,
+        action: Action,
+        operation: &'static str,
+    ) -> Result<(), Error> {
+        let b = self.op_budget(operation);
+        self.act(name, action, Some(b.deadline))
             .await
             .map(drop)
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err_in(e, b))
     }
 }
 
@@ -136,10 +183,11 @@ impl Driver for HypervDriver {
     }
 
     async fn capabilities(&self) -> Result<Capabilities, Error> {
+        let b = self.read_budget("capabilities");
         let out = self
-            .run(&ps::host_info(), None)
+            .run(&ps::host_info(), Some(b.deadline))
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err_in(e, b))?;
         if let Some(e) = ps::parse_stderr(&out.stderr) {
             return Err(self.err(HypervError::PowerShell(e)));
         }
@@ -184,19 +232,21 @@ impl Driver for HypervDriver {
     }
 
     async fn list(&self) -> Result<Vec<DomainSummary>, Error> {
+        let b = self.read_budget("list");
         let records = self
-            .records(&ps::list(), None, None)
+            .records(&ps::list(), None, Some(b.deadline))
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err_in(e, b))?;
         Ok(records.iter().map(VmRecord::summary).collect())
     }
 
     async fn get(&self, name: &str) -> Result<DomainInfo, Error> {
+        let b = self.read_budget("get");
         let target = Self::target(name)?;
         let records = self
-            .records(&ps::get(&target), Some(name), None)
+            .records(&ps::get(&target), Some(name), Some(b.deadline))
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err_in(e, b))?;
         let record = Self::one(name, records).map_err(|e| self.err(e))?;
         Ok(DomainInfo {
             summary: record.summary(),
@@ -213,34 +263,45 @@ impl Driver for HypervDriver {
                 spec.name
             )));
         }
-        let ignored = config.devices.disks.len() + config.devices.interfaces.len();
-        if ignored > 0 {
-            tracing::warn!(
-                host = %self.host, domain = %spec.name,
-                "Hyper-V define maps name, memory, vCPUs and generation only; {ignored} disk/NIC devices are not created"
-            );
+        // Refused rather than defined without them (as the Proxmox and XAPI adapters do): a
+        // "successful" define that silently lost the guest's disks or NICs is worse.
+        for (field, n) in [
+            ("devices.disks", config.devices.disks.len()),
+            ("devices.interfaces", config.devices.interfaces.len()),
+        ] {
+            if n > 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "'{}': {field}: the Hyper-V adapter defines name, memory, vCPUs and \
+                     generation only and cannot create the {n} device(s) given; define \
+                     without them and attach them on the host",
+                    spec.name
+                )));
+            }
         }
+        let b = self.op_budget("define");
         let records = self
-            .records(&ps::define(&spec), Some(&spec.name), None)
+            .records(&ps::define(&spec), Some(&spec.name), Some(b.deadline))
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err_in(e, b))?;
         let record = Self::one(&spec.name, records).map_err(|e| self.err(e))?;
         Ok(record.summary())
     }
 
     async fn undefine(&self, name: &str) -> Result<(), Error> {
-        self.lifecycle(name, Action::Remove).await
+        self.lifecycle(name, Action::Remove, "undefine").await
     }
 
     async fn start(&self, name: &str) -> Result<(), Error> {
-        self.lifecycle(name, Action::Start).await
+        self.lifecycle(name, Action::Start, "start").await
     }
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
+        // The caller's time, never past the host's operation limit.
+        let bound = timeout.min(inner_limit(self.timeouts.operation));
+        let deadline = tokio_deadline_after(Instant::now(), bound);
         let timed_out = Error::Timeout {
             operation: "shutdown",
-            after: timeout,
+            after: bound,
         };
         let after = match self.act(name, Action::Shutdown, Some(deadline)).await {
             Ok(r) => r,
@@ -251,7 +312,7 @@ impl Driver for HypervDriver {
         // Stop-VM normally returns once the VM is off; if the host reported it still
         // stopping, poll until off or the caller's time is up.
         while state != Some(DomainState::Shutoff) {
-            if Instant::now() + SHUTDOWN_POLL > deadline {
+            if deadline.saturating_duration_since(Instant::now()) < SHUTDOWN_POLL {
                 return Err(timed_out);
             }
             tokio::time::sleep(SHUTDOWN_POLL).await;
@@ -261,18 +322,18 @@ impl Driver for HypervDriver {
     }
 
     async fn destroy(&self, name: &str) -> Result<(), Error> {
-        self.lifecycle(name, Action::TurnOff).await
+        self.lifecycle(name, Action::TurnOff, "destroy").await
     }
 
     async fn suspend(&self, name: &str) -> Result<(), Error> {
-        self.lifecycle(name, Action::Suspend).await
+        self.lifecycle(name, Action::Suspend, "suspend").await
     }
 
     async fn resume(&self, name: &str) -> Result<(), Error> {
-        self.lifecycle(name, Action::Resume).await
+        self.lifecycle(name, Action::Resume, "resume").await
     }
 
     async fn reboot(&self, name: &str) -> Result<(), Error> {
-        self.lifecycle(name, Action::Reboot).await
+        self.lifecycle(name, Action::Reboot, "reboot").await
     }
 }

@@ -190,10 +190,19 @@ impl Transport {
         envelope: &str,
     ) -> Result<(u16, Bytes), HypervError> {
         let t = self.request_timeout;
+        // Sensitive: kept out of any Debug output of the request (and HPACK tables).
+        let mut auth =
+            reqwest::header::HeaderValue::from_str(authorization.expose()).map_err(|_| {
+                HypervError::Config(format!(
+                    "host '{}': the user name or password holds characters a header cannot",
+                    self.host
+                ))
+            })?;
+        auth.set_sensitive(true);
         let response = client
             .post(self.endpoint.clone())
             .header(reqwest::header::CONTENT_TYPE, SOAP_TYPE)
-            .header(reqwest::header::AUTHORIZATION, authorization.expose())
+            .header(reqwest::header::AUTHORIZATION, auth)
             .body(envelope.to_owned())
             .send()
             .await

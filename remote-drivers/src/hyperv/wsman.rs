@@ -4,6 +4,7 @@
 //! One shell per script run (each driver call runs one script): a shell is cheap for WinRM, and
 //! nothing leaks between calls. Output streams arrive base64-encoded and are bounded in total.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -234,13 +235,72 @@ pub fn parse_identify(body: &[u8]) -> Option<(String, String)> {
     Some((a.product_vendor?, a.product_version.unwrap_or_default()))
 }
 
-pub struct Shell<'a> {
-    transport: &'a Transport,
+pub struct Shell {
+    transport: Arc<Transport>,
 }
 
-impl<'a> Shell<'a> {
-    pub fn new(transport: &'a Transport) -> Self {
+/// Terminates the command and deletes the shell when `run` is dropped before it could (the
+/// caller's time limit fired): each leaked shell keeps a powershell.exe alive on the host
+/// until WinRM's idle timeout, and after MaxShellsPerUser (30 by default) the user can open
+/// no more.
+struct ShellGuard {
+    transport: Arc<Transport>,
+    to: String,
+    shell_id: Option<String>,
+    command_id: Option<String>,
+}
+
+impl Drop for ShellGuard {
+    fn drop(&mut self) {
+        let Some(shell_id) = self.shell_id.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shell = Shell {
+            transport: self.transport.clone(),
+        };
+        let to = std::mem::take(&mut self.to);
+        let command_id = self.command_id.take();
+        tracing::debug!(shell = %shell_id, "call abandoned; closing its WinRM shell");
+        runtime.spawn(async move {
+            if let Some(command_id) = command_id {
+                shell.signal(&to, &shell_id, &command_id).await;
+            }
+            shell.delete(&to, &shell_id).await;
+        });
+    }
+}
+
+impl Shell {
+    pub fn new(transport: Arc<Transport>) -> Self {
         Self { transport }
+    }
+
+    async fn signal(&self, to: &str, shell_id: &str, command_id: &str) {
+        let signal = envelope(
+            to,
+            A_SIGNAL,
+            Some(shell_id),
+            "",
+            RECEIVE_WAIT,
+            &format!(
+                "<rsp:Signal CommandId=\"{}\"><rsp:Code>{SIGNAL_TERMINATE}</rsp:Code></rsp:Signal>",
+                escape(command_id)
+            ),
+        );
+        if let Err(e) = self.call(signal).await {
+            tracing::debug!(command = %command_id, "WinRM signal terminate failed: {e}");
+        }
+    }
+
+    async fn delete(&self, to: &str, shell_id: &str) {
+        let delete = envelope(to, A_DELETE, Some(shell_id), "", RECEIVE_WAIT, "");
+        if let Err(e) = self.call(delete).await {
+            // The shell times out server-side; the command's result is still what matters.
+            tracing::debug!(shell = %shell_id, "WinRM shell delete failed: {e}");
+        }
     }
 
     async fn call(&self, envelope: String) -> Result<Answer, HypervError> {
@@ -281,12 +341,17 @@ impl<'a> Shell<'a> {
             .shell_id
             .filter(|s| !s.is_empty())
             .ok_or_else(|| HypervError::Protocol("Create answered without a ShellId".into()))?;
-        let result = self.command(&to, &shell_id, arguments, deadline).await;
-        let delete = envelope(&to, A_DELETE, Some(&shell_id), "", RECEIVE_WAIT, "");
-        if let Err(e) = self.call(delete).await {
-            // The shell times out server-side; the command's result is still what matters.
-            tracing::debug!(shell = %shell_id, "WinRM shell delete failed: {e}");
-        }
+        let mut guard = ShellGuard {
+            transport: self.transport.clone(),
+            to: to.clone(),
+            shell_id: Some(shell_id.clone()),
+            command_id: None,
+        };
+        let result = self
+            .command(&to, &shell_id, arguments, deadline, &mut guard)
+            .await;
+        self.delete(&to, &shell_id).await;
+        guard.shell_id = None;
         result
     }
 
@@ -296,6 +361,7 @@ impl<'a> Shell<'a> {
         shell_id: &str,
         arguments: &str,
         deadline: Option<Instant>,
+        guard: &mut ShellGuard,
     ) -> Result<Output, HypervError> {
         let command = envelope(
             to,
@@ -314,6 +380,7 @@ impl<'a> Shell<'a> {
             .command_id
             .filter(|s| !s.is_empty())
             .ok_or_else(|| HypervError::Protocol("Command answered without a CommandId".into()))?;
+        guard.command_id = Some(command_id.clone());
         let mut out = Output::default();
         // The server must answer "nothing yet" well before our own request time limit.
         let longest = RECEIVE_WAIT
@@ -362,20 +429,8 @@ impl<'a> Shell<'a> {
                 Err(e) => break Err(e),
             }
         };
-        let signal = envelope(
-            to,
-            A_SIGNAL,
-            Some(shell_id),
-            "",
-            RECEIVE_WAIT,
-            &format!(
-                "<rsp:Signal CommandId=\"{}\"><rsp:Code>{SIGNAL_TERMINATE}</rsp:Code></rsp:Signal>",
-                escape(&command_id)
-            ),
-        );
-        if let Err(e) = self.call(signal).await {
-            tracing::debug!(command = %command_id, "WinRM signal terminate failed: {e}");
-        }
+        self.signal(to, shell_id, &command_id).await;
+        guard.command_id = None;
         outcome.map(|()| out)
     }
 }

@@ -167,7 +167,11 @@ impl Client {
         let body = http::read_bounded(response, http::MAX_BODY, self.timeouts.request)
             .await
             .map_err(|e| self.transport(e))?;
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        // A large inventory is parsed on the blocking pool (the raw body is kept for errors).
+        let parsed: Option<Value> =
+            http::parse_off_runtime(body.clone(), |b| serde_json::from_slice(b).ok())
+                .await
+                .map_err(|e| self.transport(e))?;
         if status.is_success() {
             let Some(mut doc) = parsed else {
                 return Err(PveError::Decode {

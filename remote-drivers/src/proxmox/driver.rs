@@ -11,6 +11,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::config::HostConfig;
+use crate::http::{deadline_after, inner_limit, migration_limit};
 
 use super::client::{Call, Client, RequestShape};
 use super::error::PveError;
@@ -137,8 +138,13 @@ impl ProxmoxDriver {
         self.client.wait_task(upid, deadline, op).await
     }
 
+    /// A lifecycle call's deadline: a little inside the host's operation limit, so PVE's task
+    /// outcome (or our time-out naming it) is what the caller sees, not the outer cut-off.
     fn deadline(&self) -> Instant {
-        Instant::now() + self.client.timeouts().operation
+        deadline_after(
+            Instant::now(),
+            inner_limit(self.client.timeouts().operation),
+        )
     }
 
     /// The nodes of the cluster, online ones first, each sorted by name.
@@ -352,11 +358,15 @@ impl Driver for ProxmoxDriver {
     }
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<(), Error> {
-        let guest = self.find_qemu(name, "shutdown").await?;
         let started = Instant::now();
-        let deadline = started + timeout + SHUTDOWN_GRACE;
+        // The caller's time plus a grace for PVE's task, never past the host's limit.
+        let bound = timeout
+            .saturating_add(SHUTDOWN_GRACE)
+            .min(inner_limit(self.client.timeouts().operation));
+        let deadline = deadline_after(started, bound);
+        let guest = self.find_qemu(name, "shutdown").await?;
         // PVE's own limit, whole seconds; it leaves the guest running when it expires.
-        let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
+        let secs = timeout.min(bound).as_secs_f64().ceil().max(1.0) as u64;
         let outcome = self
             .power(
                 &guest,
@@ -441,6 +451,12 @@ impl Driver for ProxmoxDriver {
     /// (`pve2`, or `node:pve2`). A running guest moves live (`online=1`); `live: false` on a
     /// running guest is refused rather than stopping it.
     async fn migrate(&self, name: &str, target: &MigrationTarget) -> Result<(), Error> {
+        let limit = migration_limit(
+            target.timeout,
+            inner_limit(self.client.timeouts().operation),
+            self.host(),
+        );
+        let deadline = deadline_after(Instant::now(), limit);
         let guest = self.find_qemu(name, "migrate").await?;
         let to = target.uri.strip_prefix("node:").unwrap_or(&target.uri);
         let nodes = self.nodes().await?;
@@ -475,7 +491,6 @@ impl Driver for ProxmoxDriver {
             call = call.param("online", 1);
         }
         let upid = self.client.call(call).await?;
-        let deadline = Instant::now() + target.timeout.unwrap_or(self.client.timeouts().operation);
         self.wait(&upid, deadline, "migrate").await
     }
 }

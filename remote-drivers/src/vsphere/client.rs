@@ -12,8 +12,6 @@ use super::xml::{escape, Node};
 use crate::config::{Credentials, HostConfig, Secret};
 use crate::http::{self, TransportError};
 
-/// Bodies above this are parsed on the blocking pool rather than on a runtime thread.
-const PARSE_INLINE_MAX: usize = 1 << 20;
 /// Objects per PropertyCollector page we ask for (the server may send fewer).
 const PAGE_OBJECTS: u32 = 1000;
 /// Task polling: first pause and ceiling (doubling in between).
@@ -116,13 +114,9 @@ pub async fn post(
         }
         .into());
     }
-    let parsed = if body.len() > PARSE_INLINE_MAX {
-        tokio::task::spawn_blocking(move || soap::parse_answer(&body))
-            .await
-            .map_err(|e| VsphereError::protocol(method, format!("parser task: {e}")))?
-    } else {
-        soap::parse_answer(&body)
-    };
+    let parsed = http::parse_off_runtime(body, soap::parse_answer)
+        .await
+        .map_err(|e| VsphereError::protocol(method, e.to_string()))?;
     parsed.map_err(|e| VsphereError::from_parse(method, e))
 }
 
@@ -133,6 +127,8 @@ pub struct Session {
     /// The ContainerView over every VM, created on first use and reused by every listing
     /// (views live as long as their session).
     vm_view: Mutex<Option<MoRef>>,
+    /// Serialises the view's creation, so concurrent first listings create one view.
+    vm_view_gate: tokio::sync::Mutex<()>,
 }
 
 /// The properties of one object from the PropertyCollector.
@@ -221,6 +217,7 @@ impl Client {
             content,
             generation,
             vm_view: Mutex::new(None),
+            vm_view_gate: tokio::sync::Mutex::new(()),
         });
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
         Ok(session)
@@ -308,13 +305,16 @@ impl Client {
         if let Some(view) = lock(&session.vm_view).clone() {
             return Ok(view);
         }
+        let _one_creation = session.vm_view_gate.lock().await;
+        if let Some(view) = lock(&session.vm_view).clone() {
+            return Ok(view);
+        }
         let view = self
             .create_view(&session.content.root_folder, "VirtualMachine")
             .await?;
-        // Stored in whichever session created it (a re-login may have happened meanwhile).
-        if let Some(current) = self.current() {
-            *lock(&current.vm_view) = Some(view.clone());
-        }
+        // Kept by the session that asked for it: if a re-login happened meanwhile, the new
+        // session makes its own (a view lives and dies with its session).
+        *lock(&session.vm_view) = Some(view.clone());
         Ok(view)
     }
 
@@ -393,6 +393,7 @@ impl Client {
             .await?;
         let mut out = Vec::new();
         let mut token = self.checked_page(&first, &mut out)?;
+        check_total(out.len())?;
         // A page limit keeps a confused server from making us loop forever.
         let mut pages = 0u32;
         while let Some(t) = token {
@@ -412,6 +413,7 @@ impl Client {
                 })
                 .await?;
             token = self.checked_page(&next, &mut out)?;
+            check_total(out.len())?;
         }
         Ok(out)
     }
@@ -439,7 +441,7 @@ impl Client {
         operation: &'static str,
         limit: Duration,
     ) -> Result<Option<Node>, WaitError> {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = http::tokio_deadline_after(tokio::time::Instant::now(), limit);
         let mut pause = TASK_POLL_FIRST;
         loop {
             let objs = self
@@ -573,6 +575,20 @@ fn read_page(response: &Node, out: &mut Vec<ObjectContent>) -> Result<Page, Vsph
     Ok(page)
 }
 
+/// A listing collects at most this many objects across its pages: far above any real
+/// inventory, and it bounds what a confused or hostile server can make us hold.
+pub const MAX_OBJECTS: usize = 1_000_000;
+
+fn check_total(n: usize) -> Result<(), VsphereError> {
+    if n > MAX_OBJECTS {
+        return Err(VsphereError::protocol(
+            "ContinueRetrievePropertiesEx",
+            format!("more than {MAX_OBJECTS} objects across the pages of one listing; refused"),
+        ));
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -580,6 +596,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings_are_capped() {
+        assert!(check_total(MAX_OBJECTS).is_ok());
+        let e = check_total(MAX_OBJECTS + 1).unwrap_err().to_string();
+        assert!(e.contains("1000000 objects"), "{e}");
+    }
 
     #[test]
     fn sdk_url_is_appended_once() {

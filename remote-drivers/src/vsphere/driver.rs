@@ -41,7 +41,9 @@ impl VsphereDriver {
         Ok(Self {
             client: Client::new(config).map_err(|e| e.into_error(&config.name))?,
             host: config.name.clone(),
-            operation_limit: config.timeouts.operation,
+            // Inside the host's limit, so a task's time-out is ours (with vSphere's state)
+            // rather than the outer cut-off.
+            operation_limit: crate::http::inner_limit(config.timeouts.operation),
         })
     }
 
@@ -562,7 +564,8 @@ impl Driver for VsphereDriver {
             .call(|_| Request::new("ShutdownGuest", &vm.moref))
             .await
             .map_err(|e| self.err(e))?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let bound = timeout.min(self.operation_limit);
+        let deadline = crate::http::tokio_deadline_after(tokio::time::Instant::now(), bound);
         loop {
             if self.power_state(&vm.moref).await? == Some(PowerState::PoweredOff) {
                 return Ok(());
@@ -571,7 +574,7 @@ impl Driver for VsphereDriver {
             if now >= deadline {
                 return Err(Error::Timeout {
                     operation: "shutdown",
-                    after: timeout,
+                    after: bound,
                 });
             }
             tokio::time::sleep(SHUTDOWN_POLL.min(deadline - now)).await;
@@ -630,7 +633,8 @@ impl Driver for VsphereDriver {
             "<host type=\"HostSystem\">{}</host></spec>",
             super::xml::escape(&host.value)
         ));
-        let limit = target.timeout.unwrap_or(self.operation_limit);
+        // Capped (with a warning) at the operation limit.
+        let limit = crate::http::migration_limit(target.timeout, self.operation_limit, &self.host);
         self.client
             .run_task("migrate", limit, |_| {
                 let mut r = Request::new("RelocateVM_Task", &vm.moref);

@@ -7,7 +7,7 @@
 //! calls, and logged in again once when the host says `SESSION_INVALID`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -127,35 +127,62 @@ impl Client {
     }
 
     /// Runs `method` as `Async.<method>` and waits for its task until `deadline`; on time-out
-    /// the task is cancelled and `XapiError::Timeout` returned. The task's result (a reference
-    /// for `clone`-like calls, empty for power operations).
+    /// the task is cancelled and `XapiError::Timeout { after: limit }` returned. The task's
+    /// result (a reference for `clone`-like calls, empty for power operations). The task is
+    /// destroyed however this ends, also when the caller drops this future mid-wait (then the
+    /// cancel and destroy run in a spawned task).
     pub(crate) async fn run_task(
-        &self,
+        self: &Arc<Self>,
         method: &Method,
         args: Vec<Value>,
         operation: &'static str,
+        deadline: Instant,
         limit: Duration,
     ) -> Result<Value, XapiError> {
-        let start = Instant::now();
         let name = format!("Async.{}", method.name);
         let task = self.call_named(method, &name, args).await?;
         let task = as_ref_string(&task, &name)?;
+        let mut guard = TaskGuard {
+            client: self.clone(),
+            task: Some(task.clone()),
+        };
+        let outcome = self
+            .wait_task(&task, &name, operation, deadline, limit)
+            .await;
+        if matches!(outcome, Err(XapiError::Timeout { .. })) {
+            // Best effort: the operation may still complete on the host.
+            let _ = self.call(&methods::TASK_CANCEL, vec![json!(task)]).await;
+        }
+        // Tasks live on the host until destroyed; do not leak them.
+        if let Err(e) = self.call(&methods::TASK_DESTROY, vec![json!(task)]).await {
+            tracing::debug!(host = %self.host, task = %task, error = %e, "task.destroy failed");
+        }
+        guard.task = None;
+        outcome
+    }
+
+    async fn wait_task(
+        &self,
+        task: &str,
+        name: &str,
+        operation: &'static str,
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<Value, XapiError> {
         let mut pause = POLL_FIRST;
-        let outcome = loop {
+        loop {
             let status = self
                 .call(&methods::TASK_GET_STATUS, vec![json!(task)])
                 .await?;
             match status.as_str() {
                 Some("pending") | Some("cancelling") => {
-                    if start.elapsed() >= limit {
-                        // Best effort: the operation may still complete on the host.
-                        let _ = self.call(&methods::TASK_CANCEL, vec![json!(task)]).await;
-                        break Err(XapiError::Timeout {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(XapiError::Timeout {
                             operation,
                             after: limit,
                         });
                     }
-                    let left = limit.saturating_sub(start.elapsed());
                     tokio::time::sleep(pause.min(left)).await;
                     pause = (pause * 2).min(POLL_MAX);
                 }
@@ -163,7 +190,7 @@ impl Client {
                     let result = self
                         .call(&methods::TASK_GET_RESULT, vec![json!(task)])
                         .await?;
-                    break task_result(result, &name);
+                    return task_result(result, name);
                 }
                 Some("failure") | Some("cancelled") => {
                     let info = self
@@ -175,21 +202,16 @@ impl Client {
                         fault.code = format!("TASK_{}", status.as_str().unwrap_or("FAILED"))
                             .to_ascii_uppercase();
                     }
-                    break Err(XapiError::Fault(fault));
+                    return Err(XapiError::Fault(fault));
                 }
                 _ => {
-                    break Err(XapiError::Malformed {
+                    return Err(XapiError::Malformed {
                         method: "task.get_status".into(),
                         detail: format!("unknown task status {status}"),
                     })
                 }
             }
-        };
-        // Tasks live on the host until destroyed; do not leak them.
-        if let Err(e) = self.call(&methods::TASK_DESTROY, vec![json!(task)]).await {
-            tracing::debug!(host = %self.host, task = %task, error = %e, "task.destroy failed");
         }
-        outcome
     }
 
     /// Logs out if logged in (best effort: the host expires idle sessions anyway).
@@ -302,7 +324,9 @@ impl Client {
             }
             .into());
         }
-        parse_jsonrpc(&body, method).map(Some)
+        let name = method.to_owned();
+        let outcome = http::parse_off_runtime(body, move |b| parse_jsonrpc(b, &name)).await??;
+        Ok(Some(outcome))
     }
 
     async fn xmlrpc(&self, method: &str, params: &[Value]) -> Result<Outcome, XapiError> {
@@ -323,11 +347,39 @@ impl Client {
             }
             .into());
         }
-        let value = xmlrpc::decode_response(&body).map_err(|detail| XapiError::Malformed {
-            method: method.to_owned(),
-            detail,
-        })?;
+        let value = http::parse_off_runtime(body, xmlrpc::decode_response)
+            .await?
+            .map_err(|detail| XapiError::Malformed {
+                method: method.to_owned(),
+                detail,
+            })?;
         parse_status_struct(value, method)
+    }
+}
+
+/// Cancels and destroys a task whose wait was dropped before it could (the caller's time
+/// limit fired, or the caller went away): a leaked task stays on the host until destroyed.
+struct TaskGuard {
+    client: Arc<Client>,
+    task: Option<String>,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        tracing::debug!(host = %client.host, task = %task, "call abandoned; cancelling its XAPI task");
+        runtime.spawn(async move {
+            let _ = client.call(&methods::TASK_CANCEL, vec![json!(task)]).await;
+            if let Err(e) = client.call(&methods::TASK_DESTROY, vec![json!(task)]).await {
+                tracing::debug!(host = %client.host, task = %task, error = %e, "task.destroy failed");
+            }
+        });
     }
 }
 

@@ -1,6 +1,7 @@
 //! `Driver` over the XenAPI.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use super::error::XapiError;
 use super::methods::{self, Method};
 use super::model::{PowerState, Shape, VmRecord};
 use crate::config::{HostConfig, Timeouts};
+use crate::http::{deadline_after, inner_limit, migration_limit};
 
 /// The prefix that addresses a VM (or a migration target host) by its XAPI UUID.
 pub const ID_PREFIX: &str = "id:";
@@ -23,7 +25,8 @@ const STATE_POLL: Duration = Duration::from_millis(100);
 
 /// A XenServer / XCP-ng pool (or standalone host) through XAPI.
 pub struct XapiDriver {
-    client: Client,
+    /// Shared with the clean-up of tasks whose caller went away.
+    client: Arc<Client>,
     timeouts: Timeouts,
 }
 
@@ -31,7 +34,7 @@ impl XapiDriver {
     /// No network traffic: the session is logged in on first use.
     pub fn new(config: &HostConfig) -> Result<Self, Error> {
         Ok(Self {
-            client: Client::new(config)?,
+            client: Arc::new(Client::new(config)?),
             timeouts: config.timeouts,
         })
     }
@@ -45,6 +48,14 @@ impl XapiDriver {
     /// Whether the host turned out to speak JSON-RPC (`Some(true)`) or only XML-RPC.
     pub fn speaks_jsonrpc(&self) -> Option<bool> {
         self.client.protocol().map(|p| p == Protocol::JsonRpc)
+    }
+
+    /// A lifecycle call's deadline and its length: a little inside the host's operation
+    /// limit, so a task that runs too long is cancelled and destroyed here, with XAPI's
+    /// answer, before the outer limit abandons the call.
+    fn budget(&self) -> (Instant, Duration) {
+        let limit = inner_limit(self.timeouts.operation);
+        (deadline_after(Instant::now(), limit), limit)
     }
 
     fn err(&self, e: XapiError, subject: Option<&str>) -> Error {
@@ -119,19 +130,14 @@ impl XapiDriver {
         extra: Vec<Value>,
         operation: &'static str,
     ) -> Result<(), Error> {
+        let (deadline, limit) = self.budget();
         let (vm_ref, _) = self.resolve(name).await?;
-        self.task(
-            name,
-            method,
-            vm_ref,
-            extra,
-            operation,
-            self.timeouts.operation,
-        )
-        .await
-        .map(|_| ())
+        self.task(name, method, vm_ref, extra, operation, deadline, limit)
+            .await
+            .map(|_| ())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn task(
         &self,
         name: &str,
@@ -139,12 +145,13 @@ impl XapiDriver {
         vm_ref: String,
         extra: Vec<Value>,
         operation: &'static str,
+        deadline: Instant,
         limit: Duration,
     ) -> Result<Value, Error> {
         let mut args = vec![Value::String(vm_ref)];
         args.extend(extra);
         self.client
-            .run_task(method, args, operation, limit)
+            .run_task(method, args, operation, deadline, limit)
             .await
             .map_err(|e| self.err(e, Some(name)))
     }
@@ -400,33 +407,29 @@ impl Driver for XapiDriver {
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<(), Error> {
         let begin = Instant::now();
+        // The caller's timeout, but never past the host's operation limit.
+        let bound = timeout.min(inner_limit(self.timeouts.operation));
+        let deadline = deadline_after(begin, bound);
         let (vm_ref, _) = self.resolve(name).await?;
-        let left = timeout.saturating_sub(begin.elapsed());
         self.task(
             name,
             &methods::VM_CLEAN_SHUTDOWN,
             vm_ref.clone(),
             Vec::new(),
             "shutdown",
-            left,
+            deadline,
+            bound,
         )
-        .await
-        .map_err(|e| match e {
-            Error::Timeout { .. } => Error::Timeout {
-                operation: "shutdown",
-                after: timeout,
-            },
-            other => other,
-        })?;
+        .await?;
         // The task ends when XAPI has halted the domain; confirm rather than assume.
         loop {
             if self.record(&vm_ref, name).await?.power == PowerState::Halted {
                 return Ok(());
             }
-            if begin.elapsed() >= timeout {
+            if Instant::now() >= deadline {
                 return Err(Error::Timeout {
                     operation: "shutdown",
-                    after: timeout,
+                    after: bound,
                 });
             }
             tokio::time::sleep(STATE_POLL).await;
@@ -444,8 +447,8 @@ impl Driver for XapiDriver {
     }
 
     async fn resume(&self, name: &str) -> Result<(), Error> {
+        let (deadline, limit) = self.budget();
         let (vm_ref, rec) = self.resolve(name).await?;
-        let limit = self.timeouts.operation;
         if rec.power == PowerState::Paused {
             self.task(
                 name,
@@ -453,6 +456,7 @@ impl Driver for XapiDriver {
                 vm_ref,
                 Vec::new(),
                 "resume",
+                deadline,
                 limit,
             )
             .await?;
@@ -464,6 +468,7 @@ impl Driver for XapiDriver {
                 vm_ref,
                 vec![json!(false), json!(false)],
                 "resume",
+                deadline,
                 limit,
             )
             .await?;
@@ -477,6 +482,13 @@ impl Driver for XapiDriver {
     }
 
     async fn migrate(&self, name: &str, target: &MigrationTarget) -> Result<(), Error> {
+        let begin = Instant::now();
+        let limit = migration_limit(
+            target.timeout,
+            inner_limit(self.timeouts.operation),
+            self.client.host(),
+        );
+        let deadline = deadline_after(begin, limit);
         let (vm_ref, rec) = self.resolve(name).await?;
         if rec.power != PowerState::Running && rec.power != PowerState::Paused {
             return Err(Error::WrongState {
@@ -488,13 +500,13 @@ impl Driver for XapiDriver {
         let host_name = target.uri.strip_prefix("xapi:").unwrap_or(&target.uri);
         let host_ref = self.host_ref(host_name).await?;
         let options = json!({"live": if target.live { "true" } else { "false" }});
-        let limit = target.timeout.unwrap_or(self.timeouts.operation);
         self.task(
             name,
             &methods::VM_POOL_MIGRATE,
             vm_ref,
             vec![json!(host_ref), options],
             "migrate",
+            deadline,
             limit,
         )
         .await

@@ -53,6 +53,9 @@ ACTIONS = {
     "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command": "Command",
     "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive": "Receive",
     "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal": "Signal",
+    # WS-Enumeration over the shell resource lists the open shells (what
+    # `Get-WSManInstance -ResourceURI shell -Enumerate` shows); tests count leaked shells.
+    "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate": "Enumerate",
 }
 ENC_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
 BOUNDARY = b"Encrypted Boundary"
@@ -391,6 +394,14 @@ def handle_wsman(server, xml_bytes):
     action = ACTIONS.get(action_uri)
     if action is None:
         return fault("ActionNotSupported", f"The action {action_uri} is not supported by the service.", 2150858757)
+    shells = server.shells
+    if action == "Enumerate" and resource in (SHELL_URI, SHELL_URI.rsplit("/", 1)[0]):
+        with shells.lock:
+            items = "".join(f"<rsp:Shell><rsp:ShellId>{sid}</rsp:ShellId><rsp:ResourceUri>{SHELL_URI}</rsp:ResourceUri></rsp:Shell>"
+                            for sid in shells.shells)
+        return 200, soap(action_uri + "Response",
+                         f'<n:EnumerateResponse xmlns:n="http://schemas.xmlsoap.org/ws/2004/09/enumeration"><n:EnumerationContext/>'
+                         f'<w:Items>{items}</w:Items><w:EndOfSequence/></n:EnumerateResponse>', message_id)
     if resource != SHELL_URI:
         return fault("DestinationUnreachable", "The WS-Management service cannot process the request because the resource URI is invalid.", 2150858770)
     timeout = 60.0

@@ -357,6 +357,11 @@ class Peer:
             rec["error_info"] = ["TASK_CANCELLED", p[1]]
         return ""
 
+    def m_task_destroy(self, p):
+        self._obj("task", p[1])
+        del self.objects["task"][p[1]]
+        return ""
+
     # -- session --------------------------------------------------------------------------
 
     def m_session_login_with_password(self, p):
