@@ -152,17 +152,22 @@ async fn numatune_to_a_host_node_that_does_not_exist_is_refused_naming_it() {
     assert!(!env.record("nonode").exists());
 }
 
-/// Restores a hugepage pool's size when dropped.
+/// Restores a hugepage pool's size when dropped; one test at a time sizes the pool.
 struct Pool {
     path: &'static str,
     before: String,
+    _only: tokio::sync::MutexGuard<'static, ()>,
 }
 
+static POOL_USER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Pool {
-    fn take(path: &'static str) -> Pool {
+    async fn take(path: &'static str) -> Pool {
+        let only = POOL_USER.lock().await;
         Pool {
             path,
             before: std::fs::read_to_string(path).expect("a 2 MiB hugepage pool"),
+            _only: only,
         }
     }
     fn count(&self) -> u64 {
@@ -190,7 +195,7 @@ const NODE0_POOL: &str = "/sys/devices/system/node/node0/hugepages/hugepages-204
 /// 32 pages to node 0's pool, records them, and takes them back when the guest stops.
 #[tokio::test]
 async fn a_short_node_pool_is_refused_or_grown_for_the_guest_and_shrunk_after() {
-    let pool = Pool::take(NODE0_POOL);
+    let pool = Pool::take(NODE0_POOL).await;
     let mut config = osless("hugenode");
     let shaped = parse(
         "<memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>
@@ -256,6 +261,67 @@ async fn a_short_node_pool_is_refused_or_grown_for_the_guest_and_shrunk_after() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(pool.count(), 0, "the 32 pages were given back");
+    drop(pool);
+}
+
+fn on_hugepages(name: &str) -> DomainConfig {
+    let mut config = osless(name);
+    config.memory_backing = parse(
+        "<memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>",
+    )
+    .memory_backing;
+    config
+}
+
+/// Two 64 MiB guests on 2 MiB pages started at once with room for one (32 free pages, no
+/// reservation): the fit checks do not both count the same pages. One runs; the other is
+/// refused by the fit check (not by QEMU failing to map its memory), naming the pool.
+#[tokio::test]
+async fn concurrent_starts_do_not_both_count_the_same_free_pages() {
+    let pool = Pool::take(NODE0_POOL).await;
+    pool.resize(32);
+    assert_eq!(pool.count(), 32);
+    let env = Env::new();
+    let svc = env.open().await;
+    svc.define(on_hugepages("pages-a")).await.unwrap();
+    svc.define(on_hugepages("pages-b")).await.unwrap();
+    let (a, b) = tokio::join!(svc.start("pages-a"), svc.start("pages-b"));
+    println!("pages-a: {a:?}\npages-b: {b:?}");
+    let (ran, refused) = match (a, b) {
+        (Ok(_), Err(e)) => ("pages-a", e),
+        (Err(e), Ok(_)) => ("pages-b", e),
+        other => panic!("exactly one start must succeed: {other:?}"),
+    };
+    assert_eq!(refused.code(), ErrorCode::InvalidConfig, "{refused}");
+    assert!(
+        refused.to_string().contains(
+            "needs 32 free 2 MiB hugepages for 64 MiB of memory, but the host has 0 free"
+        ),
+        "{refused}"
+    );
+    svc.destroy(ran).await.unwrap();
+    drop(pool);
+}
+
+/// A daemon that died after growing a pool for a start but before writing the guest's runtime
+/// record left a journal naming the pages: the next daemon gives them back as it opens.
+#[tokio::test]
+async fn pages_of_a_start_cut_short_by_a_crash_are_given_back_on_restart() {
+    let pool = Pool::take(NODE0_POOL).await;
+    pool.resize(0);
+    let env = Env::new();
+    drop(env.open().await);
+    // What the dead daemon did: grew node 0's pool by 32 pages and wrote them down.
+    pool.resize(32);
+    let journal = env.config.run_dir.join("domains/cut-short.held");
+    std::fs::write(
+        &journal,
+        r#"{"hugepages":[{"node":0,"size_kib":2048,"pages":32}]}"#,
+    )
+    .unwrap();
+    let _svc = env.open().await;
+    assert_eq!(pool.count(), 0, "the 32 pages were given back");
+    assert!(!journal.exists(), "the journal is gone once handled");
     drop(pool);
 }
 

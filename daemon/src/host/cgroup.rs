@@ -8,6 +8,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// `[cgroups]`: per-guest cgroups (cpuset from the pins and numatune, memory limit). With
@@ -96,6 +97,92 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "parent {parent:?}: the cpuset and memory controllers cannot be enabled in {} \
+         because processes (e.g. novacrond itself) sit in it, and cgroup v2 gives no controllers \
+         to the children of a non-root cgroup with processes; set parent to an absolute path \
+         such as \"/novacron.slice\"",
+        dir.display()
+    )]
+    HoldsProcesses { parent: PathBuf, dir: PathBuf },
+}
+
+/// The daemon's per-guest cgroup decision, made once at start from `[cgroups]`.
+#[derive(Debug)]
+pub struct GuestCgroups {
+    mode: CgroupMode,
+    cgroups: Option<Cgroups>,
+    /// Auto mode logs one placement failure per daemon, not one per start.
+    warned: AtomicBool,
+}
+
+impl GuestCgroups {
+    /// No per-guest cgroups (mode off, or systemd scopes carry the limits).
+    pub fn none() -> GuestCgroups {
+        GuestCgroups {
+            mode: CgroupMode::Off,
+            cgroups: None,
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// `detected`: the host's layout (see [`Cgroups::detect`]). It is checked up front, so a
+    /// parent where the kernel cannot give the controllers is found at start, not per guest:
+    /// mode `on` fails with the reason; `auto` logs it once and runs guests without cgroups.
+    pub fn decide(
+        mode: CgroupMode,
+        detected: impl FnOnce() -> Result<Cgroups, CgroupError>,
+    ) -> Result<GuestCgroups, CgroupError> {
+        let cgroups = match mode {
+            CgroupMode::Off => None,
+            CgroupMode::On => Some(detected().and_then(|c| c.preflight().map(|()| c))?),
+            CgroupMode::Auto => match detected().and_then(|c| c.preflight().map(|()| c)) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "[cgroups] mode auto: guests run without per-guest cgroups");
+                    None
+                }
+            },
+        };
+        Ok(GuestCgroups {
+            mode,
+            cgroups,
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// The manager, when guests get cgroups.
+    pub fn active(&self) -> Option<&Cgroups> {
+        self.cgroups.as_ref()
+    }
+
+    /// Places a new QEMU (see [`Cgroups::place`]). In auto mode a failure is a warning
+    /// (logged once per daemon) and the guest runs without a cgroup: `Ok(None)`.
+    pub fn place(
+        &self,
+        name: &str,
+        pid: u32,
+        limits: &Limits,
+    ) -> Result<Option<GuestCgroup>, CgroupError> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(None);
+        };
+        match cgroups.place(name, pid, limits) {
+            Ok(g) => Ok(Some(g)),
+            Err(e) if self.mode == CgroupMode::Auto => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        domain = name,
+                        error = %e,
+                        "[cgroups] mode auto: cannot place the guest in its cgroup; it runs \
+                         without one (logged once)"
+                    );
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Where the controllers are.
@@ -138,6 +225,34 @@ impl Cgroups {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Whether guests can get their controllers below the parent. On cgroup v2 every cgroup
+    /// on the way that must newly enable cpuset/memory for its children must hold no
+    /// processes (the root excepted): a relative parent below the daemon's own cgroup fails
+    /// here unless the daemon runs in the root cgroup.
+    pub fn preflight(&self) -> Result<(), CgroupError> {
+        let Layout::V2 { mount, .. } = &self.layout else {
+            return Ok(());
+        };
+        let dir = self.guest("x").dirs.remove(0);
+        for a in dir.ancestors().skip(1).take_while(|a| a.starts_with(mount)) {
+            if a == mount || !a.exists() {
+                continue;
+            }
+            let enabled = read(&a.join("cgroup.subtree_control"))?;
+            let missing = ["cpuset", "memory"]
+                .iter()
+                .any(|c| !enabled.split_whitespace().any(|x| x == *c));
+            let busy = !read(&a.join("cgroup.procs"))?.trim().is_empty();
+            if missing && busy {
+                return Err(CgroupError::HoldsProcesses {
+                    parent: self.parent.clone(),
+                    dir: a.to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The directories a guest named `name` gets, without creating them.
@@ -525,6 +640,88 @@ mod tests {
         assert_eq!(read(&dir.join("cpuset.mems")), "0");
         assert_eq!(read(&dir.join("memory.max")), (1u64 << 30).to_string());
         assert_eq!(read(&dir.join("cgroup.procs")), "4242");
+    }
+
+    /// A stand-in v2 tree: the root, and the daemon's own cgroup holding its pid.
+    fn daemon_in_a_service_cgroup() -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let mount = root.path().to_owned();
+        std::fs::write(mount.join("cgroup.subtree_control"), "cpuset memory\n").unwrap();
+        let own = mount.join("novacrond.service");
+        std::fs::create_dir(&own).unwrap();
+        std::fs::write(own.join("cgroup.subtree_control"), "").unwrap();
+        std::fs::write(own.join("cgroup.procs"), "4141\n").unwrap();
+        (root, mount)
+    }
+
+    fn v2(mount: &Path, parent: &str) -> Cgroups {
+        Cgroups {
+            layout: Layout::V2 {
+                mount: mount.to_owned(),
+                own: "/novacrond.service".into(),
+            },
+            parent: parent.into(),
+        }
+    }
+
+    /// The default relative parent below a daemon's own (non-root, populated) v2 cgroup:
+    /// the kernel would refuse the controllers (EBUSY). `on` fails at start naming the
+    /// parent and the cgroup; `auto` runs guests without cgroups; `off` never looks.
+    #[test]
+    fn a_relative_v2_parent_below_a_populated_cgroup_is_refused_up_front() {
+        let (_root, mount) = daemon_in_a_service_cgroup();
+        let err = GuestCgroups::decide(CgroupMode::On, || Ok(v2(&mount, "novacron")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"novacron\""), "{err}");
+        assert!(err.contains("novacrond.service"), "{err}");
+        assert!(err.contains("absolute"), "{err}");
+        let auto = GuestCgroups::decide(CgroupMode::Auto, || Ok(v2(&mount, "novacron"))).unwrap();
+        assert!(auto.active().is_none());
+        assert_eq!(auto.place("vm", 1, &Limits::default()).unwrap(), None);
+        let off = GuestCgroups::decide(CgroupMode::Off, || panic!("not detected")).unwrap();
+        assert!(off.active().is_none());
+        // Nothing was written into the daemon's cgroup.
+        let control = mount.join("novacrond.service/cgroup.subtree_control");
+        assert_eq!(std::fs::read_to_string(control).unwrap(), "");
+        assert!(!mount.join("novacrond.service/novacron").exists());
+    }
+
+    #[test]
+    fn an_absolute_v2_parent_beside_the_daemon_is_used() {
+        let (_root, mount) = daemon_in_a_service_cgroup();
+        std::fs::create_dir(mount.join("novacron.slice")).unwrap();
+        std::fs::write(mount.join("novacron.slice/cgroup.subtree_control"), "").unwrap();
+        std::fs::write(mount.join("novacron.slice/cgroup.procs"), "").unwrap();
+        let on =
+            GuestCgroups::decide(CgroupMode::On, || Ok(v2(&mount, "/novacron.slice"))).unwrap();
+        let guest = on.place("vm", 4242, &Limits::default()).unwrap().unwrap();
+        assert_eq!(guest.dirs, [mount.join("novacron.slice/vm")]);
+        let procs = std::fs::read_to_string(mount.join("novacron.slice/vm/cgroup.procs"));
+        assert_eq!(procs.unwrap(), "4242");
+    }
+
+    /// A placement that fails later (here: the parent's control file is unreadable) is an
+    /// error with `on`, and a guest without a cgroup with `auto`.
+    #[test]
+    fn auto_starts_without_a_cgroup_when_placement_fails() {
+        let (_root, mount) = daemon_in_a_service_cgroup();
+        std::fs::create_dir(mount.join("novacron.slice")).unwrap();
+        std::fs::create_dir(mount.join("novacron.slice/cgroup.subtree_control")).unwrap();
+        let on = GuestCgroups::decide(CgroupMode::On, || Ok(v2(&mount, "/novacron.slice")));
+        assert!(matches!(on, Err(CgroupError::Read { .. })), "{on:?}");
+        let cg = GuestCgroups {
+            mode: CgroupMode::Auto,
+            cgroups: Some(v2(&mount, "/novacron.slice")),
+            warned: AtomicBool::new(false),
+        };
+        assert_eq!(cg.place("vm", 1, &Limits::default()).unwrap(), None);
+        assert_eq!(cg.place("vm2", 1, &Limits::default()).unwrap(), None);
+        let strict = GuestCgroups {
+            mode: CgroupMode::On,
+            ..cg
+        };
+        assert!(strict.place("vm", 1, &Limits::default()).is_err());
     }
 
     #[test]

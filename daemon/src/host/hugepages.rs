@@ -135,11 +135,13 @@ fn free_on(topo: &Topology, node: u32, size_kib: u64) -> u64 {
         .map_or(0, |p| p.free)
 }
 
+/// Free pages nobody has claimed: a QEMU that mapped hugepage memory without touching it
+/// holds a reservation (`resv_hugepages`) that `free_hugepages` still counts.
 fn free_host(topo: &Topology, size_kib: u64) -> u64 {
     topo.hugepages
         .iter()
         .find(|p| p.size_kib == size_kib)
-        .map_or(0, |p| p.free)
+        .map_or(0, |p| p.free.saturating_sub(p.reserved.unwrap_or(0)))
 }
 
 /// The sysfs directory of a pool.

@@ -451,7 +451,7 @@ pub(super) async fn launch_as(
     }
     // Hugepages reserved (if allowed), the fit check, host devices detached to vfio-pci: all
     // given back below if the start fails, and by the supervisor once QEMU exits.
-    let held = super::host_resources::take(inner, name, config).await?;
+    let (held, pages_claim) = super::host_resources::take(inner, name, config).await?;
     let spawned = match prepare_runtime(inner, name, console, &guest_dir, &socket).await {
         Ok(handover) => {
             let mut inherit = vec![spawn::Inherited {
@@ -474,7 +474,7 @@ pub(super) async fn launch_as(
         Ok(spawned) => spawned,
         Err(e) => {
             supervise::remove_runtime_files(inner, name).await;
-            super::host_resources::release(inner, &held).await;
+            super::host_resources::give_back(inner, name, &held).await;
             return Err(e);
         }
     };
@@ -516,12 +516,15 @@ pub(super) async fn launch_as(
             scoped,
             super::placement::enter_cgroup(inner, name, pid, config)
         );
+        // QEMU answering QMP has mapped its memory: the pools now show it.
+        drop(pages_claim);
         let qmp = connected.map_err(|e| start_failed(name, e))?;
         scoped.map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
         caged?;
         saved.map_err(|e| {
             Error::Internal(format!("cannot write the runtime record of '{name}': {e}"))
         })?;
+        super::host_resources::recorded(inner, name).await;
         // Subscribe before the guest runs, so the supervisor misses nothing.
         let events = qmp.subscribe();
         if crate::host::pinning::wanted(config) {
@@ -547,7 +550,7 @@ pub(super) async fn launch_as(
             let _ = spawn::signal(pid, Signal::SIGKILL);
             let _ = spawned.child.wait().await;
             supervise::remove_runtime_files(inner, name).await;
-            super::host_resources::release(inner, &held).await;
+            super::host_resources::give_back(inner, name, &held).await;
             Err(e)
         }
     }

@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     _instance_lock: nix::fcntl::Flock<std::fs::File>,
     /// systemd's manager, where each QEMU gets its own scope.
     pub scopes: Option<crate::qemu::scope::Scopes>,
+    /// Per-guest cgroups where no systemd scope carries the limits (decided at open).
+    pub cgroups: crate::host::cgroup::GuestCgroups,
     /// Who QEMU runs as (`qemu_user`), resolved once at open.
     pub run_as: Option<crate::qemu::spawn::RunAs>,
     /// KVM/QEMU/sysfs host facts; static parts cached after the first probe.
@@ -76,6 +78,8 @@ pub enum OpenError {
     Dirs(#[source] std::io::Error),
     #[error(transparent)]
     Scopes(Box<crate::qemu::scope::ScopeError>),
+    #[error("[cgroups] mode \"on\" cannot be honoured: {0}")]
+    Cgroups(#[source] crate::host::cgroup::CgroupError),
     #[error("another novacrond already manages {0} (it holds the lock on that file)")]
     AlreadyRunning(std::path::PathBuf),
     #[error("cannot lock {path}: {source}")]
@@ -118,6 +122,21 @@ impl Service {
         let scopes = crate::qemu::scope::Scopes::connect(&config.scopes)
             .await
             .map_err(|e| OpenError::Scopes(Box::new(e)))?;
+        let cgroups = match &scopes {
+            // Under systemd the scope carries the limits instead.
+            Some(_) => crate::host::cgroup::GuestCgroups::none(),
+            None => {
+                let c = config.cgroups.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::host::cgroup::GuestCgroups::decide(c.mode, || {
+                        crate::host::cgroup::Cgroups::detect(&c.parent)
+                    })
+                })
+                .await
+                .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
+                .map_err(OpenError::Cgroups)?
+            }
+        };
         let remote = {
             let (remote_config, state_dir) = (config.remote.clone(), config.state_dir.clone());
             tokio::task::spawn_blocking(move || {
@@ -131,6 +150,7 @@ impl Service {
             remote,
             remote_known: remote::Known::default(),
             scopes,
+            cgroups,
             audit: audit::AuditLog::new(config.log_dir.join("audit.log")),
             run_as,
             host: crate::host::HostProbe::from_config(&config),

@@ -450,22 +450,10 @@ async fn online_cpus(inner: &Arc<Inner>) -> Result<Vec<u32>, Error> {
         .map_err(|e| Error::Internal(format!("reading the host's CPUs: {e}")))
 }
 
-/// The cgroup manager when `[cgroups]` asks for one and the host has the controllers.
+/// The cgroup manager when `[cgroups]` asks for one and the host can give the controllers
+/// (decided once at open, see [`cgroup::GuestCgroups::decide`]).
 fn cgroups(inner: &Inner) -> Result<Option<Cgroups>, Error> {
-    let config = &inner.config.cgroups;
-    match config.mode {
-        CgroupMode::Off => Ok(None),
-        // Under systemd the scope carries the limits instead.
-        _ if inner.scopes.is_some() => Ok(None),
-        mode => match Cgroups::detect(&config.parent) {
-            Ok(c) => Ok(Some(c)),
-            Err(e) if mode == CgroupMode::Auto => {
-                tracing::debug!(error = %e, "no per-guest cgroups");
-                Ok(None)
-            }
-            Err(e) => Err(Error::Internal(format!("cgroups: {e}"))),
-        },
-    }
+    Ok(inner.cgroups.active().cloned())
 }
 
 /// What a guest's cgroup limits: CPUs from the pins, memory nodes from a strict numatune.
@@ -501,11 +489,11 @@ pub(super) async fn enter_cgroup(
     pid: u32,
     config: &DomainConfig,
 ) -> Result<(), Error> {
-    let Some(cgroups) = cgroups(inner)? else {
+    if inner.cgroups.active().is_none() {
         return Ok(());
-    };
-    let (limits, domain) = (limits(config), name.to_owned());
-    tokio::task::spawn_blocking(move || cgroups.place(&domain, pid, &limits))
+    }
+    let (limits, domain, inner2) = (limits(config), name.to_owned(), inner.clone());
+    tokio::task::spawn_blocking(move || inner2.cgroups.place(&domain, pid, &limits))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map(|guest| tracing::debug!(domain = name, ?guest, "QEMU placed in its cgroup"))

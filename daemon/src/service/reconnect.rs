@@ -36,6 +36,8 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
         tokio::spawn(async move { inner.definitions.load_all_async().await })
     };
     let (records, mut problems) = inner.records.load_all_async().await;
+    // Starts a previous daemon left unfinished give back what they took, before any start.
+    super::host_resources::recover_journals(inner, &records).await;
 
     // Verify and reconnect every record at once: a hung QEMU costs its own timeout only.
     let boot_id = procinfo::boot_id().unwrap_or_default();

@@ -170,6 +170,31 @@ pub fn prepare(root: &SysfsRoot, hostdevs: &[Hostdev]) -> Result<Prepared, VfioE
     Ok(prepared)
 }
 
+/// What [`prepare`] will detach: each managed device not yet on vfio-pci, with its driver
+/// now. Written down before the detach, so a daemon that dies midway can still give back.
+pub fn planned(root: &SysfsRoot, hostdevs: &[Hostdev]) -> Vec<Detached> {
+    hostdevs
+        .iter()
+        .filter(|h| h.managed)
+        .filter_map(|h| {
+            let address = h.source.to_string();
+            let original_driver = PciPaths::new(root, &address).driver();
+            (original_driver.as_deref() != Some(VFIO_DRIVER)).then_some(Detached {
+                address,
+                original_driver,
+            })
+        })
+        .collect()
+}
+
+/// Whether a planned detach happened (at least in part): the device is on vfio-pci or has
+/// the vfio-pci override. One still on its original driver, untouched, is not given back.
+pub fn was_moved(root: &SysfsRoot, d: &Detached) -> bool {
+    let dev = PciPaths::new(root, &d.address);
+    let over = std::fs::read_to_string(dev.dir().join("driver_override")).unwrap_or_default();
+    dev.driver().as_deref() == Some(VFIO_DRIVER) || over.trim() == VFIO_DRIVER
+}
+
 /// Every other device in `group` must be harmless to the host while the guest owns the group:
 /// bound to vfio-pci or pci-stub, unbound, a bridge (the kernel allows non-endpoint devices
 /// with any driver), or one of the devices being detached for this guest (`managed`).
