@@ -418,6 +418,8 @@ async fn hanging_peer(a: &Peer, b: &Peer) {
         assert!(healthy.unwrap().stale.is_none());
         // Well inside A's 2 s read limit, which A spends hanging.
         assert!(took < Duration::from_millis(1500), "B took {took:?}");
+        // One failed read is one failure (its retries included); the second opens it.
+        assert!(ha.inventory().await.unwrap().stale.is_some());
         assert!(ha.status().read_only, "{:?}", ha.status());
         let e = ha.start("vm-004").await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");

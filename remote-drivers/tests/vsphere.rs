@@ -304,13 +304,17 @@ async fn hanging_peer_opens_the_breaker_and_serves_stale_inventory() {
     let stale = inv.stale.expect("marked stale");
     assert_eq!(inv.domains, fresh.domains);
     assert!(!stale.reason.is_empty());
+    // One failed read is one failure (its retries included); the second opens the breaker.
+    assert!(a.inventory().await.unwrap().stale.is_some());
     assert_eq!(a.status().breaker, BreakerState::Open);
     // While open: lists answer at once from the cache, mutations are refused.
     let t = Instant::now();
     assert!(a.inventory().await.unwrap().stale.is_some());
-    // (RemoteHost retries a breaker refusal after 100 + 400 ms; still well under the
-    // 2 s a call to the hung host would cost.)
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
     let e = a.start(&Peer::vm_name(0)).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
     // The other host is unaffected.

@@ -472,6 +472,8 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     let stale = inv.stale.expect("the last inventory, marked stale");
     assert!(!stale.reason.is_empty());
     assert_eq!(inv.domains, fresh.domains);
+    // One failed read is one failure (its retries included); the second opens the breaker.
+    assert!(a.inventory().await.unwrap().stale.is_some());
     assert_eq!(a.status().breaker, BreakerState::Open);
 
     // Open: answered at once from the cache; mutations refused.
