@@ -75,6 +75,9 @@ fn lifecycle_graph() {
         (Paused, Crashed),
         (Migrating, Crashed),
         (Starting, Crashed),
+        (Running, Suspended),
+        (Suspended, Running),
+        (Suspended, Shutoff),
     ];
     for (a, b) in ok {
         assert!(a.can_transition_to(b), "{a} -> {b}");
@@ -111,8 +114,21 @@ fn error_codes_are_stable() {
             "unsupported",
             "timeout",
             "internal",
-            "remote"
+            "remote",
+            "unavailable"
         ]
+    );
+    // A vendor fault travels under the code it was classified into, keeping its own name.
+    let vendor = Error::Vendor {
+        host: "vc1".into(),
+        code: ErrorCode::WrongState,
+        fault: "InvalidPowerState".into(),
+        message: "powered off".into(),
+    };
+    assert_eq!(vendor.code(), ErrorCode::WrongState);
+    assert_eq!(
+        vendor.to_string(),
+        "remote host 'vc1': InvalidPowerState: powered off"
     );
     let e = Error::WrongState {
         name: "vm".into(),
