@@ -159,11 +159,28 @@ struct Pool {
     _only: tokio::sync::MutexGuard<'static, ()>,
 }
 
+/// Pages of the default size in use anywhere on the host (`HugePages_Total - HugePages_Free`).
+fn hugepages_in_use() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    field("HugePages_Total:").saturating_sub(field("HugePages_Free:"))
+}
+
 static POOL_USER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Pool {
     async fn take(path: &'static str) -> Pool {
         let only = POOL_USER.lock().await;
+        // A QEMU killed just before (by another test or test binary) may still hold pages.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while hugepages_in_use() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Pool {
             path,
             before: std::fs::read_to_string(path).expect("a 2 MiB hugepage pool"),
@@ -177,8 +194,17 @@ impl Pool {
             .parse()
             .unwrap()
     }
+    /// Sizes the pool, waiting (up to 10 s) while pages are still in use: a QEMU the previous
+    /// test killed gives its pages back only once the kernel has torn it down.
     fn resize(&self, pages: u64) {
-        std::fs::write(self.path, pages.to_string()).expect("resizing the pool needs root");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            std::fs::write(self.path, pages.to_string()).expect("resizing the pool needs root");
+            if self.count() == pages || std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
