@@ -20,9 +20,10 @@ pub struct MigrateArgs {
     pub name: String,
     /// The destination daemon's API, e.g. http://host2:8443 or https://...
     pub destination: String,
-    /// The destination's bearer token
+    /// The destination's bearer token (named apart from the global --token, which is for the
+    /// daemon novactl talks to)
     #[arg(long, env = "NOVACTL_MIGRATE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub destination_token: Option<String>,
     /// CA certificate (PEM) to verify an https destination
     #[arg(long)]
     pub destination_ca: Option<PathBuf>,
@@ -65,7 +66,7 @@ impl MigrateArgs {
     fn request(&self) -> MigrateRequest {
         MigrateRequest {
             destination: self.destination.clone(),
-            token: self.token.clone(),
+            token: self.destination_token.clone(),
             destination_ca: self.destination_ca.clone(),
             options: MigrationOptions {
                 max_bandwidth: self.max_bandwidth,
