@@ -362,8 +362,7 @@ fn a_hanging_vendor_turns_read_only_with_a_stale_inventory_and_local_calls_stay_
     ));
     let fresh = curl(&d.socket, "GET", "/v1/hosts/x1/domains", &[]).json();
     assert!(fresh["stale"].is_null());
-    let pid = nix::unistd::Pid::from_raw(peer.pid as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let paused = novacron_tests::peers::pause(peer.pid).unwrap();
 
     // Two timed-out reads open the breaker; both already answer from the last inventory.
     for _ in 0..2 {
@@ -416,7 +415,7 @@ fn a_hanging_vendor_turns_read_only_with_a_stale_inventory_and_local_calls_stay_
     );
 
     // The vendor comes back: after the open period, a probe closes the breaker.
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    paused.resume();
     std::thread::sleep(Duration::from_millis(1200));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

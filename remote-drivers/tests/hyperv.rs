@@ -289,19 +289,6 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, sig).unwrap();
 }
 
-/// Continues a stopped peer even if the test fails half-way.
-struct Resume(u32);
-impl Drop for Resume {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGCONT,
-            );
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer() {
     let (hanging, healthy) = tokio::join!(
@@ -328,8 +315,7 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     assert!(fresh.stale.is_none());
     assert_eq!(fresh.domains.len(), VMS);
 
-    signal(hanging.pid, nix::sys::signal::Signal::SIGSTOP);
-    let _resume = Resume(hanging.pid);
+    let paused = novacron_tests::peers::pause(hanging.pid).unwrap();
     let begin = Instant::now();
     let inv = a.inventory().await.unwrap();
     assert!(
@@ -373,7 +359,7 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     );
 
     // It comes back: after open_for, the probe closes the breaker and lists fresh.
-    signal(hanging.pid, nix::sys::signal::Signal::SIGCONT);
+    paused.resume();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let back = a.inventory().await.unwrap();
     assert!(back.stale.is_none(), "{back:?}");

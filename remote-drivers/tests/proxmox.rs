@@ -402,8 +402,7 @@ async fn hanging_peer(a: &Peer, b: &Peer) {
     );
     let fresh = ha.inventory().await.unwrap();
     assert!(fresh.stale.is_none());
-    let pid = nix::unistd::Pid::from_raw(a.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let paused = novacron_tests::peers::pause(a.pid()).unwrap();
     {
         let (stale, healthy) = tokio::join!(ha.inventory(), async {
             let t = Instant::now();
@@ -424,8 +423,7 @@ async fn hanging_peer(a: &Peer, b: &Peer) {
         let e = ha.start("vm-004").await.unwrap_err();
         assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
     }
-    // (Should an assertion above fail, the peer's drop continues and kills it.)
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    paused.resume();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let back = ha.inventory().await.unwrap();
     assert!(back.stale.is_none(), "{:?}", back.stale);

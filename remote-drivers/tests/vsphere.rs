@@ -265,15 +265,6 @@ async fn discovery_finds_vsphere_with_its_version() {
     );
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "kill {sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_peer_opens_the_breaker_and_serves_stale_inventory() {
     let (hung, healthy) = tokio::task::spawn_blocking(|| (start_peer(2), start_peer(2)))
@@ -299,7 +290,7 @@ async fn hanging_peer_opens_the_breaker_and_serves_stale_inventory() {
     let fresh = a.inventory().await.expect("first listing");
     assert!(fresh.stale.is_none() && fresh.domains.len() == 2);
 
-    signal(hung.pid, "-STOP");
+    let paused = novacron_tests::peers::pause(hung.pid).unwrap();
     let inv = a.inventory().await.expect("stale listing");
     let stale = inv.stale.expect("marked stale");
     assert_eq!(inv.domains, fresh.domains);
@@ -323,7 +314,7 @@ async fn hanging_peer_opens_the_breaker_and_serves_stale_inventory() {
     assert!(other.stale.is_none() && other.domains.len() == 2);
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 
-    signal(hung.pid, "-CONT");
+    paused.resume();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let back = a.inventory().await.expect("recovered");
     assert!(back.stale.is_none(), "{:?}", back.stale);

@@ -418,21 +418,6 @@ async fn discovery_finds_xapi_and_nothing_else() {
     );
 }
 
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
-    nix::sys::signal::kill(pid, sig).unwrap();
-}
-
-/// Continues a stopped peer even if the test fails half-way (the peer is killed on drop
-/// anyway; this keeps the order of events sane).
-struct Resume(u32);
-impl Drop for Resume {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0 as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
-    }
-}
-
 #[tokio::test]
 async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer() {
     let hanging = tokio::task::spawn_blocking(|| peer::start(3))
@@ -460,8 +445,7 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     assert!(fresh.stale.is_none());
     assert_eq!(fresh.domains.len(), 3);
 
-    signal(hanging.pid, nix::sys::signal::Signal::SIGSTOP);
-    let _resume = Resume(hanging.pid);
+    let paused = novacron_tests::peers::pause(hanging.pid).unwrap();
     let begin = Instant::now();
     let inv = a.inventory().await.unwrap();
     assert!(
@@ -494,7 +478,7 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     );
 
     // It comes back: after open_for, the probe closes the breaker and lists fresh.
-    signal(hanging.pid, nix::sys::signal::Signal::SIGCONT);
+    paused.resume();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let back = a.inventory().await.unwrap();
     assert!(back.stale.is_none(), "{back:?}");

@@ -74,8 +74,8 @@ pub fn start_with_ticket_ttl(vm_count: usize, ticket_ttl: Duration) -> Result<Pe
         .prefix("novacron-fakepve-")
         .tempdir()
         .context("temporary directory for fakepve")?;
-    let password = random_hex(16)?;
-    let token_secret = random_hex(16)?;
+    let password = super::random_hex(16)?;
+    let token_secret = super::random_hex(16)?;
     let mut child = Command::new("python3")
         .arg(script())
         .arg("--vms")
@@ -147,12 +147,4 @@ pub fn start_with_ticket_ttl(vm_count: usize, ticket_ttl: Duration) -> Result<Pe
         ca_file,
         _dir: dir,
     })
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("reading /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -11,10 +11,8 @@
 //! temporary directory.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -127,14 +125,6 @@ fn build(bin: &Path) -> Result<()> {
     Ok(())
 }
 
-fn random_password() -> Result<String> {
-    let mut bytes = [0u8; 12];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Starts a simulator with `vm_count` VMs (blocking; builds the binary the first time).
 pub fn start(vm_count: usize) -> Result<Peer> {
     start_with(vm_count, None)
@@ -148,7 +138,7 @@ pub fn start_with(vm_count: usize, idle_timeout: Option<Duration>) -> Result<Pee
         .tempdir()
         .context("peer directory")?;
     let log = fs::File::create(dir.path().join("vcsim.log"))?;
-    let password = random_password()?;
+    let password = super::random_hex(12)?;
     let idle = format!("{}ms", idle_timeout.unwrap_or_default().as_millis());
     let mut child = Command::new(&bin)
         .args([
@@ -169,12 +159,6 @@ pub fn start_with(vm_count: usize, idle_timeout: Option<Duration>) -> Result<Pee
         .with_context(|| format!("starting {}", bin.display()))?;
     let pid = child.id();
     let stdout = child.stdout.take().context("vcsim stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
     let mut peer = Peer {
         child,
         url: String::new(),
@@ -183,7 +167,7 @@ pub fn start_with(vm_count: usize, idle_timeout: Option<Duration>) -> Result<Pee
         pid,
         dir,
     };
-    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+    let line = super::first_line(stdout, START_TIMEOUT).unwrap_or_default();
     let sdk = line.trim();
     let Some(base) = sdk
         .strip_suffix("/sdk")

@@ -8,10 +8,8 @@
 //! Nothing is built or cached; the credentials file (`NTLM_USER_FILE`, `DOMAIN:USER:PASSWORD`)
 //! and certificate live in a temporary directory. The process is killed and reaped on drop.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -84,7 +82,7 @@ pub fn start_with(options: &Options) -> Result<Peer> {
         .prefix("winrm-peer-")
         .tempdir()
         .context("temporary directory for the WinRM peer")?;
-    let password = format!("Pw-{}-{}!", std::process::id(), nanos());
+    let password = format!("Pw-{}!", super::random_hex(12)?);
     let users = dir.path().join("ntlm_users");
     std::fs::write(&users, format!("HVLAB:novacron:{password}\n"))
         .context("writing the peer's NTLM_USER_FILE")?;
@@ -122,13 +120,7 @@ pub fn start_with(options: &Options) -> Result<Peer> {
         dir,
     };
     let stdout = stdout.ok_or_else(|| anyhow!("the peer's stdout is not piped"))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
+    let line = super::first_line(stdout, START_TIMEOUT).ok_or_else(|| {
         anyhow!(
             "the WinRM peer printed no port within {START_TIMEOUT:?}: {}",
             std::fs::read_to_string(peer.log_path()).unwrap_or_default()
@@ -152,13 +144,6 @@ pub fn start_with(options: &Options) -> Result<Peer> {
         }
     };
     Ok(peer)
-}
-
-fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 impl Drop for Peer {

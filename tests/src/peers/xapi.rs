@@ -6,10 +6,8 @@
 //! Each start generates a fresh self-signed certificate (openssl) and password in a temporary
 //! directory; nothing is built or cached. The process is killed and reaped on drop.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -107,7 +105,7 @@ pub fn start_with(options: &Options) -> Result<Peer> {
             String::from_utf8_lossy(&status.stderr).trim()
         );
     }
-    let password = format!("pw-{}-{}", std::process::id(), nanos());
+    let password = format!("pw-{}", super::random_hex(12)?);
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, &password).context("writing the peer's password file")?;
 
@@ -149,28 +147,14 @@ pub fn start_with(options: &Options) -> Result<Peer> {
         _dir: dir,
     };
     let stdout = stdout.ok_or_else(|| anyhow!("the peer's stdout is not piped"))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(START_TIMEOUT)
-        .map_err(|_| anyhow!("the XAPI peer printed no port within {START_TIMEOUT:?}"))?;
+    let line = super::first_line(stdout, START_TIMEOUT)
+        .ok_or_else(|| anyhow!("the XAPI peer printed no port within {START_TIMEOUT:?}"))?;
     let port: u16 = line
         .strip_prefix("LISTENING ")
         .and_then(|p| p.trim().parse().ok())
         .ok_or_else(|| anyhow!("the XAPI peer did not start: {:?}", line.trim()))?;
     peer.url = format!("https://127.0.0.1:{port}/");
     Ok(peer)
-}
-
-fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 impl Drop for Peer {
