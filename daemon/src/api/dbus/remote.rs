@@ -80,7 +80,7 @@ impl RemoteHostObject {
     /// not be asked and this is its last inventory, `age_secs` how old that is.
     #[zbus(out_args("domains", "stale", "age_secs"))]
     async fn list_domains(&self) -> Result<(Vec<(String, String, String)>, bool, f64), DbusError> {
-        let inventory = self.service.remote_list(&self.name).await?;
+        let inventory = self.service.remote_list(&self.name, None).await?;
         let rows = inventory
             .domains
             .into_iter()

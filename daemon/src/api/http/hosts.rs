@@ -113,14 +113,14 @@ pub(crate) async fn dispatch(
             Ok(no_content())
         }
         HostEndpoint::Domains => {
-            let q = query(&req)?;
-            let mut inventory = svc.remote_list(&host).await?;
-            if let Some(state) = q.get("state") {
-                let state: novacron_domain::DomainState = state
-                    .parse()
-                    .map_err(|e| ApiError::bad_request(format!("query parameter state: {e}")))?;
-                inventory.domains.retain(|d| d.state == state);
-            }
+            let state = query(&req)?
+                .get("state")
+                .map(|s| {
+                    s.parse::<novacron_domain::DomainState>()
+                        .map_err(|e| ApiError::bad_request(format!("query parameter state: {e}")))
+                })
+                .transpose()?;
+            let inventory = svc.remote_list(&host, state).await?;
             Ok(json_response(StatusCode::OK, &inventory))
         }
         HostEndpoint::Domain => Ok(json_response(

@@ -204,12 +204,20 @@ impl Service {
     }
 
     /// The host's domains, or its last inventory marked stale while it cannot answer.
-    pub async fn remote_list(&self, host: &str) -> Result<Inventory, Error> {
+    /// `state`: only the domains in that state (the whole listing still feeds events).
+    pub async fn remote_list(
+        &self,
+        host: &str,
+        state: Option<novacron_domain::DomainState>,
+    ) -> Result<Inventory, Error> {
         let host = self.inner.remote.get(host)?;
         let asked_at = std::time::Instant::now();
-        let inventory = host.inventory().await?;
+        let mut inventory = host.inventory().await?;
         if inventory.stale.is_none() {
             poller::observe(&self.inner, host.name(), &inventory.domains, asked_at);
+        }
+        if let Some(state) = state {
+            inventory.domains.retain(|d| d.state == state);
         }
         Ok(inventory)
     }
