@@ -33,6 +33,7 @@ fn ctx() -> LaunchContext {
         ),
         fd_sets: Vec::new(),
         runtime_dir: "/run/novacron/domains/fedora39".into(),
+        memory_dir: None,
         serial_log: None,
         net_fds,
         vnc_display: Some(1),

@@ -36,6 +36,10 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// Where sysfs is mounted: the host topology (CPUs, NUMA, hugepages, PCI) is read below it.
     pub sysfs_root: PathBuf,
+    /// Where file-backed guest RAM (`<memoryBacking><source type='file'/>`) lives: a directory
+    /// per guest holding one named file per RAM block, removed when the guest stops (libvirt's
+    /// `memory_backing_dir`). Unset: an unlinked temporary file in the guest's runtime dir.
+    pub memory_backing_dir: Option<PathBuf>,
     /// The HTTP API.
     pub api: ApiConfig,
     /// Each QEMU in its own transient systemd scope.
@@ -188,6 +192,7 @@ impl Config {
             job_wait_secs: 30,
             log_max_bytes: 4 << 20,
             sysfs_root: PathBuf::from("/sys"),
+            memory_backing_dir: None,
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),
             dbus: crate::api::dbus::DbusConfig::default(),
@@ -248,7 +253,8 @@ impl Config {
             shutdown_timeout_secs,
             job_wait_secs,
             log_max_bytes,
-            sysfs_root
+            sysfs_root,
+            memory_backing_dir
         );
         if !euid_is_root && !given("log_dir") {
             config.log_dir = config.state_dir.join("logs");
@@ -279,6 +285,13 @@ impl Config {
             if !dir.is_absolute() {
                 return Err(err(key, "must be an absolute path"));
             }
+        }
+        if self
+            .memory_backing_dir
+            .as_ref()
+            .is_some_and(|d| !d.is_absolute())
+        {
+            return Err(err("memory_backing_dir", "must be an absolute path"));
         }
         if self.shutdown_timeout_secs == 0 {
             return Err(err("shutdown_timeout_secs", "must be greater than 0"));
@@ -516,6 +529,10 @@ mod tests {
         bad(&|c| c.run_dir = "".into(), "run_dir");
         bad(&|c| c.log_dir = "./x".into(), "log_dir");
         bad(&|c| c.emulator = "qemu-system-x86_64".into(), "emulator");
+        bad(
+            &|c| c.memory_backing_dir = Some("ram".into()),
+            "memory_backing_dir",
+        );
         bad(&|c| c.job_wait_secs = 0, "job_wait_secs");
         bad(&|c| c.shutdown_timeout_secs = 0, "shutdown_timeout_secs");
         bad(

@@ -29,6 +29,7 @@ pub struct Paths {
     state: PathBuf,
     run: PathBuf,
     log: PathBuf,
+    memory: Option<PathBuf>,
 }
 
 impl Paths {
@@ -37,6 +38,7 @@ impl Paths {
             state: config.state_dir.clone(),
             run: config.run_dir.clone(),
             log: config.log_dir.clone(),
+            memory: config.memory_backing_dir.clone(),
         }
     }
 
@@ -96,6 +98,11 @@ impl Paths {
     /// Per-guest runtime directory (mode 0700; created by whoever starts the guest).
     pub fn guest_dir(&self, name: &str) -> PathBuf {
         self.records_dir().join(format!("{name}.d"))
+    }
+
+    /// The guest's directory below `memory_backing_dir`, when one is configured.
+    pub fn memory_dir(&self, name: &str) -> Option<PathBuf> {
+        self.memory.as_ref().map(|m| m.join(name))
     }
 
     pub fn qemu_log(&self, name: &str) -> PathBuf {

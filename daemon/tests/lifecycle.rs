@@ -451,3 +451,54 @@ async fn an_impossible_guest_is_refused_before_qemu_starts() {
         .unwrap();
     assert!(left.stdout.is_empty(), "QEMU was started");
 }
+
+/// File-backed RAM in a configured `memory_backing_dir`: QEMU maps the guest's named file
+/// there (one prepared beforehand is what the guest's RAM holds), and stopping the guest
+/// removes its memory directory.
+#[tokio::test]
+async fn file_backed_ram_lives_in_the_memory_backing_dir() {
+    let mut env = Env::new();
+    let ram = env.dir.path().join("ram");
+    env.config.memory_backing_dir = Some(ram.clone());
+    let svc = env.open().await;
+    let mut config = osless("filemem");
+    config.memory_backing = Some(novacron_domain::model::MemoryBacking {
+        source: Some(novacron_domain::model::MemorySource::File),
+        ..Default::default()
+    });
+    svc.define(config).await.unwrap();
+    // 64 MiB, as the guest has, with a marker 2 MiB in (RAM SeaBIOS leaves alone).
+    let file = ram.join("filemem").join("pc.ram");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let mut image = vec![0u8; 64 << 20];
+    image[2 << 20..(2 << 20) + 8].copy_from_slice(b"NOVACRON");
+    std::fs::write(&file, &image).unwrap();
+
+    svc.start("filemem").await.unwrap();
+    let pid = recorded_pid(&env, "filemem");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(
+        maps.lines()
+            .any(|l| l.ends_with(file.to_str().unwrap()) && l.contains(" rw-p ")),
+        "the RAM file is not mapped privately:\n{maps}"
+    );
+    let seen = svc
+        .qmp_passthrough(
+            "filemem",
+            "human-monitor-command",
+            Some(&serde_json::json!({"command-line": "xp /1xg 0x200000"})),
+        )
+        .await
+        .unwrap();
+    let want = format!("{:#018x}", u64::from_le_bytes(*b"NOVACRON"));
+    assert!(
+        seen.as_str().unwrap_or_default().contains(&want),
+        "guest RAM at 2 MiB is {seen}, not the file's {want}"
+    );
+
+    svc.destroy("filemem").await.unwrap();
+    assert!(
+        !ram.join("filemem").exists(),
+        "the guest's memory directory outlived it"
+    );
+}

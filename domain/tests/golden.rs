@@ -33,6 +33,7 @@ pub fn ctx(name: &str) -> LaunchContext {
         monitor: MonitorSocket::Path(run.join("qmp.sock")),
         fd_sets: Vec::new(),
         runtime_dir: run.clone(),
+        memory_dir: None,
         serial_log: None,
         net_fds,
         vnc_display: Some(3),
@@ -209,4 +210,37 @@ fn golden_numa_cells_on_ram_backends() {
         .expect("valid");
     let argv = build_argv(&vd, &ctx("numa-ram")).expect("argv");
     check_golden("numa-ram", &argv);
+}
+
+/// File-backed RAM: without a memory directory QEMU gets the runtime directory (an unlinked
+/// temporary file); with one, each backend its own named file there, private by default.
+#[test]
+fn file_backed_ram_goes_to_the_memory_directory() {
+    let xml = "<domain type='kvm'>
+      <name>filemem</name>
+      <uuid>5b0c3f1e-7a2d-4c8e-9b1f-3e4d5c6b7a81</uuid>
+      <memory unit='MiB'>512</memory>
+      <vcpu>1</vcpu>
+      <memoryBacking><source type='file'/><access mode='private'/></memoryBacking>
+      <os><type arch='x86_64' machine='q35'>hvm</type></os>
+    </domain>";
+    let vd = DomainConfig::from_xml(xml)
+        .expect("parse")
+        .validate()
+        .expect("valid");
+    let backend = |argv: Vec<String>| {
+        argv.into_iter()
+            .find(|a| a.starts_with("memory-backend-file"))
+            .expect("a file backend")
+    };
+    let mut c = ctx("filemem");
+    assert_eq!(
+        backend(build_argv(&vd, &c).expect("argv")),
+        "memory-backend-file,id=pc.ram,mem-path=/run/novacron/domains/filemem,share=off,size=536870912"
+    );
+    c.memory_dir = Some("/srv/ram/filemem".into());
+    assert_eq!(
+        backend(build_argv(&vd, &c).expect("argv")),
+        "memory-backend-file,id=pc.ram,mem-path=/srv/ram/filemem/pc.ram,share=off,size=536870912"
+    );
 }

@@ -480,6 +480,7 @@ proptest! {
             monitor: novacron_domain::MonitorSocket::Path("/run/q/qmp.sock".into()),
             fd_sets: Vec::new(),
             runtime_dir: "/run/q".into(),
+            memory_dir: None,
             serial_log: Some("/var/log/q/serial.log".into()),
             net_fds: (0..4).map(|i| (i, novacron_domain::NetFd { tap: 30 + i as i32, vhost: None })).collect(),
             vnc_display: Some(1),

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             cpu: CpuChoice::Model("qemu64".into()),
             qmp_socket: "/run/q/qmp.sock".into(),
             runtime_dir: "/run/q".into(),
+            memory_dir: None,
             serial_log: None,
             net_fds: (0..64)
                 .map(|i| {

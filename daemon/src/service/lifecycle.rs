@@ -416,6 +416,11 @@ pub(super) async fn launch_as(
     let paths = &inner.paths;
     let socket = paths.qmp_socket(name);
     let guest_dir = paths.guest_dir(name);
+    let file_backed = config
+        .memory_backing
+        .as_ref()
+        .is_some_and(|b| b.source == Some(novacron_domain::model::MemorySource::File));
+    let memory_dir = paths.memory_dir(name).filter(|_| file_backed);
     let log = paths.qemu_log(name);
     let console = !config.devices.serials.is_empty() || !config.devices.consoles.is_empty();
     let context = LaunchContext {
@@ -432,6 +437,7 @@ pub(super) async fn launch_as(
             .into_iter()
             .collect(),
         runtime_dir: guest_dir.clone(),
+        memory_dir: memory_dir.clone(),
         serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
         vnc_display: None,
@@ -452,7 +458,8 @@ pub(super) async fn launch_as(
     // Hugepages reserved (if allowed), the fit check, host devices detached to vfio-pci: all
     // given back below if the start fails, and by the supervisor once QEMU exits.
     let (held, pages_claim) = super::host_resources::take(inner, name, config).await?;
-    let spawned = match prepare_runtime(inner, name, console, &guest_dir, &socket).await {
+    let spawned = match prepare_runtime(inner, name, console, &guest_dir, memory_dir, &socket).await
+    {
         Ok(handover) => {
             let mut inherit = vec![spawn::Inherited {
                 fd: handover.monitor.as_fd(),
@@ -569,13 +576,15 @@ struct Handover {
     serial_log: Option<std::fs::File>,
 }
 
-/// Creates the guest's runtime directory (mode 0700, owned by the QEMU user), binds its
+/// Creates the guest's runtime directory and, for file-backed RAM in a configured
+/// `memory_backing_dir`, its memory directory (mode 0700, owned by the QEMU user), binds its
 /// monitor socket (mode 0600) and opens its serial log when it has a console.
 async fn prepare_runtime(
     inner: &Arc<Inner>,
     name: &str,
     console: bool,
     guest_dir: &std::path::Path,
+    memory_dir: Option<std::path::PathBuf>,
     socket: &std::path::Path,
 ) -> Result<Handover, Error> {
     let (dir, sock) = (guest_dir.to_owned(), socket.to_owned());
@@ -589,12 +598,14 @@ async fn prepare_runtime(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        if let Some((uid, gid)) = owner {
-            nix::unistd::chown(&dir, Some(uid), Some(gid))?;
+        for dir in std::iter::once(&dir).chain(memory_dir.as_ref()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            if let Some((uid, gid)) = owner {
+                nix::unistd::chown(dir, Some(uid), Some(gid))?;
+            }
         }
         let monitor = std::os::unix::net::UnixListener::bind(&sock)?;
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;

@@ -263,7 +263,8 @@ async fn wait_gone(pid: u32, start_time: u64, first: Duration) -> String {
     "exited (not our child: status unknown)".to_owned()
 }
 
-/// Removes what a running guest had under the run directory: record, QMP socket, guest dir.
+/// Removes what a running guest had under the run directory (record, QMP socket, guest dir)
+/// and its memory directory, whose files would otherwise hold the guest's RAM on disk.
 pub(super) async fn remove_runtime_files(inner: &Arc<Inner>, name: &str) {
     super::placement::leave_cgroup(inner, name).await;
     if let Err(e) = inner.records.remove(name).await {
@@ -271,9 +272,13 @@ pub(super) async fn remove_runtime_files(inner: &Arc<Inner>, name: &str) {
     }
     let socket = inner.paths.qmp_socket(name);
     let dir = inner.paths.guest_dir(name);
+    let memory = inner.paths.memory_dir(name);
     let _ = tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_file(socket);
         let _ = std::fs::remove_dir_all(dir);
+        if let Some(memory) = memory {
+            let _ = std::fs::remove_dir_all(memory);
+        }
     })
     .await;
 }

@@ -238,8 +238,11 @@ fn backend(
     };
     o.push(format!("{kind},id={id}"));
     if kind == "memory-backend-file" {
-        // A directory: QEMU creates and unlinks a file in it.
-        o.push(format!("mem-path={}", path_str(&ctx.runtime_dir)?));
+        match &ctx.memory_dir {
+            Some(dir) => o.push(format!("mem-path={}", path_str(&dir.join(id))?)),
+            // A directory: QEMU creates and unlinks a file in it.
+            None => o.push(format!("mem-path={}", path_str(&ctx.runtime_dir)?)),
+        }
     }
     if let Some(h) = blk.hugepages {
         o.push("hugetlb=on".into());

@@ -68,6 +68,11 @@ pub struct LaunchContext {
     pub fd_sets: Vec<FdSetEntry>,
     /// Per-guest runtime directory: default channel sockets, file-backed RAM.
     pub runtime_dir: PathBuf,
+    /// Where file-backed RAM (`<source type='file'/>`) lives. `None`: an unlinked temporary
+    /// file in `runtime_dir`, gone with QEMU. `Some(dir)`: the named file `dir/<backend id>`,
+    /// as libvirt's `memory_backing_dir` gives; one that exists with the guest's size is
+    /// mapped as it is (privately unless the access mode is shared).
+    pub memory_dir: Option<PathBuf>,
     /// Appended to every serial/console chardev as `logfile=`.
     pub serial_log: Option<PathBuf>,
     /// Tap fds by index into `devices.interfaces` (bridge, network and direct NICs).
