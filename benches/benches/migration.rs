@@ -1,5 +1,7 @@
-//! Live migration of an OS-less KVM guest (1 GiB and 4 GiB of RAM) between two real novacrond
-//! daemons on loopback (`POST /v1/domains/{name}/migrate?wait=true`: prepare on the
+//! Live migration of an OS-less KVM guest (1 GiB and 4 GiB of RAM, 512 MiB of it random bytes:
+//! a private memory-backend-file over a prefilled file in the daemon's `memory_backing_dir`)
+//! and of the test guest dirtying 256 MiB (TCG here) between two real novacrond daemons on
+//! loopback (`POST /v1/domains/{name}/migrate?wait=true`: prepare on the
 //! destination, stream, hand-over, source QEMU quits) beside the same migration driven by raw
 //! QMP from this benchmark: a source QEMU with the daemon's very argv, a destination with
 //! `-incoming defer`, the same capabilities and parameters (downtime limit 300 ms, unlimited
@@ -55,7 +57,8 @@ impl Daemon {
             .map(|b| format!("{b:02x}"))
             .collect();
         let config = env.write_config_file_with(&format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"peer\"\nsha256 = \"{hash}\"\nrole = \"operator\"\n"
+            "memory_backing_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"peer\"\nsha256 = \"{hash}\"\nrole = \"operator\"\n",
+            env.dir.path().join("ram")
         ))?;
         let child = spawn_daemon(
             &novacrond_binary()?,
@@ -69,6 +72,11 @@ impl Daemon {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
         })?;
         Ok(Daemon { env, port, child })
+    }
+
+    /// Where this daemon maps the file-backed RAM of guest `name`.
+    fn ram_file(&self, name: &str) -> std::path::PathBuf {
+        self.env.dir.path().join("ram").join(name).join("pc.ram")
     }
 
     fn local(&self) -> Client {
@@ -142,8 +150,9 @@ async fn raw(
     argv: &[String],
     src: &Qmp,
     socket: &Path,
+    dst_ram: &Path,
 ) -> Result<(Figures, tokio::process::Child, Qmp)> {
-    let mut dst_argv = raw_argv_with(argv, socket)?;
+    let mut dst_argv = with_mem_path(&raw_argv_with(argv, socket)?, dst_ram)?;
     dst_argv.extend(["-incoming".into(), "defer".into()]);
     let t0 = Instant::now();
     let (dst_child, dst) = spawn_raw(&dst_argv, socket).await?;
@@ -173,7 +182,9 @@ async fn raw(
     let info = loop {
         let info = src.execute(&QueryMigrate).await?;
         match info.status {
-            Some(MigrationStatus::Completed) => break info,
+            // As the daemon does: QEMU says "completed" a moment before it has the totals.
+            Some(MigrationStatus::Completed) if info.total_time.unwrap_or(0) > 0 => break info,
+            Some(MigrationStatus::Completed) => tokio::time::sleep(Duration::from_millis(2)).await,
             Some(MigrationStatus::Failed | MigrationStatus::Cancelled) => {
                 bail!("raw migration failed: {:?}", info.error_desc)
             }
@@ -205,24 +216,63 @@ fn raw_argv_with(argv: &[String], socket: &Path) -> Result<Vec<String>> {
     raw_argv(&serde_json::json!({ "argv": argv }), socket)
 }
 
-/// What migrates: a guest definition, and (for the test guest) the serial marker that says
-/// its workload is running.
+/// A file-backed backend's `mem-path` pointed at `file` (argv without one is returned as is).
+fn with_mem_path(argv: &[String], file: &Path) -> Result<Vec<String>> {
+    let file = file.to_str().context("utf-8 RAM path")?;
+    Ok(argv
+        .iter()
+        .map(|a| match a.find("mem-path=") {
+            Some(i) if a.starts_with("memory-backend-file") => {
+                let start = i + "mem-path=".len();
+                let end = a[start..].find(',').map_or(a.len(), |e| start + e);
+                format!("{}{file}{}", &a[..start], &a[end..])
+            }
+            _ => a.clone(),
+        })
+        .collect())
+}
+
+/// What migrates: a guest definition, the file its RAM starts from (OS-less guests), and (for
+/// the test guest) the serial marker that says its workload is running.
 struct Workload {
     label: String,
     config: novacron_domain::DomainConfig,
+    ram: Option<std::path::PathBuf>,
     ready: Option<&'static str>,
 }
 
-fn workloads() -> Result<Vec<Workload>> {
+/// Random bytes in the RAM the guest starts with: a file of the guest's size whose first
+/// `RANDOM_MIB` are random and the rest a hole (zero pages, which migration skips).
+const RANDOM_MIB: u64 = 512;
+
+fn random_ram_file(path: &Path, size: u64) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut random = std::fs::File::open("/dev/urandom")?.take(RANDOM_MIB << 20);
+    let mut file = std::fs::File::create(path)?;
+    std::io::copy(&mut random, &mut file)?;
+    file.set_len(size)?;
+    file.flush()?;
+    Ok(())
+}
+
+fn workloads(scratch: &Path) -> Result<Vec<Workload>> {
     let mut out = Vec::new();
     for gib in [1u64, 4] {
         let name = format!("mig-bench-{gib}g");
         let mut config = osless(&name)?;
         config.memory.memory_kib = gib << 20;
         config.memory.current_kib = None;
+        config.memory_backing = Some(novacron_domain::model::MemoryBacking {
+            source: Some(novacron_domain::model::MemorySource::File),
+            access: Some(novacron_domain::model::MemoryAccess::Private),
+            ..Default::default()
+        });
+        let ram = scratch.join(format!("{name}.ram"));
+        random_ram_file(&ram, gib << 30)?;
         out.push(Workload {
-            label: format!("{gib} GiB OS-less (KVM)"),
+            label: format!("{gib} GiB OS-less, {RANDOM_MIB} MiB random"),
             config,
+            ram: Some(ram),
             ready: None,
         });
     }
@@ -237,6 +287,7 @@ fn workloads() -> Result<Vec<Workload>> {
     out.push(Workload {
         label: "512 MiB test guest dirtying 256 MiB".into(),
         config,
+        ram: None,
         ready: Some(novacron_tests::DIRTY_READY_MARKER),
     });
     Ok(out)
@@ -293,11 +344,14 @@ async fn main() -> Result<()> {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(3);
-    let workloads = tokio::task::spawn_blocking(workloads).await??;
+    let scratch = tempfile::tempdir()?;
+    let workloads = {
+        let dir = scratch.path().to_owned();
+        tokio::task::spawn_blocking(move || workloads(&dir)).await??
+    };
     let reaper = Reaper::default();
     let a = Daemon::start(&reaper)?;
     let b = Daemon::start(&reaper)?;
-    let scratch = tempfile::tempdir()?;
     println!(
         "migration: daemons vs raw QMP with the same argv and parameters, {rounds} rounds, medians"
     );
@@ -314,6 +368,12 @@ async fn main() -> Result<()> {
     );
     for w in workloads {
         let name = w.config.name.clone();
+        // Private mappings never write back, so every QEMU can start from one file's links.
+        if let Some(ram) = &w.ram {
+            let at = a.ram_file(&name);
+            std::fs::create_dir_all(at.parent().context("RAM dir")?)?;
+            std::fs::hard_link(ram, &at)?;
+        }
         a.local()
             .define(w.config.to_xml(), DefinitionFormat::Xml)
             .await?;
@@ -332,7 +392,12 @@ async fn main() -> Result<()> {
         )?;
         let argv: Vec<String> = serde_json::from_value(record["argv"].clone())?;
         let raw_serial = scratch.path().join(format!("{name}-raw-serial.log"));
-        let argv = without_fd_sets(&argv, &raw_serial)?;
+        let mut argv = without_fd_sets(&argv, &raw_serial)?;
+        if let Some(ram) = &w.ram {
+            let raw_src = scratch.path().join(format!("{name}-raw-src.ram"));
+            std::fs::hard_link(ram, &raw_src)?;
+            argv = with_mem_path(&argv, &raw_src)?;
+        }
         let (mut raw_t, mut dmn_t, mut raw_d, mut dmn_d, mut rates) =
             (vec![], vec![], vec![], vec![], vec![]);
         let (mut raw_b, mut dmn_b) = (vec![], vec![]);
@@ -343,17 +408,33 @@ async fn main() -> Result<()> {
         raw_qmp.execute(&Cont).await?;
         if let Some(marker) = w.ready {
             wait_for_marker(&raw_serial, marker, Duration::from_secs(120)).await?;
+        } else {
+            // An OS-less guest migrated in its first seconds (SeaBIOS still in POST) sends its
+            // RAM twice, measured here: both sources (the daemon's started first) idle past it.
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
         let (mut here, mut there) = (&a, &b);
         for round in 0..rounds {
             let socket = scratch.path().join(format!("{name}-{round}.qmp"));
-            let (f, child, qmp) = raw(&argv, &raw_qmp, &socket).await?;
+            let dst_ram = scratch.path().join(format!("{name}-raw-{round}.ram"));
+            let (f, child, qmp) = raw(&argv, &raw_qmp, &socket, &dst_ram).await?;
             let _ = raw_child.wait().await;
             (raw_child, raw_qmp) = (child, qmp);
             raw_t.push(millis(f.total));
             raw_d.push(f.downtime_ms);
             raw_b.push(f.bytes as f64 / (1u64 << 20) as f64);
+            let r = f;
             let f = through_daemons(here, there, &name).await?;
+
+            println!(
+                "  round {round}: raw {:.0}ms (QEMU {:.0}ms, down {:.0}ms), daemons {:.0}ms (QEMU {:.0}ms, down {:.0}ms)",
+                millis(r.total),
+                r.qemu_total_ms,
+                r.downtime_ms,
+                millis(f.total),
+                f.qemu_total_ms,
+                f.downtime_ms
+            );
             dmn_t.push(millis(f.total));
             dmn_d.push(f.downtime_ms);
             dmn_b.push(f.bytes as f64 / (1u64 << 20) as f64);

@@ -68,8 +68,9 @@ impl Env {
         self.write_config_file_with("")
     }
 
-    /// The same plus `extra` TOML. Without a `[dbus]` section of its own the daemon gets no
-    /// D-Bus, so a benchmark never touches the host's system bus.
+    /// The same plus `extra` TOML, right after the base keys (so it may start with top-level
+    /// keys). Without a `[dbus]` section of its own the daemon gets no D-Bus, so a benchmark
+    /// never touches the host's system bus.
     pub fn write_config_file_with(&self, extra: &str) -> Result<PathBuf> {
         let path = self.dir.path().join("novacrond.toml");
         let dbus = if extra.contains("[dbus]") {
@@ -78,7 +79,7 @@ impl Env {
             "[dbus]\nbus = \"none\"\n"
         };
         let text = format!(
-            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = {}\n{dbus}{extra}",
+            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = {}\n{extra}\n{dbus}",
             self.config.state_dir,
             self.config.run_dir,
             self.config.log_dir,

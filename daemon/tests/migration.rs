@@ -11,7 +11,9 @@ use common::daemon::{tcp_api, Daemon};
 use common::*;
 use novacron_domain::DomainState;
 use novacrond::client::{Client, DefinitionFormat, Target};
-use novacrond::service::migration::{MigrateRequest, MigrationOptions, Phase, Progress};
+use novacrond::service::migration::{
+    MigrateRequest, MigrationOptions, Phase, Progress, TimeoutAction,
+};
 
 const TOKEN: &str = "peer-secret-token";
 /// Bytes per second that keep a 64 MiB guest in flight for many seconds.
@@ -272,7 +274,9 @@ async fn precopy_multifd_and_postcopy_migrations_move_the_running_guest() {
         .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
     assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
     assert!(p.transferred_bytes > 64 << 20, "{p:?}");
-    assert!(p.downtime_ms.is_some(), "{p:?}");
+    // QEMU's own totals, not the zeros it shows for a moment after "completed".
+    assert!(p.downtime_ms.is_some_and(|d| d > 0), "{p:?}");
+    assert!(p.elapsed_ms > 0, "{p:?}");
     assert_eq!(state(&b, name).await, Some(DomainState::Running));
     heartbeat_continues(&b, name).await;
     assert_eq!(state(&a, name).await, None, "the source forgot the guest");
@@ -539,4 +543,181 @@ async fn a_restarted_source_refuses_resume_until_the_destination_confirms() {
         .run_dir
         .join(format!("migrations/{name}.json"))
         .exists());
+}
+
+/// `timeout_secs` with each action but post-copy (tested above through the switch itself):
+/// abort gives up and the guest keeps running here; pause stops the guest so what is left is
+/// copied, and the migration completes with the guest running there.
+#[tokio::test]
+async fn a_timed_out_migration_aborts_or_pauses_as_asked() {
+    let a = Host::start();
+    let b = Host::start();
+    let name = "mig-timeout";
+    start_osless(&a, name).await;
+
+    let abort = MigrationOptions {
+        timeout_secs: Some(1),
+        ..crawl()
+    };
+    let t0 = Instant::now();
+    let p = a
+        .local()
+        .migrate(name, &request(&b, abort), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Cancelled, "{p:?}");
+    assert!(
+        p.detail.as_deref().unwrap_or("").contains("timed out"),
+        "{p:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert_eq!(state(&a, name).await, Some(DomainState::Running));
+    b.assert_clean(name).await;
+
+    // Fast enough to finish once paused, too slow to finish within the second.
+    let pause = MigrationOptions {
+        timeout_secs: Some(1),
+        timeout_action: TimeoutAction::Pause,
+        // About 1 MiB of the OS-less guest is not zero pages: some 4 s at this rate.
+        max_bandwidth: Some(256 << 10),
+        ..Default::default()
+    };
+    let p = a
+        .local()
+        .migrate(name, &request(&b, pause), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}", a.log());
+    assert!(p.elapsed_ms > 1000, "finished before the timeout: {p:?}");
+    wait_log(&a, "migration timed out", Duration::from_secs(1)).await;
+    assert_eq!(
+        state(&b, name).await,
+        Some(DomainState::Running),
+        "the guest paused for the copy runs again there"
+    );
+    b.assert_clean_of_source(&a, name).await;
+}
+
+/// One CA and a server and a client certificate for 127.0.0.1, as `<state_dir>/pki/migration`
+/// wants them, made with openssl.
+fn migration_pki(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=novacron test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca-cert.pem",
+    ]);
+    for (end, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        std::fs::write(
+            dir.join(format!("{end}.ext")),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &format!("{end}-key.pem"),
+            "-out",
+            &format!("{end}.csr"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{end}.csr"),
+            "-CA",
+            "ca-cert.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &format!("{end}.ext"),
+            "-out",
+            &format!("{end}-cert.pem"),
+        ]);
+    }
+}
+
+/// `tls`: refused, with the missing file named, on a host without certificates (the guest
+/// stays); with them on both hosts the stream runs through QEMU's TLS credentials.
+#[tokio::test]
+async fn a_tls_migration_needs_certificates_and_uses_them() {
+    let a = Host::start();
+    let b = Host::start();
+    let name = "mig-tls";
+    start_osless(&a, name).await;
+    let tls = || MigrationOptions {
+        tls: true,
+        ..Default::default()
+    };
+
+    let p = a
+        .local()
+        .migrate(name, &request(&b, tls()), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Failed, "{p:?}");
+    assert!(
+        p.detail.as_deref().unwrap_or("").contains("ca-cert.pem"),
+        "{p:?}"
+    );
+    assert_eq!(state(&a, name).await, Some(DomainState::Running));
+    b.assert_clean(name).await;
+
+    let pki = tempfile::tempdir().unwrap();
+    migration_pki(pki.path());
+    for host in [&a, &b] {
+        let dir = host.env.config.state_dir.join("pki/migration");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "ca-cert.pem",
+            "server-cert.pem",
+            "server-key.pem",
+            "client-cert.pem",
+            "client-key.pem",
+        ] {
+            std::fs::copy(pki.path().join(f), dir.join(f)).unwrap();
+        }
+    }
+    let p = a
+        .local()
+        .migrate(name, &request(&b, tls()), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
+    assert_eq!(state(&b, name).await, Some(DomainState::Running));
+    let params = b
+        .local()
+        .qmp(name, "query-migrate-parameters", None)
+        .await
+        .unwrap();
+    assert_eq!(params["tls-creds"], "novacron-migration-tls", "{params}");
 }

@@ -535,6 +535,9 @@ async fn kill(inner: &Arc<Inner>, name: &str, mut launched: Launched) {
 /// Waits until the whole stream is loaded here (`completed`, or `postcopy-active`).
 async fn wait_loaded(qmp: &novacron_qmp::Client, name: &str) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+    // The source asks once it has sent the last byte, so this end is usually a few ms
+    // behind: ask again soon at first, then back off (the guest is paused meanwhile).
+    let mut pause = Duration::from_millis(1);
     loop {
         let info = qmp
             .execute(&QueryMigrate)
@@ -556,7 +559,10 @@ async fn wait_loaded(qmp: &novacron_qmp::Client, name: &str) -> Result<(), Error
                     after: LOAD_WAIT,
                 })
             }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
         }
     }
 }

@@ -441,7 +441,24 @@ impl Run_<'_> {
                 }
                 Some(MigrationStatus::Completed)
                 | Some(MigrationStatus::Failed)
-                | Some(MigrationStatus::Cancelled) => break info,
+                | Some(MigrationStatus::Cancelled) => {
+                    let info = completed_figures(&qmp, info).await;
+                    // Only the figures: the phase was decided above.
+                    self.out.with(|p| {
+                        let keep = p.phase;
+                        p.update(&info, elapsed);
+                        p.phase = keep;
+                    });
+                    tracing::info!(
+                        domain = %name,
+                        status = ?info.status,
+                        total_ms = ?info.total_time,
+                        downtime_ms = ?info.downtime,
+                        transferred = ?info.ram.as_ref().map(|r| r.transferred),
+                        "migration stream ended"
+                    );
+                    break info;
+                }
                 _ => {}
             }
             if renewed.elapsed() >= RENEW_EVERY && !handed_over {
@@ -757,4 +774,24 @@ pub(super) async fn add_tls_creds(
         .await
         .map(drop)
         .map_err(|e| qmp_error(name, "add the migration TLS credentials", e))
+}
+
+/// QEMU shows "completed" a moment before its migration thread has computed the total time
+/// and downtime (the state is set first): ask again, briefly, until they are in.
+async fn completed_figures(qmp: &novacron_qmp::Client, info: MigrationInfo) -> MigrationInfo {
+    let pending = |i: &MigrationInfo| {
+        matches!(i.status, Some(MigrationStatus::Completed)) && i.total_time.unwrap_or(0) == 0
+    };
+    let mut info = info;
+    for _ in 0..100 {
+        if !pending(&info) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        match qmp.execute(&QueryMigrate).await {
+            Ok(next) => info = next,
+            Err(_) => break,
+        }
+    }
+    info
 }
