@@ -417,15 +417,13 @@ async fn main() -> Result<()> {
         for round in 0..rounds {
             let socket = scratch.path().join(format!("{name}-{round}.qmp"));
             let dst_ram = scratch.path().join(format!("{name}-raw-{round}.ram"));
-            let (f, child, qmp) = raw(&argv, &raw_qmp, &socket, &dst_ram).await?;
+            let (r, child, qmp) = raw(&argv, &raw_qmp, &socket, &dst_ram).await?;
             let _ = raw_child.wait().await;
             (raw_child, raw_qmp) = (child, qmp);
-            raw_t.push(millis(f.total));
-            raw_d.push(f.downtime_ms);
-            raw_b.push(f.bytes as f64 / (1u64 << 20) as f64);
-            let r = f;
+            raw_t.push(millis(r.total));
+            raw_d.push(r.downtime_ms);
+            raw_b.push(r.bytes as f64 / (1u64 << 20) as f64);
             let f = through_daemons(here, there, &name).await?;
-
             println!(
                 "  round {round}: raw {:.0}ms (QEMU {:.0}ms, down {:.0}ms), daemons {:.0}ms (QEMU {:.0}ms, down {:.0}ms)",
                 millis(r.total),
