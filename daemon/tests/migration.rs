@@ -12,7 +12,7 @@ use common::*;
 use novacron_domain::DomainState;
 use novacrond::client::{Client, DefinitionFormat, Target};
 use novacrond::service::migration::{
-    MigrateRequest, MigrationOptions, Phase, Progress, TimeoutAction,
+    Compression, MigrateRequest, MigrationOptions, Phase, Progress, TimeoutAction,
 };
 
 const TOKEN: &str = "peer-secret-token";
@@ -720,4 +720,58 @@ async fn a_tls_migration_needs_certificates_and_uses_them() {
         .await
         .unwrap();
     assert_eq!(params["tls-creds"], "novacron-migration-tls", "{params}");
+}
+
+/// The stream options QEMU applies on its own: an xbzrle cache on a single stream, and
+/// multifd with zstd compression. Each migration completes and the guest runs there.
+#[tokio::test]
+async fn xbzrle_and_compressed_multifd_migrations_complete() {
+    let a = Host::start();
+    let b = Host::start();
+    let name = "mig-opts";
+    start_osless(&a, name).await;
+    let xbzrle = MigrationOptions {
+        xbzrle_cache_bytes: Some(16 << 20),
+        auto_converge: true,
+        ..Default::default()
+    };
+    let p = a
+        .local()
+        .migrate(name, &request(&b, xbzrle), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
+    b.assert_clean_of_source(&a, name).await;
+    let caps = b
+        .local()
+        .qmp(name, "query-migrate-capabilities", None)
+        .await
+        .unwrap();
+    let on = |cap: &str| {
+        caps.as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["capability"] == cap && c["state"] == true)
+    };
+    assert!(on("xbzrle") && on("auto-converge"), "{caps}");
+
+    let zstd = MigrationOptions {
+        multifd_channels: Some(2),
+        compression: Compression::Zstd,
+        ..Default::default()
+    };
+    let p = b
+        .local()
+        .migrate(name, &request(&a, zstd), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
+    a.assert_clean_of_source(&b, name).await;
+    let params = a
+        .local()
+        .qmp(name, "query-migrate-parameters", None)
+        .await
+        .unwrap();
+    assert_eq!(params["multifd-compression"], "zstd", "{params}");
+    assert_eq!(params["multifd-channels"], 2, "{params}");
 }
