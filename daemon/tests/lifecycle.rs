@@ -502,3 +502,25 @@ async fn file_backed_ram_lives_in_the_memory_backing_dir() {
         "the guest's memory directory outlived it"
     );
 }
+
+/// `<memtune>` limits live in a per-guest cgroup: with `[cgroups]` off (the default) a start
+/// is refused, saying so, rather than run the guest without its limits.
+#[tokio::test]
+async fn memtune_without_cgroups_is_refused_before_qemu_starts() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut config = osless("limited");
+    config.memtune = Some(novacron_domain::model::MemTune {
+        hard_limit_kib: Some(1 << 20),
+        soft_limit_kib: None,
+    });
+    svc.define(config).await.unwrap();
+    let err = svc.start("limited").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("[cgroups]"), "{err}");
+    assert_eq!(
+        svc.get("limited").unwrap().summary.state,
+        DomainState::Shutoff
+    );
+    assert!(!env.record("limited").exists());
+}

@@ -496,13 +496,16 @@ async fn a_guest_in_its_own_cgroup_with_the_cpuset_of_its_pins() {
             .collect(),
     );
     let svc = env.open().await;
-    svc.define(guest(
+    let mut caged = guest(
         "caged",
         "<vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='1' cpuset='1'/><emulatorpin cpuset='1'/>
          <iothreadpin iothread='1' cpuset='1'/>",
-    ))
-    .await
-    .unwrap();
+    );
+    caged.memtune = Some(novacron_domain::model::MemTune {
+        hard_limit_kib: Some(1 << 20),
+        soft_limit_kib: Some(768 << 10),
+    });
+    svc.define(caged).await.unwrap();
     svc.start("caged").await.unwrap();
     let pid = recorded_pid(&env, "caged");
 
@@ -543,6 +546,20 @@ async fn a_guest_in_its_own_cgroup_with_the_cpuset_of_its_pins() {
             cgroup_of(pid, "memory")
         );
     }
+    // <memtune> in the memory cgroup.
+    let (max, high) = match cgroups.layout() {
+        novacrond::host::cgroup::Layout::V2 { .. } => ("memory.max", "memory.high"),
+        novacrond::host::cgroup::Layout::V1 { .. } => {
+            ("memory.limit_in_bytes", "memory.soft_limit_in_bytes")
+        }
+    };
+    let memory_dir = dirs
+        .iter()
+        .find(|d| d.join(max).exists())
+        .expect("a memory cgroup");
+    let limit = |f: &str| std::fs::read_to_string(memory_dir.join(f)).unwrap();
+    assert_eq!(limit(max).trim(), (1u64 << 30).to_string());
+    assert_eq!(limit(high).trim(), (768u64 << 20).to_string());
     // Every QEMU thread is confined, the pins hold inside.
     for tid in novacrond::host::pinning::threads(pid).unwrap() {
         assert_eq!(allowed(pid, u64::from(tid)), "1", "thread {tid}");

@@ -393,6 +393,11 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
                     memory: Some(NumaPolicy { mode: NumaMode::Interleave, nodeset: idset(vec![0, 1]) }),
                     memnodes: vec![MemNode { cellid: 0, mode: NumaMode::Preferred, nodeset: idset(vec![1]) }],
                 }),
+                // Above any maxMemory the generator makes (4x at most).
+                memtune: vcur.map(|c| MemTune {
+                    hard_limit_kib: Some(mem_kib * 8),
+                    soft_limit_kib: (c % 2 == 0).then_some(mem_kib),
+                }),
                 memory_backing: backing.map(|(huge, nosh, locked, immediate, memfd)| MemoryBacking {
                     hugepages: huge.then(|| vec![HugePage { size_kib: 2048, nodeset: None }]),
                     nosharepages: nosh,

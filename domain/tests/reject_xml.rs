@@ -305,3 +305,24 @@ fn resource_with_guest_affecting_children_is_rejected() {
         8,
     );
 }
+
+#[test]
+fn memtune_limits_parse_with_units_and_the_unsupported_ones_are_named() {
+    let cfg = DomainConfig::from_xml(&doc(
+        "<memtune><hard_limit unit='GiB'>2</hard_limit><soft_limit unit='MiB'>1536</soft_limit></memtune>",
+        "",
+    ))
+    .expect("memtune parses");
+    let t = cfg.memtune.as_ref().expect("memtune");
+    assert_eq!(t.hard_limit_kib, Some(2 << 20));
+    assert_eq!(t.soft_limit_kib, Some(1536 << 10));
+    assert_eq!(DomainConfig::from_xml(&cfg.to_xml()).expect("again"), cfg);
+    rejects(
+        &doc(
+            "<memtune><swap_hard_limit>1</swap_hard_limit></memtune>",
+            "",
+        ),
+        "domain/memtune/swap_hard_limit",
+        8,
+    );
+}

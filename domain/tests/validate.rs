@@ -456,3 +456,28 @@ fn json_front_end_rejects_unknown_and_bad_values() {
     let huge = " ".repeat(novacron_domain::MAX_DOCUMENT_BYTES + 1);
     assert!(DomainConfig::from_json(&huge).is_err());
 }
+
+#[test]
+fn memtune_limits_must_leave_the_guest_its_ram() {
+    let with = |hard: Option<u64>, soft: Option<u64>| {
+        let mut c = linux();
+        c.memtune = Some(MemTune {
+            hard_limit_kib: hard,
+            soft_limit_kib: soft,
+        });
+        c
+    };
+    let ram = linux().memory.memory_kib;
+    fails(
+        with(Some(ram - 1), None),
+        "memtune.hard_limit_kib",
+        "below the guest's",
+    );
+    fails(
+        with(Some(ram * 2), Some(ram * 3)),
+        "memtune.soft_limit_kib",
+        "above the hard limit",
+    );
+    fails(with(None, None), "memtune", "must not be empty");
+    with(Some(ram * 2), Some(ram)).validate().expect("valid");
+}

@@ -72,6 +72,8 @@ pub struct Limits {
     pub cpus: Option<Vec<u32>>,
     pub mems: Option<Vec<u32>>,
     pub memory_max_bytes: Option<u64>,
+    /// Reclaim target under pressure: v2 `memory.high`, v1 `memory.soft_limit_in_bytes`.
+    pub memory_high_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -444,6 +446,9 @@ fn place_v2(mount: &Path, dir: &Path, pid: u32, limits: &Limits) -> Result<(), C
     if let Some(max) = limits.memory_max_bytes {
         write(&dir.join("memory.max"), &max.to_string())?;
     }
+    if let Some(high) = limits.memory_high_bytes {
+        write(&dir.join("memory.high"), &high.to_string())?;
+    }
     write(&dir.join("cgroup.procs"), &pid.to_string())
 }
 
@@ -487,6 +492,9 @@ fn place_v1_memory(mount: &Path, dir: &Path, pid: u32, limits: &Limits) -> Resul
     }
     if let Some(max) = limits.memory_max_bytes {
         write(&dir.join("memory.limit_in_bytes"), &max.to_string())?;
+    }
+    if let Some(high) = limits.memory_high_bytes {
+        write(&dir.join("memory.soft_limit_in_bytes"), &high.to_string())?;
     }
     write(&dir.join("cgroup.procs"), &pid.to_string())
 }
@@ -626,6 +634,7 @@ mod tests {
             cpus: Some(vec![1, 2, 3]),
             mems: Some(vec![0]),
             memory_max_bytes: Some(1 << 30),
+            memory_high_bytes: Some(1 << 29),
         };
         let guest = cg.place("vm", 4242, &limits).unwrap();
         let dir = mount.join("novacron.slice/vm");
@@ -639,6 +648,7 @@ mod tests {
         assert_eq!(read(&dir.join("cpuset.cpus")), "1-3");
         assert_eq!(read(&dir.join("cpuset.mems")), "0");
         assert_eq!(read(&dir.join("memory.max")), (1u64 << 30).to_string());
+        assert_eq!(read(&dir.join("memory.high")), (1u64 << 29).to_string());
         assert_eq!(read(&dir.join("cgroup.procs")), "4242");
     }
 

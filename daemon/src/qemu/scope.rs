@@ -53,7 +53,7 @@ impl Scopes {
     }
 
     /// As [`Scopes::place`], with the guest's cgroup limits as scope properties
-    /// (`AllowedCPUs`, `AllowedMemoryNodes`, `MemoryMax`).
+    /// (`AllowedCPUs`, `AllowedMemoryNodes`, `MemoryMax`, `MemoryHigh`).
     pub async fn place_limited(
         &self,
         domain: &str,
@@ -79,6 +79,9 @@ impl Scopes {
         }
         if let Some(max) = limits.memory_max_bytes {
             properties.push(("MemoryMax", Value::from(max)));
+        }
+        if let Some(high) = limits.memory_high_bytes {
+            properties.push(("MemoryHigh", Value::from(high)));
         }
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
         let reply = self

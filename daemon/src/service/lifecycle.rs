@@ -413,6 +413,12 @@ pub(super) async fn launch_as(
         },
         VirtType::Qemu => Accel::Tcg,
     };
+    if config.memtune.is_some() && !super::placement::memory_limits_apply(inner) {
+        return Err(Error::InvalidConfig(format!(
+            "domain '{name}' has <memtune>, whose limits live in a per-guest cgroup: set \
+             [cgroups] mode = \"auto\" or \"on\" on a host with the memory controller"
+        )));
+    }
     let paths = &inner.paths;
     let socket = paths.qmp_socket(name);
     let guest_dir = paths.guest_dir(name);

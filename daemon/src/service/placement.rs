@@ -456,7 +456,8 @@ fn cgroups(inner: &Inner) -> Result<Option<Cgroups>, Error> {
     Ok(inner.cgroups.active().cloned())
 }
 
-/// What a guest's cgroup limits: CPUs from the pins, memory nodes from a strict numatune.
+/// What a guest's cgroup limits: CPUs from the pins, memory nodes from a strict numatune,
+/// memory from `<memtune>`.
 pub fn limits(config: &DomainConfig) -> Limits {
     use novacron_domain::model::NumaMode;
     let mems = config
@@ -465,12 +466,21 @@ pub fn limits(config: &DomainConfig) -> Limits {
         .and_then(|n| n.memory.as_ref())
         .filter(|p| matches!(p.mode, NumaMode::Strict | NumaMode::Restrictive))
         .map(|p| p.nodeset.iter().collect());
+    let memtune = config.memtune.as_ref();
+    let kib_to_bytes = |kib: u64| kib.saturating_mul(1024);
     Limits {
         cpus: pinning::cpus_of_all_threads(config),
         mems,
-        // The model has no <memtune>: no hard limit to apply.
-        memory_max_bytes: None,
+        memory_max_bytes: memtune.and_then(|t| t.hard_limit_kib).map(kib_to_bytes),
+        memory_high_bytes: memtune.and_then(|t| t.soft_limit_kib).map(kib_to_bytes),
     }
+}
+
+/// Whether a guest's memory limits (`<memtune>`) reach the kernel here: through its own
+/// cgroup, or its systemd scope when `[cgroups]` is not off.
+pub(super) fn memory_limits_apply(inner: &Inner) -> bool {
+    inner.cgroups.active().is_some()
+        || (inner.scopes.is_some() && inner.config.cgroups.mode != CgroupMode::Off)
 }
 
 /// The limits a guest's systemd scope carries: with `[cgroups]` on or auto, as the cgroup

@@ -52,6 +52,19 @@ impl NumaMode {
     }
 }
 
+/// `<memtune>`: the host's limits on the guest's memory, QEMU's own overhead included (KiB).
+/// Applied through the guest's cgroup, as libvirt does.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct MemTune {
+    /// `<hard_limit>`: the most the QEMU process may use; past it the kernel reclaims, then
+    /// kills (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`).
+    pub hard_limit_kib: Option<u64>,
+    /// `<soft_limit>`: what it is pushed back to under host memory pressure (v2
+    /// `memory.high`, v1 `memory.soft_limit_in_bytes`).
+    pub soft_limit_kib: Option<u64>,
+}
+
 /// `<numatune>`: where on the host guest memory lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -36,6 +36,7 @@ pub struct DomainConfig {
     pub iothreads: Option<u32>,
     pub cputune: Option<CpuTune>,
     pub numatune: Option<NumaTune>,
+    pub memtune: Option<MemTune>,
     pub memory_backing: Option<MemoryBacking>,
     pub os: Os,
     #[serde(default)]

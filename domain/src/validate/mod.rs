@@ -207,6 +207,7 @@ fn check(v: &mut V, d: &DomainConfig) {
     resources::cpu(v, d);
     resources::cputune(v, d);
     resources::numatune(v, d);
+    resources::memtune(v, d);
     resources::memory_backing(v, d);
     platform::os(v, d);
     platform::clock(v, d);

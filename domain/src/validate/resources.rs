@@ -232,6 +232,48 @@ pub(super) fn cputune(v: &mut V, d: &DomainConfig) {
     }
 }
 
+/// A hard limit below the guest's own RAM would have the kernel kill QEMU as the guest uses
+/// it; a soft limit above the hard one means nothing.
+pub(super) fn memtune(v: &mut V, d: &DomainConfig) {
+    let Some(t) = &d.memtune else { return };
+    if t.hard_limit_kib.is_none() && t.soft_limit_kib.is_none() {
+        v.err("memtune", Problem::Empty);
+    }
+    let ram = d
+        .memory
+        .max
+        .as_ref()
+        .map_or(d.memory.memory_kib, |m| m.size_kib);
+    if let Some(hard) = t.hard_limit_kib {
+        if hard < ram {
+            v.err(
+                "memtune.hard_limit_kib",
+                Problem::Inconsistent(format!(
+                    "{hard} KiB is below the guest's {ram} KiB of RAM: QEMU would be killed as the guest uses it"
+                )),
+            );
+        }
+    }
+    if let (Some(hard), Some(soft)) = (t.hard_limit_kib, t.soft_limit_kib) {
+        if soft > hard {
+            v.err(
+                "memtune.soft_limit_kib",
+                Problem::Inconsistent(format!("{soft} KiB is above the hard limit of {hard} KiB")),
+            );
+        }
+    }
+    if t.soft_limit_kib == Some(0) {
+        v.err(
+            "memtune.soft_limit_kib",
+            Problem::OutOfRange {
+                value: 0,
+                min: 1,
+                max: i128::from(u64::MAX),
+            },
+        );
+    }
+}
+
 pub(super) fn numa_cells(d: &DomainConfig) -> usize {
     d.cpu.as_ref().map_or(0, |c| c.numa.len())
 }

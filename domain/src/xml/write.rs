@@ -113,6 +113,18 @@ pub fn write_domain(d: &DomainConfig) -> String {
     if let Some(c) = d.memory.current_kib {
         w.text("currentMemory", &[("unit", kib())], &c.to_string());
     }
+    if let Some(t) = &d.memtune {
+        w.open("memtune", &[]);
+        for (name, kib) in [
+            ("hard_limit", t.hard_limit_kib),
+            ("soft_limit", t.soft_limit_kib),
+        ] {
+            if let Some(kib) = kib {
+                w.text(name, &[("unit", s("KiB"))], &kib.to_string());
+            }
+        }
+        w.close("memtune");
+    }
     if let Some(mb) = &d.memory_backing {
         memory_backing(&mut w, mb);
     }

@@ -137,6 +137,7 @@ impl Vm {
             iothreads: None,
             cputune: None,
             numatune: None,
+            memtune: None,
             memory_backing: None,
             os: Os {
                 arch: Some(Arch::X86_64),

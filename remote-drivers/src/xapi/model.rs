@@ -127,6 +127,7 @@ impl VmRecord {
             iothreads: None,
             cputune: None,
             numatune: None,
+            memtune: None,
             memory_backing: None,
             os: Os {
                 arch: None,

@@ -75,6 +75,7 @@ fn domain(d: &Element) -> R<DomainConfig> {
         "iothreads",
         "cputune",
         "numatune",
+        "memtune",
         "memoryBacking",
         "os",
         "features",
@@ -154,6 +155,7 @@ fn domain(d: &Element) -> R<DomainConfig> {
         },
         cputune: d.child("cputune")?.map(resources::cputune).transpose()?,
         numatune: d.child("numatune")?.map(resources::numatune).transpose()?,
+        memtune: d.child("memtune")?.map(resources::memtune).transpose()?,
         memory_backing: d
             .child("memoryBacking")?
             .map(resources::memory_backing)

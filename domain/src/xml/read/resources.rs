@@ -1,4 +1,4 @@
-//! `<memory>`, `<vcpu>`, `<cputune>`, `<numatune>`, `<memoryBacking>` and `<cpu>`.
+//! `<memory>`, `<vcpu>`, `<cputune>`, `<numatune>`, `<memtune>`, `<memoryBacking>` and `<cpu>`.
 
 use super::{flag, idset, size_kib, text_kib, R};
 use crate::model::*;
@@ -107,6 +107,25 @@ pub(super) fn cputune(e: &Element) -> R<CpuTune> {
         vcpupins,
         emulatorpin,
         iothreadpins,
+    })
+}
+
+pub(super) fn memtune(e: &Element) -> R<MemTune> {
+    // swap_hard_limit and min_guarantee are refused by name: the first needs swap
+    // accounting, the second is ESX-only in libvirt.
+    e.allow(&[], &["hard_limit", "soft_limit"])?;
+    let limit = |n: &str| -> R<Option<u64>> {
+        match e.child(n)? {
+            Some(c) => {
+                c.allow(&["unit"], &[])?;
+                Ok(Some(text_kib(c)?))
+            }
+            None => Ok(None),
+        }
+    };
+    Ok(MemTune {
+        hard_limit_kib: limit("hard_limit")?,
+        soft_limit_kib: limit("soft_limit")?,
     })
 }
 
