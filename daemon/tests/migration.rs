@@ -601,18 +601,7 @@ async fn a_timed_out_migration_aborts_or_pauses_as_asked() {
 /// One CA and a server and a client certificate for 127.0.0.1, as `<state_dir>/pki/migration`
 /// wants them, made with openssl.
 fn migration_pki(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-x509",

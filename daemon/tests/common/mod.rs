@@ -172,3 +172,17 @@ pub fn recorded_pid(env: &Env, name: &str) -> u32 {
 pub mod bus;
 pub mod daemon;
 pub mod openapi;
+
+/// Runs the openssl CLI in `dir` (test certificates); its stderr is the failure message.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the openssl CLI must be installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
