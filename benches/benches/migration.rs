@@ -6,7 +6,8 @@
 //! QMP from this benchmark: a source QEMU with the daemon's very argv, a destination with
 //! `-incoming defer`, the same capabilities and parameters (downtime limit 300 ms, unlimited
 //! bandwidth), `migrate`, polling, `cont` on the destination. Both totals include starting the
-//! destination QEMU. Rounds alternate raw and daemon. Downtime is QEMU's own figure.
+//! destination QEMU. Each round runs both paths, which one first alternating. Downtime is
+//! QEMU's own figure.
 //!
 //! cargo build --release -p novacrond
 //! cargo bench -p novacron-benches --bench migration [-- ROUNDS]
@@ -417,15 +418,27 @@ async fn main() -> Result<()> {
         for round in 0..rounds {
             let socket = scratch.path().join(format!("{name}-{round}.qmp"));
             let dst_ram = scratch.path().join(format!("{name}-raw-{round}.ram"));
+            // Which path goes first alternates, so neither always follows the other's
+            // clean-up (a QEMU's memory freed, page cache dropped).
+            let daemons_first = round % 2 == 1;
+            let early = if daemons_first {
+                Some(through_daemons(here, there, &name).await?)
+            } else {
+                None
+            };
             let (r, child, qmp) = raw(&argv, &raw_qmp, &socket, &dst_ram).await?;
             let _ = raw_child.wait().await;
             (raw_child, raw_qmp) = (child, qmp);
             raw_t.push(millis(r.total));
             raw_d.push(r.downtime_ms);
             raw_b.push(r.bytes as f64 / (1u64 << 20) as f64);
-            let f = through_daemons(here, there, &name).await?;
+            let f = match early {
+                Some(f) => f,
+                None => through_daemons(here, there, &name).await?,
+            };
             println!(
-                "  round {round}: raw {:.0}ms (QEMU {:.0}ms, down {:.0}ms), daemons {:.0}ms (QEMU {:.0}ms, down {:.0}ms)",
+                "  round {round} ({}): raw {:.0}ms (QEMU {:.0}ms, down {:.0}ms), daemons {:.0}ms (QEMU {:.0}ms, down {:.0}ms)",
+                if daemons_first { "daemons first" } else { "raw first" },
                 millis(r.total),
                 r.qemu_total_ms,
                 r.downtime_ms,
