@@ -115,12 +115,12 @@ pub fn write_domain(d: &DomainConfig) -> String {
     }
     if let Some(t) = &d.memtune {
         w.open("memtune", &[]);
-        for (name, kib) in [
+        for (name, limit) in [
             ("hard_limit", t.hard_limit_kib),
             ("soft_limit", t.soft_limit_kib),
         ] {
-            if let Some(kib) = kib {
-                w.text(name, &[("unit", s("KiB"))], &kib.to_string());
+            if let Some(value) = limit {
+                w.text(name, &[("unit", kib())], &value.to_string());
             }
         }
         w.close("memtune");
