@@ -58,7 +58,7 @@ impl Daemon {
             .map(|b| format!("{b:02x}"))
             .collect();
         let config = env.write_config_file_with(&format!(
-            "memory_backing_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"peer\"\nsha256 = \"{hash}\"\nrole = \"operator\"\n",
+            "memory_backing_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"peer\"\nsha256 = \"{hash}\"\nrole = \"migration_peer\"\n[migration]\nallow_plain_http = true\n",
             env.dir.path().join("ram")
         ))?;
         let child = spawn_daemon(

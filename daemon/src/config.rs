@@ -52,6 +52,8 @@ pub struct Config {
     pub cgroups: crate::host::cgroup::CgroupConfig,
     /// Remote vendor hypervisors (`[remote]`, `[[remote.hosts]]`).
     pub remote: crate::service::remote::RemoteConfig,
+    /// Live migration between daemons (`[migration]`).
+    pub migration: crate::service::migration::MigrationConfig,
 }
 
 /// Whether each QEMU is moved into its own transient systemd scope (`novacron-<name>.scope` in
@@ -91,6 +93,9 @@ pub struct ApiConfig {
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1). Needs `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The only directory files named in requests are read from (`destination_ca` of a
+    /// migration, `ca_file` of a registered host); `<state_dir>/pki` when unset.
+    pub request_files_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -102,15 +107,26 @@ pub struct ApiToken {
     pub role: Role,
 }
 
-/// What a caller may do: operators everything but raw QMP.
+/// What a caller may do: operators everything but raw QMP and the migration peer routes;
+/// a migration peer (the source daemon of an incoming migration) only the peer routes
+/// (`/v1/migrations/incoming...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Operator,
     Admin,
+    MigrationPeer,
 }
 
 impl Config {
+    /// Where files named in requests may be read from (see `ApiConfig::request_files_dir`).
+    pub fn request_files_dir(&self) -> PathBuf {
+        self.api
+            .request_files_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("pki"))
+    }
+
     /// The API's Unix socket path.
     pub fn api_socket(&self) -> PathBuf {
         self.api
@@ -199,6 +215,7 @@ impl Config {
             hugepages: crate::host::hugepages::HugepageConfig::default(),
             cgroups: crate::host::cgroup::CgroupConfig::default(),
             remote: crate::service::remote::RemoteConfig::default(),
+            migration: crate::service::migration::MigrationConfig::default(),
         }
     }
 
@@ -346,6 +363,17 @@ impl Config {
                     &format!("host '{}' is defined twice", host.name),
                 ));
             }
+        }
+        if self
+            .api
+            .request_files_dir
+            .as_ref()
+            .is_some_and(|d| !d.is_absolute())
+        {
+            return Err(err("api.request_files_dir", "must be an absolute path"));
+        }
+        if let Err((key, reason)) = self.migration.check() {
+            return Err(err(key, &reason));
         }
         if let Err(reason) = self.cgroups.check() {
             return Err(err("cgroups.parent", &reason));

@@ -29,7 +29,10 @@ struct Host {
 impl Host {
     fn start() -> Host {
         let env = Env::new();
-        let (port, toml) = tcp_api(&[("peer", TOKEN, "operator")]);
+        // Plain http:// between the two loopback daemons: allowed explicitly (the default
+        // refuses it); the peer's token has the peer role.
+        let (port, mut toml) = tcp_api(&[("peer", TOKEN, "migration_peer")]);
+        toml.push_str("[migration]\nallow_plain_http = true\n");
         let daemon = Some(env.start_daemon(&toml));
         Host {
             env,
@@ -664,7 +667,7 @@ async fn a_tls_migration_needs_certificates_and_uses_them() {
     let name = "mig-tls";
     start_osless(&a, name).await;
     let tls = || MigrationOptions {
-        tls: true,
+        tls: Some(true),
         ..Default::default()
     };
 

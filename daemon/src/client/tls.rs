@@ -42,6 +42,22 @@ impl Tls {
                 rustls::pki_types::pem::Error::Io(e) => e,
                 other => invalid(format!("not valid PEM: {other}")),
             })?;
+        Self::from_certs(certs, path)
+    }
+
+    /// Trust only the CA certificates in `pem`, already read from `path` (the daemon reads
+    /// request-named files itself, bounded: see `service::request_file`).
+    pub fn from_ca_pem(pem: &[u8], path: &Path) -> io::Result<Tls> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("not valid PEM: {e}"))
+            })?;
+        Self::from_certs(certs, path)
+    }
+
+    fn from_certs(certs: Vec<CertificateDer<'static>>, path: &Path) -> io::Result<Tls> {
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
         if certs.is_empty() {
             return Err(invalid("no PEM CERTIFICATE block found".into()));
         }

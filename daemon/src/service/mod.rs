@@ -17,6 +17,7 @@ pub mod passthrough;
 pub mod placement;
 mod reconnect;
 pub mod remote;
+pub mod request_file;
 pub mod status;
 mod supervise;
 

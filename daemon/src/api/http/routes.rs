@@ -271,6 +271,11 @@ pub(crate) async fn dispatch(
 ) -> Result<Response, ApiError> {
     let path = req.uri().path().to_owned();
     let (endpoint, param) = resolve(req.method(), &path)?;
+    if let Err(why) = role_reaches(caller.role, endpoint) {
+        let what = format!("{} {path}", req.method());
+        ctx.service.audit_role_refusal(&what, why);
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why));
+    }
     let param = param.unwrap_or_default().to_owned();
     let svc = &ctx.service;
     match endpoint {
@@ -412,6 +417,28 @@ pub(crate) async fn dispatch(
             super::metrics::CONTENT_TYPE,
             super::metrics::render(&svc.metrics().await),
         )),
+    }
+}
+
+/// Which endpoints a role reaches: the migration peer protocol (`/v1/migrations/incoming...`)
+/// belongs to peers (and admins); a peer's token reaches nothing else.
+pub fn role_reaches(role: Role, endpoint: Endpoint) -> Result<(), &'static str> {
+    use MigrationEndpoint::{Abort, Finish, Incoming, Prepare};
+    let peer_route = matches!(
+        endpoint,
+        Endpoint::Migration(Prepare | Incoming | Finish | Abort)
+    );
+    match role {
+        Role::Admin => Ok(()),
+        Role::MigrationPeer if peer_route => Ok(()),
+        Role::MigrationPeer => {
+            Err("a migration peer token may only use the /v1/migrations/incoming routes")
+        }
+        Role::Operator if peer_route => Err(
+            "the /v1/migrations/incoming routes are for migration peers (role migration_peer) \
+             and administrators",
+        ),
+        Role::Operator => Ok(()),
     }
 }
 

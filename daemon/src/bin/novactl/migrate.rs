@@ -18,13 +18,15 @@ use crate::output;
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
     pub name: String,
-    /// The destination daemon's API, e.g. http://host2:8443 or https://...
+    /// The destination daemon's API, e.g. https://host2:8443 (http:// only where the source's
+    /// configuration allows plain transport)
     pub destination: String,
     /// The destination's bearer token (named apart from the global --token, which is for the
     /// daemon novactl talks to)
     #[arg(long, env = "NOVACTL_MIGRATE_TOKEN", hide_env_values = true)]
     pub destination_token: Option<String>,
-    /// CA certificate (PEM) to verify an https destination
+    /// CA certificate (PEM) to verify an https destination: a path on the source host,
+    /// inside its api.request_files_dir (default <state_dir>/pki), read by the daemon
     #[arg(long)]
     pub destination_ca: Option<PathBuf>,
     /// Answer once started instead of following the progress
@@ -49,9 +51,13 @@ pub struct MigrateArgs {
     /// Allow switching to post-copy (`novactl migrate-postcopy`)
     #[arg(long)]
     pub postcopy: bool,
-    /// Encrypt the stream (certificates configured on both hosts)
-    #[arg(long)]
+    /// Encrypt the stream (certificates configured on both hosts); the default for an
+    /// https:// destination
+    #[arg(long, conflicts_with = "no_tls")]
     pub tls: bool,
+    /// Do not encrypt the stream, even to an https:// destination
+    #[arg(long)]
+    pub no_tls: bool,
     #[arg(long)]
     pub timeout_secs: Option<u64>,
     /// What the timeout does: abort, postcopy or pause
@@ -80,7 +86,11 @@ impl MigrateArgs {
                     _ => Compression::None,
                 },
                 postcopy: self.postcopy,
-                tls: self.tls,
+                tls: match (self.tls, self.no_tls) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
                 timeout_secs: self.timeout_secs,
                 timeout_action: match self.timeout_action.as_str() {
                     "postcopy" => TimeoutAction::Postcopy,

@@ -19,8 +19,10 @@ use super::super::events::{EventKind, StateReason};
 use super::super::jobs::Job;
 use super::super::lifecycle::{launch_as, qmp_error, Launched};
 use super::super::{supervise, Inner, Service};
+use super::settings::MigrationConfig;
 use super::{IncomingAnswer, IncomingRequest, IncomingState, IncomingView};
 use crate::persist::records::{IncomingMark, IncomingPhase};
+use std::net::IpAddr;
 
 /// How long a prepared migration waits for a word from its source by default.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -109,7 +111,7 @@ impl Service {
     ) -> Result<IncomingAnswer, Error> {
         let inner = &self.inner;
         request.options.check()?;
-        check_host(&request.listen_host)?;
+        let listen_ip = listen_address(&request.listen_host, &inner.config.migration).await?;
         let config = DomainConfig::from_xml(&request.xml)
             .map_err(|e| Error::InvalidConfig(format!("the migrated definition: {e}")))?;
         let existing = inner.read_domains().get(&config.name).cloned();
@@ -122,6 +124,10 @@ impl Service {
                 )));
             }
         }
+        // The same define-time checks as `POST /v1/domains`: a peer may not name what an
+        // operator may not.
+        // TRUST: check here (storage roots: the incoming definition is checked as a
+        // non-admin define, unless `inner.prepare` already does so for every caller).
         let validated = inner.prepare(config, existing.as_ref().map(|h| h.definition()))?;
         // Known before QEMU starts: its runtime record names the migration it is for.
         let id = super::new_id("in");
@@ -157,7 +163,7 @@ impl Service {
                     return Err(e);
                 }
             };
-            match listen(inner, &name, &launched, &request).await {
+            match listen(inner, &name, &launched, &request, listen_ip).await {
                 Ok(uri) => Ok((launched, uri)),
                 Err(e) => {
                     kill(inner, &name, launched).await;
@@ -210,7 +216,7 @@ impl Service {
         inner.events.publish(
             &name,
             EventKind::MigrationStarted {
-                id: id.clone(),
+                id: public_id(&id),
                 role: "destination".into(),
                 peer: request.listen_host.clone(),
             },
@@ -352,7 +358,7 @@ impl Service {
         inner.events.publish(
             name,
             EventKind::MigrationFinished {
-                id: m.id.clone(),
+                id: public_id(&m.id),
                 outcome: "completed".into(),
                 detail: "the guest runs here".into(),
             },
@@ -438,7 +444,7 @@ impl Service {
         inner.events.publish(
             &m.domain,
             EventKind::MigrationFinished {
-                id: m.id.clone(),
+                id: public_id(&m.id),
                 outcome: "cancelled".into(),
                 detail: why,
             },
@@ -462,6 +468,7 @@ async fn listen(
     name: &str,
     launched: &Launched,
     request: &IncomingRequest,
+    host: std::net::IpAddr,
 ) -> Result<String, Error> {
     let qmp = launched.live.qmp(name)?;
     let fail = |what: &str, e: novacron_qmp::Error| qmp_error(name, what, e);
@@ -471,14 +478,14 @@ async fn listen(
     .await
     .map_err(|e| fail("set migration capabilities", e))?;
     let mut params = request.options.shared_parameters();
-    if request.options.tls {
+    if request.options.stream_tls() {
         super::source::add_tls_creds(inner, qmp, name, "server").await?;
         params.tls_creds = Some(super::source::TLS_OBJECT.into());
     }
     qmp.execute(&params)
         .await
         .map_err(|e| fail("set migration parameters", e))?;
-    let host = &request.listen_host;
+    let host = &host.to_string();
     qmp.execute(&MigrateIncoming {
         uri: format!("tcp:{}:0", bracket(host)),
     })
@@ -505,20 +512,62 @@ fn bracket(host: &str) -> String {
     }
 }
 
-/// The listen host comes from the network: only a plain address or host name goes to QEMU.
-fn check_host(host: &str) -> Result<(), Error> {
+/// The listen host comes from the network: only an address of this host (or one the admin
+/// listed in `migration.listen_hosts`) is listened on, never the wildcard unless listed. A
+/// name is resolved here, once, and QEMU gets the address.
+async fn listen_address(host: &str, config: &MigrationConfig) -> Result<IpAddr, Error> {
+    let refuse = |why: &str| {
+        Error::InvalidConfig(format!(
+            "listen_host {:?}: {why}",
+            host.chars().take(253).collect::<String>()
+        ))
+    };
     let ok = !host.is_empty()
         && host.len() <= 253
         && host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidConfig(format!(
-            "listen_host {host:?} is not an address or host name"
-        )))
+    if !ok {
+        return Err(refuse("not an address or host name"));
     }
+    let candidates: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host, 0))
+            .await
+            .map_err(|e| refuse(&format!("cannot resolve it: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    let mut found = None;
+    for ip in candidates {
+        if config.listen_hosts.contains(&ip) || (!ip.is_unspecified() && is_local(ip).await) {
+            found = Some(ip);
+            break;
+        }
+    }
+    found.ok_or_else(|| {
+        refuse(
+            "not an address of this host (the unspecified address only if listed in \
+             migration.listen_hosts)",
+        )
+    })
+}
+
+/// An address a socket can be bound to here is one of this host's (binding a foreign
+/// address fails with EADDRNOTAVAIL).
+async fn is_local(ip: IpAddr) -> bool {
+    tokio::task::spawn_blocking(move || std::net::UdpSocket::bind((ip, 0)).is_ok())
+        .await
+        .unwrap_or(false)
+}
+
+/// What event subscribers see of an incoming migration's id: the id itself is what lets a
+/// caller finish or abort it, so only a digest of it goes out.
+fn public_id(id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("novacron-incoming-event:{id}").as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("in-event-{hex}")
 }
 
 /// Kills a QEMU that never became the guest and removes its runtime files.

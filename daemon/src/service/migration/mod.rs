@@ -8,9 +8,11 @@
 
 mod incoming;
 pub mod options;
+mod peer_uri;
 pub mod progress;
 mod record;
 mod recovery;
+mod settings;
 mod source;
 
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use options::{Compression, MigrationOptions, TimeoutAction};
 pub use progress::{Phase, Progress};
+pub use settings::MigrationConfig;
 
 pub(super) use recovery::recover;
 
@@ -33,7 +36,8 @@ pub struct MigrateRequest {
     /// Its bearer token (never logged, never shown back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// A CA certificate (PEM, on the source host) to verify an `https://` destination.
+    /// A CA certificate (PEM, on the source host) to verify an `https://` destination: a
+    /// regular file of at most 1 MiB inside `api.request_files_dir` (`<state_dir>/pki`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_ca: Option<PathBuf>,
     #[serde(default)]
@@ -136,6 +140,16 @@ impl Registry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(view.id.clone(), view);
+    }
+}
+
+impl super::Service {
+    /// Audits a request refused because the caller's role does not reach it (`what`: the
+    /// method and path).
+    pub fn audit_role_refusal(&self, what: &str, why: &str) {
+        self.inner
+            .audit
+            .record_outcome(what, "", "forbidden", Some(why.to_owned()));
     }
 }
 

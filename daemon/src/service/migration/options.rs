@@ -52,8 +52,9 @@ pub struct MigrationOptions {
     pub compression: Compression,
     /// Allow post-copy (`POST .../migration/postcopy` switches to it).
     pub postcopy: bool,
-    /// Encrypt the stream with the host's migration certificates.
-    pub tls: bool,
+    /// Encrypt the stream with the hosts' migration certificates. When absent: on for an
+    /// `https://` destination, off for an (allowed) `http://` one.
+    pub tls: Option<bool>,
     /// Give up (or act) after this many seconds.
     pub timeout_secs: Option<u64>,
     pub timeout_action: TimeoutAction,
@@ -99,6 +100,11 @@ impl MigrationOptions {
             return bad("postcopy cannot be combined with multifd_channels in QEMU 7.2".into());
         }
         Ok(())
+    }
+
+    /// The stream is encrypted (the source settles an absent `tls` before sending).
+    pub fn stream_tls(&self) -> bool {
+        self.tls == Some(true)
     }
 
     /// Post-copy may be entered: asked for, or the timeout's chosen way out.

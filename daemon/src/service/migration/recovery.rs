@@ -61,10 +61,13 @@ async fn settle_with_retries(
         let _ = marked.send(());
         // Nothing runs here: the destination's copy (if finished) is the guest.
         return match peer(
+            inner,
             &rec.destination,
             rec.token.as_deref(),
             rec.destination_ca.as_deref(),
-        ) {
+        )
+        .await
+        {
             Ok(p) => {
                 let _ = p.client.abort_incoming(&rec.incoming_id).await;
                 ("failed", "the guest was gone here".into())
@@ -131,10 +134,13 @@ async fn settle(
     h: &Arc<DomainHandle>,
 ) -> (&'static str, String) {
     let peer = match peer(
+        inner,
         &rec.destination,
         rec.token.as_deref(),
         rec.destination_ca.as_deref(),
-    ) {
+    )
+    .await
+    {
         Ok(p) => p,
         Err(e) => return ("unknown", format!("cannot reach the destination: {e}")),
     };

@@ -20,10 +20,12 @@ use super::super::jobs::{AsyncJob, Job};
 use super::super::lifecycle::{gone, qmp_error, wrong_state};
 use super::super::{audit, Inner, Service};
 use super::options::TimeoutAction;
+use super::peer_uri::stream_uri;
 use super::progress::{Phase, Progress};
 use super::record::{self, MigrationRecord, RecordPhase};
 use super::{IncomingRequest, IncomingState, MigrateRequest};
 use crate::client::{Client, ClientError, Target, Tls};
+use crate::service::request_file;
 
 /// The id of the `tls-creds-x509` object on both ends.
 pub(super) const TLS_OBJECT: &str = "novacron-migration-tls";
@@ -59,33 +61,51 @@ impl Outgoing {
 pub(super) struct Peer {
     pub client: Client,
     pub host: String,
+    /// Reached over `https://`.
+    pub https: bool,
 }
 
-pub(super) fn peer(
+/// The destination's client. `http://` only if the admin allowed plain transport; the CA
+/// (a request-named path) read only through `request_file`, bounded and off the workers.
+pub(super) async fn peer(
+    inner: &Inner,
     destination: &str,
     token: Option<&str>,
     ca: Option<&std::path::Path>,
 ) -> Result<Peer, Error> {
     let bad = |e: ClientError| Error::InvalidConfig(format!("destination: {e}"));
     let mut target = Target::from_url(destination).map_err(bad)?;
-    if let Some(ca) = ca {
-        let tls = Tls::from_ca_file(ca)
-            .map_err(|e| Error::InvalidConfig(format!("destination_ca {}: {e}", ca.display())))?;
-        target = target.with_tls(tls).map_err(bad)?;
-    }
-    let host = match &target {
-        Target::Tcp { host, .. } => host.clone(),
+    let (host, https) = match &target {
+        Target::Tcp { host, tls, .. } => (host.clone(), tls.is_some()),
         Target::Unix(_) => {
             return Err(Error::InvalidConfig(
-                "destination must be an http:// or https:// URL".into(),
+                "destination must be an https:// (or allowed http://) URL".into(),
             ))
         }
     };
+    if !https && !inner.config.migration.allow_plain_http {
+        return Err(Error::InvalidConfig(format!(
+            "destination {destination}: plain http:// would send the token and the guest's \
+             definition in clear text; use https:// (or set allow_plain_http = true in \
+             [migration] of the configuration)"
+        )));
+    }
+    if let Some(ca) = ca {
+        let pem =
+            request_file::read("destination_ca", ca, &inner.config.request_files_dir()).await?;
+        let tls = Tls::from_ca_pem(&pem, ca)
+            .map_err(|e| Error::InvalidConfig(format!("destination_ca {}: {e}", ca.display())))?;
+        target = target.with_tls(tls).map_err(bad)?;
+    }
     let mut client = Client::new(target).with_max_body(1 << 20);
     if let Some(token) = token {
         client = client.with_token(token);
     }
-    Ok(Peer { client, host })
+    Ok(Peer {
+        client,
+        host,
+        https,
+    })
 }
 
 impl Service {
@@ -98,12 +118,28 @@ impl Service {
         request: MigrateRequest,
         wait: bool,
     ) -> Result<Progress, Error> {
-        request.options.check()?;
-        let peer = peer(
-            &request.destination,
-            request.token.as_deref(),
-            request.destination_ca.as_deref(),
-        )?;
+        let mut request = request;
+        let checked = async {
+            request.options.check()?;
+            peer(
+                &self.inner,
+                &request.destination,
+                request.token.as_deref(),
+                request.destination_ca.as_deref(),
+            )
+            .await
+        }
+        .await;
+        let peer = match checked {
+            Ok(peer) => peer,
+            Err(e) => {
+                let refused = Err(e);
+                self.inner.audit.record("migrate", name, &refused);
+                return refused;
+            }
+        };
+        // The stream is encrypted by default when the API is (the caller may still say).
+        request.options.tls.get_or_insert(peer.https);
         let h = self.inner.handle(name)?;
         let (started_tx, started_rx) = oneshot::channel();
         let svc = self.clone();
@@ -316,6 +352,21 @@ impl Run_<'_> {
             }
         };
         let incoming = answer.id.clone();
+        // The peer chose the URI; QEMU gets only one we built from what we allow.
+        let uri =
+            match stream_uri(&answer.uri, &self.peer.host, &self.inner().config.migration).await {
+                Ok(uri) => uri,
+                Err(why) => {
+                    self.inner().audit.record_outcome(
+                        "migrate-stream-uri",
+                        &name,
+                        "refused",
+                        Some(why.clone()),
+                    );
+                    tracing::warn!(domain = %name, %why, "destination's migration URI refused");
+                    return self.stay_here(Phase::Failed, why, Some(&incoming)).await;
+                }
+            };
         let mut rec = MigrationRecord::new(
             &self.out.id,
             &name,
@@ -338,7 +389,7 @@ impl Run_<'_> {
             }
         };
         let mut events = qmp.subscribe();
-        if let Err(e) = self.start_stream(&qmp, &answer.uri).await {
+        if let Err(e) = self.start_stream(&qmp, &uri).await {
             return self
                 .stay_here(Phase::Failed, e.to_string(), Some(&incoming))
                 .await;
@@ -530,7 +581,7 @@ impl Run_<'_> {
         .await
         .map_err(|e| fail("set migration capabilities", e))?;
         let mut params = options.source_parameters();
-        if options.tls {
+        if options.stream_tls() {
             add_tls_creds(self.inner(), qmp, name, "client").await?;
             params.tls_creds = Some(TLS_OBJECT.into());
             params.tls_hostname = Some(self.peer.host.clone());

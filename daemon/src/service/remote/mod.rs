@@ -298,6 +298,16 @@ impl Service {
         if remote.get(&entry.name).is_ok() {
             return Err(Error::AlreadyExists(format!("remote host {}", entry.name)));
         }
+        // A request-named path, read by the driver as root: only a small regular file from
+        // the allowed directory (the driver reads it again from there, bounded by this check).
+        if let Some(ca) = &entry.ca_file {
+            crate::service::request_file::read(
+                "ca_file",
+                ca,
+                &self.inner.config.request_files_dir(),
+            )
+            .await?;
+        }
         // Parse before storing: a malformed credential is refused and nothing is written.
         novacron_remote_drivers::Credentials::parse(registration.credentials.expose())
             .map_err(|e| Error::InvalidConfig(format!("remote host '{}': {e}", entry.name)))?;
