@@ -324,6 +324,9 @@ async fn an_incoming_stream_listens_only_on_this_hosts_addresses() {
             "{host}: a guest was made"
         );
     }
+    // An operator following the event stream sees the incoming migration, not its id
+    // (which is what lets a caller finish or abort it).
+    let mut events = a.tcp(OPS).events(None).await.unwrap();
     let prepare = IncomingRequest {
         xml: osless("peer-local").to_xml(),
         options: Default::default(),
@@ -334,6 +337,26 @@ async fn an_incoming_stream_listens_only_on_this_hosts_addresses() {
     let answer = peer.prepare_incoming(&prepare).await.unwrap();
     assert!(answer.uri.starts_with("tcp:127.0.0.1:"), "{answer:?}");
     peer.abort_incoming(&answer.id).await.unwrap();
+    let mut seen = Vec::new();
+    let finished = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let e = events.next().await.unwrap().expect("the stream ended");
+            seen.push(serde_json::to_string(&e).unwrap());
+            if e.event == "migration_finished" {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(finished.is_ok(), "no migration_finished event: {seen:?}");
+    let started = seen
+        .iter()
+        .find(|e| e.contains("migration_started"))
+        .expect("a migration_started event");
+    assert!(started.contains("in-event-"), "{started}");
+    for e in &seen {
+        assert!(!e.contains(&answer.id), "the incoming id went out: {e}");
+    }
 }
 
 /// `destination_ca` names a file the daemon (root) reads: /dev/zero, a character device and
