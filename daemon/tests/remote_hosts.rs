@@ -271,14 +271,20 @@ fn remote_hosts_through_http_cli_and_dbus() {
 fn registration_is_checked_stored_0600_and_survives_a_restart() {
     let peer = xapi::start(3).expect("XAPI test peer");
     let env = Env::new();
+    // A request-named CA is read only from <state_dir>/pki.
+    let pki = env.config.state_dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca_file = pki.join("xapi-ca.pem");
+    std::fs::copy(&peer.ca_file, &ca_file).unwrap();
     let d = env.start_daemon("");
-    let body = |name: &str, driver: &str, password: &str| {
+    let body_ca = |name: &str, driver: &str, password: &str, ca: &str| {
         format!(
-            r#"{{"name":"{name}","driver":"{driver}","url":"{}","ca_file":{:?},"credentials":{{"user":"{}","password":"{password}"}}}}"#,
-            peer.url,
-            peer.ca_file.display().to_string(),
-            peer.user
+            r#"{{"name":"{name}","driver":"{driver}","url":"{}","ca_file":{ca:?},"credentials":{{"user":"{}","password":"{password}"}}}}"#,
+            peer.url, peer.user
         )
+    };
+    let body = |name: &str, driver: &str, password: &str| {
+        body_ca(name, driver, password, &ca_file.display().to_string())
     };
     let post = |b: &str| {
         curl(
@@ -296,6 +302,19 @@ fn registration_is_checked_stored_0600_and_survives_a_restart() {
         (body("../x", "xapi", &peer.password), "name"),
         (body("discover", "xapi", &peer.password), "name"),
         (r#"{"name":"x2"}"#.to_owned(), "missing field"),
+        (
+            body_ca("x2", "xapi", &peer.password, "/dev/zero"),
+            "ca_file: /dev/zero: is outside",
+        ),
+        (
+            body_ca(
+                "x2",
+                "xapi",
+                &peer.password,
+                &peer.ca_file.display().to_string(),
+            ),
+            "is outside",
+        ),
     ] {
         let r = post(&bad);
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
