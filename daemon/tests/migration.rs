@@ -24,6 +24,7 @@ struct Host {
     daemon: Option<Daemon>,
     port: u16,
     toml: String,
+    https: bool,
 }
 
 impl Host {
@@ -39,11 +40,49 @@ impl Host {
             daemon,
             port,
             toml,
+            https: false,
+        }
+    }
+
+    /// A daemon whose TCP API is TLS (certificate and key from `pki`), with the defaults of
+    /// `[migration]` (plain http:// refused).
+    fn start_https(pki: &std::path::Path) -> Host {
+        let env = Env::new();
+        let (port, toml) = tcp_api(&[("peer", TOKEN, "migration_peer")]);
+        let tls = format!(
+            "[api]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            pki.join("server-cert.pem"),
+            pki.join("server-key.pem")
+        );
+        let toml = toml.replacen("[api]\n", &tls, 1);
+        let daemon = Some(env.start_daemon(&toml));
+        Host {
+            env,
+            daemon,
+            port,
+            toml,
+            https: true,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Installs the migration certificates (`<state_dir>/pki/migration`) from `pki`.
+    fn install_migration_pki(&self, pki: &std::path::Path) {
+        let dir = self.env.config.state_dir.join("pki/migration");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "ca-cert.pem",
+            "server-cert.pem",
+            "server-key.pem",
+            "client-cert.pem",
+            "client-key.pem",
+        ] {
+            std::fs::copy(pki.join(f), dir.join(f)).unwrap();
+        }
     }
 
     /// The local admin's client (Unix socket).
@@ -687,23 +726,57 @@ async fn a_tls_migration_needs_certificates_and_uses_them() {
     let pki = tempfile::tempdir().unwrap();
     migration_pki(pki.path());
     for host in [&a, &b] {
-        let dir = host.env.config.state_dir.join("pki/migration");
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in [
-            "ca-cert.pem",
-            "server-cert.pem",
-            "server-key.pem",
-            "client-cert.pem",
-            "client-key.pem",
-        ] {
-            std::fs::copy(pki.path().join(f), dir.join(f)).unwrap();
-        }
+        host.install_migration_pki(pki.path());
     }
     let p = a
         .local()
         .migrate(name, &request(&b, tls()), true)
         .await
         .unwrap();
+    assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
+    assert_eq!(state(&b, name).await, Some(DomainState::Running));
+    let params = b
+        .local()
+        .qmp(name, "query-migrate-parameters", None)
+        .await
+        .unwrap();
+    assert_eq!(params["tls-creds"], "novacron-migration-tls", "{params}");
+}
+
+/// An https:// destination (the source trusting it through a `destination_ca` in its
+/// `<state_dir>/pki`): the stream is TLS without being asked, so it is refused while the
+/// hosts have no migration certificates (the guest stays), and with them it completes over
+/// TLS.
+#[tokio::test]
+async fn an_https_destination_gets_a_tls_stream_by_default() {
+    let pki = tempfile::tempdir().unwrap();
+    migration_pki(pki.path());
+    let a = Host::start();
+    let b = Host::start_https(pki.path());
+    let name = "mig-https";
+    start_osless(&a, name).await;
+    let ca = a.env.config.state_dir.join("pki/destination-ca.pem");
+    std::fs::create_dir_all(ca.parent().unwrap()).unwrap();
+    std::fs::copy(pki.path().join("ca-cert.pem"), &ca).unwrap();
+    let to_b = MigrateRequest {
+        destination_ca: Some(ca),
+        ..request(&b, MigrationOptions::default())
+    };
+    assert!(to_b.destination.starts_with("https://"));
+
+    let p = a.local().migrate(name, &to_b, true).await.unwrap();
+    assert_eq!(p.phase, Phase::Failed, "{p:?}");
+    assert!(
+        p.detail.as_deref().unwrap_or("").contains("ca-cert.pem"),
+        "the stream should have been TLS: {p:?}"
+    );
+    assert_eq!(state(&a, name).await, Some(DomainState::Running));
+    b.assert_clean(name).await;
+
+    for host in [&a, &b] {
+        host.install_migration_pki(pki.path());
+    }
+    let p = a.local().migrate(name, &to_b, true).await.unwrap();
     assert_eq!(p.phase, Phase::Completed, "{p:?}\n{}\n{}", a.log(), b.log());
     assert_eq!(state(&b, name).await, Some(DomainState::Running));
     let params = b
