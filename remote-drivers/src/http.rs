@@ -89,8 +89,7 @@ pub fn client(config: &HostConfig) -> Result<reqwest::Client, TransportError> {
         builder = builder.danger_accept_invalid_certs(true);
     }
     if let Some(path) = &config.tls.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| TransportError::Tls(format!("CA file {}: {e}", path.display())))?;
+        let pem = read_ca_file(path)?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| TransportError::Tls(format!("CA file {}: {e}", path.display())))?;
         if certs.is_empty() {
@@ -106,6 +105,28 @@ pub fn client(config: &HostConfig) -> Result<reqwest::Client, TransportError> {
     builder
         .build()
         .map_err(|e| TransportError::Tls(error_chain(&e)))
+}
+
+/// A CA bundle is a few KiB; the cap bounds what a wrong path (`/dev/zero`) can make us read.
+const MAX_CA_FILE: u64 = 1 << 20;
+
+/// Reads the CA bundle: a regular file only (a FIFO or a device is refused before it is
+/// opened, so the read cannot hang), at most [`MAX_CA_FILE`] bytes.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, TransportError> {
+    use std::io::Read;
+    let fail = |why: String| TransportError::Tls(format!("CA file {}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut pem))
+        .map_err(|e| fail(e.to_string()))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(fail(format!("over the {MAX_CA_FILE} byte limit")));
+    }
+    Ok(pem)
 }
 
 /// Reads a response body, refusing one over `limit` bytes before buffering it all.
@@ -208,6 +229,28 @@ pub fn excerpt(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_files_are_small_regular_files() {
+        let e = read_ca_file(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = read_ca_file(&fifo).unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'x'; (MAX_CA_FILE + 1) as usize]).unwrap();
+        assert!(read_ca_file(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("limit"));
+        let ok = dir.path().join("ca.pem");
+        std::fs::write(&ok, b"pem").unwrap();
+        assert_eq!(read_ca_file(&ok).unwrap(), b"pem");
+    }
 
     #[test]
     fn inner_limits_leave_a_margin() {
