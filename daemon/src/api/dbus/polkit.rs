@@ -47,11 +47,11 @@ pub async fn authorize(
                 .ok();
             check(conn, header, sender).await
         }
-        Err(e) => Err(DbusError::access_denied(format!("polkit: {e}"))),
+        Err(e) => Err(format!("polkit: {e}")),
     };
     match decided {
         Ok(()) => Ok(actor),
-        Err(e) => {
+        Err(why) => {
             let field = |v: Option<String>| v.unwrap_or_default();
             service.audit_refused(Refusal {
                 actor,
@@ -61,19 +61,20 @@ pub async fn authorize(
                     object: field(header.path().map(|p| p.to_string())),
                 },
                 outcome: Refused::AccessDenied,
-                reason: e.to_string(),
+                reason: why.clone(),
             });
-            Err(e)
+            Err(DbusError::access_denied(why))
         }
     }
 }
 
-/// Asks polkit whether `sender` may manage; `Ok` also where no polkit runs on this bus.
+/// Asks polkit whether `sender` may manage; `Ok` also where no polkit runs on this bus, else
+/// why not.
 async fn check(
     conn: &Connection,
     header: &Header<'_>,
     sender: &zbus::names::UniqueName<'_>,
-) -> Result<(), DbusError> {
+) -> Result<(), String> {
     let allow_interaction = header
         .primary()
         .flags()
@@ -111,26 +112,20 @@ async fn check(
         {
             return Ok(())
         }
-        Err(e) => {
-            return Err(DbusError::access_denied(format!(
-                "polkit check failed: {e}"
-            )))
-        }
+        Err(e) => return Err(format!("polkit check failed: {e}")),
     };
     let ((authorized, challenge, _details),): ((bool, bool, HashMap<String, String>),) = reply
         .body()
         .deserialize()
-        .map_err(|e| DbusError::access_denied(format!("polkit answered oddly: {e}")))?;
+        .map_err(|e| format!("polkit answered oddly: {e}"))?;
     if authorized {
         Ok(())
     } else if challenge {
-        Err(DbusError::access_denied(format!(
+        Err(format!(
             "{ACTION_MANAGE} needs authentication (call with interactive authorisation allowed)"
-        )))
+        ))
     } else {
-        Err(DbusError::access_denied(format!(
-            "{sender} is not authorised for {ACTION_MANAGE}"
-        )))
+        Err(format!("{sender} is not authorised for {ACTION_MANAGE}"))
     }
 }
 
