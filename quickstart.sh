@@ -84,7 +84,7 @@ run_demo() {
         grep -q NOVACRON-TEST-GUEST-READY "$log_dir/serial/demo.log" 2>/dev/null && break
         sleep 0.1
     done
-    grep -q NOVACRON-TEST-GUEST-READY "$log_dir/serial/demo.log" || { echo "the demo guest did not boot; see $log_dir/demo.log"; exit 1; }
+    grep -q NOVACRON-TEST-GUEST-READY "$log_dir/serial/demo.log" || { echo "the demo guest did not boot; see $log_dir/qemu/demo.log"; exit 1; }
     echo
     $novactl list --all
     cat <<NEXT

@@ -76,7 +76,7 @@ fn unix_ms() -> u64 {
 /// the record's `started_at_unix_ms` (written after the QMP handshake, before `cont`); in ms,
 /// with millisecond resolution: (before spawn, spawn to record, record to return).
 fn service_breakdown(env: &Env, t0_ms: u64, end_ms: u64) -> Option<(f64, f64, f64)> {
-    let log = std::fs::read_to_string(env.config.log_dir.join(format!("{NAME}.log"))).ok()?;
+    let log = std::fs::read_to_string(env.config.log_dir.join(format!("qemu/{NAME}.log"))).ok()?;
     let spawn_ms: u64 = log
         .lines()
         .rev()

@@ -105,8 +105,22 @@ impl Paths {
         self.memory.as_ref().map(|m| m.join(name))
     }
 
+    /// In its own directory, like the serial logs: a guest's log must never share a name with
+    /// a file of the daemon's (a domain named `audit` once wrote into, and had capped, the
+    /// audit log). The log of a running guest is the one its runtime record names.
     pub fn qemu_log(&self, name: &str) -> PathBuf {
+        self.log.join("qemu").join(format!("{name}.log"))
+    }
+
+    /// Where daemons before the `qemu/` directory put a guest's QEMU log: still written by
+    /// guests they started, whose records name no log.
+    pub fn legacy_qemu_log(&self, name: &str) -> PathBuf {
         self.log.join(format!("{name}.log"))
+    }
+
+    /// The daemon's own: no guest log lives beside it (see `qemu_log`).
+    pub fn audit_log(&self) -> PathBuf {
+        self.log.join("audit.log")
     }
 
     /// In its own directory: names may contain dots, so no suffix scheme could keep domain
@@ -129,6 +143,7 @@ impl Paths {
         create_dir(&self.records_dir(), 0o700)?;
         check_owned(&self.records_dir())?;
         create_dir(&self.log, 0o750)?;
+        create_dir(&self.log.join("qemu"), 0o750)?;
         create_dir(&self.log.join("serial"), 0o750)
     }
 
@@ -204,7 +219,14 @@ mod tests {
             Path::new("/run/novacron/domains/vm1.qmp")
         );
         assert_eq!(p.guest_dir("vm1"), Path::new("/run/novacron/domains/vm1.d"));
-        assert_eq!(p.qemu_log("vm1"), Path::new("/var/log/novacron/vm1.log"));
+        assert_eq!(
+            p.qemu_log("vm1"),
+            Path::new("/var/log/novacron/qemu/vm1.log")
+        );
+        assert_eq!(p.audit_log(), Path::new("/var/log/novacron/audit.log"));
+        // No name puts a guest's log on the audit log any more.
+        assert_ne!(p.qemu_log("audit"), p.audit_log());
+        assert_eq!(p.legacy_qemu_log("audit"), p.audit_log());
         assert_eq!(
             p.serial_log("vm1"),
             Path::new("/var/log/novacron/serial/vm1.log")

@@ -477,5 +477,29 @@ async fn polkit_refuses_mutations_by_bus_name_when_it_runs() {
     assert_eq!(seen[0].0, "system-bus-name");
     assert!(seen[0].1.starts_with(':'), "a unique bus name: {seen:?}");
     assert_eq!(seen[0].2, "org.novacron1.manage");
+    // The denial is in the audit log: who (bus name, uid), what (member, object), how.
+    let audit = std::fs::read_to_string(env.config.log_dir.join("audit.log")).unwrap_or_default();
+    let denied: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["op"] == "refused")
+        .collect();
+    assert_eq!(denied.len(), 1, "{audit}");
+    let e = &denied[0];
+    assert_eq!(e["result"], "access_denied", "{e}");
+    assert_eq!(e["actor"]["via"], "dbus", "{e}");
+    assert_eq!(
+        e["actor"]["bus_name"].as_str(),
+        Some(seen[0].1.as_str()),
+        "{e}"
+    );
+    assert_eq!(e["actor"]["uid"], 0, "{e}");
+    assert_eq!(e["asked"]["interface"], MANAGER, "{e}");
+    assert_eq!(e["asked"]["member"], "DefineXML", "{e}");
+    assert_eq!(e["asked"]["object"], "/org/novacron1", "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("not authorised"),
+        "{e}"
+    );
     drop(bus);
 }

@@ -44,7 +44,7 @@ async fn osless_guest_full_lifecycle() {
         Some("/dev/null")
     );
     let out = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
-    assert!(out.ends_with("bios1.log"), "{out:?}");
+    assert!(out.ends_with("qemu/bios1.log"), "{out:?}");
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(cmdline.contains("guest=bios1,debug-threads=on"));
     assert!(cmdline.contains("-sandbox"));

@@ -373,7 +373,8 @@ async fn the_service_detaches_refuses_a_second_guest_and_gives_back_on_failure()
     kernel.hold.store(false, Ordering::SeqCst);
 
     let err = first.await.unwrap().unwrap_err();
-    let log = std::fs::read_to_string(env.config.log_dir.join("gpu-a.log")).unwrap_or_default();
+    let log =
+        std::fs::read_to_string(env.config.log_dir.join("qemu/gpu-a.log")).unwrap_or_default();
     assert!(
         log.contains("vfio") && log.contains(GPU),
         "QEMU was not given the device: {err}; log: {log}"
@@ -409,6 +410,7 @@ async fn a_restarted_daemon_gives_back_devices_of_a_guest_that_stopped_meanwhile
         config,
         started_at_unix_ms: 0,
         incoming: None,
+        qemu_log: None,
         held: novacrond::host::resources::HeldResources {
             // 24 pages it had added to node 1's 2 MiB pool (1024 in the recorded tree).
             hugepages: vec![novacrond::host::hugepages::Grant {

@@ -42,6 +42,10 @@ pub struct RuntimeRecord {
     /// is not (yet) the guest, and answer the source truthfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incoming: Option<IncomingMark>,
+    /// The file QEMU's stdout and stderr go to, capped while the guest runs. Absent in
+    /// records of daemons that put it at `<log_dir>/<name>.log` (`Paths::legacy_qemu_log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_log: Option<PathBuf>,
 }
 
 /// Where an incoming migration stood when its record was last written.
@@ -165,7 +169,16 @@ mod tests {
             started_at_unix_ms: 1_700_000_000_000,
             held: Default::default(),
             incoming: None,
+            qemu_log: Some(PathBuf::from(format!("/var/log/novacron/qemu/{name}.log"))),
         }
+    }
+
+    #[test]
+    fn a_record_without_a_log_path_is_one_of_an_older_daemon() {
+        let mut old = serde_json::to_value(record("vm1")).unwrap();
+        old.as_object_mut().unwrap().remove("qemu_log");
+        let parsed: RuntimeRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.qemu_log, None);
     }
 
     #[tokio::test]

@@ -27,6 +27,16 @@ pub fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Whether both paths name one existing file (same device and inode): how the log capper
+/// makes sure it never touches the audit log, however a guest's log got to share it.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// `<path>.1`, where `cap_log` keeps the newest part of the old content.
 pub fn rotated_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
@@ -174,6 +184,19 @@ mod tests {
         std::fs::write(&path, [vec![b'y'; 300], b"\n".to_vec()].concat()).unwrap();
         assert!(cap_log(&path, 200).unwrap());
         assert_eq!(std::fs::read(rotated_path(&path)).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn same_file_sees_through_names_not_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        assert!(!same_file(&a, &a), "missing files are never the same");
+        std::fs::write(&a, b"x").unwrap();
+        assert!(same_file(&a, &tmp.path().join("./a")));
+        std::fs::hard_link(&a, &b).unwrap();
+        assert!(same_file(&a, &b), "a hard link is the same file");
+        std::fs::write(tmp.path().join("c"), b"x").unwrap();
+        assert!(!same_file(&a, &tmp.path().join("c")));
     }
 
     #[tokio::test]

@@ -511,6 +511,7 @@ pub(super) async fn launch_as(
                 id: id.to_owned(),
                 phase: crate::persist::records::IncomingPhase::Prepared,
             }),
+            qemu_log: Some(log.clone()),
         };
         let scoped = async {
             match &inner.scopes {

@@ -152,7 +152,7 @@ impl Service {
             remote_known: remote::Known::default(),
             scopes,
             cgroups,
-            audit: audit::AuditLog::new(config.log_dir.join("audit.log")),
+            audit: audit::AuditLog::new(paths.audit_log()),
             run_as,
             host: crate::host::HostProbe::from_config(&config),
             definitions: DefinitionStore::new(paths.definitions_dir()),
@@ -169,6 +169,7 @@ impl Service {
         reconnect::recover(&inner).await;
         migration::recover(&inner).await;
         spawn_log_capper(Arc::downgrade(&inner));
+        spawn_refusal_flusher(Arc::downgrade(&inner), inner.audit.folded_signal());
         remote::spawn_poller(
             Arc::downgrade(&inner),
             Duration::from_secs(inner.config.remote.poll_secs),
@@ -476,6 +477,34 @@ async fn lock_instance(
     .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
 }
 
+/// Writes the counts of folded refusals once their window ends (see `AuditLog::refused`).
+fn spawn_refusal_flusher(inner: Weak<Inner>, folded: Arc<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        loop {
+            folded.notified().await;
+            tokio::time::sleep(audit::FOLD_WINDOW).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if inner.audit.flush_refusals() {
+                folded.notify_one();
+            }
+        }
+    });
+}
+
+/// The QEMU log a live guest writes: the one its record names, else (a guest an older daemon
+/// started) the old place beside the audit log.
+fn guest_qemu_log(inner: &Inner, h: &DomainHandle) -> std::path::PathBuf {
+    match h.run().live() {
+        Some(live) => match &live.record.qemu_log {
+            Some(log) => log.clone(),
+            None => inner.paths.legacy_qemu_log(&h.name),
+        },
+        None => inner.paths.qemu_log(&h.name),
+    }
+}
+
 /// Keeps every running guest's log files under the configured cap.
 fn spawn_log_capper(inner: Weak<Inner>) {
     tokio::spawn(async move {
@@ -491,16 +520,17 @@ fn spawn_log_capper(inner: Weak<Inner>) {
                 .read_domains()
                 .values()
                 .filter(|h| h.state().is_live())
-                .flat_map(|h| {
-                    [
-                        inner.paths.qemu_log(&h.name),
-                        inner.paths.serial_log(&h.name),
-                    ]
-                })
+                .flat_map(|h| [guest_qemu_log(&inner, h), inner.paths.serial_log(&h.name)])
                 .collect();
+            let audit = inner.audit.path().to_owned();
             drop(inner);
             let _ = tokio::task::spawn_blocking(move || {
                 for f in files {
+                    // A guest's cap never applies to the daemon's own trail, whatever a
+                    // guest started by an older daemon shares a file with.
+                    if crate::qemu::logs::same_file(&f, &audit) {
+                        continue;
+                    }
                     if let Err(e) = crate::qemu::logs::cap_log(&f, max) {
                         tracing::warn!(file = %f.display(), error = %e, "cannot cap log");
                     }

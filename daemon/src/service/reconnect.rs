@@ -111,6 +111,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
         }
         match adopted {
             Some(adopted) => {
+                warn_if_logging_into_the_audit_log(inner, &record);
                 let definition = match by_name.remove(&name) {
                     Some((definition, _, _)) => definition,
                     None => match record.config.clone().validate() {
@@ -334,5 +335,25 @@ fn lost(record: RuntimeRecord, error: String) -> Adopted {
         state: UpState::Running,
         events: None,
         drift: Ok(Vec::new()),
+    }
+}
+
+/// A guest named `audit` started by a daemon from before `<log_dir>/qemu/` has its QEMU output
+/// going into the audit log. It keeps that file open, so only a restart of the guest moves it;
+/// until then its output is interleaved there (appended, never capped: see the log capper).
+fn warn_if_logging_into_the_audit_log(inner: &Inner, record: &RuntimeRecord) {
+    if record.qemu_log.is_none()
+        && crate::qemu::logs::same_file(
+            &inner.paths.legacy_qemu_log(&record.name),
+            inner.audit.path(),
+        )
+    {
+        tracing::warn!(
+            domain = %record.name,
+            audit_log = %inner.audit.path().display(),
+            "this guest was started by an older daemon and writes its QEMU output into the \
+             audit log; it is never capped there; restart the guest to move its log to {}",
+            inner.paths.qemu_log(&record.name).display()
+        );
     }
 }

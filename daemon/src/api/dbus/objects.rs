@@ -100,7 +100,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
-        let actor = polkit::authorize(conn, &header).await?;
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
         let summary = as_actor(actor, self.service.define(parse_xml(xml)?)).await?;
         ensure_object(server, &self.service, &summary.name).await
     }
@@ -114,7 +114,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
-        let actor = polkit::authorize(conn, &header).await?;
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
         let summary = as_actor(actor, self.service.define(parse_json(json)?)).await?;
         ensure_object(server, &self.service, &summary.name).await
     }
@@ -128,7 +128,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
-        let actor = polkit::authorize(conn, &header).await?;
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
         let summary = as_actor(actor, self.service.create(parse_xml(xml)?)).await?;
         ensure_object(server, &self.service, &summary.name).await
     }
@@ -142,7 +142,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
-        let actor = polkit::authorize(conn, &header).await?;
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
         let summary = as_actor(actor, self.service.create(parse_json(json)?)).await?;
         ensure_object(server, &self.service, &summary.name).await
     }
@@ -204,7 +204,7 @@ impl DomainObject {
         conn: &Connection,
         header: &Header<'_>,
     ) -> Result<(), DbusError> {
-        let actor = polkit::authorize(conn, header).await?;
+        let actor = polkit::authorize(conn, header, &self.service).await?;
         Ok(as_actor(actor, self.service.perform(&self.name, action)).await?)
     }
 }
@@ -219,7 +219,7 @@ impl DomainObject {
         conn: &Connection,
         header: &Header<'_>,
     ) -> Result<String, DbusError> {
-        let actor = polkit::authorize(conn, header).await?;
+        let actor = polkit::authorize(conn, header, &self.service).await?;
         let scope = PinScope { live, config };
         let pinning = as_actor(actor, self.service.pin(&self.name, kind, cpuset, scope)).await?;
         serde_json::to_string(&pinning).map_err(|e| DbusError::Internal(e.to_string()))
@@ -345,7 +345,7 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        let actor = polkit::authorize(conn, &header).await?;
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
         Ok(as_actor(actor, self.service.undefine(&self.name)).await?)
     }
 
@@ -355,7 +355,7 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        let actor = polkit::authorize(conn, &header).await?;
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
         Ok(as_actor(actor, self.service.set_autostart(&self.name, enabled)).await?)
     }
 
@@ -432,7 +432,7 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, DbusError> {
-        let actor = polkit::authorize(conn, &header).await?;
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
         let options = if options.trim().is_empty() {
             Default::default()
         } else {
@@ -457,7 +457,7 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, DbusError> {
-        let actor = polkit::authorize(conn, &header).await?;
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
         let progress = as_actor(actor, self.service.cancel_migration(&self.name)).await?;
         serde_json::to_string(&progress).map_err(|e| DbusError::Internal(e.to_string()))
     }

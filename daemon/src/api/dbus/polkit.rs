@@ -13,7 +13,8 @@ use zbus::zvariant::Value;
 use zbus::Connection;
 
 use super::error::DbusError;
-use crate::service::audit::Actor;
+use crate::service::audit::{Actor, Asked, Refusal, Refused};
+use crate::service::Service;
 
 /// The one action every mutating method needs.
 pub const ACTION_MANAGE: &str = "org.novacron1.manage";
@@ -22,8 +23,13 @@ const POLKIT: &str = "org.freedesktop.PolicyKit1";
 const ALLOW_USER_INTERACTION: u32 = 1;
 
 /// Who is calling (for the audit log), when the caller may mutate: always where no polkit
-/// runs on this bus, else as polkit decides.
-pub async fn authorize(conn: &Connection, header: &Header<'_>) -> Result<Actor, DbusError> {
+/// runs on this bus, else as polkit decides. A refusal is audited here, with the caller and
+/// the method and object it asked for.
+pub async fn authorize(
+    conn: &Connection,
+    header: &Header<'_>,
+    service: &Service,
+) -> Result<Actor, DbusError> {
     let mut actor = Actor {
         via: "dbus",
         ..Actor::default()
@@ -32,14 +38,43 @@ pub async fn authorize(conn: &Connection, header: &Header<'_>) -> Result<Actor, 
         // Peer-to-peer connections carry no sender; there is no bus to hold polkit either.
         return Ok(actor);
     };
-    let dbus = zbus::fdo::DBusProxy::new(conn)
-        .await
-        .map_err(|e| DbusError::Internal(format!("polkit: {e}")))?;
     actor.bus_name = Some(sender.to_string());
-    actor.uid = dbus
-        .get_connection_unix_user(BusName::from(sender.clone()))
-        .await
-        .ok();
+    let decided = match zbus::fdo::DBusProxy::new(conn).await {
+        Ok(dbus) => {
+            actor.uid = dbus
+                .get_connection_unix_user(BusName::from(sender.clone()))
+                .await
+                .ok();
+            check(conn, header, sender).await
+        }
+        Err(e) => Err(format!("polkit: {e}")),
+    };
+    match decided {
+        Ok(()) => Ok(actor),
+        Err(why) => {
+            let field = |v: Option<String>| v.unwrap_or_default();
+            service.audit_refused(Refusal {
+                actor,
+                asked: Asked::Dbus {
+                    interface: field(header.interface().map(|i| i.to_string())),
+                    member: field(header.member().map(|m| m.to_string())),
+                    object: field(header.path().map(|p| p.to_string())),
+                },
+                outcome: Refused::AccessDenied,
+                reason: why.clone(),
+            });
+            Err(DbusError::access_denied(why))
+        }
+    }
+}
+
+/// Asks polkit whether `sender` may manage; `Ok` also where no polkit runs on this bus, else
+/// why not.
+async fn check(
+    conn: &Connection,
+    header: &Header<'_>,
+    sender: &zbus::names::UniqueName<'_>,
+) -> Result<(), String> {
     let allow_interaction = header
         .primary()
         .flags()
@@ -75,28 +110,22 @@ pub async fn authorize(conn: &Connection, header: &Header<'_>) -> Result<Actor, 
                     | "org.freedesktop.DBus.Error.NameHasNoOwner"
             ) =>
         {
-            return Ok(actor)
+            return Ok(())
         }
-        Err(e) => {
-            return Err(DbusError::access_denied(format!(
-                "polkit check failed: {e}"
-            )))
-        }
+        Err(e) => return Err(format!("polkit check failed: {e}")),
     };
     let ((authorized, challenge, _details),): ((bool, bool, HashMap<String, String>),) = reply
         .body()
         .deserialize()
-        .map_err(|e| DbusError::access_denied(format!("polkit answered oddly: {e}")))?;
+        .map_err(|e| format!("polkit answered oddly: {e}"))?;
     if authorized {
-        Ok(actor)
+        Ok(())
     } else if challenge {
-        Err(DbusError::access_denied(format!(
+        Err(format!(
             "{ACTION_MANAGE} needs authentication (call with interactive authorisation allowed)"
-        )))
+        ))
     } else {
-        Err(DbusError::access_denied(format!(
-            "{sender} is not authorised for {ACTION_MANAGE}"
-        )))
+        Err(format!("{sender} is not authorised for {ACTION_MANAGE}"))
     }
 }
 

@@ -43,7 +43,7 @@ impl RemoteHostObject {
         conn: &Connection,
         header: &Header<'_>,
     ) -> Result<(), DbusError> {
-        let actor = polkit::authorize(conn, header).await?;
+        let actor = polkit::authorize(conn, header, &self.service).await?;
         as_actor(
             actor,
             self.service.remote_action(&self.name, domain, action),

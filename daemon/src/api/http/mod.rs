@@ -31,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiToken, Config};
+use crate::service::audit::{Actor, Asked, Refusal, Refused};
 use crate::Service;
 use auth::Caller;
 use response::Response;
@@ -148,7 +149,7 @@ impl Listeners {
                             continue;
                         };
                         let _ = stream.set_nodelay(true);
-                        let auth = Auth::Token(self.tokens.clone());
+                        let auth = Auth::Token(self.tokens.clone(), stream.peer_addr().ok());
                         match &self.tls {
                             Some(acceptor) => serve_tls(
                                 acceptor.clone(),
@@ -227,7 +228,8 @@ fn bind_unix(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> 
 
 enum Auth {
     Peer(Caller),
-    Token(Arc<Vec<ApiToken>>),
+    /// The tokens, and the connection's peer (for the audit log).
+    Token(Arc<Vec<ApiToken>>, Option<std::net::SocketAddr>),
 }
 
 /// The TLS handshake runs in the connection's own task (bounded), so a slow client cannot
@@ -283,24 +285,49 @@ fn serve_conn<S>(
 }
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx, auth: &Auth) -> Response {
-    let caller = match auth {
-        Auth::Peer(caller) => Ok(caller.clone()),
-        Auth::Token(tokens) => auth::token_caller(&req, tokens),
+    let (caller, peer) = match auth {
+        Auth::Peer(caller) => (Ok(caller.clone()), None),
+        Auth::Token(tokens, peer) => (auth::token_caller(&req, tokens), *peer),
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // Who is asked about when the call is refused: the caller, or the peer without a token.
+    let mut actor = Actor {
+        via: "http-tcp",
+        ..Actor::default()
+    };
     let result = match caller {
-        Ok(caller) => {
-            let actor = caller.actor.clone();
-            crate::service::audit::as_actor(actor, routes::dispatch(req, ctx, caller)).await
+        Ok(mut caller) => {
+            caller.actor.peer = peer;
+            actor = caller.actor.clone();
+            crate::service::audit::as_actor(actor.clone(), routes::dispatch(req, ctx, caller)).await
         }
         Err(e) => Err(e),
     };
+    actor.peer = peer;
     match result {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%method, %path, code = e.code, message = %e.message, "request refused");
+            if let Some(outcome) = refused(e.status) {
+                // Every authorisation failure, wherever in the routes it was decided.
+                ctx.service.audit_refused(Refusal {
+                    actor,
+                    asked: Asked::http(method.as_str(), &path),
+                    outcome,
+                    reason: e.message.clone(),
+                });
+            }
             e.into_response()
         }
+    }
+}
+
+/// The statuses that are authorisation failures.
+fn refused(status: hyper::StatusCode) -> Option<Refused> {
+    match status {
+        hyper::StatusCode::UNAUTHORIZED => Some(Refused::Unauthorized),
+        hyper::StatusCode::FORBIDDEN => Some(Refused::Forbidden),
+        _ => None,
     }
 }

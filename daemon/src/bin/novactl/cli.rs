@@ -242,9 +242,10 @@ pub enum HostsCommand {
         /// vsphere, proxmox, xapi or hyperv
         #[arg(long)]
         driver: String,
-        /// The endpoint's base URL, e.g. https://vcenter.example.com
-        #[arg(long)]
-        url: String,
+        /// The vendor API's base URL, e.g. https://vcenter.example.com (not `--url`, which is
+        /// always the daemon's)
+        #[arg(long, value_name = "URL")]
+        endpoint: String,
         /// A file of `user = ...` and `password = ...` (or `token_id` / `token_secret`) lines
         #[arg(long, value_name = "FILE")]
         credentials_file: PathBuf,
@@ -315,6 +316,163 @@ mod tests {
     #[test]
     fn definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every long name, short name, alias and id an argument answers to.
+    fn names(a: &clap::Arg) -> Vec<String> {
+        let mut n = vec![format!("id {}", a.get_id())];
+        n.extend(a.get_long().map(|l| format!("--{l}")));
+        n.extend(a.get_short().map(|s| format!("-{s}")));
+        n.extend(
+            a.get_all_aliases()
+                .into_iter()
+                .flatten()
+                .map(|l| format!("--{l}")),
+        );
+        n.extend(
+            a.get_all_short_aliases()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("-{s}")),
+        );
+        n
+    }
+
+    /// Where a subcommand's option has a global option's name, clap quietly gives the value to
+    /// one of them: `hosts register --url` once sent the vendor's credentials to the vendor.
+    #[test]
+    fn no_subcommand_option_shares_a_name_with_a_global_one() {
+        fn walk(cmd: &clap::Command, at: &str, globals: &[String], clashes: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let at = format!("{at} {}", sub.get_name());
+                for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                    for name in names(arg) {
+                        if globals.contains(&name) {
+                            clashes.push(format!("{at}: {name}"));
+                        }
+                    }
+                }
+                walk(sub, &at, globals, clashes);
+            }
+        }
+        let root = Cli::command();
+        let globals: Vec<String> = root
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .flat_map(names)
+            .collect();
+        assert!(globals.contains(&"--url".to_owned()), "{globals:?}");
+        let mut clashes = Vec::new();
+        walk(&root, "novactl", &globals, &mut clashes);
+        assert!(
+            clashes.is_empty(),
+            "subcommand options named like global ones: {clashes:?}"
+        );
+    }
+
+    /// The README's command lines, as written, reach the subcommand and arguments meant.
+    #[test]
+    fn every_readme_command_line_parses_to_what_it_says() {
+        let expected: &[(&str, &str)] = &[
+            ("novactl list --all", r#"List { state: None, name: None, all: true }"#),
+            ("novactl define -f web1.xml", r#"Define { file: "web1.xml" }"#),
+            ("novactl start web1", r#"Start { name: "web1", wait: WaitArg { no_wait: false } }"#),
+            ("novactl info web1", r#"Info { name: "web1" }"#),
+            ("novactl suspend web1", r#"Suspend { name: "web1", wait: WaitArg { no_wait: false } }"#),
+            ("novactl resume web1", r#"Resume { name: "web1", wait: WaitArg { no_wait: false } }"#),
+            (
+                "novactl shutdown web1 --timeout 60 --force",
+                r#"Shutdown { name: "web1", timeout: Some(60), force: true, wait: WaitArg { no_wait: false } }"#,
+            ),
+            ("novactl events", "Events { after: None }"),
+            (
+                "novactl qmp web1 query-status",
+                r#"Qmp { name: "web1", command: "query-status", arguments: None }"#,
+            ),
+            (
+                "novactl vcpupin web1 0 2-3 --live --config",
+                r#"Vcpupin { name: "web1", vcpu: Some(0), cpulist: Some("2-3"), scope: PinScopeArg { live: true, config: true } }"#,
+            ),
+            (
+                "novactl migrate web1 https://peer:8443 --destination-token T",
+                r#"name: "web1", destination: "https://peer:8443", destination_token: Some("T")"#,
+            ),
+            (
+                "novactl hosts discover pve.example",
+                r#"Hosts { command: Some(Discover { addresses: ["pve.example"], insecure: false, timeout: None }) }"#,
+            ),
+            (
+                "novactl hosts register pve1 --driver proxmox --endpoint https://pve.example:8006 --credentials-file pve1.cred",
+                r#"Hosts { command: Some(Register { name: "pve1", driver: "proxmox", endpoint: "https://pve.example:8006", credentials_file: "pve1.cred", insecure: false, ca_file: None }) }"#,
+            ),
+            ("novactl --host pve1 list --all", "List { state: None, name: None, all: true }"),
+            (
+                "novactl --host pve1 start web7",
+                r#"Start { name: "web7", wait: WaitArg { no_wait: false } }"#,
+            ),
+        ];
+        let lines = crate::readme::novactl_lines(crate::readme::README);
+        let written: Vec<String> = lines.iter().map(|l| l.join(" ")).collect();
+        let listed: Vec<&str> = expected.iter().map(|(l, _)| *l).collect();
+        assert_eq!(
+            written, listed,
+            "README.md's novactl lines changed: say here what each must parse to"
+        );
+        for (words, (line, command)) in lines.iter().zip(expected) {
+            let cli = Cli::try_parse_from(words)
+                .unwrap_or_else(|e| panic!("README line {line:?} does not parse:\n{e}"));
+            let got = format!("{:?}", cli.command);
+            assert!(got.contains(command), "{line:?} parsed to {got}");
+            // Only a line that says --url talks to a daemon over TCP; --host only on its lines.
+            assert_eq!(cli.url, None, "{line:?} would go to another daemon");
+            assert_eq!(
+                cli.remote_host.as_deref(),
+                line.contains("--host pve1").then_some("pve1"),
+                "{line:?}"
+            );
+        }
+    }
+
+    /// The README's registration as it was once written no longer parses: nothing is sent.
+    #[test]
+    fn the_vendor_url_is_never_taken_for_the_daemon_url() {
+        let e = Cli::try_parse_from([
+            "novactl",
+            "hosts",
+            "register",
+            "pve1",
+            "--driver",
+            "proxmox",
+            "--url",
+            "https://pve.example:8006",
+            "--credentials-file",
+            "pve1.cred",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--endpoint"), "{e}");
+        // Both given: each goes where it says.
+        let cli = Cli::try_parse_from([
+            "novactl",
+            "--url",
+            "https://daemon:8443",
+            "hosts",
+            "register",
+            "pve1",
+            "--driver",
+            "proxmox",
+            "--endpoint",
+            "https://pve.example:8006",
+            "--credentials-file",
+            "pve1.cred",
+        ])
+        .unwrap();
+        assert_eq!(cli.url.as_deref(), Some("https://daemon:8443"));
+        let got = format!("{:?}", cli.command);
+        assert!(
+            got.contains(r#"endpoint: "https://pve.example:8006""#),
+            "{got}"
+        );
     }
 
     #[test]

@@ -10,6 +10,11 @@ mod pinning;
 mod progress;
 mod remote;
 
+/// README.md's command lines, which the tests parse as written.
+#[cfg(test)]
+#[path = "../../../tests/common/readme.rs"]
+mod readme;
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};

@@ -223,7 +223,7 @@ pub async fn hosts(
         HostsCommand::Register {
             name,
             driver,
-            url,
+            endpoint,
             credentials_file,
             insecure,
             ca_file,
@@ -249,7 +249,7 @@ pub async fn hosts(
                 }
             };
             let mut request = json!({
-                "name": name, "driver": driver, "url": url,
+                "name": name, "driver": driver, "url": endpoint,
                 "credentials": credentials, "tls_verify": !insecure,
             });
             if let Some(ca) = ca_file {

@@ -368,7 +368,23 @@ impl Service {
 
     /// Discards a prepared migration: QEMU killed, the runtime files and a handle made for
     /// it removed. Aborting one that already ended is a no-op, but finishing is final.
+    /// Audited however it ends, under the domain's name when the id is known.
     pub async fn abort_incoming(&self, id: &str) -> Result<(), Error> {
+        let domain = match self.find_incoming(id) {
+            Ok(m) => Some(m.domain.clone()),
+            Err(_) => self.inner.migrations.remembered(id).map(|v| v.domain),
+        };
+        let result = self.abort_incoming_inner(id).await;
+        // An unknown id has no domain; the error names the id.
+        self.inner.audit.record(
+            "migrate-abort",
+            domain.as_deref().unwrap_or_default(),
+            &result,
+        );
+        result
+    }
+
+    async fn abort_incoming_inner(&self, id: &str) -> Result<(), Error> {
         let m = match self.find_incoming(id) {
             Ok(m) => m,
             Err(e) => {

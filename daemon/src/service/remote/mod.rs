@@ -265,7 +265,15 @@ impl Service {
     }
 
     /// Registers a host through the API: checked, its credentials stored 0600, then live.
+    /// Audited however it ends (never with the credentials).
     pub async fn register_host(&self, registration: Registration) -> Result<HostView, Error> {
+        let name = registration.entry.name.clone();
+        let result = self.register_host_inner(registration).await;
+        self.inner.audit.record("register host", &name, &result);
+        result
+    }
+
+    async fn register_host_inner(&self, registration: Registration) -> Result<HostView, Error> {
         let remote = &self.inner.remote;
         let _serial = remote.registering.lock().await;
         let mut entry = registration.entry;
@@ -348,15 +356,18 @@ impl Service {
                     origin: Origin::Api,
                 },
             );
-        self.inner
-            .audit
-            .record("register host", &entry.name, &Ok::<(), Error>(()));
         Ok(view)
     }
 
     /// Forgets an API-registered host (its stored credentials too). Configured hosts are
     /// removed from the configuration file instead.
     pub async fn unregister_host(&self, name: &str) -> Result<(), Error> {
+        let result = self.unregister_host_inner(name).await;
+        self.inner.audit.record("unregister host", name, &result);
+        result
+    }
+
+    async fn unregister_host_inner(&self, name: &str) -> Result<(), Error> {
         let remote = &self.inner.remote;
         let _serial = remote.registering.lock().await;
         let origin = remote
@@ -382,9 +393,6 @@ impl Service {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
         poller::forget(&self.inner, name);
-        self.inner
-            .audit
-            .record("unregister host", name, &Ok::<(), Error>(()));
         Ok(())
     }
 
