@@ -91,6 +91,22 @@ pub struct ApiConfig {
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1). Needs `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    // Connection limits (`api::http::limits`); unset: the default in brackets.
+    /// Connections in total from everyone but root on the Unix socket [half of RLIMIT_NOFILE,
+    /// 16..4096, at most RLIMIT_NOFILE - 256].
+    pub max_connections: Option<usize>,
+    /// Connections per non-root uid on the Unix socket [128].
+    pub max_connections_per_uid: Option<usize>,
+    /// TCP connections that have not yet presented a valid token, in total [256].
+    pub max_unauthenticated: Option<usize>,
+    /// Such connections per peer address (IPv6: per /64) [8].
+    pub max_unauthenticated_per_address: Option<usize>,
+    /// `/v1/events` streams open at once, admins not counted [1024].
+    pub max_event_streams: Option<usize>,
+    /// `/v1/events` streams per caller (uid or token), admins not counted [32].
+    pub max_event_streams_per_caller: Option<usize>,
+    /// Idle keep-alive connections are closed after this [75].
+    pub idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -349,6 +365,31 @@ impl Config {
         }
         if let Err(reason) = self.cgroups.check() {
             return Err(err("cgroups.parent", &reason));
+        }
+        for (key, value) in [
+            ("api.max_connections", self.api.max_connections),
+            (
+                "api.max_connections_per_uid",
+                self.api.max_connections_per_uid,
+            ),
+            ("api.max_unauthenticated", self.api.max_unauthenticated),
+            (
+                "api.max_unauthenticated_per_address",
+                self.api.max_unauthenticated_per_address,
+            ),
+            ("api.max_event_streams", self.api.max_event_streams),
+            (
+                "api.max_event_streams_per_caller",
+                self.api.max_event_streams_per_caller,
+            ),
+            (
+                "api.idle_timeout_secs",
+                self.api.idle_timeout_secs.map(|s| s as usize),
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(err(key, "must be greater than 0 (omit it for the default)"));
+            }
         }
         if self.api.listen.is_some() && self.api.tokens.is_empty() {
             return Err(err(
