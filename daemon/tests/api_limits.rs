@@ -323,6 +323,17 @@ fn one_address_flooding_tcp_does_not_lock_token_holders_out() {
     let (status, body) = exchange(&mut holder, "/v1/domains", "s3cret");
     assert_eq!(status, 200, "{body}");
 
+    // Authenticated connections leave the per-address cap: this address holds more of them
+    // than an unauthenticated peer may.
+    let mut pool: Vec<_> = (0..4)
+        .map(|_| {
+            let mut conn = connect_from("127.0.0.2", port);
+            let (status, body) = exchange(&mut conn, "/v1/domains", "s3cret");
+            assert_eq!(status, 200, "{body}");
+            conn
+        })
+        .collect();
+
     // A new connection from the flooding address is told the per-address cap (at once,
     // before it sends anything).
     let mut flooded = connect_from("127.0.0.1", port);
@@ -343,7 +354,10 @@ fn one_address_flooding_tcp_does_not_lock_token_holders_out() {
         &mut admitted,
         "an unauthenticated connection past its deadline",
     );
-    for conn in [&mut keeper, &mut holder] {
+    for conn in [&mut keeper, &mut holder]
+        .into_iter()
+        .chain(pool.iter_mut())
+    {
         let (status, body) = exchange(conn, "/v1/domains", "s3cret");
         assert_eq!(
             status, 200,
