@@ -582,6 +582,14 @@ mod tests {
         );
         bad(&|c| c.qemu_user = Some(String::new()), "qemu_user");
         bad(&|c| c.qemu_user = Some(" qemu".into()), "qemu_user");
+        bad(
+            &|c| c.api.max_connections_per_uid = Some(0),
+            "api.max_connections_per_uid",
+        );
+        bad(
+            &|c| c.api.idle_timeout_secs = Some(0),
+            "api.idle_timeout_secs",
+        );
         let mut c = ok.clone();
         c.qemu_user = Some("qemu".into());
         c.check("f", true).unwrap();
