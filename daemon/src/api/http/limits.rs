@@ -26,6 +26,10 @@ use crate::config::{ApiConfig, Role};
 /// Descriptors kept free below RLIMIT_NOFILE for the daemon itself and root, whatever is
 /// configured.
 const FD_RESERVE: u64 = 256;
+/// The soft RLIMIT_NOFILE asked for: far above what the caps need, but not the huge hard
+/// limits of some containers (2^30), which children (QEMU, dnsmasq) inherit and programs that
+/// close every possible descriptor at startup would then loop through.
+const NOFILE_TARGET: u64 = 1 << 16;
 /// `max_connections` when unset: half of RLIMIT_NOFILE, within these bounds.
 const DERIVED_MIN: u64 = 16;
 const DERIVED_MAX: u64 = 4096;
@@ -89,18 +93,21 @@ impl Caps {
     }
 }
 
-/// Raise RLIMIT_NOFILE's soft limit to the hard limit (systemd and most shells start at 1024
-/// soft); returns the soft limit in force.
+/// Raise RLIMIT_NOFILE's soft limit towards the hard limit (systemd and most shells start at
+/// 1024 soft), up to `NOFILE_TARGET`; returns the soft limit in force.
 pub(crate) fn raise_nofile() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => hard,
-            Err(e) => {
-                tracing::warn!(soft, hard, error = %e, "cannot raise RLIMIT_NOFILE");
-                soft
+        Ok((soft, hard)) if soft < hard.min(NOFILE_TARGET) => {
+            let target = hard.min(NOFILE_TARGET);
+            match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+                Ok(()) => target,
+                Err(e) => {
+                    tracing::warn!(soft, hard, error = %e, "cannot raise RLIMIT_NOFILE");
+                    soft
+                }
             }
-        },
+        }
         Ok((soft, _)) => soft,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE; assuming 1024");
