@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Smallest accepted `log_max_bytes`: below this a boot log would not fit.
 pub const MIN_LOG_MAX_BYTES: u64 = 64 * 1024;
+/// Longest `api.idle_timeout_secs` (an hour): idle connections hold descriptors.
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -382,13 +384,17 @@ impl Config {
                 "api.max_event_streams_per_caller",
                 self.api.max_event_streams_per_caller,
             ),
-            (
-                "api.idle_timeout_secs",
-                self.api.idle_timeout_secs.map(|s| s as usize),
-            ),
         ] {
             if value == Some(0) {
                 return Err(err(key, "must be greater than 0 (omit it for the default)"));
+            }
+        }
+        if let Some(secs) = self.api.idle_timeout_secs {
+            if !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&secs) {
+                return Err(err(
+                    "api.idle_timeout_secs",
+                    &format!("must be 1 to {MAX_IDLE_TIMEOUT_SECS}"),
+                ));
             }
         }
         if self.api.listen.is_some() && self.api.tokens.is_empty() {
@@ -588,6 +594,10 @@ mod tests {
         );
         bad(
             &|c| c.api.idle_timeout_secs = Some(0),
+            "api.idle_timeout_secs",
+        );
+        bad(
+            &|c| c.api.idle_timeout_secs = Some(u64::MAX),
             "api.idle_timeout_secs",
         );
         let mut c = ok.clone();

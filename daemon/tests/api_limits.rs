@@ -152,6 +152,9 @@ impl AsUser {
 
 impl Drop for AsUser {
     fn drop(&mut self) {
+        // EOF first: runuser forks, so killing it would not reach python3, but python3 exits
+        // (closing its connections) once its stdin closes.
+        drop(self.stdin.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
