@@ -1,6 +1,7 @@
 //! Warnings that a flood could repeat thousands of times a second: the first is logged with its
 //! details, the rest of each interval become one summary line with a count.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ const INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct RateLog {
     what: &'static str,
     state: Mutex<State>,
+    /// Lines logged so far.
+    lines: AtomicU64,
 }
 
 #[derive(Default)]
@@ -25,6 +28,7 @@ impl RateLog {
         Arc::new(RateLog {
             what,
             state: Mutex::new(State::default()),
+            lines: AtomicU64::new(0),
         })
     }
 
@@ -38,6 +42,7 @@ impl RateLog {
         }
         state.open = true;
         drop(state);
+        self.lines.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             "{}: {detail} (further ones are summarised every {}s)",
             self.what,
@@ -59,11 +64,38 @@ impl RateLog {
             let (n, last) = (state.suppressed, std::mem::take(&mut state.last));
             state.suppressed = 0;
             drop(state);
+            self.lines.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 "{}: {n} more in the last {}s (last: {last})",
                 self.what,
                 INTERVAL.as_secs()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn one_line_then_one_summary_per_interval() {
+        let log = RateLog::new("test");
+        let lines = || log.lines.load(Ordering::Relaxed);
+        for i in 0..100 {
+            log.warn(i);
+        }
+        assert_eq!(lines(), 1);
+        // The summary of the 99 comes at the end of the interval, even with nothing after.
+        tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(lines(), 2);
+        log.warn("again");
+        tokio::time::sleep(INTERVAL).await;
+        assert_eq!(lines(), 3);
+        // A quiet interval closes the window: the next one is logged at once.
+        tokio::time::sleep(INTERVAL * 2).await;
+        assert_eq!(lines(), 3);
+        log.warn("later");
+        assert_eq!(lines(), 4);
     }
 }
