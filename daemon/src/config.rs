@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Smallest accepted `log_max_bytes`: below this a boot log would not fit.
 pub const MIN_LOG_MAX_BYTES: u64 = 64 * 1024;
+/// Longest `api.idle_timeout_secs` (an hour): idle connections hold descriptors.
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,6 +98,22 @@ pub struct ApiConfig {
     /// The only directory files named in requests are read from (`destination_ca` of a
     /// migration, `ca_file` of a registered host); `<state_dir>/pki` when unset.
     pub request_files_dir: Option<PathBuf>,
+    // Connection limits (`api::http::limits`); unset: the default in brackets.
+    /// Connections in total from everyone but root on the Unix socket [half of RLIMIT_NOFILE,
+    /// 16..4096, at most RLIMIT_NOFILE - 256].
+    pub max_connections: Option<usize>,
+    /// Connections per non-root uid on the Unix socket [128].
+    pub max_connections_per_uid: Option<usize>,
+    /// TCP connections that have not yet presented a valid token, in total [256].
+    pub max_unauthenticated: Option<usize>,
+    /// Such connections per peer address (IPv6: per /64) [8].
+    pub max_unauthenticated_per_address: Option<usize>,
+    /// `/v1/events` streams open at once, admins not counted [1024].
+    pub max_event_streams: Option<usize>,
+    /// `/v1/events` streams per caller (uid or token), admins not counted [32].
+    pub max_event_streams_per_caller: Option<usize>,
+    /// Idle keep-alive connections are closed after this [75].
+    pub idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -378,6 +396,35 @@ impl Config {
         if let Err(reason) = self.cgroups.check() {
             return Err(err("cgroups.parent", &reason));
         }
+        for (key, value) in [
+            ("api.max_connections", self.api.max_connections),
+            (
+                "api.max_connections_per_uid",
+                self.api.max_connections_per_uid,
+            ),
+            ("api.max_unauthenticated", self.api.max_unauthenticated),
+            (
+                "api.max_unauthenticated_per_address",
+                self.api.max_unauthenticated_per_address,
+            ),
+            ("api.max_event_streams", self.api.max_event_streams),
+            (
+                "api.max_event_streams_per_caller",
+                self.api.max_event_streams_per_caller,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(err(key, "must be greater than 0 (omit it for the default)"));
+            }
+        }
+        if let Some(secs) = self.api.idle_timeout_secs {
+            if !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&secs) {
+                return Err(err(
+                    "api.idle_timeout_secs",
+                    &format!("must be 1 to {MAX_IDLE_TIMEOUT_SECS}"),
+                ));
+            }
+        }
         if self.api.listen.is_some() && self.api.tokens.is_empty() {
             return Err(err(
                 "api.listen",
@@ -569,6 +616,18 @@ mod tests {
         );
         bad(&|c| c.qemu_user = Some(String::new()), "qemu_user");
         bad(&|c| c.qemu_user = Some(" qemu".into()), "qemu_user");
+        bad(
+            &|c| c.api.max_connections_per_uid = Some(0),
+            "api.max_connections_per_uid",
+        );
+        bad(
+            &|c| c.api.idle_timeout_secs = Some(0),
+            "api.idle_timeout_secs",
+        );
+        bad(
+            &|c| c.api.idle_timeout_secs = Some(u64::MAX),
+            "api.idle_timeout_secs",
+        );
         let mut c = ok.clone();
         c.qemu_user = Some("qemu".into());
         c.check("f", true).unwrap();

@@ -4,7 +4,7 @@
 //! before using any of them.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -30,6 +30,9 @@ pub struct Paths {
     run: PathBuf,
     log: PathBuf,
     memory: Option<PathBuf>,
+    /// `api.socket_group` when the API socket lives directly in the run directory: its
+    /// members must be able to reach the socket.
+    socket_group: Option<String>,
 }
 
 impl Paths {
@@ -39,6 +42,11 @@ impl Paths {
             run: config.run_dir.clone(),
             log: config.log_dir.clone(),
             memory: config.memory_backing_dir.clone(),
+            socket_group: config
+                .api
+                .socket_group
+                .clone()
+                .filter(|_| config.api_socket().parent() == Some(config.run_dir.as_path())),
         }
     }
 
@@ -131,20 +139,84 @@ impl Paths {
 
     /// Create state, definitions, run, records and log directories; idempotent.
     ///
-    /// Modes apply to directories this call creates (run and records 0700, others 0750).
+    /// Modes apply to directories this call creates (run and records 0700, others 0750; run
+    /// 0750 owned by `api.socket_group` when the API socket is in it, so the group's members
+    /// can reach the socket, while records stay 0700).
     /// Existing directories keep their mode (run_dir may be a configured shared path we must
     /// not chmod), but the run and records directories must be owned by us: a predictable
     /// fallback such as /tmp/novacron-<uid> could have been created by another user.
     pub fn create_dirs(&self) -> io::Result<()> {
         create_dir(&self.state, 0o750)?;
         create_dir(&self.definitions_dir(), 0o750)?;
-        create_dir(&self.run, 0o700)?;
+        self.create_run_dir()?;
         check_owned(&self.run)?;
         create_dir(&self.records_dir(), 0o700)?;
         check_owned(&self.records_dir())?;
         create_dir(&self.log, 0o750)?;
         create_dir(&self.log.join("qemu"), 0o750)?;
         create_dir(&self.log.join("serial"), 0o750)
+    }
+
+    fn create_run_dir(&self) -> io::Result<()> {
+        let Some(gid) = self.socket_gid() else {
+            return create_dir(&self.run, 0o700);
+        };
+        // The group must be able to walk down to the socket: ancestors we create are 0755.
+        if let Some(parent) = self.run.parent() {
+            create_dir(parent, 0o755)?;
+        }
+        // Created 0700 and opened to the group only once it has the group: never readable
+        // by anyone else in between.
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.run) {
+            Ok(()) => {
+                let shared = nix::unistd::chown(&self.run, None, Some(gid))
+                    .map_err(io::Error::from)
+                    .and_then(|()| {
+                        std::fs::set_permissions(&self.run, std::fs::Permissions::from_mode(0o750))
+                    });
+                if let Err(e) = shared {
+                    tracing::warn!(dir = %self.run.display(), error = %e,
+                        "cannot give the run directory to api.socket_group; left 0700");
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.warn_if_unreachable(gid);
+                Ok(())
+            }
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", self.run.display()),
+            )),
+        }
+    }
+
+    /// The socket group's id, when there is a group and it exists (else `bind_unix` warns
+    /// and leaves the socket root-only).
+    fn socket_gid(&self) -> Option<nix::unistd::Gid> {
+        let group = self.socket_group.as_deref()?;
+        nix::unistd::Group::from_name(group)
+            .ok()
+            .flatten()
+            .map(|g| g.gid)
+    }
+
+    /// An existing run directory keeps its mode; say so when the group cannot pass it.
+    fn warn_if_unreachable(&self, gid: nix::unistd::Gid) {
+        let Ok(meta) = std::fs::metadata(&self.run) else {
+            return;
+        };
+        let mode = meta.mode() & 0o777;
+        let searchable = mode & 0o001 != 0 || (meta.gid() == gid.as_raw() && mode & 0o010 != 0);
+        if !searchable {
+            tracing::warn!(
+                dir = %self.run.display(),
+                mode = format!("{mode:04o}"),
+                group = self.socket_group.as_deref().unwrap_or_default(),
+                "api.socket_group cannot reach the API socket through the existing run \
+                 directory (its mode is kept); chgrp it to the group and chmod 0750"
+            );
+        }
     }
 
     /// Async wrapper: `create_dirs` on the blocking pool.
@@ -267,6 +339,35 @@ mod tests {
         assert_eq!(mode(p.definitions_dir()) & !0o750, 0);
         assert_eq!(mode(tmp.path().join("log")) & !0o750, 0);
         assert!(p.definitions_dir().is_dir());
+    }
+
+    #[test]
+    fn run_dir_is_shared_with_the_socket_group_records_are_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Config::default_for(true, |_| None);
+        c.state_dir = tmp.path().join("state");
+        c.run_dir = tmp.path().join("a/run");
+        c.log_dir = tmp.path().join("log");
+        // The daemon's own group always exists and is ours to give.
+        let gid = nix::unistd::getegid();
+        let group = nix::unistd::Group::from_gid(gid).unwrap().unwrap();
+        c.api.socket_group = Some(group.name.clone());
+        let p = Paths::new(&c);
+        p.create_dirs().unwrap();
+        let meta = |d: &Path| std::fs::metadata(d).unwrap();
+        assert_eq!(meta(&c.run_dir).permissions().mode() & 0o777, 0o750);
+        assert_eq!(meta(&c.run_dir).gid(), gid.as_raw());
+        assert_eq!(meta(&p.records_dir()).permissions().mode() & 0o777, 0o700);
+        // An existing directory keeps its mode.
+        std::fs::set_permissions(&c.run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        p.create_dirs().unwrap();
+        assert_eq!(meta(&c.run_dir).permissions().mode() & 0o777, 0o700);
+        // A socket elsewhere: the run directory is not shared.
+        c.run_dir = tmp.path().join("b/run");
+        c.api.socket = Some(tmp.path().join("api.sock"));
+        let p = Paths::new(&c);
+        p.create_dirs().unwrap();
+        assert_eq!(meta(&c.run_dir).permissions().mode() & 0o777, 0o700);
     }
 
     #[tokio::test]

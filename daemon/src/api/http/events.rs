@@ -12,7 +12,9 @@ use hyper::{Request, StatusCode};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::Caller;
 use super::error::ApiError;
+use super::limits::StreamSlot;
 use super::request::query;
 use super::response::Response;
 use super::Ctx;
@@ -24,9 +26,11 @@ struct Feed {
     backlog: VecDeque<Arc<DomainEvent>>,
     live: broadcast::Receiver<Arc<DomainEvent>>,
     shutdown: CancellationToken,
+    /// The stream's place under the caps; released when hyper drops the body.
+    _slot: StreamSlot,
 }
 
-pub fn stream<B>(req: &Request<B>, ctx: &Ctx) -> Result<Response, ApiError> {
+pub fn stream<B>(req: &Request<B>, ctx: &Ctx, caller: &Caller) -> Result<Response, ApiError> {
     // Last-Event-ID (what browsers and curl scripts send on reconnect) wins over ?after=.
     let after = match req.headers().get("last-event-id") {
         Some(v) => Some(
@@ -45,11 +49,13 @@ pub fn stream<B>(req: &Request<B>, ctx: &Ctx) -> Result<Response, ApiError> {
             })
             .transpose()?,
     };
+    let slot = ctx.limits.admit_stream(caller)?;
     let (backlog, live) = ctx.service.events().subscribe_after(after);
     let feed = Feed {
         backlog: backlog.into(),
         live,
         shutdown: ctx.shutdown.clone(),
+        _slot: slot,
     };
     let frames = futures_util::stream::unfold(feed, |mut feed| async move {
         let bytes = next_frame(&mut feed).await?;

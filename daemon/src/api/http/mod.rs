@@ -5,8 +5,10 @@ mod auth;
 pub mod error;
 mod events;
 mod hosts;
+mod limits;
 pub mod metrics;
 mod migration;
+mod ratelog;
 mod request;
 mod response;
 pub mod routes;
@@ -19,14 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -34,22 +36,23 @@ use crate::config::{ApiToken, Config};
 use crate::service::audit::{Actor, Asked, Refusal, Refused};
 use crate::Service;
 use auth::Caller;
+use limits::{Caps, ConnSlot, Limits};
 use response::Response;
 
 /// The OpenAPI 3 document of this API.
 pub const OPENAPI: &str = include_str!("../../../openapi.json");
 
-/// A slow client must send its request head within this, or is disconnected.
+/// A new connection must send its first request head within this (after the TLS handshake,
+/// which has its own deadline), or is disconnected. Later heads get the idle timeout.
 const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 64;
-/// Concurrent TCP connections (authenticated or not yet).
-const MAX_TCP_CONNECTIONS: usize = 256;
 /// How long in-flight requests get to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub(crate) struct Ctx {
     pub service: Service,
     pub shutdown: CancellationToken,
+    limits: Arc<Limits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,7 @@ pub struct Listeners {
     /// TLS on `tcp`, when a certificate is configured.
     tls: Option<TlsAcceptor>,
     tokens: Arc<Vec<ApiToken>>,
+    limits: Arc<Limits>,
 }
 
 impl Listeners {
@@ -113,40 +117,53 @@ impl Listeners {
                 );
             }
         }
+        // Descriptors are what a connection flood exhausts: take all the kernel allows, and
+        // size the caps so the daemon and root keep their share.
+        let nofile = limits::raise_nofile();
+        let caps = Caps::resolve(&config.api, nofile);
+        tracing::info!(nofile, ?caps, "HTTP API connection limits");
         Ok(Listeners {
             unix,
             tcp,
             tls,
             tokens: Arc::new(config.api.tokens.clone()),
+            limits: Limits::new(caps),
         })
     }
 
     /// Serves until `shutdown`, then lets in-flight requests finish (bounded).
     pub async fn serve(self, service: Service, shutdown: CancellationToken) {
+        let limits = self.limits.clone();
         let ctx = Arc::new(Ctx {
             service,
             shutdown: shutdown.clone(),
+            limits: limits.clone(),
         });
         let graceful = GracefulShutdown::new();
-        let tcp_slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.unix.accept() => match accepted {
                     Ok((stream, _)) => {
                         let uid = stream.peer_cred().ok().map(|c| c.uid());
-                        serve_conn(graceful.watcher(), stream, ctx.clone(), Auth::Peer(auth::unix_caller(uid)), None);
+                        match limits.admit_unix(uid) {
+                            Ok(slot) => serve_conn(graceful.watcher(), stream, ctx.clone(), Auth::Peer(auth::unix_caller(uid)), slot),
+                            Err(refusal) => limits.refuse(stream, refusal, true),
+                        }
                     }
-                    Err(e) => accept_failed(e).await,
+                    Err(e) => accept_failed(&limits, e).await,
                 },
                 accepted = accept_tcp(&self.tcp) => match accepted {
-                    Ok(stream) => {
+                    Ok((stream, addr)) => {
                         // Unauthenticated peers may hold a connection for up to the handshake
-                        // and header deadlines: bound how many, so they cannot exhaust the
-                        // daemon's descriptors (which QMP, logs and records need).
-                        let Ok(permit) = tcp_slots.clone().try_acquire_owned() else {
-                            tracing::warn!("too many TCP connections; refusing one");
-                            continue;
+                        // and header deadlines: bound how many per address and in total, so
+                        // they cannot exhaust descriptors nor lock token holders out.
+                        let permit = match limits.admit_tcp(addr.ip()) {
+                            Ok(slot) => slot,
+                            Err(refusal) => {
+                                limits.refuse(stream, refusal, self.tls.is_none());
+                                continue;
+                            }
                         };
                         let _ = stream.set_nodelay(true);
                         let auth = Auth::Token(self.tokens.clone(), stream.peer_addr().ok());
@@ -159,12 +176,10 @@ impl Listeners {
                                 auth,
                                 permit,
                             ),
-                            None => {
-                                serve_conn(graceful.watcher(), stream, ctx.clone(), auth, Some(permit))
-                            }
+                            None => serve_conn(graceful.watcher(), stream, ctx.clone(), auth, permit),
                         }
                     }
-                    Err(e) => accept_failed(e).await,
+                    Err(e) => accept_failed(&limits, e).await,
                 },
             }
         }
@@ -177,16 +192,18 @@ impl Listeners {
     }
 }
 
-async fn accept_tcp(tcp: &Option<TcpListener>) -> std::io::Result<tokio::net::TcpStream> {
+async fn accept_tcp(
+    tcp: &Option<TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
     match tcp {
-        Some(l) => l.accept().await.map(|(s, _)| s),
+        Some(l) => l.accept().await,
         None => std::future::pending().await,
     }
 }
 
-/// Out of descriptors and the like: log, pause briefly, keep serving.
-async fn accept_failed(e: std::io::Error) {
-    tracing::warn!(error = %e, "accept failed");
+/// Out of descriptors and the like: log (rate-limited), pause briefly, keep serving.
+async fn accept_failed(limits: &Limits, e: std::io::Error) {
+    limits.accept_failed(&e);
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
@@ -240,7 +257,7 @@ fn serve_tls(
     stream: tokio::net::TcpStream,
     ctx: Arc<Ctx>,
     auth: Auth,
-    permit: OwnedSemaphorePermit,
+    permit: ConnSlot,
 ) {
     tokio::spawn(async move {
         let peer = stream.peer_addr().ok();
@@ -249,39 +266,74 @@ fn serve_tls(
             shaken = tls::handshake(&acceptor, stream) => shaken,
         };
         match shaken {
-            Ok(stream) => serve_conn(watcher, stream, ctx, auth, Some(permit)),
+            Ok(stream) => serve_conn(watcher, stream, ctx, auth, permit),
             Err(e) => tracing::debug!(?peer, error = %e, "TLS handshake failed"),
         }
     });
 }
 
-/// `permit`: the TCP connection slot, held as long as the connection lives.
-fn serve_conn<S>(
-    watcher: Watcher,
-    stream: S,
-    ctx: Arc<Ctx>,
-    auth: Auth,
-    permit: Option<OwnedSemaphorePermit>,
-) where
+/// `slot`: the connection's place under the limits, held as long as the connection lives.
+fn serve_conn<S>(watcher: Watcher, stream: S, ctx: Arc<Ctx>, auth: Auth, slot: ConnSlot)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let auth = Arc::new(auth);
-    let service = service_fn(move |req: Request<Incoming>| {
-        let (ctx, auth) = (ctx.clone(), auth.clone());
-        async move { Ok::<_, Infallible>(handle(req, &ctx, &auth).await) }
-    });
+    let slot = Arc::new(slot);
+    let first_request = Arc::new(tokio::sync::Notify::new());
+    let idle = ctx.limits.caps.idle;
+    let service = {
+        let slot = slot.clone();
+        let first_request = first_request.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let (ctx, auth, slot) = (ctx.clone(), auth.clone(), slot.clone());
+            first_request.notify_one();
+            async move { Ok::<_, Infallible>(admitted(req, &ctx, &auth, &slot).await) }
+        })
+    };
     let mut builder = http1::Builder::new();
+    // The header timeout also runs while a kept-alive connection waits for its next request,
+    // so it is the idle timeout; the first request has the shorter deadline below.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_DEADLINE)
+        .header_read_timeout(idle)
         .max_headers(MAX_HEADERS);
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        tokio::pin!(conn);
+        let ended = tokio::select! {
+            ended = conn.as_mut() => Some(ended),
+            _ = first_request.notified() => None,
+            _ = tokio::time::sleep(HEADER_DEADLINE) => {
+                tracing::debug!("no request head within {HEADER_DEADLINE:?}; closing");
+                return;
+            }
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => conn.await,
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "HTTP connection ended with an error");
         }
-        drop(permit);
+        drop(slot);
     });
+}
+
+/// The connection layer around `handle`: a valid token moves the connection out of the
+/// unauthenticated caps; a connection that has never authenticated is closed after its 401.
+async fn admitted(req: Request<Incoming>, ctx: &Ctx, auth: &Auth, slot: &ConnSlot) -> Response {
+    if let Auth::Token(tokens) = auth {
+        if auth::token_caller(&req, tokens).is_ok() {
+            slot.authenticated();
+        }
+    }
+    let mut response = handle(req, ctx, auth).await;
+    if response.status() == StatusCode::UNAUTHORIZED && !slot.is_authenticated() {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx, auth: &Auth) -> Response {

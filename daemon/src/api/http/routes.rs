@@ -402,7 +402,7 @@ pub(crate) async fn dispatch(
             None => Err(ApiError::not_found(format!("no operation {param}"))),
         },
         Endpoint::Host => Ok(json_response(StatusCode::OK, &svc.host_info().await)),
-        Endpoint::Events => super::events::stream(&req, ctx),
+        Endpoint::Events => super::events::stream(&req, ctx, &caller),
         Endpoint::Remote(endpoint) => super::hosts::dispatch(endpoint, req, ctx, caller).await,
         Endpoint::Migration(endpoint) => {
             super::migration::dispatch(endpoint, &param, req, ctx).await
