@@ -322,7 +322,7 @@ where
 /// The connection layer around `handle`: a valid token moves the connection out of the
 /// unauthenticated caps; a connection that has never authenticated is closed after its 401.
 async fn admitted(req: Request<Incoming>, ctx: &Ctx, auth: &Auth, slot: &ConnSlot) -> Response {
-    if let Auth::Token(tokens) = auth {
+    if let Auth::Token(tokens, _) = auth {
         if auth::token_caller(&req, tokens).is_ok() {
             slot.authenticated();
         }

@@ -271,9 +271,8 @@ pub(crate) async fn dispatch(
 ) -> Result<Response, ApiError> {
     let path = req.uri().path().to_owned();
     let (endpoint, param) = resolve(req.method(), &path)?;
+    // Audited with every other 403 in `handle`.
     if let Err(why) = role_reaches(caller.role, endpoint) {
-        let what = format!("{} {path}", req.method());
-        ctx.service.audit_role_refusal(&what, why);
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why));
     }
     let param = param.unwrap_or_default().to_owned();

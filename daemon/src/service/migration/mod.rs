@@ -143,16 +143,6 @@ impl Registry {
     }
 }
 
-impl super::Service {
-    /// Audits a request refused because the caller's role does not reach it (`what`: the
-    /// method and path).
-    pub fn audit_role_refusal(&self, what: &str, why: &str) {
-        self.inner
-            .audit
-            .record_outcome(what, "", "forbidden", Some(why.to_owned()));
-    }
-}
-
 /// A fresh identifier, unguessable enough that one source cannot finish another's migration.
 fn new_id(prefix: &str) -> String {
     use sha2::Digest;
