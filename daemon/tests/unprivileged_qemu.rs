@@ -151,6 +151,11 @@ fn default_config_runs_qemu_as_novacron_qemu_with_kvm_made_usable() {
     let uid = user.uid.as_raw();
     assert_eq!(ids(pid, "Uid:"), vec![uid; 4], "QEMU's uids");
     assert_eq!(ids(pid, "Gid:"), vec![user.gid.as_raw(); 4], "QEMU's gids");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l == "CapEff:\t0000000000000000"),
+        "QEMU has capabilities: {status}"
+    );
     let groups = ids(pid, "Groups:");
     assert!(!groups.contains(&0), "QEMU kept root's group: {groups:?}");
     if let Some(kvm) = nix::unistd::Group::from_name("kvm").unwrap() {
@@ -257,4 +262,42 @@ fn a_missing_qemu_user_stops_the_daemon_at_startup_naming_the_fix() {
         !env.config.run_dir.join("novacrond.sock").exists(),
         "it served before failing"
     );
+}
+
+/// `<memoryBacking><locked/>`: the unprivileged QEMU locks all its memory (`mem-lock=on`),
+/// which RLIMIT_MEMLOCK (8 MiB in a login shell) would refuse it: it keeps CAP_IPC_LOCK, and
+/// only that capability.
+#[tokio::test]
+async fn locked_guest_memory_works_for_the_qemu_user() {
+    let user = qemu_user();
+    let _one = KVM.lock().await;
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut config = osless("locked");
+    config.memory_backing = Some(novacron_domain::model::MemoryBacking {
+        locked: true,
+        ..Default::default()
+    });
+    svc.define(config).await.unwrap();
+    svc.start("locked").await.unwrap();
+    let pid = recorded_pid(&env, "locked");
+    assert_eq!(ids(pid, "Uid:")[0], user.uid.as_raw());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let locked_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(locked_kib >= 64 * 1024, "only {locked_kib} KiB locked");
+    let caps = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap()
+    };
+    let ipc_lock = 1u64 << 14;
+    assert_eq!(caps("CapEff:"), ipc_lock, "{status}");
+    assert_eq!(caps("CapPrm:"), ipc_lock, "{status}");
+    svc.destroy("locked").await.unwrap();
 }
