@@ -20,6 +20,19 @@ as_root() {
     if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
 }
 
+# The unprivileged user a root novacrond runs QEMU as (qemu_user's default; see
+# systemd/novacron.sysusers.conf), in the kvm group (created when missing). Idempotent.
+ensure_qemu_user() {
+    getent group kvm >/dev/null || as_root groupadd --system kvm
+    if ! getent passwd novacron-qemu >/dev/null; then
+        echo "quickstart: creating the system user novacron-qemu (QEMU runs as it)"
+        as_root useradd --system --user-group --groups kvm --no-create-home \
+            --home-dir /nonexistent --shell /usr/sbin/nologin --comment "NovaCron QEMU guests" \
+            novacron-qemu
+    fi
+    id -nG novacron-qemu | grep -qw kvm || as_root usermod --append --groups kvm novacron-qemu
+}
+
 install_missing() {
     local missing=()
     for p in "${PACKAGES[@]}"; do
@@ -102,6 +115,7 @@ NEXT
 }
 
 install_missing
+ensure_qemu_user
 case "${1:-demo}" in
     demo) run_demo ;;
     test) run_tests ;;

@@ -15,6 +15,8 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub const MIN_LOG_MAX_BYTES: u64 = 64 * 1024;
 /// Longest `api.idle_timeout_secs` (an hour): idle connections hold descriptors.
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
+/// Who QEMU runs as when the daemon runs as root and `qemu_user` is not given.
+pub const DEFAULT_QEMU_USER: &str = "novacron-qemu";
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,7 +30,9 @@ pub struct Config {
     pub emulator: PathBuf,
     /// Run QEMU under `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`.
     pub sandbox: bool,
-    /// Run QEMU as this unprivileged user (requires the daemon to run as root).
+    /// Run QEMU as this user (requires the daemon to run as root). Root's default is
+    /// [`DEFAULT_QEMU_USER`]; `"root"` runs QEMU as root (warned at startup). Unset (a
+    /// non-root daemon): QEMU runs as the daemon's user.
     pub qemu_user: Option<String>,
     /// Graceful shutdown wait when the caller gives none.
     pub shutdown_timeout_secs: u64,
@@ -221,7 +225,7 @@ impl Config {
             log_dir,
             emulator: PathBuf::from("/usr/bin/qemu-system-x86_64"),
             sandbox: true,
-            qemu_user: None,
+            qemu_user: euid_is_root.then(|| DEFAULT_QEMU_USER.to_owned()),
             shutdown_timeout_secs: 120,
             job_wait_secs: 30,
             log_max_bytes: 4 << 20,
@@ -501,13 +505,13 @@ mod tests {
         let text = include_str!("../novacrond.example.toml");
         let parsed: Config = toml::from_str(text).unwrap();
         assert_eq!(parsed, Config::default_for(true, no_env));
-        // Every key is spelled out (uncommented) in the example, except the optional user.
+        // Every key is spelled out (uncommented) in the example.
         let table: toml::Table = toml::from_str(text).unwrap();
         let defaults = toml::Table::try_from(Config::default_for(true, no_env)).unwrap();
         for key in defaults.keys() {
             assert!(table.contains_key(key), "example lacks {key}");
         }
-        assert!(text.contains("# qemu_user = "));
+        assert!(text.contains("# qemu_user = \"root\""));
     }
 
     #[test]
@@ -520,6 +524,7 @@ mod tests {
         assert_eq!(c.job_wait(), Duration::from_secs(30));
         assert_eq!(c.log_max_bytes, 4 * 1024 * 1024);
         assert!(c.sandbox);
+        assert_eq!(c.qemu_user.as_deref(), Some("novacron-qemu"));
         c.check("t", true).unwrap();
     }
 
@@ -536,6 +541,8 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/x/state/novacron"));
         assert_eq!(c.run_dir, Path::new("/run/user/1000/novacron"));
         assert_eq!(c.log_dir, Path::new("/x/state/novacron/logs"));
+        // QEMU runs as the daemon's own user.
+        assert_eq!(c.qemu_user, None);
 
         // Relative XDG values are ignored, per the XDG spec.
         let c = Config::default_for(

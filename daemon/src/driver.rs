@@ -22,7 +22,7 @@ impl Driver for Service {
         );
         details.insert(
             "kvm".to_owned(),
-            match crate::host::kvm_usable() {
+            match self.kvm_usable() {
                 Ok(()) => "usable".to_owned(),
                 Err(why) => why,
             },

@@ -342,6 +342,10 @@ async fn qemu_runs_as_the_configured_unprivileged_user() {
     kernel.kernel = public.join("vmlinuz").display().to_string();
     kernel.initrd = Some(public.join("initrd.img").display().to_string());
 
+    let kvm = std::path::Path::new("/dev/kvm");
+    let kvm_before = novacrond::host::acl::read(kvm)
+        .ok()
+        .and_then(|a| a.user(nobody.uid.as_raw()));
     let svc = env.open().await;
     svc.define(config).await.unwrap();
     svc.start("unpriv").await.unwrap();
@@ -375,6 +379,11 @@ async fn qemu_runs_as_the_configured_unprivileged_user() {
     svc.resume("unpriv").await.unwrap();
     svc.destroy("unpriv").await.unwrap();
     assert!(!pid_alive(pid));
+    drop(svc);
+    // The daemon gave nobody an ACL entry on /dev/kvm: not one to leave on the host.
+    if kvm_before.is_none() {
+        let _ = novacrond::host::acl::revoke_user(kvm, nobody.uid.as_raw());
+    }
 }
 
 /// A caller that stops waiting (a client that disconnects) does not cut a start in half:
@@ -473,6 +482,14 @@ async fn file_backed_ram_lives_in_the_memory_backing_dir() {
     let mut image = vec![0u8; 64 << 20];
     image[2 << 20..(2 << 20) + 8].copy_from_slice(b"NOVACRON");
     std::fs::write(&file, &image).unwrap();
+    // Prepared here by root, the file must belong to the user QEMU runs as (the default,
+    // novacron-qemu), as a file QEMU creates itself does.
+    if let Some(user) = &env.config.qemu_user {
+        let user = nix::unistd::User::from_name(user)
+            .unwrap()
+            .expect("QEMU user");
+        nix::unistd::chown(&file, Some(user.uid), Some(user.gid)).unwrap();
+    }
 
     svc.start("filemem").await.unwrap();
     let pid = recorded_pid(&env, "filemem");

@@ -256,7 +256,7 @@ async fn an_interrupted_start_is_finished_by_the_next_daemon() {
         at: 3,
     }];
     let log = env.dir.path().join("half.log");
-    let mut qemu = novacrond::qemu::spawn::spawn(&argv, &log, &inherit, None).unwrap();
+    let mut qemu = novacrond::qemu::spawn::spawn(&argv, &log, &inherit, None, false).unwrap();
     drop(monitor);
     let pid = qemu.pid;
     let mut left = record.clone();

@@ -419,6 +419,7 @@ async fn a_restarted_daemon_gives_back_devices_of_a_guest_that_stopped_meanwhile
                 pages: 24,
             }],
             vfio: p.detached,
+            ..Default::default()
         },
     };
     std::fs::create_dir_all(env.record("gone").parent().unwrap()).unwrap();

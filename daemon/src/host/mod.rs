@@ -2,6 +2,8 @@
 //! and the CPU/NUMA/hugepage/PCI topology from sysfs. The foundation of placement (CPU
 //! pinning, NUMA binding, hugepage backing, VFIO) and of the fit check before a start.
 
+pub mod access;
+pub mod acl;
 pub mod cgroup;
 pub mod fit;
 pub mod hugepages;

@@ -83,12 +83,16 @@ impl RunAs {
 /// Spawns `argv` (emulator first) in its own session, stdin from /dev/null, stdout and stderr
 /// appended to `log`, with a minimal environment, the `inherit`ed descriptors at their numbers,
 /// and as `run_as` when given. Rust opens every other descriptor close-on-exec, so QEMU
-/// inherits none of the daemon's.
+/// inherits none of the daemon's. `lock_memory`: QEMU locks guest RAM (`mem-lock`, VFIO),
+/// which an unprivileged user may only do up to RLIMIT_MEMLOCK (8 MiB by default, and
+/// raising it needs CAP_SYS_RESOURCE, which a containerised daemon may lack), so the
+/// unprivileged QEMU keeps one capability, CAP_IPC_LOCK, as an ambient capability.
 pub fn spawn(
     argv: &[String],
     log: &Path,
     inherit: &[Inherited<'_>],
     run_as: Option<&RunAs>,
+    lock_memory: bool,
 ) -> Result<Spawned, SpawnError> {
     let mut targets: Vec<i32> = inherit.iter().map(|i| i.at).collect();
     targets.sort_unstable();
@@ -146,7 +150,7 @@ pub fn spawn(
     let identity = run_as.map(|r| (r.uid, r.gid, r.groups.clone()));
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec. It only makes syscalls that are
-    // async-signal-safe (setsid, fcntl, dup2, close, setgroups, setgid, setuid) on values
+    // async-signal-safe (setsid, fcntl, dup2, close, setrlimit, setgroups, setgid, setuid) on values
     // prepared before the fork; it allocates nothing and touches no lock.
     unsafe {
         cmd.pre_exec(move || {
@@ -167,10 +171,17 @@ pub fn spawn(
                 }
                 nix::libc::close(*tmp);
             }
+            let keep_ipc_lock = lock_memory && identity.is_some();
+            if keep_ipc_lock && nix::libc::prctl(nix::libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             if let Some((uid, gid, groups)) = &identity {
                 nix::unistd::setgroups(groups).map_err(io::Error::from)?;
                 nix::unistd::setgid(*gid).map_err(io::Error::from)?;
                 nix::unistd::setuid(*uid).map_err(io::Error::from)?;
+            }
+            if keep_ipc_lock {
+                keep_only_ipc_lock()?;
             }
             Ok(())
         });
@@ -185,6 +196,74 @@ pub fn spawn(
         pid,
         log_offset,
     })
+}
+
+/// Linux's capability number of CAP_IPC_LOCK (lock memory beyond RLIMIT_MEMLOCK).
+const CAP_IPC_LOCK: u32 = 14;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// After setuid with PR_SET_KEEPCAPS: drops every capability but CAP_IPC_LOCK and makes that
+/// one ambient, so it survives the exec of QEMU. Only raw syscalls (runs in the forked child).
+fn keep_only_ipc_lock() -> io::Result<()> {
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let bit = 1u32 << CAP_IPC_LOCK;
+    let data = [
+        CapData {
+            effective: bit,
+            permitted: bit,
+            inheritable: bit,
+        },
+        CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    #[allow(unsafe_code)]
+    // SAFETY: capset reads the header and two data structs, laid out as the kernel's
+    // `__user_cap_header_struct` and `__user_cap_data_struct` (version 3), which outlive it.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_capset,
+            &header as *const CapHeader,
+            data.as_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_CAP_AMBIENT,
+            nix::libc::PR_CAP_AMBIENT_RAISE,
+            CAP_IPC_LOCK as nix::libc::c_ulong,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// How long a QEMU that broke the QMP handshake gets to exit before we report the handshake.

@@ -48,11 +48,18 @@ impl Service {
         })
         .await
         .unwrap_or_default();
+        let mut kvm = host.kvm;
+        // The capabilities are the daemon's view; whether guests can use KVM is the QEMU
+        // user's.
+        if let (true, Err(why)) = (kvm.usable, &self.inner.kvm) {
+            kvm.usable = false;
+            kvm.reason = Some(why.clone());
+        }
         HostInfo {
             hostname,
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             emulator: self.config().emulator.display().to_string(),
-            kvm: host.kvm,
+            kvm,
             qemu: host.qemu,
             topology: host.topology,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -58,7 +58,7 @@ pub(super) async fn take(
                 .map_err(|e| Error::Internal(format!("reserving hugepages: {e}")))?;
             let held = HeldResources {
                 hugepages: grants,
-                vfio: Vec::new(),
+                ..HeldResources::default()
             };
             if let Err(e) = journal_write(&path, &held) {
                 held.release(&root);
@@ -120,8 +120,51 @@ pub(super) async fn take(
                 return Err(named(name, e));
             }
         }
+        if let Err(e) = open_groups_to_qemu(inner, config, &journal, &mut held).await {
+            give_back(inner, name, &held).await;
+            return Err(named(name, e));
+        }
     }
     Ok((held, claim))
+}
+
+/// An unprivileged QEMU opens `/dev/vfio/<group>` (root-only) for each host device: its user
+/// gets an ACL entry on each, journalled before it is added, taken back with the rest.
+async fn open_groups_to_qemu(
+    inner: &Arc<Inner>,
+    config: &DomainConfig,
+    journal: &Path,
+    held: &mut HeldResources,
+) -> Result<(), Error> {
+    let root = inner.host.sysfs().clone();
+    let Some(who) = &inner.run_as else {
+        return Ok(());
+    };
+    // Only where the group nodes are this host's (real sysfs, VFIO present).
+    if !vfio::group::available(&root) {
+        return Ok(());
+    }
+    let uid = who.uid.as_raw();
+    let (so_far, path) = (held.clone(), journal.to_owned());
+    let hostdevs = config.devices.hostdevs.clone();
+    held.device_acls = blocking(move || {
+        let nodes = vfio::access::group_nodes(&root, Path::new(vfio::access::DEV_DIR), &hostdevs);
+        let planned = HeldResources {
+            device_acls: nodes
+                .iter()
+                .map(|p| vfio::access::DeviceAcl {
+                    path: p.clone(),
+                    uid,
+                })
+                .collect(),
+            ..so_far
+        };
+        journal_write(&path, &planned)?;
+        vfio::access::grant(uid, &nodes)
+            .map_err(|e| Error::Internal(format!("giving the QEMU user its VFIO groups: {e}")))
+    })
+    .await?;
+    Ok(())
 }
 
 /// The runtime record now holds what was taken: the journal is no longer needed.

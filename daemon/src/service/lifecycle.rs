@@ -478,7 +478,9 @@ pub(super) async fn launch_as(
                 });
             }
             // QEMU holds its own copies afterwards; ours are closed when `handover` drops.
-            spawn::spawn(&argv, &log, &inherit, inner.run_as.as_ref())
+            let lock_memory = config.memory_backing.as_ref().is_some_and(|b| b.locked)
+                || !config.devices.hostdevs.is_empty();
+            spawn::spawn(&argv, &log, &inherit, inner.run_as.as_ref(), lock_memory)
                 .map_err(|e| start_failed(name, e))
         }
         Err(e) => Err(e),

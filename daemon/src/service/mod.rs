@@ -15,6 +15,7 @@ pub mod migration;
 pub mod operations;
 pub mod passthrough;
 pub mod placement;
+pub mod qemu_user;
 mod reconnect;
 pub mod remote;
 pub mod request_file;
@@ -89,12 +90,8 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
-    #[error("qemu_user '{user}': {source}")]
-    QemuUser {
-        user: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    QemuUser(#[from] qemu_user::QemuUserError),
 }
 
 impl Service {
@@ -108,15 +105,7 @@ impl Service {
             .await
             .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
             .map_err(OpenError::Dirs)?;
-        let run_as = match &config.qemu_user {
-            Some(user) => Some(crate::qemu::spawn::RunAs::lookup(user).map_err(|source| {
-                OpenError::QemuUser {
-                    user: user.clone(),
-                    source,
-                }
-            })?),
-            None => None,
-        };
+        let qemu = qemu_user::prepare(&config, &paths).await?;
         // Two daemons on one run directory would both adopt the same guests and write the
         // same records: the second refuses to start.
         let instance_lock = lock_instance(paths.run_dir_lock()).await?;
@@ -153,7 +142,7 @@ impl Service {
             scopes,
             cgroups,
             audit: audit::AuditLog::new(paths.audit_log()),
-            run_as,
+            run_as: qemu.run_as,
             host: crate::host::HostProbe::from_config(&config),
             definitions: DefinitionStore::new(paths.definitions_dir()),
             records: RecordStore::new(paths.records_dir()),
@@ -162,7 +151,7 @@ impl Service {
             domains: RwLock::new(BTreeMap::new()),
             events: EventBus::default(),
             problems: Mutex::new(Vec::new()),
-            kvm: crate::host::kvm_usable(),
+            kvm: qemu.kvm,
             operations: Arc::default(),
             migrations: migration::Registry::default(),
         });
@@ -179,6 +168,12 @@ impl Service {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Whether guests of type 'kvm' can start: `/dev/kvm` as the QEMU user sees it (checked
+    /// at open); the error says why not.
+    pub fn kvm_usable(&self) -> Result<(), String> {
+        self.inner.kvm.clone()
     }
 
     pub fn events(&self) -> &EventBus {

@@ -21,6 +21,15 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
+        // As root the daemon runs QEMU as novacron-qemu (the default, as users get it), which
+        // must pass through to the per-guest runtime directories below run_dir (the daemon
+        // refuses to start otherwise): like /run, the test's directory lets others through
+        // without listing it, whatever the umask.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod tempdir");
         let config = Config {
             state_dir: dir.path().join("state"),
             run_dir: dir.path().join("run"),

@@ -6,6 +6,7 @@
 //! the group-status ioctl runs through vfio-ioctls only on the real `/sys` where `/dev/vfio`
 //! exists (see [`group`]).
 
+pub mod access;
 pub mod group;
 pub mod sysfs;
 
