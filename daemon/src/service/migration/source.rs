@@ -796,20 +796,18 @@ pub(super) async fn add_tls_creds(
     name: &str,
     endpoint: &str,
 ) -> Result<(), Error> {
-    let dir = inner.config.state_dir.join("pki").join("migration");
+    let source = inner.config.state_dir.join("pki").join("migration");
     let needed = [
         "ca-cert.pem".to_owned(),
         format!("{endpoint}-cert.pem"),
         format!("{endpoint}-key.pem"),
     ];
-    for file in &needed {
-        if !tokio::fs::try_exists(dir.join(file)).await.unwrap_or(false) {
-            return Err(Error::InvalidConfig(format!(
-                "TLS migration needs {} (no certificates are configured on this host)",
-                dir.join(file).display()
-            )));
-        }
-    }
+    let staged = inner.paths.guest_dir(name).join("migration-tls");
+    let owner = inner.run_as.as_ref().map(|r| (r.uid, r.gid));
+    let dir =
+        tokio::task::spawn_blocking(move || stage_tls_files(&source, &needed, &staged, owner))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
     // A previous attempt in this QEMU may have left the object.
     let _ = qmp
         .execute_raw("object-del", Some(&serde_json::json!({ "id": TLS_OBJECT })))
@@ -825,6 +823,82 @@ pub(super) async fn add_tls_creds(
         .await
         .map(drop)
         .map_err(|e| qmp_error(name, "add the migration TLS credentials", e))
+}
+
+/// Largest certificate or key file staged for QEMU.
+const MAX_TLS_FILE: u64 = 1 << 20;
+
+/// QEMU reads its certificates by path, as its own (unprivileged) user, which cannot pass the
+/// root-only state directory: it gets a private copy in the guest's runtime directory (gone
+/// with the guest), readable by that user only.
+fn stage_tls_files(
+    source: &std::path::Path,
+    needed: &[String],
+    staged: &std::path::Path,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> Result<std::path::PathBuf, Error> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io_err = |what: &std::path::Path, e: std::io::Error| {
+        Error::Internal(format!("cannot stage {} for QEMU: {e}", what.display()))
+    };
+    let mut contents = Vec::with_capacity(needed.len());
+    for file in needed {
+        let path = source.join(file);
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path);
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::InvalidConfig(format!(
+                    "TLS migration needs {} (no certificates are configured on this host)",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        let meta = f.metadata().map_err(|e| io_err(&path, e))?;
+        if !meta.is_file() || meta.len() > MAX_TLS_FILE {
+            return Err(Error::InvalidConfig(format!(
+                "{} must be a regular file of at most {MAX_TLS_FILE} bytes",
+                path.display()
+            )));
+        }
+        let mut buf = Vec::new();
+        (&mut f)
+            .take(MAX_TLS_FILE)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(&path, e))?;
+        contents.push((file, buf));
+    }
+    match std::fs::remove_dir_all(staged) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(staged, e)),
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(staged)
+        .map_err(|e| io_err(staged, e))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(staged, Some(uid), Some(gid)).map_err(|e| io_err(staged, e.into()))?;
+    }
+    for (file, buf) in contents {
+        let path = staged.join(file);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        if let Some((uid, gid)) = owner {
+            nix::unistd::fchown(&out, Some(uid), Some(gid)).map_err(|e| io_err(&path, e.into()))?;
+        }
+        out.write_all(&buf).map_err(|e| io_err(&path, e))?;
+    }
+    Ok(staged.to_owned())
 }
 
 /// QEMU shows "completed" a moment before its migration thread has computed the total time
