@@ -5,12 +5,13 @@
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use novacron_domain::Error;
 use serde::Serialize;
 
 use super::events::now_unix_ms;
+use super::uuids::DomainUuids;
 
 /// Who asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -67,13 +68,16 @@ pub struct AuditLog {
     path: PathBuf,
     /// Serialises appends so lines never interleave.
     file: Mutex<()>,
+    /// The domains' uuids, for the log line's `uuid` field.
+    uuids: Arc<DomainUuids>,
 }
 
 impl AuditLog {
-    pub fn new(path: PathBuf) -> AuditLog {
+    pub fn new(path: PathBuf, uuids: Arc<DomainUuids>) -> AuditLog {
         AuditLog {
             path,
             file: Mutex::new(()),
+            uuids,
         }
     }
 
@@ -92,6 +96,11 @@ impl AuditLog {
     /// Records an outcome given as a result code (`ok` or an error code) and message.
     pub fn record_outcome(&self, op: &str, domain: &str, outcome: &str, error: Option<String>) {
         let actor = current();
+        // Remote operations name a vendor host's VM, not one of ours.
+        let uuid = (!op.starts_with("remote "))
+            .then(|| self.uuids.get(domain))
+            .flatten();
+        let message = describe(op, domain, &actor, outcome, error.as_deref());
         tracing::info!(
             target: "audit",
             via = actor.via,
@@ -100,8 +109,10 @@ impl AuditLog {
             bus_name = actor.bus_name.as_deref(),
             op,
             domain,
+            uuid,
             result = outcome,
-            "audit"
+            error = error.as_deref(),
+            "{message}"
         );
         let entry = Entry {
             time_unix_ms: now_unix_ms(),
@@ -126,5 +137,32 @@ impl AuditLog {
         if let Err(e) = written {
             tracing::error!(error = %e, path = %self.path.display(), "cannot write the audit log");
         }
+    }
+}
+
+/// The log line's message: "audit: start web1 by http-unix (uid 1000): ok".
+fn describe(op: &str, domain: &str, actor: &Actor, outcome: &str, error: Option<&str>) -> String {
+    let mut who = actor.via.to_owned();
+    let mut details = Vec::new();
+    if let Some(uid) = actor.uid {
+        details.push(format!("uid {uid}"));
+    }
+    if let Some(token) = &actor.token {
+        details.push(format!("token {token}"));
+    }
+    if let Some(bus_name) = &actor.bus_name {
+        details.push(format!("bus name {bus_name}"));
+    }
+    if !details.is_empty() {
+        who = format!("{who} ({})", details.join(", "));
+    }
+    let target = if domain.is_empty() {
+        String::new()
+    } else {
+        format!(" {domain}")
+    };
+    match error {
+        Some(error) => format!("audit: {op}{target} by {who}: {outcome}: {error}"),
+        None => format!("audit: {op}{target} by {who}: {outcome}"),
     }
 }

@@ -5,6 +5,7 @@ pub mod audit;
 mod autostart;
 mod defaults;
 pub mod domain;
+mod event_log;
 pub mod events;
 pub mod host_info;
 mod host_resources;
@@ -19,6 +20,7 @@ mod reconnect;
 pub mod remote;
 pub mod status;
 mod supervise;
+mod uuids;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -145,13 +147,14 @@ impl Service {
             .await
             .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
         };
+        let events = EventBus::default();
         let inner = Arc::new(Inner {
             _instance_lock: instance_lock,
             remote,
             remote_known: remote::Known::default(),
             scopes,
             cgroups,
-            audit: audit::AuditLog::new(config.log_dir.join("audit.log")),
+            audit: audit::AuditLog::new(config.log_dir.join("audit.log"), events.uuids.clone()),
             run_as,
             host: crate::host::HostProbe::from_config(&config),
             definitions: DefinitionStore::new(paths.definitions_dir()),
@@ -159,7 +162,7 @@ impl Service {
             config,
             paths,
             domains: RwLock::new(BTreeMap::new()),
-            events: EventBus::default(),
+            events,
             problems: Mutex::new(Vec::new()),
             kvm: crate::host::kvm_usable(),
             operations: Arc::default(),
@@ -395,6 +398,7 @@ impl Inner {
                 )));
             }
         }
+        self.events.uuids.remember(name, uuid);
         if let Some(h) = domains.get(name) {
             return Ok((h.clone(), false));
         }
