@@ -431,11 +431,20 @@ fn watchdog_holds(h: &Host, pid: u64) {
         .prop("novacrond.service", "ActiveEnterTimestampMonotonic")
         .parse()
         .unwrap();
-    // Pinged (WATCHDOG=1 seen by systemd) more than three intervals after it became active.
+    // Pinged (WATCHDOG=1 seen by systemd) more than three intervals after it became active,
+    // by the same daemon (one killed by the watchdog is restarted: Restart=on-failure).
     h.wait(
         "a watchdog ping 6 s after start",
         Duration::from_secs(30),
         |h| {
+            let now = h.prop("novacrond.service", "MainPID");
+            assert_eq!(
+                now,
+                main_pid,
+                "the daemon was replaced:\n{}",
+                h.try_sh("journalctl -b --no-pager -n 30 -u novacrond.service")
+                    .1
+            );
             let last: u64 = h
                 .prop("novacrond.service", "WatchdogTimestampMonotonic")
                 .parse()
