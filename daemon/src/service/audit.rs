@@ -166,3 +166,35 @@ fn describe(op: &str, domain: &str, actor: &Actor, outcome: &str, error: Option<
         None => format!("audit: {op}{target} by {who}: {outcome}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_says_who_did_what_to_which_and_how_it_ended() {
+        let actor = Actor {
+            via: "http-unix",
+            uid: Some(1000),
+            ..Actor::default()
+        };
+        assert_eq!(
+            describe("start", "web1", &actor, "ok", None),
+            "audit: start web1 by http-unix (uid 1000): ok"
+        );
+        let actor = Actor {
+            via: "dbus",
+            uid: Some(0),
+            bus_name: Some(":1.42".into()),
+            ..Actor::default()
+        };
+        assert_eq!(
+            describe("define", "web1", &actor, "invalid_config", Some("bad vcpu")),
+            "audit: define web1 by dbus (uid 0, bus name :1.42): invalid_config: bad vcpu"
+        );
+        assert_eq!(
+            describe("reload", "", &Actor::daemon(), "ok", None),
+            "audit: reload by daemon: ok"
+        );
+    }
+}
