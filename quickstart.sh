@@ -8,8 +8,9 @@ cd "$(dirname "$0")"
 
 # Runtime and test needs: QEMU with SeaBIOS, what the test-guest builder uses (apt-get download,
 # dpkg -x, cpio), python3 for the benchmark baselines, a C compiler for crates that build C;
-# Go and govmomi to build vcsim (the vSphere simulator) for the remote-driver tests.
-PACKAGES=(qemu-system-x86 qemu-utils cpio gzip python3 python3-pip curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin golang-go golang-github-vmware-govmomi-dev)
+# Go and govmomi to build vcsim (the vSphere simulator) for the remote-driver tests;
+# debootstrap and systemd-nspawn for the test that runs the units under a real systemd.
+PACKAGES=(qemu-system-x86 qemu-utils cpio gzip python3 python3-pip curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin golang-go golang-github-vmware-govmomi-dev debootstrap systemd-container)
 # Remote-driver test peers and the vendors' own Python clients the benchmarks compare against:
 # fakepve (Proxmox VE fake, run as an outside process), pyspnego (NTLM server side for the WinRM
 # test peer), pyvmomi and proxmoxer (reference clients).
@@ -61,6 +62,11 @@ install_missing() {
 run_tests() {
     # A one-shot build gains nothing from incremental caches, which would double the target dir.
     export CARGO_INCREMENTAL=0
+    # The systemd container test boots a debootstrapped Debian, built once per machine:
+    # on a fresh one it downloads while fmt and clippy run (the test waits for it).
+    if [[ $(id -u) -eq 0 ]]; then
+        bash tests/nspawn/build-rootfs.sh >"${TMPDIR:-/tmp}/novacron-rootfs.log" 2>&1 &
+    fi
     echo "== disk free where the build goes"
     df -h . | tail -1
     echo "== cargo fmt --check"

@@ -236,8 +236,9 @@ pub fn stderr_is_journal() -> bool {
 }
 
 /// Logging: natively to journald when stderr is the journal (fields such as `domain`, `uuid`
-/// and `op` become `DOMAIN=`, `UUID=`, `OP=`, so `journalctl DOMAIN=web1` works), else human
-/// lines on stderr. `RUST_LOG` filters either way (default `info`).
+/// and `op` become `DOMAIN=`, `UUID=`, `OP=`, so `journalctl DOMAIN=web1` works; levels map
+/// to syslog priorities, info being 6), else human lines on stderr. `RUST_LOG` filters either
+/// way (default `info`).
 pub fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -246,8 +247,16 @@ pub fn init_logging() {
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(layer) => {
+                // syslog's meanings: info is 6 (tracing-journald would make it 5, "notice",
+                // which `journalctl -p notice` would show as notable), debug and trace 7.
+                let priorities = tracing_journald::PriorityMappings {
+                    info: tracing_journald::Priority::Informational,
+                    debug: tracing_journald::Priority::Debug,
+                    ..tracing_journald::PriorityMappings::new()
+                };
                 let layer = layer
                     .with_field_prefix(None)
+                    .with_priority_mappings(priorities)
                     .with_syslog_identifier("novacrond".to_owned());
                 tracing_subscriber::registry()
                     .with(filter())

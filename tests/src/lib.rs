@@ -19,6 +19,10 @@
 //!   and stderr log in a per-instance temporary directory; killed and reaped
 //!   on drop. `$NOVACRON_QEMU` overrides the binary.
 //!
+//! * [`nspawn_rootfs`] / [`Container`]: a minimal Debian root file system (debootstrap, built
+//!   once per machine into `<cache>/nspawn-rootfs-<hash>`) booted with systemd-nspawn on a
+//!   throw-away overlay, for running the systemd units under a real systemd.
+//!
 //! * [`peers`]: remote-hypervisor test peers (vcsim, fakepve, the XAPI and WinRM test peers).
 //!
 //! Everything that builds or probes is blocking: from `#[tokio::test]`s call
@@ -27,19 +31,23 @@
 
 mod accel;
 mod cache;
+mod container;
 mod domain_xml;
 mod guest;
 pub mod peers;
 mod qemu;
+mod rootfs;
 
 pub use accel::{
     cpu_model, kvm_device_usable, os_guest_accel, os_guest_choice, osless_accel, Accel,
     AccelChoice, OS_GUEST_PROBE_TIMEOUT,
 };
 pub use cache::cache_dir;
+pub use container::{Bind, Container, Ran};
 pub use domain_xml::test_guest_domain_xml;
 pub use guest::{
     build_script, guest_dir, test_guest, TestGuest, DIRTY_READY_MARKER, HEARTBEAT_MARKER,
     POWERDOWN_MARKER, READY_MARKER,
 };
 pub use qemu::{escape_opt, qemu_binary, tail, QemuBuilder, QemuProcess};
+pub use rootfs::{nspawn_rootfs, rootfs_script};

@@ -22,6 +22,7 @@ use novacron_domain::Error;
 use serde::Serialize;
 
 use super::events::now_unix_ms;
+use super::uuids::DomainUuids;
 
 /// Who asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -84,15 +85,18 @@ pub struct AuditLog {
     refusals: Mutex<Refusals>,
     /// Woken when a refusal was folded: its count is written once its window ends.
     folded: Arc<tokio::sync::Notify>,
+    /// The domains' uuids, for the log line's `uuid` field.
+    uuids: Arc<DomainUuids>,
 }
 
 impl AuditLog {
-    pub fn new(path: PathBuf) -> AuditLog {
+    pub fn new(path: PathBuf, uuids: Arc<DomainUuids>) -> AuditLog {
         AuditLog {
             path,
             file: Mutex::new(()),
             refusals: Mutex::new(Refusals::default()),
             folded: Arc::default(),
+            uuids,
         }
     }
 
@@ -111,6 +115,11 @@ impl AuditLog {
     /// Records an outcome given as a result code (`ok` or an error code) and message.
     pub fn record_outcome(&self, op: &str, domain: &str, outcome: &str, error: Option<String>) {
         let actor = current();
+        // Remote operations name a vendor host's VM, not one of ours.
+        let uuid = (!op.starts_with("remote "))
+            .then(|| self.uuids.get(domain))
+            .flatten();
+        let message = describe(op, domain, &actor, outcome, error.as_deref());
         tracing::info!(
             target: "audit",
             via = actor.via,
@@ -119,8 +128,10 @@ impl AuditLog {
             bus_name = actor.bus_name.as_deref(),
             op,
             domain,
+            uuid,
             result = outcome,
-            "audit"
+            error = error.as_deref(),
+            "{message}"
         );
         let entry = Entry {
             time_unix_ms: now_unix_ms(),
@@ -512,6 +523,33 @@ impl super::Service {
     }
 }
 
+/// The log line's message: "audit: start web1 by http-unix (uid 1000): ok".
+fn describe(op: &str, domain: &str, actor: &Actor, outcome: &str, error: Option<&str>) -> String {
+    let mut who = actor.via.to_owned();
+    let mut details = Vec::new();
+    if let Some(uid) = actor.uid {
+        details.push(format!("uid {uid}"));
+    }
+    if let Some(token) = &actor.token {
+        details.push(format!("token {token}"));
+    }
+    if let Some(bus_name) = &actor.bus_name {
+        details.push(format!("bus name {bus_name}"));
+    }
+    if !details.is_empty() {
+        who = format!("{who} ({})", details.join(", "));
+    }
+    let target = if domain.is_empty() {
+        String::new()
+    } else {
+        format!(" {domain}")
+    };
+    match error {
+        Some(error) => format!("audit: {op}{target} by {who}: {outcome}: {error}"),
+        None => format!("audit: {op}{target} by {who}: {outcome}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,7 +578,7 @@ mod tests {
     #[test]
     fn a_flood_from_one_peer_is_one_line_a_window_with_its_count() {
         let tmp = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(tmp.path().join("audit.log"));
+        let log = AuditLog::new(tmp.path().join("audit.log"), Arc::default());
         for i in 0..1000 {
             // Another port each time: the peer is its address.
             log.refused(refusal(&format!("192.0.2.7:{}", 1000 + i), "/v1/domains"));
@@ -575,7 +613,7 @@ mod tests {
     fn callers_past_the_cap_share_one_count_and_the_rest_is_written_on_drop() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("audit.log");
-        let log = AuditLog::new(path.clone());
+        let log = AuditLog::new(path.clone(), Arc::default());
         for i in 0..(MAX_CALLERS + 50) {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32);
             log.refused(refusal(&format!("{ip}:80"), "/"));
@@ -618,7 +656,7 @@ mod tests {
         let path = tmp.path().join("audit.log");
         std::fs::write(&path, b"{\"earlier\":1}\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let log = AuditLog::new(path.clone());
+        let log = AuditLog::new(path.clone(), Arc::default());
         log.record_outcome("define", "vm1", "ok", None);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("{\"earlier\":1}\n"), "{text}");
@@ -634,14 +672,41 @@ mod tests {
         std::fs::write(&target, b"").unwrap();
         let link = tmp.path().join("linked.log");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let log = AuditLog::new(link);
+        let log = AuditLog::new(link, Arc::default());
         log.record_outcome("define", "vm1", "ok", None);
         assert_eq!(std::fs::read(&target).unwrap(), b"");
 
         // Created fresh: 0640 at most (the umask may take more).
         let fresh = tmp.path().join("fresh.log");
-        AuditLog::new(fresh.clone()).record_outcome("define", "vm1", "ok", None);
+        AuditLog::new(fresh.clone(), Arc::default()).record_outcome("define", "vm1", "ok", None);
         let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & !AUDIT_MODE, 0, "{mode:o}");
+    }
+
+    #[test]
+    fn the_message_says_who_did_what_to_which_and_how_it_ended() {
+        let actor = Actor {
+            via: "http-unix",
+            uid: Some(1000),
+            ..Actor::default()
+        };
+        assert_eq!(
+            describe("start", "web1", &actor, "ok", None),
+            "audit: start web1 by http-unix (uid 1000): ok"
+        );
+        let actor = Actor {
+            via: "dbus",
+            uid: Some(0),
+            bus_name: Some(":1.42".into()),
+            ..Actor::default()
+        };
+        assert_eq!(
+            describe("define", "web1", &actor, "invalid_config", Some("bad vcpu")),
+            "audit: define web1 by dbus (uid 0, bus name :1.42): invalid_config: bad vcpu"
+        );
+        assert_eq!(
+            describe("reload", "", &Actor::daemon(), "ok", None),
+            "audit: reload by daemon: ok"
+        );
     }
 }

@@ -118,6 +118,8 @@ pub struct EventBus {
     tx: broadcast::Sender<Arc<DomainEvent>>,
     /// Sequence numbers are assigned under this lock so replay order equals broadcast order.
     recent: Mutex<Recent>,
+    /// Each domain's uuid, for the log lines (shared with the audit log).
+    pub uuids: Arc<super::uuids::DomainUuids>,
 }
 
 struct Recent {
@@ -133,6 +135,7 @@ impl Default for EventBus {
                 next_seq: 1,
                 events: VecDeque::with_capacity(REPLAY),
             }),
+            uuids: Arc::default(),
         }
     }
 }
@@ -151,7 +154,11 @@ impl EventBus {
             recent.events.pop_front();
         }
         recent.events.push_back(event.clone());
-        tracing::info!(domain, seq = event.seq, kind = ?event.kind, "domain event");
+        let uuid = match event.kind {
+            EventKind::RemoteStateChanged { .. } => None,
+            _ => self.uuids.get(domain),
+        };
+        super::event_log::log(&event, uuid.as_deref());
         // No subscriber is fine.
         let _ = self.tx.send(event.clone());
         event

@@ -5,6 +5,7 @@ pub mod audit;
 mod autostart;
 mod defaults;
 pub mod domain;
+mod event_log;
 pub mod events;
 pub mod host_info;
 mod host_resources;
@@ -21,6 +22,7 @@ pub mod remote;
 pub mod request_file;
 pub mod status;
 mod supervise;
+mod uuids;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -135,13 +137,14 @@ impl Service {
             .await
             .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
         };
+        let events = EventBus::default();
         let inner = Arc::new(Inner {
             _instance_lock: instance_lock,
             remote,
             remote_known: remote::Known::default(),
             scopes,
             cgroups,
-            audit: audit::AuditLog::new(paths.audit_log()),
+            audit: audit::AuditLog::new(paths.audit_log(), events.uuids.clone()),
             run_as: qemu.run_as,
             host: crate::host::HostProbe::from_config(&config),
             definitions: DefinitionStore::new(paths.definitions_dir()),
@@ -149,7 +152,7 @@ impl Service {
             config,
             paths,
             domains: RwLock::new(BTreeMap::new()),
-            events: EventBus::default(),
+            events,
             problems: Mutex::new(Vec::new()),
             kvm: qemu.kvm,
             operations: Arc::default(),
@@ -392,6 +395,7 @@ impl Inner {
                 )));
             }
         }
+        self.events.uuids.remember(name, uuid);
         if let Some(h) = domains.get(name) {
             return Ok((h.clone(), false));
         }

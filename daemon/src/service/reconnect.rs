@@ -160,6 +160,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         for (name, (definition, run, _)) in &by_name {
+            inner.events.uuids.remember(name, definition.config.uuid);
             domains.insert(
                 name.clone(),
                 Arc::new(DomainHandle::new(definition.clone(), run.clone())),
