@@ -29,10 +29,16 @@ struct Host {
 
 impl Host {
     fn start() -> Host {
+        Host::start_with("")
+    }
+
+    /// `top`: top-level config lines.
+    fn start_with(top: &str) -> Host {
         let env = Env::new();
         // Plain http:// between the two loopback daemons: allowed explicitly (the default
         // refuses it); the peer's token has the peer role.
-        let (port, mut toml) = tcp_api(&[("peer", TOKEN, "migration_peer")]);
+        let (port, api) = tcp_api(&[("peer", TOKEN, "migration_peer")]);
+        let mut toml = format!("{top}{api}");
         toml.push_str("[migration]\nallow_plain_http = true\n");
         let daemon = Some(env.start_daemon(&toml));
         Host {
@@ -340,10 +346,33 @@ async fn precopy_multifd_and_postcopy_migrations_move_the_running_guest() {
     heartbeat_continues(&a, name).await;
     assert_eq!(state(&b, name).await, None);
 
-    // A to B in post-copy, switched mid-flight.
+    // A to B in post-copy, switched mid-flight. B's QEMU is unprivileged: where the kernel keeps
+    // userfaultfd from unprivileged processes, B refuses up front and the guest stays on A;
+    // then a destination whose QEMU runs as root (explicitly configured) takes it.
     let postcopy = MigrationOptions {
         postcopy: true,
         ..slow()
+    };
+    let uffd_for_all = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+        .map_or(true, |v| v.trim() != "0");
+    let b = if uffd_for_all {
+        b
+    } else {
+        let refused = a
+            .local()
+            .migrate(name, &request(&b, postcopy.clone()), true)
+            .await;
+        let message = match refused {
+            Err(e) => e.to_string(),
+            Ok(p) => format!("{:?}: {}", p.phase, p.detail.unwrap_or_default()),
+        };
+        assert!(
+            message.contains("vm.unprivileged_userfaultfd"),
+            "post-copy to an unprivileged QEMU must be refused naming the sysctl: {message}"
+        );
+        assert_runs_here(&a, name).await;
+        b.assert_clean(name).await;
+        Host::start_with("qemu_user = \"root\"\n")
     };
     a.local()
         .migrate(name, &request(&b, postcopy), false)

@@ -16,14 +16,15 @@ impl Env {
     /// Writes the daemon's TOML config (plus `extra` lines) and returns its path.
     pub fn write_config(&self, extra: &str) -> PathBuf {
         let path = self.dir.path().join("novacrond.toml");
-        // Tests never touch the host's system bus unless they configure a bus themselves.
+        // Tests never touch the host's system bus unless they configure a bus themselves. The
+        // extra lines come first, so top-level keys in them stay top-level.
         let dbus = if extra.contains("[dbus]") {
             ""
         } else {
             "[dbus]\nbus = \"none\"\n"
         };
         let text = format!(
-            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = 2\n{dbus}{extra}\n",
+            "state_dir = {:?}\nrun_dir = {:?}\nlog_dir = {:?}\njob_wait_secs = 2\n{extra}\n{dbus}",
             self.config.state_dir, self.config.run_dir, self.config.log_dir
         );
         std::fs::write(&path, text).expect("write config");

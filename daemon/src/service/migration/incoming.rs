@@ -111,6 +111,9 @@ impl Service {
     ) -> Result<IncomingAnswer, Error> {
         let inner = &self.inner;
         request.options.check()?;
+        if request.options.postcopy {
+            postcopy_possible(inner).await?;
+        }
         let listen_ip = listen_address(&request.listen_host, &inner.config.migration).await?;
         let config = DomainConfig::from_xml(&request.xml)
             .map_err(|e| Error::InvalidConfig(format!("the migrated definition: {e}")))?;
@@ -713,4 +716,29 @@ fn watchdog(svc: Service, m: Arc<Incoming>) {
         }
         svc.abort_now(&m, why).await;
     });
+}
+
+/// Post-copy makes the destination QEMU fault pages in through userfaultfd, which the kernel
+/// gives an unprivileged process only with `vm.unprivileged_userfaultfd = 1` (QEMU 7.2 knows no
+/// `/dev/userfaultfd`). Refused here with the reason, rather than by QEMU's bare "Postcopy is
+/// not supported" midway through the prepare.
+async fn postcopy_possible(inner: &Inner) -> Result<(), Error> {
+    let Some(user) = inner.run_as.as_ref().filter(|r| !r.uid.is_root()) else {
+        return Ok(());
+    };
+    const SYSCTL: &str = "/proc/sys/vm/unprivileged_userfaultfd";
+    let allowed = tokio::fs::read_to_string(SYSCTL)
+        .await
+        .map(|v| v.trim() != "0")
+        // Kernels before 5.2 have no such switch and let everyone use userfaultfd.
+        .unwrap_or(true);
+    if allowed {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig(format!(
+        "post-copy needs userfaultfd in the destination QEMU, which runs as '{}' here, and this \
+         host gives userfaultfd to unprivileged processes only with vm.unprivileged_userfaultfd \
+         = 1 (it is 0): set that sysctl on this host, or migrate without post-copy",
+        user.user
+    )))
 }
