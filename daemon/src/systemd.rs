@@ -107,7 +107,7 @@ fn watchdog_from(usec: Option<&str>, pid: Option<&str>, own: u32) -> Option<Dura
 pub fn spawn_watchdog(service: Service) -> Option<tokio::task::JoinHandle<()>> {
     let interval = watchdog_interval()?;
     let half = interval / 2;
-    tracing::info!(interval = ?interval, "systemd watchdog enabled");
+    tracing::info!(interval = ?interval, ping_every = ?half, "systemd watchdog enabled");
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(half);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
