@@ -257,6 +257,35 @@ async fn failures_leave_the_guest_running_on_the_source() {
         a.env.config.state_dir.join("domains/mig-fail.xml").exists(),
         "the source keeps its definition"
     );
+    // Each attempt is audited on the source with its outcome, the busy refusal beside the
+    // migration too; the destination audits each prepare, asked by the source's token.
+    let t = |op: &str, result: &str, via: &str| {
+        (
+            op.to_owned(),
+            name.to_owned(),
+            result.to_owned(),
+            via.to_owned(),
+        )
+    };
+    assert_eq!(
+        audited(&a.env, |op| op == "migrate" || op == "shutdown"),
+        [
+            t("migrate", "failed", "http-unix"),
+            t("shutdown", "busy", "http-unix"),
+            t("migrate", "cancelled", "http-unix"),
+            t("migrate", "failed", "http-unix"),
+        ]
+    );
+    assert_eq!(
+        audited(&b.env, |op| op == "migrate-incoming"),
+        [
+            t("migrate-incoming", "ok", "http-tcp"),
+            t("migrate-incoming", "ok", "http-tcp"),
+        ]
+    );
+    assert!(audit_entries(&b.env)
+        .iter()
+        .all(|e| e["actor"]["token"] == "peer"));
 }
 
 #[tokio::test]
@@ -314,6 +343,43 @@ async fn precopy_multifd_and_postcopy_migrations_move_the_running_guest() {
     heartbeat_continues(&b, name).await;
     assert_eq!(state(&a, name).await, None);
     b.assert_clean_of_source(&a, name).await;
+    // Both sides audit their part: the source each migration's outcome (asked locally), the
+    // destination each prepare and finish (asked by the source's token).
+    let t = |op: &str, result: &str, via: &str| {
+        (
+            op.to_owned(),
+            name.to_owned(),
+            result.to_owned(),
+            via.to_owned(),
+        )
+    };
+    let migration_ops = |op: &str| op.starts_with("migrate");
+    assert_eq!(
+        audited(&a.env, migration_ops),
+        [
+            t("migrate", "completed", "http-unix"),
+            t("migrate-incoming", "ok", "http-tcp"),
+            t("migrate-finish", "ok", "http-tcp"),
+            t("migrate", "completed", "http-unix"),
+        ]
+    );
+    assert_eq!(
+        audited(&b.env, migration_ops),
+        [
+            t("migrate-incoming", "ok", "http-tcp"),
+            t("migrate-finish", "ok", "http-tcp"),
+            t("migrate", "completed", "http-unix"),
+            t("migrate-incoming", "ok", "http-tcp"),
+            t("migrate-finish", "ok", "http-tcp"),
+        ]
+    );
+    for host in [&a, &b] {
+        for e in audit_entries(&host.env) {
+            if e["actor"]["via"] == "http-tcp" {
+                assert_eq!(e["actor"]["token"], "peer", "{e}");
+            }
+        }
+    }
 }
 
 impl Host {

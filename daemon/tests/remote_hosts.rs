@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::bus::PrivateBus;
 use common::daemon::curl;
-use common::Env;
+use common::{audited, Env};
 use novacron_tests::peers::xapi;
 use serde_json::Value;
 
@@ -199,20 +199,65 @@ fn remote_hosts_through_http_cli_and_dbus() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available with --host"));
 
-    // The changes came as events, in order.
-    std::thread::sleep(Duration::from_millis(300));
+    // Each vendor call is audited with who asked and how it ended, the refusal included.
+    let remote_ops = audited(&env, |op| op.starts_with("remote "));
+    let expect = |op: &str, result: &str| {
+        (
+            op.to_owned(),
+            off.clone(),
+            result.to_owned(),
+            "http-unix".to_owned(),
+        )
+    };
+    assert_eq!(
+        remote_ops,
+        [
+            expect("remote start on x1", "ok"),
+            expect("remote start on x1", "wrong_state"),
+            expect("remote destroy on x1", "ok"),
+        ]
+    );
+
+    // The changes came as events, in order: read the stream until both are there (the
+    // deadline only catches their absence).
+    let mut events = events;
+    let lines = {
+        let out = events.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = String::new();
+    let mut remote: Vec<Value> = Vec::new();
+    while remote.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("both remote events not streamed:\n{stream}"));
+        stream.push_str(&line);
+        stream.push('\n');
+        if let Some(e) = line
+            .strip_prefix("data: ")
+            .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        {
+            if e["event"] == "remote_state_changed" && e["domain"] == off.as_str() {
+                remote.push(e);
+            }
+        }
+    }
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(events.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    let stream = events.wait_with_output().unwrap();
-    let stream = String::from_utf8_lossy(&stream.stdout);
-    let remote: Vec<Value> = stream
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["event"] == "remote_state_changed" && e["domain"] == off.as_str())
-        .collect();
+    let _ = events.wait();
     let moves: Vec<(String, String)> = remote
         .iter()
         .map(|e| {
@@ -341,6 +386,17 @@ fn registration_is_checked_stored_0600_and_survives_a_restart() {
     assert_eq!(curl(&d.socket, "DELETE", "/v1/hosts/x2", &[]).status, 204);
     assert!(!cred.exists());
     assert_eq!(curl(&d.socket, "GET", "/v1/hosts/x2", &[]).status, 404);
+    // Registering and removing are audited under the host's name, with who asked.
+    let host_ops = audited(&env, |op| op.ends_with(" host"));
+    let entry = |op: &str| {
+        (
+            op.to_owned(),
+            "x2".to_owned(),
+            "ok".to_owned(),
+            "http-unix".to_owned(),
+        )
+    };
+    assert_eq!(host_ops, [entry("register host"), entry("unregister host")]);
 }
 
 #[test]
