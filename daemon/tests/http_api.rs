@@ -269,11 +269,12 @@ fn bad_input_gets_the_right_code_and_changes_nothing() {
 #[test]
 fn tcp_requires_a_valid_token_and_roles_apply() {
     let env = Env::new();
-    let (port, extra) = common::daemon::tcp_api(&[
+    let extra = common::daemon::tcp_api(&[
         ("ops", "op-secret", "operator"),
         ("root", "admin-secret", "admin"),
     ]);
     let d = env.start_daemon(&extra);
+    let port = d.tcp_port();
     define_xml(&d.socket, &osless("tok").to_xml());
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let status = |args: &[&str], path: &str| -> (u16, String) {
@@ -502,8 +503,9 @@ fn wait_subscribed(rx: &std::sync::mpsc::Receiver<String>) {
 #[test]
 fn every_mutating_call_is_audited_with_who_asked() {
     let env = Env::new();
-    let (port, extra) = common::daemon::tcp_api(&[("ci-bot", "ci-secret", "operator")]);
+    let extra = common::daemon::tcp_api(&[("ci-bot", "ci-secret", "operator")]);
     let d = env.start_daemon(&extra);
+    let port = d.tcp_port();
     let s = &d.socket;
     assert_eq!(define_xml(s, &osless("aud").to_xml()).status, 201);
     assert_eq!(curl(s, "POST", "/v1/domains/aud/start", &[]).status, 200);

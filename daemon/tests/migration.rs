@@ -29,8 +29,12 @@ struct Host {
 impl Host {
     fn start() -> Host {
         let env = Env::new();
-        let (port, toml) = tcp_api(&[("peer", TOKEN, "operator")]);
-        let daemon = Some(env.start_daemon(&toml));
+        let toml = tcp_api(&[("peer", TOKEN, "operator")]);
+        let daemon = env.start_daemon(&toml);
+        // A restarted daemon keeps the port its first run got (peers know it by that URL).
+        let port = daemon.tcp_port();
+        let toml = toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let daemon = Some(daemon);
         Host {
             env,
             daemon,

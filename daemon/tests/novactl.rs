@@ -268,19 +268,15 @@ fn tcp_with_a_token() {
     use sha2::{Digest, Sha256};
 
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let digest: String = Sha256::digest(b"op-secret")
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let _daemon = env.start_daemon(&format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\n\
+    let daemon = env.start_daemon(&format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n\
          [[api.tokens]]\nname = \"ops\"\nsha256 = \"{digest}\"\nrole = \"operator\"\n"
     ));
+    let port = daemon.tcp_port();
     let url = format!("http://127.0.0.1:{port}");
     // The socket given is absent: --url must take precedence.
     let nowhere = env.dir.path().join("absent.sock");
