@@ -406,13 +406,15 @@ fn a_hanging_vendor_turns_read_only_with_a_stale_inventory_and_local_calls_stay_
     let env = Env::new();
     let cred = write_cred(&env, "x1.cred", &peer);
     let cred2 = write_cred(&env, "x2.cred", &healthy);
+    // Timeouts long enough that calls made while a vendor read hangs finish before it (an
+    // ordering check), and an open period long enough to check the open breaker in.
     let d = env.start_daemon(&format!(
         "[remote]\npoll_secs = 0\n{}{}",
         host_toml(
             "x1",
             &peer,
             &cred,
-            "request_timeout_secs = 1\nread_timeout_secs = 1\noperation_timeout_secs = 2\nbreaker_failures = 2\nbreaker_open_secs = 1\n"
+            "request_timeout_secs = 3\nread_timeout_secs = 3\noperation_timeout_secs = 3\nbreaker_failures = 2\nbreaker_open_secs = 5\n"
         ),
         host_toml("x2", &healthy, &cred2, "")
     ));
@@ -420,9 +422,27 @@ fn a_hanging_vendor_turns_read_only_with_a_stale_inventory_and_local_calls_stay_
     assert!(fresh["stale"].is_null());
     let paused = novacron_tests::peers::pause(peer.pid).unwrap();
 
+    // A read of the hung vendor is in flight; meanwhile local calls and the healthy host answer
+    // (they finish while it still waits, so none queued behind it).
+    let hanging = {
+        let socket = d.socket.clone();
+        std::thread::spawn(move || curl(&socket, "GET", "/v1/hosts/x1/domains", &[]))
+    };
+    let r = curl(&d.socket, "GET", "/v1/hosts/x2/domains", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["stale"].is_null(), "{}", r.body);
+    assert_eq!(r.json()["domains"].as_array().unwrap().len(), 2);
+    assert_eq!(curl(&d.socket, "GET", "/v1/domains", &[]).status, 200);
+    assert_eq!(curl(&d.socket, "GET", "/v1/hosts", &[]).status, 200);
+    assert!(
+        !hanging.is_finished(),
+        "the hung vendor's read ended before the other calls: they may have waited on it"
+    );
+
     // Two timed-out reads open the breaker; both already answer from the last inventory.
-    for _ in 0..2 {
-        let r = curl(&d.socket, "GET", "/v1/hosts/x1/domains", &[]);
+    let mut reads = vec![hanging.join().unwrap()];
+    reads.push(curl(&d.socket, "GET", "/v1/hosts/x1/domains", &[]));
+    for r in reads {
         assert_eq!(r.status, 200, "{}", r.body);
         let stale = &r.json()["stale"];
         assert!(stale["age_secs"].as_f64().is_some(), "{}", r.body);
@@ -434,21 +454,18 @@ fn a_hanging_vendor_turns_read_only_with_a_stale_inventory_and_local_calls_stay_
         (Some("open"), Some(true)),
         "{h}"
     );
-    // Open: the stale inventory comes at once, without asking the vendor.
-    let t = Instant::now();
+    // Open: the stale inventory comes without asking the vendor (the reason is the breaker's,
+    // not a timeout), and a mutation is refused before reaching it.
     let r = curl(&d.socket, "GET", "/v1/hosts/x1/domains", &[]);
+    let stale = &r.json()["stale"];
+    assert!(stale["age_secs"].as_f64().is_some(), "{}", r.body);
     assert!(
-        r.json()["stale"]["age_secs"].as_f64().is_some(),
+        stale["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("circuit breaker open")),
         "{}",
         r.body
     );
-    assert!(
-        t.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
-    );
-    // Read-only: a mutation is refused at once, and local calls never wait on the vendor.
-    let t = Instant::now();
     let r = curl(&d.socket, "POST", "/v1/hosts/x1/domains/vm-000/start", &[]);
     assert_eq!(
         (r.status, r.error_code().as_str()),
@@ -456,24 +473,11 @@ fn a_hanging_vendor_turns_read_only_with_a_stale_inventory_and_local_calls_stay_
         "{}",
         r.body
     );
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
-    let t = Instant::now();
-    assert_eq!(curl(&d.socket, "GET", "/v1/domains", &[]).status, 200);
-    assert_eq!(curl(&d.socket, "GET", "/v1/hosts", &[]).status, 200);
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(r.body.contains("read-only"), "{}", r.body);
 
     // The vendor comes back: after the open period, a probe closes the breaker.
     paused.resume();
-    std::thread::sleep(Duration::from_millis(1200));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = curl(&d.socket, "GET", "/v1/hosts/x1/domains", &[]).json();
         if r["stale"].is_null() {
