@@ -217,16 +217,15 @@ async fn a_hundred_concurrent_operations_over_twenty_guests() {
     ];
     let started = Instant::now();
     let mut ops = Vec::new();
-    for step in 0..5 {
-        for (g, name) in names.iter().enumerate() {
-            let op = scripts[g % 4][step];
-            let (svc, name) = (svc.clone(), name.clone());
-            ops.push((
-                g,
-                op,
-                tokio::spawn(async move { op.run(&svc, &name).await }),
-            ));
-        }
+    // Step k of every guest's script, then step k+1: interleaved across guests.
+    for (step, g) in (0..5).flat_map(|step| (0..20).map(move |g| (step, g))) {
+        let op = scripts[g % 4][step];
+        let (svc, name) = (svc.clone(), names[g].clone());
+        ops.push((
+            g,
+            op,
+            tokio::spawn(async move { op.run(&svc, &name).await }),
+        ));
     }
     assert_eq!(ops.len(), 100);
     let mut done: Vec<Vec<(Op, Outcome)>> = vec![Vec::new(); 20];

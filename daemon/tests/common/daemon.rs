@@ -142,10 +142,11 @@ impl Daemon {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             let port = text
                 .lines()
+                .rev()
                 .filter(|l| l.contains("HTTP API on TCP"))
                 .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
                 .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
-                .last()
+                .next()
                 .map(|a| a.port());
             if let Some(port) = port {
                 return port;
