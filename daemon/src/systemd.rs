@@ -320,7 +320,13 @@ mod tests {
         );
 
         std::env::set_var("NOTIFY_SOCKET", "relative");
-        assert!(notify("X=1").is_err());
+        match notify("X=1") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Custom { kind: Unsupported, error: "NOTIFY_SOCKET is neither an absolute path nor an abstract (@) address" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         std::env::remove_var("NOTIFY_SOCKET");
         assert!(!notify("X=1").unwrap());
     }
