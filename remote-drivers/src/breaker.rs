@@ -219,7 +219,12 @@ mod tests {
         assert!(probe.probe);
         b.record(probe, Err(&down()));
         assert_eq!(b.state(), BreakerState::Open);
-        assert!(b.admit().is_err());
+        // Open again for a whole new period, counted from the failed probe.
+        let retry_in = b.admit().unwrap_err();
+        assert!(
+            retry_in > OPEN_FOR - Duration::from_secs(60),
+            "{retry_in:?}"
+        );
     }
 
     #[test]
