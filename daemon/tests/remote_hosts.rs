@@ -116,13 +116,31 @@ fn remote_hosts_through_http_cli_and_dbus() {
         "{inventory}"
     );
     assert!(inventory["stale"].is_null());
-    let events = Command::new("curl")
-        .args(["-sN", "--max-time", "20", "--unix-socket"])
+    let mut events = Command::new("curl")
+        .args(["-sN", "--max-time", "60", "--unix-socket"])
         .arg(&d.socket)
         .arg("http://localhost/v1/events")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let lines = {
+        let out = events.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    // Subscribed before anything happens (the stream's first line says so).
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(20)).as_deref(),
+        Ok(": subscribed")
+    );
 
     // A lifecycle round trip through novactl --host, seen the same by HTTP and D-Bus.
     let off = inventory["domains"]
@@ -220,20 +238,6 @@ fn remote_hosts_through_http_cli_and_dbus() {
 
     // The changes came as events, in order: read the stream until both are there (the
     // deadline only catches their absence).
-    let mut events = events;
-    let lines = {
-        let out = events.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stream = String::new();
     let mut remote: Vec<Value> = Vec::new();
