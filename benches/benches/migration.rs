@@ -50,28 +50,44 @@ impl Daemon {
     fn start(reaper: &Reaper) -> Result<Daemon> {
         use sha2::Digest;
         let env = Env::new()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
         let hash: String = sha2::Sha256::digest(TOKEN.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
         let config = env.write_config_file_with(&format!(
-            "memory_backing_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\nname = \"peer\"\nsha256 = \"{hash}\"\nrole = \"migration_peer\"\n[migration]\nallow_plain_http = true\n",
+            "memory_backing_dir = {:?}
+[api]
+listen = \"127.0.0.1:0\"
+[[api.tokens]]
+name = \"peer\"
+sha256 = \"{hash}\"
+role = \"migration_peer\"
+[migration]
+allow_plain_http = true
+",
             env.dir.path().join("ram")
         ))?;
-        let child = spawn_daemon(
-            &novacrond_binary()?,
-            &config,
-            &env.dir.path().join("daemon.log"),
-        )?;
+        let log = env.dir.path().join("daemon.log");
+        let child = spawn_daemon(&novacrond_binary()?, &config, &log)?;
         reaper.daemon(child.id());
         reaper.records(env.records_dir());
         let socket = env.config.run_dir.join("novacrond.sock");
         wait_until("the daemon's socket", Duration::from_secs(20), || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
         })?;
+        // Port 0: the daemon binds a free port itself and logs the address it got.
+        let mut port = None;
+        wait_until("the daemon's TCP address", Duration::from_secs(20), || {
+            port = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("HTTP API on TCP"))
+                .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.port());
+            port.is_some()
+        })?;
+        let port = port.unwrap_or_default();
         Ok(Daemon { env, port, child })
     }
 

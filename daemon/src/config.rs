@@ -594,8 +594,23 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("job_wait_sec"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
-        assert!(Config::parse("job_wait_secs = -1", true, no_env).is_err());
-        assert!(Config::parse("sandbox = 'yes'", true, no_env).is_err());
+        // Wrong types: toml names the line, shows the value and says what was expected.
+        let msg = Config::parse("job_wait_secs = -1", true, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 1") && msg.contains("job_wait_secs = -1"),
+            "{msg}"
+        );
+        assert!(msg.contains("u64"), "{msg}");
+        let msg = Config::parse("sandbox = 'yes'", true, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 1") && msg.contains("sandbox = 'yes'"),
+            "{msg}"
+        );
+        assert!(msg.contains("boolean"), "{msg}");
     }
 
     #[test]
@@ -638,7 +653,10 @@ mod tests {
         let mut c = ok.clone();
         c.qemu_user = Some("qemu".into());
         c.check("f", true).unwrap();
-        assert!(c.check("f", false).is_err(), "qemu_user needs root");
+        assert_eq!(
+            c.check("f", false).unwrap_err().to_string(),
+            "f: qemu_user: requires the daemon to run as root"
+        );
         bad(
             &|c| {
                 c.api.tokens = vec![ApiToken {

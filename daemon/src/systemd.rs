@@ -107,7 +107,7 @@ fn watchdog_from(usec: Option<&str>, pid: Option<&str>, own: u32) -> Option<Dura
 pub fn spawn_watchdog(service: Service) -> Option<tokio::task::JoinHandle<()>> {
     let interval = watchdog_interval()?;
     let half = interval / 2;
-    tracing::info!(interval = ?interval, "systemd watchdog enabled");
+    tracing::info!(interval = ?interval, ping_every = ?half, "systemd watchdog enabled");
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(half);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -329,7 +329,13 @@ mod tests {
         );
 
         std::env::set_var("NOTIFY_SOCKET", "relative");
-        assert!(notify("X=1").is_err());
+        match notify("X=1") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Custom { kind: Unsupported, error: "NOTIFY_SOCKET is neither an absolute path nor an abstract (@) address" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         std::env::remove_var("NOTIFY_SOCKET");
         assert!(!notify("X=1").unwrap());
     }

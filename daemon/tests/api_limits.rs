@@ -302,7 +302,7 @@ fn assert_closed(stream: &mut std::net::TcpStream, what: &str) {
 #[test]
 fn one_address_flooding_tcp_does_not_lock_token_holders_out() {
     let env = Env::new();
-    let (port, toml) = tcp_api(&[("ops", "s3cret", "operator")]);
+    let toml = tcp_api(&[("ops", "s3cret", "operator")]);
     // The caps go into [api], before its [[api.tokens]] tables.
     let toml = toml.replacen(
         "[api]\n",
@@ -310,6 +310,7 @@ fn one_address_flooding_tcp_does_not_lock_token_holders_out() {
         1,
     );
     let daemon = env.start_daemon(&toml);
+    let port = daemon.tcp_port();
 
     // A token holder's kept-alive connection, idle from here on.
     let mut keeper = connect_from("127.0.0.2", port);

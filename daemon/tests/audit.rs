@@ -226,7 +226,7 @@ fn refused_calls_are_audited_with_who_and_what_and_never_a_secret() {
     let env = Env::new();
     let user = TestUser::create("novacron-audit-t");
     // The socket is the group's; the test's directories must let the user reach it.
-    let (port, api) = common::daemon::tcp_api(&[
+    let api = common::daemon::tcp_api(&[
         ("admin-tok", "admin-secret-0", "admin"),
         ("op-tok", "operator-secret-1", "operator"),
     ]);
@@ -235,6 +235,7 @@ fn refused_calls_are_audited_with_who_and_what_and_never_a_secret() {
         &format!("[api]\nsocket_group = \"{}\"\n", user.name),
     );
     let d = env.start_daemon(&api);
+    let port = d.tcp_port();
     for dir in [env.dir.path(), &env.config.run_dir] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }

@@ -29,17 +29,34 @@ async fn two_mutating_calls_on_one_domain() {
         let svc = svc.clone();
         tokio::spawn(async move { svc.suspend("one").await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
-    let err = svc.resume("one").await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Busy, "{err}");
+    // Once the suspend holds the slot, a second call gets busy naming it (the deadline only
+    // catches a hang; the job wait is 2 s).
+    let err = busy_behind(&svc, "one").await;
     let msg = err.to_string();
     assert!(msg.contains("suspend") && msg.contains("one"), "{msg}");
-    assert!(started.elapsed() < Duration::from_secs(4));
     kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
     stuck.await.unwrap().unwrap();
     assert_eq!(svc.get("one").unwrap().summary.state, DomainState::Paused);
     svc.destroy("one").await.unwrap();
+}
+
+/// Retries `resume` on a running domain until it answers busy: from then on another job
+/// (the one the caller spawned) holds the slot. Before that, resume finds the domain running.
+async fn busy_behind(svc: &novacrond::Service, name: &str) -> novacron_domain::Error {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let call = tokio::time::timeout(Duration::from_secs(60), svc.resume(name));
+        let err = call
+            .await
+            .expect("resume hung past its job wait")
+            .unwrap_err();
+        match err.code() {
+            ErrorCode::Busy => return err,
+            ErrorCode::WrongState => assert!(Instant::now() < deadline, "never busy: {err}"),
+            _ => panic!("{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -56,7 +73,8 @@ async fn a_stopped_qemu_does_not_slow_listing_or_other_guests() {
         let svc = svc.clone();
         tokio::spawn(async move { svc.suspend("hung").await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The suspend holds the slot and waits for the stopped QEMU from here on.
+    busy_behind(&svc, "hung").await;
 
     let started = Instant::now();
     for _ in 0..100 {
@@ -68,8 +86,9 @@ async fn a_stopped_qemu_does_not_slow_listing_or_other_guests() {
         svc.resume(name).await.unwrap();
     }
     let took = started.elapsed();
+    // Ordering, not a stopwatch: all of that finished while the stopped QEMU's call still
+    // waits (its QMP timeout is far longer), so none of it queued behind that call.
     println!("100 list+get and 4 operations beside a stopped QEMU: {took:?}");
-    assert!(took < Duration::from_millis(500), "{took:?}");
     assert!(
         !blocked.is_finished(),
         "the stopped QEMU's call should still be waiting"
@@ -99,9 +118,78 @@ async fn destroy_kills_a_stopped_qemu() {
     );
 }
 
+/// The four mutations of the hundred, with what each does from each state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Suspend,
+    Resume,
+    Destroy,
+    Start,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Suspend => "suspend",
+            Op::Resume => "resume",
+            Op::Destroy => "destroy",
+            Op::Start => "start",
+        }
+    }
+
+    /// The model: the state after the operation, or `None` when the operation must be refused
+    /// with `WrongState` naming that operation and the state it found.
+    fn from(self, state: DomainState) -> Option<DomainState> {
+        use DomainState::*;
+        match (self, state) {
+            (Op::Suspend, Running) => Some(Paused),
+            (Op::Resume, Paused) => Some(Running),
+            (Op::Destroy, Running | Paused) => Some(Shutoff),
+            (Op::Start, Shutoff) => Some(Running),
+            _ => None,
+        }
+    }
+
+    async fn run(self, svc: &novacrond::Service, name: &str) -> Result<(), novacron_domain::Error> {
+        match self {
+            Op::Suspend => svc.suspend(name).await,
+            Op::Resume => svc.resume(name).await,
+            Op::Destroy => svc.destroy(name).await,
+            Op::Start => svc.start(name).await,
+        }
+    }
+}
+
+/// What one operation answered: `Ok`, or the state and operation a `WrongState` named. Any
+/// other error (busy included: the job wait is far longer than the test) fails the test.
+type Outcome = Result<(), (DomainState, &'static str)>;
+
+/// Whether some serial order of `done` (operations on one domain hold its job slot one at a
+/// time, so they ran in some order) explains every answer from `Running`, ending in `end`.
+fn explained(done: &[(Op, Outcome)], state: DomainState, end: DomainState) -> bool {
+    if done.is_empty() {
+        return state == end;
+    }
+    (0..done.len()).any(|i| {
+        let (op, outcome) = done[i];
+        let fits = match (op.from(state), outcome) {
+            (Some(next), Ok(())) => Some(next),
+            (None, Err((found, named))) if found == state && named == op.name() => Some(state),
+            _ => None,
+        };
+        fits.is_some_and(|next| {
+            let mut rest = done.to_vec();
+            let _ = rest.remove(i);
+            explained(&rest, next, end)
+        })
+    })
+}
+
 #[tokio::test]
 async fn a_hundred_concurrent_operations_over_twenty_guests() {
-    let env = Env::new();
+    let mut env = Env::new();
+    // Five operations queue for each domain's job slot; none may time out into `busy`.
+    env.config.job_wait_secs = 300;
     let svc = env.open().await;
     let names: Vec<String> = (0..20).map(|i| format!("g{i:02}")).collect();
     for name in &names {
@@ -118,53 +206,95 @@ async fn a_hundred_concurrent_operations_over_twenty_guests() {
     for s in starts {
         s.await.unwrap().unwrap();
     }
-    // 100 operations: each guest gets suspend+resume and three queries, interleaved.
+    // 100 mutations, five per guest from one of four scripts, all launched at once and
+    // interleaved across guests; each script mixes operations its states allow and refuse.
+    use Op::*;
+    let scripts = [
+        [Suspend, Resume, Suspend, Destroy, Start],
+        [Resume, Suspend, Suspend, Resume, Destroy],
+        [Destroy, Start, Start, Suspend, Resume],
+        [Suspend, Destroy, Resume, Start, Suspend],
+    ];
     let started = Instant::now();
-    let ops: Vec<_> = (0..100)
-        .map(|i| {
-            let svc = svc.clone();
-            let name = names[i % 20].clone();
-            tokio::spawn(async move {
-                match i / 20 {
-                    0 => svc.suspend(&name).await.map(drop),
-                    1 => svc.get(&name).map(drop),
-                    2 => {
-                        assert_eq!(svc.list().len(), 20);
-                        Ok(())
-                    }
-                    3 => svc.get(&name).map(drop),
-                    _ => svc.resume(&name).await.map(drop),
-                }
-            })
-        })
-        .collect();
-    let mut failures = Vec::new();
-    for op in ops {
-        if let Err(e) = op.await.unwrap() {
-            failures.push(e.to_string());
-        }
+    let mut ops = Vec::new();
+    // Step k of every guest's script, then step k+1: interleaved across guests.
+    for (step, g) in (0..5).flat_map(|step| (0..20).map(move |g| (step, g))) {
+        let op = scripts[g % 4][step];
+        let (svc, name) = (svc.clone(), names[g].clone());
+        ops.push((
+            g,
+            op,
+            tokio::spawn(async move { op.run(&svc, &name).await }),
+        ));
+    }
+    assert_eq!(ops.len(), 100);
+    let mut done: Vec<Vec<(Op, Outcome)>> = vec![Vec::new(); 20];
+    for (g, op, task) in ops {
+        let outcome = match task.await.unwrap() {
+            Ok(()) => Ok(()),
+            Err(novacron_domain::Error::WrongState {
+                name,
+                state,
+                operation,
+            }) => {
+                assert_eq!(name, names[g]);
+                Err((state, operation))
+            }
+            Err(e) => panic!("{} on {}: unexpected {e}", op.name(), names[g]),
+        };
+        done[g].push((op, outcome));
     }
     println!(
-        "100 concurrent operations over 20 guests: {:?}",
+        "100 concurrent mutations over 20 guests: {:?}",
         started.elapsed()
     );
-    // A resume may run before its suspend (they race by design): that one answers WrongState.
-    assert!(
-        failures.iter().all(|f| f.contains("cannot resume")),
-        "{failures:?}"
-    );
-    for name in &names {
-        let state = svc.get(name).unwrap().summary.state;
+
+    for (g, name) in names.iter().enumerate() {
+        let end = svc.get(name).unwrap().summary.state;
         assert!(
-            matches!(state, DomainState::Running | DomainState::Paused),
-            "{name}: {state}"
+            explained(&done[g], DomainState::Running, end),
+            "{name}: no order of {:?} from running ends {end}",
+            done[g]
         );
+        // The daemon's view against QEMU's own: a live guest's query-status, or no QEMU.
+        match end {
+            DomainState::Running | DomainState::Paused => {
+                let status = svc
+                    .qmp_passthrough(name, "query-status", None)
+                    .await
+                    .unwrap();
+                let want = if end == DomainState::Running {
+                    "running"
+                } else {
+                    "paused"
+                };
+                assert_eq!(
+                    status["status"], want,
+                    "{name}: daemon {end}, QEMU {status}"
+                );
+                assert_eq!(status["running"], end == DomainState::Running, "{status}");
+            }
+            DomainState::Shutoff => {
+                assert!(!env.record(name).exists(), "{name}: shut off with a record");
+                let err = svc
+                    .qmp_passthrough(name, "query-status", None)
+                    .await
+                    .unwrap_err();
+                assert!(err.to_string().contains("while it is shutoff"), "{err}");
+            }
+            other => panic!("{name}: ended {other}"),
+        }
     }
     let stops: Vec<_> = names
         .iter()
         .map(|n| {
             let (svc, n) = (svc.clone(), n.clone());
-            tokio::spawn(async move { svc.destroy(&n).await })
+            tokio::spawn(async move {
+                match svc.destroy(&n).await {
+                    Err(novacron_domain::Error::WrongState { .. }) => Ok(()),
+                    other => other,
+                }
+            })
         })
         .collect();
     for s in stops {

@@ -191,6 +191,47 @@ impl Drop for Monitor {
 }
 
 /// Every `<arg>` of the org.novacron1 interfaces at `path` has a name; returns the XML.
+/// Every property of the domain object (one `GetAll`, so from one moment) must equal what
+/// HTTP says about the same domain; a property this table does not know fails the test, so a
+/// new one cannot be added without being compared.
+fn assert_dbus_and_http_agree(bus: &Bus, socket: &Path, path: &str, name: &str) {
+    let all = bus.call(
+        path,
+        "org.freedesktop.DBus.Properties",
+        "GetAll",
+        &["s", DOMAIN],
+    );
+    let props = all["data"][0].as_object().expect("a{sv}").clone();
+    let http = curl(socket, "GET", &format!("/v1/domains/{name}"), &[]);
+    assert_eq!(http.status, 200, "{}", http.body);
+    let h = http.json();
+    let expected = |prop: &str| -> Value {
+        match prop {
+            "Name" => h["name"].clone(),
+            // D-Bus says "" where HTTP leaves the UUID out.
+            "UUID" => h.get("uuid").cloned().unwrap_or(Value::from("")),
+            "State" => h["state"].clone(),
+            "VCPUs" => h["config"]["vcpu"]["count"].clone(),
+            "MemoryBytes" => {
+                Value::from(h["config"]["memory"]["memory_kib"].as_u64().unwrap() * 1024)
+            }
+            "Persistent" => h["persistent"].clone(),
+            "Autostart" => h["autostart"].clone(),
+            other => panic!("D-Bus property {other} has no HTTP counterpart in this test"),
+        }
+    };
+    assert_eq!(props.len(), 7, "{props:?}");
+    for (prop, value) in &props {
+        let want = expected(prop);
+        assert!(!want.is_null(), "HTTP lacks {prop}: {}", http.body);
+        assert_eq!(
+            value["data"], want,
+            "{prop}: D-Bus {value} vs HTTP {}",
+            http.body
+        );
+    }
+}
+
 fn introspect_xml(bus: &Bus, path: &str) -> String {
     let out = bus.busctl(&[
         "call",
@@ -252,11 +293,21 @@ fn lifecycle_over_busctl_with_signals_errors_and_introspection() {
     assert_eq!(bus.property(path, "Autostart"), false);
 
     // Start: State is running on D-Bus and on HTTP alike.
+    assert_dbus_and_http_agree(&bus, &d.socket, path, "web-1");
+    let r = curl(
+        &d.socket,
+        "PUT",
+        "/v1/domains/web-1/autostart",
+        &["--data", r#"{"enabled": true}"#],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(bus.property(path, "Autostart"), true);
     bus.call(path, DOMAIN, "Start", &[]);
     assert_eq!(bus.property(path, "State"), "running");
     let http = curl(&d.socket, "GET", "/v1/domains/web-1", &[]);
     assert_eq!(http.json()["state"], "running");
     assert_eq!(http.json()["uuid"], uuid);
+    assert_dbus_and_http_agree(&bus, &d.socket, path, "web-1");
     monitor.wait_state(path, "running");
     monitor.wait_signal(path, "StateChanged", |d| {
         d[0] == "starting" && d[1] == "running" && d[2] == "booted"
@@ -264,6 +315,7 @@ fn lifecycle_over_busctl_with_signals_errors_and_introspection() {
 
     bus.call(path, DOMAIN, "Suspend", &[]);
     assert_eq!(bus.property(path, "State"), "paused");
+    assert_dbus_and_http_agree(&bus, &d.socket, path, "web-1");
     assert_eq!(
         curl(&d.socket, "GET", "/v1/domains/web-1", &[]).json()["state"],
         "paused"
@@ -282,6 +334,7 @@ fn lifecycle_over_busctl_with_signals_errors_and_introspection() {
         "shutoff"
     );
     monitor.wait_state(path, "shutoff");
+    assert_dbus_and_http_agree(&bus, &d.socket, path, "web-1");
     let got = bus.call(path, DOMAIN, "GetXML", &[]);
     assert!(got["data"][0]
         .as_str()

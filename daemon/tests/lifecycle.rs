@@ -246,10 +246,19 @@ async fn a_killed_qemu_is_seen_at_once_and_marked_crashed() {
         seen_after < Duration::from_secs(1),
         "crash noticed after {seen_after:?}"
     );
-    assert!(
-        matches!(&e.kind, EventKind::StateChanged { reason: StateReason::QemuDied(d), .. } if d.contains("9")),
-        "{e:?}"
-    );
+    // The detail is the child's wait status as the daemon saw it: killed by SIGKILL, from
+    // running (not some other death, and not an exit code that happens to contain a 9).
+    match &e.kind {
+        EventKind::StateChanged {
+            from,
+            reason: StateReason::QemuDied(detail),
+            ..
+        } => {
+            assert_eq!(detail, "signal: 9 (SIGKILL)", "{e:?}");
+            assert_eq!(*from, DomainState::Running, "{e:?}");
+        }
+        other => panic!("not a QEMU death: {other:?}"),
+    }
     assert!(!env.record("victim").exists());
     assert!(!env.socket("victim").exists());
     // A crashed domain can be started again.

@@ -37,10 +37,17 @@ impl Host {
         let env = Env::new();
         // Plain http:// between the two loopback daemons: allowed explicitly (the default
         // refuses it); the peer's token has the peer role.
-        let (port, api) = tcp_api(&[("peer", TOKEN, "migration_peer")]);
-        let mut toml = format!("{top}{api}");
-        toml.push_str("[migration]\nallow_plain_http = true\n");
-        let daemon = Some(env.start_daemon(&toml));
+        let api = tcp_api(&[("peer", TOKEN, "migration_peer")]);
+        let toml = format!(
+            "{top}{api}[migration]
+allow_plain_http = true
+"
+        );
+        let daemon = env.start_daemon(&toml);
+        // A restarted daemon keeps the port its first run got (peers know it by that URL).
+        let port = daemon.tcp_port();
+        let toml = toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let daemon = Some(daemon);
         Host {
             env,
             daemon,
@@ -54,14 +61,17 @@ impl Host {
     /// `[migration]` (plain http:// refused).
     fn start_https(pki: &std::path::Path) -> Host {
         let env = Env::new();
-        let (port, toml) = tcp_api(&[("peer", TOKEN, "migration_peer")]);
+        let toml = tcp_api(&[("peer", TOKEN, "migration_peer")]);
         let tls = format!(
             "[api]\ntls_cert = {:?}\ntls_key = {:?}\n",
             pki.join("server-cert.pem"),
             pki.join("server-key.pem")
         );
         let toml = toml.replacen("[api]\n", &tls, 1);
-        let daemon = Some(env.start_daemon(&toml));
+        let daemon = env.start_daemon(&toml);
+        let port = daemon.tcp_port();
+        let toml = toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let daemon = Some(daemon);
         Host {
             env,
             daemon,
@@ -305,6 +315,35 @@ async fn failures_leave_the_guest_running_on_the_source() {
         a.env.config.state_dir.join("domains/mig-fail.xml").exists(),
         "the source keeps its definition"
     );
+    // Each attempt is audited on the source with its outcome, the busy refusal beside the
+    // migration too; the destination audits each prepare, asked by the source's token.
+    let t = |op: &str, result: &str, via: &str| {
+        (
+            op.to_owned(),
+            name.to_owned(),
+            result.to_owned(),
+            via.to_owned(),
+        )
+    };
+    assert_eq!(
+        audited(&a.env, |op| op == "migrate" || op == "shutdown"),
+        [
+            t("migrate", "failed", "http-unix"),
+            t("shutdown", "busy", "http-unix"),
+            t("migrate", "cancelled", "http-unix"),
+            t("migrate", "failed", "http-unix"),
+        ]
+    );
+    assert_eq!(
+        audited(&b.env, |op| op == "migrate-incoming"),
+        [
+            t("migrate-incoming", "ok", "http-tcp"),
+            t("migrate-incoming", "ok", "http-tcp"),
+        ]
+    );
+    assert!(audit_entries(&b.env)
+        .iter()
+        .all(|e| e["actor"]["token"] == "peer"));
 }
 
 #[tokio::test]
@@ -385,6 +424,43 @@ async fn precopy_multifd_and_postcopy_migrations_move_the_running_guest() {
     heartbeat_continues(&b, name).await;
     assert_eq!(state(&a, name).await, None);
     b.assert_clean_of_source(&a, name).await;
+    // Both sides audit their part: the source each migration's outcome (asked locally), the
+    // destination each prepare and finish (asked by the source's token).
+    let t = |op: &str, result: &str, via: &str| {
+        (
+            op.to_owned(),
+            name.to_owned(),
+            result.to_owned(),
+            via.to_owned(),
+        )
+    };
+    let migration_ops = |op: &str| op.starts_with("migrate");
+    assert_eq!(
+        audited(&a.env, migration_ops),
+        [
+            t("migrate", "completed", "http-unix"),
+            t("migrate-incoming", "ok", "http-tcp"),
+            t("migrate-finish", "ok", "http-tcp"),
+            t("migrate", "completed", "http-unix"),
+        ]
+    );
+    assert_eq!(
+        audited(&b.env, migration_ops),
+        [
+            t("migrate-incoming", "ok", "http-tcp"),
+            t("migrate-finish", "ok", "http-tcp"),
+            t("migrate", "completed", "http-unix"),
+            t("migrate-incoming", "ok", "http-tcp"),
+            t("migrate-finish", "ok", "http-tcp"),
+        ]
+    );
+    for host in [&a, &b] {
+        for e in audit_entries(&host.env) {
+            if e["actor"]["via"] == "http-tcp" {
+                assert_eq!(e["actor"]["token"], "peer", "{e}");
+            }
+        }
+    }
 }
 
 impl Host {

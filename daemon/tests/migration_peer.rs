@@ -31,10 +31,10 @@ impl Host {
     /// A daemon with a TCP API: a peer token and an operator token; `extra` config lines.
     fn start(extra: &str) -> Host {
         let env = Env::new();
-        let (port, mut toml) =
-            tcp_api(&[("peer", PEER, "migration_peer"), ("ops", OPS, "operator")]);
+        let mut toml = tcp_api(&[("peer", PEER, "migration_peer"), ("ops", OPS, "operator")]);
         toml.push_str(extra);
         let daemon = env.start_daemon(&toml);
+        let port = daemon.tcp_port();
         Host {
             env,
             _daemon: daemon,

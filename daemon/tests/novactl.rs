@@ -204,13 +204,33 @@ fn a_domain_life_through_novactl() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    // Read until the last event this test caused (the pause) has come, not for a fixed time.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = events.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let paused =
+        |e: &Value| e["event"] == "state_changed" && e["to"] == "paused" && e["reason"] == "paused";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut lines: Vec<Value> = Vec::new();
+    while !lines.iter().any(paused) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no pause event replayed: {lines:?}"));
+        lines.push(serde_json::from_str(&line).expect("event JSON"));
+    }
     events.kill().unwrap();
-    let out = events.wait_with_output().unwrap();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event JSON"))
-        .collect();
+    events.wait().unwrap();
     assert_eq!(lines[0]["event"], "defined", "{lines:?}");
     assert!(
         lines.iter().any(|e| e["event"] == "state_changed"
@@ -268,19 +288,15 @@ fn tcp_with_a_token() {
     use sha2::{Digest, Sha256};
 
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let digest: String = Sha256::digest(b"op-secret")
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let _daemon = env.start_daemon(&format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\n\
+    let daemon = env.start_daemon(&format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n\
          [[api.tokens]]\nname = \"ops\"\nsha256 = \"{digest}\"\nrole = \"operator\"\n"
     ));
+    let port = daemon.tcp_port();
     let url = format!("http://127.0.0.1:{port}");
     // The socket given is absent: --url must take precedence.
     let nowhere = env.dir.path().join("absent.sock");

@@ -166,6 +166,7 @@ fn ready_only_once_reconnected_and_serving_then_watchdog_and_stopping() {
     let log = env.dir.path().join("notify-daemon.log");
     let socket = env.config.run_dir.join("novacrond.sock");
     let _ = std::fs::remove_file(&socket);
+    let spawned = Instant::now();
     let mut daemon = spawn_daemon(
         &env,
         &log,
@@ -201,17 +202,36 @@ fn ready_only_once_reconnected_and_serving_then_watchdog_and_stopping() {
     );
     assert!(ready.contains(&format!("MAINPID={pid}")), "{ready}");
 
-    // Watchdog pings at half of WATCHDOG_USEC (0.5 s).
-    let started = Instant::now();
-    let mut pings = 0;
-    while pings < 3 {
+    // Watchdog pings at half of WATCHDOG_USEC: the daemon says which cadence it derived, and
+    // the pings keep to it. Its timer starts after we spawned the daemon and never fires
+    // early, so ping number n (from 0) cannot arrive before n half-intervals have passed since
+    // the spawn: a lower bound that holds however loaded the machine is. (The 3 s per ping is
+    // only a deadline for "pings stopped".)
+    let text = log_of(&log);
+    let enabled = text
+        .lines()
+        .find(|l| l.contains("systemd watchdog enabled"))
+        .unwrap_or_else(|| panic!("no watchdog line:\n{text}"));
+    assert!(
+        enabled.contains("interval=1s") && enabled.contains("ping_every=500ms"),
+        "{enabled}"
+    );
+    let half = Duration::from_millis(500);
+    let mut pings = before_ready.iter().filter(|m| *m == "WATCHDOG=1").count() as u32;
+    assert!(spawned.elapsed() >= half * pings.saturating_sub(1));
+    while pings < 6 {
         let msg = recv(&notify, Duration::from_secs(3))
             .unwrap_or_else(|| panic!("watchdog pings stopped after {pings}:\n{}", log_of(&log)));
-        if msg == "WATCHDOG=1" {
-            pings += 1;
+        if msg != "WATCHDOG=1" {
+            continue;
         }
+        let since = spawned.elapsed();
+        assert!(
+            since >= half * pings,
+            "ping {pings} only {since:?} after the spawn"
+        );
+        pings += 1;
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
 
     // SIGTERM: STOPPING=1, and the daemon exits cleanly.
     nix::sys::signal::kill(

@@ -5,7 +5,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use novacron_domain::model::ids::to_kib;
+use novacron_domain::model::ids::{to_kib, ParseValueError};
 use novacron_domain::model::{IdSet, MacAddr, Uuid};
 use novacron_domain::*;
 
@@ -14,8 +14,22 @@ fn id_sets_parse_libvirt_syntax_and_print_canonically() {
     let s: IdSet = "0-3,^2,8, 9".parse().expect("set");
     assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 1, 3, 8, 9]);
     assert_eq!(s.to_string(), "0-1,3,8-9");
-    for bad in ["", "a", "3-1", "0-99999", "^1", "1,,2", "-1"] {
-        assert!(bad.parse::<IdSet>().is_err(), "{bad:?} accepted");
+    // Each refusal says what is wrong, and with which part of the text.
+    let not_a_set = |s: &str| format!("'{s}' is not an id set (e.g. 0-3,^2,8)");
+    for (bad, why) in [
+        ("", not_a_set("")),
+        ("a", not_a_set("a")),
+        ("3-1", "range 3-1 in '3-1' is reversed".to_owned()),
+        (
+            "0-99999",
+            "id 99999 in '0-99999' exceeds the maximum 16383".to_owned(),
+        ),
+        ("^1", "id set '^1' is empty".to_owned()),
+        ("1,,2", not_a_set("1,,2")),
+        ("-1", not_a_set("-1")),
+    ] {
+        let err = bad.parse::<IdSet>().expect_err(bad);
+        assert_eq!(err, ParseValueError(why), "{bad:?}");
     }
 }
 
@@ -30,7 +44,8 @@ fn uuids_and_macs() {
         "zz3f5a2e-9c1b-4e8a-a6f2-3b5c9d1e4f70",
         "7d3f5a2e-9c1b-4e8a-a6f2-3b5c9d1e4f70-00",
     ] {
-        assert!(bad.parse::<Uuid>().is_err(), "{bad:?}");
+        let err = bad.parse::<Uuid>().expect_err(bad);
+        assert_eq!(err, ParseValueError(format!("'{bad}' is not a UUID")));
     }
     let m: MacAddr = "52:54:00:AB:cd:01".parse().expect("mac");
     assert_eq!(m.to_string(), "52:54:00:ab:cd:01");
@@ -42,7 +57,13 @@ fn uuids_and_macs() {
         "52:54:00:ab:cd:1",
         "g2:54:00:ab:cd:01",
     ] {
-        assert!(bad.parse::<MacAddr>().is_err(), "{bad:?}");
+        let err = bad.parse::<MacAddr>().expect_err(bad);
+        assert_eq!(
+            err,
+            ParseValueError(format!(
+                "'{bad}' is not a MAC address (expected xx:xx:xx:xx:xx:xx)"
+            ))
+        );
     }
 }
 
@@ -53,9 +74,13 @@ fn memory_units() {
     assert_eq!(to_kib(1, "GB"), Ok(976_563)); // 1e9 bytes, rounded up to whole KiB
     assert_eq!(to_kib(1025, "b"), Ok(2));
     assert_eq!(to_kib(7, "KiB"), Ok(7));
-    assert!(to_kib(1, "furlongs").is_err());
-    assert!(to_kib(u64::MAX, "TiB").is_err());
-    assert!(to_kib(16, "EiB").is_err());
+    let err = |m: &str| Err(ParseValueError(m.to_owned()));
+    assert_eq!(to_kib(1, "furlongs"), err("unknown memory unit 'furlongs'"));
+    assert_eq!(
+        to_kib(u64::MAX, "TiB"),
+        err(&format!("{} TiB overflows", u64::MAX))
+    );
+    assert_eq!(to_kib(16, "EiB"), err("16 EiB overflows"));
 }
 
 #[test]

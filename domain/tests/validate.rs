@@ -452,9 +452,15 @@ fn json_front_end_rejects_unknown_and_bad_values() {
         .to_string()
         .contains("MAC"));
     let bad = json.replace("7d3f5a2e-9c1b-4e8a-a6f2-3b5c9d1e4f70", "7d3f5a2e");
-    assert!(DomainConfig::from_json(&bad).is_err());
+    match DomainConfig::from_json(&bad).expect_err("short uuid") {
+        JsonError::Syntax(m) => assert!(m.contains("'7d3f5a2e' is not a UUID"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     let huge = " ".repeat(novacron_domain::MAX_DOCUMENT_BYTES + 1);
-    assert!(DomainConfig::from_json(&huge).is_err());
+    assert_eq!(
+        DomainConfig::from_json(&huge).expect_err("huge"),
+        JsonError::TooLarge(novacron_domain::MAX_DOCUMENT_BYTES + 1)
+    );
 }
 
 #[test]

@@ -419,7 +419,13 @@ mod tests {
 
     #[test]
     fn arguments_must_be_objects() {
-        assert!(encode_args("x", &json!([1])).is_err());
+        match encode_args("x", &json!([1])) {
+            Err(Error::Encode { command, source }) => {
+                assert_eq!(command, "x");
+                assert_eq!(source.to_string(), "arguments must be a JSON object");
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(encode_args("x", &json!({})).unwrap(), None);
         assert_eq!(encode_args("x", &()).unwrap(), None);
     }

@@ -185,7 +185,8 @@ mod tests {
             b"\xff\xfe",
             b"nonsense",
         ] {
-            assert!(parse_line(line).is_err(), "{line:?}");
+            let e = parse_line(line).unwrap_err();
+            assert!(e.0.starts_with("not a QMP JSON object ("), "{line:?}: {e}");
         }
     }
 

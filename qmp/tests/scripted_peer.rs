@@ -433,29 +433,38 @@ async fn oob_is_refused_when_not_negotiated() {
 async fn many_callers_each_get_their_own_reply() {
     let (client, mut peer) = connected(ClientOptions::default()).await;
     let server = tokio::spawn(async move {
-        // Collect all 200 commands, then answer them in reverse, each with its own id echoed.
-        let mut ids = Vec::new();
+        // Collect all 200 commands, then answer them in reverse. Each answer carries the
+        // caller's own tag back, so a caller handed another caller's reply sees the wrong tag.
+        let mut commands = Vec::new();
         for _ in 0..200 {
-            ids.push(peer.expect("echo").await);
+            let cmd = peer.recv().await;
+            assert_eq!(cmd["execute"], "echo", "{cmd}");
+            commands.push(cmd);
         }
-        for id in ids.iter().rev() {
-            peer.reply(id, json!({ "echo": id })).await;
+        for cmd in commands.iter().rev() {
+            peer.reply(&cmd["id"], json!({ "tag": cmd["arguments"]["tag"] }))
+                .await;
         }
         peer
     });
     let client = Arc::new(client);
-    let calls: Vec<_> = (0..200)
-        .map(|_| {
+    let calls: Vec<_> = (0..200u64)
+        .map(|tag| {
             let c = client.clone();
-            tokio::spawn(async move { c.execute_raw("echo", None).await })
+            tokio::spawn(async move {
+                let v = c.execute_raw("echo", Some(&json!({ "tag": tag }))).await;
+                (tag, v)
+            })
         })
         .collect();
-    let mut seen = std::collections::HashSet::new();
     for call in calls {
-        let v = call.await.unwrap().unwrap();
-        assert!(seen.insert(v["echo"].as_u64().unwrap()));
+        let (tag, v) = call.await.unwrap();
+        let v = v.unwrap();
+        assert_eq!(
+            v["tag"], tag,
+            "caller {tag} got another caller's reply: {v}"
+        );
     }
-    assert_eq!(seen.len(), 200);
     let _ = server.await.unwrap();
 }
 

@@ -72,11 +72,15 @@ impl Breaker {
 
     /// A ticket to call the host, or how long until it may be tried again.
     pub fn admit(&self) -> Result<Ticket, Duration> {
+        self.admit_at(Instant::now())
+    }
+
+    /// [`Breaker::admit`] as of `now` (tests step past the open period without sleeping).
+    fn admit_at(&self, now: Instant) -> Result<Ticket, Duration> {
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Ok(Ticket { probe: false }),
             State::Open { until } => {
-                let now = Instant::now();
                 if now >= until {
                     *state = State::HalfOpen;
                     Ok(Ticket { probe: true })
@@ -134,9 +138,13 @@ impl Breaker {
     }
 
     pub fn state(&self) -> BreakerState {
+        self.state_at(Instant::now())
+    }
+
+    fn state_at(&self, now: Instant) -> BreakerState {
         match *self.lock() {
             State::Closed { .. } => BreakerState::Closed,
-            State::Open { until } if Instant::now() < until => BreakerState::Open,
+            State::Open { until } if now < until => BreakerState::Open,
             State::Open { .. } | State::HalfOpen => BreakerState::HalfOpen,
         }
     }
@@ -161,11 +169,19 @@ mod tests {
         }
     }
 
+    /// The open period of these tests: far longer than any test runs, so "still open" never
+    /// depends on the machine's speed; "after it" is asked as of a later instant instead.
+    const OPEN_FOR: Duration = Duration::from_secs(600);
+
+    fn after_open() -> Instant {
+        Instant::now() + OPEN_FOR + Duration::from_secs(1)
+    }
+
     #[test]
     fn opens_after_threshold_then_probes_once_and_closes() {
         let b = Breaker::new(BreakerOptions {
             failure_threshold: 2,
-            open_for: Duration::from_millis(30),
+            open_for: OPEN_FOR,
         });
         let t = b.admit().unwrap();
         b.record(t, Err(&down()));
@@ -173,42 +189,53 @@ mod tests {
         let t = b.admit().unwrap();
         b.record(t, Err(&down()));
         assert_eq!(b.state(), BreakerState::Open);
-        assert!(b.admit().is_err());
-        std::thread::sleep(Duration::from_millis(40));
-        let probe = b.admit().unwrap();
+        let retry_in = b.admit().unwrap_err();
         assert!(
-            b.admit().is_err(),
+            retry_in > OPEN_FOR - Duration::from_secs(60),
+            "{retry_in:?}"
+        );
+        assert_eq!(b.state_at(after_open()), BreakerState::HalfOpen);
+        let probe = b.admit_at(after_open()).unwrap();
+        assert!(probe.probe);
+        assert_eq!(
+            b.admit_at(after_open()).unwrap_err(),
+            Duration::ZERO,
             "a second call while the probe runs is refused"
         );
         b.record(probe, Ok(()));
         assert_eq!(b.state(), BreakerState::Closed);
-        assert!(b.admit().is_ok());
+        assert!(!b.admit().unwrap().probe);
     }
 
     #[test]
     fn failed_probe_reopens() {
         let b = Breaker::new(BreakerOptions {
             failure_threshold: 1,
-            open_for: Duration::from_millis(20),
+            open_for: OPEN_FOR,
         });
         let t = b.admit().unwrap();
         b.record(t, Err(&down()));
-        std::thread::sleep(Duration::from_millis(25));
-        let probe = b.admit().unwrap();
+        let probe = b.admit_at(after_open()).unwrap();
+        assert!(probe.probe);
         b.record(probe, Err(&down()));
         assert_eq!(b.state(), BreakerState::Open);
+        // Open again for a whole new period, counted from the failed probe.
+        let retry_in = b.admit().unwrap_err();
+        assert!(
+            retry_in > OPEN_FOR - Duration::from_secs(60),
+            "{retry_in:?}"
+        );
     }
 
     #[test]
     fn an_abandoned_probe_lets_the_next_caller_probe_and_counts_nothing() {
         let b = Breaker::new(BreakerOptions {
             failure_threshold: 1,
-            open_for: Duration::from_millis(10),
+            open_for: OPEN_FOR,
         });
         let t = b.admit().unwrap();
         b.record(t, Err(&down()));
-        std::thread::sleep(Duration::from_millis(15));
-        let probe = b.admit().unwrap();
+        let probe = b.admit_at(after_open()).unwrap();
         b.abandon(probe);
         let probe = b.admit().expect("the next caller probes");
         b.record(probe, Ok(()));

@@ -257,10 +257,22 @@ mod tests {
 
     #[test]
     fn credentials_refuse_mixed_or_unknown_keys() {
-        assert!(Credentials::parse("user=a\ntoken_secret=b").is_err());
+        let either =
+            "credentials: give either 'user' and 'password', or 'token_id' and 'token_secret'";
+        assert_eq!(
+            Credentials::parse("user=a\ntoken_secret=b").unwrap_err(),
+            ConfigError(either.into())
+        );
         let e = Credentials::parse("user=a\npasswd=b").unwrap_err();
         assert!(e.0.contains("line 2") && e.0.contains("passwd"), "{e}");
-        assert!(Credentials::parse("").is_err());
+        assert_eq!(
+            Credentials::parse("").unwrap_err(),
+            ConfigError(either.into())
+        );
+        assert_eq!(
+            Credentials::parse("user a").unwrap_err(),
+            ConfigError("credentials line 1: expected 'key = value'".into())
+        );
     }
 
     #[test]
@@ -268,6 +280,11 @@ mod tests {
         for k in DriverKind::ALL {
             assert_eq!(k.as_str().parse::<DriverKind>().unwrap(), k);
         }
-        assert!("vmware".parse::<DriverKind>().is_err());
+        assert_eq!(
+            "vmware".parse::<DriverKind>().unwrap_err(),
+            ConfigError(
+                "unknown driver 'vmware' (expected one of vsphere, proxmox, xapi, hyperv)".into()
+            )
+        );
     }
 }

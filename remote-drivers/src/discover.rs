@@ -181,6 +181,12 @@ mod tests {
     fn junk_addresses_are_refused_with_the_address() {
         let e = candidates("a b").unwrap_err();
         assert!(e.contains("'a b'"), "{e}");
-        assert!(candidates("user@host").is_err());
+        match candidates("user@host") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#""'user@host' is not a host name, host:port or URL""#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 }

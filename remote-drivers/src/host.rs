@@ -394,13 +394,25 @@ mod tests {
             },
             Duration::from_secs(5),
         );
-        assert!(h.inventory().await.is_err());
+        match h.inventory().await {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Unavailable { host: "h", reason: "refused" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         assert_eq!(
             h.status().breaker,
             BreakerState::Closed,
             "three attempts, one failure"
         );
-        assert!(h.inventory().await.is_err());
+        match h.inventory().await {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Unavailable { host: "h", reason: "refused" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         assert_eq!(h.status().breaker, BreakerState::Open);
         // Open: mutations are refused without reaching the driver.
         let e = h.start("vm").await.unwrap_err();

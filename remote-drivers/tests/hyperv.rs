@@ -276,7 +276,10 @@ async fn basic_over_plain_http_is_refused_before_sending_anything() {
         e.to_string().contains("Basic") && !e.to_string().contains("Sup3r"),
         "{e}"
     );
-    assert!(RemoteHost::connect(c).is_err());
+    // Through the host wrapper too: the same refusal, not a later connection failure.
+    let e = RemoteHost::connect(c).err().expect("refused");
+    assert_eq!(e.code(), ErrorCode::InvalidConfig, "{e}");
+    assert!(e.to_string().contains("Basic"), "{e}");
     assert_eq!(
         listener.accept().map(|_| ()).unwrap_err().kind(),
         std::io::ErrorKind::WouldBlock,

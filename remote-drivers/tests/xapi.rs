@@ -308,7 +308,12 @@ async fn bad_credentials_name_the_fault_never_the_password() {
 
 #[tokio::test]
 async fn an_expired_session_is_renewed_once() {
-    let p = shared();
+    // Its own peer: expiring every session of the shared one would hit the sessions of the
+    // tests running beside this one.
+    let own = tokio::task::spawn_blocking(|| peer::start(VMS).expect("start the XAPI test peer"))
+        .await
+        .unwrap();
+    let p = &own;
     let d = driver(p);
     d.list().await.unwrap();
     let http = reqwest::Client::builder()
@@ -425,17 +430,19 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
         .unwrap()
         .unwrap();
     let healthy = shared();
+    // A read of the hung host lasts long enough for the healthy one to answer inside it, and
+    // the breaker stays open long enough to be checked on a loaded machine.
     let short = |p: &Peer| {
         let mut c = config(p, &p.password);
         c.timeouts = Timeouts {
             connect: Duration::from_secs(1),
-            request: Duration::from_secs(1),
-            read: Duration::from_secs(2),
+            request: Duration::from_secs(3),
+            read: Duration::from_secs(3),
             operation: Duration::from_secs(5),
         };
         c.breaker = BreakerOptions {
             failure_threshold: 2,
-            open_for: Duration::from_secs(1),
+            open_for: Duration::from_secs(5),
         };
         c
     };
@@ -446,13 +453,15 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     assert_eq!(fresh.domains.len(), 3);
 
     let paused = novacron_tests::peers::pause(hanging.pid).unwrap();
-    let begin = Instant::now();
-    let inv = a.inventory().await.unwrap();
-    assert!(
-        begin.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        begin.elapsed()
-    );
+    // The healthy host answers while the read of the hung one is still waiting (ordering).
+    let hung_read = a.inventory();
+    tokio::pin!(hung_read);
+    tokio::select! {
+        biased;
+        inv = &mut hung_read => panic!("the hung host's read ended first: {inv:?}"),
+        other = b.inventory() => assert!(other.unwrap().stale.is_none()),
+    }
+    let inv = hung_read.await.unwrap();
     let stale = inv.stale.expect("the last inventory, marked stale");
     assert!(!stale.reason.is_empty());
     assert_eq!(inv.domains, fresh.domains);
@@ -460,27 +469,34 @@ async fn a_hanging_host_opens_its_breaker_and_serves_stale_while_others_answer()
     assert!(a.inventory().await.unwrap().stale.is_some());
     assert_eq!(a.status().breaker, BreakerState::Open);
 
-    // Open: answered at once from the cache; mutations refused.
-    let begin = Instant::now();
-    assert!(a.inventory().await.unwrap().stale.is_some());
+    // Open: answered from the cache without asking the host (the breaker's reason, not a
+    // time-out); mutations refused.
+    let stale = a
+        .inventory()
+        .await
+        .unwrap()
+        .stale
+        .expect("stale while open");
+    assert!(
+        stale.reason.contains("circuit breaker open"),
+        "{}",
+        stale.reason
+    );
     let e = a.start("vm-001").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
-    assert!(begin.elapsed() < Duration::from_millis(500));
 
-    // Meanwhile the healthy host answers promptly.
-    let begin = Instant::now();
-    let other = b.inventory().await.unwrap();
-    assert!(other.stale.is_none());
-    assert!(
-        begin.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        begin.elapsed()
-    );
-
-    // It comes back: after open_for, the probe closes the breaker and lists fresh.
+    // It comes back: after open_for, the probe closes the breaker and lists fresh (polled;
+    // the deadline only catches a breaker that never closes).
     paused.resume();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let back = a.inventory().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let back = loop {
+        let inv = a.inventory().await.unwrap();
+        if inv.stale.is_none() {
+            break inv;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {inv:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(back.stale.is_none(), "{back:?}");
     assert_eq!(a.status().breaker, BreakerState::Closed);
     a.start("vm-001").await.unwrap();

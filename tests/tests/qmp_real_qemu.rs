@@ -1,7 +1,7 @@
 //! The QMP client against a real qemu-system-x86_64 started by each test.
 
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use novacron_qmp::commands::{
@@ -91,8 +91,10 @@ async fn a_hundred_concurrent_commands_from_ten_tasks() -> Result<()> {
 async fn a_stopped_qemu_does_not_block_another_connection() -> Result<()> {
     let hung = spawn(QemuBuilder::osless().paused()).await?;
     let healthy = spawn(QemuBuilder::osless().paused()).await?;
+    // The stopped QEMU's query times out only after the healthy one has answered 50 times on
+    // any machine: the check below is an ordering, not a stopwatch.
     let options = ClientOptions {
-        timeouts: Timeouts::default().with_query(Duration::from_millis(500)),
+        timeouts: Timeouts::default().with_query(Duration::from_secs(5)),
         ..ClientOptions::default()
     };
     let hung_qmp = Client::connect_with(hung.qmp_socket(), options.clone()).await?;
@@ -104,15 +106,13 @@ async fn a_stopped_qemu_does_not_block_another_connection() -> Result<()> {
         let q = hung_qmp.clone();
         tokio::spawn(async move { q.execute(&QueryStatus).await })
     };
-    // While that command hangs, the other QEMU answers promptly, many times over.
-    let started = Instant::now();
+    // While that command hangs, the other QEMU answers, many times over.
     for _ in 0..50 {
         healthy_qmp.execute(&QueryStatus).await?;
     }
     assert!(
-        started.elapsed() < Duration::from_millis(450),
-        "the healthy connection waited behind the stopped one: {:?}",
-        started.elapsed()
+        !stuck.is_finished(),
+        "the stopped QEMU's command ended before the healthy one answered 50 times"
     );
     assert!(matches!(stuck.await?, Err(Error::Timeout { .. })));
 

@@ -198,7 +198,10 @@ mod tests {
         );
         // A long comment is still a long line: the bound protects memory, not semantics.
         let mut p = SseParser::new(16, 20);
-        assert!(p.push(&[b':'; 17]).is_err());
+        match p.push(&[b':'; 17]) {
+            Err(e) => assert_eq!(format!("{e:?}"), r#"LineTooLong(16)"#),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]

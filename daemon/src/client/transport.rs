@@ -279,9 +279,27 @@ mod tests {
 
     #[test]
     fn refuses_other_urls() {
-        assert!(Target::from_url("ftp://h").is_err());
-        assert!(Target::from_url("h:80").is_err());
-        assert!(Target::from_url("http://h/?x=1").is_err());
+        match Target::from_url("ftp://h") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"BadTarget("invalid URL \"ftp://h\": the scheme must be http:// or https://")"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match Target::from_url("h:80") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"BadTarget("invalid URL \"h:80\": the scheme must be http:// or https://")"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match Target::from_url("http://h/?x=1") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"BadTarget("invalid URL \"http://h/?x=1\": a query is not allowed")"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]

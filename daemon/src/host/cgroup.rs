@@ -731,7 +731,16 @@ mod tests {
             mode: CgroupMode::On,
             ..cg
         };
-        assert!(strict.place("vm", 1, &Limits::default()).is_err());
+        // Strict mode reports the file it could not read instead of running unconfined.
+        match strict.place("vm", 1, &Limits::default()) {
+            Err(CgroupError::Read { path, .. }) => {
+                assert!(
+                    path.ends_with("novacron.slice/cgroup.subtree_control"),
+                    "{path:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

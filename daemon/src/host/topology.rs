@@ -507,20 +507,21 @@ mod tests {
         );
         assert_eq!(parse_cpulist("3,1,1-2"), Ok(vec![1, 2, 3]));
         assert_eq!(parse_cpulist(" 0 - 1 "), Ok(vec![0, 1]));
-        for bad in [
-            "a",
-            "1-",
-            "-1",
-            "3-1",
-            "1,,2",
-            "1-2-3",
-            "+1",
-            "99999999999",
-            "16384",
-            "0x1",
-            "1;2",
+        // Each refusal quotes the list and names the part that is wrong.
+        for (bad, why) in [
+            ("a", "'a' is not a CPU id"),
+            ("1-", "'' is not a CPU id"),
+            ("-1", "'' is not a CPU id"),
+            ("3-1", "range 3-1 is reversed"),
+            ("1,,2", "'' is not a CPU id"),
+            ("1-2-3", "'2-3' is not a CPU id"),
+            ("+1", "'+1' is not a CPU id"),
+            ("99999999999", "id 99999999999 exceeds 16383"),
+            ("16384", "id 16384 exceeds 16383"),
+            ("0x1", "'0x1' is not a CPU id"),
+            ("1;2", "'1;2' is not a CPU id"),
         ] {
-            assert!(parse_cpulist(bad).is_err(), "{bad:?} accepted");
+            assert_eq!(parse_cpulist(bad), Err(format!("'{bad}': {why}")));
         }
         assert_eq!(parse_cpulist("0-16383").map(|v| v.len()), Ok(16384));
     }

@@ -126,7 +126,9 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("d/inner")).unwrap();
         write_atomic(&tmp.path().join("d"), b"x", 0o600).unwrap_err();
         assert_eq!(names(tmp.path()), ["d"]);
-        assert!(write_atomic(Path::new("/"), b"x", 0o600).is_err());
+        let e = write_atomic(Path::new("/"), b"x", 0o600).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(e.to_string(), "/: not a file path");
     }
 
     #[test]

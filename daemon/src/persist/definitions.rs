@@ -120,10 +120,22 @@ pub(crate) mod tests {
 
         assert!(store.remove("b").await.unwrap());
         assert!(!store.remove("b").await.unwrap());
-        assert!(store.remove("../x").await.is_err());
+        match store.remove("../x").await {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Custom { kind: InvalidInput, error: "\"../x\" is not usable as a file name" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         let mut bad = config("x");
         bad.name = "../escape".into();
-        assert!(store.save(&bad).await.is_err());
+        match store.save(&bad).await {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Custom { kind: InvalidInput, error: "\"../escape\" is not usable as a file name" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         assert_eq!(store.load_all().0.len(), 2);
     }
 

@@ -187,7 +187,12 @@ mod tests {
         let d = Path::new("/d");
         assert_eq!(file_for(d, "vm", ".xml").unwrap(), Path::new("/d/vm.xml"));
         for bad in ["", ".x", "..", "a/b", "a\0"] {
-            assert!(file_for(d, bad, ".xml").is_err(), "{bad:?}");
+            let e = file_for(d, bad, ".xml").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+            assert_eq!(
+                e.to_string(),
+                format!("{bad:?} is not usable as a file name")
+            );
         }
     }
 
@@ -201,6 +206,12 @@ mod tests {
             .unwrap_err()
             .contains("over the 4 byte limit"));
         std::os::unix::fs::symlink(&p, tmp.path().join("l")).unwrap();
-        assert!(read_bounded(&tmp.path().join("l"), 5).is_err());
+        match read_bounded(&tmp.path().join("l"), 5) {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#""cannot open: Too many levels of symbolic links (os error 40)""#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 }

@@ -193,10 +193,34 @@ mod tests {
         let weird = b"7 (\xff ) Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 42\n";
         assert_eq!(parse_stat(weird).unwrap().start_time, 42);
         assert_eq!(parse_stat(weird).unwrap().state, 'Z');
-        assert!(parse_stat(b"1234 (x").is_err());
-        assert!(parse_stat(b"1234 (x) S 1 2").is_err());
-        assert!(parse_stat(b"1 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 nan").is_err());
-        assert!(parse_stat(b"").is_err());
+        match parse_stat(b"1234 (x") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Custom { kind: InvalidData, error: "stat: no ')' after comm" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse_stat(b"1234 (x) S 1 2") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Custom { kind: InvalidData, error: "stat: fewer than 22 fields" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse_stat(b"1 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 nan") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Custom { kind: InvalidData, error: "stat: start time is not a number" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse_stat(b"") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Custom { kind: InvalidData, error: "stat: no ')' after comm" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]
@@ -278,7 +302,13 @@ mod tests {
         child.wait().unwrap();
         assert_eq!(verify(pid, st, &boot, &argv), Liveness::Gone);
         assert!(!is_alive(pid));
-        assert!(start_time(pid).is_err());
+        match start_time(pid) {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Os { code: 2, kind: NotFound, message: "No such file or directory" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[tokio::test]

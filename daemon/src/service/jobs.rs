@@ -202,7 +202,13 @@ mod tests {
     async fn migration_allows_only_listed_jobs_beside_it() {
         let slots = JobSlots::default();
         let _migration = slots.begin_async("vm", AsyncJob::Migration).unwrap();
-        assert!(slots.begin_async("vm", AsyncJob::Migration).is_err());
+        match slots.begin_async("vm", AsyncJob::Migration) {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Busy { name: "vm", detail: "a migration job is already running" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         assert!(slots
             .begin("vm", Job::Start, Duration::from_millis(10))
             .await

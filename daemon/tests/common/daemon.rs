@@ -116,15 +116,11 @@ pub fn curl(socket: &Path, method: &str, path: &str, args: &[&str]) -> Reply {
     }
 }
 
-/// An `[api]` section listening on a free loopback port with these tokens (name, secret,
-/// role); returns the port and the TOML.
-pub fn tcp_api(tokens: &[(&str, &str, &str)]) -> (u16, String) {
+/// An `[api]` section listening on loopback port 0 (the daemon binds a free port itself and
+/// logs it: [`Daemon::tcp_port`]) with these tokens (name, secret, role).
+pub fn tcp_api(tokens: &[(&str, &str, &str)]) -> String {
     use sha2::Digest as _;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let mut toml = format!("[api]\nlisten = \"127.0.0.1:{port}\"\n");
+    let mut toml = "[api]\nlisten = \"127.0.0.1:0\"\n".to_owned();
     for (name, secret, role) in tokens {
         let hash: String = sha2::Sha256::digest(secret.as_bytes())
             .iter()
@@ -134,5 +130,33 @@ pub fn tcp_api(tokens: &[(&str, &str, &str)]) -> (u16, String) {
             "[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nrole = \"{role}\"\n"
         ));
     }
-    (port, toml)
+    toml
+}
+
+impl Daemon {
+    /// The TCP port this daemon bound, from its "HTTP API on TCP" log line (the last one:
+    /// the log is appended across restarts). Binding the port in the daemon, not picking a
+    /// free one here, leaves no window for another process to take it.
+    pub fn tcp_port(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let port = text
+                .lines()
+                .rev()
+                .filter(|l| l.contains("HTTP API on TCP"))
+                .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+                .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+                .next()
+                .map(|a| a.port());
+            if let Some(port) = port {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "novacrond logged no TCP address:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

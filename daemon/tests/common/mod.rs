@@ -196,3 +196,30 @@ pub fn openssl(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The audit log's entries (`<log_dir>/audit.log`, one JSON object a line), oldest first.
+pub fn audit_entries(env: &Env) -> Vec<serde_json::Value> {
+    let path = env.config.log_dir.join("audit.log");
+    std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
+        .collect()
+}
+
+/// The audit entries whose op satisfies `op`, as (op, domain, result, actor.via).
+pub fn audited(env: &Env, op: impl Fn(&str) -> bool) -> Vec<(String, String, String, String)> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    audit_entries(env)
+        .iter()
+        .filter(|e| op(e["op"].as_str().unwrap_or_default()))
+        .map(|e| {
+            (
+                s(&e["op"]),
+                s(&e["domain"]),
+                s(&e["result"]),
+                s(&e["actor"]["via"]),
+            )
+        })
+        .collect()
+}

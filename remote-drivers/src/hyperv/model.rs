@@ -217,7 +217,19 @@ mod tests {
             c.os.firmware,
             novacron_domain::model::Firmware::Uefi { .. }
         ));
-        assert!(parse_records(b"{\"Name\":1}").is_err());
-        assert!(parse_records(b"not json").is_err());
+        match parse_records(b"{\"Name\":1}") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Output("VM record: invalid type: integer `1`, expected a string at line 1 column 9")"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse_records(b"not json") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Output("VM list: expected ident at line 1 column 2")"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 }

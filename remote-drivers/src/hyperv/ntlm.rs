@@ -568,7 +568,10 @@ mod tests {
         }
         let (sig, mut sealed) = server.seal(b"third");
         sealed[0] ^= 1;
-        assert!(client.unseal(&sig, &sealed).is_err());
+        match client.unseal(&sig, &sealed) {
+            Err(e) => assert_eq!(format!("{e:?}"), r#"BadSignature"#),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]
@@ -585,6 +588,12 @@ mod tests {
         ));
         let mut far = good;
         far[44..48].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(Challenge::parse(&far).is_err());
+        match Challenge::parse(&far) {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"BadChallenge("target info outside the message")"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 }

@@ -412,9 +412,24 @@ mod tests {
             Target::parse("id:0F2E6A70-1B9C-4A3D-9E8F-0123456789AB").unwrap(),
             Target::Id("0f2e6a70-1b9c-4a3d-9e8f-0123456789ab".into())
         );
-        assert!(Target::parse("id:'; Remove-VM *").is_err());
-        assert!(Target::parse("a\nb").is_err());
-        assert!(Target::parse("").is_err());
+        match Target::parse("id:'; Remove-VM *") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#""'id:'; Remove-VM *': an id must be a VM GUID (id:xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)""#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match Target::parse("a\nb") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#""domain name \"a\\nb\" contains control characters""#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match Target::parse("") {
+            Err(e) => assert_eq!(format!("{e:?}"), r#""empty domain name""#),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]

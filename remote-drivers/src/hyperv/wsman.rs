@@ -484,6 +484,12 @@ mod tests {
         ] {
             let _ = parse(body.as_bytes());
         }
-        assert!(parse(b"<Stream Name='stdout'>!!!</Stream>").is_err());
+        match parse(b"<Stream Name='stdout'>!!!</Stream>") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Protocol("WS-Man output stream is not base64: Invalid symbol 33, offset 0.")"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 }

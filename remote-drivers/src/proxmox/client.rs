@@ -484,7 +484,13 @@ mod tests {
         );
         let u = render(&api, "/nodes/{node}", &[("node", "a/b")]).unwrap();
         assert_eq!(u.path(), "/api2/json/nodes/a%2Fb");
-        assert!(render(&api, "/nodes/{node}", &[]).is_err());
+        match render(&api, "/nodes/{node}", &[]) {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Internal("no value for {node} in /nodes/{node}")"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]

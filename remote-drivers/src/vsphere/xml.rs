@@ -213,11 +213,32 @@ mod tests {
 
     #[test]
     fn refuses_doctype_deep_nesting_and_junk() {
-        assert!(parse(b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>").is_err());
+        match parse(b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Syntax { at: 0, message: "DOCTYPE is not allowed" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
         assert_eq!(parse(deep.as_bytes()), Err(XmlError::TooDeep));
-        assert!(parse(b"<a><b></a>").is_err());
-        assert!(parse(b"").is_err());
-        assert!(parse(&[0xff, 0xfe]).is_err());
+        match parse(b"<a><b></a>") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Syntax { at: 6, message: "ill-formed document: expected `</b>`, but `</a>` was found" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse(b"") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Syntax { at: 0, message: "no root element" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse(&[0xff, 0xfe]) {
+            Err(e) => assert_eq!(format!("{e:?}"), r#"NotUtf8"#),
+            Ok(_) => panic!("accepted"),
+        }
     }
 }

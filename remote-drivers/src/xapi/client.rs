@@ -511,8 +511,20 @@ mod tests {
         assert_eq!(f.params, vec!["OpaqueRef:x".to_owned()]);
         let ok = parse_jsonrpc(br#"{"jsonrpc":"2.0","result":[1],"id":1}"#, "m").unwrap();
         assert_eq!(ok.unwrap(), json!([1]));
-        assert!(parse_jsonrpc(b"<html/>", "m").is_err());
-        assert!(parse_jsonrpc(b"{}", "m").is_err());
+        match parse_jsonrpc(b"<html/>", "m") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Malformed { method: "m", detail: "not JSON (expected value at line 1 column 1): <html/>" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse_jsonrpc(b"{}", "m") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Malformed { method: "m", detail: "neither result nor error" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         let v1 = parse_jsonrpc(
             br#"{"result":null,"error":["HANDLE_INVALID","VM","r"],"id":1}"#,
             "m",
@@ -529,8 +541,20 @@ mod tests {
         .unwrap()
         .unwrap_err();
         assert_eq!(f.code, "VM_IS_TEMPLATE");
-        assert!(parse_status_struct(json!({"Value": 1}), "m").is_err());
-        assert!(parse_status_struct(json!("x"), "m").is_err());
+        match parse_status_struct(json!({"Value": 1}), "m") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Malformed { method: "m", detail: "no Status in the answer" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse_status_struct(json!("x"), "m") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"Malformed { method: "m", detail: "not a Status struct" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]

@@ -359,6 +359,9 @@ mod tests {
         let mut bad = record("Halted");
         bad["VCPUs_max"] = json!("lots");
         assert!(VmRecord::parse(&bad).unwrap_err().contains("VCPUs_max"));
-        assert!(VmRecord::parse(&json!([1])).is_err());
+        match VmRecord::parse(&json!([1])) {
+            Err(e) => assert_eq!(format!("{e:?}"), r#""a VM record is not a struct""#),
+            Ok(_) => panic!("accepted"),
+        }
     }
 }

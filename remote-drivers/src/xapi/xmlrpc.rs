@@ -314,13 +314,25 @@ mod tests {
         assert!(decode_response(dtd.as_bytes())
             .unwrap_err()
             .contains("DOCTYPE"));
-        assert!(decode_response(b"<methodResponse><params>").is_err());
+        match decode_response(b"<methodResponse><params>") {
+            Err(e) => assert_eq!(format!("{e:?}"), r#""truncated XML: unclosed elements""#),
+            Ok(_) => panic!("accepted"),
+        }
         assert!(decode_response(b"<html>500</html>")
             .unwrap_err()
             .contains("methodResponse"));
-        assert!(decode_response(b"\xff\xfe").is_err());
+        match decode_response(b"\xff\xfe") {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#""XML-RPC answer: invalid utf-8 sequence of 1 bytes from index 0""#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
         let bad_int = "<methodResponse><params><param><value><i4>x</i4></value></param></params></methodResponse>";
-        assert!(decode_response(bad_int.as_bytes()).is_err());
+        match decode_response(bad_int.as_bytes()) {
+            Err(e) => assert_eq!(format!("{e:?}"), r#""bad <i4> 'x'""#),
+            Ok(_) => panic!("accepted"),
+        }
     }
 
     #[test]

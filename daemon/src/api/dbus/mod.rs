@@ -327,7 +327,15 @@ mod tests {
         let c: DbusConfig = toml::from_str("bus = 'session'\naddress = 'unix:path=/x'").unwrap();
         assert_eq!(c.bus, BusKind::Session);
         assert_eq!(c.address.as_deref(), Some("unix:path=/x"));
-        assert!(toml::from_str::<DbusConfig>("bus = 'sytem'").is_err());
-        assert!(toml::from_str::<DbusConfig>("adress = 'x'").is_err());
+        let e = toml::from_str::<DbusConfig>("bus = 'sytem'").unwrap_err();
+        assert_eq!(
+            e.message(),
+            "unknown variant `sytem`, expected one of `auto`, `system`, `session`, `none`"
+        );
+        let e = toml::from_str::<DbusConfig>("adress = 'x'").unwrap_err();
+        assert_eq!(
+            e.message(),
+            "unknown field `adress`, expected `bus` or `address`"
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -57,10 +58,15 @@ pub fn stream<B>(req: &Request<B>, ctx: &Ctx, caller: &Caller) -> Result<Respons
         shutdown: ctx.shutdown.clone(),
         _slot: slot,
     };
-    let frames = futures_util::stream::unfold(feed, |mut feed| async move {
+    // A first comment says the subscription is in place (and gets the headers out at once):
+    // a client can act after it without missing anything.
+    let subscribed = futures_util::stream::once(async {
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b": subscribed\n\n")))
+    });
+    let frames = subscribed.chain(futures_util::stream::unfold(feed, |mut feed| async move {
         let bytes = next_frame(&mut feed).await?;
         Some((Ok::<_, std::convert::Infallible>(Frame::data(bytes)), feed))
-    });
+    }));
     let mut r = hyper::Response::new(StreamBody::new(frames).boxed_unsync());
     *r.status_mut() = StatusCode::OK;
     let h = r.headers_mut();

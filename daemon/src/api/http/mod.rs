@@ -106,7 +106,8 @@ impl Listeners {
             }
             None => None,
         };
-        if let Some(addr) = config.api.listen {
+        // The bound address, so `listen = "127.0.0.1:0"` reports the port it got.
+        if let Some(addr) = tcp.as_ref().and_then(|l| l.local_addr().ok()) {
             if tls.is_some() {
                 tracing::info!(%addr, "HTTP API on TCP with TLS");
             } else {

@@ -169,6 +169,12 @@ mod tests {
             .uri("/v1/domains?name=%zz")
             .body(())
             .unwrap();
-        assert!(query(&bad).is_err());
+        match query(&bad) {
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#"ApiError { status: 400, code: "bad_request", message: "bad percent escape in '%zz'" }"#
+            ),
+            Ok(_) => panic!("accepted"),
+        }
     }
 }

@@ -257,12 +257,17 @@ mod tests {
         .check()
         .unwrap_err();
         assert!(e.to_string().contains("not both"), "{e}");
-        assert!(HostEntry {
+        let e = HostEntry {
             name: "../x".into(),
             ..entry()
         }
         .check()
-        .is_err());
+        .unwrap_err();
+        assert_eq!(e.host, "../x");
+        assert_eq!(
+            e.reason,
+            "name '../x' must be 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'"
+        );
     }
 
     #[test]
