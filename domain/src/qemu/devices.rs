@@ -52,7 +52,7 @@ pub(super) fn devices(
 ) -> Result<(), ArgvError> {
     let dv = &d.devices;
     controllers(a, dv);
-    disks(a, d);
+    disks(a, d, ctx);
     for h in dv.hostdevs.iter().enumerate() {
         let (i, h) = h;
         let mut s = format!("vfio-pci,host={},id=hostdev{i}", h.source);
@@ -210,7 +210,7 @@ fn controllers(a: &mut Args, dv: &Devices) {
     }
 }
 
-fn disks(a: &mut Args, d: &DomainConfig) {
+fn disks(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) {
     for (i, disk) in d.devices.disks.iter().enumerate() {
         let node = format!("disk{i}");
         let dr = &disk.driver;
@@ -237,8 +237,14 @@ fn disks(a: &mut Args, d: &DomainConfig) {
         };
         let has_media = if let Some(src) = &disk.source {
             let (drv, path) = match src {
-                DiskSource::File { path } => ("file", path),
-                DiskSource::Block { dev } => ("host_device", dev),
+                DiskSource::File { path } => (
+                    "file",
+                    ctx.host_path(&format!("devices.disks[{i}].source.file"), path),
+                ),
+                DiskSource::Block { dev } => (
+                    "host_device",
+                    ctx.host_path(&format!("devices.disks[{i}].source.dev"), dev),
+                ),
             };
             let mut s = format!(
                 "driver={drv},filename={},node-name={node}-storage",
@@ -365,7 +371,14 @@ fn interfaces(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(),
     Ok(())
 }
 
-fn chardev(id: &str, src: &CharSource, log: Option<&str>) -> Result<String, ArgvError> {
+/// `field` names the chardev in the model (`devices.serials[0]`), for host path substitution.
+fn chardev(
+    id: &str,
+    src: &CharSource,
+    log: Option<&str>,
+    ctx: &LaunchContext,
+    field: &str,
+) -> Result<String, ArgvError> {
     let mut s = match src {
         CharSource::Pty => format!("pty,id={id}"),
         CharSource::Unix { path, mode } => {
@@ -376,7 +389,10 @@ fn chardev(id: &str, src: &CharSource, log: Option<&str>) -> Result<String, Argv
             };
             format!("socket,id={id},path={}{server}", esc(path))
         }
-        CharSource::File { path } => format!("file,id={id},path={}", esc(path)),
+        CharSource::File { path } => format!(
+            "file,id={id},path={}",
+            esc(ctx.host_path(&format!("{field}.source.path"), path))
+        ),
     };
     if let Some(l) = log {
         s.push_str(&format!(",logfile={l},logappend=on"));
@@ -386,18 +402,28 @@ fn chardev(id: &str, src: &CharSource, log: Option<&str>) -> Result<String, Argv
 
 fn chardevs(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Result<(), ArgvError> {
     let log = ctx.serial_log.as_deref().map(path_str).transpose()?;
-    let mut serials: Vec<(u32, &CharSource)> =
-        dv.serials.iter().map(|s| (s.port, &s.source)).collect();
+    let mut serials: Vec<(u32, &CharSource, String)> = dv
+        .serials
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.port, &s.source, format!("devices.serials[{i}]")))
+        .collect();
     // A serial-target console without a matching <serial> creates that serial port.
-    for c in &dv.consoles {
-        if c.target == ConsoleTarget::Serial && !serials.iter().any(|(p, _)| *p == c.port) {
-            serials.push((c.port, &c.source));
+    for (i, c) in dv.consoles.iter().enumerate() {
+        if c.target == ConsoleTarget::Serial && !serials.iter().any(|(p, _, _)| *p == c.port) {
+            serials.push((c.port, &c.source, format!("devices.consoles[{i}]")));
         }
     }
-    for (port, src) in serials {
+    for (port, src, field) in serials {
         a.push(
             "-chardev",
-            chardev(&format!("charserial{port}"), src, log.as_deref())?,
+            chardev(
+                &format!("charserial{port}"),
+                src,
+                log.as_deref(),
+                ctx,
+                &field,
+            )?,
         );
         a.push(
             "-device",
@@ -408,7 +434,13 @@ fn chardevs(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Result<(), ArgvE
         if c.target == ConsoleTarget::Virtio {
             a.push(
                 "-chardev",
-                chardev(&format!("charconsole{i}"), &c.source, log.as_deref())?,
+                chardev(
+                    &format!("charconsole{i}"),
+                    &c.source,
+                    log.as_deref(),
+                    ctx,
+                    &format!("devices.consoles[{i}]"),
+                )?,
             );
             a.push(
                 "-device",

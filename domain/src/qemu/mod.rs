@@ -83,6 +83,18 @@ pub struct LaunchContext {
     pub swtpm_socket: Option<PathBuf>,
     /// Add `-sandbox on,...` (seccomp); off only for debugging.
     pub sandbox: bool,
+    /// What QEMU opens instead of a host path of the definition, by the field that names it
+    /// (as [`crate::model::HostRef::field`]), e.g. `devices.disks[0].source.file` ->
+    /// `/dev/fdset/2`: the host layer opened and checked the file and passes a descriptor.
+    /// A field without an entry is written as the definition says.
+    pub host_paths: BTreeMap<String, String>,
+}
+
+impl LaunchContext {
+    /// The path QEMU gets for `field`, whose definition value is `value`.
+    pub fn host_path<'a>(&'a self, field: &str, value: &'a str) -> &'a str {
+        self.host_paths.get(field).map_or(value, String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
