@@ -4,11 +4,14 @@
 
 pub mod cgroup;
 pub mod fit;
+pub mod guest_files;
 pub mod hugepages;
 pub mod kvm;
 pub mod pinning;
+pub mod qcow2;
 pub mod qemu_caps;
 pub mod resources;
+pub mod storage_roots;
 pub mod topology;
 pub mod vfio;
 

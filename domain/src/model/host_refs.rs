@@ -14,7 +14,7 @@ pub enum HostRefKind {
     /// A disk or CD-ROM image: a regular file, opened read-only when `readonly`.
     DiskImage { readonly: bool, format: DiskFormat },
     /// A host block device as a disk (`<source dev=...>`): admin-only.
-    BlockDevice,
+    BlockDevice { readonly: bool },
     /// `-kernel` / `-initrd`: a regular file QEMU reads once.
     BootImage,
     /// UEFI firmware code (`<loader>`), opened read-only when `readonly`.
@@ -163,7 +163,7 @@ impl DomainConfig {
                 Some(DiskSource::Block { dev }) => out.add(
                     format!("devices.disks[{i}].source.dev"),
                     dev,
-                    HostRefKind::BlockDevice,
+                    HostRefKind::BlockDevice { readonly },
                 ),
             }
         }
@@ -440,7 +440,7 @@ mod tests {
                 expect(
                     "devices.disks[1].source.dev",
                     "/dev/sda",
-                    HostRefKind::BlockDevice
+                    HostRefKind::BlockDevice { readonly: false }
                 ),
                 expect(
                     "devices.disks[2].source.file",

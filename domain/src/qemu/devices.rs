@@ -145,7 +145,10 @@ pub(super) fn devices(
     for (i, r) in dv.rngs.iter().enumerate() {
         a.push(
             "-object",
-            format!("rng-random,id=objrng{i},filename={}", esc(&r.backend)),
+            format!(
+                "rng-random,id=objrng{i},filename={}",
+                esc(ctx.host_path(&format!("devices.rngs[{i}].backend"), &r.backend))
+            ),
         );
         a.push(
             "-device",

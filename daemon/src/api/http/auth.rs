@@ -17,15 +17,17 @@ pub struct Caller {
 }
 
 pub fn unix_caller(uid: Option<u32>) -> Caller {
+    let role = if uid == Some(0) {
+        Role::Admin
+    } else {
+        Role::Operator
+    };
     Caller {
-        role: if uid == Some(0) {
-            Role::Admin
-        } else {
-            Role::Operator
-        },
+        role,
         actor: Actor {
             via: "http-unix",
             uid,
+            role: Some(role),
             ..Actor::default()
         },
     }
@@ -56,6 +58,7 @@ pub fn token_caller<B>(req: &Request<B>, tokens: &[ApiToken]) -> Result<Caller, 
             actor: Actor {
                 via: "http-tcp",
                 token: Some(t.name.clone()),
+                role: Some(t.role),
                 ..Actor::default()
             },
         })
