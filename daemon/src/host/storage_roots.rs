@@ -114,6 +114,12 @@ impl StorageRoots {
         } else {
             OFlag::O_CLOEXEC | OFlag::O_NOCTTY
         };
+        // ... and a mode without O_CREAT.
+        let mode = if flags.contains(OFlag::O_CREAT) {
+            mode
+        } else {
+            Mode::empty()
+        };
         let how = OpenHow::new()
             .flags(flags | extra)
             .mode(mode)
