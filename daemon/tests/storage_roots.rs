@@ -619,3 +619,37 @@ async fn unprivileged_qemu_uses_root_only_files_through_descriptors() {
     );
     svc.destroy("unpriv-fd").await.unwrap();
 }
+
+/// UEFI-style pflash (read-only code, writable variable store) inside the roots: QEMU takes
+/// both from fd sets. The "firmware" is 2 MiB of `hlt`, so the vCPU simply halts.
+#[test]
+fn an_operators_pflash_firmware_and_nvram_go_through_fd_sets() {
+    let s = Setup::new();
+    let sock = &s.daemon.socket;
+    let images = s.images.display().to_string();
+    std::fs::write(s.images.join("code.fd"), vec![0xf4u8; 2 << 20]).unwrap();
+    std::fs::write(s.images.join("vars.fd"), vec![0u8; 128 << 10]).unwrap();
+    let os = format!(
+        "<loader readonly='yes' type='pflash'>{images}/code.fd</loader>\
+         <nvram>{images}/vars.fd</nvram>"
+    );
+    let r = define(sock, &guest_xml("fw", &os, ""), true);
+    assert!(r.status == 200 || r.status == 201, "{r:?}");
+    let r = curl_op(sock, "POST", "/v1/domains/fw/start", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let pid = recorded_pid(&s.env, "fw");
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(!cmdline.contains(&images), "{cmdline}");
+    let held: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .collect();
+    for f in ["code.fd", "vars.fd"] {
+        assert!(held.contains(&s.images.join(f)), "{f} not held: {held:?}");
+    }
+    assert_eq!(
+        curl(sock, "POST", "/v1/domains/fw/destroy", &[]).status,
+        200
+    );
+}
