@@ -40,6 +40,7 @@ fn ctx() -> LaunchContext {
         swtpm_socket: None,
         sandbox: true,
         host_paths: Default::default(),
+        backing_chains: Default::default(),
     }
 }
 

@@ -29,7 +29,11 @@ struct Host {
 impl Host {
     fn start() -> Host {
         let env = Env::new();
-        let (port, toml) = tcp_api(&[("peer", TOKEN, "operator")]);
+        let (port, api) = tcp_api(&[("peer", TOKEN, "operator")]);
+        // The peer is not an admin: the guest's kernel must lie in a storage root here.
+        let guest = novacron_tests::test_guest().expect("test guest");
+        let kernel_dir = guest.kernel.parent().expect("kernel directory");
+        let toml = format!("[storage_roots]\ntest-guest = {kernel_dir:?}\n{api}");
         let daemon = Some(env.start_daemon(&toml));
         Host {
             env,

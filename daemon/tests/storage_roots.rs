@@ -377,6 +377,8 @@ fn an_operators_guest_inside_the_roots_starts_and_qemu_gets_only_descriptors() {
         &format!("{images}/base.qcow2"),
         "1M",
     ]);
+    // A relative backing name: it resolves against the image's directory, which QEMU cannot
+    // know for /dev/fdset/N, so the daemon passes the chain itself.
     qemu_img(&[
         "create",
         "-q",
@@ -385,7 +387,7 @@ fn an_operators_guest_inside_the_roots_starts_and_qemu_gets_only_descriptors() {
         "-F",
         "qcow2",
         "-b",
-        &format!("{images}/base.qcow2"),
+        "base.qcow2",
         &format!("{images}/b.qcow2"),
     ]);
     std::fs::write(s.images.join("cd.iso"), vec![0u8; 1 << 20]).unwrap();
@@ -415,7 +417,7 @@ fn an_operators_guest_inside_the_roots_starts_and_qemu_gets_only_descriptors() {
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
         .collect();
-    for f in ["a.raw", "b.qcow2", "cd.iso", "serial.out"] {
+    for f in ["a.raw", "b.qcow2", "base.qcow2", "cd.iso", "serial.out"] {
         assert!(
             held.contains(&s.images.join(f)),
             "{f} not held by QEMU: {held:?}"
@@ -557,7 +559,19 @@ async fn unprivileged_qemu_uses_root_only_files_through_descriptors() {
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     let img = private.join("data.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "1M"]);
+    let base = private.join("base.raw");
+    std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        "-b",
+        "base.raw",
+        img.to_str().unwrap(),
+    ]);
     let guest = novacron_tests::test_guest().unwrap();
     let mut config = common::linux("unpriv-fd", "");
     config.virt_type = novacron_domain::model::VirtType::Qemu;

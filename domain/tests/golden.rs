@@ -40,6 +40,7 @@ pub fn ctx(name: &str) -> LaunchContext {
         swtpm_socket: Some(run.join("swtpm.sock")),
         sandbox: true,
         host_paths: Default::default(),
+        backing_chains: Default::default(),
     }
 }
 

@@ -9,6 +9,8 @@ const MAGIC: &[u8; 4] = b"QFI\xfb";
 const MAX_NAME: u32 = 1023;
 /// Header extension carrying the external data file name (`"DATA"`).
 const EXT_DATA_FILE: u32 = 0x4441_5441;
+/// Header extension carrying the backing file's format.
+const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
 const EXT_END: u32 = 0;
 /// Header extensions live in the first cluster; a bound for a hostile header.
 const MAX_EXTENSIONS: usize = 64;
@@ -17,6 +19,8 @@ const MAX_EXTENSIONS: usize = 64;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Qcow2Refs {
     pub backing: Option<String>,
+    /// The backing file's format as the header records it (`qcow2`, `raw`), if it does.
+    pub backing_format: Option<String>,
     pub data_file: Option<String>,
 }
 
@@ -94,6 +98,9 @@ pub fn refs(f: &mut (impl Read + Seek)) -> Result<Qcow2Refs, Qcow2Error> {
                 return Err(bad("data file name length out of range"));
             }
             refs.data_file = Some(read_name(f, at + 8, len)?);
+        }
+        if kind == EXT_BACKING_FORMAT && (1..=32).contains(&len) {
+            refs.backing_format = Some(read_name(f, at + 8, len)?);
         }
         at += 8 + u64::from(len).div_ceil(8) * 8;
     }
@@ -184,6 +191,8 @@ mod tests {
         assert_eq!(read("base.qcow2"), Qcow2Refs::default());
         assert_eq!(read("over.qcow2").backing.as_deref(), Some("/etc/shadow"));
         assert_eq!(read("rel.qcow2").backing.as_deref(), Some("base.qcow2"));
+        assert_eq!(read("rel.qcow2").backing_format.as_deref(), Some("qcow2"));
+        assert_eq!(read("over.qcow2").backing_format.as_deref(), Some("raw"));
         let ext = read("ext.qcow2");
         assert_eq!(ext.backing, None);
         assert_eq!(ext.data_file, Some(p("data.raw")));

@@ -20,7 +20,7 @@ pub const OPEN_RNG_BACKENDS: [&str; 3] = ["/dev/urandom", "/dev/random", "/dev/h
 /// The default root's name, `<state_dir>/images`.
 pub const DEFAULT_ROOT: &str = "images";
 /// How deep a non-admin qcow2 backing chain is followed before it is refused.
-const MAX_CHAIN: usize = 16;
+pub(crate) const MAX_CHAIN: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Root {
@@ -302,7 +302,7 @@ pub fn check_image(
 
 /// A name from a qcow2 header as QEMU resolves it: relative to the image's directory. Protocol
 /// prefixes (`nbd:`, `json:`...) are refused: QEMU would not open a file at all.
-fn relative_to(image: &str, name: &str) -> Result<String, Refusal> {
+pub(crate) fn relative_to(image: &str, name: &str) -> Result<String, Refusal> {
     if name.contains(':') {
         return Err(Refusal::Rule(format!(
             "{image}: names {name:?}, which QEMU may read as a protocol (not a file)"

@@ -464,6 +464,7 @@ pub(super) async fn launch_as(
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
         host_paths: files.host_paths.clone(),
+        backing_chains: files.backing_chains.clone(),
     };
     // Validated at define time; revalidating here is cheap and keeps the argv builder's
     // contract (a ValidatedDomain) without trusting a stale copy. Both happen before anything

@@ -264,6 +264,23 @@ fn disks(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) {
             };
             let mut s = format!("driver={fmt},file={node}-storage,node-name={node}");
             common(&mut s);
+            let chain = ctx
+                .backing_chains
+                .get(&format!("devices.disks[{i}].source.file"))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut prefix = String::new();
+            for b in chain {
+                prefix.push_str("backing.");
+                let fmt = match b.format {
+                    DiskFormat::Raw => "raw",
+                    DiskFormat::Qcow2 => "qcow2",
+                };
+                s.push_str(&format!(
+                    ",{prefix}driver={fmt},{prefix}file.driver=file,{prefix}file.filename={}",
+                    esc(&b.path)
+                ));
+            }
             a.push("-blockdev", s);
             true
         } else {
