@@ -531,3 +531,73 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod argv_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate::model::DomainConfig;
+    use crate::qemu::{Accel, CpuChoice, LaunchContext, MonitorSocket};
+
+    /// Every file the host layer substitutes is written as the substitute: with a path for
+    /// every listed file field, no original file path is left on the command line.
+    #[test]
+    fn the_argv_builder_uses_every_substituted_path() {
+        let xml = "<domain type='kvm'><name>s</name>\
+            <uuid>c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f</uuid>\
+            <memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+            <os><type arch='x86_64' machine='q35'>hvm</type>\
+            <loader readonly='yes' type='pflash'>/orig/code.fd</loader><nvram>/orig/vars.fd</nvram>\
+            <kernel>/orig/k</kernel><initrd>/orig/i</initrd></os>\
+            <devices>\
+            <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+              <source file='/orig/a.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+            <disk type='block' device='disk'><driver name='qemu' type='raw'/>\
+              <source dev='/orig/sdb'/><target dev='vdb' bus='virtio'/></disk>\
+            <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+              <source file='/orig/cd.iso'/><target dev='sda' bus='sata'/><readonly/></disk>\
+            <serial type='file'><source path='/orig/serial.log'/><target port='0'/></serial>\
+            <console type='file'><source path='/orig/console.log'/><target type='virtio' port='0'/></console>\
+            <rng model='virtio'><backend model='random'>/orig/rng</backend></rng>\
+            </devices></domain>";
+        let d = DomainConfig::from_xml(xml).unwrap();
+        let host_paths = d
+            .host_refs()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.field.clone(), format!("/dev/fdset/{i}")))
+            .collect();
+        let ctx = LaunchContext {
+            emulator: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Kvm,
+            cpu: CpuChoice::AsConfigured,
+            monitor: MonitorSocket::Fd(3),
+            fd_sets: vec![],
+            runtime_dir: "/run/x".into(),
+            memory_dir: None,
+            serial_log: None,
+            net_fds: Default::default(),
+            vnc_display: None,
+            swtpm_socket: None,
+            sandbox: true,
+            host_paths,
+            backing_chains: [(
+                "devices.disks[0].source.file".to_owned(),
+                vec![crate::qemu::BackingImage {
+                    format: crate::model::DiskFormat::Raw,
+                    path: "/dev/fdset/99".into(),
+                }],
+            )]
+            .into(),
+        };
+        let argv = crate::build_argv(&d.validate().unwrap(), &ctx)
+            .unwrap()
+            .join(" ");
+        assert!(!argv.contains("/orig/"), "{argv}");
+        assert!(
+            argv.contains(
+                "backing.driver=raw,backing.file.driver=file,backing.file.filename=/dev/fdset/99"
+            ),
+            "{argv}"
+        );
+    }
+}
