@@ -321,6 +321,24 @@ impl Config {
                     &format!("{name}: must be an absolute path without '..', not /"),
                 ));
             }
+            // A guest image must never be one of the daemon's own files (definitions and
+            // their trust marks, records, sockets, the audit log).
+            let images = self.state_dir.join("images");
+            let clash = [&self.state_dir, &self.run_dir, &self.log_dir]
+                .into_iter()
+                .find(|d| {
+                    d.starts_with(path) || (path.starts_with(d) && !path.starts_with(&images))
+                });
+            if let Some(d) = clash {
+                return Err(err(
+                    "storage_roots",
+                    &format!(
+                        "{name}: {} overlaps the daemon's own directory {}",
+                        path.display(),
+                        d.display()
+                    ),
+                ));
+            }
         }
         if self.shutdown_timeout_secs == 0 {
             return Err(err("shutdown_timeout_secs", "must be greater than 0"));
@@ -462,6 +480,33 @@ mod tests {
             assert!(table.contains_key(key), "example lacks {key}");
         }
         assert!(text.contains("# qemu_user = "));
+    }
+
+    #[test]
+    fn storage_roots_never_cover_the_daemons_own_files() {
+        let check = |root: &str| {
+            let mut c = Config::default_for(true, no_env);
+            c.storage_roots.insert("r".into(), PathBuf::from(root));
+            c.check("t", true)
+        };
+        check("/srv/images").unwrap();
+        check("/var/lib/novacron/images/iso").unwrap();
+        for bad in [
+            "/var",
+            "/var/lib/novacron",
+            "/var/lib/novacron/domains",
+            "/run/novacron/x",
+            "/var/log",
+            "relative",
+            "/srv/../etc",
+            "/",
+        ] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
+        let mut c = Config::default_for(true, no_env);
+        c.storage_roots
+            .insert("bad name".into(), PathBuf::from("/srv"));
+        assert!(c.check("t", true).is_err());
     }
 
     #[test]
