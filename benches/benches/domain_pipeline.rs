@@ -39,6 +39,8 @@ fn ctx() -> LaunchContext {
         vnc_display: Some(1),
         swtpm_socket: None,
         sandbox: true,
+        host_paths: Default::default(),
+        backing_chains: Default::default(),
     }
 }
 

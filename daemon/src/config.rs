@@ -46,6 +46,10 @@ pub struct Config {
     /// per guest holding one named file per RAM block, removed when the guest stops (libvirt's
     /// `memory_backing_dir`). Unset: an unlinked temporary file in the guest's runtime dir.
     pub memory_backing_dir: Option<PathBuf>,
+    /// Storage roots by name (`[storage_roots]`, e.g. `iso = "/srv/iso"`): the only
+    /// directories a non-admin's definition may name files in. `images` is
+    /// `<state_dir>/images` unless set here; missing roots are created (0750) at startup.
+    pub storage_roots: std::collections::BTreeMap<String, PathBuf>,
     /// The HTTP API.
     pub api: ApiConfig,
     /// Each QEMU in its own transient systemd scope.
@@ -231,6 +235,7 @@ impl Config {
             log_max_bytes: 4 << 20,
             sysfs_root: PathBuf::from("/sys"),
             memory_backing_dir: None,
+            storage_roots: Default::default(),
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),
             dbus: crate::api::dbus::DbusConfig::default(),
@@ -331,6 +336,48 @@ impl Config {
             .is_some_and(|d| !d.is_absolute())
         {
             return Err(err("memory_backing_dir", "must be an absolute path"));
+        }
+        for (name, path) in &self.storage_roots {
+            let name_ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return Err(err(
+                    "storage_roots",
+                    &format!("root name {name:?}: use letters, digits, '-' and '_'"),
+                ));
+            }
+            let normal = path.is_absolute()
+                && path
+                    .components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir))
+                && path.parent().is_some();
+            if !normal {
+                return Err(err(
+                    "storage_roots",
+                    &format!("{name}: must be an absolute path without '..', not /"),
+                ));
+            }
+            // A guest image must never be one of the daemon's own files (definitions and
+            // their trust marks, records, sockets, the audit log).
+            let images = self.state_dir.join("images");
+            let clash = [&self.state_dir, &self.run_dir, &self.log_dir]
+                .into_iter()
+                .find(|d| {
+                    d.starts_with(path) || (path.starts_with(d) && !path.starts_with(&images))
+                });
+            if let Some(d) = clash {
+                return Err(err(
+                    "storage_roots",
+                    &format!(
+                        "{name}: {} overlaps the daemon's own directory {}",
+                        path.display(),
+                        d.display()
+                    ),
+                ));
+            }
         }
         if self.shutdown_timeout_secs == 0 {
             return Err(err("shutdown_timeout_secs", "must be greater than 0"));
@@ -512,6 +559,33 @@ mod tests {
             assert!(table.contains_key(key), "example lacks {key}");
         }
         assert!(text.contains("# qemu_user = \"root\""));
+    }
+
+    #[test]
+    fn storage_roots_never_cover_the_daemons_own_files() {
+        let check = |root: &str| {
+            let mut c = Config::default_for(true, no_env);
+            c.storage_roots.insert("r".into(), PathBuf::from(root));
+            c.check("t", true)
+        };
+        check("/srv/images").unwrap();
+        check("/var/lib/novacron/images/iso").unwrap();
+        for bad in [
+            "/var",
+            "/var/lib/novacron",
+            "/var/lib/novacron/domains",
+            "/run/novacron/x",
+            "/var/log",
+            "relative",
+            "/srv/../etc",
+            "/",
+        ] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
+        let mut c = Config::default_for(true, no_env);
+        c.storage_roots
+            .insert("bad name".into(), PathBuf::from("/srv"));
+        assert!(c.check("t", true).is_err());
     }
 
     #[test]

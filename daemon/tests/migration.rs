@@ -36,12 +36,13 @@ impl Host {
     fn start_with(top: &str) -> Host {
         let env = Env::new();
         // Plain http:// between the two loopback daemons: allowed explicitly (the default
-        // refuses it); the peer's token has the peer role.
+        // refuses it); the peer's token has the peer role. The peer is not an admin: the
+        // guest's kernel must lie in a storage root here.
         let api = tcp_api(&[("peer", TOKEN, "migration_peer")]);
+        let guest = novacron_tests::test_guest().expect("test guest");
+        let kernel_dir = guest.kernel.parent().expect("kernel directory");
         let toml = format!(
-            "{top}{api}[migration]
-allow_plain_http = true
-"
+            "{top}[storage_roots]\ntest-guest = {kernel_dir:?}\n{api}[migration]\nallow_plain_http = true\n"
         );
         let daemon = env.start_daemon(&toml);
         // A restarted daemon keeps the port its first run got (peers know it by that URL).

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Remote,
     /// A remote host cannot be reached, or its circuit breaker is open.
     Unavailable,
+    /// The caller's role may not do this (e.g. name a host file outside the storage roots).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -38,6 +40,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::Remote => "remote",
             Self::Unavailable => "unavailable",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -54,11 +57,12 @@ impl ErrorCode {
             Self::Internal => "Internal",
             Self::Remote => "Remote",
             Self::Unavailable => "Unavailable",
+            Self::Forbidden => "Forbidden",
         }
     }
 
     /// Every code, for exhaustive mapping tests in the API layers.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         Self::NotFound,
         Self::AlreadyExists,
         Self::InvalidConfig,
@@ -69,6 +73,7 @@ impl ErrorCode {
         Self::Internal,
         Self::Remote,
         Self::Unavailable,
+        Self::Forbidden,
     ];
 }
 
@@ -122,6 +127,10 @@ pub enum Error {
     /// A remote host that cannot be reached or whose breaker is open.
     #[error("remote host '{host}' is unavailable: {reason}")]
     Unavailable { host: String, reason: String },
+    /// A definition (or start) the caller's role does not allow; the message lists every
+    /// refused field with its rule.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl Error {
@@ -138,6 +147,7 @@ impl Error {
             Self::Remote { .. } => ErrorCode::Remote,
             Self::Vendor { code, .. } => *code,
             Self::Unavailable { .. } => ErrorCode::Unavailable,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
         }
     }
 

@@ -17,7 +17,8 @@ pub use driver::{Capabilities, DomainInfo, DomainSummary, Driver, MigrationTarge
 pub use error::{Error, ErrorCode};
 pub use model::DomainConfig;
 pub use qemu::{
-    build_argv, Accel, ArgvError, CpuChoice, FdSetEntry, LaunchContext, MonitorSocket, NetFd,
+    build_argv, Accel, ArgvError, BackingImage, CpuChoice, FdSetEntry, LaunchContext,
+    MonitorSocket, NetFd,
 };
 pub use state::DomainState;
 pub use validate::{ValidatedDomain, ValidationError, ValidationErrors};

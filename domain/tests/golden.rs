@@ -39,6 +39,8 @@ pub fn ctx(name: &str) -> LaunchContext {
         vnc_display: Some(3),
         swtpm_socket: Some(run.join("swtpm.sock")),
         sandbox: true,
+        host_paths: Default::default(),
+        backing_chains: Default::default(),
     }
 }
 

@@ -140,7 +140,8 @@ fn error_codes_are_stable() {
             "timeout",
             "internal",
             "remote",
-            "unavailable"
+            "unavailable",
+            "forbidden"
         ]
     );
     // A vendor fault travels under the code it was classified into, keeping its own name.

@@ -491,6 +491,8 @@ proptest! {
             vnc_display: Some(1),
             swtpm_socket: Some("/run/q/swtpm.sock".into()),
             sandbox: true,
+            host_paths: Default::default(),
+            backing_chains: Default::default(),
         };
         let a = novacron_domain::build_argv(&vd, &ctx);
         prop_assert!(a.is_ok(), "{:?}", a.err());

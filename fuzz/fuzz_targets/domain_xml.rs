@@ -45,6 +45,8 @@ fuzz_target!(|data: &[u8]| {
             vnc_display: Some(0),
             swtpm_socket: Some("/run/q/swtpm.sock".into()),
             sandbox: true,
+            host_paths: Default::default(),
+            backing_chains: Default::default(),
         };
         let _ = build_argv(&vd, &ctx);
     }

@@ -6,11 +6,14 @@ pub mod access;
 pub mod acl;
 pub mod cgroup;
 pub mod fit;
+pub mod guest_files;
 pub mod hugepages;
 pub mod kvm;
 pub mod pinning;
+pub mod qcow2;
 pub mod qemu_caps;
 pub mod resources;
+pub mod storage_roots;
 pub mod topology;
 pub mod vfio;
 

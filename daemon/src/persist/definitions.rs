@@ -11,6 +11,32 @@ const EXT: &str = ".xml";
 /// Definitions hold host paths and guest identity: owner-only.
 const MODE: u32 = 0o600;
 
+/// The rules a definition was accepted under, which its starts are held to (whoever starts
+/// it: an autostart runs as the daemon, yet must not open what the definer could not name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Defined by an admin: its host paths are taken as written.
+    Admin,
+    /// Any other role, or written before the mark existed: storage roots only.
+    Restricted,
+}
+
+/// First line of an admin definition's file. Kept outside `<domain>` rather than in
+/// `<metadata>` (libvirt writes a comment header the same way): no input can produce it,
+/// since definitions are written from the model and always begin with `<domain`, while
+/// `<metadata>` is caller-supplied text kept verbatim (a forged mark there would be one
+/// define away). Written in the same atomic file as the XML, so the mark and the paths it
+/// vouches for can never disagree; a file without it (older, or restricted) is restricted.
+const ADMIN_MARK: &str = "<!-- novacron: accepted under admin rules -->\n";
+
+fn render(config: &DomainConfig, trust: Trust) -> Vec<u8> {
+    let xml = config.to_xml();
+    match trust {
+        Trust::Admin => format!("{ADMIN_MARK}{xml}").into_bytes(),
+        Trust::Restricted => xml.into_bytes(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DefinitionStore {
     dir: PathBuf,
@@ -28,27 +54,27 @@ impl DefinitionStore {
     /// Every valid definition, sorted by name, plus one Problem per file that is not one
     /// (foreign, unreadable, too large, bad XML, invalid, or named unlike its file).
     /// Never deletes or renames anything.
-    pub fn load_all(&self) -> (Vec<ValidatedDomain>, Vec<Problem>) {
+    pub fn load_all(&self) -> (Vec<(ValidatedDomain, Trust)>, Vec<Problem>) {
         scan(&self.dir, EXT, Others::Report, MAX_DOCUMENT_BYTES, parse)
     }
 
     /// Async wrapper: `load_all` on the blocking pool.
-    pub async fn load_all_async(&self) -> (Vec<ValidatedDomain>, Vec<Problem>) {
+    pub async fn load_all_async(&self) -> (Vec<(ValidatedDomain, Trust)>, Vec<Problem>) {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.load_all())
             .await
             .unwrap_or_else(|e| join_problem(&self.dir, e))
     }
 
-    /// Write `config` as `<name>.xml`, atomically and durably.
-    pub fn save_blocking(&self, config: &DomainConfig) -> io::Result<()> {
+    /// Write `config` as `<name>.xml` with its trust mark, atomically and durably.
+    pub fn save_blocking(&self, config: &DomainConfig, trust: Trust) -> io::Result<()> {
         let path = file_for(&self.dir, &config.name, EXT)?;
-        atomic::write_atomic(&path, config.to_xml().as_bytes(), MODE)
+        atomic::write_atomic(&path, &render(config, trust), MODE)
     }
 
-    pub async fn save(&self, config: &DomainConfig) -> io::Result<()> {
+    pub async fn save(&self, config: &DomainConfig, trust: Trust) -> io::Result<()> {
         let path = file_for(&self.dir, &config.name, EXT)?;
-        atomic::write_atomic_async(path, config.to_xml().into_bytes(), MODE).await
+        atomic::write_atomic_async(path, render(config, trust), MODE).await
     }
 
     /// Remove `<name>.xml`; `Ok(false)` if there was none.
@@ -61,9 +87,13 @@ impl DefinitionStore {
     }
 }
 
-fn parse(stem: &str, bytes: Vec<u8>) -> Result<ValidatedDomain, String> {
+fn parse(stem: &str, bytes: Vec<u8>) -> Result<(ValidatedDomain, Trust), String> {
     let text = String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
-    let config = DomainConfig::from_xml(&text).map_err(|e| e.to_string())?;
+    let (trust, xml) = match text.strip_prefix(ADMIN_MARK) {
+        Some(rest) => (Trust::Admin, rest),
+        None => (Trust::Restricted, text.as_str()),
+    };
+    let config = DomainConfig::from_xml(xml).map_err(|e| e.to_string())?;
     if config.name != stem {
         return Err(format!(
             "defines domain {:?} but the file name says {stem:?}",
@@ -72,6 +102,7 @@ fn parse(stem: &str, bytes: Vec<u8>) -> Result<ValidatedDomain, String> {
     }
     config
         .validate()
+        .map(|v| (v, trust))
         .map_err(|e| format!("invalid definition: {e}"))
 }
 
@@ -106,14 +137,30 @@ pub(crate) mod tests {
     async fn save_load_remove_roundtrip() {
         let tmp = tempfile::tempdir().unwrap();
         let store = DefinitionStore::new(tmp.path().to_owned());
-        for name in ["b", "a", "c"] {
-            store.save(&config(name)).await.unwrap();
+        for (name, trust) in [
+            ("b", Trust::Restricted),
+            ("a", Trust::Admin),
+            ("c", Trust::Restricted),
+        ] {
+            store.save(&config(name), trust).await.unwrap();
         }
         let (defs, problems) = store.load_all_async().await;
         assert!(problems.is_empty(), "{problems:?}");
-        let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        let names: Vec<&str> = defs.iter().map(|(d, _)| d.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
-        assert_eq!(defs[0].config(), &config("a"));
+        assert_eq!(defs[0].0.config(), &config("a"));
+        // The mark round-trips; a file without it (written before it existed) is restricted.
+        assert_eq!(defs[0].1, Trust::Admin);
+        assert_eq!(defs[1].1, Trust::Restricted);
+        std::fs::write(tmp.path().join("c.xml"), xml("c")).unwrap();
+        assert_eq!(store.load_all().0[2].1, Trust::Restricted);
+        // A mark anywhere but the very start (e.g. inside <metadata>) grants nothing.
+        let forged = xml("c").replace(
+            "<vcpu>",
+            &format!("<metadata>{ADMIN_MARK}</metadata><vcpu>"),
+        );
+        std::fs::write(tmp.path().join("c.xml"), forged).unwrap();
+        assert_eq!(store.load_all().0[2].1, Trust::Restricted);
         use std::os::unix::fs::MetadataExt;
         let mode = std::fs::metadata(tmp.path().join("a.xml")).unwrap().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -129,7 +176,7 @@ pub(crate) mod tests {
         }
         let mut bad = config("x");
         bad.name = "../escape".into();
-        match store.save(&bad).await {
+        match store.save(&bad, Trust::Admin).await {
             Err(e) => assert_eq!(
                 format!("{e:?}"),
                 r#"Custom { kind: InvalidInput, error: "\"../escape\" is not usable as a file name" }"#
@@ -151,7 +198,7 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
         let store = DefinitionStore::new(d.to_owned());
-        store.save_blocking(&config("good")).unwrap();
+        store.save_blocking(&config("good"), Trust::Admin).unwrap();
         std::fs::write(d.join("README"), "hi").unwrap();
         std::fs::write(d.join(".good.xml.tmp.123.4"), "half written").unwrap();
         std::fs::write(d.join("broken.xml"), "<domain>\n<name>broken</name>\n<oops").unwrap();
@@ -173,7 +220,7 @@ pub(crate) mod tests {
             .collect();
         let (defs, problems) = store.load_all();
         assert_eq!(defs.len(), 1);
-        assert_eq!(defs[0].name, "good");
+        assert_eq!(defs[0].0.name, "good");
         let r = reasons(&problems);
         let has = |file: &str, text: &str| {
             assert!(

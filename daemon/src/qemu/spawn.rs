@@ -49,10 +49,12 @@ pub struct Inherited<'a> {
     pub at: i32,
 }
 
-/// At most this many inherited descriptors (fixed, so the child needs no allocation).
-const MAX_INHERITED: usize = 8;
-/// Inherited descriptors are first moved at or above this, so no mapping clobbers another.
-const SCRATCH_FD: i32 = 100;
+/// At most this many inherited descriptors: the monitor, the serial log and a guest's files
+/// (up to 256 disks, firmware, boot images, chardev outputs, entropy sources).
+pub const MAX_INHERITED: usize = 400;
+/// Inherited descriptors are numbered below this and first moved at or above it, so no
+/// mapping clobbers another. 512 + 400 stays under the usual 1024 soft descriptor limit.
+const SCRATCH_FD: i32 = 512;
 
 /// The unprivileged identity QEMU runs as when `qemu_user` is configured.
 #[derive(Debug, Clone)]
@@ -102,7 +104,7 @@ pub fn spawn(
             emulator: argv.first().cloned().unwrap_or_default(),
             source: io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "inherited descriptors need distinct numbers from 3 to 99",
+                "inherited descriptors need distinct numbers from 3 to 511",
             ),
         });
     }
@@ -142,11 +144,9 @@ pub fn spawn(
         .stdout(out)
         .stderr(err)
         .kill_on_drop(false);
-    let mut map = [(-1, -1); MAX_INHERITED];
-    for (slot, i) in map.iter_mut().zip(inherit) {
-        *slot = (i.fd.as_raw_fd(), i.at);
-    }
-    let count = inherit.len();
+    // Allocated before the fork: the child only reads and writes these.
+    let map: Vec<(i32, i32)> = inherit.iter().map(|i| (i.fd.as_raw_fd(), i.at)).collect();
+    let mut scratch: Vec<i32> = vec![-1; map.len()];
     let identity = run_as.map(|r| (r.uid, r.gid, r.groups.clone()));
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec. It only makes syscalls that are
@@ -157,14 +157,13 @@ pub fn spawn(
             // A new session: QEMU leaves the daemon's process group and terminal, so a signal
             // to the daemon's group (Ctrl-C, a service stop) never reaches a guest.
             nix::unistd::setsid().map_err(io::Error::from)?;
-            let mut scratch = [-1; MAX_INHERITED];
-            for (tmp, (src, _)) in scratch.iter_mut().zip(&map[..count]) {
+            for (tmp, (src, _)) in scratch.iter_mut().zip(&map) {
                 *tmp = nix::libc::fcntl(*src, nix::libc::F_DUPFD, SCRATCH_FD);
                 if *tmp < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
-            for (tmp, (_, at)) in scratch.iter().zip(&map[..count]) {
+            for (tmp, (_, at)) in scratch.iter().zip(&map) {
                 // dup2 leaves the new descriptor without close-on-exec: QEMU inherits it.
                 if nix::libc::dup2(*tmp, *at) < 0 {
                     return Err(io::Error::last_os_error());

@@ -40,14 +40,27 @@ pub struct Actor {
     /// The TCP peer (address and port): who presented a token, or failed to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<SocketAddr>,
+    /// What the caller may do, as its face established it. `None` (a face that did not say)
+    /// is treated like any non-admin role: restricted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::config::Role>,
 }
 
 impl Actor {
+    /// The daemon acting on its own (autostart, restarts): admin, but what it starts is held
+    /// to the rules the definition was accepted under, not to this role.
     pub fn daemon() -> Actor {
         Actor {
             via: "daemon",
+            role: Some(crate::config::Role::Admin),
             ..Actor::default()
         }
+    }
+
+    /// Only `Admin` is admin: every other role (operator, migration peer, unknown) is held
+    /// to the storage roots.
+    pub fn is_admin(&self) -> bool {
+        self.role == Some(crate::config::Role::Admin)
     }
 }
 

@@ -163,6 +163,8 @@ impl Live {
 pub struct Definition {
     pub config: Arc<ValidatedDomain>,
     pub persistent: bool,
+    /// The rules it was accepted under; every start is held to them.
+    pub trust: crate::persist::definitions::Trust,
 }
 
 pub struct DomainHandle {

@@ -160,10 +160,12 @@ impl Service {
     async fn create_inner(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let inner = &self.inner;
         let validated = inner.prepare(config, None)?;
+        let trust = inner.admit(&validated).await?;
         let name = validated.name.clone();
         let definition = Definition {
             config: validated,
             persistent: false,
+            trust,
         };
         let uuid = definition.config.uuid;
         let (h, created) =
@@ -349,7 +351,7 @@ pub(super) async fn start_locked(inner: &Arc<Inner>, h: &Arc<DomainHandle>) -> R
     }
     let definition = h.definition();
     h.transition(&inner.events, Run::Starting, StateReason::Starting)?;
-    match launch(inner, &h.name, definition.config.config()).await {
+    match launch(inner, &h.name, definition.config.config(), definition.trust).await {
         Ok(launched) => {
             let live = launched.live;
             h.transition(
@@ -388,8 +390,13 @@ pub(super) struct Launched {
 
 /// Spawns QEMU paused (`-S`), connects QMP, records the runtime state, then lets the vCPUs
 /// run. On any failure nothing is left behind: QEMU killed, runtime files removed.
-async fn launch(inner: &Arc<Inner>, name: &str, config: &DomainConfig) -> Result<Launched, Error> {
-    launch_as(inner, name, config, None).await
+async fn launch(
+    inner: &Arc<Inner>,
+    name: &str,
+    config: &DomainConfig,
+    trust: super::trust::Trust,
+) -> Result<Launched, Error> {
+    launch_as(inner, name, config, None, trust).await
 }
 
 /// As `launch`; with `incoming` (the migration's id), QEMU waits for a migration stream
@@ -400,6 +407,7 @@ pub(super) async fn launch_as(
     name: &str,
     config: &DomainConfig,
     incoming: Option<&str>,
+    trust: super::trust::Trust,
 ) -> Result<Launched, Error> {
     let accel = match config.virt_type {
         VirtType::Kvm => match &inner.kvm {
@@ -429,6 +437,11 @@ pub(super) async fn launch_as(
     let memory_dir = paths.memory_dir(name).filter(|_| file_backed);
     let log = paths.qemu_log(name);
     let console = !config.devices.serials.is_empty() || !config.devices.consoles.is_empty();
+    // Every host file, opened (and for non-admin definitions checked against the storage
+    // roots again) by the daemon: QEMU gets descriptors, not names.
+    let files = inner
+        .open_guest_files(name, config, trust, FIRST_GUEST_FD, FIRST_GUEST_SET)
+        .await?;
     let context = LaunchContext {
         emulator: inner.config.emulator.clone(),
         accel,
@@ -441,6 +454,7 @@ pub(super) async fn launch_as(
                 opaque: "serial-log".to_owned(),
             })
             .into_iter()
+            .chain(files.fd_sets.iter().cloned())
             .collect(),
         runtime_dir: guest_dir.clone(),
         memory_dir: memory_dir.clone(),
@@ -449,6 +463,8 @@ pub(super) async fn launch_as(
         vnc_display: None,
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
+        host_paths: files.host_paths.clone(),
+        backing_chains: files.backing_chains.clone(),
     };
     // Validated at define time; revalidating here is cheap and keeps the argv builder's
     // contract (a ValidatedDomain) without trusting a stale copy. Both happen before anything
@@ -477,6 +493,10 @@ pub(super) async fn launch_as(
                     at: SERIAL_LOG_FD,
                 });
             }
+            inherit.extend(files.fds.iter().map(|(at, fd)| spawn::Inherited {
+                fd: fd.as_fd(),
+                at: *at,
+            }));
             // QEMU holds its own copies afterwards; ours are closed when `handover` drops.
             let lock_memory = config.memory_backing.as_ref().is_some_and(|b| b.locked)
                 || !config.devices.hostdevs.is_empty();
@@ -578,6 +598,9 @@ const MONITOR_FD: i32 = 3;
 /// The serial console log, opened by the daemon and handed over in fd set 1.
 const SERIAL_LOG_FD: i32 = 4;
 const SERIAL_LOG_SET: u32 = 1;
+/// The guest's own files (disks, firmware, boot images...) follow, one fd set each.
+const FIRST_GUEST_FD: i32 = 5;
+const FIRST_GUEST_SET: u32 = 2;
 
 /// What the daemon opens for a new QEMU.
 struct Handover {

@@ -22,6 +22,7 @@ pub mod remote;
 pub mod request_file;
 pub mod status;
 mod supervise;
+pub mod trust;
 mod uuids;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,8 @@ pub(crate) struct Inner {
     pub scopes: Option<crate::qemu::scope::Scopes>,
     /// Per-guest cgroups where no systemd scope carries the limits (decided at open).
     pub cgroups: crate::host::cgroup::GuestCgroups,
+    /// Where non-admin definitions may name files.
+    pub storage_roots: crate::host::storage_roots::StorageRoots,
     /// Who QEMU runs as (`qemu_user`), resolved once at open.
     pub run_as: Option<crate::qemu::spawn::RunAs>,
     /// KVM/QEMU/sysfs host facts; static parts cached after the first probe.
@@ -103,7 +106,10 @@ impl Service {
     pub async fn open(config: Config) -> Result<Service, OpenError> {
         let paths = Paths::new(&config);
         let dirs = paths.clone();
-        tokio::task::spawn_blocking(move || dirs.create_dirs())
+        let storage_roots =
+            crate::host::storage_roots::StorageRoots::new(&config.state_dir, &config.storage_roots);
+        let roots = storage_roots.clone();
+        tokio::task::spawn_blocking(move || dirs.create_dirs().and_then(|()| roots.create_dirs()))
             .await
             .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
             .map_err(OpenError::Dirs)?;
@@ -146,6 +152,7 @@ impl Service {
             cgroups,
             audit: audit::AuditLog::new(paths.audit_log(), events.uuids.clone()),
             run_as: qemu.run_as,
+            storage_roots,
             host: crate::host::HostProbe::from_config(&config),
             definitions: DefinitionStore::new(paths.definitions_dir()),
             records: RecordStore::new(paths.records_dir()),
@@ -232,7 +239,8 @@ impl Service {
         let validated = self
             .inner
             .prepare(config, existing.as_ref().map(|h| h.definition()))?;
-        self.define_validated(validated, 3).await
+        let trust = self.inner.admit(&validated).await?;
+        self.define_validated(validated, trust, 3).await
     }
 
     /// `retries`: the handle may leave the map while we wait for its job (an undefine, a
@@ -240,6 +248,7 @@ impl Service {
     fn define_validated(
         &self,
         validated: Arc<novacron_domain::ValidatedDomain>,
+        trust: trust::Trust,
         retries: u32,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<DomainSummary, Error>> + Send + '_>,
@@ -250,6 +259,7 @@ impl Service {
             let definition = Definition {
                 config: validated.clone(),
                 persistent: true,
+                trust,
             };
             let (h, created) = inner.insert_or_get(&name, validated.uuid, || {
                 DomainHandle::new(definition.clone(), Run::Off)
@@ -257,11 +267,11 @@ impl Service {
             let _job = match h.begin(Job::Define, inner.config.job_wait()).await {
                 Ok(job) => job,
                 Err(Error::NotFound(_)) if retries > 0 => {
-                    return self.define_validated(validated, retries - 1).await
+                    return self.define_validated(validated, trust, retries - 1).await
                 }
                 Err(e) => return Err(e),
             };
-            if let Err(e) = inner.definitions.save(validated.config()).await {
+            if let Err(e) = inner.definitions.save(validated.config(), trust).await {
                 if created {
                     inner.remove_if_same(&name, &h);
                 }

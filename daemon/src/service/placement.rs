@@ -157,9 +157,10 @@ impl Service {
             apply_live(inner, name, &live, &config, kind).await?;
         }
         if let Some(validated) = config_change {
+            let trust = h.definition().trust;
             inner
                 .definitions
-                .save(validated.config())
+                .save(validated.config(), trust)
                 .await
                 .map_err(|e| {
                     Error::Internal(format!("cannot write the definition of '{name}': {e}"))
@@ -167,6 +168,7 @@ impl Service {
             h.set_definition(Definition {
                 config: Arc::new(validated),
                 persistent: true,
+                trust,
             });
         }
         match (h.run().live(), do_live || !do_config) {

@@ -69,11 +69,12 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
     problems.extend(def_problems);
     let mut by_name: BTreeMap<String, (Definition, Run, Option<Adopted>)> = definitions
         .into_iter()
-        .map(|d| {
+        .map(|(d, trust)| {
             let name = d.name.clone();
             let definition = Definition {
                 config: Arc::new(d),
                 persistent: true,
+                trust,
             };
             (name, (definition, Run::Off, None))
         })
@@ -237,6 +238,8 @@ fn transient(config: ValidatedDomain) -> Definition {
     Definition {
         config: Arc::new(config),
         persistent: false,
+        // Running unmanaged from a record: its next start (if any) is held to the roots.
+        trust: super::trust::Trust::Restricted,
     }
 }
 

@@ -6,12 +6,14 @@
 
 pub mod cpu;
 pub mod devices;
+pub mod host_refs;
 pub mod ids;
 pub mod memory;
 pub mod os;
 
 pub use cpu::*;
 pub use devices::*;
+pub use host_refs::{HostRef, HostRefKind};
 pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use memory::*;
 pub use os::*;

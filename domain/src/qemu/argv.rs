@@ -84,7 +84,7 @@ pub fn build_argv(vd: &ValidatedDomain, ctx: &LaunchContext) -> Result<Vec<Strin
     }
     numa(&mut a, d);
     clock_and_power(&mut a, d);
-    firmware(&mut a, d)?;
+    firmware(&mut a, d, ctx)?;
     devices(&mut a, d, ctx)?;
     Ok(a.0)
 }
@@ -353,14 +353,14 @@ fn clock_and_power(a: &mut Args, d: &DomainConfig) {
     }
 }
 
-fn firmware(a: &mut Args, d: &DomainConfig) -> Result<(), ArgvError> {
+fn firmware(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(), ArgvError> {
     if let Firmware::Uefi { loader, nvram } = &d.os.firmware {
         let ro = on_off(loader.readonly);
         a.push(
             "-blockdev",
             format!(
                 "driver=file,filename={},node-name=pflash0-file,read-only={ro}",
-                esc(&loader.path)
+                esc(ctx.host_path("os.firmware.loader.path", &loader.path))
             ),
         );
         a.push(
@@ -372,7 +372,7 @@ fn firmware(a: &mut Args, d: &DomainConfig) -> Result<(), ArgvError> {
                 "-blockdev",
                 format!(
                     "driver=file,filename={},node-name=pflash1-file",
-                    esc(&n.path)
+                    esc(ctx.host_path("os.firmware.nvram.path", &n.path))
                 ),
             );
             a.push(
@@ -385,9 +385,9 @@ fn firmware(a: &mut Args, d: &DomainConfig) -> Result<(), ArgvError> {
         }
     }
     if let Some(k) = &d.os.kernel {
-        a.push("-kernel", k.kernel.clone());
+        a.push("-kernel", ctx.host_path("os.kernel.kernel", &k.kernel));
         if let Some(i) = &k.initrd {
-            a.push("-initrd", i.clone());
+            a.push("-initrd", ctx.host_path("os.kernel.initrd", i));
         }
         if let Some(c) = &k.cmdline {
             a.push("-append", c.clone());

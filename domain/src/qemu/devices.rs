@@ -52,7 +52,7 @@ pub(super) fn devices(
 ) -> Result<(), ArgvError> {
     let dv = &d.devices;
     controllers(a, dv);
-    disks(a, d);
+    disks(a, d, ctx);
     for h in dv.hostdevs.iter().enumerate() {
         let (i, h) = h;
         let mut s = format!("vfio-pci,host={},id=hostdev{i}", h.source);
@@ -145,7 +145,10 @@ pub(super) fn devices(
     for (i, r) in dv.rngs.iter().enumerate() {
         a.push(
             "-object",
-            format!("rng-random,id=objrng{i},filename={}", esc(&r.backend)),
+            format!(
+                "rng-random,id=objrng{i},filename={}",
+                esc(ctx.host_path(&format!("devices.rngs[{i}].backend"), &r.backend))
+            ),
         );
         a.push(
             "-device",
@@ -210,7 +213,7 @@ fn controllers(a: &mut Args, dv: &Devices) {
     }
 }
 
-fn disks(a: &mut Args, d: &DomainConfig) {
+fn disks(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) {
     for (i, disk) in d.devices.disks.iter().enumerate() {
         let node = format!("disk{i}");
         let dr = &disk.driver;
@@ -237,8 +240,14 @@ fn disks(a: &mut Args, d: &DomainConfig) {
         };
         let has_media = if let Some(src) = &disk.source {
             let (drv, path) = match src {
-                DiskSource::File { path } => ("file", path),
-                DiskSource::Block { dev } => ("host_device", dev),
+                DiskSource::File { path } => (
+                    "file",
+                    ctx.host_path(&format!("devices.disks[{i}].source.file"), path),
+                ),
+                DiskSource::Block { dev } => (
+                    "host_device",
+                    ctx.host_path(&format!("devices.disks[{i}].source.dev"), dev),
+                ),
             };
             let mut s = format!(
                 "driver={drv},filename={},node-name={node}-storage",
@@ -255,6 +264,23 @@ fn disks(a: &mut Args, d: &DomainConfig) {
             };
             let mut s = format!("driver={fmt},file={node}-storage,node-name={node}");
             common(&mut s);
+            let chain = ctx
+                .backing_chains
+                .get(&format!("devices.disks[{i}].source.file"))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let mut prefix = String::new();
+            for b in chain {
+                prefix.push_str("backing.");
+                let fmt = match b.format {
+                    DiskFormat::Raw => "raw",
+                    DiskFormat::Qcow2 => "qcow2",
+                };
+                s.push_str(&format!(
+                    ",{prefix}driver={fmt},{prefix}file.driver=file,{prefix}file.filename={}",
+                    esc(&b.path)
+                ));
+            }
             a.push("-blockdev", s);
             true
         } else {
@@ -365,7 +391,14 @@ fn interfaces(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(),
     Ok(())
 }
 
-fn chardev(id: &str, src: &CharSource, log: Option<&str>) -> Result<String, ArgvError> {
+/// `field` names the chardev in the model (`devices.serials[0]`), for host path substitution.
+fn chardev(
+    id: &str,
+    src: &CharSource,
+    log: Option<&str>,
+    ctx: &LaunchContext,
+    field: &str,
+) -> Result<String, ArgvError> {
     let mut s = match src {
         CharSource::Pty => format!("pty,id={id}"),
         CharSource::Unix { path, mode } => {
@@ -376,7 +409,10 @@ fn chardev(id: &str, src: &CharSource, log: Option<&str>) -> Result<String, Argv
             };
             format!("socket,id={id},path={}{server}", esc(path))
         }
-        CharSource::File { path } => format!("file,id={id},path={}", esc(path)),
+        CharSource::File { path } => format!(
+            "file,id={id},path={}",
+            esc(ctx.host_path(&format!("{field}.source.path"), path))
+        ),
     };
     if let Some(l) = log {
         s.push_str(&format!(",logfile={l},logappend=on"));
@@ -386,18 +422,28 @@ fn chardev(id: &str, src: &CharSource, log: Option<&str>) -> Result<String, Argv
 
 fn chardevs(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Result<(), ArgvError> {
     let log = ctx.serial_log.as_deref().map(path_str).transpose()?;
-    let mut serials: Vec<(u32, &CharSource)> =
-        dv.serials.iter().map(|s| (s.port, &s.source)).collect();
+    let mut serials: Vec<(u32, &CharSource, String)> = dv
+        .serials
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.port, &s.source, format!("devices.serials[{i}]")))
+        .collect();
     // A serial-target console without a matching <serial> creates that serial port.
-    for c in &dv.consoles {
-        if c.target == ConsoleTarget::Serial && !serials.iter().any(|(p, _)| *p == c.port) {
-            serials.push((c.port, &c.source));
+    for (i, c) in dv.consoles.iter().enumerate() {
+        if c.target == ConsoleTarget::Serial && !serials.iter().any(|(p, _, _)| *p == c.port) {
+            serials.push((c.port, &c.source, format!("devices.consoles[{i}]")));
         }
     }
-    for (port, src) in serials {
+    for (port, src, field) in serials {
         a.push(
             "-chardev",
-            chardev(&format!("charserial{port}"), src, log.as_deref())?,
+            chardev(
+                &format!("charserial{port}"),
+                src,
+                log.as_deref(),
+                ctx,
+                &field,
+            )?,
         );
         a.push(
             "-device",
@@ -408,7 +454,13 @@ fn chardevs(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Result<(), ArgvE
         if c.target == ConsoleTarget::Virtio {
             a.push(
                 "-chardev",
-                chardev(&format!("charconsole{i}"), &c.source, log.as_deref())?,
+                chardev(
+                    &format!("charconsole{i}"),
+                    &c.source,
+                    log.as_deref(),
+                    ctx,
+                    &format!("devices.consoles[{i}]"),
+                )?,
             );
             a.push(
                 "-device",

@@ -83,6 +83,31 @@ pub struct LaunchContext {
     pub swtpm_socket: Option<PathBuf>,
     /// Add `-sandbox on,...` (seccomp); off only for debugging.
     pub sandbox: bool,
+    /// What QEMU opens instead of a host path of the definition, by the field that names it
+    /// (as [`crate::model::HostRef::field`]), e.g. `devices.disks[0].source.file` ->
+    /// `/dev/fdset/2`: the host layer opened and checked the file and passes a descriptor.
+    /// A field without an entry is written as the definition says.
+    pub host_paths: BTreeMap<String, String>,
+    /// A qcow2 disk's backing chain, by the disk's field, top first, as the host layer opened
+    /// it: each image is given to QEMU inline (`backing.driver=...,backing.file.filename=`),
+    /// so QEMU opens no backing file by the name in the image header (which would not even
+    /// resolve when relative, the image itself being `/dev/fdset/N`). Absent: QEMU follows
+    /// the header.
+    pub backing_chains: BTreeMap<String, Vec<BackingImage>>,
+}
+
+/// One image of a backing chain: its format and the path QEMU opens (e.g. `/dev/fdset/3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingImage {
+    pub format: crate::model::DiskFormat,
+    pub path: String,
+}
+
+impl LaunchContext {
+    /// The path QEMU gets for `field`, whose definition value is `value`.
+    pub fn host_path<'a>(&'a self, field: &str, value: &'a str) -> &'a str {
+        self.host_paths.get(field).map_or(value, String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,6 +21,7 @@ pub enum DbusError {
     Internal(String),
     Remote(String),
     Unavailable(String),
+    Forbidden(String),
 }
 
 impl DbusError {
@@ -36,6 +37,7 @@ impl DbusError {
             ErrorCode::Internal => DbusError::Internal(message),
             ErrorCode::Remote => DbusError::Remote(message),
             ErrorCode::Unavailable => DbusError::Unavailable(message),
+            ErrorCode::Forbidden => DbusError::Forbidden(message),
         }
     }
 

@@ -45,6 +45,14 @@ pub async fn authorize(
                 .get_connection_unix_user(BusName::from(sender.clone()))
                 .await
                 .ok();
+            // polkit (or the bus policy) decides who may mutate at all; what a definition may
+            // name on the host follows the uid: root is admin, anyone else an operator. A
+            // peer-to-peer caller (no sender, above) has no known uid and stays restricted.
+            actor.role = Some(if actor.uid == Some(0) {
+                crate::config::Role::Admin
+            } else {
+                crate::config::Role::Operator
+            });
             check(conn, header, sender).await
         }
         Err(e) => Err(format!("polkit: {e}")),

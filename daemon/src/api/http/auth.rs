@@ -1,5 +1,6 @@
-//! Who is calling: on the Unix socket, the peer's uid (root is admin, any other user who can
-//! open the 0660 socket is an operator); on TCP, a bearer token from the configuration.
+//! Who is calling: on the Unix socket, the peer's uid (root and the daemon's own user are
+//! admin, any other user who can open the 0660 socket is an operator); on TCP, a bearer token
+//! from the configuration.
 
 use hyper::header::AUTHORIZATION;
 use hyper::{Request, StatusCode};
@@ -17,15 +18,20 @@ pub struct Caller {
 }
 
 pub fn unix_caller(uid: Option<u32>) -> Caller {
+    // The daemon's own user is admin too: a daemon run by a user (XDG paths) can do no more
+    // than that user, so there is nothing to keep from them.
+    let own = nix::unistd::geteuid().as_raw();
+    let role = if uid == Some(0) || uid == Some(own) {
+        Role::Admin
+    } else {
+        Role::Operator
+    };
     Caller {
-        role: if uid == Some(0) {
-            Role::Admin
-        } else {
-            Role::Operator
-        },
+        role,
         actor: Actor {
             via: "http-unix",
             uid,
+            role: Some(role),
             ..Actor::default()
         },
     }
@@ -56,6 +62,7 @@ pub fn token_caller<B>(req: &Request<B>, tokens: &[ApiToken]) -> Result<Caller, 
             actor: Actor {
                 via: "http-tcp",
                 token: Some(t.name.clone()),
+                role: Some(t.role),
                 ..Actor::default()
             },
         })
@@ -69,6 +76,23 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_peers_carry_their_role_to_the_service() {
+        let root = unix_caller(Some(0));
+        assert_eq!(
+            (root.role, root.actor.role),
+            (Role::Admin, Some(Role::Admin))
+        );
+        let own = unix_caller(Some(nix::unistd::geteuid().as_raw()));
+        assert_eq!(own.actor.role, Some(Role::Admin));
+        if nix::unistd::geteuid().is_root() {
+            let other = unix_caller(Some(4242));
+            assert_eq!(other.actor.role, Some(Role::Operator));
+            assert!(!other.actor.is_admin());
+        }
+        assert!(!unix_caller(None).actor.is_admin());
+    }
 
     #[test]
     fn tokens_are_matched_by_hash() {

@@ -132,12 +132,14 @@ impl Service {
         // TRUST: check here (storage roots: the incoming definition is checked as a
         // non-admin define, unless `inner.prepare` already does so for every caller).
         let validated = inner.prepare(config, existing.as_ref().map(|h| h.definition()))?;
+        let trust = inner.admit(&validated).await?;
         // Known before QEMU starts: its runtime record names the migration it is for.
         let id = super::new_id("in");
         let name = validated.name.clone();
         let definition = Definition {
             config: validated.clone(),
             persistent: existing.as_ref().is_some_and(|h| h.definition().persistent),
+            trust,
         };
         let (h, created) = inner.insert_or_get(&name, validated.uuid, || {
             DomainHandle::new(definition.clone(), Run::Off)
@@ -155,7 +157,8 @@ impl Service {
                 }
             }
             h.transition(&inner.events, Run::Starting, StateReason::Starting)?;
-            let launched = match launch_as(inner, &name, validated.config(), Some(&id)).await {
+            let launched = match launch_as(inner, &name, validated.config(), Some(&id), trust).await
+            {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = h.transition(
@@ -298,7 +301,8 @@ impl Service {
         let h = &m.handle;
         let defined_here = m.persistent && !h.definition().persistent;
         if m.persistent {
-            if let Err(e) = inner.definitions.save(h.definition().config.config()).await {
+            let d = h.definition();
+            if let Err(e) = inner.definitions.save(d.config.config(), d.trust).await {
                 let e = Error::Internal(format!(
                     "cannot save the migrated definition of '{name}': {e}"
                 ));
