@@ -272,7 +272,12 @@ async fn the_migration_peer_role_reaches_only_the_incoming_routes() {
     assert!(matches!(e, ClientError::Api { status: 403, .. }), "{e}");
     let e = peer.host().await.unwrap_err();
     assert!(matches!(e, ClientError::Api { status: 403, .. }), "{e}");
-    a.assert_audited(&["GET /v1/domains", "forbidden", "\"token\":\"peer\""]);
+    a.assert_audited(&[
+        "\"op\":\"refused\"",
+        "\"method\":\"GET\",\"path\":\"/v1/domains\"",
+        "\"result\":\"forbidden\"",
+        "\"token\":\"peer\"",
+    ]);
     // Reached (the id is unknown, so: not found).
     let e = peer.incoming("in-nope").await.unwrap_err();
     assert!(matches!(e, ClientError::Api { status: 404, .. }), "{e}");

@@ -231,7 +231,12 @@ fn every_readme_novactl_line_does_what_it_says() {
         .iter()
         .map(|w| w.replace("https://pve.example:8006", &pve.url))
         .collect();
-    local.extend(["--ca-file".to_owned(), pve.ca_file.display().to_string()]);
+    // A CA named in a request is read only from <state_dir>/pki.
+    let pki = env.config.state_dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca_file = pki.join("fakepve-ca.pem");
+    std::fs::copy(&pve.ca_file, &ca_file).unwrap();
+    local.extend(["--ca-file".to_owned(), ca_file.display().to_string()]);
     ok(&run(dir, socket, &local), "register");
     let host = curl(socket, "GET", "/v1/hosts/pve1", &[]).json();
     assert_eq!(url(&host), pve.url.trim_end_matches('/'), "{host}");

@@ -419,7 +419,27 @@ fn registration_is_checked_stored_0600_and_survives_a_restart() {
             "http-unix".to_owned(),
         )
     };
-    assert_eq!(host_ops, [entry("register host"), entry("unregister host")]);
+    // Refused registrations are audited too (issue 13 §5), each with its error code.
+    let refused = |name: &str, code: &str| {
+        (
+            "register host".to_owned(),
+            name.to_owned(),
+            code.to_owned(),
+            "http-unix".to_owned(),
+        )
+    };
+    assert_eq!(
+        host_ops,
+        [
+            refused("../x", "invalid_config"),
+            refused("discover", "invalid_config"),
+            refused("x2", "invalid_config"),
+            refused("x2", "invalid_config"),
+            entry("register host"),
+            refused("x2", "already_exists"),
+            entry("unregister host"),
+        ]
+    );
 }
 
 #[test]
