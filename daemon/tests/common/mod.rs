@@ -172,6 +172,7 @@ pub fn recorded_pid(env: &Env, name: &str) -> u32 {
 pub mod bus;
 pub mod daemon;
 pub mod openapi;
+pub mod smaps;
 
 /// Runs the openssl CLI in `dir` (test certificates); its stderr is the failure message.
 pub fn openssl(dir: &Path, args: &[&str]) {
