@@ -59,6 +59,55 @@ install_missing() {
     fi
 }
 
+# What only the test run needs: cargo-fuzz (built from crates.io once per machine, into
+# ~/.cargo/bin) and promtool. promtool is unpacked alone from Debian's prometheus package into
+# the test cache: installing the package would add 96 MB and, under systemd, start a
+# Prometheus server that nothing here uses.
+CARGO_FUZZ_VERSION=0.13.2
+install_test_tools() {
+    if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
+        echo "quickstart: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+        cargo install --locked --quiet "cargo-fuzz@$CARGO_FUZZ_VERSION"
+    fi
+    local promtool_dir=${NOVACRON_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/novacron}/promtool
+    if ! command -v promtool >/dev/null && [[ ! -x $promtool_dir/usr/bin/promtool ]]; then
+        echo "quickstart: unpacking promtool (Debian package prometheus) into $promtool_dir"
+        local tmp
+        tmp=$(mktemp -d)
+        # apt's download sandbox user cannot write to a private temp directory as root.
+        local sandbox=()
+        [[ $(id -u) -eq 0 ]] && sandbox=(-o APT::Sandbox::User=root)
+        if ! (cd "$tmp" && apt-get download -q "${sandbox[@]}" prometheus); then
+            as_root apt-get update -q
+            (cd "$tmp" && apt-get download -q "${sandbox[@]}" prometheus)
+        fi
+        rm -rf "$promtool_dir.new" && mkdir -p "$promtool_dir.new"
+        dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$promtool_dir.new" ./usr/bin/promtool
+        rm -rf "$tmp" "$promtool_dir" && mv "$promtool_dir.new" "$promtool_dir"
+    fi
+}
+
+# Every fuzz target is built (the fuzz crate is outside the workspace, so nothing else would
+# notice it no longer compiles) and run briefly from the committed seeds (fuzz/seeds/<target>)
+# plus what earlier local runs found (fuzz/corpus/<target>, not committed): a crash fails the
+# run, its reproducer is in fuzz/artifacts/<target>/. --dev (opt-level 1, fuzz/Cargo.toml)
+# builds faster than the default release build; long runs are the README's.
+run_fuzz_smoke() {
+    local seconds=${NOVACRON_FUZZ_SECONDS:-5}
+    RUSTC_BOOTSTRAP=1 cargo fuzz build --dev
+    local target
+    for target in $(cargo fuzz list); do
+        echo "-- fuzz $target, ${seconds}s"
+        mkdir -p "fuzz/corpus/$target"
+        RUSTC_BOOTSTRAP=1 cargo fuzz run --dev "$target" "$PWD/fuzz/corpus/$target" "$PWD/fuzz/seeds/$target" -- \
+            -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 \
+            | { grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)' || true; } \
+            || { echo "fuzz: $target failed; the reproducer is in fuzz/artifacts/$target/" >&2; return 1; }
+    done
+    # CI is a fresh machine with a tight disk: the fuzz build is not needed by the test build.
+    if [[ ${CI:-} == true ]]; then rm -rf fuzz/target; fi
+}
+
 run_tests() {
     # A one-shot build gains nothing from incremental caches, which would double the target dir.
     export CARGO_INCREMENTAL=0
@@ -73,6 +122,8 @@ run_tests() {
     cargo fmt --all -- --check
     echo "== cargo clippy"
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    echo "== fuzz targets"
+    run_fuzz_smoke
     echo "== cargo test"
     cargo test --workspace --locked
 }
@@ -124,6 +175,6 @@ install_missing
 ensure_qemu_user
 case "${1:-demo}" in
     demo) run_demo ;;
-    test) run_tests ;;
+    test) install_test_tools; run_tests ;;
     *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
 //! `GET /metrics` of a real novacrond with running OS-less guests: the exposition is parsed
-//! by a strict text-format 0.0.4 parser (and by `promtool check metrics` when installed),
+//! by a strict text-format 0.0.4 parser (and by `promtool check metrics`, which must be there),
 //! names and labels follow Prometheus conventions, and the values describe the guests.
 
 mod common;
@@ -320,18 +320,30 @@ fn scrape(socket: &Path) -> Exposition {
     parse(&r.body).unwrap_or_else(|e| panic!("{e}\n{}", r.body))
 }
 
-/// `promtool check metrics` too, where Debian's prometheus package is installed.
+/// `promtool check metrics` too: Prometheus's own checker, from Debian's prometheus package
+/// (on PATH, or unpacked alone into the test cache by `./quickstart.sh test`). Mandatory: a
+/// missing promtool fails, it does not skip.
 fn promtool(body: &str) {
     use std::io::Write;
-    let Ok(mut child) = std::process::Command::new("promtool")
+    let cached = novacron_tests::cache_dir().join("promtool/usr/bin/promtool");
+    let program = if cached.exists() {
+        cached
+    } else {
+        "promtool".into()
+    };
+    let mut child = std::process::Command::new(&program)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-    else {
-        return;
-    };
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool ({}) is needed: {e}; `./quickstart.sh test` unpacks it from Debian's \
+                 prometheus package (or: apt-get install prometheus)",
+                program.display()
+            )
+        });
     child
         .stdin
         .take()

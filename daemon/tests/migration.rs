@@ -5,7 +5,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{tcp_api, Daemon};
 use common::*;
@@ -25,6 +29,145 @@ struct Host {
     port: u16,
     toml: String,
     https: bool,
+    qemus: QemuWatch,
+}
+
+/// Every QEMU a host's daemon recorded, as (domain, pid, start time), seen by polling its
+/// runtime records for as long as the host lives: a record is removed when its guest is
+/// cleaned up, but the process it named must be gone too, and only pid plus start time say
+/// which process that was (the command line names no run directory: the monitor is fd 3,
+/// the serial log an fd set).
+struct QemuWatch {
+    seen: Arc<Mutex<BTreeSet<(String, u32, u64)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl QemuWatch {
+    fn start(records: PathBuf) -> QemuWatch {
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // A record is rewritten (live device set, marks) but its pid and start time never
+            // change: parse a file again only when its size or mtime did.
+            let mut known: HashMap<PathBuf, (u64, SystemTime)> = HashMap::new();
+            while !stop2.load(Ordering::Relaxed) {
+                for entry in std::fs::read_dir(&records).into_iter().flatten().flatten() {
+                    let path = entry.path();
+                    let Some(name) = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.strip_suffix(".json"))
+                    else {
+                        continue;
+                    };
+                    let Ok(meta) = entry.metadata() else { continue };
+                    let stamp = (
+                        meta.len(),
+                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    );
+                    if known.get(&path) == Some(&stamp) {
+                        continue;
+                    }
+                    let record = std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+                    let Some(record) = record else { continue };
+                    if let (Some(pid), Some(start)) =
+                        (record["pid"].as_u64(), record["start_time"].as_u64())
+                    {
+                        seen2
+                            .lock()
+                            .unwrap()
+                            .insert((name.to_owned(), pid as u32, start));
+                        known.insert(path, stamp);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        QemuWatch {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The recorded QEMUs of `name` that still run (same pid, same start time).
+    fn alive(&self, name: &str) -> Vec<(u32, u64)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, pid, start)| {
+                n == name && novacrond::qemu::procinfo::is_same_alive(*pid, *start)
+            })
+            .map(|(_, pid, start)| (*pid, *start))
+            .collect()
+    }
+
+    /// Waits until `count` QEMUs of `name` have been seen here (their records exist now), so
+    /// a later clean check is known to cover them.
+    async fn wait_seen(&self, name: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, ..)| n == name)
+                .count();
+            if seen >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{seen} QEMU records of {name} seen, not {count}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A failed test must not leave a QEMU behind that its record no longer names.
+impl Drop for QemuWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for (_, pid, start) in self.seen.lock().unwrap().iter() {
+            if novacrond::qemu::procinfo::is_same_alive(*pid, *start) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// QEMUs whose output goes to `log` (a domain's QEMU log): the processes a host started for
+/// a domain even if no record of them was ever seen.
+fn qemus_logging_to(log: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .next()
+                    .is_some_and(|exe| String::from_utf8_lossy(exe).contains("qemu-system"))
+            })
+        })
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|target| target == log)
+                && pid_alive(*pid)
+        })
+        .collect()
 }
 
 impl Host {
@@ -44,6 +187,7 @@ impl Host {
         let toml = format!(
             "{top}[storage_roots]\ntest-guest = {kernel_dir:?}\n{api}[migration]\nallow_plain_http = true\n"
         );
+        let qemus = QemuWatch::start(env.config.run_dir.join("domains"));
         let daemon = env.start_daemon(&toml);
         // A restarted daemon keeps the port its first run got (peers know it by that URL).
         let port = daemon.tcp_port();
@@ -55,6 +199,7 @@ impl Host {
             port,
             toml,
             https: false,
+            qemus,
         }
     }
 
@@ -69,6 +214,7 @@ impl Host {
             pki.join("server-key.pem")
         );
         let toml = toml.replacen("[api]\n", &tls, 1);
+        let qemus = QemuWatch::start(env.config.run_dir.join("domains"));
         let daemon = env.start_daemon(&toml);
         let port = daemon.tcp_port();
         let toml = toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
@@ -79,6 +225,7 @@ impl Host {
             port,
             toml,
             https: true,
+            qemus,
         }
     }
 
@@ -130,22 +277,29 @@ impl Host {
             !self.env.record(name).exists(),
             "a runtime record is left on the destination"
         );
-        let ours = self.env.config.run_dir.to_string_lossy().into_owned();
-        assert!(
-            !qemu_mentions(&ours),
-            "a QEMU of the destination still runs"
-        );
+        // Every QEMU this host ran for the guest is gone (killed ones within a moment), and
+        // none writes to the guest's QEMU log either.
+        let log = self
+            .env
+            .config
+            .log_dir
+            .join("qemu")
+            .join(format!("{name}.log"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (recorded, logging) = (self.qemus.alive(name), qemus_logging_to(&log));
+            if recorded.is_empty() && logging.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a QEMU of {name} still runs here: recorded (pid, start time) {recorded:?}, \
+                 writing to {}: {logging:?}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
-}
-
-/// Whether any QEMU process has `needle` on its command line (the guest dir of a run dir).
-fn qemu_mentions(needle: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .any(|c| c.contains("qemu-system") && c.contains(needle))
 }
 
 fn request(dest: &Host, options: MigrationOptions) -> MigrateRequest {
@@ -207,11 +361,14 @@ async fn wait_in_flight(host: &Host, name: &str) -> Progress {
     }
 }
 
+/// Waits until the migration job has ended: a final phase, and the guest out of the migrating
+/// state. The phase follows QEMU's `query-migrate`, so it reads "failed" while the job still
+/// discards the destination and resumes the guest here.
 async fn wait_ended(host: &Host, name: &str) -> Progress {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let p = host.local().migration(name).await.unwrap();
-        if p.phase.is_final() {
+        if p.phase.is_final() && state(host, name).await != Some(DomainState::Migrating) {
             return p;
         }
         assert!(Instant::now() < deadline, "migration never ended: {p:?}");
@@ -279,6 +436,7 @@ async fn failures_leave_the_guest_running_on_the_source() {
         Some(DomainState::Starting),
         "the destination holds the incoming guest"
     );
+    b.qemus.wait_seen(name, 1).await;
     let busy = a
         .local()
         .migrate(name, &request(&b, MigrationOptions::default()), false)
@@ -302,6 +460,7 @@ async fn failures_leave_the_guest_running_on_the_source() {
         .await
         .unwrap();
     wait_in_flight(&a, name).await;
+    b.qemus.wait_seen(name, 2).await;
     let pid = recorded_pid(&b.env, name);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -495,6 +654,7 @@ async fn a_source_daemon_killed_mid_flight_recovers_consistently() {
         .await
         .unwrap();
     wait_in_flight(&a, name).await;
+    b.qemus.wait_seen(name, 1).await;
     a.kill_daemon();
     a.restart_daemon();
     // The restarted source undoes the stream it can no longer follow and says so.
@@ -603,6 +763,7 @@ async fn a_restarted_destination_discards_its_incoming_guest_or_is_never_taken_f
         .await
         .unwrap();
     wait_phase(&a, name, Phase::Precopy).await;
+    b.qemus.wait_seen(name, 1).await;
     b.kill_daemon();
     b.restart_daemon();
     let p = wait_ended(&a, name).await;
@@ -665,6 +826,7 @@ async fn a_restarted_source_refuses_resume_until_the_destination_confirms() {
         .await
         .unwrap();
     wait_phase(&a, name, Phase::Precopy).await;
+    b.qemus.wait_seen(name, 1).await;
     // Both daemons die; the source comes back while the destination cannot be asked.
     b.kill_daemon();
     a.kill_daemon();

@@ -119,24 +119,6 @@ impl Drop for Pool {
     }
 }
 
-/// Sum of the hugetlb memory (KiB) in 2 MiB-page mappings of a process.
-fn hugetlb_kib(pid: u32) -> u64 {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let mut total = 0;
-    let mut in_2m = false;
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        match (fields.next(), fields.next()) {
-            (Some("KernelPageSize:"), Some(size)) => in_2m = size == "2048",
-            (Some("Shared_Hugetlb:" | "Private_Hugetlb:"), Some(kib)) if in_2m => {
-                total += kib.parse::<u64>().unwrap_or(0)
-            }
-            _ => {}
-        }
-    }
-    total
-}
-
 #[tokio::test]
 async fn hugepage_backed_memory_is_proven_from_smaps_and_a_short_pool_is_refused() {
     let pool = Pool::take();
@@ -164,21 +146,17 @@ async fn hugepage_backed_memory_is_proven_from_smaps_and_a_short_pool_is_refused
     assert!(have >= 32, "the kernel gave only {have} hugepages");
     svc.start("hugemem").await.unwrap();
     let pid = recorded_pid(&env, "hugemem");
-    // Pages are faulted in as the guest touches its RAM (SeaBIOS does within a moment).
-    let mut on_hugepages = 0;
-    for _ in 0..50 {
-        on_hugepages = hugetlb_kib(pid);
-        if on_hugepages >= 2048 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    println!("guest memory on 2 MiB pages: {on_hugepages} KiB");
-    let argv = std::fs::read_to_string(env.record("hugemem")).unwrap();
-    assert!(
-        on_hugepages >= 2048,
-        "no 2 MiB hugetlb mapping with pages in QEMU's smaps; record: {argv}"
-    );
+    let ramblocks = svc
+        .qmp_passthrough("hugemem", "x-query-ramblock", None)
+        .await
+        .unwrap()["human-readable-text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The backend's whole mapping, the guest's 64 MiB, is hugetlb on 2 MiB pages: every page
+    // the guest touches comes from the pool.
+    let ram = common::smaps::wait_ram_on_2m_pages(pid, &ramblocks, "pc.ram", 64 << 10).await;
+    println!("guest RAM: {ram:?}");
     svc.destroy("hugemem").await.unwrap();
     drop(pool);
 }

@@ -542,6 +542,19 @@ fn cgroup_of(pid: u32, controller: &str) -> String {
         .unwrap_or_default()
 }
 
+/// (controllers, path) of every hierarchy in /proc/<pid>/cgroup; "" is the unified (v2) one.
+fn cgroup_lines(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, c, path) = (f.next()?, f.next()?, f.next()?);
+            Some((c.to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_guest_in_its_own_cgroup_with_the_cpuset_of_its_pins() {
     two_cpus();
@@ -751,8 +764,40 @@ async fn under_systemd_the_scope_carries_the_cpuset_and_follows_live_pins() {
         [("StartTransientUnit".to_owned(), unit.clone(), vec![0b10])],
         "AllowedCPUs = CPU 1"
     );
-    // No cgroup of the daemon's own next to systemd's.
-    assert!(!cgroup_of(pid, "cpuset").contains("novacron/scoped"));
+    // No cgroup of the daemon's own next to systemd's, in any hierarchy: each v1 controller's
+    // line and the unified (v2) line of /proc/<pid>/cgroup. The lines of the hierarchies the
+    // daemon would use must be there, so the check is never vacuous (on v2 the cpuset line
+    // is empty: the unified line is the one that counts).
+    let hierarchies = cgroup_lines(pid);
+    let wanted: Vec<&str> = match novacrond::host::cgroup::Cgroups::detect(Path::new("novacron"))
+        .expect("this host has cgroup controllers")
+        .layout()
+    {
+        novacrond::host::cgroup::Layout::V2 { .. } => vec![""],
+        novacrond::host::cgroup::Layout::V1 { cpuset, memory } => [
+            cpuset.as_ref().map(|_| "cpuset"),
+            memory.as_ref().map(|_| "memory"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+    for controller in wanted {
+        assert!(
+            hierarchies.iter().any(|(c, _)| if controller.is_empty() {
+                c.is_empty()
+            } else {
+                c.split(',').any(|x| x == controller)
+            }),
+            "no {controller:?} hierarchy in {hierarchies:?}"
+        );
+    }
+    for (controllers, path) in &hierarchies {
+        assert!(
+            !path.contains("novacron/scoped"),
+            "the daemon made a cgroup of its own besides the scope ({controllers:?}: {path})"
+        );
+    }
 
     svc.pin("scoped", ThreadKind::Vcpu(0), "0", PinScope::default())
         .await

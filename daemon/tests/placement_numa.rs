@@ -51,6 +51,18 @@ fn sizes_with_policy(pid: u32, policy: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The memory policy numa_maps gives the mapping that starts at `start`.
+fn policy_at(pid: u32, start: u64) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/numa_maps"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (u64::from_str_radix(f.next()?, 16).ok()? == start).then(|| f.next().map(str::to_owned))
+        })
+        .flatten()
+}
+
 /// `NOVACRON-NUMA node0 cpus=0 mem_kib=123` lines: (node, cpus, KiB).
 fn guest_nodes(serial: &str) -> Vec<(String, String, u64)> {
     serial
@@ -265,25 +277,25 @@ async fn a_short_node_pool_is_refused_or_grown_for_the_guest_and_shrunk_after() 
         serde_json::json!([{"node": 0, "size_kib": 2048, "pages": 32}])
     );
     let pid = recorded_pid(&env, "hugenode");
-    let mut on_pages = 0;
-    for _ in 0..50 {
-        on_pages = sizes_with_policy(pid, "bind:0")
-            .into_iter()
-            .filter(|s| *s >= 64 << 20)
-            .count();
-        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-        if on_pages > 0 && smaps.contains("KernelPageSize:     2048 kB") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(on_pages > 0, "no 64 MiB mapping bound to node 0");
+    let ramblocks = svc
+        .qmp_passthrough("hugenode", "x-query-ramblock", None)
+        .await
+        .unwrap()["human-readable-text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The guest's RAM is one hugetlb mapping of 64 MiB on 2 MiB pages, and that very mapping
+    // is bound to node 0.
+    let ram = common::smaps::wait_ram_on_2m_pages(pid, &ramblocks, "pc.ram", 64 << 10).await;
+    assert_eq!(
+        policy_at(pid, ram.start).as_deref(),
+        Some("bind:0"),
+        "the memory policy of the guest's RAM {ram:?}"
+    );
     svc.destroy("hugenode").await.unwrap();
     // The supervisor gives the pages back as it cleans up after QEMU.
-    for _ in 0..100 {
-        if pool.count() == 0 {
-            break;
-        }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.count() != 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(pool.count(), 0, "the 32 pages were given back");

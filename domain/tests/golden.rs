@@ -1,5 +1,6 @@
 //! Golden argv tests: the exact QEMU command line for each corpus guest is pinned in
-//! `tests/golden/<name>.argv` (one argument per line). `UPDATE_GOLDEN=1` rewrites them.
+//! `tests/golden/<name>.argv` (one argument per line). `UPDATE_GOLDEN=1` rewrites them
+//! (refused under `CI=true`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -53,6 +54,13 @@ fn check_golden(name: &str, argv: &[String]) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.argv"));
     let text = argv.join("\n") + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        // Rewriting the expectation makes the test pass whatever the builder does: a person
+        // may do that and review the diff, CI never.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "UPDATE_GOLDEN is refused under CI=true: it would rewrite {} instead of checking it",
+            path.display()
+        );
         fs::write(&path, &text).expect("write golden");
         return;
     }

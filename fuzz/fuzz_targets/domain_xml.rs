@@ -3,7 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use novacron_domain::{build_argv, Accel, CpuChoice, DomainConfig, LaunchContext};
+use novacron_domain::{
+    build_argv, Accel, CpuChoice, DomainConfig, FdSetEntry, LaunchContext, MonitorSocket,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -27,10 +29,16 @@ fuzz_target!(|data: &[u8]| {
             emulator: "/usr/bin/qemu-system-x86_64".into(),
             accel: Accel::Kvm,
             cpu: CpuChoice::Model("qemu64".into()),
-            qmp_socket: "/run/q/qmp.sock".into(),
+            // As the daemon starts QEMU: the monitor an inherited fd, the serial log an fd set.
+            monitor: MonitorSocket::Fd(3),
+            fd_sets: vec![FdSetEntry {
+                fd: 4,
+                set: 1,
+                opaque: "serial-log".into(),
+            }],
             runtime_dir: "/run/q".into(),
             memory_dir: None,
-            serial_log: None,
+            serial_log: Some("/dev/fdset/1".into()),
             net_fds: (0..64)
                 .map(|i| {
                     (

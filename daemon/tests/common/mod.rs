@@ -182,6 +182,7 @@ pub mod bus;
 pub mod daemon;
 pub mod openapi;
 pub mod readme;
+pub mod smaps;
 
 /// Runs the openssl CLI in `dir` (test certificates); its stderr is the failure message.
 pub fn openssl(dir: &Path, args: &[&str]) {
