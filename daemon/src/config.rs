@@ -365,6 +365,9 @@ impl Config {
             let images = self.state_dir.join("images");
             let clash = [&self.state_dir, &self.run_dir, &self.log_dir]
                 .into_iter()
+                // Guests' RAM files and the files requests may name are not images either.
+                .chain(self.memory_backing_dir.as_ref())
+                .chain(self.api.request_files_dir.as_ref())
                 .find(|d| {
                     d.starts_with(path) || (path.starts_with(d) && !path.starts_with(&images))
                 });

@@ -108,6 +108,12 @@ impl Paths {
         self.records_dir().join(format!("{name}.d"))
     }
 
+    /// The migration TLS credentials staged for the guest's QEMU: among the records (only the
+    /// daemon writes there), not in the guest's runtime dir (QEMU's user writes there).
+    pub fn migration_tls_dir(&self, name: &str) -> PathBuf {
+        self.records_dir().join(format!("{name}.tls"))
+    }
+
     /// The guest's directory below `memory_backing_dir`, when one is configured.
     pub fn memory_dir(&self, name: &str) -> Option<PathBuf> {
         self.memory.as_ref().map(|m| m.join(name))

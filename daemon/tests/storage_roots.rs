@@ -195,8 +195,27 @@ fn an_operator_cannot_name_host_files_or_devices_and_root_can() {
     std::fs::write(s.images.join("ok.raw"), vec![0u8; 1 << 20]).unwrap();
     std::os::unix::fs::symlink(&secret, s.images.join("evil.raw")).unwrap();
     let roots = format!("(images: {images})");
+    // A qcow2 whose external data file lies inside the root: QEMU would open that name
+    // relative to its own working directory, so no check can follow it.
+    let data_img = format!("{images}/data.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={images}/data.raw"),
+        &data_img,
+        "1M",
+    ]);
     // name, definition, the refused field, and what the refusal says.
     let cases: Vec<(&str, String, &str, String)> = vec![
+        (
+            "data-file",
+            guest_xml("data-file", "", &disk(&data_img, "vda", "qcow2")),
+            "devices.disks[0].source.file",
+            format!("names an external data file ({images}/data.raw)"),
+        ),
         (
             "disk-secret",
             guest_xml(

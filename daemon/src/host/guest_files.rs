@@ -162,8 +162,10 @@ fn open_one(r: &HostRef<'_>, how: &Opening<'_>) -> Result<Option<(OwnedFd, Via, 
         HostRefKind::BlockDevice { readonly } => (rw(readonly), Via::FdSet, false),
         HostRefKind::Firmware { readonly } => (rw(readonly), Via::FdSet, true),
         HostRefKind::Nvram => (OFlag::O_RDWR, Via::FdSet, true),
+        // Appended to, never truncated: the file may be one another guest uses (libvirt's
+        // `append='on'`).
         HostRefKind::CharFile => (
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND,
             Via::FdSet,
             true,
         ),
@@ -195,7 +197,10 @@ fn open_one(r: &HostRef<'_>, how: &Opening<'_>) -> Result<Option<(OwnedFd, Via, 
         _ => Vec::new(),
     };
     let fd = match (&via, how.copy_boot_images) {
-        (Via::ProcFd, true) => sealed_copy(fd).map_err(|e| Refusal::Io(format!("{path}: {e}")))?,
+        (Via::ProcFd, true) => sealed_copy(fd).map_err(|e| match e.kind() {
+            io::ErrorKind::FileTooLarge => Refusal::Rule(format!("{path}: {e}")),
+            _ => Refusal::Io(format!("{path}: {e}")),
+        })?,
         _ => fd,
     };
     Ok(Some((fd, via, chain)))
@@ -287,15 +292,35 @@ fn open_chain(how: &Opening<'_>, top_path: &str, top: &OwnedFd) -> Result<Chain,
     )))
 }
 
-/// A read-only, sealed in-memory copy of `file` that any user can reopen via /proc.
+/// Largest kernel or initrd copied into memory for an unprivileged QEMU: the copy lives as
+/// long as the guest, outside its memory accounting (a distribution's initrd is tens of MiB).
+pub const MAX_BOOT_IMAGE: u64 = 512 << 20;
+
+/// A read-only, sealed in-memory copy of `file` that any user can reopen via /proc; at most
+/// [`MAX_BOOT_IMAGE`] bytes (`FileTooLarge` beyond).
 fn sealed_copy(file: OwnedFd) -> io::Result<OwnedFd> {
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "is over the {} MiB limit for a kernel or initrd",
+                MAX_BOOT_IMAGE >> 20
+            ),
+        )
+    };
+    let mut src = std::fs::File::from(file);
+    if src.metadata()?.len() > MAX_BOOT_IMAGE {
+        return Err(too_large());
+    }
     let memfd = nix::sys::memfd::memfd_create(
         "novacron-boot",
         nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
     )?;
-    let mut src = std::fs::File::from(file);
     let mut dst = std::fs::File::from(memfd);
-    io::copy(&mut src, &mut dst)?;
+    // Bounded again while copying: the file may grow after the fstat.
+    if io::copy(&mut io::Read::take(&mut src, MAX_BOOT_IMAGE + 1), &mut dst)? > MAX_BOOT_IMAGE {
+        return Err(too_large());
+    }
     let memfd = OwnedFd::from(dst);
     nix::fcntl::fcntl(
         memfd.as_fd(),
@@ -320,6 +345,14 @@ mod tests {
         std::fs::write(&p, b"kernel bytes").unwrap();
         let fd: OwnedFd = std::fs::File::open(&p).unwrap().into();
         let copy = sealed_copy(fd).unwrap();
+        // Over the limit: refused before anything is copied.
+        let big = d.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_BOOT_IMAGE + 1)
+            .unwrap();
+        let e = sealed_copy(std::fs::File::open(&big).unwrap().into()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge, "{e}");
         let via_proc = std::fs::read(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&copy)

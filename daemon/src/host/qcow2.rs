@@ -12,8 +12,8 @@ const EXT_DATA_FILE: u32 = 0x4441_5441;
 /// Header extension carrying the backing file's format.
 const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
 const EXT_END: u32 = 0;
-/// Header extensions live in the first cluster; a bound for a hostile header.
-const MAX_EXTENSIONS: usize = 64;
+/// Incompatible feature bit 2: the image's data lives in an external data file.
+const INCOMPAT_DATA_FILE: u64 = 1 << 2;
 
 /// Names a qcow2 image makes QEMU open.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -74,35 +74,56 @@ pub fn refs(f: &mut (impl Read + Seek)) -> Result<Qcow2Refs, Qcow2Error> {
     if !(72..=(1 << cluster_bits)).contains(&header_len) {
         return Err(bad("header length out of range"));
     }
-    // Extensions follow the header, up to the end of the first cluster.
-    let end = 1u64 << cluster_bits;
-    let mut at = u64::from(header_len);
-    for _ in 0..MAX_EXTENSIONS {
-        if at + 8 > end {
-            break;
-        }
-        let mut ext = [0u8; 8];
-        f.seek(SeekFrom::Start(at))?;
-        if read_up_to(f, &mut ext)? < 8 {
-            break;
-        }
-        let (kind, len) = (be32(&ext, 0).unwrap_or(0), be32(&ext, 4).unwrap_or(0));
+    let incompatible = if version >= 3 {
+        be64(head, 72).ok_or(bad("truncated"))?
+    } else {
+        0
+    };
+    // Extensions follow the header up to the backing file name, or else to the end of the
+    // first cluster, as QEMU reads them: every one of them, however many (a count cap would
+    // let padding hide a data file from this check while QEMU still opens it). Read in one
+    // go: at most one cluster (2 MiB).
+    let cluster = 1u64 << cluster_bits;
+    let end = if backing_offset != 0 && backing_offset < cluster {
+        backing_offset
+    } else {
+        cluster
+    };
+    let start = u64::from(header_len);
+    let mut area = vec![0u8; end.saturating_sub(start) as usize];
+    f.seek(SeekFrom::Start(start))?;
+    let got = read_up_to(f, &mut area)?;
+    area.truncate(got);
+    let mut at = 0usize;
+    while at + 8 <= area.len() {
+        let (kind, len) = (
+            be32(&area, at).unwrap_or(0),
+            be32(&area, at + 4).unwrap_or(0),
+        );
         if kind == EXT_END {
             break;
         }
-        if at + 8 + u64::from(len) > end {
-            return Err(bad("header extension past the first cluster"));
-        }
+        let body = at + 8;
+        let Some(body_end) = body.checked_add(len as usize).filter(|e| *e <= area.len()) else {
+            return Err(bad("header extension past the end of the header area"));
+        };
+        let text = |what| {
+            String::from_utf8(area[body..body_end].to_vec()).map_err(|_| Qcow2Error::Bad(what))
+        };
         if kind == EXT_DATA_FILE {
             if len == 0 || len > MAX_NAME {
                 return Err(bad("data file name length out of range"));
             }
-            refs.data_file = Some(read_name(f, at + 8, len)?);
+            refs.data_file = Some(text("data file name is not UTF-8")?);
         }
         if kind == EXT_BACKING_FORMAT && (1..=32).contains(&len) {
-            refs.backing_format = Some(read_name(f, at + 8, len)?);
+            refs.backing_format = Some(text("backing format is not UTF-8")?);
         }
-        at += 8 + u64::from(len).div_ceil(8) * 8;
+        at = body + (len as usize).div_ceil(8) * 8;
+    }
+    // The feature bit without a name: QEMU would want a data file from elsewhere. Fail closed.
+    if incompatible & INCOMPAT_DATA_FILE != 0 && refs.data_file.is_none() {
+        return Err(bad("external data file flagged but not named"));
     }
     Ok(refs)
 }
@@ -196,6 +217,43 @@ mod tests {
         let ext = read("ext.qcow2");
         assert_eq!(ext.backing, None);
         assert_eq!(ext.data_file, Some(p("data.raw")));
+    }
+
+    /// A v3 header (64 KiB clusters, no backing file) with `incompatible` features, followed
+    /// by the given extensions and an end marker.
+    fn v3_image(incompatible: u64, extensions: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut img = vec![0u8; 104];
+        img[..4].copy_from_slice(MAGIC);
+        img[4..8].copy_from_slice(&3u32.to_be_bytes());
+        img[20..24].copy_from_slice(&16u32.to_be_bytes());
+        img[72..80].copy_from_slice(&incompatible.to_be_bytes());
+        img[100..104].copy_from_slice(&104u32.to_be_bytes());
+        for (kind, body) in extensions {
+            img.extend_from_slice(&kind.to_be_bytes());
+            img.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            img.extend_from_slice(body);
+            img.resize(img.len().div_ceil(8) * 8, 0);
+        }
+        img.extend_from_slice(&[0; 8]);
+        img.resize(1 << 16, 0);
+        img
+    }
+
+    #[test]
+    fn a_data_file_behind_any_number_of_extensions_is_found() {
+        // QEMU reads every extension: padding must not hide the data file (an attack that
+        // passed a count-capped scan).
+        let mut exts: Vec<(u32, &[u8])> = vec![(0x1234_5678, b""); 70];
+        exts.push((EXT_DATA_FILE, b"/etc/hostname"));
+        let r = refs(&mut Cursor::new(v3_image(INCOMPAT_DATA_FILE, &exts))).unwrap();
+        assert_eq!(r.data_file.as_deref(), Some("/etc/hostname"));
+        // The feature bit with no name: refused rather than read as "no data file".
+        let e = refs(&mut Cursor::new(v3_image(INCOMPAT_DATA_FILE, &[]))).unwrap_err();
+        assert!(e.to_string().contains("flagged but not named"), "{e}");
+        assert_eq!(
+            refs(&mut Cursor::new(v3_image(0, &[]))).unwrap(),
+            Qcow2Refs::default()
+        );
     }
 
     #[test]

@@ -244,6 +244,10 @@ fn check_socket(roots: &StorageRoots, path: &str) -> Result<(), Refusal> {
         Ok(st) if (st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFLNK => Err(Refusal::Rule(
             format!("{path} is a symbolic link (a socket must be named directly)"),
         )),
+        // QEMU unlinks what is there before it binds: it must not be an image or any file.
+        Ok(st) if (st.st_mode & nix::libc::S_IFMT) != nix::libc::S_IFSOCK => {
+            Err(Refusal::Rule(format!("{path} exists and is not a socket")))
+        }
         _ => Ok(()),
     }
 }
@@ -278,11 +282,13 @@ pub fn check_image(
             Err(super::qcow2::Qcow2Error::NotQcow2) => return Ok(()),
             Err(e) => return Err(Refusal::Rule(format!("{at}: {e}"))),
         };
+        // QEMU opens an external data file by name, relative to its own working directory,
+        // not the image's: no check here could follow it, so non-admins may not use one.
         if let Some(data) = refs.data_file {
-            let data = relative_to(&at, &data)?;
-            roots
-                .open_beneath(&data, OFlag::O_PATH, Mode::empty())
-                .map_err(|e| Refusal::Rule(format!("{at}: external data file {}", e.text())))?;
+            return Err(Refusal::Rule(format!(
+                "{at}: names an external data file ({data}), which only an administrator's \
+                 definition may use"
+            )));
         }
         let Some(backing) = refs.backing else {
             return Ok(());

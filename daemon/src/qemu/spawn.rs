@@ -140,6 +140,9 @@ pub fn spawn(
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LC_ALL", "C")
+        // Not the daemon's directory: a relative name QEMU opens on its own (an admin image's
+        // external data file) must not depend on where the daemon was started.
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -359,7 +359,7 @@ impl Refusal {
         } else if let Some(uid) = a.uid {
             Who::Uid(uid)
         } else if let Some(peer) = a.peer {
-            Who::Ip(peer.ip())
+            Who::Ip(fold_key(peer.ip()))
         } else if let Some(bus) = &a.bus_name {
             Who::Bus(bus.clone())
         } else {
@@ -370,6 +370,17 @@ impl Refusal {
             who,
             outcome: self.outcome,
         }
+    }
+}
+
+/// One IPv6 client holds a whole /64 (as the connection limits count it): its addresses are
+/// one caller here too, or rotating them would write a line per address.
+fn fold_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into())
+        }
+        v4 => v4,
     }
 }
 
@@ -586,6 +597,22 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn an_ipv6_client_rotating_addresses_in_its_64_is_one_caller() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(tmp.path().join("audit.log"), Arc::default());
+        for i in 0..500u32 {
+            log.refused(refusal(
+                &format!("[2001:db8:0:7::{i:x}]:4000"),
+                "/v1/domains",
+            ));
+        }
+        log.refused(refusal("[2001:db8:0:8::1]:4000", "/v1/domains"));
+        let first = lines(log.path());
+        assert_eq!(first.len(), 2, "{first:?}");
+        assert_eq!(first[1]["actor"]["peer"], "[2001:db8:0:8::1]:4000");
     }
 
     #[test]

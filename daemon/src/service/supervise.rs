@@ -272,10 +272,12 @@ pub(super) async fn remove_runtime_files(inner: &Arc<Inner>, name: &str) {
     }
     let socket = inner.paths.qmp_socket(name);
     let dir = inner.paths.guest_dir(name);
+    let tls = inner.paths.migration_tls_dir(name);
     let memory = inner.paths.memory_dir(name);
     let _ = tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_file(socket);
         let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(tls);
         if let Some(memory) = memory {
             let _ = std::fs::remove_dir_all(memory);
         }

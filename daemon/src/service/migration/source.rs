@@ -802,10 +802,10 @@ pub(super) async fn add_tls_creds(
         format!("{endpoint}-cert.pem"),
         format!("{endpoint}-key.pem"),
     ];
-    let staged = inner.paths.guest_dir(name).join("migration-tls");
-    let owner = inner.run_as.as_ref().map(|r| (r.uid, r.gid));
+    let staged = inner.paths.migration_tls_dir(name);
+    let group = inner.run_as.as_ref().map(|r| r.gid);
     let dir =
-        tokio::task::spawn_blocking(move || stage_tls_files(&source, &needed, &staged, owner))
+        tokio::task::spawn_blocking(move || stage_tls_files(&source, &needed, &staged, group))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
     // A previous attempt in this QEMU may have left the object.
@@ -829,16 +829,18 @@ pub(super) async fn add_tls_creds(
 const MAX_TLS_FILE: u64 = 1 << 20;
 
 /// QEMU reads its certificates by path, as its own (unprivileged) user, which cannot pass the
-/// root-only state directory: it gets a private copy in the guest's runtime directory (gone
-/// with the guest), readable by that user only.
+/// root-only state directory: it gets a copy in a directory of the daemon's records (gone with
+/// the guest), readable by QEMU's group. Never staged in the guest's runtime directory: QEMU's
+/// user can write there, and a root daemon must not create or chown anything in a directory
+/// another user can swap names in.
 fn stage_tls_files(
     source: &std::path::Path,
     needed: &[String],
     staged: &std::path::Path,
-    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    group: Option<nix::unistd::Gid>,
 ) -> Result<std::path::PathBuf, Error> {
     use std::io::{Read, Write};
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let io_err = |what: &std::path::Path, e: std::io::Error| {
         Error::Internal(format!("cannot stage {} for QEMU: {e}", what.display()))
     };
@@ -882,8 +884,11 @@ fn stage_tls_files(
         .mode(0o700)
         .create(staged)
         .map_err(|e| io_err(staged, e))?;
-    if let Some((uid, gid)) = owner {
-        nix::unistd::chown(staged, Some(uid), Some(gid)).map_err(|e| io_err(staged, e.into()))?;
+    let dir = std::fs::File::open(staged).map_err(|e| io_err(staged, e))?;
+    if let Some(gid) = group {
+        nix::unistd::fchown(&dir, None, Some(gid)).map_err(|e| io_err(staged, e.into()))?;
+        std::fs::set_permissions(staged, std::fs::Permissions::from_mode(0o750))
+            .map_err(|e| io_err(staged, e))?;
     }
     for (file, buf) in contents {
         let path = staged.join(file);
@@ -891,10 +896,13 @@ fn stage_tls_files(
             .write(true)
             .create_new(true)
             .mode(0o400)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| io_err(&path, e))?;
-        if let Some((uid, gid)) = owner {
-            nix::unistd::fchown(&out, Some(uid), Some(gid)).map_err(|e| io_err(&path, e.into()))?;
+        if let Some(gid) = group {
+            nix::unistd::fchown(&out, None, Some(gid)).map_err(|e| io_err(&path, e.into()))?;
+            out.set_permissions(std::fs::Permissions::from_mode(0o440))
+                .map_err(|e| io_err(&path, e))?;
         }
         out.write_all(&buf).map_err(|e| io_err(&path, e))?;
     }
