@@ -595,10 +595,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             token = base64.b64decode(auth[len("Negotiate "):])
             if token[8:12] == b"\x01\x00\x00\x00":
                 self.ntlm = spnego.server(protocol="ntlm")
+                self.context = self.server.new_context()
                 out = self.ntlm.step(token)
+                self.server.record("negotiate", self.context, "401")
                 self.reply(401, b"", [("WWW-Authenticate", "Negotiate " + base64.b64encode(out).decode())])
                 return
             if self.ntlm is None:
+                self.server.record("authenticate", None, "401")
                 self.unauthorized()
                 return
             try:
@@ -606,16 +609,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except Exception as e:  # noqa: BLE001 - any failed logon is a 401
                 log(f"NTLM logon failed: {e}")
                 self.ntlm = None
+                self.server.record("authenticate", self.context, "401")
                 self.unauthorized()
                 return
             self.generation = self.server.generation
             self.server.logons += 1
+            self.server.record("authenticate", self.context, "success")
         if self.ntlm is not None and getattr(self, "generation", None) != self.server.generation:
             # SIGUSR1 made the service forget its security contexts (as a restart would).
             self.ntlm = None
         if self.ntlm is None or not self.ntlm.complete:
+            self.server.record("message", getattr(self, "context", None), "401")
             self.unauthorized()
             return
+        self.server.record("message", self.context, "success")
         ctype = self.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/encrypted") or ENC_PROTOCOL not in ctype:
             # AllowUnencrypted=false, Windows' default.
@@ -638,6 +645,28 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    # The NTLM log (<dir>/ntlm.jsonl, one JSON object a line) lets tests see what the
+    # service saw: each request's phase ("negotiate", "authenticate", "message"), the
+    # security context it used (numbered from 1 as they are made) and whether it was
+    # accepted ("success") or answered 401; {"event": "forgotten"} when SIGUSR1 ends them.
+    def open_log(self, path):
+        self.ntlm_log = open(path, "a", encoding="utf-8")
+        self.log_lock = threading.Lock()
+        self.contexts = 0
+
+    def new_context(self):
+        with self.log_lock:
+            self.contexts += 1
+            return self.contexts
+
+    def record(self, phase, context, outcome):
+        self.write_log({"phase": phase, "context": context, "outcome": outcome})
+
+    def write_log(self, entry):
+        with self.log_lock:
+            self.ntlm_log.write(json.dumps(entry) + "\n")
+            self.ntlm_log.flush()
 
 
 def make_cert(directory):
@@ -682,9 +711,14 @@ def main():
     server.generation = 0
     server.logons = 0
 
+    server.open_log(os.path.join(args.dir, "ntlm.jsonl"))
+
     def forget_contexts(signum, frame):
         server.generation += 1
         log(f"forgetting NTLM contexts after {server.logons} logons")
+        # On a thread: the handler runs in the serving thread between bytecodes, maybe while
+        # it holds the log lock.
+        threading.Thread(target=server.write_log, args=({"event": "forgotten"},)).start()
     signal.signal(signal.SIGUSR1, forget_contexts)
     print(f"READY {port}", flush=True)
     server.serve_forever()

@@ -65,6 +65,14 @@ impl Peer {
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("peer.log")
     }
+
+    /// What the service saw of NTLM (HTTP mode), one JSON object a line, in order:
+    /// `{"phase": "negotiate" | "authenticate" | "message", "context": <n>, "outcome":
+    /// "success" | "401"}`, and `{"event": "forgotten"}` when SIGUSR1 made it forget every
+    /// security context. Absent until the first request.
+    pub fn ntlm_log_path(&self) -> PathBuf {
+        self.dir.path().join("ntlm.jsonl")
+    }
 }
 
 /// The peer's files in the source tree.
