@@ -1,8 +1,9 @@
 //! The Hyper-V adapter against the WinRM test peer (`tests/peers/hyperv/`): a Python process,
 //! NOT Windows or Hyper-V. It authenticates with pyspnego's real NTLM acceptor and WinRM
 //! message encryption (HTTP) or Basic over TLS (HTTPS), runs the WS-Man shell flow, and
-//! emulates the Hyper-V cmdlets for exactly the scripts the adapter sends, printing what
-//! Windows PowerShell 5.1 prints. Every scenario runs over both transports.
+//! interprets the adapter's scripts as Windows PowerShell 5.1 would (a subset: see
+//! `tests/peers/hyperv/pwsh.py`), refusing what it does not implement. Every scenario runs over
+//! both transports.
 //!
 //! Run: `cargo test -p novacron-remote-drivers --test hyperv`
 
