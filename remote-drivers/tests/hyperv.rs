@@ -1,8 +1,9 @@
 //! The Hyper-V adapter against the WinRM test peer (`tests/peers/hyperv/`): a Python process,
 //! NOT Windows or Hyper-V. It authenticates with pyspnego's real NTLM acceptor and WinRM
 //! message encryption (HTTP) or Basic over TLS (HTTPS), runs the WS-Man shell flow, and
-//! emulates the Hyper-V cmdlets for exactly the scripts the adapter sends, printing what
-//! Windows PowerShell 5.1 prints. Every scenario runs over both transports.
+//! interprets the adapter's scripts as Windows PowerShell 5.1 would (a subset: see
+//! `tests/peers/hyperv/pwsh.py`), refusing what it does not implement. Every scenario runs over
+//! both transports.
 //!
 //! Run: `cargo test -p novacron-remote-drivers --test hyperv`
 
@@ -16,6 +17,7 @@ use novacron_remote_drivers::{
     discover, Credentials, DriverKind, HostConfig, RemoteHost, Secret, TlsOptions,
 };
 use novacron_tests::peers::winrm::{self as peer, Mode, Options, Peer};
+use serde_json::Value;
 
 /// Plain VMs: vm-000..vm-007; vm-001 and vm-005 run.
 const VMS: usize = 8;
@@ -221,11 +223,55 @@ async fn lifecycle_suite(p: &Peer) {
     // The service forgets its NTLM contexts (as a restart would): the next call on a pooled
     // connection gets 401, and the adapter logs in again once, transparently.
     if p.ca_file.is_none() {
+        let before = ntlm_log(p);
+        let old: Vec<&Value> = before
+            .iter()
+            .filter(|c| c["phase"] == "authenticate" && c["outcome"] == "success")
+            .map(|c| &c["context"])
+            .collect();
+        assert!(!old.is_empty(), "{before:#?}");
         signal(p.pid, nix::sys::signal::Signal::SIGUSR1);
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // The service notes it has forgotten (polled: a signal is delivered asynchronously).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let at = loop {
+            let log = ntlm_log(p);
+            if let Some(i) = log.iter().position(|c| c["event"] == "forgotten") {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "SIGUSR1 not handled: {log:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(d.list().await.unwrap().len(), VMS + 3);
-        let log = std::fs::read_to_string(p.log_path()).unwrap();
-        assert!(log.contains("forgetting NTLM contexts"), "{log}");
+        // What the service saw: the next message on the old context refused (401), one new
+        // logon, then every message on the new context accepted; the old one never again.
+        let log = ntlm_log(p);
+        let after = &log[at + 1..];
+        let [refused, negotiate, logon, retried, ..] = after else {
+            panic!("expected a refusal, a new logon and a retry: {after:#?}");
+        };
+        assert_eq!(refused["phase"], "message", "{after:#?}");
+        assert!(old.contains(&&refused["context"]), "{after:#?}");
+        assert_eq!(refused["outcome"], "401", "{after:#?}");
+        assert_eq!(negotiate["phase"], "negotiate", "{after:#?}");
+        assert_eq!(logon["phase"], "authenticate", "{after:#?}");
+        assert_eq!(logon["outcome"], "success", "{after:#?}");
+        let new = &logon["context"];
+        assert!(!old.contains(&new), "a fresh context: {after:#?}");
+        assert_eq!(negotiate["context"], *new, "{after:#?}");
+        assert_eq!(retried["phase"], "message", "{after:#?}");
+        assert_eq!(retried["context"], *new, "{after:#?}");
+        assert_eq!(retried["outcome"], "success", "{after:#?}");
+        let logons = after
+            .iter()
+            .filter(|c| c["phase"] == "authenticate")
+            .count();
+        assert_eq!(logons, 1, "one new logon: {after:#?}");
+        for c in &after[4..] {
+            assert_eq!(c["context"], *new, "{after:#?}");
+            assert_eq!(c["outcome"], "success", "{after:#?}");
+        }
+        let text = std::fs::read_to_string(p.log_path()).unwrap();
+        assert!(text.contains("forgetting NTLM contexts"), "{text}");
     }
 
     // Bad credentials: the fault is named, the password never appears.
@@ -285,6 +331,14 @@ async fn basic_over_plain_http_is_refused_before_sending_anything() {
         std::io::ErrorKind::WouldBlock,
         "nothing may have connected"
     );
+}
+
+/// The peer's NTLM log (see `Peer::ntlm_log_path`).
+fn ntlm_log(p: &Peer) -> Vec<Value> {
+    let text = std::fs::read_to_string(p.ntlm_log_path()).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
 }
 
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {

@@ -95,7 +95,7 @@ fn proxmox_against_fakepve() {
         lifecycle(&d).await;
         errors(&d).await;
         define_and_undefine(&d).await;
-        migration(&d).await;
+        migration(&d, &a).await;
         let p = ProxmoxDriver::new(&config(&a, password(&a))).unwrap();
         p.record_requests(true);
         ticket_login(&p).await;
@@ -231,17 +231,58 @@ async fn define_and_undefine(d: &ProxmoxDriver) {
     assert!(matches!(d.get("nc-new").await, Err(Error::NotFound(_))));
 }
 
-async fn migration(d: &ProxmoxDriver) {
+/// The node the peer says guest `name` lives on (`/cluster/resources`, with the API token).
+async fn node_of(peer: &Peer, name: &str) -> String {
+    let pem = std::fs::read(&peer.ca_file).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let v: serde_json::Value = http
+        .get(format!("{}/api2/json/cluster/resources?type=vm", peer.url))
+        .header(
+            "Authorization",
+            format!("PVEAPIToken={}={}", peer.token_id, peer.token_secret),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let found: Vec<&serde_json::Value> = v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .filter(|r| r["name"] == name)
+        .collect();
+    let [one] = found.as_slice() else {
+        panic!("{name}: {v}");
+    };
+    one["node"].as_str().unwrap().to_owned()
+}
+
+async fn migration(d: &ProxmoxDriver, a: &Peer) {
     let to = |uri: &str| MigrationTarget {
         uri: uri.into(),
         live: true,
         timeout: Some(Duration::from_secs(10)),
     };
-    // fakepve answers migrate from the schema alone: the task ends OK, the guest stays put.
+    // The peer runs PVE's migrate (serve_fakepve.py): afterwards the guest lives on pve2.
+    assert_eq!(node_of(a, "vm-000").await, "pve1");
     d.migrate("vm-000", &to("pve2")).await.unwrap();
+    assert_eq!(node_of(a, "vm-000").await, "pve2");
+    assert_eq!(state(d, "vm-000").await, DomainState::Running);
+    // Refusals leave it where it is.
+    let e = d.migrate("vm-000", &to("pve2")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidConfig, "{e}");
     let e = d.migrate("vm-000", &to("nowhere")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidConfig, "{e}");
     assert!(e.to_string().contains("pve1, pve2"), "{e}");
+    assert_eq!(node_of(a, "vm-000").await, "pve2");
+    // And back, through the node the adapter now finds it on.
+    d.migrate("vm-000", &to("pve1")).await.unwrap();
+    assert_eq!(node_of(a, "vm-000").await, "pve1");
 }
 
 async fn ticket_login(p: &ProxmoxDriver) {

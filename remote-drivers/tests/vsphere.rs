@@ -27,10 +27,10 @@ fn config(peer: &Peer, password: &str) -> HostConfig {
             password: Secret::new(password),
         },
     );
-    // vcsim serves Go's built-in localhost test certificate.
+    // The peer's certificate is signed by a CA made for it: verified as a vCenter's would be.
     c.tls = TlsOptions {
-        verify: false,
-        ca_file: None,
+        verify: true,
+        ca_file: Some(peer.ca_file.clone()),
     };
     c
 }
@@ -249,8 +249,8 @@ async fn bad_credentials_name_the_fault_never_the_password() {
 async fn discovery_finds_vsphere_with_its_version() {
     let peer = tokio::task::spawn_blocking(|| start_peer(1)).await.unwrap();
     let tls = TlsOptions {
-        verify: false,
-        ca_file: None,
+        verify: true,
+        ca_file: Some(peer.ca_file.clone()),
     };
     let found = discover::discover(&peer.url, &tls, Duration::from_secs(5)).await;
     let vsphere = found
@@ -337,24 +337,121 @@ async fn hanging_peer_opens_the_breaker_and_serves_stale_inventory() {
         .expect("mutations allowed again");
 }
 
+fn peer_http(peer: &Peer) -> reqwest::Client {
+    let pem = std::fs::read(&peer.ca_file).expect("the peer's CA");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Ends every session the peer has issued (they answer NotAuthenticated from now on).
+async fn expire_sessions(peer: &Peer) {
+    let r = peer_http(peer)
+        .post(format!("{}/_peer/expire_sessions", peer.url))
+        .send()
+        .await
+        .expect("expire_sessions");
+    assert!(r.status().is_success(), "{r:?}");
+}
+
+/// The peer's log of SOAP calls (`method`, `session`, `outcome`, `new_session`), in order.
+async fn call_log(peer: &Peer) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = peer_http(peer)
+        .get(format!("{}/_peer/calls", peer.url))
+        .send()
+        .await
+        .expect("calls")
+        .json()
+        .await
+        .expect("JSON call log");
+    v.as_array().cloned().expect("an array")
+}
+
+/// After the `n`th expiry in the peer's log: a call carrying the session issued before it
+/// was refused NotAuthenticated, exactly one new login followed, and every call after that
+/// login carried the new session, including the refused call's retry, and succeeded.
+fn assert_renewed(log: &[serde_json::Value], n: usize) {
+    let events: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c["event"] == "expired")
+        .map(|(i, _)| i)
+        .collect();
+    let at = events[n];
+    let end = events.get(n + 1).copied().unwrap_or(log.len());
+    let old = log[..at]
+        .iter()
+        .rev()
+        .find_map(|c| c["new_session"].as_str())
+        .expect("a session issued before the expiry");
+    let after = &log[at + 1..end];
+    let logins: Vec<usize> = after
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c["method"] == "Login")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(logins.len(), 1, "exactly one new login: {after:#?}");
+    let login = &after[logins[0]];
+    assert_eq!(login["outcome"], "success", "{after:#?}");
+    let new = login["new_session"].as_str().expect("the new session");
+    assert_ne!(new, old, "{after:#?}");
+    let refused: Vec<&serde_json::Value> = after[..logins[0]]
+        .iter()
+        .filter(|c| c["session"] == old && c["outcome"] == "NotAuthenticated")
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "the old session was never refused: {after:#?}"
+    );
+    let retried = &after[logins[0] + 1..];
+    assert!(
+        retried
+            .iter()
+            .any(|c| c["method"] == refused[0]["method"] && c["session"] == new),
+        "the refused call was not retried on the new session: {after:#?}"
+    );
+    for c in retried {
+        assert_eq!(c["session"], new, "{after:#?}");
+        assert_eq!(c["outcome"], "success", "{after:#?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_is_replaced_by_a_new_login() {
-    let peer = tokio::task::spawn_blocking(|| {
-        vcsim::start_with(2, Some(Duration::from_millis(500))).expect("vcsim starts")
-    })
-    .await
-    .unwrap();
+    let peer = tokio::task::spawn_blocking(|| start_peer(2)).await.unwrap();
     let d = driver(&peer);
     assert_eq!(d.list().await.unwrap().len(), 2);
-    // The simulator checks idle sessions every 500 ms: after 1.2 s ours is gone.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    expire_sessions(&peer).await;
     assert_eq!(d.list().await.unwrap().len(), 2, "list after expiry");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_renewed(&call_log(&peer).await, 0);
+    expire_sessions(&peer).await;
     d.destroy(&Peer::vm_name(0))
         .await
         .expect("a task after expiry");
+    assert_renewed(&call_log(&peer).await, 1);
     assert_eq!(
         d.get(&Peer::vm_name(0)).await.unwrap().summary.state,
         DomainState::Shutoff
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_configured_ca_only() {
+    let peer = tokio::task::spawn_blocking(|| start_peer(1)).await.unwrap();
+    // The system's roots do not know the peer's test CA: refused before any login.
+    let mut c = config(&peer, &peer.password);
+    c.tls.ca_file = None;
+    let e = VsphereDriver::new(&c)
+        .expect("driver")
+        .list()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e:?}");
+    assert!(
+        call_log(&peer).await.is_empty(),
+        "a call got through an unverified connection"
+    );
+    assert_eq!(driver(&peer).list().await.unwrap().len(), 1);
 }

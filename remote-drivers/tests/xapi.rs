@@ -91,6 +91,57 @@ async fn raw(p: &Peer, method: &str, params: Vec<Value>) -> Value {
     v["result"].clone()
 }
 
+/// Calls the peer directly and answers its whole JSON-RPC response (faults included).
+async fn raw_response(p: &Peer, method: &str, params: Vec<Value>) -> Value {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    peer_http(p)
+        .post(format!("{}jsonrpc", p.url))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn peer_http(p: &Peer) -> reqwest::Client {
+    let pem = std::fs::read(&p.ca_file).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The peer's log of every API call, in order (see `xapi_peer.py`).
+async fn call_log(p: &Peer) -> Vec<Value> {
+    let log: Value = peer_http(p)
+        .get(format!("{}_peer/calls", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    log.as_array().cloned().expect("the call log is an array")
+}
+
+/// The name of the host the VM named `vm` is resident on, as the peer records it.
+async fn resident_host(p: &Peer, session: &str, vm: &str) -> String {
+    let refs = raw(p, "VM.get_by_name_label", vec![json!(session), json!(vm)]).await;
+    let [vm_ref] = refs.as_array().unwrap().as_slice() else {
+        panic!("{vm}: {refs}");
+    };
+    let host = raw(
+        p,
+        "VM.get_resident_on",
+        vec![json!(session), vm_ref.clone()],
+    )
+    .await;
+    let name = raw(p, "host.get_name_label", vec![json!(session), host]).await;
+    name.as_str().unwrap().to_owned()
+}
+
 async fn raw_login(p: &Peer) -> String {
     let s = raw(
         p,
@@ -187,10 +238,15 @@ async fn every_lifecycle_call_and_the_state_it_leads_to() {
         live: true,
         timeout: Some(Duration::from_secs(10)),
     };
+    let session = raw_login(p).await;
+    assert_eq!(resident_host(p, &session, vm).await, "xcp-host-1");
     d.migrate(vm, &to("xcp-host-2")).await.unwrap();
     assert_eq!(state(&d, vm).await, DomainState::Running);
+    // The VM really moved: the peer's VM.resident_on names the target host now.
+    assert_eq!(resident_host(p, &session, vm).await, "xcp-host-2");
     let e = d.migrate(vm, &to("no-such-host")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidConfig, "{e}");
+    assert_eq!(resident_host(p, &session, vm).await, "xcp-host-2");
 
     d.shutdown(vm, Duration::from_secs(10)).await.unwrap();
     assert_eq!(state(&d, vm).await, DomainState::Shutoff);
@@ -316,20 +372,149 @@ async fn an_expired_session_is_renewed_once() {
     let p = &own;
     let d = driver(p);
     d.list().await.unwrap();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&p.ca_file).unwrap()).unwrap(),
-        )
-        .build()
-        .unwrap();
-    let r = http
+    let r = peer_http(p)
         .post(format!("{}_peer/expire_sessions", p.url))
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success());
-    // The cached session is now SESSION_INVALID on the peer; the driver logs in again.
     assert!(d.list().await.unwrap().len() >= VMS);
+
+    // What the peer saw: the cached session rejected, one new login, the same call again
+    // with the new session, and nothing after that used the old one.
+    let log = call_log(p).await;
+    let expired = log
+        .iter()
+        .position(|c| c["event"] == "expired")
+        .expect("the peer logged the expiry");
+    let old = log[..expired]
+        .iter()
+        .rev()
+        .find(|c| c["method"] == "session.login_with_password" && c["outcome"] == "success")
+        .and_then(|c| c["result"].as_str())
+        .expect("a login before the expiry");
+    let after = &log[expired + 1..];
+    let logins: Vec<_> = after
+        .iter()
+        .filter(|c| c["method"] == "session.login_with_password")
+        .collect();
+    assert_eq!(logins.len(), 1, "exactly one new login: {after:#?}");
+    assert_eq!(logins[0]["outcome"], "success", "{after:#?}");
+    let new = logins[0]["result"].as_str().expect("the new session");
+    assert_ne!(new, old, "the peer issued a fresh session");
+    let [rejected, login, retried, ..] = after else {
+        panic!("expected a rejected call, a login and a retry: {after:#?}");
+    };
+    assert_eq!(rejected["session"], old, "{after:#?}");
+    assert_eq!(rejected["outcome"], "SESSION_INVALID", "{after:#?}");
+    assert_eq!(login["method"], "session.login_with_password", "{after:#?}");
+    assert_eq!(retried["method"], rejected["method"], "{after:#?}");
+    assert_eq!(retried["session"], new, "{after:#?}");
+    assert_eq!(retried["outcome"], "success", "{after:#?}");
+    for c in &after[3..] {
+        assert_ne!(
+            c["session"], old,
+            "the old session was used again: {after:#?}"
+        );
+        assert_eq!(c["outcome"], "success", "{after:#?}");
+    }
+}
+
+#[tokio::test]
+async fn the_peer_unmarshals_every_argument_by_its_declared_type() {
+    let p = shared();
+    let session = raw_login(p).await;
+    let refs = raw(
+        p,
+        "VM.get_by_name_label",
+        vec![json!(session), json!("vm-005")],
+    )
+    .await;
+    let vm = refs[0].clone();
+    let fault = |r: &Value| -> Vec<String> {
+        let e = &r["error"];
+        let mut v = vec![e["message"].as_str().unwrap_or_default().to_owned()];
+        v.extend(
+            e["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_str().unwrap_or_default().to_owned()),
+        );
+        v
+    };
+    // A string where the model declares a bool (start_paused), an int (value), an enum, a
+    // record field of the wrong type, a set element and a map value of the wrong type.
+    let cases = [
+        (
+            "VM.start",
+            vec![json!(session), vm.clone(), json!("false"), json!(false)],
+            "start_paused",
+        ),
+        (
+            "VM.set_VCPUs_max",
+            vec![json!(session), vm.clone(), json!("two")],
+            "value",
+        ),
+        (
+            "VM.set_VCPUs_max",
+            vec![json!(session), vm.clone(), json!(true)],
+            "value",
+        ),
+        (
+            "VM.set_actions_after_crash",
+            vec![json!(session), vm.clone(), json!("explode")],
+            "value",
+        ),
+        (
+            "VM.create",
+            vec![
+                json!(session),
+                json!({"name_label": "typed", "memory_static_max": "lots"}),
+            ],
+            "args",
+        ),
+        (
+            "VM.set_other_config",
+            vec![json!(session), vm.clone(), json!({"k": 1})],
+            "value",
+        ),
+        ("VM.get_record", vec![json!(session), json!(42)], "self"),
+        (
+            "VM.get_all_records",
+            vec![json!(["not", "a", "session"])],
+            "session_id",
+        ),
+    ];
+    for (method, params, name) in cases {
+        let r = raw_response(p, method, params).await;
+        assert_eq!(
+            fault(&r),
+            ["FIELD_TYPE_ERROR", name],
+            "{method} with a mistyped {name}: {r}"
+        );
+    }
+    // Refused before dispatch: nothing changed.
+    let rec = raw(p, "VM.get_record", vec![json!(session), vm.clone()]).await;
+    assert_eq!(rec["power_state"], "Halted", "{rec}");
+    assert_eq!(rec["VCPUs_max"], 2, "{rec}");
+    assert_eq!(rec["actions_after_crash"], "restart", "{rec}");
+    assert!(raw(
+        p,
+        "VM.get_by_name_label",
+        vec![json!(session), json!("typed")]
+    )
+    .await
+    .as_array()
+    .unwrap()
+    .is_empty());
+    // The same values, well typed, are accepted (XAPI's 64-bit ints may travel as strings).
+    raw(
+        p,
+        "VM.set_VCPUs_max",
+        vec![json!(session), vm.clone(), json!("2")],
+    )
+    .await;
 }
 
 #[tokio::test]

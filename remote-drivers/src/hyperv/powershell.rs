@@ -1,7 +1,8 @@
 //! The PowerShell the adapter runs on the Hyper-V host, and how its errors come back.
 //!
 //! Every script is built here from fixed lines plus quoted values, so the set of shapes sent is
-//! small and known (the test peer recognises exactly these). Values are single-quoted with
+//! small and known (the test peer interprets them with a PowerShell subset and refuses
+//! anything outside it). Values are single-quoted with
 //! PowerShell's rules (all four single-quote characters doubled); names are matched literally
 //! (`[WildcardPattern]::Escape`), ids must be GUIDs.
 //!

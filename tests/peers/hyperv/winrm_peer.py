@@ -8,11 +8,13 @@ A WS-Management endpoint at /wsman that:
   certificate made with openssl at start) with Basic;
 - answers the unauthenticated Identify (WSMANIDENTIFY: unauthenticated);
 - runs the remote-shell flow (Create, Command, Receive, Signal, Delete);
-- "runs" powershell.exe -EncodedCommand by decoding the script and recognising exactly the
-  script shapes the adapter sends (remote-drivers/src/hyperv/powershell.rs); anything else gets
-  a PowerShell-style parse error. VM state follows Hyper-V's cmdlet rules; output follows
-  Windows PowerShell 5.1 (ConvertTo-Json -Compress, VMState as a number, errors as CLIXML on
-  stderr, warnings as CLIXML warning records, a progress record on every run, exit codes).
+- "runs" powershell.exe -EncodedCommand by decoding the script and interpreting it with
+  pwsh.py (a tokenizer, parser and evaluator for the subset of Windows PowerShell 5.1 a
+  management script uses) against the Hyper-V cmdlets below and an in-memory host; a construct
+  or cmdlet it does not implement is refused loudly (logged, and a ParserError to the caller),
+  never guessed. VM state follows Hyper-V's cmdlet rules; output follows Windows PowerShell 5.1
+  (ConvertTo-Json -Compress, VMState as a number, errors as CLIXML on stderr, warnings as CLIXML
+  warning records, a progress record on every run, exit codes).
 
 Prints "READY <port>" on stdout once listening. Logs go to stderr. SIGUSR1 makes it forget every
 NTLM security context (as a WinRM service restart would): the next request on an old connection
@@ -39,6 +41,8 @@ import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape as xml_escape
 
 import spnego
+
+import pwsh
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -97,82 +101,261 @@ class Host:
         return 4.0 if vm["Name"].startswith("slow-") else 0.2
 
 
-FIELDS = "Select-Object Name, @{n='Id';e={$_.Id.ToString()}}, State, ProcessorCount, MemoryStartup, Generation"
-PROLOGUE = "$ErrorActionPreference = 'Stop'\n$ProgressPreference = 'SilentlyContinue'\n"
-Q = "'\u2018\u2019\u201a\u201b"
-QUOTED = "'((?:[^" + Q + "]|[" + Q + "]{2})*)'"
+class VM(pwsh.PSObject):
+    """A Microsoft.HyperV.PowerShell.VirtualMachine over the host's record (live: a state
+    change shows through every reference, as with the real objects)."""
+
+    type_name = "Microsoft.HyperV.PowerShell.VirtualMachine"
+
+    def __init__(self, record):
+        self.record = record
+
+    def get(self, name):
+        r = self.record
+        key = name.lower()
+        if key == "id":
+            return pwsh.Guid(r["Id"])
+        if key == "state":
+            return pwsh.Enum("Microsoft.HyperV.PowerShell.VMState", r["State"], STATE_NAMES)
+        for field in ("Name", "ProcessorCount", "MemoryStartup", "Generation"):
+            if key == field.lower():
+                return r[field]
+        return super().get(name)
+
+    def to_string(self):
+        return f"VirtualMachine (Name = '{self.record['Name']}') [Id = '{self.record['Id']}']"
 
 
-def emit(expr):
-    return f"ConvertTo-Json -Compress -Depth 2 -InputObject @({expr} | {FIELDS})"
+class VMHost(pwsh.PSObject):
+    type_name = "Microsoft.HyperV.PowerShell.VMHost"
+
+    def get(self, name):
+        values = {"computername": "HV-TEST-PEER", "logicalprocessorcount": os.cpu_count() or 1,
+                  "memorycapacity": 64 * 1024 ** 3}
+        if name.lower() in values:
+            return values[name.lower()]
+        return super().get(name)
 
 
-def unquote(s):
-    return re.sub("([" + Q + "])\\1", "\\1", s)
-
-
-SELECT_NAME = re.compile(r"^\$vm = @\(Get-VM -Name \(\[WildcardPattern\]::Escape\(" + QUOTED + r"\)\)\)$")
-SELECT_ID = re.compile(r"^\$vm = @\(Get-VM -Id " + QUOTED + r"\)$")
-GUARD = "if ($vm.Count -ne 1) { " + emit("$vm") + "; exit 3 }"
-AFTER = emit("(Get-VM -Id $vm[0].Id)")
-ACTION_LINES = {
-    "Start-VM -VM $vm[0]": "start",
-    "Stop-VM -VM $vm[0] -Force": "shutdown",
-    "Stop-VM -VM $vm[0] -TurnOff -Force": "turnoff",
-    "Suspend-VM -VM $vm[0]": "suspend",
-    "if ($vm[0].State -eq 'Saved') { Start-VM -VM $vm[0] } else { Resume-VM -VM $vm[0] }": "resume",
-    "Save-VM -VM $vm[0]": "save",
-    "Restart-VM -VM $vm[0] -Force": "reboot",
-}
-REMOVE_GUARD = ("if ($vm[0].State -ne 'Off') { Write-Error -Message (\"Cannot remove '\" + $vm[0].Name + "
-                "\"' while it is \" + $vm[0].State + '; turn it off first.') -Category InvalidOperation -ErrorId InvalidState }")
-REMOVE_LINE = "Remove-VM -VM $vm[0] -Force"
-DEFINE = [
-    re.compile(r"^\$vm = @\(Get-VM -Name \(\[WildcardPattern\]::Escape\(" + QUOTED + r"\)\) -ErrorAction SilentlyContinue\)$"),
-    re.compile(r"^if \(\$vm\.Count -gt 1\) \{ (.*); exit 3 \}$"),
-    re.compile(r"^if \(\$vm\.Count -eq 0\) \{ \$vm = @\(New-VM -Name " + QUOTED + r" -Generation (\d) -MemoryStartupBytes (\d+) -NoVHD\) \}$"),
-    re.compile(r"^elseif \(\$vm\[0\]\.Generation -ne (\d)\) \{ Write-Error -Message \(" + QUOTED +
-               r" \+ ' is a generation ' \+ \$vm\[0\]\.Generation \+ ' virtual machine; its generation cannot change\.'\) -Category InvalidArgument -ErrorId GenerationMismatch \}$"),
-    re.compile(r"^Set-VMMemory -VM \$vm\[0\] -StartupBytes (\d+)$"),
-    re.compile(r"^Set-VMProcessor -VM \$vm\[0\] -Count (\d+)$"),
-]
-HOST_INFO = [
-    "$h = Get-VMHost",
-    "ConvertTo-Json -Compress -InputObject @{ ComputerName = $h.ComputerName; LogicalProcessorCount = $h.LogicalProcessorCount; "
-    "MemoryCapacity = $h.MemoryCapacity; OsVersion = [Environment]::OSVersion.Version.ToString(); PSVersion = $PSVersionTable.PSVersion.ToString() }",
-]
-
-
-class PsFailure(Exception):
-    """A terminating PowerShell error: the default error view's lines."""
-
-    def __init__(self, lines):
-        super().__init__(lines[0] if lines else "")
-        self.lines = lines
-
-
-def error_view(cmdlet, message, category, target, exception, error_id, line_no, line):
-    lines = [f"{cmdlet} : {message[0]}"] + message[1:]
-    lines += [f"At line:{line_no} char:1", f"+ {line}", "+ " + "~" * min(len(line), 60),
-              f"    + CategoryInfo          : {category}: ({target}) [{cmdlet}], {exception}",
+def error_view(cmd, message, category, target, exception, error_id):
+    """PowerShell 5.1's default error view for an error of cmdlet `cmd`."""
+    tok, line = cmd.token, cmd.source_line.strip()
+    lines = [f"{cmd.name} : {message[0]}"] + message[1:]
+    lines += [f"At line:{tok.line} char:{tok.col}", f"+ {line}", "+ " + "~" * min(len(line), 60),
+              f"    + CategoryInfo          : {category}: ({target}) [{cmd.name}], {exception}",
               f"    + FullyQualifiedErrorId : {error_id}", " "]
-    return PsFailure(lines)
+    return lines
 
 
-def wrong_state(cmdlet, vm, line_no, line):
-    class_name = cmdlet.replace("-", "")
-    return error_view(cmdlet, [f"'{vm['Name']}' failed to change state.",
-                               "The operation cannot be performed while the object is in its current state."],
+def wrong_state(cmd, vm):
+    class_name = cmd.name.replace("-", "")
+    return error_view(cmd, [f"'{vm['Name']}' failed to change state.",
+                            "The operation cannot be performed while the object is in its current state."],
                       "InvalidOperation", ":", "VirtualizationException",
-                      f"InvalidState,Microsoft.HyperV.PowerShell.Commands.{class_name}", line_no, line)
+                      f"InvalidState,Microsoft.HyperV.PowerShell.Commands.{class_name}")
 
 
-def ps_json(records):
-    return json.dumps(records, separators=(",", ":"))
+class HyperV:
+    """The Hyper-V module's cmdlets the test peer knows, against the in-memory host. The
+    interpreter runs with the host lock held; Stop-VM lets go of it while the guest shuts down."""
+
+    def __init__(self, host, run):
+        self.host = host
+        self.run = run
+
+    def cmdlets(self):
+        vm_param = ("VM",)
+        return {
+            "get-vm": (self.get_vm, (), ("Name", "Id"), ("Name",)),
+            "start-vm": (self.start_vm, (), vm_param, ()),
+            "stop-vm": (self.stop_vm, ("Force", "TurnOff"), vm_param, ()),
+            "suspend-vm": (self.suspend_vm, (), vm_param, ()),
+            "resume-vm": (self.resume_vm, (), vm_param, ()),
+            "save-vm": (self.save_vm, (), vm_param, ()),
+            "restart-vm": (self.restart_vm, ("Force",), vm_param, ()),
+            "remove-vm": (self.remove_vm, ("Force",), vm_param, ()),
+            "new-vm": (self.new_vm, ("NoVHD",), ("Name", "Generation", "MemoryStartupBytes"), ("Name",)),
+            "set-vmmemory": (self.set_memory, (), ("VM", "StartupBytes"), ()),
+            "set-vmprocessor": (self.set_processor, (), ("VM", "Count"), ()),
+            "get-vmhost": (self.get_vmhost, (), (), ()),
+        }
+
+    def one_vm(self, cmd):
+        """-VM: exactly one VirtualMachine (PowerShell's parameter binding refuses $null)."""
+        v = cmd.params.get("VM")
+        if isinstance(v, list) and len(v) == 1:
+            v = v[0]
+        if v is None:
+            raise pwsh.PsError(error_view(cmd, ["Cannot validate argument on parameter 'VM'. The argument is null or empty. "
+                                                "Provide an argument that is not null or empty, and then try the command again."],
+                                          "InvalidData", ":", "ParameterBindingValidationException",
+                                          f"ParameterArgumentValidationError,Microsoft.HyperV.PowerShell.Commands.{cmd.name.replace('-', '')}"))
+        if not isinstance(v, VM):
+            raise pwsh.Unsupported(f"{cmd.name} -VM given a {pwsh.type_of(v)}")
+        if v.record["Id"] not in self.host.vms:
+            raise pwsh.PsError(error_view(cmd, ["The operation failed because the file was not found."], "ObjectNotFound", ":",
+                                          "VirtualizationException",
+                                          f"ObjectNotFound,Microsoft.HyperV.PowerShell.Commands.{cmd.name.replace('-', '')}"))
+        return v.record
+
+    def no_input(self, cmd, objs):
+        if objs:
+            raise pwsh.Unsupported(f"pipeline input to {cmd.name}")
+
+    def get_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vms = list(self.host.vms.values())
+        if "Name" in cmd.params and "Id" in cmd.params:
+            raise pwsh.Unsupported("Get-VM with both -Name and -Id")
+        if "Name" in cmd.params:
+            pattern = pwsh.as_string(cmd.params["Name"])
+            rx = pwsh.wildcard_regex(pattern)
+            found = [v for v in vms if rx.match(v["Name"])]
+            if not found and not pwsh.has_wildcards(pattern):
+                name = pwsh.unescape_wildcards(pattern)
+                cmd.error(error_view(cmd, [f"Hyper-V was unable to find a virtual machine with name \"{name}\"."],
+                                     "InvalidArgument", f"{name}:String", "VirtualizationException",
+                                     "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM"))
+            return [VM(v) for v in found]
+        if "Id" in cmd.params:
+            raw = cmd.params["Id"]
+            vid = raw.text if isinstance(raw, pwsh.Guid) else pwsh.as_string(raw).lower()
+            if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", vid):
+                raise pwsh.PsError(error_view(cmd, [f"Cannot bind parameter 'Id'. Cannot convert value \"{vid}\" to type \"System.Guid\"."],
+                                              "InvalidArgument", ":", "ParameterBindingException",
+                                              "CannotConvertArgumentNoMessage,Microsoft.HyperV.PowerShell.Commands.GetVM"))
+            if vid not in self.host.vms:
+                cmd.error(error_view(cmd, [f"Hyper-V was unable to find a virtual machine with id \"{vid}\"."],
+                                     "InvalidArgument", f"{vid}:Guid", "VirtualizationException",
+                                     "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM"))
+                return []
+            return [VM(self.host.vms[vid])]
+        return [VM(v) for v in vms]
+
+    def start_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if vm["State"] == RUNNING:
+            self.run.warnings.append("The virtual machine is already in the specified state.")
+        elif vm["State"] in (OFF, SAVED):
+            vm["State"] = RUNNING
+        else:
+            cmd.error(wrong_state(cmd, vm))
+        return []
+
+    def stop_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if not cmd.params.get("Force"):
+            raise pwsh.Unsupported("Stop-VM without -Force (it would prompt)")
+        s = vm["State"]
+        if s == OFF:
+            self.run.warnings.append("The virtual machine is already in the specified state.")
+        elif cmd.params.get("TurnOff"):
+            vm["State"] = OFF
+        elif s in (RUNNING, STOPPING):
+            vm["State"] = STOPPING
+            # Stop-VM waits for the guest; the guest keeps going if the caller gives up.
+            self.host.lock.release()
+            try:
+                time.sleep(self.host.shutdown_delay(vm))
+            finally:
+                self.host.lock.acquire()
+            if vm["State"] == STOPPING:
+                vm["State"] = OFF
+        else:
+            cmd.error(wrong_state(cmd, vm))
+        return []
+
+    def suspend_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if vm["State"] != RUNNING:
+            cmd.error(wrong_state(cmd, vm))
+        else:
+            vm["State"] = PAUSED
+        return []
+
+    def resume_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if vm["State"] != PAUSED:
+            cmd.error(wrong_state(cmd, vm))
+        else:
+            vm["State"] = RUNNING
+        return []
+
+    def save_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if vm["State"] not in (RUNNING, PAUSED):
+            cmd.error(wrong_state(cmd, vm))
+        else:
+            vm["State"] = SAVED
+        return []
+
+    def restart_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if not cmd.params.get("Force"):
+            raise pwsh.Unsupported("Restart-VM without -Force (it would prompt)")
+        if vm["State"] != RUNNING:
+            cmd.error(wrong_state(cmd, vm))
+        return []
+
+    def remove_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if not cmd.params.get("Force"):
+            raise pwsh.Unsupported("Remove-VM without -Force (it would prompt)")
+        # Hyper-V turns a running VM off and deletes it; the adapter's script guards that.
+        del self.host.vms[vm["Id"]]
+        return []
+
+    def new_vm(self, cmd, objs):
+        self.no_input(cmd, objs)
+        if not cmd.params.get("NoVHD"):
+            raise pwsh.Unsupported("New-VM without -NoVHD (the peer has no disks)")
+        name = pwsh.as_string(cmd.params.get("Name"))
+        generation = pwsh.as_int(cmd.params.get("Generation", 1))
+        memory = pwsh.as_int(cmd.params.get("MemoryStartupBytes", 512 * 1024 ** 2))
+        if generation not in (1, 2):
+            cmd.error(error_view(cmd, ["Cannot validate argument on parameter 'Generation'. The argument \"%d\" does not belong to the set \"1,2\"." % generation],
+                                 "InvalidData", ":", "ParameterBindingValidationException",
+                                 "ParameterArgumentValidationError,Microsoft.HyperV.PowerShell.Commands.NewVM"))
+            return []
+        if memory % (2 * 1024 ** 2):
+            cmd.error(error_view(cmd, ["Failed to create a new virtual machine.", "The memory size must be a multiple of 2 MB."],
+                                 "InvalidArgument", ":", "VirtualizationException",
+                                 "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.NewVM"))
+            return []
+        return [VM(self.host.add(name, OFF, 1, memory, generation))]
+
+    def set_memory(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if vm["State"] != OFF:
+            cmd.error(wrong_state(cmd, vm))
+            return []
+        vm["MemoryStartup"] = pwsh.as_int(cmd.params.get("StartupBytes"))
+        return []
+
+    def set_processor(self, cmd, objs):
+        self.no_input(cmd, objs)
+        vm = self.one_vm(cmd)
+        if vm["State"] != OFF:
+            cmd.error(wrong_state(cmd, vm))
+            return []
+        vm["ProcessorCount"] = pwsh.as_int(cmd.params.get("Count"))
+        return []
+
+    def get_vmhost(self, cmd, objs):
+        self.no_input(cmd, objs)
+        return [VMHost()]
 
 
 class Run:
-    """One powershell.exe run."""
+    """One powershell.exe run: the script interpreted (pwsh.py) against the host model."""
 
     def __init__(self, host, script):
         self.host = host
@@ -183,163 +366,35 @@ class Run:
         self.exit_code = 0
 
     def execute(self):
+        interp = pwsh.Interpreter(HyperV(self.host, self).cmdlets())
         try:
-            self.exit_code = self.dispatch()
-        except PsFailure as f:
-            self.error = f.lines
+            with self.host.lock:
+                self.exit_code = interp.run(self.script)
+        except pwsh.PsError as e:
+            self.error = e.lines
             self.exit_code = 1
-
-    def parse_error(self, what):
-        return PsFailure([f"The test peer does not recognise this script ({what}); it emulates only the adapter's own script shapes.",
+        except pwsh.Unsupported as e:
+            # Loud: the peer's log says what it could not read, and the caller gets a parse error.
+            log(f"REFUSED SCRIPT ({e}):\n{self.script}")
+            self.error = [f"The test peer cannot interpret this script: {e}.",
                           "    + CategoryInfo          : ParserError: (:) [], ParentContainsErrorRecordException",
-                          "    + FullyQualifiedErrorId : UnexpectedToken", " "])
-
-    def dispatch(self):
-        if not self.script.startswith(PROLOGUE):
-            raise self.parse_error("no prologue")
-        lines = self.script[len(PROLOGUE):].split("\n")
-        if lines == [emit("Get-VM")]:
-            with self.host.lock:
-                self.stdout = ps_json([dict(v) for v in self.host.vms.values()])
-            return 0
-        if lines == HOST_INFO:
-            self.stdout = json.dumps({"ComputerName": "HV-TEST-PEER", "LogicalProcessorCount": os.cpu_count() or 1,
-                                      "MemoryCapacity": 64 * 1024 ** 3, "OsVersion": "10.0.20348.0",
-                                      "PSVersion": "5.1.20348.2652"}, separators=(",", ":"))
-            return 0
-        if len(lines) == 7 and DEFINE[0].match(lines[0]):
-            return self.define(lines)
-        with self.host.lock:
-            vms = self.select(lines[0] if lines else "")
-            if lines[1:] == [emit("$vm")]:
-                self.stdout = ps_json([dict(v) for v in vms])
-                return 0
-            if len(lines) < 3 or lines[1] != GUARD:
-                raise self.parse_error("unknown shape")
-            if len(vms) != 1:
-                self.stdout = ps_json([dict(v) for v in vms])
-                return 3
-            vm = vms[0]
-            if lines[2:] == [REMOVE_GUARD, REMOVE_LINE, "ConvertTo-Json -Compress -InputObject @()"]:
-                if vm["State"] != OFF:
-                    state = STATE_NAMES.get(vm["State"], str(vm["State"]))
-                    raise PsFailure([f"Cannot remove '{vm['Name']}' while it is {state}; turn it off first.",
-                                     "At line:5 char:32", "    + CategoryInfo          : InvalidOperation: (:) [Write-Error], WriteErrorException",
-                                     "    + FullyQualifiedErrorId : InvalidState", " "])
-                del self.host.vms[vm["Id"]]
-                self.stdout = "[]"
-                return 0
-            if len(lines) != 4 or lines[3] != AFTER or lines[2] not in ACTION_LINES:
-                raise self.parse_error("unknown action")
-            action = ACTION_LINES[lines[2]]
-            delay = self.act(vm, action, lines[2])
-        if delay:
-            # Stop-VM waits for the guest; the guest keeps going if the caller gives up.
-            time.sleep(delay)
-            with self.host.lock:
-                if vm["State"] == STOPPING:
-                    vm["State"] = OFF
-        with self.host.lock:
-            self.stdout = ps_json([dict(vm)])
-        return 0
-
-    def select(self, line):
-        m = SELECT_NAME.match(line)
-        if m:
-            name = unquote(m.group(1))
-            vms = [v for v in self.host.vms.values() if v["Name"].lower() == name.lower()]
-            if not vms:
-                raise error_view("Get-VM", [f"Hyper-V was unable to find a virtual machine with name \"{name}\"."],
-                                 "InvalidArgument", f"{name}:String", "VirtualizationException",
-                                 "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM", 3, line)
-            return vms
-        m = SELECT_ID.match(line)
-        if m:
-            vid = unquote(m.group(1)).lower()
-            if vid not in self.host.vms:
-                raise error_view("Get-VM", [f"Hyper-V was unable to find a virtual machine with id \"{vid}\"."],
-                                 "InvalidArgument", f"{vid}:Guid", "VirtualizationException",
-                                 "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM", 3, line)
-            return [self.host.vms[vid]]
-        raise self.parse_error("unknown VM selection")
-
-    def act(self, vm, action, line):
-        """Applies `action` under the host lock; returns how long to wait unlocked."""
-        s = vm["State"]
-        if action == "start":
-            if s == RUNNING:
-                self.warnings.append("The virtual machine is already in the specified state.")
-            elif s in (OFF, SAVED):
-                vm["State"] = RUNNING
-            else:
-                raise wrong_state("Start-VM", vm, 4, line)
-        elif action == "shutdown":
-            if s == OFF:
-                self.warnings.append("The virtual machine is already in the specified state.")
-            elif s in (RUNNING, STOPPING):
-                vm["State"] = STOPPING
-                return self.host.shutdown_delay(vm)
-            else:
-                raise wrong_state("Stop-VM", vm, 4, line)
-        elif action == "turnoff":
-            if s == OFF:
-                self.warnings.append("The virtual machine is already in the specified state.")
-            else:
-                vm["State"] = OFF
-        elif action == "suspend":
-            if s != RUNNING:
-                raise wrong_state("Suspend-VM", vm, 4, line)
-            vm["State"] = PAUSED
-        elif action == "resume":
-            if s == SAVED:
-                vm["State"] = RUNNING
-            elif s == PAUSED:
-                vm["State"] = RUNNING
-            else:
-                raise wrong_state("Resume-VM", vm, 4, line)
-        elif action == "save":
-            if s not in (RUNNING, PAUSED):
-                raise wrong_state("Save-VM", vm, 4, line)
-            vm["State"] = SAVED
-        elif action == "reboot":
-            if s != RUNNING:
-                raise wrong_state("Restart-VM", vm, 4, line)
-        return 0
-
-    def define(self, lines):
-        m = [rx.match(line) for rx, line in zip(DEFINE, lines[:6])]
-        if not all(m) or lines[6] != AFTER or m[1].group(1) != emit("$vm"):
-            raise self.parse_error("unknown define shape")
-        name = unquote(m[0].group(1))
-        if unquote(m[2].group(1)) != name or unquote(m[3].group(2)) != name:
-            raise self.parse_error("define names differ")
-        generation, memory = int(m[2].group(2)), int(m[2].group(3))
-        if int(m[3].group(1)) != generation or int(m[4].group(1)) != memory:
-            raise self.parse_error("define values differ")
-        cpus = int(m[5].group(1))
-        with self.host.lock:
-            vms = [v for v in self.host.vms.values() if v["Name"].lower() == name.lower()]
-            if len(vms) > 1:
-                self.stdout = ps_json([dict(v) for v in vms])
-                return 3
-            if not vms:
-                if memory % (2 * 1024 ** 2):
-                    raise error_view("New-VM", ["Failed to create a new virtual machine.", "The memory size must be a multiple of 2 MB."],
-                                     "InvalidArgument", ":", "VirtualizationException",
-                                     "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.NewVM", 5, lines[2])
-                vm = self.host.add(name, OFF, 1, memory, generation)
-            else:
-                vm = vms[0]
-                if vm["Generation"] != generation:
-                    raise PsFailure([f"{name} is a generation {vm['Generation']} virtual machine; its generation cannot change.",
-                                     "    + CategoryInfo          : InvalidArgument: (:) [Write-Error], WriteErrorException",
-                                     "    + FullyQualifiedErrorId : GenerationMismatch", " "])
-            if vm["State"] != OFF:
-                raise wrong_state("Set-VMMemory", vm, 7, lines[4])
-            vm["MemoryStartup"] = memory
-            vm["ProcessorCount"] = cpus
-            self.stdout = ps_json([dict(vm)])
-        return 0
+                          "    + FullyQualifiedErrorId : TestPeerUnsupported", " "]
+            self.exit_code = 1
+            return
+        if interp.errors and self.error is None:
+            self.error = interp.errors
+        lines = []
+        for o in interp.output:
+            if not isinstance(o, str):
+                # PowerShell would format it as a table; the adapter always asks for JSON.
+                log(f"REFUSED SCRIPT (writes a {pwsh.type_of(o)} to the output):\n{self.script}")
+                self.error = [f"The test peer cannot format a {pwsh.type_of(o)} for output.",
+                              "    + CategoryInfo          : ParserError: (:) [], ParentContainsErrorRecordException",
+                              "    + FullyQualifiedErrorId : TestPeerUnsupported", " "]
+                self.exit_code = 1
+                return
+            lines.append(o)
+        self.stdout = "\r\n".join(lines)
 
     def clixml(self):
         """stderr as PowerShell writes it over WinRM: CLIXML with a progress record."""
@@ -595,10 +650,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             token = base64.b64decode(auth[len("Negotiate "):])
             if token[8:12] == b"\x01\x00\x00\x00":
                 self.ntlm = spnego.server(protocol="ntlm")
+                self.context = self.server.new_context()
                 out = self.ntlm.step(token)
+                self.server.record("negotiate", self.context, "401")
                 self.reply(401, b"", [("WWW-Authenticate", "Negotiate " + base64.b64encode(out).decode())])
                 return
             if self.ntlm is None:
+                self.server.record("authenticate", None, "401")
                 self.unauthorized()
                 return
             try:
@@ -606,16 +664,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except Exception as e:  # noqa: BLE001 - any failed logon is a 401
                 log(f"NTLM logon failed: {e}")
                 self.ntlm = None
+                self.server.record("authenticate", self.context, "401")
                 self.unauthorized()
                 return
             self.generation = self.server.generation
             self.server.logons += 1
+            self.server.record("authenticate", self.context, "success")
         if self.ntlm is not None and getattr(self, "generation", None) != self.server.generation:
             # SIGUSR1 made the service forget its security contexts (as a restart would).
             self.ntlm = None
         if self.ntlm is None or not self.ntlm.complete:
+            self.server.record("message", getattr(self, "context", None), "401")
             self.unauthorized()
             return
+        self.server.record("message", self.context, "success")
         ctype = self.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/encrypted") or ENC_PROTOCOL not in ctype:
             # AllowUnencrypted=false, Windows' default.
@@ -638,6 +700,28 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    # The NTLM log (<dir>/ntlm.jsonl, one JSON object a line) lets tests see what the
+    # service saw: each request's phase ("negotiate", "authenticate", "message"), the
+    # security context it used (numbered from 1 as they are made) and whether it was
+    # accepted ("success") or answered 401; {"event": "forgotten"} when SIGUSR1 ends them.
+    def open_log(self, path):
+        self.ntlm_log = open(path, "a", encoding="utf-8")
+        self.log_lock = threading.Lock()
+        self.contexts = 0
+
+    def new_context(self):
+        with self.log_lock:
+            self.contexts += 1
+            return self.contexts
+
+    def record(self, phase, context, outcome):
+        self.write_log({"phase": phase, "context": context, "outcome": outcome})
+
+    def write_log(self, entry):
+        with self.log_lock:
+            self.ntlm_log.write(json.dumps(entry) + "\n")
+            self.ntlm_log.flush()
 
 
 def make_cert(directory):
@@ -682,9 +766,14 @@ def main():
     server.generation = 0
     server.logons = 0
 
+    server.open_log(os.path.join(args.dir, "ntlm.jsonl"))
+
     def forget_contexts(signum, frame):
         server.generation += 1
         log(f"forgetting NTLM contexts after {server.logons} logons")
+        # On a thread: the handler runs in the serving thread between bytecodes, maybe while
+        # it holds the log lock.
+        threading.Thread(target=server.write_log, args=({"event": "forgotten"},)).start()
     signal.signal(signal.SIGUSR1, forget_contexts)
     print(f"READY {port}", flush=True)
     server.serve_forever()

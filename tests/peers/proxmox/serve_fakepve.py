@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Serve fakepve (the third-party PVE fake from PyPI, AGPL) for NovaCron's tests and benchmarks.
 
-This process only *uses* fakepve's public API (FakePve, add_vm, add_ct, apitokens); nothing of
-fakepve is copied here. It exists because fakepve's own command line cannot register API tokens
-or pick a free port.
+This process only *uses* fakepve's public API (FakePve, add_vm, add_ct, apitokens, migrate and
+its documented `_routes_<area>` extension point); nothing of fakepve is copied here. It exists
+because fakepve's own command line cannot register API tokens or pick a free port, and because
+fakepve answers POST /nodes/{node}/qemu/{vmid}/migrate from the schema alone (the task ends OK,
+the VM stays put): the route below does what PVE's migrate_vm does, so a migrated VM really
+lives on its target node afterwards.
 
 Environment: FAKEPVE_PASSWORD, FAKEPVE_TOKEN_ID, FAKEPVE_TOKEN_SECRET (never on the command line).
 Arguments: --vms N (qemu guests), --dir D (the self-signed certificate is written to D/fakepve.crt),
@@ -24,10 +27,35 @@ import sys
 
 from fakepve import FakePve
 from fakepve.certs import make_cert
+from fakepve.model import PveError
+
+# PVE seconds a migration takes (fakepve's default for its migrate()).
+MIGRATE_SECS = 20
+
+
+class Pve(FakePve):
+    """fakepve with PVE's qemu migrate (PVE::API2::Qemu::migrate_vm's checks, then a task)."""
+
+    def _routes_qemu_migrate(self):
+        return [('POST', '/nodes/{node}/qemu/{vmid}/migrate', self._qm_migrate)]
+
+    async def _qm_migrate(self, values, user):
+        node, vmid, target = values['node'], int(values['vmid']), values['target']
+        if target == node:
+            raise PveError(400, 'Parameter verification failed.', {'target': 'target is local node.'})
+        if target not in self.nodes:
+            raise PveError(500, "no such cluster node '{0}'".format(target))
+        vm = self.vm(vmid)
+        if vm is None or vm.node != node:
+            raise PveError(500, "Configuration file 'nodes/{0}/qemu-server/{1}.conf' does not exist"
+                           .format(node, vmid))
+        if vm.status == 'running' and not values.get('online'):
+            raise PveError(500, "can't migrate running VM without --online")
+        return await self.migrate(vmid, target, secs=MIGRATE_SECS, user=user)
 
 
 async def serve(args):
-    pve = FakePve(user='root@pam', password=os.environ['FAKEPVE_PASSWORD'], host='127.0.0.1', port=0)
+    pve = Pve(user='root@pam', password=os.environ['FAKEPVE_PASSWORD'], host='127.0.0.1', port=0)
     pve.time_scale = args.time_scale
     # PVE's tickets live 2 h; tests shorten it to see clients log in again.
     pve.ticket_ttl = args.ticket_ttl

@@ -9,6 +9,11 @@
 //! `DC0_C0_RP0_VM<i>`. Only [`Peer::user`] with [`Peer::password`] (random per peer) may
 //! log in. Killed and reaped on drop; its datastore directories live in the peer's own
 //! temporary directory.
+//!
+//! Each peer serves a certificate for 127.0.0.1 signed by a CA made for it at start
+//! (openssl), so clients verify TLS against [`Peer::ca_file`] as they would a vCenter's.
+//! `main.go` also logs every SOAP call (`GET /_peer/calls`) and can end every session
+//! (`POST /_peer/expire_sessions`); see there.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +38,8 @@ pub struct Peer {
     pub user: String,
     pub password: String,
     pub pid: u32,
+    /// The PEM certificate of the CA that signed the simulator's certificate.
+    pub ca_file: PathBuf,
     /// Holds the datastore directories and the simulator's stderr log.
     dir: tempfile::TempDir,
 }
@@ -125,6 +132,86 @@ fn build(bin: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs openssl with `args`, failing with its stderr.
+fn openssl(args: &[&str], dir: &Path) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("running openssl")?;
+    if !out.status.success() {
+        bail!(
+            "openssl {}: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A CA (`ca.pem`) and a leaf for 127.0.0.1 signed by it (`cert.pem`, `key.pem`) in `dir`.
+fn make_certificates(dir: &Path) -> Result<()> {
+    const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(EC);
+    ca.extend([
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=NovaCron test CA (vcsim)",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&ca, dir)?;
+    let mut csr = vec!["req"];
+    csr.extend(EC);
+    csr.extend([
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(&csr, dir)?;
+    fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+        dir,
+    )
+}
+
 /// Starts a simulator with `vm_count` VMs (blocking; builds the binary the first time).
 pub fn start(vm_count: usize) -> Result<Peer> {
     start_with(vm_count, None)
@@ -140,6 +227,7 @@ pub fn start_with(vm_count: usize, idle_timeout: Option<Duration>) -> Result<Pee
     let log = fs::File::create(dir.path().join("vcsim.log"))?;
     let password = super::random_hex(12)?;
     let idle = format!("{}ms", idle_timeout.unwrap_or_default().as_millis());
+    make_certificates(dir.path())?;
     let mut child = Command::new(&bin)
         .args([
             "-vm",
@@ -149,6 +237,10 @@ pub fn start_with(vm_count: usize, idle_timeout: Option<Duration>) -> Result<Pee
             "-idle-timeout",
             &idle,
         ])
+        .arg("-tlscert")
+        .arg(dir.path().join("cert.pem"))
+        .arg("-tlskey")
+        .arg(dir.path().join("key.pem"))
         .env("VCSIM_PASSWORD", &password)
         .env("TMPDIR", dir.path())
         // Our end of stdin closes when we die, which stops the simulator even after SIGKILL.
@@ -165,6 +257,7 @@ pub fn start_with(vm_count: usize, idle_timeout: Option<Duration>) -> Result<Pee
         user: USER.to_owned(),
         password,
         pid,
+        ca_file: dir.path().join("ca.pem"),
         dir,
     };
     let line = super::first_line(stdout, START_TIMEOUT).unwrap_or_default();

@@ -1,9 +1,11 @@
 //! The WinRM test peer: `tests/peers/hyperv/winrm_peer.py`, a Python process standing in for
 //! a Hyper-V host's WinRM service. It is NOT Windows or Hyper-V: it speaks the WS-Management
 //! shell protocol, authenticates with pyspnego's real NTLM acceptor (HTTP, with WinRM message
-//! encryption) or Basic over TLS (a fresh self-signed certificate from openssl), and emulates
-//! the Hyper-V cmdlets for exactly the scripts the adapter sends, with Windows PowerShell
-//! 5.1's output conventions.
+//! encryption) or Basic over TLS (a fresh self-signed certificate from openssl), and interprets
+//! the scripts it is sent (`pwsh.py`: a subset of Windows PowerShell 5.1 — variables, `if`,
+//! `exit`, pipelines, `ConvertTo-Json`, `Select-Object`, `Write-Error`, the Hyper-V cmdlets
+//! against an in-memory host) with 5.1's output conventions, refusing loudly what it does not
+//! implement.
 //!
 //! Nothing is built or cached; the credentials file (`NTLM_USER_FILE`, `DOMAIN:USER:PASSWORD`)
 //! and certificate live in a temporary directory. The process is killed and reaped on drop.
@@ -64,6 +66,14 @@ impl Peer {
     /// Where the peer's logs go.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("peer.log")
+    }
+
+    /// What the service saw of NTLM (HTTP mode), one JSON object a line, in order:
+    /// `{"phase": "negotiate" | "authenticate" | "message", "context": <n>, "outcome":
+    /// "success" | "401"}`, and `{"event": "forgotten"}` when SIGUSR1 made it forget every
+    /// security context. Absent until the first request.
+    pub fn ntlm_log_path(&self) -> PathBuf {
+        self.dir.path().join("ntlm.jsonl")
     }
 }
 

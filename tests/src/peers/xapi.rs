@@ -1,7 +1,9 @@
 //! The XAPI test peer: `tests/peers/xapi/xapi_peer.py`, a Python (stdlib only) process built
 //! from the published XenAPI model (`tests/peers/xapi/xenapi.json`). It is NOT XenServer or
-//! XCP-ng: it accepts exactly the model's methods and arities, keeps VM power states with
-//! XAPI's transitions and serves JSON-RPC at `/jsonrpc` and XML-RPC at `/` over TLS.
+//! XCP-ng: it accepts exactly the model's methods and arities, unmarshals every argument by
+//! its declared type (FIELD_TYPE_ERROR otherwise), keeps VM power states with XAPI's
+//! transitions and serves JSON-RPC at `/jsonrpc` and XML-RPC at `/` over TLS. It logs every
+//! call (`GET /_peer/calls`: method, session, outcome) so tests can see what the host saw.
 //!
 //! Each start generates a fresh self-signed certificate (openssl) and password in a temporary
 //! directory; nothing is built or cached. The process is killed and reaped on drop.
