@@ -361,14 +361,18 @@ async fn wait_in_flight(host: &Host, name: &str) -> Progress {
     }
 }
 
-/// Waits until the migration job has ended: a final phase, and the guest out of the migrating
-/// state. The phase follows QEMU's `query-migrate`, so it reads "failed" while the job still
-/// discards the destination and resumes the guest here.
+/// Waits until the migration has ended, by its phase alone: a final phase is published only
+/// once the source is settled, so the guest has left the migrating state by then.
 async fn wait_ended(host: &Host, name: &str) -> Progress {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let p = host.local().migration(name).await.unwrap();
-        if p.phase.is_final() && state(host, name).await != Some(DomainState::Migrating) {
+        if p.phase.is_final() {
+            assert_ne!(
+                state(host, name).await,
+                Some(DomainState::Migrating),
+                "a final phase was shown before the source was settled: {p:?}"
+            );
             return p;
         }
         assert!(Instant::now() < deadline, "migration never ended: {p:?}");
