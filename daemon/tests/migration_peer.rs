@@ -374,7 +374,7 @@ async fn the_migration_peer_role_reaches_only_the_incoming_routes() {
     let e = ops.prepare_incoming(&prepare).await.unwrap_err();
     assert!(matches!(e, ClientError::Api { status: 403, .. }), "{e}");
     a.assert_audited(&[
-        "POST /v1/migrations/incoming",
+        "\"method\":\"POST\",\"path\":\"/v1/migrations/incoming\"",
         "forbidden",
         "\"token\":\"ops\"",
     ]);
