@@ -55,13 +55,21 @@ impl Host {
         std::fs::read_to_string(self.env.config.log_dir.join("audit.log")).unwrap_or_default()
     }
 
-    /// The audit log has a line with every one of `needles`.
-    fn assert_audited(&self, needles: &[&str]) {
-        let audit = self.audit();
-        assert!(
-            audit.lines().any(|l| needles.iter().all(|n| l.contains(n))),
-            "no audit line with {needles:?}:\n{audit}"
-        );
+    /// The audit log has (or gets, within the deadline) a line with every one of `needles`.
+    /// Refusals are written as summaries per interval, so a refusal's line may come later.
+    async fn assert_audited(&self, needles: &[&str]) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let audit = self.audit();
+            if audit.lines().any(|l| needles.iter().all(|n| l.contains(n))) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no audit line with {needles:?}:\n{audit}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn start_osless(&self, name: &str) {
@@ -239,13 +247,15 @@ async fn hostile_stream_uris_from_the_destination_are_refused() {
                 .any(|l| l.starts_with("DELETE /v1/migrations/incoming/in-fake ")),
             "{uri}: the destination was not told to abort: {seen:?}"
         );
-        a.assert_audited(&["migrate-stream-uri", "refused", name]);
+        a.assert_audited(&["migrate-stream-uri", "refused", name])
+            .await;
         assert!(!marker.exists(), "{uri}: the exec: URI ran");
     }
     // The other host's listener never saw a connection (no RAM went there).
     other.set_nonblocking(true).unwrap();
     assert!(other.accept().is_err(), "the stream went to 127.0.0.2");
-    a.assert_audited(&["\"op\":\"migrate\"", "failed", "exec:touch"]);
+    a.assert_audited(&["\"op\":\"migrate\"", "failed", "exec:touch"])
+        .await;
 }
 
 /// A stream that fails shows `failing` while the source is still settling (here: the
@@ -337,7 +347,8 @@ async fn plain_http_destinations_are_refused_by_default() {
         fake.seen()
     );
     a.assert_running(name).await;
-    a.assert_audited(&["\"op\":\"migrate\"", "invalid_config", "allow_plain_http"]);
+    a.assert_audited(&["\"op\":\"migrate\"", "invalid_config", "allow_plain_http"])
+        .await;
 }
 
 /// A migration-peer token reaches the incoming routes only; an operator token does not reach
@@ -355,7 +366,8 @@ async fn the_migration_peer_role_reaches_only_the_incoming_routes() {
         "\"method\":\"GET\",\"path\":\"/v1/domains\"",
         "\"result\":\"forbidden\"",
         "\"token\":\"peer\"",
-    ]);
+    ])
+    .await;
     // Reached (the id is unknown, so: not found).
     let e = peer.incoming("in-nope").await.unwrap_err();
     assert!(matches!(e, ClientError::Api { status: 404, .. }), "{e}");
@@ -377,7 +389,8 @@ async fn the_migration_peer_role_reaches_only_the_incoming_routes() {
         "\"method\":\"POST\",\"path\":\"/v1/migrations/incoming\"",
         "forbidden",
         "\"token\":\"ops\"",
-    ]);
+    ])
+    .await;
     assert!(a.local().get("peer-role").await.is_err(), "nothing defined");
 }
 
@@ -517,6 +530,7 @@ async fn request_named_ca_files_are_refused_unless_small_regular_files_in_the_pk
         assert_eq!(e.code(), Some("invalid_config"), "{}: {e}", ca.display());
         assert!(e.to_string().contains(why), "{}: {e}", ca.display());
     }
-    a.assert_audited(&["\"op\":\"migrate\"", "invalid_config", "destination_ca"]);
+    a.assert_audited(&["\"op\":\"migrate\"", "invalid_config", "destination_ca"])
+        .await;
     a.assert_running(name).await;
 }
