@@ -425,20 +425,31 @@ fn the_event_stream_shows_another_clients_operations_and_resumes() {
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 
-    // Resuming after the second event replays exactly what followed it.
-    let out = Command::new("curl")
-        .args(["-sSN", "--max-time", "1", "-H"])
+    // Resuming after the second event replays exactly what followed it (read until the
+    // last one, however slowly it comes: nothing else happens meanwhile).
+    let mut resumed = Command::new("curl")
+        .args(["-sSN", "-H"])
         .arg(format!("Last-Event-ID: {}", seqs[1]))
         .arg("--unix-socket")
         .arg(&d.socket)
         .arg("http://localhost/v1/events")
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let replay: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("id: "))
-        .filter_map(|id| id.parse().ok())
-        .collect();
+    let rx = lines_of(resumed.stdout.take().unwrap());
+    let last = *seqs.last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut replay: Vec<u64> = Vec::new();
+    while replay.last().is_none_or(|&id| id < last) {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("the replay stopped at {replay:?}, wanted {seqs:?}"));
+        if let Some(id) = line.strip_prefix("id: ") {
+            replay.push(id.parse().unwrap());
+        }
+    }
+    let _ = resumed.kill();
+    let _ = resumed.wait();
     assert_eq!(replay, seqs[2..].to_vec());
 }
 

@@ -361,14 +361,18 @@ async fn wait_in_flight(host: &Host, name: &str) -> Progress {
     }
 }
 
-/// Waits until the migration job has ended: a final phase, and the guest out of the migrating
-/// state. The phase follows QEMU's `query-migrate`, so it reads "failed" while the job still
-/// discards the destination and resumes the guest here.
+/// Waits until the migration has ended, by its phase alone: a final phase is published only
+/// once the source is settled, so the guest has left the migrating state by then.
 async fn wait_ended(host: &Host, name: &str) -> Progress {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let p = host.local().migration(name).await.unwrap();
-        if p.phase.is_final() && state(host, name).await != Some(DomainState::Migrating) {
+        if p.phase.is_final() {
+            assert_ne!(
+                state(host, name).await,
+                Some(DomainState::Migrating),
+                "a final phase was shown before the source was settled: {p:?}"
+            );
             return p;
         }
         assert!(Instant::now() < deadline, "migration never ended: {p:?}");
@@ -1119,4 +1123,91 @@ async fn xbzrle_and_compressed_multifd_migrations_complete() {
         .unwrap();
     assert_eq!(params["multifd-compression"], "zstd", "{params}");
     assert_eq!(params["multifd-channels"], 2, "{params}");
+}
+
+/// Every thread of `pid` and the CPUs it may run on (`Cpus_allowed_list`).
+fn thread_affinities(pid: u32) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        if let Some(list) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            out.push((tid, list.trim().to_owned()));
+        }
+    }
+    out
+}
+
+/// The pins move with the guest: on the destination every vCPU is on its pin and every
+/// other thread on the emulator's, including the ones that appear only once the vCPUs run
+/// there (KVM's NX recovery thread, started from a vCPU thread by Linux >= 6.14).
+#[tokio::test]
+async fn a_pinned_guest_keeps_its_pins_on_the_destination() {
+    assert!(
+        std::thread::available_parallelism().unwrap().get() >= 2,
+        "this test needs 2 host CPUs"
+    );
+    let a = Host::start();
+    let b = Host::start();
+    let name = "mig-pinned";
+    let mut config = osless(name);
+    let tuned = novacron_domain::DomainConfig::from_xml(&format!(
+        "<domain type='kvm'><name>{name}</name><memory>65536</memory><vcpu>2</vcpu>
+           <cputune><vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='1' cpuset='1'/>
+           <emulatorpin cpuset='0'/></cputune><os><type>hvm</type></os></domain>"
+    ))
+    .unwrap();
+    config.vcpu = tuned.vcpu;
+    config.cputune = tuned.cputune;
+    let c = a.local();
+    c.define(config.to_xml(), DefinitionFormat::Xml)
+        .await
+        .unwrap();
+    c.action(name, novacrond::client::Action::Start, true, None)
+        .await
+        .unwrap();
+    let p = a
+        .local()
+        .migrate(name, &request(&b, MigrationOptions::default()), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Completed, "{p:?}");
+    let pid = recorded_pid(&b.env, name);
+    let cpus = b.local().qmp(name, "query-cpus-fast", None).await.unwrap();
+    let vcpus: BTreeSet<u64> = cpus
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["thread-id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(vcpus.len(), 2, "{cpus}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let off: Vec<_> = thread_affinities(pid)
+            .into_iter()
+            .filter(|(tid, cpus)| cpus != if vcpus.contains(tid) { "1" } else { "0" })
+            .collect();
+        if off.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "threads off their pins on the destination (tid, CPUs): {off:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.local()
+        .action(name, novacrond::client::Action::Destroy, true, None)
+        .await
+        .unwrap();
 }

@@ -55,20 +55,20 @@ impl Host {
         std::fs::read_to_string(self.env.config.log_dir.join("audit.log")).unwrap_or_default()
     }
 
-    /// The audit log has (within a few seconds: folded refusals are written when their
-    /// window ends) a line with every one of `needles`.
-    fn assert_audited(&self, needles: &[&str]) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    /// The audit log has (or gets, within the deadline) a line with every one of `needles`.
+    /// Refusals are written as summaries per interval, so a refusal's line may come later.
+    async fn assert_audited(&self, needles: &[&str]) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let audit = self.audit();
             if audit.lines().any(|l| needles.iter().all(|n| l.contains(n))) {
                 return;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "no audit line with {needles:?}:\n{audit}"
             );
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -91,11 +91,13 @@ impl Host {
     }
 }
 
-/// A scripted destination: answers a prepare with `uri`, records every request line.
+/// A scripted destination: answers a prepare with `uri`, records every request line; answers
+/// an abort only while `aborts` is true.
 struct FakeDestination {
     port: u16,
     uri: Arc<Mutex<String>>,
     seen: Arc<Mutex<Vec<String>>>,
+    aborts: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FakeDestination {
@@ -104,14 +106,20 @@ impl FakeDestination {
         let port = listener.local_addr().unwrap().port();
         let uri = Arc::new(Mutex::new(String::new()));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (u, s) = (uri.clone(), seen.clone());
+        let aborts = Arc::new(tokio::sync::watch::Sender::new(true));
+        let (u, s, a) = (uri.clone(), seen.clone(), aborts.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (u, s) = (u.clone(), s.clone());
-                tokio::spawn(async move { serve(stream, u, s).await });
+                let (u, s, a) = (u.clone(), s.clone(), a.subscribe());
+                tokio::spawn(async move { serve(stream, u, s, a).await });
             }
         });
-        FakeDestination { port, uri, seen }
+        FakeDestination {
+            port,
+            uri,
+            seen,
+            aborts,
+        }
     }
 
     fn url(&self) -> String {
@@ -127,6 +135,7 @@ async fn serve(
     mut stream: tokio::net::TcpStream,
     uri: Arc<Mutex<String>>,
     seen: Arc<Mutex<Vec<String>>>,
+    mut aborts: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -163,6 +172,7 @@ async fn serve(
             serde_json::json!({ "id": "in-fake", "uri": uri }).to_string(),
         )
     } else if line.starts_with("DELETE /v1/migrations/incoming/in-fake ") {
+        let _ = aborts.wait_for(|answer| *answer).await;
         ("204 No Content", String::new())
     } else if line.starts_with("GET /v1/migrations/incoming/in-fake ") {
         (
@@ -237,13 +247,83 @@ async fn hostile_stream_uris_from_the_destination_are_refused() {
                 .any(|l| l.starts_with("DELETE /v1/migrations/incoming/in-fake ")),
             "{uri}: the destination was not told to abort: {seen:?}"
         );
-        a.assert_audited(&["migrate-stream-uri", "refused", name]);
+        a.assert_audited(&["migrate-stream-uri", "refused", name])
+            .await;
         assert!(!marker.exists(), "{uri}: the exec: URI ran");
     }
     // The other host's listener never saw a connection (no RAM went there).
     other.set_nonblocking(true).unwrap();
     assert!(other.accept().is_err(), "the stream went to 127.0.0.2");
-    a.assert_audited(&["\"op\":\"migrate\"", "failed", "exec:touch"]);
+    a.assert_audited(&["\"op\":\"migrate\"", "failed", "exec:touch"])
+        .await;
+}
+
+/// A stream that fails shows `failing` while the source is still settling (here: the
+/// destination has not yet answered the abort), never `failed`: a client that reads a final
+/// phase can rely on the guest running here again.
+#[tokio::test]
+async fn a_failed_stream_is_final_only_once_the_guest_runs_here_again() {
+    let a = Host::start("[migration]\nallow_plain_http = true\n");
+    let fake = FakeDestination::start().await;
+    let name = "peer-failing";
+    a.start_osless(name).await;
+    // The stream's end accepts and hangs up at once: the source QEMU's migration fails.
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    *fake.uri.lock().unwrap() = format!("tcp:127.0.0.1:{}", sink.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = sink.accept().await {
+            drop(stream);
+        }
+    });
+    fake.aborts.send_replace(false);
+    a.local()
+        .migrate(name, &to(&fake.url()), false)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let failing = loop {
+        let p = a.local().migration(name).await.unwrap();
+        assert!(
+            !p.phase.is_final(),
+            "a final phase while the destination has not answered the abort: {p:?}"
+        );
+        if p.phase == Phase::Failing {
+            break p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never failing: {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let info = a.local().get(name).await.unwrap();
+    assert_eq!(info.status.state, DomainState::Migrating, "{failing:?}");
+    // The abort is asked for, and held; once answered, the outcome is final.
+    while !fake
+        .seen()
+        .iter()
+        .any(|l| l.starts_with("DELETE /v1/migrations/incoming/in-fake "))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", fake.seen());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!a.local().migration(name).await.unwrap().phase.is_final());
+    fake.aborts.send_replace(true);
+    let ended = loop {
+        let p = a.local().migration(name).await.unwrap();
+        if p.phase.is_final() {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ended: {p:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ended.phase, Phase::Failed, "{ended:?}");
+    a.assert_running(name).await;
+    // The job is released with it: the guest takes commands again.
+    a.local()
+        .action(name, novacrond::client::Action::Suspend, true, None)
+        .await
+        .unwrap();
 }
 
 /// Without `allow_plain_http`, an http:// destination is refused before anything is sent
@@ -267,7 +347,8 @@ async fn plain_http_destinations_are_refused_by_default() {
         fake.seen()
     );
     a.assert_running(name).await;
-    a.assert_audited(&["\"op\":\"migrate\"", "invalid_config", "allow_plain_http"]);
+    a.assert_audited(&["\"op\":\"migrate\"", "invalid_config", "allow_plain_http"])
+        .await;
 }
 
 /// A migration-peer token reaches the incoming routes only; an operator token does not reach
@@ -285,7 +366,8 @@ async fn the_migration_peer_role_reaches_only_the_incoming_routes() {
         "\"method\":\"GET\",\"path\":\"/v1/domains\"",
         "\"result\":\"forbidden\"",
         "\"token\":\"peer\"",
-    ]);
+    ])
+    .await;
     // Reached (the id is unknown, so: not found).
     let e = peer.incoming("in-nope").await.unwrap_err();
     assert!(matches!(e, ClientError::Api { status: 404, .. }), "{e}");
@@ -310,7 +392,8 @@ async fn the_migration_peer_role_reaches_only_the_incoming_routes() {
         "\"method\":\"POST\",\"path\":\"/v1/migrations/incoming\"",
         "\"result\":\"forbidden\"",
         "\"token\":\"ops\"",
-    ]);
+    ])
+    .await;
     assert!(a.local().get("peer-role").await.is_err(), "nothing defined");
 }
 
@@ -450,6 +533,7 @@ async fn request_named_ca_files_are_refused_unless_small_regular_files_in_the_pk
         assert_eq!(e.code(), Some("invalid_config"), "{}: {e}", ca.display());
         assert!(e.to_string().contains(why), "{}: {e}", ca.display());
     }
-    a.assert_audited(&["\"op\":\"migrate\"", "invalid_config", "destination_ca"]);
+    a.assert_audited(&["\"op\":\"migrate\"", "invalid_config", "destination_ca"])
+        .await;
     a.assert_running(name).await;
 }

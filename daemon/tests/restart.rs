@@ -42,6 +42,27 @@ async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Polls until QEMU answers `query-status` on its monitor (then lets the connection go).
+async fn qmp_answers(socket: &Path, within: Duration) -> RunState {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            let qmp = novacron_qmp::Client::connect(socket).await.ok()?;
+            qmp.execute(&QueryStatus).await.ok()
+        })
+        .await;
+        if let Ok(Some(status)) = answer {
+            return status.status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QEMU never answered on {}",
+            socket.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn qemu_status(socket: &Path) -> RunState {
     let qmp = novacron_qmp::Client::connect(socket).await.expect("QMP");
     qmp.execute(&QueryStatus)
@@ -164,8 +185,12 @@ async fn a_guest_that_cannot_be_reconnected_is_reported_and_left_alone() {
     let err = svc.suspend("mute").await.unwrap_err();
     assert!(err.to_string().contains("no QMP connection"), "{err}");
     kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Resumed, QEMU answers its monitor again (the daemon gave up its connection; the old
+    // daemon was killed as soon as the record existed, so it may still be in prelaunch): it
+    // was left alone, not killed.
+    qmp_answers(&env.socket("mute"), Duration::from_secs(30)).await;
     assert!(pid_alive(pid), "an unreachable guest must never be killed");
+    assert_eq!(svc.get("mute").unwrap().summary.state, DomainState::Running);
     assert!(env.record("mute").exists());
     // The operator can still pull the plug.
     svc.destroy("mute").await.unwrap();
@@ -264,11 +289,11 @@ async fn an_interrupted_start_is_finished_by_the_next_daemon() {
     left["start_time"] = procinfo::start_time(pid).unwrap().into();
     left["boot_id"] = procinfo::boot_id().unwrap().into();
     std::fs::write(env.record("half"), left.to_string()).unwrap();
-    wait_for("the QMP socket", Duration::from_secs(10), || {
-        env.socket("half").exists()
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // QEMU serves its monitor (still in prelaunch) before the next daemon comes.
+    assert_eq!(
+        qmp_answers(&env.socket("half"), Duration::from_secs(30)).await,
+        RunState::Prelaunch
+    );
 
     let svc = env.open().await;
     assert_eq!(svc.get("half").unwrap().summary.state, DomainState::Running);

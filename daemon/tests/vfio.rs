@@ -12,7 +12,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ struct FakeKernel {
     /// While set, writes are left unanswered (a slow device reset).
     pub hold: Arc<AtomicBool>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Passes over the tree completed so far.
+    steps: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -83,16 +85,19 @@ impl FakeKernel {
         let stop = Arc::new(AtomicBool::new(false));
         let hold = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (s, h, l, r) = (
+        let steps = Arc::new(AtomicU64::new(0));
+        let (s, h, l, r, n) = (
             stop.clone(),
             hold.clone(),
             log.clone(),
             root.path().to_owned(),
+            steps.clone(),
         );
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 if !h.load(Ordering::SeqCst) {
                     step(&r, &l);
+                    n.fetch_add(1, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -101,7 +106,22 @@ impl FakeKernel {
             stop,
             hold,
             log,
+            steps,
             thread: Some(thread),
+        }
+    }
+
+    /// Returns once a whole pass that began after this call is done: every command written
+    /// before it has been seen.
+    fn settle(&self) {
+        let target = self.steps.load(Ordering::SeqCst) + 2;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.steps.load(Ordering::SeqCst) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fake kernel stalled"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -287,7 +307,7 @@ fn a_group_member_left_on_a_host_driver_is_refused_by_name_and_nothing_moves() {
         msg.contains(AUDIO) && msg.contains("snd_hda_intel"),
         "{msg}"
     );
-    std::thread::sleep(Duration::from_millis(20));
+    kernel.settle();
     assert!(kernel.log().is_empty(), "{:?}", kernel.log());
     assert_eq!(driver_of(&root, GPU).as_deref(), Some("nouveau"));
 }
@@ -312,7 +332,7 @@ fn managed_no_only_checks() {
         matches!(&err, VfioError::NotBoundUnmanaged { driver, .. } if driver == "ice"),
         "{err:?}"
     );
-    std::thread::sleep(Duration::from_millis(20));
+    kernel.settle();
     assert!(kernel.log().is_empty(), "{:?}", kernel.log());
     assert_eq!(driver_of(&root, "0000:af:00.0").as_deref(), Some("ice"));
 }

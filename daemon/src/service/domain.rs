@@ -98,6 +98,10 @@ impl Live {
         self.exited.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Signals this QEMU, only if it is provably still the same process (not exited, same
     /// start time): a reused pid is never signalled. A process already gone is not an error.
     pub fn signal(&self, signal: nix::sys::signal::Signal) -> std::io::Result<()> {

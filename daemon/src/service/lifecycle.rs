@@ -354,6 +354,9 @@ pub(super) async fn start_locked(inner: &Arc<Inner>, h: &Arc<DomainHandle>) -> R
     match launch(inner, &h.name, definition.config.config(), definition.trust).await {
         Ok(launched) => {
             let live = launched.live;
+            if let Some(known) = launched.pinned_threads {
+                super::placement::pin_late_threads(h.clone(), live.clone(), known);
+            }
             h.transition(
                 &inner.events,
                 Run::Up {
@@ -386,6 +389,8 @@ pub(super) struct Launched {
     pub live: Arc<Live>,
     pub child: tokio::process::Child,
     pub events: Subscription,
+    /// The threads pinned before the vCPUs ran, when the config pins any.
+    pub pinned_threads: Option<Vec<u32>>,
 }
 
 /// Spawns QEMU paused (`-S`), connects QMP, records the runtime state, then lets the vCPUs
@@ -563,24 +568,28 @@ pub(super) async fn launch_as(
         super::host_resources::recorded(inner, name).await;
         // Subscribe before the guest runs, so the supervisor misses nothing.
         let events = qmp.subscribe();
-        if crate::host::pinning::wanted(config) {
+        let pinned_threads = if crate::host::pinning::wanted(config) {
             super::placement::pin_threads(&qmp, pid, config)
                 .await
-                .map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
-        }
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?
+        } else {
+            None
+        };
         if incoming.is_none() {
             qmp.execute(&Cont)
                 .await
                 .map_err(|e| qmp_error(name, "start", e))?;
         }
-        Ok((record, qmp, events))
+        Ok((record, qmp, events, pinned_threads))
     }
     .await;
     match result {
-        Ok((record, qmp, events)) => Ok(Launched {
+        Ok((record, qmp, events, pinned_threads)) => Ok(Launched {
             live: Arc::new(Live::new(pid, record, Monitor::Connected(qmp))),
             child: spawned.child,
             events,
+            pinned_threads,
         }),
         Err(e) => {
             let _ = spawn::signal(pid, Signal::SIGKILL);

@@ -7,7 +7,7 @@ use novacron_domain::model::IdSet;
 use novacron_domain::{DomainConfig, Error};
 use serde::{Deserialize, Serialize};
 
-use super::domain::{Definition, Live, Run};
+use super::domain::{Definition, DomainHandle, Live, Run};
 use super::jobs::Job;
 use super::{Inner, Service};
 use crate::host::cgroup::{self, CgroupMode, Cgroups, Limits};
@@ -301,19 +301,103 @@ fn plan(pid: u32, config: &DomainConfig, threads: &Threads) -> Result<Vec<Thread
 }
 
 /// Pins vCPU, iothread and emulator threads as the config asks, before the vCPUs first run.
+/// Returns the threads it found (see `pin_late_threads` for those that come later).
 pub(super) async fn pin_threads(
     qmp: &novacron_qmp::Client,
     pid: u32,
     config: &DomainConfig,
-) -> Result<(), String> {
+) -> Result<Vec<u32>, String> {
     let threads = query_threads(qmp).await?;
     let config = config.clone();
     tokio::task::spawn_blocking(move || {
-        let pins = plan(pid, &config, &threads)?;
-        pinning::apply(pid, &pins).map_err(|e| e.to_string())
+        let tids = pinning::threads(pid).map_err(|e| format!("listing QEMU's threads: {e}"))?;
+        let pins = pinning::plan(&config, &threads.vcpus, &threads.iothreads, &tids)
+            .map_err(|e| e.to_string())?;
+        pinning::apply(pid, &pins).map_err(|e| e.to_string())?;
+        Ok(tids)
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// How long after a start threads that appear are watched for.
+const LATE_THREADS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Brings threads that appear once the vCPUs run under the emulator pin. Linux (6.14 on)
+/// creates KVM's NX huge page recovery thread (`kvm-nx-lpage-re`) inside QEMU on the first
+/// `KVM_RUN`, with the affinity of whichever vCPU thread got there first: left alone it sits on
+/// a vCPU's CPUs, against `emulatorpin`, and the next daemon would "restore" it as drift.
+/// Threads QEMU itself starts later inherit the (pinned) affinity of their creator and match.
+/// `known` are the threads pinned before the vCPUs ran.
+pub(super) fn pin_late_threads(h: Arc<DomainHandle>, live: Arc<Live>, known: Vec<u32>) {
+    tokio::spawn(async move {
+        let Ok(qmp) = live.qmp(&h.name).cloned() else {
+            return;
+        };
+        let Ok(threads) = query_threads(&qmp).await else {
+            return;
+        };
+        let threads = Arc::new(threads);
+        let pid = live.pid;
+        let mut seen: std::collections::BTreeSet<u32> = known.into_iter().collect();
+        let deadline = tokio::time::Instant::now() + LATE_THREADS_FOR;
+        let mut pause = std::time::Duration::from_millis(5);
+        while tokio::time::Instant::now() < deadline && !live.has_exited() {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            let Ok(tids) = pinning::threads(pid) else {
+                return;
+            };
+            if tids.iter().all(|t| seen.contains(t)) {
+                continue;
+            }
+            // Under the domain's job, so a live pin change cannot interleave with this one.
+            let Ok(_job) = h
+                .begin(Job::Modify, std::time::Duration::from_secs(5))
+                .await
+            else {
+                continue;
+            };
+            if live.has_exited() {
+                return;
+            }
+            let (config, all, threads) = (live.config(), tids.clone(), threads.clone());
+            let new: Vec<u32> = tids.into_iter().filter(|t| !seen.contains(t)).collect();
+            let fresh = new.clone();
+            let pinned = tokio::task::spawn_blocking(move || -> Result<Vec<ThreadPin>, String> {
+                let pins = pinning::plan(&config, &threads.vcpus, &threads.iothreads, &all)
+                    .map_err(|e| e.to_string())?;
+                let mut moved = Vec::new();
+                for pin in pins.into_iter().filter(|p| fresh.contains(&p.tid)) {
+                    // A worker that ended since it was listed has nothing to pin.
+                    let Ok(found) = pinning::affinity(pid, pin.tid) else {
+                        continue;
+                    };
+                    if found != pin.cpus {
+                        pinning::apply(pid, std::slice::from_ref(&pin))
+                            .map_err(|e| e.to_string())?;
+                        moved.push(pin);
+                    }
+                }
+                Ok(moved)
+            })
+            .await;
+            match pinned {
+                Ok(Ok(moved)) => {
+                    for pin in moved {
+                        tracing::info!(domain = %h.name, tid = pin.tid, cpus = ?pin.cpus,
+                            "a thread that appeared after the start is pinned as an emulator thread");
+                    }
+                    seen.extend(new);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(domain = %h.name, error = %e, "cannot pin a late QEMU thread");
+                    seen.extend(new);
+                }
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 /// After a daemon restart: every pinned thread whose affinity differs from the plan is put

@@ -511,8 +511,10 @@ impl DomainObject {
         Ok(s.autostart)
     }
 
-    /// About once a second while the domain migrates away: phase, bytes sent, left and in
-    /// all, dirty rate (bytes/s), passes over memory.
+    /// About once a second while the domain migrates away: phase (as the HTTP API's, never a
+    /// final one: `cancelling`/`failing` while the guest is resumed here; the outcome comes
+    /// with `MigrationFinished`), bytes sent, left and in all, dirty rate (bytes/s), passes
+    /// over memory.
     #[zbus(signal)]
     pub async fn migration_progress(
         emitter: &SignalEmitter<'_>,

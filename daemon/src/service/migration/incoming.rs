@@ -341,6 +341,10 @@ impl Service {
             }
             tracing::error!(domain = %name, error = %e, "cont failed, but the guest may run: it stays here as taken over");
         }
+        if let Some(known) = launched.pinned_threads {
+            // As after a start: threads the vCPUs' first run brings follow the emulator pin.
+            super::super::placement::pin_late_threads(h.clone(), live.clone(), known);
+        }
         supervise::spawn(
             inner.clone(),
             h.clone(),

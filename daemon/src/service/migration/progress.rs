@@ -21,8 +21,15 @@ pub enum Phase {
     /// The destination is taking over; the source QEMU quits.
     Finishing,
     Completed,
+    /// Cancelled (by a caller, a timeout or the destination): the guest is being resumed here
+    /// and the destination told to discard its copy.
     Cancelling,
+    /// Ended: the guest runs (or stays paused, as it was) here.
     Cancelled,
+    /// The stream failed: the guest is being resumed here and the destination told to discard
+    /// its copy. QEMU's own `failed` shows as this until the source is settled.
+    Failing,
+    /// Ended: the guest runs (or stays paused, as it was) here; `detail` says why.
     Failed,
     /// The outcome could not be established (e.g. the destination vanished while it was
     /// taking over): the guest is left paused, never run twice.
@@ -48,11 +55,15 @@ impl Phase {
             Phase::Completed => "completed",
             Phase::Cancelling => "cancelling",
             Phase::Cancelled => "cancelled",
+            Phase::Failing => "failing",
             Phase::Failed => "failed",
             Phase::Unknown => "unknown",
         }
     }
 
+    /// QEMU's status as a phase. Never a final one: QEMU's `failed`/`cancelled` only end the
+    /// stream, and a client told "failed" must be able to rely on the guest running here, so
+    /// the final phase is the driver's, set once the source is settled.
     pub fn from_qemu(status: &MigrationStatus) -> Phase {
         match status {
             MigrationStatus::None | MigrationStatus::Setup => Phase::Setup,
@@ -62,9 +73,8 @@ impl Phase {
             | MigrationStatus::PostcopyRecover => Phase::Postcopy,
             MigrationStatus::PreSwitchover | MigrationStatus::Device => Phase::Switchover,
             MigrationStatus::Completed => Phase::Finishing,
-            MigrationStatus::Cancelling => Phase::Cancelling,
-            MigrationStatus::Cancelled => Phase::Cancelled,
-            MigrationStatus::Failed => Phase::Failed,
+            MigrationStatus::Cancelling | MigrationStatus::Cancelled => Phase::Cancelling,
+            MigrationStatus::Failed => Phase::Failing,
             _ => Phase::Precopy,
         }
     }
@@ -172,5 +182,25 @@ mod tests {
         p.phase = Phase::Finishing;
         p.update(&info, 5);
         assert_eq!(p.phase, Phase::Finishing, "the daemon's own phase wins");
+    }
+
+    #[test]
+    fn qemus_end_of_stream_is_never_final() {
+        for (status, phase) in [
+            ("failed", Phase::Failing),
+            ("cancelled", Phase::Cancelling),
+            ("cancelling", Phase::Cancelling),
+            ("completed", Phase::Finishing),
+        ] {
+            let info: MigrationInfo =
+                serde_json::from_value(serde_json::json!({ "status": status })).unwrap();
+            let mut p = Progress::new("m1", "http://h:1");
+            p.update(&info, 5);
+            assert_eq!(p.phase, phase, "QEMU {status}");
+            assert!(
+                !p.phase.is_final(),
+                "QEMU {status} must not end the migration"
+            );
+        }
     }
 }

@@ -225,7 +225,7 @@ impl Service {
             Ok((long, live, was_running))
         }
         .await;
-        let (_long, live, was_running) = match begun {
+        let (long, live, was_running) = match begun {
             Ok(b) => b,
             Err(e) => {
                 let _ = started.send(Err(e));
@@ -265,34 +265,38 @@ impl Service {
             was_running,
         };
         let (phase, detail) = run.run().await;
-        out.with(|p| {
-            p.phase = phase;
-            p.detail = detail.clone();
-        });
+        // The source is settled (the guest resumed or gone, the destination told): only now
+        // may a client see the final phase, so the record goes and the job is released first.
         if phase != Phase::Unknown {
             record::remove(inner, &name).await;
         }
+        drop(long);
         let outcome = match phase {
             Phase::Completed => "completed",
             Phase::Cancelled => "cancelled",
             Phase::Unknown => "unknown",
             _ => "failed",
         };
+        let shown = detail.clone();
         let detail = detail.unwrap_or_default();
         tracing::info!(domain = %name, %id, outcome, %detail, "migration ended");
+        inner.audit.record_outcome(
+            "migrate",
+            &name,
+            outcome,
+            (outcome != "completed").then(|| detail.clone()),
+        );
+        out.with(|p| {
+            p.phase = phase;
+            p.detail = shown;
+        });
         inner.events.publish(
             &name,
             EventKind::MigrationFinished {
                 id,
                 outcome: outcome.into(),
-                detail: detail.clone(),
+                detail,
             },
-        );
-        inner.audit.record_outcome(
-            "migrate",
-            &name,
-            outcome,
-            (outcome != "completed").then_some(detail),
         );
         out.finished.send_replace(true);
     }
@@ -454,14 +458,9 @@ impl Run_<'_> {
             };
             let elapsed = started.elapsed().as_millis() as u64;
             let progress = self.out.with(|p| {
-                if !cancel_sent {
-                    p.update(&info, elapsed);
-                } else {
-                    let keep = p.phase;
-                    p.update(&info, elapsed);
-                    if !matches!(info.status, Some(MigrationStatus::Cancelled)) {
-                        p.phase = keep;
-                    }
+                p.update(&info, elapsed);
+                if cancel_sent {
+                    p.phase = Phase::Cancelling;
                 }
                 p.clone()
             });
@@ -674,6 +673,14 @@ impl Run_<'_> {
         why: String,
         incoming: Option<&str>,
     ) -> (Phase, Option<String>) {
+        // Until the guest is back, the phase says it is on its way (the final one is set by
+        // the driver once everything is settled).
+        let settling = if phase == Phase::Cancelled {
+            Phase::Cancelling
+        } else {
+            Phase::Failing
+        };
+        self.out.with(|p| p.phase = settling);
         if let Some(id) = incoming {
             self.abort_destination(id).await;
         }
