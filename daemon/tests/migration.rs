@@ -187,18 +187,22 @@ impl Host {
         let toml = format!(
             "{top}[storage_roots]\ntest-guest = {kernel_dir:?}\n{api}[migration]\nallow_plain_http = true\n"
         );
+        Host::launch(env, toml, false)
+    }
+
+    /// Starts the daemon of `env` with `toml` (its TCP API on port 0) and watches its QEMUs.
+    fn launch(env: Env, toml: String, https: bool) -> Host {
         let qemus = QemuWatch::start(env.config.run_dir.join("domains"));
         let daemon = env.start_daemon(&toml);
         // A restarted daemon keeps the port its first run got (peers know it by that URL).
         let port = daemon.tcp_port();
         let toml = toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-        let daemon = Some(daemon);
         Host {
             env,
-            daemon,
+            daemon: Some(daemon),
             port,
             toml,
-            https: false,
+            https,
             qemus,
         }
     }
@@ -214,19 +218,7 @@ impl Host {
             pki.join("server-key.pem")
         );
         let toml = toml.replacen("[api]\n", &tls, 1);
-        let qemus = QemuWatch::start(env.config.run_dir.join("domains"));
-        let daemon = env.start_daemon(&toml);
-        let port = daemon.tcp_port();
-        let toml = toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-        let daemon = Some(daemon);
-        Host {
-            env,
-            daemon,
-            port,
-            toml,
-            https: true,
-            qemus,
-        }
+        Host::launch(env, toml, true)
     }
 
     fn url(&self) -> String {
