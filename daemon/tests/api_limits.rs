@@ -255,6 +255,35 @@ fn a_socket_user_is_capped_and_root_keeps_working() {
     let w = warnings(&daemon.log);
     assert!((1..=2).contains(&w), "{w} warning lines");
 
+    // Every one of the 15 refusals is in the audit log, folded per caller: a line or two
+    // whose counts add up (the folded count is written when its window ends).
+    let audit = env.config.log_dir.join("audit.log");
+    let too_many = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["op"] == "refused" && e["result"] == "too_many")
+            .collect()
+    };
+    wait_until(
+        "the 15 refusals are audited",
+        Duration::from_secs(30),
+        || {
+            too_many()
+                .iter()
+                .filter_map(|e| e["count"].as_u64())
+                .sum::<u64>()
+                == 15
+        },
+    );
+    let lines = too_many();
+    assert!(lines.len() <= 4, "{lines:?}");
+    assert!(
+        lines.iter().all(|e| e["actor"]["uid"].as_u64().is_some()),
+        "{lines:?}"
+    );
+
     // The flood ends: its connections and streams are released.
     flood.release();
     wait_until(

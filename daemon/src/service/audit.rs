@@ -281,6 +281,10 @@ pub enum Asked {
         member: String,
         object: String,
     },
+    /// A connection to the HTTP API, refused before any request was read.
+    Connection {
+        connection: &'static str,
+    },
 }
 
 /// Longest request path kept in an audit line (paths are the caller's to choose).
@@ -313,6 +317,7 @@ impl std::fmt::Display for Asked {
                 member,
                 object,
             } => write!(f, "{interface}.{member} on {object}"),
+            Asked::Connection { connection } => write!(f, "a {connection} connection"),
         }
     }
 }
@@ -327,6 +332,8 @@ pub enum Refused {
     Forbidden,
     /// The D-Bus authorisation (polkit) said no, or could not be asked.
     AccessDenied,
+    /// Over a connection or stream cap (HTTP 429/503).
+    TooMany,
 }
 
 impl Refused {
@@ -335,6 +342,7 @@ impl Refused {
             Refused::Unauthorized => "unauthorized",
             Refused::Forbidden => "forbidden",
             Refused::AccessDenied => "access_denied",
+            Refused::TooMany => "too_many",
         }
     }
 }

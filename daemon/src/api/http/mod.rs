@@ -149,7 +149,10 @@ impl Listeners {
                         let uid = stream.peer_cred().ok().map(|c| c.uid());
                         match limits.admit_unix(uid) {
                             Ok(slot) => serve_conn(graceful.watcher(), stream, ctx.clone(), Auth::Peer(auth::unix_caller(uid)), slot),
-                            Err(refusal) => limits.refuse(stream, refusal, true),
+                            Err(refusal) => {
+                                audit_connection_refused(&ctx, "http-unix", uid, None, &refusal);
+                                limits.refuse(stream, refusal, true)
+                            }
                         }
                     }
                     Err(e) => accept_failed(&limits, e).await,
@@ -162,6 +165,7 @@ impl Listeners {
                         let permit = match limits.admit_tcp(addr.ip()) {
                             Ok(slot) => slot,
                             Err(refusal) => {
+                                audit_connection_refused(&ctx, "http-tcp", None, Some(addr), &refusal);
                                 limits.refuse(stream, refusal, self.tls.is_none());
                                 continue;
                             }
@@ -376,11 +380,34 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, auth: &Auth) -> Response {
     }
 }
 
-/// The statuses that are authorisation failures.
+/// A connection refused at a cap, audited like any refusal (folded per caller, so a flood
+/// costs a line or two a second, not one per connection).
+fn audit_connection_refused(
+    ctx: &Ctx,
+    via: &'static str,
+    uid: Option<u32>,
+    peer: Option<std::net::SocketAddr>,
+    refusal: &limits::Refusal,
+) {
+    ctx.service.audit_refused(Refusal {
+        actor: Actor {
+            via,
+            uid,
+            peer,
+            ..Actor::default()
+        },
+        asked: Asked::Connection { connection: via },
+        outcome: Refused::TooMany,
+        reason: refusal.to_string(),
+    });
+}
+
+/// The statuses that are refusals of the caller (authorisation, caps).
 fn refused(status: hyper::StatusCode) -> Option<Refused> {
     match status {
         hyper::StatusCode::UNAUTHORIZED => Some(Refused::Unauthorized),
         hyper::StatusCode::FORBIDDEN => Some(Refused::Forbidden),
+        hyper::StatusCode::TOO_MANY_REQUESTS => Some(Refused::TooMany),
         _ => None,
     }
 }
