@@ -146,13 +146,7 @@ async fn hugepage_backed_memory_is_proven_from_smaps_and_a_short_pool_is_refused
     assert!(have >= 32, "the kernel gave only {have} hugepages");
     svc.start("hugemem").await.unwrap();
     let pid = recorded_pid(&env, "hugemem");
-    let ramblocks = svc
-        .qmp_passthrough("hugemem", "x-query-ramblock", None)
-        .await
-        .unwrap()["human-readable-text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ramblocks = common::smaps::query_ramblocks(&svc, "hugemem").await;
     // The backend's whole mapping, the guest's 64 MiB, is hugetlb on 2 MiB pages: every page
     // the guest touches comes from the pool.
     let ram = common::smaps::wait_ram_on_2m_pages(pid, &ramblocks, "pc.ram", 64 << 10).await;

@@ -277,13 +277,7 @@ async fn a_short_node_pool_is_refused_or_grown_for_the_guest_and_shrunk_after() 
         serde_json::json!([{"node": 0, "size_kib": 2048, "pages": 32}])
     );
     let pid = recorded_pid(&env, "hugenode");
-    let ramblocks = svc
-        .qmp_passthrough("hugenode", "x-query-ramblock", None)
-        .await
-        .unwrap()["human-readable-text"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ramblocks = common::smaps::query_ramblocks(&svc, "hugenode").await;
     // The guest's RAM is one hugetlb mapping of 64 MiB on 2 MiB pages, and that very mapping
     // is bound to node 0.
     let ram = common::smaps::wait_ram_on_2m_pages(pid, &ramblocks, "pc.ram", 64 << 10).await;

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::daemon::{curl, Daemon, Reply};
+use common::daemon::{curl, curl_as, Daemon, Reply};
 use common::{osless, recorded_pid, Env};
 
 const OP: &str = "novacron-test-op";
@@ -85,24 +85,7 @@ fn ensure_operator() {
 
 /// curl against the daemon's socket as the unprivileged operator.
 fn curl_op(socket: &Path, method: &str, path: &str, args: &[&str]) -> Reply {
-    let marker = "\n--novacron-curl--";
-    let out = run(Command::new("runuser")
-        .args(["-u", OP, "--", "curl", "-sS", "--unix-socket"])
-        .arg(socket)
-        .args(["-X", method, "-w"])
-        .arg(format!("{marker}%{{http_code}} %{{content_type}}"))
-        .args(args)
-        .arg(format!("http://localhost{path}")));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, meta) = text
-        .rsplit_once(marker)
-        .unwrap_or_else(|| panic!("curl failed: {}", String::from_utf8_lossy(&out.stderr)));
-    let (status, content_type) = meta.split_once(' ').unwrap_or((meta, ""));
-    Reply {
-        status: status.trim().parse().unwrap_or(0),
-        body: body.to_owned(),
-        content_type: content_type.trim().to_owned(),
-    }
+    curl_as(Some(OP), socket, method, path, args)
 }
 
 struct Setup {

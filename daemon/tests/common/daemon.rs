@@ -94,8 +94,27 @@ impl Reply {
 
 /// Runs curl against the daemon's Unix socket. `args` go before the URL.
 pub fn curl(socket: &Path, method: &str, path: &str, args: &[&str]) -> Reply {
+    curl_as(None, socket, method, path, args)
+}
+
+/// As [`curl`], run as `user` (through `runuser`) when given.
+pub fn curl_as(
+    user: Option<&str>,
+    socket: &Path,
+    method: &str,
+    path: &str,
+    args: &[&str],
+) -> Reply {
     let marker = "\n--novacron-curl--";
-    let out: Output = Command::new("curl")
+    let mut cmd = match user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--", "curl"]);
+            c
+        }
+        None => Command::new("curl"),
+    };
+    let out: Output = cmd
         .args(["-sS", "--unix-socket"])
         .arg(socket)
         .args(["-X", method, "-w"])

@@ -123,3 +123,13 @@ pub async fn wait_ram_on_2m_pages(pid: u32, ramblock_text: &str, id: &str, kib: 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// QEMU's own view of the guest's RAM blocks (`x-query-ramblock`), through the service.
+pub async fn query_ramblocks(svc: &novacrond::Service, domain: &str) -> String {
+    svc.qmp_passthrough(domain, "x-query-ramblock", None)
+        .await
+        .unwrap()["human-readable-text"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
