@@ -326,3 +326,31 @@ fn memtune_limits_parse_with_units_and_the_unsupported_ones_are_named() {
         8,
     );
 }
+
+/// Issue 16: `<model name='ioh3420'/>` is another guest-visible device than the pcie-root-port
+/// we build; it was accepted and dropped. Only the device we create may be spelled out.
+#[test]
+fn controller_model_name_other_than_ours_is_refused() {
+    let port = |name: &str| {
+        format!(
+            "<controller type='pci' index='0' model='pcie-root'/>\
+             <controller type='pci' index='1' model='pcie-root-port'><model name='{name}'/></controller>"
+        )
+    };
+    let cfg = DomainConfig::from_xml(&doc("", &port("pcie-root-port"))).expect("our device");
+    assert_eq!(cfg.devices.controllers.len(), 2);
+    let e = rejects(
+        &doc("", &port("ioh3420")),
+        "unsupported value 'ioh3420' for domain/devices/controller[2]/model@name (line 10); supported: pcie-root-port",
+        10,
+    );
+    assert!(matches!(e, XmlError::UnsupportedValue { .. }));
+    rejects(
+        &doc(
+            "",
+            "<controller type='usb' index='0' model='qemu-xhci'><model name='nec-usb-xhci'/></controller>",
+        ),
+        "unsupported value 'nec-usb-xhci' for domain/devices/controller/model@name",
+        10,
+    );
+}

@@ -309,6 +309,17 @@ pub(super) fn controller(e: &Element) -> R<Controller> {
     }
     if let Some(m) = e.child("model")? {
         m.allow(&["name"], &[])?;
+        // Only the device we create anyway may be spelled out: another name (ioh3420 for a
+        // pcie-root-port) is a different guest-visible device, which we would not build.
+        let ours: &[&str] = match kind {
+            ControllerKind::PcieRootPort { .. } => &["pcie-root-port"],
+            _ => &[],
+        };
+        if let Some(name) = m.attr("name") {
+            if !ours.contains(&name) {
+                return Err(m.unsupported_value(Some("name"), name, ours));
+            }
+        }
     }
     Ok(Controller {
         index: e.req_attr_int("index")?,
