@@ -6,9 +6,12 @@
 # virtinst and libvirt-daemon-driver-qemu. Writes virt-install/MANIFEST (versions and the
 # exact command per file).
 #
-# UUIDs and MACs are given so the output is reproducible. Disk and ISO paths are empty files in
-# a temporary directory (virt-install checks that they exist; with --print-xml it creates
-# nothing); that directory is replaced by /var/lib/libvirt/images, where a user's images are.
+# UUIDs and MACs are given so the output is reproducible (a second run changes no file). Disk
+# and ISO paths are empty files in a temporary directory (virt-install checks that they exist;
+# with --print-xml it creates nothing); that directory is replaced by /var/lib/libvirt/images,
+# where a user's images are. The embedded driver has no storage driver, so `size=` (which needs
+# a pool) cannot be used, and virt-install cannot probe an image's format: the disks come out
+# as `<driver name="qemu"/>` without `type`, as virt-install writes them for unmanaged paths.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 out="$here/virt-install"
