@@ -217,7 +217,8 @@ fn run(id: &str, xml: &str, failures: &mut Vec<String>, losses: &mut Vec<String>
 }
 
 /// Checks `parse(write(x)) == x`, writer stability and the JSON round trip (problems to
-/// `failures`), and lists the input's facts the written XML lost or changed in `losses`.
+/// `failures`), and lists in `losses` the input's facts the written XML lost or changed and the
+/// guest-identity facts it added.
 fn round_trip(
     id: &str,
     xml: &str,
@@ -246,6 +247,9 @@ fn round_trip(
             return;
         }
     };
+    for (key, got) in corpus_facts::added(&input, &output) {
+        losses.push(format!("{key} = {got} (added)"));
+    }
     for (key, want, got) in corpus_facts::lost(&input, &output) {
         losses.push(match got {
             Some(got) => format!("{key}: {want} -> {got}"),
@@ -283,13 +287,15 @@ fn real_world_documents_match_the_expectation_file() {
         let known: &[String] = expected.get(id).map_or(&[], |e| &e.losing);
         for loss in &losses {
             if !known.iter().any(|k| loss.contains(k.as_str())) {
-                failures.push(format!("{id}: the written XML does not keep {loss}"));
+                failures.push(format!(
+                    "{id}: the written XML differs from the input: {loss}"
+                ));
             }
         }
         for k in known {
             if !losses.iter().any(|l| l.contains(k.as_str())) {
                 failures.push(format!(
-                    "{id}: expected.toml lists '{k}' as lost, but it is kept now: remove it"
+                    "{id}: expected.toml lists '{k}' as lost, but the written XML keeps it now: remove it"
                 ));
             }
         }
@@ -394,4 +400,18 @@ fn fact_extractor_sees_lost_and_changed_settings() {
             1
         );
     }
+    // A CPU model written where the input had none is reported; a default spelled out is not.
+    let more = xml.replace(
+        "<vcpu>1</vcpu>",
+        "<vcpu>1</vcpu><cpu mode='custom'><model>qemu64</model></cpu>",
+    );
+    let more = corpus_facts::facts(
+        &more.replace("<disk type='file'>", "<disk type='file' device='disk'>"),
+    )
+    .expect("facts");
+    let added: Vec<String> = corpus_facts::added(&f, &more)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(added, ["cpu/model[1]#text", "cpu@mode"]);
 }

@@ -311,3 +311,26 @@ pub fn lost(
         .map(|(k, v)| (k.clone(), v.clone(), output.get(k).cloned()))
         .collect()
 }
+
+/// Facts that choose what the guest is, so writing one the input did not have changes the
+/// guest (the example: a `<cpu>` with only a topology written back with
+/// `<model>qemu64</model>`). Other additions are defaults spelled out and not reported.
+const IDENTITY: &[&str] = &[
+    "cpu@mode",
+    "cpu/model[1]#text",
+    "os/type[1]@arch",
+    "os/type[1]@machine",
+    "os/loader[1]#text",
+];
+
+/// Identity facts `output` has that `input` lacks: `(key, output value)`.
+pub fn added(
+    input: &BTreeMap<String, String>,
+    output: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    output
+        .iter()
+        .filter(|(k, _)| IDENTITY.contains(&k.as_str()) && !input.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
