@@ -354,3 +354,38 @@ fn controller_model_name_other_than_ours_is_refused() {
         10,
     );
 }
+
+/// Issue 16: virt-install writes NUMA cells without `id`; libvirt numbers them by position.
+/// The ids become explicit on the way out, and a cell out of order is still refused.
+#[test]
+fn numa_cells_without_id_are_numbered_by_position() {
+    let cells = |a: &str, b: &str| {
+        doc(
+            &format!(
+                "<cpu mode='custom'><model>qemu64</model><numa>\
+                 <cell {a}cpus='0' memory='512' unit='MiB'/><cell {b}cpus='1' memory='512' unit='MiB'/>\
+                 </numa></cpu>"
+            ),
+            "",
+        )
+    };
+    let cfg = DomainConfig::from_xml(&cells("", "")).expect("cells without id");
+    let ids: Vec<u32> = cfg
+        .cpu
+        .as_ref()
+        .expect("cpu")
+        .numa
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, [0, 1]);
+    let out = cfg.to_xml();
+    assert!(out.contains("<cell id='1' cpus='1'"), "{out}");
+    assert_eq!(DomainConfig::from_xml(&out).expect("re-parse"), cfg);
+    cfg.validate().expect("valid");
+    let swapped = DomainConfig::from_xml(&cells("id='1' ", "id='0' ")).expect("parses");
+    assert!(
+        swapped.validate().is_err(),
+        "cells out of order must be refused"
+    );
+}

@@ -321,7 +321,7 @@ pub(super) fn cpu(e: &Element) -> R<Cpu> {
     let mut numa = Vec::new();
     if let Some(n) = e.child("numa")? {
         n.allow(&[], &["cell"])?;
-        for c in n.children_named("cell") {
+        for (i, c) in n.children_named("cell").enumerate() {
             c.allow(
                 &["id", "cpus", "memory", "unit", "memAccess"],
                 &["distances"],
@@ -338,8 +338,13 @@ pub(super) fn cpu(e: &Element) -> R<Cpu> {
                     });
                 }
             }
+            // libvirt numbers a cell without `id` by its position (virt-install writes none).
+            let id = match c.attr_int("id")? {
+                Some(id) => id,
+                None => u32::try_from(i).map_err(|_| c.invalid_attr("id", "too many cells"))?,
+            };
             numa.push(NumaCell {
-                id: c.req_attr_int("id")?,
+                id,
                 cpus: idset(c, "cpus")?,
                 memory_kib: size_kib(c, mem, "unit")?,
                 mem_access: c.attr_enum(
