@@ -143,3 +143,20 @@ gen debian11-watchdog-rng --osinfo debian11 --memory 1024 --vcpus 1 --import \
 gen debian11-vhost-net-driver --osinfo debian11 --memory 1024 --vcpus 2 --import \
     --network network=default,model=virtio,driver.name=vhost,driver.queues=2,mac="$(mac 25)" \
     --disk path="$img/root.qcow2",bus=virtio,format=qcow2 --graphics vnc
+# Older Windows on i440fx; SPICE on i440fx; macvtap; memory and vCPU hotplug.
+gen win10-pc-ide --osinfo win10 --machine pc --memory 4096 --vcpus 2 \
+    --cdrom "$img/win.iso" --disk path="$img/old.img",bus=ide,format=raw \
+    --network network=default,model=e1000,mac="$(mac 26)" --graphics vnc
+gen centos7-pc-spice --osinfo centos7.0 --machine pc --memory 2048 --vcpus 2 --import \
+    --disk path="$img/old.img",bus=virtio,format=raw --network network=default,mac="$(mac 27)" \
+    --graphics spice --video qxl --sound ich6
+gen debian11-macvtap --osinfo debian11 --memory 1024 --vcpus 1 --import \
+    --network type=direct,source=eth0,source.mode=bridge,mac="$(mac 28)" \
+    --disk path="$img/root.qcow2",bus=virtio,format=qcow2 --graphics vnc
+gen debian11-memory-hotplug --osinfo debian11 --import \
+    --memory 2048,hotplugmemorymax=8192,hotplugmemoryslots=16 --vcpus 2 --cpu host-passthrough,cell0.cpus=0-1,cell0.memory=2097152 \
+    --disk path="$img/root.qcow2",bus=virtio,format=qcow2 --network network=default,mac="$(mac 29)" \
+    --graphics vnc
+gen debian11-vcpu-hotplug --osinfo debian11 --memory 1024 --vcpus 2,maxvcpus=8 --import \
+    --disk path="$img/root.qcow2",bus=virtio,format=qcow2 --network network=default,mac="$(mac 30)" \
+    --graphics vnc --console pty,target_type=virtio
