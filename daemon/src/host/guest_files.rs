@@ -172,11 +172,13 @@ fn open_one(r: &HostRef<'_>, how: &Opening<'_>) -> Result<Option<(OwnedFd, Via, 
         HostRefKind::RngBackend => (OFlag::O_RDONLY, Via::FdSet, false),
         HostRefKind::BootImage => (OFlag::O_RDONLY, Via::ProcFd, true),
         // Checked above; not opened: QEMU binds/connects sockets by name, the template is
-        // not used at start, VFIO and macvtap are opened by their own host code.
+        // not used at start, VFIO and macvtap are opened by their own host code, QEMU
+        // connects network disks itself (admin-only).
         HostRefKind::NvramTemplate
         | HostRefKind::UnixSocket { .. }
         | HostRefKind::HostPci { .. }
-        | HostRefKind::HostNic => return Ok(None),
+        | HostRefKind::HostNic
+        | HostRefKind::NetworkDisk { .. } => return Ok(None),
     };
     let mode = Mode::from_bits_truncate(0o600);
     // The open entropy sources are fixed device paths, outside any root.

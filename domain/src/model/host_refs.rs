@@ -33,6 +33,9 @@ pub enum HostRefKind {
     HostPci { managed: bool },
     /// A host network interface a macvtap is created on: admin-only.
     HostNic,
+    /// A network disk: QEMU connects to this server (value: `proto://host:port/name`) or
+    /// NBD socket (value: the socket path) itself.
+    NetworkDisk { protocol: NetProtocol },
 }
 
 /// One host reference: the field that holds it (JSON model path, with libvirt's `file` /
@@ -165,6 +168,16 @@ impl DomainConfig {
                     dev,
                     HostRefKind::BlockDevice { readonly },
                 ),
+                Some(DiskSource::Network(n)) => out.0.push(HostRef {
+                    field: format!("devices.disks[{i}].source"),
+                    value: match n.hosts.first() {
+                        Some(NetHost::Unix { socket }) => socket.as_str().into(),
+                        _ => n.display().into(),
+                    },
+                    kind: HostRefKind::NetworkDisk {
+                        protocol: n.protocol,
+                    },
+                }),
             }
         }
         for (i, nic) in interfaces.iter().enumerate() {
@@ -333,11 +346,33 @@ mod tests {
                 DiskDevice::Cdrom,
             ),
             disk(None, DiskDevice::Cdrom),
+            disk(
+                Some(DiskSource::Network(NetSource {
+                    protocol: NetProtocol::Nbd,
+                    name: Some("exp".into()),
+                    hosts: vec![NetHost::Tcp {
+                        name: "10.0.0.1".into(),
+                        port: None,
+                    }],
+                })),
+                DiskDevice::Disk,
+            ),
+            disk(
+                Some(DiskSource::Network(NetSource {
+                    protocol: NetProtocol::Nbd,
+                    name: None,
+                    hosts: vec![NetHost::Unix {
+                        socket: "/sock/nbd".into(),
+                    }],
+                })),
+                DiskDevice::Disk,
+            ),
         ];
         let nic = |source| Interface {
             source,
             mac: None,
             model: NicModel::Virtio,
+            driver: None,
             mtu: None,
             boot_order: None,
             address: None,
@@ -448,6 +483,20 @@ mod tests {
                     HostRefKind::DiskImage {
                         readonly: true,
                         format: raw
+                    }
+                ),
+                expect(
+                    "devices.disks[4].source",
+                    "nbd://10.0.0.1:10809/exp",
+                    HostRefKind::NetworkDisk {
+                        protocol: NetProtocol::Nbd
+                    }
+                ),
+                expect(
+                    "devices.disks[5].source",
+                    "/sock/nbd",
+                    HostRefKind::NetworkDisk {
+                        protocol: NetProtocol::Nbd
                     }
                 ),
                 expect(

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod host_refs;
 pub mod ids;
 pub mod memory;
+pub mod netdisk;
 pub mod os;
 
 pub use cpu::*;
@@ -16,6 +17,7 @@ pub use devices::*;
 pub use host_refs::{HostRef, HostRefKind};
 pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use memory::*;
+pub use netdisk::*;
 pub use os::*;
 
 use serde::{Deserialize, Serialize};

@@ -469,6 +469,7 @@ fn devices(w: &mut W, d: &Devices) {
     for disk in &d.disks {
         let ty = match disk.source {
             Some(DiskSource::Block { .. }) => "block",
+            Some(DiskSource::Network(_)) => "network",
             _ => "file",
         };
         let dev = match disk.device {
@@ -498,6 +499,7 @@ fn devices(w: &mut W, d: &Devices) {
         match &disk.source {
             Some(DiskSource::File { path }) => w.empty("source", &[("file", s(path))]),
             Some(DiskSource::Block { dev }) => w.empty("source", &[("dev", s(dev))]),
+            Some(DiskSource::Network(n)) => net_source(w, n),
             None => {}
         }
         w.empty(
@@ -603,6 +605,17 @@ fn devices(w: &mut W, d: &Devices) {
             w.empty("source", &src);
         }
         w.empty("model", &[("type", s(i.model.as_str()))]);
+        if let Some(dr) = &i.driver {
+            w.empty(
+                "driver",
+                &[
+                    ("name", dr.name.map(|n| n.as_str().to_owned())),
+                    ("queues", dr.queues.map(|q| q.to_string())),
+                    ("rx_queue_size", dr.rx_queue_size.map(|q| q.to_string())),
+                    ("tx_queue_size", dr.tx_queue_size.map(|q| q.to_string())),
+                ],
+            );
+        }
         if let Some(m) = i.mtu {
             w.empty("mtu", &[("size", s(m))]);
         }
@@ -771,4 +784,26 @@ fn chardev_open(w: &mut W, name: &str, src: &CharSource) {
             w.empty("source", &[("path", s(path))]);
         }
     }
+}
+
+fn net_source(w: &mut W, n: &NetSource) {
+    w.open(
+        "source",
+        &[
+            ("protocol", s(n.protocol.as_str())),
+            ("name", n.name.clone()),
+        ],
+    );
+    for h in &n.hosts {
+        match h {
+            NetHost::Tcp { name, port } => w.empty(
+                "host",
+                &[("name", s(name)), ("port", port.map(|p| p.to_string()))],
+            ),
+            NetHost::Unix { socket } => {
+                w.empty("host", &[("transport", s("unix")), ("socket", s(socket))])
+            }
+        }
+    }
+    w.close("source");
 }
