@@ -102,6 +102,12 @@ fn golden_network_disks() {
     golden("network-disks", CpuChoice::AsConfigured);
 }
 
+/// 9p shares in each access mode, one read-only at a fixed PCI address.
+#[test]
+fn golden_shared_dirs() {
+    golden("shared-dirs", CpuChoice::AsConfigured);
+}
+
 #[test]
 fn golden_linux_guest() {
     golden("linux-guest", CpuChoice::AsConfigured);

@@ -255,6 +255,33 @@ fn char_source() -> impl Strategy<Value = CharSource> {
     ]
 }
 
+fn fs_strategy(i: usize) -> impl Strategy<Value = Filesystem> {
+    (
+        "/srv/[a-zA-Z0-9 _.,&'<>-]{0,12}[a-z]",
+        "[a-z][a-z0-9_./-]{0,20}",
+        select(FsAccessMode::ALL.to_vec()),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(source, tag, access_mode, readonly, addr)| Filesystem {
+                driver: FsDriver::Path,
+                access_mode,
+                source,
+                // Unique per guest: the index leads.
+                target: format!("t{i}{tag}"),
+                readonly,
+                address: addr.then_some(Address::Pci {
+                    domain: 0,
+                    bus: 0,
+                    slot: 0x18 + i as u8,
+                    function: 0,
+                    multifunction: None,
+                }),
+            },
+        )
+}
+
 fn devices_strategy() -> impl Strategy<Value = Devices> {
     (
         (0usize..4).prop_flat_map(|n| (0..n).map(disk_strategy).collect::<Vec<_>>()),
@@ -278,9 +305,22 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
             select(WatchdogAction::ALL.to_vec()),
         )),
         option::of(select(vec![TpmModel::TpmCrb, TpmModel::TpmTis])),
+        (0usize..3).prop_flat_map(|n| (0..n).map(fs_strategy).collect::<Vec<_>>()),
     )
         .prop_map(
-            |(disks, interfaces, serial, channels, vnc, video, balloon, rng, wd, tpm)| {
+            |(
+                disks,
+                interfaces,
+                serial,
+                channels,
+                vnc,
+                video,
+                balloon,
+                rng,
+                wd,
+                tpm,
+                filesystems,
+            )| {
                 let serials: Vec<Serial> = serial
                     .iter()
                     .map(|s| Serial {
@@ -372,6 +412,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                             multifunction: Some(true),
                         }),
                     }],
+                    filesystems,
                     watchdog: wd.map(|(model, action)| Watchdog {
                         model,
                         action,

@@ -211,6 +211,19 @@ pub fn check_ref(roots: &StorageRoots, r: &HostRef<'_>) -> Result<(), Refusal> {
         | HostRefKind::NetworkDisk { .. }
         | HostRefKind::RngBackend => Ok(()),
         HostRefKind::UnixSocket { .. } => check_socket(roots, path),
+        // A directory inside a root. QEMU gets it as a descriptor opened beneath the root
+        // (`guest_files`), and its 9p server resolves every guest path beneath that with
+        // no-follow semantics, so a link inside the share cannot lead out of it.
+        HostRefKind::SharedDir { .. } => {
+            match roots.open_beneath(path, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()) {
+                Ok(_) => Ok(()),
+                Err(Refusal::Io(e)) if e.contains("Not a directory") => {
+                    Err(Refusal::Rule(format!("{path} is not a directory")))
+                }
+                Err(Refusal::Missing(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
         HostRefKind::DiskImage { format, .. } => {
             match roots.open_beneath(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty()) {
                 Ok(fd) => check_image(roots, path, fd, format),

@@ -40,6 +40,9 @@ pub struct Devices {
     pub memballoon: Option<Memballoon>,
     #[serde(default)]
     pub rngs: Vec<Rng>,
+    /// `<filesystem>`: shared host directories.
+    #[serde(default)]
+    pub filesystems: Vec<super::filesystem::Filesystem>,
 }
 
 /// Guest-visible device address. PCI addresses matter (guest NIC naming, Windows drivers).

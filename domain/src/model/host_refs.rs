@@ -33,6 +33,9 @@ pub enum HostRefKind {
     HostPci { managed: bool },
     /// A host network interface a macvtap is created on: admin-only.
     HostNic,
+    /// A directory shared with the guest (`<filesystem>`): QEMU's 9p server works beneath
+    /// it, writing unless `readonly`.
+    SharedDir { readonly: bool },
     /// A network disk: QEMU connects to this server (value: `proto://host:port/name`) or
     /// NBD socket (value: the socket path) itself.
     NetworkDisk { protocol: NetProtocol },
@@ -139,6 +142,7 @@ impl DomainConfig {
             watchdog: _,
             memballoon: _,
             rngs,
+            filesystems,
         } = devices;
         for (i, disk) in disks.iter().enumerate() {
             let Disk {
@@ -179,6 +183,23 @@ impl DomainConfig {
                     },
                 }),
             }
+        }
+        for (i, f) in filesystems.iter().enumerate() {
+            let Filesystem {
+                driver: _,
+                access_mode: _,
+                source,
+                target: _,
+                readonly,
+                address: _,
+            } = f;
+            out.add(
+                format!("devices.filesystems[{i}].source"),
+                source,
+                HostRefKind::SharedDir {
+                    readonly: *readonly,
+                },
+            );
         }
         for (i, nic) in interfaces.iter().enumerate() {
             match &nic.source {
@@ -377,6 +398,14 @@ mod tests {
             boot_order: None,
             address: None,
         };
+        d.devices.filesystems = vec![Filesystem {
+            driver: FsDriver::Path,
+            access_mode: FsAccessMode::Mapped,
+            source: "/share/dir".into(),
+            target: "tag".into(),
+            readonly: true,
+            address: None,
+        }];
         d.devices.interfaces = vec![
             nic(InterfaceSource::User),
             nic(InterfaceSource::Direct {
@@ -498,6 +527,11 @@ mod tests {
                     HostRefKind::NetworkDisk {
                         protocol: NetProtocol::Nbd
                     }
+                ),
+                expect(
+                    "devices.filesystems[0].source",
+                    "/share/dir",
+                    HostRefKind::SharedDir { readonly: true }
                 ),
                 expect(
                     "devices.interfaces[1].source.dev",

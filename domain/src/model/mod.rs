@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod devices;
+pub mod filesystem;
 pub mod host_refs;
 pub mod ids;
 pub mod memory;
@@ -14,6 +15,7 @@ pub mod os;
 
 pub use cpu::*;
 pub use devices::*;
+pub use filesystem::*;
 pub use host_refs::{HostRef, HostRefKind};
 pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use memory::*;

@@ -62,6 +62,28 @@ pub(super) fn devices(
         s.push_str(&pci(&h.address));
         a.push("-device", s);
     }
+    for (i, f) in dv.filesystems.iter().enumerate() {
+        // The host layer passes the directory as `/proc/self/fd/N` (opened beneath its
+        // storage root): QEMU never resolves the definition's path itself.
+        let dir = ctx.host_path(&format!("devices.filesystems[{i}].source"), &f.source);
+        let mut s = format!(
+            "local,id=fsdev-fs{i},path={},security_model={}",
+            esc(dir),
+            f.access_mode.security_model()
+        );
+        if f.readonly {
+            s.push_str(",readonly=on");
+        }
+        a.push("-fsdev", s);
+        a.push(
+            "-device",
+            format!(
+                "virtio-9p-pci,id=fs{i},fsdev=fsdev-fs{i},mount_tag={}{}",
+                esc(&f.target),
+                pci(&f.address)
+            ),
+        );
+    }
     interfaces(a, d, ctx)?;
     chardevs(a, dv, ctx)?;
     for (i, inp) in dv.inputs.iter().enumerate() {

@@ -39,6 +39,7 @@ pub(super) fn devices(v: &mut V, d: &DomainConfig) {
     }
     controllers(v, dv);
     disks(v, d);
+    super::filesystem::filesystems(v, d);
     interfaces(v, d);
     let mut seen = BTreeSet::new();
     for (i, h) in dv.hostdevs.iter().enumerate() {
@@ -462,6 +463,9 @@ pub(super) fn pci_addresses(v: &mut V, dv: &Devices) {
     }
     for (i, x) in dv.rngs.iter().enumerate() {
         push(format!("devices.rngs[{i}].address"), &x.address);
+    }
+    for (i, x) in dv.filesystems.iter().enumerate() {
+        push(format!("devices.filesystems[{i}].address"), &x.address);
     }
     for (i, x) in dv.inputs.iter().enumerate() {
         push(format!("devices.inputs[{i}].address"), &x.address);

@@ -573,6 +573,9 @@ fn devices(w: &mut W, d: &Devices) {
         address(w, &c.address);
         w.close("controller");
     }
+    for f in &d.filesystems {
+        filesystem(w, f);
+    }
     for i in &d.interfaces {
         let (ty, src): (&str, Vec<(&str, Option<String>)>) = match &i.source {
             InterfaceSource::Bridge { bridge } => ("bridge", vec![("bridge", s(bridge))]),
@@ -806,4 +809,22 @@ fn net_source(w: &mut W, n: &NetSource) {
         }
     }
     w.close("source");
+}
+
+fn filesystem(w: &mut W, f: &Filesystem) {
+    w.open(
+        "filesystem",
+        &[
+            ("type", s("mount")),
+            ("accessmode", s(f.access_mode.as_str())),
+        ],
+    );
+    w.empty("driver", &[("type", s(f.driver.as_str()))]);
+    w.empty("source", &[("dir", s(&f.source))]);
+    w.empty("target", &[("dir", s(&f.target))]);
+    if f.readonly {
+        w.empty("readonly", &[]);
+    }
+    address(w, &f.address);
+    w.close("filesystem");
 }

@@ -26,6 +26,9 @@ pub(super) fn devices(e: &Element) -> R<Devices> {
             "rng",
             // libvirt >= 7.2 adds <audio type='none'/> next to VNC; only 'none' is accepted below.
             "audio",
+            "filesystem",
+            // Refused below with the reason.
+            "memory",
         ],
     )?;
     let mut d = Devices::default();
@@ -45,6 +48,15 @@ pub(super) fn devices(e: &Element) -> R<Devices> {
             "video" => d.videos.push(video(c)?),
             "hostdev" => d.hostdevs.push(hostdev(c)?),
             "rng" => d.rngs.push(rng(c)?),
+            "filesystem" => d.filesystems.push(super::filesystem::filesystem(c)?),
+            "memory" => {
+                return Err(refused(
+                    c,
+                    "memory devices (dimm, nvdimm, virtio-mem) are hot-pluggable RAM, which \
+                     NovaCron does not manage yet (memory hotplug); give the guest its RAM in \
+                     <memory>",
+                ))
+            }
             "audio" => {
                 c.allow(&["id", "type"], &[])?;
                 c.attr_only("type", &["none"])?;
