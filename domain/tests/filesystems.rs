@@ -125,3 +125,23 @@ fn filesystem_rules() {
     );
     at("devices.filesystems[2].target", "longer than 31 bytes");
 }
+
+#[test]
+fn json_cannot_sneak_virtiofs_past_the_reader() {
+    let cfg = DomainConfig::from_xml(&doc(
+        "<filesystem type='mount'><source dir='/srv/a'/><target dir='tag'/></filesystem>",
+    ))
+    .unwrap();
+    let json = cfg
+        .to_json()
+        .replace("\"driver\": \"path\"", "\"driver\": \"virtiofs\"");
+    let c = DomainConfig::from_json(&json).expect("json parses");
+    assert_eq!(c.devices.filesystems[0].driver, FsDriver::Virtiofs);
+    let e = c.validate().expect_err("virtiofs refused");
+    assert!(
+        e.0.iter()
+            .any(|x| x.path == "devices.filesystems[0].driver"
+                && x.to_string().contains("virtiofsd")),
+        "{e}"
+    );
+}

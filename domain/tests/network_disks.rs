@@ -303,3 +303,50 @@ fn nic_driver_is_read_written_and_checked() {
         "2048 is not 256, 512 or 1024",
     );
 }
+
+/// The JSON front-end skips the XML reader's shape checks: validation repeats them.
+#[test]
+fn json_network_disks_get_the_same_shape_rules() {
+    let cfg = DomainConfig::from_xml(&doc(&net_disk(
+        "<source protocol='http' name='a'><host name='h'/></source>",
+        "<readonly/>",
+    )))
+    .unwrap();
+    let json = cfg.to_json();
+    let bad = |from: &str, to: &str, path: &str, needle: &str| {
+        assert!(json.contains(from), "{json}");
+        let c = DomainConfig::from_json(&json.replacen(from, to, 1)).expect("json parses");
+        let e = c.validate().expect_err("invalid");
+        assert!(
+            e.0.iter()
+                .any(|x| x.path == path && x.to_string().contains(needle)),
+            "no {path}: {needle} in {e}"
+        );
+    };
+    bad(
+        "\"name\": \"a\"",
+        "\"name\": null",
+        "devices.disks[0].source.name",
+        "empty",
+    );
+    bad(
+        "\"hosts\": [",
+        "\"hosts\": [{\"transport\": \"tcp\", \"name\": \"x\", \"port\": null}, ",
+        "devices.disks[0].source.hosts",
+        "exactly one host",
+    );
+    let mut c = cfg.clone();
+    c.devices.disks[0].source = Some(DiskSource::Network(NetSource {
+        protocol: NetProtocol::Http,
+        name: Some("a".into()),
+        hosts: vec![NetHost::Unix {
+            socket: "/s".into(),
+        }],
+    }));
+    let e = c.validate().expect_err("unix socket for http");
+    assert!(
+        e.0.iter().any(|x| x.path == "devices.disks[0].source.hosts"
+            && x.to_string().contains("a unix socket for http (nbd only)")),
+        "{e}"
+    );
+}

@@ -215,10 +215,15 @@ pub fn check_ref(roots: &StorageRoots, r: &HostRef<'_>) -> Result<(), Refusal> {
         // (`guest_files`), and its 9p server resolves every guest path beneath that with
         // no-follow semantics, so a link inside the share cannot lead out of it.
         HostRefKind::SharedDir { .. } => {
-            match roots.open_beneath(path, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()) {
-                Ok(_) => Ok(()),
-                Err(Refusal::Io(e)) if e.contains("Not a directory") => {
-                    Err(Refusal::Rule(format!("{path} is not a directory")))
+            match roots.open_beneath(path, OFlag::O_PATH, Mode::empty()) {
+                Ok(fd) => {
+                    let st = nix::sys::stat::fstat(&fd)
+                        .map_err(|e| Refusal::Io(format!("{path}: {e}")))?;
+                    if (st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFDIR {
+                        Ok(())
+                    } else {
+                        Err(Refusal::Rule(format!("{path} is not a directory")))
+                    }
                 }
                 Err(Refusal::Missing(_)) => Ok(()),
                 Err(e) => Err(e),

@@ -3,6 +3,9 @@
 use super::{Problem, V};
 use crate::model::*;
 
+/// Most hosts (rbd monitors) one network disk may list.
+pub const MAX_NET_HOSTS: usize = 16;
+
 /// Characters of a name that ends up in a URL or a QEMU option: printable ASCII, no spaces.
 fn url_char(c: char) -> bool {
     c.is_ascii_graphic()
@@ -37,6 +40,34 @@ pub fn rbd_parts(name: &str) -> Option<(&str, Option<&str>, &str)> {
 
 pub(super) fn network_disk(v: &mut V, p: &str, disk: &Disk, n: &NetSource) {
     let readonly = disk.readonly || disk.device == DiskDevice::Cdrom;
+    // The XML reader enforces these shapes; the JSON front-end reaches here unchecked.
+    let rbd = n.protocol == NetProtocol::Rbd;
+    let max_hosts = if rbd { MAX_NET_HOSTS } else { 1 };
+    if n.hosts.is_empty() || n.hosts.len() > max_hosts {
+        v.err(
+            format!("{p}.source.hosts"),
+            Problem::Inconsistent(format!(
+                "a {} source names {} host{}",
+                n.protocol.as_str(),
+                if rbd { "1 to 16" } else { "exactly one" },
+                if rbd { "s" } else { "" }
+            )),
+        );
+    }
+    if n.protocol != NetProtocol::Nbd {
+        if n.name.is_none() {
+            v.err(format!("{p}.source.name"), Problem::Empty);
+        }
+        if n.hosts.iter().any(|h| matches!(h, NetHost::Unix { .. })) {
+            v.err(
+                format!("{p}.source.hosts"),
+                Problem::Unsupported(format!(
+                    "a unix socket for {} (nbd only)",
+                    n.protocol.as_str()
+                )),
+            );
+        }
+    }
     if let Some(name) = &n.name {
         v.token(
             format!("{p}.source.name"),

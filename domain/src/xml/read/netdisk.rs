@@ -7,7 +7,7 @@ use crate::xml::error::XmlError;
 use crate::xml::tree::Element;
 
 /// Most monitors an rbd source may list (libvirt has no limit; Ceph clusters have a handful).
-pub const MAX_HOSTS: usize = 16;
+const MAX_HOSTS: usize = crate::validate::netdisk::MAX_NET_HOSTS;
 
 pub(super) fn source(s: &Element) -> R<NetSource> {
     // `index` numbers the backing chain at runtime; `auth` is refused with its reason.
