@@ -94,6 +94,20 @@ fn golden(name: &str, cpu: CpuChoice) {
     check_golden(name, &argv);
 }
 
+/// Network disks (nbd over TCP and a socket, http(s), iscsi, rbd) and virtio-net driver
+/// tuning: NIC 0 has a vhost fd but asks for QEMU's backend, NIC 1 asks for vhost where the
+/// host has none (falls back), NIC 2 is a multiqueue vhost-user port.
+#[test]
+fn golden_network_disks() {
+    golden("network-disks", CpuChoice::AsConfigured);
+}
+
+/// 9p shares in each access mode, one read-only at a fixed PCI address.
+#[test]
+fn golden_shared_dirs() {
+    golden("shared-dirs", CpuChoice::AsConfigured);
+}
+
 #[test]
 fn golden_linux_guest() {
     golden("linux-guest", CpuChoice::AsConfigured);

@@ -97,6 +97,54 @@ fn cpu_strategy(count: u32, mem_kib: u64) -> impl Strategy<Value = Option<Cpu>> 
     )
 }
 
+fn net_source_strategy() -> impl Strategy<Value = NetSource> {
+    let tcp = (
+        "[a-z][a-z0-9.-]{0,12}|127\\.0\\.0\\.1|::1",
+        option::of(1u16..),
+    )
+        .prop_map(|(name, port)| NetHost::Tcp { name, port });
+    prop_oneof![
+        (
+            prop_oneof![
+                tcp.clone(),
+                "/run/[a-z]{1,8}\\.sock".prop_map(|socket| NetHost::Unix { socket })
+            ],
+            option::of("[a-zA-Z0-9_.,&-]{1,12}"),
+        )
+            .prop_map(|(h, name)| NetSource {
+                protocol: NetProtocol::Nbd,
+                name,
+                hosts: vec![h],
+            }),
+        (
+            select(vec![NetProtocol::Http, NetProtocol::Https]),
+            tcp.clone(),
+            "/?[a-z0-9]{1,8}(/[a-z0-9._,-]{1,8}){0,2}",
+        )
+            .prop_map(|(protocol, h, name)| NetSource {
+                protocol,
+                name: Some(name),
+                hosts: vec![h],
+            }),
+        (
+            tcp.clone(),
+            "iqn\\.2013-07\\.com\\.example:[a-z]{1,8}(/[0-9]{1,2})?"
+        )
+            .prop_map(|(h, name)| NetSource {
+                protocol: NetProtocol::Iscsi,
+                name: Some(name),
+                hosts: vec![h],
+            }),
+        (vec(tcp, 1..4), "[a-z]{1,6}(/[a-z]{1,6})?/[a-z0-9_.-]{1,8}").prop_map(|(hosts, name)| {
+            NetSource {
+                protocol: NetProtocol::Rbd,
+                name: Some(name),
+                hosts,
+            }
+        }),
+    ]
+}
+
 fn disk_strategy(i: usize) -> impl Strategy<Value = Disk> {
     let dev = format!("vd{}", (b'a' + i as u8) as char);
     (
@@ -109,14 +157,20 @@ fn disk_strategy(i: usize) -> impl Strategy<Value = Disk> {
         any::<(bool, bool)>(),
         option::of("[A-Za-z0-9_.-]{1,20}"),
         any::<bool>(),
+        option::of(net_source_strategy()),
     )
         .prop_map(
-            move |(block, path, qcow, cache, io, discard, (ro, share), serial, addr)| Disk {
+            move |(block, path, qcow, cache, io, discard, (ro, share), serial, addr, net)| Disk {
                 device: DiskDevice::Disk,
-                source: Some(if block {
-                    DiskSource::Block { dev: path }
-                } else {
-                    DiskSource::File { path }
+                // HTTP images are read-only; aio= is only for local files.
+                readonly: ro
+                    || net.as_ref().is_some_and(|n| {
+                        matches!(n.protocol, NetProtocol::Http | NetProtocol::Https)
+                    }),
+                source: Some(match (net.clone(), block) {
+                    (Some(n), _) => DiskSource::Network(n),
+                    (None, true) => DiskSource::Block { dev: path },
+                    (None, false) => DiskSource::File { path },
                 }),
                 driver: DiskDriver {
                     format: if qcow {
@@ -125,7 +179,7 @@ fn disk_strategy(i: usize) -> impl Strategy<Value = Disk> {
                         DiskFormat::Raw
                     },
                     cache,
-                    io,
+                    io: io.filter(|_| net.is_none()),
                     discard,
                     iothread: None,
                 },
@@ -133,7 +187,6 @@ fn disk_strategy(i: usize) -> impl Strategy<Value = Disk> {
                     dev: dev.clone(),
                     bus: DiskBus::Virtio,
                 },
-                readonly: ro,
                 shareable: share,
                 serial,
                 boot_order: None,
@@ -161,11 +214,26 @@ fn nic_strategy(i: usize) -> impl Strategy<Value = Interface> {
         select(NicModel::ALL.to_vec()),
         option::of(68u32..9000),
         any::<[u8; 3]>(),
+        option::of((
+            option::of(select(vec![NicBackend::Vhost, NicBackend::Qemu])),
+            option::of(Just(1u32)),
+            option::of(select(vec![256u32, 512, 1024])),
+            option::of(select(vec![256u32, 512, 1024])),
+        )),
     )
-        .prop_map(move |(source, model, mtu, tail)| Interface {
+        .prop_map(move |(source, model, mtu, tail, driver)| Interface {
             source,
             mac: Some(MacAddr([0x52, 0x54, i as u8, tail[0], tail[1], tail[2]])),
             model,
+            // Driver tuning is virtio-only.
+            driver: driver
+                .filter(|_| model == NicModel::Virtio)
+                .map(|(name, queues, rx, tx)| NicDriver {
+                    name,
+                    queues,
+                    rx_queue_size: rx,
+                    tx_queue_size: tx,
+                }),
             mtu,
             boot_order: None,
             address: None,
@@ -185,6 +253,33 @@ fn char_source() -> impl Strategy<Value = CharSource> {
         }),
         "/var/log/[a-z]{1,10}".prop_map(|p| CharSource::File { path: p }),
     ]
+}
+
+fn fs_strategy(i: usize) -> impl Strategy<Value = Filesystem> {
+    (
+        "/srv/[a-zA-Z0-9 _.,&'<>-]{0,12}[a-z]",
+        "[a-z][a-z0-9_./-]{0,20}",
+        select(FsAccessMode::ALL.to_vec()),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(source, tag, access_mode, readonly, addr)| Filesystem {
+                driver: FsDriver::Path,
+                access_mode,
+                source,
+                // Unique per guest: the index leads.
+                target: format!("t{i}{tag}"),
+                readonly,
+                address: addr.then_some(Address::Pci {
+                    domain: 0,
+                    bus: 0,
+                    slot: 0x18 + i as u8,
+                    function: 0,
+                    multifunction: None,
+                }),
+            },
+        )
 }
 
 fn devices_strategy() -> impl Strategy<Value = Devices> {
@@ -210,9 +305,22 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
             select(WatchdogAction::ALL.to_vec()),
         )),
         option::of(select(vec![TpmModel::TpmCrb, TpmModel::TpmTis])),
+        (0usize..3).prop_flat_map(|n| (0..n).map(fs_strategy).collect::<Vec<_>>()),
     )
         .prop_map(
-            |(disks, interfaces, serial, channels, vnc, video, balloon, rng, wd, tpm)| {
+            |(
+                disks,
+                interfaces,
+                serial,
+                channels,
+                vnc,
+                video,
+                balloon,
+                rng,
+                wd,
+                tpm,
+                filesystems,
+            )| {
                 let serials: Vec<Serial> = serial
                     .iter()
                     .map(|s| Serial {
@@ -304,6 +412,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                             multifunction: Some(true),
                         }),
                     }],
+                    filesystems,
                     watchdog: wd.map(|(model, action)| Watchdog {
                         model,
                         action,

@@ -171,12 +171,16 @@ fn open_one(r: &HostRef<'_>, how: &Opening<'_>) -> Result<Option<(OwnedFd, Via, 
         ),
         HostRefKind::RngBackend => (OFlag::O_RDONLY, Via::FdSet, false),
         HostRefKind::BootImage => (OFlag::O_RDONLY, Via::ProcFd, true),
+        // QEMU's 9p server opens `/proc/self/fd/N` as its root: the directory as checked.
+        HostRefKind::SharedDir { .. } => (OFlag::O_RDONLY | OFlag::O_DIRECTORY, Via::ProcFd, false),
         // Checked above; not opened: QEMU binds/connects sockets by name, the template is
-        // not used at start, VFIO and macvtap are opened by their own host code.
+        // not used at start, VFIO and macvtap are opened by their own host code, QEMU
+        // connects network disks itself (admin-only).
         HostRefKind::NvramTemplate
         | HostRefKind::UnixSocket { .. }
         | HostRefKind::HostPci { .. }
-        | HostRefKind::HostNic => return Ok(None),
+        | HostRefKind::HostNic
+        | HostRefKind::NetworkDisk { .. } => return Ok(None),
     };
     let mode = Mode::from_bits_truncate(0o600);
     // The open entropy sources are fixed device paths, outside any root.
@@ -197,10 +201,12 @@ fn open_one(r: &HostRef<'_>, how: &Opening<'_>) -> Result<Option<(OwnedFd, Via, 
         _ => Vec::new(),
     };
     let fd = match (&via, how.copy_boot_images) {
-        (Via::ProcFd, true) => sealed_copy(fd).map_err(|e| match e.kind() {
-            io::ErrorKind::FileTooLarge => Refusal::Rule(format!("{path}: {e}")),
-            _ => Refusal::Io(format!("{path}: {e}")),
-        })?,
+        (Via::ProcFd, true) if r.kind == HostRefKind::BootImage => {
+            sealed_copy(fd).map_err(|e| match e.kind() {
+                io::ErrorKind::FileTooLarge => Refusal::Rule(format!("{path}: {e}")),
+                _ => Refusal::Io(format!("{path}: {e}")),
+            })?
+        }
         _ => fd,
     };
     Ok(Some((fd, via, chain)))

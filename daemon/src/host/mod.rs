@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod acl;
+pub mod block_drivers;
 pub mod cgroup;
 pub mod fit;
 pub mod guest_files;

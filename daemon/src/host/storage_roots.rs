@@ -179,6 +179,15 @@ fn admin_only(r: &HostRef<'_>) -> Option<String> {
         HostRefKind::HostNic => Some(format!(
             "{v}: macvtap on a host NIC is for admins only (use a bridge or network)"
         )),
+        // QEMU opens the connection itself, from the host's network position: a non-admin
+        // could make it reach services only the host can (metadata endpoints, loopback
+        // daemons, the management network: SSRF) and read or write what answers there as a
+        // disk; an NBD socket is connected by name like any socket outside the roots.
+        HostRefKind::NetworkDisk { protocol } => Some(format!(
+            "{v}: {} network disks are for admins only (QEMU would connect from this host's \
+             network position; use an image file inside the storage roots)",
+            protocol.as_str()
+        )),
         HostRefKind::RngBackend if !OPEN_RNG_BACKENDS.contains(&v.as_ref()) => Some(format!(
             "{v}: entropy sources other than {} are for admins only",
             OPEN_RNG_BACKENDS.join(", ")
@@ -199,8 +208,27 @@ pub fn check_ref(roots: &StorageRoots, r: &HostRef<'_>) -> Result<(), Refusal> {
         HostRefKind::BlockDevice { .. }
         | HostRefKind::HostPci { .. }
         | HostRefKind::HostNic
+        | HostRefKind::NetworkDisk { .. }
         | HostRefKind::RngBackend => Ok(()),
         HostRefKind::UnixSocket { .. } => check_socket(roots, path),
+        // A directory inside a root. QEMU gets it as a descriptor opened beneath the root
+        // (`guest_files`), and its 9p server resolves every guest path beneath that with
+        // no-follow semantics, so a link inside the share cannot lead out of it.
+        HostRefKind::SharedDir { .. } => {
+            match roots.open_beneath(path, OFlag::O_PATH, Mode::empty()) {
+                Ok(fd) => {
+                    let st = nix::sys::stat::fstat(&fd)
+                        .map_err(|e| Refusal::Io(format!("{path}: {e}")))?;
+                    if (st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFDIR {
+                        Ok(())
+                    } else {
+                        Err(Refusal::Rule(format!("{path} is not a directory")))
+                    }
+                }
+                Err(Refusal::Missing(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
         HostRefKind::DiskImage { format, .. } => {
             match roots.open_beneath(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty()) {
                 Ok(fd) => check_image(roots, path, fd, format),

@@ -31,6 +31,7 @@ impl Inner {
     /// with. Refusals name every field and rule at once and change nothing.
     pub(crate) async fn admit(&self, config: &Arc<ValidatedDomain>) -> Result<Trust, Error> {
         let trust = caller_trust();
+        drivers_present(config.config()).await?;
         if trust == Trust::Admin {
             return Ok(trust);
         }
@@ -67,6 +68,7 @@ impl Inner {
         first_fd: i32,
         first_set: u32,
     ) -> Result<GuestFiles, Error> {
+        drivers_present(config).await?;
         let inner = self.clone();
         let config = config.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -93,6 +95,30 @@ impl Inner {
             });
             refused(&v, hint)
         })
+    }
+}
+
+/// Every network disk's QEMU block driver is installed (`host::block_drivers`).
+async fn drivers_present(config: &DomainConfig) -> Result<(), Error> {
+    let network = |d: &novacron_domain::model::Disk| {
+        matches!(
+            d.source,
+            Some(novacron_domain::model::DiskSource::Network(_))
+        )
+    };
+    if !config.devices.disks.iter().any(network) {
+        return Ok(());
+    }
+    let config = config.clone();
+    let missing = tokio::task::spawn_blocking(move || {
+        crate::host::block_drivers::missing(&config, &crate::host::block_drivers::module_dir())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("block driver check failed: {e}")))?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(refused(&missing, None))
     }
 }
 

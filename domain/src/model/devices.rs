@@ -40,6 +40,9 @@ pub struct Devices {
     pub memballoon: Option<Memballoon>,
     #[serde(default)]
     pub rngs: Vec<Rng>,
+    /// `<filesystem>`: shared host directories.
+    #[serde(default)]
+    pub filesystems: Vec<super::filesystem::Filesystem>,
 }
 
 /// Guest-visible device address. PCI addresses matter (guest NIC naming, Windows drivers).
@@ -117,8 +120,14 @@ pub enum DiskDevice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
 pub enum DiskSource {
-    File { path: String },
-    Block { dev: String },
+    File {
+        path: String,
+    },
+    Block {
+        dev: String,
+    },
+    /// `<disk type='network'>`: QEMU connects to a server (admin-only by default).
+    Network(super::netdisk::NetSource),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,9 +281,41 @@ pub struct Interface {
     pub source: InterfaceSource,
     pub mac: Option<MacAddr>,
     pub model: NicModel,
+    /// `<driver name=... queues=... rx_queue_size=... tx_queue_size=...>` (virtio only).
+    #[serde(default)]
+    pub driver: Option<NicDriver>,
     pub mtu: Option<u32>,
     pub boot_order: Option<u32>,
     pub address: Option<Address>,
+}
+
+/// virtio-net backend tuning. Every field is optional, as in libvirt.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct NicDriver {
+    /// `vhost`: in-kernel virtio-net (`/dev/vhost-net`) where the host has it, else QEMU's
+    /// own; `qemu`: always QEMU's userspace backend. Absent: vhost where available.
+    pub name: Option<NicBackend>,
+    /// Queue pairs (multiqueue).
+    pub queues: Option<u32>,
+    pub rx_queue_size: Option<u32>,
+    pub tx_queue_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NicBackend {
+    Vhost,
+    Qemu,
+}
+
+impl NicBackend {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Vhost => "vhost",
+            Self::Qemu => "qemu",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,12 @@ pub enum HostRefKind {
     HostPci { managed: bool },
     /// A host network interface a macvtap is created on: admin-only.
     HostNic,
+    /// A directory shared with the guest (`<filesystem>`): QEMU's 9p server works beneath
+    /// it, writing unless `readonly`.
+    SharedDir { readonly: bool },
+    /// A network disk: QEMU connects to this server (value: `proto://host:port/name`) or
+    /// NBD socket (value: the socket path) itself.
+    NetworkDisk { protocol: NetProtocol },
 }
 
 /// One host reference: the field that holds it (JSON model path, with libvirt's `file` /
@@ -136,6 +142,7 @@ impl DomainConfig {
             watchdog: _,
             memballoon: _,
             rngs,
+            filesystems,
         } = devices;
         for (i, disk) in disks.iter().enumerate() {
             let Disk {
@@ -165,7 +172,34 @@ impl DomainConfig {
                     dev,
                     HostRefKind::BlockDevice { readonly },
                 ),
+                Some(DiskSource::Network(n)) => out.0.push(HostRef {
+                    field: format!("devices.disks[{i}].source"),
+                    value: match n.hosts.first() {
+                        Some(NetHost::Unix { socket }) => socket.as_str().into(),
+                        _ => n.display().into(),
+                    },
+                    kind: HostRefKind::NetworkDisk {
+                        protocol: n.protocol,
+                    },
+                }),
             }
+        }
+        for (i, f) in filesystems.iter().enumerate() {
+            let Filesystem {
+                driver: _,
+                access_mode: _,
+                source,
+                target: _,
+                readonly,
+                address: _,
+            } = f;
+            out.add(
+                format!("devices.filesystems[{i}].source"),
+                source,
+                HostRefKind::SharedDir {
+                    readonly: *readonly,
+                },
+            );
         }
         for (i, nic) in interfaces.iter().enumerate() {
             match &nic.source {
@@ -333,15 +367,45 @@ mod tests {
                 DiskDevice::Cdrom,
             ),
             disk(None, DiskDevice::Cdrom),
+            disk(
+                Some(DiskSource::Network(NetSource {
+                    protocol: NetProtocol::Nbd,
+                    name: Some("exp".into()),
+                    hosts: vec![NetHost::Tcp {
+                        name: "10.0.0.1".into(),
+                        port: None,
+                    }],
+                })),
+                DiskDevice::Disk,
+            ),
+            disk(
+                Some(DiskSource::Network(NetSource {
+                    protocol: NetProtocol::Nbd,
+                    name: None,
+                    hosts: vec![NetHost::Unix {
+                        socket: "/sock/nbd".into(),
+                    }],
+                })),
+                DiskDevice::Disk,
+            ),
         ];
         let nic = |source| Interface {
             source,
             mac: None,
             model: NicModel::Virtio,
+            driver: None,
             mtu: None,
             boot_order: None,
             address: None,
         };
+        d.devices.filesystems = vec![Filesystem {
+            driver: FsDriver::Path,
+            access_mode: FsAccessMode::Mapped,
+            source: "/share/dir".into(),
+            target: "tag".into(),
+            readonly: true,
+            address: None,
+        }];
         d.devices.interfaces = vec![
             nic(InterfaceSource::User),
             nic(InterfaceSource::Direct {
@@ -449,6 +513,25 @@ mod tests {
                         readonly: true,
                         format: raw
                     }
+                ),
+                expect(
+                    "devices.disks[4].source",
+                    "nbd://10.0.0.1:10809/exp",
+                    HostRefKind::NetworkDisk {
+                        protocol: NetProtocol::Nbd
+                    }
+                ),
+                expect(
+                    "devices.disks[5].source",
+                    "/sock/nbd",
+                    HostRefKind::NetworkDisk {
+                        protocol: NetProtocol::Nbd
+                    }
+                ),
+                expect(
+                    "devices.filesystems[0].source",
+                    "/share/dir",
+                    HostRefKind::SharedDir { readonly: true }
                 ),
                 expect(
                     "devices.interfaces[1].source.dev",

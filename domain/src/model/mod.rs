@@ -6,16 +6,20 @@
 
 pub mod cpu;
 pub mod devices;
+pub mod filesystem;
 pub mod host_refs;
 pub mod ids;
 pub mod memory;
+pub mod netdisk;
 pub mod os;
 
 pub use cpu::*;
 pub use devices::*;
+pub use filesystem::*;
 pub use host_refs::{HostRef, HostRefKind};
 pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use memory::*;
+pub use netdisk::*;
 pub use os::*;
 
 use serde::{Deserialize, Serialize};

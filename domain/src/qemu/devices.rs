@@ -62,6 +62,28 @@ pub(super) fn devices(
         s.push_str(&pci(&h.address));
         a.push("-device", s);
     }
+    for (i, f) in dv.filesystems.iter().enumerate() {
+        // The host layer passes the directory as `/proc/self/fd/N` (opened beneath its
+        // storage root): QEMU never resolves the definition's path itself.
+        let dir = ctx.host_path(&format!("devices.filesystems[{i}].source"), &f.source);
+        let mut s = format!(
+            "local,id=fsdev-fs{i},path={},security_model={}",
+            esc(dir),
+            f.access_mode.security_model()
+        );
+        if f.readonly {
+            s.push_str(",readonly=on");
+        }
+        a.push("-fsdev", s);
+        a.push(
+            "-device",
+            format!(
+                "virtio-9p-pci,id=fs{i},fsdev=fsdev-fs{i},mount_tag={}{}",
+                esc(&f.target),
+                pci(&f.address)
+            ),
+        );
+    }
     interfaces(a, d, ctx)?;
     chardevs(a, dv, ctx)?;
     for (i, inp) in dv.inputs.iter().enumerate() {
@@ -239,20 +261,23 @@ fn disks(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) {
             }
         };
         let has_media = if let Some(src) = &disk.source {
-            let (drv, path) = match src {
-                DiskSource::File { path } => (
-                    "file",
-                    ctx.host_path(&format!("devices.disks[{i}].source.file"), path),
-                ),
-                DiskSource::Block { dev } => (
-                    "host_device",
-                    ctx.host_path(&format!("devices.disks[{i}].source.dev"), dev),
-                ),
+            let file = |drv: &str, field: String, path: &str| {
+                format!(
+                    "driver={drv},filename={},node-name={node}-storage",
+                    esc(ctx.host_path(&field, path))
+                )
             };
-            let mut s = format!(
-                "driver={drv},filename={},node-name={node}-storage",
-                esc(path)
-            );
+            let mut s = match src {
+                DiskSource::File { path } => {
+                    file("file", format!("devices.disks[{i}].source.file"), path)
+                }
+                DiskSource::Block { dev } => {
+                    file("host_device", format!("devices.disks[{i}].source.dev"), dev)
+                }
+                DiskSource::Network(n) => {
+                    format!("{},node-name={node}-storage", super::netdisk::storage(n))
+                }
+            };
             if let Some(io) = dr.io {
                 s.push_str(&format!(",aio={}", io.as_str()));
             }
@@ -356,17 +381,23 @@ fn interfaces(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(),
                     "-chardev",
                     format!("socket,id=charnet{i},path={}{server}", esc(path)),
                 );
-                a.push(
-                    "-netdev",
-                    format!("vhost-user,chardev=charnet{i},id=hostnet{i}"),
-                );
+                let mut s = format!("vhost-user,chardev=charnet{i},id=hostnet{i}");
+                if let Some(q) = nic.driver.as_ref().and_then(|d| d.queues) {
+                    s.push_str(&format!(",queues={q}"));
+                }
+                a.push("-netdev", s);
             }
             InterfaceSource::Bridge { .. }
             | InterfaceSource::Network { .. }
             | InterfaceSource::Direct { .. } => {
                 let fd = ctx.net_fds.get(&i).ok_or(ArgvError::MissingTapFd(i))?;
                 let mut s = format!("tap,fd={},id=hostnet{i}", fd.tap);
-                if let (true, Some(v)) = (virtio, fd.vhost) {
+                // driver name='qemu' asks for QEMU's own backend even where vhost-net is.
+                let userspace = nic
+                    .driver
+                    .as_ref()
+                    .is_some_and(|d| d.name == Some(NicBackend::Qemu));
+                if let (true, false, Some(v)) = (virtio, userspace, fd.vhost) {
                     s.push_str(&format!(",vhost=on,vhostfd={v}"));
                 }
                 a.push("-netdev", s);
@@ -381,6 +412,18 @@ fn interfaces(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(),
         let mut s = format!("{model},netdev=hostnet{i},id=net{i},mac={mac}");
         if let (true, Some(m)) = (virtio, nic.mtu) {
             s.push_str(&format!(",host_mtu={m}"));
+        }
+        if let (true, Some(dr)) = (virtio, &nic.driver) {
+            if let Some(q) = dr.queues.filter(|q| *q > 1) {
+                // One MSI-X vector per queue plus config and control, as libvirt sets.
+                s.push_str(&format!(",mq=on,vectors={}", 2 * q + 2));
+            }
+            if let Some(r) = dr.rx_queue_size {
+                s.push_str(&format!(",rx_queue_size={r}"));
+            }
+            if let Some(t) = dr.tx_queue_size {
+                s.push_str(&format!(",tx_queue_size={t}"));
+            }
         }
         if let Some(b) = nic.boot_order {
             s.push_str(&format!(",bootindex={b}"));

@@ -3,6 +3,7 @@
 mod argv;
 mod devices;
 pub(crate) mod memory;
+mod netdisk;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

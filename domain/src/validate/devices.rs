@@ -39,6 +39,7 @@ pub(super) fn devices(v: &mut V, d: &DomainConfig) {
     }
     controllers(v, dv);
     disks(v, d);
+    super::filesystem::filesystems(v, d);
     interfaces(v, d);
     let mut seen = BTreeSet::new();
     for (i, h) in dv.hostdevs.iter().enumerate() {
@@ -171,6 +172,7 @@ pub(super) fn disks(v: &mut V, d: &DomainConfig) {
             (None, DiskDevice::Disk) => v.err(format!("{p}.source"), Problem::Empty),
             (Some(DiskSource::File { path }), _) => v.path(format!("{p}.source.path"), path),
             (Some(DiskSource::Block { dev }), _) => v.path(format!("{p}.source.dev"), dev),
+            (Some(DiskSource::Network(n)), _) => super::netdisk::network_disk(v, &p, disk, n),
             (None, DiskDevice::Cdrom) => {}
         }
         if disk.device == DiskDevice::Cdrom && disk.target.bus == DiskBus::Virtio {
@@ -331,6 +333,7 @@ pub(super) fn interfaces(v: &mut V, d: &DomainConfig) {
         if let Some(mtu) = nic.mtu {
             v.range(format!("{p}.mtu"), mtu, 68, 65535);
         }
+        super::netdisk::nic_driver(v, &p, nic);
         match &nic.source {
             InterfaceSource::Bridge { bridge } => dev_name(v, format!("{p}.source.bridge"), bridge),
             InterfaceSource::Network { network } => v.token(
@@ -460,6 +463,9 @@ pub(super) fn pci_addresses(v: &mut V, dv: &Devices) {
     }
     for (i, x) in dv.rngs.iter().enumerate() {
         push(format!("devices.rngs[{i}].address"), &x.address);
+    }
+    for (i, x) in dv.filesystems.iter().enumerate() {
+        push(format!("devices.filesystems[{i}].address"), &x.address);
     }
     for (i, x) in dv.inputs.iter().enumerate() {
         push(format!("devices.inputs[{i}].address"), &x.address);

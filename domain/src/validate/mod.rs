@@ -6,6 +6,8 @@
 //! layer's job; the model exposes the ids and sizes it needs.
 
 mod devices;
+mod filesystem;
+pub(crate) mod netdisk;
 mod platform;
 mod resources;
 

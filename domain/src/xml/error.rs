@@ -43,6 +43,13 @@ pub enum XmlError {
         line: u32,
         message: String,
     },
+    /// A libvirt feature refused on purpose, with the reason.
+    #[error("{path} (line {line}) is not supported: {reason}")]
+    NotSupported {
+        path: String,
+        line: u32,
+        reason: String,
+    },
 }
 
 impl XmlError {
@@ -55,7 +62,8 @@ impl XmlError {
             | Self::UnsupportedValue { path, .. }
             | Self::Missing { path, .. }
             | Self::Duplicate { path, .. }
-            | Self::Invalid { path, .. } => Some(path),
+            | Self::Invalid { path, .. }
+            | Self::NotSupported { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -71,7 +79,8 @@ impl XmlError {
             | Self::UnsupportedValue { line, .. }
             | Self::Missing { line, .. }
             | Self::Duplicate { line, .. }
-            | Self::Invalid { line, .. } => Some(*line),
+            | Self::Invalid { line, .. }
+            | Self::NotSupported { line, .. } => Some(*line),
             _ => None,
         }
     }

@@ -469,6 +469,7 @@ fn devices(w: &mut W, d: &Devices) {
     for disk in &d.disks {
         let ty = match disk.source {
             Some(DiskSource::Block { .. }) => "block",
+            Some(DiskSource::Network(_)) => "network",
             _ => "file",
         };
         let dev = match disk.device {
@@ -498,6 +499,7 @@ fn devices(w: &mut W, d: &Devices) {
         match &disk.source {
             Some(DiskSource::File { path }) => w.empty("source", &[("file", s(path))]),
             Some(DiskSource::Block { dev }) => w.empty("source", &[("dev", s(dev))]),
+            Some(DiskSource::Network(n)) => net_source(w, n),
             None => {}
         }
         w.empty(
@@ -571,6 +573,9 @@ fn devices(w: &mut W, d: &Devices) {
         address(w, &c.address);
         w.close("controller");
     }
+    for f in &d.filesystems {
+        filesystem(w, f);
+    }
     for i in &d.interfaces {
         let (ty, src): (&str, Vec<(&str, Option<String>)>) = match &i.source {
             InterfaceSource::Bridge { bridge } => ("bridge", vec![("bridge", s(bridge))]),
@@ -603,6 +608,17 @@ fn devices(w: &mut W, d: &Devices) {
             w.empty("source", &src);
         }
         w.empty("model", &[("type", s(i.model.as_str()))]);
+        if let Some(dr) = &i.driver {
+            w.empty(
+                "driver",
+                &[
+                    ("name", dr.name.map(|n| n.as_str().to_owned())),
+                    ("queues", dr.queues.map(|q| q.to_string())),
+                    ("rx_queue_size", dr.rx_queue_size.map(|q| q.to_string())),
+                    ("tx_queue_size", dr.tx_queue_size.map(|q| q.to_string())),
+                ],
+            );
+        }
         if let Some(m) = i.mtu {
             w.empty("mtu", &[("size", s(m))]);
         }
@@ -771,4 +787,44 @@ fn chardev_open(w: &mut W, name: &str, src: &CharSource) {
             w.empty("source", &[("path", s(path))]);
         }
     }
+}
+
+fn net_source(w: &mut W, n: &NetSource) {
+    w.open(
+        "source",
+        &[
+            ("protocol", s(n.protocol.as_str())),
+            ("name", n.name.clone()),
+        ],
+    );
+    for h in &n.hosts {
+        match h {
+            NetHost::Tcp { name, port } => w.empty(
+                "host",
+                &[("name", s(name)), ("port", port.map(|p| p.to_string()))],
+            ),
+            NetHost::Unix { socket } => {
+                w.empty("host", &[("transport", s("unix")), ("socket", s(socket))])
+            }
+        }
+    }
+    w.close("source");
+}
+
+fn filesystem(w: &mut W, f: &Filesystem) {
+    w.open(
+        "filesystem",
+        &[
+            ("type", s("mount")),
+            ("accessmode", s(f.access_mode.as_str())),
+        ],
+    );
+    w.empty("driver", &[("type", s(f.driver.as_str()))]);
+    w.empty("source", &[("dir", s(&f.source))]);
+    w.empty("target", &[("dir", s(&f.target))]);
+    if f.readonly {
+        w.empty("readonly", &[]);
+    }
+    address(w, &f.address);
+    w.close("filesystem");
 }

@@ -26,6 +26,9 @@ pub(super) fn devices(e: &Element) -> R<Devices> {
             "rng",
             // libvirt >= 7.2 adds <audio type='none'/> next to VNC; only 'none' is accepted below.
             "audio",
+            "filesystem",
+            // Refused below with the reason.
+            "memory",
         ],
     )?;
     let mut d = Devices::default();
@@ -45,6 +48,15 @@ pub(super) fn devices(e: &Element) -> R<Devices> {
             "video" => d.videos.push(video(c)?),
             "hostdev" => d.hostdevs.push(hostdev(c)?),
             "rng" => d.rngs.push(rng(c)?),
+            "filesystem" => d.filesystems.push(super::filesystem::filesystem(c)?),
+            "memory" => {
+                return Err(refused(
+                    c,
+                    "memory devices (dimm, nvdimm, virtio-mem) are hot-pluggable RAM, which \
+                     NovaCron does not manage yet (memory hotplug); give the guest its RAM in \
+                     <memory>",
+                ))
+            }
             "audio" => {
                 c.allow(&["id", "type"], &[])?;
                 c.attr_only("type", &["none"])?;
@@ -113,6 +125,15 @@ pub(super) fn address(parent: &Element) -> R<Option<Address>> {
     Ok(Some(addr))
 }
 
+/// A deliberate refusal of `e`, with the reason.
+pub(super) fn refused(e: &Element, reason: &str) -> XmlError {
+    XmlError::NotSupported {
+        path: e.path.clone(),
+        line: e.line,
+        reason: reason.to_owned(),
+    }
+}
+
 pub(super) fn boot_order(parent: &Element) -> R<Option<u32>> {
     match parent.child("boot")? {
         Some(b) => {
@@ -138,28 +159,58 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
             "boot",
             "address",
             "backingStore",
+            // Refused below with the reason.
+            "auth",
         ],
     )?;
-    let ty = e.req_attr_enum("type", &[("file", false), ("block", true)])?;
+    #[derive(Clone, Copy, PartialEq)]
+    enum Ty {
+        File,
+        Block,
+        Network,
+    }
+    let ty = e.req_attr_enum(
+        "type",
+        &[
+            ("file", Ty::File),
+            ("block", Ty::Block),
+            ("network", Ty::Network),
+        ],
+    )?;
     let device = e
         .attr_enum(
             "device",
             &[("disk", DiskDevice::Disk), ("cdrom", DiskDevice::Cdrom)],
         )?
         .unwrap_or(DiskDevice::Disk);
-    let source = match e.child("source")? {
-        Some(s) => {
+    if let Some(a) = e.child("auth")? {
+        return Err(refused(
+            a,
+            "network disk credentials need a secret store, which NovaCron does not have yet; \
+             use a server that needs no authentication (or a local image)",
+        ));
+    }
+    let source = match (ty, e.child("source")?) {
+        (Ty::Network, s) => {
+            let s = s.ok_or_else(|| XmlError::Missing {
+                what: "element <source>".into(),
+                path: format!("{}/source", e.path),
+                line: e.line,
+            })?;
+            Some(DiskSource::Network(super::netdisk::source(s)?))
+        }
+        (_, Some(s)) => {
             // `index` numbers the backing chain at runtime.
-            let key = if ty { "dev" } else { "file" };
+            let key = if ty == Ty::Block { "dev" } else { "file" };
             s.allow(&[key, "index"], &[])?;
             match s.attr(key) {
-                Some(p) if ty => Some(DiskSource::Block { dev: p.to_owned() }),
+                Some(p) if ty == Ty::Block => Some(DiskSource::Block { dev: p.to_owned() }),
                 Some(p) => Some(DiskSource::File { path: p.to_owned() }),
                 // `<source/>` without a path: empty CD-ROM, as libvirt writes for ejected media.
                 None => None,
             }
         }
-        None => None,
+        (_, None) => None,
     };
     let driver = match e.child("driver")? {
         Some(dr) => {
@@ -332,7 +383,9 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
     // <target dev='vnet0'/> is the runtime tap name the host created.
     e.allow(
         &["type"],
-        &["mac", "source", "model", "mtu", "boot", "address", "target"],
+        &[
+            "mac", "source", "model", "driver", "mtu", "boot", "address", "target",
+        ],
     )?;
     let ty = e.req_attr("type")?;
     let src = e.child("source")?;
@@ -426,10 +479,28 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
         }
         None => None,
     };
+    let driver = match e.child("driver")? {
+        // <host>/<guest> offload switches and txmode/ioeventfd/event_idx/iommu/packed are
+        // refused by name (not in the list): each changes what the guest sees or gets.
+        Some(dr) => {
+            dr.allow(&["name", "queues", "rx_queue_size", "tx_queue_size"], &[])?;
+            Some(NicDriver {
+                name: dr.attr_enum(
+                    "name",
+                    &[("vhost", NicBackend::Vhost), ("qemu", NicBackend::Qemu)],
+                )?,
+                queues: dr.attr_int("queues")?,
+                rx_queue_size: dr.attr_int("rx_queue_size")?,
+                tx_queue_size: dr.attr_int("tx_queue_size")?,
+            })
+        }
+        None => None,
+    };
     Ok(Interface {
         source,
         mac,
         model,
+        driver,
         mtu,
         boot_order: boot_order(e)?,
         address: address(e)?,

@@ -24,6 +24,8 @@
 //! | `os@firmware='efi'` + `os/firmware` with an explicit loader | autoselection already resolved |
 
 mod devices;
+mod filesystem;
+mod netdisk;
 mod platform;
 mod resources;
 
