@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod devices;
 pub mod host_refs;
+pub mod hyperv;
 pub mod ids;
 pub mod memory;
 pub mod os;
@@ -14,6 +15,7 @@ pub mod os;
 pub use cpu::*;
 pub use devices::*;
 pub use host_refs::{HostRef, HostRefKind};
+pub use hyperv::*;
 pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use memory::*;
 pub use os::*;
