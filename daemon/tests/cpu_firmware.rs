@@ -201,4 +201,18 @@ async fn efi_firmware_is_autoselected_with_its_nvram_in_the_state_dir() {
     // Undefine takes the daemon's NVRAM with it (virsh undefine --nvram).
     svc.undefine("uefi").await.unwrap();
     assert!(!nvram.exists());
+    // A transient guest's NVRAM lives as long as the guest.
+    svc.create(guest("uefi", " firmware='efi'", ""))
+        .await
+        .unwrap();
+    assert!(nvram.exists());
+    svc.destroy("uefi").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while svc.get("uefi").is_ok() || nvram.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "transient guest's NVRAM not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -212,6 +212,12 @@ impl Watcher {
             tracing::error!(domain = %name, error = %e, "cannot record the end of QEMU");
         }
         if !self.h.definition().persistent {
+            // A transient guest's autoselected-firmware NVRAM goes with it, as on undefine.
+            if let Err(e) =
+                crate::persist::atomic::remove_durable_async(inner.paths.nvram(&name)).await
+            {
+                tracing::warn!(domain = %name, error = %e, "cannot remove the NVRAM");
+            }
             inner.remove_if_same(&name, &self.h);
             inner.events.publish(&name, EventKind::Undefined);
             return;
