@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 # dpkg -x, cpio), python3 for the benchmark baselines, a C compiler for crates that build C;
 # Go and govmomi to build vcsim (the vSphere simulator) for the remote-driver tests;
 # debootstrap and systemd-nspawn for the test that runs the units under a real systemd.
-PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra cpio gzip python3 python3-pip curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin golang-go golang-github-vmware-govmomi-dev debootstrap systemd-container)
+PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra ovmf cpio gzip python3 python3-pip curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin golang-go golang-github-vmware-govmomi-dev debootstrap systemd-container)
 # Remote-driver test peers and the vendors' own Python clients the benchmarks compare against:
 # fakepve (Proxmox VE fake, run as an outside process), pyspnego (NTLM server side for the WinRM
 # test peer), pyvmomi and proxmoxer (reference clients).

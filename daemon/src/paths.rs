@@ -91,6 +91,12 @@ impl Paths {
         self.definitions_dir().join(format!("{name}.xml"))
     }
 
+    /// The NVRAM of a guest whose UEFI firmware the daemon autoselected (`nvram/<name>.fd`):
+    /// the daemon's, removed with the definition.
+    pub fn nvram(&self, name: &str) -> PathBuf {
+        self.state.join("nvram").join(format!("{name}.fd"))
+    }
+
     pub fn records_dir(&self) -> PathBuf {
         self.run.join("domains")
     }

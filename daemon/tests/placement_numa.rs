@@ -104,6 +104,8 @@ async fn the_guest_sees_two_numa_cells_and_each_cell_has_its_host_policy() {
                 mode: CpuMode::Custom {
                     model: "qemu64".into(),
                 },
+                check: None,
+                fallback: None,
                 features: vec![],
                 topology: None,
                 numa: cells,

@@ -16,6 +16,7 @@ fn cpu_strategy(count: u32, mem_kib: u64) -> impl Strategy<Value = Option<Cpu>> 
     let mode = prop_oneof![
         Just(CpuMode::HostPassthrough),
         Just(CpuMode::HostModel),
+        Just(CpuMode::Default),
         select(vec!["qemu64", "Skylake-Server-IBRS", "EPYC-Rome"])
             .prop_map(|m| CpuMode::Custom { model: m.into() }),
     ];
@@ -52,47 +53,86 @@ fn cpu_strategy(count: u32, mem_kib: u64) -> impl Strategy<Value = Option<Cpu>> 
             any::<Option<u32>>(),
             cells,
             any::<bool>(),
+            option::of(select(CpuCheck::ALL.to_vec())),
+            option::of(select(CpuFallback::ALL.to_vec())),
         )
-            .prop_map(move |(mode, features, topo, dies, ncells, shared)| {
-                let topology = topo.then_some(CpuTopology {
-                    sockets: count,
-                    dies: dies.map(|_| 1),
-                    cores: 1,
-                    threads: 1,
-                });
-                let n = ncells as u32;
-                let numa = (0..n)
-                    .map(|i| {
-                        // Split vCPUs and memory (2 MiB granules) between cells.
-                        let lo = count * i / n;
-                        let hi = count * (i + 1) / n;
-                        let granules = mem_kib / 2048;
-                        let m_lo = granules * u64::from(i) / u64::from(n);
-                        let m_hi = granules * u64::from(i + 1) / u64::from(n);
-                        NumaCell {
-                            id: i,
-                            cpus: idset((lo..hi).collect()),
-                            memory_kib: (m_hi - m_lo) * 2048,
-                            mem_access: shared.then_some(MemoryAccess::Shared),
-                            distances: if n == 2 {
-                                (0..n)
-                                    .map(|j| NumaDistance {
-                                        id: j,
-                                        value: if i == j { 10 } else { 20 },
-                                    })
-                                    .collect()
-                            } else {
-                                vec![]
-                            },
-                        }
-                    })
-                    .collect();
-                Cpu {
-                    mode,
-                    features,
-                    topology,
-                    numa,
-                }
+            .prop_map(
+                move |(mode, features, topo, dies, ncells, shared, check, fallback)| {
+                    let topology = topo.then_some(CpuTopology {
+                        sockets: count,
+                        dies: dies.map(|_| 1),
+                        cores: 1,
+                        threads: 1,
+                    });
+                    let n = ncells as u32;
+                    let numa = (0..n)
+                        .map(|i| {
+                            // Split vCPUs and memory (2 MiB granules) between cells.
+                            let lo = count * i / n;
+                            let hi = count * (i + 1) / n;
+                            let granules = mem_kib / 2048;
+                            let m_lo = granules * u64::from(i) / u64::from(n);
+                            let m_hi = granules * u64::from(i + 1) / u64::from(n);
+                            NumaCell {
+                                id: i,
+                                cpus: idset((lo..hi).collect()),
+                                memory_kib: (m_hi - m_lo) * 2048,
+                                mem_access: shared.then_some(MemoryAccess::Shared),
+                                distances: if n == 2 {
+                                    (0..n)
+                                        .map(|j| NumaDistance {
+                                            id: j,
+                                            value: if i == j { 10 } else { 20 },
+                                        })
+                                        .collect()
+                                } else {
+                                    vec![]
+                                },
+                            }
+                        })
+                        .collect();
+                    Cpu {
+                        mode,
+                        check,
+                        fallback,
+                        features,
+                        topology,
+                        numa,
+                    }
+                },
+            ),
+    )
+}
+
+fn hyperv_strategy() -> impl Strategy<Value = Option<HyperV>> {
+    option::of(
+        (
+            select(vec![HypervMode::Custom, HypervMode::Passthrough]),
+            subsequence(HypervFlag::ALL.to_vec(), 0..12),
+            any::<bool>(),
+            option::of((any::<bool>(), MIN_SPINLOCK_RETRIES..100_000)),
+            option::of((any::<bool>(), option::of(any::<bool>()))),
+            option::of((any::<bool>(), "[A-Za-z0-9]{1,12}")),
+        )
+            .prop_map(|(mode, flags, on, spinlocks, stimer, vendor)| HyperV {
+                mode,
+                flags: flags
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| (f, on ^ (i % 3 == 0)))
+                    .collect(),
+                spinlocks: spinlocks.map(|(state, r)| Spinlocks {
+                    state,
+                    retries: Some(r),
+                }),
+                stimer: stimer.map(|(state, direct)| Stimer {
+                    state,
+                    direct: direct.map(|d| d && state),
+                }),
+                vendor_id: vendor.map(|(state, v)| VendorId {
+                    state,
+                    value: Some(v),
+                }),
             }),
     )
 }
@@ -469,11 +509,17 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
             option::of(("/boot/[a-z]{1,8}", option::of("/boot/[a-z]{1,8}"), option::of("[a-z=0-9]{1,8}( [a-z=0-9]{1,8}){0,3}"))),
             option::of("pc-q35-[5-8]\\.[0-2]"),
             devices_strategy(),
+            (
+                hyperv_strategy(),
+                option::of(any::<bool>()),
+                option::of(select(vec![IoapicDriver::Kvm, IoapicDriver::Qemu])),
+                option::of((option::of(any::<bool>()), option::of(any::<bool>()))),
+            ),
         );
         (head, mid, tail).prop_map(move |(h, m, t)| {
             let (name, uuid, title, description, metadata, current, max, vcur, virt_type) = h;
             let (cpu, tune, backing, (acpi, apic, pae), vmport, smm, clock, (poff, reb, crash), pm) = (m.0, m.1, m.2, m.3 .0, m.3 .1, m.3 .2, m.4, m.5, m.6);
-            let (uefi, boot, kernel, machine, devices) = t;
+            let (uefi, boot, kernel, machine, devices, (hyperv, kvm_hidden, ioapic, auto_fw)) = t;
             let shared_cells = cpu.as_ref().is_some_and(|c| !c.numa.is_empty() && c.numa.iter().all(|x| x.mem_access.is_some()));
             let ncells = cpu.as_ref().map_or(0, |c| c.numa.len());
             DomainConfig {
@@ -523,13 +569,18 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
                             loader: Loader { path: "/usr/share/OVMF/OVMF_CODE.fd".into(), readonly: true, secure: smm == Some(true) },
                             nvram: Some(Nvram { path: "/var/lib/n/VARS.fd".into(), template: Some("/usr/share/OVMF/OVMF_VARS.fd".into()) }),
                         }
+                    } else if let Some((sb, keys)) = auto_fw {
+                        Firmware::UefiAuto {
+                            secure_boot: sb.filter(|on| !on || smm != Some(false)),
+                            enrolled_keys: keys,
+                        }
                     } else {
                         Firmware::Bios
                     },
                     boot,
                     kernel: kernel.map(|(k, i, c)| DirectKernel { kernel: k, initrd: i, cmdline: c }),
                 },
-                features: Features { acpi, apic, pae, vmport, smm },
+                features: Features { acpi, apic, pae, vmport, smm, hyperv, kvm_hidden, ioapic },
                 cpu,
                 clock: clock.map(|(local, timers)| Clock {
                     offset: if local { ClockOffset::Localtime } else { ClockOffset::Utc },

@@ -71,12 +71,12 @@ fn unsupported_top_level_element() {
 }
 
 #[test]
-fn hyperv_enlightenments_are_rejected_not_dropped() {
-    let top = "<features>\n    <acpi/>\n    <hyperv mode='custom'><relaxed state='on'/></hyperv>\n  </features>";
+fn unsupported_hyperv_enlightenments_are_rejected_not_dropped() {
+    let top = "<features>\n    <acpi/>\n    <hyperv mode='custom'>\n      <relaxed state='on'/><xmm_input state='on'/></hyperv>\n  </features>";
     rejects(
         &doc(top, ""),
-        "unsupported element <hyperv> at domain/features/hyperv",
-        10,
+        "unsupported element <xmm_input> at domain/features/hyperv/xmm_input",
+        11,
     );
 }
 
@@ -184,8 +184,13 @@ fn missing_required_parts() {
         "missing element <source> at domain/devices/console/source",
         10,
     );
-    let xml = BASE.replace("<os>", "<os firmware='efi'>");
-    rejects(&xml, "explicit <loader>", 5);
+    // Autoselected firmware keeps its NVRAM in the daemon's state directory: a path needs
+    // an explicit loader.
+    let xml = BASE.replace(
+        "<os>",
+        "<os firmware='efi'>\n    <nvram>/var/lib/x/VARS.fd</nvram>",
+    );
+    rejects(&xml, "explicit <loader>", 6);
     let xml = BASE.replace(
         "<type arch='x86_64' machine='q35'>hvm</type>",
         "<type>hvm</type>\n    <initrd>/boot/initrd</initrd>",

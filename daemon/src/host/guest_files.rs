@@ -43,6 +43,55 @@ pub struct GuestFiles {
     pub backing_chains: BTreeMap<String, Vec<BackingImage>>,
 }
 
+impl GuestFiles {
+    /// Adds a file the daemon chose itself (autoselected firmware, its NVRAM): the path comes
+    /// from root-owned firmware descriptors or the daemon's state directory, not from the
+    /// definition, so it is opened as named whatever the definition's trust. It takes the
+    /// next descriptor and fd set after `first_fd` / `first_set` and those already used.
+    /// Blocking: run off the async runtime.
+    pub fn add_daemon_file(
+        &mut self,
+        field: &str,
+        path: &std::path::Path,
+        writable: bool,
+        first_fd: i32,
+        first_set: u32,
+    ) -> Result<(), String> {
+        let flags = if writable {
+            OFlag::O_RDWR
+        } else {
+            OFlag::O_RDONLY
+        };
+        let fd = nix::fcntl::open(
+            path,
+            flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {}", path.display(), io::Error::from(e)))?;
+        let next_fd = self
+            .fds
+            .iter()
+            .map(|(n, _)| n + 1)
+            .max()
+            .unwrap_or(first_fd);
+        let set = self
+            .fd_sets
+            .iter()
+            .map(|s| s.set + 1)
+            .max()
+            .unwrap_or(first_set);
+        self.fd_sets.push(FdSetEntry {
+            fd: next_fd,
+            set,
+            opaque: field.to_owned(),
+        });
+        self.host_paths
+            .insert(field.to_owned(), format!("/dev/fdset/{set}"));
+        self.fds.push((next_fd, fd));
+        Ok(())
+    }
+}
+
 /// How to open: as the definition's trust allows, numbering from `first_fd` / `first_set`.
 pub struct Opening<'a> {
     pub roots: &'a StorageRoots,

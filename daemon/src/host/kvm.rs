@@ -52,6 +52,8 @@ pub const EXTENSIONS: &[(&str, u32)] = &[
     ("KVM_CAP_X2APIC_API", kvm_bindings::KVM_CAP_X2APIC_API),
     ("KVM_CAP_XSAVE", kvm_bindings::KVM_CAP_XSAVE),
     ("KVM_CAP_XCRS", kvm_bindings::KVM_CAP_XCRS),
+    // System Management Mode: what secure-boot firmware runs its variable store in.
+    ("KVM_CAP_X86_SMM", kvm_bindings::KVM_CAP_X86_SMM),
     // Timekeeping across migration.
     ("KVM_CAP_TSC_CONTROL", kvm_bindings::KVM_CAP_TSC_CONTROL),
     ("KVM_CAP_GET_TSC_KHZ", kvm_bindings::KVM_CAP_GET_TSC_KHZ),

@@ -6,8 +6,10 @@ pub mod access;
 pub mod acl;
 pub mod block_drivers;
 pub mod cgroup;
+pub mod firmware;
 pub mod fit;
 pub mod guest_files;
+pub mod host_model;
 pub mod hugepages;
 pub mod kvm;
 pub mod pinning;
@@ -176,6 +178,22 @@ impl HostProbe {
             qemu: Probed::from_result(qemu),
             topology: Probed::from_result(topology),
         }
+    }
+
+    /// The KVM capabilities, probed once.
+    pub async fn kvm(&self) -> Probed<KvmCaps> {
+        self.kvm
+            .get_or_init(|| async {
+                Probed::from_result(kvm::probe_async(self.kvm_device.clone()).await)
+            })
+            .await
+            .clone()
+    }
+
+    /// The QEMU binary's caps (machine types, CPU models, the host-model resolution), probed
+    /// once per binary build.
+    pub async fn qemu_caps(&self) -> Result<std::sync::Arc<QemuCaps>, String> {
+        self.qemu.get(&self.emulator, &self.work_dir).await
     }
 
     /// [`check_fit`] against fresh facts, as the error a start returns: refused before QEMU

@@ -16,7 +16,7 @@ use tokio::net::UnixListener;
 
 use super::HostError;
 
-/// Bound on the whole probe (start, three queries, quit).
+/// Bound on the whole probe (start, the queries, quit).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on the stderr kept for an error message.
 const MAX_STDERR: u64 = 4096;
@@ -28,6 +28,9 @@ pub struct QemuCaps {
     pub machines: Vec<Machine>,
     /// Sorted by name.
     pub cpu_models: Vec<CpuModel>,
+    /// What `<cpu mode='host-model'>` becomes here; `None` when no named model is usable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_model: Option<super::host_model::HostCpuModel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -135,6 +138,7 @@ impl QemuCaps {
             version,
             machines,
             cpu_models,
+            host_model: None,
         })
     }
 }
@@ -222,7 +226,9 @@ async fn probe_in(emulator: &Path, dir: &Path) -> Result<QemuCaps, String> {
         let version = ask("query-version").await?;
         let machines = ask("query-machines").await?;
         let cpus = ask("query-cpu-definitions").await?;
-        QemuCaps::from_qmp(&version, &machines, &cpus)
+        let mut caps = QemuCaps::from_qmp(&version, &machines, &cpus)?;
+        caps.host_model = super::host_model::resolve(&client, &caps.cpu_models).await?;
+        Ok(caps)
     }
     .await;
     // `quit` may race the reply with the connection closing; the exit is what matters.

@@ -432,6 +432,11 @@ pub(super) async fn launch_as(
              [cgroups] mode = \"auto\" or \"on\" on a host with the memory controller"
         )));
     }
+    // host-model and autoselected firmware settled for this host: the config the guest runs
+    // with (argv, record, live info). The host files are opened by the definition's rules.
+    let definition_config = config;
+    let resolved = super::resolve::resolve(inner, name, config).await?;
+    let config = &resolved.config;
     let paths = &inner.paths;
     let socket = paths.qmp_socket(name);
     let guest_dir = paths.guest_dir(name);
@@ -444,9 +449,38 @@ pub(super) async fn launch_as(
     let console = !config.devices.serials.is_empty() || !config.devices.consoles.is_empty();
     // Every host file, opened (and for non-admin definitions checked against the storage
     // roots again) by the daemon: QEMU gets descriptors, not names.
-    let files = inner
-        .open_guest_files(name, config, trust, FIRST_GUEST_FD, FIRST_GUEST_SET)
+    let mut files = inner
+        .open_guest_files(
+            name,
+            definition_config,
+            trust,
+            FIRST_GUEST_FD,
+            FIRST_GUEST_SET,
+        )
         .await?;
+    if let Some((loader, nvram)) = resolved.firmware.clone() {
+        // Chosen by the daemon (descriptors, its state dir): opened as named.
+        files = tokio::task::spawn_blocking(move || {
+            files.add_daemon_file(
+                "os.firmware.loader.path",
+                &loader,
+                false,
+                FIRST_GUEST_FD,
+                FIRST_GUEST_SET,
+            )?;
+            files.add_daemon_file(
+                "os.firmware.nvram.path",
+                &nvram,
+                true,
+                FIRST_GUEST_FD,
+                FIRST_GUEST_SET,
+            )?;
+            Ok::<_, String>(files)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("opening the firmware of '{name}' failed: {e}")))?
+        .map_err(|e| Error::InvalidConfig(format!("domain '{name}': firmware: {e}")))?;
+    }
     let context = LaunchContext {
         emulator: inner.config.emulator.clone(),
         accel,

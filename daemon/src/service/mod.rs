@@ -20,6 +20,7 @@ pub mod qemu_user;
 mod reconnect;
 pub mod remote;
 pub mod request_file;
+mod resolve;
 pub mod status;
 mod supervise;
 pub mod trust;
@@ -346,6 +347,14 @@ impl Service {
         inner.definitions.remove(name).await.map_err(|e| {
             Error::Internal(format!("cannot remove the definition of '{name}': {e}"))
         })?;
+        // The NVRAM the daemon made for autoselected firmware goes with the definition (virsh
+        // undefine --nvram): a later domain of the same name starts from the template. A
+        // running guest keeps writing to its open, now unlinked, store until it stops. An
+        // explicit <nvram> path is the user's file and is kept.
+        if let Err(e) = crate::persist::atomic::remove_durable_async(inner.paths.nvram(name)).await
+        {
+            tracing::warn!(domain = name, error = %e, "cannot remove the NVRAM");
+        }
         if h.state().is_live() || h.state() == DomainState::Starting {
             definition.persistent = false;
             h.set_definition(definition);

@@ -208,6 +208,15 @@ impl Watcher {
                 (Run::Crashed(detail.clone()), StateReason::QemuDied(detail))
             }
         };
+        // A transient guest's autoselected-firmware NVRAM goes with it, as on undefine; before
+        // the transition, which is what a stop waits for, and while the name is still taken.
+        if !self.h.definition().persistent {
+            if let Err(e) =
+                crate::persist::atomic::remove_durable_async(inner.paths.nvram(&name)).await
+            {
+                tracing::warn!(domain = %name, error = %e, "cannot remove the NVRAM");
+            }
+        }
         if let Err(e) = self.h.transition(&inner.events, to, reason) {
             tracing::error!(domain = %name, error = %e, "cannot record the end of QEMU");
         }

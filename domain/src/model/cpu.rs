@@ -40,6 +40,11 @@ impl VcpuPlacement {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct Cpu {
     pub mode: CpuMode,
+    /// `<cpu check=...>`; absent means libvirt's default for the mode.
+    pub check: Option<CpuCheck>,
+    /// `<model fallback=...>`; kept for the round trip (a host-model or named model is used
+    /// as resolved, never silently replaced).
+    pub fallback: Option<CpuFallback>,
     #[serde(default)]
     pub features: Vec<CpuFeature>,
     pub topology: Option<CpuTopology>,
@@ -57,6 +62,47 @@ pub enum CpuMode {
     HostModel,
     /// A named QEMU/libvirt model such as `Skylake-Server-IBRS`.
     Custom { model: String },
+    /// `<cpu>` without a model (only topology, NUMA or `fallback`): QEMU's default model.
+    Default,
+}
+
+/// How strictly the guest CPU must match what was asked (`<cpu check=...>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuCheck {
+    None,
+    Partial,
+    /// Every asked feature must be there: QEMU refuses to start otherwise (`enforce`).
+    Full,
+}
+
+impl CpuCheck {
+    pub const ALL: [CpuCheck; 3] = [Self::None, Self::Partial, Self::Full];
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Partial => "partial",
+            Self::Full => "full",
+        }
+    }
+}
+
+/// `<model fallback=...>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuFallback {
+    Allow,
+    Forbid,
+}
+
+impl CpuFallback {
+    pub const ALL: [CpuFallback; 2] = [Self::Allow, Self::Forbid];
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Forbid => "forbid",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

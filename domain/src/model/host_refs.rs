@@ -87,7 +87,13 @@ impl DomainConfig {
             kernel,
         } = os;
         match firmware {
-            Firmware::Bios => {}
+            // Autoselected firmware is chosen and opened by the host layer, from QEMU's
+            // descriptors: nothing in the definition names a host file.
+            Firmware::Bios
+            | Firmware::UefiAuto {
+                secure_boot: _,
+                enrolled_keys: _,
+            } => {}
             Firmware::Uefi { loader, nvram } => {
                 let Loader {
                     path,

@@ -31,6 +31,13 @@ pub enum Firmware {
         loader: Loader,
         nvram: Option<Nvram>,
     },
+    /// `<os firmware='efi'>` without a loader: the host picks the firmware from QEMU's
+    /// firmware descriptors at start (and keeps the guest's NVRAM in its state directory).
+    /// `None` = no preference; from `<firmware><feature name= enabled=>`.
+    UefiAuto {
+        secure_boot: Option<bool>,
+        enrolled_keys: Option<bool>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +99,10 @@ pub struct Features {
     pub pae: bool,
     pub vmport: Option<bool>,
     pub smm: Option<bool>,
+    pub hyperv: Option<super::HyperV>,
+    /// `<kvm><hidden state=>`: hide the KVM signature from the guest (`kvm=off`).
+    pub kvm_hidden: Option<bool>,
+    pub ioapic: Option<super::IoapicDriver>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -102,6 +102,11 @@ fn machine(a: &mut Args, d: &DomainConfig) {
     if let Some(v) = f.vmport {
         m.push(format!("vmport={}", on_off(v)));
     }
+    match f.ioapic {
+        Some(IoapicDriver::Kvm) => m.push("kernel_irqchip=on".into()),
+        Some(IoapicDriver::Qemu) => m.push("kernel_irqchip=split".into()),
+        None => {}
+    }
     let timer = |n| {
         d.clock
             .as_ref()
@@ -145,7 +150,7 @@ fn numa_cells(d: &DomainConfig) -> &[NumaCell] {
 
 fn cpu(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(), ArgvError> {
     let model = match (&ctx.cpu, d.cpu.as_ref().map(|c| &c.mode)) {
-        (CpuChoice::Model(m), _) => {
+        (CpuChoice::Model(m) | CpuChoice::HostModel { model: m, .. }, _) => {
             if m.is_empty()
                 || !m
                     .chars()
@@ -155,7 +160,7 @@ fn cpu(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(), ArgvEr
             }
             m.clone()
         }
-        (CpuChoice::AsConfigured, None) => "qemu64".into(),
+        (CpuChoice::AsConfigured, None | Some(CpuMode::Default)) => "qemu64".into(),
         (CpuChoice::AsConfigured, Some(CpuMode::HostPassthrough)) => "host".into(),
         (CpuChoice::AsConfigured, Some(CpuMode::HostModel)) => {
             return Err(ArgvError::UnresolvedHostModel)
@@ -163,6 +168,19 @@ fn cpu(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(), ArgvEr
         (CpuChoice::AsConfigured, Some(CpuMode::Custom { model })) => model.clone(),
     };
     let mut parts = vec![model];
+    if let CpuChoice::HostModel { features, .. } = &ctx.cpu {
+        // The host's features beyond the named model, as libvirt's host-model adds them.
+        for f in features {
+            if f.is_empty()
+                || !f
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(ArgvError::BadCpuModel(f.clone()));
+            }
+            parts.push(format!("+{f}"));
+        }
+    }
     if let Some(c) = &d.cpu {
         for f in &c.features {
             parts.push(format!(
@@ -177,10 +195,80 @@ fn cpu(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(), ArgvEr
             if t.name == TimerName::Kvmclock && t.present == Some(false) {
                 parts.push("-kvmclock".into());
             }
+            if t.name == TimerName::Hypervclock && t.present != Some(false) {
+                parts.push("hv-time=on".into());
+            }
         }
+    }
+    if let Some(h) = &d.features.hyperv {
+        hyperv(&mut parts, h);
+    }
+    if d.features.kvm_hidden == Some(true) {
+        parts.push("kvm=off".into());
+    }
+    if d.cpu.as_ref().and_then(|c| c.check) == Some(CpuCheck::Full) {
+        // check='full': every asked feature or no start (libvirt's `enforce`).
+        parts.push("enforce".into());
     }
     a.push("-cpu", parts.join(","));
     Ok(())
+}
+
+/// Hyper-V enlightenments as `-cpu` properties, in libvirt's order. Enlightenments are off by
+/// default, so `state='off'` is written only where it overrides `hv-passthrough`.
+fn hyperv(parts: &mut Vec<String>, h: &HyperV) {
+    let pass = h.mode == HypervMode::Passthrough;
+    if pass {
+        parts.push("hv-passthrough=on".into());
+    }
+    let flag = |parts: &mut Vec<String>, name: &str, on: bool| {
+        if on || pass {
+            parts.push(format!("{name}={}", on_off(on)));
+        }
+    };
+    let flags = |parts: &mut Vec<String>, fs: &[HypervFlag]| {
+        for f in fs {
+            if let Some(on) = h.flags.get(f) {
+                flag(parts, f.qemu(), *on);
+            }
+        }
+    };
+    flags(parts, &[HypervFlag::Relaxed, HypervFlag::Vapic]);
+    if let Some(sl) = h.spinlocks {
+        // Validation requires retries with state='on'; off is QEMU's default.
+        if let (true, Some(r)) = (sl.state, sl.retries) {
+            parts.push(format!("hv-spinlocks=0x{r:x}"));
+        }
+    }
+    flags(
+        parts,
+        &[HypervFlag::Vpindex, HypervFlag::Runtime, HypervFlag::Synic],
+    );
+    if let Some(st) = h.stimer {
+        flag(parts, "hv-stimer", st.state);
+        if let Some(direct) = st.direct {
+            flag(parts, "hv-stimer-direct", direct);
+        }
+    }
+    flags(parts, &[HypervFlag::Reset]);
+    if let Some(VendorId {
+        state: true,
+        value: Some(v),
+    }) = &h.vendor_id
+    {
+        parts.push(format!("hv-vendor-id={}", esc(v)));
+    }
+    flags(
+        parts,
+        &[
+            HypervFlag::Frequencies,
+            HypervFlag::Reenlightenment,
+            HypervFlag::Tlbflush,
+            HypervFlag::Ipi,
+            HypervFlag::Evmcs,
+            HypervFlag::Avic,
+        ],
+    );
 }
 
 fn policy(d: &DomainConfig, cell: Option<usize>) -> Option<String> {

@@ -24,11 +24,18 @@ pub enum Accel {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CpuChoice {
-    /// Translate the config: host-passthrough -> `host`, custom -> its model. host-model
-    /// cannot be translated without host knowledge and is an error with this choice.
+    /// Translate the config: host-passthrough -> `host`, custom -> its model, no model ->
+    /// `qemu64`. host-model cannot be translated without host knowledge and is an error with
+    /// this choice.
     AsConfigured,
     /// Use this QEMU model name instead (features from the config are still applied).
     Model(String),
+    /// host-model as the host layer resolved it: the named model plus the host's features
+    /// beyond it (each `+name`), then the config's own features.
+    HostModel {
+        model: String,
+        features: Vec<String>,
+    },
 }
 
 /// A tap (or macvtap) file descriptor the host layer opened and passes to QEMU.

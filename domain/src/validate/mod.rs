@@ -213,6 +213,7 @@ fn check(v: &mut V, d: &DomainConfig) {
     resources::memory_backing(v, d);
     platform::os(v, d);
     platform::clock(v, d);
+    platform::features(v, d);
     if d.on_poweroff == Some(LifecycleAction::Preserve) {
         v.err(
             "on_poweroff",

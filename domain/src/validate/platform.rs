@@ -143,3 +143,58 @@ pub(super) fn clock(v: &mut V, d: &DomainConfig) {
         }
     }
 }
+
+/// `<features>`: the Hyper-V values QEMU takes as they are.
+pub(super) fn features(v: &mut V, d: &DomainConfig) {
+    if let Some(h) = &d.features.hyperv {
+        if let Some(sl) = h.spinlocks {
+            match (sl.state, sl.retries) {
+                (true, None) => v.err(
+                    "features.hyperv.spinlocks.retries",
+                    Problem::Inconsistent("required when spinlocks are on".into()),
+                ),
+                (_, Some(r)) => v.range(
+                    "features.hyperv.spinlocks.retries",
+                    r,
+                    MIN_SPINLOCK_RETRIES,
+                    u32::MAX,
+                ),
+                (false, None) => {}
+            }
+        }
+        if let Some(vid) = &h.vendor_id {
+            match &vid.value {
+                Some(val) => v.token(
+                    "features.hyperv.vendor_id.value",
+                    val,
+                    12,
+                    "printable ASCII without ','",
+                    |c| c == ' ' || (c.is_ascii_graphic() && c != ','),
+                ),
+                None if vid.state => v.err(
+                    "features.hyperv.vendor_id.value",
+                    Problem::Inconsistent("required when vendor_id is on".into()),
+                ),
+                None => {}
+            }
+        }
+        if h.stimer.is_some_and(|s| s.direct == Some(true) && !s.state) {
+            v.err(
+                "features.hyperv.stimer.direct",
+                Problem::Inconsistent("direct mode needs stimer on".into()),
+            );
+        }
+    }
+    if let Firmware::UefiAuto {
+        secure_boot: Some(true),
+        ..
+    } = d.os.firmware
+    {
+        if d.features.smm == Some(false) {
+            v.err(
+                "os.firmware.secure_boot",
+                Problem::Inconsistent("secure boot needs features.smm on".into()),
+            );
+        }
+    }
+}

@@ -278,7 +278,8 @@ fn cputune(w: &mut W, t: &CpuTune) {
 }
 
 fn os(w: &mut W, o: &Os) {
-    w.open("os", &[]);
+    let auto = matches!(o.firmware, Firmware::UefiAuto { .. });
+    w.open("os", &[("firmware", auto.then(|| "efi".to_owned()))]);
     w.text(
         "type",
         &[
@@ -299,6 +300,25 @@ fn os(w: &mut W, o: &Os) {
         );
         if let Some(n) = nvram {
             w.text("nvram", &[("template", n.template.clone())], &n.path);
+        }
+    }
+    if let Firmware::UefiAuto {
+        secure_boot,
+        enrolled_keys,
+    } = &o.firmware
+    {
+        let features = [
+            ("enrolled-keys", enrolled_keys),
+            ("secure-boot", secure_boot),
+        ];
+        if features.iter().any(|(_, v)| v.is_some()) {
+            w.open("firmware", &[]);
+            for (name, v) in features {
+                if let Some(v) = v {
+                    w.empty("feature", &[("enabled", yes_no(*v)), ("name", s(name))]);
+                }
+            }
+            w.close("firmware");
         }
     }
     if let Some(k) = &o.kernel {
@@ -329,29 +349,109 @@ fn features(w: &mut W, f: &Features) {
     if let Some(v) = f.vmport {
         w.empty("vmport", &[("state", on_off(v))]);
     }
+    if let Some(h) = &f.hyperv {
+        hyperv(w, h);
+    }
+    if let Some(v) = f.kvm_hidden {
+        w.open("kvm", &[]);
+        w.empty("hidden", &[("state", on_off(v))]);
+        w.close("kvm");
+    }
     if let Some(v) = f.smm {
         w.empty("smm", &[("state", on_off(v))]);
+    }
+    if let Some(d) = f.ioapic {
+        w.empty("ioapic", &[("driver", s(d.as_str()))]);
     }
     w.close("features");
 }
 
+fn hyperv(w: &mut W, h: &HyperV) {
+    let attrs = [("mode", s(h.mode.as_str()))];
+    if h.flags.is_empty() && h.spinlocks.is_none() && h.stimer.is_none() && h.vendor_id.is_none() {
+        w.empty("hyperv", &attrs);
+        return;
+    }
+    w.open("hyperv", &attrs);
+    // libvirt's order: relaxed, vapic, spinlocks, vpindex, runtime, synic, stimer, reset,
+    // vendor_id, frequencies, reenlightenment, tlbflush, ipi, evmcs, avic.
+    let flag = |w: &mut W, f: HypervFlag| {
+        if let Some(v) = h.flags.get(&f) {
+            w.empty(f.as_str(), &[("state", on_off(*v))]);
+        }
+    };
+    flag(w, HypervFlag::Relaxed);
+    flag(w, HypervFlag::Vapic);
+    if let Some(sl) = &h.spinlocks {
+        w.empty(
+            "spinlocks",
+            &[
+                ("state", on_off(sl.state)),
+                ("retries", sl.retries.map(|r| r.to_string())),
+            ],
+        );
+    }
+    flag(w, HypervFlag::Vpindex);
+    flag(w, HypervFlag::Runtime);
+    flag(w, HypervFlag::Synic);
+    if let Some(st) = &h.stimer {
+        match st.direct {
+            Some(d) => {
+                w.open("stimer", &[("state", on_off(st.state))]);
+                w.empty("direct", &[("state", on_off(d))]);
+                w.close("stimer");
+            }
+            None => w.empty("stimer", &[("state", on_off(st.state))]),
+        }
+    }
+    flag(w, HypervFlag::Reset);
+    if let Some(v) = &h.vendor_id {
+        w.empty(
+            "vendor_id",
+            &[("state", on_off(v.state)), ("value", v.value.clone())],
+        );
+    }
+    for f in [
+        HypervFlag::Frequencies,
+        HypervFlag::Reenlightenment,
+        HypervFlag::Tlbflush,
+        HypervFlag::Ipi,
+        HypervFlag::Evmcs,
+        HypervFlag::Avic,
+    ] {
+        flag(w, f);
+    }
+    w.close("hyperv");
+}
+
 fn cpu(w: &mut W, c: &Cpu) {
     let (mode, model) = match &c.mode {
-        CpuMode::HostPassthrough => ("host-passthrough", None),
-        CpuMode::HostModel => ("host-model", None),
-        CpuMode::Custom { model } => ("custom", Some(model)),
+        CpuMode::HostPassthrough => (Some("host-passthrough"), None),
+        CpuMode::HostModel => (Some("host-model"), None),
+        CpuMode::Custom { model } => (Some("custom"), Some(model)),
+        // As libvirt writes a model-less <cpu>: no mode, no match.
+        CpuMode::Default => (None, None),
     };
     let attrs = [
-        ("mode", s(mode)),
+        ("mode", mode.map(str::to_owned)),
         ("match", model.map(|_| "exact".to_owned())),
+        ("check", c.check.map(|k| k.as_str().to_owned())),
     ];
-    if model.is_none() && c.features.is_empty() && c.topology.is_none() && c.numa.is_empty() {
+    let fallback = [("fallback", c.fallback.map(|f| f.as_str().to_owned()))];
+    if model.is_none()
+        && c.fallback.is_none()
+        && c.features.is_empty()
+        && c.topology.is_none()
+        && c.numa.is_empty()
+    {
         w.empty("cpu", &attrs);
         return;
     }
     w.open("cpu", &attrs);
-    if let Some(m) = model {
-        w.text("model", &[], m);
+    match model {
+        Some(m) => w.text("model", &fallback, m),
+        None if c.fallback.is_some() => w.empty("model", &fallback),
+        None => {}
     }
     if let Some(t) = &c.topology {
         w.empty(

@@ -155,7 +155,8 @@ pub fn spec(config: &DomainConfig) -> Result<VmSpec, Error> {
     }
     let generation = match config.os.firmware {
         novacron_domain::model::Firmware::Bios => 1,
-        novacron_domain::model::Firmware::Uefi { .. } => 2,
+        novacron_domain::model::Firmware::Uefi { .. }
+        | novacron_domain::model::Firmware::UefiAuto { .. } => 2,
     };
     Ok(VmSpec {
         name: config.name.clone(),

@@ -229,6 +229,9 @@ impl Shape {
         if matches!(c.os.firmware, Firmware::Uefi { .. }) {
             unmapped.push("UEFI firmware with a loader path".into());
         }
+        if matches!(c.os.firmware, Firmware::UefiAuto { .. }) {
+            unmapped.push("UEFI firmware autoselection".into());
+        }
         if !unmapped.is_empty() {
             return Err(format!(
                 "XAPI define cannot map {}: attach storage and networks with XAPI's own tools \

@@ -20,7 +20,7 @@
 //! | `graphics/listen type='address'` | mirror of `graphics@listen` (checked equal) |
 //! | `video/model@heads='1'`, `@primary='yes'` | the single supported head |
 //! | `<audio type='none'/>` | no audio backend (only `none` accepted) |
-//! | `cpu@check`, `cpu@migratable='on'`, `cpu/model@fallback`, `cpu/vendor` | host-side CPU checks |
+//! | `cpu@migratable='on'`, `cpu/vendor` | the default; implied by the named model |
 //! | `os@firmware='efi'` + `os/firmware` with an explicit loader | autoselection already resolved |
 
 mod devices;

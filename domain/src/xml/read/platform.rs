@@ -18,25 +18,32 @@ pub(super) fn os(e: &Element) -> R<Os> {
         return Err(ty.unsupported_value(None, ty.trimmed(), &["hvm"]));
     }
     let loader = e.child("loader")?;
-    // firmware='efi' asks libvirt to pick the firmware; we accept it only once resolved into an
-    // explicit <loader> (as `virsh dumpxml` shows). <os><firmware> features were the inputs
-    // to that choice and are redundant once the loader is explicit.
+    // firmware='efi' without a <loader> asks for autoselection: the host picks from QEMU's
+    // firmware descriptors at start, preferring what <firmware><feature> asks. With an
+    // explicit loader (as `virsh dumpxml` shows after libvirt resolved it) the features were
+    // the inputs to that choice and are redundant.
     if let Some(fw) = e.attr("firmware") {
         if fw != "efi" {
             return Err(e.unsupported_value(Some("firmware"), fw, &["efi"]));
         }
-        if loader.is_none() {
-            return Err(XmlError::Missing {
-                what: "explicit <loader> (firmware autoselection is not supported)".into(),
-                path: format!("{}/loader", e.path),
-                line: e.line,
-            });
-        }
     }
-    if let (Some(f), None) = (e.child("firmware")?, loader) {
+    if let (Some(f), None, None) = (e.child("firmware")?, loader, e.attr("firmware")) {
         return Err(f.unsupported());
     }
     let firmware = match loader {
+        None if e.attr("firmware").is_some() => {
+            if let Some(n) = e.child("nvram")? {
+                // The daemon keeps an autoselected firmware's variables in its state dir.
+                return Err(XmlError::Missing {
+                    what: "explicit <loader> (an <nvram> path needs one; with autoselected \
+                           firmware the NVRAM is kept in the daemon's state directory)"
+                        .into(),
+                    path: format!("{}/loader", e.path),
+                    line: n.line,
+                });
+            }
+            firmware_features(e)?
+        }
         None => {
             if let Some(n) = e.child("nvram")? {
                 return Err(n.unsupported());
@@ -116,8 +123,46 @@ pub(super) fn os(e: &Element) -> R<Os> {
     })
 }
 
+/// `<os firmware='efi'>` with its optional `<firmware><feature enabled= name=>` preferences.
+fn firmware_features(os: &Element) -> R<Firmware> {
+    let (mut secure_boot, mut enrolled_keys) = (None, None);
+    if let Some(f) = os.child("firmware")? {
+        f.allow(&[], &["feature"])?;
+        for feat in f.children_named("feature") {
+            feat.allow(&["enabled", "name"], &[])?;
+            let enabled = feat.req_attr_enum("enabled", YES_NO)?;
+            let slot = match feat.req_attr("name")? {
+                "secure-boot" => &mut secure_boot,
+                "enrolled-keys" => &mut enrolled_keys,
+                other => {
+                    return Err(feat.unsupported_value(
+                        Some("name"),
+                        other,
+                        &["secure-boot", "enrolled-keys"],
+                    ))
+                }
+            };
+            if slot.replace(enabled).is_some() {
+                return Err(XmlError::Duplicate {
+                    path: feat.path.clone(),
+                    line: feat.line,
+                });
+            }
+        }
+    }
+    Ok(Firmware::UefiAuto {
+        secure_boot,
+        enrolled_keys,
+    })
+}
+
 pub(super) fn features(e: &Element) -> R<Features> {
-    e.allow(&[], &["acpi", "apic", "pae", "vmport", "smm"])?;
+    e.allow(
+        &[],
+        &[
+            "acpi", "apic", "pae", "vmport", "smm", "hyperv", "kvm", "ioapic",
+        ],
+    )?;
     let state = |n: &str| -> R<Option<bool>> {
         match e.child(n)? {
             Some(c) => {
@@ -133,6 +178,108 @@ pub(super) fn features(e: &Element) -> R<Features> {
         pae: flag(e, "pae")?,
         vmport: state("vmport")?,
         smm: state("smm")?,
+        hyperv: e.child("hyperv")?.map(hyperv).transpose()?,
+        kvm_hidden: match e.child("kvm")? {
+            Some(k) => {
+                // Only `hidden`: hint-dedicated, poll-control, pv-ipi and dirty-ring are
+                // refused by name until supported.
+                k.allow(&[], &["hidden"])?;
+                match k.child("hidden")? {
+                    Some(h) => {
+                        h.allow(&["state"], &[])?;
+                        Some(h.req_attr_enum("state", ON_OFF)?)
+                    }
+                    None => {
+                        return Err(XmlError::Missing {
+                            what: "element <hidden> (the only supported <kvm> feature)".into(),
+                            path: format!("{}/hidden", k.path),
+                            line: k.line,
+                        })
+                    }
+                }
+            }
+            None => None,
+        },
+        ioapic: match e.child("ioapic")? {
+            Some(i) => {
+                i.allow(&["driver"], &[])?;
+                Some(i.req_attr_enum(
+                    "driver",
+                    &[("kvm", IoapicDriver::Kvm), ("qemu", IoapicDriver::Qemu)],
+                )?)
+            }
+            None => None,
+        },
+    })
+}
+
+/// `<hyperv mode=>`: each enlightenment once, with `state='on|off'`.
+fn hyperv(e: &Element) -> R<HyperV> {
+    let mut names: Vec<&str> = HypervFlag::ALL.iter().map(|f| f.as_str()).collect();
+    names.extend(["spinlocks", "stimer", "vendor_id"]);
+    // Not supported yet, refused by name: emsr_bitmap, xmm_input (QEMU 7.1+ hv-emsr-bitmap and
+    // hv-xmm-input exist, but no caller writes them yet) and tlbflush's <direct>/<extended>.
+    e.allow(&["mode"], &names)?;
+    let mode = e
+        .attr_enum(
+            "mode",
+            &[
+                ("custom", HypervMode::Custom),
+                ("passthrough", HypervMode::Passthrough),
+            ],
+        )?
+        .unwrap_or_default();
+    let state = |c: &Element| c.req_attr_enum("state", ON_OFF);
+    let mut flags = std::collections::BTreeMap::new();
+    for f in HypervFlag::ALL {
+        if let Some(c) = e.child(f.as_str())? {
+            c.allow(&["state"], &[])?;
+            flags.insert(f, state(c)?);
+        }
+    }
+    let spinlocks = match e.child("spinlocks")? {
+        Some(c) => {
+            c.allow(&["state", "retries"], &[])?;
+            Some(Spinlocks {
+                state: state(c)?,
+                retries: c.attr_int("retries")?,
+            })
+        }
+        None => None,
+    };
+    let stimer = match e.child("stimer")? {
+        Some(c) => {
+            c.allow(&["state"], &["direct"])?;
+            let direct = match c.child("direct")? {
+                Some(d) => {
+                    d.allow(&["state"], &[])?;
+                    Some(state(d)?)
+                }
+                None => None,
+            };
+            Some(Stimer {
+                state: state(c)?,
+                direct,
+            })
+        }
+        None => None,
+    };
+    let vendor_id = match e.child("vendor_id")? {
+        Some(c) => {
+            c.allow(&["state", "value"], &[])?;
+            Some(VendorId {
+                state: state(c)?,
+                value: c.attr("value").map(str::to_owned),
+            })
+        }
+        None => None,
+    };
+    Ok(HyperV {
+        mode,
+        flags,
+        spinlocks,
+        stimer,
+        vendor_id,
     })
 }
 

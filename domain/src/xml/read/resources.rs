@@ -2,7 +2,6 @@
 
 use super::{flag, idset, size_kib, text_kib, R};
 use crate::model::*;
-use crate::xml::error::XmlError;
 use crate::xml::tree::Element;
 
 pub(super) fn memory(d: &Element) -> R<Memory> {
@@ -239,23 +238,27 @@ pub(super) fn memory_backing(e: &Element) -> R<MemoryBacking> {
 }
 
 pub(super) fn cpu(e: &Element) -> R<Cpu> {
-    // `check` selects how strictly libvirt compares against the host CPU; the host layer does
-    // that via `CpuChoice`, so it does not change what the guest sees. `vendor` is implied by
-    // the named model.
+    // `vendor` is implied by the named model.
     e.allow(
         &["mode", "match", "check", "migratable"],
         &["model", "vendor", "topology", "feature", "numa"],
     )?;
     e.attr_only("match", &["exact"])?;
     e.attr_only("migratable", &["on"])?;
+    let mut fallback = None;
     let model = match e.child("model")? {
         Some(m) => {
-            // fallback: whether libvirt may substitute a model when the host lacks it: host side.
             m.allow(&["fallback"], &[])?;
-            Some(m.req_text()?.to_owned())
+            let fallbacks: Vec<(&str, CpuFallback)> =
+                CpuFallback::ALL.iter().map(|f| (f.as_str(), *f)).collect();
+            fallback = m.attr_enum("fallback", &fallbacks)?;
+            // An empty <model fallback='allow'/> (vagrant-libvirt, host-model) names no model.
+            Some(m.trimmed().to_owned()).filter(|t| !t.is_empty())
         }
         None => None,
     };
+    let checks: Vec<(&str, CpuCheck)> = CpuCheck::ALL.iter().map(|c| (c.as_str(), *c)).collect();
+    let check = e.attr_enum("check", &checks)?;
     if let Some(v) = e.child("vendor")? {
         v.allow(&[], &[])?;
     }
@@ -264,21 +267,9 @@ pub(super) fn cpu(e: &Element) -> R<Cpu> {
         ("host-passthrough", None) => CpuMode::HostPassthrough,
         ("host-model", None) => CpuMode::HostModel,
         ("custom", Some(model)) => CpuMode::Custom { model },
-        ("custom", None)
-            if e.children_named("numa").next().is_some() || e.child("topology")?.is_some() =>
-        {
-            // libvirt allows a bare <cpu> with only topology/numa: the default model.
-            CpuMode::Custom {
-                model: "qemu64".into(),
-            }
-        }
-        ("custom", None) => {
-            return Err(XmlError::Missing {
-                what: "element <model>".into(),
-                path: format!("{}/model", e.path),
-                line: e.line,
-            })
-        }
+        // libvirt allows a <cpu> without a model (topology, NUMA, check only): QEMU's
+        // default model, and written back without one.
+        ("custom", None) => CpuMode::Default,
         ("host-passthrough" | "host-model", Some(_)) => {
             let m = e.req_child("model")?;
             return Err(m.unsupported());
@@ -360,6 +351,8 @@ pub(super) fn cpu(e: &Element) -> R<Cpu> {
     }
     Ok(Cpu {
         mode,
+        check,
+        fallback,
         features,
         topology,
         numa,
