@@ -261,6 +261,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                         .into_iter()
                         .enumerate()
                         .map(|(i, p)| Channel {
+                            kind: ChannelKind::Unix,
                             path: p,
                             name: format!("org.example.ch{i}"),
                             address: None,
@@ -326,9 +327,110 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                     } else {
                         vec![]
                     },
+                    redirdevs: vec![],
+                    sounds: vec![],
+                    audios: vec![],
                 }
             },
         )
+}
+
+/// SPICE graphics with what virt-manager puts beside it: the agent channel, USB redirection,
+/// QXL, sound devices and audio backends.
+fn devices_with_spice() -> impl Strategy<Value = Devices> {
+    let listen = prop_oneof![
+        Just(SpiceListen::None),
+        option::of(select(vec!["127.0.0.1", "::1", "0.0.0.0"])).prop_map(|a| {
+            SpiceListen::Address {
+                address: a.map(str::to_owned),
+            }
+        }),
+    ];
+    let qxl = (
+        option::of(select(vec![16384u32, 65536, 131072])),
+        option::of(select(vec![16384u32, 65536])),
+        option::of(select(vec![8192u32, 16384])),
+        option::of(1u32..=4),
+    )
+        .prop_map(|(ram_kib, vram_kib, vgamem_kib, heads)| VideoModel::Qxl {
+            ram_kib,
+            vram_kib,
+            vgamem_kib,
+            heads,
+        });
+    let sound = (
+        select(SoundModel::ALL.to_vec()),
+        subsequence(SoundCodec::ALL.to_vec(), 0..=3),
+        any::<bool>(),
+        option::of(1u16..8),
+    )
+        .prop_map(|(model, codecs, audio, port)| Sound {
+            model,
+            codecs: if model.is_hda() { codecs } else { vec![] },
+            audio_id: audio.then_some(1),
+            address: match model {
+                SoundModel::Usb => port.map(|port| Address::Usb {
+                    bus: 0,
+                    port: port + 8,
+                }),
+                _ => None,
+            },
+        });
+    let spice = (
+        any::<bool>(),
+        6000u16..7000,
+        listen,
+        option::of(select(SpiceImageCompression::ALL.to_vec())),
+        option::of(Just(false)),
+        any::<bool>(),
+        vec(option::of(20u16..30), 0..3),
+        option::of(qxl),
+        vec(sound, 0..3),
+        select(vec![AudioBackend::None, AudioBackend::Spice]),
+    );
+    (devices_strategy(), option::of(spice)).prop_map(|(mut d, spice)| {
+        let Some((auto, port, listen, compression, gl, agent, redirs, qxl, sounds, backend)) =
+            spice
+        else {
+            return d;
+        };
+        d.graphics = Some(Graphics::Spice {
+            port: if auto || listen == SpiceListen::None {
+                VncPort::Auto
+            } else {
+                VncPort::Fixed(port)
+            },
+            listen,
+            image_compression: compression,
+            gl,
+        });
+        if agent {
+            d.channels.push(Channel {
+                kind: ChannelKind::Spicevmc,
+                path: None,
+                name: "com.redhat.spice.0".into(),
+                address: None,
+            });
+        }
+        d.redirdevs = redirs
+            .into_iter()
+            .map(|p| Redirdev {
+                address: p.map(|port| Address::Usb { bus: 0, port }),
+            })
+            .collect();
+        if let Some(model) = qxl {
+            d.videos = vec![Video {
+                model,
+                address: None,
+            }];
+        }
+        // Every audio_id above names backend 1.
+        if !sounds.is_empty() {
+            d.audios = vec![Audio { id: 1, backend }];
+        }
+        d.sounds = sounds;
+        d
+    })
 }
 
 fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
@@ -359,7 +461,7 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
             subsequence(vec![BootDevice::Hd, BootDevice::Cdrom, BootDevice::Network], 0..3),
             option::of(("/boot/[a-z]{1,8}", option::of("/boot/[a-z]{1,8}"), option::of("[a-z=0-9]{1,8}( [a-z=0-9]{1,8}){0,3}"))),
             option::of("pc-q35-[5-8]\\.[0-2]"),
-            devices_strategy(),
+            devices_with_spice(),
         );
         (head, mid, tail).prop_map(move |(h, m, t)| {
             let (name, uuid, title, description, metadata, current, max, vcur, virt_type) = h;
@@ -489,6 +591,7 @@ proptest! {
             serial_log: Some("/var/log/q/serial.log".into()),
             net_fds: (0..4).map(|i| (i, novacron_domain::NetFd { tap: 30 + i as i32, vhost: None })).collect(),
             vnc_display: Some(1),
+            spice_port: Some(5930),
             swtpm_socket: Some("/run/q/swtpm.sock".into()),
             sandbox: true,
             host_paths: Default::default(),

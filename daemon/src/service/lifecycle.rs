@@ -466,6 +466,7 @@ pub(super) async fn launch_as(
         serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
         vnc_display: None,
+        spice_port: None,
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
         host_paths: files.host_paths.clone(),

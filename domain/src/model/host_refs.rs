@@ -130,12 +130,18 @@ impl DomainConfig {
             inputs: _,
             // swtpm is run by the host layer, with its state in the daemon's own directories.
             tpm: _,
+            // A listen address is an IP, not a host file; autoport is picked by the host layer.
             graphics: _,
             videos: _,
             hostdevs,
             watchdog: _,
             memballoon: _,
             rngs,
+            // USB redirection is carried over the SPICE connection: nothing on the host.
+            redirdevs: _,
+            sounds: _,
+            // Only backends that open nothing on the host exist in the model (none, spice).
+            audios: _,
         } = devices;
         for (i, disk) in disks.iter().enumerate() {
             let Disk {
@@ -213,6 +219,7 @@ impl DomainConfig {
         }
         for (i, ch) in channels.iter().enumerate() {
             let Channel {
+                kind: _,
                 path,
                 name: _,
                 address: _,
@@ -375,11 +382,13 @@ mod tests {
         }];
         d.devices.channels = vec![
             Channel {
+                kind: ChannelKind::Unix,
                 path: Some("/sock/agent".into()),
                 name: "org.qemu.guest_agent.0".into(),
                 address: None,
             },
             Channel {
+                kind: ChannelKind::Unix,
                 path: None,
                 name: "other".into(),
                 address: None,
@@ -577,6 +586,7 @@ mod argv_tests {
             serial_log: None,
             net_fds: Default::default(),
             vnc_display: None,
+            spice_port: None,
             swtpm_socket: None,
             sandbox: true,
             host_paths,

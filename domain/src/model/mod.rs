@@ -10,6 +10,7 @@ pub mod host_refs;
 pub mod ids;
 pub mod memory;
 pub mod os;
+pub mod spice;
 
 pub use cpu::*;
 pub use devices::*;
@@ -17,6 +18,7 @@ pub use host_refs::{HostRef, HostRefKind};
 pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use memory::*;
 pub use os::*;
+pub use spice::*;
 
 use serde::{Deserialize, Serialize};
 

@@ -461,6 +461,9 @@ pub(super) fn pci_addresses(v: &mut V, dv: &Devices) {
     for (i, x) in dv.rngs.iter().enumerate() {
         push(format!("devices.rngs[{i}].address"), &x.address);
     }
+    for (i, x) in dv.sounds.iter().enumerate() {
+        push(format!("devices.sounds[{i}].address"), &x.address);
+    }
     for (i, x) in dv.inputs.iter().enumerate() {
         push(format!("devices.inputs[{i}].address"), &x.address);
     }

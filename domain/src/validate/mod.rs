@@ -8,6 +8,7 @@
 mod devices;
 mod platform;
 mod resources;
+mod spice;
 
 use crate::model::*;
 
@@ -218,6 +219,7 @@ fn check(v: &mut V, d: &DomainConfig) {
         );
     }
     devices::devices(v, d);
+    spice::spice(v, &d.devices);
 }
 
 fn name(v: &mut V, n: &str) {

@@ -1,0 +1,83 @@
+//! Writer for `<graphics type='spice'>`, `<redirdev>`, `<sound>` and `<audio>`.
+
+use super::{s, yes_no, W};
+use crate::model::*;
+
+pub(super) fn graphics(
+    w: &mut W,
+    port: &VncPort,
+    listen: &SpiceListen,
+    image_compression: Option<SpiceImageCompression>,
+    gl: Option<bool>,
+) {
+    let (p, auto) = match port {
+        VncPort::Auto => ("-1".to_owned(), "yes"),
+        VncPort::Fixed(p) => (p.to_string(), "no"),
+    };
+    let address = match listen {
+        SpiceListen::Address { address } => address.clone(),
+        SpiceListen::None => None,
+    };
+    let attrs = [
+        ("type", s("spice")),
+        ("port", s(p)),
+        ("autoport", s(auto)),
+        ("listen", address.clone()),
+    ];
+    let has_children = address.is_some()
+        || *listen == SpiceListen::None
+        || image_compression.is_some()
+        || gl.is_some();
+    if !has_children {
+        w.empty("graphics", &attrs);
+        return;
+    }
+    w.open("graphics", &attrs);
+    match (listen, &address) {
+        (SpiceListen::None, _) => w.empty("listen", &[("type", s("none"))]),
+        (_, Some(a)) => w.empty("listen", &[("type", s("address")), ("address", s(a))]),
+        _ => {}
+    }
+    if let Some(c) = image_compression {
+        w.empty("image", &[("compression", s(c.as_str()))]);
+    }
+    if let Some(g) = gl {
+        w.empty("gl", &[("enable", yes_no(g))]);
+    }
+    w.close("graphics");
+}
+
+pub(super) fn sounds(w: &mut W, d: &Devices) {
+    for snd in &d.sounds {
+        let attrs = [("model", s(snd.model.as_str()))];
+        if snd.codecs.is_empty() && snd.audio_id.is_none() && snd.address.is_none() {
+            w.empty("sound", &attrs);
+            continue;
+        }
+        w.open("sound", &attrs);
+        for c in &snd.codecs {
+            w.empty("codec", &[("type", s(c.as_str()))]);
+        }
+        if let Some(id) = snd.audio_id {
+            w.empty("audio", &[("id", s(id))]);
+        }
+        super::address(w, &snd.address);
+        w.close("sound");
+    }
+    for a in &d.audios {
+        w.empty("audio", &[("id", s(a.id)), ("type", s(a.backend.as_str()))]);
+    }
+}
+
+pub(super) fn redirdevs(w: &mut W, d: &Devices) {
+    for r in &d.redirdevs {
+        let attrs = [("bus", s("usb")), ("type", s("spicevmc"))];
+        if r.address.is_none() {
+            w.empty("redirdev", &attrs);
+        } else {
+            w.open("redirdev", &attrs);
+            super::address(w, &r.address);
+            w.close("redirdev");
+        }
+    }
+}
