@@ -171,12 +171,14 @@ fn open_one(r: &HostRef<'_>, how: &Opening<'_>) -> Result<Option<(OwnedFd, Via, 
         ),
         HostRefKind::RngBackend => (OFlag::O_RDONLY, Via::FdSet, false),
         HostRefKind::BootImage => (OFlag::O_RDONLY, Via::ProcFd, true),
-        // Checked above; not opened: QEMU binds/connects sockets by name, the template is
-        // not used at start, VFIO and macvtap are opened by their own host code.
+        // Checked above; not opened: QEMU binds/connects sockets by name and listens on an
+        // address itself, the template is not used at start, VFIO and macvtap are opened by
+        // their own host code.
         HostRefKind::NvramTemplate
         | HostRefKind::UnixSocket { .. }
         | HostRefKind::HostPci { .. }
-        | HostRefKind::HostNic => return Ok(None),
+        | HostRefKind::HostNic
+        | HostRefKind::ListenAddress => return Ok(None),
     };
     let mode = Mode::from_bits_truncate(0o600);
     // The open entropy sources are fixed device paths, outside any root.

@@ -447,6 +447,8 @@ pub(super) async fn launch_as(
     let files = inner
         .open_guest_files(name, config, trust, FIRST_GUEST_FD, FIRST_GUEST_SET)
         .await?;
+    let spice_port = crate::host::display_ports::spice_autoport(config)
+        .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
     let context = LaunchContext {
         emulator: inner.config.emulator.clone(),
         accel,
@@ -466,7 +468,7 @@ pub(super) async fn launch_as(
         serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
         vnc_display: None,
-        spice_port: None,
+        spice_port,
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
         host_paths: files.host_paths.clone(),

@@ -33,6 +33,9 @@ pub enum HostRefKind {
     HostPci { managed: bool },
     /// A host network interface a macvtap is created on: admin-only.
     HostNic,
+    /// An IP address a console (VNC, SPICE) listens on: beyond loopback it opens the guest's
+    /// screen and input to the network, so it is admin-only.
+    ListenAddress,
 }
 
 /// One host reference: the field that holds it (JSON model path, with libvirt's `file` /
@@ -130,8 +133,7 @@ impl DomainConfig {
             inputs: _,
             // swtpm is run by the host layer, with its state in the daemon's own directories.
             tpm: _,
-            // A listen address is an IP, not a host file; autoport is picked by the host layer.
-            graphics: _,
+            graphics,
             videos: _,
             hostdevs,
             watchdog: _,
@@ -143,6 +145,25 @@ impl DomainConfig {
             // Only backends that open nothing on the host exist in the model (none, spice).
             audios: _,
         } = devices;
+        // The port is picked by the host layer (autoport) or a number: only where it listens
+        // is a host resource.
+        match graphics {
+            Some(Graphics::Vnc {
+                port: _,
+                listen: Some(l),
+            })
+            | Some(Graphics::Spice {
+                port: _,
+                listen: SpiceListen::Address { address: Some(l) },
+                image_compression: _,
+                gl: _,
+            }) => out.add(
+                "devices.graphics.listen".into(),
+                l,
+                HostRefKind::ListenAddress,
+            ),
+            _ => {}
+        }
         for (i, disk) in disks.iter().enumerate() {
             let Disk {
                 device,
@@ -409,6 +430,14 @@ mod tests {
             backend: "/dev/urandom".into(),
             address: None,
         }];
+        d.devices.graphics = Some(Graphics::Spice {
+            port: VncPort::Auto,
+            listen: SpiceListen::Address {
+                address: Some("0.0.0.0".into()),
+            },
+            image_compression: None,
+            gl: None,
+        });
         d
     }
 
@@ -438,6 +467,11 @@ mod tests {
                 ),
                 expect("os.kernel.kernel", "/boot/k", HostRefKind::BootImage),
                 expect("os.kernel.initrd", "/boot/i", HostRefKind::BootImage),
+                expect(
+                    "devices.graphics.listen",
+                    "0.0.0.0",
+                    HostRefKind::ListenAddress
+                ),
                 expect(
                     "devices.disks[0].source.file",
                     "/img/a.raw",
