@@ -100,6 +100,10 @@ async fn spice_desktop_guest_runs_with_its_devices_on_localhost_only() {
         "<graphics type='spice' port='-1' tlsPort='-1' autoport='yes'>
            <listen type='address'/>
            <image compression='off'/>
+           <streaming mode='filter'/>
+           <clipboard copypaste='no'/>
+           <mouse mode='client'/>
+           <filetransfer enable='no'/>
          </graphics>",
     ))
     .await
@@ -181,6 +185,11 @@ async fn spice_desktop_guest_runs_with_its_devices_on_localhost_only() {
 
     // QEMU listens for SPICE on localhost and nowhere else.
     let pid = recorded_pid(&env, "spice1");
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        cmdline.contains("streaming-video=filter,agent-mouse=on,disable-copy-paste=on,disable-agent-file-xfer=on"),
+        "{cmdline}"
+    );
     assert_eq!(
         listening(pid),
         BTreeSet::from([format!("127.0.0.1:{port}")]),

@@ -337,7 +337,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
 
 /// SPICE graphics with what virt-manager puts beside it: the agent channel, USB redirection,
 /// QXL, sound devices and audio backends.
-fn devices_with_spice() -> impl Strategy<Value = Devices> {
+fn devices_with_spice() -> BoxedStrategy<Devices> {
     let listen = prop_oneof![
         Just(SpiceListen::None),
         option::of(select(vec!["127.0.0.1", "::1", "0.0.0.0"])).prop_map(|a| {
@@ -387,50 +387,86 @@ fn devices_with_spice() -> impl Strategy<Value = Devices> {
         option::of(qxl),
         vec(sound, 0..3),
         select(vec![AudioBackend::None, AudioBackend::Spice]),
-    );
-    (devices_strategy(), option::of(spice)).prop_map(|(mut d, spice)| {
-        let Some((auto, port, listen, compression, gl, agent, redirs, qxl, sounds, backend)) =
-            spice
-        else {
-            return d;
-        };
-        d.graphics = Some(Graphics::Spice {
-            port: if auto || listen == SpiceListen::None {
-                VncPort::Auto
-            } else {
-                VncPort::Fixed(port)
-            },
-            listen,
-            image_compression: compression,
-            gl,
-        });
-        if agent {
-            d.channels.push(Channel {
-                kind: ChannelKind::Spicevmc,
-                path: None,
-                name: "com.redhat.spice.0".into(),
-                address: None,
+        (
+            option::of(select(SpiceWanCompression::ALL.to_vec())),
+            option::of(select(SpiceWanCompression::ALL.to_vec())),
+            option::of(any::<bool>()),
+            option::of(select(SpiceStreaming::ALL.to_vec())),
+            option::of(any::<bool>()),
+            option::of(select(vec![SpiceMouse::Server, SpiceMouse::Client])),
+            option::of(any::<bool>()),
+        )
+            .prop_map(
+                |(jpeg, zlib, playback, streaming, copypaste, mouse, filetransfer)| SpiceOptions {
+                    jpeg_compression: jpeg,
+                    zlib_compression: zlib,
+                    playback_compression: playback,
+                    streaming,
+                    copypaste,
+                    mouse,
+                    filetransfer,
+                },
+            )
+            .boxed(),
+    )
+        .boxed();
+    (devices_strategy().boxed(), option::of(spice))
+        .prop_map(|(mut d, spice)| {
+            let Some((
+                auto,
+                port,
+                listen,
+                compression,
+                gl,
+                agent,
+                redirs,
+                qxl,
+                sounds,
+                backend,
+                options,
+            )) = spice
+            else {
+                return d;
+            };
+            d.graphics = Some(Graphics::Spice {
+                port: if auto || listen == SpiceListen::None {
+                    VncPort::Auto
+                } else {
+                    VncPort::Fixed(port)
+                },
+                listen,
+                image_compression: compression,
+                gl,
+                options,
             });
-        }
-        d.redirdevs = redirs
-            .into_iter()
-            .map(|p| Redirdev {
-                address: p.map(|port| Address::Usb { bus: 0, port }),
-            })
-            .collect();
-        if let Some(model) = qxl {
-            d.videos = vec![Video {
-                model,
-                address: None,
-            }];
-        }
-        // Every audio_id above names backend 1.
-        if !sounds.is_empty() {
-            d.audios = vec![Audio { id: 1, backend }];
-        }
-        d.sounds = sounds;
-        d
-    })
+            if agent {
+                d.channels.push(Channel {
+                    kind: ChannelKind::Spicevmc,
+                    path: None,
+                    name: "com.redhat.spice.0".into(),
+                    address: None,
+                });
+            }
+            d.redirdevs = redirs
+                .into_iter()
+                .map(|p| Redirdev {
+                    address: p.map(|port| Address::Usb { bus: 0, port }),
+                })
+                .collect();
+            if let Some(model) = qxl {
+                d.videos = vec![Video {
+                    model,
+                    address: None,
+                }];
+            }
+            // Every audio_id above names backend 1.
+            if !sounds.is_empty() {
+                d.audios = vec![Audio { id: 1, backend }];
+            }
+            d.sounds = sounds;
+            d
+        })
+        .boxed()
 }
 
 fn domain_strategy() -> impl Strategy<Value = DomainConfig> {

@@ -125,6 +125,41 @@ fn spice_listen_variants() {
 }
 
 #[test]
+fn spice_session_options_reach_qemu() {
+    let a = argv_of(&doc(
+        "<graphics type='spice' autoport='yes'>\
+           <image compression='auto_glz'/><jpeg compression='never'/><zlib compression='always'/>\
+           <playback compression='off'/><streaming mode='filter'/><clipboard copypaste='no'/>\
+           <mouse mode='client'/><filetransfer enable='no'/><gl enable='no'/></graphics>",
+    ));
+    assert_eq!(
+        values(&a, "-spice"),
+        [
+            "port=5930,addr=127.0.0.1,disable-ticketing=on,image-compression=auto_glz,\
+          jpeg-wan-compression=never,zlib-glz-wan-compression=always,playback-compression=off,\
+          streaming-video=filter,agent-mouse=on,disable-copy-paste=on,\
+          disable-agent-file-xfer=on,seamless-migration=on"
+        ]
+    );
+    // Enabling what QEMU enables anyway says nothing, as libvirt; the XML keeps it.
+    let xml = doc(
+        "<graphics type='spice' autoport='yes'><clipboard copypaste='yes'/>\
+         <mouse mode='server'/><filetransfer enable='yes'/></graphics>",
+    );
+    let a = argv_of(&xml);
+    assert_eq!(
+        values(&a, "-spice"),
+        ["port=5930,addr=127.0.0.1,disable-ticketing=on,agent-mouse=off,seamless-migration=on"]
+    );
+    let out = DomainConfig::from_xml(&xml).unwrap().to_xml();
+    assert!(
+        out.contains("<clipboard copypaste='yes'/>")
+            && out.contains("<filetransfer enable='yes'/>"),
+        "{out}"
+    );
+}
+
+#[test]
 fn tls_port_follows_libvirt_without_spice_tls() {
     // With autoport libvirt drops the numbers and, with spice_tls off, gives a plain port only.
     let cfg = DomainConfig::from_xml(&doc(
@@ -218,8 +253,10 @@ fn refusals_name_what_and_why() {
         "not an IP address",
     );
     refused(
-        &doc("<graphics type='spice' autoport='yes'><streaming mode='filter'/></graphics>"),
-        "<streaming>",
+        &doc(
+            "<graphics type='spice' autoport='yes'><channel name='main' mode='secure'/></graphics>",
+        ),
+        "<channel>",
     );
 }
 

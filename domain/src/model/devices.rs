@@ -481,6 +481,8 @@ pub enum Graphics {
         image_compression: Option<super::spice::SpiceImageCompression>,
         /// `<gl enable=...>`; only `false` can run here (validation says why).
         gl: Option<bool>,
+        #[serde(default)]
+        options: super::spice::SpiceOptions,
     },
 }
 

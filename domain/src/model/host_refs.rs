@@ -157,6 +157,7 @@ impl DomainConfig {
                 listen: SpiceListen::Address { address: Some(l) },
                 image_compression: _,
                 gl: _,
+                options: _,
             }) => out.add(
                 "devices.graphics.listen".into(),
                 l,
@@ -437,6 +438,7 @@ mod tests {
             },
             image_compression: None,
             gl: None,
+            options: SpiceOptions::default(),
         });
         d
     }

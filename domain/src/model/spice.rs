@@ -58,6 +58,81 @@ impl SpiceImageCompression {
     }
 }
 
+/// The SPICE session tuning libvirt writes as children of `<graphics type='spice'>`; each
+/// `None` leaves QEMU's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct SpiceOptions {
+    /// `<jpeg compression>`: JPEG over WAN links.
+    pub jpeg_compression: Option<SpiceWanCompression>,
+    /// `<zlib compression>`: zlib over GLZ on WAN links.
+    pub zlib_compression: Option<SpiceWanCompression>,
+    /// `<playback compression='on|off'>`: audio stream compression.
+    pub playback_compression: Option<bool>,
+    /// `<streaming mode>`: video stream detection.
+    pub streaming: Option<SpiceStreaming>,
+    /// `<clipboard copypaste='yes|no'>`: guest/client clipboard sharing through the agent.
+    pub copypaste: Option<bool>,
+    /// `<mouse mode>`: `client` lets the agent drive the pointer.
+    pub mouse: Option<SpiceMouse>,
+    /// `<filetransfer enable='yes|no'>`: drag-and-drop file transfer through the agent.
+    pub filetransfer: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpiceWanCompression {
+    Auto,
+    Never,
+    Always,
+}
+
+impl SpiceWanCompression {
+    pub const ALL: [Self; 3] = [Self::Auto, Self::Never, Self::Always];
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Never => "never",
+            Self::Always => "always",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpiceStreaming {
+    Filter,
+    All,
+    Off,
+}
+
+impl SpiceStreaming {
+    pub const ALL: [Self; 3] = [Self::Filter, Self::All, Self::Off];
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Filter => "filter",
+            Self::All => "all",
+            Self::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpiceMouse {
+    Server,
+    Client,
+}
+
+impl SpiceMouse {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Client => "client",
+        }
+    }
+}
+
 /// `<redirdev bus='usb' type='spicevmc'>`: a USB port the SPICE client forwards a device to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -35,6 +35,7 @@ pub(super) fn graphics(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Resul
         listen,
         image_compression,
         gl,
+        options: so,
     }) = &dv.graphics
     else {
         return Ok(());
@@ -56,6 +57,31 @@ pub(super) fn graphics(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Resul
     o.push("disable-ticketing=on".to_owned());
     if let Some(c) = image_compression {
         o.push(format!("image-compression={}", c.as_str()));
+    }
+    if let Some(c) = so.jpeg_compression {
+        o.push(format!("jpeg-wan-compression={}", c.as_str()));
+    }
+    if let Some(c) = so.zlib_compression {
+        o.push(format!("zlib-glz-wan-compression={}", c.as_str()));
+    }
+    if let Some(c) = so.playback_compression {
+        o.push(format!("playback-compression={}", super::argv::on_off(c)));
+    }
+    if let Some(m) = so.streaming {
+        o.push(format!("streaming-video={}", m.as_str()));
+    }
+    if let Some(m) = so.mouse {
+        o.push(format!(
+            "agent-mouse={}",
+            super::argv::on_off(m == SpiceMouse::Client)
+        ));
+    }
+    // Both are on in QEMU unless disabled; libvirt only ever says "disable".
+    if so.copypaste == Some(false) {
+        o.push("disable-copy-paste=on".to_owned());
+    }
+    if so.filetransfer == Some(false) {
+        o.push("disable-agent-file-xfer=on".to_owned());
     }
     // Validation refuses gl=on; gl=off is QEMU's default, which libvirt leaves unsaid too.
     debug_assert!(*gl != Some(true));

@@ -690,9 +690,10 @@ fn devices(w: &mut W, d: &Devices) {
         listen,
         image_compression,
         gl,
+        options,
     }) = &d.graphics
     {
-        spice::graphics(w, port, listen, *image_compression, *gl);
+        spice::graphics(w, port, listen, *image_compression, *gl, options);
     }
     spice::sounds(w, d);
     for v in &d.videos {

@@ -1,6 +1,6 @@
 //! Writer for `<graphics type='spice'>`, `<redirdev>`, `<sound>` and `<audio>`.
 
-use super::{s, yes_no, W};
+use super::{on_off, s, yes_no, W};
 use crate::model::*;
 
 pub(super) fn graphics(
@@ -9,6 +9,7 @@ pub(super) fn graphics(
     listen: &SpiceListen,
     image_compression: Option<SpiceImageCompression>,
     gl: Option<bool>,
+    o: &SpiceOptions,
 ) {
     let (p, auto) = match port {
         VncPort::Auto => ("-1".to_owned(), "yes"),
@@ -27,7 +28,8 @@ pub(super) fn graphics(
     let has_children = address.is_some()
         || *listen == SpiceListen::None
         || image_compression.is_some()
-        || gl.is_some();
+        || gl.is_some()
+        || *o != SpiceOptions::default();
     if !has_children {
         w.empty("graphics", &attrs);
         return;
@@ -41,6 +43,39 @@ pub(super) fn graphics(
     if let Some(c) = image_compression {
         w.empty("image", &[("compression", s(c.as_str()))]);
     }
+    let one = |w: &mut W, child: &str, attr: &str, v: Option<String>| {
+        if v.is_some() {
+            w.empty(child, &[(attr, v)]);
+        }
+    };
+    let text = |v: Option<&'static str>| v.map(str::to_owned);
+    one(
+        w,
+        "jpeg",
+        "compression",
+        text(o.jpeg_compression.map(|c| c.as_str())),
+    );
+    one(
+        w,
+        "zlib",
+        "compression",
+        text(o.zlib_compression.map(|c| c.as_str())),
+    );
+    one(
+        w,
+        "playback",
+        "compression",
+        o.playback_compression.and_then(on_off),
+    );
+    one(
+        w,
+        "streaming",
+        "mode",
+        text(o.streaming.map(|c| c.as_str())),
+    );
+    one(w, "clipboard", "copypaste", o.copypaste.and_then(yes_no));
+    one(w, "mouse", "mode", text(o.mouse.map(|c| c.as_str())));
+    one(w, "filetransfer", "enable", o.filetransfer.and_then(yes_no));
     if let Some(g) = gl {
         w.empty("gl", &[("enable", yes_no(g))]);
     }

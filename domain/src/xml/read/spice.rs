@@ -15,7 +15,18 @@ const NO_TLS: &str = "SPICE TLS needs server certificates and no SPICE TLS direc
 pub(super) fn graphics(e: &Element) -> R<Graphics> {
     e.allow(
         &["type", "port", "autoport", "tlsPort", "listen"],
-        &["listen", "image", "gl"],
+        &[
+            "listen",
+            "image",
+            "jpeg",
+            "zlib",
+            "playback",
+            "streaming",
+            "clipboard",
+            "mouse",
+            "filetransfer",
+            "gl",
+        ],
     )?;
     let autoport = e.attr_enum("autoport", YES_NO)?.unwrap_or(false);
     // port/tlsPort '-1' ask for allocation; with autoport libvirt discards both numbers at
@@ -84,6 +95,46 @@ pub(super) fn graphics(e: &Element) -> R<Graphics> {
         listen,
         image_compression,
         gl,
+        options: options(e)?,
+    })
+}
+
+/// `<child attr=...>` mapped through `table`, when the child is there.
+fn setting<T: Copy>(e: &Element, child: &str, attr: &str, table: &[(&str, T)]) -> R<Option<T>> {
+    match e.child(child)? {
+        Some(c) => {
+            c.allow(&[attr], &[])?;
+            Ok(Some(c.req_attr_enum(attr, table)?))
+        }
+        None => Ok(None),
+    }
+}
+
+fn options(e: &Element) -> R<SpiceOptions> {
+    let wan: Vec<(&str, SpiceWanCompression)> = SpiceWanCompression::ALL
+        .iter()
+        .map(|c| (c.as_str(), *c))
+        .collect();
+    let streaming: Vec<(&str, SpiceStreaming)> = SpiceStreaming::ALL
+        .iter()
+        .map(|c| (c.as_str(), *c))
+        .collect();
+    Ok(SpiceOptions {
+        jpeg_compression: setting(e, "jpeg", "compression", &wan)?,
+        zlib_compression: setting(e, "zlib", "compression", &wan)?,
+        playback_compression: setting(e, "playback", "compression", super::ON_OFF)?,
+        streaming: setting(e, "streaming", "mode", &streaming)?,
+        copypaste: setting(e, "clipboard", "copypaste", YES_NO)?,
+        mouse: setting(
+            e,
+            "mouse",
+            "mode",
+            &[
+                ("server", SpiceMouse::Server),
+                ("client", SpiceMouse::Client),
+            ],
+        )?,
+        filetransfer: setting(e, "filetransfer", "enable", YES_NO)?,
     })
 }
 
