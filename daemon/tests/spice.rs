@@ -212,3 +212,31 @@ async fn spice_desktop_guest_runs_with_its_devices_on_localhost_only() {
     svc.destroy("spice1").await.unwrap();
     svc.destroy("spice2").await.unwrap();
 }
+
+/// virt-install's VNC (`autoport='yes'`, no listen) starts too: the daemon picks the display,
+/// and QEMU listens on localhost only.
+#[tokio::test]
+async fn vnc_autoport_guest_gets_a_display_on_localhost() {
+    let env = Env::new();
+    let svc = env.open().await;
+    let mut config = osless("vnc1");
+    config.devices.graphics = Some(novacron_domain::model::Graphics::Vnc {
+        port: novacron_domain::model::VncPort::Auto,
+        listen: None,
+    });
+    svc.define(config).await.unwrap();
+    svc.start("vnc1").await.unwrap();
+    let vnc = qmp(&svc, "vnc1", "query-vnc", None).await;
+    assert_eq!(vnc["enabled"], true, "{vnc}");
+    assert_eq!(vnc["host"], "127.0.0.1", "{vnc}");
+    let port: u16 = vnc["service"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("VNC port");
+    assert!(port >= 5900, "{vnc}");
+    assert_eq!(
+        listening(recorded_pid(&env, "vnc1")),
+        BTreeSet::from([format!("127.0.0.1:{port}")])
+    );
+    svc.destroy("vnc1").await.unwrap();
+}

@@ -1,5 +1,5 @@
-//! TCP ports for SPICE `autoport`: as libvirt, the first port from 5900 up that is free on the
-//! guest's listen address. QEMU binds it a moment later, so a port handed out recently is
+//! TCP ports for SPICE and VNC `autoport`: as libvirt, the first port from 5900 up that is
+//! free on the guest's listen address (for VNC, as display number port - 5900). QEMU binds it a moment later, so a port handed out recently is
 //! skipped for a while: two guests starting at once do not both get 5900.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -25,11 +25,27 @@ pub fn spice_autoport(config: &DomainConfig) -> Result<Option<u16>, String> {
     else {
         return Ok(None);
     };
+    free_port(address.as_deref(), "SPICE").map(Some)
+}
+
+/// The VNC display for a VNC guest with `autoport`, `None` when it needs none.
+pub fn vnc_autodisplay(config: &DomainConfig) -> Result<Option<u16>, String> {
+    let Some(Graphics::Vnc {
+        port: VncPort::Auto,
+        listen,
+    }) = &config.devices.graphics
+    else {
+        return Ok(None);
+    };
+    free_port(listen.as_deref(), "VNC").map(|p| Some(p.saturating_sub(FIRST_PORT)))
+}
+
+fn free_port(address: Option<&str>, what: &str) -> Result<u16, String> {
     // Validated at define: an IP address; absent means localhost, as in the argv.
     let ip: IpAddr = match address {
         Some(a) => a
             .parse()
-            .map_err(|_| format!("SPICE listen address '{a}' is not an IP address"))?,
+            .map_err(|_| format!("{what} listen address '{a}' is not an IP address"))?,
         None => Ipv4Addr::LOCALHOST.into(),
     };
     let mut held = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
@@ -42,14 +58,14 @@ pub fn spice_autoport(config: &DomainConfig) -> Result<Option<u16>, String> {
         match TcpListener::bind(SocketAddr::new(ip, port)) {
             Ok(_) => {
                 held.push((port, now));
-                return Ok(Some(port));
+                return Ok(port);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
             // Not an address of this host, or not allowed: no port will do.
-            Err(e) => return Err(format!("cannot listen for SPICE on {ip}: {e}")),
+            Err(e) => return Err(format!("cannot listen for {what} on {ip}: {e}")),
         }
     }
     Err(format!(
-        "no free TCP port from {FIRST_PORT} up on {ip} for SPICE"
+        "no free TCP port from {FIRST_PORT} up on {ip} for {what}"
     ))
 }

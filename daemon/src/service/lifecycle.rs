@@ -449,6 +449,8 @@ pub(super) async fn launch_as(
         .await?;
     let spice_port = crate::host::display_ports::spice_autoport(config)
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
+    let vnc_display = crate::host::display_ports::vnc_autodisplay(config)
+        .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
     let context = LaunchContext {
         emulator: inner.config.emulator.clone(),
         accel,
@@ -467,7 +469,7 @@ pub(super) async fn launch_as(
         memory_dir: memory_dir.clone(),
         serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
-        vnc_display: None,
+        vnc_display,
         spice_port,
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
