@@ -37,6 +37,7 @@ fn ctx() -> LaunchContext {
         serial_log: None,
         net_fds,
         vnc_display: Some(1),
+        spice_port: Some(5930),
         swtpm_socket: None,
         sandbox: true,
         host_paths: Default::default(),

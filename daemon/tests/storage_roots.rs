@@ -283,6 +283,26 @@ fn an_operator_cannot_name_host_files_or_devices_and_root_can() {
             "devices.rngs[0].backend",
             "/dev/sda: entropy sources other than".to_owned(),
         ),
+        (
+            "spice-public",
+            guest_xml(
+                "spice-public",
+                "",
+                "<graphics type='spice' autoport='yes' listen='0.0.0.0'/>",
+            ),
+            "devices.graphics.listen",
+            "0.0.0.0: listening beyond loopback opens the guest's console".to_owned(),
+        ),
+        (
+            "vnc-public",
+            guest_xml(
+                "vnc-public",
+                "",
+                "<graphics type='vnc' port='5977' autoport='no' listen='::'/>",
+            ),
+            "devices.graphics.listen",
+            ":: listening beyond loopback".to_owned(),
+        ),
     ];
     for (name, xml, field, why) in &cases {
         let r = define(sock, xml, true);
@@ -335,10 +355,17 @@ fn an_operator_cannot_name_host_files_or_devices_and_root_can() {
         let r = define(sock, xml, false);
         assert!(r.status == 200 || r.status == 201, "{name}: {r:?}");
     }
-    // An operator may still define what stays inside the roots.
+    // An operator may still define what stays inside the roots, and a console on loopback.
     let r = define(
         sock,
-        &guest_xml("fine", "", &disk(&format!("{images}/ok.raw"), "vda", "raw")),
+        &guest_xml(
+            "fine",
+            "",
+            &format!(
+                "{}<graphics type='spice' autoport='yes' listen='127.0.0.1'/>",
+                disk(&format!("{images}/ok.raw"), "vda", "raw")
+            ),
+        ),
         true,
     );
     assert!(r.status == 200 || r.status == 201, "{r:?}");

@@ -20,6 +20,7 @@ fn ctx(cpu: CpuChoice) -> LaunchContext {
         serial_log: None,
         net_fds: Default::default(),
         vnc_display: None,
+        spice_port: None,
         swtpm_socket: None,
         sandbox: true,
         host_paths: Default::default(),

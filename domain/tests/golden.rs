@@ -38,6 +38,7 @@ pub fn ctx(name: &str) -> LaunchContext {
         serial_log: None,
         net_fds,
         vnc_display: Some(3),
+        spice_port: Some(5930),
         swtpm_socket: Some(run.join("swtpm.sock")),
         sandbox: true,
         host_paths: Default::default(),
@@ -139,6 +140,13 @@ fn golden_vfio_hostdev() {
 #[test]
 fn golden_direct_kernel() {
     golden("direct-kernel", CpuChoice::AsConfigured);
+}
+
+/// virt-manager's SPICE desktop: SPICE on an allocated port, the agent channel, QXL, ICH9
+/// sound on a SPICE audio backend, two USB redirection ports.
+#[test]
+fn golden_spice_desktop() {
+    golden("spice-desktop", CpuChoice::AsConfigured);
 }
 
 #[test]

@@ -132,6 +132,7 @@ fn context(cfg: &DomainConfig) -> LaunchContext {
             })
             .collect(),
         vnc_display: Some(3),
+        spice_port: Some(5903),
         swtpm_socket: Some(run.join("swtpm.sock")),
         sandbox: true,
         host_paths: Default::default(),
@@ -146,7 +147,7 @@ fn argv_element(e: &ArgvError) -> Option<String> {
         ArgvError::MissingMac(i) | ArgvError::MissingTapFd(i) => {
             format!("devices.interfaces[{i}]")
         }
-        ArgvError::MissingVncDisplay => "devices.graphics".into(),
+        ArgvError::MissingVncDisplay | ArgvError::MissingSpicePort => "devices.graphics".into(),
         ArgvError::MissingSwtpmSocket => "devices.tpm".into(),
         ArgvError::UnresolvedHostModel | ArgvError::BadCpuModel(_) => "cpu".into(),
         ArgvError::NonUtf8Path(_) => return None,

@@ -409,6 +409,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                         .into_iter()
                         .enumerate()
                         .map(|(i, p)| Channel {
+                            kind: ChannelKind::Unix,
                             path: p,
                             name: format!("org.example.ch{i}"),
                             address: None,
@@ -475,9 +476,146 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                     } else {
                         vec![]
                     },
+                    redirdevs: vec![],
+                    sounds: vec![],
+                    audios: vec![],
                 }
             },
         )
+}
+
+/// SPICE graphics with what virt-manager puts beside it: the agent channel, USB redirection,
+/// QXL, sound devices and audio backends.
+fn devices_with_spice() -> BoxedStrategy<Devices> {
+    let listen = prop_oneof![
+        Just(SpiceListen::None),
+        option::of(select(vec!["127.0.0.1", "::1", "0.0.0.0"])).prop_map(|a| {
+            SpiceListen::Address {
+                address: a.map(str::to_owned),
+            }
+        }),
+    ];
+    let qxl = (
+        option::of(select(vec![16384u32, 65536, 131072])),
+        option::of(select(vec![16384u32, 65536])),
+        option::of(select(vec![8192u32, 16384])),
+        option::of(1u32..=4),
+    )
+        .prop_map(|(ram_kib, vram_kib, vgamem_kib, heads)| VideoModel::Qxl {
+            ram_kib,
+            vram_kib,
+            vgamem_kib,
+            heads,
+        });
+    let sound = (
+        select(SoundModel::ALL.to_vec()),
+        subsequence(SoundCodec::ALL.to_vec(), 0..=3),
+        any::<bool>(),
+        option::of(1u16..8),
+    )
+        .prop_map(|(model, codecs, audio, port)| Sound {
+            model,
+            codecs: if model.is_hda() { codecs } else { vec![] },
+            audio_id: audio.then_some(1),
+            address: match model {
+                SoundModel::Usb => port.map(|port| Address::Usb {
+                    bus: 0,
+                    port: port + 8,
+                }),
+                _ => None,
+            },
+        });
+    let spice = (
+        any::<bool>(),
+        6000u16..7000,
+        listen,
+        option::of(select(SpiceImageCompression::ALL.to_vec())),
+        option::of(Just(false)),
+        any::<bool>(),
+        vec(option::of(20u16..30), 0..3),
+        option::of(qxl),
+        vec(sound, 0..3),
+        select(vec![AudioBackend::None, AudioBackend::Spice]),
+        (
+            option::of(select(SpiceWanCompression::ALL.to_vec())),
+            option::of(select(SpiceWanCompression::ALL.to_vec())),
+            option::of(any::<bool>()),
+            option::of(select(SpiceStreaming::ALL.to_vec())),
+            option::of(any::<bool>()),
+            option::of(select(vec![SpiceMouse::Server, SpiceMouse::Client])),
+            option::of(any::<bool>()),
+        )
+            .prop_map(
+                |(jpeg, zlib, playback, streaming, copypaste, mouse, filetransfer)| SpiceOptions {
+                    jpeg_compression: jpeg,
+                    zlib_compression: zlib,
+                    playback_compression: playback,
+                    streaming,
+                    copypaste,
+                    mouse,
+                    filetransfer,
+                },
+            )
+            .boxed(),
+    )
+        .boxed();
+    (devices_strategy().boxed(), option::of(spice))
+        .prop_map(|(mut d, spice)| {
+            let Some((
+                auto,
+                port,
+                listen,
+                compression,
+                gl,
+                agent,
+                redirs,
+                qxl,
+                sounds,
+                backend,
+                options,
+            )) = spice
+            else {
+                return d;
+            };
+            d.graphics = Some(Graphics::Spice {
+                port: if auto || listen == SpiceListen::None {
+                    VncPort::Auto
+                } else {
+                    VncPort::Fixed(port)
+                },
+                listen,
+                image_compression: compression,
+                gl,
+                options,
+            });
+            if agent {
+                d.channels.push(Channel {
+                    kind: ChannelKind::Spicevmc,
+                    path: None,
+                    name: "com.redhat.spice.0".into(),
+                    address: None,
+                });
+            }
+            d.redirdevs = redirs
+                .into_iter()
+                .map(|p| Redirdev {
+                    address: p.map(|port| Address::Usb { bus: 0, port }),
+                })
+                .collect();
+            if let Some(model) = qxl {
+                d.videos = vec![Video {
+                    model,
+                    address: None,
+                }];
+            }
+            // Every audio_id above names backend 1.
+            if !sounds.is_empty() {
+                d.audios = vec![Audio { id: 1, backend }];
+            }
+            d.sounds = sounds;
+            d
+        })
+        .boxed()
 }
 
 fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
@@ -508,7 +646,7 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
             subsequence(vec![BootDevice::Hd, BootDevice::Cdrom, BootDevice::Network], 0..3),
             option::of(("/boot/[a-z]{1,8}", option::of("/boot/[a-z]{1,8}"), option::of("[a-z=0-9]{1,8}( [a-z=0-9]{1,8}){0,3}"))),
             option::of("pc-q35-[5-8]\\.[0-2]"),
-            devices_strategy(),
+            devices_with_spice(),
             (
                 hyperv_strategy(),
                 option::of(any::<bool>()),
@@ -649,6 +787,7 @@ proptest! {
             serial_log: Some("/var/log/q/serial.log".into()),
             net_fds: (0..4).map(|i| (i, novacron_domain::NetFd { tap: 30 + i as i32, vhost: None })).collect(),
             vnc_display: Some(1),
+            spice_port: Some(5930),
             swtpm_socket: Some("/run/q/swtpm.sock".into()),
             sandbox: true,
             host_paths: Default::default(),

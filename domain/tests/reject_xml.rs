@@ -44,8 +44,8 @@ fn base_document_is_accepted() {
 #[test]
 fn unsupported_device_element() {
     let e = rejects(
-        &doc("", "<sound model='ich9'/>"),
-        "unsupported element <sound> at domain/devices/sound (line 10)",
+        &doc("", "<smartcard mode='host'/>"),
+        "unsupported element <smartcard> at domain/devices/smartcard (line 10)",
         10,
     );
     assert!(matches!(e, XmlError::UnsupportedElement { .. }));
@@ -114,8 +114,8 @@ fn unsupported_values() {
     let vmdk = DISK.replace("type='raw'", "type='vmdk'");
     rejects(&doc("", &vmdk), "domain/devices/disk/driver@type", 10);
     rejects(
-        &doc("", "<graphics type='spice' autoport='yes'/>"),
-        "'spice' for domain/devices/graphics@type",
+        &doc("", "<graphics type='rdp' autoport='yes'/>"),
+        "'rdp' for domain/devices/graphics@type",
         10,
     );
     rejects(
@@ -137,7 +137,7 @@ fn unsupported_values() {
         10,
     );
     rejects(
-        &doc("", "<audio id='1' type='spice'/>"),
+        &doc("", "<audio id='1' type='pulseaudio'/>"),
         "domain/devices/audio@type",
         10,
     );

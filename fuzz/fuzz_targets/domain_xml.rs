@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
                 })
                 .collect(),
             vnc_display: Some(0),
+            spice_port: Some(5930),
             swtpm_socket: Some("/run/q/swtpm.sock".into()),
             sandbox: true,
             host_paths: Default::default(),

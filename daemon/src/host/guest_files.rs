@@ -229,7 +229,8 @@ fn open_one(r: &HostRef<'_>, how: &Opening<'_>) -> Result<Option<(OwnedFd, Via, 
         | HostRefKind::UnixSocket { .. }
         | HostRefKind::HostPci { .. }
         | HostRefKind::HostNic
-        | HostRefKind::NetworkDisk { .. } => return Ok(None),
+        | HostRefKind::NetworkDisk { .. }
+        | HostRefKind::ListenAddress => return Ok(None),
     };
     let mode = Mode::from_bits_truncate(0o600);
     // The open entropy sources are fixed device paths, outside any root.

@@ -6,6 +6,7 @@ pub mod access;
 pub mod acl;
 pub mod block_drivers;
 pub mod cgroup;
+pub mod display_ports;
 pub mod firmware;
 pub mod fit;
 pub mod guest_files;

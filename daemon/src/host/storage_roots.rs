@@ -188,12 +188,22 @@ fn admin_only(r: &HostRef<'_>) -> Option<String> {
              network position; use an image file inside the storage roots)",
             protocol.as_str()
         )),
+        HostRefKind::ListenAddress if !is_loopback(v) => Some(format!(
+            "{v}: listening beyond loopback opens the guest's console to the network and is for \
+             admins only (leave listen out for localhost)"
+        )),
         HostRefKind::RngBackend if !OPEN_RNG_BACKENDS.contains(&v.as_ref()) => Some(format!(
             "{v}: entropy sources other than {} are for admins only",
             OPEN_RNG_BACKENDS.join(", ")
         )),
         _ => None,
     }
+}
+
+/// A loopback address (127.0.0.0/8, ::1); anything unparsable is not.
+fn is_loopback(v: &str) -> bool {
+    v.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The rule for one host reference of a non-admin definition, checked against the files as
@@ -209,6 +219,7 @@ pub fn check_ref(roots: &StorageRoots, r: &HostRef<'_>) -> Result<(), Refusal> {
         | HostRefKind::HostPci { .. }
         | HostRefKind::HostNic
         | HostRefKind::NetworkDisk { .. }
+        | HostRefKind::ListenAddress
         | HostRefKind::RngBackend => Ok(()),
         HostRefKind::UnixSocket { .. } => check_socket(roots, path),
         // A directory inside a root. QEMU gets it as a descriptor opened beneath the root
@@ -446,6 +457,12 @@ mod tests {
             &mk("0000:01:00.0", HostRefKind::HostPci { managed: true }),
         ));
         rule(check_ref(&roots, &mk("eth0", HostRefKind::HostNic)));
+        for open in ["127.0.0.1", "127.0.0.2", "::1"] {
+            check_ref(&roots, &mk(open, HostRefKind::ListenAddress)).unwrap();
+        }
+        for public in ["0.0.0.0", "::", "192.0.2.1", "not-an-ip"] {
+            rule(check_ref(&roots, &mk(public, HostRefKind::ListenAddress)));
+        }
         check_ref(&roots, &mk("/dev/urandom", HostRefKind::RngBackend)).unwrap();
         rule(check_ref(&roots, &mk("/dev/sda", HostRefKind::RngBackend)));
     }

@@ -481,6 +481,10 @@ pub(super) async fn launch_as(
         .map_err(|e| Error::Internal(format!("opening the firmware of '{name}' failed: {e}")))?
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': firmware: {e}")))?;
     }
+    let spice_port = crate::host::display_ports::spice_autoport(config)
+        .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
+    let vnc_display = crate::host::display_ports::vnc_autodisplay(config)
+        .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
     let context = LaunchContext {
         emulator: inner.config.emulator.clone(),
         accel,
@@ -499,7 +503,8 @@ pub(super) async fn launch_as(
         memory_dir: memory_dir.clone(),
         serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
-        vnc_display: None,
+        vnc_display,
+        spice_port,
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
         host_paths: files.host_paths.clone(),

@@ -43,6 +43,12 @@ pub struct Devices {
     /// `<filesystem>`: shared host directories.
     #[serde(default)]
     pub filesystems: Vec<super::filesystem::Filesystem>,
+    #[serde(default)]
+    pub redirdevs: Vec<super::spice::Redirdev>,
+    #[serde(default)]
+    pub sounds: Vec<super::spice::Sound>,
+    #[serde(default)]
+    pub audios: Vec<super::spice::Audio>,
 }
 
 /// Guest-visible device address. PCI addresses matter (guest NIC naming, Windows drivers).
@@ -432,15 +438,28 @@ pub enum ConsoleTarget {
     Virtio,
 }
 
-/// virtio-serial channel over a UNIX socket (e.g. the QEMU guest agent).
+/// virtio-serial channel over a UNIX socket (e.g. the QEMU guest agent), or SPICE's agent
+/// channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct Channel {
-    /// Socket path; `None` lets the host layer place it in the runtime directory.
+    #[serde(default)]
+    pub kind: ChannelKind,
+    /// Socket path (`Unix` only); `None` lets the host layer place it in the runtime directory.
     pub path: Option<String>,
     /// Guest-visible port name, e.g. `org.qemu.guest_agent.0`.
     pub name: String,
     pub address: Option<Address>,
+}
+
+/// `<channel type=...>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    #[default]
+    Unix,
+    /// `spicevmc`: the SPICE agent channel (`com.redhat.spice.0`), carried by the SPICE server.
+    Spicevmc,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -495,6 +514,17 @@ pub enum Graphics {
         /// Listen address; absent means localhost.
         listen: Option<String>,
     },
+    Spice {
+        /// `Auto`: the host layer picks a free port (libvirt's autoport).
+        port: VncPort,
+        #[serde(default)]
+        listen: super::spice::SpiceListen,
+        image_compression: Option<super::spice::SpiceImageCompression>,
+        /// `<gl enable=...>`; only `false` can run here (validation says why).
+        gl: Option<bool>,
+        #[serde(default)]
+        options: super::spice::SpiceOptions,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -517,7 +547,16 @@ pub struct Video {
 pub enum VideoModel {
     None,
     Virtio,
-    Vga { vram_kib: Option<u32> },
+    Vga {
+        vram_kib: Option<u32>,
+    },
+    /// QXL (SPICE's paravirtual display); sizes in KiB as libvirt writes them.
+    Qxl {
+        ram_kib: Option<u32>,
+        vram_kib: Option<u32>,
+        vgamem_kib: Option<u32>,
+        heads: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,6 +39,9 @@ pub enum HostRefKind {
     /// A network disk: QEMU connects to this server (value: `proto://host:port/name`) or
     /// NBD socket (value: the socket path) itself.
     NetworkDisk { protocol: NetProtocol },
+    /// An IP address a console (VNC, SPICE) listens on: beyond loopback it opens the guest's
+    /// screen and input to the network, so it is admin-only.
+    ListenAddress,
 }
 
 /// One host reference: the field that holds it (JSON model path, with libvirt's `file` /
@@ -142,14 +145,39 @@ impl DomainConfig {
             inputs: _,
             // swtpm is run by the host layer, with its state in the daemon's own directories.
             tpm: _,
-            graphics: _,
+            graphics,
             videos: _,
             hostdevs,
             watchdog: _,
             memballoon: _,
             rngs,
             filesystems,
+            // USB redirection is carried over the SPICE connection: nothing on the host.
+            redirdevs: _,
+            sounds: _,
+            // Only backends that open nothing on the host exist in the model (none, spice).
+            audios: _,
         } = devices;
+        // The port is picked by the host layer (autoport) or a number: only where it listens
+        // is a host resource.
+        match graphics {
+            Some(Graphics::Vnc {
+                port: _,
+                listen: Some(l),
+            })
+            | Some(Graphics::Spice {
+                port: _,
+                listen: SpiceListen::Address { address: Some(l) },
+                image_compression: _,
+                gl: _,
+                options: _,
+            }) => out.add(
+                "devices.graphics.listen".into(),
+                l,
+                HostRefKind::ListenAddress,
+            ),
+            _ => {}
+        }
         for (i, disk) in disks.iter().enumerate() {
             let Disk {
                 device,
@@ -253,6 +281,7 @@ impl DomainConfig {
         }
         for (i, ch) in channels.iter().enumerate() {
             let Channel {
+                kind: _,
                 path,
                 name: _,
                 address: _,
@@ -445,11 +474,13 @@ mod tests {
         }];
         d.devices.channels = vec![
             Channel {
+                kind: ChannelKind::Unix,
                 path: Some("/sock/agent".into()),
                 name: "org.qemu.guest_agent.0".into(),
                 address: None,
             },
             Channel {
+                kind: ChannelKind::Unix,
                 path: None,
                 name: "other".into(),
                 address: None,
@@ -470,6 +501,15 @@ mod tests {
             backend: "/dev/urandom".into(),
             address: None,
         }];
+        d.devices.graphics = Some(Graphics::Spice {
+            port: VncPort::Auto,
+            listen: SpiceListen::Address {
+                address: Some("0.0.0.0".into()),
+            },
+            image_compression: None,
+            gl: None,
+            options: SpiceOptions::default(),
+        });
         d
     }
 
@@ -499,6 +539,11 @@ mod tests {
                 ),
                 expect("os.kernel.kernel", "/boot/k", HostRefKind::BootImage),
                 expect("os.kernel.initrd", "/boot/i", HostRefKind::BootImage),
+                expect(
+                    "devices.graphics.listen",
+                    "0.0.0.0",
+                    HostRefKind::ListenAddress
+                ),
                 expect(
                     "devices.disks[0].source.file",
                     "/img/a.raw",
@@ -666,6 +711,7 @@ mod argv_tests {
             serial_log: None,
             net_fds: Default::default(),
             vnc_display: None,
+            spice_port: None,
             swtpm_socket: None,
             sandbox: true,
             host_paths,

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod memory;
 pub mod netdisk;
 pub mod os;
+pub mod spice;
 
 pub use cpu::*;
 pub use devices::*;
@@ -23,6 +24,7 @@ pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use memory::*;
 pub use netdisk::*;
 pub use os::*;
+pub use spice::*;
 
 use serde::{Deserialize, Serialize};
 

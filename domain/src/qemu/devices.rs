@@ -121,6 +121,7 @@ pub(super) fn devices(
         };
         a.push("-device", format!("{m},tpmdev=tpm-tpm0,id=tpm0"));
     }
+    super::spice::audiodevs(a, dv);
     a.push("-display", "none");
     if let Some(Graphics::Vnc { port, listen }) = &dv.graphics {
         let display = match port {
@@ -134,6 +135,7 @@ pub(super) fn devices(
         };
         a.push("-vnc", format!("{host}:{display}"));
     }
+    super::spice::graphics(a, dv, ctx)?;
     for (i, v) in dv.videos.iter().enumerate() {
         let dev = match v.model {
             VideoModel::None => continue,
@@ -142,9 +144,32 @@ pub(super) fn devices(
                 format!("VGA,id=video{i},vgamem_mb={}", (k / 1024).max(1))
             }
             VideoModel::Vga { vram_kib: None } => format!("VGA,id=video{i}"),
+            VideoModel::Qxl {
+                ram_kib,
+                vram_kib,
+                vgamem_kib,
+                heads,
+            } => {
+                // The only (so primary) video device: qxl-vga, with libvirt's sizes in bytes.
+                let mut s = format!("qxl-vga,id=video{i}");
+                if let Some(h) = heads {
+                    s.push_str(&format!(",max_outputs={h}"));
+                }
+                if let Some(k) = ram_kib {
+                    s.push_str(&format!(",ram_size={}", u64::from(k) * 1024));
+                }
+                if let Some(k) = vram_kib {
+                    s.push_str(&format!(",vram_size={}", u64::from(k) * 1024));
+                }
+                if let Some(k) = vgamem_kib {
+                    s.push_str(&format!(",vgamem_mb={}", k / 1024));
+                }
+                s
+            }
         };
         a.push("-device", format!("{dev}{}", pci(&v.address)));
     }
+    super::spice::sounds(a, dv, pci);
     if let Some(w) = &dv.watchdog {
         match w.model {
             WatchdogModel::I6300esb => a.push(
@@ -156,6 +181,7 @@ pub(super) fn devices(
         }
         a.push("-action", format!("watchdog={}", w.action.as_str()));
     }
+    super::spice::redirdevs(a, dv);
     if let Some(b) = &dv.memballoon {
         if b.model == MemballoonModel::Virtio {
             a.push(
@@ -512,14 +538,22 @@ fn chardevs(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Result<(), ArgvE
         }
     }
     for (i, ch) in dv.channels.iter().enumerate() {
-        let path = match &ch.path {
-            Some(p) => esc(p),
-            None => format!("{}/{}.sock", path_str(&ctx.runtime_dir)?, ch.name),
-        };
-        a.push(
-            "-chardev",
-            format!("socket,id=charchannel{i},path={path},server=on,wait=off"),
-        );
+        if ch.kind == ChannelKind::Spicevmc {
+            // The SPICE server carries the agent channel; `vdagent` is its QEMU name.
+            a.push(
+                "-chardev",
+                format!("spicevmc,id=charchannel{i},name=vdagent"),
+            );
+        } else {
+            let path = match &ch.path {
+                Some(p) => esc(p),
+                None => format!("{}/{}.sock", path_str(&ctx.runtime_dir)?, ch.name),
+            };
+            a.push(
+                "-chardev",
+                format!("socket,id=charchannel{i},path={path},server=on,wait=off"),
+            );
+        }
         let (ctl, port) = match ch.address {
             Some(Address::VirtioSerial {
                 controller, port, ..

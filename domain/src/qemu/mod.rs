@@ -4,6 +4,7 @@ mod argv;
 mod devices;
 pub(crate) mod memory;
 mod netdisk;
+mod spice;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,6 +88,8 @@ pub struct LaunchContext {
     pub net_fds: BTreeMap<usize, NetFd>,
     /// VNC display number when the config says autoport.
     pub vnc_display: Option<u16>,
+    /// SPICE TCP port when the config says autoport.
+    pub spice_port: Option<u16>,
     /// swtpm control socket when the config has a TPM.
     pub swtpm_socket: Option<PathBuf>,
     /// Add `-sandbox on,...` (seccomp); off only for debugging.
@@ -128,6 +131,8 @@ pub enum ArgvError {
     MissingTapFd(usize),
     #[error("VNC autoport needs a display number from the host layer")]
     MissingVncDisplay,
+    #[error("SPICE autoport needs a port from the host layer")]
+    MissingSpicePort,
     #[error("TPM needs a swtpm socket from the host layer")]
     MissingSwtpmSocket,
     #[error("cpu mode host-model must be resolved by the host layer (CpuChoice::Model)")]

@@ -467,6 +467,9 @@ pub(super) fn pci_addresses(v: &mut V, dv: &Devices) {
     for (i, x) in dv.filesystems.iter().enumerate() {
         push(format!("devices.filesystems[{i}].address"), &x.address);
     }
+    for (i, x) in dv.sounds.iter().enumerate() {
+        push(format!("devices.sounds[{i}].address"), &x.address);
+    }
     for (i, x) in dv.inputs.iter().enumerate() {
         push(format!("devices.inputs[{i}].address"), &x.address);
     }

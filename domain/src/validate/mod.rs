@@ -10,6 +10,7 @@ mod filesystem;
 pub(crate) mod netdisk;
 mod platform;
 mod resources;
+mod spice;
 
 use crate::model::*;
 
@@ -221,6 +222,7 @@ fn check(v: &mut V, d: &DomainConfig) {
         );
     }
     devices::devices(v, d);
+    spice::spice(v, &d.devices);
 }
 
 fn name(v: &mut V, n: &str) {

@@ -5,6 +5,9 @@ use quick_xml::escape::escape;
 
 use crate::model::*;
 
+#[path = "write_spice.rs"]
+mod spice;
+
 struct W {
     out: String,
     depth: usize,
@@ -746,6 +749,13 @@ fn devices(w: &mut W, d: &Devices) {
         w.close("console");
     }
     for c in &d.channels {
+        if c.kind == ChannelKind::Spicevmc {
+            w.open("channel", &[("type", s("spicevmc"))]);
+            w.empty("target", &[("type", s("virtio")), ("name", s(&c.name))]);
+            address(w, &c.address);
+            w.close("channel");
+            continue;
+        }
         w.open("channel", &[("type", s("unix"))]);
         w.empty("source", &[("mode", s("bind")), ("path", c.path.clone())]);
         w.empty("target", &[("type", s("virtio")), ("name", s(&c.name))]);
@@ -791,16 +801,40 @@ fn devices(w: &mut W, d: &Devices) {
             None => w.empty("graphics", &attrs),
         }
     }
+    if let Some(Graphics::Spice {
+        port,
+        listen,
+        image_compression,
+        gl,
+        options,
+    }) = &d.graphics
+    {
+        spice::graphics(w, port, listen, *image_compression, *gl, options);
+    }
+    spice::sounds(w, d);
     for v in &d.videos {
         w.open("video", &[]);
-        let (ty, vram) = match v.model {
-            VideoModel::None => ("none", None),
-            VideoModel::Virtio => ("virtio", None),
-            VideoModel::Vga { vram_kib } => ("vga", vram_kib),
+        let opt = |v: Option<u32>| v.map(|v| v.to_string());
+        let (ty, vram, ram, vgamem, heads) = match v.model {
+            VideoModel::None => ("none", None, None, None, None),
+            VideoModel::Virtio => ("virtio", None, None, None, None),
+            VideoModel::Vga { vram_kib } => ("vga", vram_kib, None, None, None),
+            VideoModel::Qxl {
+                ram_kib,
+                vram_kib,
+                vgamem_kib,
+                heads,
+            } => ("qxl", vram_kib, ram_kib, vgamem_kib, heads),
         };
         w.empty(
             "model",
-            &[("type", s(ty)), ("vram", vram.map(|v| v.to_string()))],
+            &[
+                ("type", s(ty)),
+                ("ram", opt(ram)),
+                ("vram", opt(vram)),
+                ("vgamem", opt(vgamem)),
+                ("heads", opt(heads)),
+            ],
         );
         address(w, &v.address);
         w.close("video");
@@ -831,6 +865,7 @@ fn devices(w: &mut W, d: &Devices) {
         address(w, &h.address);
         w.close("hostdev");
     }
+    spice::redirdevs(w, d);
     if let Some(wd) = &d.watchdog {
         let m = match wd.model {
             WatchdogModel::I6300esb => "i6300esb",

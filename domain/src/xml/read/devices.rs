@@ -24,11 +24,12 @@ pub(super) fn devices(e: &Element) -> R<Devices> {
             "watchdog",
             "memballoon",
             "rng",
-            // libvirt >= 7.2 adds <audio type='none'/> next to VNC; only 'none' is accepted below.
             "audio",
             "filesystem",
             // Refused below with the reason.
             "memory",
+            "sound",
+            "redirdev",
         ],
     )?;
     let mut d = Devices::default();
@@ -57,10 +58,9 @@ pub(super) fn devices(e: &Element) -> R<Devices> {
                      <memory>",
                 ))
             }
-            "audio" => {
-                c.allow(&["id", "type"], &[])?;
-                c.attr_only("type", &["none"])?;
-            }
+            "audio" => d.audios.push(super::spice::audio(c)?),
+            "sound" => d.sounds.push(super::spice::sound(c)?),
+            "redirdev" => d.redirdevs.push(super::spice::redirdev(c)?),
             _ => {}
         }
     }
@@ -624,8 +624,10 @@ pub(super) fn console(e: &Element) -> R<Console> {
 
 pub(super) fn channel(e: &Element) -> R<Channel> {
     e.allow(&["type"], &["source", "target", "address"])?;
-    e.attr_only("type", &["unix"])?;
-    e.req_attr("type")?;
+    e.attr_only("type", &["unix", "spicevmc"])?;
+    if e.req_attr("type")? == "spicevmc" {
+        return spicevmc_channel(e);
+    }
     let path = match e.child("source")? {
         Some(s) => {
             s.allow(&["mode", "path"], &[])?;
@@ -640,11 +642,37 @@ pub(super) fn channel(e: &Element) -> R<Channel> {
     t.attr_only("type", &["virtio"])?;
     t.req_attr("type")?;
     Ok(Channel {
+        kind: ChannelKind::Unix,
         path,
         name: t.req_attr("name")?.to_owned(),
         address: address(e)?,
     })
 }
+
+/// The SPICE agent channel: no host socket; the target name defaults to the only one QEMU's
+/// spicevmc agent serves, as libvirt fills it in.
+fn spicevmc_channel(e: &Element) -> R<Channel> {
+    if let Some(s) = e.child("source")? {
+        return Err(s.unsupported());
+    }
+    let name = match e.child("target")? {
+        Some(t) => {
+            t.allow(&["type", "name", "state"], &[])?;
+            t.attr_only("type", &["virtio"])?;
+            t.req_attr("type")?;
+            t.attr("name").unwrap_or(SPICE_AGENT_CHANNEL).to_owned()
+        }
+        None => SPICE_AGENT_CHANNEL.to_owned(),
+    };
+    Ok(Channel {
+        kind: ChannelKind::Spicevmc,
+        path: None,
+        name,
+        address: address(e)?,
+    })
+}
+
+pub(crate) const SPICE_AGENT_CHANNEL: &str = "com.redhat.spice.0";
 
 pub(super) fn input(e: &Element) -> R<Input> {
     e.allow(&["type", "bus"], &["address"])?;
@@ -695,10 +723,13 @@ pub(super) fn tpm(e: &Element) -> R<Tpm> {
 }
 
 pub(super) fn graphics(e: &Element) -> R<Graphics> {
-    e.allow(&["type", "port", "autoport", "listen"], &["listen"])?;
     let ty = e.req_attr("type")?;
+    if ty == "spice" {
+        return super::spice::graphics(e);
+    }
+    e.allow(&["type", "port", "autoport", "listen"], &["listen"])?;
     if ty != "vnc" {
-        return Err(e.unsupported_value(Some("type"), ty, &["vnc"]));
+        return Err(e.unsupported_value(Some("type"), ty, &["vnc", "spice"]));
     }
     let mut listen = e.attr("listen").map(str::to_owned);
     for l in e.children_named("listen") {
@@ -726,19 +757,38 @@ pub(super) fn video(e: &Element) -> R<Video> {
     e.allow(&[], &["model", "address"])?;
     let m = e.req_child("model")?;
     // heads='1' and primary='yes' are what libvirt writes for the single supported head.
-    m.allow(&["type", "vram", "heads", "primary"], &[])?;
-    m.attr_only("heads", &["1"])?;
+    m.allow(&["type", "vram", "heads", "primary", "ram", "vgamem"], &[])?;
     m.attr_only("primary", &["yes"])?;
     let ty = m.req_attr("type")?;
+    if ty != "qxl" {
+        m.attr_only("heads", &["1"])?;
+        for a in ["ram", "vgamem"] {
+            if m.attr(a).is_some() {
+                return Err(XmlError::UnsupportedAttribute {
+                    path: format!("{}@{a}", m.path),
+                    line: m.line,
+                });
+            }
+        }
+    }
     let model = match ty {
+        "qxl" => VideoModel::Qxl {
+            ram_kib: m.attr_int("ram")?,
+            vram_kib: m.attr_int("vram")?,
+            vgamem_kib: m.attr_int("vgamem")?,
+            heads: m.attr_int("heads")?,
+        },
         "none" => VideoModel::None,
         "virtio" => VideoModel::Virtio,
         "vga" => VideoModel::Vga {
             vram_kib: m.attr_int("vram")?,
         },
-        other => return Err(m.unsupported_value(Some("type"), other, &["none", "virtio", "vga"])),
+        other => {
+            return Err(m.unsupported_value(Some("type"), other, &["none", "virtio", "vga", "qxl"]))
+        }
     };
-    if !matches!(model, VideoModel::Vga { .. }) && m.attr("vram").is_some() {
+    if !matches!(model, VideoModel::Vga { .. } | VideoModel::Qxl { .. }) && m.attr("vram").is_some()
+    {
         return Err(XmlError::UnsupportedAttribute {
             path: format!("{}@vram", m.path),
             line: m.line,

@@ -19,8 +19,8 @@
 //! | `channel/target@state` | live guest-agent connection state |
 //! | `graphics/listen type='address'` | mirror of `graphics@listen` (checked equal) |
 //! | `video/model@heads='1'`, `@primary='yes'` | the single supported head |
-//! | `<audio type='none'/>` | no audio backend (only `none` accepted) |
-//! | `cpu@migratable='on'`, `cpu/vendor` | the default; implied by the named model |
+//! | `graphics@port`/`@tlsPort` with `autoport='yes'` | libvirt discards them at define and allocates at start (no TLS port while no SPICE TLS is configured) |
+//! | `cpu@check`, `cpu@migratable='on'`, `cpu/model@fallback`, `cpu/vendor` | host-side CPU checks |
 //! | `os@firmware='efi'` + `os/firmware` with an explicit loader | autoselection already resolved |
 
 mod devices;
@@ -28,6 +28,7 @@ mod filesystem;
 mod netdisk;
 mod platform;
 mod resources;
+mod spice;
 
 use super::error::XmlError;
 use super::tree::{self, Element};
