@@ -79,6 +79,7 @@ impl DomainConfig {
             firmware,
             boot: _,
             kernel,
+            bootmenu: _,
         } = os;
         match firmware {
             Firmware::Bios => {}
@@ -187,7 +188,7 @@ impl DomainConfig {
             }
         }
         let chardev = |out: &mut Refs<'a>, field: String, source: &'a CharSource| match source {
-            CharSource::Pty => {}
+            CharSource::Pty | CharSource::Null => {}
             CharSource::Unix { path, mode } => out.add(
                 format!("{field}.source.path"),
                 path,

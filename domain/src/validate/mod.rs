@@ -6,6 +6,7 @@
 //! layer's job; the model exposes the ids and sizes it needs.
 
 mod devices;
+pub(crate) mod machine;
 mod platform;
 mod resources;
 
