@@ -96,6 +96,27 @@ async fn i440fx_guest_with_ide_disk_runs_with_libvirts_default_devices() {
     )
     .await;
 
+    // An i686 guest runs on qemu-system-i386 where it is installed beside the configured
+    // x86_64 emulator (Debian's qemu-system-x86 ships both; its /usr/bin one is a wrapper
+    // that execs /usr/libexec/qemu-system-i386), as libvirt picks it.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", recorded_pid(&env, "legacy")))
+        .expect("QEMU's executable");
+    let want = if env
+        .config
+        .emulator
+        .with_file_name("qemu-system-i386")
+        .is_file()
+    {
+        "qemu-system-i386"
+    } else {
+        "qemu-system-x86_64"
+    };
+    assert_eq!(
+        exe.file_name().and_then(|n| n.to_str()),
+        Some(want),
+        "{exe:?}"
+    );
+
     let pci = svc
         .qmp_passthrough("legacy", "query-pci", None)
         .await

@@ -447,8 +447,14 @@ pub(super) async fn launch_as(
     let files = inner
         .open_guest_files(name, config, trust, FIRST_GUEST_FD, FIRST_GUEST_SET)
         .await?;
+    let emulator = {
+        let (configured, arch) = (inner.config.emulator.clone(), config.os.arch);
+        tokio::task::spawn_blocking(move || crate::qemu::emulator::for_arch(&configured, arch))
+            .await
+            .unwrap_or_else(|_| inner.config.emulator.clone())
+    };
     let context = LaunchContext {
-        emulator: inner.config.emulator.clone(),
+        emulator,
         accel,
         cpu: CpuChoice::AsConfigured,
         monitor: MonitorSocket::Fd(MONITOR_FD),
