@@ -365,3 +365,25 @@ fn video_memory_attributes_outside_qxl_are_refused_by_name() {
         "serial/source",
     );
 }
+
+/// virt-install writes the ICH9 USB2 set without any index: the companions belong to the
+/// EHCI before them, so all four are controller 0.
+#[test]
+fn index_less_usb2_set_from_virt_install_is_one_controller() {
+    let devs = "<controller type='usb' model='ich9-ehci1'/>
+    <controller type='usb' model='ich9-uhci1'><master startport='0'/></controller>
+    <controller type='usb' model='ich9-uhci2'><master startport='2'/></controller>
+    <controller type='usb' model='ich9-uhci3'><master startport='4'/></controller>
+    <controller type='virtio-serial'/>
+    <input type='tablet' bus='usb'/>";
+    let cfg = DomainConfig::from_xml(&doc("pc", devs)).expect("parse");
+    let idx: Vec<u32> = cfg.devices.controllers.iter().map(|c| c.index).collect();
+    assert_eq!(idx, [0, 0, 0, 0, 0]);
+    let a = argv(&doc("pc", devs));
+    let devices = values(&a, "-device");
+    assert!(
+        devices.contains(&"ich9-usb-uhci3,masterbus=usb.0,firstport=4"),
+        "{devices:?}"
+    );
+    assert!(devices.contains(&"usb-tablet,id=input0,bus=usb.0"));
+}

@@ -424,17 +424,44 @@ fn assign_indexes(ctls: &mut [Controller], given: &[bool]) {
         .map(|(c, _)| (class(&c.kind), c.index))
         .collect();
     for roots in [true, false] {
+        // virt-install writes ich9-ehci1 and its companions without index: a companion
+        // joins the EHCI before it.
+        let mut last_ehci = None;
         for (c, g) in ctls.iter_mut().zip(given) {
-            if *g || is_root(&c.kind) != roots {
-                continue;
+            let companion = matches!(
+                c.kind,
+                ControllerKind::Usb {
+                    model: UsbModel::Ich9Uhci {
+                        startport: Some(_),
+                        ..
+                    },
+                    ..
+                }
+            );
+            if !*g && !roots && companion {
+                if let Some(i) = last_ehci {
+                    c.index = i;
+                    continue;
+                }
             }
-            let k = class(&c.kind);
-            let mut idx = 0;
-            while used.contains(&(k, idx)) {
-                idx += 1;
+            if !*g && is_root(&c.kind) == roots {
+                let k = class(&c.kind);
+                let mut idx = 0;
+                while used.contains(&(k, idx)) {
+                    idx += 1;
+                }
+                c.index = idx;
+                used.push((k, idx));
             }
-            c.index = idx;
-            used.push((k, idx));
+            if matches!(
+                c.kind,
+                ControllerKind::Usb {
+                    model: UsbModel::Ich9Ehci1,
+                    ..
+                }
+            ) {
+                last_ehci = Some(c.index);
+            }
         }
     }
 }
