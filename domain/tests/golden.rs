@@ -276,3 +276,18 @@ fn file_backed_ram_goes_to_the_memory_directory() {
         "memory-backend-file,id=pc.ram,mem-path=/srv/ram/filemem/pc.ram,share=off,size=536870912"
     );
 }
+
+/// i440fx as virt-install/virt-manager write it: pci-root, PIIX3 IDE disk and CD-ROM by
+/// drive address, ICH9 EHCI with its three UHCI companions, cirrus, a null serial port,
+/// boot menu, i686 (qemu32) and the PIIX4 power management globals.
+#[test]
+fn golden_i440fx_legacy() {
+    golden("i440fx-legacy", CpuChoice::AsConfigured);
+}
+
+/// q35 controllers without `index` (numbered as libvirt does), an ioh3420 root port, a
+/// model-less USB controller (qemu-xhci), `cache='default'`.
+#[test]
+fn golden_q35_virt_install() {
+    golden("q35-virt-install", CpuChoice::AsConfigured);
+}

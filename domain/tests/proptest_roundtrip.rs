@@ -346,6 +346,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
         )),
         option::of(select(vec![TpmModel::TpmCrb, TpmModel::TpmTis])),
         (0usize..3).prop_flat_map(|n| (0..n).map(fs_strategy).collect::<Vec<_>>()),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -360,6 +361,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                 wd,
                 tpm,
                 filesystems,
+                ioh,
             )| {
                 let serials: Vec<Serial> = serial
                     .iter()
@@ -398,6 +400,11 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                             kind: ControllerKind::PcieRootPort {
                                 chassis: Some(1),
                                 port: Some(0x10),
+                                model: if ioh {
+                                    RootPortModel::Ioh3420
+                                } else {
+                                    RootPortModel::PcieRootPort
+                                },
                             },
                             address: None,
                         },
@@ -624,8 +631,8 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
         let head = (
             "[a-z][a-z0-9_.+-]{0,20}",
             any::<[u8; 16]>().prop_filter("non-nil", |u| u.iter().any(|b| *b != 0)),
-            option::of("[ -~]{0,30}"),
-            option::of("[ -~\n\t]{0,40}"),
+            option::of("[ -~]{1,30}"),
+            option::of("[ -~\n\t]{1,40}"),
             option::of(select(vec!["", "<a/>", "\n  <x:y xmlns:x='urn:x'>t&amp;u<![CDATA[<raw>]]></x:y>\n"])),
             option::of(1024u64..=mem_kib),
             option::of((1u32..=8, 1u64..=4)),
@@ -717,6 +724,7 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
                     },
                     boot,
                     kernel: kernel.map(|(k, i, c)| DirectKernel { kernel: k, initrd: i, cmdline: c }),
+                    bootmenu: None,
                 },
                 features: Features { acpi, apic, pae, vmport, smm, hyperv, kvm_hidden, ioapic },
                 cpu,
@@ -743,6 +751,184 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
             }
         })
     })
+}
+
+/// The generated domain moved onto an i440fx machine with libvirt's default devices there:
+/// pci-root, the PIIX3 IDE controller with disks and CD-ROMs on its 2 buses x 2 units,
+/// PIIX3 UHCI or ICH9 EHCI with UHCI companions, cirrus video, a null serial port, i686.
+fn pc_strategy() -> BoxedStrategy<DomainConfig> {
+    (
+        // Boxed: the nested strategy types overflow the test thread's stack otherwise.
+        domain_strategy().boxed(),
+        select(vec!["pc", "pc-i440fx-7.2", "pc-i440fx-2.8"]),
+        any::<bool>(),
+        option::of((any::<bool>(), option::of(0u32..=65535))),
+        (any::<bool>(), any::<bool>()),
+        subsequence(vec![0u16, 1, 2, 3], 0..=4),
+        any::<[(bool, bool); 4]>(),
+        option::of(1024u32..65536),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(mut d, machine, i686, menu, (ehci, usb_addr), ide, flags, vram, null)| {
+                d.os.machine = Some(machine.into());
+                if i686 {
+                    d.os.arch = Some(Arch::I686);
+                }
+                d.os.bootmenu = menu.map(|(enable, timeout_ms)| BootMenu { enable, timeout_ms });
+                let pci = |slot: u8, function: u8, multifunction: Option<bool>| {
+                    Some(Address::Pci {
+                        domain: 0,
+                        bus: 0,
+                        slot,
+                        function,
+                        multifunction,
+                    })
+                };
+                let dv = &mut d.devices;
+                for h in &mut dv.hostdevs {
+                    h.address = pci(0x10, 0, None);
+                }
+                // iTCO is part of ICH9 (q35).
+                if let Some(w) = &mut dv.watchdog {
+                    w.model = WatchdogModel::I6300esb;
+                }
+                let ctl = |index, kind, address| Controller {
+                    index,
+                    kind,
+                    address,
+                };
+                let usb = |model| ControllerKind::Usb { model, ports: None };
+                dv.controllers = vec![
+                    ctl(0, ControllerKind::PciRoot, None),
+                    ctl(0, ControllerKind::Ide, pci(1, 1, None)),
+                ];
+                if ehci {
+                    dv.controllers
+                        .push(ctl(0, usb(UsbModel::Ich9Ehci1), pci(5, 7, None)));
+                    for n in 1..=3u8 {
+                        dv.controllers.push(ctl(
+                            0,
+                            usb(UsbModel::Ich9Uhci {
+                                n,
+                                startport: Some((n - 1) * 2),
+                            }),
+                            pci(5, n - 1, (n == 1).then_some(true)),
+                        ));
+                    }
+                } else {
+                    let a = if usb_addr { pci(1, 2, None) } else { None };
+                    dv.controllers.push(ctl(0, usb(UsbModel::Piix3Uhci), a));
+                }
+                for i in ide {
+                    let (cd, addr) = flags[usize::from(i)];
+                    dv.disks.push(Disk {
+                        device: if cd {
+                            DiskDevice::Cdrom
+                        } else {
+                            DiskDevice::Disk
+                        },
+                        source: (!cd).then(|| DiskSource::File {
+                            path: format!("/srv/ide{i}.img"),
+                        }),
+                        driver: DiskDriver {
+                            format: DiskFormat::Qcow2,
+                            cache: None,
+                            io: None,
+                            discard: None,
+                            iothread: None,
+                        },
+                        target: DiskTarget {
+                            dev: format!("hd{}", char::from(b'a' + i as u8)),
+                            bus: DiskBus::Ide,
+                        },
+                        readonly: cd,
+                        shareable: false,
+                        serial: None,
+                        boot_order: None,
+                        address: addr.then_some(Address::Drive {
+                            controller: 0,
+                            bus: i / 2,
+                            target: 0,
+                            unit: i % 2,
+                        }),
+                    });
+                }
+                dv.videos = vec![Video {
+                    model: VideoModel::Cirrus { vram_kib: vram },
+                    address: pci(2, 0, None),
+                }];
+                if null {
+                    dv.serials.push(Serial {
+                        source: CharSource::Null,
+                        port: 1,
+                    });
+                }
+                d
+            },
+        )
+        .boxed()
+}
+
+fn test_ctx() -> novacron_domain::LaunchContext {
+    novacron_domain::LaunchContext {
+        emulator: "/usr/bin/qemu-system-x86_64".into(),
+        accel: novacron_domain::Accel::Kvm,
+        cpu: novacron_domain::CpuChoice::Model("qemu64".into()),
+        monitor: novacron_domain::MonitorSocket::Path("/run/q/qmp.sock".into()),
+        fd_sets: Vec::new(),
+        runtime_dir: "/run/q".into(),
+        memory_dir: None,
+        serial_log: Some("/var/log/q/serial.log".into()),
+        net_fds: (0..4)
+            .map(|i| {
+                (
+                    i,
+                    novacron_domain::NetFd {
+                        tap: 30 + i as i32,
+                        vhost: None,
+                    },
+                )
+            })
+            .collect(),
+        vnc_display: Some(1),
+        spice_port: Some(5930),
+        swtpm_socket: Some("/run/q/swtpm.sock".into()),
+        sandbox: true,
+        host_paths: Default::default(),
+        backing_chains: Default::default(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pc_configs_are_valid_and_round_trip(cfg in pc_strategy()) {
+        if let Err(e) = cfg.clone().validate() {
+            prop_assert!(false, "generator produced an invalid config: {e}");
+        }
+        let xml = cfg.to_xml();
+        let back = DomainConfig::from_xml(&xml);
+        prop_assert!(back.is_ok(), "{:?}\n{xml}", back.err());
+        let back = back.expect("checked");
+        prop_assert_eq!(&cfg, &back, "{}", xml);
+        prop_assert_eq!(&xml, &back.to_xml());
+        let json = DomainConfig::from_json(&cfg.to_json());
+        prop_assert_eq!(Some(&cfg), json.as_ref().ok());
+    }
+
+    #[test]
+    fn pc_argv_is_deterministic_and_uses_the_pc_buses(cfg in pc_strategy()) {
+        let vd = cfg.validate().expect("valid");
+        let a = novacron_domain::build_argv(&vd, &test_ctx());
+        prop_assert!(a.is_ok(), "{:?}", a.err());
+        let a = a.expect("checked");
+        prop_assert!(!a.iter().any(|x| x.contains("pcie.0")), "{a:?}");
+        let ide = vd.devices.disks.iter().filter(|d| d.target.bus == DiskBus::Ide).count();
+        prop_assert_eq!(ide, a.iter().filter(|x| x.starts_with("ide-")).count());
+        prop_assert_eq!(Ok(a), novacron_domain::build_argv(&vd, &test_ctx()));
+    }
 }
 
 proptest! {

@@ -105,10 +105,10 @@ fn unsupported_attribute_on_root() {
 
 #[test]
 fn unsupported_values() {
-    let ide = DISK.replace("bus='virtio'", "bus='ide'");
+    let xen = DISK.replace("bus='virtio'", "bus='xen'");
     rejects(
-        &doc("", &ide),
-        "unsupported value 'ide' for domain/devices/disk/target@bus",
+        &doc("", &xen),
+        "unsupported value 'xen' for domain/devices/disk/target@bus",
         10,
     );
     let vmdk = DISK.replace("type='raw'", "type='vmdk'");
@@ -127,7 +127,7 @@ fn unsupported_values() {
         10,
     );
     rejects(
-        &doc("", "<controller type='usb' index='0' model='ich9-ehci1'/>"),
+        &doc("", "<controller type='usb' index='0' model='nec-xhci'/>"),
         "domain/devices/controller@model",
         10,
     );

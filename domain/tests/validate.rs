@@ -369,7 +369,7 @@ fn nics() {
 #[test]
 fn platform_rules() {
     let mut c = linux();
-    c.os.machine = Some("pc-i440fx-7.2".into());
+    c.os.machine = Some("microvm".into());
     fails(c, "os.machine", "only q35");
     let mut c = corpus("uefi-secureboot");
     c.features.smm = None;

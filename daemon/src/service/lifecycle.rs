@@ -485,8 +485,14 @@ pub(super) async fn launch_as(
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
     let vnc_display = crate::host::display_ports::vnc_autodisplay(config)
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
+    let emulator = {
+        let (configured, arch) = (inner.config.emulator.clone(), config.os.arch);
+        tokio::task::spawn_blocking(move || crate::qemu::emulator::for_arch(&configured, arch))
+            .await
+            .unwrap_or_else(|_| inner.config.emulator.clone())
+    };
     let context = LaunchContext {
-        emulator: inner.config.emulator.clone(),
+        emulator,
         accel,
         cpu: CpuChoice::AsConfigured,
         monitor: MonitorSocket::Fd(MONITOR_FD),

@@ -232,6 +232,8 @@ pub enum DiskBus {
     Virtio,
     Sata,
     Scsi,
+    /// PIIX3 IDE, built into i440fx (`pc`) machines: 2 buses x 2 units.
+    Ide,
 }
 
 impl DiskBus {
@@ -240,6 +242,7 @@ impl DiskBus {
             Self::Virtio => "virtio",
             Self::Sata => "sata",
             Self::Scsi => "scsi",
+            Self::Ide => "ide",
         }
     }
 }
@@ -261,7 +264,14 @@ pub enum ControllerKind {
     PcieRootPort {
         chassis: Option<u8>,
         port: Option<u8>,
+        /// `<model name=...>`: the QEMU device; the guest sees a different one for each.
+        #[serde(default)]
+        model: RootPortModel,
     },
+    /// The i440fx host bridge (`pci.0`), implicit in QEMU.
+    PciRoot,
+    /// The PIIX3 IDE controller built into i440fx (always at 00:01.1).
+    Ide,
     /// Built-in ICH9 AHCI on q35.
     Sata,
     VirtioScsi,
@@ -273,12 +283,55 @@ pub enum ControllerKind {
     VirtioSerial,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootPortModel {
+    #[default]
+    PcieRootPort,
+    /// Intel's emulated root port (older virt-manager/libvirt choose it).
+    Ioh3420,
+}
+
+impl RootPortModel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::PcieRootPort => "pcie-root-port",
+            Self::Ioh3420 => "ioh3420",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsbModel {
     QemuXhci,
     /// `model='none'`: no USB controller at all.
     None,
+    /// PIIX3 UHCI (USB 1.1), libvirt's default on i440fx.
+    Piix3Uhci,
+    /// ICH9 EHCI (USB 2.0), the master of up to three UHCI companions.
+    Ich9Ehci1,
+    /// ICH9 UHCI companion `n` (1..=3); `startport` is `<master startport>`: the first
+    /// port of the EHCI master (same controller index) it serves.
+    Ich9Uhci {
+        n: u8,
+        startport: Option<u8>,
+    },
+}
+
+impl UsbModel {
+    /// libvirt's `model` attribute value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::QemuXhci => "qemu-xhci",
+            Self::None => "none",
+            Self::Piix3Uhci => "piix3-uhci",
+            Self::Ich9Ehci1 => "ich9-ehci1",
+            Self::Ich9Uhci { n: 1, .. } => "ich9-uhci1",
+            Self::Ich9Uhci { n: 2, .. } => "ich9-uhci2",
+            Self::Ich9Uhci { .. } => "ich9-uhci3",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,6 +466,8 @@ pub enum CharSource {
     File {
         path: String,
     },
+    /// `type='null'`: a port that discards output and never has input.
+    Null,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -556,6 +611,11 @@ pub enum VideoModel {
         vram_kib: Option<u32>,
         vgamem_kib: Option<u32>,
         heads: Option<u32>,
+    },
+    /// Cirrus CLGD 5446, libvirt's old default on i440fx. `vram` is kept for the round
+    /// trip; QEMU's cirrus-vga has a fixed 4 MiB (libvirt passes nothing either).
+    Cirrus {
+        vram_kib: Option<u32>,
     },
 }
 

@@ -88,6 +88,7 @@ impl DomainConfig {
             firmware,
             boot: _,
             kernel,
+            bootmenu: _,
         } = os;
         match firmware {
             // Autoselected firmware is chosen and opened by the host layer, from QEMU's
@@ -255,7 +256,7 @@ impl DomainConfig {
             }
         }
         let chardev = |out: &mut Refs<'a>, field: String, source: &'a CharSource| match source {
-            CharSource::Pty => {}
+            CharSource::Pty | CharSource::Null => {}
             CharSource::Unix { path, mode } => out.add(
                 format!("{field}.source.path"),
                 path,

@@ -14,12 +14,47 @@ pub struct Os {
     #[serde(default)]
     pub boot: Vec<BootDevice>,
     pub kernel: Option<DirectKernel>,
+    /// `<bootmenu>`: the firmware's interactive boot menu.
+    #[serde(default)]
+    pub bootmenu: Option<BootMenu>,
+}
+
+impl Os {
+    /// An i440fx machine (`pc`, `pc-i440fx-X.Y`, the old `pc-0.X`/`pc-1.X`), as libvirt's
+    /// `qemuDomainIsI440FX`; anything else (including absent) is q35.
+    pub fn is_i440fx(&self) -> bool {
+        self.machine.as_deref().is_some_and(|m| {
+            m == "pc"
+                || m.starts_with("pc-i440fx-")
+                || m.starts_with("pc-0.")
+                || m.starts_with("pc-1.")
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct BootMenu {
+    pub enable: bool,
+    /// Milliseconds the menu waits (`splash-time`); absent: the firmware default.
+    pub timeout_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     X86_64,
+    /// 32-bit x86 guest: runs on the x86_64 emulator with a 32-bit CPU model.
+    I686,
+}
+
+impl Arch {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::I686 => "i686",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

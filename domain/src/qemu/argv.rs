@@ -86,6 +86,14 @@ pub fn build_argv(vd: &ValidatedDomain, ctx: &LaunchContext) -> Result<Vec<Strin
     clock_and_power(&mut a, d);
     firmware(&mut a, d, ctx)?;
     devices(&mut a, d, ctx)?;
+    if d.os.is_i440fx() {
+        // Device addresses are written for q35's root bus; i440fx calls its root `pci.0`.
+        for arg in &mut a.0 {
+            if arg.contains(",bus=pcie.0,") {
+                *arg = arg.replace(",bus=pcie.0,", ",bus=pci.0,");
+            }
+        }
+    }
     Ok(a.0)
 }
 
@@ -159,6 +167,13 @@ fn cpu(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(), ArgvEr
                 return Err(ArgvError::BadCpuModel(m.clone()));
             }
             m.clone()
+        }
+        // A 32-bit guest gets a 32-bit CPU whichever emulator runs it (libvirt forces
+        // qemu32 when qemu-system-x86_64 runs an i686 guest).
+        (CpuChoice::AsConfigured, None | Some(CpuMode::Default))
+            if d.os.arch == Some(Arch::I686) =>
+        {
+            "qemu32".into()
         }
         (CpuChoice::AsConfigured, None | Some(CpuMode::Default)) => "qemu64".into(),
         (CpuChoice::AsConfigured, Some(CpuMode::HostPassthrough)) => "host".into(),
@@ -432,11 +447,30 @@ fn clock_and_power(a: &mut Args, d: &DomainConfig) {
         a.flag("-no-reboot");
     }
     if let Some(pm) = &d.pm {
+        // The ACPI power management device: PIIX4's on i440fx, the LPC bridge's on q35.
+        let pmdev = if d.os.is_i440fx() {
+            "PIIX4_PM"
+        } else {
+            "ICH9-LPC"
+        };
         if let Some(v) = pm.suspend_to_mem {
-            a.push("-global", format!("ICH9-LPC.disable_s3={}", u8::from(!v)));
+            a.push("-global", format!("{pmdev}.disable_s3={}", u8::from(!v)));
         }
         if let Some(v) = pm.suspend_to_disk {
-            a.push("-global", format!("ICH9-LPC.disable_s4={}", u8::from(!v)));
+            a.push("-global", format!("{pmdev}.disable_s4={}", u8::from(!v)));
+        }
+    }
+}
+
+/// `menu=on|off[,splash-time=ms]` as libvirt writes for `<bootmenu>`.
+fn boot_menu(b: &mut String, d: &DomainConfig) {
+    if let Some(m) = &d.os.bootmenu {
+        if !b.is_empty() {
+            b.push(',');
+        }
+        b.push_str(if m.enable { "menu=on" } else { "menu=off" });
+        if let Some(t) = m.timeout_ms {
+            b.push_str(&format!(",splash-time={t}"));
         }
     }
 }
@@ -492,9 +526,18 @@ fn firmware(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(), A
                     BootDevice::Fd => 'a',
                 })
                 .collect();
-        a.push("-boot", format!("order={order}"));
+        let mut b = format!("order={order}");
+        boot_menu(&mut b, d);
+        a.push("-boot", b);
     } else {
-        a.push("-boot", "strict=on");
+        let mut b = String::new();
+        boot_menu(&mut b, d);
+        b.push_str(if b.is_empty() {
+            "strict=on"
+        } else {
+            ",strict=on"
+        });
+        a.push("-boot", b);
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ pub(super) fn devices(
     ctx: &LaunchContext,
 ) -> Result<(), ArgvError> {
     let dv = &d.devices;
-    controllers(a, dv);
+    controllers(a, d);
     disks(a, d, ctx);
     for h in dv.hostdevs.iter().enumerate() {
         let (i, h) = h;
@@ -166,6 +166,7 @@ pub(super) fn devices(
                 }
                 s
             }
+            VideoModel::Cirrus { .. } => format!("cirrus-vga,id=video{i}"),
         };
         a.push("-device", format!("{dev}{}", pci(&v.address)));
     }
@@ -206,25 +207,47 @@ pub(super) fn devices(
     Ok(())
 }
 
-fn controllers(a: &mut Args, dv: &Devices) {
+fn controllers(a: &mut Args, d: &DomainConfig) {
+    let dv = &d.devices;
     // Root ports first, by index: other devices (even controllers) may sit behind them.
+    // A USB companion follows its EHCI master (same index), which QEMU needs to exist.
     let mut ordered: Vec<&Controller> = dv.controllers.iter().collect();
     ordered.sort_by_key(|c| {
         (
             !matches!(c.kind, ControllerKind::PcieRootPort { .. }),
             c.index,
+            matches!(
+                c.kind,
+                ControllerKind::Usb {
+                    model: UsbModel::Ich9Uhci { .. },
+                    ..
+                }
+            ),
         )
     });
     for c in ordered {
+        // libvirt's alias: `usb` for USB controller 0, `usbN` after.
+        let usb_id = if c.index == 0 {
+            "usb".to_owned()
+        } else {
+            format!("usb{}", c.index)
+        };
+        let mut address = c.address;
         let s = match c.kind {
             ControllerKind::PcieRoot
+            | ControllerKind::PciRoot
+            | ControllerKind::Ide
             | ControllerKind::Sata
             | ControllerKind::Usb {
                 model: UsbModel::None,
                 ..
             } => continue,
-            ControllerKind::PcieRootPort { chassis, port } => {
-                let mut s = "pcie-root-port".to_owned();
+            ControllerKind::PcieRootPort {
+                chassis,
+                port,
+                model,
+            } => {
+                let mut s = model.as_str().to_owned();
                 if let Some(p) = port {
                     s.push_str(&format!(",port={p:#x}"));
                 }
@@ -236,15 +259,46 @@ fn controllers(a: &mut Args, dv: &Devices) {
                 s
             }
             ControllerKind::VirtioScsi => format!("virtio-scsi-pci,id=scsi{}", c.index),
-            ControllerKind::Usb { ports, .. } => match ports {
-                Some(p) => format!("qemu-xhci,p2={p},p3={p},id=usb"),
-                None => "qemu-xhci,id=usb".to_owned(),
+            ControllerKind::Usb {
+                model: UsbModel::QemuXhci,
+                ports,
+            } => match ports {
+                Some(p) => format!("qemu-xhci,p2={p},p3={p},id={usb_id}"),
+                None => format!("qemu-xhci,id={usb_id}"),
+            },
+            ControllerKind::Usb {
+                model: UsbModel::Piix3Uhci,
+                ..
+            } => {
+                // libvirt's place for it on i440fx: function 2 of the PIIX3.
+                if address.is_none() && d.os.is_i440fx() && c.index == 0 {
+                    address = Some(Address::Pci {
+                        domain: 0,
+                        bus: 0,
+                        slot: 1,
+                        function: 2,
+                        multifunction: None,
+                    });
+                }
+                format!("piix3-usb-uhci,id={usb_id}")
+            }
+            ControllerKind::Usb {
+                model: UsbModel::Ich9Ehci1,
+                ..
+            } => format!("ich9-usb-ehci1,id={usb_id}"),
+            ControllerKind::Usb {
+                model: UsbModel::Ich9Uhci { n, startport },
+                ..
+            } => match startport {
+                // A companion is part of its master's bus and has no id of its own.
+                Some(p) => format!("ich9-usb-uhci{n},masterbus={usb_id}.0,firstport={p}"),
+                None => format!("ich9-usb-uhci{n},id={usb_id}"),
             },
             ControllerKind::VirtioSerial => {
                 format!("virtio-serial-pci,id=virtio-serial{}", c.index)
             }
         };
-        a.push("-device", format!("{s}{}", pci(&c.address)));
+        a.push("-device", format!("{s}{}", pci(&address)));
     }
     // libvirt adds these implicitly when a device needs them; so do we.
     let has = |k: &ControllerKind| dv.controllers.iter().any(|c| &c.kind == k && c.index == 0);
@@ -347,6 +401,14 @@ fn disks(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) {
                 };
                 format!(
                     "{},bus=ide.{unit},id=sata0-0-{unit}",
+                    if cd { "ide-cd" } else { "ide-hd" }
+                )
+            }
+            DiskBus::Ide => {
+                // Validation made sure the slot exists.
+                let (bus, unit) = crate::validate::machine::ide_slot(disk).unwrap_or((0, 0));
+                format!(
+                    "{},bus=ide.{bus},unit={unit},id=ide0-{bus}-{unit}",
                     if cd { "ide-cd" } else { "ide-hd" }
                 )
             }
@@ -482,6 +544,7 @@ fn chardev(
             "file,id={id},path={}",
             esc(ctx.host_path(&format!("{field}.source.path"), path))
         ),
+        CharSource::Null => format!("null,id={id}"),
     };
     if let Some(l) = log {
         s.push_str(&format!(",logfile={l},logappend=on"));

@@ -79,20 +79,20 @@ pub(super) fn devices(v: &mut V, d: &DomainConfig) {
             v.range("devices.memballoon.stats_period", p, 0, 86_400);
         }
     }
-    let has_xhci = dv.controllers.iter().any(|c| {
-        matches!(
-            c.kind,
-            ControllerKind::Usb {
-                model: UsbModel::QemuXhci,
-                ..
-            }
-        )
+    // USB devices sit on controller 0's bus (`usb.0`).
+    let has_usb = dv.controllers.iter().any(|c| {
+        c.index == 0
+            && matches!(
+                c.kind,
+                ControllerKind::Usb { model, .. } if model != UsbModel::None
+                    && !matches!(model, UsbModel::Ich9Uhci { .. })
+            )
     });
     for (i, inp) in dv.inputs.iter().enumerate() {
-        if inp.bus == InputBus::Usb && !has_xhci {
+        if inp.bus == InputBus::Usb && !has_usb {
             v.err(
                 format!("devices.inputs[{i}].bus"),
-                Problem::DanglingReference("a USB controller (qemu-xhci)".into()),
+                Problem::DanglingReference("USB controller 0".into()),
             );
         }
         if inp.bus == InputBus::Ps2 && inp.kind == InputKind::Tablet {
@@ -103,6 +103,7 @@ pub(super) fn devices(v: &mut V, d: &DomainConfig) {
         }
     }
     pci_addresses(v, dv);
+    super::machine::devices(v, d);
 }
 
 pub(super) fn controllers(v: &mut V, dv: &Devices) {
@@ -110,7 +111,15 @@ pub(super) fn controllers(v: &mut V, dv: &Devices) {
     for (i, c) in dv.controllers.iter().enumerate() {
         let p = format!("devices.controllers[{i}]");
         let class = match c.kind {
-            ControllerKind::PcieRoot | ControllerKind::PcieRootPort { .. } => "pci",
+            ControllerKind::PcieRoot
+            | ControllerKind::PcieRootPort { .. }
+            | ControllerKind::PciRoot => "pci",
+            ControllerKind::Ide => "ide",
+            // Companions share their EHCI master's index (checked in `machine`).
+            ControllerKind::Usb {
+                model: UsbModel::Ich9Uhci { .. },
+                ..
+            } => continue,
             ControllerKind::Sata => "sata",
             ControllerKind::VirtioScsi => "scsi",
             ControllerKind::Usb { .. } => "usb",
@@ -123,7 +132,7 @@ pub(super) fn controllers(v: &mut V, dv: &Devices) {
             );
         }
         match c.kind {
-            ControllerKind::PcieRoot if c.index != 0 => {
+            ControllerKind::PcieRoot | ControllerKind::PciRoot if c.index != 0 => {
                 v.range(format!("{p}.index"), c.index, 0, 0)
             }
             ControllerKind::PcieRootPort { .. } => v.range(format!("{p}.index"), c.index, 1, 255),
@@ -149,6 +158,7 @@ pub(super) fn disks(v: &mut V, d: &DomainConfig) {
         let prefix = match disk.target.bus {
             DiskBus::Virtio => "vd",
             DiskBus::Sata | DiskBus::Scsi => "sd",
+            DiskBus::Ide => "hd",
         };
         let ok = dev.strip_prefix(prefix).is_some_and(|r| {
             !r.is_empty() && r.len() <= 3 && r.bytes().all(|b| b.is_ascii_lowercase())
@@ -274,6 +284,8 @@ pub(super) fn disks(v: &mut V, d: &DomainConfig) {
                     );
                 }
             }
+            // Range and uniqueness: `machine::ide`.
+            (DiskBus::Ide, Some(Address::Drive { .. })) => {}
             _ => v.err(
                 format!("{p}.address"),
                 Problem::Inconsistent("address type does not match the disk bus".into()),
@@ -368,7 +380,7 @@ pub(super) fn interfaces(v: &mut V, d: &DomainConfig) {
 
 pub(super) fn char_source(v: &mut V, p: String, s: &CharSource) {
     match s {
-        CharSource::Pty => {}
+        CharSource::Pty | CharSource::Null => {}
         CharSource::Unix { path, .. } | CharSource::File { path } => {
             v.path(format!("{p}.path"), path)
         }

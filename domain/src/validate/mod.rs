@@ -7,6 +7,7 @@
 
 mod devices;
 mod filesystem;
+pub(crate) mod machine;
 pub(crate) mod netdisk;
 mod platform;
 mod resources;

@@ -8,14 +8,24 @@ use crate::model::*;
 pub(super) fn os(v: &mut V, d: &DomainConfig) {
     let o = &d.os;
     if let Some(m) = &o.machine {
-        let q35 = m == "q35"
-            || m.strip_prefix("pc-q35-")
-                .is_some_and(|r| r.chars().all(|c| c.is_ascii_digit() || c == '.'));
-        if !q35 {
+        let versioned = |prefix: &str| {
+            m.strip_prefix(prefix)
+                .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        };
+        let known =
+            ["q35", "pc"].contains(&m.as_str()) || versioned("pc-q35-") || versioned("pc-i440fx-");
+        if !known {
             v.err(
                 "os.machine",
-                Problem::Unsupported(format!("machine '{m}' (only q35 and pc-q35-X.Y)")),
+                Problem::Unsupported(format!(
+                    "machine '{m}' (only q35, pc-q35-X.Y, pc and pc-i440fx-X.Y)"
+                )),
             );
+        }
+    }
+    if let Some(m) = &o.bootmenu {
+        if let Some(t) = m.timeout_ms {
+            v.range("os.bootmenu.timeout_ms", t, 0, 65535);
         }
     }
     if let Firmware::Uefi { loader, nvram } = &o.firmware {

@@ -422,6 +422,16 @@ impl Element {
         Ok(first)
     }
 
+    /// The single child named `name` whose value is its text, if any. An empty one
+    /// (`<kernel/>`, `<uuid></uuid>`, no attributes or children) is absent, as libvirt
+    /// reads text values (`virXPathString` gives NULL for an empty string): templates such
+    /// as vagrant-libvirt's write them unfilled.
+    pub fn text_child(&self, name: &str) -> Result<Option<&Element>, XmlError> {
+        Ok(self
+            .child(name)?
+            .filter(|c| !(c.text.is_empty() && c.attrs.is_empty() && c.children.is_empty())))
+    }
+
     pub fn req_child(&self, name: &str) -> Result<&Element, XmlError> {
         self.child(name)?.ok_or_else(|| XmlError::Missing {
             what: format!("element <{name}>"),

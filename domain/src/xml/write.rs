@@ -286,7 +286,7 @@ fn os(w: &mut W, o: &Os) {
     w.text(
         "type",
         &[
-            ("arch", o.arch.map(|_| "x86_64".to_owned())),
+            ("arch", o.arch.map(|a| a.as_str().to_owned())),
             ("machine", o.machine.clone()),
         ],
         "hvm",
@@ -335,6 +335,15 @@ fn os(w: &mut W, o: &Os) {
     }
     for b in &o.boot {
         w.empty("boot", &[("dev", s(b.as_str()))]);
+    }
+    if let Some(m) = &o.bootmenu {
+        w.empty(
+            "bootmenu",
+            &[
+                ("enable", yes_no(m.enable)),
+                ("timeout", m.timeout_ms.map(|t| t.to_string())),
+            ],
+        );
     }
     w.close("os");
 }
@@ -629,16 +638,11 @@ fn devices(w: &mut W, d: &Devices) {
         let (ty, model) = match &c.kind {
             ControllerKind::PcieRoot => ("pci", Some("pcie-root")),
             ControllerKind::PcieRootPort { .. } => ("pci", Some("pcie-root-port")),
+            ControllerKind::PciRoot => ("pci", Some("pci-root")),
+            ControllerKind::Ide => ("ide", None),
             ControllerKind::Sata => ("sata", None),
             ControllerKind::VirtioScsi => ("scsi", Some("virtio-scsi")),
-            ControllerKind::Usb {
-                model: UsbModel::QemuXhci,
-                ..
-            } => ("usb", Some("qemu-xhci")),
-            ControllerKind::Usb {
-                model: UsbModel::None,
-                ..
-            } => ("usb", Some("none")),
+            ControllerKind::Usb { model, .. } => ("usb", Some(model.as_str())),
             ControllerKind::VirtioSerial => ("virtio-serial", None),
         };
         let ports = match c.kind {
@@ -652,18 +656,39 @@ fn devices(w: &mut W, d: &Devices) {
             ("ports", ports),
         ];
         let target = match c.kind {
-            ControllerKind::PcieRootPort { chassis, port }
+            ControllerKind::PcieRootPort { chassis, port, .. }
                 if chassis.is_some() || port.is_some() =>
             {
                 Some((chassis, port))
             }
             _ => None,
         };
-        if target.is_none() && c.address.is_none() {
+        // Written only when it is not the default device, as libvirt's input would have it.
+        let model_name = match c.kind {
+            ControllerKind::PcieRootPort {
+                model: m @ RootPortModel::Ioh3420,
+                ..
+            } => Some(m.as_str()),
+            _ => None,
+        };
+        let master = match c.kind {
+            ControllerKind::Usb {
+                model: UsbModel::Ich9Uhci { startport, .. },
+                ..
+            } => startport,
+            _ => None,
+        };
+        if target.is_none() && c.address.is_none() && model_name.is_none() && master.is_none() {
             w.empty("controller", &attrs);
             continue;
         }
         w.open("controller", &attrs);
+        if let Some(m) = model_name {
+            w.empty("model", &[("name", s(m))]);
+        }
+        if let Some(p) = master {
+            w.empty("master", &[("startport", s(p))]);
+        }
         if let Some((chassis, port)) = target {
             w.empty(
                 "target",
@@ -825,6 +850,7 @@ fn devices(w: &mut W, d: &Devices) {
                 vgamem_kib,
                 heads,
             } => ("qxl", vram_kib, ram_kib, vgamem_kib, heads),
+            VideoModel::Cirrus { vram_kib } => ("cirrus", vram_kib, None, None, None),
         };
         w.empty(
             "model",
@@ -921,6 +947,7 @@ fn chardev_open(w: &mut W, name: &str, src: &CharSource) {
             w.open(name, &[("type", s("file"))]);
             w.empty("source", &[("path", s(path))]);
         }
+        CharSource::Null => w.open(name, &[("type", s("null"))]),
     }
 }
 

@@ -145,6 +145,7 @@ impl Vm {
                 firmware: Firmware::Bios,
                 boot: Vec::new(),
                 kernel: None,
+                bootmenu: None,
             },
             features: Features::default(),
             cpu: None,

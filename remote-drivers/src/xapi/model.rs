@@ -135,6 +135,7 @@ impl VmRecord {
                 firmware: Firmware::Bios,
                 boot: Vec::new(),
                 kernel: None,
+                bootmenu: None,
             },
             features: Features::default(),
             cpu: None,

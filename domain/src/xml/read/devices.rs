@@ -5,7 +5,7 @@ use crate::model::*;
 use crate::xml::error::XmlError;
 use crate::xml::tree::Element;
 
-pub(super) fn devices(e: &Element) -> R<Devices> {
+pub(super) fn devices(e: &Element, i440fx: bool) -> R<Devices> {
     e.allow(
         &[],
         &[
@@ -33,14 +33,19 @@ pub(super) fn devices(e: &Element) -> R<Devices> {
         ],
     )?;
     let mut d = Devices::default();
-    if let Some(em) = e.child("emulator")? {
+    let mut index_given = Vec::new();
+    if let Some(em) = e.text_child("emulator")? {
         em.allow(&[], &[])?;
         d.emulator = Some(em.req_text()?.to_owned());
     }
     for c in &e.children {
         match c.name.as_str() {
             "disk" => d.disks.push(disk(c)?),
-            "controller" => d.controllers.push(controller(c)?),
+            "controller" => {
+                let (ctl, given) = controller(c, i440fx)?;
+                d.controllers.push(ctl);
+                index_given.push(given);
+            }
             "interface" => d.interfaces.push(interface(c)?),
             "serial" => d.serials.push(serial(c)?),
             "console" => d.consoles.push(console(c)?),
@@ -64,6 +69,7 @@ pub(super) fn devices(e: &Element) -> R<Devices> {
             _ => {}
         }
     }
+    assign_indexes(&mut d.controllers, &index_given);
     d.tpm = e.child("tpm")?.map(tpm).transpose()?;
     d.graphics = e.child("graphics")?.map(graphics).transpose()?;
     d.watchdog = e.child("watchdog")?.map(watchdog).transpose()?;
@@ -218,6 +224,11 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
             dr.attr_only("name", &["qemu"])?;
             let caches: Vec<(&str, DiskCache)> =
                 DiskCache::ALL.iter().map(|c| (c.as_str(), *c)).collect();
+            // cache='default' is libvirt's spelled-out "not set" (it never writes it back).
+            let cache = match dr.attr("cache") {
+                Some("default") => None,
+                _ => dr.attr_enum("cache", &caches)?,
+            };
             let ios: Vec<(&str, DiskIo)> = DiskIo::ALL.iter().map(|c| (c.as_str(), *c)).collect();
             DiskDriver {
                 format: dr
@@ -226,7 +237,7 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
                         &[("raw", DiskFormat::Raw), ("qcow2", DiskFormat::Qcow2)],
                     )?
                     .unwrap_or(DiskFormat::Raw),
-                cache: dr.attr_enum("cache", &caches)?,
+                cache,
                 io: dr.attr_enum("io", &ios)?,
                 discard: dr.attr_enum(
                     "discard",
@@ -251,7 +262,7 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
     t.allow(&["dev", "bus", "tray"], &[])?;
     // An open tray changes what the guest sees; 'closed' is libvirt's default.
     t.attr_only("tray", &["closed"])?;
-    let serial = match e.child("serial")? {
+    let serial = match e.text_child("serial")? {
         Some(s) => {
             s.allow(&[], &[])?;
             Some(s.req_text()?.to_owned())
@@ -270,6 +281,7 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
                     ("virtio", DiskBus::Virtio),
                     ("sata", DiskBus::Sata),
                     ("scsi", DiskBus::Scsi),
+                    ("ide", DiskBus::Ide),
                 ],
             )?,
         },
@@ -281,11 +293,11 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
     })
 }
 
-pub(super) fn controller(e: &Element) -> R<Controller> {
-    // <model name=...> is the QEMU device libvirt derived from the `model` attribute.
+/// A `<controller>` and whether it named its `index` (see `assign_indexes`).
+pub(super) fn controller(e: &Element, i440fx: bool) -> R<(Controller, bool)> {
     e.allow(
         &["type", "index", "model", "ports"],
-        &["address", "target", "model"],
+        &["address", "target", "model", "master"],
     )?;
     let ty = e.req_attr("type")?;
     let model = e.attr("model");
@@ -298,8 +310,13 @@ pub(super) fn controller(e: &Element) -> R<Controller> {
         }
         Ok(kind)
     };
+    let usb = |model: UsbModel| ControllerKind::Usb { model, ports: None };
     let kind = match (ty, model) {
         ("pci", Some("pcie-root")) => no_ports(ControllerKind::PcieRoot)?,
+        ("pci", Some("pci-root")) => no_ports(ControllerKind::PciRoot)?,
+        // libvirt's default PCI controller is the machine's root bus.
+        ("pci", None) if i440fx => no_ports(ControllerKind::PciRoot)?,
+        ("pci", None) => no_ports(ControllerKind::PcieRoot)?,
         ("pci", Some("pcie-root-port")) => {
             let (chassis, port) = match e.child("target")? {
                 Some(t) => {
@@ -308,15 +325,34 @@ pub(super) fn controller(e: &Element) -> R<Controller> {
                 }
                 None => (None, None),
             };
-            no_ports(ControllerKind::PcieRootPort { chassis, port })?
+            // <model name> picks the QEMU device: a different device in the guest.
+            let model = match e.child("model")? {
+                Some(m) => {
+                    m.allow(&["name"], &[])?;
+                    m.req_attr_enum(
+                        "name",
+                        &[
+                            ("pcie-root-port", RootPortModel::PcieRootPort),
+                            ("ioh3420", RootPortModel::Ioh3420),
+                        ],
+                    )?
+                }
+                None => RootPortModel::PcieRootPort,
+            };
+            no_ports(ControllerKind::PcieRootPort {
+                chassis,
+                port,
+                model,
+            })?
         }
-        ("pci", m) => {
+        ("pci", Some(m)) => {
             return Err(e.unsupported_value(
                 Some("model"),
-                m.unwrap_or(""),
-                &["pcie-root", "pcie-root-port"],
+                m,
+                &["pci-root", "pcie-root", "pcie-root-port"],
             ))
         }
+        ("ide", None) => no_ports(ControllerKind::Ide)?,
         ("sata", None) => no_ports(ControllerKind::Sata)?,
         ("scsi", Some("virtio-scsi")) => no_ports(ControllerKind::VirtioScsi)?,
         ("scsi", m) => {
@@ -330,26 +366,56 @@ pub(super) fn controller(e: &Element) -> R<Controller> {
             model: UsbModel::QemuXhci,
             ports: e.attr_int("ports")?,
         },
-        ("usb", Some("none")) => no_ports(ControllerKind::Usb {
-            model: UsbModel::None,
-            ports: None,
-        })?,
-        ("usb", m) => {
+        // libvirt's default USB controller: piix3-uhci on i440fx, qemu-xhci on q35.
+        ("usb", None) if i440fx => no_ports(usb(UsbModel::Piix3Uhci))?,
+        ("usb", None) => ControllerKind::Usb {
+            model: UsbModel::QemuXhci,
+            ports: e.attr_int("ports")?,
+        },
+        ("usb", Some("none")) => no_ports(usb(UsbModel::None))?,
+        ("usb", Some("piix3-uhci")) => no_ports(usb(UsbModel::Piix3Uhci))?,
+        ("usb", Some("ich9-ehci1")) => no_ports(usb(UsbModel::Ich9Ehci1))?,
+        ("usb", Some(m @ ("ich9-uhci1" | "ich9-uhci2" | "ich9-uhci3"))) => {
+            let n = if m.ends_with('1') {
+                1
+            } else if m.ends_with('2') {
+                2
+            } else {
+                3
+            };
+            let startport = match e.child("master")? {
+                Some(ms) => {
+                    ms.allow(&["startport"], &[])?;
+                    Some(ms.req_attr_int("startport")?)
+                }
+                None => None,
+            };
+            no_ports(usb(UsbModel::Ich9Uhci { n, startport }))?
+        }
+        ("usb", Some(m)) => {
             return Err(e.unsupported_value(
                 Some("model"),
-                m.unwrap_or("(default)"),
-                &["qemu-xhci", "none"],
+                m,
+                &[
+                    "qemu-xhci",
+                    "piix3-uhci",
+                    "ich9-ehci1",
+                    "ich9-uhci1",
+                    "ich9-uhci2",
+                    "ich9-uhci3",
+                    "none",
+                ],
             ))
         }
         ("virtio-serial", None) => no_ports(ControllerKind::VirtioSerial)?,
-        ("sata" | "virtio-serial", Some(m)) => {
+        ("sata" | "virtio-serial" | "ide", Some(m)) => {
             return Err(e.unsupported_value(Some("model"), m, &[]))
         }
         (other, _) => {
             return Err(e.unsupported_value(
                 Some("type"),
                 other,
-                &["pci", "sata", "scsi", "usb", "virtio-serial"],
+                &["pci", "ide", "sata", "scsi", "usb", "virtio-serial"],
             ))
         }
     };
@@ -357,26 +423,98 @@ pub(super) fn controller(e: &Element) -> R<Controller> {
         if let Some(t) = e.child("target")? {
             return Err(t.unsupported());
         }
+        // Only a root port has a choice of device; elsewhere <model name> would be a
+        // device we do not emulate.
+        if let Some(m) = e.child("model")? {
+            return Err(m.unsupported());
+        }
     }
-    if let Some(m) = e.child("model")? {
-        m.allow(&["name"], &[])?;
-        // Only the device we create anyway may be spelled out: another name (ioh3420 for a
-        // pcie-root-port) is a different guest-visible device, which we would not build.
-        let ours: &[&str] = match kind {
-            ControllerKind::PcieRootPort { .. } => &["pcie-root-port"],
-            _ => &[],
-        };
-        if let Some(name) = m.attr("name") {
-            if !ours.contains(&name) {
-                return Err(m.unsupported_value(Some("name"), name, ours));
+    if !matches!(
+        kind,
+        ControllerKind::Usb {
+            model: UsbModel::Ich9Uhci { .. },
+            ..
+        }
+    ) {
+        if let Some(m) = e.child("master")? {
+            return Err(m.unsupported());
+        }
+    }
+    let index = e.attr_int("index")?;
+    Ok((
+        Controller {
+            index: index.unwrap_or(0),
+            kind,
+            address: address(e)?,
+        },
+        index.is_some(),
+    ))
+}
+
+/// Controllers without `index` get the first index their type leaves free, in document
+/// order, after every explicit index is known (libvirt's
+/// `virDomainControllerFindUnusedIndex` in the device post-parse). A root bus, which can
+/// only be index 0, is numbered before the others.
+fn assign_indexes(ctls: &mut [Controller], given: &[bool]) {
+    let class = |k: &ControllerKind| match k {
+        ControllerKind::PcieRoot
+        | ControllerKind::PcieRootPort { .. }
+        | ControllerKind::PciRoot => 0,
+        ControllerKind::Ide => 1,
+        ControllerKind::Sata => 2,
+        ControllerKind::VirtioScsi => 3,
+        ControllerKind::Usb { .. } => 4,
+        ControllerKind::VirtioSerial => 5,
+    };
+    let is_root =
+        |k: &ControllerKind| matches!(k, ControllerKind::PcieRoot | ControllerKind::PciRoot);
+    let mut used: Vec<(u8, u32)> = ctls
+        .iter()
+        .zip(given)
+        .filter(|(_, g)| **g)
+        .map(|(c, _)| (class(&c.kind), c.index))
+        .collect();
+    for roots in [true, false] {
+        // virt-install writes ich9-ehci1 and its companions without index: a companion
+        // joins the EHCI before it.
+        let mut last_ehci = None;
+        for (c, g) in ctls.iter_mut().zip(given) {
+            let companion = matches!(
+                c.kind,
+                ControllerKind::Usb {
+                    model: UsbModel::Ich9Uhci {
+                        startport: Some(_),
+                        ..
+                    },
+                    ..
+                }
+            );
+            if !*g && !roots && companion {
+                if let Some(i) = last_ehci {
+                    c.index = i;
+                    continue;
+                }
+            }
+            if !*g && is_root(&c.kind) == roots {
+                let k = class(&c.kind);
+                let mut idx = 0;
+                while used.contains(&(k, idx)) {
+                    idx += 1;
+                }
+                c.index = idx;
+                used.push((k, idx));
+            }
+            if matches!(
+                c.kind,
+                ControllerKind::Usb {
+                    model: UsbModel::Ich9Ehci1,
+                    ..
+                }
+            ) {
+                last_ehci = Some(c.index);
             }
         }
     }
-    Ok(Controller {
-        index: e.req_attr_int("index")?,
-        kind,
-        address: address(e)?,
-    })
 }
 
 pub(super) fn interface(e: &Element) -> R<Interface> {
@@ -572,7 +710,13 @@ pub(super) fn char_source(e: &Element) -> R<CharSource> {
                 path: s.req_attr("path")?.to_owned(),
             })
         }
-        other => Err(e.unsupported_value(Some("type"), other, &["pty", "unix", "file"])),
+        "null" => {
+            if let Some(s) = src {
+                return Err(s.unsupported());
+            }
+            Ok(CharSource::Null)
+        }
+        other => Err(e.unsupported_value(Some("type"), other, &["pty", "unix", "file", "null"])),
     }
 }
 
@@ -783,11 +927,21 @@ pub(super) fn video(e: &Element) -> R<Video> {
         "vga" => VideoModel::Vga {
             vram_kib: m.attr_int("vram")?,
         },
+        "cirrus" => VideoModel::Cirrus {
+            vram_kib: m.attr_int("vram")?,
+        },
         other => {
-            return Err(m.unsupported_value(Some("type"), other, &["none", "virtio", "vga", "qxl"]))
+            return Err(m.unsupported_value(
+                Some("type"),
+                other,
+                &["none", "virtio", "vga", "cirrus", "qxl"],
+            ))
         }
     };
-    if !matches!(model, VideoModel::Vga { .. } | VideoModel::Qxl { .. }) && m.attr("vram").is_some()
+    if !matches!(
+        model,
+        VideoModel::Vga { .. } | VideoModel::Cirrus { .. } | VideoModel::Qxl { .. }
+    ) && m.attr("vram").is_some()
     {
         return Err(XmlError::UnsupportedAttribute {
             path: format!("{}@vram", m.path),

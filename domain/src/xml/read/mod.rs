@@ -15,13 +15,16 @@
 //! | `disk/target@tray='closed'` | the default state |
 //! | `interface/target@dev`, `network source@portid/@bridge` | runtime tap/port allocation |
 //! | `serial|console source@path` (pty), `console@tty` | runtime pty path |
-//! | `serial/target/model name='isa-serial'`, `controller/model@name` | the default device spelled out |
+//! | `serial/target/model name='isa-serial'` | the default device spelled out |
 //! | `channel/target@state` | live guest-agent connection state |
 //! | `graphics/listen type='address'` | mirror of `graphics@listen` (checked equal) |
 //! | `video/model@heads='1'`, `@primary='yes'` | the single supported head |
 //! | `graphics@port`/`@tlsPort` with `autoport='yes'` | libvirt discards them at define and allocates at start (no TLS port while no SPICE TLS is configured) |
 //! | `cpu@check`, `cpu@migratable='on'`, `cpu/model@fallback`, `cpu/vendor` | host-side CPU checks |
 //! | `os@firmware='efi'` + `os/firmware` with an explicit loader | autoselection already resolved |
+//!
+//! Text-valued elements left empty (`<uuid></uuid>`, `<kernel/>`) read as absent, as in
+//! libvirt (`Element::text_child`).
 
 mod devices;
 mod filesystem;
@@ -98,16 +101,17 @@ fn domain(d: &Element) -> R<DomainConfig> {
         r.allow(&[], &["partition"])?;
     }
     let name = d.req_child("name")?.req_text()?.to_owned();
-    let uuid = match d.child("uuid")? {
+    let uuid = match d.text_child("uuid")? {
         Some(u) => Some(
-            u.req_text()?
+            u.allow(&[], &[])
+                .and_then(|()| u.req_text())?
                 .parse::<Uuid>()
                 .map_err(|e| u.invalid_text(e.to_string()))?,
         ),
         None => None,
     };
     let plain_text = |n: &str| -> R<Option<String>> {
-        match d.child(n)? {
+        match d.text_child(n)? {
             Some(e) => {
                 e.allow(&[], &[])?;
                 Ok(Some(e.text.clone()))
@@ -140,6 +144,9 @@ fn domain(d: &Element) -> R<DomainConfig> {
             None => Ok(None),
         }
     };
+    // Devices default by machine type (USB model, root bus), as libvirt's post-parse.
+    let os = platform::os(d.req_child("os")?)?;
+    let i440fx = os.is_i440fx();
     Ok(DomainConfig {
         virt_type,
         name,
@@ -163,7 +170,7 @@ fn domain(d: &Element) -> R<DomainConfig> {
             .child("memoryBacking")?
             .map(resources::memory_backing)
             .transpose()?,
-        os: platform::os(d.req_child("os")?)?,
+        os,
         features: d
             .child("features")?
             .map(platform::features)
@@ -175,11 +182,10 @@ fn domain(d: &Element) -> R<DomainConfig> {
         on_reboot: action("on_reboot")?,
         on_crash: action("on_crash")?,
         pm: d.child("pm")?.map(platform::pm).transpose()?,
-        devices: d
-            .child("devices")?
-            .map(devices::devices)
-            .transpose()?
-            .unwrap_or_default(),
+        devices: match d.child("devices")? {
+            Some(e) => devices::devices(e, i440fx)?,
+            None => Devices::default(),
+        },
     })
 }
 

@@ -10,6 +10,7 @@ pub(super) fn os(e: &Element) -> R<Os> {
         &["firmware"],
         &[
             "type", "loader", "nvram", "boot", "kernel", "initrd", "cmdline", "firmware",
+            "bootmenu",
         ],
     )?;
     let ty = e.req_child("type")?;
@@ -87,7 +88,7 @@ pub(super) fn os(e: &Element) -> R<Os> {
         )?);
     }
     let text_of = |n: &str| -> R<Option<String>> {
-        match e.child(n)? {
+        match e.text_child(n)? {
             Some(c) => {
                 c.allow(&[], &[])?;
                 Ok(Some(c.trimmed().to_owned()))
@@ -103,7 +104,7 @@ pub(super) fn os(e: &Element) -> R<Os> {
         }),
         None => {
             for n in ["initrd", "cmdline"] {
-                if let Some(c) = e.child(n)? {
+                if let Some(c) = e.text_child(n)? {
                     return Err(XmlError::Missing {
                         what: format!("<kernel> (required by <{n}>)"),
                         path: format!("{}/kernel", e.path),
@@ -114,12 +115,23 @@ pub(super) fn os(e: &Element) -> R<Os> {
             None
         }
     };
+    let bootmenu = match e.child("bootmenu")? {
+        Some(m) => {
+            m.allow(&["enable", "timeout"], &[])?;
+            Some(BootMenu {
+                enable: m.req_attr_enum("enable", YES_NO)?,
+                timeout_ms: m.attr_int("timeout")?,
+            })
+        }
+        None => None,
+    };
     Ok(Os {
-        arch: ty.attr_enum("arch", &[("x86_64", Arch::X86_64)])?,
+        arch: ty.attr_enum("arch", &[("x86_64", Arch::X86_64), ("i686", Arch::I686)])?,
         machine: ty.attr("machine").map(str::to_owned),
         firmware,
         boot,
         kernel,
+        bootmenu,
     })
 }
 
