@@ -196,7 +196,7 @@ impl DomainHandle {
     pub async fn begin(&self, job: Job, wait: std::time::Duration) -> Result<JobGuard<'_>, Error> {
         let guard = self.jobs.begin(&self.name, job, wait).await?;
         if self.is_removed() {
-            return Err(Error::NotFound(self.name.clone()));
+            return Err(Error::not_found(novacron_domain::Kind::Domain, &self.name));
         }
         Ok(guard)
     }

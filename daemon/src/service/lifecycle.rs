@@ -664,15 +664,27 @@ async fn prepare_runtime(
 }
 
 fn start_failed(name: &str, e: spawn::SpawnError) -> Error {
-    Error::Internal(format!("domain '{name}' failed to start: {e}"))
+    Error::Qemu {
+        name: name.to_owned(),
+        operation: "start".to_owned(),
+        message: e.to_string(),
+    }
 }
 
+/// A QMP failure as the service reports it: a monitor that did not answer is `timeout`
+/// (the guest may be hung), anything else names the domain and the QEMU step.
 pub(super) fn qmp_error(name: &str, operation: &str, e: novacron_qmp::Error) -> Error {
     match e {
-        novacron_qmp::Error::Timeout { after, .. } => Error::Internal(format!(
-            "{operation} of '{name}': QEMU did not answer within {after:?} (hung?)"
-        )),
-        e => Error::Internal(format!("{operation} of '{name}': {e}")),
+        novacron_qmp::Error::Timeout { after, .. } => Error::QemuTimeout {
+            name: name.to_owned(),
+            operation: operation.to_owned(),
+            after,
+        },
+        e => Error::Qemu {
+            name: name.to_owned(),
+            operation: operation.to_owned(),
+            message: e.to_string(),
+        },
     }
 }
 

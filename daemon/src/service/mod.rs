@@ -266,7 +266,7 @@ impl Service {
             })?;
             let _job = match h.begin(Job::Define, inner.config.job_wait()).await {
                 Ok(job) => job,
-                Err(Error::NotFound(_)) if retries > 0 => {
+                Err(Error::NotFound { .. }) if retries > 0 => {
                     return self.define_validated(validated, trust, retries - 1).await
                 }
                 Err(e) => return Err(e),
@@ -381,7 +381,7 @@ impl Inner {
         self.read_domains()
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::NotFound(name.to_owned()))
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::Domain, name))
     }
 
     /// The handle named `name`, created by `make` if absent; `true` when it was created. The

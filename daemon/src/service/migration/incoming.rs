@@ -484,7 +484,7 @@ impl Service {
             .incoming()
             .get(id)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("incoming migration {id}")))
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::Migration, id))
     }
 }
 
