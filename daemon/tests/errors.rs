@@ -191,7 +191,8 @@ impl Drop for Monitor {
     }
 }
 
-/// The D-Bus error reply carries the fields as a second argument `a(ss)`.
+/// The D-Bus error's one string argument ends with the fields as a JSON line
+/// `{"details": [...]}` (one argument, so GLib clients still show the message).
 #[test]
 fn dbus_errors_carry_the_fields() {
     let env = Env::new();
@@ -264,24 +265,22 @@ fn dbus_errors_carry_the_fields() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let replies = errors("org.novacron1.Error.InvalidConfig");
-    for reply in &replies {
-        assert_eq!(reply["payload"]["type"], "sa(ss)", "{reply}");
-    }
-    let fields = |reply: &Value| -> Vec<String> {
-        reply["payload"]["data"][1]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f[0].as_str().unwrap().to_owned())
-            .collect()
+    let details = |reply: &Value| -> Value {
+        assert_eq!(reply["payload"]["type"], "s", "{reply}");
+        let text = reply["payload"]["data"][0].as_str().unwrap();
+        let (message, tail) = text.rsplit_once('\n').unwrap_or_else(|| panic!("{text}"));
+        assert!(message.starts_with("invalid configuration: "), "{text}");
+        let tail: Value = serde_json::from_str(tail).unwrap_or_else(|e| panic!("{e}: {text}"));
+        tail["details"].clone()
     };
-    assert_eq!(fields(&replies[0]), BAD_PATHS, "{}", replies[0]);
-    let xml = fields(&replies[1]);
+    assert_eq!(paths(&details(&replies[0])), BAD_PATHS, "{}", replies[0]);
+    let xml = details(&replies[1]);
     assert!(
-        xml.len() == 1 && xml[0].ends_with("bogus"),
-        "{}",
-        replies[1]
+        xml.as_array().map(Vec::len) == Some(1)
+            && xml[0]["path"].as_str().unwrap().ends_with("bogus"),
+        "{xml}"
     );
+    assert_eq!(xml[0]["line"], 4, "{xml}");
 
     // Errors without fields stay one string, as before.
     let out = busctl(&[

@@ -116,10 +116,11 @@ impl Live {
     pub fn qmp(&self, domain: &str) -> Result<&Client, Error> {
         match &self.monitor {
             Monitor::Connected(c) => Ok(c),
-            Monitor::Lost(why) => Err(Error::Internal(format!(
-                "no QMP connection to domain '{domain}' (pid {}): {why}",
-                self.pid
-            ))),
+            Monitor::Lost(why) => Err(Error::Qemu {
+                name: domain.to_owned(),
+                operation: "QMP".to_owned(),
+                message: format!("no QMP connection (pid {}): {why}", self.pid),
+            }),
         }
     }
 

@@ -343,9 +343,15 @@ impl Service {
         {
             tracing::warn!(domain = name, error = %e, "cannot remove the autostart marker");
         }
-        inner.definitions.remove(name).await.map_err(|e| {
-            Error::Internal(format!("cannot remove the definition of '{name}': {e}"))
-        })?;
+        inner
+            .definitions
+            .remove(name)
+            .await
+            .map_err(|e| Error::Io {
+                action: "remove the definition",
+                path: inner.paths.definition(name).display().to_string(),
+                message: e.to_string(),
+            })?;
         if h.state().is_live() || h.state() == DomainState::Starting {
             definition.persistent = false;
             h.set_definition(definition);

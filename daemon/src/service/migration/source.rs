@@ -848,8 +848,10 @@ fn stage_tls_files(
 ) -> Result<std::path::PathBuf, Error> {
     use std::io::{Read, Write};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    let io_err = |what: &std::path::Path, e: std::io::Error| {
-        Error::Internal(format!("cannot stage {} for QEMU: {e}", what.display()))
+    let io_err = |what: &std::path::Path, e: std::io::Error| Error::Io {
+        action: "stage (for QEMU)",
+        path: what.display().to_string(),
+        message: e.to_string(),
     };
     let mut contents = Vec::with_capacity(needed.len());
     for file in needed {
