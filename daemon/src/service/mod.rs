@@ -439,7 +439,10 @@ impl Inner {
         let validated = defaults::complete(config, existing).validate()?;
         self.paths
             .check_name(&validated.name)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+            .map_err(|e| Error::Invalid {
+                message: e.to_string(),
+                details: vec![novacron_domain::FieldError::new("name", e.to_string())],
+            })?;
         self.check_uuid_unique(&validated)?;
         Ok(Arc::new(validated))
     }
