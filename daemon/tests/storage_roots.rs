@@ -317,6 +317,17 @@ fn an_operator_cannot_name_host_files_or_devices_and_root_can() {
             "{name}: field not named: {msg}"
         );
         assert!(msg.contains(why.as_str()), "{name}: {msg}\nwanted: {why}");
+        // The same field as an entry of `details`, for a UI to mark.
+        let details = r.json()["error"]["details"].clone();
+        assert!(
+            details
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["path"] == *field
+                    && d["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(why.as_str())))),
+            "{name}: {details}"
+        );
         let audited = s
             .audited("define", name, "forbidden")
             .unwrap_or_else(|| panic!("{name}: no audit line for the refusal: {:#?}", s.audit()));

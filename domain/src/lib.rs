@@ -14,7 +14,7 @@ pub mod validate;
 pub mod xml;
 
 pub use driver::{Capabilities, DomainInfo, DomainSummary, Driver, MigrationTarget};
-pub use error::{Error, ErrorCode};
+pub use error::{Error, ErrorCode, FieldError, Kind};
 pub use model::DomainConfig;
 pub use qemu::{
     build_argv, Accel, ArgvError, BackingImage, CpuChoice, FdSetEntry, LaunchContext,

@@ -191,16 +191,16 @@ impl Driver for Minimal {
         Ok(vec![])
     }
     async fn get(&self, name: &str) -> Result<DomainInfo, Error> {
-        Err(Error::NotFound(name.into()))
+        Err(Error::not_found(Kind::Domain, name))
     }
     async fn define(&self, _config: ValidatedDomain) -> Result<DomainSummary, Error> {
         Err(self.unsupported("define"))
     }
     async fn undefine(&self, name: &str) -> Result<(), Error> {
-        Err(Error::NotFound(name.into()))
+        Err(Error::not_found(Kind::Domain, name))
     }
     async fn start(&self, name: &str) -> Result<(), Error> {
-        Err(Error::NotFound(name.into()))
+        Err(Error::not_found(Kind::Domain, name))
     }
     async fn shutdown(&self, _name: &str, timeout: Duration) -> Result<(), Error> {
         Err(Error::Timeout {
@@ -209,7 +209,7 @@ impl Driver for Minimal {
         })
     }
     async fn destroy(&self, name: &str) -> Result<(), Error> {
-        Err(Error::NotFound(name.into()))
+        Err(Error::not_found(Kind::Domain, name))
     }
 }
 

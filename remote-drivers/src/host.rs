@@ -344,7 +344,7 @@ mod tests {
             }])
         }
         async fn get(&self, name: &str) -> Result<DomainInfo, Error> {
-            Err(Error::NotFound(name.into()))
+            Err(Error::not_found(novacron_domain::Kind::Domain, name))
         }
         async fn define(&self, _: ValidatedDomain) -> Result<DomainSummary, Error> {
             Err(self.unsupported("define"))

@@ -188,8 +188,14 @@ async fn errors(d: &ProxmoxDriver) {
     let e = d.resume("vm-000").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::WrongState, "{e}");
     // Unknown guests.
-    assert!(matches!(d.get("no-such-vm").await, Err(Error::NotFound(_))));
-    assert!(matches!(d.start("id:9999").await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        d.get("no-such-vm").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        d.start("id:9999").await,
+        Err(Error::NotFound { .. })
+    ));
     // Ambiguous names, and the exact form.
     let e = d.get("dup").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidConfig);
@@ -228,7 +234,7 @@ async fn define_and_undefine(d: &ProxmoxDriver) {
     assert!(msg.contains("is running"), "{e}");
     d.destroy("nc-new").await.unwrap();
     d.undefine("nc-new").await.unwrap();
-    assert!(matches!(d.get("nc-new").await, Err(Error::NotFound(_))));
+    assert!(matches!(d.get("nc-new").await, Err(Error::NotFound { .. })));
 }
 
 /// The node the peer says guest `name` lives on (`/cluster/resources`, with the API token).

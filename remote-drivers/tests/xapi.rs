@@ -303,7 +303,7 @@ async fn unknown_and_ambiguous_names() {
     let d = driver(p);
     let e = d.get("no-such-vm").await.unwrap_err();
     assert!(
-        matches!(e, Error::NotFound(ref n) if n == "no-such-vm"),
+        matches!(e, Error::NotFound { kind: novacron_domain::Kind::Domain, ref name } if name == "no-such-vm"),
         "{e}"
     );
     let e = d

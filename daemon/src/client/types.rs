@@ -34,6 +34,8 @@ pub struct DomainInfo {
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<novacron_domain::FieldError>,
 }
 
 /// An asynchronous operation (`?wait=false`, `GET /v1/operations/{id}`).

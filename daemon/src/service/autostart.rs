@@ -41,7 +41,11 @@ impl Service {
         let result = if enabled {
             let dir = self.inner.config.state_dir.join("autostart");
             if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-                return Err(Error::Internal(format!("{}: {e}", dir.display())));
+                return Err(Error::Io {
+                    action: "create",
+                    path: dir.display().to_string(),
+                    message: e.to_string(),
+                });
             }
             crate::persist::atomic::write_atomic_async(marker, Vec::new(), 0o600).await
         } else {

@@ -116,10 +116,11 @@ impl Live {
     pub fn qmp(&self, domain: &str) -> Result<&Client, Error> {
         match &self.monitor {
             Monitor::Connected(c) => Ok(c),
-            Monitor::Lost(why) => Err(Error::Internal(format!(
-                "no QMP connection to domain '{domain}' (pid {}): {why}",
-                self.pid
-            ))),
+            Monitor::Lost(why) => Err(Error::Qemu {
+                name: domain.to_owned(),
+                operation: "QMP".to_owned(),
+                message: format!("no QMP connection (pid {}): {why}", self.pid),
+            }),
         }
     }
 
@@ -196,7 +197,7 @@ impl DomainHandle {
     pub async fn begin(&self, job: Job, wait: std::time::Duration) -> Result<JobGuard<'_>, Error> {
         let guard = self.jobs.begin(&self.name, job, wait).await?;
         if self.is_removed() {
-            return Err(Error::NotFound(self.name.clone()));
+            return Err(Error::not_found(novacron_domain::Kind::Domain, &self.name));
         }
         Ok(guard)
     }

@@ -234,11 +234,10 @@ fn journal_path(inner: &Inner, name: &str) -> PathBuf {
 
 fn journal_write(path: &Path, held: &HeldResources) -> Result<(), Error> {
     let bytes = serde_json::to_vec(held).map_err(|e| Error::Internal(e.to_string()))?;
-    crate::persist::write_atomic(path, &bytes, 0o600).map_err(|e| {
-        Error::Internal(format!(
-            "cannot write the held-resources journal {}: {e}",
-            path.display()
-        ))
+    crate::persist::write_atomic(path, &bytes, 0o600).map_err(|e| Error::Io {
+        action: "write the held-resources journal",
+        path: path.display().to_string(),
+        message: e.to_string(),
     })
 }
 

@@ -253,8 +253,11 @@ impl Service {
         };
         live.set_intent(Intent::Destroy);
         let mut watch = h.watch();
-        live.signal(Signal::SIGTERM)
-            .map_err(|e| Error::Internal(format!("cannot signal QEMU {}: {e}", live.pid)))?;
+        live.signal(Signal::SIGTERM).map_err(|e| Error::Qemu {
+            name: name.to_owned(),
+            operation: "destroy".to_owned(),
+            message: format!("cannot signal QEMU (pid {}): {e}", live.pid),
+        })?;
         if tokio::time::timeout(TERM_GRACE, gone(&mut watch, &live))
             .await
             .is_ok()
@@ -266,8 +269,11 @@ impl Service {
             pid = live.pid,
             "QEMU ignored SIGTERM; sending SIGKILL"
         );
-        live.signal(Signal::SIGKILL)
-            .map_err(|e| Error::Internal(format!("cannot signal QEMU {}: {e}", live.pid)))?;
+        live.signal(Signal::SIGKILL).map_err(|e| Error::Qemu {
+            name: name.to_owned(),
+            operation: "destroy".to_owned(),
+            message: format!("cannot signal QEMU (pid {}): {e}", live.pid),
+        })?;
         tokio::time::timeout(Duration::from_secs(10), gone(&mut watch, &live))
             .await
             .map_err(|_| Error::Timeout {
@@ -607,8 +613,10 @@ pub(super) async fn launch_as(
         let qmp = connected.map_err(|e| start_failed(name, e))?;
         scoped.map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
         caged?;
-        saved.map_err(|e| {
-            Error::Internal(format!("cannot write the runtime record of '{name}': {e}"))
+        saved.map_err(|e| Error::Io {
+            action: "write the runtime record",
+            path: inner.paths.record(name).display().to_string(),
+            message: e.to_string(),
         })?;
         super::host_resources::recorded(inner, name).await;
         // Subscribe before the guest runs, so the supervisor misses nothing.
@@ -709,15 +717,27 @@ async fn prepare_runtime(
 }
 
 fn start_failed(name: &str, e: spawn::SpawnError) -> Error {
-    Error::Internal(format!("domain '{name}' failed to start: {e}"))
+    Error::Qemu {
+        name: name.to_owned(),
+        operation: "start".to_owned(),
+        message: e.to_string(),
+    }
 }
 
+/// A QMP failure as the service reports it: a monitor that did not answer is `timeout`
+/// (the guest may be hung), anything else names the domain and the QEMU step.
 pub(super) fn qmp_error(name: &str, operation: &str, e: novacron_qmp::Error) -> Error {
     match e {
-        novacron_qmp::Error::Timeout { after, .. } => Error::Internal(format!(
-            "{operation} of '{name}': QEMU did not answer within {after:?} (hung?)"
-        )),
-        e => Error::Internal(format!("{operation} of '{name}': {e}")),
+        novacron_qmp::Error::Timeout { after, .. } => Error::QemuTimeout {
+            name: name.to_owned(),
+            operation: operation.to_owned(),
+            after,
+        },
+        e => Error::Qemu {
+            name: name.to_owned(),
+            operation: operation.to_owned(),
+            message: e.to_string(),
+        },
     }
 }
 

@@ -336,7 +336,7 @@ mod tests {
     fn operations_fill_cumulative_buckets() {
         record_operation("test-op", Ok(()), Duration::from_millis(30));
         record_operation("test-op", Ok(()), Duration::from_secs(1000));
-        let err = Error::NotFound("x".into());
+        let err = Error::not_found(novacron_domain::Kind::Domain, "x");
         record_operation("test-op", Err(&err), Duration::ZERO);
         let c = counters();
         let ok = &c.operations[&("test-op", "ok")];

@@ -267,7 +267,7 @@ impl Service {
             })?;
             let _job = match h.begin(Job::Define, inner.config.job_wait()).await {
                 Ok(job) => job,
-                Err(Error::NotFound(_)) if retries > 0 => {
+                Err(Error::NotFound { .. }) if retries > 0 => {
                     return self.define_validated(validated, trust, retries - 1).await
                 }
                 Err(e) => return Err(e),
@@ -344,9 +344,15 @@ impl Service {
         {
             tracing::warn!(domain = name, error = %e, "cannot remove the autostart marker");
         }
-        inner.definitions.remove(name).await.map_err(|e| {
-            Error::Internal(format!("cannot remove the definition of '{name}': {e}"))
-        })?;
+        inner
+            .definitions
+            .remove(name)
+            .await
+            .map_err(|e| Error::Io {
+                action: "remove the definition",
+                path: inner.paths.definition(name).display().to_string(),
+                message: e.to_string(),
+            })?;
         // The NVRAM the daemon made for autoselected firmware goes with the definition (virsh
         // undefine --nvram): a later domain of the same name starts from the template. A
         // running guest keeps writing to its open, now unlinked, store until it stops. An
@@ -390,7 +396,7 @@ impl Inner {
         self.read_domains()
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::NotFound(name.to_owned()))
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::Domain, name))
     }
 
     /// The handle named `name`, created by `make` if absent; `true` when it was created. The
@@ -442,7 +448,10 @@ impl Inner {
         let validated = defaults::complete(config, existing).validate()?;
         self.paths
             .check_name(&validated.name)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+            .map_err(|e| Error::Invalid {
+                message: e.to_string(),
+                details: vec![novacron_domain::FieldError::new("name", e.to_string())],
+            })?;
         self.check_uuid_unique(&validated)?;
         Ok(Arc::new(validated))
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use novacron_domain::Error;
+use novacron_domain::{Error, FieldError};
 use serde::Serialize;
 
 use super::events::now_unix_ms;
@@ -22,6 +22,9 @@ pub enum OperationStatus {
 pub struct OperationError {
     pub code: String,
     pub message: String,
+    /// The fields at fault, as in an HTTP error body.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,6 +84,7 @@ impl Operations {
                         op.error = Some(OperationError {
                             code: e.code().as_str().to_owned(),
                             message: e.to_string(),
+                            details: e.details().to_vec(),
                         });
                     }
                 }

@@ -95,12 +95,7 @@ impl Service {
                 class: error.class.as_str().to_owned(),
                 desc: error.desc,
             }),
-            Err(novacron_qmp::Error::Timeout { after, .. }) => Err(Error::Timeout {
-                operation: "qmp",
-                after,
-            }
-            .into()),
-            Err(e) => Err(Error::Internal(format!("QMP to '{name}': {e}")).into()),
+            Err(e) => Err(super::lifecycle::qmp_error(name, "qmp", e).into()),
         }
     }
 }

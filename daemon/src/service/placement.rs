@@ -162,8 +162,10 @@ impl Service {
                 .definitions
                 .save(validated.config(), trust)
                 .await
-                .map_err(|e| {
-                    Error::Internal(format!("cannot write the definition of '{name}': {e}"))
+                .map_err(|e| Error::Io {
+                    action: "write the definition",
+                    path: inner.paths.definition(name).display().to_string(),
+                    message: e.to_string(),
                 })?;
             h.set_definition(Definition {
                 config: Arc::new(validated),
@@ -261,10 +263,10 @@ async fn apply_live(
     live.set_cputune(config.cputune.clone());
     let mut record = live.record.clone();
     record.config.cputune = config.cputune.clone();
-    inner.records.save(&record).await.map_err(|e| {
-        Error::Internal(format!(
-            "domain '{name}': pinned, but cannot update its runtime record: {e}"
-        ))
+    inner.records.save(&record).await.map_err(|e| Error::Io {
+        action: "update (after pinning) the runtime record",
+        path: inner.paths.record(name).display().to_string(),
+        message: e.to_string(),
     })
 }
 

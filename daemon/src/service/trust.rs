@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use novacron_domain::{DomainConfig, Error, ValidatedDomain};
+use novacron_domain::{DomainConfig, Error, FieldError, ValidatedDomain};
 
 use super::Inner;
 use crate::host::guest_files::{GuestFiles, Opening};
@@ -136,9 +136,19 @@ fn refused(violations: &[Violation], hint: Option<String>) -> Error {
     if let (true, Some(h)) = (rule, hint) {
         text.push_str(&format!(" ({h})"));
     }
+    let details = violations
+        .iter()
+        .map(|v| FieldError::new(&v.field, v.refusal.text()))
+        .collect();
     if rule {
-        Error::Forbidden(text)
+        Error::Forbidden {
+            message: text,
+            details,
+        }
     } else {
-        Error::InvalidConfig(text)
+        Error::Invalid {
+            message: text,
+            details,
+        }
     }
 }

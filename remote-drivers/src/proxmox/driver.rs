@@ -297,7 +297,7 @@ impl Driver for ProxmoxDriver {
                     state,
                 });
             }
-            Err(Error::NotFound(_)) => {}
+            Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
         let node = self

@@ -103,12 +103,12 @@ pub fn resolve<'a>(guests: &'a [Guest], name: &str) -> Result<&'a Guest, Error> 
         return guests
             .iter()
             .find(|g| g.vmid == vmid)
-            .ok_or_else(|| Error::NotFound(name.to_owned()));
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::Domain, name));
     }
     let mut matches = guests.iter().filter(|g| g.name.as_deref() == Some(name));
     let first = matches
         .next()
-        .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+        .ok_or_else(|| Error::not_found(novacron_domain::Kind::Domain, name))?;
     let rest: Vec<&Guest> = matches.collect();
     if rest.is_empty() {
         return Ok(first);
@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(resolve(&gs, "id:91").unwrap().vmid, 91);
         let e = resolve(&gs, "dup").unwrap_err().to_string();
         assert!(e.contains("90, 91") && e.contains("id:<vmid>"), "{e}");
-        assert!(matches!(resolve(&gs, "nope"), Err(Error::NotFound(_))));
+        assert!(matches!(resolve(&gs, "nope"), Err(Error::NotFound { .. })));
         assert!(matches!(resolve(&gs, "id:x"), Err(Error::InvalidConfig(_))));
     }
 

@@ -113,9 +113,9 @@ impl VsphereDriver {
                     .iter()
                     .filter_map(Vm::from_object)
                     .find(|vm| !vm.template)
-                    .ok_or_else(|| Error::NotFound(name.to_owned())),
+                    .ok_or_else(|| Error::not_found(novacron_domain::Kind::Domain, name)),
                 Err(e) if e.fault_name() == Some("ManagedObjectNotFound") => {
-                    Err(Error::NotFound(name.to_owned()))
+                    Err(Error::not_found(novacron_domain::Kind::Domain, name))
                 }
                 Err(e) => Err(self.err(e)),
             };
@@ -127,7 +127,7 @@ impl VsphereDriver {
             .filter(|vm| vm.name == name)
             .collect();
         match matching.len() {
-            0 => Err(Error::NotFound(name.to_owned())),
+            0 => Err(Error::not_found(novacron_domain::Kind::Domain, name)),
             1 => Ok(matching.remove(0)),
             _ => {
                 let ids: Vec<String> = matching
@@ -423,7 +423,10 @@ impl VsphereDriver {
             .collect();
         match matching.as_slice() {
             [one] => Ok(MoRef::new("VirtualMachineSnapshot", &one.id)),
-            [] => Err(Error::NotFound(format!("{name} snapshot {snapshot}"))),
+            [] => Err(Error::not_found(
+                novacron_domain::Kind::Snapshot,
+                format!("{name}/{snapshot}"),
+            )),
             many => Err(Error::InvalidConfig(format!(
                 "snapshot name '{snapshot}' of '{name}' matches {}: {}; use id:<snapshot id>",
                 many.len(),

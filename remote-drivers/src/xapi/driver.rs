@@ -116,7 +116,7 @@ impl XapiDriver {
             }
         }
         match guests.len() {
-            0 => Err(Error::NotFound(name.to_owned())),
+            0 => Err(Error::not_found(novacron_domain::Kind::Domain, name)),
             1 => Ok(guests.remove(0)),
             _ => Err(ambiguous(name, guests.iter().map(|(_, r)| r.uuid.as_str()))),
         }
@@ -366,7 +366,7 @@ impl Driver for XapiDriver {
                 self.reshape(&vm_ref, &current, &shape).await?;
                 Ok(self.record(&vm_ref, &name).await?.summary())
             }
-            Err(Error::NotFound(_)) => {
+            Err(Error::NotFound { .. }) => {
                 let vm_ref = self
                     .call(&methods::VM_CREATE, vec![shape.create_record()], &name)
                     .await?;

@@ -1,6 +1,11 @@
 //! D-Bus errors: every service [`ErrorCode`] is `org.novacron1.Error.<DbusSuffix>` carrying the
 //! service's message; malformed arguments and refused authorisation use the standard
 //! `org.freedesktop.DBus.Error.*` names.
+//!
+//! An error that names fields (invalid definition, refused host files) ends its message with
+//! one more line, `{"details":[{"path","message","line"?}…]}`, the same list as HTTP's
+//! `details`: the message must stay the one string argument, since GLib (gdbus) shows no
+//! text for an error whose body is anything else.
 
 use novacron_domain::{Error, ErrorCode};
 use zbus::fdo;
@@ -52,8 +57,18 @@ impl DbusError {
 
 impl From<Error> for DbusError {
     fn from(e: Error) -> DbusError {
-        DbusError::from_code(e.code(), e.to_string())
+        DbusError::from_code(e.code(), with_details(&e))
     }
+}
+
+/// The message, plus the details line when the error has fields.
+fn with_details(e: &Error) -> String {
+    let message = e.to_string();
+    if e.details().is_empty() {
+        return message;
+    }
+    let details = serde_json::json!({ "details": e.details() });
+    format!("{message}\n{details}")
 }
 
 /// For property getters, which zbus types as `fdo::Result`: a domain that went away is an
@@ -80,9 +95,25 @@ mod tests {
             );
             assert_eq!(e.description(), Some(format!("m-{code}").as_str()));
         }
-        let e: DbusError = Error::NotFound("vm9".into()).into();
+        let e: DbusError = Error::not_found(novacron_domain::Kind::Domain, "vm9").into();
         assert_eq!(e.name().as_str(), "org.novacron1.Error.NotFound");
         assert_eq!(e.description(), Some("domain 'vm9' not found"));
+        let e: DbusError = Error::Invalid {
+            message: "a: bad; b: bad".into(),
+            details: vec![
+                novacron_domain::FieldError::new("a", "bad"),
+                novacron_domain::FieldError::new("b", "bad"),
+            ],
+        }
+        .into();
+        assert_eq!(e.name().as_str(), "org.novacron1.Error.InvalidConfig");
+        let text = e.description().unwrap();
+        let (message, tail) = text.rsplit_once('\n').unwrap();
+        assert_eq!(message, "invalid configuration: a: bad; b: bad");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(tail).unwrap(),
+            serde_json::json!({"details": [{"path": "a", "message": "bad"}, {"path": "b", "message": "bad"}]})
+        );
         // The standard names (InvalidArgs, AccessDenied) are what the wire carries; zbus only
         // resolves them when replying, so tests/dbus.rs checks them end to end.
     }

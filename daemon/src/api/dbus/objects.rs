@@ -40,7 +40,7 @@ async fn ensure_object(
 }
 
 fn parse_xml(xml: &str) -> Result<DomainConfig, DbusError> {
-    DomainConfig::from_xml(xml).map_err(|e| DbusError::InvalidConfig(e.to_string()))
+    DomainConfig::from_xml(xml).map_err(|e| novacron_domain::Error::from(e).into())
 }
 
 fn parse_json(json: &str) -> Result<DomainConfig, DbusError> {

@@ -1,17 +1,33 @@
-//! API errors: `{"error": {"code", "message"}}` with a stable code and the matching status.
+//! API errors: `{"error": {"code", "message", "details"?}}` with a stable code and the
+//! matching status; `details` lists the fields at fault (`[{"path", "message", "line"?}]`)
+//! when the service named them, so a UI can mark each one.
 
 use hyper::StatusCode;
-use novacron_domain::{Error, ErrorCode};
+use novacron_domain::{Error, ErrorCode, FieldError};
 use serde_json::json;
 
 use super::response::{json_response, Response};
 use crate::service::passthrough::PassthroughError;
 
-#[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    pub details: Vec<FieldError>,
+}
+
+/// `details` only when there are any, so the common case reads as before.
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("ApiError");
+        d.field("status", &self.status.as_u16())
+            .field("code", &self.code)
+            .field("message", &self.message);
+        if !self.details.is_empty() {
+            d.field("details", &self.details);
+        }
+        d.finish()
+    }
 }
 
 impl ApiError {
@@ -20,6 +36,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: Vec::new(),
         }
     }
 
@@ -32,10 +49,11 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response {
-        json_response(
-            self.status,
-            &json!({"error": {"code": self.code, "message": self.message}}),
-        )
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.details.is_empty() {
+            error["details"] = json!(self.details);
+        }
+        json_response(self.status, &json!({ "error": error }))
     }
 }
 
@@ -57,7 +75,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let code = e.code();
-        ApiError::new(status_for(code), code.as_str(), e.to_string())
+        let mut api = ApiError::new(status_for(code), code.as_str(), e.to_string());
+        api.details = e.details().to_vec();
+        api
     }
 }
 
@@ -82,5 +102,20 @@ mod tests {
             let s = status_for(code);
             assert!(s.is_client_error() || s.is_server_error(), "{code}: {s}");
         }
+    }
+
+    #[test]
+    fn details_appear_only_when_the_service_named_fields() {
+        let e: ApiError = Error::not_found(novacron_domain::Kind::RemoteHost, "vc1").into();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.message, "remote host 'vc1' not found");
+        assert!(e.details.is_empty());
+        let e: ApiError = Error::Forbidden {
+            message: "a: no; b: no".into(),
+            details: vec![FieldError::new("a", "no"), FieldError::new("b", "no")],
+        }
+        .into();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert_eq!(e.details.len(), 2);
     }
 }

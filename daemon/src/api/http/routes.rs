@@ -398,7 +398,9 @@ pub(crate) async fn dispatch(
         }
         Endpoint::GetOperation => match svc.operation(&param) {
             Some(op) => Ok(json_response(StatusCode::OK, &op)),
-            None => Err(ApiError::not_found(format!("no operation {param}"))),
+            None => Err(
+                novacron_domain::Error::not_found(novacron_domain::Kind::Operation, param).into(),
+            ),
         },
         Endpoint::Host => Ok(json_response(StatusCode::OK, &svc.host_info().await)),
         Endpoint::Events => super::events::stream(&req, ctx, &caller),
@@ -453,8 +455,7 @@ async fn read_definition(req: Request<Incoming>) -> Result<DomainConfig, ApiErro
     let body = read_body(req).await?;
     let body = text(&body)?;
     if is_xml(&media) {
-        DomainConfig::from_xml(body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_config", e.to_string()))
+        DomainConfig::from_xml(body).map_err(|e| novacron_domain::Error::from(e).into())
     } else if media == "application/json" {
         DomainConfig::from_json(body).map_err(|e| ApiError::bad_request(e.to_string()))
     } else {

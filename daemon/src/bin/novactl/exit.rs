@@ -118,6 +118,7 @@ mod tests {
             status,
             code: code.into(),
             message: String::new(),
+            details: Vec::new(),
         }
     }
 

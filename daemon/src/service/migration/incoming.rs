@@ -484,7 +484,7 @@ impl Service {
             .incoming()
             .get(id)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("incoming migration {id}")))
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::Migration, id))
     }
 }
 
@@ -527,7 +527,11 @@ async fn listen(
         .unwrap_or_default()
         .into_iter()
         .find_map(|a| a.port)
-        .ok_or_else(|| Error::Internal(format!("QEMU of '{name}' reported no listening port")))?;
+        .ok_or_else(|| Error::Qemu {
+            name: name.to_owned(),
+            operation: "incoming migration".to_owned(),
+            message: "QEMU reported no listening port".to_owned(),
+        })?;
     Ok(format!("tcp:{}:{port}", bracket(host)))
 }
 

@@ -164,7 +164,7 @@ impl Service {
             .outgoing()
             .get(name)
             .map(|o| o.progress())
-            .ok_or_else(|| Error::NotFound(format!("migration of '{name}' (none ran here)")))
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::Migration, name))
     }
 
     /// Cancels the running migration of `name`; returns once the guest is back (or the
@@ -188,7 +188,7 @@ impl Service {
         let out = self.inner.migrations.outgoing().get(name).cloned();
         match out {
             Some(o) if !*o.finished.borrow() => Ok(o),
-            _ => Err(Error::NotFound(format!("running migration of '{name}'"))),
+            _ => Err(Error::not_found(novacron_domain::Kind::Migration, name)),
         }
     }
 
@@ -848,8 +848,10 @@ fn stage_tls_files(
 ) -> Result<std::path::PathBuf, Error> {
     use std::io::{Read, Write};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    let io_err = |what: &std::path::Path, e: std::io::Error| {
-        Error::Internal(format!("cannot stage {} for QEMU: {e}", what.display()))
+    let io_err = |what: &std::path::Path, e: std::io::Error| Error::Io {
+        action: "stage (for QEMU)",
+        path: what.display().to_string(),
+        message: e.to_string(),
     };
     let mut contents = Vec::with_capacity(needed.len());
     for file in needed {

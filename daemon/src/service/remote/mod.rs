@@ -145,7 +145,7 @@ impl RemoteHosts {
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .map(|r| r.host.clone())
-            .ok_or_else(|| Error::NotFound(format!("remote host {name}")))
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::RemoteHost, name))
     }
 
     pub fn all(&self) -> Vec<Arc<RemoteHost>> {
@@ -200,7 +200,7 @@ impl Service {
             .views()
             .into_iter()
             .find(|v| v.status.name == host)
-            .ok_or_else(|| Error::NotFound(format!("remote host {host}")))
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::RemoteHost, host))
     }
 
     /// The host's domains, or its last inventory marked stale while it cannot answer.
@@ -376,7 +376,7 @@ impl Service {
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .map(|r| r.origin)
-            .ok_or_else(|| Error::NotFound(format!("remote host {name}")))?;
+            .ok_or_else(|| Error::not_found(novacron_domain::Kind::RemoteHost, name))?;
         if origin == Origin::Config {
             return Err(Error::InvalidConfig(format!(
                 "remote host '{name}' is defined in the configuration file; remove it there"
