@@ -92,6 +92,9 @@ def main():
             rec = json.load(open(os.path.join(run, "domains", f"{name}.json")))
             pids[name] = rec["pid"]
         time.sleep(1)  # let the guests settle (SeaBIOS spinning with no disk)
+        if os.environ.get("NCD_NICE"):  # the daemon's threads only, not its QEMUs
+            for tid in os.listdir(f"/proc/{daemon.pid}/task"):
+                os.setpriority(os.PRIO_PROCESS, int(tid), int(os.environ["NCD_NICE"]))
         gone = {}
         done = {}
         go = threading.Barrier(n + 1)
