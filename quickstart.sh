@@ -13,9 +13,9 @@ cd "$(dirname "$0")"
 PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra ovmf cpio gzip python3 python3-pip curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin golang-go golang-github-vmware-govmomi-dev debootstrap systemd-container)
 # Remote-driver test peers and the vendors' own Python clients the benchmarks compare against:
 # fakepve (Proxmox VE fake, run as an outside process), pyspnego (NTLM server side for the WinRM
-# test peer), pyvmomi and proxmoxer (reference clients).
-PIP_PACKAGES=(fakepve==0.5.0 pyspnego==0.12.4 pyvmomi==9.1.1.0 proxmoxer==2.3.0 requests)
-PIP_MODULES=(fakepve spnego pyVmomi proxmoxer requests)
+# test peer), pyvmomi and proxmoxer (reference clients), openapi-spec-validator (checks daemon/openapi.json).
+PIP_PACKAGES=(fakepve==0.5.0 pyspnego==0.12.4 pyvmomi==9.1.1.0 proxmoxer==2.3.0 requests openapi-spec-validator==0.9.0)
+PIP_MODULES=(fakepve spnego pyVmomi proxmoxer requests openapi_spec_validator)
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi

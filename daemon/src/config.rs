@@ -9,6 +9,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod dbus;
+pub mod host;
+pub mod migration;
+pub mod remote;
+
 /// Config files are a few hundred bytes; the cap bounds what a wrong path can make us read.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Smallest accepted `log_max_bytes`: below this a boot log would not fit.
@@ -55,15 +60,15 @@ pub struct Config {
     /// Each QEMU in its own transient systemd scope.
     pub scopes: ScopeConfig,
     /// The D-Bus API (`[dbus]`).
-    pub dbus: crate::api::dbus::DbusConfig,
+    pub dbus: dbus::DbusConfig,
     /// Hugepage pool reservation (`[hugepages]`).
-    pub hugepages: crate::host::hugepages::HugepageConfig,
+    pub hugepages: host::HugepageConfig,
     /// Per-guest cgroups (`[cgroups]`).
-    pub cgroups: crate::host::cgroup::CgroupConfig,
+    pub cgroups: host::CgroupConfig,
     /// Remote vendor hypervisors (`[remote]`, `[[remote.hosts]]`).
-    pub remote: crate::service::remote::RemoteConfig,
+    pub remote: remote::RemoteConfig,
     /// Live migration between daemons (`[migration]`).
-    pub migration: crate::service::migration::MigrationConfig,
+    pub migration: migration::MigrationConfig,
 }
 
 /// Whether each QEMU is moved into its own transient systemd scope (`novacron-<name>.scope` in
@@ -238,11 +243,11 @@ impl Config {
             storage_roots: Default::default(),
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),
-            dbus: crate::api::dbus::DbusConfig::default(),
-            hugepages: crate::host::hugepages::HugepageConfig::default(),
-            cgroups: crate::host::cgroup::CgroupConfig::default(),
-            remote: crate::service::remote::RemoteConfig::default(),
-            migration: crate::service::migration::MigrationConfig::default(),
+            dbus: dbus::DbusConfig::default(),
+            hugepages: host::HugepageConfig::default(),
+            cgroups: host::CgroupConfig::default(),
+            remote: remote::RemoteConfig::default(),
+            migration: migration::MigrationConfig::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //!   per-call timeouts, retries for idempotent reads only, a circuit breaker, and the last
 //!   inventory served stale while a host is down.
 //! - [`discover`]: which vendor API answers at an address.
+//! - `xml`: the one bounded XML reader every XML-speaking adapter uses.
 //! - One module per vendor, each behind a cargo feature.
 
 pub mod breaker;
@@ -13,6 +14,8 @@ pub mod config;
 pub mod discover;
 pub mod host;
 pub mod http;
+#[cfg(any(feature = "vsphere", feature = "hyperv", feature = "xapi"))]
+pub mod xml;
 
 #[cfg(feature = "hyperv")]
 pub mod hyperv;

@@ -1,12 +1,11 @@
-//! Live migration endpoints: the operator's (`migrate`, progress, cancel, post-copy) and the
-//! peer protocol one daemon speaks to another (`/v1/migrations/incoming/...`).
+//! Live migration endpoints, the operator's: `migrate`, progress, cancel, post-copy. The peer
+//! protocol one daemon speaks to another (`/v1/migrations/incoming/...`) is the service's own
+//! (`service::migration::peer_client`).
 
 use hyper::Method;
 
-use super::{domain_path, encode, Client, ClientError};
-use crate::service::migration::{
-    IncomingAnswer, IncomingRequest, IncomingView, MigrateRequest, Progress,
-};
+use super::{domain_path, Client, ClientError};
+use crate::service::migration::{MigrateRequest, Progress};
 
 impl Client {
     /// `POST /v1/domains/{name}/migrate`. Without `wait` the answer comes once the
@@ -45,46 +44,6 @@ impl Client {
         )
         .await
     }
-
-    /// `POST /v1/migrations/incoming` (peer protocol).
-    pub async fn prepare_incoming(
-        &self,
-        request: &IncomingRequest,
-    ) -> Result<IncomingAnswer, ClientError> {
-        self.json(
-            Method::POST,
-            "/v1/migrations/incoming",
-            Some(body(request)?),
-        )
-        .await
-    }
-
-    /// `GET /v1/migrations/incoming/{id}`: its state; also renews its lease.
-    pub async fn incoming(&self, id: &str) -> Result<IncomingView, ClientError> {
-        self.json(Method::GET, &incoming_path(id, ""), None).await
-    }
-
-    /// `POST /v1/migrations/incoming/{id}/finish`: the destination resumes the guest.
-    pub async fn finish_incoming(&self, id: &str) -> Result<IncomingView, ClientError> {
-        self.json(Method::POST, &incoming_path(id, "/finish"), None)
-            .await
-    }
-
-    /// `DELETE /v1/migrations/incoming/{id}`: the destination discards what it prepared.
-    pub async fn abort_incoming(&self, id: &str) -> Result<(), ClientError> {
-        self.call(
-            Method::DELETE,
-            &incoming_path(id, ""),
-            None,
-            "application/json",
-        )
-        .await
-        .map(drop)
-    }
-}
-
-fn incoming_path(id: &str, rest: &str) -> String {
-    format!("/v1/migrations/incoming/{}{rest}", encode(id))
 }
 
 fn body<T: serde::Serialize>(value: &T) -> Result<(bytes::Bytes, &'static str), ClientError> {

@@ -10,39 +10,29 @@
 //! # Ok(()) }
 //! ```
 
-mod error;
 mod events;
 mod migration;
 mod pinning;
 mod remote;
 pub mod sse;
-mod tls;
-mod transport;
 mod types;
 
-pub use error::ClientError;
+// The transport lives below the service (which speaks to peer daemons with it); the client is
+// its typed endpoints.
+use crate::http_client::{decode, encode, read_bounded};
+pub use crate::http_client::{Client, ClientError, Target, Tls, DEFAULT_MAX_BODY};
 pub use events::EventStream;
 pub use pinning::{PinTarget, Pinning, ThreadAffinity};
 pub use remote::{HostList, RemoteDomain, RemoteHostRow, RemoteInventory};
-pub use tls::Tls;
-pub use transport::Target;
 pub use types::{
     ActionOutcome, DefinitionFormat, DomainCounts, DomainInfo, DomainStatus, ErrorBody, Event,
     HostInfo, Kvm, Operation,
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, StatusCode};
 use novacron_domain::DomainState;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-
-/// Default bound on a response body: far above any real answer, low enough that a confused
-/// or hostile peer cannot make the client allocate without limit.
-pub const DEFAULT_MAX_BODY: usize = 16 << 20;
 
 /// A lifecycle action (`POST /v1/domains/{name}/{action}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,37 +68,7 @@ pub struct ListFilter {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Client {
-    target: Target,
-    token: Option<String>,
-    max_body: usize,
-}
-
 impl Client {
-    pub fn new(target: Target) -> Client {
-        Client {
-            target,
-            token: None,
-            max_body: DEFAULT_MAX_BODY,
-        }
-    }
-
-    /// Sends `Authorization: Bearer <token>` with every request (needed on TCP).
-    pub fn with_token(mut self, token: impl Into<String>) -> Client {
-        self.token = Some(token.into());
-        self
-    }
-
-    pub fn with_max_body(mut self, bytes: usize) -> Client {
-        self.max_body = bytes;
-        self
-    }
-
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// `GET /v1/domains`, sorted by name.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<DomainStatus>, ClientError> {
         let mut query = Vec::new();
@@ -267,113 +227,15 @@ impl Client {
             .await?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
-            let body = read_bounded(response.into_body(), self.max_body).await?;
+            let body = read_bounded(response.into_body(), self.max_body()).await?;
             return Err(ClientError::from_response(status, &body));
         }
         Ok(EventStream::new(response.into_body()))
     }
-
-    /// A request whose successful answer is JSON of type `T`.
-    async fn json<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<(Bytes, &'static str)>,
-    ) -> Result<T, ClientError> {
-        let (_, bytes) = self.call(method, path, body, "application/json").await?;
-        decode(&bytes)
-    }
-
-    /// Sends a request and reads the whole (bounded) answer; a non-2xx answer becomes
-    /// `ClientError::Api`.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<(Bytes, &'static str)>,
-        accept: &'static str,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
-        let response = self.send(method, path, body, accept).await?;
-        let status = response.status();
-        let bytes = read_bounded(response.into_body(), self.max_body).await?;
-        if status.is_success() {
-            Ok((status, bytes))
-        } else {
-            Err(ClientError::from_response(status.as_u16(), &bytes))
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<(Bytes, &'static str)>,
-        accept: &'static str,
-    ) -> Result<Response<Incoming>, ClientError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(self.target.path(path))
-            .header(HOST, self.target.authority())
-            .header(ACCEPT, accept)
-            .header(USER_AGENT, concat!("novactl/", env!("CARGO_PKG_VERSION")));
-        if let Some(token) = &self.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                ClientError::InvalidRequest(
-                    "the token contains characters not allowed in HTTP headers".into(),
-                )
-            })?;
-            builder = builder.header(AUTHORIZATION, value);
-        }
-        let body = match body {
-            Some((bytes, content_type)) => {
-                builder = builder.header(CONTENT_TYPE, content_type);
-                Full::new(bytes)
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let request = builder
-            .body(body)
-            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
-        self.target.send(request).await
-    }
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
-    serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("bad JSON: {e}")))
-}
-
-/// Reads a body to its end, refusing to hold more than `limit` bytes.
-async fn read_bounded(mut body: Incoming, limit: usize) -> Result<Bytes, ClientError> {
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(ClientError::TooLarge { limit });
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out.into())
 }
 
 fn domain_path(name: &str, rest: &str) -> String {
     format!("/v1/domains/{}{rest}", encode(name))
-}
-
-/// Percent-encodes a path segment or query value: domain names may hold any character the
-/// domain crate allows, and `/`, `?`, `#`, `%`, `&` or a space must not change the URL's shape.
-/// `*` stays as is so name globs read naturally in logs.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'*' | b':' | b'@')
-        {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

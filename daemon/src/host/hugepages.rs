@@ -16,14 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::fit::kib;
 use super::topology::{SysfsRoot, Topology};
 
-/// `[hugepages]` in the daemon's configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HugepageConfig {
-    /// Grow a short pool (per node, of the guest's page size) by what a guest needs before it
-    /// starts, and shrink it by as much when the guest stops. Off: a short pool is refused.
-    pub reserve: bool,
-}
+pub use crate::config::host::HugepageConfig;
 
 /// One RAM block's need: `pages` pages of `size_kib` from `nodes` (any node when `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]

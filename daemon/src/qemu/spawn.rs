@@ -129,7 +129,11 @@ pub fn spawn(
     let _ = writeln!(
         out,
         "{} novacrond: starting {}",
-        super::super::service::events::now_unix_ms(),
+        // Milliseconds since the epoch, like the event log's stamps (not imported from the
+        // service: qemu sits below it).
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
         argv.join(" ")
     );
     let log_offset = out.metadata().map_err(log_err)?.len();

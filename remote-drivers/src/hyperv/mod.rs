@@ -50,7 +50,7 @@ pub mod ntlm;
 mod powershell;
 mod transport;
 mod wsman;
-mod xml;
+use crate::xml;
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@
 use base64::Engine as _;
 use novacron_domain::ErrorCode;
 
-use super::xml::{walk, Node};
+use super::xml::{local, walk, Item as Node};
 
 /// Exit code of a script that found several VMs by one name (its stdout lists them).
 pub const EXIT_AMBIGUOUS: i64 = 3;
@@ -310,13 +310,14 @@ pub fn parse_stderr(stderr: &[u8]) -> Option<PsError> {
                     in_error = path.last().is_some_and(|n| n == "S")
                         && attrs
                             .iter()
-                            .any(|(k, v)| k == "S" && v.eq_ignore_ascii_case("Error"));
+                            .any(|(k, v)| local(k) == "S" && v.eq_ignore_ascii_case("Error"));
                 }
                 Node::Text { path, text } => {
                     if in_error && path.last().is_some_and(|n| n == "S") {
                         errors.push_str(text);
                     }
                 }
+                Node::Close { .. } => {}
             });
             if parsed.is_err() {
                 return Some(PsError {

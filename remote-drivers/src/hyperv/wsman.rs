@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::error::HypervError;
 use super::transport::Transport;
-use super::xml::{escape, walk, Node};
+use super::xml::{escape, local, walk, Item as Node};
 
 const SHELL_URI: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd";
 const A_CREATE: &str = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create";
@@ -73,7 +73,12 @@ fn parse(body: &[u8]) -> Result<Answer, HypervError> {
     walk(text, |node| match node {
         Node::Open { path, attrs } => {
             let name = path.last().map(String::as_str).unwrap_or("");
-            let attr = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let attr = |k: &str| {
+                attrs
+                    .iter()
+                    .find(|(n, _)| local(n) == k)
+                    .map(|(_, v)| v.clone())
+            };
             match name {
                 "Fault" => in_fault = true,
                 "WSManFault" => fault.wsman_code = attr("Code"),
@@ -132,6 +137,7 @@ fn parse(body: &[u8]) -> Result<Answer, HypervError> {
                 _ => {}
             }
         }
+        Node::Close { .. } => {}
     })
     .map_err(|e| HypervError::Protocol(format!("WS-Man answer: {e}")))?;
     if let Some(e) = b64_error {

@@ -68,7 +68,7 @@ mod driver;
 pub mod error;
 mod model;
 pub mod soap;
-pub mod xml;
+pub use crate::xml;
 
 use std::time::Duration;
 

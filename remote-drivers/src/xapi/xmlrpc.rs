@@ -6,14 +6,9 @@
 //! `bool` as `<boolean>`, maps as `<struct>`, sets as `<array>`. Responses are untrusted: parsed
 //! with quick-xml under an element count and depth limit, no DTDs, no panics.
 
-use quick_xml::events::Event;
-use quick_xml::Reader;
 use serde_json::{Map, Value};
 
-/// Deeper than any XenAPI value (a map of records of maps is depth ~8 in XML-RPC terms).
-const MAX_DEPTH: usize = 64;
-/// A 10 000-VM `VM.get_all_records` is a few million elements; refuse far more.
-const MAX_ELEMENTS: usize = 20_000_000;
+use crate::xml::Node;
 
 /// `<methodCall>` for `method` with `params`.
 pub(crate) fn encode_call(method: &str, params: &[Value]) -> String {
@@ -79,96 +74,9 @@ fn encode_value(v: &Value, out: &mut String) {
     out.push_str("</value>");
 }
 
-/// A bounded element tree: the response is turned into this, then into a value.
-#[derive(Debug, Default)]
-struct Node {
-    name: String,
-    text: String,
-    children: Vec<Node>,
-}
-
+/// The answer as a bounded element tree (the crate's one XML reader), then into a value.
 fn parse_tree(input: &str) -> Result<Node, String> {
-    let mut reader = Reader::from_str(input);
-    let mut stack: Vec<Node> = Vec::new();
-    let mut root: Option<Node> = None;
-    let mut count = 0usize;
-    loop {
-        let ev = reader
-            .read_event()
-            .map_err(|e| format!("XML syntax at byte {}: {e}", reader.error_position()))?;
-        match ev {
-            Event::Start(e) | Event::Empty(e) if root.is_some() => {
-                return Err(format!(
-                    "content after the root element: <{}>",
-                    e.name().as_ref().to_owned()
-                ));
-            }
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                count += 1;
-                if count > MAX_ELEMENTS {
-                    return Err(format!("more than {MAX_ELEMENTS} XML elements"));
-                }
-                if stack.len() >= MAX_DEPTH {
-                    return Err(format!("XML nested deeper than {MAX_DEPTH} elements"));
-                }
-                let node = Node {
-                    name: e.name().as_ref().to_owned(),
-                    ..Node::default()
-                };
-                if matches!(ev, Event::Empty(_)) {
-                    attach(node, &mut stack, &mut root);
-                } else {
-                    stack.push(node);
-                }
-            }
-            Event::End(_) => {
-                let node = stack.pop().ok_or("unexpected end tag")?;
-                attach(node, &mut stack, &mut root);
-            }
-            Event::Text(t) => {
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&t.xml10_content());
-                }
-            }
-            Event::CData(t) => {
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&t.xml10_content());
-                }
-            }
-            Event::GeneralRef(r) => {
-                let ch = if r.is_char_ref() {
-                    r.resolve_char_ref().map_err(|e| format!("XML: {e}"))?
-                } else {
-                    match &*r {
-                        "lt" => Some('<'),
-                        "gt" => Some('>'),
-                        "amp" => Some('&'),
-                        "apos" => Some('\''),
-                        "quot" => Some('"'),
-                        _ => None,
-                    }
-                };
-                let ch = ch.ok_or("unknown XML entity")?;
-                if let Some(top) = stack.last_mut() {
-                    top.text.push(ch);
-                }
-            }
-            Event::DocType(_) => return Err("DOCTYPE is not allowed".into()),
-            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
-            Event::Eof => break,
-        }
-    }
-    if !stack.is_empty() {
-        return Err("truncated XML: unclosed elements".into());
-    }
-    root.ok_or_else(|| "no XML root element".into())
-}
-
-fn attach(node: Node, stack: &mut [Node], root: &mut Option<Node>) {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(node),
-        None => *root = Some(node),
-    }
+    crate::xml::parse(input.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// The single value of a `<methodResponse>`; a protocol-level `<fault>` is an error.
@@ -315,7 +223,10 @@ mod tests {
             .unwrap_err()
             .contains("DOCTYPE"));
         match decode_response(b"<methodResponse><params>") {
-            Err(e) => assert_eq!(format!("{e:?}"), r#""truncated XML: unclosed elements""#),
+            Err(e) => assert_eq!(
+                format!("{e:?}"),
+                r#""malformed XML at byte 24: unclosed element""#
+            ),
             Ok(_) => panic!("accepted"),
         }
         assert!(decode_response(b"<html>500</html>")

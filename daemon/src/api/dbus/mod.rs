@@ -23,6 +23,7 @@ use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
 use zbus::Connection;
 
+pub use crate::config::dbus::{BusKind, DbusConfig};
 pub use error::DbusError;
 pub use objects::{DomainObject, Manager, Props, MANAGER_PATH};
 pub use path::{domain_path, escape, unescape};
@@ -34,33 +35,6 @@ use crate::service::{ListFilter, Service};
 /// The well-known name, requested once every object is registered.
 pub const BUS_NAME: &str = "org.novacron1";
 const DOMAIN_IFACE: &str = "org.novacron1.Domain";
-
-/// Which bus the face is served on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BusKind {
-    /// The system bus when the daemon runs as root, else none. A bus that cannot be reached
-    /// (or a name that cannot be owned) is logged and the daemon runs without D-Bus.
-    #[default]
-    Auto,
-    /// The system bus; failing to serve there stops the daemon.
-    System,
-    /// The user's session bus; failing to serve there stops the daemon.
-    Session,
-    /// No D-Bus face.
-    None,
-}
-
-/// `[dbus]` in the configuration.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DbusConfig {
-    pub bus: BusKind,
-    /// Connect to this bus address (e.g. `unix:path=/run/x/bus`) instead of the system or
-    /// session bus; like an explicit `bus`, failing to serve there stops the daemon. Ignored
-    /// with `bus = "none"`.
-    pub address: Option<String>,
-}
 
 /// Starts the D-Bus face: registers the manager, the ObjectManager and an object per existing
 /// domain, then requests `org.novacron1`, then follows the event bus until `shutdown`.

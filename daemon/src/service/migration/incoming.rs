@@ -19,8 +19,8 @@ use super::super::events::{EventKind, StateReason};
 use super::super::jobs::Job;
 use super::super::lifecycle::{launch_as, qmp_error, Launched};
 use super::super::{supervise, Inner, Service};
-use super::settings::MigrationConfig;
 use super::{IncomingAnswer, IncomingRequest, IncomingState, IncomingView};
+use crate::config::migration::MigrationConfig;
 use crate::persist::records::{IncomingMark, IncomingPhase};
 use std::net::IpAddr;
 

@@ -8,11 +8,11 @@
 
 mod incoming;
 pub mod options;
+mod peer_client;
 mod peer_uri;
 pub mod progress;
 mod record;
 mod recovery;
-mod settings;
 mod source;
 
 use std::collections::HashMap;
@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::migration::MigrationConfig;
 pub use options::{Compression, MigrationOptions, TimeoutAction};
 pub use progress::{Phase, Progress};
-pub use settings::MigrationConfig;
 
 pub(super) use recovery::recover;
 

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::settings::MigrationConfig;
+use crate::config::migration::MigrationConfig;
 
 /// How much of a refused URI a message repeats (it came from the network).
 const SHOWN: usize = 120;

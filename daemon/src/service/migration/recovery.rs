@@ -18,7 +18,7 @@ use super::super::Inner;
 use super::record::{self, MigrationRecord, RecordPhase};
 use super::source::{gone_from_here, peer, stay_here};
 use super::IncomingState;
-use crate::client::Client;
+use crate::http_client::Client;
 
 /// How often an unknown outcome is asked again before it is left to the operator.
 const RETRIES: u32 = 20;

@@ -24,7 +24,7 @@ use super::peer_uri::stream_uri;
 use super::progress::{Phase, Progress};
 use super::record::{self, MigrationRecord, RecordPhase};
 use super::{IncomingRequest, IncomingState, MigrateRequest};
-use crate::client::{Client, ClientError, Target, Tls};
+use crate::http_client::{Client, ClientError, Target, Tls};
 use crate::service::request_file;
 
 /// The id of the `tls-creds-x509` object on both ends.

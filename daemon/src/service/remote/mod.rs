@@ -6,7 +6,6 @@
 //! only its own callers: the registry's lock is held for lookups, never across a vendor call.
 
 mod poller;
-pub mod settings;
 mod store;
 
 use std::collections::BTreeMap;
@@ -17,8 +16,8 @@ use novacron_domain::{DomainInfo, Error};
 use novacron_remote_drivers::discover::Discovered;
 use novacron_remote_drivers::{DriverKind, HostStatus, Inventory, RemoteHost, TlsOptions};
 
+pub use crate::config::remote::{HostEntry, RemoteConfig};
 pub(crate) use poller::{spawn as spawn_poller, Known};
-pub use settings::{HostEntry, RemoteConfig};
 use store::HostStore;
 
 use super::Service;
@@ -283,7 +282,7 @@ impl Service {
                 entry.name
             )));
         }
-        settings::check_name(&entry.name)
+        crate::config::remote::check_name(&entry.name)
             .map_err(|reason| Error::InvalidConfig(format!("remote host: {reason}")))?;
         // Ours to store: the entry points at the 0600 file written below.
         entry.credentials_file = Some(remote.store.credentials_path(&entry.name));

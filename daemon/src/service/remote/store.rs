@@ -5,7 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::settings::HostEntry;
+use crate::config::remote::HostEntry;
 use crate::persist::atomic::{remove_durable_async, write_atomic_async};
 
 /// Entry files are a few hundred bytes.
