@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod host;
+pub mod ops;
 pub mod paths;
 pub mod persist;
 pub mod qemu;

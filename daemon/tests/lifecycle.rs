@@ -395,14 +395,21 @@ async fn qemu_runs_as_the_configured_unprivileged_user() {
 /// the start completes, and the guest is fully managed.
 #[tokio::test]
 async fn a_start_whose_caller_gives_up_still_completes() {
-    use novacrond::service::Action;
+    use novacrond::ops::lifecycle::{Kind, Lifecycle};
+    use novacrond::ops::{Executor, Target};
+    use novacrond::service::audit::Actor;
     let env = Env::new();
     let svc = env.open().await;
     svc.define(osless("dropped")).await.unwrap();
     // Give up almost at once: QEMU is being spawned when the caller's future is dropped.
+    let exec = Executor::new(svc.clone());
     let gave_up = tokio::time::timeout(
         Duration::from_millis(2),
-        svc.perform("dropped", Action::Start),
+        exec.run(
+            Actor::daemon(),
+            Target::Local,
+            Lifecycle::new(Kind::Start, "dropped"),
+        ),
     )
     .await;
     assert!(gave_up.is_err(), "the start should still have been running");

@@ -44,31 +44,9 @@ use serde_json::{json, Value};
 /// or hostile peer cannot make the client allocate without limit.
 pub const DEFAULT_MAX_BODY: usize = 16 << 20;
 
-/// A lifecycle action (`POST /v1/domains/{name}/{action}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Start,
-    Shutdown,
-    Destroy,
-    Suspend,
-    Resume,
-    Reboot,
-    Reset,
-}
-
-impl Action {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Shutdown => "shutdown",
-            Action::Destroy => "destroy",
-            Action::Suspend => "suspend",
-            Action::Resume => "resume",
-            Action::Reboot => "reboot",
-            Action::Reset => "reset",
-        }
-    }
-}
+/// A lifecycle action (`POST /v1/domains/{name}/{action}`): the operation layer's own type,
+/// not a copy.
+pub use crate::ops::lifecycle::Kind as Action;
 
 /// Server-side filters for `list`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -44,17 +44,16 @@ impl ListFilter {
 }
 
 impl Service {
-    /// Performs `action` and reports the domain as the operation left it; for a transient
-    /// domain that stopped (and is gone from the list) that is its final, shut-off status.
-    pub async fn perform_and_report(
-        &self,
-        name: &str,
-        action: super::Action,
-    ) -> Result<DomainStatus, Error> {
+    /// Runs `work` on `name` and reports the domain as it left it; for a transient domain that
+    /// stopped (and is gone from the list) that is its final, shut-off status.
+    pub async fn and_report<F>(&self, name: &str, work: F) -> Result<DomainStatus, Error>
+    where
+        F: std::future::Future<Output = Result<(), Error>>,
+    {
         // Looked up first (a transient domain is gone from the map once it stops), checked
-        // after: an unknown domain is still counted and audited by `perform`.
+        // after: an unknown domain is still counted and audited by the caller.
         let h = self.inner.handle(name);
-        self.perform(name, action).await?;
+        work.await?;
         let h = h?;
         Ok(self.status_of(&h))
     }

@@ -1,6 +1,6 @@
 //! The two interfaces: `org.novacron1.Manager` at `/org/novacron1` and `org.novacron1.Domain`
-//! on one object per domain. Each method checks authorisation (mutating ones), calls the
-//! service once and maps the result.
+//! on one object per domain. Each mutating method asks polkit who is calling, runs one
+//! operation (`crate::ops`) through the executor for that caller and maps the result.
 
 use std::collections::HashMap;
 
@@ -14,9 +14,12 @@ use super::error::{to_fdo, DbusError};
 use super::path::domain_path;
 use super::polkit;
 use crate::host::pinning::ThreadKind;
-use crate::service::audit::as_actor;
+use crate::ops::define::{Create, Define, Undefine};
+use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
+use crate::ops::{Executor, Operation, Target};
+use crate::service::audit::Actor;
 use crate::service::placement::PinScope;
-use crate::service::{Action, ListFilter, Service, ShutdownOptions};
+use crate::service::{ListFilter, Service};
 
 pub const MANAGER_PATH: &str = "/org/novacron1";
 
@@ -37,6 +40,17 @@ async fn ensure_object(
         .await
         .map_err(|e| DbusError::Internal(format!("registering {path}: {e}")))?;
     Ok(path)
+}
+
+/// Runs `op` on this host for `actor`.
+async fn run<O>(service: &Service, actor: Actor, op: O) -> Result<O::Response, DbusError>
+where
+    O: Operation,
+    DbusError: From<O::Failure>,
+{
+    Ok(Executor::new(service.clone())
+        .run(actor, Target::Local, op)
+        .await?)
 }
 
 fn parse_xml(xml: &str) -> Result<DomainConfig, DbusError> {
@@ -101,8 +115,9 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let summary = as_actor(actor, self.service.define(parse_xml(xml)?)).await?;
-        ensure_object(server, &self.service, &summary.name).await
+        let config = parse_xml(xml)?;
+        let defined = run(&self.service, actor, Define { config }).await?;
+        ensure_object(server, &self.service, &defined.status.name).await
     }
 
     /// Defines (or redefines) a persistent domain from the JSON model.
@@ -115,8 +130,9 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let summary = as_actor(actor, self.service.define(parse_json(json)?)).await?;
-        ensure_object(server, &self.service, &summary.name).await
+        let config = parse_json(json)?;
+        let defined = run(&self.service, actor, Define { config }).await?;
+        ensure_object(server, &self.service, &defined.status.name).await
     }
 
     /// Creates and starts a transient domain from libvirt XML; it is gone once it stops.
@@ -129,8 +145,9 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let summary = as_actor(actor, self.service.create(parse_xml(xml)?)).await?;
-        ensure_object(server, &self.service, &summary.name).await
+        let config = parse_xml(xml)?;
+        let status = run(&self.service, actor, Create { config }).await?;
+        ensure_object(server, &self.service, &status.name).await
     }
 
     /// Creates and starts a transient domain from the JSON model.
@@ -143,8 +160,9 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let summary = as_actor(actor, self.service.create(parse_json(json)?)).await?;
-        ensure_object(server, &self.service, &summary.name).await
+        let config = parse_json(json)?;
+        let status = run(&self.service, actor, Create { config }).await?;
+        ensure_object(server, &self.service, &status.name).await
     }
 
     /// hostname s, daemon_version s, emulator s, kvm_usable b, kvm_reason s (only when KVM is
@@ -200,12 +218,16 @@ impl DomainObject {
 
     async fn perform(
         &self,
-        action: Action,
+        op: Lifecycle,
         conn: &Connection,
         header: &Header<'_>,
     ) -> Result<(), DbusError> {
         let actor = polkit::authorize(conn, header, &self.service).await?;
-        Ok(as_actor(actor, self.service.perform(&self.name, action)).await?)
+        run(&self.service, actor, op).await.map(drop)
+    }
+
+    fn lifecycle(&self, kind: Kind) -> Lifecycle {
+        Lifecycle::new(kind, self.name.clone())
     }
 }
 
@@ -220,8 +242,13 @@ impl DomainObject {
         header: &Header<'_>,
     ) -> Result<String, DbusError> {
         let actor = polkit::authorize(conn, header, &self.service).await?;
-        let scope = PinScope { live, config };
-        let pinning = as_actor(actor, self.service.pin(&self.name, kind, cpuset, scope)).await?;
+        let op = crate::ops::pinning::Pin {
+            domain: self.name.clone(),
+            thread: kind,
+            cpuset: cpuset.to_owned(),
+            scope: PinScope { live, config },
+        };
+        let pinning = run(&self.service, actor, op).await?;
         serde_json::to_string(&pinning).map_err(|e| DbusError::Internal(e.to_string()))
     }
 }
@@ -283,7 +310,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Start, conn, &header).await
+        self.perform(self.lifecycle(Kind::Start), conn, &header)
+            .await
     }
 
     /// Presses the power button and waits up to `timeout_secs` (0: the configured default) for
@@ -295,8 +323,12 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        let options = ShutdownOptions::from_secs(Some(timeout_secs), force);
-        self.perform(Action::Shutdown(options), conn, &header).await
+        let request = ShutdownRequest {
+            timeout_secs: Some(timeout_secs),
+            force,
+        };
+        let op = Lifecycle::shutdown(self.name.clone(), request);
+        self.perform(op, conn, &header).await
     }
 
     async fn destroy(
@@ -304,7 +336,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Destroy, conn, &header).await
+        self.perform(self.lifecycle(Kind::Destroy), conn, &header)
+            .await
     }
 
     async fn suspend(
@@ -312,7 +345,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Suspend, conn, &header).await
+        self.perform(self.lifecycle(Kind::Suspend), conn, &header)
+            .await
     }
 
     async fn resume(
@@ -320,7 +354,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Resume, conn, &header).await
+        self.perform(self.lifecycle(Kind::Resume), conn, &header)
+            .await
     }
 
     async fn reboot(
@@ -328,7 +363,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Reboot, conn, &header).await
+        self.perform(self.lifecycle(Kind::Reboot), conn, &header)
+            .await
     }
 
     async fn reset(
@@ -336,7 +372,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Reset, conn, &header).await
+        self.perform(self.lifecycle(Kind::Reset), conn, &header)
+            .await
     }
 
     /// Removes the persistent definition; a running domain becomes transient.
@@ -346,7 +383,10 @@ impl DomainObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        Ok(as_actor(actor, self.service.undefine(&self.name)).await?)
+        let op = Undefine {
+            domain: self.name.clone(),
+        };
+        run(&self.service, actor, op).await
     }
 
     async fn set_autostart(
@@ -356,7 +396,11 @@ impl DomainObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        Ok(as_actor(actor, self.service.set_autostart(&self.name, enabled)).await?)
+        let op = crate::ops::autostart::SetAutostart {
+            domain: self.name.clone(),
+            enabled,
+        };
+        run(&self.service, actor, op).await.map(drop)
     }
 
     /// Pins vCPU `vcpu` to the host CPUs in `cpuset` (libvirt syntax, e.g. "0-3,^2"): `live`
@@ -446,7 +490,11 @@ impl DomainObject {
             options,
             keep_source_definition: false,
         };
-        let progress = as_actor(actor, self.service.migrate(&self.name, request, false)).await?;
+        let progress = crate::service::audit::as_actor(
+            actor,
+            self.service.migrate(&self.name, request, false),
+        )
+        .await?;
         serde_json::to_string(&progress).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
@@ -458,7 +506,9 @@ impl DomainObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let progress = as_actor(actor, self.service.cancel_migration(&self.name)).await?;
+        let progress =
+            crate::service::audit::as_actor(actor, self.service.cancel_migration(&self.name))
+                .await?;
         serde_json::to_string(&progress).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
