@@ -54,6 +54,8 @@ pub struct ListFilter {
     pub state: Option<DomainState>,
     /// A glob over names (`*`, `?`).
     pub name: Option<String>,
+    /// Only domains with this tag (local domains).
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +97,9 @@ impl Client {
         }
         if let Some(name) = &filter.name {
             query.push(format!("name={}", encode(name)));
+        }
+        if let Some(tag) = &filter.tag {
+            query.push(format!("tag={}", encode(tag)));
         }
         let path = if query.is_empty() {
             "/v1/domains".to_owned()
@@ -192,6 +197,17 @@ impl Client {
             Method::PUT,
             &domain_path(name, "/autostart"),
             Some((body.into(), "application/json")),
+        )
+        .await
+    }
+
+    /// `PUT /v1/domains/{name}/metadata`: `change` is `{"title", "description", "tags"}`
+    /// (absent fields are left as they are). Returns the metadata afterwards.
+    pub async fn set_metadata(&self, name: &str, change: &Value) -> Result<Value, ClientError> {
+        self.json(
+            Method::PUT,
+            &domain_path(name, "/metadata"),
+            Some((change.to_string().into(), "application/json")),
         )
         .await
     }

@@ -11,6 +11,7 @@ pub mod define;
 pub mod executor;
 pub mod hosts;
 pub mod lifecycle;
+pub mod metadata;
 pub mod pinning;
 pub mod qmp;
 pub mod table;

@@ -146,6 +146,14 @@ pub static AUTOSTART: OpInfo = OpInfo {
     novactl: Some("autostart"),
     ..row("autostart", Access::Operate, "autostart")
 };
+pub static SET_METADATA: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Define),
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/metadata")),
+    dbus: Some("org.novacron1.Domain.SetMetadata"),
+    novactl: Some("set-metadata"),
+    ..row("set-metadata", Access::Operate, "setting metadata")
+};
 pub static PINNING: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/pinning")),
     dbus: Some("org.novacron1.Domain.GetPinning"),
@@ -303,6 +311,7 @@ pub static ALL: &[&OpInfo] = &[
     &REBOOT,
     &RESET,
     &AUTOSTART,
+    &SET_METADATA,
     &PINNING,
     &VCPUPIN,
     &EMULATORPIN,

@@ -11,6 +11,7 @@ pub mod host_info;
 mod host_resources;
 pub mod jobs;
 mod lifecycle;
+pub mod metadata;
 pub mod metrics;
 pub mod migration;
 pub mod operations;

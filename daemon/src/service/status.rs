@@ -31,6 +31,8 @@ pub struct DomainDetails {
 pub struct ListFilter {
     pub state: Option<DomainState>,
     pub name: Option<String>,
+    /// Only domains whose definition carries this tag (see `metadata`).
+    pub tag: Option<String>,
 }
 
 impl ListFilter {
@@ -76,6 +78,11 @@ impl Service {
         let handles: Vec<_> = self.inner.read_domains().values().cloned().collect();
         handles
             .iter()
+            .filter(|h| {
+                filter.tag.as_deref().is_none_or(|tag| {
+                    super::metadata::has_tag(h.definition().config.metadata.as_deref(), tag)
+                })
+            })
             .map(|h| self.status_of(h))
             .filter(|s| filter.matches(s))
             .collect()

@@ -61,12 +61,9 @@ fn parse_json(json: &str) -> Result<DomainConfig, DbusError> {
     DomainConfig::from_json(json).map_err(|e| DbusError::invalid_args(e.to_string()))
 }
 
-#[interface(name = "org.novacron1.Manager")]
 impl Manager {
-    /// Object paths of the domains, sorted by name; `state` ("" for all) is one of the state
-    /// strings (shutoff starting running paused shutting_down migrating crashed).
-    #[zbus(out_args("domains"))]
-    async fn list_domains(&self, state: &str) -> Result<Vec<OwnedObjectPath>, DbusError> {
+    /// The listing, filtered by the service ("" means no filter).
+    fn list(&self, state: &str, tag: &str) -> Result<Vec<OwnedObjectPath>, DbusError> {
         let state = if state.is_empty() {
             None
         } else {
@@ -76,13 +73,37 @@ impl Manager {
                     .map_err(|e| DbusError::invalid_args(format!("state: {e}")))?,
             )
         };
-        let filter = ListFilter { state, name: None };
+        let filter = ListFilter {
+            state,
+            name: None,
+            tag: (!tag.is_empty()).then(|| tag.to_owned()),
+        };
         Ok(self
             .service
             .list_status(&filter)
             .iter()
             .map(|s| domain_path(&s.name))
             .collect())
+    }
+}
+
+#[interface(name = "org.novacron1.Manager")]
+impl Manager {
+    /// Object paths of the domains, sorted by name; `state` ("" for all) is one of the state
+    /// strings (shutoff starting running paused shutting_down migrating crashed).
+    #[zbus(out_args("domains"))]
+    async fn list_domains(&self, state: &str) -> Result<Vec<OwnedObjectPath>, DbusError> {
+        self.list(state, "")
+    }
+
+    /// As `ListDomains`, only the domains tagged `tag` ("" for all; see `SetMetadata`).
+    #[zbus(out_args("domains"))]
+    async fn list_domains_tagged(
+        &self,
+        state: &str,
+        tag: &str,
+    ) -> Result<Vec<OwnedObjectPath>, DbusError> {
+        self.list(state, tag)
     }
 
     #[zbus(out_args("domain"))]
@@ -374,6 +395,42 @@ impl DomainObject {
     ) -> Result<(), DbusError> {
         self.perform(self.lifecycle(Kind::Reset), conn, &header)
             .await
+    }
+
+    /// Sets the title, description and tags (`virsh desc`, libvirt `<metadata>`). A title or
+    /// description of "" removes it; `keep` lists what to leave as it is ("title",
+    /// "description", "tags"). Returns the metadata afterwards as JSON.
+    #[zbus(out_args("metadata"))]
+    async fn set_metadata(
+        &self,
+        title: String,
+        description: String,
+        tags: Vec<String>,
+        keep: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let kept = |f: &str| keep.iter().any(|k| k == f);
+        if let Some(bad) = keep
+            .iter()
+            .find(|k| !["title", "description", "tags"].contains(&k.as_str()))
+        {
+            return Err(DbusError::invalid_args(format!(
+                "keep: unknown field '{bad}'"
+            )));
+        }
+        let change = crate::service::metadata::MetadataChange {
+            title: (!kept("title")).then_some(title),
+            description: (!kept("description")).then_some(description),
+            tags: (!kept("tags")).then_some(tags),
+        };
+        let op = crate::ops::metadata::SetMetadata {
+            domain: self.name.clone(),
+            change,
+        };
+        let metadata = run(&self.service, actor, op).await?;
+        serde_json::to_string(&metadata).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
     /// Removes the persistent definition; a running domain becomes transient.

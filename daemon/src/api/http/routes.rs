@@ -30,6 +30,7 @@ pub enum Endpoint {
     DomainXml,
     Lifecycle(Kind),
     SetAutostart,
+    SetMetadata,
     Pinning,
     Pin,
     Qmp,
@@ -93,6 +94,11 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         Method::PUT,
         "/v1/domains/{name}/autostart",
         Endpoint::SetAutostart,
+    ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/metadata",
+        Endpoint::SetMetadata,
     ),
     (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
     (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
@@ -223,6 +229,7 @@ impl Endpoint {
             Endpoint::DomainXml => &table::XML,
             Endpoint::Lifecycle(kind) => kind.info(),
             Endpoint::SetAutostart => &table::AUTOSTART,
+            Endpoint::SetMetadata => &table::SET_METADATA,
             Endpoint::Pinning => &table::PINNING,
             // The three pin operations share the route and the access level.
             Endpoint::Pin => &table::VCPUPIN,
@@ -327,6 +334,7 @@ pub(crate) async fn dispatch(
             let filter = ListFilter {
                 state,
                 name: q.get("name").cloned(),
+                tag: q.get("tag").cloned(),
             };
             Ok(json_response(StatusCode::OK, &svc.list_status(&filter)))
         }
@@ -381,6 +389,17 @@ pub(crate) async fn dispatch(
             let op = ops::autostart::SetAutostart {
                 domain: param,
                 enabled: body.enabled,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &exec.run(actor, Target::Local, op).await?,
+            ))
+        }
+        Endpoint::SetMetadata => {
+            let change = parse_json(&read_body(req).await?)?;
+            let op = ops::metadata::SetMetadata {
+                domain: param,
+                change,
             };
             Ok(json_response(
                 StatusCode::OK,

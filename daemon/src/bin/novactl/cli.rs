@@ -74,6 +74,9 @@ pub enum Command {
         /// Include inactive domains (shut off, crashed)
         #[arg(long, short)]
         all: bool,
+        /// Only domains with this tag (see set-metadata)
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
     },
     /// Show a domain's status and main settings
     Info { name: String },
@@ -146,6 +149,22 @@ pub enum Command {
         name: String,
         #[arg(long)]
         disable: bool,
+    },
+    /// Set a domain's title, description or tags (what is not given stays as it is)
+    SetMetadata {
+        name: String,
+        /// One line; "" removes it
+        #[arg(long)]
+        title: Option<String>,
+        /// Free text; "" removes it
+        #[arg(long)]
+        description: Option<String>,
+        /// A tag (repeat for more); replaces the domain's tags
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Remove every tag
+        #[arg(long, conflicts_with = "tags")]
+        clear_tags: bool,
     },
     /// Follow domain events until interrupted (Ctrl-C)
     Events {

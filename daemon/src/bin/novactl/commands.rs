@@ -36,7 +36,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         json: cli.json,
     };
     match cli.command {
-        Command::List { state, name, all } => ctx.list(state.map(Into::into), name, all).await,
+        Command::List {
+            state,
+            name,
+            all,
+            tag,
+        } => ctx.list(state.map(Into::into), name, all, tag).await,
         Command::Info { name } => ctx.info(&name).await,
         Command::Define { file } => ctx.define(&file, false).await,
         Command::Create { file } => ctx.define(&file, true).await,
@@ -66,6 +71,25 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Reset { name, wait } => ctx.action(&name, Action::Reset, wait, None).await,
         Command::Dumpxml { name } => ctx.dumpxml(&name).await,
         Command::Autostart { name, disable } => ctx.autostart(&name, !disable).await,
+        Command::SetMetadata {
+            name,
+            title,
+            description,
+            tags,
+            clear_tags,
+        } => {
+            let mut change = serde_json::Map::new();
+            if let Some(t) = title {
+                change.insert("title".into(), json!(t));
+            }
+            if let Some(d) = description {
+                change.insert("description".into(), json!(d));
+            }
+            if clear_tags || !tags.is_empty() {
+                change.insert("tags".into(), json!(tags));
+            }
+            ctx.set_metadata(&name, Value::Object(change)).await
+        }
         Command::Events { after } => ctx.events(after).await,
         Command::Qmp {
             name,
@@ -142,8 +166,9 @@ impl Ctx {
         state: Option<DomainState>,
         name: Option<String>,
         all: bool,
+        tag: Option<String>,
     ) -> Result<(), CliError> {
-        let filter = ListFilter { state, name };
+        let filter = ListFilter { state, name, tag };
         let mut domains = self.client.list(&filter).await?;
         // Like `virsh list`: inactive domains only on request.
         if !all && state.is_none() {
@@ -234,6 +259,22 @@ impl Ctx {
                 op.id
             )),
         }
+    }
+
+    async fn set_metadata(&self, name: &str, change: Value) -> Result<(), CliError> {
+        let metadata = self.client.set_metadata(name, &change).await?;
+        if self.json {
+            return output::json(&metadata);
+        }
+        let tags: Vec<&str> = metadata["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        output::line(&format!(
+            "domain {name}: title {}, tags [{}]",
+            metadata["title"].as_str().unwrap_or("-"),
+            tags.join(", ")
+        ))
     }
 
     async fn dumpxml(&self, name: &str) -> Result<(), CliError> {

@@ -33,11 +33,17 @@ pub async fn run(
         }
     };
     match command {
-        Command::List { state, name, all } => {
+        Command::List {
+            state,
+            name,
+            all,
+            tag: None,
+        } => {
             // State and name are filtered by the daemon, as for local domains.
             let filter = ListFilter {
                 state: state.map(Into::into),
                 name,
+                tag: None,
             };
             let inventory = client.remote_list(host, &filter).await?;
             let mut domains = inventory.domains.clone();
