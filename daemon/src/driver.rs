@@ -70,16 +70,16 @@ impl Driver for Service {
     }
 
     async fn define(&self, config: ValidatedDomain) -> Result<DomainSummary, Error> {
-        let defined = self
-            .through_ops(Define {
-                config: config.into_inner(),
-            })
-            .await?;
-        Ok(DomainSummary {
-            name: defined.status.name,
-            uuid: defined.status.uuid,
-            state: defined.status.state,
-        })
+        match self.through_ops(Define::new(config.into_inner())).await? {
+            crate::ops::define::Defined::Done { status, .. } => Ok(DomainSummary {
+                name: status.name,
+                uuid: status.uuid,
+                state: status.state,
+            }),
+            crate::ops::define::Defined::Checked(_) => {
+                Err(Error::Internal("a define answered as a dry run".into()))
+            }
+        }
     }
 
     async fn undefine(&self, name: &str) -> Result<(), Error> {

@@ -251,6 +251,53 @@ fn the_same_operations_through_http_dbus_and_novactl_answer_and_audit_alike() {
     let file = env.dir.path().join("cli.xml");
     std::fs::write(&file, osless("via-cli").to_xml()).unwrap();
 
+    // Validate only: the same summary on each face, and nothing is defined.
+    let r = curl(
+        sock,
+        "POST",
+        "/v1/domains?dry_run=true",
+        &[
+            "-H",
+            "Content-Type: application/xml",
+            "--data-binary",
+            &osless("via-http").to_xml(),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let checked = r.json();
+    assert_eq!(checked["name"], "via-http");
+    assert_eq!(checked["replaces"], false);
+    assert!(
+        checked["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "-name" || a.as_str().unwrap_or("").contains("guest=via-http")),
+        "{checked}"
+    );
+    assert_eq!(curl(sock, "GET", "/v1/domains/via-http", &[]).status, 404);
+    let r = call(
+        "/org/novacron1",
+        MANAGER,
+        "ValidateXML",
+        &["s", &osless("via-dbus").to_xml()],
+    );
+    let dbus_checked: Value = serde_json::from_str(r["data"][0].as_str().unwrap()).unwrap();
+    assert_eq!(dbus_checked["name"], "via-dbus");
+    assert_eq!(dbus_checked["trust"], checked["trust"]);
+    let (code, out, err) = novactl(
+        sock,
+        &["--json", "define", "--validate", file.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let cli_checked: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cli_checked["name"], "via-cli");
+    assert_eq!(
+        curl(sock, "GET", "/v1/domains", &[]).json(),
+        serde_json::json!([]),
+        "a dry run defines nothing"
+    );
+
     // Define.
     let r = curl(
         sock,
@@ -366,6 +413,7 @@ fn the_same_operations_through_http_dbus_and_novactl_answer_and_audit_alike() {
     // One audit record per operation, the same on every face; only the face differs.
     let want = |via: &str| -> Vec<(String, String, String)> {
         [
+            "define-validate",
             "define",
             "set-metadata",
             "start",

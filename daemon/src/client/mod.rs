@@ -138,6 +138,18 @@ impl Client {
         self.json(Method::POST, "/v1/domains", body).await
     }
 
+    /// `POST /v1/domains?dry_run=true`: checks a definition as a define would and defines
+    /// nothing; the answer is the summary (name, uuid, replaces, trust, xml, argv).
+    pub async fn validate(
+        &self,
+        body: impl Into<Bytes>,
+        format: DefinitionFormat,
+    ) -> Result<Value, ClientError> {
+        let body = Some((body.into(), format.content_type()));
+        self.json(Method::POST, "/v1/domains?dry_run=true", body)
+            .await
+    }
+
     /// `POST /v1/domains?transient=true`: creates and starts a transient domain.
     pub async fn create(
         &self,

@@ -1,22 +1,38 @@
 //! Define (persistent), create (transient, started at once) and undefine.
 
+use std::borrow::Cow;
+
 use novacron_domain::{DomainConfig, Error};
 
 use super::{table, OpInfo, Operation};
+use crate::service::dry_run::Checked;
 use crate::service::status::DomainStatus;
 use crate::service::Service;
 
-/// Defines (or redefines) a persistent domain.
+/// Defines (or redefines) a persistent domain; with `dry_run`, only checks it (parse,
+/// validation, storage-root admission for the caller, the QEMU command line) and defines
+/// nothing.
 #[derive(Debug, Clone)]
 pub struct Define {
     pub config: DomainConfig,
+    pub dry_run: bool,
 }
 
-/// The domain as defined; `created` is false when an existing definition was replaced.
+impl Define {
+    pub fn new(config: DomainConfig) -> Define {
+        Define {
+            config,
+            dry_run: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
-pub struct Defined {
-    pub status: DomainStatus,
-    pub created: bool,
+pub enum Defined {
+    /// The domain as defined; `created` is false when an existing definition was replaced.
+    Done { status: DomainStatus, created: bool },
+    /// A dry run: what a define would do.
+    Checked(Box<Checked>),
 }
 
 impl Operation for Define {
@@ -31,10 +47,22 @@ impl Operation for Define {
         &self.config.name
     }
 
+    fn audit_name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(if self.dry_run {
+            "define-validate"
+        } else {
+            "define"
+        })
+    }
+
     async fn local(self, svc: Service) -> Result<Defined, Error> {
+        if self.dry_run {
+            let checked = svc.check_definition(self.config).await?;
+            return Ok(Defined::Checked(Box::new(checked)));
+        }
         let existed = svc.status(&self.config.name).is_ok();
         let summary = svc.define(self.config).await?;
-        Ok(Defined {
+        Ok(Defined::Done {
             status: svc.status(&summary.name)?,
             created: !existed,
         })

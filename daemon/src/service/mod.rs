@@ -5,6 +5,7 @@ pub mod audit;
 mod autostart;
 mod defaults;
 pub mod domain;
+pub mod dry_run;
 mod event_log;
 pub mod events;
 pub mod host_info;

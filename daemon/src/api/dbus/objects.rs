@@ -14,7 +14,7 @@ use super::error::{to_fdo, DbusError};
 use super::path::domain_path;
 use super::polkit;
 use crate::host::pinning::ThreadKind;
-use crate::ops::define::{Create, Define, Undefine};
+use crate::ops::define::{Create, Define, Defined, Undefine};
 use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
 use crate::ops::{Executor, Operation, Target};
 use crate::service::audit::Actor;
@@ -137,8 +137,14 @@ impl Manager {
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
         let config = parse_xml(xml)?;
-        let defined = run(&self.service, actor, Define { config }).await?;
-        ensure_object(server, &self.service, &defined.status.name).await
+        match run(&self.service, actor, Define::new(config)).await? {
+            Defined::Done { status, .. } => {
+                ensure_object(server, &self.service, &status.name).await
+            }
+            Defined::Checked(_) => {
+                Err(DbusError::Internal("a define answered as a dry run".into()))
+            }
+        }
     }
 
     /// Defines (or redefines) a persistent domain from the JSON model.
@@ -152,8 +158,37 @@ impl Manager {
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
         let config = parse_json(json)?;
-        let defined = run(&self.service, actor, Define { config }).await?;
-        ensure_object(server, &self.service, &defined.status.name).await
+        match run(&self.service, actor, Define::new(config)).await? {
+            Defined::Done { status, .. } => {
+                ensure_object(server, &self.service, &status.name).await
+            }
+            Defined::Checked(_) => {
+                Err(DbusError::Internal("a define answered as a dry run".into()))
+            }
+        }
+    }
+
+    /// Checks a libvirt XML definition as `DefineXML` would (validation, storage roots for
+    /// the caller, the QEMU command line) and defines nothing. Returns the summary as JSON
+    /// (name, uuid, replaces, trust, the normalised xml, argv).
+    #[zbus(name = "ValidateXML", out_args("summary"))]
+    async fn validate_xml(
+        &self,
+        xml: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let define = Define {
+            config: parse_xml(xml)?,
+            dry_run: true,
+        };
+        match run(&self.service, actor, define).await? {
+            Defined::Checked(checked) => {
+                serde_json::to_string(&checked).map_err(|e| DbusError::Internal(e.to_string()))
+            }
+            Defined::Done { .. } => Err(DbusError::Internal("a dry run defined".into())),
+        }
     }
 
     /// Creates and starts a transient domain from libvirt XML; it is gone once it stops.

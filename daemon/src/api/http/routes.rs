@@ -339,22 +339,34 @@ pub(crate) async fn dispatch(
             Ok(json_response(StatusCode::OK, &svc.list_status(&filter)))
         }
         Endpoint::DefineDomain => {
-            let transient = flag(&query(&req)?, "transient", false)?;
+            let q = query(&req)?;
+            let transient = flag(&q, "transient", false)?;
+            let dry_run = flag(&q, "dry_run", false)?;
             let config = read_definition(req).await?;
+            if transient && dry_run {
+                return Err(ApiError::bad_request(
+                    "dry_run: validates a definition; it cannot be combined with transient",
+                ));
+            }
             if transient {
                 let create = ops::define::Create { config };
                 let status = exec.run(actor, Target::Local, create).await?;
                 Ok(json_response(StatusCode::CREATED, &status))
             } else {
-                let defined = exec
-                    .run(actor, Target::Local, ops::define::Define { config })
-                    .await?;
-                let status = if defined.created {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                };
-                Ok(json_response(status, &defined.status))
+                let define = ops::define::Define { config, dry_run };
+                match exec.run(actor, Target::Local, define).await? {
+                    ops::define::Defined::Done { status, created } => {
+                        let code = if created {
+                            StatusCode::CREATED
+                        } else {
+                            StatusCode::OK
+                        };
+                        Ok(json_response(code, &status))
+                    }
+                    ops::define::Defined::Checked(checked) => {
+                        Ok(json_response(StatusCode::OK, &checked))
+                    }
+                }
             }
         }
         Endpoint::GetDomain => {

@@ -83,8 +83,12 @@ pub enum Command {
     /// Define (or redefine) a persistent domain from libvirt XML or model JSON
     Define {
         /// The definition; `-` reads standard input. XML if it starts with `<`, else JSON.
-        #[arg(long, short, value_name = "FILE")]
-        file: PathBuf,
+        #[arg(long, short, value_name = "FILE", required_unless_present = "validate")]
+        file: Option<PathBuf>,
+        /// Only check FILE as a define would (validation, storage roots, the QEMU command
+        /// line); define nothing
+        #[arg(long, value_name = "FILE", conflicts_with = "file")]
+        validate: Option<PathBuf>,
     },
     /// Create and start a transient domain (gone once it stops)
     Create {

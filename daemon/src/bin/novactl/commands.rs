@@ -43,7 +43,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             tag,
         } => ctx.list(state.map(Into::into), name, all, tag).await,
         Command::Info { name } => ctx.info(&name).await,
-        Command::Define { file } => ctx.define(&file, false).await,
+        Command::Define {
+            validate: Some(file),
+            ..
+        } => ctx.validate(&file).await,
+        Command::Define {
+            file: Some(file), ..
+        } => ctx.define(&file, false).await,
+        Command::Define { .. } => Err(CliError::Input("define: give --file or --validate".into())),
         Command::Create { file } => ctx.define(&file, true).await,
         Command::Undefine { name } => ctx.undefine(&name).await,
         Command::Start { name, wait } => ctx.action(&name, Action::Start, wait, None).await,
@@ -217,6 +224,32 @@ impl Ctx {
             format!("domain {} defined", status.name)
         };
         output::line(&format!("{done}{took}"))
+    }
+
+    async fn validate(&self, file: &Path) -> Result<(), CliError> {
+        let body = read_definition(file)?;
+        let format = DefinitionFormat::sniff(&body);
+        let checked = self.client.validate(body, format).await?;
+        if self.json {
+            return output::json(&checked);
+        }
+        let argv: Vec<&str> = checked["argv"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        output::line(&format!(
+            "{} is valid: domain {} ({}{}), trust {}\n{}",
+            file.display(),
+            checked["name"].as_str().unwrap_or("-"),
+            checked["uuid"].as_str().unwrap_or("-"),
+            if checked["replaces"] == true {
+                ", replaces the current definition"
+            } else {
+                ""
+            },
+            checked["trust"].as_str().unwrap_or("-"),
+            argv.join(" ")
+        ))
     }
 
     async fn undefine(&self, name: &str) -> Result<(), CliError> {
