@@ -397,8 +397,8 @@ mod tests {
     #[test]
     fn every_readme_command_line_parses_to_what_it_says() {
         let expected: &[(&str, &str)] = &[
-            ("novactl list --all", r#"List { state: None, name: None, all: true }"#),
-            ("novactl define -f web1.xml", r#"Define { file: "web1.xml" }"#),
+            ("novactl list --all", r#"List { state: None, name: None, all: true, tag: None }"#),
+            ("novactl define -f web1.xml", r#"Define { file: Some("web1.xml"), validate: None }"#),
             ("novactl start web1", r#"Start { name: "web1", wait: WaitArg { no_wait: false } }"#),
             ("novactl info web1", r#"Info { name: "web1" }"#),
             ("novactl suspend web1", r#"Suspend { name: "web1", wait: WaitArg { no_wait: false } }"#),
@@ -428,7 +428,7 @@ mod tests {
                 "novactl hosts register pve1 --driver proxmox --endpoint https://pve.example:8006 --credentials-file pve1.cred",
                 r#"Hosts { command: Some(Register { name: "pve1", driver: "proxmox", endpoint: "https://pve.example:8006", credentials_file: "pve1.cred", insecure: false, ca_file: None }) }"#,
             ),
-            ("novactl --host pve1 list --all", "List { state: None, name: None, all: true }"),
+            ("novactl --host pve1 list --all", "List { state: None, name: None, all: true, tag: None }"),
             (
                 "novactl --host pve1 start web7",
                 r#"Start { name: "web7", wait: WaitArg { no_wait: false } }"#,
