@@ -1,12 +1,35 @@
 //! The local QEMU host behind the `Driver` trait that remote vendor adapters implement too.
+//! Every change goes through the operation executor, audited as whoever is calling (the
+//! daemon itself outside a request), like any face.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use novacron_domain::{Capabilities, DomainInfo, DomainSummary, Driver, Error, ValidatedDomain};
+use novacron_domain::{
+    Capabilities, DomainInfo, DomainSummary, Driver, Error, MigrationTarget, ValidatedDomain,
+};
 
-use crate::{Service, ShutdownOptions};
+use crate::ops::define::{Define, Undefine};
+use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
+use crate::ops::{Executor, Operation, Target};
+use crate::service::audit;
+use crate::Service;
+
+impl Service {
+    async fn through_ops<O: Operation<Failure = Error>>(
+        &self,
+        op: O,
+    ) -> Result<O::Response, Error> {
+        Executor::new(self.clone())
+            .run(audit::current(), Target::Local, op)
+            .await
+    }
+
+    async fn lifecycle(&self, op: Lifecycle) -> Result<(), Error> {
+        self.through_ops(op).await.map(drop)
+    }
+}
 
 #[async_trait]
 impl Driver for Service {
@@ -32,7 +55,8 @@ impl Driver for Service {
             define: true,
             suspend: true,
             reboot: true,
-            migrate: false,
+            // Live migration to another novacrond (`POST /v1/domains/{name}/migrate`).
+            migrate: true,
             details,
         })
     }
@@ -46,38 +70,71 @@ impl Driver for Service {
     }
 
     async fn define(&self, config: ValidatedDomain) -> Result<DomainSummary, Error> {
-        Service::define(self, config.into_inner()).await
+        match self.through_ops(Define::new(config.into_inner())).await? {
+            crate::ops::define::Defined::Done { status, .. } => Ok(DomainSummary {
+                name: status.name,
+                uuid: status.uuid,
+                state: status.state,
+            }),
+            crate::ops::define::Defined::Checked(_) => {
+                Err(Error::Internal("a define answered as a dry run".into()))
+            }
+        }
     }
 
     async fn undefine(&self, name: &str) -> Result<(), Error> {
-        Service::undefine(self, name).await
+        self.through_ops(Undefine {
+            domain: name.to_owned(),
+        })
+        .await
     }
 
     async fn start(&self, name: &str) -> Result<(), Error> {
-        Service::start(self, name).await
+        self.lifecycle(Lifecycle::new(Kind::Start, name)).await
     }
 
     async fn shutdown(&self, name: &str, timeout: Duration) -> Result<(), Error> {
-        let options = ShutdownOptions {
-            timeout: Some(timeout),
+        let request = ShutdownRequest {
+            // At least a second: 0 would mean "the configured default".
+            timeout_secs: Some(timeout.as_secs().max(1)),
             force: false,
         };
-        Service::shutdown(self, name, options).await
+        self.lifecycle(Lifecycle::shutdown(name, request)).await
     }
 
     async fn destroy(&self, name: &str) -> Result<(), Error> {
-        Service::destroy(self, name).await
+        self.lifecycle(Lifecycle::new(Kind::Destroy, name)).await
     }
 
     async fn suspend(&self, name: &str) -> Result<(), Error> {
-        Service::suspend(self, name).await
+        self.lifecycle(Lifecycle::new(Kind::Suspend, name)).await
     }
 
     async fn resume(&self, name: &str) -> Result<(), Error> {
-        Service::resume(self, name).await
+        self.lifecycle(Lifecycle::new(Kind::Resume, name)).await
     }
 
     async fn reboot(&self, name: &str) -> Result<(), Error> {
-        Service::reboot(self, name).await
+        self.lifecycle(Lifecycle::new(Kind::Reboot, name)).await
+    }
+
+    /// Live migration to the novacrond at `target.uri` (`http(s)://host:port`), waiting for
+    /// the outcome (the service audits the migration).
+    async fn migrate(&self, name: &str, target: &MigrationTarget) -> Result<(), Error> {
+        let request = crate::service::migration::MigrateRequest {
+            destination: target.uri.clone(),
+            token: None,
+            destination_ca: None,
+            options: Default::default(),
+            keep_source_definition: false,
+        };
+        let progress = Service::migrate(self, name, request, true).await?;
+        match progress.phase {
+            crate::service::migration::Phase::Completed => Ok(()),
+            phase => Err(Error::Internal(format!(
+                "migration of '{name}' ended {}",
+                phase.as_str()
+            ))),
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod driver;
 pub mod host;
 pub mod http_client;
+pub mod ops;
 pub mod paths;
 pub mod persist;
 pub mod qemu;

@@ -64,7 +64,8 @@ async fn main() -> Result<()> {
         domains.len()
     ));
     let _watchdog = systemd::spawn_watchdog(service.clone());
-    let started = service.run_autostart().await;
+    let started =
+        novacrond::ops::autostart::run(&novacrond::ops::Executor::new(service.clone())).await;
     if !started.is_empty() {
         tracing::info!(?started, "autostarted");
     }

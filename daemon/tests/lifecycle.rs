@@ -293,14 +293,15 @@ async fn the_service_is_a_driver() {
     let driver: &dyn Driver = &svc;
     assert_eq!(driver.name(), "qemu");
     let caps = driver.capabilities().await.unwrap();
-    assert!(caps.define && caps.suspend && caps.reboot && !caps.migrate);
+    // Live migration to another novacrond works, so the driver says so.
+    assert!(caps.define && caps.suspend && caps.reboot && caps.migrate);
     driver
         .define(osless("drv").validate().unwrap())
         .await
         .unwrap();
     driver.start("drv").await.unwrap();
     assert_eq!(driver.list().await.unwrap()[0].state, DomainState::Running);
-    // Unsupported operations answer with a typed error, never silently.
+    // A destination that is no novacrond URL is refused with a typed error; the guest stays.
     let target = novacron_domain::MigrationTarget {
         uri: "tcp:127.0.0.1:1".into(),
         live: true,
@@ -308,9 +309,21 @@ async fn the_service_is_a_driver() {
     };
     assert_eq!(
         driver.migrate("drv", &target).await.unwrap_err().code(),
-        ErrorCode::Unsupported
+        ErrorCode::InvalidConfig
     );
+    assert_eq!(driver.list().await.unwrap()[0].state, DomainState::Running);
     driver.destroy("drv").await.unwrap();
+    // Through the audited executor, as the daemon (no face asked).
+    let ops = audited(&env, |op| ["define", "start", "destroy"].contains(&op));
+    let daemon = |op: &str| {
+        (
+            op.to_owned(),
+            "drv".to_owned(),
+            "ok".to_owned(),
+            "daemon".to_owned(),
+        )
+    };
+    assert_eq!(ops, [daemon("define"), daemon("start"), daemon("destroy")]);
 }
 
 /// With `qemu_user`, QEMU runs as that user and still works: its monitor socket and serial log
@@ -395,14 +408,21 @@ async fn qemu_runs_as_the_configured_unprivileged_user() {
 /// the start completes, and the guest is fully managed.
 #[tokio::test]
 async fn a_start_whose_caller_gives_up_still_completes() {
-    use novacrond::service::Action;
+    use novacrond::ops::lifecycle::{Kind, Lifecycle};
+    use novacrond::ops::{Executor, Target};
+    use novacrond::service::audit::Actor;
     let env = Env::new();
     let svc = env.open().await;
     svc.define(osless("dropped")).await.unwrap();
     // Give up almost at once: QEMU is being spawned when the caller's future is dropped.
+    let exec = Executor::new(svc.clone());
     let gave_up = tokio::time::timeout(
         Duration::from_millis(2),
-        svc.perform("dropped", Action::Start),
+        exec.run(
+            Actor::daemon(),
+            Target::Local,
+            Lifecycle::new(Kind::Start, "dropped"),
+        ),
     )
     .await;
     assert!(gave_up.is_err(), "the start should still have been running");

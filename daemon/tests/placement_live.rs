@@ -14,7 +14,30 @@ use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 use novacron_domain::{DomainConfig, ErrorCode};
 use novacrond::host::pinning::ThreadKind;
-use novacrond::service::placement::PinScope;
+use novacrond::service::placement::{PinScope, Pinning};
+
+/// Pins through the operation executor, as the daemon itself (audited like the faces' pins).
+async fn pin_op(
+    svc: &novacrond::Service,
+    name: &str,
+    thread: ThreadKind,
+    cpuset: &str,
+    scope: PinScope,
+) -> Result<Pinning, novacron_domain::Error> {
+    let op = novacrond::ops::pinning::Pin {
+        domain: name.to_owned(),
+        thread,
+        cpuset: cpuset.to_owned(),
+        scope,
+    };
+    novacrond::ops::Executor::new(svc.clone())
+        .run(
+            novacrond::service::audit::Actor::daemon(),
+            novacrond::ops::Target::Local,
+            op,
+        )
+        .await
+}
 use serde_json::{json, Value};
 
 fn allowed(pid: u32, tid: u64) -> String {
@@ -83,18 +106,18 @@ async fn live_and_config_pins_through_the_service_and_bad_input_changes_nothing(
     let svc = env.open().await;
     svc.define(guest("livepin", "")).await.unwrap();
     // A shut-off domain has no live pins to change.
-    let err = svc
-        .pin(
-            "livepin",
-            ThreadKind::Vcpu(0),
-            "1",
-            PinScope {
-                live: true,
-                config: false,
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = pin_op(
+        &svc,
+        "livepin",
+        ThreadKind::Vcpu(0),
+        "1",
+        PinScope {
+            live: true,
+            config: false,
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), ErrorCode::WrongState, "{err}");
 
     svc.start("livepin").await.unwrap();
@@ -118,10 +141,15 @@ async fn live_and_config_pins_through_the_service_and_bad_input_changes_nothing(
     assert_eq!(view.vcpus[0].pinned, None);
 
     // Current scope on a running guest = live: only vCPU 0 moves, the definition stays.
-    let view = svc
-        .pin("livepin", ThreadKind::Vcpu(0), "1", PinScope::default())
-        .await
-        .unwrap();
+    let view = pin_op(
+        &svc,
+        "livepin",
+        ThreadKind::Vcpu(0),
+        "1",
+        PinScope::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(allowed(pid, vcpu0), "1");
     assert_eq!(allowed(pid, vcpu1), unpinned(), "vCPU 1 untouched");
     assert_eq!(view.vcpus[0].affinity, "1");
@@ -145,7 +173,8 @@ async fn live_and_config_pins_through_the_service_and_bad_input_changes_nothing(
     );
 
     // Live and config at once: the emulator threads move and the definition keeps it.
-    svc.pin(
+    pin_op(
+        &svc,
         "livepin",
         ThreadKind::Emulator,
         "0",
@@ -169,9 +198,15 @@ async fn live_and_config_pins_through_the_service_and_bad_input_changes_nothing(
         "vCPU 0 was pinned live only"
     );
 
-    svc.pin("livepin", ThreadKind::Iothread(1), "1", PinScope::default())
-        .await
-        .unwrap();
+    pin_op(
+        &svc,
+        "livepin",
+        ThreadKind::Iothread(1),
+        "1",
+        PinScope::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(allowed(pid, io_tid), "1", "iothread 1");
 
     // Bad input: refused with the reason, and nothing moved.
@@ -183,8 +218,7 @@ async fn live_and_config_pins_through_the_service_and_bad_input_changes_nothing(
         (ThreadKind::Vcpu(0), "zero", "zero"),
         (ThreadKind::Emulator, "1-0", "reversed"),
     ] {
-        let err = svc
-            .pin("livepin", kind, cpuset, PinScope::default())
+        let err = pin_op(&svc, "livepin", kind, cpuset, PinScope::default())
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
@@ -199,18 +233,18 @@ async fn live_and_config_pins_through_the_service_and_bad_input_changes_nothing(
     // Transient domains have no definition to pin in.
     let svc2 = svc.clone();
     svc2.create(guest("transpin", "")).await.unwrap();
-    let err = svc2
-        .pin(
-            "transpin",
-            ThreadKind::Vcpu(0),
-            "0",
-            PinScope {
-                live: false,
-                config: true,
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = pin_op(
+        &svc2,
+        "transpin",
+        ThreadKind::Vcpu(0),
+        "0",
+        PinScope {
+            live: false,
+            config: true,
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidConfig, "{err}");
     svc2.destroy("transpin").await.unwrap();
 
@@ -692,7 +726,7 @@ async fn a_guest_in_its_own_cgroup_with_the_cpuset_of_its_pins() {
     }
 
     // A live pin outside the cpuset widens it first; the other pins survive the kernel's reset.
-    svc.pin("caged", ThreadKind::Vcpu(0), "0", PinScope::default())
+    pin_op(&svc, "caged", ThreadKind::Vcpu(0), "0", PinScope::default())
         .await
         .unwrap();
     assert_eq!(read("cpuset.cpus"), "0-1");
@@ -841,9 +875,15 @@ async fn under_systemd_the_scope_carries_the_cpuset_and_follows_live_pins() {
         );
     }
 
-    svc.pin("scoped", ThreadKind::Vcpu(0), "0", PinScope::default())
-        .await
-        .unwrap();
+    pin_op(
+        &svc,
+        "scoped",
+        ThreadKind::Vcpu(0),
+        "0",
+        PinScope::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         calls.lock().unwrap().last().cloned().unwrap(),
         ("SetUnitProperties".to_owned(), unit, vec![0b11]),

@@ -533,7 +533,8 @@ fn a_symlink_swapped_in_after_define_is_refused_at_start_and_autostart() {
     rt.block_on(async {
         let svc = env.open().await;
         assert!(svc.autostart("swap"));
-        assert!(svc.run_autostart().await.is_empty());
+        let exec = novacrond::ops::Executor::new(svc.clone());
+        assert!(novacrond::ops::autostart::run(&exec).await.is_empty());
         assert_eq!(
             svc.get("swap").unwrap().summary.state,
             novacron_domain::DomainState::Shutoff

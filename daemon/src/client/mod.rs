@@ -34,31 +34,9 @@ use hyper::{Method, StatusCode};
 use novacron_domain::DomainState;
 use serde_json::{json, Value};
 
-/// A lifecycle action (`POST /v1/domains/{name}/{action}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Start,
-    Shutdown,
-    Destroy,
-    Suspend,
-    Resume,
-    Reboot,
-    Reset,
-}
-
-impl Action {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Shutdown => "shutdown",
-            Action::Destroy => "destroy",
-            Action::Suspend => "suspend",
-            Action::Resume => "resume",
-            Action::Reboot => "reboot",
-            Action::Reset => "reset",
-        }
-    }
-}
+/// A lifecycle action (`POST /v1/domains/{name}/{action}`): the operation layer's own type,
+/// not a copy.
+pub use crate::ops::lifecycle::Kind as Action;
 
 /// Server-side filters for `list`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,6 +44,8 @@ pub struct ListFilter {
     pub state: Option<DomainState>,
     /// A glob over names (`*`, `?`).
     pub name: Option<String>,
+    /// Only domains with this tag (local domains).
+    pub tag: Option<String>,
 }
 
 impl Client {
@@ -77,6 +57,9 @@ impl Client {
         }
         if let Some(name) = &filter.name {
             query.push(format!("name={}", encode(name)));
+        }
+        if let Some(tag) = &filter.tag {
+            query.push(format!("tag={}", encode(tag)));
         }
         let path = if query.is_empty() {
             "/v1/domains".to_owned()
@@ -113,6 +96,18 @@ impl Client {
     ) -> Result<DomainStatus, ClientError> {
         let body = Some((body.into(), format.content_type()));
         self.json(Method::POST, "/v1/domains", body).await
+    }
+
+    /// `POST /v1/domains?dry_run=true`: checks a definition as a define would and defines
+    /// nothing; the answer is the summary (name, uuid, replaces, trust, xml, argv).
+    pub async fn validate(
+        &self,
+        body: impl Into<Bytes>,
+        format: DefinitionFormat,
+    ) -> Result<Value, ClientError> {
+        let body = Some((body.into(), format.content_type()));
+        self.json(Method::POST, "/v1/domains?dry_run=true", body)
+            .await
     }
 
     /// `POST /v1/domains?transient=true`: creates and starts a transient domain.
@@ -174,6 +169,17 @@ impl Client {
             Method::PUT,
             &domain_path(name, "/autostart"),
             Some((body.into(), "application/json")),
+        )
+        .await
+    }
+
+    /// `PUT /v1/domains/{name}/metadata`: `change` is `{"title", "description", "tags"}`
+    /// (absent fields are left as they are). Returns the metadata afterwards.
+    pub async fn set_metadata(&self, name: &str, change: &Value) -> Result<Value, ClientError> {
+        self.json(
+            Method::PUT,
+            &domain_path(name, "/metadata"),
+            Some((change.to_string().into(), "application/json")),
         )
         .await
     }

@@ -68,8 +68,28 @@ impl Client {
     }
 
     pub async fn remote_domains(&self, host: &str) -> Result<RemoteInventory, ClientError> {
-        self.json(Method::GET, &host_path(host, "/domains"), None)
-            .await
+        self.remote_list(host, &Default::default()).await
+    }
+
+    /// `GET /v1/hosts/{host}/domains?state=&name=`: filtered by the daemon.
+    pub async fn remote_list(
+        &self,
+        host: &str,
+        filter: &super::ListFilter,
+    ) -> Result<RemoteInventory, ClientError> {
+        let mut query = Vec::new();
+        if let Some(state) = filter.state {
+            query.push(format!("state={}", state.as_str()));
+        }
+        if let Some(name) = &filter.name {
+            query.push(format!("name={}", encode(name)));
+        }
+        let mut path = host_path(host, "/domains");
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
+        }
+        self.json(Method::GET, &path, None).await
     }
 
     pub async fn remote_domain(&self, host: &str, name: &str) -> Result<RemoteDomain, ClientError> {
@@ -83,10 +103,13 @@ impl Client {
         &self,
         host: &str,
         name: &str,
-        action: &str,
+        action: super::Action,
         body: Option<Value>,
     ) -> Result<RemoteDomain, ClientError> {
-        let path = host_path(host, &format!("/domains/{}/{action}", encode(name)));
+        let path = host_path(
+            host,
+            &format!("/domains/{}/{}", encode(name), action.as_str()),
+        );
         self.json(Method::POST, &path, body.as_ref().and_then(json_body))
             .await
     }

@@ -132,6 +132,7 @@ async fn list_sends_filters_and_parses() {
     let filter = ListFilter {
         state: Some(DomainState::Running),
         name: Some("web *?&".into()),
+        tag: None,
     };
     let list = server
         .client()

@@ -73,6 +73,11 @@ pub async fn as_actor<F: Future>(actor: Actor, work: F) -> F::Output {
     ACTOR.scope(actor, work).await
 }
 
+/// Runs `f` (synchronous) on behalf of `actor`.
+pub fn with_actor<R>(actor: Actor, f: impl FnOnce() -> R) -> R {
+    ACTOR.sync_scope(actor, f)
+}
+
 /// The caller of the operation running now (the daemon itself outside any request).
 pub fn current() -> Actor {
     ACTOR

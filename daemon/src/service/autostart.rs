@@ -15,22 +15,6 @@ impl Service {
 
     /// Marks (or unmarks) a persistent domain to start when the host boots.
     pub async fn set_autostart(&self, name: &str, enabled: bool) -> Result<(), Error> {
-        let svc = self.clone();
-        let name = name.to_owned();
-        self.detached(async move {
-            let result = svc.set_autostart_inner(&name, enabled).await;
-            let op = if enabled {
-                "autostart-on"
-            } else {
-                "autostart-off"
-            };
-            svc.inner.audit.record(op, &name, &result);
-            result
-        })
-        .await
-    }
-
-    async fn set_autostart_inner(&self, name: &str, enabled: bool) -> Result<(), Error> {
         let h = self.inner.handle(name)?;
         if !h.definition().persistent {
             return Err(Error::InvalidConfig(format!(
@@ -60,26 +44,26 @@ impl Service {
         self.autostart_marker(name).exists()
     }
 
-    /// Starts every autostart domain that is off, the first time the daemon runs after a host
-    /// boot. Returns the domains it started; failures are logged and skipped.
-    pub async fn run_autostart(&self) -> Vec<String> {
+    /// The autostart domains that are off, the first time the daemon runs after a host boot
+    /// (`None` when autostart already ran this boot). `ops::autostart` starts them, audited.
+    pub fn autostart_due(&self) -> Option<Vec<String>> {
+        if self.inner.config.run_dir.join("autostarted").exists() {
+            return None;
+        }
+        Some(
+            self.list()
+                .into_iter()
+                .filter(|s| s.state == DomainState::Shutoff && self.autostart(&s.name))
+                .map(|s| s.name)
+                .collect(),
+        )
+    }
+
+    /// Records that autostart ran this boot.
+    pub async fn autostart_done(&self) {
         let done = self.inner.config.run_dir.join("autostarted");
-        if done.exists() {
-            return Vec::new();
-        }
-        let mut started = Vec::new();
-        for summary in self.list() {
-            if summary.state != DomainState::Shutoff || !self.autostart(&summary.name) {
-                continue;
-            }
-            match self.perform(&summary.name, super::Action::Start).await {
-                Ok(()) => started.push(summary.name),
-                Err(e) => tracing::error!(domain = %summary.name, error = %e, "autostart failed"),
-            }
-        }
         if let Err(e) = crate::persist::atomic::write_atomic_async(done, Vec::new(), 0o600).await {
             tracing::warn!(error = %e, "cannot record that autostart ran");
         }
-        started
     }
 }

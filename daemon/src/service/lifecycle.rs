@@ -41,99 +41,12 @@ impl ShutdownOptions {
     }
 }
 
-/// A lifecycle operation, as the faces name it.
-#[derive(Debug, Clone, Copy)]
-pub enum Action {
-    Start,
-    Shutdown(ShutdownOptions),
-    Destroy,
-    Suspend,
-    Resume,
-    Reboot,
-    Reset,
-}
-
-impl Action {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Shutdown(_) => "shutdown",
-            Action::Destroy => "destroy",
-            Action::Suspend => "suspend",
-            Action::Resume => "resume",
-            Action::Reboot => "reboot",
-            Action::Reset => "reset",
-        }
-    }
-}
-
 /// How long a QEMU gets to exit on SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// How long a new QEMU gets to open its QMP socket.
 const MONITOR_WAIT: Duration = Duration::from_secs(30);
 
 impl Service {
-    /// Performs `action` to its end, even if the caller stops waiting.
-    pub async fn perform(&self, name: &str, action: Action) -> Result<(), Error> {
-        let svc = self.clone();
-        let name = name.to_owned();
-        self.detached(async move { svc.perform_now(&name, action).await })
-            .await
-    }
-
-    async fn perform_now(&self, name: &str, action: Action) -> Result<(), Error> {
-        use tracing::Instrument;
-        let started = std::time::Instant::now();
-        let uuid = self
-            .inner
-            .handle(name)
-            .ok()
-            .and_then(|h| h.definition().config.uuid);
-        let span = tracing::info_span!(
-            "op",
-            domain = name,
-            uuid = uuid.map(tracing::field::display),
-            op = action.as_str()
-        );
-        let result = async {
-            match action {
-                Action::Start => self.start(name).await,
-                Action::Shutdown(options) => self.shutdown(name, options).await,
-                Action::Destroy => self.destroy(name).await,
-                Action::Suspend => self.suspend(name).await,
-                Action::Resume => self.resume(name).await,
-                Action::Reboot => self.reboot(name).await,
-                Action::Reset => self.reset(name).await,
-            }
-        }
-        .instrument(span)
-        .await;
-        let outcome = result.as_ref().map(|_| ());
-        super::metrics::record_operation(action.as_str(), outcome, started.elapsed());
-        self.inner.audit.record(action.as_str(), name, &result);
-        result
-    }
-
-    /// Runs `action` in the background; its progress is [`Service::operation`]. The domain
-    /// must exist now, so a typo fails at once rather than in the operation.
-    pub fn perform_in_background(
-        &self,
-        name: &str,
-        action: Action,
-    ) -> Result<super::operations::Operation, Error> {
-        self.inner.handle(name)?;
-        let service = self.clone();
-        let domain = name.to_owned();
-        // The operation outlives the request: it carries the requester along for the audit.
-        let actor = super::audit::current();
-        Ok(self
-            .inner
-            .operations
-            .spawn(name, action.as_str(), async move {
-                super::audit::as_actor(actor, service.perform(&domain, action)).await
-            }))
-    }
-
     pub fn operation(&self, id: &str) -> Option<super::operations::Operation> {
         self.inner.operations.get(id)
     }
@@ -147,17 +60,6 @@ impl Service {
     /// Creates and starts a transient domain: no definition is written; it is gone once it
     /// stops.
     pub async fn create(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
-        let svc = self.clone();
-        self.detached(async move {
-            let name = config.name.clone();
-            let result = svc.create_inner(config).await;
-            svc.inner.audit.record("create", &name, &result);
-            result
-        })
-        .await
-    }
-
-    async fn create_inner(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let inner = &self.inner;
         let validated = inner.prepare(config, None)?;
         let trust = inner.admit(&validated).await?;
@@ -441,7 +343,8 @@ pub(super) async fn launch_as(
     // host-model and autoselected firmware settled for this host: the config the guest runs
     // with (argv, record, live info). The host files are opened by the definition's rules.
     let definition_config = config;
-    let resolved = super::resolve::resolve(inner, name, config).await?;
+    let resolved =
+        super::resolve::resolve(inner, name, config, super::resolve::Effects::Apply).await?;
     let config = &resolved.config;
     let paths = &inner.paths;
     let socket = paths.qmp_socket(name);

@@ -110,12 +110,18 @@ fn counters() -> std::sync::MutexGuard<'static, Counters> {
     COUNTERS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Records one finished operation (called by `Service::perform`).
+/// Records one finished operation.
 pub fn record_operation(op: &'static str, result: Result<(), &Error>, took: Duration) {
     let result = match result {
         Ok(()) => "ok",
         Err(e) => e.code().as_str(),
     };
+    record_outcome(op, result, took);
+}
+
+/// Records one finished operation by its result code (`ok` or an error code); called by the
+/// operation executor for every operation.
+pub fn record_outcome(op: &'static str, result: &'static str, took: Duration) {
     let secs = took.as_secs_f64();
     let mut c = counters();
     let stats = c

@@ -5,12 +5,14 @@ pub mod audit;
 mod autostart;
 mod defaults;
 pub mod domain;
+pub mod dry_run;
 mod event_log;
 pub mod events;
 pub mod host_info;
 mod host_resources;
 pub mod jobs;
 mod lifecycle;
+pub mod metadata;
 pub mod metrics;
 pub mod migration;
 pub mod operations;
@@ -39,7 +41,7 @@ use domain::{Definition, DomainHandle, Run};
 use events::{EventBus, EventKind};
 use jobs::Job;
 
-pub use lifecycle::{Action, ShutdownOptions};
+pub use lifecycle::ShutdownOptions;
 pub use status::{DomainDetails, DomainStatus, ListFilter};
 
 /// The daemon's one service object. Cheap to clone.
@@ -191,6 +193,16 @@ impl Service {
         &self.inner.events
     }
 
+    /// The audit log, for the operation executor (`ops`).
+    pub(crate) fn audit_log(&self) -> &audit::AuditLog {
+        &self.inner.audit
+    }
+
+    /// The background operations (`?wait=false`), for the operation executor.
+    pub(crate) fn background(&self) -> &Arc<operations::Operations> {
+        &self.inner.operations
+    }
+
     /// Files in the state or run directories that could not be used, with the reason.
     pub fn problems(&self) -> Vec<Problem> {
         self.inner
@@ -223,19 +235,9 @@ impl Service {
     }
 
     /// Defines (or redefines) a persistent domain. A running domain keeps its current config
-    /// until its next start. The XML is on disk before this returns.
+    /// until its next start. The XML is on disk before this returns. The behaviour only: the
+    /// faces reach it through `ops` (detached, audited, counted).
     pub async fn define(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
-        let svc = self.clone();
-        self.detached(async move {
-            let name = config.name.clone();
-            let result = svc.define_inner(config).await;
-            svc.inner.audit.record("define", &name, &result);
-            result
-        })
-        .await
-    }
-
-    async fn define_inner(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let existing = self.inner.read_domains().get(&config.name).cloned();
         let validated = self
             .inner
@@ -288,9 +290,8 @@ impl Service {
         })
     }
 
-    /// Runs a mutation to its end even if the caller stops waiting (a client that disconnects,
-    /// a request future dropped): an operation cut half-way could leave a QEMU untracked or
-    /// disk and memory disagreeing. The caller's identity goes along for the audit log.
+    /// Runs a mutation to its end even if the caller stops waiting. The faces' operations are
+    /// detached by `ops::Executor`; only the migration peer protocol still uses this.
     pub(crate) async fn detached<T, F>(&self, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
@@ -318,17 +319,6 @@ impl Service {
 
     /// Removes the persistent definition. A running domain stays running, as a transient one.
     pub async fn undefine(&self, name: &str) -> Result<(), Error> {
-        let svc = self.clone();
-        let name = name.to_owned();
-        self.detached(async move {
-            let result = svc.undefine_inner(&name).await;
-            svc.inner.audit.record("undefine", &name, &result);
-            result
-        })
-        .await
-    }
-
-    async fn undefine_inner(&self, name: &str) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
         let _job = h.begin(Job::Undefine, inner.config.job_wait()).await?;

@@ -21,45 +21,15 @@ pub enum PassthroughError {
 }
 
 impl Service {
+    /// One raw QMP command under the domain's job slot (audited by `ops::qmp` with the
+    /// command's name).
     pub async fn qmp_passthrough(
         &self,
         name: &str,
         command: &str,
         arguments: Option<&Value>,
     ) -> Result<Value, PassthroughError> {
-        let svc = self.clone();
-        let (domain, cmd, args) = (name.to_owned(), command.to_owned(), arguments.cloned());
-        self.detached(async move {
-            Ok(svc
-                .qmp_passthrough_audited(&domain, &cmd, args.as_ref())
-                .await)
-        })
-        .await?
-    }
-
-    async fn qmp_passthrough_audited(
-        &self,
-        name: &str,
-        command: &str,
-        arguments: Option<&Value>,
-    ) -> Result<Value, PassthroughError> {
-        let result = self.qmp_passthrough_inner(name, command, arguments).await;
-        // Raw QMP can change anything: the command name is part of what is recorded.
-        let op = format!("qmp:{command}");
-        match &result {
-            Ok(_) => self.inner.audit.record_outcome(&op, name, "ok", None),
-            Err(PassthroughError::Domain(e)) => {
-                self.inner
-                    .audit
-                    .record_outcome(&op, name, e.code().as_str(), Some(e.to_string()))
-            }
-            Err(e @ PassthroughError::Qmp { .. }) => {
-                self.inner
-                    .audit
-                    .record_outcome(&op, name, "qmp_error", Some(e.to_string()))
-            }
-        }
-        result
+        self.qmp_passthrough_inner(name, command, arguments).await
     }
 
     async fn qmp_passthrough_inner(

@@ -76,19 +76,7 @@ impl Service {
         cpuset: &str,
         scope: PinScope,
     ) -> Result<Pinning, Error> {
-        let svc = self.clone();
-        let (name, cpuset) = (name.to_owned(), cpuset.to_owned());
-        self.detached(async move {
-            let result = svc.pin_inner(&name, kind, &cpuset, scope).await;
-            let op = match kind {
-                ThreadKind::Vcpu(_) => "vcpupin",
-                ThreadKind::Iothread(_) => "iothreadpin",
-                ThreadKind::Emulator => "emulatorpin",
-            };
-            svc.inner.audit.record(op, &name, &result);
-            result
-        })
-        .await
+        self.pin_inner(name, kind, cpuset, scope).await
     }
 
     async fn pin_inner(

@@ -22,10 +22,19 @@ pub(super) struct Resolved {
     pub firmware: Option<(PathBuf, PathBuf)>,
 }
 
+/// What a resolve may do on the host: a start makes the NVRAM from the template; a
+/// validate-only define only looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Effects {
+    Apply,
+    DryRun,
+}
+
 pub(super) async fn resolve(
     inner: &Arc<Inner>,
     name: &str,
     config: &DomainConfig,
+    effects: Effects,
 ) -> Result<Resolved, Error> {
     let host_model = matches!(
         config.cpu.as_ref().map(|c| &c.mode),
@@ -113,13 +122,15 @@ pub(super) async fn resolve(
                 },
             )?
             .clone();
-            firmware::ensure_nvram(&d.nvram_template, &nvram_for_copy).map_err(|e| {
-                format!(
-                    "cannot create the NVRAM {} from {}: {e}",
-                    nvram_for_copy.display(),
-                    d.nvram_template.display()
-                )
-            })?;
+            if effects == Effects::Apply {
+                firmware::ensure_nvram(&d.nvram_template, &nvram_for_copy).map_err(|e| {
+                    format!(
+                        "cannot create the NVRAM {} from {}: {e}",
+                        nvram_for_copy.display(),
+                        d.nvram_template.display()
+                    )
+                })?;
+            }
             Ok::<_, String>(d)
         })
         .await

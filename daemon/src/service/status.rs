@@ -31,6 +31,8 @@ pub struct DomainDetails {
 pub struct ListFilter {
     pub state: Option<DomainState>,
     pub name: Option<String>,
+    /// Only domains whose definition carries this tag (see `metadata`).
+    pub tag: Option<String>,
 }
 
 impl ListFilter {
@@ -44,17 +46,16 @@ impl ListFilter {
 }
 
 impl Service {
-    /// Performs `action` and reports the domain as the operation left it; for a transient
-    /// domain that stopped (and is gone from the list) that is its final, shut-off status.
-    pub async fn perform_and_report(
-        &self,
-        name: &str,
-        action: super::Action,
-    ) -> Result<DomainStatus, Error> {
+    /// Runs `work` on `name` and reports the domain as it left it; for a transient domain that
+    /// stopped (and is gone from the list) that is its final, shut-off status.
+    pub async fn and_report<F>(&self, name: &str, work: F) -> Result<DomainStatus, Error>
+    where
+        F: std::future::Future<Output = Result<(), Error>>,
+    {
         // Looked up first (a transient domain is gone from the map once it stops), checked
-        // after: an unknown domain is still counted and audited by `perform`.
+        // after: an unknown domain is still counted and audited by the caller.
         let h = self.inner.handle(name);
-        self.perform(name, action).await?;
+        work.await?;
         let h = h?;
         Ok(self.status_of(&h))
     }
@@ -77,6 +78,11 @@ impl Service {
         let handles: Vec<_> = self.inner.read_domains().values().cloned().collect();
         handles
             .iter()
+            .filter(|h| {
+                filter.tag.as_deref().is_none_or(|tag| {
+                    super::metadata::has_tag(h.definition().config.metadata.as_deref(), tag)
+                })
+            })
             .map(|h| self.status_of(h))
             .filter(|s| filter.matches(s))
             .collect()

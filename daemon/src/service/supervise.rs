@@ -231,8 +231,18 @@ impl Watcher {
             let service = Service {
                 inner: inner.clone(),
             };
+            // The daemon's own start (no face asked): audited and counted here, as the
+            // executor does for the faces' operations.
             tokio::spawn(async move {
-                if let Err(e) = service.perform(&name, super::Action::Start).await {
+                let began = std::time::Instant::now();
+                let result = service.start(&name).await;
+                super::metrics::record_operation(
+                    "start",
+                    result.as_ref().map(drop),
+                    began.elapsed(),
+                );
+                service.inner.audit.record("start", &name, &result);
+                if let Err(e) = result {
                     tracing::error!(domain = %name, error = %e, "restart after crash failed");
                 }
             });

@@ -1,6 +1,6 @@
 //! The two interfaces: `org.novacron1.Manager` at `/org/novacron1` and `org.novacron1.Domain`
-//! on one object per domain. Each method checks authorisation (mutating ones), calls the
-//! service once and maps the result.
+//! on one object per domain. Each mutating method asks polkit who is calling, runs one
+//! operation (`crate::ops`) through the executor for that caller and maps the result.
 
 use std::collections::HashMap;
 
@@ -14,9 +14,12 @@ use super::error::{to_fdo, DbusError};
 use super::path::domain_path;
 use super::polkit;
 use crate::host::pinning::ThreadKind;
-use crate::service::audit::as_actor;
+use crate::ops::define::{Create, Define, Defined, Undefine};
+use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
+use crate::ops::{Executor, Operation, Target};
+use crate::service::audit::Actor;
 use crate::service::placement::PinScope;
-use crate::service::{Action, ListFilter, Service, ShutdownOptions};
+use crate::service::{ListFilter, Service};
 
 pub const MANAGER_PATH: &str = "/org/novacron1";
 
@@ -39,6 +42,17 @@ async fn ensure_object(
     Ok(path)
 }
 
+/// Runs `op` on this host for `actor`.
+async fn run<O>(service: &Service, actor: Actor, op: O) -> Result<O::Response, DbusError>
+where
+    O: Operation,
+    DbusError: From<O::Failure>,
+{
+    Ok(Executor::new(service.clone())
+        .run(actor, Target::Local, op)
+        .await?)
+}
+
 fn parse_xml(xml: &str) -> Result<DomainConfig, DbusError> {
     DomainConfig::from_xml(xml).map_err(|e| novacron_domain::Error::from(e).into())
 }
@@ -47,12 +61,9 @@ fn parse_json(json: &str) -> Result<DomainConfig, DbusError> {
     DomainConfig::from_json(json).map_err(|e| DbusError::invalid_args(e.to_string()))
 }
 
-#[interface(name = "org.novacron1.Manager")]
 impl Manager {
-    /// Object paths of the domains, sorted by name; `state` ("" for all) is one of the state
-    /// strings (shutoff starting running paused shutting_down migrating crashed).
-    #[zbus(out_args("domains"))]
-    async fn list_domains(&self, state: &str) -> Result<Vec<OwnedObjectPath>, DbusError> {
+    /// The listing, filtered by the service ("" means no filter).
+    fn list(&self, state: &str, tag: &str) -> Result<Vec<OwnedObjectPath>, DbusError> {
         let state = if state.is_empty() {
             None
         } else {
@@ -62,13 +73,37 @@ impl Manager {
                     .map_err(|e| DbusError::invalid_args(format!("state: {e}")))?,
             )
         };
-        let filter = ListFilter { state, name: None };
+        let filter = ListFilter {
+            state,
+            name: None,
+            tag: (!tag.is_empty()).then(|| tag.to_owned()),
+        };
         Ok(self
             .service
             .list_status(&filter)
             .iter()
             .map(|s| domain_path(&s.name))
             .collect())
+    }
+}
+
+#[interface(name = "org.novacron1.Manager")]
+impl Manager {
+    /// Object paths of the domains, sorted by name; `state` ("" for all) is one of the state
+    /// strings (shutoff starting running paused shutting_down migrating crashed).
+    #[zbus(out_args("domains"))]
+    async fn list_domains(&self, state: &str) -> Result<Vec<OwnedObjectPath>, DbusError> {
+        self.list(state, "")
+    }
+
+    /// As `ListDomains`, only the domains tagged `tag` ("" for all; see `SetMetadata`).
+    #[zbus(out_args("domains"))]
+    async fn list_domains_tagged(
+        &self,
+        state: &str,
+        tag: &str,
+    ) -> Result<Vec<OwnedObjectPath>, DbusError> {
+        self.list(state, tag)
     }
 
     #[zbus(out_args("domain"))]
@@ -101,8 +136,15 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let summary = as_actor(actor, self.service.define(parse_xml(xml)?)).await?;
-        ensure_object(server, &self.service, &summary.name).await
+        let config = parse_xml(xml)?;
+        match run(&self.service, actor, Define::new(config)).await? {
+            Defined::Done { status, .. } => {
+                ensure_object(server, &self.service, &status.name).await
+            }
+            Defined::Checked(_) => {
+                Err(DbusError::Internal("a define answered as a dry run".into()))
+            }
+        }
     }
 
     /// Defines (or redefines) a persistent domain from the JSON model.
@@ -115,8 +157,38 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let summary = as_actor(actor, self.service.define(parse_json(json)?)).await?;
-        ensure_object(server, &self.service, &summary.name).await
+        let config = parse_json(json)?;
+        match run(&self.service, actor, Define::new(config)).await? {
+            Defined::Done { status, .. } => {
+                ensure_object(server, &self.service, &status.name).await
+            }
+            Defined::Checked(_) => {
+                Err(DbusError::Internal("a define answered as a dry run".into()))
+            }
+        }
+    }
+
+    /// Checks a libvirt XML definition as `DefineXML` would (validation, storage roots for
+    /// the caller, the QEMU command line) and defines nothing. Returns the summary as JSON
+    /// (name, uuid, replaces, trust, the normalised xml, argv).
+    #[zbus(name = "ValidateXML", out_args("summary"))]
+    async fn validate_xml(
+        &self,
+        xml: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let define = Define {
+            config: parse_xml(xml)?,
+            dry_run: true,
+        };
+        match run(&self.service, actor, define).await? {
+            Defined::Checked(checked) => {
+                serde_json::to_string(&checked).map_err(|e| DbusError::Internal(e.to_string()))
+            }
+            Defined::Done { .. } => Err(DbusError::Internal("a dry run defined".into())),
+        }
     }
 
     /// Creates and starts a transient domain from libvirt XML; it is gone once it stops.
@@ -129,8 +201,9 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let summary = as_actor(actor, self.service.create(parse_xml(xml)?)).await?;
-        ensure_object(server, &self.service, &summary.name).await
+        let config = parse_xml(xml)?;
+        let status = run(&self.service, actor, Create { config }).await?;
+        ensure_object(server, &self.service, &status.name).await
     }
 
     /// Creates and starts a transient domain from the JSON model.
@@ -143,8 +216,9 @@ impl Manager {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let summary = as_actor(actor, self.service.create(parse_json(json)?)).await?;
-        ensure_object(server, &self.service, &summary.name).await
+        let config = parse_json(json)?;
+        let status = run(&self.service, actor, Create { config }).await?;
+        ensure_object(server, &self.service, &status.name).await
     }
 
     /// hostname s, daemon_version s, emulator s, kvm_usable b, kvm_reason s (only when KVM is
@@ -200,12 +274,16 @@ impl DomainObject {
 
     async fn perform(
         &self,
-        action: Action,
+        op: Lifecycle,
         conn: &Connection,
         header: &Header<'_>,
     ) -> Result<(), DbusError> {
         let actor = polkit::authorize(conn, header, &self.service).await?;
-        Ok(as_actor(actor, self.service.perform(&self.name, action)).await?)
+        run(&self.service, actor, op).await.map(drop)
+    }
+
+    fn lifecycle(&self, kind: Kind) -> Lifecycle {
+        Lifecycle::new(kind, self.name.clone())
     }
 }
 
@@ -220,8 +298,13 @@ impl DomainObject {
         header: &Header<'_>,
     ) -> Result<String, DbusError> {
         let actor = polkit::authorize(conn, header, &self.service).await?;
-        let scope = PinScope { live, config };
-        let pinning = as_actor(actor, self.service.pin(&self.name, kind, cpuset, scope)).await?;
+        let op = crate::ops::pinning::Pin {
+            domain: self.name.clone(),
+            thread: kind,
+            cpuset: cpuset.to_owned(),
+            scope: PinScope { live, config },
+        };
+        let pinning = run(&self.service, actor, op).await?;
         serde_json::to_string(&pinning).map_err(|e| DbusError::Internal(e.to_string()))
     }
 }
@@ -283,7 +366,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Start, conn, &header).await
+        self.perform(self.lifecycle(Kind::Start), conn, &header)
+            .await
     }
 
     /// Presses the power button and waits up to `timeout_secs` (0: the configured default) for
@@ -295,8 +379,12 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        let options = ShutdownOptions::from_secs(Some(timeout_secs), force);
-        self.perform(Action::Shutdown(options), conn, &header).await
+        let request = ShutdownRequest {
+            timeout_secs: Some(timeout_secs),
+            force,
+        };
+        let op = Lifecycle::shutdown(self.name.clone(), request);
+        self.perform(op, conn, &header).await
     }
 
     async fn destroy(
@@ -304,7 +392,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Destroy, conn, &header).await
+        self.perform(self.lifecycle(Kind::Destroy), conn, &header)
+            .await
     }
 
     async fn suspend(
@@ -312,7 +401,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Suspend, conn, &header).await
+        self.perform(self.lifecycle(Kind::Suspend), conn, &header)
+            .await
     }
 
     async fn resume(
@@ -320,7 +410,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Resume, conn, &header).await
+        self.perform(self.lifecycle(Kind::Resume), conn, &header)
+            .await
     }
 
     async fn reboot(
@@ -328,7 +419,8 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Reboot, conn, &header).await
+        self.perform(self.lifecycle(Kind::Reboot), conn, &header)
+            .await
     }
 
     async fn reset(
@@ -336,7 +428,44 @@ impl DomainObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.perform(Action::Reset, conn, &header).await
+        self.perform(self.lifecycle(Kind::Reset), conn, &header)
+            .await
+    }
+
+    /// Sets the title, description and tags (`virsh desc`, libvirt `<metadata>`). A title or
+    /// description of "" removes it; `keep` lists what to leave as it is ("title",
+    /// "description", "tags"). Returns the metadata afterwards as JSON.
+    #[zbus(out_args("metadata"))]
+    async fn set_metadata(
+        &self,
+        title: String,
+        description: String,
+        tags: Vec<String>,
+        keep: Vec<String>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let kept = |f: &str| keep.iter().any(|k| k == f);
+        if let Some(bad) = keep
+            .iter()
+            .find(|k| !["title", "description", "tags"].contains(&k.as_str()))
+        {
+            return Err(DbusError::invalid_args(format!(
+                "keep: unknown field '{bad}'"
+            )));
+        }
+        let change = crate::service::metadata::MetadataChange {
+            title: (!kept("title")).then_some(title),
+            description: (!kept("description")).then_some(description),
+            tags: (!kept("tags")).then_some(tags),
+        };
+        let op = crate::ops::metadata::SetMetadata {
+            domain: self.name.clone(),
+            change,
+        };
+        let metadata = run(&self.service, actor, op).await?;
+        serde_json::to_string(&metadata).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
     /// Removes the persistent definition; a running domain becomes transient.
@@ -346,7 +475,10 @@ impl DomainObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        Ok(as_actor(actor, self.service.undefine(&self.name)).await?)
+        let op = Undefine {
+            domain: self.name.clone(),
+        };
+        run(&self.service, actor, op).await
     }
 
     async fn set_autostart(
@@ -356,7 +488,11 @@ impl DomainObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        Ok(as_actor(actor, self.service.set_autostart(&self.name, enabled)).await?)
+        let op = crate::ops::autostart::SetAutostart {
+            domain: self.name.clone(),
+            enabled,
+        };
+        run(&self.service, actor, op).await.map(drop)
     }
 
     /// Pins vCPU `vcpu` to the host CPUs in `cpuset` (libvirt syntax, e.g. "0-3,^2"): `live`
@@ -446,7 +582,11 @@ impl DomainObject {
             options,
             keep_source_definition: false,
         };
-        let progress = as_actor(actor, self.service.migrate(&self.name, request, false)).await?;
+        let progress = crate::service::audit::as_actor(
+            actor,
+            self.service.migrate(&self.name, request, false),
+        )
+        .await?;
         serde_json::to_string(&progress).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
@@ -458,7 +598,9 @@ impl DomainObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, DbusError> {
         let actor = polkit::authorize(conn, &header, &self.service).await?;
-        let progress = as_actor(actor, self.service.cancel_migration(&self.name)).await?;
+        let progress =
+            crate::service::audit::as_actor(actor, self.service.cancel_migration(&self.name))
+                .await?;
         serde_json::to_string(&progress).map_err(|e| DbusError::Internal(e.to_string()))
     }
 

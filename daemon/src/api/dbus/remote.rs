@@ -1,6 +1,6 @@
 //! `org.novacron1.RemoteHost`: one object per remote vendor host at
 //! `/org/novacron1/host/<escaped name>`, the D-Bus view of `/v1/hosts/{host}/...`. Methods
-//! call the same service functions the HTTP face calls.
+//! run the same operations (`crate::ops`) the HTTP face runs, with the host as their target.
 
 use novacron_domain::DomainState;
 use zbus::message::Header;
@@ -11,8 +11,8 @@ use zbus::{interface, Connection};
 use super::error::{to_fdo, DbusError};
 use super::path::escape;
 use super::polkit;
-use crate::service::audit::as_actor;
-use crate::service::remote::RemoteAction;
+use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
+use crate::ops::{Executor, Target};
 use crate::service::Service;
 
 pub const HOST_PREFIX: &str = "/org/novacron1/host";
@@ -38,17 +38,14 @@ impl RemoteHostObject {
 
     async fn act(
         &self,
-        domain: &str,
-        action: RemoteAction,
+        op: Lifecycle,
         conn: &Connection,
         header: &Header<'_>,
     ) -> Result<(), DbusError> {
         let actor = polkit::authorize(conn, header, &self.service).await?;
-        as_actor(
-            actor,
-            self.service.remote_action(&self.name, domain, action),
-        )
-        .await?;
+        Executor::new(self.service.clone())
+            .run(actor, Target::Remote(self.name.clone()), op)
+            .await?;
         Ok(())
     }
 }
@@ -80,7 +77,7 @@ impl RemoteHostObject {
     /// not be asked and this is its last inventory, `age_secs` how old that is.
     #[zbus(out_args("domains", "stale", "age_secs"))]
     async fn list_domains(&self) -> Result<(Vec<(String, String, String)>, bool, f64), DbusError> {
-        let inventory = self.service.remote_list(&self.name, None).await?;
+        let inventory = self.service.remote_list(&self.name, None, None).await?;
         let rows = inventory
             .domains
             .into_iter()
@@ -103,7 +100,8 @@ impl RemoteHostObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.act(domain, RemoteAction::Start, conn, &header).await
+        self.act(Lifecycle::new(Kind::Start, domain), conn, &header)
+            .await
     }
 
     /// Graceful power-off through the vendor, waiting up to `timeout_secs` (0: the default).
@@ -114,11 +112,12 @@ impl RemoteHostObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        if timeout_secs > 24 * 3600 {
-            return Err(DbusError::invalid_args("timeout_secs: at most 86400"));
-        }
-        let timeout = (timeout_secs > 0).then(|| std::time::Duration::from_secs(timeout_secs));
-        self.act(domain, RemoteAction::Shutdown { timeout }, conn, &header)
+        // The cap (a day) is the operation's, as for local domains.
+        let request = ShutdownRequest {
+            timeout_secs: Some(timeout_secs),
+            force: false,
+        };
+        self.act(Lifecycle::shutdown(domain, request), conn, &header)
             .await
     }
 
@@ -128,7 +127,8 @@ impl RemoteHostObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.act(domain, RemoteAction::Destroy, conn, &header).await
+        self.act(Lifecycle::new(Kind::Destroy, domain), conn, &header)
+            .await
     }
 
     async fn suspend(
@@ -137,7 +137,8 @@ impl RemoteHostObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.act(domain, RemoteAction::Suspend, conn, &header).await
+        self.act(Lifecycle::new(Kind::Suspend, domain), conn, &header)
+            .await
     }
 
     async fn resume(
@@ -146,7 +147,8 @@ impl RemoteHostObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.act(domain, RemoteAction::Resume, conn, &header).await
+        self.act(Lifecycle::new(Kind::Resume, domain), conn, &header)
+            .await
     }
 
     async fn reboot(
@@ -155,7 +157,8 @@ impl RemoteHostObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), DbusError> {
-        self.act(domain, RemoteAction::Reboot, conn, &header).await
+        self.act(Lifecycle::new(Kind::Reboot, domain), conn, &header)
+            .await
     }
 
     /// A remote domain changed power state ("" for appeared / gone).

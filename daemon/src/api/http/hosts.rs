@@ -1,5 +1,6 @@
-//! `/v1/hosts/...`: remote vendor hosts and their domains. Each handler parses, calls the
-//! service once and renders, like the local routes.
+//! `/v1/hosts/...`: remote vendor hosts and their domains. Each handler parses, runs one
+//! operation (changes go through the executor with a remote target) and renders, like the
+//! local routes; access levels come from the operation table.
 
 use std::time::Duration;
 
@@ -9,11 +10,12 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::request::{decode_segment, query, read_body};
+use super::request::{decode_segment, flag, query, read_body};
 use super::response::{json_response, no_content, Response};
 use super::Ctx;
-use crate::config::Role;
-use crate::service::remote::{HostEntry, Registration, RemoteAction};
+use crate::ops::lifecycle::Kind;
+use crate::ops::{hosts, Executor, Target};
+use crate::service::remote::{HostEntry, Registration};
 
 /// The remote endpoints (see `routes::ROUTES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,26 +27,13 @@ pub enum HostEndpoint {
     Unregister,
     Domains,
     Domain,
-    Action(RemoteActionName),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteActionName {
-    Start,
-    Shutdown,
-    Destroy,
-    Suspend,
-    Resume,
-    Reboot,
+    Action(Kind),
 }
 
 /// Discovery probes are bounded; an address list is short.
 const MAX_DISCOVER_ADDRESSES: usize = 64;
 const DEFAULT_DISCOVER_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_DISCOVER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Longest graceful shutdown wait a caller may ask for (a day).
-const MAX_SHUTDOWN: Duration = Duration::from_secs(24 * 3600);
 
 /// `/v1/hosts/{host}/domains/{name}/...`: the host and domain segments, percent-decoded
 /// (vendor VM names often hold spaces: "Windows Server 2019").
@@ -62,6 +51,8 @@ pub(crate) async fn dispatch(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let svc = &ctx.service;
+    let exec = Executor::new(svc.clone());
+    let actor = caller.actor;
     let (host, name) = segments(req.uri().path())?;
     match endpoint {
         HostEndpoint::List => Ok(json_response(
@@ -72,17 +63,17 @@ pub(crate) async fn dispatch(
             }),
         )),
         HostEndpoint::Register => {
-            // The body carries credentials: administrators only.
-            require_admin(&caller, "registering a remote host")?;
+            // The body carries credentials: administrators only (the table's access level,
+            // checked before the body is read).
             let body: RegisterBody = parse(&read_body(req).await?)?;
             let registration = body.into_registration()?;
-            let view = svc.register_host(registration).await?;
+            let op = hosts::RegisterHost { registration };
+            let view = exec.run(actor, Target::Local, op).await?;
             Ok(json_response(StatusCode::CREATED, &view))
         }
         HostEndpoint::Discover => {
             // Probing arbitrary addresses from the daemon's network position is an
-            // administrator's call.
-            require_admin(&caller, "probing addresses")?;
+            // administrator's call (the table's access level).
             let body: DiscoverBody = parse(&read_body(req).await?)?;
             if body.addresses.is_empty() || body.addresses.len() > MAX_DISCOVER_ADDRESSES {
                 return Err(ApiError::bad_request(format!(
@@ -108,72 +99,32 @@ pub(crate) async fn dispatch(
         }
         HostEndpoint::Get => Ok(json_response(StatusCode::OK, &svc.remote_host(&host)?)),
         HostEndpoint::Unregister => {
-            require_admin(&caller, "unregistering a remote host")?;
-            svc.unregister_host(&host).await?;
+            let op = hosts::UnregisterHost { host };
+            exec.run(actor, Target::Local, op).await?;
             Ok(no_content())
         }
         HostEndpoint::Domains => {
-            let state = query(&req)?
+            let q = query(&req)?;
+            let state = q
                 .get("state")
                 .map(|s| {
                     s.parse::<novacron_domain::DomainState>()
                         .map_err(|e| ApiError::bad_request(format!("query parameter state: {e}")))
                 })
                 .transpose()?;
-            let inventory = svc.remote_list(&host, state).await?;
+            let name = q.get("name").map(String::as_str);
+            let inventory = svc.remote_list(&host, state, name).await?;
             Ok(json_response(StatusCode::OK, &inventory))
         }
         HostEndpoint::Domain => Ok(json_response(
             StatusCode::OK,
             &svc.remote_get(&host, &name).await?,
         )),
-        HostEndpoint::Action(action) => {
-            let action = match action {
-                RemoteActionName::Start => RemoteAction::Start,
-                RemoteActionName::Destroy => RemoteAction::Destroy,
-                RemoteActionName::Suspend => RemoteAction::Suspend,
-                RemoteActionName::Resume => RemoteAction::Resume,
-                RemoteActionName::Reboot => RemoteAction::Reboot,
-                RemoteActionName::Shutdown => {
-                    #[derive(Deserialize, Default)]
-                    #[serde(deny_unknown_fields)]
-                    struct Body {
-                        timeout_secs: Option<u64>,
-                    }
-                    let body = read_body(req).await?;
-                    let body: Body = if body.iter().all(u8::is_ascii_whitespace) {
-                        Body::default()
-                    } else {
-                        parse(&body)?
-                    };
-                    let timeout = body
-                        .timeout_secs
-                        .filter(|s| *s > 0)
-                        .map(Duration::from_secs);
-                    if timeout.is_some_and(|t| t > MAX_SHUTDOWN) {
-                        return Err(ApiError::bad_request(format!(
-                            "timeout_secs: at most {}",
-                            MAX_SHUTDOWN.as_secs()
-                        )));
-                    }
-                    RemoteAction::Shutdown { timeout }
-                }
-            };
-            let info = svc.remote_action(&host, &name, action).await?;
-            Ok(json_response(StatusCode::OK, &info))
+        HostEndpoint::Action(kind) => {
+            let wait = flag(&query(&req)?, "wait", true)?;
+            let op = super::routes::read_lifecycle(kind, name, req).await?;
+            super::routes::run_lifecycle(&exec, actor, Target::Remote(host), op, wait).await
         }
-    }
-}
-
-fn require_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
-    if caller.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{what} is for administrators"),
-        ))
     }
 }
 

@@ -56,7 +56,7 @@ pub fn render(m: &Metrics) -> String {
     out.family(
         "novacron_operations_total",
         "counter",
-        "Lifecycle operations finished, by operation and result (ok or an error code).",
+        "Operations finished, by operation and result (ok or an error code).",
     );
     for o in &m.operations {
         out.sample(
@@ -68,7 +68,7 @@ pub fn render(m: &Metrics) -> String {
     out.family(
         "novacron_operation_duration_seconds",
         "histogram",
-        "How long lifecycle operations took.",
+        "How long operations took.",
     );
     for o in &m.operations {
         let labels = [("op", o.op), ("result", o.result)];

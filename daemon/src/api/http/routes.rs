@@ -1,5 +1,6 @@
 //! The route table (also what the OpenAPI coverage test reads) and the handlers: each one
-//! parses, calls the service once, and renders the result.
+//! parses, runs one operation (`crate::ops`) through the executor, and renders the result.
+//! Access levels come from the operation table, never from here.
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
@@ -10,13 +11,14 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::hosts::{HostEndpoint, RemoteActionName};
+use super::hosts::HostEndpoint;
 use super::migration::MigrationEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::Ctx;
-use crate::config::Role;
-use crate::service::{Action, ListFilter, ShutdownOptions};
+use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
+use crate::ops::{self, table, Executor, OpInfo, Target};
+use crate::service::ListFilter;
 
 /// What a request is for, once its path and method are recognised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +28,9 @@ pub enum Endpoint {
     GetDomain,
     UndefineDomain,
     DomainXml,
-    DomainAction(ActionName),
+    Lifecycle(Kind),
     SetAutostart,
+    SetMetadata,
     Pinning,
     Pin,
     Qmp,
@@ -39,17 +42,6 @@ pub enum Endpoint {
     /// `/v1/hosts/...`: remote vendor hosts (see `hosts.rs`).
     Remote(HostEndpoint),
     Migration(MigrationEndpoint),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActionName {
-    Start,
-    Shutdown,
-    Destroy,
-    Suspend,
-    Resume,
-    Reboot,
-    Reset,
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -66,42 +58,47 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (
         Method::POST,
         "/v1/domains/{name}/start",
-        Endpoint::DomainAction(ActionName::Start),
+        Endpoint::Lifecycle(Kind::Start),
     ),
     (
         Method::POST,
         "/v1/domains/{name}/shutdown",
-        Endpoint::DomainAction(ActionName::Shutdown),
+        Endpoint::Lifecycle(Kind::Shutdown),
     ),
     (
         Method::POST,
         "/v1/domains/{name}/destroy",
-        Endpoint::DomainAction(ActionName::Destroy),
+        Endpoint::Lifecycle(Kind::Destroy),
     ),
     (
         Method::POST,
         "/v1/domains/{name}/suspend",
-        Endpoint::DomainAction(ActionName::Suspend),
+        Endpoint::Lifecycle(Kind::Suspend),
     ),
     (
         Method::POST,
         "/v1/domains/{name}/resume",
-        Endpoint::DomainAction(ActionName::Resume),
+        Endpoint::Lifecycle(Kind::Resume),
     ),
     (
         Method::POST,
         "/v1/domains/{name}/reboot",
-        Endpoint::DomainAction(ActionName::Reboot),
+        Endpoint::Lifecycle(Kind::Reboot),
     ),
     (
         Method::POST,
         "/v1/domains/{name}/reset",
-        Endpoint::DomainAction(ActionName::Reset),
+        Endpoint::Lifecycle(Kind::Reset),
     ),
     (
         Method::PUT,
         "/v1/domains/{name}/autostart",
         Endpoint::SetAutostart,
+    ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/metadata",
+        Endpoint::SetMetadata,
     ),
     (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
     (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
@@ -150,32 +147,32 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (
         Method::POST,
         "/v1/hosts/{host}/domains/{name}/start",
-        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Start)),
+        Endpoint::Remote(HostEndpoint::Action(Kind::Start)),
     ),
     (
         Method::POST,
         "/v1/hosts/{host}/domains/{name}/shutdown",
-        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Shutdown)),
+        Endpoint::Remote(HostEndpoint::Action(Kind::Shutdown)),
     ),
     (
         Method::POST,
         "/v1/hosts/{host}/domains/{name}/destroy",
-        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Destroy)),
+        Endpoint::Remote(HostEndpoint::Action(Kind::Destroy)),
     ),
     (
         Method::POST,
         "/v1/hosts/{host}/domains/{name}/suspend",
-        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Suspend)),
+        Endpoint::Remote(HostEndpoint::Action(Kind::Suspend)),
     ),
     (
         Method::POST,
         "/v1/hosts/{host}/domains/{name}/resume",
-        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Resume)),
+        Endpoint::Remote(HostEndpoint::Action(Kind::Resume)),
     ),
     (
         Method::POST,
         "/v1/hosts/{host}/domains/{name}/reboot",
-        Endpoint::Remote(HostEndpoint::Action(RemoteActionName::Reboot)),
+        Endpoint::Remote(HostEndpoint::Action(Kind::Reboot)),
     ),
     (
         Method::POST,
@@ -218,6 +215,49 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         Endpoint::Migration(MigrationEndpoint::Finish),
     ),
 ];
+
+impl Endpoint {
+    /// The operation this route runs: its access level, name and other faces.
+    pub fn info(self) -> &'static OpInfo {
+        use MigrationEndpoint as M;
+        match self {
+            Endpoint::ListDomains => &table::LIST,
+            // Define and create share the route (`?transient=true`) and the access level.
+            Endpoint::DefineDomain => &table::DEFINE,
+            Endpoint::GetDomain => &table::GET,
+            Endpoint::UndefineDomain => &table::UNDEFINE,
+            Endpoint::DomainXml => &table::XML,
+            Endpoint::Lifecycle(kind) => kind.info(),
+            Endpoint::SetAutostart => &table::AUTOSTART,
+            Endpoint::SetMetadata => &table::SET_METADATA,
+            Endpoint::Pinning => &table::PINNING,
+            // The three pin operations share the route and the access level.
+            Endpoint::Pin => &table::VCPUPIN,
+            Endpoint::Qmp => &table::QMP,
+            Endpoint::GetOperation => &table::OPERATION,
+            Endpoint::Host => &table::HOST,
+            Endpoint::Events => &table::EVENTS,
+            Endpoint::OpenApi => &table::OPENAPI,
+            Endpoint::Metrics => &table::METRICS,
+            Endpoint::Remote(HostEndpoint::List) => &table::HOSTS,
+            Endpoint::Remote(HostEndpoint::Register) => &table::REGISTER_HOST,
+            Endpoint::Remote(HostEndpoint::Discover) => &table::DISCOVER_HOSTS,
+            Endpoint::Remote(HostEndpoint::Get) => &table::HOST_GET,
+            Endpoint::Remote(HostEndpoint::Unregister) => &table::UNREGISTER_HOST,
+            Endpoint::Remote(HostEndpoint::Domains) => &table::LIST,
+            Endpoint::Remote(HostEndpoint::Domain) => &table::GET,
+            Endpoint::Remote(HostEndpoint::Action(kind)) => kind.info(),
+            Endpoint::Migration(M::Migrate) => &table::MIGRATE,
+            Endpoint::Migration(M::Progress) => &table::MIGRATION,
+            Endpoint::Migration(M::Cancel) => &table::MIGRATE_CANCEL,
+            Endpoint::Migration(M::Postcopy) => &table::MIGRATE_POSTCOPY,
+            Endpoint::Migration(M::Prepare) => &table::INCOMING_PREPARE,
+            Endpoint::Migration(M::Incoming) => &table::INCOMING_GET,
+            Endpoint::Migration(M::Finish) => &table::INCOMING_FINISH,
+            Endpoint::Migration(M::Abort) => &table::INCOMING_ABORT,
+        }
+    }
+}
 
 /// Finds the endpoint and the one `{…}` parameter, or 404 / 405.
 pub fn resolve<'p>(
@@ -271,12 +311,16 @@ pub(crate) async fn dispatch(
 ) -> Result<Response, ApiError> {
     let path = req.uri().path().to_owned();
     let (endpoint, param) = resolve(req.method(), &path)?;
-    // Audited with every other 403 in `handle`.
-    if let Err(why) = role_reaches(caller.role, endpoint) {
+    // Checked before any body is read; audited with every other 403 in `handle`. The
+    // executor checks again (for callers that are not this face).
+    let info = endpoint.info();
+    if let Err(why) = info.access.check(Some(caller.role), info.what) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why));
     }
     let param = param.unwrap_or_default().to_owned();
     let svc = &ctx.service;
+    let exec = Executor::new(svc.clone());
+    let actor = caller.actor.clone();
     match endpoint {
         Endpoint::ListDomains => {
             let q = query(&req)?;
@@ -290,27 +334,39 @@ pub(crate) async fn dispatch(
             let filter = ListFilter {
                 state,
                 name: q.get("name").cloned(),
+                tag: q.get("tag").cloned(),
             };
             Ok(json_response(StatusCode::OK, &svc.list_status(&filter)))
         }
         Endpoint::DefineDomain => {
-            let transient = flag(&query(&req)?, "transient", false)?;
+            let q = query(&req)?;
+            let transient = flag(&q, "transient", false)?;
+            let dry_run = flag(&q, "dry_run", false)?;
             let config = read_definition(req).await?;
+            if transient && dry_run {
+                return Err(ApiError::bad_request(
+                    "dry_run: validates a definition; it cannot be combined with transient",
+                ));
+            }
             if transient {
-                let summary = svc.create(config).await?;
-                Ok(json_response(
-                    StatusCode::CREATED,
-                    &svc.status(&summary.name)?,
-                ))
+                let create = ops::define::Create { config };
+                let status = exec.run(actor, Target::Local, create).await?;
+                Ok(json_response(StatusCode::CREATED, &status))
             } else {
-                let existed = svc.status(&config.name).is_ok();
-                let summary = svc.define(config).await?;
-                let status = if existed {
-                    StatusCode::OK
-                } else {
-                    StatusCode::CREATED
-                };
-                Ok(json_response(status, &svc.status(&summary.name)?))
+                let define = ops::define::Define { config, dry_run };
+                match exec.run(actor, Target::Local, define).await? {
+                    ops::define::Defined::Done { status, created } => {
+                        let code = if created {
+                            StatusCode::CREATED
+                        } else {
+                            StatusCode::OK
+                        };
+                        Ok(json_response(code, &status))
+                    }
+                    ops::define::Defined::Checked(checked) => {
+                        Ok(json_response(StatusCode::OK, &checked))
+                    }
+                }
             }
         }
         Endpoint::GetDomain => {
@@ -326,23 +382,14 @@ pub(crate) async fn dispatch(
             svc.get(&param)?.config.to_xml(),
         )),
         Endpoint::UndefineDomain => {
-            svc.undefine(&param).await?;
+            let undefine = ops::define::Undefine { domain: param };
+            exec.run(actor, Target::Local, undefine).await?;
             Ok(no_content())
         }
-        Endpoint::DomainAction(name) => {
+        Endpoint::Lifecycle(kind) => {
             let wait = flag(&query(&req)?, "wait", true)?;
-            let action = read_action(name, req).await?;
-            if wait {
-                let status = svc.perform_and_report(&param, action).await?;
-                Ok(json_response(StatusCode::OK, &status))
-            } else {
-                let op = svc.perform_in_background(&param, action)?;
-                let mut r = json_response(StatusCode::ACCEPTED, &op);
-                if let Ok(v) = HeaderValue::from_str(&format!("/v1/operations/{}", op.id)) {
-                    r.headers_mut().insert(LOCATION, v);
-                }
-                Ok(r)
-            }
+            let op = read_lifecycle(kind, param, req).await?;
+            run_lifecycle(&exec, actor, Target::Local, op, wait).await
         }
         Endpoint::SetAutostart => {
             #[derive(Deserialize)]
@@ -351,8 +398,25 @@ pub(crate) async fn dispatch(
                 enabled: bool,
             }
             let body: Body = parse_json(&read_body(req).await?)?;
-            svc.set_autostart(&param, body.enabled).await?;
-            Ok(json_response(StatusCode::OK, &svc.status(&param)?))
+            let op = ops::autostart::SetAutostart {
+                domain: param,
+                enabled: body.enabled,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &exec.run(actor, Target::Local, op).await?,
+            ))
+        }
+        Endpoint::SetMetadata => {
+            let change = parse_json(&read_body(req).await?)?;
+            let op = ops::metadata::SetMetadata {
+                domain: param,
+                change,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &exec.run(actor, Target::Local, op).await?,
+            ))
         }
         Endpoint::Pinning => {
             let config = flag(&query(&req)?, "config", false)?;
@@ -363,24 +427,21 @@ pub(crate) async fn dispatch(
         }
         Endpoint::Pin => {
             let body: PinBody = parse_json(&read_body(req).await?)?;
-            let kind = body.target()?;
-            let scope = crate::service::placement::PinScope {
-                live: body.live,
-                config: body.config,
+            let op = ops::pinning::Pin {
+                domain: param,
+                thread: body.target()?,
+                cpuset: body.cpuset,
+                scope: crate::service::placement::PinScope {
+                    live: body.live,
+                    config: body.config,
+                },
             };
             Ok(json_response(
                 StatusCode::OK,
-                &svc.pin(&param, kind, &body.cpuset, scope).await?,
+                &exec.run(actor, Target::Local, op).await?,
             ))
         }
         Endpoint::Qmp => {
-            if caller.role != Role::Admin {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "QMP passthrough is for administrators",
-                ));
-            }
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct Body {
@@ -388,9 +449,12 @@ pub(crate) async fn dispatch(
                 arguments: Option<Value>,
             }
             let body: Body = parse_json(&read_body(req).await?)?;
-            let ret = svc
-                .qmp_passthrough(&param, &body.execute, body.arguments.as_ref())
-                .await?;
+            let op = ops::qmp::Qmp {
+                domain: param,
+                execute: body.execute,
+                arguments: body.arguments,
+            };
+            let ret = exec.run(actor, Target::Local, op).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({ "return": ret }),
@@ -421,25 +485,25 @@ pub(crate) async fn dispatch(
     }
 }
 
-/// Which endpoints a role reaches: the migration peer protocol (`/v1/migrations/incoming...`)
-/// belongs to peers (and admins); a peer's token reaches nothing else.
-pub fn role_reaches(role: Role, endpoint: Endpoint) -> Result<(), &'static str> {
-    use MigrationEndpoint::{Abort, Finish, Incoming, Prepare};
-    let peer_route = matches!(
-        endpoint,
-        Endpoint::Migration(Prepare | Incoming | Finish | Abort)
-    );
-    match role {
-        Role::Admin => Ok(()),
-        Role::MigrationPeer if peer_route => Ok(()),
-        Role::MigrationPeer => {
-            Err("a migration peer token may only use the /v1/migrations/incoming routes")
+/// Runs a lifecycle operation on `target`: to its end (`200` with the status), or in the
+/// background (`202` with the operation and its `Location`).
+pub(super) async fn run_lifecycle(
+    exec: &Executor,
+    actor: crate::service::audit::Actor,
+    target: Target,
+    op: Lifecycle,
+    wait: bool,
+) -> Result<Response, ApiError> {
+    if wait {
+        let outcome = exec.run(actor, target, op).await?;
+        Ok(json_response(StatusCode::OK, &outcome))
+    } else {
+        let op = exec.spawn(actor, target, op)?;
+        let mut r = json_response(StatusCode::ACCEPTED, &op);
+        if let Ok(v) = HeaderValue::from_str(&format!("/v1/operations/{}", op.id)) {
+            r.headers_mut().insert(LOCATION, v);
         }
-        Role::Operator if peer_route => Err(
-            "the /v1/migrations/incoming routes are for migration peers (role migration_peer) \
-             and administrators",
-        ),
-        Role::Operator => Ok(()),
+        Ok(r)
     }
 }
 
@@ -467,31 +531,22 @@ async fn read_definition(req: Request<Incoming>) -> Result<DomainConfig, ApiErro
     }
 }
 
-async fn read_action(name: ActionName, req: Request<Incoming>) -> Result<Action, ApiError> {
-    Ok(match name {
-        ActionName::Start => Action::Start,
-        ActionName::Destroy => Action::Destroy,
-        ActionName::Suspend => Action::Suspend,
-        ActionName::Resume => Action::Resume,
-        ActionName::Reboot => Action::Reboot,
-        ActionName::Reset => Action::Reset,
-        ActionName::Shutdown => {
-            #[derive(Deserialize, Default)]
-            #[serde(deny_unknown_fields)]
-            struct Body {
-                timeout_secs: Option<u64>,
-                #[serde(default)]
-                force: bool,
-            }
-            let body = read_body(req).await?;
-            let body: Body = if body.iter().all(u8::is_ascii_whitespace) {
-                Body::default()
-            } else {
-                parse_json(&body)?
-            };
-            Action::Shutdown(ShutdownOptions::from_secs(body.timeout_secs, body.force))
-        }
-    })
+/// The lifecycle request: the shutdown options from the body (empty: the defaults).
+pub(super) async fn read_lifecycle(
+    kind: Kind,
+    domain: String,
+    req: Request<Incoming>,
+) -> Result<Lifecycle, ApiError> {
+    if kind != Kind::Shutdown {
+        return Ok(Lifecycle::new(kind, domain));
+    }
+    let body = read_body(req).await?;
+    let request: ShutdownRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ShutdownRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    Ok(Lifecycle::shutdown(domain, request))
 }
 
 /// `PUT /v1/domains/{name}/pinning`: exactly one of `vcpu`, `iothread`, `emulator: true`.
@@ -554,11 +609,41 @@ mod tests {
         assert_eq!(served, documented);
     }
 
+    /// Each route is the HTTP face of the operation it names in the table, and every
+    /// operation with an HTTP face in the table is served.
+    #[test]
+    fn routes_and_the_operation_table_agree() {
+        let served: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), (*p).to_owned()))
+            .collect();
+        for (m, p, e) in ROUTES {
+            let info = e.info();
+            let route = Some((m.as_str(), *p));
+            assert!(
+                info.http == route || info.http_remote == route,
+                "{m} {p} runs {} whose table rows say {:?} / {:?}",
+                info.name,
+                info.http,
+                info.http_remote
+            );
+        }
+        for info in crate::ops::ALL {
+            for (m, p) in info.http.iter().chain(info.http_remote.iter()) {
+                assert!(
+                    served.contains(&(m.to_string(), p.to_string())),
+                    "{} has no route {m} {p}",
+                    info.name
+                );
+            }
+        }
+    }
+
     #[test]
     fn routing() {
         assert_eq!(
             resolve(&Method::POST, "/v1/domains/vm1/start").unwrap(),
-            (Endpoint::DomainAction(ActionName::Start), Some("vm1"))
+            (Endpoint::Lifecycle(Kind::Start), Some("vm1"))
         );
         assert_eq!(
             resolve(&Method::GET, "/v1/domains").unwrap(),

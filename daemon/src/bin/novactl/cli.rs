@@ -74,14 +74,21 @@ pub enum Command {
         /// Include inactive domains (shut off, crashed)
         #[arg(long, short)]
         all: bool,
+        /// Only domains with this tag (see set-metadata)
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
     },
     /// Show a domain's status and main settings
     Info { name: String },
     /// Define (or redefine) a persistent domain from libvirt XML or model JSON
     Define {
         /// The definition; `-` reads standard input. XML if it starts with `<`, else JSON.
-        #[arg(long, short, value_name = "FILE")]
-        file: PathBuf,
+        #[arg(long, short, value_name = "FILE", required_unless_present = "validate")]
+        file: Option<PathBuf>,
+        /// Only check FILE as a define would (validation, storage roots, the QEMU command
+        /// line); define nothing
+        #[arg(long, value_name = "FILE", conflicts_with = "file")]
+        validate: Option<PathBuf>,
     },
     /// Create and start a transient domain (gone once it stops)
     Create {
@@ -146,6 +153,22 @@ pub enum Command {
         name: String,
         #[arg(long)]
         disable: bool,
+    },
+    /// Set a domain's title, description or tags (what is not given stays as it is)
+    SetMetadata {
+        name: String,
+        /// One line; "" removes it
+        #[arg(long)]
+        title: Option<String>,
+        /// Free text; "" removes it
+        #[arg(long)]
+        description: Option<String>,
+        /// A tag (repeat for more); replaces the domain's tags
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Remove every tag
+        #[arg(long, conflicts_with = "tags")]
+        clear_tags: bool,
     },
     /// Follow domain events until interrupted (Ctrl-C)
     Events {
@@ -374,8 +397,8 @@ mod tests {
     #[test]
     fn every_readme_command_line_parses_to_what_it_says() {
         let expected: &[(&str, &str)] = &[
-            ("novactl list --all", r#"List { state: None, name: None, all: true }"#),
-            ("novactl define -f web1.xml", r#"Define { file: "web1.xml" }"#),
+            ("novactl list --all", r#"List { state: None, name: None, all: true, tag: None }"#),
+            ("novactl define -f web1.xml", r#"Define { file: Some("web1.xml"), validate: None }"#),
             ("novactl start web1", r#"Start { name: "web1", wait: WaitArg { no_wait: false } }"#),
             ("novactl info web1", r#"Info { name: "web1" }"#),
             ("novactl suspend web1", r#"Suspend { name: "web1", wait: WaitArg { no_wait: false } }"#),
@@ -405,7 +428,7 @@ mod tests {
                 "novactl hosts register pve1 --driver proxmox --endpoint https://pve.example:8006 --credentials-file pve1.cred",
                 r#"Hosts { command: Some(Register { name: "pve1", driver: "proxmox", endpoint: "https://pve.example:8006", credentials_file: "pve1.cred", insecure: false, ca_file: None }) }"#,
             ),
-            ("novactl --host pve1 list --all", "List { state: None, name: None, all: true }"),
+            ("novactl --host pve1 list --all", "List { state: None, name: None, all: true, tag: None }"),
             (
                 "novactl --host pve1 start web7",
                 r#"Start { name: "web7", wait: WaitArg { no_wait: false } }"#,

@@ -36,9 +36,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         json: cli.json,
     };
     match cli.command {
-        Command::List { state, name, all } => ctx.list(state.map(Into::into), name, all).await,
+        Command::List {
+            state,
+            name,
+            all,
+            tag,
+        } => ctx.list(state.map(Into::into), name, all, tag).await,
         Command::Info { name } => ctx.info(&name).await,
-        Command::Define { file } => ctx.define(&file, false).await,
+        Command::Define {
+            validate: Some(file),
+            ..
+        } => ctx.validate(&file).await,
+        Command::Define {
+            file: Some(file), ..
+        } => ctx.define(&file, false).await,
+        Command::Define { .. } => Err(CliError::Input("define: give --file or --validate".into())),
         Command::Create { file } => ctx.define(&file, true).await,
         Command::Undefine { name } => ctx.undefine(&name).await,
         Command::Start { name, wait } => ctx.action(&name, Action::Start, wait, None).await,
@@ -66,6 +78,25 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Reset { name, wait } => ctx.action(&name, Action::Reset, wait, None).await,
         Command::Dumpxml { name } => ctx.dumpxml(&name).await,
         Command::Autostart { name, disable } => ctx.autostart(&name, !disable).await,
+        Command::SetMetadata {
+            name,
+            title,
+            description,
+            tags,
+            clear_tags,
+        } => {
+            let mut change = serde_json::Map::new();
+            if let Some(t) = title {
+                change.insert("title".into(), json!(t));
+            }
+            if let Some(d) = description {
+                change.insert("description".into(), json!(d));
+            }
+            if clear_tags || !tags.is_empty() {
+                change.insert("tags".into(), json!(tags));
+            }
+            ctx.set_metadata(&name, Value::Object(change)).await
+        }
         Command::Events { after } => ctx.events(after).await,
         Command::Qmp {
             name,
@@ -142,8 +173,9 @@ impl Ctx {
         state: Option<DomainState>,
         name: Option<String>,
         all: bool,
+        tag: Option<String>,
     ) -> Result<(), CliError> {
-        let filter = ListFilter { state, name };
+        let filter = ListFilter { state, name, tag };
         let mut domains = self.client.list(&filter).await?;
         // Like `virsh list`: inactive domains only on request.
         if !all && state.is_none() {
@@ -194,6 +226,32 @@ impl Ctx {
         output::line(&format!("{done}{took}"))
     }
 
+    async fn validate(&self, file: &Path) -> Result<(), CliError> {
+        let body = read_definition(file)?;
+        let format = DefinitionFormat::sniff(&body);
+        let checked = self.client.validate(body, format).await?;
+        if self.json {
+            return output::json(&checked);
+        }
+        let argv: Vec<&str> = checked["argv"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        output::line(&format!(
+            "{} is valid: domain {} ({}{}), trust {}\n{}",
+            file.display(),
+            checked["name"].as_str().unwrap_or("-"),
+            checked["uuid"].as_str().unwrap_or("-"),
+            if checked["replaces"] == true {
+                ", replaces the current definition"
+            } else {
+                ""
+            },
+            checked["trust"].as_str().unwrap_or("-"),
+            argv.join(" ")
+        ))
+    }
+
     async fn undefine(&self, name: &str) -> Result<(), CliError> {
         self.client.undefine(name).await?;
         // The API answers 204 with no body: nothing to print for scripts.
@@ -234,6 +292,22 @@ impl Ctx {
                 op.id
             )),
         }
+    }
+
+    async fn set_metadata(&self, name: &str, change: Value) -> Result<(), CliError> {
+        let metadata = self.client.set_metadata(name, &change).await?;
+        if self.json {
+            return output::json(&metadata);
+        }
+        let tags: Vec<&str> = metadata["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        output::line(&format!(
+            "domain {name}: title {}, tags [{}]",
+            metadata["title"].as_str().unwrap_or("-"),
+            tags.join(", ")
+        ))
     }
 
     async fn dumpxml(&self, name: &str) -> Result<(), CliError> {

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use novacrond::client::{Client, RemoteDomain};
+use novacrond::client::{Action, Client, ListFilter, RemoteDomain};
 
 use crate::cli::{Command, HostsCommand};
 use crate::exit::CliError;
@@ -17,8 +17,9 @@ pub async fn run(
     host: &str,
     command: Command,
 ) -> Result<(), CliError> {
-    let act = |name: String, action: &'static str, body: Option<Value>| async move {
-        let spinner = Spinner::start(!json_out, format!("{action} {name} on {host}"));
+    let act = |name: String, action: Action, body: Option<Value>| async move {
+        let action_name = action.as_str();
+        let spinner = Spinner::start(!json_out, format!("{action_name} {name} on {host}"));
         let result = client.remote_action(host, &name, action, body).await;
         let took = spinner.finish();
         let domain = result?;
@@ -26,23 +27,28 @@ pub async fn run(
             output::json(&domain)
         } else {
             output::line(&format!(
-                "{action}: {name} on {host} is {}{took}",
+                "{action_name}: {name} on {host} is {}{took}",
                 domain.summary.state
             ))
         }
     };
     match command {
-        Command::List { state, name, all } => {
-            let inventory = client.remote_domains(host).await?;
+        Command::List {
+            state,
+            name,
+            all,
+            tag: None,
+        } => {
+            // State and name are filtered by the daemon, as for local domains.
+            let filter = ListFilter {
+                state: state.map(Into::into),
+                name,
+                tag: None,
+            };
+            let inventory = client.remote_list(host, &filter).await?;
             let mut domains = inventory.domains.clone();
-            if let Some(state) = state {
-                let state: novacron_domain::DomainState = state.into();
-                domains.retain(|d| d.state == state);
-            } else if !all {
+            if filter.state.is_none() && !all {
                 domains.retain(|d| d.state.is_live());
-            }
-            if let Some(glob) = &name {
-                domains.retain(|d| novacrond::service::status::glob_match(glob, &d.name));
             }
             if json_out {
                 return output::json(&json!({
@@ -78,19 +84,19 @@ pub async fn run(
                 output::line(&remote_info(host, &domain))
             }
         }
-        Command::Start { name, .. } => act(name, "start", None).await,
+        Command::Start { name, .. } => act(name, Action::Start, None).await,
         Command::Shutdown { name, timeout, force, .. } => {
             if force {
                 return Err(CliError::Input(
                     "--force is not available for remote hosts; use destroy".into(),
                 ));
             }
-            act(name, "shutdown", timeout.map(|t| json!({ "timeout_secs": t }))).await
+            act(name, Action::Shutdown, timeout.map(|t| json!({ "timeout_secs": t }))).await
         }
-        Command::Destroy { name, .. } => act(name, "destroy", None).await,
-        Command::Suspend { name, .. } => act(name, "suspend", None).await,
-        Command::Resume { name, .. } => act(name, "resume", None).await,
-        Command::Reboot { name, .. } => act(name, "reboot", None).await,
+        Command::Destroy { name, .. } => act(name, Action::Destroy, None).await,
+        Command::Suspend { name, .. } => act(name, Action::Suspend, None).await,
+        Command::Resume { name, .. } => act(name, Action::Resume, None).await,
+        Command::Reboot { name, .. } => act(name, Action::Reboot, None).await,
         other => Err(CliError::Input(format!(
             "{} is not available with --host (remote hosts take list, info, start, shutdown, destroy, suspend, resume, reboot)",
             command_name(&other)

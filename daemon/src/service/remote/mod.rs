@@ -38,33 +38,6 @@ pub struct HostView {
     pub origin: Origin,
 }
 
-/// A lifecycle call on a remote domain.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RemoteAction {
-    Start,
-    /// `None`: the configured `shutdown_timeout_secs`.
-    Shutdown {
-        timeout: Option<Duration>,
-    },
-    Destroy,
-    Suspend,
-    Resume,
-    Reboot,
-}
-
-impl RemoteAction {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Shutdown { .. } => "shutdown",
-            Self::Destroy => "destroy",
-            Self::Suspend => "suspend",
-            Self::Resume => "resume",
-            Self::Reboot => "reboot",
-        }
-    }
-}
-
 /// What `POST /v1/hosts` carries: an entry whose credentials come inline (stored 0600 by us).
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -203,11 +176,13 @@ impl Service {
     }
 
     /// The host's domains, or its last inventory marked stale while it cannot answer.
-    /// `state`: only the domains in that state (the whole listing still feeds events).
+    /// `state`, `name` (a `*`/`?` glob): only the matching domains (the whole listing still
+    /// feeds events).
     pub async fn remote_list(
         &self,
         host: &str,
         state: Option<novacron_domain::DomainState>,
+        name: Option<&str>,
     ) -> Result<Inventory, Error> {
         let host = self.inner.remote.get(host)?;
         let asked_at = std::time::Instant::now();
@@ -218,6 +193,11 @@ impl Service {
         if let Some(state) = state {
             inventory.domains.retain(|d| d.state == state);
         }
+        if let Some(glob) = name {
+            inventory
+                .domains
+                .retain(|d| super::status::glob_match(glob, &d.name));
+        }
         Ok(inventory)
     }
 
@@ -225,54 +205,26 @@ impl Service {
         self.inner.remote.get(host)?.get(name).await
     }
 
-    /// A lifecycle call on a remote domain; audited, and its outcome published as an event.
-    pub async fn remote_action(
-        &self,
-        host_name: &str,
-        name: &str,
-        action: RemoteAction,
-    ) -> Result<DomainInfo, Error> {
-        let host = self.inner.remote.get(host_name)?;
-        let svc = self.clone();
-        let name = name.to_owned();
-        // Detached like local mutations: a caller that hangs up does not abandon the vendor
-        // task half-way.
-        self.detached(async move {
-            let result = match action {
-                RemoteAction::Start => host.start(&name).await,
-                RemoteAction::Shutdown { timeout } => {
-                    let default = Duration::from_secs(svc.inner.config.shutdown_timeout_secs);
-                    host.shutdown(&name, timeout.unwrap_or(default)).await
-                }
-                RemoteAction::Destroy => host.destroy(&name).await,
-                RemoteAction::Suspend => host.suspend(&name).await,
-                RemoteAction::Resume => host.resume(&name).await,
-                RemoteAction::Reboot => host.reboot(&name).await,
-            };
-            svc.inner.audit.record(
-                &format!("remote {} on {}", action.name(), host.name()),
-                &name,
-                &result,
-            );
-            result?;
-            let asked_at = std::time::Instant::now();
-            let info = host.get(&name).await?;
-            poller::observe_one(&svc.inner, host.name(), &info.summary, asked_at);
-            Ok(info)
-        })
-        .await
+    /// The registered host named `host`, for an operation to run on (`ops`).
+    pub fn remote_target(&self, host: &str) -> Result<Arc<RemoteHost>, Error> {
+        self.inner.remote.get(host)
+    }
+
+    /// A remote domain as a vendor call left it; its state is published as an event.
+    pub async fn remote_after(&self, host: &RemoteHost, name: &str) -> Result<DomainInfo, Error> {
+        let asked_at = std::time::Instant::now();
+        let info = host.get(name).await?;
+        poller::observe_one(&self.inner, host.name(), &info.summary, asked_at);
+        Ok(info)
+    }
+
+    /// The configured graceful-shutdown wait, for vendors as for local guests.
+    pub fn default_shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.inner.config.shutdown_timeout_secs)
     }
 
     /// Registers a host through the API: checked, its credentials stored 0600, then live.
-    /// Audited however it ends (never with the credentials).
     pub async fn register_host(&self, registration: Registration) -> Result<HostView, Error> {
-        let name = registration.entry.name.clone();
-        let result = self.register_host_inner(registration).await;
-        self.inner.audit.record("register host", &name, &result);
-        result
-    }
-
-    async fn register_host_inner(&self, registration: Registration) -> Result<HostView, Error> {
         let remote = &self.inner.remote;
         let _serial = remote.registering.lock().await;
         let mut entry = registration.entry;
@@ -361,12 +313,6 @@ impl Service {
     /// Forgets an API-registered host (its stored credentials too). Configured hosts are
     /// removed from the configuration file instead.
     pub async fn unregister_host(&self, name: &str) -> Result<(), Error> {
-        let result = self.unregister_host_inner(name).await;
-        self.inner.audit.record("unregister host", name, &result);
-        result
-    }
-
-    async fn unregister_host_inner(&self, name: &str) -> Result<(), Error> {
         let remote = &self.inner.remote;
         let _serial = remote.registering.lock().await;
         let origin = remote
