@@ -113,7 +113,15 @@ fn context(cfg: &DomainConfig) -> LaunchContext {
             novacron_domain::model::VirtType::Kvm => Accel::Kvm,
             novacron_domain::model::VirtType::Qemu => Accel::Tcg,
         },
-        cpu: CpuChoice::AsConfigured,
+        // What the host layer does for host-model (the daemon's cpu_firmware test resolves
+        // it on a real host): a named model with the host's features.
+        cpu: match cfg.cpu.as_ref().map(|c| &c.mode) {
+            Some(novacron_domain::model::CpuMode::HostModel) => CpuChoice::HostModel {
+                model: "Skylake-Client".into(),
+                features: vec!["vmx".into()],
+            },
+            _ => CpuChoice::AsConfigured,
+        },
         monitor: MonitorSocket::Path(run.join("qmp.sock")),
         fd_sets: Vec::new(),
         runtime_dir: run.clone(),
@@ -203,6 +211,17 @@ fn run(id: &str, xml: &str, failures: &mut Vec<String>, losses: &mut Vec<String>
                 message: errs.to_string(),
             };
         }
+    };
+    // A define assigns a uuid where the document has none (vagrant's empty <uuid/>).
+    let vd = if vd.uuid.is_none() {
+        let mut c = cfg.clone();
+        c.uuid = Some("6e6f7661-6372-6f6e-ffff-000000000000".parse().expect("uuid"));
+        match c.validate() {
+            Ok(v) => v,
+            Err(errs) => panic!("{id}: valid without a uuid, invalid with one: {errs}"),
+        }
+    } else {
+        vd
     };
     match build_argv(&vd, &context(&cfg)) {
         Ok(argv) => {

@@ -175,7 +175,9 @@ fn neutral(parent: Option<&Node>, n: &Node, k: &str, v: &str) -> bool {
         ("channel", "target", "state") | ("disk", "source", "index") => true,
         ("disk", "target", "tray") => v == "closed",
         // The port chosen at start when libvirt picks one.
-        (_, "graphics", "port") => v == "-1" || attr(n, "autoport") == Some("yes"),
+        (_, "graphics", "port" | "tlsPort") => v == "-1" || attr(n, "autoport") == Some("yes"),
+        // Spelled-out default cache mode (libvirt reads it as absent).
+        ("disk", "driver", "cache") => v == "default",
         // `<listen type='address'>` mirrors `graphics@listen` (the reader checks they agree).
         ("graphics", "listen", "type") => v == "address",
         ("graphics", "listen", "address") => p_attr("listen") == Some(v),
@@ -196,8 +198,10 @@ fn walk(n: &Node, parent: Option<&Node>, key: &str, out: &mut BTreeMap<String, S
     let unit = attr(n, "unit").or(SIZES.contains(&n.name.as_str()).then_some("KiB"));
     let sized = unit.and_then(|u| to_kib(text.parse().ok()?, u));
     // A size in an attribute with its unit beside it (`<cell memory='8' unit='GiB'/>`).
+    // A NUMA cell's `memory` without a unit is KiB, as libvirt reads it.
     let sized_attr = match (attr(n, "unit"), attr(n, "memory")) {
         (Some(u), Some(m)) => m.parse().ok().and_then(|m| to_kib(m, u)),
+        (None, Some(m)) if n.name == "cell" => m.parse().ok(),
         _ => None,
     };
     for (k, v) in &n.attrs {

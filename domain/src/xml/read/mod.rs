@@ -19,6 +19,7 @@
 //! | `channel/target@state` | live guest-agent connection state |
 //! | `graphics/listen type='address'` | mirror of `graphics@listen` (checked equal) |
 //! | `video/model@heads='1'`, `@primary='yes'` | the single supported head |
+//! | `disk/driver@cache='default'` | the hypervisor's default, read as absent (as libvirt) |
 //! | `graphics@port`/`@tlsPort` with `autoport='yes'` | libvirt discards them at define and allocates at start (no TLS port while no SPICE TLS is configured) |
 //! | `cpu@check`, `cpu@migratable='on'`, `cpu/model@fallback`, `cpu/vendor` | host-side CPU checks |
 //! | `os@firmware='efi'` + `os/firmware` with an explicit loader | autoselection already resolved |
