@@ -64,6 +64,8 @@ pub struct Config {
     pub remote: crate::service::remote::RemoteConfig,
     /// Live migration between daemons (`[migration]`).
     pub migration: crate::service::migration::MigrationConfig,
+    /// Ports for autoport VNC/SPICE displays (`[graphics] port_min/port_max`).
+    pub graphics: crate::host::display_ports::GraphicsConfig,
 }
 
 /// Whether each QEMU is moved into its own transient systemd scope (`novacron-<name>.scope` in
@@ -243,6 +245,7 @@ impl Config {
             cgroups: crate::host::cgroup::CgroupConfig::default(),
             remote: crate::service::remote::RemoteConfig::default(),
             migration: crate::service::migration::MigrationConfig::default(),
+            graphics: crate::host::display_ports::GraphicsConfig::default(),
         }
     }
 
@@ -449,6 +452,9 @@ impl Config {
         }
         if let Err(reason) = self.cgroups.check() {
             return Err(err("cgroups.parent", &reason));
+        }
+        if let Some(reason) = self.graphics.problem() {
+            return Err(err("graphics", &reason));
         }
         for (key, value) in [
             ("api.max_connections", self.api.max_connections),

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod acl;
 pub mod cgroup;
+pub mod display_ports;
 pub mod fit;
 pub mod guest_files;
 pub mod hugepages;

@@ -447,6 +447,8 @@ pub(super) async fn launch_as(
     let files = inner
         .open_guest_files(name, config, trust, FIRST_GUEST_FD, FIRST_GUEST_SET)
         .await?;
+    // Reserved until this start fails (dropped) or the guest stops (the supervisor).
+    let displays = super::displays::assign(inner, name, config)?;
     let context = LaunchContext {
         emulator: inner.config.emulator.clone(),
         accel,
@@ -465,7 +467,7 @@ pub(super) async fn launch_as(
         memory_dir: memory_dir.clone(),
         serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
-        vnc_display: None,
+        vnc_display: displays.vnc_display,
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
         host_paths: files.host_paths.clone(),
@@ -531,7 +533,7 @@ pub(super) async fn launch_as(
             boot_id: procinfo::boot_id().map_err(|e| Error::Internal(e.to_string()))?,
             qmp_socket: socket.clone(),
             argv,
-            config: config.clone(),
+            config: displays.live_config.clone(),
             started_at_unix_ms: super::events::now_unix_ms(),
             held: held.clone(),
             incoming: incoming.map(|id| crate::persist::records::IncomingMark {
@@ -539,6 +541,7 @@ pub(super) async fn launch_as(
                 phase: crate::persist::records::IncomingPhase::Prepared,
             }),
             qemu_log: Some(log.clone()),
+            display_ports: displays.ports.clone(),
         };
         let scoped = async {
             match &inner.scopes {
@@ -585,12 +588,15 @@ pub(super) async fn launch_as(
     }
     .await;
     match result {
-        Ok((record, qmp, events, pinned_threads)) => Ok(Launched {
-            live: Arc::new(Live::new(pid, record, Monitor::Connected(qmp))),
-            child: spawned.child,
-            events,
-            pinned_threads,
-        }),
+        Ok((record, qmp, events, pinned_threads)) => {
+            displays.keep();
+            Ok(Launched {
+                live: Arc::new(Live::new(pid, record, Monitor::Connected(qmp))),
+                child: spawned.child,
+                events,
+                pinned_threads,
+            })
+        }
         Err(e) => {
             let _ = spawn::signal(pid, Signal::SIGKILL);
             let _ = spawned.child.wait().await;
