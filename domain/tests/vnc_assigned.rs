@@ -9,6 +9,7 @@ fn guest() -> DomainConfig {
     DomainConfig::from_xml(
         "<domain type='kvm'>
            <name>vnc</name>
+           <uuid>6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b</uuid>
            <memory unit='MiB'>64</memory>
            <vcpu>1</vcpu>
            <os><type arch='x86_64' machine='q35'>hvm</type></os>

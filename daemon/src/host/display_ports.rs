@@ -242,5 +242,9 @@ mod tests {
         assert_eq!(GraphicsConfig::default().problem(), None);
         assert!(range(5899, 6000).problem().unwrap().contains("5899"));
         assert!(range(6000, 5999).problem().unwrap().contains("above"));
+        let mut config = crate::Config::default_for(true, |_| None);
+        config.graphics = range(100, 200);
+        let err = config.check("test", true).unwrap_err().to_string();
+        assert!(err.contains("graphics") && err.contains("100"), "{err}");
     }
 }
