@@ -161,6 +161,18 @@ async fn autoport_vnc_gets_distinct_ports_released_on_stop_and_kept_over_a_resta
     assert_rfb(p4[0]);
     drop(foreign);
 
+    // A fixed port another guest holds is refused before QEMU is spawned, naming the holder.
+    let mut fixed = osless("fixed");
+    fixed.devices.graphics = Some(novacron_domain::model::Graphics::Vnc {
+        port: novacron_domain::model::VncPort::Fixed(p2),
+        listen: None,
+    });
+    svc.define(fixed).await.unwrap();
+    let err = svc.start("fixed").await.unwrap_err();
+    assert_eq!(err.code(), novacron_domain::ErrorCode::Busy, "{err}");
+    assert!(err.to_string().contains("vnc2"), "{err}");
+    assert!(svc.display_ports("fixed").is_empty());
+
     for n in ["vnc1", "vnc2", "vnc3"] {
         svc.destroy(n).await.unwrap();
         assert!(svc.display_ports(n).is_empty(), "{n} still holds its port");

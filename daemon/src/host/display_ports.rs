@@ -62,6 +62,8 @@ pub enum PortError {
         wanted: usize,
         reserved: usize,
     },
+    #[error("display port {port} is reserved by guest '{holder}'")]
+    Taken { port: u16, holder: String },
 }
 
 /// The ports reserved by running guests, port -> guest.
@@ -113,6 +115,23 @@ impl DisplayPorts {
             held.insert(*p, domain.to_owned());
         }
         Ok(got)
+    }
+
+    /// Reserves a port the definition names (`autoport='no'`), as libvirt does, so no autoport
+    /// display is given it meanwhile; refused if another guest holds it. Not probed: QEMU's own
+    /// bind says whether it is free on the host.
+    pub fn reserve(&self, domain: &str, port: u16) -> Result<(), PortError> {
+        let mut held = self.lock();
+        match held.get(&port) {
+            Some(holder) if holder != domain => Err(PortError::Taken {
+                port,
+                holder: holder.clone(),
+            }),
+            _ => {
+                held.insert(port, domain.to_owned());
+                Ok(())
+            }
+        }
     }
 
     /// Marks `ports` as `domain`'s without probing: a running guest's (its QEMU listens on
@@ -219,6 +238,15 @@ mod tests {
         ports.allocate("a", 1).unwrap();
         ports.release("b", &[5900]);
         assert_eq!(ports.held_by("a"), vec![5900]);
+    }
+
+    #[test]
+    fn fixed_ports_are_reserved_once() {
+        let ports = DisplayPorts::with_probe(&range(5900, 5909), always);
+        ports.reserve("fixed", 5900).unwrap();
+        assert_eq!(ports.allocate("auto", 1).unwrap(), vec![5901]);
+        let err = ports.reserve("other", 5901).unwrap_err();
+        assert!(err.to_string().contains("'auto'"), "{err}");
     }
 
     #[test]

@@ -51,6 +51,19 @@ pub(super) fn assign(
             *port = VncPort::Assigned(got[0]);
             ports.extend(got);
         }
+        Some(Graphics::Vnc {
+            port: VncPort::Fixed(p),
+            ..
+        }) => {
+            inner
+                .display_ports
+                .reserve(name, *p)
+                .map_err(|e| Error::Busy {
+                    name: name.to_owned(),
+                    detail: e.to_string(),
+                })?;
+            ports.push(*p);
+        }
         _ => {}
     }
     Ok(Displays {
