@@ -69,6 +69,8 @@ pub struct Config {
     pub remote: remote::RemoteConfig,
     /// Live migration between daemons (`[migration]`).
     pub migration: migration::MigrationConfig,
+    /// Ports for autoport VNC/SPICE displays (`[graphics] port_min/port_max`).
+    pub graphics: crate::host::display_ports::GraphicsConfig,
 }
 
 /// Whether each QEMU is moved into its own transient systemd scope (`novacron-<name>.scope` in
@@ -248,6 +250,7 @@ impl Config {
             cgroups: host::CgroupConfig::default(),
             remote: remote::RemoteConfig::default(),
             migration: migration::MigrationConfig::default(),
+            graphics: crate::host::display_ports::GraphicsConfig::default(),
         }
     }
 
@@ -454,6 +457,9 @@ impl Config {
         }
         if let Err(reason) = self.cgroups.check() {
             return Err(err("cgroups.parent", &reason));
+        }
+        if let Some(reason) = self.graphics.problem() {
+            return Err(err("graphics", &reason));
         }
         for (key, value) in [
             ("api.max_connections", self.api.max_connections),

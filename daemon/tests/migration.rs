@@ -1203,3 +1203,49 @@ async fn a_pinned_guest_keeps_its_pins_on_the_destination() {
         .await
         .unwrap();
 }
+
+/// The port QEMU's VNC server listens on (`query-vnc`), and the one the live config shows.
+async fn vnc_ports(host: &Host, name: &str) -> (u16, u16) {
+    let vnc = host.local().qmp(name, "query-vnc", None).await.unwrap();
+    assert_eq!(vnc["enabled"], true, "{vnc}");
+    let listening = vnc["service"].as_str().unwrap().parse().unwrap();
+    let config = host.local().get(name).await.unwrap().config;
+    let shown = config["devices"]["graphics"]["port"]["assigned"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no assigned port: {config}"));
+    (listening, u16::try_from(shown).unwrap())
+}
+
+#[tokio::test]
+async fn an_autoport_display_gets_its_own_port_on_the_destination() {
+    let a = Host::start();
+    let b = Host::start();
+    let name = "mig-vnc";
+    let mut config = osless(name);
+    config.devices.graphics = Some(novacron_domain::model::Graphics::Vnc {
+        port: novacron_domain::model::VncPort::Auto,
+        listen: None,
+    });
+    let c = a.local();
+    c.define(config.to_xml(), DefinitionFormat::Xml)
+        .await
+        .unwrap();
+    c.action(name, novacrond::client::Action::Start, true, None)
+        .await
+        .unwrap();
+    let (on_a, shown) = vnc_ports(&a, name).await;
+    assert_eq!(on_a, shown);
+    let p = c
+        .migrate(name, &request(&b, MigrationOptions::default()), true)
+        .await
+        .unwrap();
+    assert_eq!(p.phase, Phase::Completed, "{p:?}");
+    // Both QEMUs listened at once on this one machine: the destination's port was free.
+    let (on_b, shown) = vnc_ports(&b, name).await;
+    assert_eq!(on_b, shown);
+    assert_ne!(on_a, on_b);
+    b.local()
+        .action(name, novacrond::client::Action::Destroy, true, None)
+        .await
+        .unwrap();
+}

@@ -215,7 +215,11 @@ fn run(id: &str, xml: &str, failures: &mut Vec<String>, losses: &mut Vec<String>
     // A define assigns a uuid where the document has none (vagrant's empty <uuid/>).
     let vd = if vd.uuid.is_none() {
         let mut c = cfg.clone();
-        c.uuid = Some("6e6f7661-6372-6f6e-ffff-000000000000".parse().expect("uuid"));
+        c.uuid = Some(
+            "6e6f7661-6372-6f6e-ffff-000000000000"
+                .parse()
+                .expect("uuid"),
+        );
         match c.validate() {
             Ok(v) => v,
             Err(errs) => panic!("{id}: valid without a uuid, invalid with one: {errs}"),

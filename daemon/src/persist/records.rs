@@ -46,6 +46,10 @@ pub struct RuntimeRecord {
     /// records of daemons that put it at `<log_dir>/<name>.log` (`Paths::legacy_qemu_log`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu_log: Option<PathBuf>,
+    /// Ports given to the guest's autoport displays (`[graphics]`), reserved while it runs:
+    /// a restarted daemon re-reserves them before it hands out any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub display_ports: Vec<u16>,
 }
 
 /// Where an incoming migration stood when its record was last written.
@@ -170,7 +174,17 @@ mod tests {
             held: Default::default(),
             incoming: None,
             qemu_log: Some(PathBuf::from(format!("/var/log/novacron/qemu/{name}.log"))),
+            display_ports: vec![5901],
         }
+    }
+
+    #[test]
+    fn a_record_without_display_ports_holds_none() {
+        let mut old = serde_json::to_value(record("vm1")).unwrap();
+        assert_eq!(old["display_ports"], serde_json::json!([5901]));
+        old.as_object_mut().unwrap().remove("display_ports");
+        let parsed: RuntimeRecord = serde_json::from_value(old).unwrap();
+        assert!(parsed.display_ports.is_empty());
     }
 
     #[test]

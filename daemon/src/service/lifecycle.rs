@@ -390,16 +390,14 @@ pub(super) async fn launch_as(
         .map_err(|e| Error::Internal(format!("opening the firmware of '{name}' failed: {e}")))?
         .map_err(|e| Error::InvalidConfig(format!("domain '{name}': firmware: {e}")))?;
     }
-    let spice_port = crate::host::display_ports::spice_autoport(config)
-        .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
-    let vnc_display = crate::host::display_ports::vnc_autodisplay(config)
-        .map_err(|e| Error::InvalidConfig(format!("domain '{name}': {e}")))?;
     let emulator = {
         let (configured, arch) = (inner.config.emulator.clone(), config.os.arch);
         tokio::task::spawn_blocking(move || crate::qemu::emulator::for_arch(&configured, arch))
             .await
             .unwrap_or_else(|_| inner.config.emulator.clone())
     };
+    // Reserved until this start fails (dropped) or the guest stops (the supervisor).
+    let displays = super::displays::assign(inner, name, config)?;
     let context = LaunchContext {
         emulator,
         accel,
@@ -418,8 +416,8 @@ pub(super) async fn launch_as(
         memory_dir: memory_dir.clone(),
         serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
         net_fds: Default::default(),
-        vnc_display,
-        spice_port,
+        vnc_display: displays.vnc_display,
+        spice_port: displays.spice_port,
         swtpm_socket: None,
         sandbox: inner.config.sandbox,
         host_paths: files.host_paths.clone(),
@@ -485,7 +483,7 @@ pub(super) async fn launch_as(
             boot_id: procinfo::boot_id().map_err(|e| Error::Internal(e.to_string()))?,
             qmp_socket: socket.clone(),
             argv,
-            config: config.clone(),
+            config: displays.live_config.clone(),
             started_at_unix_ms: super::events::now_unix_ms(),
             held: held.clone(),
             incoming: incoming.map(|id| crate::persist::records::IncomingMark {
@@ -493,6 +491,7 @@ pub(super) async fn launch_as(
                 phase: crate::persist::records::IncomingPhase::Prepared,
             }),
             qemu_log: Some(log.clone()),
+            display_ports: displays.ports.clone(),
         };
         let scoped = async {
             match &inner.scopes {
@@ -541,12 +540,15 @@ pub(super) async fn launch_as(
     }
     .await;
     match result {
-        Ok((record, qmp, events, pinned_threads)) => Ok(Launched {
-            live: Arc::new(Live::new(pid, record, Monitor::Connected(qmp))),
-            child: spawned.child,
-            events,
-            pinned_threads,
-        }),
+        Ok((record, qmp, events, pinned_threads)) => {
+            displays.keep();
+            Ok(Launched {
+                live: Arc::new(Live::new(pid, record, Monitor::Connected(qmp))),
+                child: spawned.child,
+                events,
+                pinned_threads,
+            })
+        }
         Err(e) => {
             let _ = spawn::signal(pid, Signal::SIGKILL);
             let _ = spawned.child.wait().await;

@@ -4,6 +4,7 @@
 pub mod audit;
 mod autostart;
 mod defaults;
+mod displays;
 pub mod domain;
 pub mod dry_run;
 mod event_log;
@@ -80,6 +81,8 @@ pub(crate) struct Inner {
     pub remote: remote::RemoteHosts,
     /// Last seen power state of each remote domain, for events.
     pub remote_known: remote::Known,
+    /// Ports of running guests' autoport displays.
+    pub display_ports: crate::host::display_ports::DisplayPorts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +154,7 @@ impl Service {
             _instance_lock: instance_lock,
             remote,
             remote_known: remote::Known::default(),
+            display_ports: crate::host::display_ports::DisplayPorts::new(&config.graphics),
             scopes,
             cgroups,
             audit: audit::AuditLog::new(paths.audit_log(), events.uuids.clone()),

@@ -112,6 +112,8 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
         }
         match adopted {
             Some(adopted) => {
+                // Its QEMU listens on them: never handed out again while it runs.
+                inner.display_ports.adopt(&name, &record.display_ports);
                 warn_if_logging_into_the_audit_log(inner, &record);
                 let definition = match by_name.remove(&name) {
                     Some((definition, _, _)) => definition,
@@ -139,14 +141,17 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
             None => match liveness {
                 // It may still be our guest: keep its record (a start refuses while it
                 // exists), report it, and never touch the process.
-                Liveness::Unsure(why) => problems.push(Problem {
-                    path: inner.paths.record(&name),
-                    reason: format!(
+                Liveness::Unsure(why) => {
+                    inner.display_ports.adopt(&name, &record.display_ports);
+                    problems.push(Problem {
+                        path: inner.paths.record(&name),
+                        reason: format!(
                         "cannot tell whether pid {} is still this guest ({why}); the record is \
                          kept and the domain will not start until it is removed",
                         record.pid
                     ),
-                }),
+                    });
+                }
                 _ => {
                     tracing::info!(domain = %name, pid = record.pid, ?liveness, "guest stopped while the daemon was down");
                     vanished.push((name, record.held));

@@ -195,6 +195,7 @@ impl Watcher {
         let inner = &self.inner;
         let name = self.h.name.clone();
         super::host_resources::release(inner, &self.live.record.held).await;
+        super::displays::release(inner, &name, &self.live.record.display_ports);
         remove_runtime_files(inner, &name).await;
         let (to, reason) = match self.live.intent() {
             Intent::Destroy => (Run::Off, StateReason::Destroyed),

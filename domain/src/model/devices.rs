@@ -588,6 +588,10 @@ pub enum VncPort {
     /// The host layer picks a free display.
     Auto,
     Fixed(u16),
+    /// Autoport, and the port the host gave the running guest: live configs only (libvirt's
+    /// live XML, `port='5901' autoport='yes'`). Read back as `Auto`, as libvirt's inactive
+    /// XML is; a start treats it as `Auto`.
+    Assigned(u16),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

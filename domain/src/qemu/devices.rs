@@ -126,7 +126,10 @@ pub(super) fn devices(
     if let Some(Graphics::Vnc { port, listen }) = &dv.graphics {
         let display = match port {
             VncPort::Fixed(p) => p.saturating_sub(5900),
-            VncPort::Auto => ctx.vnc_display.ok_or(ArgvError::MissingVncDisplay)?,
+            // An assigned port is the previous run's: the host layer picks again.
+            VncPort::Auto | VncPort::Assigned(_) => {
+                ctx.vnc_display.ok_or(ArgvError::MissingVncDisplay)?
+            }
         };
         let host = match listen.as_deref() {
             None => "127.0.0.1".to_owned(),

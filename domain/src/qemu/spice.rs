@@ -44,7 +44,9 @@ pub(super) fn graphics(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Resul
     if let SpiceListen::Address { address } = listen {
         let port = match port {
             VncPort::Fixed(p) => *p,
-            VncPort::Auto => ctx.spice_port.ok_or(ArgvError::MissingSpicePort)?,
+            VncPort::Auto | VncPort::Assigned(_) => {
+                ctx.spice_port.ok_or(ArgvError::MissingSpicePort)?
+            }
         };
         o.push(format!("port={port}"));
         // Localhost unless the definition names an address, as for VNC.

@@ -810,6 +810,7 @@ fn devices(w: &mut W, d: &Devices) {
         let (p, auto) = match port {
             VncPort::Auto => ("-1".to_owned(), "yes"),
             VncPort::Fixed(p) => (p.to_string(), "no"),
+            VncPort::Assigned(p) => (p.to_string(), "yes"),
         };
         let attrs = [
             ("type", s("vnc")),

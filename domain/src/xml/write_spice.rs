@@ -14,6 +14,8 @@ pub(super) fn graphics(
     let (p, auto) = match port {
         VncPort::Auto => ("-1".to_owned(), "yes"),
         VncPort::Fixed(p) => (p.to_string(), "no"),
+        // The live XML: the port allocated at start (libvirt's form).
+        VncPort::Assigned(p) => (p.to_string(), "yes"),
     };
     let address = match listen {
         SpiceListen::Address { address } => address.clone(),

@@ -610,6 +610,7 @@ async fn kill(inner: &Arc<Inner>, name: &str, mut launched: Launched) {
     supervise::remove_runtime_files(inner, name).await;
     // Hugepages and host devices taken for it go back.
     super::super::host_resources::release(inner, &launched.live.record.held).await;
+    super::super::displays::release(inner, name, &launched.live.record.display_ports);
 }
 
 /// Waits until the whole stream is loaded here (`completed`, or `postcopy-active`).
