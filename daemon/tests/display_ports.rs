@@ -166,6 +166,7 @@ async fn autoport_vnc_gets_distinct_ports_released_on_stop_and_kept_over_a_resta
     fixed.devices.graphics = Some(novacron_domain::model::Graphics::Vnc {
         port: novacron_domain::model::VncPort::Fixed(p2),
         listen: None,
+        keymap: None,
     });
     svc.define(fixed).await.unwrap();
     let err = svc.start("fixed").await.unwrap_err();

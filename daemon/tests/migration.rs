@@ -1225,6 +1225,7 @@ async fn an_autoport_display_gets_its_own_port_on_the_destination() {
     config.devices.graphics = Some(novacron_domain::model::Graphics::Vnc {
         port: novacron_domain::model::VncPort::Auto,
         listen: None,
+        keymap: None,
     });
     let c = a.local();
     c.define(config.to_xml(), DefinitionFormat::Xml)

@@ -31,6 +31,7 @@ fn ctx(vnc_display: Option<u16>) -> LaunchContext {
         serial_log: None,
         net_fds: Default::default(),
         vnc_display,
+        spice_port: None,
         swtpm_socket: None,
         sandbox: true,
         host_paths: Default::default(),
@@ -40,7 +41,11 @@ fn ctx(vnc_display: Option<u16>) -> LaunchContext {
 
 fn with_port(port: VncPort) -> DomainConfig {
     let mut c = guest();
-    c.devices.graphics = Some(Graphics::Vnc { port, listen: None });
+    c.devices.graphics = Some(Graphics::Vnc {
+        port,
+        listen: None,
+        keymap: None,
+    });
     c
 }
 

@@ -568,6 +568,9 @@ pub enum Graphics {
         port: VncPort,
         /// Listen address; absent means localhost.
         listen: Option<String>,
+        /// `keymap='en-us'`: the keyboard layout QEMU translates for (`-k`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keymap: Option<String>,
     },
     Spice {
         /// `Auto`: the host layer picks a free port (libvirt's autoport).
@@ -579,6 +582,9 @@ pub enum Graphics {
         gl: Option<bool>,
         #[serde(default)]
         options: super::spice::SpiceOptions,
+        /// `keymap='en-us'` (`-k`), as for VNC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keymap: Option<String>,
     },
 }
 

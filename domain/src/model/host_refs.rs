@@ -165,6 +165,7 @@ impl DomainConfig {
             Some(Graphics::Vnc {
                 port: _,
                 listen: Some(l),
+                keymap: _,
             })
             | Some(Graphics::Spice {
                 port: _,
@@ -172,6 +173,7 @@ impl DomainConfig {
                 image_compression: _,
                 gl: _,
                 options: _,
+                keymap: _,
             }) => out.add(
                 "devices.graphics.listen".into(),
                 l,
@@ -507,6 +509,7 @@ mod tests {
             listen: SpiceListen::Address {
                 address: Some("0.0.0.0".into()),
             },
+            keymap: None,
             image_compression: None,
             gl: None,
             options: SpiceOptions::default(),

@@ -123,7 +123,7 @@ pub(super) fn devices(
     }
     super::spice::audiodevs(a, dv);
     a.push("-display", "none");
-    if let Some(Graphics::Vnc { port, listen }) = &dv.graphics {
+    if let Some(Graphics::Vnc { port, listen, .. }) = &dv.graphics {
         let display = match port {
             VncPort::Fixed(p) => p.saturating_sub(5900),
             // An assigned port is the previous run's: the host layer picks again.
@@ -139,6 +139,18 @@ pub(super) fn devices(
         a.push("-vnc", format!("{host}:{display}"));
     }
     super::spice::graphics(a, dv, ctx)?;
+    // The layout QEMU translates keys for (VNC's and SPICE's alike), as libvirt passes it.
+    if let Some(
+        Graphics::Vnc {
+            keymap: Some(k), ..
+        }
+        | Graphics::Spice {
+            keymap: Some(k), ..
+        },
+    ) = &dv.graphics
+    {
+        a.push("-k", k.clone());
+    }
     for (i, v) in dv.videos.iter().enumerate() {
         let dev = match v.model {
             VideoModel::None => continue,

@@ -36,6 +36,7 @@ pub(super) fn graphics(a: &mut Args, dv: &Devices, ctx: &LaunchContext) -> Resul
         image_compression,
         gl,
         options: so,
+        ..
     }) = &dv.graphics
     else {
         return Ok(());

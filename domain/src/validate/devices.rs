@@ -58,7 +58,26 @@ pub(super) fn devices(v: &mut V, d: &DomainConfig) {
         }
     }
     chardevs(v, dv);
-    if let Some(Graphics::Vnc { port, listen }) = &dv.graphics {
+    if let Some(
+        Graphics::Vnc {
+            keymap: Some(k), ..
+        }
+        | Graphics::Spice {
+            keymap: Some(k), ..
+        },
+    ) = &dv.graphics
+    {
+        if !QEMU_KEYMAPS.contains(&k.as_str()) {
+            v.err(
+                "devices.graphics.keymap",
+                Problem::Inconsistent(format!(
+                    "'{k}' is not a keymap QEMU has ({})",
+                    QEMU_KEYMAPS.join(", ")
+                )),
+            );
+        }
+    }
+    if let Some(Graphics::Vnc { port, listen, .. }) = &dv.graphics {
         if let VncPort::Fixed(p) = port {
             v.range("devices.graphics.port", *p, 5900, 65535);
         }
@@ -548,3 +567,10 @@ pub(super) fn pci_addresses(v: &mut V, dv: &Devices) {
         }
     }
 }
+
+/// The keymaps QEMU ships (`pc-bios/keymaps`): `-k` takes one of these.
+const QEMU_KEYMAPS: &[&str] = &[
+    "ar", "bepo", "cz", "da", "de", "de-ch", "en-gb", "en-us", "es", "et", "fi", "fo", "fr",
+    "fr-be", "fr-ca", "fr-ch", "hr", "hu", "is", "it", "ja", "lt", "lv", "mk", "nl", "no", "pl",
+    "pt", "pt-br", "ru", "sl", "sv", "th", "tr",
+];

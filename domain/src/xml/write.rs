@@ -806,7 +806,12 @@ fn devices(w: &mut W, d: &Devices) {
         w.empty("backend", &[("type", s("emulator")), ("version", s("2.0"))]);
         w.close("tpm");
     }
-    if let Some(Graphics::Vnc { port, listen }) = &d.graphics {
+    if let Some(Graphics::Vnc {
+        port,
+        listen,
+        keymap,
+    }) = &d.graphics
+    {
         let (p, auto) = match port {
             VncPort::Auto => ("-1".to_owned(), "yes"),
             VncPort::Fixed(p) => (p.to_string(), "no"),
@@ -817,6 +822,7 @@ fn devices(w: &mut W, d: &Devices) {
             ("port", s(p)),
             ("autoport", s(auto)),
             ("listen", listen.clone()),
+            ("keymap", keymap.clone()),
         ];
         match listen {
             Some(l) => {
@@ -833,9 +839,10 @@ fn devices(w: &mut W, d: &Devices) {
         image_compression,
         gl,
         options,
+        keymap,
     }) = &d.graphics
     {
-        spice::graphics(w, port, listen, *image_compression, *gl, options);
+        spice::graphics(w, port, listen, *image_compression, *gl, options, keymap);
     }
     spice::sounds(w, d);
     for v in &d.videos {

@@ -10,6 +10,7 @@ pub(super) fn graphics(
     image_compression: Option<SpiceImageCompression>,
     gl: Option<bool>,
     o: &SpiceOptions,
+    keymap: &Option<String>,
 ) {
     let (p, auto) = match port {
         VncPort::Auto => ("-1".to_owned(), "yes"),
@@ -26,6 +27,7 @@ pub(super) fn graphics(
         ("port", s(p)),
         ("autoport", s(auto)),
         ("listen", address.clone()),
+        ("keymap", keymap.clone()),
     ];
     let has_children = address.is_some()
         || *listen == SpiceListen::None

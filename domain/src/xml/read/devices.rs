@@ -871,7 +871,7 @@ pub(super) fn graphics(e: &Element) -> R<Graphics> {
     if ty == "spice" {
         return super::spice::graphics(e);
     }
-    e.allow(&["type", "port", "autoport", "listen"], &["listen"])?;
+    e.allow(&["type", "port", "autoport", "listen", "keymap"], &["listen"])?;
     if ty != "vnc" {
         return Err(e.unsupported_value(Some("type"), ty, &["vnc", "spice"]));
     }
@@ -894,7 +894,11 @@ pub(super) fn graphics(e: &Element) -> R<Graphics> {
         Some(_) if autoport => VncPort::Auto,
         Some(_) => VncPort::Fixed(e.attr_int("port")?.unwrap_or(5900)),
     };
-    Ok(Graphics::Vnc { port, listen })
+    Ok(Graphics::Vnc {
+        port,
+        listen,
+        keymap: e.attr("keymap").map(str::to_owned),
+    })
 }
 
 pub(super) fn video(e: &Element) -> R<Video> {

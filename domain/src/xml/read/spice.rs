@@ -14,7 +14,7 @@ const NO_TLS: &str = "SPICE TLS needs server certificates and no SPICE TLS direc
 
 pub(super) fn graphics(e: &Element) -> R<Graphics> {
     e.allow(
-        &["type", "port", "autoport", "tlsPort", "listen"],
+        &["type", "port", "autoport", "tlsPort", "listen", "keymap"],
         &[
             "listen",
             "image",
@@ -96,6 +96,7 @@ pub(super) fn graphics(e: &Element) -> R<Graphics> {
         image_compression,
         gl,
         options: options(e)?,
+        keymap: e.attr("keymap").map(str::to_owned),
     })
 }
 
