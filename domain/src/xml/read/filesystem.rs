@@ -1,6 +1,6 @@
 //! `<filesystem type='mount'>` (9p and virtiofs).
 
-use super::devices::{address, refused};
+use super::devices::address;
 use super::{flag, R};
 use crate::model::*;
 use crate::xml::tree::Element;
@@ -26,13 +26,6 @@ pub(super) fn filesystem(e: &Element) -> R<Filesystem> {
                     &[("path", FsDriver::Path), ("virtiofs", FsDriver::Virtiofs)],
                 )?
                 .unwrap_or(FsDriver::Path);
-            if drv == FsDriver::Virtiofs {
-                return Err(refused(
-                    d,
-                    "virtiofs needs a virtiofsd the daemon starts and supervises per guest, \
-                     which NovaCron does not do yet; use <driver type='path'/> (9p)",
-                ));
-            }
             drv
         }
         None => FsDriver::Path,
