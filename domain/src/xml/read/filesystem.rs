@@ -7,6 +7,7 @@ use crate::xml::tree::Element;
 
 pub(super) fn filesystem(e: &Element) -> R<Filesystem> {
     // <binary> (the virtiofsd to run and its options) is the host's choice, not the guest's.
+    // virtiofs's rules (shared guest RAM, passthrough, read-write) are validation's.
     e.allow(
         &["type", "accessmode"],
         &["driver", "source", "target", "readonly", "address"],
@@ -20,13 +21,11 @@ pub(super) fn filesystem(e: &Element) -> R<Filesystem> {
     let driver = match e.child("driver")? {
         Some(d) => {
             d.allow(&["type"], &[])?;
-            let drv = d
-                .attr_enum(
-                    "type",
-                    &[("path", FsDriver::Path), ("virtiofs", FsDriver::Virtiofs)],
-                )?
-                .unwrap_or(FsDriver::Path);
-            drv
+            d.attr_enum(
+                "type",
+                &[("path", FsDriver::Path), ("virtiofs", FsDriver::Virtiofs)],
+            )?
+            .unwrap_or(FsDriver::Path)
         }
         None => FsDriver::Path,
     };
