@@ -46,6 +46,21 @@ pub struct RuntimeRecord {
     /// records of daemons that put it at `<log_dir>/<name>.log` (`Paths::legacy_qemu_log`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu_log: Option<PathBuf>,
+    /// The virtiofsd serving each virtiofs share: adopted with the guest by a restarted
+    /// daemon, stopped once QEMU is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtiofsd: Vec<HelperProcess>,
+}
+
+/// A helper process the daemon started for a guest, verified by start time like QEMU.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelperProcess {
+    /// Index into `devices.filesystems`.
+    pub index: usize,
+    pub pid: u32,
+    /// `/proc/<pid>/stat` starttime.
+    pub start_time: u64,
 }
 
 /// Where an incoming migration stood when its record was last written.
@@ -170,6 +185,7 @@ mod tests {
             held: Default::default(),
             incoming: None,
             qemu_log: Some(PathBuf::from(format!("/var/log/novacron/qemu/{name}.log"))),
+            virtiofsd: Vec::new(),
         }
     }
 

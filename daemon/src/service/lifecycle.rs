@@ -485,8 +485,23 @@ pub(super) async fn launch_as(
     // Hugepages reserved (if allowed), the fit check, host devices detached to vfio-pci: all
     // given back below if the start fails, and by the supervisor once QEMU exits.
     let (held, pages_claim) = super::host_resources::take(inner, name, config).await?;
+    let mut virtiofsd = Vec::new();
     let spawned = match prepare_runtime(inner, name, console, &guest_dir, memory_dir, &socket).await
     {
+        // Each virtiofs share's virtiofsd listens before QEMU connects to it.
+        Ok(handover) => {
+            match super::virtiofsd::start(inner, name, config, &files, &guest_dir, &log).await {
+                Ok(v) => {
+                    virtiofsd = v;
+                    Ok(handover)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let served = super::virtiofsd::dir_fds(config, &files);
+    let spawned = match spawned {
         Ok(handover) => {
             let mut inherit = vec![spawn::Inherited {
                 fd: handover.monitor.as_fd(),
@@ -498,10 +513,13 @@ pub(super) async fn launch_as(
                     at: SERIAL_LOG_FD,
                 });
             }
-            inherit.extend(files.fds.iter().map(|(at, fd)| spawn::Inherited {
-                fd: fd.as_fd(),
-                at: *at,
-            }));
+            // virtiofsd serves those directories: QEMU never needs them.
+            inherit.extend(files.fds.iter().filter(|(at, _)| !served.contains(at)).map(
+                |(at, fd)| spawn::Inherited {
+                    fd: fd.as_fd(),
+                    at: *at,
+                },
+            ));
             // QEMU holds its own copies afterwards; ours are closed when `handover` drops.
             let lock_memory = config.memory_backing.as_ref().is_some_and(|b| b.locked)
                 || !config.devices.hostdevs.is_empty();
@@ -513,6 +531,7 @@ pub(super) async fn launch_as(
     let mut spawned = match spawned {
         Ok(spawned) => spawned,
         Err(e) => {
+            super::virtiofsd::stop(&virtiofsd).await;
             supervise::remove_runtime_files(inner, name).await;
             super::host_resources::give_back(inner, name, &held).await;
             return Err(e);
@@ -539,6 +558,7 @@ pub(super) async fn launch_as(
                 phase: crate::persist::records::IncomingPhase::Prepared,
             }),
             qemu_log: Some(log.clone()),
+            virtiofsd: virtiofsd.clone(),
         };
         let scoped = async {
             match &inner.scopes {
@@ -594,6 +614,7 @@ pub(super) async fn launch_as(
         Err(e) => {
             let _ = spawn::signal(pid, Signal::SIGKILL);
             let _ = spawned.child.wait().await;
+            super::virtiofsd::stop(&virtiofsd).await;
             supervise::remove_runtime_files(inner, name).await;
             super::host_resources::give_back(inner, name, &held).await;
             Err(e)
