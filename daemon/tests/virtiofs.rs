@@ -76,6 +76,16 @@ fn guest_xml(name: &str, dir: &Path) -> String {
     )
 }
 
+/// virtiofsd processes serving `dir`, found in /proc (not in any record).
+fn virtiofsd_serving(dir: &Path) -> Vec<u32> {
+    let want = format!("source={}", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| virtiofsd_alive(*pid) && cmdline(*pid).is_some_and(|c| c.contains(&want)))
+        .collect()
+}
+
 /// The virtiofsd pids in a guest's runtime record.
 fn recorded_virtiofsd(env: &Env, name: &str) -> Vec<u32> {
     let text = std::fs::read_to_string(env.record(name)).expect("runtime record");
@@ -209,4 +219,37 @@ fn a_virtiofs_share_is_served_by_a_supervised_virtiofsd() {
     assert_eq!(r.status, 200, "{r:?}");
     until("shutoff", 30, || state_is(&daemon.socket, "vfs", "shutoff"));
     until("virtiofsd gone", 15, || !virtiofsd_alive(fsd));
+
+    // The second share's virtiofsd cannot be started (virtiofsd's `-o` list cannot carry a
+    // comma): the start fails before QEMU, and the first share's virtiofsd, which QEMU will
+    // never connect to (it would wait forever), is stopped.
+    let bad = images.join("bad");
+    let comma = images.join("a,b");
+    for d in [&bad, &comma] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let xml = guest_xml("vfs-bad", &bad).replace(
+        "</devices>",
+        &format!(
+            "<filesystem type='mount'><driver type='virtiofs'/><source dir='{}'/>\
+             <target dir='two'/></filesystem></devices>",
+            comma.display()
+        ),
+    );
+    let r = as_operator(port_of(&daemon), "POST", "/v1/domains", Some(&xml));
+    assert!(r.status == 200 || r.status == 201, "{r:?}");
+    let r = as_operator(port_of(&daemon), "POST", "/v1/domains/vfs-bad/start", None);
+    assert_ne!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains("devices.filesystems[1].source"),
+        "{}",
+        r.body
+    );
+    until("failed start's virtiofsd gone", 15, || {
+        virtiofsd_serving(&bad).is_empty()
+    });
+}
+
+fn port_of(d: &common::daemon::Daemon) -> u16 {
+    d.tcp_port()
 }
