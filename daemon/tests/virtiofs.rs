@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -175,6 +175,20 @@ fn a_virtiofs_share_is_served_by_a_supervised_virtiofsd() {
     assert!(
         q.contains("vhost-user-fs-pci,id=fs0,chardev=chr-fs0") && q.contains("share=on"),
         "{q}"
+    );
+    // The daemon bound the socket for the unprivileged QEMU alone.
+    let sock = q
+        .split_once("socket,id=chr-fs0,path=")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .expect("chardev path")
+        .to_owned();
+    let meta = std::fs::metadata(&sock).unwrap();
+    let qemu_uid = std::fs::metadata(format!("/proc/{qemu}")).unwrap().uid();
+    assert_ne!(qemu_uid, 0, "QEMU runs unprivileged here");
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (qemu_uid, 0o600),
+        "{sock}"
     );
     // QEMU never holds the shared directory itself: virtiofsd serves it.
     let held = std::fs::read_dir(format!("/proc/{qemu}/fd"))
