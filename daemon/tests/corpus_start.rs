@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{curl, Reply};
 use common::Env;
-use novacron_domain::model::{
-    DiskFormat, DiskSource, Graphics, InterfaceSource, VirtType, VncPort,
-};
+use novacron_domain::model::{DiskFormat, DiskSource, InterfaceSource, VirtType};
 use novacron_domain::DomainConfig;
 use novacron_tests::{osless_accel, Accel};
 
@@ -136,20 +134,10 @@ fn start_gaps(cfg: &DomainConfig) -> Vec<&'static str> {
     }) {
         gaps.push("needs a tap fd from the host layer");
     }
-    // The daemon allocates no VNC display for `port='-1'`/`autoport='yes'` (virt-install's
-    // default graphics): LaunchContext::vnc_display stays None.
-    if let Some(Graphics::Vnc {
-        port: VncPort::Auto,
-        ..
-    }) = &cfg.devices.graphics
-    {
-        gaps.push("VNC autoport needs a display number from the host layer");
-    }
     gaps
 }
 
-/// The stand-ins for [`start_gaps`]: a user-mode NIC of the same model and MAC, a VNC port
-/// that is free now.
+/// The stand-in for [`start_gaps`]: a user-mode NIC of the same model and MAC.
 fn work_around(cfg: &mut DomainConfig) {
     for nic in &mut cfg.devices.interfaces {
         if matches!(
@@ -157,18 +145,6 @@ fn work_around(cfg: &mut DomainConfig) {
             InterfaceSource::Bridge { .. } | InterfaceSource::Network { .. }
         ) {
             nic.source = InterfaceSource::User;
-        }
-    }
-    if let Some(Graphics::Vnc { port, listen }) = &mut cfg.devices.graphics {
-        if *port == VncPort::Auto {
-            let addr: std::net::IpAddr = listen
-                .as_deref()
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-            let free = (5900..6000)
-                .find(|p| std::net::TcpListener::bind((addr, *p)).is_ok())
-                .expect("a free VNC port");
-            *port = VncPort::Fixed(free);
         }
     }
 }

@@ -223,6 +223,7 @@ async fn vnc_autoport_guest_gets_a_display_on_localhost() {
     config.devices.graphics = Some(novacron_domain::model::Graphics::Vnc {
         port: novacron_domain::model::VncPort::Auto,
         listen: None,
+        keymap: None,
     });
     svc.define(config).await.unwrap();
     svc.start("vnc1").await.unwrap();

@@ -16,6 +16,7 @@ pub mod xml;
 pub use driver::{Capabilities, DomainInfo, DomainSummary, Driver, MigrationTarget};
 pub use error::{Error, ErrorCode, FieldError, Kind};
 pub use model::DomainConfig;
+pub use qemu::virtiofs_socket;
 pub use qemu::{
     build_argv, Accel, ArgvError, BackingImage, CpuChoice, FdSetEntry, LaunchContext,
     MonitorSocket, NetFd,

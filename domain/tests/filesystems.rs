@@ -1,5 +1,5 @@
-//! `<filesystem>` (9p), and the refusals around it: virtiofs (no supervised virtiofsd yet) and
-//! `<memory>` devices (no memory hotplug yet), each named with its reason.
+//! `<filesystem>` (9p and virtiofs), and the refusals around it: virtiofs without shared guest
+//! RAM and `<memory>` devices (no memory hotplug yet), each named with its reason.
 
 use novacron_domain::model::*;
 use novacron_domain::{DomainConfig, XmlError};
@@ -47,19 +47,66 @@ fn a_9p_share_is_read_as_written_and_round_trips() {
     cfg.validate().expect("valid");
 }
 
+fn shared(dev: &str) -> String {
+    doc(dev).replace(
+        "<vcpu>",
+        "<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>\n  <vcpu>",
+    )
+}
+
+const VIRTIOFS: &str =
+    "<filesystem type='mount' accessmode='passthrough'><driver type='virtiofs'/>\
+     <source dir='/srv/a'/><target dir='tag'/></filesystem>";
+
 #[test]
-fn virtiofs_and_memory_devices_are_refused_with_the_reason() {
-    let e = DomainConfig::from_xml(&doc(
-        "<filesystem type='mount' accessmode='passthrough'><driver type='virtiofs'/>\
-         <source dir='/srv/a'/><target dir='tag'/></filesystem>",
-    ))
-    .expect_err("virtiofs");
-    assert!(matches!(e, XmlError::NotSupported { .. }), "{e:?}");
-    let msg = e.to_string();
+fn virtiofs_with_shared_memory_is_read_validated_and_round_trips() {
+    let cfg = DomainConfig::from_xml(&shared(VIRTIOFS)).expect("parses");
+    assert_eq!(cfg.devices.filesystems[0].driver, FsDriver::Virtiofs);
+    let mb = cfg.memory_backing.as_ref().expect("memoryBacking");
+    assert_eq!(mb.access, Some(MemoryAccess::Shared));
+    assert_eq!(mb.source, Some(MemorySource::Memfd));
+    let back = DomainConfig::from_xml(&cfg.to_xml()).unwrap();
+    assert_eq!(back, cfg);
+    assert!(cfg.to_xml().contains("<driver type='virtiofs'/>"));
+    cfg.validate().expect("valid");
+}
+
+#[test]
+fn virtiofs_without_shared_memory_is_refused_by_name() {
+    // Parsed (the document is well-formed libvirt), refused by validation: virtiofsd maps
+    // guest RAM, private RAM cannot be mapped by another process.
+    let cfg = DomainConfig::from_xml(&doc(VIRTIOFS)).expect("parses");
+    let e = cfg.validate().expect_err("private RAM");
     assert!(
-        msg.contains("domain/devices/filesystem/driver") && msg.contains("virtiofsd"),
-        "{msg}"
+        e.0.iter().any(|x| x.path == "devices.filesystems[0].driver"
+            && x.to_string().contains("shared guest memory")),
+        "{e}"
     );
+    // Shared access on anonymous RAM is not shareable either (refused on memory_backing).
+    let cfg = DomainConfig::from_xml(&doc(VIRTIOFS).replace(
+        "<vcpu>",
+        "<memoryBacking><source type='anonymous'/><access mode='shared'/></memoryBacking><vcpu>",
+    ))
+    .expect("parses");
+    let e = cfg.validate().expect_err("anonymous");
+    assert!(e.0.iter().any(|x| x.path == "memory_backing.access"), "{e}");
+    // virtiofsd passes ownership through and exports read-write only.
+    let cfg = DomainConfig::from_xml(&shared(
+        "<filesystem type='mount' accessmode='mapped'><driver type='virtiofs'/>\
+         <source dir='/srv/a'/><target dir='tag'/><readonly/></filesystem>",
+    ))
+    .expect("parses");
+    let e = cfg.validate().expect_err("mapped, readonly");
+    for p in [
+        "devices.filesystems[0].access_mode",
+        "devices.filesystems[0].readonly",
+    ] {
+        assert!(e.0.iter().any(|x| x.path == p), "no {p} in {e}");
+    }
+}
+
+#[test]
+fn memory_devices_are_refused_with_the_reason() {
     let e = DomainConfig::from_xml(&doc(
         "<memory model='dimm'><target><size unit='KiB'>524288</size><node>0</node></target></memory>",
     ))
@@ -127,7 +174,7 @@ fn filesystem_rules() {
 }
 
 #[test]
-fn json_cannot_sneak_virtiofs_past_the_reader() {
+fn json_cannot_sneak_virtiofs_past_the_shared_memory_rule() {
     let cfg = DomainConfig::from_xml(&doc(
         "<filesystem type='mount'><source dir='/srv/a'/><target dir='tag'/></filesystem>",
     ))
@@ -137,11 +184,12 @@ fn json_cannot_sneak_virtiofs_past_the_reader() {
         .replace("\"driver\": \"path\"", "\"driver\": \"virtiofs\"");
     let c = DomainConfig::from_json(&json).expect("json parses");
     assert_eq!(c.devices.filesystems[0].driver, FsDriver::Virtiofs);
-    let e = c.validate().expect_err("virtiofs refused");
+    let e = c
+        .validate()
+        .expect_err("virtiofs without shared RAM refused");
     assert!(
-        e.0.iter()
-            .any(|x| x.path == "devices.filesystems[0].driver"
-                && x.to_string().contains("virtiofsd")),
+        e.0.iter().any(|x| x.path == "devices.filesystems[0].driver"
+            && x.to_string().contains("shared guest memory")),
         "{e}"
     );
 }

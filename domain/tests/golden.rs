@@ -109,6 +109,12 @@ fn golden_shared_dirs() {
     golden("shared-dirs", CpuChoice::AsConfigured);
 }
 
+/// A virtiofs share (vhost-user socket in the runtime directory, memfd RAM shared) beside 9p.
+#[test]
+fn golden_virtiofs() {
+    golden("virtiofs", CpuChoice::AsConfigured);
+}
+
 #[test]
 fn golden_linux_guest() {
     golden("linux-guest", CpuChoice::AsConfigured);

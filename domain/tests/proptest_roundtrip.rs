@@ -435,6 +435,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                             VncPort::Fixed(p)
                         },
                         listen: l.map(str::to_owned),
+                        keymap: (p % 3 == 0).then(|| "en-us".to_owned()),
                     }),
                     videos: video
                         .into_iter()
@@ -594,6 +595,7 @@ fn devices_with_spice() -> BoxedStrategy<Devices> {
                 image_compression: compression,
                 gl,
                 options,
+                keymap: (port % 2 == 0).then(|| "de-ch".to_owned()),
             });
             if agent {
                 d.channels.push(Channel {

@@ -396,8 +396,16 @@ fn platform_rules() {
     c.devices.graphics = Some(Graphics::Vnc {
         port: VncPort::Auto,
         listen: Some("example.com".into()),
+        keymap: None,
     });
     fails(c, "devices.graphics.listen", "not an IP address");
+    let mut c = linux();
+    c.devices.graphics = Some(Graphics::Vnc {
+        port: VncPort::Auto,
+        listen: None,
+        keymap: Some("en-us,x=y".into()),
+    });
+    fails(c, "devices.graphics.keymap", "not a keymap QEMU has");
     let mut c = linux();
     c.devices
         .controllers

@@ -50,6 +50,21 @@ pub struct RuntimeRecord {
     /// a restarted daemon re-reserves them before it hands out any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub display_ports: Vec<u16>,
+    /// The virtiofsd serving each virtiofs share: adopted with the guest by a restarted
+    /// daemon, stopped once QEMU is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtiofsd: Vec<HelperProcess>,
+}
+
+/// A helper process the daemon started for a guest, verified by start time like QEMU.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelperProcess {
+    /// Index into `devices.filesystems`.
+    pub index: usize,
+    pub pid: u32,
+    /// `/proc/<pid>/stat` starttime.
+    pub start_time: u64,
 }
 
 /// Where an incoming migration stood when its record was last written.
@@ -175,6 +190,7 @@ mod tests {
             incoming: None,
             qemu_log: Some(PathBuf::from(format!("/var/log/novacron/qemu/{name}.log"))),
             display_ports: vec![5901],
+            virtiofsd: Vec::new(),
         }
     }
 

@@ -437,8 +437,23 @@ pub(super) async fn launch_as(
     // Hugepages reserved (if allowed), the fit check, host devices detached to vfio-pci: all
     // given back below if the start fails, and by the supervisor once QEMU exits.
     let (held, pages_claim) = super::host_resources::take(inner, name, config).await?;
+    let mut virtiofsd = Vec::new();
     let spawned = match prepare_runtime(inner, name, console, &guest_dir, memory_dir, &socket).await
     {
+        // Each virtiofs share's virtiofsd listens before QEMU connects to it.
+        Ok(handover) => {
+            match super::virtiofsd::start(inner, name, config, &files, &guest_dir, &log).await {
+                Ok(v) => {
+                    virtiofsd = v;
+                    Ok(handover)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let served = super::virtiofsd::dir_fds(config, &files);
+    let spawned = match spawned {
         Ok(handover) => {
             let mut inherit = vec![spawn::Inherited {
                 fd: handover.monitor.as_fd(),
@@ -450,10 +465,13 @@ pub(super) async fn launch_as(
                     at: SERIAL_LOG_FD,
                 });
             }
-            inherit.extend(files.fds.iter().map(|(at, fd)| spawn::Inherited {
-                fd: fd.as_fd(),
-                at: *at,
-            }));
+            // virtiofsd serves those directories: QEMU never needs them.
+            inherit.extend(files.fds.iter().filter(|(at, _)| !served.contains(at)).map(
+                |(at, fd)| spawn::Inherited {
+                    fd: fd.as_fd(),
+                    at: *at,
+                },
+            ));
             // QEMU holds its own copies afterwards; ours are closed when `handover` drops.
             let lock_memory = config.memory_backing.as_ref().is_some_and(|b| b.locked)
                 || !config.devices.hostdevs.is_empty();
@@ -465,6 +483,7 @@ pub(super) async fn launch_as(
     let mut spawned = match spawned {
         Ok(spawned) => spawned,
         Err(e) => {
+            super::virtiofsd::stop(&virtiofsd).await;
             supervise::remove_runtime_files(inner, name).await;
             super::host_resources::give_back(inner, name, &held).await;
             return Err(e);
@@ -492,6 +511,7 @@ pub(super) async fn launch_as(
             }),
             qemu_log: Some(log.clone()),
             display_ports: displays.ports.clone(),
+            virtiofsd: virtiofsd.clone(),
         };
         let scoped = async {
             match &inner.scopes {
@@ -552,6 +572,7 @@ pub(super) async fn launch_as(
         Err(e) => {
             let _ = spawn::signal(pid, Signal::SIGKILL);
             let _ = spawned.child.wait().await;
+            super::virtiofsd::stop(&virtiofsd).await;
             supervise::remove_runtime_files(inner, name).await;
             super::host_resources::give_back(inner, name, &held).await;
             Err(e)

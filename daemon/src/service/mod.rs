@@ -28,6 +28,7 @@ pub mod status;
 mod supervise;
 pub mod trust;
 mod uuids;
+mod virtiofsd;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};

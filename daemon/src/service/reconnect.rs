@@ -106,7 +106,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
             }
             if ended == Some(super::migration::IncomingState::Aborted) {
                 tracing::warn!(domain = %name, id = %mark.id, "incoming migration interrupted by a daemon restart discarded");
-                discarded.push((name, record.held));
+                discarded.push((name, record.held, record.virtiofsd));
                 continue;
             }
         }
@@ -154,7 +154,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
                 }
                 _ => {
                     tracing::info!(domain = %name, pid = record.pid, ?liveness, "guest stopped while the daemon was down");
-                    vanished.push((name, record.held));
+                    vanished.push((name, record.held, record.virtiofsd));
                 }
             },
         }
@@ -173,11 +173,14 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
             );
         }
     }
-    for (name, held) in discarded {
+    for (name, held, virtiofsd) in discarded {
+        super::virtiofsd::stop(&virtiofsd).await;
         super::host_resources::release(inner, &held).await;
         supervise::remove_runtime_files(inner, &name).await;
     }
-    for (name, held) in vanished {
+    for (name, held, virtiofsd) in vanished {
+        // Its QEMU is gone: the virtiofsd serving it has nobody to serve.
+        super::virtiofsd::stop(&virtiofsd).await;
         // What the previous daemon took for the guest is given back now.
         super::host_resources::release(inner, &held).await;
         supervise::remove_runtime_files(inner, &name).await;

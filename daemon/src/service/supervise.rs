@@ -196,6 +196,8 @@ impl Watcher {
         let name = self.h.name.clone();
         super::host_resources::release(inner, &self.live.record.held).await;
         super::displays::release(inner, &name, &self.live.record.display_ports);
+        // virtiofsd exits when QEMU disconnects; one that does not is stopped here.
+        super::virtiofsd::stop(&self.live.record.virtiofsd).await;
         remove_runtime_files(inner, &name).await;
         let (to, reason) = match self.live.intent() {
             Intent::Destroy => (Run::Off, StateReason::Destroyed),

@@ -63,6 +63,24 @@ pub(super) fn devices(
         a.push("-device", s);
     }
     for (i, f) in dv.filesystems.iter().enumerate() {
+        if f.driver == FsDriver::Virtiofs {
+            // The daemon's virtiofsd serves the directory; QEMU only connects to its socket.
+            let sock = super::virtiofs_socket(&ctx.runtime_dir, i);
+            a.push(
+                "-chardev",
+                format!("socket,id=chr-fs{i},path={}", path_str(&sock)?),
+            );
+            a.push(
+                "-device",
+                format!(
+                    "vhost-user-fs-pci,id=fs{i},chardev=chr-fs{i},queue-size={},tag={}{}",
+                    super::virtiofs::QUEUE_SIZE,
+                    esc(&f.target),
+                    pci(&f.address)
+                ),
+            );
+            continue;
+        }
         // The host layer passes the directory as `/proc/self/fd/N` (opened beneath its
         // storage root): QEMU never resolves the definition's path itself.
         let dir = ctx.host_path(&format!("devices.filesystems[{i}].source"), &f.source);

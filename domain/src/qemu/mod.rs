@@ -5,12 +5,14 @@ mod devices;
 pub(crate) mod memory;
 mod netdisk;
 mod spice;
+mod virtiofs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use argv::build_argv;
 pub use memory::{ram_blocks, HugeSize, RamBlock};
+pub use virtiofs::virtiofs_socket;
 
 /// Accelerator the host layer chose (KVM when /dev/kvm is usable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -33,15 +33,8 @@ pub(super) fn filesystems(v: &mut V, d: &DomainConfig) {
             "ASCII letters, digits, '_', '-', '.', '/'",
             tag_char,
         );
-        // The XML reader refuses it by name; the JSON front-end reaches here.
         if f.driver == FsDriver::Virtiofs {
-            v.err(
-                format!("{p}.driver"),
-                Problem::Unsupported(
-                    "virtiofs (needs a virtiofsd the daemon supervises, not done yet; use 9p)"
-                        .into(),
-                ),
-            );
+            virtiofs(v, d, &p, f);
         }
         if let Some(prev) = tags.insert(f.target.clone(), i) {
             v.err(
@@ -58,5 +51,37 @@ pub(super) fn filesystems(v: &mut V, d: &DomainConfig) {
                 Problem::Inconsistent("a filesystem sits on PCI".into()),
             );
         }
+    }
+}
+
+/// virtiofs as libvirt takes it: the daemon's virtiofsd maps guest RAM, so the RAM must be
+/// shared; ownership is passed through (virtiofsd has no mapped/squash modes) and the share
+/// is writable (QEMU 7.2's virtiofsd has no read-only export).
+fn virtiofs(v: &mut V, d: &DomainConfig, p: &str, f: &Filesystem) {
+    if !super::resources::memory_is_shared(d) {
+        v.err(
+            format!("{p}.driver"),
+            Problem::Unsupported(
+                "virtiofs without shared guest memory (virtiofsd maps guest RAM: set \
+                 memory_backing.access shared with source memfd or file, \
+                 <memoryBacking><access mode='shared'/><source type='memfd'/>)"
+                    .into(),
+            ),
+        );
+    }
+    if f.access_mode != FsAccessMode::Passthrough {
+        v.err(
+            format!("{p}.access_mode"),
+            Problem::Unsupported(format!(
+                "accessmode '{}' with virtiofs (only passthrough)",
+                f.access_mode.as_str()
+            )),
+        );
+    }
+    if f.readonly {
+        v.err(
+            format!("{p}.readonly"),
+            Problem::Unsupported("read-only virtiofs (QEMU 7.2's virtiofsd cannot)".into()),
+        );
     }
 }

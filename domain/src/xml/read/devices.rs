@@ -871,7 +871,10 @@ pub(super) fn graphics(e: &Element) -> R<Graphics> {
     if ty == "spice" {
         return super::spice::graphics(e);
     }
-    e.allow(&["type", "port", "autoport", "listen", "keymap"], &["listen"])?;
+    e.allow(
+        &["type", "port", "autoport", "listen", "keymap"],
+        &["listen"],
+    )?;
     if ty != "vnc" {
         return Err(e.unsupported_value(Some("type"), ty, &["vnc", "spice"]));
     }

@@ -1,12 +1,13 @@
 //! `<filesystem type='mount'>` (9p and virtiofs).
 
-use super::devices::{address, refused};
+use super::devices::address;
 use super::{flag, R};
 use crate::model::*;
 use crate::xml::tree::Element;
 
 pub(super) fn filesystem(e: &Element) -> R<Filesystem> {
     // <binary> (the virtiofsd to run and its options) is the host's choice, not the guest's.
+    // virtiofs's rules (shared guest RAM, passthrough, read-write) are validation's.
     e.allow(
         &["type", "accessmode"],
         &["driver", "source", "target", "readonly", "address"],
@@ -20,20 +21,11 @@ pub(super) fn filesystem(e: &Element) -> R<Filesystem> {
     let driver = match e.child("driver")? {
         Some(d) => {
             d.allow(&["type"], &[])?;
-            let drv = d
-                .attr_enum(
-                    "type",
-                    &[("path", FsDriver::Path), ("virtiofs", FsDriver::Virtiofs)],
-                )?
-                .unwrap_or(FsDriver::Path);
-            if drv == FsDriver::Virtiofs {
-                return Err(refused(
-                    d,
-                    "virtiofs needs a virtiofsd the daemon starts and supervises per guest, \
-                     which NovaCron does not do yet; use <driver type='path'/> (9p)",
-                ));
-            }
-            drv
+            d.attr_enum(
+                "type",
+                &[("path", FsDriver::Path), ("virtiofs", FsDriver::Virtiofs)],
+            )?
+            .unwrap_or(FsDriver::Path)
         }
         None => FsDriver::Path,
     };
