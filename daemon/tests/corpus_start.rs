@@ -94,9 +94,25 @@ fn image(images: &Path, path: &str, format: DiskFormat) -> String {
 /// The document as this machine can run it (see the module comment).
 fn localise(mut cfg: DomainConfig, images: &Path) -> DomainConfig {
     for disk in &mut cfg.devices.disks {
-        if let Some(DiskSource::File { path }) = &mut disk.source {
-            *path = image(images, path, disk.driver.format);
+        match &mut disk.source {
+            Some(DiskSource::File { path }) => *path = image(images, path, disk.driver.format),
+            // No such server here: the same disk from a local image (the network path itself
+            // is covered by daemon/tests/network_disks.rs against real NBD and HTTP servers).
+            Some(DiskSource::Network(_)) => {
+                let path = image(
+                    images,
+                    &format!("{}-net{}.img", cfg.name, disk.target.dev),
+                    disk.driver.format,
+                );
+                disk.source = Some(DiskSource::File { path });
+            }
+            _ => {}
         }
+    }
+    for (i, fs) in cfg.devices.filesystems.iter_mut().enumerate() {
+        let dir = images.join(format!("{}-share{i}", cfg.name));
+        std::fs::create_dir_all(&dir).expect("share dir");
+        fs.source = dir.display().to_string();
     }
     if let Some(k) = &mut cfg.os.kernel {
         let guest = novacron_tests::test_guest().expect("test guest kernel");
@@ -129,24 +145,39 @@ fn start_gaps(cfg: &DomainConfig) -> Vec<&'static str> {
     if cfg.devices.interfaces.iter().any(|n| {
         matches!(
             n.source,
-            InterfaceSource::Bridge { .. } | InterfaceSource::Network { .. }
+            InterfaceSource::Bridge { .. }
+                | InterfaceSource::Network { .. }
+                | InterfaceSource::Direct { .. }
         )
     }) {
         gaps.push("needs a tap fd from the host layer");
     }
+    // The daemon runs no swtpm yet: a <tpm> with the emulator backend has no socket.
+    if cfg.devices.tpm.is_some() {
+        gaps.push("TPM needs a swtpm socket from the host layer");
+    }
     gaps
 }
 
-/// The stand-in for [`start_gaps`]: a user-mode NIC of the same model and MAC.
+/// What this machine cannot run although QEMU takes the command line: the nested software
+/// KVM here refuses the Hyper-V MSRs (`failed to set MSR 0x40000021`), so a guest with
+/// `<hyperv>` aborts in KVM's vCPU setup. Checked like a gap, then started without them
+/// (their argv is covered by the golden tests).
+const HOST_LIMIT_HYPERV: &str = "failed to set MSR 0x4000";
+
+/// The stand-ins for [`start_gaps`]: a user-mode NIC of the same model and MAC; no TPM.
 fn work_around(cfg: &mut DomainConfig) {
     for nic in &mut cfg.devices.interfaces {
         if matches!(
             nic.source,
-            InterfaceSource::Bridge { .. } | InterfaceSource::Network { .. }
+            InterfaceSource::Bridge { .. }
+                | InterfaceSource::Network { .. }
+                | InterfaceSource::Direct { .. }
         ) {
             nic.source = InterfaceSource::User;
         }
     }
+    cfg.devices.tpm = None;
 }
 
 fn define(socket: &Path, cfg: &DomainConfig) -> Reply {
@@ -168,6 +199,7 @@ fn accepted_corpus_documents_define_and_start() {
     let s = &d.socket;
     let images = env.config.state_dir.join("images");
     let (mut started, mut skipped, mut blocked) = (Vec::new(), Vec::new(), Vec::new());
+    let mut failed = Vec::new();
     for (id, xml) in documents() {
         if let Some(why) = refused.get(&id) {
             skipped.push(format!("{id} (refused today: {why})"));
@@ -208,14 +240,32 @@ fn accepted_corpus_documents_define_and_start() {
         } else {
             "gaps worked around"
         });
-        assert_eq!(
-            r.status,
-            200,
-            "{what}: start: {}\n{}\n{}",
-            r.body,
-            local.to_xml(),
-            std::fs::read_to_string(&d.log).unwrap_or_default()
-        );
+        let r = if r.status != 200
+            && (local.features.hyperv.is_some() || r.body.contains("hv-"))
+            && r.body.contains(HOST_LIMIT_HYPERV)
+        {
+            blocked.push(format!(
+                "{id}: Hyper-V MSRs refused by this nested KVM (started without <hyperv> \
+                 and the hypervclock timer)"
+            ));
+            local.features.hyperv = None;
+            if let Some(clock) = &mut local.clock {
+                clock
+                    .timers
+                    .retain(|t| t.name != novacron_domain::model::TimerName::Hypervclock);
+            }
+            let r = define(s, &local);
+            assert_eq!(r.status, 200, "{id}: redefine: {}", r.body);
+            start("without <hyperv>").0
+        } else {
+            r
+        };
+        if r.status != 200 {
+            failed.push(format!("{what}: start: {} {}", r.status, r.body));
+            let r = curl(s, "DELETE", &format!("/v1/domains/{name}"), &[]);
+            assert!(r.status < 300, "{id}: undefine: {}", r.body);
+            continue;
+        }
         // Started: QEMU is up and answered QMP (the daemon reports a state only from it).
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -242,5 +292,9 @@ fn accepted_corpus_documents_define_and_start() {
     assert!(
         !started.is_empty(),
         "no corpus document is expected to be accepted"
+    );
+    assert!(
+        failed.is_empty(),
+        "accepted documents that did not start: {failed:#?}"
     );
 }
