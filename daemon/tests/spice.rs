@@ -92,7 +92,10 @@ fn decode(local: &str) -> String {
 
 #[tokio::test]
 async fn spice_desktop_guest_runs_with_its_devices_on_localhost_only() {
-    let env = Env::new();
+    let mut env = Env::new();
+    // Ports of its own: tests in parallel run separate daemons on one host.
+    env.config.graphics.port_min = 16100;
+    env.config.graphics.port_max = 16149;
     let svc = env.open().await;
     let mut events = svc.events().subscribe();
     svc.define(desktop(
@@ -217,7 +220,9 @@ async fn spice_desktop_guest_runs_with_its_devices_on_localhost_only() {
 /// and QEMU listens on localhost only.
 #[tokio::test]
 async fn vnc_autoport_guest_gets_a_display_on_localhost() {
-    let env = Env::new();
+    let mut env = Env::new();
+    env.config.graphics.port_min = 16150;
+    env.config.graphics.port_max = 16199;
     let svc = env.open().await;
     let mut config = osless("vnc1");
     config.devices.graphics = Some(novacron_domain::model::Graphics::Vnc {

@@ -177,16 +177,18 @@ fn step(root: &Path, log: &Mutex<Vec<String>>) {
     for entry in std::fs::read_dir(&drivers).unwrap().flatten() {
         let drv = entry.file_name().to_string_lossy().into_owned();
         if let Some(addr) = take_command(&entry.path().join("unbind")) {
+            // Logged before the change is visible: a caller that saw the change finds it
+            // in the log.
+            log.lock().unwrap().push(format!("unbind {drv} {addr}"));
             if bound(&addr).as_deref() == Some(drv.as_str()) {
                 std::fs::remove_file(link(&addr)).unwrap();
             }
-            log.lock().unwrap().push(format!("unbind {drv} {addr}"));
         }
         if let Some(addr) = take_command(&entry.path().join("bind")) {
+            log.lock().unwrap().push(format!("bind {drv} {addr}"));
             if bound(&addr).is_none() {
                 bind(&addr, &drv);
             }
-            log.lock().unwrap().push(format!("bind {drv} {addr}"));
         }
     }
     // driver_override: the kernel shows a cleared override as "(null)".
@@ -207,13 +209,13 @@ fn step(root: &Path, log: &Mutex<Vec<String>>) {
         } else {
             native_driver(&addr).map(str::to_owned)
         };
-        if let (None, Some(drv)) = (bound(&addr), &pick) {
-            bind(&addr, drv);
-        }
         log.lock().unwrap().push(format!(
             "probe {addr} -> {}",
             pick.as_deref().unwrap_or("none")
         ));
+        if let (None, Some(drv)) = (bound(&addr), &pick) {
+            bind(&addr, drv);
+        }
     }
 }
 

@@ -17,6 +17,19 @@ use novacron_domain::model::{MemoryAccess, MemoryBacking, MemorySource};
 const TOKEN: &str = "op-s3cret";
 const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
 
+/// Root over the Unix socket: an admin.
+fn as_admin(socket: &Path, method: &str, path: &str, xml: Option<&str>) -> Reply {
+    match xml {
+        Some(x) => curl(
+            socket,
+            method,
+            path,
+            &["-H", "Content-Type: application/xml", "--data-binary", x],
+        ),
+        None => curl(socket, method, path, &[]),
+    }
+}
+
 fn as_operator(port: u16, method: &str, path: &str, xml: Option<&str>) -> Reply {
     let marker = "\n--status--";
     let mut cmd = Command::new("curl");
@@ -128,7 +141,7 @@ fn a_virtiofs_share_is_served_by_a_supervised_virtiofsd() {
     let outside = env.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
 
-    // An operator's share outside the roots: refused, audited, nothing defined.
+    // An operator's virtiofs share: refused, audited, nothing defined.
     let r = as_operator(
         port,
         "POST",
@@ -138,7 +151,7 @@ fn a_virtiofs_share_is_served_by_a_supervised_virtiofsd() {
     assert_eq!(r.status, 403, "{r:?}");
     assert!(
         r.body.contains(&format!(
-            "devices.filesystems[0].source: {} is outside the storage roots",
+            "devices.filesystems[0].source: {}: virtiofs shares are for admins only",
             outside.display()
         )),
         "{}",
@@ -151,15 +164,29 @@ fn a_virtiofs_share_is_served_by_a_supervised_virtiofsd() {
         "refusal not audited"
     );
 
-    // Inside the roots: started with its virtiofsd.
+    // Inside the roots too: virtiofsd runs as root, so virtiofs is for admins only.
     let r = as_operator(
         port,
         "POST",
         "/v1/domains",
         Some(&guest_xml("vfs", &inside)),
     );
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(
+        r.body.contains("virtiofs shares are for admins only"),
+        "{}",
+        r.body
+    );
+
+    // An admin's: started with its virtiofsd.
+    let r = as_admin(
+        &daemon.socket,
+        "POST",
+        "/v1/domains",
+        Some(&guest_xml("vfs", &inside)),
+    );
     assert!(r.status == 200 || r.status == 201, "{r:?}");
-    let r = as_operator(port, "POST", "/v1/domains/vfs/start", None);
+    let r = as_admin(&daemon.socket, "POST", "/v1/domains/vfs/start", None);
     assert_eq!(r.status, 200, "{r:?}");
     until("running", 30, || state_is(&daemon.socket, "vfs", "running"));
     let fsd = recorded_virtiofsd(&env, "vfs");
@@ -250,9 +277,9 @@ fn a_virtiofs_share_is_served_by_a_supervised_virtiofsd() {
             comma.display()
         ),
     );
-    let r = as_operator(port_of(&daemon), "POST", "/v1/domains", Some(&xml));
+    let r = as_admin(&daemon.socket, "POST", "/v1/domains", Some(&xml));
     assert!(r.status == 200 || r.status == 201, "{r:?}");
-    let r = as_operator(port_of(&daemon), "POST", "/v1/domains/vfs-bad/start", None);
+    let r = as_admin(&daemon.socket, "POST", "/v1/domains/vfs-bad/start", None);
     assert_ne!(r.status, 200, "{r:?}");
     assert!(
         r.body.contains("devices.filesystems[1].source"),
@@ -262,8 +289,4 @@ fn a_virtiofs_share_is_served_by_a_supervised_virtiofsd() {
     until("failed start's virtiofsd gone", 15, || {
         virtiofsd_serving(&bad).is_empty()
     });
-}
-
-fn port_of(d: &common::daemon::Daemon) -> u16 {
-    d.tcp_port()
 }

@@ -188,6 +188,16 @@ fn admin_only(r: &HostRef<'_>) -> Option<String> {
              network position; use an image file inside the storage roots)",
             protocol.as_str()
         )),
+        // virtiofsd runs as root with its capabilities (chown, mknod, setuid...) in
+        // passthrough mode, and is given the share by path: a guest could plant setuid-root
+        // files or device nodes in the roots, and a path swapped between the check and
+        // virtiofsd's start would be served. Until it runs unprivileged on a descriptor,
+        // admins only; 9p (QEMU's own server, on the checked descriptor, as QEMU's user)
+        // stays open to operators.
+        HostRefKind::SharedDir { virtiofs: true, .. } => Some(format!(
+            "{v}: virtiofs shares are for admins only (virtiofsd runs as root); use \
+             <driver type='path'/> (9p)"
+        )),
         HostRefKind::ListenAddress if !is_loopback(v) => Some(format!(
             "{v}: listening beyond loopback opens the guest's console to the network and is for \
              admins only (leave listen out for localhost)"

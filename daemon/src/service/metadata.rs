@@ -5,6 +5,9 @@
 use novacron_domain::{DomainConfig, Error};
 use serde::{Deserialize, Serialize};
 
+use super::domain::Definition;
+use super::events::EventKind;
+use super::jobs::Job;
 use super::Service;
 
 /// Our namespace inside `<metadata>`.
@@ -154,7 +157,12 @@ impl Service {
         change: MetadataChange,
     ) -> Result<Metadata, Error> {
         check(&change)?;
-        let h = self.inner.handle(name)?;
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        // The definition is read and written under the domain's job, on this handle only: a
+        // concurrent undefine or redefine is never undone by a stale copy (and an undefined
+        // domain is not brought back: `begin` says not found once the handle is gone).
+        let _job = h.begin(Job::Define, inner.config.job_wait()).await?;
         let definition = h.definition();
         if !definition.persistent {
             return Err(Error::InvalidConfig(format!(
@@ -175,9 +183,25 @@ impl Service {
             config.metadata = with_tags(config.metadata.as_deref(), &tags);
         }
         let trust = definition.trust;
-        let validated = self.inner.prepare(config, Some(definition))?;
+        let validated = inner.prepare(config, Some(definition))?;
         let metadata = Metadata::of(validated.config());
-        self.define_validated(validated, trust, 3).await?;
+        inner
+            .definitions
+            .save(validated.config(), trust)
+            .await
+            .map_err(|e| Error::Io {
+                action: "write the definition",
+                path: inner.paths.definition(name).display().to_string(),
+                message: e.to_string(),
+            })?;
+        h.set_definition(Definition {
+            config: validated,
+            persistent: true,
+            trust,
+        });
+        inner
+            .events
+            .publish(name, EventKind::Defined { persistent: true });
         Ok(metadata)
     }
 }

@@ -117,7 +117,6 @@ fn start_one(
     log: &Path,
     owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
 ) -> Result<HelperProcess, Error> {
-    use std::os::unix::fs::PermissionsExt;
     let internal = |e: std::io::Error| Error::Internal(format!("domain '{name}': virtiofsd: {e}"));
     // virtiofsd takes its source by name and refuses a `/proc/self/fd/N` link (it lstat()s
     // the source). It gets the path the directory we opened beneath the storage root
@@ -146,11 +145,25 @@ fn start_one(
         Err(e) => return Err(internal(e)),
     }
     let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(internal)?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).map_err(internal)?;
+    // Never through a link: the guest directory belongs to QEMU's user, which could swap the
+    // socket for a symlink to a host file between the bind and these calls.
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        &sock,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| internal(std::io::Error::from(e)))?;
     if let Some((uid, gid)) = owner {
         // The unprivileged QEMU connects; nobody else may.
-        nix::unistd::chown(&sock, Some(uid), Some(gid))
-            .map_err(|e| internal(std::io::Error::from(e)))?;
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &sock,
+            Some(uid),
+            Some(gid),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| internal(std::io::Error::from(e)))?;
     }
     let argv = vec![
         VIRTIOFSD.to_owned(),

@@ -35,7 +35,7 @@ pub enum HostRefKind {
     HostNic,
     /// A directory shared with the guest (`<filesystem>`): QEMU's 9p server works beneath
     /// it, writing unless `readonly`.
-    SharedDir { readonly: bool },
+    SharedDir { readonly: bool, virtiofs: bool },
     /// A network disk: QEMU connects to this server (value: `proto://host:port/name`) or
     /// NBD socket (value: the socket path) itself.
     NetworkDisk { protocol: NetProtocol },
@@ -223,7 +223,7 @@ impl DomainConfig {
         }
         for (i, f) in filesystems.iter().enumerate() {
             let Filesystem {
-                driver: _,
+                driver,
                 access_mode: _,
                 source,
                 target: _,
@@ -235,6 +235,7 @@ impl DomainConfig {
                 source,
                 HostRefKind::SharedDir {
                     readonly: *readonly,
+                    virtiofs: *driver == super::filesystem::FsDriver::Virtiofs,
                 },
             );
         }
@@ -586,7 +587,10 @@ mod tests {
                 expect(
                     "devices.filesystems[0].source",
                     "/share/dir",
-                    HostRefKind::SharedDir { readonly: true }
+                    HostRefKind::SharedDir {
+                        readonly: true,
+                        virtiofs: false
+                    }
                 ),
                 expect(
                     "devices.interfaces[1].source.dev",

@@ -611,6 +611,8 @@ async fn kill(inner: &Arc<Inner>, name: &str, mut launched: Launched) {
     // Hugepages and host devices taken for it go back.
     super::super::host_resources::release(inner, &launched.live.record.held).await;
     super::super::displays::release(inner, name, &launched.live.record.display_ports);
+    // The record goes with the runtime files: nothing else would stop its virtiofsd.
+    super::super::virtiofsd::stop(&launched.live.record.virtiofsd).await;
 }
 
 /// Waits until the whole stream is loaded here (`completed`, or `postcopy-active`).

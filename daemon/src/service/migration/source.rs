@@ -333,10 +333,22 @@ impl Run_<'_> {
     async fn run(&self) -> (Phase, Option<String>) {
         let name = self.name().to_owned();
         let options = &self.request.options;
-        let persistent = self.h.definition().persistent;
+        let definition = self.h.definition();
+        let persistent = definition.persistent;
+        // The config the guest runs with (its CPU as resolved here), but firmware the
+        // definition leaves to the host is chosen again there: the paths resolved here (the
+        // loader, this host's NVRAM file) need not exist on the destination; QEMU carries the
+        // flash contents in the stream.
+        let mut sent = self.live.record.config.clone();
+        if matches!(
+            definition.config.config().os.firmware,
+            novacron_domain::model::Firmware::UefiAuto { .. }
+        ) {
+            sent.os.firmware = definition.config.config().os.firmware.clone();
+        }
         // 1. The destination prepares.
         let prepare = IncomingRequest {
-            xml: self.live.record.config.to_xml(),
+            xml: sent.to_xml(),
             options: options.clone(),
             listen_host: self.peer.host.clone(),
             persistent,
