@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{curl, tcp_api, Reply};
+use common::daemon::{curl, curl_tcp, tcp_api, Reply};
 use common::{audit_entries, osless, Env};
 
 const XML: &[&str] = &["-H", "Content-Type: application/xml", "--data-binary"];
@@ -285,33 +285,13 @@ fn a_guest_boots_with_disks_from_real_nbd_and_http_servers() {
 }
 
 fn curl_token(port: u16, xml: &str) -> Reply {
-    let marker = "\n--status--";
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-        ])
-        .args([
-            "-H",
-            "Content-Type: application/xml",
-            "--data-binary",
-            xml,
-            "-w",
-        ])
-        .arg(format!("{marker}%{{http_code}}"))
-        .arg(format!("http://127.0.0.1:{port}/v1/domains"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once(marker).expect("curl output");
-    Reply {
-        status: status.trim().parse().unwrap_or(0),
-        body: body.to_owned(),
-        content_type: String::new(),
-    }
+    curl_tcp(
+        port,
+        TOKEN,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", xml],
+    )
 }
 
 #[test]

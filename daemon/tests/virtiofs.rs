@@ -7,10 +7,9 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{curl, tcp_api, Reply};
+use common::daemon::{curl, curl_tcp, tcp_api, Reply};
 use common::{audit_entries, osless, recorded_pid, Env};
 use novacron_domain::model::{MemoryAccess, MemoryBacking, MemorySource};
 
@@ -31,30 +30,15 @@ fn as_admin(socket: &Path, method: &str, path: &str, xml: Option<&str>) -> Reply
 }
 
 fn as_operator(port: u16, method: &str, path: &str, xml: Option<&str>) -> Reply {
-    let marker = "\n--status--";
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-X",
-        method,
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-    ]);
-    if let Some(x) = xml {
-        cmd.args(["-H", "Content-Type: application/xml", "--data-binary", x]);
-    }
-    let out = cmd
-        .arg("-w")
-        .arg(format!("{marker}%{{http_code}}"))
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once(marker).expect("curl output");
-    Reply {
-        status: status.trim().parse().unwrap_or(0),
-        body: body.to_owned(),
-        content_type: String::new(),
+    match xml {
+        Some(x) => curl_tcp(
+            port,
+            TOKEN,
+            method,
+            path,
+            &["-H", "Content-Type: application/xml", "--data-binary", x],
+        ),
+        None => curl_tcp(port, TOKEN, method, path, &[]),
     }
 }
 

@@ -135,6 +135,31 @@ pub fn curl_as(
     }
 }
 
+/// Runs curl against the daemon's TCP listener on loopback `port` with a bearer `token`.
+/// `args` go before the URL.
+pub fn curl_tcp(port: u16, token: &str, method: &str, path: &str, args: &[&str]) -> Reply {
+    let marker = "\n--novacron-curl--";
+    let out: Output = Command::new("curl")
+        .args(["-sS", "-X", method, "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg("-w")
+        .arg(format!("{marker}%{{http_code}} %{{content_type}}"))
+        .args(args)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl must be installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, meta) = text
+        .rsplit_once(marker)
+        .unwrap_or_else(|| panic!("curl failed: {}", String::from_utf8_lossy(&out.stderr)));
+    let (status, content_type) = meta.split_once(' ').unwrap_or((meta, ""));
+    Reply {
+        status: status.trim().parse().unwrap_or(0),
+        body: body.to_owned(),
+        content_type: content_type.trim().to_owned(),
+    }
+}
+
 /// An `[api]` section listening on loopback port 0 (the daemon binds a free port itself and
 /// logs it: [`Daemon::tcp_port`]) with these tokens (name, secret, role).
 pub fn tcp_api(tokens: &[(&str, &str, &str)]) -> String {
