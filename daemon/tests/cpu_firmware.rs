@@ -215,4 +215,16 @@ async fn efi_firmware_is_autoselected_with_its_nvram_in_the_state_dir() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A transient guest whose start fails after its NVRAM was made (QEMU cannot bind the
+    // display port someone else holds) leaves no NVRAM behind.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let failing = guest(
+        "uefi",
+        " firmware='efi'",
+        &format!("<devices><graphics type='vnc' port='{port}' autoport='no'/></devices>"),
+    );
+    assert!(svc.create(failing).await.is_err(), "the start was to fail");
+    assert!(svc.get("uefi").is_err());
+    assert!(!nvram.exists(), "a failed transient start left its NVRAM");
 }

@@ -87,6 +87,13 @@ impl Service {
         match result {
             Ok(()) => Ok(summary(&h)),
             Err(e) => {
+                // An NVRAM made for autoselected firmware before the start failed goes with
+                // the transient domain (while its name is still taken).
+                if let Err(e) =
+                    crate::persist::atomic::remove_durable_async(inner.paths.nvram(&name)).await
+                {
+                    tracing::warn!(domain = %name, error = %e, "cannot remove the NVRAM");
+                }
                 inner.remove_if_same(&name, &h);
                 Err(e)
             }
