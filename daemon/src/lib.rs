@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod driver;
+pub mod glob;
 pub mod host;
 pub mod http_client;
 pub mod ops;

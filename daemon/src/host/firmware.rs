@@ -182,7 +182,10 @@ fn read_bounded(p: &Path) -> Result<String, String> {
 /// Why `d` does not fit `want`, or `None` when it does.
 pub fn mismatch(d: &Descriptor, want: &Wanted<'_>) -> Option<String> {
     let target = d.targets.iter().any(|(arch, machines)| {
-        arch == want.arch && machines.iter().any(|g| glob(g, want.machine))
+        arch == want.arch
+            && machines
+                .iter()
+                .any(|g| crate::glob::glob_match(g, want.machine))
     });
     if !target {
         return Some(format!("not for {} {}", want.arch, want.machine));
@@ -237,29 +240,6 @@ fn pref(name: &str, v: Option<bool>) -> String {
         Some(v) => format!("{name}={}", if v { "yes" } else { "no" }),
         None => String::new(),
     }
-}
-
-/// Shell-style match as the spec's machine patterns use: `*` any run, `?` any one character.
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// Copies `template` to `nvram` unless `nvram` exists: through a temporary file in the same
@@ -500,9 +480,9 @@ mod tests {
 
     #[test]
     fn machine_globs() {
-        assert!(glob("pc-q35-*", "pc-q35-7.2"));
-        assert!(!glob("pc-q35-*", "pc-i440fx-7.2"));
-        assert!(glob("pc-i440fx-?.?", "pc-i440fx-7.2"));
-        assert!(!glob("pc-q35-*", "q35"));
+        assert!(crate::glob::glob_match("pc-q35-*", "pc-q35-7.2"));
+        assert!(!crate::glob::glob_match("pc-q35-*", "pc-i440fx-7.2"));
+        assert!(crate::glob::glob_match("pc-i440fx-?.?", "pc-i440fx-7.2"));
+        assert!(!crate::glob::glob_match("pc-q35-*", "q35"));
     }
 }

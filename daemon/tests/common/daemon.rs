@@ -92,6 +92,22 @@ impl Reply {
     }
 }
 
+/// Marker curl writes before `%{http_code} %{content_type}`.
+const MARKER: &str = "\n--novacron-curl--";
+
+fn reply(out: &Output, marker: &str) -> Reply {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, meta) = text
+        .rsplit_once(marker)
+        .unwrap_or_else(|| panic!("curl failed: {}", String::from_utf8_lossy(&out.stderr)));
+    let (status, content_type) = meta.split_once(' ').unwrap_or((meta, ""));
+    Reply {
+        status: status.trim().parse().unwrap_or(0),
+        body: body.to_owned(),
+        content_type: content_type.trim().to_owned(),
+    }
+}
+
 /// Runs curl against the daemon's Unix socket. `args` go before the URL.
 pub fn curl(socket: &Path, method: &str, path: &str, args: &[&str]) -> Reply {
     curl_as(None, socket, method, path, args)
@@ -105,7 +121,7 @@ pub fn curl_as(
     path: &str,
     args: &[&str],
 ) -> Reply {
-    let marker = "\n--novacron-curl--";
+    let marker = MARKER;
     let mut cmd = match user {
         Some(user) => {
             let mut c = Command::new("runuser");
@@ -123,22 +139,13 @@ pub fn curl_as(
         .arg(format!("http://localhost{path}"))
         .output()
         .expect("curl must be installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, meta) = text
-        .rsplit_once(marker)
-        .unwrap_or_else(|| panic!("curl failed: {}", String::from_utf8_lossy(&out.stderr)));
-    let (status, content_type) = meta.split_once(' ').unwrap_or((meta, ""));
-    Reply {
-        status: status.trim().parse().unwrap_or(0),
-        body: body.to_owned(),
-        content_type: content_type.trim().to_owned(),
-    }
+    reply(&out, marker)
 }
 
 /// Runs curl against the daemon's TCP listener on loopback `port` with a bearer `token`.
 /// `args` go before the URL.
 pub fn curl_tcp(port: u16, token: &str, method: &str, path: &str, args: &[&str]) -> Reply {
-    let marker = "\n--novacron-curl--";
+    let marker = MARKER;
     let out: Output = Command::new("curl")
         .args(["-sS", "-X", method, "-H"])
         .arg(format!("Authorization: Bearer {token}"))
@@ -148,16 +155,7 @@ pub fn curl_tcp(port: u16, token: &str, method: &str, path: &str, args: &[&str])
         .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .expect("curl must be installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, meta) = text
-        .rsplit_once(marker)
-        .unwrap_or_else(|| panic!("curl failed: {}", String::from_utf8_lossy(&out.stderr)));
-    let (status, content_type) = meta.split_once(' ').unwrap_or((meta, ""));
-    Reply {
-        status: status.trim().parse().unwrap_or(0),
-        body: body.to_owned(),
-        content_type: content_type.trim().to_owned(),
-    }
+    reply(&out, marker)
 }
 
 /// An `[api]` section listening on loopback port 0 (the daemon binds a free port itself and
