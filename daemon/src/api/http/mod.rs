@@ -13,6 +13,7 @@ mod request;
 mod response;
 pub mod routes;
 pub mod tls;
+mod ui;
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
@@ -342,6 +343,10 @@ async fn admitted(req: Request<Incoming>, ctx: &Ctx, auth: &Auth, slot: &ConnSlo
 }
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx, auth: &Auth) -> Response {
+    // The dashboard's static files need no token (the login page is one of them).
+    if ui::is_ui(req.method(), req.uri().path()) {
+        return ui::serve(req.uri().path(), req.headers());
+    }
     let (caller, peer) = match auth {
         Auth::Peer(caller) => (Ok(caller.clone()), None),
         Auth::Token(tokens, peer) => (auth::token_caller(&req, tokens), *peer),

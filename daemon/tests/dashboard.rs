@@ -1,0 +1,180 @@
+//! The web dashboard (`/ui/`) in Debian's headless Chromium, driven through chromedriver,
+//! against a real novacrond with a real OS-less KVM guest: log in (a wrong token is refused),
+//! see the guest running, stop it with a bulk action and see the state change without a
+//! reload, start it again, open its page (definition, figures). Screenshots are kept under
+//! target/test-artifacts/dashboard/.
+
+mod common;
+#[path = "dashboard/webdriver.rs"]
+mod webdriver;
+
+use std::path::{Path, PathBuf};
+
+use common::daemon::{curl, curl_tcp, tcp_api};
+use common::*;
+use webdriver::Browser;
+
+const TOKEN: &str = "dashboard-test-token";
+
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/dashboard")
+}
+
+fn define_and_start(socket: &Path, name: &str) {
+    let xml = osless(name).to_xml();
+    let r = curl(
+        socket,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = curl(socket, "POST", &format!("/v1/domains/{name}/start"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The state cell of a machine's row in the table, as the page shows it.
+fn state_cell(name: &str) -> String {
+    format!(
+        "const tr = document.querySelector('tr[data-key=\"L:{name}\"]'); \
+         return tr ? tr.cells[4].textContent : null;"
+    )
+}
+
+#[test]
+fn dashboard_in_chromium_lists_and_stops_a_guest_live() {
+    let env = Env::new();
+    let daemon = env.start_daemon(&tcp_api(&[("ui", TOKEN, "operator")]));
+    let port = daemon.tcp_port();
+    let vm = format!("dash-{}", std::process::id());
+    define_and_start(&daemon.socket, &vm);
+
+    // The page is served without a token, with its type and policy; the API still wants one.
+    let r = curl_tcp(port, "", "GET", "/ui/", &["-D", "-"]);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.content_type.starts_with("text/html"),
+        "{}",
+        r.content_type
+    );
+    assert!(
+        r.body
+            .to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{}",
+        r.body
+    );
+    let r = curl_tcp(port, "", "GET", "/ui/app.js", &[]);
+    assert!(
+        r.content_type.starts_with("text/javascript"),
+        "{}",
+        r.content_type
+    );
+    assert_eq!(
+        curl_tcp(port, "", "GET", "/ui/../v1/domains", &["--path-as-is"]).status,
+        404
+    );
+    assert_eq!(
+        curl_tcp(port, "nope", "GET", "/v1/domains", &[]).status,
+        401
+    );
+
+    let browser = Browser::start(&artifacts());
+    browser.goto(&format!("http://127.0.0.1:{port}/ui/"));
+
+    // A wrong token: an error on the login form, nothing else.
+    browser.wait_for(
+        "the login form",
+        10,
+        "return document.querySelector('#token');",
+    );
+    browser.type_into("#token", "not-the-token");
+    browser.click("form.login button[type=submit]");
+    let said = browser.wait_for(
+        "the login error",
+        10,
+        "const t = document.querySelector('#login-error')?.textContent; return t || null;",
+    );
+    assert!(
+        said.as_str().unwrap_or_default().contains("not accepted"),
+        "{said}"
+    );
+    browser.screenshot("login-refused");
+    assert_eq!(
+        browser.js("return sessionStorage.getItem('novacron.token');"),
+        serde_json::Value::Null
+    );
+
+    // The right token: the table, with the guest running.
+    browser.type_into("#token", TOKEN);
+    browser.click("form.login button[type=submit]");
+    let state = browser.wait_for("the guest's row", 15, &state_cell(&vm));
+    assert_eq!(state, "running");
+    browser.wait_for(
+        "the event stream",
+        10,
+        "return document.body.dataset.live === '1';",
+    );
+    browser.screenshot("list-running");
+    // Set on this page load: still there afterwards means no reload happened.
+    browser.js("window.notReloaded = true; return null;");
+
+    // Bulk action: select the guest (keyboard-reachable checkbox), destroy it.
+    browser.click(&format!("tr[data-key=\"L:{vm}\"] input.sel"));
+    browser.click("button[data-action=destroy]");
+    browser.wait_for(
+        "the state to become shutoff",
+        15,
+        &format!("return ({})() === 'shutoff';", fn_of(&state_cell(&vm))),
+    );
+    let result = browser.wait_for(
+        "the per-VM result",
+        15,
+        "const li = document.querySelector('#results li'); \
+         return li && /done|failed|refused/.test(li.textContent) ? li.textContent : null;",
+    );
+    assert!(
+        result
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("destroy done"),
+        "{result}"
+    );
+    assert_eq!(browser.js("return window.notReloaded === true;"), true);
+    browser.screenshot("list-destroyed");
+    // The daemon agrees.
+    let r = curl(&daemon.socket, "GET", &format!("/v1/domains/{vm}"), &[]);
+    assert_eq!(r.json()["state"], "shutoff");
+
+    // And back: bulk start, the row turns running again by event.
+    browser.click("button[data-action=start]");
+    browser.wait_for(
+        "the state to become running",
+        15,
+        &format!("return ({})() === 'running';", fn_of(&state_cell(&vm))),
+    );
+    let latencies = browser.js("return window.novacron.eventLatencies;");
+    eprintln!("event to screen (ms, event time to DOM update): {latencies}");
+
+    // The domain page: its definition and the figures.
+    browser.click(&format!("a[href=\"#/domain/{vm}\"]"));
+    browser.wait_for(
+        "the definition",
+        10,
+        &format!(
+            "return document.querySelector('#xml')?.textContent.includes('<name>{vm}</name>');"
+        ),
+    );
+    browser.wait_for(
+        "a memory figure",
+        15,
+        "const o = document.querySelectorAll('figure.chart output')[1]; \
+         return o && /iB/.test(o.textContent) ? o.textContent : null;",
+    );
+    browser.screenshot("domain-page");
+}
+
+/// Wraps a function body as an expression that can be called.
+fn fn_of(body: &str) -> String {
+    format!("function () {{ {body} }}")
+}
