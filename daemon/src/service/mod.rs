@@ -10,6 +10,7 @@ pub mod dry_run;
 mod event_log;
 pub mod events;
 pub mod host_info;
+pub mod host_metrics;
 mod host_resources;
 pub mod jobs;
 mod lifecycle;

@@ -480,7 +480,8 @@ pub(crate) async fn dispatch(
         Endpoint::Metrics => Ok(with_type(
             StatusCode::OK,
             super::metrics::CONTENT_TYPE,
-            super::metrics::render(&svc.metrics().await),
+            super::metrics::render(&svc.metrics().await)
+                + &super::metrics::render_host(&svc.host_metrics().await),
         )),
     }
 }
