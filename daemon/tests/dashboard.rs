@@ -178,3 +178,103 @@ fn dashboard_in_chromium_lists_and_stops_a_guest_live() {
 fn fn_of(body: &str) -> String {
     format!("function () {{ {body} }}")
 }
+
+/// A measurement, not a check (run it with `--ignored`): the first render of the list with
+/// 1000 domains defined in a real daemon, and the time from a state event to the changed row.
+/// Prints the numbers; asserts only that the page got there.
+#[test]
+#[ignore]
+fn dashboard_first_render_with_1000_domains() {
+    const N: usize = 1000;
+    let env = Env::new();
+    let daemon = env.start_daemon(&tcp_api(&[("ui", TOKEN, "operator")]));
+    let port = daemon.tcp_port();
+    // One curl process defines them all (`--next` starts each request afresh).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args: Vec<String> = Vec::new();
+    for i in 0..N {
+        let file = dir.path().join(format!("{i}.xml"));
+        std::fs::write(&file, osless(&format!("bulk-{i:04}")).to_xml()).expect("write xml");
+        if i > 0 {
+            args.push("--next".into());
+        }
+        args.extend(
+            [
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}\n",
+                "--unix-socket",
+            ]
+            .map(String::from),
+        );
+        args.push(daemon.socket.display().to_string());
+        args.extend(["-H", "Content-Type: application/xml", "--data-binary"].map(String::from));
+        args.push(format!("@{}", file.display()));
+        args.push("http://localhost/v1/domains".into());
+    }
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl");
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(codes.lines().filter(|c| *c == "201").count(), N, "{codes}");
+    eprintln!("defined {N} domains in {:?}", started.elapsed());
+
+    let browser = Browser::start(&artifacts());
+    let url = format!("http://127.0.0.1:{port}/ui/");
+    browser.goto(&url);
+    browser.wait_for(
+        "the login form",
+        10,
+        "return document.querySelector('#token');",
+    );
+    browser.type_into("#token", TOKEN);
+    browser.click("form.login button[type=submit]");
+    browser.wait_for(
+        "the list",
+        30,
+        "return document.querySelector('main[data-loaded]') !== null;",
+    );
+    // Logged in (the token is in sessionStorage): a fresh load renders the list directly.
+    let mut renders = Vec::new();
+    for _ in 0..3 {
+        browser.goto(&url);
+        let ms = browser.wait_for(
+            "the list after a reload",
+            30,
+            "return document.querySelector('main[data-loaded]') ? window.novacron.firstRenderMs : null;",
+        );
+        let rows = browser.js("return document.querySelectorAll('#vms tbody tr').length;");
+        assert_eq!(rows, N);
+        renders.push(ms.as_f64().unwrap_or_default());
+    }
+    eprintln!("first render of {N} domains (ms from navigation start, data fetched and laid out): {renders:?}");
+    browser.screenshot("list-1000");
+    browser.wait_for(
+        "the event stream",
+        10,
+        "return document.body.dataset.live === '1';",
+    );
+    for i in 0..5 {
+        let r = curl(
+            &daemon.socket,
+            "POST",
+            &format!("/v1/domains/bulk-{i:04}/start"),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        browser.wait_for(
+            "the row to turn running",
+            15,
+            &format!(
+                "return ({})() === 'running';",
+                fn_of(&state_cell(&format!("bulk-{i:04}")))
+            ),
+        );
+    }
+    let latencies = browser.js("return window.novacron.eventLatencies;");
+    eprintln!("event to screen with {N} rows (ms, event time to DOM update): {latencies}");
+}
