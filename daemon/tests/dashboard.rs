@@ -119,9 +119,14 @@ fn dashboard_in_chromium_lists_and_stops_a_guest_live() {
     // Set on this page load: still there afterwards means no reload happened.
     browser.js("window.notReloaded = true; return null;");
 
-    // Bulk action: select the guest (keyboard-reachable checkbox), destroy it.
-    browser.click(&format!("tr[data-key=\"L:{vm}\"] input.sel"));
-    browser.click("button[data-action=destroy]");
+    // Bulk action, by keyboard: Space selects the guest, Enter on Destroy runs it.
+    browser.keys(&format!("tr[data-key=\"L:{vm}\"] input.sel"), " ");
+    browser.wait_for(
+        "the selection",
+        5,
+        "return document.querySelector('#sel-count').textContent === '1 selected';",
+    );
+    browser.keys("button[data-action=destroy]", "\u{E007}");
     browser.wait_for(
         "the state to become shutoff",
         15,

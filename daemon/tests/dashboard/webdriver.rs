@@ -207,6 +207,17 @@ impl Browser {
         );
     }
 
+    /// Sends keystrokes to the element (focusing it first), without clearing it: how a
+    /// keyboard user toggles a checkbox (" ") or presses a button ("\u{E007}", Enter).
+    pub fn keys(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.call(
+            "POST",
+            &self.url(&format!("/element/{id}/value")),
+            Some(&json!({ "text": text })),
+        );
+    }
+
     /// Saves a PNG of the viewport as `<artifacts>/<name>.png` and returns its path.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let (_, v) = self.try_call("GET", &self.url("/screenshot"), None);
