@@ -1,7 +1,8 @@
 //! The web dashboard (`/ui/`) in Debian's headless Chromium, driven through chromedriver,
 //! against a real novacrond with a real OS-less KVM guest: log in (a wrong token is refused),
 //! see the guest running, stop it with a bulk action and see the state change without a
-//! reload, start it again, open its page (definition, figures). Screenshots are kept under
+//! reload, start it again, open its page (definition, figures), read SeaBIOS's banner in its
+//! serial console (xterm.js) and see its screen (noVNC) drawn. Screenshots are kept under
 //! target/test-artifacts/dashboard/.
 
 mod common;
@@ -20,8 +21,37 @@ fn artifacts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/dashboard")
 }
 
+/// The dashboard's VNC ports (the brief's range for this test: 6200-6299).
+fn vnc_port() -> u16 {
+    6200 + (std::process::id() % 100) as u16
+}
+
+/// An OS-less guest whose SeaBIOS writes to the serial console and draws on a VNC display.
+fn guest_xml(name: &str) -> String {
+    let ty = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    format!(
+        "<domain type='{ty}'>
+           <name>{name}</name>
+           <memory unit='MiB'>64</memory>
+           <vcpu>1</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type><bios useserial='yes'/></os>
+           <features><acpi/></features>
+           <devices>
+             <serial type='pty'><target port='0'/></serial>
+             <console type='pty'><target type='serial' port='0'/></console>
+             <graphics type='vnc' port='{}' autoport='no' listen='127.0.0.1'/>
+             <video><model type='vga'/></video>
+           </devices>
+         </domain>",
+        vnc_port()
+    )
+}
+
 fn define_and_start(socket: &Path, name: &str) {
-    let xml = osless(name).to_xml();
+    let xml = guest_xml(name);
     let r = curl(
         socket,
         "POST",
@@ -177,6 +207,34 @@ fn dashboard_in_chromium_lists_and_stops_a_guest_live() {
          return o && /iB/.test(o.textContent) ? o.textContent : null;",
     );
     browser.screenshot("domain-page");
+
+    // Its serial console in xterm.js: SeaBIOS's banner from the history.
+    browser.click("#open-console");
+    let text = browser.wait_for(
+        "SeaBIOS's banner in the terminal",
+        20,
+        "const t = window.novacron.term; if (!t) return null; \
+         const b = t.buffer.active; let s = ''; \
+         for (let i = 0; i < b.length; i++) s += b.getLine(i).translateToString(true) + '\\n'; \
+         return s.includes('SeaBIOS (version') ? s : null;",
+    );
+    eprintln!("terminal: {}", text.as_str().unwrap_or_default().trim());
+    browser.screenshot("serial-console");
+
+    // Its screen in noVNC: a canvas with lit pixels (SeaBIOS's text on the VGA console).
+    browser.click("#open-screen");
+    let lit = browser.wait_for(
+        "a non-blank screen",
+        20,
+        "const c = document.querySelector('#screen canvas'); \
+         if (!c || !c.width || !c.height) return null; \
+         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+         let lit = 0; for (let i = 0; i < d.length; i += 4) if (d[i] | d[i + 1] | d[i + 2]) lit++; \
+         return lit > 100 ? lit : null;",
+    );
+    eprintln!("screen: {lit} lit pixels");
+    browser.js("document.querySelector('#screen').scrollIntoView(); return null;");
+    browser.screenshot("screen");
 }
 
 /// Wraps a function body as an expression that can be called.

@@ -160,7 +160,11 @@ impl Browser {
                 return v;
             }
             if Instant::now() > deadline {
-                let file = self.screenshot(&format!("failed-{}", what.replace(' ', "-")));
+                let slug: String = what
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
+                let file = self.screenshot(&format!("failed-{slug}"));
                 panic!(
                     "timed out waiting for {what}: last {status} {v}; see {}",
                     file.display()
