@@ -221,13 +221,16 @@ fn dashboard_in_chromium_lists_and_stops_a_guest_live() {
     eprintln!("terminal: {}", text.as_str().unwrap_or_default().trim());
     browser.screenshot("serial-console");
 
-    // Its screen in noVNC: a canvas with lit pixels (SeaBIOS's text on the VGA console).
+    // Its screen in noVNC: a canvas shown at a visible size, with lit pixels (SeaBIOS's text on
+    // the VGA console).
     browser.click("#open-screen");
     let lit = browser.wait_for(
         "a non-blank screen",
         20,
         "const c = document.querySelector('#screen canvas'); \
          if (!c || !c.width || !c.height) return null; \
+         const box = c.getBoundingClientRect(); \
+         if (box.width < 100 || box.height < 100) return null; \
          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
          let lit = 0; for (let i = 0; i < d.length; i += 4) if (d[i] | d[i + 1] | d[i + 2]) lit++; \
          return lit > 100 ? lit : null;",
