@@ -146,6 +146,29 @@ fn dashboard_in_chromium_lists_and_stops_a_guest_live() {
         "return document.body.dataset.live === '1';",
     );
     browser.screenshot("list-running");
+    // Filters: by name in the page, by tag through the daemon (`?tag=`).
+    let r = curl(
+        &daemon.socket,
+        "PUT",
+        &format!("/v1/domains/{vm}/metadata"),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"tags": ["web"]}"#,
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rows =
+        |n: usize| format!("return document.querySelectorAll('#vms tbody tr').length === {n};");
+    browser.type_into("#f-name", "no-such-vm");
+    browser.wait_for("the name filter to hide the guest", 5, &rows(0));
+    browser.type_into("#f-name", "dash-");
+    browser.wait_for("the name filter to show the guest", 5, &rows(1));
+    browser.type_into("#f-tag", "db");
+    browser.wait_for("the tag filter to hide the guest", 10, &rows(0));
+    browser.type_into("#f-tag", "web");
+    browser.wait_for("the tag filter to show the guest", 10, &rows(1));
     // Set on this page load: still there afterwards means no reload happened.
     browser.js("window.notReloaded = true; return null;");
 
