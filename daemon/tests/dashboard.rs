@@ -329,6 +329,7 @@ fn dashboard_first_render_with_1000_domains() {
     );
     // Logged in (the token is in sessionStorage): a fresh load renders the list directly.
     let mut renders = Vec::new();
+    let mut builds = Vec::new();
     for _ in 0..3 {
         browser.goto(&url);
         let ms = browser.wait_for(
@@ -339,7 +340,9 @@ fn dashboard_first_render_with_1000_domains() {
         let rows = browser.js("return document.querySelectorAll('#vms tbody tr').length;");
         assert_eq!(rows, N);
         renders.push(ms.as_f64().unwrap_or_default());
+        builds.push(browser.js("return window.novacron.tableBuildMs;"));
     }
+    eprintln!("of which building and laying out the table (ms): {builds:?}");
     eprintln!("first render of {N} domains (ms from navigation start, data fetched and laid out): {renders:?}");
     browser.screenshot("list-1000");
     browser.wait_for(

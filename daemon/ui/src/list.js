@@ -5,6 +5,8 @@ import { api, esc } from "./api.js";
 
 const STATES = ["running", "paused", "shutoff", "starting", "shutting_down", "migrating", "suspended", "crashed"];
 const ACTIONS = ["start", "shutdown", "destroy"];
+// One collator for every comparison (String.localeCompare builds one per call).
+const byText = new Intl.Collator().compare;
 
 export function listView(main, onEvent) {
   const t0 = performance.now();
@@ -51,7 +53,7 @@ export function listView(main, onEvent) {
   }
 
   function render() {
-    const list = [...rows.values()].filter(shown).sort((a, b) => a.name.localeCompare(b.name) || a.host.localeCompare(b.host));
+    const list = [...rows.values()].filter(shown).sort((a, b) => byText(a.name, b.name) || byText(a.host, b.host));
     tbody.innerHTML = list.map((r) => `<tr data-key="${esc(r.key)}">
       <td><input type="checkbox" class="sel" aria-label="Select ${esc(r.name)} on ${esc(r.host)}"${selected.has(r.key) ? " checked" : ""}></td>
       <td>${r.remote ? esc(r.name) : `<a href="#/domain/${encodeURIComponent(r.name)}">${esc(r.name)}</a>`}</td>
@@ -98,11 +100,13 @@ export function listView(main, onEvent) {
       }));
     }
     $("#problems").textContent = problems.join("; ");
+    const r0 = performance.now();
     render();
     if (!loaded) {
       loaded = true;
       // Measured once data is in the DOM (layout included: offsetHeight forces it).
       void tbody.offsetHeight;
+      window.novacron.tableBuildMs = performance.now() - r0;
       if (window.novacron.firstRenderMs === null) window.novacron.firstRenderMs = performance.now();
       window.novacron.listRenderMs = performance.now() - t0;
       main.dataset.loaded = "1";
