@@ -174,6 +174,12 @@ run_demo() {
     echo "quickstart: preparing the demo guest (built once per machine; the accelerator is probed)"
     local xml=${TMPDIR:-/tmp}/novacron-demo.xml
     "$bin/novacron-demo-guest" demo >"$xml"
+    # Its data disk: a volume in the default pool, made once (vdb in the guest).
+    $novactl vol-info demo-data.qcow2 >/dev/null 2>&1 ||
+        $novactl vol-create-as default demo-data.qcow2 1G --format qcow2 >/dev/null
+    local data
+    data=$($novactl --json vol-info demo-data.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
+    sed -i "s#</devices>#  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$data'/><target dev='vdb' bus='virtio'/></disk>\n  </devices>#" "$xml"
     $novactl define -f "$xml" >/dev/null
     if [[ $($novactl --json info demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') != running ]]; then
         $novactl start demo
@@ -190,6 +196,7 @@ run_demo() {
 
 The demo guest is running. Try:
   $novactl info demo                 # status and settings
+  $novactl vol-list                  # the default pool's volumes (demo-data.qcow2 is vdb)
   $novactl events                    # follow events (in another terminal)
   $novactl suspend demo; $novactl resume demo
   $novactl qmp demo query-status     # raw QMP (root only)

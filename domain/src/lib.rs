@@ -10,6 +10,7 @@ pub mod error;
 pub mod model;
 pub mod qemu;
 pub mod state;
+pub mod storage;
 pub mod validate;
 pub mod xml;
 

@@ -16,6 +16,7 @@ mod pinning;
 mod remote;
 pub mod sse;
 mod types;
+mod volumes;
 
 // The transport lives below the service (which speaks to peer daemons with it); the client is
 // its typed endpoints.
@@ -28,6 +29,7 @@ pub use types::{
     ActionOutcome, DefinitionFormat, DomainCounts, DomainInfo, DomainStatus, ErrorBody, Event,
     HostInfo, Kvm, Operation,
 };
+pub use volumes::{PoolRow, VolumeRows};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};

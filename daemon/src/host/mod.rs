@@ -20,6 +20,7 @@ pub mod resources;
 pub mod storage_roots;
 pub mod topology;
 pub mod vfio;
+pub mod volumes;
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;

@@ -95,6 +95,48 @@ impl Client {
         body: Option<(Bytes, &'static str)>,
         accept: &'static str,
     ) -> Result<Response<Incoming>, ClientError> {
+        let mut builder = self.builder(method, path, accept)?;
+        let body = match body {
+            Some((bytes, content_type)) => {
+                builder = builder.header(CONTENT_TYPE, content_type);
+                Full::new(bytes)
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = builder
+            .body(body)
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        self.target.send(request).await
+    }
+
+    /// Sends a streamed body (volume uploads) of `length` bytes.
+    pub(crate) async fn send_stream<B>(
+        &self,
+        method: Method,
+        path: &str,
+        body: B,
+        length: u64,
+        content_type: &'static str,
+    ) -> Result<Response<Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let request = self
+            .builder(method, path, "application/json")?
+            .header(CONTENT_TYPE, content_type)
+            .header(hyper::header::CONTENT_LENGTH, length)
+            .body(body)
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        self.target.send(request).await
+    }
+
+    fn builder(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &'static str,
+    ) -> Result<hyper::http::request::Builder, ClientError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(self.target.path(path))
@@ -109,17 +151,7 @@ impl Client {
             })?;
             builder = builder.header(AUTHORIZATION, value);
         }
-        let body = match body {
-            Some((bytes, content_type)) => {
-                builder = builder.header(CONTENT_TYPE, content_type);
-                Full::new(bytes)
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let request = builder
-            .body(body)
-            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
-        self.target.send(request).await
+        Ok(builder)
     }
 }
 

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
@@ -147,10 +146,11 @@ impl Target {
 
     /// Opens a connection, sends `req` and returns the response head with its body still
     /// streaming. The connection lives until the body is dropped or read to the end.
-    pub(crate) async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, ClientError> {
+    pub(crate) async fn send<B>(&self, req: Request<B>) -> Result<Response<Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         match self {
             Target::Unix(path) => {
                 let stream = connect_with_timeout(self, UnixStream::connect(path)).await?;
@@ -211,12 +211,11 @@ async fn connect_with_timeout<S>(
     })
 }
 
-async fn exchange<S>(
-    stream: S,
-    req: Request<Full<Bytes>>,
-) -> Result<Response<Incoming>, ClientError>
+async fn exchange<S, B>(stream: S, req: Request<B>) -> Result<Response<Incoming>, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     // The connection future drives the socket; it ends with the exchange. Its error, if any,

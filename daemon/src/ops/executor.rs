@@ -65,7 +65,7 @@ impl Executor {
             });
             return Err(e);
         }
-        if target == Target::Local {
+        if target == Target::Local && info.domain {
             self.svc.status(op.target())?;
         }
         let domain = op.target().to_owned();
@@ -108,7 +108,8 @@ async fn execute<O: Operation>(
         Err(e) => Err(O::Failure::from(e)),
         Ok(()) => {
             let uuid = match target {
-                Target::Local => svc.status(&domain).ok().and_then(|s| s.uuid),
+                Target::Local if info.domain => svc.status(&domain).ok().and_then(|s| s.uuid),
+                Target::Local => None,
                 Target::Remote(_) => None,
             };
             let host = match &target {

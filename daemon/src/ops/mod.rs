@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod pinning;
 pub mod qmp;
 pub mod table;
+pub mod volumes;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -107,6 +108,8 @@ pub struct OpInfo {
     pub dbus_remote: Option<&'static str>,
     /// The novactl subcommand (`--host X` aims it at a remote host when `http_remote` is set).
     pub novactl: Option<&'static str>,
+    /// The target names a domain (false: a pool or volume, `pool/volume`).
+    pub domain: bool,
 }
 
 /// Where an operation runs.

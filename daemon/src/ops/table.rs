@@ -18,6 +18,7 @@ const fn row(name: &'static str, access: Access, what: &'static str) -> OpInfo {
         dbus: None,
         dbus_remote: None,
         novactl: None,
+        domain: true,
     }
 }
 
@@ -319,6 +320,114 @@ pub static SCREENSHOT: OpInfo = OpInfo {
     ..row("screenshot", Access::Operate, "a screenshot")
 };
 
+// Pools and volumes: targets are `pool` or `pool/volume`, not domains.
+pub static POOL_LIST: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/pools")),
+    dbus: Some("org.novacron1.Manager.ListPools"),
+    novactl: Some("pool-list"),
+    domain: false,
+    ..row("pool-list", Access::Read, "listing pools")
+};
+pub static POOL_INFO: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/pools/{pool}")),
+    dbus: Some("org.novacron1.Manager.GetPoolInfo"),
+    novactl: Some("pool-info"),
+    domain: false,
+    ..row("pool-info", Access::Read, "reading a pool")
+};
+pub static POOL_XML: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/pools/{pool}/xml")),
+    dbus: Some("org.novacron1.Manager.GetPoolXML"),
+    novactl: Some("pool-dumpxml"),
+    domain: false,
+    ..row("pool-dumpxml", Access::Read, "reading a pool's XML")
+};
+pub static POOL_DEFINE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/pools")),
+    dbus: Some("org.novacron1.Manager.DefinePoolXML"),
+    novactl: Some("pool-define"),
+    domain: false,
+    ..row("pool-define", Access::Operate, "defining a pool")
+};
+pub static POOL_UNDEFINE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("DELETE", "/v1/pools/{pool}")),
+    dbus: Some("org.novacron1.Manager.UndefinePool"),
+    novactl: Some("pool-undefine"),
+    domain: false,
+    ..row("pool-undefine", Access::Operate, "undefining a pool")
+};
+pub static VOL_LIST: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/pools/{pool}/volumes")),
+    dbus: Some("org.novacron1.Manager.ListVolumes"),
+    novactl: Some("vol-list"),
+    domain: false,
+    ..row("vol-list", Access::Read, "listing volumes")
+};
+pub static VOL_INFO: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/pools/{pool}/volumes/{volume}")),
+    dbus: Some("org.novacron1.Manager.GetVolumeInfo"),
+    novactl: Some("vol-info"),
+    domain: false,
+    ..row("vol-info", Access::Read, "reading a volume")
+};
+pub static VOL_XML: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/pools/{pool}/volumes/{volume}/xml")),
+    dbus: Some("org.novacron1.Manager.GetVolumeXML"),
+    novactl: Some("vol-dumpxml"),
+    domain: false,
+    ..row("vol-dumpxml", Access::Read, "reading a volume's XML")
+};
+pub static VOL_CREATE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/pools/{pool}/volumes")),
+    dbus: Some("org.novacron1.Manager.CreateVolume"),
+    novactl: Some("vol-create-as"),
+    domain: false,
+    ..row("vol-create", Access::Operate, "creating a volume")
+};
+pub static VOL_RESIZE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/pools/{pool}/volumes/{volume}/resize")),
+    dbus: Some("org.novacron1.Manager.ResizeVolume"),
+    novactl: Some("vol-resize"),
+    domain: false,
+    ..row("vol-resize", Access::Operate, "resizing a volume")
+};
+pub static VOL_DELETE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("DELETE", "/v1/pools/{pool}/volumes/{volume}")),
+    dbus: Some("org.novacron1.Manager.DeleteVolume"),
+    novactl: Some("vol-delete"),
+    domain: false,
+    ..row("vol-delete", Access::Operate, "deleting a volume")
+};
+pub static VOL_CLONE: OpInfo = OpInfo {
+    audited: true,
+    long: true,
+    http: Some(("POST", "/v1/pools/{pool}/volumes/{volume}/clone")),
+    dbus: Some("org.novacron1.Manager.CloneVolume"),
+    novactl: Some("vol-clone"),
+    domain: false,
+    ..row("vol-clone", Access::Operate, "cloning a volume")
+};
+// Byte streams: HTTP only (a D-Bus message is no place for gigabytes).
+pub static VOL_UPLOAD: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("PUT", "/v1/pools/{pool}/volumes/{volume}/data")),
+    novactl: Some("vol-upload"),
+    domain: false,
+    ..row("vol-upload", Access::Operate, "uploading into a volume")
+};
+pub static VOL_DOWNLOAD: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("GET", "/v1/pools/{pool}/volumes/{volume}/data")),
+    novactl: Some("vol-download"),
+    domain: false,
+    ..row("vol-download", Access::Read, "downloading a volume")
+};
+
 /// Every operation, in the order the docs list them.
 pub static ALL: &[&OpInfo] = &[
     &LIST,
@@ -364,6 +473,20 @@ pub static ALL: &[&OpInfo] = &[
     &CONSOLE,
     &VNC,
     &SCREENSHOT,
+    &POOL_LIST,
+    &POOL_INFO,
+    &POOL_XML,
+    &POOL_DEFINE,
+    &POOL_UNDEFINE,
+    &VOL_LIST,
+    &VOL_INFO,
+    &VOL_XML,
+    &VOL_CREATE,
+    &VOL_RESIZE,
+    &VOL_DELETE,
+    &VOL_CLONE,
+    &VOL_UPLOAD,
+    &VOL_DOWNLOAD,
 ];
 
 /// The row named `name`.

@@ -27,6 +27,7 @@ pub mod remote;
 pub mod request_file;
 mod resolve;
 pub mod status;
+pub mod storage;
 mod supervise;
 pub mod trust;
 mod uuids;

@@ -11,6 +11,7 @@ mod objects;
 pub mod path;
 mod polkit;
 pub mod remote;
+mod storage;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -248,6 +248,121 @@ impl Manager {
         m
     }
 
+    // Pools and volumes (`storage.rs`): queries answer the HTTP JSON bodies.
+    #[zbus(out_args("pools"))]
+    async fn list_pools(&self) -> Result<String, DbusError> {
+        super::storage::to_json(&self.service.pool_list().await?)
+    }
+
+    #[zbus(out_args("pool"))]
+    async fn get_pool_info(&self, pool: &str) -> Result<String, DbusError> {
+        super::storage::to_json(&self.service.pool_info(pool).await?)
+    }
+
+    #[zbus(name = "GetPoolXML", out_args("xml"))]
+    async fn get_pool_xml(&self, pool: &str) -> Result<String, DbusError> {
+        Ok(self.service.pool_xml(pool).await?)
+    }
+
+    #[zbus(name = "DefinePoolXML", out_args("pool"))]
+    async fn define_pool_xml(
+        &self,
+        xml: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::storage::define_pool(&self.service, conn, &header, xml).await
+    }
+
+    async fn undefine_pool(
+        &self,
+        pool: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        super::storage::undefine_pool(&self.service, conn, &header, pool).await
+    }
+
+    #[zbus(out_args("volumes"))]
+    async fn list_volumes(&self, pool: &str) -> Result<String, DbusError> {
+        super::storage::to_json(&self.service.vol_list(pool).await?)
+    }
+
+    #[zbus(out_args("volume"))]
+    async fn get_volume_info(&self, pool: &str, volume: &str) -> Result<String, DbusError> {
+        super::storage::to_json(&self.service.vol_info(pool, volume).await?)
+    }
+
+    #[zbus(name = "GetVolumeXML", out_args("xml"))]
+    async fn get_volume_xml(&self, pool: &str, volume: &str) -> Result<String, DbusError> {
+        Ok(self.service.vol_info(pool, volume).await?.to_xml())
+    }
+
+    /// As `virsh vol-create-as`: format `raw` or `qcow2`, allocation 0 for sparse.
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("volume"))]
+    async fn create_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        capacity: u64,
+        format: &str,
+        allocation: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::storage::create_volume(
+            &self.service,
+            conn,
+            &header,
+            pool,
+            name,
+            capacity,
+            format,
+            allocation,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("volume"))]
+    async fn resize_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        capacity: u64,
+        shrink: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::storage::resize_volume(&self.service, conn, &header, pool, volume, capacity, shrink)
+            .await
+    }
+
+    async fn delete_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        super::storage::delete_volume(&self.service, conn, &header, pool, volume).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("volume"))]
+    async fn clone_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        name: &str,
+        linked: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::storage::clone_volume(&self.service, conn, &header, pool, volume, name, linked).await
+    }
+
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()

@@ -13,6 +13,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::hosts::HostEndpoint;
 use super::migration::MigrationEndpoint;
+use super::pools::PoolEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::Ctx;
@@ -46,6 +47,8 @@ pub enum Endpoint {
     Ticket(crate::service::console::Kind),
     Websocket(crate::service::console::Kind),
     Screenshot,
+    /// `/v1/pools/...`: pools and volumes (see `pools.rs`).
+    Pools(PoolEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -243,6 +246,76 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/domains/{name}/screenshot",
         Endpoint::Screenshot,
     ),
+    (
+        Method::GET,
+        "/v1/pools",
+        Endpoint::Pools(PoolEndpoint::List),
+    ),
+    (
+        Method::POST,
+        "/v1/pools",
+        Endpoint::Pools(PoolEndpoint::Define),
+    ),
+    (
+        Method::GET,
+        "/v1/pools/{pool}",
+        Endpoint::Pools(PoolEndpoint::Info),
+    ),
+    (
+        Method::DELETE,
+        "/v1/pools/{pool}",
+        Endpoint::Pools(PoolEndpoint::Undefine),
+    ),
+    (
+        Method::GET,
+        "/v1/pools/{pool}/xml",
+        Endpoint::Pools(PoolEndpoint::Xml),
+    ),
+    (
+        Method::GET,
+        "/v1/pools/{pool}/volumes",
+        Endpoint::Pools(PoolEndpoint::Volumes),
+    ),
+    (
+        Method::POST,
+        "/v1/pools/{pool}/volumes",
+        Endpoint::Pools(PoolEndpoint::CreateVolume),
+    ),
+    (
+        Method::GET,
+        "/v1/pools/{pool}/volumes/{volume}",
+        Endpoint::Pools(PoolEndpoint::Volume),
+    ),
+    (
+        Method::DELETE,
+        "/v1/pools/{pool}/volumes/{volume}",
+        Endpoint::Pools(PoolEndpoint::DeleteVolume),
+    ),
+    (
+        Method::GET,
+        "/v1/pools/{pool}/volumes/{volume}/xml",
+        Endpoint::Pools(PoolEndpoint::VolumeXml),
+    ),
+    (
+        Method::POST,
+        "/v1/pools/{pool}/volumes/{volume}/resize",
+        Endpoint::Pools(PoolEndpoint::Resize),
+    ),
+    (
+        Method::POST,
+        "/v1/pools/{pool}/volumes/{volume}/clone",
+        Endpoint::Pools(PoolEndpoint::Clone),
+    ),
+    (
+        Method::PUT,
+        "/v1/pools/{pool}/volumes/{volume}/data",
+        Endpoint::Pools(PoolEndpoint::Upload),
+    ),
+    (
+        Method::GET,
+        "/v1/pools/{pool}/volumes/{volume}/data",
+        Endpoint::Pools(PoolEndpoint::Download),
+    ),
 ];
 
 impl Endpoint {
@@ -289,6 +362,7 @@ impl Endpoint {
             Endpoint::Websocket(crate::service::console::Kind::Console) => &table::CONSOLE,
             Endpoint::Websocket(crate::service::console::Kind::Vnc) => &table::VNC,
             Endpoint::Screenshot => &table::SCREENSHOT,
+            Endpoint::Pools(p) => p.info(),
         }
     }
 }
@@ -506,6 +580,7 @@ pub(crate) async fn dispatch(
         Endpoint::Migration(endpoint) => {
             super::migration::dispatch(endpoint, &param, req, ctx).await
         }
+        Endpoint::Pools(endpoint) => super::pools::dispatch(endpoint, req, ctx, caller).await,
         Endpoint::OpenApi => Ok(with_type(
             StatusCode::OK,
             "application/json",

@@ -63,6 +63,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Pools and volumes (pool-list, vol-create-as, vol-clone, ...)
+    #[command(flatten)]
+    Storage(crate::volumes::StorageCommand),
     /// List domains (only active ones unless --all or --state)
     List {
         /// Only domains in this state (implies --all)

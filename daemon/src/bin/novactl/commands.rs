@@ -134,6 +134,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions { .. } => Ok(()),
         // Handled above.
         Command::Hosts { .. } => Ok(()),
+        Command::Storage(cmd) => crate::volumes::run(&ctx.client, ctx.json, cmd).await,
     }
 }
 

@@ -1,0 +1,108 @@
+//! Which domains use a file: a disk of its definition (or of the config it runs with) is the
+//! file, or has it in its qcow2 backing chain. Files are compared by device and inode, so a
+//! second path to the same file (a link, a bind mount, `//`) is still found.
+
+use std::path::{Path, PathBuf};
+
+use novacron_domain::model::DiskSource;
+use novacron_domain::DomainConfig;
+
+use crate::service::Service;
+
+/// One disk that uses the file.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub domain: String,
+    pub disk: String,
+    pub running: bool,
+}
+
+/// The disks of every domain, by domain, with whether it runs: taken under the map lock,
+/// examined on the file system later (blocking, without the lock).
+pub type Disks = Vec<(String, bool, Vec<(String, String)>)>;
+
+fn file_disks(c: &DomainConfig) -> Vec<(String, String)> {
+    c.devices
+        .disks
+        .iter()
+        .filter_map(|d| match &d.source {
+            Some(DiskSource::File { path }) => Some((d.target.dev.clone(), path.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Service {
+    pub(crate) fn domain_disks(&self) -> Disks {
+        let handles: Vec<_> = self
+            .inner
+            .domains
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        handles
+            .iter()
+            .map(|h| {
+                let mut disks = file_disks(h.definition().config.config());
+                let run = h.run();
+                let running = run.live().is_some();
+                if let Some(live) = run.live() {
+                    disks.extend(file_disks(&live.config()));
+                }
+                (h.name.clone(), running, disks)
+            })
+            .collect()
+    }
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// `path` and the files of its qcow2 backing chain (at most 16 deep), as identities.
+fn chain(path: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = PathBuf::from(path);
+    for _ in 0..16 {
+        let Some(id) = identity(&at) else { break };
+        out.push(id);
+        let Ok(mut f) = std::fs::File::open(&at) else {
+            break;
+        };
+        let Ok(refs) = crate::host::qcow2::refs(&mut f) else {
+            break;
+        };
+        let Some(backing) = refs.backing else { break };
+        let next = PathBuf::from(&backing);
+        at = if next.is_absolute() {
+            next
+        } else {
+            at.parent().unwrap_or(Path::new("/")).join(next)
+        };
+    }
+    out
+}
+
+/// The disks among `disks` that are, or are based on, the file with identity `id`.
+pub fn users(disks: &Disks, id: (u64, u64)) -> Vec<User> {
+    let mut out = Vec::new();
+    for (domain, running, list) in disks {
+        for (dev, path) in list {
+            if chain(path).contains(&id)
+                && !out
+                    .iter()
+                    .any(|u: &User| &u.domain == domain && &u.disk == dev)
+            {
+                out.push(User {
+                    domain: domain.clone(),
+                    disk: dev.clone(),
+                    running: *running,
+                });
+            }
+        }
+    }
+    out
+}
