@@ -318,6 +318,10 @@ pub static SCREENSHOT: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/screenshot")),
     ..row("screenshot", Access::Operate, "a screenshot")
 };
+pub static WEBHOOKS: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/webhooks")),
+    ..row("webhooks", Access::Admin, "webhook status")
+};
 
 /// Every operation, in the order the docs list them.
 pub static ALL: &[&OpInfo] = &[
@@ -364,6 +368,7 @@ pub static ALL: &[&OpInfo] = &[
     &CONSOLE,
     &VNC,
     &SCREENSHOT,
+    &WEBHOOKS,
 ];
 
 /// The row named `name`.

@@ -46,6 +46,7 @@ pub enum Endpoint {
     Ticket(crate::service::console::Kind),
     Websocket(crate::service::console::Kind),
     Screenshot,
+    Webhooks,
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -243,6 +244,7 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/domains/{name}/screenshot",
         Endpoint::Screenshot,
     ),
+    (Method::GET, "/v1/webhooks", Endpoint::Webhooks),
 ];
 
 impl Endpoint {
@@ -289,6 +291,7 @@ impl Endpoint {
             Endpoint::Websocket(crate::service::console::Kind::Console) => &table::CONSOLE,
             Endpoint::Websocket(crate::service::console::Kind::Vnc) => &table::VNC,
             Endpoint::Screenshot => &table::SCREENSHOT,
+            Endpoint::Webhooks => &table::WEBHOOKS,
         }
     }
 }
@@ -535,6 +538,12 @@ pub(crate) async fn dispatch(
                 exec.run(actor, Target::Local, op).await?,
             ))
         }
+        Endpoint::Webhooks => Ok(json_response(
+            StatusCode::OK,
+            &exec
+                .run(actor, Target::Local, ops::console::Webhooks)
+                .await?,
+        )),
         Endpoint::Metrics => Ok(with_type(
             StatusCode::OK,
             super::metrics::CONTENT_TYPE,
