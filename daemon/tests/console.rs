@@ -256,6 +256,9 @@ async fn serial_console_history_viewers_takeover_refusals_and_a_daemon_restart()
     read_until(&mut c, BANNER, 1).await;
     assert_eq!(recorded_pid(&env, name), pid);
 
+    // novactl console: the history on stdout; Ctrl-] leaves (exit 0).
+    novactl_console(&d, name);
+
     // VNC: the RFB handshake through the websocket, ServerInit, a framebuffer update.
     vnc_handshake(&d, name).await;
     // A screenshot is a PNG.
@@ -328,4 +331,45 @@ async fn vnc_handshake(d: &Daemon, name: &str) {
         head[0]
     );
     assert!(u16::from_be_bytes([head[2], head[3]]) >= 1, "no rectangles");
+}
+
+fn novactl_console(d: &Daemon, name: &str) {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_novactl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["console", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("novactl");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains(BANNER) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("novactl console printed no history");
+    child.stdin.as_mut().unwrap().write_all(&[0x1d]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "Ctrl-] did not leave");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }

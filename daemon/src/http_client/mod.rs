@@ -95,6 +95,27 @@ impl Client {
         body: Option<(Bytes, &'static str)>,
         accept: &'static str,
     ) -> Result<Response<Incoming>, ClientError> {
+        self.send_full(method, path, body, accept, |b| b).await
+    }
+
+    /// A body-less request with extra headers (the console's websocket upgrade).
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: impl FnOnce(hyper::http::request::Builder) -> hyper::http::request::Builder,
+    ) -> Result<Response<Incoming>, ClientError> {
+        self.send_full(method, path, None, "*/*", headers).await
+    }
+
+    async fn send_full(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+        accept: &'static str,
+        headers: impl FnOnce(hyper::http::request::Builder) -> hyper::http::request::Builder,
+    ) -> Result<Response<Incoming>, ClientError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(self.target.path(path))
@@ -109,6 +130,7 @@ impl Client {
             })?;
             builder = builder.header(AUTHORIZATION, value);
         }
+        builder = headers(builder);
         let body = match body {
             Some((bytes, content_type)) => {
                 builder = builder.header(CONTENT_TYPE, content_type);

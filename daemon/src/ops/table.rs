@@ -297,6 +297,7 @@ pub static INCOMING_ABORT: OpInfo = OpInfo {
 pub static CONSOLE_TICKET: OpInfo = OpInfo {
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/console/ticket")),
+    novactl: Some("console"),
     ..row("console-ticket", Access::Operate, "the serial console")
 };
 pub static VNC_TICKET: OpInfo = OpInfo {
