@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::daemon::{curl, Daemon};
+use common::daemon::{curl, curl_tcp, tcp_api, Daemon};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
@@ -149,13 +149,52 @@ fn reset(d: &Daemon, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_console_history_viewers_takeover_refusals_and_a_daemon_restart() {
     let env = Env::new();
-    let mut d = env.start_daemon("");
+    let api = tcp_api(&[
+        ("ops", "operator-secret", "operator"),
+        ("peer", "peer-secret", "migration_peer"),
+    ]);
+    let mut d = env.start_daemon(&api);
     let name = "con1";
     define_and_start(&d, name);
 
     // History: SeaBIOS printed its banner before anyone connected.
     let mut a = console(&d, name, "viewer").await;
     read_until(&mut a, BANNER, 1).await;
+    // On TCP (browsers): an operator's token mints, the websocket carries only the ticket.
+    let port = d.tcp_port();
+    let r = curl_tcp(
+        port,
+        "operator-secret",
+        "POST",
+        &format!("/v1/domains/{name}/console/ticket"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let t = r.json()["ticket"].as_str().unwrap().to_owned();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/v1/domains/{name}/console?ticket={t}");
+    let (mut over_tcp, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("console websocket over TCP");
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains(BANNER) {
+        match tokio::time::timeout(Duration::from_secs(20), over_tcp.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => got.extend_from_slice(&b),
+            other => panic!("console over TCP: {other:?}"),
+        }
+    }
+    // A migration peer's token may not mint one.
+    let r = curl_tcp(
+        port,
+        "peer-secret",
+        "POST",
+        &format!("/v1/domains/{name}/console/ticket"),
+        &[],
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+
     // The daemon still writes the serial log.
     wait_file(&env.serial_log(name), BANNER, 1, Duration::from_secs(10)).await;
 
@@ -248,7 +287,7 @@ async fn serial_console_history_viewers_takeover_refusals_and_a_daemon_restart()
     d.child.wait().unwrap();
     drop(d);
     assert!(pid_alive(pid));
-    let d = env.start_daemon("");
+    let d = env.start_daemon(&api);
     let mut c = console(&d, name, "viewer").await;
     // The first boot and the two resets, as the last daemon logged them.
     read_until(&mut c, BANNER, 3).await;
