@@ -13,6 +13,7 @@ pub mod dbus;
 pub mod host;
 pub mod migration;
 pub mod remote;
+pub mod webhooks;
 
 /// Config files are a few hundred bytes; the cap bounds what a wrong path can make us read.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -71,6 +72,8 @@ pub struct Config {
     pub migration: migration::MigrationConfig,
     /// Ports for autoport VNC/SPICE displays (`[graphics] port_min/port_max`).
     pub graphics: crate::host::display_ports::GraphicsConfig,
+    /// Event notifications to HTTP endpoints (`[[webhooks]]`).
+    pub webhooks: Vec<webhooks::WebhookConfig>,
 }
 
 /// Whether each QEMU is moved into its own transient systemd scope (`novacron-<name>.scope` in
@@ -251,6 +254,7 @@ impl Config {
             remote: remote::RemoteConfig::default(),
             migration: migration::MigrationConfig::default(),
             graphics: crate::host::display_ports::GraphicsConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 
@@ -453,6 +457,9 @@ impl Config {
             return Err(err("api.request_files_dir", "must be an absolute path"));
         }
         if let Err((key, reason)) = self.migration.check() {
+            return Err(err(key, &reason));
+        }
+        if let Err((key, reason)) = webhooks::WebhookConfig::check(&self.webhooks) {
             return Err(err(key, &reason));
         }
         if let Err(reason) = self.cgroups.check() {

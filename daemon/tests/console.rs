@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::daemon::{curl, Daemon};
+use common::daemon::{curl, curl_tcp, tcp_api, Daemon};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
@@ -149,13 +149,52 @@ fn reset(d: &Daemon, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_console_history_viewers_takeover_refusals_and_a_daemon_restart() {
     let env = Env::new();
-    let mut d = env.start_daemon("");
+    let api = tcp_api(&[
+        ("ops", "operator-secret", "operator"),
+        ("peer", "peer-secret", "migration_peer"),
+    ]);
+    let mut d = env.start_daemon(&api);
     let name = "con1";
     define_and_start(&d, name);
 
     // History: SeaBIOS printed its banner before anyone connected.
     let mut a = console(&d, name, "viewer").await;
     read_until(&mut a, BANNER, 1).await;
+    // On TCP (browsers): an operator's token mints, the websocket carries only the ticket.
+    let port = d.tcp_port();
+    let r = curl_tcp(
+        port,
+        "operator-secret",
+        "POST",
+        &format!("/v1/domains/{name}/console/ticket"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let t = r.json()["ticket"].as_str().unwrap().to_owned();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/v1/domains/{name}/console?ticket={t}");
+    let (mut over_tcp, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("console websocket over TCP");
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains(BANNER) {
+        match tokio::time::timeout(Duration::from_secs(20), over_tcp.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => got.extend_from_slice(&b),
+            other => panic!("console over TCP: {other:?}"),
+        }
+    }
+    // A migration peer's token may not mint one.
+    let r = curl_tcp(
+        port,
+        "peer-secret",
+        "POST",
+        &format!("/v1/domains/{name}/console/ticket"),
+        &[],
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+
     // The daemon still writes the serial log.
     wait_file(&env.serial_log(name), BANNER, 1, Duration::from_secs(10)).await;
 
@@ -248,13 +287,16 @@ async fn serial_console_history_viewers_takeover_refusals_and_a_daemon_restart()
     d.child.wait().unwrap();
     drop(d);
     assert!(pid_alive(pid));
-    let d = env.start_daemon("");
+    let d = env.start_daemon(&api);
     let mut c = console(&d, name, "viewer").await;
     // The first boot and the two resets, as the last daemon logged them.
     read_until(&mut c, BANNER, 3).await;
     reset(&d, name);
     read_until(&mut c, BANNER, 1).await;
     assert_eq!(recorded_pid(&env, name), pid);
+
+    // novactl console: the history on stdout; Ctrl-] leaves (exit 0).
+    novactl_console(&d, name);
 
     // VNC: the RFB handshake through the websocket, ServerInit, a framebuffer update.
     vnc_handshake(&d, name).await;
@@ -328,4 +370,45 @@ async fn vnc_handshake(d: &Daemon, name: &str) {
         head[0]
     );
     assert!(u16::from_be_bytes([head[2], head[3]]) >= 1, "no rectangles");
+}
+
+fn novactl_console(d: &Daemon, name: &str) {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_novactl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["console", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("novactl");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains(BANNER) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("novactl console printed no history");
+    child.stdin.as_mut().unwrap().write_all(&[0x1d]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "Ctrl-] did not leave");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }

@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+mod console;
 mod events;
 mod migration;
 mod pinning;
@@ -22,6 +23,7 @@ mod volumes;
 // its typed endpoints.
 use crate::http_client::{decode, encode, read_bounded};
 pub use crate::http_client::{Client, ClientError, Target, Tls, DEFAULT_MAX_BODY};
+pub use console::ConsoleSocket;
 pub use events::EventStream;
 pub use pinning::{PinTarget, Pinning, ThreadAffinity};
 pub use remote::{HostList, RemoteDomain, RemoteHostRow, RemoteInventory};
@@ -173,6 +175,12 @@ impl Client {
             Some((body.into(), "application/json")),
         )
         .await
+    }
+
+    /// The serial console of `name` as a websocket: mints a ticket, then opens
+    /// `GET /v1/domains/{name}/console?ticket=..&mode=..` (`writer`: take the keyboard).
+    pub async fn console(&self, name: &str, writer: bool) -> Result<ConsoleSocket, ClientError> {
+        crate::client::console::open(self, name, writer).await
     }
 
     /// `PUT /v1/domains/{name}/metadata`: `change` is `{"title", "description", "tags"}`

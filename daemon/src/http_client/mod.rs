@@ -131,6 +131,19 @@ impl Client {
         self.target.send(request).await
     }
 
+    /// A body-less request with extra headers (the console's websocket upgrade).
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: impl FnOnce(hyper::http::request::Builder) -> hyper::http::request::Builder,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let request = headers(self.builder(method, path, "*/*")?)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        self.target.send(request).await
+    }
+
     fn builder(
         &self,
         method: Method,

@@ -220,8 +220,9 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     // The connection future drives the socket; it ends with the exchange. Its error, if any,
     // also surfaces through `send_request` or the body, so it is not reported twice.
+    // With upgrades: `novactl console` turns its request into a websocket.
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
     Ok(sender.send_request(req).await?)
 }

@@ -57,3 +57,25 @@ impl Operation for Screenshot {
         svc.screenshot(&self.domain).await
     }
 }
+
+/// `webhooks`: the delivery status of the configured endpoints (their URLs are for
+/// administrators).
+#[derive(Debug, Clone)]
+pub struct Webhooks;
+
+impl Operation for Webhooks {
+    type Response = Vec<crate::service::webhooks::WebhookStatus>;
+    type Failure = Error;
+
+    fn info(&self) -> &'static OpInfo {
+        &table::WEBHOOKS
+    }
+
+    fn target(&self) -> &str {
+        ""
+    }
+
+    async fn local(self, svc: Service) -> Result<Self::Response, Error> {
+        Ok(svc.webhooks())
+    }
+}

@@ -298,6 +298,7 @@ pub static INCOMING_ABORT: OpInfo = OpInfo {
 pub static CONSOLE_TICKET: OpInfo = OpInfo {
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/console/ticket")),
+    novactl: Some("console"),
     ..row("console-ticket", Access::Operate, "the serial console")
 };
 pub static VNC_TICKET: OpInfo = OpInfo {
@@ -318,6 +319,10 @@ pub static VNC: OpInfo = OpInfo {
 pub static SCREENSHOT: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/screenshot")),
     ..row("screenshot", Access::Operate, "a screenshot")
+};
+pub static WEBHOOKS: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/webhooks")),
+    ..row("webhooks", Access::Admin, "webhook status")
 };
 
 // Pools and volumes: targets are `pool` or `pool/volume`, not domains.
@@ -487,6 +492,7 @@ pub static ALL: &[&OpInfo] = &[
     &VOL_CLONE,
     &VOL_UPLOAD,
     &VOL_DOWNLOAD,
+    &WEBHOOKS,
 ];
 
 /// The row named `name`.

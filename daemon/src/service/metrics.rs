@@ -47,6 +47,8 @@ pub struct Metrics {
     /// Per domain: queries that failed or timed out in scrapes so far.
     pub scrape_errors: Vec<(String, u64)>,
     pub process: ProcessStats,
+    /// Delivery of each webhook endpoint.
+    pub webhooks: Vec<super::webhooks::WebhookStatus>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +179,7 @@ impl Service {
                 .map(|(d, n)| (d.clone(), *n))
                 .collect(),
             process,
+            webhooks: self.webhooks(),
         }
     }
 }

@@ -32,6 +32,7 @@ mod supervise;
 pub mod trust;
 mod uuids;
 mod virtiofsd;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -89,6 +90,8 @@ pub(crate) struct Inner {
     pub display_ports: crate::host::display_ports::DisplayPorts,
     /// Serial consoles of running guests and websocket tickets.
     pub consoles: console::Consoles,
+    /// Event notifications to the configured endpoints.
+    pub webhooks: webhooks::Webhooks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +159,8 @@ impl Service {
             .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
         };
         let events = EventBus::default();
+        // Subscribed before anything is published (the reconnects below included).
+        let webhooks = webhooks::Webhooks::start(&config.webhooks, events.subscribe());
         let inner = Arc::new(Inner {
             _instance_lock: instance_lock,
             remote,
@@ -178,6 +183,7 @@ impl Service {
             operations: Arc::default(),
             migrations: migration::Registry::default(),
             consoles: console::Consoles::default(),
+            webhooks,
         });
         reconnect::recover(&inner).await;
         migration::recover(&inner).await;

@@ -201,6 +201,7 @@ pub fn render(m: &Metrics) -> String {
             }
         }
     }
+    webhooks(&mut out, m);
     out.0
 }
 
@@ -244,6 +245,43 @@ pub fn render_host(h: &crate::service::host_metrics::HostMetrics) -> String {
         }
     }
     out.0
+}
+
+/// Per endpoint (by URL): what was delivered, failed, dropped, and is waiting.
+fn webhooks(out: &mut Out, m: &Metrics) {
+    type Field = fn(&crate::service::webhooks::WebhookStatus) -> u64;
+    let series: [(&str, &str, &str, Field); 4] = [
+        (
+            "novacron_webhook_delivered_total",
+            "counter",
+            "Events a webhook endpoint accepted.",
+            |w| w.delivered,
+        ),
+        (
+            "novacron_webhook_failed_attempts_total",
+            "counter",
+            "Failed deliveries to a webhook endpoint (each retry counts).",
+            |w| w.failed_attempts,
+        ),
+        (
+            "novacron_webhook_dropped_total",
+            "counter",
+            "Events dropped from a webhook endpoint's full queue.",
+            |w| w.dropped,
+        ),
+        (
+            "novacron_webhook_queued",
+            "gauge",
+            "Events waiting for a webhook endpoint.",
+            |w| w.queued as u64,
+        ),
+    ];
+    for (name, kind, help, field) in series {
+        out.family(name, kind, help);
+        for w in &m.webhooks {
+            out.sample(name, &[("url", &w.url)], field(w));
+        }
+    }
 }
 
 struct Out(String);
@@ -302,8 +340,21 @@ mod tests {
             operations: Vec::new(),
             scrape_errors: Vec::new(),
             process: ProcessStats::default(),
+            webhooks: vec![crate::service::webhooks::WebhookStatus {
+                url: "http://h/x".into(),
+                events: Vec::new(),
+                queued: 2,
+                dropped: 1,
+                delivered: 7,
+                failed_attempts: 3,
+                last_success_unix_ms: None,
+                last_error: None,
+                last_error_unix_ms: None,
+            }],
         };
         let text = render(&m);
+        assert!(text.contains("novacron_webhook_delivered_total{url=\"http://h/x\"} 7\n"));
+        assert!(text.contains("novacron_webhook_queued{url=\"http://h/x\"} 2\n"));
         assert!(
             text.contains("novacron_domain_state{domain=\"a\\\"b\\\\c\",state=\"running\"} 1\n")
         );

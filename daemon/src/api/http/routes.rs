@@ -49,6 +49,7 @@ pub enum Endpoint {
     Screenshot,
     /// `/v1/pools/...`: pools and volumes (see `pools.rs`).
     Pools(PoolEndpoint),
+    Webhooks,
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -316,6 +317,7 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/pools/{pool}/volumes/{volume}/data",
         Endpoint::Pools(PoolEndpoint::Download),
     ),
+    (Method::GET, "/v1/webhooks", Endpoint::Webhooks),
 ];
 
 impl Endpoint {
@@ -363,6 +365,7 @@ impl Endpoint {
             Endpoint::Websocket(crate::service::console::Kind::Vnc) => &table::VNC,
             Endpoint::Screenshot => &table::SCREENSHOT,
             Endpoint::Pools(p) => p.info(),
+            Endpoint::Webhooks => &table::WEBHOOKS,
         }
     }
 }
@@ -610,6 +613,12 @@ pub(crate) async fn dispatch(
                 exec.run(actor, Target::Local, op).await?,
             ))
         }
+        Endpoint::Webhooks => Ok(json_response(
+            StatusCode::OK,
+            &exec
+                .run(actor, Target::Local, ops::console::Webhooks)
+                .await?,
+        )),
         Endpoint::Metrics => Ok(with_type(
             StatusCode::OK,
             super::metrics::CONTENT_TYPE,

@@ -157,6 +157,13 @@ pub enum Command {
         #[arg(long)]
         disable: bool,
     },
+    /// Attach the terminal to a domain's serial console (Ctrl-] leaves, as virsh console)
+    Console {
+        name: String,
+        /// Only watch: do not take the keyboard from another client
+        #[arg(long)]
+        viewer: bool,
+    },
     /// Set a domain's title, description or tags (what is not given stays as it is)
     SetMetadata {
         name: String,

@@ -78,6 +78,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Reset { name, wait } => ctx.action(&name, Action::Reset, wait, None).await,
         Command::Dumpxml { name } => ctx.dumpxml(&name).await,
         Command::Autostart { name, disable } => ctx.autostart(&name, !disable).await,
+        Command::Console { name, viewer } => {
+            crate::console::attach(&ctx.client, &name, !viewer).await
+        }
         Command::SetMetadata {
             name,
             title,
