@@ -1,6 +1,7 @@
 //! The service: every operation on domains, once. The HTTP and D-Bus faces and the CLI only
 //! translate to and from these calls.
 
+pub mod agent;
 pub mod audit;
 mod autostart;
 mod defaults;
@@ -43,7 +44,7 @@ use domain::{Definition, DomainHandle, Run};
 use events::{EventBus, EventKind};
 use jobs::Job;
 
-pub use lifecycle::ShutdownOptions;
+pub use lifecycle::{ShutdownMode, ShutdownOptions};
 pub use status::{DomainDetails, DomainStatus, ListFilter};
 
 /// The daemon's one service object. Cheap to clone.
@@ -84,6 +85,8 @@ pub(crate) struct Inner {
     pub remote_known: remote::Known,
     /// Ports of running guests' autoport displays.
     pub display_ports: crate::host::display_ports::DisplayPorts,
+    /// Guest agents of running domains.
+    pub agents: agent::Agents,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +175,7 @@ impl Service {
             kvm: qemu.kvm,
             operations: Arc::default(),
             migrations: migration::Registry::default(),
+            agents: agent::Agents::default(),
         });
         reconnect::recover(&inner).await;
         migration::recover(&inner).await;

@@ -24,6 +24,7 @@ pub(super) fn spawn(
     child: Option<Child>,
     events: Option<Subscription>,
 ) {
+    super::agent::watch(&inner, &h.name, &live);
     tokio::spawn(async move {
         let mut watcher = Watcher {
             inner,
