@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+mod agent;
 mod events;
 mod migration;
 mod pinning;
@@ -21,6 +22,7 @@ mod types;
 // its typed endpoints.
 use crate::http_client::{decode, encode, read_bounded};
 pub use crate::http_client::{Client, ClientError, Target, Tls, DEFAULT_MAX_BODY};
+pub use agent::AgentCall;
 pub use events::EventStream;
 pub use pinning::{PinTarget, Pinning, ThreadAffinity};
 pub use remote::{HostList, RemoteDomain, RemoteHostRow, RemoteInventory};

@@ -22,13 +22,20 @@ use crate::persist::RuntimeRecord;
 use crate::qemu::{procinfo, spawn};
 
 /// Who `shutdown` asks to power the guest off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ShutdownMode {
     /// The ACPI power button (`system_powerdown`).
     #[default]
     Acpi,
     /// The guest agent (`guest-shutdown`).
     Agent,
+}
+
+impl ShutdownMode {
+    pub fn is_acpi(&self) -> bool {
+        *self == ShutdownMode::Acpi
+    }
 }
 
 /// How `shutdown` behaves.

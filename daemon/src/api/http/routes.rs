@@ -9,6 +9,7 @@ use novacron_domain::{DomainConfig, DomainState};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::agent::AgentEndpoint;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::hosts::HostEndpoint;
@@ -16,6 +17,7 @@ use super::migration::MigrationEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::Ctx;
+use crate::ops::agent::AgentAction;
 use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
 use crate::ops::{self, table, Executor, OpInfo, Target};
 use crate::service::ListFilter;
@@ -42,6 +44,8 @@ pub enum Endpoint {
     /// `/v1/hosts/...`: remote vendor hosts (see `hosts.rs`).
     Remote(HostEndpoint),
     Migration(MigrationEndpoint),
+    /// `/v1/domains/{name}/agent...`: the guest agent (see `agent.rs`).
+    Agent(AgentEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -103,6 +107,36 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
     (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
     (Method::POST, "/v1/domains/{name}/qmp", Endpoint::Qmp),
+    (
+        Method::GET,
+        "/v1/domains/{name}/agent",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::Info)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/agent/ping",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::Ping)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/agent/fsfreeze",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::FsFreeze)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/agent/fsthaw",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::FsThaw)),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/agent/interfaces",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::Interfaces)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/agent/command",
+        Endpoint::Agent(AgentEndpoint::Command),
+    ),
     (Method::GET, "/v1/operations/{id}", Endpoint::GetOperation),
     (Method::GET, "/v1/host", Endpoint::Host),
     (Method::GET, "/v1/events", Endpoint::Events),
@@ -255,6 +289,7 @@ impl Endpoint {
             Endpoint::Migration(M::Incoming) => &table::INCOMING_GET,
             Endpoint::Migration(M::Finish) => &table::INCOMING_FINISH,
             Endpoint::Migration(M::Abort) => &table::INCOMING_ABORT,
+            Endpoint::Agent(e) => e.info(),
         }
     }
 }
@@ -471,6 +506,9 @@ pub(crate) async fn dispatch(
         Endpoint::Remote(endpoint) => super::hosts::dispatch(endpoint, req, ctx, caller).await,
         Endpoint::Migration(endpoint) => {
             super::migration::dispatch(endpoint, &param, req, ctx).await
+        }
+        Endpoint::Agent(endpoint) => {
+            super::agent::dispatch(endpoint, param, req, &exec, actor).await
         }
         Endpoint::OpenApi => Ok(with_type(
             StatusCode::OK,
