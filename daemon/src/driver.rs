@@ -98,6 +98,7 @@ impl Driver for Service {
             // At least a second: 0 would mean "the configured default".
             timeout_secs: Some(timeout.as_secs().max(1)),
             force: false,
+            ..Default::default()
         };
         self.lifecycle(Lifecycle::shutdown(name, request)).await
     }

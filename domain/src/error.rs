@@ -218,6 +218,25 @@ pub enum Error {
     /// A remote host that cannot be reached or whose breaker is open.
     #[error("remote host '{host}' is unavailable: {reason}")]
     Unavailable { host: String, reason: String },
+    /// The domain's guest agent did not answer within the call's deadline (hung, or busy);
+    /// the domain itself stays responsive.
+    #[error("guest agent of domain '{name}': {command} unanswered within {}s", after.as_secs_f64())]
+    AgentTimeout {
+        name: String,
+        command: String,
+        after: Duration,
+    },
+    /// No guest agent to talk to: no agent channel, or the guest has not opened it.
+    #[error("guest agent of domain '{name}' is not connected: {reason}")]
+    AgentUnavailable { name: String, reason: String },
+    /// The guest agent refused or failed a command (its error class and text), or answered
+    /// something that is not its protocol.
+    #[error("guest agent of domain '{name}': {command}: {message}")]
+    Agent {
+        name: String,
+        command: String,
+        message: String,
+    },
     /// A definition (or start) the caller's role does not allow; the message lists every
     /// refused field with its rule, `details` the same one per field.
     #[error("forbidden: {message}")]
@@ -242,6 +261,9 @@ impl Error {
             Self::Vendor { code, .. } => *code,
             Self::Unavailable { .. } => ErrorCode::Unavailable,
             Self::Forbidden { .. } => ErrorCode::Forbidden,
+            Self::AgentTimeout { .. } => ErrorCode::Timeout,
+            Self::AgentUnavailable { .. } => ErrorCode::Unavailable,
+            Self::Agent { .. } => ErrorCode::Internal,
         }
     }
 

@@ -11,6 +11,7 @@
 //! ```
 
 mod console;
+mod agent;
 mod events;
 mod migration;
 mod pinning;
@@ -24,6 +25,7 @@ mod volumes;
 use crate::http_client::{decode, encode, read_bounded};
 pub use crate::http_client::{Client, ClientError, Target, Tls, DEFAULT_MAX_BODY};
 pub use console::ConsoleSocket;
+pub use agent::AgentCall;
 pub use events::EventStream;
 pub use pinning::{PinTarget, Pinning, ThreadAffinity};
 pub use remote::{HostList, RemoteDomain, RemoteHostRow, RemoteInventory};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::table;
 use super::{OpInfo, Operation};
 use crate::service::status::DomainStatus;
-use crate::service::{Service, ShutdownOptions};
+use crate::service::{Service, ShutdownMode, ShutdownOptions};
 
 /// Which lifecycle operation (the path segment, the D-Bus member, the novactl subcommand).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,6 +73,9 @@ pub struct ShutdownRequest {
     /// Destroy the guest if it has not powered off in time (local domains only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// Who is asked: `acpi` (the power button; absent) or `agent` (local domains only).
+    #[serde(default, skip_serializing_if = "ShutdownMode::is_acpi")]
+    pub mode: ShutdownMode,
 }
 
 /// One lifecycle call.
@@ -145,7 +148,7 @@ impl Operation for Lifecycle {
                 Kind::Shutdown => {
                     let options =
                         ShutdownOptions::from_secs(self.shutdown.timeout_secs, self.shutdown.force);
-                    svc.shutdown(name, options).await
+                    svc.shutdown_by(name, options, self.shutdown.mode).await
                 }
                 Kind::Destroy => svc.destroy(name).await,
                 Kind::Suspend => svc.suspend(name).await,
@@ -166,6 +169,11 @@ impl Operation for Lifecycle {
                 if self.shutdown.force {
                     return Err(Error::InvalidConfig(
                         "force: not available for remote hosts; use destroy".into(),
+                    ));
+                }
+                if self.shutdown.mode != ShutdownMode::Acpi {
+                    return Err(Error::InvalidConfig(
+                        "mode: 'agent' is not available for remote hosts".into(),
                     ));
                 }
                 let timeout = self

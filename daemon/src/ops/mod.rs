@@ -6,6 +6,7 @@
 //!
 //! Imports run one way: faces → ops → service.
 
+pub mod agent;
 pub mod autostart;
 pub mod console;
 pub mod define;

@@ -433,6 +433,53 @@ pub static VOL_DOWNLOAD: OpInfo = OpInfo {
     ..row("vol-download", Access::Read, "downloading a volume")
 };
 
+// The guest agent (qemu-ga): no job slot (agent I/O never holds one); each call has a deadline.
+pub static AGENT_INFO: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/agent")),
+    novactl: Some("guestinfo"),
+    ..row("agent-info", Access::Read, "reading the guest agent")
+};
+pub static AGENT_PING: OpInfo = OpInfo {
+    http: Some(("POST", "/v1/domains/{name}/agent/ping")),
+    novactl: Some("guest-agent-ping"),
+    ..row("agent-ping", Access::Read, "pinging the guest agent")
+};
+pub static AGENT_FSFREEZE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/agent/fsfreeze")),
+    novactl: Some("domfsfreeze"),
+    ..row(
+        "agent-fsfreeze",
+        Access::Operate,
+        "freezing guest file systems",
+    )
+};
+pub static AGENT_FSTHAW: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/agent/fsthaw")),
+    novactl: Some("domfsthaw"),
+    ..row(
+        "agent-fsthaw",
+        Access::Operate,
+        "thawing guest file systems",
+    )
+};
+pub static AGENT_INTERFACES: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/agent/interfaces")),
+    novactl: Some("domifaddr"),
+    ..row("agent-interfaces", Access::Read, "reading guest interfaces")
+};
+pub static AGENT_COMMAND: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/agent/command")),
+    novactl: Some("qemu-agent-command"),
+    ..row(
+        "qemu-agent-command",
+        Access::Admin,
+        "raw guest agent commands",
+    )
+};
+
 /// Every operation, in the order the docs list them.
 pub static ALL: &[&OpInfo] = &[
     &LIST,
@@ -455,6 +502,12 @@ pub static ALL: &[&OpInfo] = &[
     &EMULATORPIN,
     &IOTHREADPIN,
     &QMP,
+    &AGENT_INFO,
+    &AGENT_PING,
+    &AGENT_FSFREEZE,
+    &AGENT_FSTHAW,
+    &AGENT_INTERFACES,
+    &AGENT_COMMAND,
     &OPERATION,
     &HOST,
     &EVENTS,

@@ -21,6 +21,23 @@ use super::{summary, supervise, Inner, Service};
 use crate::persist::RuntimeRecord;
 use crate::qemu::{procinfo, spawn};
 
+/// Who `shutdown` asks to power the guest off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownMode {
+    /// The ACPI power button (`system_powerdown`).
+    #[default]
+    Acpi,
+    /// The guest agent (`guest-shutdown`).
+    Agent,
+}
+
+impl ShutdownMode {
+    pub fn is_acpi(&self) -> bool {
+        *self == ShutdownMode::Acpi
+    }
+}
+
 /// How `shutdown` behaves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ShutdownOptions {
@@ -102,6 +119,17 @@ impl Service {
 
     /// Presses the ACPI power button and waits for the guest to power off.
     pub async fn shutdown(&self, name: &str, options: ShutdownOptions) -> Result<(), Error> {
+        self.shutdown_by(name, options, ShutdownMode::Acpi).await
+    }
+
+    /// [`Service::shutdown`], asking the guest by `mode`: the ACPI power button, or its agent
+    /// (`guest-shutdown`, virsh's `--mode agent`). The agent is asked outside the job slot.
+    pub async fn shutdown_by(
+        &self,
+        name: &str,
+        options: ShutdownOptions,
+        mode: ShutdownMode,
+    ) -> Result<(), Error> {
         let inner = &self.inner;
         let h = inner.handle(name)?;
         let timeout = options
@@ -111,10 +139,12 @@ impl Service {
             let _job = h.begin(Job::Shutdown, inner.job_wait()).await?;
             let live = up(&h, "shutdown", &[UpState::Running, UpState::ShuttingDown])?;
             live.set_intent(Intent::Shutdown);
-            live.qmp(name)?
-                .execute(&SystemPowerdown)
-                .await
-                .map_err(|e| qmp_error(name, "shutdown", e))?;
+            if mode == ShutdownMode::Acpi {
+                live.qmp(name)?
+                    .execute(&SystemPowerdown)
+                    .await
+                    .map_err(|e| qmp_error(name, "shutdown", e))?;
+            }
             h.set_up_state(
                 &inner.events,
                 UpState::ShuttingDown,
@@ -122,6 +152,22 @@ impl Service {
             );
             live
         };
+        if mode == ShutdownMode::Agent {
+            let asked = self
+                .agent_shutdown(name, super::agent::DEFAULT_TIMEOUT.min(timeout))
+                .await;
+            if let Err(e) = asked {
+                // Nothing was asked of the guest: back to running, unless a destroy took over.
+                if live.replace_intent_if(Intent::Shutdown, Intent::None) {
+                    h.set_up_state(
+                        &inner.events,
+                        UpState::Running,
+                        StateReason::ShutdownTimedOut,
+                    );
+                }
+                return Err(e);
+            }
+        }
         // Wait without holding the job: a destroy must be able to cut in.
         let mut watch = h.watch();
         if tokio::time::timeout(timeout, gone(&mut watch, &live))

@@ -1,6 +1,7 @@
 //! The service: every operation on domains, once. The HTTP and D-Bus faces and the CLI only
 //! translate to and from these calls.
 
+pub mod agent;
 pub mod audit;
 mod autostart;
 pub mod console;
@@ -47,7 +48,7 @@ use domain::{Definition, DomainHandle, Run};
 use events::{EventBus, EventKind};
 use jobs::Job;
 
-pub use lifecycle::ShutdownOptions;
+pub use lifecycle::{ShutdownMode, ShutdownOptions};
 pub use status::{DomainDetails, DomainStatus, ListFilter};
 
 /// The daemon's one service object. Cheap to clone.
@@ -92,6 +93,8 @@ pub(crate) struct Inner {
     pub consoles: console::Consoles,
     /// Event notifications to the configured endpoints.
     pub webhooks: webhooks::Webhooks,
+    /// Guest agents of running domains.
+    pub agents: agent::Agents,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +187,7 @@ impl Service {
             migrations: migration::Registry::default(),
             consoles: console::Consoles::default(),
             webhooks,
+            agents: agent::Agents::default(),
         });
         reconnect::recover(&inner).await;
         migration::recover(&inner).await;

@@ -25,6 +25,7 @@ pub(super) fn spawn(
     events: Option<Subscription>,
 ) {
     inner.attach_console(&h.name, &live);
+    super::agent::watch(&inner, &h.name, &live);
     tokio::spawn(async move {
         let mut watcher = Watcher {
             inner,

@@ -497,6 +497,7 @@ impl DomainObject {
         let request = ShutdownRequest {
             timeout_secs: Some(timeout_secs),
             force,
+            ..Default::default()
         };
         let op = Lifecycle::shutdown(self.name.clone(), request);
         self.perform(op, conn, &header).await

@@ -116,6 +116,7 @@ impl RemoteHostObject {
         let request = ShutdownRequest {
             timeout_secs: Some(timeout_secs),
             force: false,
+            ..Default::default()
         };
         self.act(Lifecycle::shutdown(domain, request), conn, &header)
             .await

@@ -9,6 +9,7 @@ use novacron_domain::{DomainConfig, DomainState};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::agent::AgentEndpoint;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::hosts::HostEndpoint;
@@ -17,6 +18,7 @@ use super::pools::PoolEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::Ctx;
+use crate::ops::agent::AgentAction;
 use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
 use crate::ops::{self, table, Executor, OpInfo, Target};
 use crate::service::ListFilter;
@@ -50,6 +52,8 @@ pub enum Endpoint {
     /// `/v1/pools/...`: pools and volumes (see `pools.rs`).
     Pools(PoolEndpoint),
     Webhooks,
+    /// `/v1/domains/{name}/agent...`: the guest agent (see `agent.rs`).
+    Agent(AgentEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -111,6 +115,36 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
     (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
     (Method::POST, "/v1/domains/{name}/qmp", Endpoint::Qmp),
+    (
+        Method::GET,
+        "/v1/domains/{name}/agent",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::Info)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/agent/ping",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::Ping)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/agent/fsfreeze",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::FsFreeze)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/agent/fsthaw",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::FsThaw)),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/agent/interfaces",
+        Endpoint::Agent(AgentEndpoint::Action(AgentAction::Interfaces)),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/agent/command",
+        Endpoint::Agent(AgentEndpoint::Command),
+    ),
     (Method::GET, "/v1/operations/{id}", Endpoint::GetOperation),
     (Method::GET, "/v1/host", Endpoint::Host),
     (Method::GET, "/v1/events", Endpoint::Events),
@@ -366,6 +400,7 @@ impl Endpoint {
             Endpoint::Screenshot => &table::SCREENSHOT,
             Endpoint::Pools(p) => p.info(),
             Endpoint::Webhooks => &table::WEBHOOKS,
+            Endpoint::Agent(e) => e.info(),
         }
     }
 }
@@ -584,6 +619,9 @@ pub(crate) async fn dispatch(
             super::migration::dispatch(endpoint, &param, req, ctx).await
         }
         Endpoint::Pools(endpoint) => super::pools::dispatch(endpoint, req, ctx, caller).await,
+        Endpoint::Agent(endpoint) => {
+            super::agent::dispatch(endpoint, param, req, &exec, actor).await
+        }
         Endpoint::OpenApi => Ok(with_type(
             StatusCode::OK,
             "application/json",

@@ -116,6 +116,9 @@ pub enum Command {
         /// Power off hard if the guest has not stopped by the timeout
         #[arg(long)]
         force: bool,
+        /// Ask the guest by the ACPI power button (default) or through its agent
+        #[arg(long, value_parser = ["acpi", "agent"])]
+        mode: Option<String>,
         #[command(flatten)]
         wait: WaitArg,
     },
@@ -185,6 +188,50 @@ pub enum Command {
         /// Begin after this sequence number (replaying what the daemon still holds)
         #[arg(long, value_name = "SEQ")]
         after: Option<u64>,
+    },
+    /// Show a domain's guest agent: connected or not, its version
+    Guestinfo {
+        name: String,
+        #[command(flatten)]
+        agent: crate::agent::AgentArgs,
+    },
+    /// Ping a domain's guest agent and print the round trip
+    GuestAgentPing {
+        name: String,
+        #[command(flatten)]
+        agent: crate::agent::AgentArgs,
+    },
+    /// Freeze the guest's file systems through its agent (until domfsthaw)
+    Domfsfreeze {
+        name: String,
+        #[command(flatten)]
+        agent: crate::agent::AgentArgs,
+    },
+    /// Thaw the guest's file systems through its agent
+    Domfsthaw {
+        name: String,
+        #[command(flatten)]
+        agent: crate::agent::AgentArgs,
+    },
+    /// List the guest's interfaces and addresses as its agent reports them
+    Domifaddr {
+        name: String,
+        /// Where the addresses come from (only the guest agent here)
+        #[arg(long, value_parser = ["agent"], default_value = "agent")]
+        source: String,
+        #[command(flatten)]
+        agent: crate::agent::AgentArgs,
+    },
+    /// Send a raw command to a domain's guest agent (admins only), e.g.
+    /// '{"execute":"guest-info"}'
+    #[command(name = "qemu-agent-command")]
+    QemuAgentCmd {
+        name: String,
+        /// The command as JSON: {"execute": ..., "arguments": {...}}
+        #[arg(value_name = "JSON")]
+        command: String,
+        #[command(flatten)]
+        agent: crate::agent::AgentArgs,
     },
     /// Send a QMP command to a domain's QEMU (admins only) and print its return
     Qmp {
@@ -415,7 +462,7 @@ mod tests {
             ("novactl resume web1", r#"Resume { name: "web1", wait: WaitArg { no_wait: false } }"#),
             (
                 "novactl shutdown web1 --timeout 60 --force",
-                r#"Shutdown { name: "web1", timeout: Some(60), force: true, wait: WaitArg { no_wait: false } }"#,
+                r#"Shutdown { name: "web1", timeout: Some(60), force: true, mode: None, wait: WaitArg { no_wait: false } }"#,
             ),
             ("novactl events", "Events { after: None }"),
             (
@@ -536,6 +583,7 @@ mod tests {
                 timeout,
                 force,
                 wait,
+                ..
             } => {
                 assert_eq!(
                     (name.as_str(), timeout, force, wait.no_wait),

@@ -2,6 +2,7 @@
 //! tables on stdout; `--json` gets the API's JSON; errors go back to `main` for stderr and
 //! the exit code.
 
+use novacrond::client::AgentCall;
 use std::io::Read;
 use std::path::Path;
 
@@ -58,10 +59,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             name,
             timeout,
             force,
+            mode,
             wait,
         } => {
             // Send only what was asked for, so the daemon's defaults apply otherwise.
             let mut body = serde_json::Map::new();
+            if let Some(mode) = mode {
+                body.insert("mode".into(), json!(mode));
+            }
             if let Some(secs) = timeout {
                 body.insert("timeout_secs".into(), json!(secs));
             }
@@ -106,6 +111,26 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             command,
             arguments,
         } => ctx.qmp(&name, &command, arguments.as_deref()).await,
+        Command::Guestinfo { name, agent } => {
+            crate::agent::call(&ctx.client, ctx.json, &name, AgentCall::Info, &agent).await
+        }
+        Command::GuestAgentPing { name, agent } => {
+            crate::agent::call(&ctx.client, ctx.json, &name, AgentCall::Ping, &agent).await
+        }
+        Command::Domfsfreeze { name, agent } => {
+            crate::agent::call(&ctx.client, ctx.json, &name, AgentCall::FsFreeze, &agent).await
+        }
+        Command::Domfsthaw { name, agent } => {
+            crate::agent::call(&ctx.client, ctx.json, &name, AgentCall::FsThaw, &agent).await
+        }
+        Command::Domifaddr { name, agent, .. } => {
+            crate::agent::call(&ctx.client, ctx.json, &name, AgentCall::Interfaces, &agent).await
+        }
+        Command::QemuAgentCmd {
+            name,
+            command,
+            agent,
+        } => crate::agent::command(&ctx.client, ctx.json, &name, &command, &agent).await,
         Command::Operation { id } => ctx.operation(&id).await,
         Command::Host => ctx.host().await,
         Command::Vcpupin {
