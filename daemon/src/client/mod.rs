@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+mod disks;
 mod events;
 mod migration;
 mod pinning;

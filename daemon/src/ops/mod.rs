@@ -8,6 +8,7 @@
 
 pub mod autostart;
 pub mod define;
+pub mod disks;
 pub mod executor;
 pub mod hosts;
 pub mod lifecycle;

@@ -519,6 +519,7 @@ pub(super) async fn launch_as(
             qemu_log: Some(log.clone()),
             display_ports: displays.ports.clone(),
             virtiofsd: virtiofsd.clone(),
+            live_devices: None,
         };
         let scoped = async {
             match &inner.scopes {

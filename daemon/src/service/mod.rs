@@ -4,6 +4,7 @@
 pub mod audit;
 mod autostart;
 mod defaults;
+pub mod disks;
 mod displays;
 pub mod domain;
 pub mod dry_run;

@@ -2,6 +2,7 @@
 //! See daemon/API.md and daemon/openapi.json.
 
 mod auth;
+mod disks;
 pub mod error;
 mod events;
 mod hosts;

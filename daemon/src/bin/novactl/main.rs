@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod disks;
 mod exit;
 mod migrate;
 mod output;
