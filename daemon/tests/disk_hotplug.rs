@@ -315,3 +315,172 @@ fn disks_of_a_running_osless_guest() {
         &[],
     );
 }
+
+/// Polls the guest with `command` until `done` holds for its output (deadline `within`).
+async fn until(
+    shell: &mut novacron_tests::GuestShell,
+    command: &str,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let out = shell
+            .run_ok(command, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{command}: still {out:?} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Issue 17's running-guest test on the Linux test guest (TCG): hot-plug vdb and see it in
+/// the guest, write through it, grow it (the guest sees the new size), throttle it to 1 MiB/s
+/// (4 MiB take at least 3 s), detach it (the guest releases it; the nodes are gone).
+#[tokio::test]
+async fn hotplug_resize_throttle_detach_in_a_linux_guest() {
+    use novacron_domain::DomainConfig;
+    use novacron_tests::{test_guest_domain_xml_with, GuestShell, COMMAND_CHANNEL};
+    let env = Env::new();
+    let svc = env.open().await;
+    let name = "hp-linux";
+    let devices = format!(
+        "{}<controller type='pci' index='1' model='pcie-root-port'/>\
+         <controller type='pci' index='2' model='pcie-root-port'/>",
+        novacron_tests::COMMAND_CHANNEL_XML
+    );
+    let xml = tokio::task::spawn_blocking(move || test_guest_domain_xml_with(name, "", &devices))
+        .await
+        .unwrap()
+        .expect("test guest");
+    svc.define(DomainConfig::from_xml(&xml).unwrap())
+        .await
+        .unwrap();
+    let images = env.config.state_dir.join("images");
+    let image = images.join("vdb.raw");
+    sparse(&image, 8 << 20);
+    svc.start(name).await.unwrap();
+    common::wait_file(
+        &env.serial_log(name),
+        novacron_tests::READY_MARKER,
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    let socket = env
+        .config
+        .run_dir
+        .join(format!("domains/{name}.d"))
+        .join(format!("{COMMAND_CHANNEL}.sock"));
+    let mut shell = GuestShell::connect(&socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let disk = novacron_domain::xml::parse_disk(&format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/>\
+         <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+        image.display()
+    ))
+    .unwrap();
+    let live = novacrond::service::disks::DiskScope {
+        live: true,
+        ..Default::default()
+    };
+    let before = shell
+        .run_ok("cat /proc/partitions", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(!before.contains(" vd"), "{before}");
+    let entry = svc.attach_disk(name, disk, live).await.expect("attach");
+    let node = entry.node.clone().expect("node");
+    // The guest names virtio disks in the order they appear (the target is the host's name
+    // for it): this guest has no other, so it is the first.
+    let parts = until(
+        &mut shell,
+        "cat /proc/partitions",
+        Duration::from_secs(60),
+        |o| o.split_whitespace().any(|w| w.starts_with("vd")),
+    )
+    .await;
+    let dev = parts
+        .split_whitespace()
+        .find(|w| w.starts_with("vd"))
+        .unwrap()
+        .to_owned();
+
+    // A write in the guest reaches the image on the host.
+    shell
+        .run_ok(
+            &format!("echo novacron-vdb-marker | dd of=/dev/{dev} conv=fsync 2>/dev/null"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let head = std::fs::read(&image).unwrap();
+    assert!(
+        head.starts_with(b"novacron-vdb-marker"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..32])
+    );
+
+    // Grow to 16 MiB: the guest sees 32768 sectors.
+    svc.resize_disk(name, "vdb", 16 << 20)
+        .await
+        .expect("resize");
+    until(
+        &mut shell,
+        &format!("cat /sys/block/{dev}/size"),
+        Duration::from_secs(30),
+        |o| o.trim() == "32768",
+    )
+    .await;
+
+    // Throttle to 1 MiB/s: a 4 MiB synchronous write takes at least 3 s.
+    let tune = novacrond::service::disks::IoTune {
+        total_bytes_sec: 1 << 20,
+        ..Default::default()
+    };
+    svc.set_disk_iotune(name, "vdb", tune, live)
+        .await
+        .expect("iotune");
+    let started = Instant::now();
+    shell
+        .run_ok(
+            &format!("dd if=/dev/zero of=/dev/{dev} bs=65536 count=64 conv=fsync 2>/dev/null"),
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "4 MiB at 1 MiB/s took {took:?}"
+    );
+
+    // Detach: the guest releases the device, the nodes go.
+    svc.detach_disk(name, "vdb", live, Some(Duration::from_secs(60)))
+        .await
+        .expect("detach");
+    let nodes = svc
+        .qmp_passthrough(name, "query-named-block-nodes", None)
+        .await
+        .expect("query-named-block-nodes");
+    assert!(
+        !nodes.to_string().contains(&format!("\"{node}\"")),
+        "{node} still in {nodes}"
+    );
+    until(
+        &mut shell,
+        "cat /proc/partitions",
+        Duration::from_secs(30),
+        |o| !o.split_whitespace().any(|w| w == dev),
+    )
+    .await;
+    assert!(svc.list_disks(name, false).unwrap().is_empty());
+    svc.destroy(name).await.unwrap();
+}
