@@ -70,8 +70,6 @@ fn domain_xml(images: &Path) -> String {
         "<domain type='{}'><name>{NAME}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
            <os><type arch='x86_64' machine='q35'>hvm</type></os>
            <devices>
-             <controller type='pci' index='1' model='pcie-root-port'/>
-             <controller type='pci' index='2' model='pcie-root-port'/>
              <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
                <source file='{}'/><target dev='sda' bus='sata'/><readonly/></disk>
            </devices></domain>",
@@ -113,6 +111,9 @@ fn disks_of_a_running_osless_guest() {
     let r = curl(&sock, "POST", &format!("/v1/domains/{NAME}/start"), &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     let defined_before = definition_xml(&sock);
+    // Define gave the q35 guest its hot-plug slots (`hotplug_slots`, default 4).
+    let xml = curl(&sock, "GET", &format!("/v1/domains/{NAME}/xml"), &[]).body;
+    assert_eq!(xml.matches("pcie-root-port").count(), 4, "{xml}");
 
     // Attach vdb live as an operator (a file inside the storage roots).
     let disk = |path: &Path, dev: &str| {
@@ -350,12 +351,9 @@ async fn hotplug_resize_throttle_detach_in_a_linux_guest() {
     let env = Env::new();
     let svc = env.open().await;
     let name = "hp-linux";
-    let devices = format!(
-        "{}<controller type='pci' index='1' model='pcie-root-port'/>\
-         <controller type='pci' index='2' model='pcie-root-port'/>",
-        novacron_tests::COMMAND_CHANNEL_XML
-    );
-    let xml = tokio::task::spawn_blocking(move || test_guest_domain_xml_with(name, "", &devices))
+    // No root ports: define reserves the hot-plug slots.
+    let devices = novacron_tests::COMMAND_CHANNEL_XML;
+    let xml = tokio::task::spawn_blocking(move || test_guest_domain_xml_with(name, "", devices))
         .await
         .unwrap()
         .expect("test guest");

@@ -61,6 +61,7 @@ impl Service {
     /// stops.
     pub async fn create(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let inner = &self.inner;
+        let config = super::disks::slots::reserve(config, inner.config.hotplug_slots);
         let validated = inner.prepare(config, None)?;
         let trust = inner.admit(&validated).await?;
         let name = validated.name.clone();

@@ -245,6 +245,7 @@ impl Service {
     /// faces reach it through `ops` (detached, audited, counted).
     pub async fn define(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let existing = self.inner.read_domains().get(&config.name).cloned();
+        let config = disks::slots::reserve(config, self.inner.config.hotplug_slots);
         let validated = self
             .inner
             .prepare(config, existing.as_ref().map(|h| h.definition()))?;

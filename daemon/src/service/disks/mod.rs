@@ -6,6 +6,7 @@
 
 mod attach;
 mod detach;
+pub mod slots;
 mod tune;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use novacron_domain::{Error, FieldError};
 use serde::{Deserialize, Serialize};
 
 pub use detach::DEFAULT_DETACH_TIMEOUT;
+pub use slots::DEFAULT_HOTPLUG_SLOTS;
 pub use tune::{IoTune, MediaChange};
 
 use super::domain::{Definition, DomainHandle, Live};
