@@ -52,6 +52,10 @@ pub struct Config {
     /// per guest holding one named file per RAM block, removed when the guest stops (libvirt's
     /// `memory_backing_dir`). Unset: an unlinked temporary file in the guest's runtime dir.
     pub memory_backing_dir: Option<PathBuf>,
+    /// Free PCIe root ports a q35 guest is given at define for hot-plugged disks and NICs
+    /// (written into the definition, so the slot layout survives restarts and migrations);
+    /// 0: none added.
+    pub hotplug_slots: u32,
     /// Storage roots by name (`[storage_roots]`, e.g. `iso = "/srv/iso"`): the only
     /// directories a non-admin's definition may name files in. `images` is
     /// `<state_dir>/images` unless set here; missing roots are created (0750) at startup.
@@ -245,6 +249,7 @@ impl Config {
             log_max_bytes: 4 << 20,
             sysfs_root: PathBuf::from("/sys"),
             memory_backing_dir: None,
+            hotplug_slots: crate::service::disks::DEFAULT_HOTPLUG_SLOTS,
             storage_roots: Default::default(),
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),

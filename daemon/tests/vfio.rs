@@ -435,6 +435,7 @@ async fn a_restarted_daemon_gives_back_devices_of_a_guest_that_stopped_meanwhile
         qemu_log: None,
         display_ports: Vec::new(),
         virtiofsd: Vec::new(),
+        live_devices: None,
         held: novacrond::host::resources::HeldResources {
             // 24 pages it had added to node 1's 2 MiB pool (1024 in the recorded tree).
             hugepages: vec![novacrond::host::hugepages::Grant {

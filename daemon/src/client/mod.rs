@@ -12,6 +12,7 @@
 
 mod console;
 mod agent;
+mod disks;
 mod events;
 mod migration;
 mod pinning;

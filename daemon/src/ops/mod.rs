@@ -10,6 +10,7 @@ pub mod agent;
 pub mod autostart;
 pub mod console;
 pub mod define;
+pub mod disks;
 pub mod executor;
 pub mod hosts;
 pub mod lifecycle;

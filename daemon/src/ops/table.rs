@@ -480,6 +480,64 @@ pub static AGENT_COMMAND: OpInfo = OpInfo {
     )
 };
 
+// Disks of a domain (attach/detach/resize/throttle/media).
+pub static DOMBLKLIST: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/disks")),
+    dbus: Some("org.novacron1.Domain.ListDisks"),
+    novactl: Some("domblklist"),
+    ..row("domblklist", Access::Read, "listing disks")
+};
+pub static ATTACH_DISK: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/disks")),
+    dbus: Some("org.novacron1.Domain.AttachDisk"),
+    novactl: Some("attach-disk"),
+    ..row("attach-disk", Access::Operate, "attaching a disk")
+};
+pub static DETACH_DISK: OpInfo = OpInfo {
+    job: JobKind::Long(AsyncJob::Unplug),
+    long: true,
+    audited: true,
+    http: Some(("DELETE", "/v1/domains/{name}/disks/{target}")),
+    dbus: Some("org.novacron1.Domain.DetachDisk"),
+    novactl: Some("detach-disk"),
+    ..row("detach-disk", Access::Operate, "detaching a disk")
+};
+pub static BLOCKRESIZE: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/disks/{target}/resize")),
+    dbus: Some("org.novacron1.Domain.ResizeDisk"),
+    novactl: Some("blockresize"),
+    ..row("blockresize", Access::Operate, "resizing a disk")
+};
+pub static BLKDEVIOTUNE: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/disks/{target}/iotune")),
+    dbus: Some("org.novacron1.Domain.SetDiskIoTune"),
+    novactl: Some("blkdeviotune"),
+    ..row("blkdeviotune", Access::Operate, "throttling a disk")
+};
+pub static DISK_IOTUNE: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/disks/{target}/iotune")),
+    dbus: Some("org.novacron1.Domain.GetDiskIoTune"),
+    ..row("disk-iotune", Access::Read, "reading a disk's I/O limits")
+};
+pub static CHANGE_MEDIA: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/disks/{target}/media")),
+    dbus: Some("org.novacron1.Domain.ChangeMedia"),
+    novactl: Some("change-media"),
+    ..row(
+        "change-media",
+        Access::Operate,
+        "changing a CD-ROM's medium",
+    )
+};
+
 /// Every operation, in the order the docs list them.
 pub static ALL: &[&OpInfo] = &[
     &LIST,
@@ -546,6 +604,13 @@ pub static ALL: &[&OpInfo] = &[
     &VOL_UPLOAD,
     &VOL_DOWNLOAD,
     &WEBHOOKS,
+    &DOMBLKLIST,
+    &ATTACH_DISK,
+    &DETACH_DISK,
+    &BLOCKRESIZE,
+    &BLKDEVIOTUNE,
+    &DISK_IOTUNE,
+    &CHANGE_MEDIA,
 ];
 
 /// The row named `name`.

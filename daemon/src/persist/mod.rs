@@ -6,6 +6,7 @@
 
 pub mod atomic;
 pub mod definitions;
+pub mod live_devices;
 pub mod records;
 
 pub use atomic::{remove_durable, remove_durable_async, write_atomic, write_atomic_async};

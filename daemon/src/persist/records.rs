@@ -54,6 +54,10 @@ pub struct RuntimeRecord {
     /// daemon, stopped once QEMU is gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub virtiofsd: Vec<HelperProcess>,
+    /// The disks as changed while running (attach, detach, media); absent until the first
+    /// change, when `config`'s disks are the live set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_devices: Option<super::live_devices::LiveDevices>,
 }
 
 /// A helper process the daemon started for a guest, verified by start time like QEMU.
@@ -191,6 +195,7 @@ mod tests {
             qemu_log: Some(PathBuf::from(format!("/var/log/novacron/qemu/{name}.log"))),
             display_ports: vec![5901],
             virtiofsd: Vec::new(),
+            live_devices: None,
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Live {
     cputune: Mutex<Option<novacron_domain::model::CpuTune>>,
     /// Set as soon as the process is known to be gone, before its pid can be reused.
     exited: std::sync::atomic::AtomicBool,
+    /// The disks QEMU has now (attach, detach and media changes since the start).
+    devices: Mutex<crate::persist::live_devices::LiveDevices>,
 }
 
 /// The QMP connection, or why there is none (a reconnect that failed: the guest is left alone).
@@ -84,8 +86,13 @@ pub enum Monitor {
 
 impl Live {
     pub fn new(pid: u32, record: RuntimeRecord, monitor: Monitor) -> Live {
+        let devices = record
+            .live_devices
+            .clone()
+            .unwrap_or_else(|| crate::persist::live_devices::LiveDevices::at_start(&record.config));
         Live {
             pid,
+            devices: Mutex::new(devices),
             cputune: Mutex::new(record.config.cputune.clone()),
             record,
             monitor,
@@ -128,7 +135,29 @@ impl Live {
     pub fn config(&self) -> novacron_domain::DomainConfig {
         let mut config = self.record.config.clone();
         config.cputune = self.cputune();
+        config.devices.disks = self.devices().disks.into_iter().map(|d| d.disk).collect();
         config
+    }
+
+    /// The live device set (see `persist::live_devices`).
+    pub fn devices(&self) -> crate::persist::live_devices::LiveDevices {
+        self.devices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_devices(&self, devices: crate::persist::live_devices::LiveDevices) {
+        *self.devices.lock().unwrap_or_else(PoisonError::into_inner) = devices;
+    }
+
+    /// The record as it stands now: the started one with the live pins and device set, what
+    /// every rewrite of the record saves.
+    pub fn record_now(&self) -> RuntimeRecord {
+        let mut record = self.record.clone();
+        record.config.cputune = self.cputune();
+        record.live_devices = Some(self.devices());
+        record
     }
 
     pub fn cputune(&self) -> Option<novacron_domain::model::CpuTune> {

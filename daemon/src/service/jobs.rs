@@ -45,12 +45,15 @@ impl Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsyncJob {
     Migration,
+    /// A detach waiting for the guest to let go of a device (DEVICE_DELETED).
+    Unplug,
 }
 
 impl AsyncJob {
     pub fn as_str(self) -> &'static str {
         match self {
             AsyncJob::Migration => "migration",
+            AsyncJob::Unplug => "unplug",
         }
     }
 
@@ -61,6 +64,9 @@ impl AsyncJob {
     fn allows(self, job: Job) -> bool {
         match self {
             AsyncJob::Migration => matches!(job, Job::Suspend | Job::Resume | Job::Destroy),
+            // Waiting on the guest blocks nothing but what would redefine or move it: other
+            // live changes and the lifecycle go on (the detaching disk stays in the live set).
+            AsyncJob::Unplug => !matches!(job, Job::Define | Job::Undefine | Job::Start),
         }
     }
 }

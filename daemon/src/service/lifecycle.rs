@@ -78,6 +78,7 @@ impl Service {
     /// stops.
     pub async fn create(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let inner = &self.inner;
+        let config = super::disks::slots::reserve(config, inner.config.hotplug_slots);
         let validated = inner.prepare(config, None)?;
         let trust = inner.admit(&validated).await?;
         let name = validated.name.clone();
@@ -568,6 +569,7 @@ pub(super) async fn launch_as(
             qemu_log: Some(log.clone()),
             display_ports: displays.ports.clone(),
             virtiofsd: virtiofsd.clone(),
+            live_devices: None,
         };
         let scoped = async {
             match &inner.scopes {

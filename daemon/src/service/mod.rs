@@ -6,6 +6,7 @@ pub mod audit;
 mod autostart;
 pub mod console;
 mod defaults;
+pub mod disks;
 mod displays;
 pub mod domain;
 pub mod dry_run;
@@ -260,6 +261,7 @@ impl Service {
     /// faces reach it through `ops` (detached, audited, counted).
     pub async fn define(&self, config: DomainConfig) -> Result<DomainSummary, Error> {
         let existing = self.inner.read_domains().get(&config.name).cloned();
+        let config = disks::slots::reserve(config, self.inner.config.hotplug_slots);
         let validated = self
             .inner
             .prepare(config, existing.as_ref().map(|h| h.definition()))?;

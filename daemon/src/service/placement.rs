@@ -249,8 +249,7 @@ async fn apply_live(
     .map_err(|e| Error::Internal(e.to_string()))?
     .map_err(|e| Error::Internal(format!("domain '{name}': {e}")))?;
     live.set_cputune(config.cputune.clone());
-    let mut record = live.record.clone();
-    record.config.cputune = config.cputune.clone();
+    let record = live.record_now();
     inner.records.save(&record).await.map_err(|e| Error::Io {
         action: "update (after pinning) the runtime record",
         path: inner.paths.record(name).display().to_string(),

@@ -33,7 +33,7 @@ fn pci(addr: &Option<Address>) -> String {
 }
 
 /// Unit number libvirt derives from the target name: sda -> 0, sdz -> 25, sdaa -> 26.
-fn disk_index(dev: &str) -> u32 {
+pub(super) fn disk_index(dev: &str) -> u32 {
     dev.get(2..)
         .unwrap_or("")
         .bytes()

@@ -2,6 +2,7 @@
 
 mod argv;
 mod devices;
+pub mod hotplug;
 pub(crate) mod memory;
 mod netdisk;
 mod spice;

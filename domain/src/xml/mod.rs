@@ -6,3 +6,9 @@ pub(crate) mod tree;
 pub(crate) mod write;
 
 pub use error::XmlError;
+
+/// One `<disk>` element on its own (attach-disk's fragment), read by the same reader as a
+/// whole definition's disks, so every disk form a definition accepts attaches too.
+pub fn parse_disk(xml: &str) -> Result<crate::model::Disk, XmlError> {
+    read::parse_disk(xml)
+}

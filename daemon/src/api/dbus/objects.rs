@@ -804,6 +804,123 @@ impl DomainObject {
         detail: &str,
     ) -> zbus::Result<()>;
 
+    /// `domblklist`: the disks as JSON (the running guest's, or the definition's when it is
+    /// off or `config` is true).
+    #[zbus(out_args("disks"))]
+    async fn list_disks(&self, config: bool) -> Result<String, DbusError> {
+        let disks = self.service.list_disks(&self.name, config)?;
+        serde_json::to_string(&disks).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `attach-disk`: `request` is the JSON body of `POST /v1/domains/{name}/disks`
+    /// (`{"xml": "<disk ...>"}` or `{"disk": {...}}`, with `live`/`config`/`persistent`).
+    #[zbus(out_args("disk"))]
+    async fn attach_disk(
+        &self,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let body: crate::ops::disks::AttachRequest = serde_json::from_str(&request)
+            .map_err(|e| DbusError::invalid_args(format!("request: {e}")))?;
+        let (disk, scope) = body.disk()?;
+        let op = crate::ops::disks::AttachDisk {
+            domain: self.name.clone(),
+            disk,
+            scope,
+        };
+        let entry = run(&self.service, actor, op).await?;
+        serde_json::to_string(&entry).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `detach-disk`: `options` is `{"live", "config", "persistent", "timeout"}` as JSON.
+    #[zbus(out_args("disk"))]
+    async fn detach_disk(
+        &self,
+        target: String,
+        options: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let options: crate::ops::disks::DetachOptions = serde_json::from_str(&options)
+            .map_err(|e| DbusError::invalid_args(format!("options: {e}")))?;
+        let op = crate::ops::disks::DetachDisk {
+            domain: self.name.clone(),
+            disk: target,
+            options,
+        };
+        let entry = run(&self.service, actor, op).await?;
+        serde_json::to_string(&entry).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `blockresize`: grows a running guest's disk to `size` bytes.
+    async fn resize_disk(
+        &self,
+        target: String,
+        size: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<u64, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let op = crate::ops::disks::ResizeDisk {
+            domain: self.name.clone(),
+            disk: target,
+            size,
+        };
+        run(&self.service, actor, op).await
+    }
+
+    /// `blkdeviotune`: `tune` is the JSON body of `PUT .../disks/{target}/iotune`.
+    #[zbus(out_args("iotune"))]
+    async fn set_disk_io_tune(
+        &self,
+        target: String,
+        tune: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let body = crate::ops::disks::IoTuneRequest::parse(tune.as_bytes())?;
+        let op = crate::ops::disks::SetIoTune {
+            domain: self.name.clone(),
+            disk: target,
+            tune: body.tune,
+            scope: body.scope,
+        };
+        let t = run(&self.service, actor, op).await?;
+        serde_json::to_string(&t).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// The I/O limits in force on a running guest's disk, as JSON.
+    #[zbus(out_args("iotune"))]
+    async fn get_disk_io_tune(&self, target: String) -> Result<String, DbusError> {
+        let t = self.service.disk_iotune(&self.name, &target).await?;
+        serde_json::to_string(&t).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `change-media`: `change` is the JSON body of `POST .../disks/{target}/media`.
+    #[zbus(out_args("disk"))]
+    async fn change_media(
+        &self,
+        target: String,
+        change: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let body = crate::ops::disks::MediaRequest::parse(change.as_bytes())?;
+        let op = crate::ops::disks::ChangeMedia {
+            domain: self.name.clone(),
+            disk: target,
+            change: body.change,
+            scope: body.scope,
+        };
+        let entry = run(&self.service, actor, op).await?;
+        serde_json::to_string(&entry).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
     /// The guest was reset (by itself, by Reset, or as part of a reboot).
     #[zbus(signal)]
     pub async fn guest_reset(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;

@@ -3,6 +3,7 @@
 
 mod agent;
 mod auth;
+mod disks;
 pub mod error;
 mod events;
 mod hosts;

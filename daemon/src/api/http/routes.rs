@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::agent::AgentEndpoint;
 use super::auth::Caller;
+use super::disks::DiskEndpoint;
 use super::error::ApiError;
 use super::hosts::HostEndpoint;
 use super::migration::MigrationEndpoint;
@@ -54,6 +55,8 @@ pub enum Endpoint {
     Webhooks,
     /// `/v1/domains/{name}/agent...`: the guest agent (see `agent.rs`).
     Agent(AgentEndpoint),
+    /// `/v1/domains/{name}/disks...` (see `disks.rs`).
+    Disks(DiskEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -144,6 +147,41 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         Method::POST,
         "/v1/domains/{name}/agent/command",
         Endpoint::Agent(AgentEndpoint::Command),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/disks",
+        Endpoint::Disks(DiskEndpoint::List),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/disks",
+        Endpoint::Disks(DiskEndpoint::Attach),
+    ),
+    (
+        Method::DELETE,
+        "/v1/domains/{name}/disks/{target}",
+        Endpoint::Disks(DiskEndpoint::Detach),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/disks/{target}/resize",
+        Endpoint::Disks(DiskEndpoint::Resize),
+    ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/disks/{target}/iotune",
+        Endpoint::Disks(DiskEndpoint::SetIoTune),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/disks/{target}/iotune",
+        Endpoint::Disks(DiskEndpoint::IoTune),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/disks/{target}/media",
+        Endpoint::Disks(DiskEndpoint::Media),
     ),
     (Method::GET, "/v1/operations/{id}", Endpoint::GetOperation),
     (Method::GET, "/v1/host", Endpoint::Host),
@@ -401,6 +439,13 @@ impl Endpoint {
             Endpoint::Pools(p) => p.info(),
             Endpoint::Webhooks => &table::WEBHOOKS,
             Endpoint::Agent(e) => e.info(),
+            Endpoint::Disks(DiskEndpoint::List) => &table::DOMBLKLIST,
+            Endpoint::Disks(DiskEndpoint::Attach) => &table::ATTACH_DISK,
+            Endpoint::Disks(DiskEndpoint::Detach) => &table::DETACH_DISK,
+            Endpoint::Disks(DiskEndpoint::Resize) => &table::BLOCKRESIZE,
+            Endpoint::Disks(DiskEndpoint::SetIoTune) => &table::BLKDEVIOTUNE,
+            Endpoint::Disks(DiskEndpoint::IoTune) => &table::DISK_IOTUNE,
+            Endpoint::Disks(DiskEndpoint::Media) => &table::CHANGE_MEDIA,
         }
     }
 }
@@ -615,6 +660,7 @@ pub(crate) async fn dispatch(
         Endpoint::Host => Ok(json_response(StatusCode::OK, &svc.host_info().await)),
         Endpoint::Events => super::events::stream(&req, ctx, &caller),
         Endpoint::Remote(endpoint) => super::hosts::dispatch(endpoint, req, ctx, caller).await,
+        Endpoint::Disks(endpoint) => super::disks::dispatch(endpoint, req, ctx, actor).await,
         Endpoint::Migration(endpoint) => {
             super::migration::dispatch(endpoint, &param, req, ctx).await
         }

@@ -291,6 +291,18 @@ pub enum Command {
     MigrateCancel { name: String },
     /// Switch a running migration (started with --postcopy) to post-copy
     MigratePostcopy { name: String },
+    /// List a domain's disks (the running guest's; --inactive: the definition's)
+    Domblklist(crate::disks::ListArgs),
+    /// Attach a disk (a running guest: hot-plug; --config: the definition)
+    AttachDisk(crate::disks::AttachArgs),
+    /// Detach a disk; a running guest must release it (waits, then times out)
+    DetachDisk(crate::disks::DetachArgs),
+    /// Grow a running guest's disk
+    Blockresize(crate::disks::ResizeArgs),
+    /// Show or set a running guest's disk I/O limits
+    Blkdeviotune(crate::disks::IoTuneArgs),
+    /// Eject, insert or replace a CD-ROM's medium
+    ChangeMedia(crate::disks::MediaArgs),
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]

@@ -158,6 +158,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::MigratePostcopy { name } => {
             crate::migrate::postcopy(&ctx.client, ctx.json, &name).await
         }
+        Command::Domblklist(a) => crate::disks::list(&ctx.client, ctx.json, a).await,
+        Command::AttachDisk(a) => crate::disks::attach(&ctx.client, ctx.json, a).await,
+        Command::DetachDisk(a) => crate::disks::detach(&ctx.client, ctx.json, a).await,
+        Command::Blockresize(a) => crate::disks::resize(&ctx.client, ctx.json, a).await,
+        Command::Blkdeviotune(a) => crate::disks::iotune(&ctx.client, ctx.json, a).await,
+        Command::ChangeMedia(a) => crate::disks::media(&ctx.client, ctx.json, a).await,
         // Handled in main: it needs neither the daemon nor a runtime.
         Command::Completions { .. } => Ok(()),
         // Handled above.

@@ -5,6 +5,7 @@ mod agent;
 mod cli;
 mod commands;
 mod console;
+mod disks;
 mod exit;
 mod migrate;
 mod output;

@@ -340,6 +340,8 @@ impl Run_<'_> {
         // loader, this host's NVRAM file) need not exist on the destination; QEMU carries the
         // flash contents in the stream.
         let mut sent = self.live.record.config.clone();
+        // The disks QEMU has now (hot-plugged ones included), at the addresses they have here.
+        sent.devices.disks = self.live.config().devices.disks;
         if matches!(
             definition.config.config().os.firmware,
             novacron_domain::model::Firmware::UefiAuto { .. }

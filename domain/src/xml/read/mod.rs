@@ -56,6 +56,19 @@ pub fn parse_domain(xml: &str) -> R<DomainConfig> {
     domain(&root)
 }
 
+/// A lone `<disk>` element (see [`crate::xml::parse_disk`]).
+pub fn parse_disk(xml: &str) -> R<Disk> {
+    let root = tree::parse(xml, &[])?;
+    if root.name != "disk" {
+        return Err(XmlError::Missing {
+            what: format!("element <disk> (found <{}>)", root.name),
+            path: root.path.clone(),
+            line: root.line,
+        });
+    }
+    devices::disk(&root)
+}
+
 fn domain(d: &Element) -> R<DomainConfig> {
     // `id` is the runtime domain number; `xmlns:*` only declares prefixes (any prefixed
     // element such as <qemu:commandline> is still rejected below).
