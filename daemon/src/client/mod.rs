@@ -12,6 +12,7 @@
 
 mod events;
 mod migration;
+mod networks;
 mod pinning;
 mod remote;
 pub mod sse;

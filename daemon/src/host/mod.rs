@@ -13,6 +13,7 @@ pub mod guest_files;
 pub mod host_model;
 pub mod hugepages;
 pub mod kvm;
+pub mod net;
 pub mod pinning;
 pub mod qcow2;
 pub mod qemu_caps;

@@ -16,6 +16,7 @@ mod lifecycle;
 pub mod metadata;
 pub mod metrics;
 pub mod migration;
+pub mod network;
 pub mod operations;
 pub mod passthrough;
 pub mod placement;
@@ -84,6 +85,8 @@ pub(crate) struct Inner {
     pub remote_known: remote::Known,
     /// Ports of running guests' autoport displays.
     pub display_ports: crate::host::display_ports::DisplayPorts,
+    /// Virtual networks (bridges, nftables, dnsmasq).
+    pub networks: network::Networks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +154,10 @@ impl Service {
             .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?
         };
         let events = EventBus::default();
+        let networks =
+            network::Networks::open(config.state_dir.clone(), config.run_dir.clone()).await;
         let inner = Arc::new(Inner {
+            networks,
             _instance_lock: instance_lock,
             remote,
             remote_known: remote::Known::default(),
@@ -186,6 +192,11 @@ impl Service {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Virtual networks.
+    pub fn networks(&self) -> &network::Networks {
+        &self.inner.networks
     }
 
     /// Whether guests of type 'kvm' can start: `/dev/kvm` as the QEMU user sees it (checked

@@ -8,6 +8,7 @@ mod hosts;
 mod limits;
 pub mod metrics;
 mod migration;
+mod networks;
 mod ratelog;
 mod request;
 mod response;

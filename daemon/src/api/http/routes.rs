@@ -13,6 +13,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::hosts::HostEndpoint;
 use super::migration::MigrationEndpoint;
+use super::networks::NetworkEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::Ctx;
@@ -42,6 +43,8 @@ pub enum Endpoint {
     /// `/v1/hosts/...`: remote vendor hosts (see `hosts.rs`).
     Remote(HostEndpoint),
     Migration(MigrationEndpoint),
+    /// `/v1/networks/...`: virtual networks (see `networks.rs`).
+    Network(NetworkEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -214,6 +217,51 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/migrations/incoming/{id}/finish",
         Endpoint::Migration(MigrationEndpoint::Finish),
     ),
+    (
+        Method::GET,
+        "/v1/networks",
+        Endpoint::Network(NetworkEndpoint::List),
+    ),
+    (
+        Method::POST,
+        "/v1/networks",
+        Endpoint::Network(NetworkEndpoint::Define),
+    ),
+    (
+        Method::GET,
+        "/v1/networks/{name}",
+        Endpoint::Network(NetworkEndpoint::Info),
+    ),
+    (
+        Method::DELETE,
+        "/v1/networks/{name}",
+        Endpoint::Network(NetworkEndpoint::Undefine),
+    ),
+    (
+        Method::GET,
+        "/v1/networks/{name}/xml",
+        Endpoint::Network(NetworkEndpoint::Xml),
+    ),
+    (
+        Method::POST,
+        "/v1/networks/{name}/start",
+        Endpoint::Network(NetworkEndpoint::Start),
+    ),
+    (
+        Method::POST,
+        "/v1/networks/{name}/stop",
+        Endpoint::Network(NetworkEndpoint::Stop),
+    ),
+    (
+        Method::POST,
+        "/v1/networks/{name}/autostart",
+        Endpoint::Network(NetworkEndpoint::Autostart),
+    ),
+    (
+        Method::GET,
+        "/v1/networks/{name}/leases",
+        Endpoint::Network(NetworkEndpoint::Leases),
+    ),
 ];
 
 impl Endpoint {
@@ -255,6 +303,17 @@ impl Endpoint {
             Endpoint::Migration(M::Incoming) => &table::INCOMING_GET,
             Endpoint::Migration(M::Finish) => &table::INCOMING_FINISH,
             Endpoint::Migration(M::Abort) => &table::INCOMING_ABORT,
+            Endpoint::Network(n) => match n {
+                NetworkEndpoint::List => &table::NET_LIST,
+                NetworkEndpoint::Define => &table::NET_DEFINE,
+                NetworkEndpoint::Info => &table::NET_INFO,
+                NetworkEndpoint::Xml => &table::NET_DUMPXML,
+                NetworkEndpoint::Undefine => &table::NET_UNDEFINE,
+                NetworkEndpoint::Start => &table::NET_START,
+                NetworkEndpoint::Stop => &table::NET_DESTROY,
+                NetworkEndpoint::Autostart => &table::NET_AUTOSTART,
+                NetworkEndpoint::Leases => &table::NET_LEASES,
+            },
         }
     }
 }
@@ -471,6 +530,9 @@ pub(crate) async fn dispatch(
         Endpoint::Remote(endpoint) => super::hosts::dispatch(endpoint, req, ctx, caller).await,
         Endpoint::Migration(endpoint) => {
             super::migration::dispatch(endpoint, &param, req, ctx).await
+        }
+        Endpoint::Network(endpoint) => {
+            super::networks::dispatch(endpoint, param, req, ctx, caller).await
         }
         Endpoint::OpenApi => Ok(with_type(
             StatusCode::OK,

@@ -234,6 +234,9 @@ pub enum Command {
     MigrateCancel { name: String },
     /// Switch a running migration (started with --postcopy) to post-copy
     MigratePostcopy { name: String },
+    /// Virtual networks (net-define, net-start, net-list, ...)
+    #[command(flatten)]
+    Net(crate::networks::NetCommand),
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]

@@ -134,6 +134,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions { .. } => Ok(()),
         // Handled above.
         Command::Hosts { .. } => Ok(()),
+        Command::Net(c) => crate::networks::run(&ctx.client, ctx.json, c).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod exit;
 mod migrate;
+mod networks;
 mod output;
 mod pinning;
 mod progress;
