@@ -7,3 +7,6 @@ pub mod firewall_probe;
 pub mod netlink;
 pub mod nft;
 pub mod sysctl;
+
+#[cfg(test)]
+mod golden_tests;
