@@ -16,6 +16,7 @@ mod lifecycle;
 pub mod metadata;
 pub mod metrics;
 pub mod migration;
+mod nics;
 pub mod operations;
 pub mod passthrough;
 pub mod placement;
@@ -174,6 +175,7 @@ impl Service {
             migrations: migration::Registry::default(),
         });
         reconnect::recover(&inner).await;
+        nics::recover(&inner).await;
         migration::recover(&inner).await;
         spawn_log_capper(Arc::downgrade(&inner));
         spawn_refusal_flusher(Arc::downgrade(&inner), inner.audit.folded_signal());
