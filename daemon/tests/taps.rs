@@ -317,4 +317,44 @@ async fn bad_nic_sources_are_refused_and_leave_nothing() {
     assert!(links_of("nobridge").is_empty());
     let r = curl(&d.socket, "GET", "/v1/domains/nobridge", &[]);
     assert_eq!(r.json()["state"], "shutoff", "{}", r.body);
+
+    // An interface name over 15 bytes.
+    let r = define(
+        &d,
+        &osless_xml(
+            "longname",
+            "<interface type='direct'><source dev='a-name-of-16-byt' mode='bridge'/>\
+             <model type='virtio'/></interface>",
+        ),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("devices.interfaces[0].source.dev"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("longer than 15 bytes"), "{}", r.body);
+    assert_eq!(
+        curl(&d.socket, "GET", "/v1/domains/longname", &[]).status,
+        404
+    );
+
+    // A MAC another domain has: refused, naming it; nothing defined.
+    let nic = "<interface type='user'><mac address='52:54:00:bb:00:01'/>\
+               <model type='virtio'/></interface>";
+    assert_eq!(define(&d, &osless_xml("macone", nic)).status, 201);
+    let r = define(&d, &osless_xml("mactwo", nic));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("devices.interfaces[0].mac"), "{}", r.body);
+    assert!(
+        r.body.contains("already used by domain 'macone'"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        curl(&d.socket, "GET", "/v1/domains/mactwo", &[]).status,
+        404
+    );
+    // Redefining the owner with its own MAC is fine.
+    assert_eq!(define(&d, &osless_xml("macone", nic)).status, 200);
 }

@@ -16,7 +16,7 @@ mod lifecycle;
 pub mod metadata;
 pub mod metrics;
 pub mod migration;
-mod nics;
+pub mod nics;
 pub mod operations;
 pub mod passthrough;
 pub mod placement;
@@ -442,6 +442,8 @@ impl Inner {
         config: DomainConfig,
         existing: Option<Definition>,
     ) -> Result<Arc<novacron_domain::ValidatedDomain>, Error> {
+        // Free MACs drawn, explicit duplicates refused (before the defaults' random ones).
+        let config = nics::macs::assign(self, config)?;
         let validated = defaults::complete(config, existing).validate()?;
         self.paths
             .check_name(&validated.name)

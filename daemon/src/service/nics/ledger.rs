@@ -31,12 +31,21 @@ pub struct MadeLink {
     /// The bridge it was attached to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
+    /// The NIC as hot-added (absent for NICs of the started config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotplugged: Option<novacron_domain::model::Interface>,
+    /// Set by a live link-state change to down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link_down: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ledger {
     pub links: Vec<MadeLink>,
+    /// Devices of the started config (`net<i>`) detached live since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unplugged: Vec<String>,
 }
 
 /// The ledger files' directory.
@@ -81,5 +90,13 @@ pub fn domains(run_dir: &Path) -> Vec<String> {
             let name = e.ok()?.file_name().into_string().ok()?;
             name.strip_suffix(".json").map(str::to_owned)
         })
+        .collect()
+}
+
+/// Every readable ledger. Blocking (small files under the run directory).
+pub fn all(run_dir: &Path) -> Vec<(String, Ledger)> {
+    domains(run_dir)
+        .into_iter()
+        .filter_map(|d| load(run_dir, &d).ok().flatten().map(|l| (d, l)))
         .collect()
 }

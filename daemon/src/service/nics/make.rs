@@ -52,6 +52,8 @@ pub async fn make_link(
     let alias = taps::marker_for(domain);
     let (link, fds) = match attachment {
         Attachment::Bridge { bridge } => {
+            taps::names::check(bridge)
+                .map_err(|e| invalid(format!("{field}.source.bridge"), e.to_string()))?;
             let br = nl
                 .by_name(bridge)
                 .await
@@ -95,11 +97,15 @@ pub async fn make_link(
                     netdev: format!("hostnet{slot}"),
                     device: format!("net{slot}"),
                     bridge: Some(bridge.clone()),
+                    hotplugged: None,
+                    link_down: false,
                 },
                 fds,
             )
         }
         Attachment::Direct { dev, mode } => {
+            taps::names::check(dev)
+                .map_err(|e| invalid(format!("{field}.source.dev"), e.to_string()))?;
             let lower = nl
                 .by_name(dev)
                 .await
@@ -143,6 +149,8 @@ pub async fn make_link(
                     netdev: format!("hostnet{slot}"),
                     device: format!("net{slot}"),
                     bridge: None,
+                    hotplugged: None,
+                    link_down: false,
                 },
                 fds,
             )

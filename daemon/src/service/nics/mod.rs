@@ -2,7 +2,9 @@
 //! hotplug), the ledger that records them before QEMU gets them, their removal when the guest
 //! stops, and adoption or cleanup by a restarted daemon.
 
+pub mod hotplug;
 pub mod ledger;
+pub(crate) mod macs;
 mod make;
 
 use std::collections::BTreeMap;
