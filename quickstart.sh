@@ -11,6 +11,8 @@ cd "$(dirname "$0")"
 # Go and govmomi to build vcsim (the vSphere simulator) for the remote-driver tests;
 # debootstrap and systemd-nspawn for the test that runs the units under a real systemd.
 PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra ovmf cpio gzip python3 python3-pip curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin golang-go golang-github-vmware-govmomi-dev debootstrap systemd-container)
+# Taps: iproute2's tc applies <bandwidth>; the tests inspect links with ip.
+PACKAGES+=(iproute2)
 # Remote-driver test peers and the vendors' own Python clients the benchmarks compare against:
 # fakepve (Proxmox VE fake, run as an outside process), pyspnego (NTLM server side for the WinRM
 # test peer), pyvmomi and proxmoxer (reference clients), openapi-spec-validator (checks daemon/openapi.json).

@@ -353,3 +353,64 @@ fn a_nat_network_serves_dhcp_masquerades_survives_a_daemon_kill_and_leaves_the_h
     let r = curl(&d2.socket, "DELETE", &format!("/v1/networks/{net}"), &[]);
     assert_eq!(r.status, 204, "{r:?}");
 }
+
+#[test]
+fn the_test_guest_on_a_nat_network_gets_a_lease_and_the_host_reaches_it() {
+    let p = format!("n{}", std::process::id());
+    let env = Env::new();
+    let host = Netns::new(format!("{p}g"));
+    let links_before = host.links();
+    let rules_before = host.nft_ruleset();
+    let d = NsDaemon::start(&env, &host);
+    let net = format!("{p}gn");
+    let xml = format!(
+        "<network><name>{net}</name><forward mode='nat'/><bridge name='{p}gb' stp='off'/>\
+         <ip address='10.78.0.1' prefix='24'><dhcp><range start='10.78.0.10' end='10.78.0.20'/>\
+         </dhcp></ip></network>"
+    );
+    assert_eq!(post_xml(&d.socket, "/v1/networks", &xml).status, 201);
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let name = format!("{p}guest");
+    let mac = "52:54:00:4e:77:01";
+    let nic = format!(
+        "<interface type='network'><source network='{net}'/><mac address='{mac}'/><model type='virtio'/></interface>"
+    );
+    let dom = common::linux(&name, "novacron.dhcp=1").to_xml();
+    let dom = if dom.contains("</devices>") {
+        dom.replace("</devices>", &format!("{nic}</devices>"))
+    } else {
+        dom.replace("</domain>", &format!("<devices>{nic}</devices></domain>"))
+    };
+    let r = post_xml(&d.socket, "/v1/domains", &dom);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = curl(&d.socket, "POST", &format!("/v1/domains/{name}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+
+    // The guest's udhcpc gets a lease (TCG boot: a generous deadline, polled).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let ip = loop {
+        let v = curl(&d.socket, "GET", &format!("/v1/networks/{net}/leases"), &[]).json();
+        if let Some(ip) = v["leases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["mac"] == mac)
+            .and_then(|l| l["ip"].as_str())
+        {
+            break ip.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no lease for {mac}: {v}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(ip.starts_with("10.78.0."), "{ip}");
+    assert!(host.can_ping(&ip), "the host cannot reach the guest at {ip}");
+
+    let r = curl(&d.socket, "POST", &format!("/v1/domains/{name}/destroy"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(host.links(), links_before);
+    assert_eq!(host.nft_ruleset(), rules_before);
+}

@@ -19,6 +19,7 @@ pub mod qcow2;
 pub mod qemu_caps;
 pub mod resources;
 pub mod storage_roots;
+pub mod taps;
 pub mod topology;
 pub mod vfio;
 

@@ -45,12 +45,15 @@ impl Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsyncJob {
     Migration,
+    /// A NIC detach waiting for the guest to release the device (DEVICE_DELETED).
+    NicUnplug,
 }
 
 impl AsyncJob {
     pub fn as_str(self) -> &'static str {
         match self {
             AsyncJob::Migration => "migration",
+            AsyncJob::NicUnplug => "nic-unplug",
         }
     }
 
@@ -61,6 +64,8 @@ impl AsyncJob {
     fn allows(self, job: Job) -> bool {
         match self {
             AsyncJob::Migration => matches!(job, Job::Suspend | Job::Resume | Job::Destroy),
+            // The guest may need to run (or be stopped) to answer; NIC changes may go on.
+            AsyncJob::NicUnplug => !matches!(job, Job::Start | Job::Define | Job::Undefine),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod migration;
 pub mod network;
+pub mod nics;
 pub mod operations;
 pub mod passthrough;
 pub mod placement;
@@ -180,6 +181,7 @@ impl Service {
             migrations: migration::Registry::default(),
         });
         reconnect::recover(&inner).await;
+        nics::recover(&inner).await;
         migration::recover(&inner).await;
         spawn_log_capper(Arc::downgrade(&inner));
         spawn_refusal_flusher(Arc::downgrade(&inner), inner.audit.folded_signal());
@@ -451,6 +453,8 @@ impl Inner {
         config: DomainConfig,
         existing: Option<Definition>,
     ) -> Result<Arc<novacron_domain::ValidatedDomain>, Error> {
+        // Free MACs drawn, explicit duplicates refused (before the defaults' random ones).
+        let config = nics::macs::assign(self, config)?;
         let validated = defaults::complete(config, existing).validate()?;
         self.paths
             .check_name(&validated.name)
