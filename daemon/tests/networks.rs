@@ -70,6 +70,17 @@ impl Netns {
         v.sort();
         v
     }
+    /// Pings until one answer or 15 s (a fresh lease's address may be configured a moment
+    /// after dnsmasq recorded it).
+    fn reaches(&self, addr: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.can_ping(addr) {
+                return true;
+            }
+        }
+        false
+    }
     fn can_ping(&self, addr: &str) -> bool {
         self.exec(&["busybox", "ping", "-c", "1", "-W", "2", addr])
             .status
@@ -355,7 +366,8 @@ fn a_nat_network_serves_dhcp_masquerades_survives_a_daemon_kill_and_leaves_the_h
 }
 
 #[test]
-fn the_test_guest_on_a_nat_network_gets_a_lease_and_the_host_reaches_it() {
+fn the_test_guest_on_a_nat_network_gets_a_lease_and_the_host_reaches_it_but_an_isolated_port_does_not(
+) {
     let p = format!("n{}", std::process::id());
     let env = Env::new();
     let host = Netns::new(format!("{p}g"));
@@ -365,7 +377,7 @@ fn the_test_guest_on_a_nat_network_gets_a_lease_and_the_host_reaches_it() {
     let net = format!("{p}gn");
     let xml = format!(
         "<network><name>{net}</name><forward mode='nat'/><bridge name='{p}gb' stp='off'/>\
-         <ip address='10.78.0.1' prefix='24'><dhcp><range start='10.78.0.10' end='10.78.0.20'/>\
+         <port isolated='yes'/><ip address='10.78.0.1' prefix='24'><dhcp><range start='10.78.0.10' end='10.78.0.20'/>\
          </dhcp></ip></network>"
     );
     assert_eq!(post_xml(&d.socket, "/v1/networks", &xml).status, 201);
@@ -401,13 +413,43 @@ fn the_test_guest_on_a_nat_network_gets_a_lease_and_the_host_reaches_it() {
         {
             break ip.to_owned();
         }
-        assert!(Instant::now() < deadline, "no lease for {mac}: {v}\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "no lease for {mac}: {v}\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     assert!(ip.starts_with("10.78.0."), "{ip}");
-    assert!(host.can_ping(&ip), "the host cannot reach the guest at {ip}");
+    assert!(host.reaches(&ip), "the host cannot reach the guest at {ip}");
 
-    let r = curl(&d.socket, "POST", &format!("/v1/domains/{name}/destroy"), &[]);
+    // Another isolated port (a namespace standing in for a second guest): it reaches the
+    // gateway, never the guest, because the daemon made the guest's tap an isolated port.
+    let other = Netns::new(format!("{p}h"));
+    let port = format!("{p}gp");
+    plug(&host, &format!("{p}gb"), &other, &port, "52:54:00:4e:77:02");
+    host.ip(&[
+        "link",
+        "set",
+        "dev",
+        &port,
+        "type",
+        "bridge_slave",
+        "isolated",
+        "on",
+    ]);
+    let other_ip = dhcp(&other, env.dir.path()).expect("second client lease");
+    assert!(other_ip.starts_with("10.78.0."));
+    assert!(other.reaches("10.78.0.1"));
+    assert!(!other.can_ping(&ip), "an isolated port reached the guest");
+    host.ip(&["link", "del", &port]);
+
+    let r = curl(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{name}/destroy"),
+        &[],
+    );
     assert_eq!(r.status, 200, "{r:?}");
     let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
     assert_eq!(r.status, 200, "{r:?}");

@@ -242,6 +242,16 @@ impl Netlink {
             .map_err(|e| err(format!("set isolated={isolated} on port {port}"), e))
     }
 
+    /// Sets or clears a bridge port's `isolated` flag.
+    pub async fn set_port_isolated(&self, port: u32, isolated: bool) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(port).isolated(isolated).build())
+            .execute()
+            .await
+            .map_err(|e| err(format!("set isolated={isolated} on port {port}"), e))
+    }
+
     /// The host's IPv4 subnets: interface addresses and routes, except on `skip` links (our
     /// own bridges).
     pub async fn host_subnets(&self, skip: &[u32]) -> Result<Vec<HostSubnet>, NetlinkError> {

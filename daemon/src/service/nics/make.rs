@@ -51,7 +51,7 @@ pub async fn make_link(
     let queues = nic.driver.as_ref().and_then(|d| d.queues).unwrap_or(1);
     let alias = taps::marker_for(domain);
     let (link, fds) = match attachment {
-        Attachment::Bridge { bridge } => {
+        Attachment::Bridge { bridge, isolated } => {
             taps::names::check(bridge)
                 .map_err(|e| invalid(format!("{field}.source.bridge"), e.to_string()))?;
             let br = nl
@@ -80,6 +80,14 @@ pub async fn make_link(
                 let mtu = nic.mtu.or(br.mtu);
                 nl.configure(tap.index, host_side_mac(mac.0), mtu, Some(br.index), &alias)
                     .await?;
+                if *isolated {
+                    // Guests on an isolated-ports network reach the gateway, not each other.
+                    crate::host::net::netlink::Netlink::connect()
+                        .map_err(std::io::Error::other)?
+                        .set_port_isolated(tap.index, true)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                }
                 Ok::<_, std::io::Error>(tap.index)
             }
             .await;

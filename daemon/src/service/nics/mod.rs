@@ -25,8 +25,9 @@ pub use make::make_link;
 /// network code ([`network_attachment`]), which then calls [`make_link`] like a start does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attachment {
-    /// A tap, made a port of this host bridge.
-    Bridge { bridge: String },
+    /// A tap, made a port of this host bridge; `isolated`: the port gets the bridge's
+    /// `isolated on` flag (a virtual network's `<port isolated='yes'/>`).
+    Bridge { bridge: String, isolated: bool },
     /// A macvtap on this host NIC.
     Direct { dev: String, mode: MacvtapMode },
 }
@@ -41,6 +42,7 @@ fn attachment(
     Ok(match source {
         InterfaceSource::Bridge { bridge } => Some(Attachment::Bridge {
             bridge: bridge.clone(),
+            isolated: false,
         }),
         InterfaceSource::Direct { dev, mode } => Some(Attachment::Direct {
             dev: dev.clone(),
@@ -65,7 +67,7 @@ pub(crate) fn network_attachment(
         details: vec![FieldError::new(field.clone(), m)],
     };
     match inner.networks.attachment(network) {
-        Ok(Net::Bridge { bridge, .. }) => Ok(Attachment::Bridge { bridge }),
+        Ok(Net::Bridge { bridge, isolated }) => Ok(Attachment::Bridge { bridge, isolated }),
         Ok(Net::Direct { dev, mode }) => {
             let mode = match mode {
                 "vepa" => MacvtapMode::Vepa,
