@@ -327,6 +327,40 @@ fn a_nat_network_serves_dhcp_masquerades_survives_a_daemon_kill_and_leaves_the_h
     assert!(c1.can_ping("198.51.100.2"), "{}", host.nft_ruleset());
     assert!(counter(&host, &table, "postrouting", "masquerade") > before);
 
+    // An isolated network: DHCP and the gateway, nothing beyond (our reject counts it).
+    let iso = format!("{p}iso");
+    let iso_xml = format!(
+        "<network><name>{iso}</name><bridge name='{p}ib' stp='off'/>\
+         <ip address='10.79.0.1' prefix='24'><dhcp><range start='10.79.0.10' end='10.79.0.20'/>\
+         </dhcp></ip></network>"
+    );
+    assert_eq!(post_xml(&d.socket, "/v1/networks", &iso_xml).status, 201);
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{iso}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let c3 = Netns::new(format!("{p}i"));
+    plug(
+        &host,
+        &format!("{p}ib"),
+        &c3,
+        &format!("{p}p3"),
+        "52:54:00:aa:bb:03",
+    );
+    let ip3 = dhcp(&c3, env.dir.path()).expect("isolated lease");
+    assert!(ip3.starts_with("10.79.0."), "{ip3}");
+    assert!(c3.reaches("10.79.0.1"));
+    let itable = format!("novacron-{iso}");
+    let rejected = counter(&host, &itable, "forward", "reject");
+    // Its default route points at the gateway, which refuses to forward.
+    c3.ip(&["route", "replace", "default", "via", "10.79.0.1"]);
+    assert!(
+        !c3.can_ping("198.51.100.2"),
+        "an isolated network reached the WAN"
+    );
+    assert!(counter(&host, &itable, "forward", "reject") > rejected);
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{iso}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    host.ip(&["link", "del", &format!("{p}p3")]);
+
     // kill -9: a new daemon adopts the running network (same dnsmasq), which keeps working.
     d.kill9();
     let d2 = NsDaemon::start(&env, &host);
