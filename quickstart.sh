@@ -14,6 +14,11 @@ PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra ovmf cpio gzip python3 pyt
 # The web dashboard: npm fetches its two libraries (daemon/ui/package-lock.json); its test drives
 # headless Chromium through chromedriver.
 PACKAGES+=(chromium chromium-driver)
+# Taps: iproute2's tc applies <bandwidth>; the tests inspect links with ip.
+PACKAGES+=(iproute2)
+# Virtual networks: dnsmasq (DHCP/DNS per network), nft (our own table per network); the tests'
+# DHCP client and ping in network namespaces are busybox's.
+PACKAGES+=(dnsmasq-base nftables busybox)
 # Remote-driver test peers and the vendors' own Python clients the benchmarks compare against:
 # fakepve (Proxmox VE fake, run as an outside process), pyspnego (NTLM server side for the WinRM
 # test peer), pyvmomi and proxmoxer (reference clients), openapi-spec-validator (checks daemon/openapi.json).
@@ -180,6 +185,19 @@ run_demo() {
     local data
     data=$($novactl --json vol-info demo-data.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
     sed -i "s#</devices>#  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$data'/><target dev='vdb' bus='virtio'/></disk>\n  </devices>#" "$xml"
+    # The demo guest sits on the default NAT network (defined by novacrond at its first start)
+    # and asks for a lease with udhcpc.
+    $novactl --json net-info default 2>/dev/null | grep -q '"active":true' || $novactl net-start default
+    $novactl net-autostart default >/dev/null
+    python3 - "$xml" <<'PY'
+import sys
+p = sys.argv[1]
+x = open(p).read()
+if "source network=" not in x:
+    x = x.replace("</cmdline>", " novacron.dhcp=1</cmdline>", 1)
+    x = x.replace("</devices>", "  <interface type='network'><source network='default'/><model type='virtio'/></interface>\n  </devices>", 1)
+open(p, "w").write(x)
+PY
     $novactl define -f "$xml" >/dev/null
     if [[ $($novactl --json info demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') != running ]]; then
         $novactl start demo
@@ -192,6 +210,19 @@ run_demo() {
     grep -q NOVACRON-TEST-GUEST-READY "$log_dir/serial/demo.log" || { echo "the demo guest did not boot; see $log_dir/qemu/demo.log"; exit 1; }
     echo
     $novactl list --all
+    local mac ip=""
+    mac=$($novactl dumpxml demo | python3 -c 'import re,sys; m=re.search(r"<interface type=.network.>.*?<mac address=.([0-9a-f:]+).", sys.stdin.read(), re.S); print(m.group(1) if m else "")')
+    echo "quickstart: waiting for the demo guest's DHCP lease on the default network"
+    for _ in $(seq 240); do
+        ip=$($novactl --json net-dhcp-leases default | python3 -c 'import json,sys; m=sys.argv[1]; print(next((l["ip"] for l in json.load(sys.stdin)["leases"] if l["mac"]==m), ""))' "$mac")
+        [[ -n $ip ]] && break
+        sleep 0.5
+    done
+    if [[ -n $ip ]]; then
+        echo "quickstart: the demo guest has $ip on the default network; try: ping -c 3 $ip"
+    else
+        echo "quickstart: the demo guest has no lease yet; see: $novactl net-dhcp-leases default"
+    fi
     cat <<NEXT
 
 The demo guest is running. Try:
@@ -203,6 +234,7 @@ The demo guest is running. Try:
   tail -f $log_dir/serial/demo.log   # the guest's console (a heartbeat a second)
   $novactl shutdown demo             # ACPI power-off; the guest powers itself off
   $novactl undefine demo             # remove the definition
+  $novactl net-list; $novactl net-dhcp-leases default   # virtual networks and leases
 novacrond keeps running in the background; stop it with: pkill -TERM novacrond (guests keep running).
 NEXT
     local token_file=${XDG_CONFIG_HOME:-$HOME/.config}/novacron/dashboard-token

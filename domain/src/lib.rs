@@ -8,6 +8,7 @@
 pub mod driver;
 pub mod error;
 pub mod model;
+pub mod network;
 pub mod qemu;
 pub mod state;
 pub mod storage;

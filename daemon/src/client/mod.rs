@@ -15,6 +15,7 @@ mod agent;
 mod disks;
 mod events;
 mod migration;
+mod networks;
 mod pinning;
 mod remote;
 pub mod sse;

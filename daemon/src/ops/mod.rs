@@ -15,6 +15,7 @@ pub mod executor;
 pub mod hosts;
 pub mod lifecycle;
 pub mod metadata;
+pub mod networks;
 pub mod pinning;
 pub mod qmp;
 pub mod table;

@@ -539,6 +539,65 @@ pub static CHANGE_MEDIA: OpInfo = OpInfo {
 };
 
 /// Every operation, in the order the docs list them.
+// Virtual networks (libvirt's net-*).
+pub static NET_LIST: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/networks")),
+    dbus: Some("org.novacron1.Manager.ListNetworks"),
+    novactl: Some("net-list"),
+    ..row("net-list", Access::Read, "listing networks")
+};
+pub static NET_INFO: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/networks/{name}")),
+    dbus: Some("org.novacron1.Manager.NetworkInfo"),
+    novactl: Some("net-info"),
+    ..row("net-info", Access::Read, "reading a network")
+};
+pub static NET_DUMPXML: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/networks/{name}/xml")),
+    dbus: Some("org.novacron1.Manager.NetworkXML"),
+    novactl: Some("net-dumpxml"),
+    ..row("net-dumpxml", Access::Read, "reading a network's XML")
+};
+pub static NET_LEASES: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/networks/{name}/leases")),
+    dbus: Some("org.novacron1.Manager.NetworkLeases"),
+    novactl: Some("net-dhcp-leases"),
+    ..row("net-dhcp-leases", Access::Read, "reading DHCP leases")
+};
+pub static NET_DEFINE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/networks")),
+    novactl: Some("net-define"),
+    ..row("net-define", Access::Admin, "defining a network")
+};
+pub static NET_UNDEFINE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("DELETE", "/v1/networks/{name}")),
+    novactl: Some("net-undefine"),
+    ..row("net-undefine", Access::Admin, "undefining a network")
+};
+pub static NET_START: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/networks/{name}/start")),
+    dbus: Some("org.novacron1.Manager.NetworkStart"),
+    novactl: Some("net-start"),
+    ..row("net-start", Access::Operate, "starting a network")
+};
+pub static NET_DESTROY: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/networks/{name}/stop")),
+    dbus: Some("org.novacron1.Manager.NetworkDestroy"),
+    novactl: Some("net-destroy"),
+    ..row("net-destroy", Access::Operate, "stopping a network")
+};
+pub static NET_AUTOSTART: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/networks/{name}/autostart")),
+    dbus: Some("org.novacron1.Manager.NetworkSetAutostart"),
+    novactl: Some("net-autostart"),
+    ..row("net-autostart", Access::Operate, "network autostart")
+};
+
 pub static ALL: &[&OpInfo] = &[
     &LIST,
     &GET,
@@ -611,6 +670,15 @@ pub static ALL: &[&OpInfo] = &[
     &BLKDEVIOTUNE,
     &DISK_IOTUNE,
     &CHANGE_MEDIA,
+    &NET_LIST,
+    &NET_INFO,
+    &NET_DUMPXML,
+    &NET_LEASES,
+    &NET_DEFINE,
+    &NET_UNDEFINE,
+    &NET_START,
+    &NET_DESTROY,
+    &NET_AUTOSTART,
 ];
 
 /// The row named `name`.

@@ -47,6 +47,8 @@ pub enum AsyncJob {
     Migration,
     /// A detach waiting for the guest to let go of a device (DEVICE_DELETED).
     Unplug,
+    /// A NIC detach waiting for the guest to release the device (DEVICE_DELETED).
+    NicUnplug,
 }
 
 impl AsyncJob {
@@ -54,6 +56,7 @@ impl AsyncJob {
         match self {
             AsyncJob::Migration => "migration",
             AsyncJob::Unplug => "unplug",
+            AsyncJob::NicUnplug => "nic-unplug",
         }
     }
 
@@ -67,6 +70,8 @@ impl AsyncJob {
             // Waiting on the guest blocks nothing but what would redefine or move it: other
             // live changes and the lifecycle go on (the detaching disk stays in the live set).
             AsyncJob::Unplug => !matches!(job, Job::Define | Job::Undefine | Job::Start),
+            // The guest may need to run (or be stopped) to answer; NIC changes may go on.
+            AsyncJob::NicUnplug => !matches!(job, Job::Start | Job::Define | Job::Undefine),
         }
     }
 }

@@ -455,6 +455,16 @@ pub(super) async fn launch_as(
     };
     // Reserved until this start fails (dropped) or the guest stops (the supervisor).
     let displays = super::displays::assign(inner, name, config)?;
+    // Taps and macvtaps, made and recorded in the NIC ledger before QEMU exists; their
+    // descriptors follow the guest's files.
+    let first_net_fd = files
+        .fds
+        .iter()
+        .map(|(at, _)| at + 1)
+        .max()
+        .unwrap_or(FIRST_GUEST_FD)
+        .max(FIRST_GUEST_FD);
+    let nics = super::nics::prepare(inner, name, config, first_net_fd).await?;
     let context = LaunchContext {
         emulator,
         accel,
@@ -472,7 +482,7 @@ pub(super) async fn launch_as(
         runtime_dir: guest_dir.clone(),
         memory_dir: memory_dir.clone(),
         serial_log: console.then(|| format!("/dev/fdset/{SERIAL_LOG_SET}").into()),
-        net_fds: Default::default(),
+        net_fds: nics.net_fds.clone(),
         vnc_display: displays.vnc_display,
         spice_port: displays.spice_port,
         swtpm_socket: None,
@@ -529,6 +539,10 @@ pub(super) async fn launch_as(
                     at: *at,
                 },
             ));
+            inherit.extend(nics.fds.iter().map(|(at, fd)| spawn::Inherited {
+                fd: fd.as_fd(),
+                at: *at,
+            }));
             // QEMU holds its own copies afterwards; ours are closed when `handover` drops.
             let lock_memory = config.memory_backing.as_ref().is_some_and(|b| b.locked)
                 || !config.devices.hostdevs.is_empty();
@@ -546,6 +560,8 @@ pub(super) async fn launch_as(
             return Err(e);
         }
     };
+    // QEMU holds the links now; from here on, any end of it removes them.
+    nics.keep();
     let pid = spawned.pid;
     let result = async {
         // Everything the record holds is known once QEMU is forked, so it is made durable

@@ -20,6 +20,8 @@ mod lifecycle;
 pub mod metadata;
 pub mod metrics;
 pub mod migration;
+pub mod network;
+pub mod nics;
 pub mod operations;
 pub mod passthrough;
 pub mod placement;
@@ -96,6 +98,8 @@ pub(crate) struct Inner {
     pub webhooks: webhooks::Webhooks,
     /// Guest agents of running domains.
     pub agents: agent::Agents,
+    /// Virtual networks (bridges, nftables, dnsmasq).
+    pub networks: network::Networks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +169,10 @@ impl Service {
         let events = EventBus::default();
         // Subscribed before anything is published (the reconnects below included).
         let webhooks = webhooks::Webhooks::start(&config.webhooks, events.subscribe());
+        let networks =
+            network::Networks::open(config.state_dir.clone(), config.run_dir.clone()).await;
         let inner = Arc::new(Inner {
+            networks,
             _instance_lock: instance_lock,
             remote,
             remote_known: remote::Known::default(),
@@ -191,6 +198,7 @@ impl Service {
             agents: agent::Agents::default(),
         });
         reconnect::recover(&inner).await;
+        nics::recover(&inner).await;
         migration::recover(&inner).await;
         spawn_log_capper(Arc::downgrade(&inner));
         spawn_refusal_flusher(Arc::downgrade(&inner), inner.audit.folded_signal());
@@ -203,6 +211,11 @@ impl Service {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Virtual networks.
+    pub fn networks(&self) -> &network::Networks {
+        &self.inner.networks
     }
 
     /// Whether guests of type 'kvm' can start: `/dev/kvm` as the QEMU user sees it (checked
@@ -458,6 +471,8 @@ impl Inner {
         config: DomainConfig,
         existing: Option<Definition>,
     ) -> Result<Arc<novacron_domain::ValidatedDomain>, Error> {
+        // Free MACs drawn, explicit duplicates refused (before the defaults' random ones).
+        let config = nics::macs::assign(self, config)?;
         let validated = defaults::complete(config, existing).validate()?;
         self.paths
             .check_name(&validated.name)

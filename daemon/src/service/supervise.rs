@@ -291,6 +291,8 @@ async fn wait_gone(pid: u32, start_time: u64, first: Duration) -> String {
 /// and its memory directory, whose files would otherwise hold the guest's RAM on disk.
 pub(super) async fn remove_runtime_files(inner: &Arc<Inner>, name: &str) {
     super::placement::leave_cgroup(inner, name).await;
+    // The guest's taps and macvtaps, before the record that says they are its.
+    super::nics::release(inner, name).await;
     if let Err(e) = inner.records.remove(name).await {
         tracing::warn!(domain = name, error = %e, "cannot remove the runtime record");
     }

@@ -7,6 +7,7 @@
 //! disappearing (`InterfacesAdded`/`InterfacesRemoved`).
 
 mod error;
+mod networks;
 mod objects;
 pub mod path;
 mod polkit;

@@ -367,6 +367,56 @@ impl Manager {
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
     }
+
+    // Virtual networks (bodies in networks.rs); answers are JSON.
+    #[zbus(out_args("networks"))]
+    async fn list_networks(&self) -> Result<String, DbusError> {
+        super::networks::list(&self.service)
+    }
+    #[zbus(out_args("info"))]
+    async fn network_info(&self, name: &str) -> Result<String, DbusError> {
+        super::networks::info(&self.service, name)
+    }
+    #[zbus(name = "NetworkXML", out_args("xml"))]
+    async fn network_xml(&self, name: &str) -> Result<String, DbusError> {
+        super::networks::xml(&self.service, name)
+    }
+    #[zbus(out_args("leases"))]
+    async fn network_leases(&self, name: &str) -> Result<String, DbusError> {
+        super::networks::leases(&self.service, name).await
+    }
+    #[zbus(out_args("info"))]
+    async fn network_start(
+        &self,
+        name: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        super::networks::change(&self.service, actor, name, super::networks::Change::Start).await
+    }
+    #[zbus(out_args("info"))]
+    async fn network_destroy(
+        &self,
+        name: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        super::networks::change(&self.service, actor, name, super::networks::Change::Destroy).await
+    }
+    #[zbus(out_args("info"))]
+    async fn network_set_autostart(
+        &self,
+        name: &str,
+        enabled: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let change = super::networks::Change::Autostart(enabled);
+        super::networks::change(&self.service, actor, name, change).await
+    }
 }
 
 fn count(n: usize) -> u32 {

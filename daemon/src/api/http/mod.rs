@@ -11,6 +11,7 @@ mod limits;
 pub mod metrics;
 mod migration;
 mod pools;
+mod networks;
 mod ratelog;
 mod request;
 mod response;

@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::hosts::HostEndpoint;
 use super::migration::MigrationEndpoint;
 use super::pools::PoolEndpoint;
+use super::networks::NetworkEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::Ctx;
@@ -57,6 +58,8 @@ pub enum Endpoint {
     Agent(AgentEndpoint),
     /// `/v1/domains/{name}/disks...` (see `disks.rs`).
     Disks(DiskEndpoint),
+    /// `/v1/networks/...`: virtual networks (see `networks.rs`).
+    Network(NetworkEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -390,6 +393,51 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         Endpoint::Pools(PoolEndpoint::Download),
     ),
     (Method::GET, "/v1/webhooks", Endpoint::Webhooks),
+    (
+        Method::GET,
+        "/v1/networks",
+        Endpoint::Network(NetworkEndpoint::List),
+    ),
+    (
+        Method::POST,
+        "/v1/networks",
+        Endpoint::Network(NetworkEndpoint::Define),
+    ),
+    (
+        Method::GET,
+        "/v1/networks/{name}",
+        Endpoint::Network(NetworkEndpoint::Info),
+    ),
+    (
+        Method::DELETE,
+        "/v1/networks/{name}",
+        Endpoint::Network(NetworkEndpoint::Undefine),
+    ),
+    (
+        Method::GET,
+        "/v1/networks/{name}/xml",
+        Endpoint::Network(NetworkEndpoint::Xml),
+    ),
+    (
+        Method::POST,
+        "/v1/networks/{name}/start",
+        Endpoint::Network(NetworkEndpoint::Start),
+    ),
+    (
+        Method::POST,
+        "/v1/networks/{name}/stop",
+        Endpoint::Network(NetworkEndpoint::Stop),
+    ),
+    (
+        Method::POST,
+        "/v1/networks/{name}/autostart",
+        Endpoint::Network(NetworkEndpoint::Autostart),
+    ),
+    (
+        Method::GET,
+        "/v1/networks/{name}/leases",
+        Endpoint::Network(NetworkEndpoint::Leases),
+    ),
 ];
 
 impl Endpoint {
@@ -446,6 +494,17 @@ impl Endpoint {
             Endpoint::Disks(DiskEndpoint::SetIoTune) => &table::BLKDEVIOTUNE,
             Endpoint::Disks(DiskEndpoint::IoTune) => &table::DISK_IOTUNE,
             Endpoint::Disks(DiskEndpoint::Media) => &table::CHANGE_MEDIA,
+            Endpoint::Network(n) => match n {
+                NetworkEndpoint::List => &table::NET_LIST,
+                NetworkEndpoint::Define => &table::NET_DEFINE,
+                NetworkEndpoint::Info => &table::NET_INFO,
+                NetworkEndpoint::Xml => &table::NET_DUMPXML,
+                NetworkEndpoint::Undefine => &table::NET_UNDEFINE,
+                NetworkEndpoint::Start => &table::NET_START,
+                NetworkEndpoint::Stop => &table::NET_DESTROY,
+                NetworkEndpoint::Autostart => &table::NET_AUTOSTART,
+                NetworkEndpoint::Leases => &table::NET_LEASES,
+            },
         }
     }
 }
@@ -667,6 +726,9 @@ pub(crate) async fn dispatch(
         Endpoint::Pools(endpoint) => super::pools::dispatch(endpoint, req, ctx, caller).await,
         Endpoint::Agent(endpoint) => {
             super::agent::dispatch(endpoint, param, req, &exec, actor).await
+        }
+        Endpoint::Network(endpoint) => {
+            super::networks::dispatch(endpoint, param, req, ctx, caller).await
         }
         Endpoint::OpenApi => Ok(with_type(
             StatusCode::OK,

@@ -303,6 +303,9 @@ pub enum Command {
     Blkdeviotune(crate::disks::IoTuneArgs),
     /// Eject, insert or replace a CD-ROM's medium
     ChangeMedia(crate::disks::MediaArgs),
+    /// Virtual networks (net-define, net-start, net-list, ...)
+    #[command(flatten)]
+    Net(crate::networks::NetCommand),
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]

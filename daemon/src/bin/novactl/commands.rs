@@ -169,6 +169,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         // Handled above.
         Command::Hosts { .. } => Ok(()),
         Command::Storage(cmd) => crate::volumes::run(&ctx.client, ctx.json, cmd).await,
+        Command::Net(c) => crate::networks::run(&ctx.client, ctx.json, c).await,
     }
 }
 

@@ -8,6 +8,7 @@ mod console;
 mod disks;
 mod exit;
 mod migrate;
+mod networks;
 mod output;
 mod pinning;
 mod progress;

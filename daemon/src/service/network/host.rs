@@ -1,0 +1,249 @@
+//! Bringing a managed network (nat/route/isolated) up on the host and undoing it. Each step
+//! is recorded in the runtime record before it is taken.
+
+use std::path::{Path, PathBuf};
+
+use novacron_domain::network::{ForwardMode, NetworkConfig, NetworkKind};
+use novacron_domain::Error;
+
+use super::record::{self, Record, Undo};
+use crate::host::net::{dnsmasq, netlink, nft, sysctl};
+
+/// Where a network's host state lives.
+#[derive(Clone)]
+pub struct HostDirs {
+    /// `<run>/networks`: records, dnsmasq config, pid and lease files.
+    pub run: PathBuf,
+    /// `/proc/sys/net/ipv4/ip_forward` (the daemon's network namespace).
+    pub ip_forward: PathBuf,
+}
+
+fn internal(what: impl std::fmt::Display) -> Error {
+    Error::Internal(what.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+async fn save(dirs: &HostDirs, r: &Record) -> Result<(), Error> {
+    let (dir, r) = (dirs.run.clone(), r.clone());
+    blocking(move || {
+        record::save(&dir, &r).map_err(|e| Error::Io {
+            action: "write the network record in",
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })
+    })
+    .await
+}
+
+fn forwards(n: &NetworkConfig) -> bool {
+    matches!(
+        n.kind(),
+        NetworkKind::Managed(ForwardMode::Nat | ForwardMode::Route)
+    )
+}
+
+/// Brings `n` up on `bridge`. On failure everything done so far is undone and the error
+/// returned. `r` is saved before every change.
+pub async fn bring_up(
+    nl: &netlink::Netlink,
+    dirs: &HostDirs,
+    n: &NetworkConfig,
+    bridge: &str,
+    r: &mut Record,
+) -> Result<(), Error> {
+    match bring_up_steps(nl, dirs, n, bridge, r).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(network = %n.name, error = %e, "network start failed; undoing");
+            undo(nl, dirs, r, &[]).await;
+            Err(e)
+        }
+    }
+}
+
+async fn bring_up_steps(
+    nl: &netlink::Netlink,
+    dirs: &HostDirs,
+    n: &NetworkConfig,
+    bridge: &str,
+    r: &mut Record,
+) -> Result<(), Error> {
+    if let Some(l) = nl.link(bridge).await.map_err(internal)? {
+        return Err(Error::Invalid {
+            message: format!(
+                "bridge.name: an interface '{bridge}' already exists on the host (index {})",
+                l.index
+            ),
+            details: vec![novacron_domain::FieldError::new(
+                "bridge.name",
+                format!("an interface '{bridge}' already exists on the host"),
+            )],
+        });
+    }
+    r.undo.push(Undo::Bridge {
+        name: bridge.to_owned(),
+    });
+    save(dirs, r).await?;
+    let stp = n.bridge.as_ref().is_none_or(|b| b.stp);
+    let index = nl
+        .create_bridge(bridge, &n.name, n.mac.map(|m| m.0), n.mtu, stp)
+        .await
+        .map_err(internal)?;
+    if let Some(ip) = &n.ip {
+        nl.add_address(index, ip.address, ip.prefix)
+            .await
+            .map_err(internal)?;
+    }
+    nl.set_up(index, true).await.map_err(internal)?;
+
+    r.undo.push(Undo::NftTable);
+    save(dirs, r).await?;
+    let mode = n.forward.mode;
+    let rules = nft::ruleset(&nft::RulesetInput {
+        network: &n.name,
+        bridge,
+        mode,
+        ip: n.ip.as_ref(),
+        uplink: n.forward.dev.as_deref(),
+    });
+    let name = n.name.clone();
+    blocking(move || nft::apply(&rules, &name).map_err(internal)).await?;
+
+    if forwards(n) {
+        let path = dirs.ip_forward.clone();
+        let previous = blocking(move || sysctl::read(&path).map_err(internal)).await?;
+        if previous != "1" {
+            r.undo.push(Undo::IpForward { previous });
+            save(dirs, r).await?;
+            let path = dirs.ip_forward.clone();
+            blocking(move || sysctl::write(&path, "1").map_err(internal)).await?;
+        }
+    }
+
+    let files = dnsmasq::Files::new(&dirs.run, &n.name);
+    if let Some(conf) = dnsmasq::config(n, bridge, &files, dnsmasq::run_user()) {
+        r.undo.push(Undo::Dnsmasq { proc: None });
+        save(dirs, r).await?;
+        let (name, f) = (n.name.clone(), files.clone());
+        let proc = blocking(move || {
+            // The lease file is dnsmasq's own once it runs; it starts empty with each start.
+            std::fs::write(&f.conf, conf).map_err(internal)?;
+            dnsmasq::start(&name, &f).map_err(internal)
+        })
+        .await?;
+        if let Some(Undo::Dnsmasq { proc: p }) = r.undo.last_mut() {
+            *p = Some(proc);
+        }
+        save(dirs, r).await?;
+    }
+    Ok(())
+}
+
+/// Undoes `r` in reverse. `forwarding_elsewhere`: other running networks of ours that
+/// still need ip_forward; the original value is handed to them instead of restored.
+/// Every step tolerates "already gone".
+pub async fn undo(nl: &netlink::Netlink, dirs: &HostDirs, r: &mut Record, keep_forward: &[String]) {
+    while let Some(u) = r.undo.pop() {
+        match &u {
+            Undo::Dnsmasq { proc } => {
+                let files = dnsmasq::Files::new(&dirs.run, &r.network);
+                let proc = *proc;
+                let _ = tokio::task::spawn_blocking(move || {
+                    let proc = proc.or_else(|| pid_file_proc(&files.pid));
+                    if let Some(p) = proc {
+                        dnsmasq::stop(p, &files.conf);
+                    }
+                    for f in [&files.conf, &files.pid, &files.leases] {
+                        let _ = std::fs::remove_file(f);
+                    }
+                })
+                .await;
+            }
+            Undo::IpForward { previous } => {
+                if keep_forward.is_empty() {
+                    let (path, v) = (dirs.ip_forward.clone(), previous.clone());
+                    let _ = tokio::task::spawn_blocking(move || sysctl::write(&path, &v)).await;
+                } else {
+                    // Another of our networks still forwards: it restores the value when it stops.
+                    let other = keep_forward[0].clone();
+                    let dir = dirs.run.clone();
+                    let u = u.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let p = record::path(&dir, &other);
+                        if let Ok(Ok(mut o)) =
+                            std::fs::read(&p).map(|b| serde_json::from_slice::<Record>(&b))
+                        {
+                            o.undo.insert(0, u);
+                            let _ = record::save(&dir, &o);
+                        }
+                    })
+                    .await;
+                }
+            }
+            Undo::NftTable => {
+                let name = r.network.clone();
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || nft::delete_table(&name)).await
+                {
+                    tracing::warn!(network = %r.network, error = %e, "cannot delete our nft table");
+                }
+            }
+            Undo::Bridge { name } => match nl.link(name).await {
+                Ok(Some(l)) if l.alias.as_deref() == Some(&netlink::owner_alias(&r.network)) => {
+                    if let Err(e) = nl.delete(l.index).await {
+                        tracing::warn!(network = %r.network, error = %e, "cannot delete our bridge");
+                    }
+                }
+                Ok(Some(_)) => {
+                    tracing::warn!(network = %r.network, bridge = %name, "bridge is not ours (alias); left alone");
+                }
+                _ => {}
+            },
+        }
+        let _ = save(dirs, r).await;
+    }
+}
+
+/// The pid in dnsmasq's pid file with its start time, when a crash left it unrecorded.
+fn pid_file_proc(pid_file: &Path) -> Option<dnsmasq::Proc> {
+    let pid: u32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let start_time = crate::qemu::procinfo::start_time(pid).ok()?;
+    Some(dnsmasq::Proc { pid, start_time })
+}
+
+/// Whether everything `r` made is still there and ours (adoption after a restart).
+pub async fn intact(nl: &netlink::Netlink, dirs: &HostDirs, r: &Record) -> bool {
+    for u in &r.undo {
+        let ok = match u {
+            Undo::Bridge { name } => matches!(
+                nl.link(name).await,
+                Ok(Some(l)) if l.alias.as_deref() == Some(&netlink::owner_alias(&r.network))
+            ),
+            Undo::NftTable => {
+                let n = r.network.clone();
+                matches!(
+                    tokio::task::spawn_blocking(move || nft::table_exists(&n)).await,
+                    Ok(Ok(true))
+                )
+            }
+            Undo::IpForward { .. } => true,
+            Undo::Dnsmasq { proc } => {
+                let conf = dnsmasq::Files::new(&dirs.run, &r.network).conf;
+                proc.is_some_and(|p| dnsmasq::is_ours(p, &conf))
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,564 @@
+//! NIC hotplug (virsh attach-interface / detach-interface / domif-setlink / domiflist):
+//! the tap made and recorded first, then `getfd` + `netdev_add` + `device_add` on a free
+//! PCIe root port; detach is `device_del`, then waiting for DEVICE_DELETED in the domain's
+//! async job slot with a deadline, then `netdev_del` and the link removed.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use novacron_domain::model::{Interface, InterfaceSource, MacAddr, NicModel};
+use novacron_domain::{Error, FieldError};
+use novacron_qmp::commands::{DeviceAdd, DeviceDel};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::super::domain::{DomainHandle, Live, Run};
+use super::super::jobs::{AsyncJob, Job};
+use super::super::lifecycle::qmp_error;
+use super::super::{Inner, Service};
+use super::ledger::{self, Ledger, MadeLink};
+use crate::host::taps::link::Netlink;
+
+/// How long a detach waits for the guest by default.
+pub const DETACH_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Where a NIC change applies (virsh `--live` / `--config`). Neither: live when the guest
+/// runs, else its definition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    #[serde(default)]
+    pub live: bool,
+    #[serde(default)]
+    pub config: bool,
+}
+
+/// One NIC as `domiflist` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicInfo {
+    pub mac: String,
+    /// `bridge`, `network`, `direct`, `user`, `vhostuser`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The bridge, network or host device.
+    pub source: Option<String>,
+    pub model: String,
+    /// The host interface the daemon made for it, while the guest runs.
+    pub ifname: Option<String>,
+    /// `up` or `down`.
+    pub link: String,
+}
+
+fn source_of(nic: &Interface) -> (&'static str, Option<String>) {
+    match &nic.source {
+        InterfaceSource::Bridge { bridge } => ("bridge", Some(bridge.clone())),
+        InterfaceSource::Network { network } => ("network", Some(network.clone())),
+        InterfaceSource::Direct { dev, .. } => ("direct", Some(dev.clone())),
+        InterfaceSource::User => ("user", None),
+        InterfaceSource::VhostUser { path, .. } => ("vhostuser", Some(path.clone())),
+    }
+}
+
+fn bad_mac(mac: &str) -> Error {
+    Error::Invalid {
+        message: format!("mac: '{}' is not a MAC address", mac.escape_debug()),
+        details: vec![FieldError::new(
+            "mac",
+            "not a MAC address (xx:xx:xx:xx:xx:xx)",
+        )],
+    }
+}
+
+fn no_nic(domain: &str, mac: MacAddr) -> Error {
+    Error::Invalid {
+        message: format!("mac: domain '{domain}' has no NIC with MAC {mac}"),
+        details: vec![FieldError::new("mac", format!("no NIC with MAC {mac}"))],
+    }
+}
+
+/// Parses a MAC from a request.
+pub fn parse_mac(mac: &str) -> Result<MacAddr, Error> {
+    mac.parse::<MacAddr>().map_err(|_| bad_mac(mac))
+}
+
+async fn load_ledger(inner: &Arc<Inner>, domain: &str) -> Result<Ledger, Error> {
+    let (dir, d) = (inner.config.run_dir.clone(), domain.to_owned());
+    tokio::task::spawn_blocking(move || ledger::load(&dir, &d))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map(Option::unwrap_or_default)
+        .map_err(|e| Error::Internal(format!("NIC ledger of '{domain}': {e}")))
+}
+
+async fn save_ledger(inner: &Arc<Inner>, domain: &str, l: &Ledger) -> Result<(), Error> {
+    let (dir, d, l) = (inner.config.run_dir.clone(), domain.to_owned(), l.clone());
+    tokio::task::spawn_blocking(move || ledger::save(&dir, &d, &l))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Io {
+            action: "write the NIC ledger of",
+            path: domain.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// The NICs a running guest has now: the started ones still plugged (device `net<i>`) and
+/// the hot-added ones, each with its ledger entry if the daemon made a link for it.
+fn live_nics(live: &Live, l: &Ledger) -> Vec<(Interface, String, Option<MadeLink>)> {
+    let mut out = Vec::new();
+    for (i, nic) in live.config().devices.interfaces.into_iter().enumerate() {
+        let device = format!("net{i}");
+        if l.unplugged.contains(&device) {
+            continue;
+        }
+        let made = l.links.iter().find(|m| m.device == device).cloned();
+        out.push((nic, device, made));
+    }
+    for m in &l.links {
+        if let Some(nic) = &m.hotplugged {
+            out.push((nic.clone(), m.device.clone(), Some(m.clone())));
+        }
+    }
+    out
+}
+
+fn running(h: &DomainHandle) -> Option<Arc<Live>> {
+    match h.run() {
+        Run::Up { live, .. } => Some(live),
+        _ => None,
+    }
+}
+
+/// Resolves the scope against the domain's state: live needs a running guest, config a
+/// persistent definition.
+fn resolve_scope(h: &DomainHandle, scope: Scope, op: &'static str) -> Result<Scope, Error> {
+    let up = running(h).is_some();
+    let scope = if !scope.live && !scope.config {
+        Scope {
+            live: up,
+            config: !up,
+        }
+    } else {
+        scope
+    };
+    if scope.live && !up {
+        return Err(Error::WrongState {
+            name: h.name.clone(),
+            state: h.state(),
+            operation: op,
+        });
+    }
+    if scope.config && !h.definition().persistent {
+        return Err(Error::Invalid {
+            message: format!(
+                "config: domain '{}' is transient: it has no definition to change",
+                h.name
+            ),
+            details: vec![FieldError::new("config", "the domain is transient")],
+        });
+    }
+    Ok(scope)
+}
+
+/// The `pci.N` root ports with nothing plugged, from `query-pci`.
+fn free_root_ports(pci: &Value) -> Vec<String> {
+    let mut free = Vec::new();
+    for bus in pci.as_array().into_iter().flatten() {
+        for dev in bus["devices"].as_array().into_iter().flatten() {
+            let (Some(id), Some(bridge)) = (dev["qdev_id"].as_str(), dev.get("pci_bridge")) else {
+                continue;
+            };
+            let empty = bridge
+                .get("devices")
+                .and_then(Value::as_array)
+                .is_none_or(|d| d.is_empty());
+            if id.starts_with("pci.") && empty {
+                free.push(id.to_owned());
+            }
+        }
+    }
+    free
+}
+
+fn qemu_model(model: NicModel) -> &'static str {
+    match model {
+        NicModel::Virtio => "virtio-net-pci",
+        NicModel::E1000e => "e1000e",
+        NicModel::E1000 => "e1000",
+        NicModel::Rtl8139 => "rtl8139",
+    }
+}
+
+impl Service {
+    /// `domiflist`: the guest's NICs (live when it runs, else as defined).
+    pub async fn interfaces(&self, name: &str) -> Result<Vec<NicInfo>, Error> {
+        let h = self.inner.handle(name)?;
+        let info = |nic: &Interface, made: Option<&MadeLink>| {
+            let (kind, source) = source_of(nic);
+            NicInfo {
+                mac: nic.mac.map(|m| m.to_string()).unwrap_or_default(),
+                kind: kind.to_owned(),
+                source,
+                model: nic.model.as_str().to_owned(),
+                ifname: made.map(|m| m.ifname.clone()),
+                link: if made.is_some_and(|m| m.link_down) {
+                    "down"
+                } else {
+                    "up"
+                }
+                .to_owned(),
+            }
+        };
+        match running(&h) {
+            Some(live) => {
+                let l = load_ledger(&self.inner, name).await?;
+                Ok(live_nics(&live, &l)
+                    .iter()
+                    .map(|(nic, _, made)| info(nic, made.as_ref()))
+                    .collect())
+            }
+            None => Ok(h
+                .definition()
+                .config
+                .config()
+                .devices
+                .interfaces
+                .iter()
+                .map(|n| info(n, None))
+                .collect()),
+        }
+    }
+
+    /// `attach-interface`: adds `nic` live (tap made, recorded, passed by `getfd`, plugged on
+    /// a free root port) and/or to the definition. Returns the NIC as attached.
+    pub async fn attach_interface(
+        &self,
+        name: &str,
+        nic: Interface,
+        scope: Scope,
+    ) -> Result<NicInfo, Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let mut nic = nic;
+        {
+            let _job = h.begin(Job::Modify, inner.job_wait()).await?;
+            let scope = resolve_scope(&h, scope, "attach-interface")?;
+            // A free MAC, or the caller's when no other NIC on this host has it.
+            let mut probe = h.definition().config.config().clone();
+            if let Some(live) = running(&h) {
+                probe.devices.interfaces = live_nics(&live, &load_ledger(inner, name).await?)
+                    .into_iter()
+                    .map(|(n, _, _)| n)
+                    .collect();
+            }
+            let used = super::macs::in_use_with_ledgers(inner, name).await;
+            let own: Vec<MacAddr> = probe
+                .devices
+                .interfaces
+                .iter()
+                .filter_map(|n| n.mac)
+                .collect();
+            match nic.mac {
+                Some(m) => {
+                    let other = used
+                        .get(&m)
+                        .cloned()
+                        .or_else(|| own.contains(&m).then(|| name.to_owned()));
+                    if let Some(other) = other {
+                        return Err(Error::Invalid {
+                            message: format!("mac: MAC {m} is already used by domain '{other}'"),
+                            details: vec![FieldError::new(
+                                "mac",
+                                format!("MAC {m} is already used by domain '{other}'"),
+                            )],
+                        });
+                    }
+                }
+                None => {
+                    let mut all = used;
+                    for m in own {
+                        all.insert(m, name.to_owned());
+                    }
+                    nic.mac = Some(super::macs::draw(&all));
+                }
+            }
+            // The definition must accept the NIC (validation names what is wrong).
+            let mut with = h.definition().config.config().clone();
+            with.devices.interfaces.push(nic.clone());
+            let validated = with.clone().validate()?;
+            if scope.live {
+                let live = running(&h).ok_or_else(|| Error::Internal("guest stopped".into()))?;
+                attach_live(inner, &h, &live, &nic).await?;
+            }
+            if scope.config {
+                drop(validated);
+                drop(_job);
+                self.define(with).await?;
+            }
+        }
+        let (kind, source) = source_of(&nic);
+        let l = load_ledger(inner, name).await?;
+        let made = l
+            .links
+            .iter()
+            .find(|m| Some(m.mac.as_str()) == nic.mac.map(|m| m.to_string()).as_deref());
+        Ok(NicInfo {
+            mac: nic.mac.map(|m| m.to_string()).unwrap_or_default(),
+            kind: kind.to_owned(),
+            source,
+            model: nic.model.as_str().to_owned(),
+            ifname: made.map(|m| m.ifname.clone()),
+            link: "up".to_owned(),
+        })
+    }
+
+    /// `detach-interface`: `device_del`, DEVICE_DELETED awaited in the async job slot until
+    /// `deadline`, then `netdev_del` and the link removed; and/or removed from the definition.
+    /// A guest that never releases the device (no OS) ends in `timeout`, the NIC still there.
+    pub async fn detach_interface(
+        &self,
+        name: &str,
+        mac: &str,
+        scope: Scope,
+        deadline: Option<Duration>,
+    ) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mac = parse_mac(mac)?;
+        let h = inner.handle(name)?;
+        let job = h.begin(Job::Modify, inner.job_wait()).await?;
+        let scope = resolve_scope(&h, scope, "detach-interface")?;
+        let defined = h.definition().config.config().clone();
+        if scope.config
+            && !defined
+                .devices
+                .interfaces
+                .iter()
+                .any(|n| n.mac == Some(mac))
+            && !scope.live
+        {
+            return Err(no_nic(name, mac));
+        }
+        if scope.live {
+            let live = running(&h).ok_or_else(|| Error::Internal("guest stopped".into()))?;
+            let l = load_ledger(inner, name).await?;
+            let Some((_, device, made)) = live_nics(&live, &l)
+                .into_iter()
+                .find(|(n, _, _)| n.mac == Some(mac))
+            else {
+                return Err(no_nic(name, mac));
+            };
+            let qmp = live.qmp(name)?;
+            let mut events = qmp.subscribe();
+            qmp.execute(&DeviceDel { id: device.clone() })
+                .await
+                .map_err(|e| qmp_error(name, "detach-interface", e))?;
+            // The guest's answer is awaited in the async slot: other jobs may run meanwhile.
+            let _long = h.jobs.begin_async(name, AsyncJob::NicUnplug)?;
+            drop(job);
+            let deadline = deadline.unwrap_or(DETACH_DEADLINE);
+            let dev = device.clone();
+            let released = events
+                .wait_for(deadline, |e| {
+                    matches!(&e.kind, novacron_qmp::EventKind::DeviceDeleted { device: Some(d), .. } if *d == dev)
+                })
+                .await;
+            if released.is_err() {
+                return Err(Error::Timeout {
+                    operation:
+                        "detach-interface (the guest did not release the NIC; it stays attached)",
+                    after: deadline,
+                });
+            }
+            let netdev = made.as_ref().map_or_else(
+                || device.replacen("net", "hostnet", 1),
+                |m| m.netdev.clone(),
+            );
+            if let Err(e) = qmp
+                .execute_raw("netdev_del", Some(&json!({ "id": netdev })))
+                .await
+            {
+                tracing::warn!(domain = name, error = %e, "netdev_del after the NIC left");
+            }
+            let _job = h.begin(Job::Modify, inner.job_wait()).await?;
+            let mut l = load_ledger(inner, name).await?;
+            if let Some(m) = &made {
+                if let Ok(nl) = Netlink::open() {
+                    let alias = crate::host::taps::marker_for(name);
+                    let _ = nl.delete_if_ours(&m.ifname, m.ifindex, &alias).await;
+                }
+                l.links.retain(|x| x.device != m.device);
+            }
+            if made.as_ref().is_none_or(|m| m.hotplugged.is_none()) {
+                l.unplugged.push(device);
+            }
+            save_ledger(inner, name, &l).await?;
+        }
+        if scope.config {
+            let mut cfg = h.definition().config.config().clone();
+            let before = cfg.devices.interfaces.len();
+            cfg.devices.interfaces.retain(|n| n.mac != Some(mac));
+            if cfg.devices.interfaces.len() != before {
+                self.define(cfg).await?;
+            } else if !scope.live {
+                return Err(no_nic(name, mac));
+            }
+        }
+        Ok(())
+    }
+
+    /// `domif-setlink`: the NIC's link up or down as the guest sees it (QMP `set_link`).
+    pub async fn set_interface_link(&self, name: &str, mac: &str, up: bool) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mac = parse_mac(mac)?;
+        let h = inner.handle(name)?;
+        let _job = h.begin(Job::Modify, inner.job_wait()).await?;
+        let Some(live) = running(&h) else {
+            return Err(Error::WrongState {
+                name: name.to_owned(),
+                state: h.state(),
+                operation: "domif-setlink",
+            });
+        };
+        let mut l = load_ledger(inner, name).await?;
+        let Some((_, device, made)) = live_nics(&live, &l)
+            .into_iter()
+            .find(|(n, _, _)| n.mac == Some(mac))
+        else {
+            return Err(no_nic(name, mac));
+        };
+        live.qmp(name)?
+            .execute_raw("set_link", Some(&json!({ "name": device, "up": up })))
+            .await
+            .map_err(|e| qmp_error(name, "domif-setlink", e))?;
+        if let Some(m) = made {
+            for x in l.links.iter_mut().filter(|x| x.device == m.device) {
+                x.link_down = !up;
+            }
+            save_ledger(inner, name, &l).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes the link, records it, hands it to QEMU and plugs the device; undoes each step when
+/// a later one fails.
+async fn attach_live(
+    inner: &Arc<Inner>,
+    h: &DomainHandle,
+    live: &Live,
+    nic: &Interface,
+) -> Result<(), Error> {
+    let name = h.name.as_str();
+    let config = live.config();
+    let uuid = config
+        .uuid
+        .map(|u| u.0)
+        .ok_or_else(|| Error::Internal(format!("domain '{name}' runs without a uuid")))?;
+    let mut l = load_ledger(inner, name).await?;
+    // A slot no started or hot-added NIC used: QEMU ids and the tap name derive from it.
+    let started = config.devices.interfaces.len() as u32;
+    let slot = (started..)
+        .find(|s| !l.links.iter().any(|m| m.device == format!("net{s}")))
+        .unwrap_or(started);
+    let index = config.devices.interfaces.len();
+    let qmp = live.qmp(name)?;
+    let bus = if config.os.is_i440fx() {
+        Some("pci.0".to_owned())
+    } else {
+        let pci = qmp
+            .execute_raw("query-pci", None)
+            .await
+            .map_err(|e| qmp_error(name, "attach-interface", e))?;
+        let free = free_root_ports(&pci);
+        Some(free.into_iter().next().ok_or_else(|| Error::Invalid {
+            message: format!(
+                "domain '{name}' has no free PCIe root port to plug a NIC into; define spare \
+                 <controller type='pci' model='pcie-root-port'/> controllers"
+            ),
+            details: vec![FieldError::new(
+                "devices.controllers",
+                "no free pcie-root-port",
+            )],
+        })?)
+    };
+    let Some(attachment) = super::attachment(inner, index, &nic.source)? else {
+        return Err(Error::Invalid {
+            message: "source: only bridge, network and direct NICs can be hot-added".into(),
+            details: vec![FieldError::new(
+                "source",
+                "only bridge, network and direct NICs can be hot-added",
+            )],
+        });
+    };
+    let nl = Netlink::open().map_err(|e| Error::Internal(format!("netlink: {e}")))?;
+    let (mut made, taps, vhost) =
+        super::make_link(&nl, name, &uuid, slot, index, nic, &attachment).await?;
+    made.hotplugged = Some(nic.clone());
+    l.links.push(made.clone());
+    let alias = crate::host::taps::marker_for(name);
+    let undo_link = |l: &mut Ledger| l.links.retain(|m| m.device != made.device);
+    if let Err(e) = save_ledger(inner, name, &l).await {
+        let _ = nl.delete_if_ours(&made.ifname, made.ifindex, &alias).await;
+        return Err(e);
+    }
+    let plugged = plug(name, qmp, slot, nic, taps, vhost, bus).await;
+    if let Err(e) = plugged {
+        let _ = nl.delete_if_ours(&made.ifname, made.ifindex, &alias).await;
+        undo_link(&mut l);
+        let _ = save_ledger(inner, name, &l).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn plug(
+    name: &str,
+    qmp: &novacron_qmp::Client,
+    slot: u32,
+    nic: &Interface,
+    taps: Vec<OwnedFd>,
+    vhost: Option<Vec<OwnedFd>>,
+    bus: Option<String>,
+) -> Result<(), Error> {
+    let err = |e| qmp_error(name, "attach-interface", e);
+    let tap = taps
+        .first()
+        .ok_or_else(|| Error::Internal("no tap descriptor".into()))?;
+    let (tapfd, vhostfd, netdev) = (
+        format!("tapfd{slot}"),
+        format!("vhostfd{slot}"),
+        format!("hostnet{slot}"),
+    );
+    qmp.send_fd(&tapfd, tap.as_fd()).await.map_err(err)?;
+    let mut args = json!({ "type": "tap", "id": netdev, "fd": tapfd });
+    if let Some(v) = vhost.as_ref().and_then(|v| v.first()) {
+        qmp.send_fd(&vhostfd, v.as_fd()).await.map_err(err)?;
+        args["vhost"] = json!(true);
+        args["vhostfd"] = json!(vhostfd);
+    }
+    qmp.execute_raw("netdev_add", Some(&args))
+        .await
+        .map_err(err)?;
+    let mut properties = serde_json::Map::new();
+    properties.insert("netdev".into(), json!(netdev));
+    properties.insert(
+        "mac".into(),
+        json!(nic.mac.map(|m| m.to_string()).unwrap_or_default()),
+    );
+    if let (NicModel::Virtio, Some(m)) = (nic.model, nic.mtu) {
+        properties.insert("host_mtu".into(), json!(m));
+    }
+    let add = DeviceAdd {
+        driver: qemu_model(nic.model).to_owned(),
+        id: Some(format!("net{slot}")),
+        bus,
+        properties,
+    };
+    if let Err(e) = qmp.execute(&add).await {
+        let _ = qmp
+            .execute_raw("netdev_del", Some(&json!({ "id": netdev })))
+            .await;
+        return Err(err(e));
+    }
+    Ok(())
+}

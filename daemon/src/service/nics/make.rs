@@ -1,0 +1,180 @@
+//! Making one NIC's host link: a tap on a bridge, or a macvtap on a host NIC.
+
+use std::os::fd::OwnedFd;
+
+use novacron_domain::model::{Interface, NicBackend, NicModel};
+use novacron_domain::{Error, FieldError};
+
+use super::ledger::{LinkKind, MadeLink};
+use super::Attachment;
+use crate::host::taps::{self, link::Netlink};
+
+const SYS_CLASS_NET: &str = "/sys/class/net";
+const DEV: &str = "/dev";
+
+fn invalid(path: String, message: String) -> Error {
+    Error::Invalid {
+        message: format!("{path}: {message}"),
+        details: vec![FieldError::new(path, message)],
+    }
+}
+
+fn host_err(what: &str, name: &str, e: std::io::Error) -> Error {
+    Error::Internal(format!("cannot {what} '{name}': {e}"))
+}
+
+/// What the tap's host side is called on the bridge: the guest MAC with the first byte 0xFE
+/// (as libvirt): a bridge takes the lowest port MAC as its own, and 0xFE keeps a guest's
+/// address from becoming the bridge's.
+pub fn host_side_mac(guest: [u8; 6]) -> [u8; 6] {
+    let mut m = guest;
+    m[0] = 0xfe;
+    m
+}
+
+/// Makes the link for NIC `index` (`devices.interfaces[index]`, QEMU ids `hostnet<slot>` /
+/// `net<slot>`) of `domain` and opens its descriptors: the tap/macvtap queues, and vhost-net
+/// for a virtio NIC where the host has it. The link carries the domain's marker.
+pub async fn make_link(
+    nl: &Netlink,
+    domain: &str,
+    uuid: &[u8; 16],
+    slot: u32,
+    index: usize,
+    nic: &Interface,
+    attachment: &Attachment,
+) -> Result<(MadeLink, Vec<OwnedFd>, Option<Vec<OwnedFd>>), Error> {
+    let field = format!("devices.interfaces[{index}]");
+    let mac = nic
+        .mac
+        .ok_or_else(|| invalid(format!("{field}.mac"), "no MAC address assigned".into()))?;
+    let queues = nic.driver.as_ref().and_then(|d| d.queues).unwrap_or(1);
+    let alias = taps::marker_for(domain);
+    let (link, fds) = match attachment {
+        Attachment::Bridge { bridge, isolated } => {
+            taps::names::check(bridge)
+                .map_err(|e| invalid(format!("{field}.source.bridge"), e.to_string()))?;
+            let br = nl
+                .by_name(bridge)
+                .await
+                .map_err(|e| host_err("look up bridge", bridge, e))?
+                .filter(|l| l.kind.as_deref() == Some("bridge"))
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{field}.source.bridge"),
+                        format!("no bridge '{bridge}' on this host"),
+                    )
+                })?;
+            let ifname = taps::names::generated(uuid, false, slot);
+            let name = ifname.clone();
+            let fds = tokio::task::spawn_blocking(move || taps::tun::create(&name, queues))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(|e| host_err("create tap", &ifname, e))?;
+            let made = async {
+                let tap = nl
+                    .by_name(&ifname)
+                    .await?
+                    .ok_or_else(|| std::io::Error::other("the new tap vanished"))?;
+                // Without an explicit <mtu>, the tap takes the bridge's, as libvirt does.
+                let mtu = nic.mtu.or(br.mtu);
+                nl.configure(tap.index, host_side_mac(mac.0), mtu, Some(br.index), &alias)
+                    .await?;
+                if *isolated {
+                    // Guests on an isolated-ports network reach the gateway, not each other.
+                    crate::host::net::netlink::Netlink::connect()
+                        .map_err(std::io::Error::other)?
+                        .set_port_isolated(tap.index, true)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                }
+                Ok::<_, std::io::Error>(tap.index)
+            }
+            .await;
+            let ifindex = match made {
+                Ok(i) => i,
+                // Dropping `fds` removes the non-persistent tap.
+                Err(e) => return Err(host_err("set up tap", &ifname, e)),
+            };
+            (
+                MadeLink {
+                    ifname,
+                    ifindex,
+                    kind: LinkKind::Tap,
+                    mac: mac.to_string(),
+                    netdev: format!("hostnet{slot}"),
+                    device: format!("net{slot}"),
+                    bridge: Some(bridge.clone()),
+                    hotplugged: None,
+                    link_down: false,
+                },
+                fds,
+            )
+        }
+        Attachment::Direct { dev, mode } => {
+            taps::names::check(dev)
+                .map_err(|e| invalid(format!("{field}.source.dev"), e.to_string()))?;
+            let lower = nl
+                .by_name(dev)
+                .await
+                .map_err(|e| host_err("look up device", dev, e))?
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{field}.source.dev"),
+                        format!("no network device '{dev}' on this host"),
+                    )
+                })?;
+            let ifname = taps::names::generated(uuid, true, slot);
+            let link = nl
+                .add_macvtap(&ifname, lower.index, taps::link::macvtap_mode(*mode), mac.0)
+                .await
+                .map_err(|e| host_err("create macvtap", &ifname, e))?;
+            let opened = async {
+                // The kernel ignores IFLA_IFALIAS on a new link: the marker is set here.
+                nl.configure(link.index, mac.0, nic.mtu, None, &alias)
+                    .await?;
+                let (name, index) = (ifname.clone(), link.index);
+                tokio::task::spawn_blocking(move || {
+                    taps::macvtap::open(SYS_CLASS_NET.as_ref(), DEV.as_ref(), &name, index, queues)
+                })
+                .await
+                .map_err(std::io::Error::other)?
+            }
+            .await;
+            let fds = match opened {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = nl.delete_just_made(&ifname, link.index).await;
+                    return Err(host_err("open macvtap", &ifname, e));
+                }
+            };
+            (
+                MadeLink {
+                    ifname,
+                    ifindex: link.index,
+                    kind: LinkKind::Macvtap,
+                    mac: mac.to_string(),
+                    netdev: format!("hostnet{slot}"),
+                    device: format!("net{slot}"),
+                    bridge: None,
+                    hotplugged: None,
+                    link_down: false,
+                },
+                fds,
+            )
+        }
+    };
+    let userspace = nic
+        .driver
+        .as_ref()
+        .is_some_and(|d| d.name == Some(NicBackend::Qemu));
+    let vhost = if nic.model == NicModel::Virtio && !userspace {
+        tokio::task::spawn_blocking(move || taps::vhost::open(queues))
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    Ok((link, fds, vhost))
+}

@@ -1,0 +1,492 @@
+//! Virtual networks on a real host stack: a real novacrond inside a network namespace the
+//! test makes (so its bridge, nftables table, ip_forward and dnsmasq are the namespace's),
+//! real dnsmasq, real nft, and DHCP clients (busybox udhcpc) in further namespaces joined by
+//! veth pairs. Every name starts with `n<pid>`; Drop guards remove every namespace (and kill
+//! what runs in it) even when the test fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::{curl, Reply};
+use common::Env;
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+fn ok(cmd: &str, args: &[&str]) -> String {
+    let out = run(cmd, args);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace; dropping it kills what runs inside and deletes it.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let _ = run("ip", &["netns", "del", &name]);
+        ok("ip", &["netns", "add", &name]);
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+    fn ip(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", self.0.as_str()];
+        a.extend_from_slice(args);
+        ok("ip", &a)
+    }
+    fn exec(&self, args: &[&str]) -> Output {
+        let mut a = vec!["netns", "exec", self.0.as_str()];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+    fn nft_ruleset(&self) -> String {
+        let out = self.exec(&["nft", "list", "ruleset"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    /// `ip link` names and kinds, without counters (what must be as before).
+    fn links(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .ip(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| {
+                l.split(": ")
+                    .nth(1)
+                    .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+    /// Pings until one answer or 15 s (a fresh lease's address may be configured a moment
+    /// after dnsmasq recorded it).
+    fn reaches(&self, addr: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.can_ping(addr) {
+                return true;
+            }
+        }
+        false
+    }
+    fn can_ping(&self, addr: &str) -> bool {
+        self.exec(&["busybox", "ping", "-c", "1", "-W", "2", addr])
+            .status
+            .success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let pids = run("ip", &["netns", "pids", &self.0]);
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = run("kill", &["-9", pid]);
+        }
+        let _ = run("ip", &["netns", "del", &self.0]);
+    }
+}
+
+/// novacrond run inside `ns`.
+struct NsDaemon {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl NsDaemon {
+    fn start(env: &Env, ns: &Netns) -> NsDaemon {
+        let config = env.write_config("");
+        let log = env.dir.path().join("daemon.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        // `ip netns exec` execs novacrond in place: the child's pid is the daemon's.
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                env!("CARGO_BIN_EXE_novacrond"),
+                "--config",
+            ])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let socket = env.config.run_dir.join("novacrond.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "novacrond did not serve:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NsDaemon { child, socket, log }
+    }
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NsDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn post_xml(socket: &Path, path: &str, xml: &str) -> Reply {
+    curl(
+        socket,
+        "POST",
+        path,
+        &["-H", "Content-Type: application/xml", "--data-binary", xml],
+    )
+}
+
+/// Running (a zombie that nobody reaped yet is not).
+fn pid_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Plugs a client namespace into `bridge` (in `host`) by a veth pair and gives its end
+/// `mac`; returns the host end's name.
+fn plug(host: &Netns, bridge: &str, client: &Netns, port: &str, mac: &str) {
+    host.ip(&[
+        "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &client.0,
+    ]);
+    host.ip(&["link", "set", port, "master", bridge, "up"]);
+    client.ip(&["link", "set", "eth0", "address", mac, "up"]);
+}
+
+/// busybox udhcpc in `client`: returns the leased address (the script applies it and the
+/// default route).
+fn dhcp(client: &Netns, dir: &Path) -> Option<String> {
+    let script = dir.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in bound|renew)\n  ip addr flush dev \"$interface\"\n  ip addr add \"$ip/$mask\" dev \"$interface\"\n  [ -n \"$router\" ] && ip route replace default via \"${router%% *}\"\n  echo \"$ip\" > \"$0.$interface.ip\";;\nesac\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = client.exec(&[
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "10",
+        "-T",
+        "1",
+        "-s",
+        script.to_str().unwrap(),
+    ]);
+    if !out.status.success() {
+        eprintln!("udhcpc: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let ip = std::fs::read_to_string(dir.join("udhcpc.sh.eth0.ip")).ok()?;
+    let _ = std::fs::remove_file(dir.join("udhcpc.sh.eth0.ip"));
+    Some(ip.trim().to_owned())
+}
+
+/// The packet count of the first rule in `chain` of our table that contains `needle`.
+fn counter(ns: &Netns, table: &str, chain: &str, needle: &str) -> u64 {
+    let out = ns.exec(&["nft", "list", "chain", "inet", table, chain]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| {
+            let mut w = l.split_whitespace();
+            w.find(|x| *x == "packets")
+                .and_then(|_| w.next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_nat_network_serves_dhcp_masquerades_survives_a_daemon_kill_and_leaves_the_host_as_it_was() {
+    let pid = std::process::id();
+    let p = format!("n{pid}");
+    let env = Env::new();
+    let host = Netns::new(format!("{p}d"));
+    let wan = Netns::new(format!("{p}w"));
+    let c1 = Netns::new(format!("{p}c"));
+    let c2 = Netns::new(format!("{p}e"));
+    // The "WAN": a peer namespace beyond the daemon's, reachable only through masquerade
+    // (it has no route back to the guests' subnet).
+    let (wa, wb) = (format!("{p}wa"), format!("{p}wb"));
+    host.ip(&[
+        "link", "add", &wa, "type", "veth", "peer", "name", &wb, "netns", &wan.0,
+    ]);
+    host.ip(&["addr", "add", "198.51.100.1/24", "dev", &wa]);
+    host.ip(&["link", "set", &wa, "up"]);
+    wan.ip(&["addr", "add", "198.51.100.2/24", "dev", &wb]);
+    wan.ip(&["link", "set", &wb, "up"]);
+    let links_before = host.links();
+    let rules_before = host.nft_ruleset();
+
+    let mut d = NsDaemon::start(&env, &host);
+    let net = format!("{p}nat");
+    let br = format!("{p}br");
+    let table = format!("novacron-{net}");
+    let xml = format!(
+        "<network><name>{net}</name><forward mode='nat'/><bridge name='{br}' stp='off'/>\
+         <ip address='10.77.0.1' netmask='255.255.255.0'><dhcp>\
+         <range start='10.77.0.10' end='10.77.0.50'/>\
+         <host mac='52:54:00:aa:bb:02' ip='10.77.0.7' name='second'/>\
+         </dhcp></ip></network>"
+    );
+    let r = post_xml(&d.socket, "/v1/networks", &xml);
+    assert_eq!(r.status, 201, "{r:?}");
+    // Defining changes nothing on the host.
+    assert_eq!(host.links(), links_before);
+
+    // Bad input: each refused with the field named, the host unchanged.
+    let long = xml
+        .replace(&format!("name='{br}'"), "name='abcdefghijklmnop'")
+        .replace(&net, "toolong");
+    let r = post_xml(&d.socket, "/v1/networks", &long);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        r.json()["error"]["details"][0]["path"],
+        "bridge.name",
+        "{r:?}"
+    );
+    let overlap =
+        format!("<network><name>{p}ov</name><ip address='10.77.0.129' prefix='25'/></network>");
+    let r = post_xml(&d.socket, "/v1/networks", &overlap);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains(&format!("network '{net}'")), "{r:?}");
+    let on_host =
+        format!("<network><name>{p}ov</name><ip address='198.51.100.129' prefix='25'/></network>");
+    let r = post_xml(&d.socket, "/v1/networks", &on_host);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains(&format!("on {wa}")), "{r:?}");
+
+    let t0 = Instant::now();
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/start"), &[]);
+    let started = t0.elapsed();
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let info = r.json();
+    assert_eq!(info["active"], true);
+    let dnsmasq = info["dnsmasq_pid"].as_u64().expect("dnsmasq pid");
+    assert!(pid_alive(dnsmasq));
+    assert!(host.links().contains(&br), "{:?}", host.links());
+    assert!(host.nft_ruleset().contains(&format!("table inet {table}")));
+    eprintln!("network start (bridge + nft + dnsmasq ready): {started:?}");
+
+    // A DHCP client on the bridge gets a lease from the range; the static host its address.
+    plug(&host, &br, &c1, &format!("{p}p1"), "52:54:00:aa:bb:01");
+    plug(&host, &br, &c2, &format!("{p}p2"), "52:54:00:aa:bb:02");
+    let ip1 = dhcp(&c1, env.dir.path()).expect("c1 lease");
+    assert!(ip1.starts_with("10.77.0."), "{ip1}");
+    let ip2 = dhcp(&c2, env.dir.path()).expect("c2 lease");
+    assert_eq!(ip2, "10.77.0.7");
+    let leases = curl(&d.socket, "GET", &format!("/v1/networks/{net}/leases"), &[]).json();
+    let macs: Vec<&str> = leases["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["mac"].as_str())
+        .collect();
+    assert!(macs.contains(&"52:54:00:aa:bb:01"), "{leases}");
+
+    // The gateway, the other client, and the WAN through masquerade (its counter rises).
+    assert!(c1.can_ping("10.77.0.1"));
+    assert!(c1.can_ping(&ip2));
+    let before = counter(&host, &table, "postrouting", "masquerade");
+    assert!(c1.can_ping("198.51.100.2"), "{}", host.nft_ruleset());
+    assert!(counter(&host, &table, "postrouting", "masquerade") > before);
+
+    // An isolated network: DHCP and the gateway, nothing beyond (our reject counts it).
+    let iso = format!("{p}iso");
+    let iso_xml = format!(
+        "<network><name>{iso}</name><bridge name='{p}ib' stp='off'/>\
+         <ip address='10.79.0.1' prefix='24'><dhcp><range start='10.79.0.10' end='10.79.0.20'/>\
+         </dhcp></ip></network>"
+    );
+    assert_eq!(post_xml(&d.socket, "/v1/networks", &iso_xml).status, 201);
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{iso}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let c3 = Netns::new(format!("{p}i"));
+    plug(
+        &host,
+        &format!("{p}ib"),
+        &c3,
+        &format!("{p}p3"),
+        "52:54:00:aa:bb:03",
+    );
+    let ip3 = dhcp(&c3, env.dir.path()).expect("isolated lease");
+    assert!(ip3.starts_with("10.79.0."), "{ip3}");
+    assert!(c3.reaches("10.79.0.1"));
+    let itable = format!("novacron-{iso}");
+    let rejected = counter(&host, &itable, "forward", "reject");
+    // Its default route points at the gateway, which refuses to forward.
+    c3.ip(&["route", "replace", "default", "via", "10.79.0.1"]);
+    assert!(
+        !c3.can_ping("198.51.100.2"),
+        "an isolated network reached the WAN"
+    );
+    assert!(counter(&host, &itable, "forward", "reject") > rejected);
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{iso}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    host.ip(&["link", "del", &format!("{p}p3")]);
+
+    // kill -9: a new daemon adopts the running network (same dnsmasq), which keeps working.
+    d.kill9();
+    let d2 = NsDaemon::start(&env, &host);
+    let info = curl(&d2.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
+    assert_eq!(info["info"]["active"], true, "{info}\n{}", d2.log());
+    assert_eq!(info["info"]["dnsmasq_pid"].as_u64(), Some(dnsmasq));
+    assert!(c1.can_ping("198.51.100.2"));
+
+    // A network a domain uses cannot be undefined (the domain is named).
+    let nic = format!(
+        "<interface type='network'><source network='{net}'/><model type='virtio'/></interface>"
+    );
+    let dom = common::osless(&format!("{p}user")).to_xml();
+    let dom = if dom.contains("</devices>") {
+        dom.replace("</devices>", &format!("{nic}</devices>"))
+    } else {
+        dom.replace("</domain>", &format!("<devices>{nic}</devices></domain>"))
+    };
+    let r = post_xml(&d2.socket, "/v1/domains", &dom);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = curl(&d2.socket, "DELETE", &format!("/v1/networks/{net}"), &[]);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains(&format!("'{p}user'")), "{r:?}");
+    let r = curl(&d2.socket, "DELETE", &format!("/v1/domains/{p}user"), &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+
+    // Stop: the bridge, our table and dnsmasq go; the host is as before.
+    let r = curl(&d2.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!pid_alive(dnsmasq));
+    host.ip(&["link", "del", &format!("{p}p1")]);
+    host.ip(&["link", "del", &format!("{p}p2")]);
+    assert_eq!(host.links(), links_before);
+    assert_eq!(host.nft_ruleset(), rules_before);
+    let r = curl(&d2.socket, "DELETE", &format!("/v1/networks/{net}"), &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+}
+
+#[test]
+fn the_test_guest_on_a_nat_network_gets_a_lease_and_the_host_reaches_it_but_an_isolated_port_does_not(
+) {
+    let p = format!("n{}", std::process::id());
+    let env = Env::new();
+    let host = Netns::new(format!("{p}g"));
+    let links_before = host.links();
+    let rules_before = host.nft_ruleset();
+    let d = NsDaemon::start(&env, &host);
+    let net = format!("{p}gn");
+    let xml = format!(
+        "<network><name>{net}</name><forward mode='nat'/><bridge name='{p}gb' stp='off'/>\
+         <port isolated='yes'/><ip address='10.78.0.1' prefix='24'><dhcp><range start='10.78.0.10' end='10.78.0.20'/>\
+         </dhcp></ip></network>"
+    );
+    assert_eq!(post_xml(&d.socket, "/v1/networks", &xml).status, 201);
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let name = format!("{p}guest");
+    let mac = "52:54:00:4e:77:01";
+    let nic = format!(
+        "<interface type='network'><source network='{net}'/><mac address='{mac}'/><model type='virtio'/></interface>"
+    );
+    let dom = common::linux(&name, "novacron.dhcp=1").to_xml();
+    let dom = if dom.contains("</devices>") {
+        dom.replace("</devices>", &format!("{nic}</devices>"))
+    } else {
+        dom.replace("</domain>", &format!("<devices>{nic}</devices></domain>"))
+    };
+    let r = post_xml(&d.socket, "/v1/domains", &dom);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = curl(&d.socket, "POST", &format!("/v1/domains/{name}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+
+    // The guest's udhcpc gets a lease (TCG boot: a generous deadline, polled).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let ip = loop {
+        let v = curl(&d.socket, "GET", &format!("/v1/networks/{net}/leases"), &[]).json();
+        if let Some(ip) = v["leases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["mac"] == mac)
+            .and_then(|l| l["ip"].as_str())
+        {
+            break ip.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lease for {mac}: {v}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(ip.starts_with("10.78.0."), "{ip}");
+    assert!(host.reaches(&ip), "the host cannot reach the guest at {ip}");
+
+    // Another isolated port (a namespace standing in for a second guest): it reaches the
+    // gateway, never the guest, because the daemon made the guest's tap an isolated port.
+    let other = Netns::new(format!("{p}h"));
+    let port = format!("{p}gp");
+    plug(&host, &format!("{p}gb"), &other, &port, "52:54:00:4e:77:02");
+    host.ip(&[
+        "link",
+        "set",
+        "dev",
+        &port,
+        "type",
+        "bridge_slave",
+        "isolated",
+        "on",
+    ]);
+    let other_ip = dhcp(&other, env.dir.path()).expect("second client lease");
+    assert!(other_ip.starts_with("10.78.0."));
+    assert!(other.reaches("10.78.0.1"));
+    assert!(!other.can_ping(&ip), "an isolated port reached the guest");
+    host.ip(&["link", "del", &port]);
+
+    let r = curl(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{name}/destroy"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(host.links(), links_before);
+    assert_eq!(host.nft_ruleset(), rules_before);
+}

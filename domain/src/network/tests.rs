@@ -1,0 +1,185 @@
+use super::*;
+
+const DEFAULT_XML: &str = "<network connections='1'>
+  <name>default</name>
+  <uuid>9a05da11-e96b-47f3-8253-a3a482e445f5</uuid>
+  <forward mode='nat'>
+    <nat>
+      <port start='1024' end='65535'/>
+    </nat>
+  </forward>
+  <bridge name='virbr0' stp='on' delay='0'/>
+  <mac address='52:54:00:0a:cd:21'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='192.168.122.2' end='192.168.122.254'/>
+      <host mac='52:54:00:00:00:01' ip='192.168.122.10' name='web'/>
+    </dhcp>
+  </ip>
+</network>";
+
+fn parse(xml: &str) -> NetworkConfig {
+    parse_network(xml).expect("parses")
+}
+
+fn roundtrip(n: &NetworkConfig) {
+    let xml = network_xml(n);
+    assert_eq!(&parse_network(&xml).expect("own XML parses"), n, "{xml}");
+    let json = serde_json::to_string(n).expect("serializes");
+    assert_eq!(&parse_network_json(&json).expect("own JSON parses"), n);
+}
+
+#[test]
+fn libvirt_default_network_reads_and_round_trips() {
+    let n = parse(DEFAULT_XML);
+    assert_eq!(n.name, "default");
+    assert_eq!(n.forward.mode, ForwardMode::Nat);
+    assert_eq!(n.bridge.as_ref().map(|b| b.name.as_str()), Some("virbr0"));
+    let ip = n.ip.as_ref().expect("ip");
+    assert_eq!(ip.prefix, 24);
+    assert_eq!(ip.network().to_string(), "192.168.122.0");
+    let dhcp = ip.dhcp.as_ref().expect("dhcp");
+    assert_eq!(dhcp.ranges.len(), 1);
+    assert_eq!(dhcp.hosts[0].name.as_deref(), Some("web"));
+    check_network(&n).expect("valid");
+    roundtrip(&n);
+}
+
+#[test]
+fn every_kind_round_trips() {
+    for xml in [
+        "<network><name>iso</name><bridge name='nciso0' stp='off'/><port isolated='yes'/>\
+         <domain name='lab.example'/><dns enable='yes'><forwarder addr='10.9.9.9'/>\
+         <host ip='10.1.0.5'><hostname>a</hostname><hostname>b.lab</hostname></host></dns>\
+         <mtu size='9000'/><ip address='10.1.0.1' prefix='24'/></network>",
+        "<network><name>r</name><forward mode='route' dev='eth0'/>\
+         <ip address='10.2.0.1' prefix='16'><dhcp><range start='10.2.0.10' end='10.2.0.20'/>\
+         </dhcp></ip></network>",
+        "<network><name>hb</name><forward mode='bridge'/><bridge name='br0'/></network>",
+        "<network><name>mv</name><forward mode='vepa'><interface dev='eth1'/></forward></network>",
+        "<network><name>nodns</name><forward/><dns enable='no'/><ip address='10.3.0.1' prefix='24'/></network>",
+    ] {
+        let n = parse(xml);
+        check_network(&n).unwrap_or_else(|e| panic!("{xml}: {e}"));
+        roundtrip(&n);
+    }
+}
+
+#[test]
+fn kinds_are_derived_from_forward_and_bridge() {
+    let hb =
+        parse("<network><name>hb</name><forward mode='bridge'/><bridge name='br0'/></network>");
+    assert_eq!(hb.kind(), NetworkKind::HostBridge("br0"));
+    let mv = parse("<network><name>m</name><forward mode='private'><interface dev='eth1'/></forward></network>");
+    assert_eq!(
+        mv.kind(),
+        NetworkKind::Direct {
+            dev: "eth1",
+            mode: ForwardMode::Private
+        }
+    );
+    let iso = parse("<network><name>i</name><ip address='10.0.0.1' prefix='24'/></network>");
+    assert_eq!(iso.kind(), NetworkKind::Managed(ForwardMode::Isolated));
+}
+
+#[test]
+fn unknown_and_unsupported_nodes_are_refused_by_path() {
+    for (xml, path) in [
+        ("<network><name>a</name><bandwidth/></network>", "network/bandwidth"),
+        ("<network><name>a</name><ip address='1.2.3.1' prefix='24' family='ipv6'/></network>", "network/ip@family"),
+        ("<network><name>a</name><forward mode='hostdev'/></network>", "network/forward@mode"),
+        ("<network><name>a</name><forward><nat><port start='1' end='2'/></nat></forward></network>", "network/forward/nat/port@start"),
+        ("<domain><name>a</name></domain>", "domain"),
+    ] {
+        let e = parse_network(xml).expect_err(xml);
+        assert_eq!(e.path(), Some(path), "{xml}: {e}");
+    }
+}
+
+fn details(n: &NetworkConfig) -> Vec<String> {
+    check_network(n)
+        .expect_err("invalid")
+        .details()
+        .iter()
+        .map(|d| d.path.clone())
+        .collect()
+}
+
+#[test]
+fn bad_definitions_name_the_field() {
+    let mut n = parse(DEFAULT_XML);
+    n.bridge = Some(Bridge {
+        name: "abcdefghijklmnop".into(),
+        stp: true,
+    });
+    let e = check_network(&n).expect_err("long bridge");
+    assert_eq!(e.details()[0].path, "bridge.name");
+    assert!(e.to_string().contains("16 bytes"), "{e}");
+
+    let mut n = parse(DEFAULT_XML);
+    n.bridge = Some(Bridge {
+        name: "a/b".into(),
+        stp: true,
+    });
+    assert_eq!(details(&n), ["bridge.name"]);
+
+    let mut n = parse(DEFAULT_XML);
+    if let Some(d) = n.ip.as_mut().and_then(|i| i.dhcp.as_mut()) {
+        d.ranges[0].end = "192.168.123.5".parse().expect("ip");
+        d.hosts[0].ip = "192.168.122.1".parse().expect("ip");
+    }
+    assert_eq!(
+        details(&n),
+        ["ip.dhcp.ranges[0].end", "ip.dhcp.hosts[0].ip"]
+    );
+
+    let mut n = parse(DEFAULT_XML);
+    if let Some(i) = n.ip.as_mut() {
+        i.address = "192.168.122.0".parse().expect("ip");
+    }
+    assert!(details(&n).contains(&"ip.address".to_owned()));
+
+    let mut n = parse(DEFAULT_XML);
+    n.name = "../x".into();
+    assert_eq!(details(&n), ["name"]);
+
+    let mut n = parse(DEFAULT_XML);
+    n.ip = None;
+    assert_eq!(details(&n), ["ip"]);
+}
+
+#[test]
+fn overlapping_subnets_name_both() {
+    let a = parse(DEFAULT_XML);
+    let mut b = parse(
+        "<network><name>b</name><forward/><ip address='192.168.122.129' prefix='25'/></network>",
+    );
+    let e = check_conflicts(&b, [&a], &[]).expect_err("overlap");
+    assert!(e.to_string().contains("network 'default'"), "{e}");
+    assert!(e.to_string().contains("192.168.122.128/25"), "{e}");
+    let host = [HostSubnet {
+        what: "address 10.5.0.2/16 on eth0".into(),
+        network: "10.5.0.0".parse().expect("ip"),
+        prefix: 16,
+    }];
+    b.ip = Some(IpConfig {
+        address: "10.5.3.1".parse().expect("ip"),
+        prefix: 24,
+        dhcp: None,
+    });
+    let e = check_conflicts(&b, [&a], &host).expect_err("host overlap");
+    assert!(e.to_string().contains("on eth0"), "{e}");
+    b.ip = Some(IpConfig {
+        address: "10.6.3.1".parse().expect("ip"),
+        prefix: 24,
+        dhcp: None,
+    });
+    check_conflicts(&b, [&a], &host).expect("free");
+}
+
+#[test]
+fn json_refuses_unknown_fields() {
+    let e = parse_network_json(r#"{"name":"a","forward":{"mode":"nat"},"bogus":1}"#)
+        .expect_err("unknown");
+    assert!(e.to_string().contains("bogus"), "{e}");
+}
