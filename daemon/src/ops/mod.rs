@@ -10,6 +10,7 @@ pub mod autostart;
 pub mod define;
 pub mod executor;
 pub mod hosts;
+pub mod interfaces;
 pub mod lifecycle;
 pub mod metadata;
 pub mod pinning;
