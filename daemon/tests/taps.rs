@@ -358,3 +358,115 @@ async fn bad_nic_sources_are_refused_and_leave_nothing() {
     // Redefining the owner with its own MAC is fine.
     assert_eq!(define(&d, &osless_xml("macone", nic)).status, 200);
 }
+
+fn nics(d: &Daemon, name: &str) -> Vec<serde_json::Value> {
+    let r = curl(
+        &d.socket,
+        "GET",
+        &format!("/v1/domains/{name}/interfaces"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json().as_array().cloned().unwrap_or_default()
+}
+
+fn json_body(body: &serde_json::Value) -> Vec<String> {
+    vec![
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "--data-binary".into(),
+        body.to_string(),
+    ]
+}
+
+#[tokio::test]
+async fn nic_hotplug_on_an_osless_guest_and_its_unanswered_detach() {
+    let env = Env::new();
+    let mut net = Net::new();
+    let br = net.bridge("h");
+    let d = spawn_daemon(&env);
+    let xml = osless_xml(
+        "hotnic",
+        "<controller type='pci' index='0' model='pcie-root'/>\
+         <controller type='pci' index='1' model='pcie-root-port'/>",
+    );
+    assert_eq!(define(&d, &xml).status, 201);
+    assert_eq!(act(&d, "hotnic", "start").status, 200);
+    assert!(nics(&d, "hotnic").is_empty());
+
+    // Attach: the tap is made on the bridge and QEMU has the device.
+    let attach = |body: serde_json::Value| {
+        let args = json_body(&body);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&d.socket, "POST", "/v1/domains/hotnic/interfaces", &args)
+    };
+    let r = attach(serde_json::json!({
+        "type": "bridge", "source": br, "mac": "52:54:00:cc:00:01", "live": true
+    }));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ifname = r.json()["ifname"].as_str().expect("ifname").to_owned();
+    let tap = link(&ifname).expect("the hot-added tap");
+    assert_eq!(tap["master"], br.as_str(), "{tap}");
+    assert_eq!(tap["address"], "fe:54:00:cc:00:01", "{tap}");
+    let listed = nics(&d, "hotnic");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["mac"], "52:54:00:cc:00:01");
+    assert_eq!(listed[0]["ifname"], ifname.as_str());
+    let qmp_path = |cmd: &str, path: &str| {
+        let body = serde_json::json!({ "execute": cmd, "arguments": { "path": path } });
+        let args = json_body(&body);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = curl(&d.socket, "POST", "/v1/domains/hotnic/qmp", &args);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    };
+    let peripherals = qmp_path("qom-list", "/machine/peripheral");
+    assert!(
+        peripherals.contains("\"child<virtio-net-pci>\""),
+        "QEMU has no virtio-net-pci: {peripherals}"
+    );
+
+    // No free root port left: refused, nothing made.
+    let r = attach(serde_json::json!({ "type": "bridge", "source": br, "live": true }));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("no free PCIe root port"), "{}", r.body);
+    assert_eq!(links_of("hotnic").len(), 1);
+
+    // Link down, as the guest sees it.
+    let args = json_body(&serde_json::json!({ "state": "down" }));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = curl(
+        &d.socket,
+        "POST",
+        "/v1/domains/hotnic/interfaces/52:54:00:cc:00:01/link",
+        &args,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(nics(&d, "hotnic")[0]["link"], "down");
+
+    // Detach: the OS-less guest never releases the device: a timeout, the NIC still there.
+    let r = curl(
+        &d.socket,
+        "DELETE",
+        "/v1/domains/hotnic/interfaces/52:54:00:cc:00:01?live=true&wait_secs=2",
+        &[],
+    );
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.error_code(), "timeout", "{}", r.body);
+    assert!(
+        link(&ifname).is_some(),
+        "the tap went though the NIC stayed"
+    );
+    assert_eq!(nics(&d, "hotnic").len(), 1);
+    // The async slot is free again: the domain takes other jobs.
+    assert_eq!(act(&d, "hotnic", "suspend").status, 200);
+    assert_eq!(act(&d, "hotnic", "resume").status, 200);
+
+    // Stopping the guest removes the hot-added tap too.
+    assert_eq!(act(&d, "hotnic", "destroy").status, 200);
+    wait_for("the hot-added tap to go", Duration::from_secs(10), || {
+        link(&ifname).is_none()
+    })
+    .await;
+    assert!(links_of("hotnic").is_empty());
+}

@@ -198,6 +198,66 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/domains/{name}/interfaces` (domiflist).
+    pub async fn interfaces(&self, name: &str) -> Result<Value, ClientError> {
+        self.json(Method::GET, &domain_path(name, "/interfaces"), None)
+            .await
+    }
+
+    /// `POST /v1/domains/{name}/interfaces` (attach-interface): `request` as the route takes
+    /// it (`type`, `source`, `mode`, `model`, `mac`, `mtu`, `live`, `config`).
+    pub async fn attach_interface(
+        &self,
+        name: &str,
+        request: &Value,
+    ) -> Result<Value, ClientError> {
+        self.json(
+            Method::POST,
+            &domain_path(name, "/interfaces"),
+            Some((request.to_string().into(), "application/json")),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/domains/{name}/interfaces/{mac}` (detach-interface).
+    pub async fn detach_interface(
+        &self,
+        name: &str,
+        mac: &str,
+        live: bool,
+        config: bool,
+        wait_secs: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let mut path = domain_path(
+            name,
+            &format!("/interfaces/{}?live={live}&config={config}", encode(mac)),
+        );
+        if let Some(w) = wait_secs {
+            path.push_str(&format!("&wait_secs={w}"));
+        }
+        self.call(Method::DELETE, &path, None, "application/json")
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/domains/{name}/interfaces/{mac}/link` (domif-setlink).
+    pub async fn set_interface_link(
+        &self,
+        name: &str,
+        mac: &str,
+        up: bool,
+    ) -> Result<(), ClientError> {
+        let body = json!({ "state": if up { "up" } else { "down" } }).to_string();
+        self.call(
+            Method::POST,
+            &domain_path(name, &format!("/interfaces/{}/link", encode(mac))),
+            Some((body.into(), "application/json")),
+            "application/json",
+        )
+        .await
+        .map(drop)
+    }
+
     /// `POST /v1/domains/{name}/qmp` (admins only): returns QEMU's `return` value.
     pub async fn qmp(
         &self,

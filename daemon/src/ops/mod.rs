@@ -13,6 +13,7 @@ pub mod define;
 pub mod disks;
 pub mod executor;
 pub mod hosts;
+pub mod interfaces;
 pub mod lifecycle;
 pub mod metadata;
 pub mod networks;

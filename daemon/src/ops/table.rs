@@ -155,6 +155,38 @@ pub static SET_METADATA: OpInfo = OpInfo {
     novactl: Some("set-metadata"),
     ..row("set-metadata", Access::Operate, "setting metadata")
 };
+// NICs (taps): attach/detach/link state/list.
+pub static ATTACH_INTERFACE: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/interfaces")),
+    dbus: Some("org.novacron1.Domain.AttachInterface"),
+    novactl: Some("attach-interface"),
+    ..row("attach-interface", Access::Operate, "attaching a NIC")
+};
+pub static DETACH_INTERFACE: OpInfo = OpInfo {
+    job: JobKind::Long(AsyncJob::NicUnplug),
+    long: true,
+    audited: true,
+    http: Some(("DELETE", "/v1/domains/{name}/interfaces/{mac}")),
+    dbus: Some("org.novacron1.Domain.DetachInterface"),
+    novactl: Some("detach-interface"),
+    ..row("detach-interface", Access::Operate, "detaching a NIC")
+};
+pub static DOMIF_SETLINK: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/interfaces/{mac}/link")),
+    dbus: Some("org.novacron1.Domain.SetInterfaceLink"),
+    novactl: Some("domif-setlink"),
+    ..row("domif-setlink", Access::Operate, "setting a NIC's link")
+};
+pub static DOMIFLIST: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/interfaces")),
+    dbus: Some("org.novacron1.Domain.ListInterfaces"),
+    novactl: Some("domiflist"),
+    ..row("domiflist", Access::Read, "listing NICs")
+};
 pub static PINNING: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/pinning")),
     dbus: Some("org.novacron1.Domain.GetPinning"),
@@ -614,6 +646,10 @@ pub static ALL: &[&OpInfo] = &[
     &RESET,
     &AUTOSTART,
     &SET_METADATA,
+    &ATTACH_INTERFACE,
+    &DETACH_INTERFACE,
+    &DOMIF_SETLINK,
+    &DOMIFLIST,
     &PINNING,
     &VCPUPIN,
     &EMULATORPIN,

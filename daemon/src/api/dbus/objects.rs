@@ -634,6 +634,97 @@ impl DomainObject {
         serde_json::to_string(&metadata).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
+    /// Attaches a NIC (virsh attach-interface): `kind` bridge|network|direct, `source`, `mode`
+    /// (direct; "" for the default), `model` ("" for virtio), `mac` ("" to draw one), `mtu`
+    /// (0: none), `live`/`config` (both false: live when running, else the definition).
+    /// Returns the NIC as attached, as JSON.
+    #[zbus(out_args("interface"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn attach_interface(
+        &self,
+        kind: String,
+        source: String,
+        mode: String,
+        model: String,
+        mac: String,
+        mtu: u32,
+        live: bool,
+        config: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let op = crate::ops::interfaces::AttachInterface {
+            domain: self.name.clone(),
+            request: crate::ops::interfaces::AttachRequest {
+                kind,
+                source,
+                mode: some(mode),
+                model: some(model),
+                mac: some(mac),
+                mtu: (mtu > 0).then_some(mtu),
+                live,
+                config,
+            },
+        };
+        let nic = run(&self.service, actor, op).await?;
+        serde_json::to_string(&nic).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// Detaches the NIC with `mac` (virsh detach-interface); waits up to `wait_secs` (0: the
+    /// default) for the guest to release it.
+    async fn detach_interface(
+        &self,
+        mac: String,
+        live: bool,
+        config: bool,
+        wait_secs: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let op = crate::ops::interfaces::DetachInterface {
+            domain: self.name.clone(),
+            mac,
+            scope: crate::service::nics::hotplug::Scope { live, config },
+            wait_secs: (wait_secs > 0).then_some(wait_secs),
+        };
+        run(&self.service, actor, op).await
+    }
+
+    /// Sets the link of the NIC with `mac` up or down as the guest sees it (domif-setlink).
+    async fn set_interface_link(
+        &self,
+        mac: String,
+        up: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let op = crate::ops::interfaces::SetInterfaceLink {
+            domain: self.name.clone(),
+            mac,
+            up,
+        };
+        run(&self.service, actor, op).await
+    }
+
+    /// The domain's NICs (domiflist), as JSON.
+    #[zbus(out_args("interfaces"))]
+    async fn list_interfaces(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let op = crate::ops::interfaces::ListInterfaces {
+            domain: self.name.clone(),
+        };
+        let nics = run(&self.service, actor, op).await?;
+        serde_json::to_string(&nics).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
     /// Removes the persistent definition; a running domain becomes transient.
     async fn undefine(
         &self,

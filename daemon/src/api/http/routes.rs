@@ -36,6 +36,11 @@ pub enum Endpoint {
     Lifecycle(Kind),
     SetAutostart,
     SetMetadata,
+    // NICs (taps).
+    Interfaces,
+    AttachInterface,
+    DetachInterface,
+    InterfaceLink,
     Pinning,
     Pin,
     Qmp,
@@ -117,6 +122,26 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         Method::PUT,
         "/v1/domains/{name}/metadata",
         Endpoint::SetMetadata,
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/interfaces",
+        Endpoint::Interfaces,
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/interfaces",
+        Endpoint::AttachInterface,
+    ),
+    (
+        Method::DELETE,
+        "/v1/domains/{name}/interfaces/{mac}",
+        Endpoint::DetachInterface,
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/interfaces/{mac}/link",
+        Endpoint::InterfaceLink,
     ),
     (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
     (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
@@ -454,6 +479,10 @@ impl Endpoint {
             Endpoint::Lifecycle(kind) => kind.info(),
             Endpoint::SetAutostart => &table::AUTOSTART,
             Endpoint::SetMetadata => &table::SET_METADATA,
+            Endpoint::Interfaces => &table::DOMIFLIST,
+            Endpoint::AttachInterface => &table::ATTACH_INTERFACE,
+            Endpoint::DetachInterface => &table::DETACH_INTERFACE,
+            Endpoint::InterfaceLink => &table::DOMIF_SETLINK,
             Endpoint::Pinning => &table::PINNING,
             // The three pin operations share the route and the access level.
             Endpoint::Pin => &table::VCPUPIN,
@@ -532,6 +561,12 @@ pub fn resolve<'p>(
     } else {
         Err(ApiError::not_found(format!("no such resource: {path}")))
     }
+}
+
+/// The `n`th `/`-separated segment of `path` (`/v1/domains/{name}/...`: 3 is the name),
+/// for routes with two parameters (the matcher hands over the last one).
+fn path_segment(path: &str, n: usize) -> String {
+    path.split('/').nth(n).unwrap_or_default().to_owned()
 }
 
 /// `Some(param)` when `path` fits `template`; the parameter must be a non-empty segment.
@@ -667,6 +702,66 @@ pub(crate) async fn dispatch(
                 StatusCode::OK,
                 &exec.run(actor, Target::Local, op).await?,
             ))
+        }
+        Endpoint::Interfaces => {
+            let op = ops::interfaces::ListInterfaces { domain: param };
+            Ok(json_response(
+                StatusCode::OK,
+                &exec.run(actor, Target::Local, op).await?,
+            ))
+        }
+        Endpoint::AttachInterface => {
+            let request = parse_json(&read_body(req).await?)?;
+            let op = ops::interfaces::AttachInterface {
+                domain: param,
+                request,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &exec.run(actor, Target::Local, op).await?,
+            ))
+        }
+        Endpoint::DetachInterface => {
+            let q = query(&req)?;
+            let wait_secs = q
+                .get("wait_secs")
+                .map(|v| {
+                    v.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request("query parameter wait_secs: not a number of seconds")
+                    })
+                })
+                .transpose()?;
+            let op = ops::interfaces::DetachInterface {
+                domain: path_segment(&path, 3),
+                mac: param,
+                scope: crate::service::nics::hotplug::Scope {
+                    live: flag(&q, "live", false)?,
+                    config: flag(&q, "config", false)?,
+                },
+                wait_secs,
+            };
+            exec.run(actor, Target::Local, op).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({})))
+        }
+        Endpoint::InterfaceLink => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Body {
+                state: String,
+            }
+            let body: Body = parse_json(&read_body(req).await?)?;
+            let up = match body.state.as_str() {
+                "up" => true,
+                "down" => false,
+                _ => return Err(ApiError::bad_request("state: must be \"up\" or \"down\"")),
+            };
+            let op = ops::interfaces::SetInterfaceLink {
+                domain: path_segment(&path, 3),
+                mac: param,
+                up,
+            };
+            exec.run(actor, Target::Local, op).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({})))
         }
         Endpoint::Pinning => {
             let config = flag(&query(&req)?, "config", false)?;

@@ -183,6 +183,56 @@ pub enum Command {
         #[arg(long, conflicts_with = "tags")]
         clear_tags: bool,
     },
+    /// List a domain's NICs (live when it runs)
+    Domiflist { name: String },
+    /// Add a NIC (a tap on a bridge or network, or a macvtap on a host NIC)
+    AttachInterface {
+        name: String,
+        /// bridge, network or direct
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+        /// The bridge, network or host NIC
+        #[arg(long)]
+        source: String,
+        /// macvtap mode for direct: bridge, vepa, private, passthrough
+        #[arg(long)]
+        mode: Option<String>,
+        /// virtio (default), e1000e, e1000, rtl8139
+        #[arg(long)]
+        model: Option<String>,
+        /// Drawn free when absent
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Affect the running guest
+        #[arg(long)]
+        live: bool,
+        /// Affect the definition
+        #[arg(long)]
+        config: bool,
+    },
+    /// Remove a NIC by its MAC (waits for the guest to release it)
+    DetachInterface {
+        name: String,
+        #[arg(long)]
+        mac: String,
+        #[arg(long)]
+        live: bool,
+        #[arg(long)]
+        config: bool,
+        /// Seconds to wait for the guest (default 20)
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// Set a NIC's link up or down as the guest sees it
+    DomifSetlink {
+        name: String,
+        /// The NIC's MAC
+        interface: String,
+        /// up or down
+        state: String,
+    },
     /// Follow domain events until interrupted (Ctrl-C)
     Events {
         /// Begin after this sequence number (replaying what the daemon still holds)

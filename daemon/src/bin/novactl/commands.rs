@@ -105,6 +105,64 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             ctx.set_metadata(&name, Value::Object(change)).await
         }
+        Command::Domiflist { name } => ctx.domiflist(&name).await,
+        Command::AttachInterface {
+            name,
+            kind,
+            source,
+            mode,
+            model,
+            mac,
+            mtu,
+            live,
+            config,
+        } => {
+            let request = json!({
+                "type": kind, "source": source, "mode": mode, "model": model,
+                "mac": mac, "mtu": mtu, "live": live, "config": config,
+            });
+            let nic = ctx.client.attach_interface(&name, &request).await?;
+            if ctx.json {
+                return output::json(&nic);
+            }
+            output::line(&format!(
+                "Interface {} attached to {name}{}",
+                nic["mac"].as_str().unwrap_or_default(),
+                nic["ifname"]
+                    .as_str()
+                    .map(|i| format!(" ({i})"))
+                    .unwrap_or_default()
+            ))
+        }
+        Command::DetachInterface {
+            name,
+            mac,
+            live,
+            config,
+            wait,
+        } => {
+            ctx.client
+                .detach_interface(&name, &mac, live, config, wait)
+                .await?;
+            output::line(&format!("Interface {mac} detached from {name}"))
+        }
+        Command::DomifSetlink {
+            name,
+            interface,
+            state,
+        } => {
+            let up = match state.as_str() {
+                "up" => true,
+                "down" => false,
+                other => {
+                    return Err(CliError::Input(format!(
+                        "state: '{other}' is not up or down"
+                    )))
+                }
+            };
+            ctx.client.set_interface_link(&name, &interface, up).await?;
+            output::line(&format!("Link of {interface} on {name} is {state}"))
+        }
         Command::Events { after } => ctx.events(after).await,
         Command::Qmp {
             name,
@@ -328,6 +386,36 @@ impl Ctx {
                 op.id
             )),
         }
+    }
+
+    async fn domiflist(&self, name: &str) -> Result<(), CliError> {
+        let nics = self.client.interfaces(name).await?;
+        if self.json {
+            return output::json(&nics);
+        }
+        let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+        let rows: Vec<Vec<String>> = nics
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                vec![
+                    s(&n["ifname"]),
+                    s(&n["type"]),
+                    s(&n["source"]),
+                    s(&n["model"]),
+                    s(&n["mac"]),
+                    s(&n["link"]),
+                ]
+            })
+            .collect();
+        output::line(
+            output::table(
+                &["Interface", "Type", "Source", "Model", "MAC", "Link"],
+                &rows,
+            )
+            .trim_end(),
+        )
     }
 
     async fn set_metadata(&self, name: &str, change: Value) -> Result<(), CliError> {

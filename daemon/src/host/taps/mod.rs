@@ -10,6 +10,7 @@ pub mod macvtap;
 pub mod names;
 pub mod tun;
 pub mod vhost;
+pub mod vlan;
 
 /// The ifalias prefix of every link the daemon makes (`novacron:<domain>`).
 pub const MARKER: &str = "novacron:";

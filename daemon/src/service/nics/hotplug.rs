@@ -160,24 +160,34 @@ fn resolve_scope(h: &DomainHandle, scope: Scope, op: &'static str) -> Result<Sco
     Ok(scope)
 }
 
-/// The `pci.N` root ports with nothing plugged, from `query-pci`.
-fn free_root_ports(pci: &Value) -> Vec<String> {
-    let mut free = Vec::new();
+/// The `pci.N` root ports (from `query-pci`). Which devices sit behind one is not there
+/// until the guest's firmware numbered the bus: [`occupied`] asks QOM instead.
+fn root_ports(pci: &Value) -> Vec<String> {
+    let mut ports = Vec::new();
     for bus in pci.as_array().into_iter().flatten() {
         for dev in bus["devices"].as_array().into_iter().flatten() {
-            let (Some(id), Some(bridge)) = (dev["qdev_id"].as_str(), dev.get("pci_bridge")) else {
-                continue;
-            };
-            let empty = bridge
-                .get("devices")
-                .and_then(Value::as_array)
-                .is_none_or(|d| d.is_empty());
-            if id.starts_with("pci.") && empty {
-                free.push(id.to_owned());
+            if let (Some(id), Some(_)) = (dev["qdev_id"].as_str(), dev.get("pci_bridge")) {
+                if id.starts_with("pci.") {
+                    ports.push(id.to_owned());
+                }
             }
         }
     }
-    free
+    ports
+}
+
+/// Whether the bus of root port `port` has a device: its QOM bus object links each child as
+/// `child[N]`.
+async fn occupied(qmp: &novacron_qmp::Client, port: &str) -> Result<bool, novacron_qmp::Error> {
+    let path = format!("/machine/peripheral/{port}/{port}");
+    let props = qmp
+        .execute_raw("qom-list", Some(&json!({ "path": path })))
+        .await?;
+    Ok(props
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["name"].as_str().is_some_and(|n| n.starts_with("child["))))
 }
 
 fn qemu_model(model: NicModel) -> &'static str {
@@ -285,7 +295,9 @@ impl Service {
             // The definition must accept the NIC (validation names what is wrong).
             let mut with = h.definition().config.config().clone();
             with.devices.interfaces.push(nic.clone());
-            let validated = with.clone().validate()?;
+            // ...and the caller may name what it names (a host NIC is admin-only).
+            let validated = Arc::new(with.clone().validate()?);
+            inner.admit(&validated).await?;
             if scope.live {
                 let live = running(&h).ok_or_else(|| Error::Internal("guest stopped".into()))?;
                 attach_live(inner, &h, &live, &nic).await?;
@@ -469,8 +481,17 @@ async fn attach_live(
             .execute_raw("query-pci", None)
             .await
             .map_err(|e| qmp_error(name, "attach-interface", e))?;
-        let free = free_root_ports(&pci);
-        Some(free.into_iter().next().ok_or_else(|| Error::Invalid {
+        let mut free = None;
+        for port in root_ports(&pci) {
+            if !occupied(qmp, &port)
+                .await
+                .map_err(|e| qmp_error(name, "attach-interface", e))?
+            {
+                free = Some(port);
+                break;
+            }
+        }
+        Some(free.ok_or_else(|| Error::Invalid {
             message: format!(
                 "domain '{name}' has no free PCIe root port to plug a NIC into; define spare \
                  <controller type='pci' model='pcie-root-port'/> controllers"

@@ -1,0 +1,241 @@
+//! NIC operations (virsh attach-interface, detach-interface, domif-setlink, domiflist).
+
+use std::time::Duration;
+
+use novacron_domain::model::{Interface, InterfaceSource, MacvtapMode, NicModel};
+use novacron_domain::{Error, FieldError};
+use serde::Deserialize;
+
+use super::{table, OpInfo, Operation};
+use crate::service::nics::hotplug::{NicInfo, Scope};
+use crate::service::Service;
+
+/// Longest a detach may wait for the guest.
+pub const MAX_DETACH_WAIT: Duration = Duration::from_secs(600);
+
+/// What attach-interface takes, as virsh's options: `type` bridge|network|direct, `source`
+/// (bridge, network or host NIC), `mode` for direct, `model`, `mac`, `mtu`, `live`, `config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub live: bool,
+    #[serde(default)]
+    pub config: bool,
+}
+
+fn invalid(path: &str, message: String) -> Error {
+    Error::Invalid {
+        message: format!("{path}: {message}"),
+        details: vec![FieldError::new(path, message)],
+    }
+}
+
+impl AttachRequest {
+    /// The NIC it describes; every field checked and named when wrong.
+    pub fn interface(&self) -> Result<(Interface, Scope), Error> {
+        let source = match self.kind.as_str() {
+            "bridge" => InterfaceSource::Bridge {
+                bridge: self.source.clone(),
+            },
+            "network" => InterfaceSource::Network {
+                network: self.source.clone(),
+            },
+            "direct" => {
+                let mode = match self.mode.as_deref() {
+                    None => MacvtapMode::Vepa,
+                    Some(m) => MacvtapMode::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == m)
+                        .ok_or_else(|| {
+                            invalid(
+                                "mode",
+                                format!(
+                                    "'{}' is not bridge, vepa, private or passthrough",
+                                    m.escape_debug()
+                                ),
+                            )
+                        })?,
+                };
+                InterfaceSource::Direct {
+                    dev: self.source.clone(),
+                    mode,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "type",
+                    format!(
+                        "'{}' is not bridge, network or direct",
+                        other.escape_debug()
+                    ),
+                ))
+            }
+        };
+        let model = match self.model.as_deref() {
+            None => NicModel::Virtio,
+            Some(m) => NicModel::ALL
+                .into_iter()
+                .find(|x| x.as_str() == m)
+                .ok_or_else(|| {
+                    invalid(
+                        "model",
+                        format!("'{}' is not a NIC model", m.escape_debug()),
+                    )
+                })?,
+        };
+        let mac = self
+            .mac
+            .as_deref()
+            .map(crate::service::nics::hotplug::parse_mac)
+            .transpose()?;
+        Ok((
+            Interface {
+                source,
+                mac,
+                model,
+                driver: None,
+                mtu: self.mtu,
+                boot_order: None,
+                address: None,
+            },
+            Scope {
+                live: self.live,
+                config: self.config,
+            },
+        ))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachInterface {
+    pub domain: String,
+    pub request: AttachRequest,
+}
+
+impl Operation for AttachInterface {
+    type Response = NicInfo;
+    type Failure = Error;
+
+    fn info(&self) -> &'static OpInfo {
+        &table::ATTACH_INTERFACE
+    }
+
+    fn target(&self) -> &str {
+        &self.domain
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        self.request.interface().map(drop)
+    }
+
+    async fn local(self, svc: Service) -> Result<NicInfo, Error> {
+        let (nic, scope) = self.request.interface()?;
+        svc.attach_interface(&self.domain, nic, scope).await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DetachInterface {
+    pub domain: String,
+    pub mac: String,
+    pub scope: Scope,
+    /// How long to wait for the guest to release the NIC; the default when `None`.
+    pub wait_secs: Option<u64>,
+}
+
+impl Operation for DetachInterface {
+    type Response = ();
+    type Failure = Error;
+
+    fn info(&self) -> &'static OpInfo {
+        &table::DETACH_INTERFACE
+    }
+
+    fn target(&self) -> &str {
+        &self.domain
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        crate::service::nics::hotplug::parse_mac(&self.mac)?;
+        match self.wait_secs {
+            Some(s) if s == 0 || Duration::from_secs(s) > MAX_DETACH_WAIT => Err(invalid(
+                "wait_secs",
+                format!("must be 1 to {}", MAX_DETACH_WAIT.as_secs()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn local(self, svc: Service) -> Result<(), Error> {
+        svc.detach_interface(
+            &self.domain,
+            &self.mac,
+            self.scope,
+            self.wait_secs.map(Duration::from_secs),
+        )
+        .await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SetInterfaceLink {
+    pub domain: String,
+    pub mac: String,
+    pub up: bool,
+}
+
+impl Operation for SetInterfaceLink {
+    type Response = ();
+    type Failure = Error;
+
+    fn info(&self) -> &'static OpInfo {
+        &table::DOMIF_SETLINK
+    }
+
+    fn target(&self) -> &str {
+        &self.domain
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        crate::service::nics::hotplug::parse_mac(&self.mac).map(drop)
+    }
+
+    async fn local(self, svc: Service) -> Result<(), Error> {
+        svc.set_interface_link(&self.domain, &self.mac, self.up)
+            .await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListInterfaces {
+    pub domain: String,
+}
+
+impl Operation for ListInterfaces {
+    type Response = Vec<NicInfo>;
+    type Failure = Error;
+
+    fn info(&self) -> &'static OpInfo {
+        &table::DOMIFLIST
+    }
+
+    fn target(&self) -> &str {
+        &self.domain
+    }
+
+    async fn local(self, svc: Service) -> Result<Vec<NicInfo>, Error> {
+        svc.interfaces(&self.domain).await
+    }
+}
