@@ -9,6 +9,7 @@ pub mod driver;
 pub mod error;
 pub mod model;
 pub mod qemu;
+pub mod snapshot;
 pub mod state;
 pub mod validate;
 pub mod xml;
