@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod metadata;
 pub mod pinning;
 pub mod qmp;
+pub mod snapshots;
 pub mod table;
 
 use std::borrow::Cow;

@@ -45,12 +45,15 @@ impl Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsyncJob {
     Migration,
+    /// Snapshot create/delete/revert (block jobs).
+    Snapshot,
 }
 
 impl AsyncJob {
     pub fn as_str(self) -> &'static str {
         match self {
             AsyncJob::Migration => "migration",
+            AsyncJob::Snapshot => "snapshot",
         }
     }
 
@@ -61,6 +64,9 @@ impl AsyncJob {
     fn allows(self, job: Job) -> bool {
         match self {
             AsyncJob::Migration => matches!(job, Job::Suspend | Job::Resume | Job::Destroy),
+            // A block job survives a pause; a destroy must always be possible (recovery at
+            // the next start finishes what the journal says).
+            AsyncJob::Snapshot => matches!(job, Job::Suspend | Job::Resume | Job::Destroy),
         }
     }
 }

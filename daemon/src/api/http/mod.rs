@@ -12,6 +12,7 @@ mod ratelog;
 mod request;
 mod response;
 pub mod routes;
+mod snapshots;
 pub mod tls;
 
 use std::convert::Infallible;

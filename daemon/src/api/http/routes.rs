@@ -15,6 +15,7 @@ use super::hosts::HostEndpoint;
 use super::migration::MigrationEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
+use super::snapshots::SnapshotEndpoint;
 use super::Ctx;
 use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
 use crate::ops::{self, table, Executor, OpInfo, Target};
@@ -42,6 +43,8 @@ pub enum Endpoint {
     /// `/v1/hosts/...`: remote vendor hosts (see `hosts.rs`).
     Remote(HostEndpoint),
     Migration(MigrationEndpoint),
+    /// `/v1/domains/{name}/snapshots...` (see `snapshots.rs`).
+    Snapshot(SnapshotEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -99,6 +102,36 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         Method::PUT,
         "/v1/domains/{name}/metadata",
         Endpoint::SetMetadata,
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/snapshots",
+        Endpoint::Snapshot(SnapshotEndpoint::Create),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/snapshots",
+        Endpoint::Snapshot(SnapshotEndpoint::List),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/snapshots/{snap}",
+        Endpoint::Snapshot(SnapshotEndpoint::Info),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/snapshots/{snap}/xml",
+        Endpoint::Snapshot(SnapshotEndpoint::Xml),
+    ),
+    (
+        Method::DELETE,
+        "/v1/domains/{name}/snapshots/{snap}",
+        Endpoint::Snapshot(SnapshotEndpoint::Delete),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/snapshots/{snap}/revert",
+        Endpoint::Snapshot(SnapshotEndpoint::Revert),
     ),
     (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
     (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
@@ -255,6 +288,7 @@ impl Endpoint {
             Endpoint::Migration(M::Incoming) => &table::INCOMING_GET,
             Endpoint::Migration(M::Finish) => &table::INCOMING_FINISH,
             Endpoint::Migration(M::Abort) => &table::INCOMING_ABORT,
+            Endpoint::Snapshot(e) => e.info(),
         }
     }
 }
@@ -471,6 +505,9 @@ pub(crate) async fn dispatch(
         Endpoint::Remote(endpoint) => super::hosts::dispatch(endpoint, req, ctx, caller).await,
         Endpoint::Migration(endpoint) => {
             super::migration::dispatch(endpoint, &param, req, ctx).await
+        }
+        Endpoint::Snapshot(endpoint) => {
+            super::snapshots::dispatch(endpoint, &path, req, ctx, caller).await
         }
         Endpoint::OpenApi => Ok(with_type(
             StatusCode::OK,

@@ -1,0 +1,356 @@
+//! Disk snapshots through a real daemon, real QEMU and real qemu-img: live create (one
+//! transaction; the overlays are nodes), a tree with a branch, deletion of a middle snapshot
+//! (the chain checked with qemu-img, the dropped nodes gone, a resize afterwards), revert of
+//! a stopped guest, `kill -9` of the daemon during a commit and the restart that finishes it,
+//! and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::daemon::{curl, Reply};
+use common::*;
+use serde_json::{json, Value};
+
+const XML: &[&str] = &["-H", "Content-Type: application/xml", "--data-binary"];
+const JSON: &[&str] = &["-H", "Content-Type: application/json", "--data-binary"];
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn post_json(s: &Path, path: &str, body: &Value) -> Reply {
+    let body = body.to_string();
+    let mut args = JSON.to_vec();
+    args.push(&body);
+    curl(s, "POST", path, &args)
+}
+
+fn qmp(s: &Path, domain: &str, execute: &str, arguments: Value) -> Value {
+    let r = post_json(
+        s,
+        &format!("/v1/domains/{domain}/qmp"),
+        &json!({"execute": execute, "arguments": arguments}),
+    );
+    assert_eq!(r.status, 200, "{execute}: {}", r.body);
+    r.json()["return"].clone()
+}
+
+fn node_names(s: &Path, domain: &str) -> Vec<String> {
+    qmp(s, domain, "query-named-block-nodes", json!({"flat": true}))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node-name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn domain_disk(s: &Path, domain: &str) -> String {
+    let r = curl(s, "GET", &format!("/v1/domains/{domain}"), &[]);
+    let v = r.json();
+    let disks = &v["config"]["devices"]["disks"];
+    disks[0]["source"]["path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no disk path: {v}"))
+        .to_owned()
+}
+
+/// The persistent definition's disk (as the next start uses it).
+fn defined_disk(env: &Env, domain: &str) -> String {
+    let dir = env.config.state_dir.join("domains");
+    let x = std::fs::read_to_string(dir.join(format!("{domain}.xml"))).expect("definition");
+    let i = x.find("<source file='").expect("source") + "<source file='".len();
+    x[i..i + x[i..].find('\'').unwrap()].to_owned()
+}
+
+/// `qemu-img info --backing-chain` of `top`: the file names, top first.
+fn chain(top: &str) -> Vec<String> {
+    let out = run(
+        "qemu-img",
+        &["info", "-U", "--backing-chain", "--output=json", top],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["filename"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn check_images(files: &[String]) {
+    for f in files {
+        let out = Command::new("qemu-img")
+            .args(["check", "-U", f])
+            .output()
+            .unwrap();
+        // 0: clean; raw images have nothing to check (63) — ours are all qcow2.
+        assert!(
+            out.status.success(),
+            "qemu-img check {f}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Reads `len` bytes at 0 of `image` (through its chain) and checks they are all `pattern`.
+fn reads_pattern(image: &str, pattern: u8, len: &str) -> bool {
+    Command::new("qemu-io")
+        .args([
+            "-r",
+            "-U",
+            "-c",
+            &format!("read -P {pattern:#x} 0 {len}"),
+            image,
+        ])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed")
+        })
+        .unwrap_or(false)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tree_json(env: &Env, domain: &str) -> Value {
+    let p = env
+        .config
+        .state_dir
+        .join("snapshots")
+        .join(domain)
+        .join("tree.json");
+    std::fs::read(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn guest_xml(name: &str, image: &Path) -> String {
+    let virt = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    format!(
+        "<domain type='{virt}'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
+           <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices>
+         </domain>",
+        image.display()
+    )
+}
+
+fn images_dir(env: &Env) -> PathBuf {
+    let d = env.config.state_dir.join("images");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn disk_snapshots_live_and_offline_tree_delete_revert_and_a_crash_during_commit() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = images_dir(&env).join("base.qcow2");
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "64M"],
+    );
+    let mut args = XML.to_vec();
+    let xml = guest_xml("sn1", &base);
+    args.push(&xml);
+    assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
+
+    // Bad input first: nothing changes.
+    let r = post_json(&s, "/v1/domains/sn1/snapshots", &json!({"name": "a/b"}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error"]["details"][0]["path"],
+        "name",
+        "{}",
+        r.body
+    );
+    let r = curl(&s, "GET", "/v1/domains/sn1/snapshots/nope", &[]);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (404, "not_found".into()),
+        "{}",
+        r.body
+    );
+    let r = curl(&s, "DELETE", "/v1/domains/sn1/snapshots/nope", &[]);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = post_json(
+        &s,
+        "/v1/domains/sn1/snapshots",
+        &json!({"name": "q", "quiesce": "required"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("guest agent"), "{}", r.body);
+    assert!(names(&curl(&s, "GET", "/v1/domains/sn1/snapshots", &[]).json()).is_empty());
+    assert_eq!(defined_disk(&env, "sn1"), base.to_str().unwrap());
+
+    // s1 on the stopped guest (qemu-img), then data written into its overlay o1.
+    let r = post_json(
+        &s,
+        "/v1/domains/sn1/snapshots",
+        &json!({"name": "s1", "description": "first", "quiesce": "best-effort"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["quiesced"], false);
+    let o1 = defined_disk(&env, "sn1");
+    assert_ne!(o1, base.to_str().unwrap());
+    assert_eq!(chain(&o1), [o1.clone(), base.display().to_string()]);
+    run("qemu-io", &["-c", "write -P 0x5a 0 8M", &o1]);
+    let r = post_json(&s, "/v1/domains/sn1/snapshots", &json!({"name": "s1"}));
+    assert_eq!(r.status, 400, "existing name: {}", r.body);
+    assert!(r.body.contains("already exists"), "{}", r.body);
+
+    // s2 on the running guest: one transaction; the overlay is a node, the disk's top now.
+    assert_eq!(curl(&s, "POST", "/v1/domains/sn1/start", &[]).status, 200);
+    let r = post_json(&s, "/v1/domains/sn1/snapshots", &json!({"name": "s2"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let nodes = node_names(&s, "sn1");
+    assert!(nodes.contains(&"nc2".to_owned()), "{nodes:?}");
+    let o2 = defined_disk(&env, "sn1");
+    assert_eq!(
+        chain(&o2),
+        [o2.clone(), o1.clone(), base.display().to_string()]
+    );
+    let x = curl(&s, "GET", "/v1/domains/sn1/snapshots/s2/xml", &[]);
+    assert!(
+        x.body.contains("<parent>") && x.body.contains("s1"),
+        "{}",
+        x.body
+    );
+    assert!(x.body.contains(&o2), "{}", x.body);
+
+    // Delete the middle one, slowly; kill -9 the daemon once its journal is on disk.
+    let r = curl(
+        &s,
+        "DELETE",
+        "/v1/domains/sn1/snapshots/s1?wait=false",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"speed": 1048576}"#,
+        ],
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_until("the journal", Duration::from_secs(30), || {
+        !tree_json(&env, "sn1")["journal"].is_null()
+    });
+    // The job is under way once the base grows (8 MiB at 1 MiB/s: far from done).
+    let empty = std::fs::metadata(&base).unwrap().len();
+    wait_until(
+        "the commit to make progress",
+        Duration::from_secs(30),
+        || std::fs::metadata(&base).unwrap().len() > empty + (1 << 20),
+    );
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    // Nothing referenced is gone meanwhile.
+    assert!(Path::new(&o1).exists() && base.exists());
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_until("the deletion to finish", Duration::from_secs(90), || {
+        let t = tree_json(&env, "sn1");
+        t["journal"].is_null() && t["snapshots"].get("s1").is_none()
+    });
+    let list = curl(&s, "GET", "/v1/domains/sn1/snapshots", &[]).json();
+    assert_eq!(names(&list), ["s2"]);
+    let log = std::fs::read_to_string(&d2.log).unwrap();
+    assert!(
+        log.contains("interrupted snapshot deletion finished"),
+        "{log}"
+    );
+    // The chain lost o1, its data is in the base, the file is gone, the images are sound.
+    assert_eq!(chain(&o2), [o2.clone(), base.display().to_string()]);
+    assert!(!Path::new(&o1).exists(), "o1 merged and unreferenced");
+    check_images(&[o2.clone(), base.display().to_string()]);
+    assert!(
+        reads_pattern(&o2, 0x5a, "8M"),
+        "data lost through the commit"
+    );
+    // The dropped nodes are gone, so the disk can grow.
+    let nodes = node_names(&s, "sn1");
+    // o1 was the start's top (node disk0): deleted with its storage node.
+    assert!(!nodes.iter().any(|n| n.starts_with("disk0")), "{nodes:?}");
+    qmp(
+        &s,
+        "sn1",
+        "block_resize",
+        json!({"node-name": "nc2", "size": 128u64 << 20}),
+    );
+
+    // Stopped: s3 offline, revert to s2 (a fresh overlay), s4: s2 has two children.
+    assert_eq!(curl(&s, "POST", "/v1/domains/sn1/destroy", &[]).status, 200);
+    let r = post_json(&s, "/v1/domains/sn1/snapshots", &json!({"name": "s3"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let o3 = defined_disk(&env, "sn1");
+    run("qemu-io", &["-c", "write -P 0x33 0 1M", &o3]);
+    assert!(reads_pattern(&o3, 0x33, "1M"));
+    let r = curl(&s, "POST", "/v1/domains/sn1/snapshots/s2/revert", &[]);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r2 = defined_disk(&env, "sn1");
+    assert_eq!(chain(&r2), [r2.clone(), base.display().to_string()]);
+    assert!(
+        reads_pattern(&r2, 0x5a, "1M"),
+        "revert did not restore s2's data"
+    );
+    assert!(!Path::new(&o3).exists(), "o3 held only unsaved state");
+    assert!(Path::new(&o2).exists(), "o2 is s3's image");
+    let r = post_json(&s, "/v1/domains/sn1/snapshots", &json!({"name": "s4"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let list = curl(&s, "GET", "/v1/domains/sn1/snapshots", &[]).json();
+    assert_eq!(
+        list["tree"].as_str().unwrap(),
+        "s2\n├─ s3\n└─ s4 (current)\n",
+        "{list}"
+    );
+    // A branch point cannot be merged away.
+    let r = curl(&s, "DELETE", "/v1/domains/sn1/snapshots/s2", &[]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("branch"), "{}", r.body);
+    // The leaf s3: its image is unlinked, the rest stays and starts.
+    let r = curl(&s, "DELETE", "/v1/domains/sn1/snapshots/s3", &[]);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(!Path::new(&o2).exists());
+    let active = defined_disk(&env, "sn1");
+    check_images(&chain(&active));
+    assert_eq!(curl(&s, "POST", "/v1/domains/sn1/start", &[]).status, 200);
+    assert_eq!(domain_disk(&s, "sn1"), active);
+    // s2 live now: r2 sits between the top and the base, opened read-only at this start;
+    // it is committed into the base (made writable through its fd set).
+    let r = curl(&s, "DELETE", "/v1/domains/sn1/snapshots/s2", &[]);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(chain(&active), [active.clone(), base.display().to_string()]);
+    assert!(!Path::new(&r2).exists());
+    assert!(reads_pattern(&active, 0x5a, "1M"));
+    let list = curl(&s, "GET", "/v1/domains/sn1/snapshots", &[]).json();
+    assert_eq!(list["tree"].as_str().unwrap(), "s4 (current)\n", "{list}");
+}
