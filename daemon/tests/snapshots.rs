@@ -119,6 +119,20 @@ fn reads_pattern(image: &str, pattern: u8, len: &str) -> bool {
         .unwrap_or(false)
 }
 
+fn novactl(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_novactl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("novactl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -332,6 +346,28 @@ fn disk_snapshots_live_and_offline_tree_delete_revert_and_a_crash_during_commit(
         "s2\n├─ s3\n└─ s4 (current)\n",
         "{list}"
     );
+    // novactl, with virsh's names.
+    let (code, out, err) = novactl(&s, &["snapshot-list", "sn1", "--tree"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "s2\n├─ s3\n└─ s4 (current)\n"),
+        "{err}"
+    );
+    let (code, out, err) = novactl(&s, &["snapshot-dumpxml", "sn1", "s4"]);
+    assert!(code == 0 && out.contains("<name>s4</name>"), "{out}{err}");
+    let (code, out, err) = novactl(&s, &["snapshot-info", "sn1", "s3"]);
+    assert!(code == 0 && out.contains("s2"), "{out}{err}");
+    let (code, _, err) = novactl(
+        &s,
+        &[
+            "snapshot-create-as",
+            "sn1",
+            "s5",
+            "--disk-only",
+            "--quiesce",
+        ],
+    );
+    assert!(code != 0 && err.contains("guest agent"), "{err}");
     // A branch point cannot be merged away.
     let r = curl(&s, "DELETE", "/v1/domains/sn1/snapshots/s2", &[]);
     assert_eq!(r.status, 400, "{}", r.body);
@@ -353,4 +389,18 @@ fn disk_snapshots_live_and_offline_tree_delete_revert_and_a_crash_during_commit(
     assert!(reads_pattern(&active, 0x5a, "1M"));
     let list = curl(&s, "GET", "/v1/domains/sn1/snapshots", &[]).json();
     assert_eq!(list["tree"].as_str().unwrap(), "s4 (current)\n", "{list}");
+    // Every change and every refusal is audited.
+    let audit = audited(&env, |op| op.starts_with("snapshot-"));
+    let count = |op: &str, result: &str| {
+        audit
+            .iter()
+            .filter(|(o, d, r, _)| o == op && d == "sn1" && r == result)
+            .count()
+    };
+    assert_eq!(count("snapshot-create", "ok"), 4, "{audit:?}");
+    // (The deletion the kill interrupted has no record of its own: the daemon died first.)
+    assert_eq!(count("snapshot-delete", "ok"), 2, "{audit:?}");
+    assert_eq!(count("snapshot-delete", "not_found"), 1, "{audit:?}");
+    assert_eq!(count("snapshot-revert", "ok"), 1, "{audit:?}");
+    assert!(count("snapshot-create", "invalid_config") >= 3, "{audit:?}");
 }

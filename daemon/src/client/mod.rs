@@ -14,6 +14,7 @@ mod events;
 mod migration;
 mod pinning;
 mod remote;
+mod snapshots;
 pub mod sse;
 mod types;
 

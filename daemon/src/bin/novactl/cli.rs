@@ -190,6 +190,34 @@ pub enum Command {
     Operation { id: String },
     /// Show the host: versions, KVM, CPUs, memory, domain counts
     Host,
+    /// Take a disk snapshot: external qcow2 overlays over every writable disk
+    SnapshotCreateAs {
+        name: String,
+        snapshot: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Disks only (the only kind so far)
+        #[arg(long)]
+        disk_only: bool,
+        /// Freeze the guest's filesystems first (refused without a connected guest agent)
+        #[arg(long)]
+        quiesce: bool,
+    },
+    /// List a domain's snapshots
+    SnapshotList {
+        name: String,
+        /// As a tree
+        #[arg(long)]
+        tree: bool,
+    },
+    /// Show one snapshot
+    SnapshotInfo { name: String, snapshot: String },
+    /// A snapshot as libvirt's <domainsnapshot> XML
+    SnapshotDumpxml { name: String, snapshot: String },
+    /// Delete a snapshot (its image is merged; files still referenced are kept)
+    SnapshotDelete { name: String, snapshot: String },
+    /// Revert a stopped domain's disks to a snapshot
+    SnapshotRevert { name: String, snapshot: String },
     /// Show where a domain's vCPUs may run, or pin one (like virsh vcpupin)
     Vcpupin {
         name: String,

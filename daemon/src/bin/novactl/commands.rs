@@ -16,6 +16,7 @@ use crate::exit::CliError;
 use crate::output;
 use crate::pinning::Which;
 use crate::progress::Spinner;
+use crate::snapshots::Snap;
 
 /// Definitions are a few KiB; the daemon refuses bodies over 1 MiB anyway. This only stops
 /// `define -f /dev/zero` from eating memory before the server can say no.
@@ -105,6 +106,37 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => ctx.qmp(&name, &command, arguments.as_deref()).await,
         Command::Operation { id } => ctx.operation(&id).await,
         Command::Host => ctx.host().await,
+        Command::SnapshotCreateAs {
+            name,
+            snapshot,
+            description,
+            disk_only,
+            quiesce,
+        } => {
+            let cmd = Snap::CreateAs {
+                name,
+                snapshot,
+                description,
+                disk_only,
+                quiesce,
+            };
+            crate::snapshots::run(&ctx.client, ctx.json, cmd).await
+        }
+        Command::SnapshotList { name, tree } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::List { name, tree }).await
+        }
+        Command::SnapshotInfo { name, snapshot } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::Info { name, snapshot }).await
+        }
+        Command::SnapshotDumpxml { name, snapshot } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::Dumpxml { name, snapshot }).await
+        }
+        Command::SnapshotDelete { name, snapshot } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::Delete { name, snapshot }).await
+        }
+        Command::SnapshotRevert { name, snapshot } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::Revert { name, snapshot }).await
+        }
         Command::Vcpupin {
             name,
             vcpu,

@@ -9,6 +9,7 @@ mod output;
 mod pinning;
 mod progress;
 mod remote;
+mod snapshots;
 
 /// README.md's command lines, which the tests parse as written.
 #[cfg(test)]
