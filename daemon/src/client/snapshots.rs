@@ -59,6 +59,32 @@ impl Client {
         .map(drop)
     }
 
+    /// `PUT /v1/domains/{name}/snapshot-schedule` (`{"every", "keep"}`), or with `None`
+    /// `DELETE` it; `GET` when `show`.
+    pub async fn snapshot_schedule(
+        &self,
+        name: &str,
+        set: Option<&Value>,
+        remove: bool,
+    ) -> Result<Value, ClientError> {
+        let path = domain_path(name, "/snapshot-schedule");
+        match (set, remove) {
+            (Some(s), _) => {
+                self.json(
+                    Method::PUT,
+                    &path,
+                    Some((s.to_string().into(), "application/json")),
+                )
+                .await
+            }
+            (None, true) => self
+                .call(Method::DELETE, &path, None, "application/json")
+                .await
+                .map(|_| Value::Null),
+            (None, false) => self.json(Method::GET, &path, None).await,
+        }
+    }
+
     /// `POST /v1/domains/{name}/snapshots/{snap}/revert`.
     pub async fn snapshot_revert(&self, name: &str, snap: &str) -> Result<(), ClientError> {
         self.call(

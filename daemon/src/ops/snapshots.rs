@@ -3,6 +3,7 @@
 use novacron_domain::Error;
 
 use super::{table, OpInfo, Operation};
+use crate::service::snapshots::schedule::Schedule;
 use crate::service::snapshots::{CreateRequest, DeleteRequest, SnapshotInfo};
 use crate::service::Service;
 
@@ -78,5 +79,33 @@ impl Operation for SnapshotRevert {
 
     async fn local(self, svc: Service) -> Result<(), Error> {
         svc.snapshot_revert(&self.domain, &self.snapshot).await
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) a domain's snapshot schedule.
+#[derive(Debug, Clone)]
+pub struct SetSchedule {
+    pub domain: String,
+    pub schedule: Option<Schedule>,
+}
+
+impl Operation for SetSchedule {
+    type Response = Option<Schedule>;
+    type Failure = Error;
+
+    fn info(&self) -> &'static OpInfo {
+        if self.schedule.is_some() {
+            &table::SNAPSHOT_SCHEDULE_SET
+        } else {
+            &table::SNAPSHOT_SCHEDULE_DELETE
+        }
+    }
+
+    fn target(&self) -> &str {
+        &self.domain
+    }
+
+    async fn local(self, svc: Service) -> Result<Option<Schedule>, Error> {
+        svc.set_snapshot_schedule(&self.domain, self.schedule).await
     }
 }

@@ -341,6 +341,9 @@ pub static ALL: &[&OpInfo] = &[
     &SNAPSHOT_XML,
     &SNAPSHOT_DELETE,
     &SNAPSHOT_REVERT,
+    &SNAPSHOT_SCHEDULE,
+    &SNAPSHOT_SCHEDULE_SET,
+    &SNAPSHOT_SCHEDULE_DELETE,
 ];
 
 // Disk snapshots (issue 17): changes take the domain's async job slot; queries none.
@@ -385,6 +388,36 @@ pub static SNAPSHOT_REVERT: OpInfo = OpInfo {
         "snapshot-revert",
         Access::Operate,
         "reverting to a snapshot",
+    )
+};
+
+pub static SNAPSHOT_SCHEDULE: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/snapshot-schedule")),
+    novactl: Some("snapshot-schedule"),
+    ..row(
+        "snapshot-schedule",
+        Access::Read,
+        "reading a snapshot schedule",
+    )
+};
+pub static SNAPSHOT_SCHEDULE_SET: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/snapshot-schedule")),
+    novactl: Some("snapshot-schedule"),
+    ..row(
+        "snapshot-schedule-set",
+        Access::Operate,
+        "setting a snapshot schedule",
+    )
+};
+pub static SNAPSHOT_SCHEDULE_DELETE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("DELETE", "/v1/domains/{name}/snapshot-schedule")),
+    novactl: Some("snapshot-schedule"),
+    ..row(
+        "snapshot-schedule-delete",
+        Access::Operate,
+        "removing a snapshot schedule",
     )
 };
 

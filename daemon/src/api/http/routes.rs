@@ -133,6 +133,21 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/domains/{name}/snapshots/{snap}/revert",
         Endpoint::Snapshot(SnapshotEndpoint::Revert),
     ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/snapshot-schedule",
+        Endpoint::Snapshot(SnapshotEndpoint::Schedule),
+    ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/snapshot-schedule",
+        Endpoint::Snapshot(SnapshotEndpoint::ScheduleSet),
+    ),
+    (
+        Method::DELETE,
+        "/v1/domains/{name}/snapshot-schedule",
+        Endpoint::Snapshot(SnapshotEndpoint::ScheduleDelete),
+    ),
     (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
     (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
     (Method::POST, "/v1/domains/{name}/qmp", Endpoint::Qmp),

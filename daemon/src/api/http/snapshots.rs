@@ -11,8 +11,9 @@ use super::error::ApiError;
 use super::request::{decode_segment, flag, query, read_body};
 use super::response::{json_response, no_content, xml_response, Response};
 use super::Ctx;
-use crate::ops::snapshots::{SnapshotCreate, SnapshotDelete, SnapshotRevert};
+use crate::ops::snapshots::{SetSchedule, SnapshotCreate, SnapshotDelete, SnapshotRevert};
 use crate::ops::{table, Executor, OpInfo, Operation, Target};
+use crate::service::snapshots::schedule::Schedule;
 use crate::service::snapshots::{CreateRequest, DeleteRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub enum SnapshotEndpoint {
     Xml,
     Delete,
     Revert,
+    Schedule,
+    ScheduleSet,
+    ScheduleDelete,
 }
 
 impl SnapshotEndpoint {
@@ -34,6 +38,9 @@ impl SnapshotEndpoint {
             SnapshotEndpoint::Xml => &table::SNAPSHOT_XML,
             SnapshotEndpoint::Delete => &table::SNAPSHOT_DELETE,
             SnapshotEndpoint::Revert => &table::SNAPSHOT_REVERT,
+            SnapshotEndpoint::Schedule => &table::SNAPSHOT_SCHEDULE,
+            SnapshotEndpoint::ScheduleSet => &table::SNAPSHOT_SCHEDULE_SET,
+            SnapshotEndpoint::ScheduleDelete => &table::SNAPSHOT_SCHEDULE_DELETE,
         }
     }
 }
@@ -124,6 +131,29 @@ pub(crate) async fn dispatch(
         SnapshotEndpoint::Revert => {
             let op = SnapshotRevert { domain, snapshot };
             run(&exec, actor, op, wait, StatusCode::OK).await
+        }
+        SnapshotEndpoint::Schedule => match svc.snapshot_schedule(&domain).await? {
+            Some(s) => Ok(json_response(StatusCode::OK, &s)),
+            None => Err(ApiError::not_found(format!(
+                "domain '{domain}' has no snapshot schedule"
+            ))),
+        },
+        SnapshotEndpoint::ScheduleSet => {
+            let body = read_body(req).await?;
+            let schedule: Schedule = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+            let op = SetSchedule {
+                domain,
+                schedule: Some(schedule),
+            };
+            run(&exec, actor, op, true, StatusCode::OK).await
+        }
+        SnapshotEndpoint::ScheduleDelete => {
+            let op = SetSchedule {
+                domain,
+                schedule: None,
+            };
+            run(&exec, actor, op, true, StatusCode::OK).await
         }
     }
 }

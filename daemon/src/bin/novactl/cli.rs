@@ -218,6 +218,18 @@ pub enum Command {
     SnapshotDelete { name: String, snapshot: String },
     /// Revert a stopped domain's disks to a snapshot
     SnapshotRevert { name: String, snapshot: String },
+    /// Show, set (--every with --keep) or remove (--disable) a domain's snapshot schedule
+    SnapshotSchedule {
+        name: String,
+        /// 30s, 15m, 6h, 1d, @hourly, @daily
+        #[arg(long, requires = "keep")]
+        every: Option<String>,
+        /// How many scheduled snapshots to keep
+        #[arg(long)]
+        keep: Option<u32>,
+        #[arg(long, conflicts_with = "every")]
+        disable: bool,
+    },
     /// Show where a domain's vCPUs may run, or pin one (like virsh vcpupin)
     Vcpupin {
         name: String,

@@ -134,6 +134,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::SnapshotDelete { name, snapshot } => {
             crate::snapshots::run(&ctx.client, ctx.json, Snap::Delete { name, snapshot }).await
         }
+        Command::SnapshotSchedule {
+            name,
+            every,
+            keep,
+            disable,
+        } => {
+            let cmd = Snap::Schedule {
+                name,
+                every,
+                keep,
+                disable,
+            };
+            crate::snapshots::run(&ctx.client, ctx.json, cmd).await
+        }
         Command::SnapshotRevert { name, snapshot } => {
             crate::snapshots::run(&ctx.client, ctx.json, Snap::Revert { name, snapshot }).await
         }

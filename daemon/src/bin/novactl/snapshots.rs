@@ -36,6 +36,12 @@ pub enum Snap {
         name: String,
         snapshot: String,
     },
+    Schedule {
+        name: String,
+        every: Option<String>,
+        keep: Option<u32>,
+        disable: bool,
+    },
 }
 
 fn info_text(v: &Value) -> String {
@@ -141,6 +147,21 @@ pub async fn run(client: &Client, json: bool, cmd: Snap) -> Result<(), CliError>
         Snap::Delete { name, snapshot } => {
             client.snapshot_delete(&name, &snapshot).await?;
             output::line(&format!("Domain snapshot {snapshot} deleted"))
+        }
+        Snap::Schedule {
+            name,
+            every,
+            keep,
+            disable,
+        } => {
+            let set = every.map(|e| json!({ "every": e, "keep": keep.unwrap_or(1) }));
+            let v = client
+                .snapshot_schedule(&name, set.as_ref(), disable)
+                .await?;
+            if json || !v.is_null() {
+                return output::json(&v);
+            }
+            output::line(&format!("Snapshot schedule of {name} removed"))
         }
         Snap::Revert { name, snapshot } => {
             client.snapshot_revert(&name, &snapshot).await?;

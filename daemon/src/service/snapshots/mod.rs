@@ -12,6 +12,7 @@ pub mod live;
 pub mod meta;
 pub mod quiesce;
 mod recover;
+pub mod schedule;
 
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@ use super::{placement, Where};
 use crate::service::jobs::AsyncJob;
 use crate::service::Service;
 
-/// Looks at every domain's tree once, in the background.
+/// Looks at every domain's tree once, in the background; then starts the schedules.
 pub(crate) fn spawn_recovery(svc: Service) {
     tokio::spawn(async move {
         let names: Vec<String> = svc.list().into_iter().map(|d| d.name).collect();
@@ -32,6 +32,7 @@ pub(crate) fn spawn_recovery(svc: Service) {
                 }
             }
         }
+        super::schedule::spawn_all(&svc);
     });
 }
 
