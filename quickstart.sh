@@ -11,6 +11,9 @@ cd "$(dirname "$0")"
 # Go and govmomi to build vcsim (the vSphere simulator) for the remote-driver tests;
 # debootstrap and systemd-nspawn for the test that runs the units under a real systemd.
 PACKAGES=(qemu-system-x86 qemu-utils qemu-block-extra ovmf cpio gzip python3 python3-pip curl ca-certificates openssl gcc libc6-dev pkg-config systemd dbus libglib2.0-bin golang-go golang-github-vmware-govmomi-dev debootstrap systemd-container)
+# The web dashboard: npm fetches its two libraries (daemon/ui/package-lock.json); its test drives
+# headless Chromium through chromedriver.
+PACKAGES+=(chromium chromium-driver)
 # Remote-driver test peers and the vendors' own Python clients the benchmarks compare against:
 # fakepve (Proxmox VE fake, run as an outside process), pyspnego (NTLM server side for the WinRM
 # test peer), pyvmomi and proxmoxer (reference clients), openapi-spec-validator (checks daemon/openapi.json).
@@ -39,6 +42,7 @@ install_missing() {
     for p in "${PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
+    command -v npm >/dev/null || missing+=(npm)
     if [[ ${#missing[@]} -gt 0 ]]; then
         echo "quickstart: installing ${missing[*]}"
         as_root apt-get update -q
@@ -118,6 +122,8 @@ run_tests() {
     fi
     echo "== disk free where the build goes"
     df -h . | tail -1
+    echo "== dashboard libraries (npm ci)"
+    build_ui
     echo "== cargo fmt --check"
     cargo fmt --all -- --check
     echo "== cargo clippy"
@@ -128,8 +134,31 @@ run_tests() {
     cargo test --workspace --locked
 }
 
+# The dashboard's libraries (xterm.js, noVNC) at the versions package-lock.json pins, from the
+# npm registry; daemon/build.rs embeds them into novacrond, so this runs before cargo builds.
+build_ui() {
+    (cd daemon/ui && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+}
+
+# The dashboard needs the TCP listener: a config with 127.0.0.1:8640 and a generated token
+# (kept 0600 beside it) for the daemon the demo starts. Prints the config's path.
+DASHBOARD_ADDR=127.0.0.1:8640
+dashboard_config() {
+    local dir=${XDG_CONFIG_HOME:-$HOME/.config}/novacron
+    mkdir -p "$dir"
+    if [[ ! -s $dir/dashboard-token ]]; then
+        (umask 077 && openssl rand -hex 24 >"$dir/dashboard-token")
+    fi
+    local sha
+    sha=$(tr -d '\n' <"$dir/dashboard-token" | sha256sum | cut -d' ' -f1)
+    printf '[api]\nlisten = "%s"\n[[api.tokens]]\nname = "dashboard"\nsha256 = "%s"\nrole = "operator"\n' \
+        "$DASHBOARD_ADDR" "$sha" >"$dir/quickstart.toml"
+    echo "$dir/quickstart.toml"
+}
+
 # The main job: novacrond running, a demo guest booted through novactl.
 run_demo() {
+    build_ui
     cargo build --release --locked -p novacrond -p novacron-tests --bins
     local bin=target/release novactl=target/release/novactl
     local log_dir
@@ -138,7 +167,7 @@ run_demo() {
     if ! $novactl host >/dev/null 2>&1; then
         local daemon_log=${TMPDIR:-/tmp}/novacrond-$(id -u).log
         echo "quickstart: starting novacrond (log: $daemon_log)"
-        nohup "$bin/novacrond" >"$daemon_log" 2>&1 &
+        nohup "$bin/novacrond" --config "$(dashboard_config)" >"$daemon_log" 2>&1 &
         for _ in $(seq 100); do $novactl host >/dev/null 2>&1 && break; sleep 0.1; done
         $novactl host >/dev/null || { cat "$daemon_log"; exit 1; }
     fi
@@ -169,6 +198,12 @@ The demo guest is running. Try:
   $novactl undefine demo             # remove the definition
 novacrond keeps running in the background; stop it with: pkill -TERM novacrond (guests keep running).
 NEXT
+    local token_file=${XDG_CONFIG_HOME:-$HOME/.config}/novacron/dashboard-token
+    if curl -fsS -o /dev/null "http://$DASHBOARD_ADDR/ui/" 2>/dev/null; then
+        echo "Dashboard: http://$DASHBOARD_ADDR/ui/  token: $(cat "$token_file") (also in $token_file)"
+    else
+        echo "Dashboard: this novacrond was started without the quick start's config (no TCP listener); restart it to get http://$DASHBOARD_ADDR/ui/"
+    fi
 }
 
 install_missing

@@ -388,3 +388,24 @@ fn index_less_usb2_set_from_virt_install_is_one_controller() {
     );
     assert!(devices.contains(&"usb-tablet,id=input0,bus=usb.0"));
 }
+
+#[test]
+fn bios_useserial_turns_graphics_off_and_round_trips() {
+    let xml = doc("q35", "").replace(
+        "<type arch='x86_64' machine='q35'>hvm</type>",
+        "<type arch='x86_64' machine='q35'>hvm</type><bios useserial='yes'/>",
+    );
+    let a = argv(&xml);
+    assert!(values(&a, "-machine")[0].contains(",graphics=off"), "{a:?}");
+    let cfg = DomainConfig::from_xml(&xml).expect("parse");
+    assert!(cfg.os.bios_serial);
+    assert_eq!(
+        DomainConfig::from_xml(&cfg.to_xml()).expect("re-parse"),
+        cfg
+    );
+    // Without it, graphics stay on; an attribute it does not know is refused by name.
+    assert!(!values(&argv(&doc("q35", "")), "-machine")[0].contains("graphics"));
+    let err = DomainConfig::from_xml(&xml.replace("useserial='yes'", "rebootTimeout='0'"))
+        .expect_err("rebootTimeout is not supported");
+    assert!(err.to_string().contains("rebootTimeout"), "{err}");
+}

@@ -727,6 +727,7 @@ fn domain_strategy() -> impl Strategy<Value = DomainConfig> {
                     boot,
                     kernel: kernel.map(|(k, i, c)| DirectKernel { kernel: k, initrd: i, cmdline: c }),
                     bootmenu: None,
+                    bios_serial: false,
                 },
                 features: Features { acpi, apic, pae, vmport, smm, hyperv, kvm_hidden, ioapic },
                 cpu,

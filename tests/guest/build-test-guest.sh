@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the NovaCron test guest: a Debian cloud kernel plus a busybox-static
 # initramfs whose /init prints serial markers, powers off on the ACPI power
-# button and can dirty guest RAM on demand (for live-migration tests).
+# button, can dirty guest RAM on demand (for live-migration tests), has the
+# virtio block/net/balloon/mem/scsi drivers, runs qemu-ga (Debian's, with the
+# shared libraries it needs) and a command shell on virtio-serial ports, and
+# DHCP on its NICs when asked.
 #
 # Usage: build-test-guest.sh OUT_DIR
 # Writes OUT_DIR/vmlinuz, OUT_DIR/initrd.img and OUT_DIR/VERSION.
@@ -17,6 +20,24 @@
 #                           "NOVACRON-DIRTY-READY N"
 #   novacron.dirty_rate=R   then rewrite R MiB of that fill every second
 #                           (default 4; 0 = fill only)
+#   novacron.dhcp=1         run udhcpc on every ethN, also hot-added ones;
+#                           each lease prints "NOVACRON-DHCP <iface> <ip>"
+#   novacron.agent=off      leave the qemu-ga port closed (no agent)
+#   novacron.agent=hang     open the qemu-ga port but never answer (a hung
+#                           agent, as the host sees it)
+#
+# Services started by /init whenever the virtio-serial port appears (at boot
+# or hot-added; a watcher polls once a second, also onlining hot-added CPUs
+# and memory blocks that came up offline):
+#   org.qemu.guest_agent.0  qemu-ga (fsfreeze works on the block-device
+#                           file systems; guest-shutdown powers off after
+#                           printing NOVACRON-AGENT-SHUTDOWN)
+#   org.novacron.cmd.0      a command shell: the host writes one command per
+#                           line; the guest runs it with sh -c (stdin
+#                           /dev/null, stderr merged into stdout) and answers
+#                           "NOVACRON-OUT <nbytes>\n<output bytes>NOVACRON-RC <rc>\n"
+# Disks: ext4 is built in and mounts busybox mke2fs (ext2) images
+# (mke2fs /dev/vdb && mount -t ext4 /dev/vdb /mnt).
 # Markers printed on ttyS0: NOVACRON-TEST-GUEST-READY, NOVACRON-HEARTBEAT <n>,
 # NOVACRON-DIRTY-READY <N>, NOVACRON-POWERDOWN, and before READY one
 # "NOVACRON-NUMA node<N> cpus=<cpulist> mem_kib=<MemTotal>" per guest NUMA node.
@@ -72,7 +93,10 @@ fi
 [[ -n $KPKG ]] || { log "cannot resolve linux-image-cloud-amd64"; exit 1; }
 KVER=${KPKG#linux-image-}
 log "kernel package $KPKG"
-fetch "$KPKG" busybox-static
+# qemu-ga and the packages holding the shared libraries it links against
+# (the library closure is computed below with the unpacked loader).
+GA_LIB_PKGS=(libc6 libglib2.0-0 libnuma1 libudev1 liburing2 libpcre2-8-0)
+fetch "$KPKG" busybox-static qemu-guest-agent "${GA_LIB_PKGS[@]}"
 
 KDEB=$(ls "$WORK"/debs/"$KPKG"_*.deb)
 BBDEB=$(ls "$WORK"/debs/busybox-static_*.deb)
@@ -102,6 +126,21 @@ want CONFIG_INPUT_EVDEV evdev
 want CONFIG_VIRTIO virtio
 want CONFIG_VIRTIO_PCI virtio_pci
 want CONFIG_VIRTIO_CONSOLE virtio_console
+want CONFIG_VIRTIO_BLK virtio_blk
+want CONFIG_VIRTIO_NET virtio_net
+want CONFIG_VIRTIO_BALLOON virtio_balloon
+want CONFIG_VIRTIO_MEM virtio_mem
+want CONFIG_SCSI_VIRTIO virtio_scsi
+want CONFIG_BLK_DEV_SD sd_mod
+# Built in on the cloud kernel (=y), listed so a config change is reported:
+# udhcpc's raw socket, the file system, PCIe/ACPI hotplug of devices, CPUs
+# and memory.
+want CONFIG_PACKET af_packet
+want CONFIG_EXT4_FS ext4
+want CONFIG_HOTPLUG_PCI_PCIE pciehp
+want CONFIG_HOTPLUG_PCI_ACPI acpiphp
+want CONFIG_ACPI_HOTPLUG_CPU acpi_cpu_hotplug
+want CONFIG_ACPI_HOTPLUG_MEMORY acpi_memhotplug
 
 # The .deb ships no modules.dep (depmod runs in postinst): generate one with
 # busybox depmod on the unpacked tree, then close the wanted set over it.
@@ -134,11 +173,42 @@ for m in "${want_modules[@]}"; do add_module "$m"; done
 log "modules: ${!seen[*]}"
 
 # Initramfs tree.
-mkdir -p "$ROOT"/{bin,sbin,dev,proc,sys,tmp,run,dirty,etc/acpi/PWRF,etc/acpi/PWRB}
+mkdir -p "$ROOT"/{bin,sbin,dev,proc,sys,tmp,run,dirty,mnt,var/run,etc/acpi/PWRF,etc/acpi/PWRB}
 cp "$BB" "$ROOT/bin/busybox"
 for applet in $("$BB" --list); do
     [[ $applet == busybox ]] || ln -sf busybox "$ROOT/bin/$applet"
 done
+
+# qemu-ga plus its shared-library closure. The closure is listed by the
+# unpacked loader over the unpacked libraries (never the host's: a fresh CI
+# machine need not have glib), then copied flat into /lib/x86_64-linux-gnu,
+# a directory the loader searches without an ld.so.cache.
+GADEB=$(ls "$WORK"/debs/qemu-guest-agent_*.deb)
+GA_VERSION=$(dpkg-deb -f "$GADEB" Version)
+dpkg -x "$GADEB" "$WORK/ga"
+for pkg in "${GA_LIB_PKGS[@]}"; do
+    dpkg -x "$(ls "$WORK"/debs/"${pkg}"_*.deb)" "$WORK/libs"
+done
+LIBDIRS=$WORK/libs/lib/x86_64-linux-gnu:$WORK/libs/usr/lib/x86_64-linux-gnu
+LOADER=$WORK/libs/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+[[ -x $LOADER && -x $WORK/ga/usr/sbin/qemu-ga ]] || { log "unexpected layout in the qemu-ga/libc debs"; exit 1; }
+mkdir -p "$ROOT/lib/x86_64-linux-gnu" "$ROOT/lib64" "$ROOT/usr/sbin"
+cp "$WORK/ga/usr/sbin/qemu-ga" "$ROOT/usr/sbin/qemu-ga"
+"$LOADER" --library-path "$LIBDIRS" --list "$WORK/ga/usr/sbin/qemu-ga" >"$WORK/ga.libs"
+if grep -q 'not found' "$WORK/ga.libs"; then
+    log "qemu-ga needs libraries outside ${GA_LIB_PKGS[*]}:"
+    grep 'not found' "$WORK/ga.libs" >&2
+    exit 1
+fi
+sed -n 's/^[[:space:]]*lib[^ ]* => \([^ ]*\) (0x[0-9a-f]*)$/\1/p' "$WORK/ga.libs" | while read -r lib; do
+    case $lib in
+        "$WORK"/libs/*) cp -L "$lib" "$ROOT/lib/x86_64-linux-gnu/" ;;
+        *) log "qemu-ga resolved $lib outside the unpacked packages"; exit 1 ;;
+    esac
+done
+cp -L "$LOADER" "$ROOT/lib64/ld-linux-x86-64.so.2"
+log "qemu-ga libraries: $(ls "$ROOT/lib/x86_64-linux-gnu" | tr '\n' ' ')"
+
 if [[ $(id -u) -eq 0 ]]; then
     mknod -m 600 "$ROOT/dev/console" c 5 1
     mknod -m 666 "$ROOT/dev/null" c 1 3
@@ -154,6 +224,123 @@ EOF
     chmod 755 "$ROOT/etc/acpi/$dir/00000080"
 done
 
+# qemu-ga's guest-shutdown execs `/sbin/shutdown -h -P|-H|-r +0 MSG` and
+# waits for it: answer at once, act in the background.
+cat >"$ROOT/sbin/shutdown" <<'EOF'
+#!/bin/sh
+action=poweroff
+for a in "$@"; do
+    case $a in
+        -r) action=reboot ;;
+    esac
+done
+echo "NOVACRON-AGENT-SHUTDOWN $action" >/dev/ttyS0
+( sleep 1; sync; $action -f ) </dev/null >/dev/null 2>&1 &
+exit 0
+EOF
+chmod 755 "$ROOT/sbin/shutdown"
+
+# udhcpc's hook (busybox's default.script, reduced).
+mkdir -p "$ROOT/usr/share/udhcpc"
+cat >"$ROOT/usr/share/udhcpc/default.script" <<'EOF'
+#!/bin/sh
+case $1 in
+    deconfig)
+        ip -4 addr flush dev "$interface"
+        ip link set "$interface" up
+        ;;
+    bound|renew)
+        ip -4 addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        for r in $router; do
+            ip route replace default via "$r" dev "$interface"
+            break
+        done
+        echo "NOVACRON-DHCP $interface $ip" >/dev/ttyS0
+        ;;
+esac
+exit 0
+EOF
+chmod 755 "$ROOT/usr/share/udhcpc/default.script"
+
+# The command shell on a virtio-serial port (see the header for the framing).
+# A port can be opened once (so one read-write open serves both ways); a read
+# while no host is connected returns EOF: then wait and reopen.
+cat >"$ROOT/bin/novacron-cmd-shell" <<'EOF'
+#!/bin/sh
+dev=$1
+while :; do
+    while IFS= read -r line; do
+        sh -c "$line" </dev/null >/tmp/cmd.out 2>&1
+        rc=$?
+        echo "NOVACRON-OUT $(wc -c </tmp/cmd.out)"
+        cat /tmp/cmd.out
+        echo "NOVACRON-RC $rc"
+    done <>"$dev" >&0
+    sleep 1
+done
+EOF
+chmod 755 "$ROOT/bin/novacron-cmd-shell"
+
+# One pass of the watcher: start services for new virtio-serial ports, DHCP
+# on new NICs, online hot-added CPUs and memory. Only shell builtins unless
+# something new turned up, so a pass per second stays cheap under TCG.
+cat >"$ROOT/bin/novacron-watch" <<'EOF'
+#!/bin/sh
+for p in /sys/class/virtio-ports/vport*; do
+    [ -e "$p/name" ] || continue
+    dev=${p##*/}
+    [ -e "/run/started.$dev" ] && continue
+    read -r name <"$p/name" || continue
+    [ -c "/dev/$dev" ] || mknod "/dev/$dev" c $(sed 's/:/ /' "$p/dev")
+    case $name in
+        org.qemu.guest_agent.0)
+            : >"/run/started.$dev"
+            agent=on
+            [ -e /run/agent ] && read -r agent </run/agent
+            if [ "$agent" = off ]; then
+                echo "NOVACRON-AGENT-OFF $dev"
+            elif [ "$agent" = hang ]; then
+                # The port is open (QEMU reports it connected) but nobody reads it.
+                sleep 2147483647 <>"/dev/$dev" &
+                echo "NOVACRON-AGENT-HANG $dev"
+            elif /usr/sbin/qemu-ga -d -m virtio-serial -p "/dev/$dev" -f /run/qemu-ga.pid \
+                -t /run -l /tmp/qemu-ga.log; then
+                echo "NOVACRON-AGENT-STARTED $dev"
+            else
+                echo "novacron-watch: qemu-ga failed to start on /dev/$dev"
+            fi
+            ;;
+        org.novacron.cmd.0)
+            : >"/run/started.$dev"
+            novacron-cmd-shell "/dev/$dev" &
+            echo "NOVACRON-CMD-STARTED $dev"
+            ;;
+    esac
+done
+if [ -e /run/dhcp ]; then
+    for n in /sys/class/net/eth*; do
+        [ -e "$n" ] || continue
+        i=${n##*/}
+        [ -e "/run/dhcp.$i" ] && continue
+        : >"/run/dhcp.$i"
+        ip link set "$i" up
+        udhcpc -i "$i" -b -t 10 -T 2 -S -s /usr/share/udhcpc/default.script >/dev/null 2>&1
+    done
+fi
+for c in /sys/devices/system/cpu/cpu[0-9]*/online; do
+    [ -e "$c" ] || continue
+    read -r v <"$c"
+    [ "$v" = 0 ] && echo 1 >"$c" && echo "NOVACRON-CPU-ONLINE ${c%/online}"
+done
+for m in /sys/devices/system/memory/memory[0-9]*/state; do
+    [ -e "$m" ] || continue
+    read -r v <"$m"
+    [ "$v" = offline ] && echo online >"$m" 2>/dev/null
+done
+EOF
+chmod 755 "$ROOT/bin/novacron-watch"
+
 cat >"$ROOT/init" <<'EOF'
 #!/bin/sh
 export PATH=/bin:/sbin
@@ -162,6 +349,7 @@ exec </dev/null >/dev/ttyS0 2>&1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=755 tmpfs /run
 
 for m in $(cat /etc/modules); do
     modprobe "$m" || echo "novacron-init: modprobe $m failed"
@@ -175,6 +363,8 @@ for arg in $(cat /proc/cmdline); do
     case $arg in
         novacron.dirty_mib=*) dirty_mib=${arg#*=} ;;
         novacron.dirty_rate=*) dirty_rate=${arg#*=} ;;
+        novacron.dhcp=1) : >/run/dhcp ;;
+        novacron.agent=*) echo "${arg#*=}" >/run/agent ;;
     esac
 done
 
@@ -184,7 +374,15 @@ for n in /sys/devices/system/node/node[0-9]*; do
     echo "NOVACRON-NUMA ${n##*/} cpus=$(cat "$n/cpulist") mem_kib=$(sed -n 's/.*MemTotal: *\([0-9]*\) kB.*/\1/p' "$n/meminfo")"
 done
 
+# Services on the ports present at boot start before the ready line.
+novacron-watch
 echo "NOVACRON-TEST-GUEST-READY $(uname -r)"
+(
+    while :; do
+        sleep 1
+        novacron-watch
+    done
+) &
 
 (
     n=0
@@ -244,6 +442,7 @@ cat >"$OUT_DIR/VERSION.tmp" <<EOF
 script-sha256 $SCRIPT_SHA
 kernel $KPKG $KPKG_VERSION
 busybox-static $BB_VERSION
+qemu-guest-agent $GA_VERSION
 modules ${!seen[*]}
 EOF
 mv "$OUT_DIR/VERSION.tmp" "$OUT_DIR/VERSION"

@@ -21,6 +21,13 @@ pub const DIRTY_READY_MARKER: &str = "NOVACRON-DIRTY-READY";
 /// Printed by the guest's ACPI power-button handler just before `poweroff -f`.
 pub const POWERDOWN_MARKER: &str = "NOVACRON-POWERDOWN";
 
+/// Prefix of the line printed for each DHCP lease with `novacron.dhcp=1`
+/// (`NOVACRON-DHCP <iface> <ip>`).
+pub const DHCP_MARKER: &str = "NOVACRON-DHCP";
+/// Printed when qemu-ga's `guest-shutdown` runs the guest's `/sbin/shutdown`
+/// (`NOVACRON-AGENT-SHUTDOWN poweroff|reboot`).
+pub const AGENT_SHUTDOWN_MARKER: &str = "NOVACRON-AGENT-SHUTDOWN";
+
 /// Kernel and initramfs of the built test guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestGuest {

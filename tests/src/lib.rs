@@ -10,6 +10,11 @@
 //!   status 0. `novacron.dirty_mib=N [novacron.dirty_rate=R]` on the kernel
 //!   command line fills N MiB of RAM, prints [`DIRTY_READY_MARKER`]` N` and
 //!   keeps rewriting R MiB/s of it (default 4) for live-migration tests.
+//!   It has virtio blk/net/scsi/balloon/mem drivers, ext4 (mounts busybox
+//!   `mke2fs` images), DHCP on its NICs with `novacron.dhcp=1`
+//!   (`NOVACRON-DHCP <iface> <ip>` on the console), qemu-ga on the
+//!   [`AGENT_CHANNEL`] port and a command shell on the [`COMMAND_CHANNEL`]
+//!   port ([`GuestShell`]); see the build script's header.
 //! * [`osless_accel`] / [`os_guest_choice`]: the accelerator, probed (KVM
 //!   where it really works, else TCG), never assumed. Nested/software KVM may
 //!   run SeaBIOS but not Linux, hence two probes; the OS-guest probe (up to
@@ -34,6 +39,7 @@ mod cache;
 mod container;
 mod domain_xml;
 mod guest;
+mod guest_shell;
 pub mod peers;
 mod qemu;
 mod rootfs;
@@ -44,10 +50,13 @@ pub use accel::{
 };
 pub use cache::cache_dir;
 pub use container::{Bind, Container, Ran};
-pub use domain_xml::test_guest_domain_xml;
-pub use guest::{
-    build_script, guest_dir, test_guest, TestGuest, DIRTY_READY_MARKER, HEARTBEAT_MARKER,
-    POWERDOWN_MARKER, READY_MARKER,
+pub use domain_xml::{
+    test_guest_domain_xml, test_guest_domain_xml_with, AGENT_CHANNEL_XML, COMMAND_CHANNEL_XML,
 };
+pub use guest::{
+    build_script, guest_dir, test_guest, TestGuest, AGENT_SHUTDOWN_MARKER, DHCP_MARKER,
+    DIRTY_READY_MARKER, HEARTBEAT_MARKER, POWERDOWN_MARKER, READY_MARKER,
+};
+pub use guest_shell::{GuestShell, AGENT_CHANNEL, COMMAND_CHANNEL};
 pub use qemu::{escape_opt, qemu_binary, tail, QemuBuilder, QemuProcess};
 pub use rootfs::{nspawn_rootfs, rootfs_script};

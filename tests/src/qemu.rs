@@ -14,6 +14,8 @@ use crate::accel::{os_guest_choice, osless_accel, AccelChoice};
 use crate::guest::test_guest;
 
 const POLL: Duration = Duration::from_millis(50);
+const COMMAND_SOCKET: &str = "cmd.sock";
+const AGENT_SOCKET: &str = "qga.sock";
 
 /// The QEMU binary: `$NOVACRON_QEMU`, else `qemu-system-x86_64` from `PATH`.
 pub fn qemu_binary() -> OsString {
@@ -49,6 +51,8 @@ pub struct QemuBuilder {
     args: Vec<OsString>,
     paused: bool,
     spawn_timeout: Duration,
+    /// virtio-serial ports: (port name, socket file name in the instance dir).
+    channels: Vec<(String, String)>,
 }
 
 impl QemuBuilder {
@@ -61,6 +65,7 @@ impl QemuBuilder {
             args: Vec::new(),
             paused: false,
             spawn_timeout: Duration::from_secs(10),
+            channels: Vec::new(),
         }
     }
 
@@ -117,6 +122,25 @@ impl QemuBuilder {
     pub fn paused(mut self) -> Self {
         self.paused = true;
         self
+    }
+
+    /// Adds a virtio-serial port named `name` whose host end is a listening
+    /// Unix socket `<dir>/<file>` (see [`QemuProcess::dir`]).
+    pub fn virtio_channel(mut self, name: &str, file: &str) -> Self {
+        self.channels.push((name.to_owned(), file.to_owned()));
+        self
+    }
+
+    /// The guest's command shell port ([`crate::COMMAND_CHANNEL`]) on
+    /// [`QemuProcess::command_socket`]; connect with [`crate::GuestShell`].
+    pub fn command_channel(self) -> Self {
+        self.virtio_channel(crate::COMMAND_CHANNEL, COMMAND_SOCKET)
+    }
+
+    /// The qemu-ga port ([`crate::AGENT_CHANNEL`]) on
+    /// [`QemuProcess::agent_socket`].
+    pub fn agent_channel(self) -> Self {
+        self.virtio_channel(crate::AGENT_CHANNEL, AGENT_SOCKET)
     }
 
     /// How long `spawn` waits for the QMP socket (default 10 s).
@@ -179,6 +203,20 @@ impl QemuBuilder {
                 .arg("-no-reboot");
         } else if !self.cmdline_extra.is_empty() {
             bail!("kernel_cmdline_extra is only meaningful for QemuBuilder::test_guest()");
+        }
+        if !self.channels.is_empty() {
+            cmd.args(["-device", "virtio-serial-pci,id=nvser0"]);
+        }
+        for (i, (name, file)) in self.channels.iter().enumerate() {
+            cmd.arg("-chardev")
+                .arg(format!(
+                    "socket,id=nvchan{i},path={},server=on,wait=off",
+                    escape_opt(&dir.path().join(file))
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtserialport,bus=nvser0.0,chardev=nvchan{i},name={name}"
+                ));
         }
         cmd.args(&self.args);
 
@@ -248,6 +286,16 @@ impl QemuProcess {
     /// The serial console log (`<dir>/serial.log`).
     pub fn serial_log(&self) -> PathBuf {
         self.dir.path().join("serial.log")
+    }
+
+    /// Host end of [`QemuBuilder::command_channel`].
+    pub fn command_socket(&self) -> PathBuf {
+        self.dir.path().join(COMMAND_SOCKET)
+    }
+
+    /// Host end of [`QemuBuilder::agent_channel`].
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.path().join(AGENT_SOCKET)
     }
 
     /// This instance's temporary directory (free for test files, e.g. a

@@ -7,6 +7,7 @@
 //! Imports run one way: faces → ops → service.
 
 pub mod autostart;
+pub mod console;
 pub mod define;
 pub mod executor;
 pub mod hosts;

@@ -294,6 +294,30 @@ pub static INCOMING_ABORT: OpInfo = OpInfo {
     http: Some(("DELETE", "/v1/migrations/incoming/{id}")),
     ..row("migrate-abort", Access::Peer, "the migration peer protocol")
 };
+pub static CONSOLE_TICKET: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/console/ticket")),
+    ..row("console-ticket", Access::Operate, "the serial console")
+};
+pub static VNC_TICKET: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/vnc/ticket")),
+    ..row("vnc-ticket", Access::Operate, "the graphical console")
+};
+/// The websockets themselves: HTTP only (D-Bus and novactl have no websocket face; novactl
+/// console mints a ticket and opens this route). Audited when opened.
+pub static CONSOLE: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/console")),
+    ..row("console", Access::Operate, "the serial console")
+};
+pub static VNC: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/vnc")),
+    ..row("vnc", Access::Operate, "the graphical console")
+};
+pub static SCREENSHOT: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/screenshot")),
+    ..row("screenshot", Access::Operate, "a screenshot")
+};
 
 /// Every operation, in the order the docs list them.
 pub static ALL: &[&OpInfo] = &[
@@ -344,6 +368,11 @@ pub static ALL: &[&OpInfo] = &[
     &SNAPSHOT_SCHEDULE,
     &SNAPSHOT_SCHEDULE_SET,
     &SNAPSHOT_SCHEDULE_DELETE,
+    &CONSOLE_TICKET,
+    &VNC_TICKET,
+    &CONSOLE,
+    &VNC,
+    &SCREENSHOT,
 ];
 
 // Disk snapshots (issue 17): changes take the domain's async job slot; queries none.

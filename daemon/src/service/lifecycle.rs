@@ -362,7 +362,10 @@ pub(super) async fn launch_as(
         .is_some_and(|b| b.source == Some(novacron_domain::model::MemorySource::File));
     let memory_dir = paths.memory_dir(name).filter(|_| file_backed);
     let log = paths.qemu_log(name);
-    let console = !config.devices.serials.is_empty() || !config.devices.consoles.is_empty();
+    // A pty console becomes a socket the daemon reads (and logs) instead of QEMU's logfile.
+    let wired = super::console::wire(config, &guest_dir.join(super::console::SOCKET_NAME));
+    let console = (!config.devices.serials.is_empty() || !config.devices.consoles.is_empty())
+        && wired.is_none();
     // Every host file, opened (and for non-admin definitions checked against the storage
     // roots again) by the daemon: QEMU gets descriptors, not names.
     let mut files = inner
@@ -433,7 +436,7 @@ pub(super) async fn launch_as(
     // Validated at define time; revalidating here is cheap and keeps the argv builder's
     // contract (a ValidatedDomain) without trusting a stale copy. Both happen before anything
     // is created on disk, so a refusal leaves nothing to clean.
-    let validated = config.clone().validate()?;
+    let validated = wired.unwrap_or_else(|| config.clone()).validate()?;
     // What the host cannot give (vCPUs, memory, nodes, page sizes, CPUs to pin to, a machine
     // type this QEMU lacks) is refused here, with the reasons, rather than by QEMU.
     let mut argv = build_argv(&validated, &context)

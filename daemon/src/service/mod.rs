@@ -3,6 +3,7 @@
 
 pub mod audit;
 mod autostart;
+pub mod console;
 mod defaults;
 mod displays;
 pub mod domain;
@@ -10,6 +11,7 @@ pub mod dry_run;
 mod event_log;
 pub mod events;
 pub mod host_info;
+pub mod host_metrics;
 mod host_resources;
 pub mod jobs;
 mod lifecycle;
@@ -85,6 +87,8 @@ pub(crate) struct Inner {
     pub remote_known: remote::Known,
     /// Ports of running guests' autoport displays.
     pub display_ports: crate::host::display_ports::DisplayPorts,
+    /// Serial consoles of running guests and websocket tickets.
+    pub consoles: console::Consoles,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +177,7 @@ impl Service {
             kvm: qemu.kvm,
             operations: Arc::default(),
             migrations: migration::Registry::default(),
+            consoles: console::Consoles::default(),
         });
         reconnect::recover(&inner).await;
         migration::recover(&inner).await;

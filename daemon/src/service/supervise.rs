@@ -24,6 +24,7 @@ pub(super) fn spawn(
     child: Option<Child>,
     events: Option<Subscription>,
 ) {
+    inner.attach_console(&h.name, &live);
     tokio::spawn(async move {
         let mut watcher = Watcher {
             inner,

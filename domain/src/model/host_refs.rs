@@ -89,6 +89,7 @@ impl DomainConfig {
             boot: _,
             kernel,
             bootmenu: _,
+            bios_serial: _,
         } = os;
         match firmware {
             // Autoselected firmware is chosen and opened by the host layer, from QEMU's

@@ -17,6 +17,10 @@ pub struct Os {
     /// `<bootmenu>`: the firmware's interactive boot menu.
     #[serde(default)]
     pub bootmenu: Option<BootMenu>,
+    /// `<bios useserial='yes'/>`: the firmware writes to the serial port (QEMU's
+    /// `graphics=off`, as libvirt emits it), so its output reaches the serial console.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bios_serial: bool,
 }
 
 impl Os {

@@ -129,6 +129,10 @@ fn machine(a: &mut Args, d: &DomainConfig) {
     if d.memory_backing.as_ref().is_some_and(|b| b.nosharepages) {
         m.push("mem-merge=off".into());
     }
+    // SeaBIOS writes to the serial port only when QEMU says there are no graphics.
+    if d.os.bios_serial {
+        m.push("graphics=off".into());
+    }
     if let Firmware::Uefi { nvram, .. } = &d.os.firmware {
         m.push("pflash0=pflash0-fmt".into());
         if nvram.is_some() {

@@ -345,6 +345,9 @@ fn os(w: &mut W, o: &Os) {
             ],
         );
     }
+    if o.bios_serial {
+        w.empty("bios", &[("useserial", yes_no(true))]);
+    }
     w.close("os");
 }
 

@@ -146,6 +146,7 @@ impl Vm {
                 boot: Vec::new(),
                 kernel: None,
                 bootmenu: None,
+                bios_serial: false,
             },
             features: Features::default(),
             cpu: None,

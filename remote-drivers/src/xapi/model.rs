@@ -136,6 +136,7 @@ impl VmRecord {
                 boot: Vec::new(),
                 kernel: None,
                 bootmenu: None,
+                bios_serial: false,
             },
             features: Features::default(),
             cpu: None,

@@ -204,6 +204,48 @@ pub fn render(m: &Metrics) -> String {
     out.0
 }
 
+/// The host's memory and the remote hosts' breakers (see `service::host_metrics`), rendered
+/// after [`render`]'s families.
+pub fn render_host(h: &crate::service::host_metrics::HostMetrics) -> String {
+    use novacron_remote_drivers::breaker::BreakerState;
+    let mut out = Out(String::with_capacity(1024));
+    out.family(
+        "novacron_host_memory_bytes",
+        "gauge",
+        "The host's memory (MemTotal).",
+    );
+    if let Some(v) = h.memory_bytes {
+        out.sample("novacron_host_memory_bytes", &[], v);
+    }
+    out.family(
+        "novacron_host_memory_available_bytes",
+        "gauge",
+        "Memory available for new work without swapping (MemAvailable).",
+    );
+    if let Some(v) = h.memory_available_bytes {
+        out.sample("novacron_host_memory_available_bytes", &[], v);
+    }
+    out.family(
+        "novacron_remote_host_breaker_state",
+        "gauge",
+        "1 for the remote host's circuit breaker state (open: read-only, answering from its last inventory).",
+    );
+    for (host, driver, breaker) in &h.remote {
+        for (state, name) in [
+            (BreakerState::Closed, "closed"),
+            (BreakerState::Open, "open"),
+            (BreakerState::HalfOpen, "half_open"),
+        ] {
+            out.sample(
+                "novacron_remote_host_breaker_state",
+                &[("host", host), ("driver", driver), ("state", name)],
+                u8::from(*breaker == state),
+            );
+        }
+    }
+    out.0
+}
+
 struct Out(String);
 
 impl Out {

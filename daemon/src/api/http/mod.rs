@@ -14,6 +14,8 @@ mod response;
 pub mod routes;
 mod snapshots;
 pub mod tls;
+mod ui;
+mod websocket;
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
@@ -287,6 +289,7 @@ where
     let slot = Arc::new(slot);
     let first_request = Arc::new(tokio::sync::Notify::new());
     let idle = ctx.limits.caps.idle;
+    let shutdown = ctx.shutdown.clone();
     let service = {
         let slot = slot.clone();
         let first_request = first_request.clone();
@@ -303,7 +306,23 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(idle)
         .max_headers(MAX_HEADERS);
-    let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+    // With upgrades (the console and VNC websockets), which hyper-util's graceful watcher
+    // does not take: the same done by hand, the watcher held until the connection ends so
+    // the drain waits for it.
+    let conn = async move {
+        let _watcher = watcher;
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            ended = conn.as_mut() => ended,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
     tokio::spawn(async move {
         tokio::pin!(conn);
         let ended = tokio::select! {
@@ -343,6 +362,14 @@ async fn admitted(req: Request<Incoming>, ctx: &Ctx, auth: &Auth, slot: &ConnSlo
 }
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx, auth: &Auth) -> Response {
+    // The dashboard's static files need no token (the login page is one of them).
+    if ui::is_ui(req.method(), req.uri().path()) {
+        return ui::serve(req.uri().path(), req.headers());
+    }
+    // Websockets authenticate by ticket (browsers cannot send headers on them).
+    if let Some(ws) = websocket::route(&req) {
+        return websocket::serve(req, ctx, auth, ws).await;
+    }
     let (caller, peer) = match auth {
         Auth::Peer(caller) => (Ok(caller.clone()), None),
         Auth::Token(tokens, peer) => (auth::token_caller(&req, tokens), *peer),

@@ -45,6 +45,10 @@ pub enum Endpoint {
     Migration(MigrationEndpoint),
     /// `/v1/domains/{name}/snapshots...` (see `snapshots.rs`).
     Snapshot(SnapshotEndpoint),
+    /// Consoles (issue 20): tickets, the websockets (served in `websocket.rs`), screenshots.
+    Ticket(crate::service::console::Kind),
+    Websocket(crate::service::console::Kind),
+    Screenshot,
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -262,6 +266,31 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/migrations/incoming/{id}/finish",
         Endpoint::Migration(MigrationEndpoint::Finish),
     ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/console/ticket",
+        Endpoint::Ticket(crate::service::console::Kind::Console),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/vnc/ticket",
+        Endpoint::Ticket(crate::service::console::Kind::Vnc),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/console",
+        Endpoint::Websocket(crate::service::console::Kind::Console),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/vnc",
+        Endpoint::Websocket(crate::service::console::Kind::Vnc),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/screenshot",
+        Endpoint::Screenshot,
+    ),
 ];
 
 impl Endpoint {
@@ -304,6 +333,11 @@ impl Endpoint {
             Endpoint::Migration(M::Finish) => &table::INCOMING_FINISH,
             Endpoint::Migration(M::Abort) => &table::INCOMING_ABORT,
             Endpoint::Snapshot(e) => e.info(),
+            Endpoint::Ticket(crate::service::console::Kind::Console) => &table::CONSOLE_TICKET,
+            Endpoint::Ticket(crate::service::console::Kind::Vnc) => &table::VNC_TICKET,
+            Endpoint::Websocket(crate::service::console::Kind::Console) => &table::CONSOLE,
+            Endpoint::Websocket(crate::service::console::Kind::Vnc) => &table::VNC,
+            Endpoint::Screenshot => &table::SCREENSHOT,
         }
     }
 }
@@ -529,10 +563,35 @@ pub(crate) async fn dispatch(
             "application/json",
             super::OPENAPI,
         )),
+        Endpoint::Ticket(kind) => {
+            let op = ops::console::MintTicket {
+                domain: param,
+                kind,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &exec.run(actor, Target::Local, op).await?,
+            ))
+        }
+        // Websockets are answered before routing (`websocket.rs`); a plain GET lands here.
+        Endpoint::Websocket(_) => Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this route is a websocket (with ?ticket=)",
+        )),
+        Endpoint::Screenshot => {
+            let op = ops::console::Screenshot { domain: param };
+            Ok(with_type(
+                StatusCode::OK,
+                "image/png",
+                exec.run(actor, Target::Local, op).await?,
+            ))
+        }
         Endpoint::Metrics => Ok(with_type(
             StatusCode::OK,
             super::metrics::CONTENT_TYPE,
-            super::metrics::render(&svc.metrics().await),
+            super::metrics::render(&svc.metrics().await)
+                + &super::metrics::render_host(&svc.host_metrics().await),
         )),
     }
 }

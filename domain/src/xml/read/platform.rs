@@ -10,7 +10,7 @@ pub(super) fn os(e: &Element) -> R<Os> {
         &["firmware"],
         &[
             "type", "loader", "nvram", "boot", "kernel", "initrd", "cmdline", "firmware",
-            "bootmenu",
+            "bootmenu", "bios",
         ],
     )?;
     let ty = e.req_child("type")?;
@@ -125,7 +125,16 @@ pub(super) fn os(e: &Element) -> R<Os> {
         }
         None => None,
     };
+    // Only `useserial`: other attributes (rebootTimeout) are refused by name.
+    let bios_serial = match e.child("bios")? {
+        Some(b) => {
+            b.allow(&["useserial"], &[])?;
+            b.attr_enum("useserial", YES_NO)?.unwrap_or(false)
+        }
+        None => false,
+    };
     Ok(Os {
+        bios_serial,
         arch: ty.attr_enum("arch", &[("x86_64", Arch::X86_64), ("i686", Arch::I686)])?,
         machine: ty.attr("machine").map(str::to_owned),
         firmware,

@@ -1,0 +1,331 @@
+//! Consoles over websockets against a real novacrond and QEMU: the OS-less guest's SeaBIOS
+//! banner in the serial history, identical bytes to two viewers, writer takeover, refused
+//! tickets and oversized frames (audited), the console surviving a daemon killed with -9,
+//! and VNC (RFB handshake, ServerInit, a framebuffer update) through the same websockets.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::daemon::{curl, Daemon};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::UnixStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<UnixStream>;
+
+const BANNER: &str = "SeaBIOS (version";
+
+/// VNC display ports of this helper's range (6100-6199), apart per test process.
+fn vnc_port() -> u16 {
+    6100 + (std::process::id() % 100) as u16
+}
+
+fn guest_xml(name: &str) -> String {
+    let ty = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    format!(
+        "<domain type='{ty}'>
+           <name>{name}</name>
+           <memory unit='MiB'>64</memory>
+           <vcpu>1</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type><bios useserial='yes'/></os>
+           <features><acpi/></features>
+           <devices>
+             <serial type='pty'><target port='0'/></serial>
+             <console type='pty'><target type='serial' port='0'/></console>
+             <graphics type='vnc' port='{}' autoport='no' listen='127.0.0.1'/>
+             <video><model type='vga'/></video>
+           </devices>
+         </domain>",
+        vnc_port()
+    )
+}
+
+fn define_and_start(d: &Daemon, name: &str) {
+    let r = curl(
+        &d.socket,
+        "POST",
+        "/v1/domains",
+        &[
+            "-H",
+            "Content-Type: application/xml",
+            "--data-binary",
+            &guest_xml(name),
+        ],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = curl(&d.socket, "POST", &format!("/v1/domains/{name}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+fn ticket(d: &Daemon, name: &str, kind: &str) -> String {
+    let r = curl(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{name}/{kind}/ticket"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["expires_in"], 30);
+    r.json()["ticket"].as_str().unwrap().to_owned()
+}
+
+/// Opens `path` as a websocket over the daemon's Unix socket: the socket, or the HTTP
+/// status it was refused with.
+async fn open(socket: &Path, path: &str) -> Result<Ws, u16> {
+    let stream = UnixStream::connect(socket).await.expect("connect");
+    let mut req = format!("ws://localhost{path}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "binary".parse().unwrap());
+    match tokio_tungstenite::client_async(req, stream).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("websocket to {path}: {e}"),
+    }
+}
+
+async fn console(d: &Daemon, name: &str, mode: &str) -> Ws {
+    let t = ticket(d, name, "console");
+    open(
+        &d.socket,
+        &format!("/v1/domains/{name}/console?ticket={t}&mode={mode}"),
+    )
+    .await
+    .expect("console websocket")
+}
+
+/// Binary bytes until `needle` has appeared `count` times in them (or the deadline).
+async fn read_until(ws: &mut Ws, needle: &str, count: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let done = |b: &[u8]| String::from_utf8_lossy(b).matches(needle).count() >= count;
+    let r = tokio::time::timeout(Duration::from_secs(30), async {
+        while !done(&got) {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => got.extend_from_slice(&b),
+                Some(Ok(_)) => {}
+                other => panic!("console ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        r.is_ok(),
+        "{needle:?} x{count} never came; got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    got
+}
+
+/// The close code the server ends with (skipping data).
+async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| f.code),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("no close frame")
+}
+
+fn reset(d: &Daemon, name: &str) {
+    let r = curl(&d.socket, "POST", &format!("/v1/domains/{name}/reset"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_console_history_viewers_takeover_refusals_and_a_daemon_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let name = "con1";
+    define_and_start(&d, name);
+
+    // History: SeaBIOS printed its banner before anyone connected.
+    let mut a = console(&d, name, "viewer").await;
+    read_until(&mut a, BANNER, 1).await;
+    // The daemon still writes the serial log.
+    wait_file(&env.serial_log(name), BANNER, 1, Duration::from_secs(10)).await;
+
+    // Two viewers get the same bytes: after both joined, a reset prints the banner again.
+    let mut b = console(&d, name, "viewer").await;
+    read_until(&mut b, BANNER, 1).await;
+    reset(&d, name);
+    let from_a = read_until(&mut a, "Booting from", 1).await;
+    let from_b = read_until(&mut b, "Booting from", 1).await;
+    let tail = |v: &[u8]| {
+        let s = String::from_utf8_lossy(v).into_owned();
+        s[s.rfind(BANNER).unwrap()..s.rfind("Booting from").unwrap()].to_owned()
+    };
+    assert_eq!(tail(&from_a), tail(&from_b));
+
+    // Takeover: a second writer takes the seat; the first is closed with 4001.
+    let mut w1 = console(&d, name, "writer").await;
+    let _w2 = console(&d, name, "writer").await;
+    assert_eq!(close_code(&mut w1).await, Some(CloseCode::Library(4001)));
+
+    // A frame over the limit closes that websocket (1009), audited; the others go on.
+    let mut big = console(&d, name, "writer").await;
+    big.send(Message::Binary(vec![b'x'; 200 * 1024].into()))
+        .await
+        .ok();
+    assert_eq!(close_code(&mut big).await, Some(CloseCode::Size));
+    reset(&d, name);
+    read_until(&mut a, BANNER, 1).await;
+    assert!(
+        audited(&env, |op| op == "console")
+            .iter()
+            .any(|(_, dom, result, _)| dom == name && result == "frame_too_large"),
+        "{:?}",
+        audited(&env, |op| op == "console")
+    );
+
+    // Refusals before the upgrade: no ticket, a used one, one for another domain or kind,
+    // a ticket for an unknown domain; all audited as refusals.
+    let path = format!("/v1/domains/{name}/console");
+    assert_eq!(open(&d.socket, &path).await.err(), Some(401));
+    let t = ticket(&d, name, "console");
+    open(&d.socket, &format!("{path}?ticket={t}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        open(&d.socket, &format!("{path}?ticket={t}")).await.err(),
+        Some(401)
+    );
+    let t = ticket(&d, name, "console");
+    assert_eq!(
+        open(&d.socket, &format!("/v1/domains/nosuch/console?ticket={t}"))
+            .await
+            .err(),
+        Some(403)
+    );
+    let t = ticket(&d, name, "vnc");
+    assert_eq!(
+        open(&d.socket, &format!("{path}?ticket={t}")).await.err(),
+        Some(403)
+    );
+    let r = curl(&d.socket, "POST", "/v1/domains/nosuch/console/ticket", &[]);
+    assert_eq!(r.status, 404, "{r:?}");
+    // Repeats are folded into counts, written within a second or so.
+    let counted = |result: &str| -> u64 {
+        audit_entries(&env)
+            .iter()
+            .filter(|e| e["op"] == "refused" && e["result"] == result)
+            .filter(|e| {
+                e["asked"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/console"))
+            })
+            .map(|e| e["count"].as_u64().unwrap_or(1))
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counted("unauthorized") < 2 || counted("forbidden") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refusals not audited: {:?}",
+            audit_entries(&env)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The daemon killed with -9: the guest runs on; a new daemon reconnects, has the
+    // history (from the log) and live output again.
+    let pid = recorded_pid(&env, name);
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    drop(d);
+    assert!(pid_alive(pid));
+    let d = env.start_daemon("");
+    let mut c = console(&d, name, "viewer").await;
+    // The first boot and the two resets, as the last daemon logged them.
+    read_until(&mut c, BANNER, 3).await;
+    reset(&d, name);
+    read_until(&mut c, BANNER, 1).await;
+    assert_eq!(recorded_pid(&env, name), pid);
+
+    // VNC: the RFB handshake through the websocket, ServerInit, a framebuffer update.
+    vnc_handshake(&d, name).await;
+    // A screenshot is a PNG.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(&d.socket)
+        .arg(format!("http://localhost/v1/domains/{name}/screenshot"))
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.starts_with(b"\x89PNG\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Bytes from a websocket until `n` are buffered.
+async fn take(ws: &mut Ws, buf: &mut Vec<u8>, n: usize) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while buf.len() < n {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => buf.extend_from_slice(&b),
+                Some(Ok(_)) => {}
+                other => panic!("vnc ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("vnc: too few bytes");
+    buf.drain(..n).collect()
+}
+
+async fn vnc_handshake(d: &Daemon, name: &str) {
+    let t = ticket(d, name, "vnc");
+    let mut ws = open(&d.socket, &format!("/v1/domains/{name}/vnc?ticket={t}"))
+        .await
+        .expect("vnc websocket");
+    let mut buf = Vec::new();
+    assert_eq!(take(&mut ws, &mut buf, 12).await, b"RFB 003.008\n");
+    ws.send(Message::Binary(b"RFB 003.008\n".to_vec().into()))
+        .await
+        .unwrap();
+    let n = take(&mut ws, &mut buf, 1).await[0] as usize;
+    let types = take(&mut ws, &mut buf, n).await;
+    assert!(
+        types.contains(&1),
+        "security types {types:?}: None expected (skipauth)"
+    );
+    ws.send(Message::Binary(vec![1].into())).await.unwrap();
+    assert_eq!(take(&mut ws, &mut buf, 4).await, [0, 0, 0, 0]);
+    ws.send(Message::Binary(vec![1].into())).await.unwrap();
+    // ServerInit: width, height, pixel format (16), name length and name.
+    let init = take(&mut ws, &mut buf, 24).await;
+    let (w, h) = (
+        u16::from_be_bytes([init[0], init[1]]),
+        u16::from_be_bytes([init[2], init[3]]),
+    );
+    assert!(w > 0 && h > 0, "{w}x{h}");
+    let len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+    take(&mut ws, &mut buf, len).await;
+    let mut req = vec![3, 0];
+    for v in [0u16, 0, w, h] {
+        req.extend_from_slice(&v.to_be_bytes());
+    }
+    ws.send(Message::Binary(req.into())).await.unwrap();
+    let head = take(&mut ws, &mut buf, 4).await;
+    assert_eq!(
+        head[0], 0,
+        "FramebufferUpdate expected, got message type {}",
+        head[0]
+    );
+    assert!(u16::from_be_bytes([head[2], head[3]]) >= 1, "no rectangles");
+}
