@@ -497,3 +497,99 @@ fn scheduled_snapshots_keep_the_newest_n_and_survive_a_restart() {
         404
     );
 }
+
+/// The Linux test guest (TCG) writes a counter to its data disk; the snapshots hold the
+/// values they were taken at, and a revert brings a snapshot's value back into the guest.
+#[tokio::test]
+async fn a_guest_counter_follows_the_snapshot_tree() {
+    use novacron_tests::{test_guest_domain_xml_with, GuestShell, COMMAND_CHANNEL};
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let data = images_dir(&env).join("data.qcow2");
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", data.to_str().unwrap(), "16M"],
+    );
+    let disk = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/></disk>{}",
+        data.display(),
+        novacron_tests::COMMAND_CHANNEL_XML
+    );
+    let xml = tokio::task::spawn_blocking(move || test_guest_domain_xml_with("snl", "", &disk))
+        .await
+        .unwrap()
+        .expect("test guest");
+    let mut args = XML.to_vec();
+    args.push(&xml);
+    assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
+    let socket = env
+        .config
+        .run_dir
+        .join("domains/snl.d")
+        .join(format!("{COMMAND_CHANNEL}.sock"));
+    let t = Duration::from_secs(60);
+    let boot = |n: usize| {
+        let r = curl(&s, "POST", "/v1/domains/snl/start", &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let log = env.serial_log("snl");
+        async move {
+            wait_file(
+                &log,
+                novacron_tests::READY_MARKER,
+                n,
+                Duration::from_secs(120),
+            )
+            .await;
+        }
+    };
+    boot(1).await;
+    let mut sh = GuestShell::connect(&socket, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let set =
+        |v: u32| format!("printf '%08d' {v} | dd of=/dev/vda bs=8 count=1 2>/dev/null && sync");
+    let get = "dd if=/dev/vda bs=8 count=1 2>/dev/null";
+    sh.run_ok(&set(1), t).await.unwrap();
+    let r = post_json(&s, "/v1/domains/snl/snapshots", &json!({"name": "a"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    sh.run_ok(&set(2), t).await.unwrap();
+    let r = post_json(&s, "/v1/domains/snl/snapshots", &json!({"name": "b"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    sh.run_ok(&set(3), t).await.unwrap();
+    assert_eq!(sh.run_ok(get, t).await.unwrap().trim(), "00000003");
+    drop(sh);
+    assert_eq!(curl(&s, "POST", "/v1/domains/snl/destroy", &[]).status, 200);
+    // The snapshots' images hold their values.
+    let tree = tree_json(&env, "snl");
+    for (snap, value) in [("a", "00000001"), ("b", "00000002")] {
+        let overlay = tree["snapshots"][snap]["overlays"]["vda"].as_str().unwrap();
+        // The overlay made at a snapshot sits on the image frozen at it: its backing.
+        let frozen = tree["snapshots"][snap]["disks"]["vda"]["file"]
+            .as_str()
+            .unwrap();
+        assert_eq!(chain(overlay)[1], frozen);
+        let out = run("qemu-io", &["-r", "-U", "-c", "read -v 0 8", frozen]);
+        assert!(out.contains(value), "{snap}: {out}");
+    }
+    // Revert to a: the guest reads 1; then c makes a branch beside b.
+    let r = curl(&s, "POST", "/v1/domains/snl/snapshots/a/revert", &[]);
+    assert_eq!(r.status, 204, "{}", r.body);
+    boot(2).await;
+    let mut sh = GuestShell::connect(&socket, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(sh.run_ok(get, t).await.unwrap().trim(), "00000001");
+    sh.run_ok(&set(4), t).await.unwrap();
+    let r = post_json(&s, "/v1/domains/snl/snapshots", &json!({"name": "c"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let list = curl(&s, "GET", "/v1/domains/snl/snapshots", &[]).json();
+    assert_eq!(
+        list["tree"].as_str().unwrap(),
+        "a\n├─ b\n└─ c (current)\n",
+        "{list}"
+    );
+    drop(sh);
+    assert_eq!(curl(&s, "POST", "/v1/domains/snl/destroy", &[]).status, 200);
+}
