@@ -10,6 +10,7 @@ pub mod error;
 pub mod model;
 pub mod network;
 pub mod qemu;
+pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod validate;

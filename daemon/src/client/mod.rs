@@ -18,6 +18,7 @@ mod migration;
 mod networks;
 mod pinning;
 mod remote;
+mod snapshots;
 pub mod sse;
 mod types;
 mod volumes;

@@ -17,6 +17,7 @@ pub mod net;
 pub mod pinning;
 pub mod qcow2;
 pub mod qemu_caps;
+pub mod qemu_img;
 pub mod resources;
 pub mod storage_roots;
 pub mod taps;

@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod networks;
 pub mod pinning;
 pub mod qmp;
+pub mod snapshots;
 pub mod table;
 pub mod volumes;
 

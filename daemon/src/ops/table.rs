@@ -679,6 +679,15 @@ pub static ALL: &[&OpInfo] = &[
     &INCOMING_GET,
     &INCOMING_FINISH,
     &INCOMING_ABORT,
+    &SNAPSHOT_CREATE,
+    &SNAPSHOT_LIST,
+    &SNAPSHOT_INFO,
+    &SNAPSHOT_XML,
+    &SNAPSHOT_DELETE,
+    &SNAPSHOT_REVERT,
+    &SNAPSHOT_SCHEDULE,
+    &SNAPSHOT_SCHEDULE_SET,
+    &SNAPSHOT_SCHEDULE_DELETE,
     &CONSOLE_TICKET,
     &VNC_TICKET,
     &CONSOLE,
@@ -716,6 +725,81 @@ pub static ALL: &[&OpInfo] = &[
     &NET_DESTROY,
     &NET_AUTOSTART,
 ];
+
+// Disk snapshots (issue 17): changes take the domain's async job slot; queries none.
+pub static SNAPSHOT_CREATE: OpInfo = OpInfo {
+    job: JobKind::Long(AsyncJob::Snapshot),
+    long: true,
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/snapshots")),
+    novactl: Some("snapshot-create-as"),
+    ..row("snapshot-create", Access::Operate, "taking a snapshot")
+};
+pub static SNAPSHOT_LIST: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/snapshots")),
+    novactl: Some("snapshot-list"),
+    ..row("snapshot-list", Access::Read, "listing snapshots")
+};
+pub static SNAPSHOT_INFO: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/snapshots/{snap}")),
+    novactl: Some("snapshot-info"),
+    ..row("snapshot-info", Access::Read, "reading a snapshot")
+};
+pub static SNAPSHOT_XML: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/snapshots/{snap}/xml")),
+    novactl: Some("snapshot-dumpxml"),
+    ..row("snapshot-dumpxml", Access::Read, "reading a snapshot's XML")
+};
+pub static SNAPSHOT_DELETE: OpInfo = OpInfo {
+    job: JobKind::Long(AsyncJob::Snapshot),
+    long: true,
+    audited: true,
+    http: Some(("DELETE", "/v1/domains/{name}/snapshots/{snap}")),
+    novactl: Some("snapshot-delete"),
+    ..row("snapshot-delete", Access::Operate, "deleting a snapshot")
+};
+pub static SNAPSHOT_REVERT: OpInfo = OpInfo {
+    job: JobKind::Long(AsyncJob::Snapshot),
+    long: true,
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/snapshots/{snap}/revert")),
+    novactl: Some("snapshot-revert"),
+    ..row(
+        "snapshot-revert",
+        Access::Operate,
+        "reverting to a snapshot",
+    )
+};
+
+pub static SNAPSHOT_SCHEDULE: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/snapshot-schedule")),
+    novactl: Some("snapshot-schedule"),
+    ..row(
+        "snapshot-schedule",
+        Access::Read,
+        "reading a snapshot schedule",
+    )
+};
+pub static SNAPSHOT_SCHEDULE_SET: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/snapshot-schedule")),
+    novactl: Some("snapshot-schedule"),
+    ..row(
+        "snapshot-schedule-set",
+        Access::Operate,
+        "setting a snapshot schedule",
+    )
+};
+pub static SNAPSHOT_SCHEDULE_DELETE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("DELETE", "/v1/domains/{name}/snapshot-schedule")),
+    novactl: Some("snapshot-schedule"),
+    ..row(
+        "snapshot-schedule-delete",
+        Access::Operate,
+        "removing a snapshot schedule",
+    )
+};
 
 /// The row named `name`.
 pub fn find(name: &str) -> Option<&'static OpInfo> {

@@ -49,6 +49,8 @@ pub enum AsyncJob {
     Unplug,
     /// A NIC detach waiting for the guest to release the device (DEVICE_DELETED).
     NicUnplug,
+    /// Snapshot create/delete/revert (block jobs).
+    Snapshot,
 }
 
 impl AsyncJob {
@@ -57,6 +59,7 @@ impl AsyncJob {
             AsyncJob::Migration => "migration",
             AsyncJob::Unplug => "unplug",
             AsyncJob::NicUnplug => "nic-unplug",
+            AsyncJob::Snapshot => "snapshot",
         }
     }
 
@@ -72,6 +75,9 @@ impl AsyncJob {
             AsyncJob::Unplug => !matches!(job, Job::Define | Job::Undefine | Job::Start),
             // The guest may need to run (or be stopped) to answer; NIC changes may go on.
             AsyncJob::NicUnplug => !matches!(job, Job::Start | Job::Define | Job::Undefine),
+            // A block job survives a pause; a destroy must always be possible (recovery at
+            // the next start finishes what the journal says).
+            AsyncJob::Snapshot => matches!(job, Job::Suspend | Job::Resume | Job::Destroy),
         }
     }
 }

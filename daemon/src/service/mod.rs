@@ -30,6 +30,7 @@ mod reconnect;
 pub mod remote;
 pub mod request_file;
 mod resolve;
+pub mod snapshots;
 pub mod status;
 pub mod storage;
 mod supervise;
@@ -200,6 +201,9 @@ impl Service {
         reconnect::recover(&inner).await;
         nics::recover(&inner).await;
         migration::recover(&inner).await;
+        snapshots::spawn_recovery(Service {
+            inner: inner.clone(),
+        });
         spawn_log_capper(Arc::downgrade(&inner));
         spawn_refusal_flusher(Arc::downgrade(&inner), inner.audit.folded_signal());
         remote::spawn_poller(

@@ -16,6 +16,7 @@ mod ratelog;
 mod request;
 mod response;
 pub mod routes;
+mod snapshots;
 pub mod tls;
 mod ui;
 mod websocket;

@@ -19,6 +19,7 @@ use super::pools::PoolEndpoint;
 use super::networks::NetworkEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
+use super::snapshots::SnapshotEndpoint;
 use super::Ctx;
 use crate::ops::agent::AgentAction;
 use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
@@ -52,6 +53,8 @@ pub enum Endpoint {
     /// `/v1/hosts/...`: remote vendor hosts (see `hosts.rs`).
     Remote(HostEndpoint),
     Migration(MigrationEndpoint),
+    /// `/v1/domains/{name}/snapshots...` (see `snapshots.rs`).
+    Snapshot(SnapshotEndpoint),
     /// Consoles (issue 20): tickets, the websockets (served in `websocket.rs`), screenshots.
     Ticket(crate::service::console::Kind),
     Websocket(crate::service::console::Kind),
@@ -142,6 +145,51 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         Method::POST,
         "/v1/domains/{name}/interfaces/{mac}/link",
         Endpoint::InterfaceLink,
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/snapshots",
+        Endpoint::Snapshot(SnapshotEndpoint::Create),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/snapshots",
+        Endpoint::Snapshot(SnapshotEndpoint::List),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/snapshots/{snap}",
+        Endpoint::Snapshot(SnapshotEndpoint::Info),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/snapshots/{snap}/xml",
+        Endpoint::Snapshot(SnapshotEndpoint::Xml),
+    ),
+    (
+        Method::DELETE,
+        "/v1/domains/{name}/snapshots/{snap}",
+        Endpoint::Snapshot(SnapshotEndpoint::Delete),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/snapshots/{snap}/revert",
+        Endpoint::Snapshot(SnapshotEndpoint::Revert),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/snapshot-schedule",
+        Endpoint::Snapshot(SnapshotEndpoint::Schedule),
+    ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/snapshot-schedule",
+        Endpoint::Snapshot(SnapshotEndpoint::ScheduleSet),
+    ),
+    (
+        Method::DELETE,
+        "/v1/domains/{name}/snapshot-schedule",
+        Endpoint::Snapshot(SnapshotEndpoint::ScheduleDelete),
     ),
     (Method::GET, "/v1/domains/{name}/pinning", Endpoint::Pinning),
     (Method::PUT, "/v1/domains/{name}/pinning", Endpoint::Pin),
@@ -508,6 +556,7 @@ impl Endpoint {
             Endpoint::Migration(M::Incoming) => &table::INCOMING_GET,
             Endpoint::Migration(M::Finish) => &table::INCOMING_FINISH,
             Endpoint::Migration(M::Abort) => &table::INCOMING_ABORT,
+            Endpoint::Snapshot(e) => e.info(),
             Endpoint::Ticket(crate::service::console::Kind::Console) => &table::CONSOLE_TICKET,
             Endpoint::Ticket(crate::service::console::Kind::Vnc) => &table::VNC_TICKET,
             Endpoint::Websocket(crate::service::console::Kind::Console) => &table::CONSOLE,
@@ -824,6 +873,9 @@ pub(crate) async fn dispatch(
         }
         Endpoint::Network(endpoint) => {
             super::networks::dispatch(endpoint, param, req, ctx, caller).await
+        }
+        Endpoint::Snapshot(endpoint) => {
+            super::snapshots::dispatch(endpoint, &path, req, ctx, caller).await
         }
         Endpoint::OpenApi => Ok(with_type(
             StatusCode::OK,

@@ -297,6 +297,46 @@ pub enum Command {
     Operation { id: String },
     /// Show the host: versions, KVM, CPUs, memory, domain counts
     Host,
+    /// Take a disk snapshot: external qcow2 overlays over every writable disk
+    SnapshotCreateAs {
+        name: String,
+        snapshot: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Disks only (the only kind so far)
+        #[arg(long)]
+        disk_only: bool,
+        /// Freeze the guest's filesystems first (refused without a connected guest agent)
+        #[arg(long)]
+        quiesce: bool,
+    },
+    /// List a domain's snapshots
+    SnapshotList {
+        name: String,
+        /// As a tree
+        #[arg(long)]
+        tree: bool,
+    },
+    /// Show one snapshot
+    SnapshotInfo { name: String, snapshot: String },
+    /// A snapshot as libvirt's <domainsnapshot> XML
+    SnapshotDumpxml { name: String, snapshot: String },
+    /// Delete a snapshot (its image is merged; files still referenced are kept)
+    SnapshotDelete { name: String, snapshot: String },
+    /// Revert a stopped domain's disks to a snapshot
+    SnapshotRevert { name: String, snapshot: String },
+    /// Show, set (--every with --keep) or remove (--disable) a domain's snapshot schedule
+    SnapshotSchedule {
+        name: String,
+        /// 30s, 15m, 6h, 1d, @hourly, @daily
+        #[arg(long, requires = "keep")]
+        every: Option<String>,
+        /// How many scheduled snapshots to keep
+        #[arg(long)]
+        keep: Option<u32>,
+        #[arg(long, conflicts_with = "every")]
+        disable: bool,
+    },
     /// Show where a domain's vCPUs may run, or pin one (like virsh vcpupin)
     Vcpupin {
         name: String,

@@ -17,6 +17,7 @@ use crate::exit::CliError;
 use crate::output;
 use crate::pinning::Which;
 use crate::progress::Spinner;
+use crate::snapshots::Snap;
 
 /// Definitions are a few KiB; the daemon refuses bodies over 1 MiB anyway. This only stops
 /// `define -f /dev/zero` from eating memory before the server can say no.
@@ -191,6 +192,51 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => crate::agent::command(&ctx.client, ctx.json, &name, &command, &agent).await,
         Command::Operation { id } => ctx.operation(&id).await,
         Command::Host => ctx.host().await,
+        Command::SnapshotCreateAs {
+            name,
+            snapshot,
+            description,
+            disk_only,
+            quiesce,
+        } => {
+            let cmd = Snap::CreateAs {
+                name,
+                snapshot,
+                description,
+                disk_only,
+                quiesce,
+            };
+            crate::snapshots::run(&ctx.client, ctx.json, cmd).await
+        }
+        Command::SnapshotList { name, tree } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::List { name, tree }).await
+        }
+        Command::SnapshotInfo { name, snapshot } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::Info { name, snapshot }).await
+        }
+        Command::SnapshotDumpxml { name, snapshot } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::Dumpxml { name, snapshot }).await
+        }
+        Command::SnapshotDelete { name, snapshot } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::Delete { name, snapshot }).await
+        }
+        Command::SnapshotSchedule {
+            name,
+            every,
+            keep,
+            disable,
+        } => {
+            let cmd = Snap::Schedule {
+                name,
+                every,
+                keep,
+                disable,
+            };
+            crate::snapshots::run(&ctx.client, ctx.json, cmd).await
+        }
+        Command::SnapshotRevert { name, snapshot } => {
+            crate::snapshots::run(&ctx.client, ctx.json, Snap::Revert { name, snapshot }).await
+        }
         Command::Vcpupin {
             name,
             vcpu,

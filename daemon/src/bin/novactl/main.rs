@@ -14,6 +14,7 @@ mod pinning;
 mod progress;
 mod remote;
 mod volumes;
+mod snapshots;
 
 /// README.md's command lines, which the tests parse as written.
 #[cfg(test)]

@@ -1,0 +1,125 @@
+//! `qemu-img` for the snapshot code: image facts, overlay creation, offline commit and
+//! rebase. All blocking (run them under spawn_blocking). Images a running QEMU holds are read
+//! with `-U` (no lock); creating an overlay over one never opens it (`-u` with the size given).
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::Command;
+
+use novacron_domain::model::DiskFormat;
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub format: DiskFormat,
+    pub virtual_size: u64,
+    /// Absolute path of the backing file, if any.
+    pub backing: Option<String>,
+}
+
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "qemu-img {} failed: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+pub fn format_name(f: DiskFormat) -> &'static str {
+    match f {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    }
+}
+
+/// Facts of one image (not its chain); `-U`: the image may be in use.
+pub fn info(path: &str) -> Result<ImageInfo, String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        format: String,
+        #[serde(rename = "virtual-size")]
+        virtual_size: u64,
+        #[serde(rename = "full-backing-filename")]
+        full_backing: Option<String>,
+        #[serde(rename = "backing-filename")]
+        backing: Option<String>,
+    }
+    let out = run(&["info", "-U", "--output=json", "--", path])?;
+    let raw: Raw = serde_json::from_str(&out).map_err(|e| format!("qemu-img info {path}: {e}"))?;
+    let format = match raw.format.as_str() {
+        "qcow2" => DiskFormat::Qcow2,
+        "raw" => DiskFormat::Raw,
+        other => return Err(format!("{path}: format {other} (raw or qcow2 only)")),
+    };
+    Ok(ImageInfo {
+        format,
+        virtual_size: raw.virtual_size,
+        backing: raw.full_backing.or(raw.backing),
+    })
+}
+
+/// Creates `overlay` (which must not exist: a name already taken is refused, a symlink is
+/// never followed), a qcow2 image over `backing`.
+pub fn create_overlay(
+    overlay: &str,
+    backing: &str,
+    backing_format: DiskFormat,
+    size: u64,
+) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(overlay)
+        .map_err(|e| format!("cannot create {overlay}: {e}"))?;
+    let size = size.to_string();
+    let r = run(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        backing,
+        "-F",
+        format_name(backing_format),
+        "--",
+        overlay,
+        &size,
+    ]);
+    if r.is_err() {
+        let _ = std::fs::remove_file(overlay);
+    }
+    r.map(drop)
+}
+
+/// Writes `top`'s data into its backing file `base` (offline).
+pub fn commit(top: &str, base: &str) -> Result<(), String> {
+    run(&["commit", "-q", "-f", "qcow2", "-b", base, "--", top]).map(drop)
+}
+
+/// Points `file`'s header at `backing` without copying anything (the data is the same).
+pub fn rebase_unsafe(file: &str, backing: &str, format: DiskFormat) -> Result<(), String> {
+    run(&[
+        "rebase",
+        "-q",
+        "-u",
+        "-f",
+        "qcow2",
+        "-b",
+        backing,
+        "-F",
+        format_name(format),
+        "--",
+        file,
+    ])
+    .map(drop)
+}

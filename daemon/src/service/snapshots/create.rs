@@ -1,0 +1,299 @@
+//! Taking a snapshot: overlays made by the daemon, then one transaction (running) or the
+//! definition repointed (stopped).
+
+use std::os::unix::fs::OpenOptionsExt;
+
+use novacron_domain::model::DiskFormat;
+use novacron_domain::snapshot::SnapshotState;
+use novacron_domain::Error;
+
+use super::meta::{FileRec, Snap, SnapDisk, SnapKind, Tree};
+use super::quiesce::{self, Quiesce};
+use super::{
+    check_name, ensure_chain, invalid, io_err, live, live_nodes, now, placement, select_disks,
+    CreateRequest, SnapshotInfo, Where,
+};
+use crate::service::jobs::{AsyncJob, Job};
+use crate::service::Service;
+
+const MAX_DESCRIPTION: usize = 4096;
+
+/// One disk's part of a snapshot being taken.
+struct Plan {
+    target: String,
+    /// The active file now: frozen by this snapshot.
+    file: String,
+    format: DiskFormat,
+    overlay: String,
+    node: String,
+}
+
+fn overlay_path(file: &str, domain: &str, target: &str, snap: &str) -> String {
+    let dir = std::path::Path::new(file)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| ".".into());
+    format!("{dir}/{domain}.{target}.{snap}.qcow2")
+}
+
+impl Service {
+    pub async fn snapshot_create(
+        &self,
+        domain: &str,
+        req: CreateRequest,
+    ) -> Result<SnapshotInfo, Error> {
+        check_name(&req.name)?;
+        if let Some(d) = &req.description {
+            if d.len() > MAX_DESCRIPTION || d.chars().any(|c| c.is_control() && c != '\n') {
+                return Err(invalid(
+                    "description",
+                    format!("at most {MAX_DESCRIPTION} bytes, no control characters"),
+                ));
+            }
+        }
+        let h = self.inner.handle(domain)?;
+        // The synchronous slot first (the long one does not admit `Modify` beside it).
+        let _job = h.begin(Job::Modify, self.inner.job_wait()).await?;
+        let _long = h.jobs.begin_async(domain, AsyncJob::Snapshot)?;
+        let mut tree = self.load_tree(domain).await?;
+        if tree.snapshots.contains_key(&req.name) {
+            return Err(invalid(
+                "name",
+                format!("snapshot '{}' already exists", req.name),
+            ));
+        }
+        if tree.journal.is_some() {
+            return Err(Error::Busy {
+                name: domain.to_owned(),
+                detail: "an interrupted snapshot deletion is being finished".into(),
+            });
+        }
+        let place = placement(&h, "snapshot")?;
+        // Freeze (when asked) and always thaw afterwards, within deadlines.
+        let mut quiesced = false;
+        let froze = match req.quiesce {
+            Quiesce::Off => false,
+            mode => match quiesce::freeze_within(self, domain).await {
+                Ok(_) => {
+                    quiesced = true;
+                    true
+                }
+                Err(e) if mode == Quiesce::Required => {
+                    return Err(invalid("quiesce", format!("required, but {e}")));
+                }
+                Err(e) => {
+                    tracing::info!(domain, error = %e, "snapshot not quiesced (best-effort)");
+                    false
+                }
+            },
+        };
+        let taken = self.take(&h, &place, &mut tree, &req).await;
+        if froze {
+            quiesce::thaw_within(self, domain).await;
+        }
+        let plans = taken?;
+        let parent = tree.current.clone();
+        let snap = Snap {
+            name: req.name.clone(),
+            description: req.description.clone(),
+            parent: parent.clone(),
+            children: Vec::new(),
+            created: now(),
+            kind: SnapKind::DiskOnly,
+            state: SnapshotState::DiskSnapshot,
+            quiesced,
+            disks: plans
+                .iter()
+                .map(|p| {
+                    (
+                        p.target.clone(),
+                        SnapDisk {
+                            file: p.file.clone(),
+                            format: p.format,
+                        },
+                    )
+                })
+                .collect(),
+            overlays: plans
+                .iter()
+                .map(|p| (p.target.clone(), p.overlay.clone()))
+                .collect(),
+            memory_file: None,
+        };
+        if let Some(p) = parent.as_ref().and_then(|p| tree.snapshots.get_mut(p)) {
+            p.children.push(req.name.clone());
+        }
+        tree.snapshots.insert(req.name.clone(), snap);
+        tree.current = Some(req.name.clone());
+        for p in &plans {
+            tree.files.insert(
+                p.overlay.clone(),
+                FileRec {
+                    format: DiskFormat::Qcow2,
+                    backing: Some(p.file.clone()),
+                    owned: true,
+                    refs: 0,
+                },
+            );
+            tree.active.insert(p.target.clone(), p.overlay.clone());
+            if let (Some(l), Where::Running(_)) = (&mut tree.live, &place) {
+                l.nodes.insert(p.overlay.clone(), p.node.clone());
+            }
+        }
+        tree.recount();
+        self.save_tree(domain, &tree).await?;
+        let changes: Vec<_> = plans
+            .iter()
+            .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
+            .collect();
+        self.repoint_definition(&h, &changes).await?;
+        let s = &tree.snapshots[&req.name];
+        Ok(super::info(&tree, s))
+    }
+
+    /// Makes the overlays and switches the disks to them; on failure undoes what it did.
+    async fn take(
+        &self,
+        h: &crate::service::domain::DomainHandle,
+        place: &Where,
+        tree: &mut Tree,
+        req: &CreateRequest,
+    ) -> Result<Vec<Plan>, Error> {
+        let domain = h.name.clone();
+        // The disks and their active files now.
+        let (sel, nodes) = match place {
+            Where::Running(l) => {
+                let nodes = live_nodes(tree, l)?;
+                let sel = select_disks(&l.record.config)?;
+                (sel, Some(nodes))
+            }
+            Where::Stopped => {
+                let sel = select_disks(h.definition().config.config())?;
+                for d in &sel {
+                    tree.active.insert(d.target.clone(), d.path.clone());
+                }
+                (sel, None)
+            }
+        };
+        let mut plans = Vec::new();
+        for d in &sel {
+            let file = tree
+                .active
+                .get(&d.target)
+                .cloned()
+                .unwrap_or(d.path.clone());
+            tree.next += 1;
+            plans.push(Plan {
+                target: d.target.clone(),
+                overlay: overlay_path(&file, &domain, &d.target, &req.name),
+                node: format!("nc{}", tree.next),
+                format: DiskFormat::Raw,
+                file,
+            });
+        }
+        // Image facts and overlay files (blocking).
+        let mut t = std::mem::take(tree);
+        let work: Vec<(String, String)> = plans
+            .iter()
+            .map(|p| (p.file.clone(), p.overlay.clone()))
+            .collect();
+        let (t, made) = tokio::task::spawn_blocking(move || {
+            let mut made: Vec<Result<(DiskFormat, std::fs::File), Error>> = Vec::new();
+            for (file, overlay) in &work {
+                let r = (|| {
+                    ensure_chain(&mut t, file)?;
+                    let i = crate::host::qemu_img::info(file)
+                        .map_err(|e| io_err("read image", file, e))?;
+                    crate::host::qemu_img::create_overlay(overlay, file, i.format, i.virtual_size)
+                        .map_err(|e| io_err("create overlay", overlay, e))?;
+                    let fd = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                        .open(overlay)
+                        .map_err(|e| io_err("open overlay", overlay, e))?;
+                    Ok((i.format, fd))
+                })();
+                let failed = r.is_err();
+                made.push(r);
+                if failed {
+                    break;
+                }
+            }
+            (t, made)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        *tree = t;
+        let mut fds = Vec::new();
+        let mut failure = None;
+        for (p, m) in plans.iter_mut().zip(made) {
+            match m {
+                Ok((format, fd)) => {
+                    p.format = format;
+                    fds.push(std::os::fd::OwnedFd::from(fd));
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let cleanup = |n: usize, plans: &[Plan]| {
+            let files: Vec<String> = plans[..n].iter().map(|p| p.overlay.clone()).collect();
+            async move {
+                let _ = tokio::task::spawn_blocking(move || {
+                    for f in files {
+                        let _ = std::fs::remove_file(f);
+                    }
+                })
+                .await;
+            }
+        };
+        if let Some(e) = failure {
+            cleanup(fds.len(), &plans).await;
+            return Err(e);
+        }
+        let (Where::Running(l), Some(nodes)) = (place, nodes) else {
+            return Ok(plans);
+        };
+        let q = l.qmp(&domain)?;
+        let qemu_err = |message: String| Error::Qemu {
+            name: domain.clone(),
+            operation: "snapshot".into(),
+            message,
+        };
+        let mut added = 0;
+        let mut r = Ok(());
+        for (p, fd) in plans.iter().zip(&fds) {
+            if let Err(e) = live::add_overlay(q, fd, &p.node).await {
+                r = Err(e);
+                break;
+            }
+            added += 1;
+        }
+        if r.is_ok() {
+            let mut pairs = Vec::new();
+            for p in &plans {
+                match nodes.nodes.get(&p.file) {
+                    Some(n) => pairs.push((n.clone(), p.node.clone())),
+                    None => {
+                        r = Err(format!("no node known for {} (disk {})", p.file, p.target));
+                        break;
+                    }
+                }
+            }
+            if r.is_ok() {
+                r = live::snapshot_transaction(q, &pairs).await;
+            }
+        }
+        if let Err(e) = r {
+            for p in &plans[..added] {
+                live::del_nodes(q, &p.node).await;
+            }
+            cleanup(plans.len(), &plans).await;
+            return Err(qemu_err(e));
+        }
+        Ok(plans)
+    }
+}

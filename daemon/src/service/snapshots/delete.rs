@@ -1,0 +1,357 @@
+//! Deleting a snapshot (merge its file with the one above it, then forget it) and reverting
+//! a stopped guest to one (fresh overlays over its files). Deletion writes its journal
+//! before any block job starts; `finish` is shared with crash recovery.
+
+use std::time::Duration;
+
+use novacron_domain::model::DiskFormat;
+use novacron_domain::{Error, Kind};
+
+use super::meta::{CommitStep, FileRec, Journal, JournalOp, Tree};
+use super::{invalid, io_err, live, live_nodes, placement, DeleteRequest, Where};
+use crate::service::domain::{DomainHandle, Live};
+use crate::service::jobs::{AsyncJob, Job};
+use crate::service::Service;
+
+/// Longest a merge job may run before the deletion gives up waiting (the job goes on; the
+/// journal finishes it later).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What merging `name` away takes, per disk; refused when a disk branches there.
+fn plan(tree: &Tree, name: &str) -> Result<Vec<CommitStep>, Error> {
+    let s = tree
+        .snapshots
+        .get(name)
+        .ok_or_else(|| Error::not_found(Kind::Snapshot, name))?;
+    let mut steps = Vec::new();
+    for (target, d) in &s.disks {
+        let deps = tree.dependents(&d.file);
+        match deps.as_slice() {
+            [] => {}
+            [top] => steps.push(CommitStep {
+                disk: target.clone(),
+                top: top.clone(),
+                base: d.file.clone(),
+                job_id: None,
+                top_node: None,
+                base_node: None,
+                active: tree.active.get(target) == Some(top),
+                done: false,
+            }),
+            more => {
+                return Err(invalid(
+                    "snapshot",
+                    format!(
+                        "snapshot '{name}' is a branch point on disk {target} ({} images \
+                         depend on it); delete the branches first",
+                        more.len()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(steps)
+}
+
+impl Service {
+    pub async fn snapshot_delete(
+        &self,
+        domain: &str,
+        name: &str,
+        req: DeleteRequest,
+    ) -> Result<(), Error> {
+        let h = self.inner.handle(domain)?;
+        // The synchronous slot first (the long one does not admit `Modify` beside it).
+        let _job = h.begin(Job::Modify, self.inner.job_wait()).await?;
+        let _long = h.jobs.begin_async(domain, AsyncJob::Snapshot)?;
+        let mut tree = self.load_tree(domain).await?;
+        if tree.journal.is_some() {
+            return Err(Error::Busy {
+                name: domain.to_owned(),
+                detail: "an interrupted snapshot deletion is being finished".into(),
+            });
+        }
+        let mut steps = plan(&tree, name)?;
+        let place = placement(&h, "delete a snapshot of")?;
+        if let Where::Running(l) = &place {
+            self.name_nodes(&h, l, &mut tree, &mut steps).await?;
+        }
+        tree.journal = Some(Journal {
+            op: JournalOp::Delete,
+            snapshot: name.to_owned(),
+            steps,
+        });
+        self.save_tree(domain, &tree).await?;
+        self.run_journal(&h, &place, &mut tree, req.speed, false)
+            .await?;
+        self.finish(&h, &place, tree).await
+    }
+
+    /// Finds the node names of each step's images in the running QEMU.
+    async fn name_nodes(
+        &self,
+        h: &DomainHandle,
+        l: &Live,
+        tree: &mut Tree,
+        steps: &mut [CommitStep],
+    ) -> Result<(), Error> {
+        let qemu_err = |message: String| Error::Qemu {
+            name: h.name.clone(),
+            operation: "snapshot-delete".into(),
+            message,
+        };
+        let nodes = live_nodes(tree, l)?;
+        let q = l.qmp(&h.name)?;
+        let graph = live::graph(q).await.map_err(qemu_err)?;
+        for s in steps.iter_mut() {
+            let active = tree.active.get(&s.disk).cloned().unwrap_or_default();
+            let top_node = nodes
+                .nodes
+                .get(&active)
+                .cloned()
+                .ok_or_else(|| qemu_err(format!("no node known for {active}")))?;
+            // Files down the chain from the active one, paired with nodes down the graph.
+            let mut files = vec![active.clone()];
+            while let Some(b) = files
+                .last()
+                .and_then(|f| tree.files.get(f))
+                .and_then(|f| f.backing.clone())
+            {
+                files.push(b);
+            }
+            let chain = graph.chain(&top_node);
+            let node_of = |file: &str| {
+                files
+                    .iter()
+                    .position(|f| f == file)
+                    .and_then(|i| chain.get(i).cloned())
+            };
+            s.top_node = node_of(&s.top);
+            s.base_node = node_of(&s.base);
+            if s.top_node.is_none() || s.base_node.is_none() {
+                return Err(qemu_err(format!(
+                    "disk {}: the running chain {chain:?} does not hold {} and {}",
+                    s.disk, s.top, s.base
+                )));
+            }
+            s.job_id = Some(format!("snapdel-{}", s.disk));
+            if let (Some(l), Some(n)) = (&mut tree.live, &s.base_node) {
+                l.nodes.insert(s.base.clone(), n.clone());
+            }
+            live::ensure_writable(
+                q,
+                &graph,
+                s.base_node.as_deref().unwrap_or_default(),
+                &s.base,
+            )
+            .await
+            .map_err(qemu_err)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the journal's steps that are not done; each is marked done on disk as it ends.
+    /// `resume`: after a restart (a live job may still be running).
+    pub(super) async fn run_journal(
+        &self,
+        h: &DomainHandle,
+        place: &Where,
+        tree: &mut Tree,
+        speed: Option<u64>,
+        resume: bool,
+    ) -> Result<(), Error> {
+        let domain = h.name.clone();
+        let Some(journal) = tree.journal.clone() else {
+            return Ok(());
+        };
+        for (i, step) in journal.steps.iter().enumerate() {
+            if step.done {
+                continue;
+            }
+            match place {
+                Where::Running(l) => {
+                    let q = l.qmp(&domain)?;
+                    let active_node = tree
+                        .live
+                        .as_ref()
+                        .and_then(|n| n.nodes.get(tree.active.get(&step.disk)?))
+                        .cloned()
+                        .unwrap_or_default();
+                    let mut again = resume;
+                    if resume {
+                        // No job: either it ended (the top is out of the chain) or it never
+                        // started; then it starts now.
+                        let job = live::job(q, step.job_id.as_deref().unwrap_or_default())
+                            .await
+                            .map_err(|m| qemu(&domain, m))?;
+                        if job.is_none() {
+                            let g = live::graph(q).await.map_err(|m| qemu(&domain, m))?;
+                            if !g.in_use(step.top_node.as_deref().unwrap_or_default()) {
+                                mark_done(tree, i);
+                                self.save_tree(&domain, tree).await?;
+                                continue;
+                            }
+                            again = false;
+                        }
+                    }
+                    live::commit(q, step, &active_node, speed, again, COMMIT_TIMEOUT)
+                        .await
+                        .map_err(|m| qemu(&domain, m))?;
+                }
+                Where::Stopped => {
+                    let (top, base) = (step.top.clone(), step.base.clone());
+                    let base_format = tree
+                        .files
+                        .get(&base)
+                        .map_or(DiskFormat::Qcow2, |f| f.format);
+                    let above = tree.dependents(&top);
+                    tokio::task::spawn_blocking(move || {
+                        crate::host::qemu_img::commit(&top, &base)
+                            .map_err(|e| io_err("commit", &top, e))?;
+                        for e in above {
+                            crate::host::qemu_img::rebase_unsafe(&e, &base, base_format)
+                                .map_err(|m| io_err("rebase", &e, m))?;
+                        }
+                        Ok::<_, Error>(())
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))??;
+                }
+            }
+            mark_done(tree, i);
+            self.save_tree(&domain, tree).await?;
+        }
+        Ok(())
+    }
+
+    /// After every step is done: drop the merged nodes, move references, forget the
+    /// snapshot, unlink what no longer has references.
+    pub(super) async fn finish(
+        &self,
+        h: &DomainHandle,
+        place: &Where,
+        mut tree: Tree,
+    ) -> Result<(), Error> {
+        let Some(journal) = tree.journal.take() else {
+            return Ok(());
+        };
+        let mut changes = Vec::new();
+        for s in &journal.steps {
+            if let (Where::Running(l), Some(node)) = (place, &s.top_node) {
+                if let Ok(q) = l.qmp(&h.name) {
+                    live::del_nodes(q, node).await;
+                }
+            }
+            if tree.active.get(&s.disk) == Some(&s.top) {
+                let f = tree
+                    .files
+                    .get(&s.base)
+                    .map_or(DiskFormat::Qcow2, |f| f.format);
+                changes.push((s.disk.clone(), s.base.clone(), f));
+            }
+            tree.redirect(&s.top, &s.base);
+        }
+        tree.unlink_snapshot(&journal.snapshot);
+        let unlink = tree.collect_garbage();
+        self.save_tree(&h.name, &tree).await?;
+        self.repoint_definition(h, &changes).await?;
+        self.unlink_files(unlink).await;
+        Ok(())
+    }
+
+    /// Points a stopped guest's disks at fresh overlays over snapshot `name`'s files; the
+    /// snapshot stays; what only the old state used is unlinked.
+    pub async fn snapshot_revert(&self, domain: &str, name: &str) -> Result<(), Error> {
+        let h = self.inner.handle(domain)?;
+        // The synchronous slot first (the long one does not admit `Modify` beside it).
+        let _job = h.begin(Job::Modify, self.inner.job_wait()).await?;
+        let _long = h.jobs.begin_async(domain, AsyncJob::Snapshot)?;
+        let mut tree = self.load_tree(domain).await?;
+        let s = tree
+            .snapshots
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(Kind::Snapshot, name))?;
+        if let Where::Running(_) = placement(&h, "revert")? {
+            return Err(Error::WrongState {
+                name: domain.to_owned(),
+                state: h.state(),
+                operation: "revert (a disk-only snapshot of)",
+            });
+        }
+        tree.next += 1;
+        let mut made = Vec::new();
+        for (target, d) in &s.disks {
+            let dir = std::path::Path::new(&d.file)
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| ".".into());
+            made.push((
+                target.clone(),
+                format!("{dir}/{domain}.{target}.{name}.r{}.qcow2", tree.next),
+                d.file.clone(),
+                d.format,
+            ));
+        }
+        let work = made.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut done: Vec<String> = Vec::new();
+            for (_, overlay, file, format) in &work {
+                let r = crate::host::qemu_img::info(file)
+                    .and_then(|i| {
+                        crate::host::qemu_img::create_overlay(
+                            overlay,
+                            file,
+                            *format,
+                            i.virtual_size,
+                        )
+                    })
+                    .map_err(|e| io_err("create overlay", overlay, e));
+                if let Err(e) = r {
+                    for f in done {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    return Err(e);
+                }
+                done.push(overlay.clone());
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let mut changes = Vec::new();
+        for (target, overlay, file, _) in made {
+            tree.files.insert(
+                overlay.clone(),
+                FileRec {
+                    format: DiskFormat::Qcow2,
+                    backing: Some(file),
+                    owned: true,
+                    refs: 0,
+                },
+            );
+            tree.active.insert(target.clone(), overlay.clone());
+            changes.push((target, overlay, DiskFormat::Qcow2));
+        }
+        tree.current = Some(name.to_owned());
+        let unlink = tree.collect_garbage();
+        self.save_tree(domain, &tree).await?;
+        self.repoint_definition(&h, &changes).await?;
+        self.unlink_files(unlink).await;
+        Ok(())
+    }
+}
+
+fn mark_done(tree: &mut Tree, i: usize) {
+    if let Some(s) = tree.journal.as_mut().and_then(|j| j.steps.get_mut(i)) {
+        s.done = true;
+    }
+}
+
+pub(super) fn qemu(domain: &str, message: String) -> Error {
+    Error::Qemu {
+        name: domain.to_owned(),
+        operation: "snapshot-delete".into(),
+        message,
+    }
+}

@@ -1,0 +1,308 @@
+//! QMP for snapshots of a running guest: overlays added as nodes over descriptors the daemon
+//! opened (QEMU never opens an image by name), one `transaction` of `blockdev-snapshot`s,
+//! block-commit jobs, the block graph, `blockdev-del` of dropped nodes.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use novacron_qmp::{Client, Event};
+use serde_json::{json, Value};
+
+pub type QmpResult<T> = Result<T, String>;
+
+fn err(cmd: &str, e: novacron_qmp::Error) -> String {
+    format!("{cmd}: {e}")
+}
+
+pub async fn raw(q: &Client, cmd: &str, args: Value) -> QmpResult<Value> {
+    q.execute_raw(cmd, Some(&args))
+        .await
+        .map_err(|e| err(cmd, e))
+}
+
+/// Adds the overlay opened as `fd` as nodes `node` (qcow2, no backing yet) over
+/// `node-storage` (file on an fd set). The set keeps the read-write descriptor: a later
+/// commit into this image reopens it through the set.
+pub async fn add_overlay(q: &Client, fd: &OwnedFd, node: &str) -> QmpResult<()> {
+    let info = q
+        .add_fd(fd.as_fd(), None, Some(node))
+        .await
+        .map_err(|e| err("add-fd", e))?;
+    let set = info.fdset_id;
+    let storage = format!("{node}-storage");
+    let r = async {
+        raw(
+            q,
+            "blockdev-add",
+            json!({"driver": "file", "node-name": storage, "filename": format!("/dev/fdset/{set}")}),
+        )
+        .await?;
+        if let Err(e) = raw(
+            q,
+            "blockdev-add",
+            json!({"driver": "qcow2", "node-name": node, "file": storage, "backing": null}),
+        )
+        .await
+        {
+            let _ = raw(q, "blockdev-del", json!({"node-name": storage})).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+    .await;
+    if r.is_err() {
+        let _ = raw(q, "remove-fd", json!({"fdset-id": set})).await;
+    }
+    r
+}
+
+/// Deletes a node we added and its storage node (errors ignored: best effort after a failure,
+/// or a node already gone).
+pub async fn del_nodes(q: &Client, node: &str) {
+    if node.starts_with('#') {
+        // An implicit backing node: QEMU frees it itself once nothing uses it.
+        return;
+    }
+    if let Err(e) = raw(q, "blockdev-del", json!({"node-name": node})).await {
+        tracing::warn!(node, error = %e, "blockdev-del");
+    }
+    let storage = format!("{node}-storage");
+    if let Err(e) = raw(q, "blockdev-del", json!({"node-name": storage})).await {
+        tracing::warn!(node = storage, error = %e, "blockdev-del");
+    }
+}
+
+/// One transaction: every `(active node, overlay node)` pair at once (crash-consistent).
+pub async fn snapshot_transaction(q: &Client, pairs: &[(String, String)]) -> QmpResult<()> {
+    let actions: Vec<Value> = pairs
+        .iter()
+        .map(|(node, overlay)| {
+            json!({"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}})
+        })
+        .collect();
+    raw(q, "transaction", json!({ "actions": actions }))
+        .await
+        .map(drop)
+}
+
+/// The block graph: node names and backing edges.
+pub struct Graph {
+    nodes: Vec<(u64, String, String)>,
+    edges: Vec<(u64, u64, String)>,
+}
+
+pub async fn graph(q: &Client) -> QmpResult<Graph> {
+    let v = raw(q, "x-debug-query-block-graph", json!({})).await?;
+    let nodes = v["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| {
+                    Some((
+                        n["id"].as_u64()?,
+                        n["type"].as_str()?.to_owned(),
+                        n["name"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let edges = v["edges"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    Some((
+                        e["parent"].as_u64()?,
+                        e["child"].as_u64()?,
+                        e["name"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Graph { nodes, edges })
+}
+
+impl Graph {
+    fn id(&self, name: &str) -> Option<u64> {
+        self.nodes
+            .iter()
+            .find(|(_, t, n)| t == "block-driver" && n == name)
+            .map(|(i, _, _)| *i)
+    }
+
+    fn name(&self, id: u64) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, _, n)| n.as_str())
+    }
+
+    /// Node names from `top` down its backing chain.
+    pub fn chain(&self, top: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = self.id(top);
+        while let Some(id) = at {
+            let Some(name) = self.name(id) else { break };
+            out.push(name.to_owned());
+            at = self
+                .edges
+                .iter()
+                .find(|(p, _, n)| *p == id && n == "backing")
+                .map(|(_, c, _)| *c);
+        }
+        out
+    }
+
+    /// Whether a device or another image still uses `node` (jobs do not count).
+    pub fn in_use(&self, node: &str) -> bool {
+        let Some(id) = self.id(node) else {
+            return false;
+        };
+        self.edges.iter().any(|(p, c, _)| {
+            *c == id
+                && self
+                    .nodes
+                    .iter()
+                    .any(|(i, t, _)| i == p && t != "block-job")
+        })
+    }
+}
+
+/// The job `id` as `query-block-jobs` shows it: `(ready, offset, len)`.
+pub async fn job(q: &Client, id: &str) -> QmpResult<Option<(bool, u64, u64)>> {
+    let v = raw(q, "query-block-jobs", json!({})).await?;
+    Ok(v.as_array().and_then(|a| {
+        a.iter().find(|j| j["device"] == id).map(|j| {
+            (
+                j["ready"].as_bool().unwrap_or(false),
+                j["offset"].as_u64().unwrap_or(0),
+                j["len"].as_u64().unwrap_or(0),
+            )
+        })
+    }))
+}
+
+fn job_event<'a>(names: &'a [&'a str], id: &'a str) -> impl FnMut(&Event) -> bool + 'a {
+    move |e: &Event| names.contains(&e.name()) && e.data["device"] == id
+}
+
+/// Starts (unless `resume`) and drives one commit job to its end: an active commit is
+/// completed when it reports ready. Events first, then the job list, so nothing is missed.
+pub async fn commit(
+    q: &Client,
+    step: &super::meta::CommitStep,
+    active_node: &str,
+    speed: Option<u64>,
+    resume: bool,
+    timeout: Duration,
+) -> QmpResult<()> {
+    let id = step.job_id.clone().unwrap_or_default();
+    let mut events = q.subscribe();
+    if !resume {
+        let mut args = json!({
+            "job-id": id,
+            "device": active_node,
+            "base-node": step.base_node,
+        });
+        if !step.active {
+            args["top-node"] = json!(step.top_node);
+            // QEMU would write its own name for the base (/dev/fdset/N) into the header of
+            // the image above; the path is what a later start opens.
+            args["backing-file"] = json!(step.base);
+        }
+        if let Some(s) = speed {
+            args["speed"] = json!(s);
+        }
+        raw(q, "block-commit", args).await?;
+    } else {
+        match job(q, &id).await? {
+            Some((true, _, _)) if step.active => {
+                raw(q, "job-complete", json!({ "id": id })).await?;
+            }
+            Some(_) => {
+                if speed.is_none() {
+                    let _ = raw(q, "block-job-set-speed", json!({"device": id, "speed": 0})).await;
+                }
+            }
+            None => return Ok(()),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let e = events
+            .wait_for(
+                left,
+                job_event(
+                    &["BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_ERROR"],
+                    &id,
+                ),
+            )
+            .await
+            .map_err(|e| format!("waiting for block job {id}: {e}"))?;
+        match e.name() {
+            "BLOCK_JOB_READY" => {
+                raw(q, "job-complete", json!({ "id": id })).await?;
+            }
+            "BLOCK_JOB_COMPLETED" => {
+                return match e.data.get("error").and_then(Value::as_str) {
+                    Some(why) => Err(format!("block job {id} failed: {why}")),
+                    None => Ok(()),
+                };
+            }
+            _ => {
+                tracing::warn!(job = id, data = %e.data, "block job I/O error");
+            }
+        }
+    }
+}
+
+/// Makes sure QEMU can reopen `node` (image `path`) read-write for a commit into it: an
+/// image QEMU got as a backing file came through an fd set holding a read-only descriptor,
+/// and QEMU reopens through the set; the daemon adds a read-write one to that set.
+pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) -> QmpResult<()> {
+    let Some(id) = graph.id(node) else {
+        return Err(format!("node {node} is not in the block graph"));
+    };
+    let Some(storage) = graph
+        .edges
+        .iter()
+        .find(|(p, _, n)| *p == id && n == "file")
+        .and_then(|(_, c, _)| graph.name(*c))
+        .map(str::to_owned)
+    else {
+        return Ok(());
+    };
+    let nodes = raw(q, "query-named-block-nodes", json!({"flat": true})).await?;
+    let file = nodes
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node-name"] == storage.as_str()))
+        .and_then(|n| n["file"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let Some(set) = file
+        .strip_prefix("/dev/fdset/")
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let p = path.to_owned();
+    let fd = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&p)
+            .map(OwnedFd::from)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
+    q.add_fd(fd.as_fd(), Some(set), Some("snapshot-commit-base"))
+        .await
+        .map_err(|e| err("add-fd", e))
+        .map(drop)
+}
