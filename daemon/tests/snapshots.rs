@@ -516,7 +516,7 @@ async fn a_guest_counter_follows_the_snapshot_tree() {
          <source file='{}'/><target dev='vda' bus='virtio'/></disk>{}",
         data.display(),
         novacron_tests::COMMAND_CHANNEL_XML
-    );
+    ) + novacron_tests::AGENT_CHANNEL_XML;
     let xml = tokio::task::spawn_blocking(move || test_guest_domain_xml_with("snl", "", &disk))
         .await
         .unwrap()
@@ -555,8 +555,18 @@ async fn a_guest_counter_follows_the_snapshot_tree() {
     let r = post_json(&s, "/v1/domains/snl/snapshots", &json!({"name": "a"}));
     assert_eq!(r.status, 201, "{}", r.body);
     sh.run_ok(&set(2), t).await.unwrap();
-    let r = post_json(&s, "/v1/domains/snl/snapshots", &json!({"name": "b"}));
+    // b is quiesced through the guest agent (freeze, snapshot, thaw).
+    wait_until("the guest agent answers", Duration::from_secs(60), || {
+        curl(&s, "POST", "/v1/domains/snl/agent/ping", &[]).status == 200
+    });
+    let r = post_json(
+        &s,
+        "/v1/domains/snl/snapshots",
+        &json!({"name": "b", "quiesce": "required"}),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["quiesced"], true, "{}", r.body);
+    // Thawed afterwards: the guest still writes.
     sh.run_ok(&set(3), t).await.unwrap();
     assert_eq!(sh.run_ok(get, t).await.unwrap().trim(), "00000003");
     drop(sh);

@@ -78,10 +78,14 @@ impl Service {
                     quiesced = true;
                     true
                 }
-                Err(e) if mode == Quiesce::Required => {
-                    return Err(invalid("quiesce", format!("required, but {e}")));
-                }
                 Err(e) => {
+                    // A freeze that timed out may still have frozen the guest: thaw regardless.
+                    if matches!(e, quiesce::QuiesceError::Timeout { .. }) {
+                        quiesce::thaw_within(self, domain).await;
+                    }
+                    if mode == Quiesce::Required {
+                        return Err(invalid("quiesce", format!("required, but {e}")));
+                    }
                     tracing::info!(domain, error = %e, "snapshot not quiesced (best-effort)");
                     false
                 }

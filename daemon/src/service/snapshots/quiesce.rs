@@ -1,13 +1,13 @@
-//! The one place a snapshot freezes and thaws the guest's filesystems. The guest agent is
-//! built separately; until it is wired in here, both calls answer "guest agent not
-//! connected": `quiesce=required` then refuses with that error, `best-effort` goes on and
-//! records the snapshot as not quiesced.
+//! The one place a snapshot freezes and thaws the guest's filesystems, through the guest
+//! agent (`service::agent`). Without a connected agent `quiesce=required` refuses and
+//! `best-effort` goes on and records the snapshot as not quiesced.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::service::Service;
+use novacron_domain::Error;
 
 /// How long a thaw may take before we give up on it (the guest stays frozen until its agent
 /// times out by itself: ours must never hang the daemon).
@@ -30,6 +30,8 @@ pub enum Quiesce {
 pub enum QuiesceError {
     #[error("the guest agent of domain '{0}' is not connected")]
     AgentNotConnected(String),
+    #[error("the guest agent of domain '{0}' failed: {1}")]
+    Agent(String, String),
     #[error("the guest agent of domain '{domain}' did not answer {what} within {after:?}")]
     Timeout {
         domain: String,
@@ -39,13 +41,33 @@ pub enum QuiesceError {
 }
 
 /// Freezes the guest's filesystems; the number frozen.
-pub async fn freeze(_svc: &Service, domain: &str) -> Result<u32, QuiesceError> {
-    Err(QuiesceError::AgentNotConnected(domain.to_owned()))
+pub async fn freeze(svc: &Service, domain: &str) -> Result<u32, QuiesceError> {
+    let n = svc
+        .agent_fsfreeze(domain, FREEZE_DEADLINE)
+        .await
+        .map_err(|e| agent_error(domain, "guest-fsfreeze-freeze", FREEZE_DEADLINE, e))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// Thaws them; called whenever a freeze was attempted, whatever happened since.
-pub async fn thaw(_svc: &Service, domain: &str) -> Result<u32, QuiesceError> {
-    Err(QuiesceError::AgentNotConnected(domain.to_owned()))
+pub async fn thaw(svc: &Service, domain: &str) -> Result<u32, QuiesceError> {
+    let n = svc
+        .agent_fsthaw(domain, THAW_DEADLINE)
+        .await
+        .map_err(|e| agent_error(domain, "guest-fsfreeze-thaw", THAW_DEADLINE, e))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+fn agent_error(domain: &str, what: &'static str, after: Duration, e: Error) -> QuiesceError {
+    match e {
+        Error::AgentUnavailable { .. } => QuiesceError::AgentNotConnected(domain.to_owned()),
+        Error::AgentTimeout { .. } => QuiesceError::Timeout {
+            domain: domain.to_owned(),
+            what,
+            after,
+        },
+        other => QuiesceError::Agent(domain.to_owned(), other.to_string()),
+    }
 }
 
 /// `thaw` with its deadline; failures are logged (the snapshot itself stands).
