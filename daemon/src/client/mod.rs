@@ -10,8 +10,8 @@
 //! # Ok(()) }
 //! ```
 
-mod console;
 mod agent;
+mod console;
 mod disks;
 mod events;
 mod migration;
@@ -27,8 +27,8 @@ mod volumes;
 // its typed endpoints.
 use crate::http_client::{decode, encode, read_bounded};
 pub use crate::http_client::{Client, ClientError, Target, Tls, DEFAULT_MAX_BODY};
-pub use console::ConsoleSocket;
 pub use agent::AgentCall;
+pub use console::ConsoleSocket;
 pub use events::EventStream;
 pub use pinning::{PinTarget, Pinning, ThreadAffinity};
 pub use remote::{HostList, RemoteDomain, RemoteHostRow, RemoteInventory};

@@ -13,8 +13,8 @@ mod output;
 mod pinning;
 mod progress;
 mod remote;
-mod volumes;
 mod snapshots;
+mod volumes;
 
 /// README.md's command lines, which the tests parse as written.
 #[cfg(test)]
