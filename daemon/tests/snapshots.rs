@@ -586,6 +586,20 @@ async fn a_guest_counter_follows_the_snapshot_tree() {
     // Revert to a: the guest reads 1; then c makes a branch beside b.
     let r = curl(&s, "POST", "/v1/domains/snl/snapshots/a/revert", &[]);
     assert_eq!(r.status, 204, "{}", r.body);
+    // b's image is in no disk's chain now, but the snapshot keeps it: not deletable as a volume.
+    let b_file = tree_json(&env, "snl")["snapshots"]["b"]["disks"]["vda"]["file"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_name = Path::new(&b_file).file_name().unwrap().to_str().unwrap();
+    let r = curl(
+        &s,
+        "DELETE",
+        &format!("/v1/pools/default/volumes/{b_name}"),
+        &[],
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(Path::new(&b_file).exists());
     boot(2).await;
     let mut sh = GuestShell::connect(&socket, Duration::from_secs(20))
         .await

@@ -600,3 +600,98 @@ fn a_pool_whose_directory_vanished_is_reported_not_fatal() {
     ok(s, &["vol-create-as", "default", "still.img", "1M"]);
     assert!(ok(s, &["pool-info", "fast"]).contains("inactive"));
 }
+
+/// What an operator must not reach through a volume's contents: a qcow2 naming a host file as
+/// its external data file or deep in its backing chain is never interpreted by the daemon (which
+/// runs qemu-img as root), a linked clone's base is never rewritten, a file a snapshot keeps is
+/// never deleted, and an upload must say its length.
+#[test]
+fn an_operator_cannot_reach_host_files_through_volume_contents() {
+    let env = Env::new();
+    let api = common::daemon::tcp_api(&[("ops", "operator-secret", "operator")]);
+    let d = env.start_daemon(&api);
+    let port = d.tcp_port();
+    let op = |method: &str, path: &str, args: &[&str]| {
+        common::daemon::curl_tcp(port, "operator-secret", method, path, args)
+    };
+    let img = images(&env);
+    // The victim: a host file outside the roots, readable and writable only by root.
+    let victim = env.dir.path().join("victim");
+    // An image made elsewhere whose data file is the victim, uploaded into a fresh volume
+    // (qemu-img create writes the data file: the victim's contents come after).
+    let evil = env.dir.path().join("evil.qcow2");
+    let opt = format!("data_file={},data_file_raw=on", victim.display());
+    let (ok, out) = qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &opt,
+        evil.to_str().unwrap(),
+        "1M",
+    ]);
+    assert!(ok, "{out}");
+    std::fs::write(&victim, b"host secret").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let json = |v: Value| {
+        ["-H", "Content-Type: application/json", "--data-binary"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([v.to_string()])
+            .collect::<Vec<_>>()
+    };
+    let args = json(serde_json::json!({"name": "e.qcow2", "capacity": MIB, "format": "raw"}));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(op("POST", "/v1/pools/default/volumes", &args).status, 201);
+    let evil_arg = format!("@{}", evil.display());
+    let r = op(
+        "PUT",
+        "/v1/pools/default/volumes/e.qcow2/data",
+        &["--data-binary", &evil_arg],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Cloning or resizing it would make qemu-img open the victim: refused, victim untouched.
+    let args = json(serde_json::json!({"name": "loot.raw", "format": "raw"}));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = op("POST", "/v1/pools/default/volumes/e.qcow2/clone", &args);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.body.contains("data file"), "{r:?}");
+    assert!(!img.join("loot.raw").exists());
+    let args = json(serde_json::json!({"capacity": 4 * MIB}));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = op("POST", "/v1/pools/default/volumes/e.qcow2/resize", &args);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"host secret");
+
+    // A linked clone's base is not rewritten through upload or resize.
+    let args = json(serde_json::json!({"name": "gold.qcow2", "capacity": MIB, "format": "qcow2"}));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(op("POST", "/v1/pools/default/volumes", &args).status, 201);
+    let args = json(serde_json::json!({"name": "web.qcow2", "linked": true}));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = op("POST", "/v1/pools/default/volumes/gold.qcow2/clone", &args);
+    assert!(r.status == 200 || r.status == 201, "{r:?}");
+    let base_before = std::fs::read(img.join("gold.qcow2")).unwrap();
+    let r = op(
+        "PUT",
+        "/v1/pools/default/volumes/gold.qcow2/data",
+        &["--data-binary", "overwritten"],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("backing file of"), "{r:?}");
+    let args = json(serde_json::json!({"capacity": 512, "shrink": true}));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = op("POST", "/v1/pools/default/volumes/gold.qcow2/resize", &args);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(std::fs::read(img.join("gold.qcow2")).unwrap(), base_before);
+
+    // An upload without a length (chunked) cannot be checked against free space: refused.
+    let r = op(
+        "PUT",
+        "/v1/pools/default/volumes/e.qcow2/data",
+        &["-H", "Transfer-Encoding: chunked", "--data-binary", "x"],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("Content-Length"), "{r:?}");
+}

@@ -1,7 +1,7 @@
 //! `[[webhooks]]` in the configuration: endpoints that receive the daemon's events as signed
 //! JSON POSTs (issue 20 item 5).
 
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where events are POSTed: `http://` or `https://` (public roots), no query.
@@ -15,6 +15,18 @@ pub struct WebhookConfig {
     /// Events held for a slow or dead endpoint; past it the oldest are dropped (counted).
     #[serde(default = "default_queue")]
     pub queue: usize,
+}
+
+// The secret never reaches a log line through `{:?}`.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("events", &self.events)
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 fn default_queue() -> usize {

@@ -997,6 +997,7 @@ impl DomainObject {
     }
 
     /// `blockresize`: grows a running guest's disk to `size` bytes.
+    #[zbus(out_args("size"))]
     async fn resize_disk(
         &self,
         target: String,

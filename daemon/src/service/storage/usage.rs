@@ -9,7 +9,7 @@ use novacron_domain::DomainConfig;
 
 use crate::service::Service;
 
-/// One disk that uses the file.
+/// One disk (or snapshot image) that uses the file.
 #[derive(Debug, Clone)]
 pub struct User {
     pub domain: String,
@@ -50,6 +50,16 @@ impl Service {
                 let running = run.live().is_some();
                 if let Some(live) = run.live() {
                     disks.extend(file_disks(&live.config()));
+                }
+                // Files a snapshot of the domain keeps (frozen images, branches' overlays) are
+                // used too, even when no disk points at them now. A small JSON read.
+                let state = &self.inner.config.state_dir;
+                if let Ok(tree) = crate::service::snapshots::meta::load(state, &h.name) {
+                    disks.extend(
+                        tree.files
+                            .into_keys()
+                            .map(|f| ("snapshot image".to_owned(), f)),
+                    );
                 }
                 (h.name.clone(), running, disks)
             })

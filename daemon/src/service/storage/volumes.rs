@@ -160,6 +160,48 @@ fn not_running(disks: &Disks, p: &Probe, vol: &str, what: &str) -> Result<(), Er
     Ok(())
 }
 
+/// A non-admin may not make the daemon (as root) interpret an image that names files outside
+/// the storage roots: qemu-img follows a qcow2's backing chain and external data file by name.
+/// The one image check of the trust rules (`storage_roots::check_image`), on the open file.
+fn image_ok(pools: &Pools, p: &PoolConfig, name: &str, file: &std::fs::File) -> Result<(), Error> {
+    if crate::service::audit::current().is_admin() {
+        return Ok(());
+    }
+    let path = format!("{}/{name}", p.path.trim_end_matches('/'));
+    let fd = file.try_clone().map_err(|e| io("open", &path, e))?;
+    crate::host::storage_roots::check_image(
+        &pools.roots,
+        &path,
+        fd.into(),
+        novacron_domain::model::DiskFormat::Qcow2,
+    )
+    .map_err(|r| forbidden("volume", format!("{}/{name}: {}", p.name, r.text())))
+}
+
+/// Writing a volume in place (upload, resize): never a base other volumes are built on; for a
+/// non-admin never a file a domain or a snapshot refers to (its definition was checked, and
+/// the daemon interprets it as root later); for anyone never one a running guest uses.
+fn writable(pools: &Pools, disks: &Disks, p: &Probe, vol: &str, what: &str) -> Result<(), Error> {
+    if let Some(child) = based_on(pools, (p.dev, p.ino)) {
+        return Err(invalid(
+            "volume",
+            format!("{vol} is the backing file of {child}; {what} would corrupt it"),
+        ));
+    }
+    if !crate::service::audit::current().is_admin() {
+        if let Some(u) = users(disks, (p.dev, p.ino)).into_iter().next() {
+            return Err(Error::Busy {
+                name: u.domain,
+                detail: format!(
+                    "its {} uses volume {vol}; {what} of a file in use is for administrators",
+                    u.disk
+                ),
+            });
+        }
+    }
+    not_running(disks, p, vol, what)
+}
+
 /// The created file is removed when the creation fails.
 struct Made<'a> {
     dir: &'a OwnedFd,
@@ -312,7 +354,15 @@ impl Service {
         let _busy = Busy::take(&p, &name)?;
         let file = open_vol(&p, &dir, &name, OFlag::O_RDWR)?;
         let before = probe(&p, &name, &file)?;
-        not_running(&disks, &before, &format!("{}/{name}", p.name), "vol-resize")?;
+        let pools = self.pools();
+        writable(
+            &pools,
+            &disks,
+            &before,
+            &format!("{}/{name}", p.name),
+            "vol-resize",
+        )?;
+        image_ok(&pools, &p, &name, &file)?;
         if capacity < before.capacity && !shrink {
             return Err(invalid(
                 "capacity",
@@ -386,7 +436,6 @@ impl Service {
     ) -> Result<VolumeInfo, Error> {
         name_ok("name", &req.name)?;
         let disks = self.domain_disks();
-        let admin = crate::service::audit::current().is_admin();
         let (pool, name) = (pool.to_owned(), name.to_owned());
         let pools = self.pools();
         let (p, dir) = blocking(pools.clone(), move |pools| pools.open(&pool)).await?;
@@ -396,22 +445,8 @@ impl Service {
         let sp = probe(&p, &name, &src)?;
         let vol = format!("{}/{name}", p.name);
         not_running(&disks, &sp, &vol, "vol-clone")?;
-        if let Some(b) = &sp.backing {
-            // qemu-img opens the source's backing chain by name: only inside the roots.
-            if !admin {
-                let at = resolve_backing(&p.path, &b.path);
-                if let Err(r) =
-                    pools
-                        .roots
-                        .open_beneath(&at, OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-                {
-                    return Err(forbidden(
-                        "volume",
-                        format!("{vol}: backing file {}", r.text()),
-                    ));
-                }
-            }
-        }
+        // qemu-img opens the source's backing chain and data file by name.
+        image_ok(&pools, &p, &name, &src)?;
         let format = if req.linked {
             VolumeFormat::Qcow2
         } else {
@@ -517,7 +552,14 @@ impl Service {
         let file = open_vol(&p, &dir, &name, OFlag::O_RDWR)?;
         let before = probe(&p, &name, &file)?;
         let vol = format!("{}/{name}", p.name);
-        not_running(&disks, &before, &vol, "vol-upload")?;
+        writable(&self.pools(), &disks, &before, &vol, "vol-upload")?;
+        // Without a length the free space cannot be checked before writing.
+        let Some(length) = length else {
+            return Err(invalid(
+                "length",
+                "an upload needs a Content-Length (chunked bodies are refused)",
+            ));
+        };
         let size = file.metadata().map_err(|e| io("stat", &vol, e))?.len();
         if offset > size {
             return Err(invalid(
@@ -528,7 +570,8 @@ impl Service {
             ));
         }
         let (_, _, available) = files::space(&dir).map_err(|e| io("stat", p.path.clone(), e))?;
-        if let Some(len) = length {
+        {
+            let len = length;
             let end = offset.saturating_add(len);
             if end > MAX_VOLUME_BYTES {
                 return Err(invalid(
