@@ -24,6 +24,9 @@ pub const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// Who QEMU runs as when the daemon runs as root and `qemu_user` is not given.
 pub const DEFAULT_QEMU_USER: &str = "novacron-qemu";
 
+/// Free PCIe root ports define gives a q35 guest for hot-plugged disks and NICs.
+pub const DEFAULT_HOTPLUG_SLOTS: u32 = 4;
+
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -249,7 +252,7 @@ impl Config {
             log_max_bytes: 4 << 20,
             sysfs_root: PathBuf::from("/sys"),
             memory_backing_dir: None,
-            hotplug_slots: crate::service::disks::DEFAULT_HOTPLUG_SLOTS,
+            hotplug_slots: DEFAULT_HOTPLUG_SLOTS,
             storage_roots: Default::default(),
             api: ApiConfig::default(),
             scopes: ScopeConfig::default(),

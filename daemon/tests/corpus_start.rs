@@ -109,6 +109,13 @@ fn localise(mut cfg: DomainConfig, images: &Path) -> DomainConfig {
             _ => {}
         }
     }
+    // A document's host NIC (eth0) may exist here: never put a macvtap on the machine's own
+    // uplink. A name no host has keeps the refusal the daemon gives for a missing device.
+    for nic in &mut cfg.devices.interfaces {
+        if let InterfaceSource::Direct { dev, .. } = &mut nic.source {
+            *dev = "ncnodev0".into();
+        }
+    }
     for (i, fs) in cfg.devices.filesystems.iter_mut().enumerate() {
         let dir = images.join(format!("{}-share{i}", cfg.name));
         std::fs::create_dir_all(&dir).expect("share dir");

@@ -384,7 +384,8 @@ async fn nic_hotplug_on_an_osless_guest_and_its_unanswered_detach() {
     let env = Env::new();
     let mut net = Net::new();
     let br = net.bridge("h");
-    let d = spawn_daemon(&env);
+    // One free root port (the definition's own): define reserves no more.
+    let d = env.start_daemon("hotplug_slots = 1");
     let xml = osless_xml(
         "hotnic",
         "<controller type='pci' index='0' model='pcie-root'/>\

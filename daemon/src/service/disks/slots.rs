@@ -6,8 +6,8 @@
 
 use novacron_domain::model::{Address, Controller, ControllerKind, DomainConfig, RootPortModel};
 
-/// The default of `hotplug_slots`.
-pub const DEFAULT_HOTPLUG_SLOTS: u32 = 4;
+/// The default of `hotplug_slots` (owned by the configuration).
+pub use crate::config::DEFAULT_HOTPLUG_SLOTS;
 /// The PCIe root complex has 32 slots; others need some.
 const MAX_SLOTS: u32 = 24;
 
