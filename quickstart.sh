@@ -17,8 +17,8 @@ PACKAGES+=(chromium chromium-driver)
 # Taps: iproute2's tc applies <bandwidth>; the tests inspect links with ip.
 PACKAGES+=(iproute2)
 # Virtual networks: dnsmasq (DHCP/DNS per network), nft (our own table per network); the tests'
-# DHCP client and ping in network namespaces are busybox's.
-PACKAGES+=(dnsmasq-base nftables busybox)
+# DHCP client and ping in network namespaces are busybox's; the quick start tells you to ping the demo guest.
+PACKAGES+=(dnsmasq-base nftables busybox iputils-ping)
 # Remote-driver test peers and the vendors' own Python clients the benchmarks compare against:
 # fakepve (Proxmox VE fake, run as an outside process), pyspnego (NTLM server side for the WinRM
 # test peer), pyvmomi and proxmoxer (reference clients), openapi-spec-validator (checks daemon/openapi.json).
