@@ -412,3 +412,52 @@ fn novactl_console(d: &Daemon, name: &str) {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// On the Linux test guest (TCG, a shell on ttyS0) a command typed through the writer's
+/// websocket runs in the guest, and its output reaches the writer and a viewer alike.
+#[tokio::test]
+async fn a_command_typed_into_the_console_runs_in_the_linux_guest() {
+    let xml = tokio::task::spawn_blocking(|| {
+        novacron_tests::test_guest_domain_xml_with("cshell", "novacron.serial_shell=1", "")
+    })
+    .await
+    .unwrap()
+    .expect("test guest");
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let r = curl(
+        &d.socket,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = curl(&d.socket, "POST", "/v1/domains/cshell/start", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut writer = console(&d, "cshell", "writer").await;
+    let mut viewer = console(&d, "cshell", "viewer").await;
+    // The ready line comes after the shell is started; TCG under load may take a while.
+    let mut seen = Vec::new();
+    let ready = tokio::time::timeout(Duration::from_secs(120), async {
+        while !String::from_utf8_lossy(&seen).contains(novacron_tests::READY_MARKER) {
+            match writer.next().await {
+                Some(Ok(Message::Binary(b))) => seen.extend_from_slice(&b),
+                Some(Ok(_)) => {}
+                other => panic!("console ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        ready.is_ok(),
+        "no ready line: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    // The answer is computed in the guest: the typed text itself does not contain it.
+    writer
+        .send(Message::Binary(b"echo NOVA$((6*7))CRON\r".to_vec().into()))
+        .await
+        .unwrap();
+    read_until(&mut writer, "NOVA42CRON", 1).await;
+    read_until(&mut viewer, "NOVA42CRON", 1).await;
+}

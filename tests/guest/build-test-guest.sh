@@ -25,6 +25,9 @@
 #   novacron.agent=off      leave the qemu-ga port closed (no agent)
 #   novacron.agent=hang     open the qemu-ga port but never answer (a hung
 #                           agent, as the host sees it)
+#   novacron.serial_shell=1 after the ready line, a shell reads commands from
+#                           ttyS0 (what a console client types; output and
+#                           the tty's echo go back to ttyS0)
 #
 # Services started by /init whenever the virtio-serial port appears (at boot
 # or hot-added; a watcher polls once a second, also onlining hot-added CPUs
@@ -365,6 +368,7 @@ for arg in $(cat /proc/cmdline); do
         novacron.dirty_rate=*) dirty_rate=${arg#*=} ;;
         novacron.dhcp=1) : >/run/dhcp ;;
         novacron.agent=*) echo "${arg#*=}" >/run/agent ;;
+        novacron.serial_shell=1) : >/run/serial_shell ;;
     esac
 done
 
@@ -377,6 +381,9 @@ done
 # Services on the ports present at boot start before the ready line.
 novacron-watch
 echo "NOVACRON-TEST-GUEST-READY $(uname -r)"
+if [ -e /run/serial_shell ]; then
+    sh </dev/ttyS0 >/dev/ttyS0 2>&1 &
+fi
 (
     while :; do
         sleep 1
