@@ -460,4 +460,73 @@ async fn a_command_typed_into_the_console_runs_in_the_linux_guest() {
         .unwrap();
     read_until(&mut writer, "NOVA42CRON", 1).await;
     read_until(&mut viewer, "NOVA42CRON", 1).await;
+
+    // A flood from the guest: a viewer that stops reading is dropped as too slow (1008),
+    // while the writer and a reading viewer get all of it, and the guest is never held up.
+    let mut stalled = console(&d, "cshell", "viewer").await;
+    writer
+        .send(Message::Binary(
+            b"yes NOVAFLOOD | head -c 4000000; echo FLOOD$((1+1))DONE\r"
+                .to_vec()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let flood = tokio::time::timeout(Duration::from_secs(300), async {
+        tokio::join!(
+            read_until_within(&mut writer, "FLOOD2DONE", Duration::from_secs(300)),
+            read_until_within(&mut viewer, "FLOOD2DONE", Duration::from_secs(300)),
+        )
+    })
+    .await;
+    assert!(flood.is_ok(), "the flood never finished");
+    // The stalled viewer's stream ends (a 1008 close frame when there was room for it, else
+    // the connection is cut) before the end of the flood: it was dropped, not waited for.
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match stalled.next().await {
+                Some(Ok(Message::Binary(b))) => got.extend_from_slice(&b),
+                Some(Ok(Message::Close(f))) => return f.map(|f| f.code),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stalled viewer was never dropped");
+    assert!(matches!(end, None | Some(CloseCode::Policy)), "{end:?}");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("FLOOD2DONE"),
+        "the stalled viewer got the whole flood ({} bytes): it was waited for",
+        got.len()
+    );
+}
+
+/// `read_until` with its own deadline (a flood through an emulated UART takes a while).
+async fn read_until_within(ws: &mut Ws, needle: &str, limit: Duration) -> usize {
+    let mut got = Vec::new();
+    let mut total = 0;
+    tokio::time::timeout(limit, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    total += b.len();
+                    got.extend_from_slice(&b);
+                    if String::from_utf8_lossy(&got).contains(needle) {
+                        return;
+                    }
+                    // Keep only a tail: the needle may straddle two frames.
+                    if got.len() > 4096 {
+                        got.drain(..got.len() - 64);
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("console ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{needle:?} never came"));
+    total
 }
