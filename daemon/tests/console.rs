@@ -435,7 +435,6 @@ async fn a_command_typed_into_the_console_runs_in_the_linux_guest() {
     let r = curl(&d.socket, "POST", "/v1/domains/cshell/start", &[]);
     assert_eq!(r.status, 200, "{r:?}");
     let mut writer = console(&d, "cshell", "writer").await;
-    let mut viewer = console(&d, "cshell", "viewer").await;
     // The ready line comes after the shell is started; TCG under load may take a while.
     let mut seen = Vec::new();
     let ready = tokio::time::timeout(Duration::from_secs(120), async {
@@ -453,13 +452,17 @@ async fn a_command_typed_into_the_console_runs_in_the_linux_guest() {
         "no ready line: {}",
         String::from_utf8_lossy(&seen)
     );
+    // A viewer joins now and is read from here on (an unread viewer is dropped, see below).
+    let mut viewer = console(&d, "cshell", "viewer").await;
     // The answer is computed in the guest: the typed text itself does not contain it.
     writer
         .send(Message::Binary(b"echo NOVA$((6*7))CRON\r".to_vec().into()))
         .await
         .unwrap();
-    read_until(&mut writer, "NOVA42CRON", 1).await;
-    read_until(&mut viewer, "NOVA42CRON", 1).await;
+    tokio::join!(
+        read_until(&mut writer, "NOVA42CRON", 1),
+        read_until(&mut viewer, "NOVA42CRON", 1)
+    );
 
     // A flood from the guest: a viewer that stops reading is dropped as too slow (1008),
     // while the writer and a reading viewer get all of it, and the guest is never held up.
