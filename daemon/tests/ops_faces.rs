@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{curl, tcp_api};
+use common::daemon::{curl, novactl, tcp_api};
 use common::*;
 use novacrond::ops::{Access, ALL};
 use serde_json::Value;
@@ -65,20 +65,6 @@ fn members(address: &str, path: &str, iface: &str) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(|m| m.trim_start_matches('.').to_owned())
         .collect()
-}
-
-fn novactl(socket: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_novactl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("novactl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The HTTP status of `method path` over TCP with `token` (an event stream is cut short).

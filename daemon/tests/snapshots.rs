@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{curl, Reply};
+use common::daemon::{curl, novactl, Reply};
 use common::*;
 use serde_json::{json, Value};
 
@@ -117,20 +117,6 @@ fn reads_pattern(image: &str, pattern: u8, len: &str) -> bool {
                 && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed")
         })
         .unwrap_or(false)
-}
-
-fn novactl(socket: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_novactl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("novactl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

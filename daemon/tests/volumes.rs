@@ -10,25 +10,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::daemon::{curl, Reply};
+use common::daemon::{curl, novactl, Reply};
 use common::*;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-fn novactl(socket: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_novactl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .expect("novactl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn ok(socket: &Path, args: &[&str]) -> String {
     let (code, out, err) = novactl(socket, args);

@@ -202,3 +202,18 @@ impl Daemon {
         }
     }
 }
+
+/// Runs novactl against the daemon on `socket`: (exit code, stdout, stderr).
+pub fn novactl(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_novactl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("novactl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
