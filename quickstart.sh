@@ -136,7 +136,7 @@ run_tests() {
     echo "== fuzz targets"
     run_fuzz_smoke
     echo "== cargo test"
-    cargo test --workspace --locked
+    cargo test --workspace --locked --no-fail-fast
 }
 
 # The dashboard's libraries (xterm.js, noVNC) at the versions package-lock.json pins, from the
