@@ -42,17 +42,25 @@ ensure_qemu_user() {
     id -nG novacron-qemu | grep -qw kvm || as_root usermod --append --groups kvm novacron-qemu
 }
 
-install_missing() {
-    local missing=()
+missing_packages() {
+    local p
     for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
     done
-    command -v npm >/dev/null || missing+=(npm)
-    if [[ ${#missing[@]} -gt 0 ]]; then
+    command -v npm >/dev/null || echo npm
+}
+
+install_missing() {
+    local missing pass
+    # Two passes: installing one package can remove another of the list (Debian's QEMU 7.2
+    # removes a newer backported qemu-utils it conflicts with), which the second puts back.
+    for pass in 1 2; do
+        mapfile -t missing < <(missing_packages)
+        [[ ${#missing[@]} -gt 0 ]] || break
         echo "quickstart: installing ${missing[*]}"
-        as_root apt-get update -q
+        [[ $pass == 1 ]] && as_root apt-get update -q
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-    fi
+    done
     if ! python3 -c "import $(IFS=,; echo "${PIP_MODULES[*]}")" 2>/dev/null; then
         echo "quickstart: installing Python packages ${PIP_PACKAGES[*]}"
         python3 -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}" 2>/dev/null \
