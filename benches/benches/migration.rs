@@ -115,6 +115,9 @@ struct Figures {
     total: Duration,
     qemu_total_ms: f64,
     downtime_ms: f64,
+    /// From the source's "completed" to the guest running on the destination (its `cont`
+    /// answered): the share of the guest's pause that QEMU's downtime does not count.
+    handover_ms: f64,
     bytes: u64,
 }
 
@@ -130,6 +133,7 @@ async fn through_daemons(from: &Daemon, to: &Daemon, name: &str) -> Result<Figur
         total,
         qemu_total_ms: p.elapsed_ms as f64,
         downtime_ms: p.downtime_ms.unwrap_or_default() as f64,
+        handover_ms: p.handover_ms.unwrap_or_default() as f64,
         bytes: p.transferred_bytes,
     })
 }
@@ -196,8 +200,12 @@ async fn raw(
         resume: None,
     })
     .await?;
+    let mut completed_at = None;
     let info = loop {
         let info = src.execute(&QueryMigrate).await?;
+        if matches!(info.status, Some(MigrationStatus::Completed)) {
+            completed_at.get_or_insert_with(Instant::now);
+        }
         match info.status {
             // As the daemon does: QEMU says "completed" a moment before it has the totals.
             Some(MigrationStatus::Completed) if info.total_time.unwrap_or(0) > 0 => break info,
@@ -216,12 +224,14 @@ async fn raw(
     }
     dst.execute(&Cont).await?;
     let total = t0.elapsed();
+    let handover = completed_at.map(|t| t.elapsed()).unwrap_or_default();
     let _ = src.execute(&Quit).await;
     Ok((
         Figures {
             total,
             qemu_total_ms: info.total_time.unwrap_or_default() as f64,
             downtime_ms: info.downtime.unwrap_or_default() as f64,
+            handover_ms: millis(handover),
             bytes: info.ram.map(|r| r.transferred).unwrap_or_default(),
         },
         dst_child,
@@ -360,7 +370,7 @@ async fn main() -> Result<()> {
     let rounds: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let scratch = tempfile::tempdir()?;
     let workloads = {
         let dir = scratch.path().to_owned();
@@ -370,7 +380,9 @@ async fn main() -> Result<()> {
     let a = Daemon::start(&reaper)?;
     let b = Daemon::start(&reaper)?;
     println!(
-        "migration: daemons vs raw QMP with the same argv and parameters, {rounds} rounds, medians"
+        "migration: daemons vs raw QMP with the same argv and parameters, {rounds} paired rounds, medians\n\
+         (ratio: the median of per-round daemon/raw totals; pause: QEMU's downtime plus the hand-over,\n\
+         from the source's \"completed\" to the destination's cont, which QEMU's downtime does not count)"
     );
     println!(
         "{:<36} {:>10} {:>12} {:>7} {:>13} {:>15} {:>8} {:>8}",
@@ -378,8 +390,8 @@ async fn main() -> Result<()> {
         "raw total",
         "daemon total",
         "ratio",
-        "raw downtime",
-        "daemon downtime",
+        "raw pause",
+        "daemon pause",
         "limit",
         "GiB/s"
     );
@@ -418,6 +430,9 @@ async fn main() -> Result<()> {
         let (mut raw_t, mut dmn_t, mut raw_d, mut dmn_d, mut rates) =
             (vec![], vec![], vec![], vec![], vec![]);
         let (mut raw_b, mut dmn_b) = (vec![], vec![]);
+        let (mut ratios, mut raw_h, mut dmn_h) = (vec![], vec![], vec![]);
+        // Rounds where QEMU kept its limit on the daemon path but the guest's pause did not.
+        let mut over_by_daemon = 0;
         // The raw guest lives in its own pair of QEMUs, alternating direction like the daemons.
         let src_socket = scratch.path().join(format!("{name}-src.qmp"));
         let (mut raw_child, mut raw_qmp) =
@@ -453,15 +468,24 @@ async fn main() -> Result<()> {
                 None => through_daemons(here, there, &name).await?,
             };
             println!(
-                "  round {round} ({}): raw {:.0}ms (QEMU {:.0}ms, down {:.0}ms), daemons {:.0}ms (QEMU {:.0}ms, down {:.0}ms)",
+                "  round {round} ({}): raw {:.0}ms (QEMU {:.0}ms, down {:.0}+{:.0}ms), daemons {:.0}ms (QEMU {:.0}ms, down {:.0}+{:.0}ms), ratio {:.3}",
                 if daemons_first { "daemons first" } else { "raw first" },
                 millis(r.total),
                 r.qemu_total_ms,
                 r.downtime_ms,
+                r.handover_ms,
                 millis(f.total),
                 f.qemu_total_ms,
-                f.downtime_ms
+                f.downtime_ms,
+                f.handover_ms,
+                millis(f.total) / millis(r.total)
             );
+            ratios.push(millis(f.total) / millis(r.total));
+            raw_h.push(r.handover_ms);
+            dmn_h.push(f.handover_ms);
+            if f.downtime_ms <= 300.0 && f.downtime_ms + f.handover_ms > 300.0 {
+                over_by_daemon += 1;
+            }
             dmn_t.push(millis(f.total));
             dmn_d.push(f.downtime_ms);
             dmn_b.push(f.bytes as f64 / (1u64 << 20) as f64);
@@ -476,17 +500,27 @@ async fn main() -> Result<()> {
             .await;
         let (rt, dt) = (median(raw_t), median(dmn_t));
         let (rd, dd) = (median(raw_d), median(dmn_d));
+        let (rh, dh) = (median(raw_h), median(dmn_h));
+        let ratio = median(ratios.clone());
+        let spread = ratios
+            .iter()
+            .copied()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
         let rate = median(rates);
         println!(
             "{:<36} {:>8.0}ms {:>10.0}ms {:>7.3} {:>11.0}ms {:>13.0}ms {:>8} {:>8.2}",
             w.label,
             rt,
             dt,
-            dt / rt,
-            rd,
-            dd,
-            verdict(dd <= 300.0),
+            ratio,
+            rd + rh,
+            dd + dh,
+            verdict(dd + dh <= 300.0),
             rate / (1u64 << 30) as f64
+        );
+        println!(
+            "  per-round ratios {:.3}..{:.3}; QEMU downtime raw {rd:.0} ms, daemons {dd:.0} ms; hand-over raw {rh:.1} ms, daemons {dh:.1} ms; rounds where only the hand-over broke the limit: {over_by_daemon}",
+            spread.0, spread.1
         );
         println!(
             "  RAM sent: raw {:.0} MiB, daemons {:.0} MiB",
@@ -495,7 +529,7 @@ async fn main() -> Result<()> {
         );
         println!(
             "  goal total within 5% of raw: {} ; 10 GiB projection at the measured wire rate: {:.1}s",
-            verdict(dt <= rt * 1.05),
+            verdict(ratio <= 1.05),
             (10u64 << 30) as f64 / rate.max(1.0)
         );
     }

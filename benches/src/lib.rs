@@ -47,7 +47,13 @@ pub fn print_table(title: &str, rows: &[(&str, f64, f64, f64)]) {
 /// Median of `v` (NaN when empty).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    match v.len() {
+        0 => f64::NAN,
+        // An even count has two middles: their mean (taking the upper one made a "median of
+        // two" the larger sample).
+        n if n % 2 == 0 => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        n => v[n / 2],
+    }
 }
 
 /// Interleaved rounds: each round holds the same `N` runs (ours and the baselines) measured

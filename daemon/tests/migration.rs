@@ -519,6 +519,8 @@ async fn precopy_multifd_and_postcopy_migrations_move_the_running_guest() {
     assert!(p.transferred_bytes > 64 << 20, "{p:?}");
     // QEMU's own totals, not the zeros it shows for a moment after "completed".
     assert!(p.downtime_ms.is_some_and(|d| d > 0), "{p:?}");
+    // The daemons' share of the guest's pause is measured too (QEMU's downtime leaves it out).
+    assert!(p.handover_ms.is_some(), "{p:?}");
     assert!(p.elapsed_ms > 0, "{p:?}");
     assert_eq!(state(&b, name).await, Some(DomainState::Running));
     heartbeat_continues(&b, name).await;

@@ -101,6 +101,11 @@ pub struct Progress {
     /// The real pause, once completed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downtime_ms: Option<u64>,
+    /// From the source QEMU's "completed" to the destination's answer that the guest runs
+    /// there (its `cont` done): the daemons' share of the pause the guest sees, which QEMU's
+    /// `downtime_ms` does not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_ms: Option<u64>,
     /// Milliseconds since the migration started.
     pub elapsed_ms: u64,
     /// vCPU throttle applied by auto-converge, percent.
@@ -125,6 +130,7 @@ impl Progress {
             throughput_bytes: 0,
             expected_downtime_ms: None,
             downtime_ms: None,
+            handover_ms: None,
             elapsed_ms: 0,
             cpu_throttle_percent: None,
             detail: None,

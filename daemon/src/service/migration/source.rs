@@ -426,6 +426,7 @@ impl Run_<'_> {
         let mut timed_out = false;
         let mut handed_over = false;
         let mut why: Option<String> = None;
+        let completed_at;
         let ended: MigrationInfo = loop {
             tokio::select! {
                 _ = self.out.cancel.cancelled(), if !cancel_sent => {
@@ -506,6 +507,7 @@ impl Run_<'_> {
                 Some(MigrationStatus::Completed)
                 | Some(MigrationStatus::Failed)
                 | Some(MigrationStatus::Cancelled) => {
+                    completed_at = Instant::now();
                     let info = completed_figures(&qmp, info).await;
                     // Only the figures: the phase was decided above.
                     self.out.with(|p| {
@@ -553,7 +555,10 @@ impl Run_<'_> {
                         tracing::warn!(domain = %name, error = %e, "cannot update the migration record");
                     }
                     match self.hand_over(&incoming).await {
-                        HandOver::Done => {}
+                        HandOver::Done => {
+                            let handover = completed_at.elapsed().as_millis() as u64;
+                            self.out.with(|p| p.handover_ms = Some(handover));
+                        }
                         HandOver::Refused(e) => {
                             let why = format!("the destination could not take over: {e}");
                             return self.stay_here(Phase::Failed, why, Some(&incoming)).await;
