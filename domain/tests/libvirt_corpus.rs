@@ -158,6 +158,7 @@ fn argv_element(e: &ArgvError) -> Option<String> {
         ArgvError::MissingVncDisplay | ArgvError::MissingSpicePort => "devices.graphics".into(),
         ArgvError::MissingSwtpmSocket => "devices.tpm".into(),
         ArgvError::UnresolvedHostModel | ArgvError::BadCpuModel(_) => "cpu".into(),
+        ArgvError::UnresolvedVolume(i) => format!("devices.disks[{i}]"),
         ArgvError::NonUtf8Path(_) => return None,
     })
 }

@@ -237,6 +237,7 @@ fn disk_strategy(i: usize) -> impl Strategy<Value = Disk> {
                     function: 0,
                     multifunction: None,
                 }),
+                iotune: None,
             },
         )
 }
@@ -855,6 +856,7 @@ fn pc_strategy() -> BoxedStrategy<DomainConfig> {
                             target: 0,
                             unit: i % 2,
                         }),
+                        iotune: None,
                     });
                 }
                 dv.videos = vec![Video {

@@ -172,6 +172,30 @@ impl Client {
         .await
     }
 
+    /// `vol-import`: the daemon's host file `path` becomes volume `vol` of `pool`; `wait:
+    /// false` answers the background operation at once.
+    pub async fn vol_import(
+        &self,
+        pool: &str,
+        vol: &str,
+        path: &str,
+        move_file: bool,
+        format: Option<&str>,
+        wait: bool,
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({ "path": path, "move": move_file });
+        if let Some(f) = format {
+            body["format"] = json!(f);
+        }
+        let q = if wait { "" } else { "?wait=false" };
+        self.json(
+            Method::POST,
+            &vol_path(pool, vol, &format!("/import{q}")),
+            Some((body.to_string().into(), "application/json")),
+        )
+        .await
+    }
+
     /// Streams `file` from `offset` into the volume at `offset`; the answer's `end` is
     /// where a broken-off upload resumes.
     pub async fn vol_upload(

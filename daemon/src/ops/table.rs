@@ -464,6 +464,21 @@ pub static VOL_DOWNLOAD: OpInfo = OpInfo {
     domain: false,
     ..row("vol-download", Access::Read, "downloading a volume")
 };
+// An existing host file into a pool: the path is checked by the caller's role (non-admins
+// only inside the storage roots) in the service.
+pub static VOL_IMPORT: OpInfo = OpInfo {
+    audited: true,
+    long: true,
+    http: Some(("POST", "/v1/pools/{pool}/volumes/{volume}/import")),
+    dbus: Some("org.novacron1.Manager.ImportVolume"),
+    novactl: Some("vol-import"),
+    domain: false,
+    ..row(
+        "vol-import",
+        Access::Operate,
+        "importing a file as a volume",
+    )
+};
 
 // The guest agent (qemu-ga): no job slot (agent I/O never holds one); each call has a deadline.
 pub static AGENT_INFO: OpInfo = OpInfo {
@@ -724,6 +739,7 @@ pub static ALL: &[&OpInfo] = &[
     &NET_START,
     &NET_DESTROY,
     &NET_AUTOSTART,
+    &VOL_IMPORT,
 ];
 
 // Disk snapshots (issue 17): changes take the domain's async job slot; queries none.

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{table, OpInfo, Operation};
 use crate::service::storage::volumes::Uploaded;
-use crate::service::storage::{CloneRequest, PoolView};
+use crate::service::storage::{CloneRequest, ImportRequest, PoolView};
 use crate::service::Service;
 
 /// The audit target of a volume.
@@ -256,6 +256,27 @@ impl Operation for VolDownload {
     }
     async fn local(self, svc: Service) -> Result<(u64, mpsc::Receiver<Bytes>), Error> {
         svc.vol_download(&self.vol.pool, &self.vol.volume, self.offset, self.length)
+            .await
+    }
+}
+
+/// `vol-import`: the file at `request.path` becomes volume `vol` (audited under `pool/volume`).
+pub struct VolImport {
+    pub vol: Vol,
+    pub request: ImportRequest,
+}
+
+impl Operation for VolImport {
+    type Response = VolumeInfo;
+    type Failure = Error;
+    fn info(&self) -> &'static OpInfo {
+        &table::VOL_IMPORT
+    }
+    fn target(&self) -> &str {
+        &self.vol.target
+    }
+    async fn local(self, svc: Service) -> Result<VolumeInfo, Error> {
+        svc.vol_import(&self.vol.pool, &self.vol.volume, self.request)
             .await
     }
 }

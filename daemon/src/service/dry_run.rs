@@ -50,10 +50,17 @@ impl Service {
         };
         // What a start resolves on the host (host-model CPU, autoselected firmware), looked
         // up without making anything; ports a start allocates get placeholders.
+        let volumes = self
+            .inner
+            .volume_disks(
+                validated.config(),
+                super::storage::disk_volumes::Formats::Start,
+            )
+            .await?;
         let resolved = super::resolve::resolve(
             &self.inner,
             &validated.name,
-            validated.config(),
+            volumes.as_ref().unwrap_or(validated.config()),
             super::resolve::Effects::DryRun,
         )
         .await?;

@@ -396,6 +396,12 @@ pub(super) async fn launch_as(
     }
     // host-model and autoselected firmware settled for this host: the config the guest runs
     // with (argv, record, live info). The host files are opened by the definition's rules.
+    // Volume disks first: from here on they are the files of their pools, checked and
+    // opened as any disk file.
+    let volumes = inner
+        .volume_disks(config, super::storage::disk_volumes::Formats::Start)
+        .await?;
+    let config = volumes.as_ref().unwrap_or(config);
     let definition_config = config;
     let resolved =
         super::resolve::resolve(inner, name, config, super::resolve::Effects::Apply).await?;
@@ -625,6 +631,8 @@ pub(super) async fn launch_as(
         } else {
             None
         };
+        // The definition's I/O limits, before the guest's first request.
+        super::disks::apply_iotune(&qmp, name, &config.devices.disks).await?;
         if incoming.is_none() {
             qmp.execute(&Cont)
                 .await

@@ -141,6 +141,12 @@ impl Service {
         // Two daemons on one run directory would both adopt the same guests and write the
         // same records: the second refuses to start.
         let instance_lock = lock_instance(paths.run_dir_lock()).await?;
+        // Imports a previous daemon did not finish left only hidden temporary files.
+        let sweep = storage::pools::Pools {
+            roots: storage_roots.clone(),
+            dir: config.state_dir.join("pools"),
+        };
+        let _ = tokio::task::spawn_blocking(move || storage::import::sweep(&sweep)).await;
         let scopes = crate::qemu::scope::Scopes::connect(&config.scopes)
             .await
             .map_err(|e| OpenError::Scopes(Box::new(e)))?;

@@ -32,13 +32,23 @@ impl Inner {
     pub(crate) async fn admit(&self, config: &Arc<ValidatedDomain>) -> Result<Trust, Error> {
         let trust = caller_trust();
         drivers_present(config.config()).await?;
+        // Volume disks become the files they name (for every role: an unknown pool or volume
+        // is refused); the rule below then judges those files.
+        let volumes = self
+            .volume_disks(
+                config.config(),
+                crate::service::storage::disk_volumes::Formats::Exact,
+            )
+            .await?;
         if trust == Trust::Admin {
             return Ok(trust);
         }
         let roots = self.storage_roots.clone();
         let config = config.clone();
         let violations = tokio::task::spawn_blocking(move || {
-            config
+            volumes
+                .as_ref()
+                .unwrap_or(config.config())
                 .host_refs()
                 .iter()
                 .filter_map(|r| {
@@ -69,8 +79,15 @@ impl Inner {
         first_set: u32,
     ) -> Result<GuestFiles, Error> {
         drivers_present(config).await?;
+        // A start has resolved its volume disks already; a hot-plug's disk is resolved here.
+        let volumes = self
+            .volume_disks(
+                config,
+                crate::service::storage::disk_volumes::Formats::Start,
+            )
+            .await?;
         let inner = self.clone();
-        let config = config.clone();
+        let config = volumes.unwrap_or_else(|| config.clone());
         let result = tokio::task::spawn_blocking(move || {
             crate::host::guest_files::open(
                 &config,

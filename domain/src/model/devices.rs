@@ -114,6 +114,9 @@ pub struct Disk {
     pub serial: Option<String>,
     pub boot_order: Option<u32>,
     pub address: Option<Address>,
+    /// `<iotune>`: I/O limits QEMU applies from the start (absent: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iotune: Option<super::iotune::IoTune>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +137,13 @@ pub enum DiskSource {
     },
     /// `<disk type='network'>`: QEMU connects to a server (admin-only by default).
     Network(super::netdisk::NetSource),
+    /// `<disk type='volume'>`: a volume of a storage pool, by name. The host layer resolves
+    /// it to the file in the pool (at define and at every start) and checks that file as any
+    /// other disk file; the definition keeps the names.
+    Volume {
+        pool: String,
+        volume: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -193,6 +193,8 @@ impl DomainConfig {
                 serial: _,
                 boot_order: _,
                 address: _,
+                // Limits QEMU applies: nothing on the host.
+                iotune: _,
             } = disk;
             let readonly = *readonly || *device == DiskDevice::Cdrom;
             match source {
@@ -210,6 +212,10 @@ impl DomainConfig {
                     dev,
                     HostRefKind::BlockDevice { readonly },
                 ),
+                // Names a pool and a volume, no path: the host layer resolves it to the
+                // file in the pool before anything is checked or opened (that file is then
+                // listed as a `source.file`); the argv builder refuses one left unresolved.
+                Some(DiskSource::Volume { .. }) => {}
                 Some(DiskSource::Network(n)) => out.0.push(HostRef {
                     field: format!("devices.disks[{i}].source"),
                     value: match n.hosts.first() {
@@ -385,6 +391,7 @@ mod tests {
             serial: None,
             boot_order: None,
             address: None,
+            iotune: None,
         };
         d.devices.emulator = Some("/usr/bin/qemu-system-x86_64".into());
         d.devices.disks = vec![

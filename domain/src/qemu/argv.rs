@@ -44,6 +44,15 @@ pub fn build_argv(vd: &ValidatedDomain, ctx: &LaunchContext) -> Result<Vec<Strin
     // stops and waits instead of exiting; as libvirt runs it.
     a.flag("-no-shutdown");
     let uuid = d.uuid.ok_or(ArgvError::MissingUuid)?;
+    // A volume names no file: the host layer puts the pool's file in its place first.
+    if let Some(i) = d
+        .devices
+        .disks
+        .iter()
+        .position(|x| matches!(x.source, Some(crate::model::DiskSource::Volume { .. })))
+    {
+        return Err(ArgvError::UnresolvedVolume(i));
+    }
     a.push("-uuid", uuid.to_string());
     a.flag("-no-user-config");
     a.flag("-nodefaults");

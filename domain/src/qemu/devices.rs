@@ -390,6 +390,8 @@ fn disks(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) {
                 DiskSource::Network(n) => {
                     format!("{},node-name={node}-storage", super::netdisk::storage(n))
                 }
+                // `build_argv` refuses an unresolved volume before it gets here.
+                DiskSource::Volume { .. } => continue,
             };
             if let Some(io) = dr.io {
                 s.push_str(&format!(",aio={}", io.as_str()));

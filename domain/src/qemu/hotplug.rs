@@ -213,6 +213,7 @@ mod tests {
             serial: None,
             boot_order: None,
             address: None,
+            iotune: None,
         };
         let chain = [
             BackingImage {

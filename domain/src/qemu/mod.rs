@@ -140,6 +140,10 @@ pub enum ArgvError {
     MissingSwtpmSocket,
     #[error("cpu mode host-model must be resolved by the host layer (CpuChoice::Model)")]
     UnresolvedHostModel,
+    #[error(
+        "devices.disks[{0}] names a pool volume, which the host layer must resolve to its file"
+    )]
+    UnresolvedVolume(usize),
     #[error("CPU model '{0}' contains characters not allowed on the command line")]
     BadCpuModel(String),
     #[error("path {0:?} is not valid UTF-8")]

@@ -171,6 +171,7 @@ pub(super) fn controllers(v: &mut V, dv: &Devices) {
 pub(super) fn disks(v: &mut V, d: &DomainConfig) {
     let dv = &d.devices;
     let mut targets = BTreeMap::new();
+    let mut groups = BTreeMap::new();
     for (i, disk) in dv.disks.iter().enumerate() {
         let p = format!("devices.disks[{i}]");
         let dev = &disk.target.dev;
@@ -202,7 +203,37 @@ pub(super) fn disks(v: &mut V, d: &DomainConfig) {
             (Some(DiskSource::File { path }), _) => v.path(format!("{p}.source.path"), path),
             (Some(DiskSource::Block { dev }), _) => v.path(format!("{p}.source.dev"), dev),
             (Some(DiskSource::Network(n)), _) => super::netdisk::network_disk(v, &p, disk, n),
+            (Some(DiskSource::Volume { pool, volume }), _) => {
+                // One file name each: the host joins them beneath the pool's directory.
+                for (f, name) in [("pool", pool), ("volume", volume)] {
+                    if let Err(why) = crate::storage::check_name(name) {
+                        v.err(format!("{p}.source.{f}"), Problem::Inconsistent(why));
+                    }
+                }
+            }
             (None, DiskDevice::Cdrom) => {}
+        }
+        if let Some(t) = &disk.iotune {
+            for (f, why) in t.problems() {
+                v.err(format!("{p}.iotune.{f}"), Problem::Inconsistent(why));
+            }
+            if let Some(g) = &t.group_name {
+                // QEMU keeps one set of limits per group: members that disagree would get
+                // whichever was set last.
+                match groups.get(g) {
+                    Some((first, limits)) if limits != &t.fields() => v.err(
+                        format!("{p}.iotune"),
+                        Problem::Inconsistent(format!(
+                            "group '{g}' has other limits on devices.disks[{first}] (the disks \
+                             of a group share one set of limits)"
+                        )),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        groups.insert(g.clone(), (i, t.fields()));
+                    }
+                }
+            }
         }
         if disk.device == DiskDevice::Cdrom && disk.target.bus == DiskBus::Virtio {
             v.err(

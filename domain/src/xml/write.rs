@@ -585,6 +585,7 @@ fn devices(w: &mut W, d: &Devices) {
         let ty = match disk.source {
             Some(DiskSource::Block { .. }) => "block",
             Some(DiskSource::Network(_)) => "network",
+            Some(DiskSource::Volume { .. }) => "volume",
             _ => "file",
         };
         let dev = match disk.device {
@@ -615,6 +616,9 @@ fn devices(w: &mut W, d: &Devices) {
             Some(DiskSource::File { path }) => w.empty("source", &[("file", s(path))]),
             Some(DiskSource::Block { dev }) => w.empty("source", &[("dev", s(dev))]),
             Some(DiskSource::Network(n)) => net_source(w, n),
+            Some(DiskSource::Volume { pool, volume }) => {
+                w.empty("source", &[("pool", s(pool)), ("volume", s(volume))])
+            }
             None => {}
         }
         w.empty(
@@ -632,6 +636,21 @@ fn devices(w: &mut W, d: &Devices) {
         }
         if let Some(ser) = &disk.serial {
             w.text("serial", &[], ser);
+        }
+        if let Some(t) = disk.iotune.as_ref().filter(|t| !t.is_unlimited()) {
+            // libvirt's order: the rates, group_name, then the burst lengths.
+            w.open("iotune", &[]);
+            for (name, v) in t.fields() {
+                if v != 0 {
+                    w.text(name, &[], &v.to_string());
+                }
+                if name == "size_iops_sec" {
+                    if let Some(g) = &t.group_name {
+                        w.text("group_name", &[], g);
+                    }
+                }
+            }
+            w.close("iotune");
         }
         boot(w, disk.boot_order);
         address(w, &disk.address);

@@ -417,6 +417,23 @@ impl Manager {
         let change = super::networks::Change::Autostart(enabled);
         super::networks::change(&self.service, actor, name, change).await
     }
+
+    /// `vol-import`: the file `path` on this host becomes volume `name` of `pool` (`move`:
+    /// renamed into the pool instead of copied); the volume's info as JSON.
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("volume"))]
+    async fn import_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        path: &str,
+        move_file: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::storage::import_volume(&self.service, conn, &header, pool, name, path, move_file)
+            .await
+    }
 }
 
 fn count(n: usize) -> u32 {

@@ -10,10 +10,10 @@ use zbus::Connection;
 use super::error::DbusError;
 use super::polkit;
 use crate::ops::volumes::{
-    PoolDefine, PoolUndefine, Vol, VolClone, VolCreate, VolDelete, VolResize,
+    PoolDefine, PoolUndefine, Vol, VolClone, VolCreate, VolDelete, VolImport, VolResize,
 };
 use crate::ops::{Executor, Operation, Target};
-use crate::service::storage::CloneRequest;
+use crate::service::storage::{CloneRequest, ImportRequest};
 use crate::service::Service;
 
 pub fn to_json<T: Serialize>(v: &T) -> Result<String, DbusError> {
@@ -133,6 +133,29 @@ pub async fn clone_volume(
         request: CloneRequest {
             name: name.to_owned(),
             linked,
+            format: None,
+        },
+    };
+    to_json(&run(svc, conn, header, op).await?)
+}
+
+/// `vol-import`: `path` on the daemon's host becomes volume `name` of `pool`; `move` renames it
+/// (on the pool's file system) instead of copying.
+#[allow(clippy::too_many_arguments)]
+pub async fn import_volume(
+    svc: &Service,
+    conn: &Connection,
+    header: &Header<'_>,
+    pool: &str,
+    name: &str,
+    path: &str,
+    move_file: bool,
+) -> Result<String, DbusError> {
+    let op = VolImport {
+        vol: Vol::new(pool, name),
+        request: ImportRequest {
+            path: path.to_owned(),
+            move_file,
             format: None,
         },
     };

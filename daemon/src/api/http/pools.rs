@@ -20,11 +20,11 @@ use super::request::{
 use super::response::{json_response, no_content, xml_response, Response};
 use super::Ctx;
 use crate::ops::volumes::{
-    PoolDefine, PoolUndefine, Vol, VolClone, VolCreate, VolDelete, VolDownload, VolResize,
-    VolUpload,
+    PoolDefine, PoolUndefine, Vol, VolClone, VolCreate, VolDelete, VolDownload, VolImport,
+    VolResize, VolUpload,
 };
 use crate::ops::{Executor, Target};
-use crate::service::storage::CloneRequest;
+use crate::service::storage::{CloneRequest, ImportRequest};
 
 /// The pool endpoints (see `routes::ROUTES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,7 @@ pub enum PoolEndpoint {
     Clone,
     Upload,
     Download,
+    Import,
 }
 
 impl PoolEndpoint {
@@ -63,6 +64,7 @@ impl PoolEndpoint {
             PoolEndpoint::Clone => &t::VOL_CLONE,
             PoolEndpoint::Upload => &t::VOL_UPLOAD,
             PoolEndpoint::Download => &t::VOL_DOWNLOAD,
+            PoolEndpoint::Import => &t::VOL_IMPORT,
         }
     }
 }
@@ -169,6 +171,24 @@ pub(crate) async fn dispatch(
             let wait = flag(&query(&req)?, "wait", true)?;
             let request: CloneRequest = parse_json(&read_body(req).await?)?;
             let op = VolClone {
+                vol: vol(),
+                request,
+            };
+            if wait {
+                let info = exec.run(actor, Target::Local, op).await?;
+                return Ok(json_response(StatusCode::CREATED, &info));
+            }
+            let op = exec.spawn(actor, Target::Local, op)?;
+            let mut r = json_response(StatusCode::ACCEPTED, &op);
+            if let Ok(v) = HeaderValue::from_str(&format!("/v1/operations/{}", op.id)) {
+                r.headers_mut().insert(LOCATION, v);
+            }
+            Ok(r)
+        }
+        PoolEndpoint::Import => {
+            let wait = flag(&query(&req)?, "wait", true)?;
+            let request: ImportRequest = parse_json(&read_body(req).await?)?;
+            let op = VolImport {
                 vol: vol(),
                 request,
             };

@@ -511,6 +511,11 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/networks/{name}/leases",
         Endpoint::Network(NetworkEndpoint::Leases),
     ),
+    (
+        Method::POST,
+        "/v1/pools/{pool}/volumes/{volume}/import",
+        Endpoint::Pools(PoolEndpoint::Import),
+    ),
 ];
 
 impl Endpoint {

@@ -211,6 +211,28 @@ pub struct IoTuneArgs {
     pub total_iops_sec_max: Option<u64>,
     #[arg(long)]
     pub group_name: Option<String>,
+    #[arg(long)]
+    pub read_bytes_sec_max: Option<u64>,
+    #[arg(long)]
+    pub write_bytes_sec_max: Option<u64>,
+    #[arg(long)]
+    pub read_iops_sec_max: Option<u64>,
+    #[arg(long)]
+    pub write_iops_sec_max: Option<u64>,
+    #[arg(long)]
+    pub size_iops_sec: Option<u64>,
+    #[arg(long)]
+    pub total_bytes_sec_max_length: Option<u64>,
+    #[arg(long)]
+    pub read_bytes_sec_max_length: Option<u64>,
+    #[arg(long)]
+    pub write_bytes_sec_max_length: Option<u64>,
+    #[arg(long)]
+    pub total_iops_sec_max_length: Option<u64>,
+    #[arg(long)]
+    pub read_iops_sec_max_length: Option<u64>,
+    #[arg(long)]
+    pub write_iops_sec_max_length: Option<u64>,
     #[command(flatten)]
     pub scope: Scope,
 }
@@ -226,6 +248,17 @@ pub async fn iotune(c: &Client, json_out: bool, a: IoTuneArgs) -> Result<(), Cli
         ("write_iops_sec", a.write_iops_sec),
         ("total_bytes_sec_max", a.total_bytes_sec_max),
         ("total_iops_sec_max", a.total_iops_sec_max),
+        ("read_bytes_sec_max", a.read_bytes_sec_max),
+        ("write_bytes_sec_max", a.write_bytes_sec_max),
+        ("read_iops_sec_max", a.read_iops_sec_max),
+        ("write_iops_sec_max", a.write_iops_sec_max),
+        ("size_iops_sec", a.size_iops_sec),
+        ("total_bytes_sec_max_length", a.total_bytes_sec_max_length),
+        ("read_bytes_sec_max_length", a.read_bytes_sec_max_length),
+        ("write_bytes_sec_max_length", a.write_bytes_sec_max_length),
+        ("total_iops_sec_max_length", a.total_iops_sec_max_length),
+        ("read_iops_sec_max_length", a.read_iops_sec_max_length),
+        ("write_iops_sec_max_length", a.write_iops_sec_max_length),
     ] {
         if let Some(v) = v {
             tune.insert(k.into(), json!(v));

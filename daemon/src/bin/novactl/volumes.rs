@@ -102,6 +102,23 @@ pub enum StorageCommand {
         #[arg(long, default_value = "default")]
         pool: String,
     },
+    /// Import a file on the daemon's host as a new volume (copied sparse; --move renames it
+    /// into the pool). Non-admins may import only files inside the storage roots
+    VolImport {
+        pool: String,
+        name: String,
+        /// The file (relative paths are taken from the current directory)
+        path: PathBuf,
+        /// Move the file into the pool instead of copying it
+        #[arg(long = "move")]
+        move_file: bool,
+        /// The format the file must have (raw or qcow2) [default: detected]
+        #[arg(long)]
+        format: Option<String>,
+        /// Return at once with the operation's id
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 fn size(field: &str, s: &str) -> Result<u64, CliError> {
@@ -276,6 +293,30 @@ pub async fn run(client: &Client, json: bool, cmd: StorageCommand) -> Result<(),
                 "Uploaded {} bytes into {pool}/{vol} (ends at offset {})",
                 r["written"], r["end"]
             ))
+        }
+        C::VolImport {
+            pool,
+            name,
+            path,
+            move_file,
+            format,
+            no_wait,
+        } => {
+            // The daemon wants an absolute path; a relative one is this shell's.
+            let path = std::path::absolute(&path).map_err(|source| CliError::Io {
+                what: path.display().to_string(),
+                source,
+            })?;
+            let path = path
+                .to_str()
+                .ok_or_else(|| CliError::Input(format!("{}: not a UTF-8 path", path.display())))?;
+            let v = client
+                .vol_import(&pool, &name, path, move_file, format.as_deref(), !no_wait)
+                .await?;
+            if json || no_wait {
+                return output::json(&v);
+            }
+            output::line(&format!("Vol {name} imported from {path}"))
         }
         C::VolDownload { vol, file, pool } => {
             let n = client.vol_download(&pool, &vol, &file).await?;

@@ -17,7 +17,7 @@ pub const BLOCK: usize = 64 << 10;
 pub const CHUNK: usize = 1 << 20;
 static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
-fn is_zero(b: &[u8]) -> bool {
+pub fn is_zero(b: &[u8]) -> bool {
     let (head, words, tail) = {
         // SAFETY-free: align_to on u8 -> u64 is sound for any bytes.
         #[allow(unsafe_code)]

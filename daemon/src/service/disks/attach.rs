@@ -140,6 +140,10 @@ async fn attach_live(
     trust: crate::persist::definitions::Trust,
     checked: &novacron_domain::ValidatedDomain,
 ) -> Result<DiskEntry, Error> {
+    // A volume disk runs as its file (as at start): the live set names the file.
+    let disk = &inner
+        .volume_disk(disk, crate::service::storage::disk_volumes::Formats::Exact)
+        .await?;
     let Some(source) = &disk.source else {
         return Err(invalid(
             "disk.source",
@@ -216,6 +220,14 @@ async fn attach_live(
         return Err(err("device_add", e));
     }
     let qdev = hotplug::qdev_id(disk);
+    // Its `<iotune>` before it is reported attached (validated as QEMU checks it; should QEMU
+    // still refuse, the device goes again, as when it cannot be recorded).
+    if let Err(e) = super::apply_iotune(qmp, name, std::slice::from_ref(disk)).await {
+        let _ = qmp
+            .execute_raw("device_del", Some(&json!({"id": qdev})))
+            .await;
+        return Err(e);
+    }
     devices.disks.push(LiveDisk {
         disk: disk.clone(),
         node: Some(node.clone()),

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use detach::DEFAULT_DETACH_TIMEOUT;
 pub use slots::DEFAULT_HOTPLUG_SLOTS;
+pub(crate) use tune::apply_iotune;
 pub use tune::{IoTune, MediaChange};
 
 use super::domain::{Definition, DomainHandle, Live};
@@ -60,6 +61,7 @@ fn source_text(d: &Disk) -> Option<String> {
         DiskSource::File { path } => path.clone(),
         DiskSource::Block { dev } => dev.clone(),
         DiskSource::Network(n) => format!("{n:?}"),
+        DiskSource::Volume { pool, volume } => format!("{pool}/{volume}"),
     })
 }
 

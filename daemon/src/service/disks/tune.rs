@@ -37,155 +37,88 @@ fn running(h: &super::super::domain::DomainHandle, op: &'static str) -> Result<A
     })
 }
 
-/// libvirt's `<iotune>` (virsh `blkdeviotune`): 0 or absent is unlimited. Bytes and
-/// operations per second, total or per direction (not both), bursts (`*_max`) and how long
-/// a burst may last, and a group name that makes disks share one limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IoTune {
-    #[serde(default)]
-    pub total_bytes_sec: u64,
-    #[serde(default)]
-    pub read_bytes_sec: u64,
-    #[serde(default)]
-    pub write_bytes_sec: u64,
-    #[serde(default)]
-    pub total_iops_sec: u64,
-    #[serde(default)]
-    pub read_iops_sec: u64,
-    #[serde(default)]
-    pub write_iops_sec: u64,
-    #[serde(default)]
-    pub total_bytes_sec_max: u64,
-    #[serde(default)]
-    pub read_bytes_sec_max: u64,
-    #[serde(default)]
-    pub write_bytes_sec_max: u64,
-    #[serde(default)]
-    pub total_iops_sec_max: u64,
-    #[serde(default)]
-    pub read_iops_sec_max: u64,
-    #[serde(default)]
-    pub write_iops_sec_max: u64,
-    /// Seconds a burst may last (QEMU's `*_max_length`); 0 leaves QEMU's default (1 s).
-    #[serde(default)]
-    pub total_bytes_sec_max_length: u64,
-    #[serde(default)]
-    pub total_iops_sec_max_length: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_name: Option<String>,
+pub use novacron_domain::model::IoTune;
+
+/// QEMU's rules on the limits (`IoTune::problems`), as one refusal naming every field.
+pub(crate) fn check_iotune(t: &IoTune) -> Result<(), Error> {
+    let problems = t.problems();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        message: problems
+            .iter()
+            .map(|(f, why)| format!("{f}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        details: problems
+            .iter()
+            .map(|(f, why)| FieldError::new(*f, why.clone()))
+            .collect(),
+    })
 }
 
-/// QEMU's own limit on every throttle value (1e15).
-const MAX_THROTTLE: u64 = 1_000_000_000_000_000;
-
-impl IoTune {
-    fn check(&self) -> Result<(), Error> {
-        let pairs = [
-            (
-                "bytes_sec",
-                self.total_bytes_sec,
-                self.read_bytes_sec,
-                self.write_bytes_sec,
-            ),
-            (
-                "iops_sec",
-                self.total_iops_sec,
-                self.read_iops_sec,
-                self.write_iops_sec,
-            ),
-        ];
-        for (what, total, r, w) in pairs {
-            if total != 0 && (r != 0 || w != 0) {
-                return Err(invalid(
-                    &format!("total_{what}"),
-                    format!("total_{what} cannot be combined with read_{what}/write_{what}"),
-                ));
-            }
+/// `block_set_io_throttle`'s arguments for the device at QOM path or qdev id `id`.
+pub(crate) fn qmp_args(t: &IoTune, id: &str) -> Value {
+    let mut a = json!({
+        "id": id,
+        "bps": t.total_bytes_sec, "bps_rd": t.read_bytes_sec,
+        "bps_wr": t.write_bytes_sec, "iops": t.total_iops_sec,
+        "iops_rd": t.read_iops_sec, "iops_wr": t.write_iops_sec,
+        "bps_max": t.total_bytes_sec_max, "bps_rd_max": t.read_bytes_sec_max,
+        "bps_wr_max": t.write_bytes_sec_max, "iops_max": t.total_iops_sec_max,
+        "iops_rd_max": t.read_iops_sec_max, "iops_wr_max": t.write_iops_sec_max,
+    });
+    // A length of 0 is QEMU's error, not its default: only lengths given are sent.
+    for (k, v) in [
+        ("bps_max_length", t.total_bytes_sec_max_length),
+        ("bps_rd_max_length", t.read_bytes_sec_max_length),
+        ("bps_wr_max_length", t.write_bytes_sec_max_length),
+        ("iops_max_length", t.total_iops_sec_max_length),
+        ("iops_rd_max_length", t.read_iops_sec_max_length),
+        ("iops_wr_max_length", t.write_iops_sec_max_length),
+        ("iops_size", t.size_iops_sec),
+    ] {
+        if v > 0 {
+            a[k] = json!(v);
         }
-        let all = [
-            ("total_bytes_sec", self.total_bytes_sec),
-            ("total_bytes_sec_max", self.total_bytes_sec_max),
-            ("total_iops_sec_max", self.total_iops_sec_max),
-            ("read_bytes_sec_max", self.read_bytes_sec_max),
-            ("write_bytes_sec_max", self.write_bytes_sec_max),
-            ("read_iops_sec_max", self.read_iops_sec_max),
-            ("write_iops_sec_max", self.write_iops_sec_max),
-        ];
-        for (f, v) in all {
-            if v > MAX_THROTTLE {
-                return Err(invalid(f, format!("{f}: at most {MAX_THROTTLE}")));
-            }
-        }
-        if let Some(g) = &self.group_name {
-            if g.is_empty()
-                || g.len() > 64
-                || !g
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                return Err(invalid(
-                    "group_name",
-                    "group_name: 1 to 64 of A-Z a-z 0-9 - _ .".into(),
-                ));
-            }
-        }
-        Ok(())
     }
-
-    fn qmp_args(&self, id: &str) -> Value {
-        let mut a = json!({
-            "id": id,
-            "bps": self.total_bytes_sec, "bps_rd": self.read_bytes_sec,
-            "bps_wr": self.write_bytes_sec, "iops": self.total_iops_sec,
-            "iops_rd": self.read_iops_sec, "iops_wr": self.write_iops_sec,
-            "bps_max": self.total_bytes_sec_max, "bps_rd_max": self.read_bytes_sec_max,
-            "bps_wr_max": self.write_bytes_sec_max, "iops_max": self.total_iops_sec_max,
-            "iops_rd_max": self.read_iops_sec_max, "iops_wr_max": self.write_iops_sec_max,
-        });
-        if self.total_bytes_sec_max_length > 0 {
-            a["bps_max_length"] = json!(self.total_bytes_sec_max_length);
-        }
-        if self.total_iops_sec_max_length > 0 {
-            a["iops_max_length"] = json!(self.total_iops_sec_max_length);
-        }
-        if let Some(g) = &self.group_name {
-            a["group"] = json!(g);
-        }
-        a
+    if let Some(g) = &t.group_name {
+        a["group"] = json!(g);
     }
+    a
+}
 
-    fn from_inserted(i: &Value) -> IoTune {
-        let n = |k: &str| i.get(k).and_then(Value::as_u64).unwrap_or(0);
-        IoTune {
-            total_bytes_sec: n("bps"),
-            read_bytes_sec: n("bps_rd"),
-            write_bytes_sec: n("bps_wr"),
-            total_iops_sec: n("iops"),
-            read_iops_sec: n("iops_rd"),
-            write_iops_sec: n("iops_wr"),
-            total_bytes_sec_max: n("bps_max"),
-            read_bytes_sec_max: n("bps_rd_max"),
-            write_bytes_sec_max: n("bps_wr_max"),
-            total_iops_sec_max: n("iops_max"),
-            read_iops_sec_max: n("iops_rd_max"),
-            write_iops_sec_max: n("iops_wr_max"),
-            total_bytes_sec_max_length: if n("bps_max") > 0 {
-                n("bps_max_length")
-            } else {
-                0
-            },
-            total_iops_sec_max_length: if n("iops_max") > 0 {
-                n("iops_max_length")
-            } else {
-                0
-            },
-            group_name: i
-                .get("group")
-                .and_then(Value::as_str)
-                .filter(|g| !g.is_empty())
-                .map(str::to_owned),
-        }
+/// The limits `query-block`'s `inserted` reports (burst lengths only where a burst is set:
+/// QEMU reports its default of 1 s otherwise).
+pub(crate) fn from_inserted(i: &Value) -> IoTune {
+    let n = |k: &str| i.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let len = |max: &str, k: &str| if n(max) > 0 { n(k) } else { 0 };
+    IoTune {
+        total_bytes_sec: n("bps"),
+        read_bytes_sec: n("bps_rd"),
+        write_bytes_sec: n("bps_wr"),
+        total_iops_sec: n("iops"),
+        read_iops_sec: n("iops_rd"),
+        write_iops_sec: n("iops_wr"),
+        total_bytes_sec_max: n("bps_max"),
+        read_bytes_sec_max: n("bps_rd_max"),
+        write_bytes_sec_max: n("bps_wr_max"),
+        total_iops_sec_max: n("iops_max"),
+        read_iops_sec_max: n("iops_rd_max"),
+        write_iops_sec_max: n("iops_wr_max"),
+        total_bytes_sec_max_length: len("bps_max", "bps_max_length"),
+        read_bytes_sec_max_length: len("bps_rd_max", "bps_rd_max_length"),
+        write_bytes_sec_max_length: len("bps_wr_max", "bps_wr_max_length"),
+        total_iops_sec_max_length: len("iops_max", "iops_max_length"),
+        read_iops_sec_max_length: len("iops_rd_max", "iops_rd_max_length"),
+        write_iops_sec_max_length: len("iops_wr_max", "iops_wr_max_length"),
+        size_iops_sec: n("iops_size"),
+        group_name: i
+            .get("group")
+            .and_then(Value::as_str)
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned),
     }
 }
 
@@ -195,17 +128,81 @@ async fn query_block(qmp: &novacron_qmp::Client, name: &str, qdev: &str) -> Resu
         .execute_raw("query-block", None)
         .await
         .map_err(|e| qmp_error(name, "query-block", e))?;
-    let path = format!("/machine/peripheral/{qdev}/");
-    all.as_array()
-        .into_iter()
-        .flatten()
-        .find(|b| {
-            b.get("qdev").and_then(Value::as_str).is_some_and(|q| {
-                q == qdev || q.starts_with(&path) || q.ends_with(&format!("/{qdev}"))
-            })
-        })
+    find_block(&all, qdev)
         .cloned()
         .ok_or_else(|| Error::Internal(format!("QEMU reports no block device for '{qdev}'")))
+}
+
+/// The entry of `query-block`'s answer `all` for qdev id `qdev` (a virtio-blk-pci proxy's
+/// backend is its child, `/machine/peripheral/<id>/virtio-backend`).
+fn find_block<'a>(all: &'a Value, qdev: &str) -> Option<&'a Value> {
+    let path = format!("/machine/peripheral/{qdev}/");
+    all.as_array().into_iter().flatten().find(|b| {
+        b.get("qdev")
+            .and_then(Value::as_str)
+            .is_some_and(|q| q == qdev || q.starts_with(&path) || q.ends_with(&format!("/{qdev}")))
+    })
+}
+
+/// The definition's `<iotune>` of every disk with a medium, set on a new QEMU before the
+/// guest runs (it waits under `-S`). As libvirt does with `-blockdev`: `block_set_io_throttle`
+/// per device (there are no `-drive` throttling options then), rather than a throttle-group
+/// object and a throttle filter node in the graph, which would sit between the device and the
+/// format node that snapshots, resize and the live `blkdeviotune` all work on.
+pub(crate) async fn apply_iotune(
+    qmp: &novacron_qmp::Client,
+    name: &str,
+    disks: &[novacron_domain::model::Disk],
+) -> Result<(), Error> {
+    let wanted: Vec<_> = disks
+        .iter()
+        .filter(|d| d.source.is_some())
+        .filter_map(|d| {
+            d.iotune
+                .as_ref()
+                .filter(|t| !t.is_unlimited())
+                .map(|t| (d.target.dev.as_str(), hotplug::qdev_id(d), t))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let all = qmp
+        .execute_raw("query-block", None)
+        .await
+        .map_err(|e| qmp_error(name, "query-block", e))?;
+    for (dev, qdev, t) in wanted {
+        let path = find_block(&all, &qdev)
+            .and_then(|b| b["qdev"].as_str())
+            .unwrap_or(&qdev)
+            .to_owned();
+        qmp.execute_raw("block_set_io_throttle", Some(&qmp_args(t, &path)))
+            .await
+            .map_err(|e| qmp_error(name, &format!("I/O limits (<iotune>) of disk {dev}"), e))?;
+    }
+    Ok(())
+}
+
+/// Puts `tune` on disk `target` of `disks` and on every other disk of its group (a group has
+/// one set of limits, as libvirt keeps them); unlimited becomes no `<iotune>` at all.
+fn set_limits(
+    disks: &mut [novacron_domain::model::Disk],
+    name: &str,
+    target: &str,
+    tune: &IoTune,
+) -> Result<(), Error> {
+    if !disks.iter().any(|d| d.target.dev == target) {
+        return Err(unknown_target(name, target));
+    }
+    let value = (!tune.is_unlimited()).then(|| tune.clone());
+    for d in disks.iter_mut() {
+        let peer = tune.group_name.is_some()
+            && d.iotune.as_ref().and_then(|t| t.group_name.as_ref()) == tune.group_name.as_ref();
+        if d.target.dev == target || peer {
+            d.iotune = value.clone();
+        }
+    }
+    Ok(())
 }
 
 /// What a media change does (virsh `change-media --eject/--insert/--update`).
@@ -283,9 +280,22 @@ impl Service {
         Ok(size)
     }
 
-    /// `blkdeviotune` without values: the limits in force on a running guest's disk.
+    /// `blkdeviotune` without values: the limits in force on a running guest's disk, or the
+    /// definition's `<iotune>` of a stopped one.
     pub async fn disk_iotune(&self, name: &str, target: &str) -> Result<IoTune, Error> {
         let h = self.inner.handle(name)?;
+        if h.run().live().is_none() {
+            let def = h.definition();
+            let d = def
+                .config
+                .config()
+                .devices
+                .disks
+                .iter()
+                .find(|d| d.target.dev == target)
+                .ok_or_else(|| unknown_target(name, target))?;
+            return Ok(d.iotune.clone().unwrap_or_default());
+        }
         let live = running(&h, "read the I/O limits of")?;
         let d = live
             .devices()
@@ -293,13 +303,13 @@ impl Service {
             .cloned()
             .ok_or_else(|| unknown_target(name, target))?;
         let info = query_block(live.qmp(name)?, name, &d.qdev).await?;
-        Ok(IoTune::from_inserted(
-            info.get("inserted").unwrap_or(&Value::Null),
-        ))
+        Ok(from_inserted(info.get("inserted").unwrap_or(&Value::Null)))
     }
 
-    /// `blkdeviotune --live`: sets the limits of a running guest's disk; returns them as QEMU
-    /// reports them afterwards. (Limits in the definition, `<iotune>`, are not supported yet.)
+    /// `blkdeviotune`: sets the limits of a running guest's disk (`--live`: returned as QEMU
+    /// reports them afterwards, and kept in the live device set) and/or of the definition's
+    /// disk (`--config`: its `<iotune>`, applied at every start). Disks of the same group get
+    /// the same limits. The new definition is validated before anything changes.
     pub async fn set_disk_iotune(
         &self,
         name: &str,
@@ -307,43 +317,53 @@ impl Service {
         tune: IoTune,
         scope: DiskScope,
     ) -> Result<IoTune, Error> {
-        tune.check()?;
+        check_iotune(&tune)?;
         let inner = &self.inner;
         let h = inner.handle(name)?;
         let _job = h.begin(Job::Modify, inner.job_wait()).await?;
         let (live, config) = resolve(&h, scope)?;
-        if config {
-            return Err(invalid(
-                "config",
-                "I/O limits in the definition (<iotune>) are not supported yet: set them \
-                 --live on the running guest"
-                    .into(),
-            ));
-        }
-        let Some(live) = live else {
-            return Err(Error::Internal("no live scope".into()));
+        let new_definition = if config {
+            let mut c = h.definition().config.config().clone();
+            set_limits(&mut c.devices.disks, name, target, &tune)?;
+            c.clone().validate()?;
+            Some(c)
+        } else {
+            None
         };
-        let d = live
-            .devices()
-            .find(target)
-            .cloned()
-            .ok_or_else(|| unknown_target(name, target))?;
-        if d.node.is_none() {
-            return Err(invalid("target", format!("disk '{target}' has no medium")));
+        let mut shown = None;
+        if let Some(live) = live {
+            let d = live
+                .devices()
+                .find(target)
+                .cloned()
+                .ok_or_else(|| unknown_target(name, target))?;
+            if d.node.is_none() {
+                return Err(invalid("target", format!("disk '{target}' has no medium")));
+            }
+            let qmp = live.qmp(name)?;
+            // By QOM path: a virtio-blk-pci proxy's id names no block backend, its child does.
+            let path = query_block(qmp, name, &d.qdev).await?["qdev"]
+                .as_str()
+                .unwrap_or(&d.qdev)
+                .to_owned();
+            qmp.execute_raw("block_set_io_throttle", Some(&qmp_args(&tune, &path)))
+                .await
+                .map_err(|e| qmp_error(name, "blkdeviotune", e))?;
+            let info = query_block(qmp, name, &d.qdev).await?;
+            let now = from_inserted(info.get("inserted").unwrap_or(&Value::Null));
+            let mut devices = live.devices();
+            let mut disks: Vec<_> = devices.disks.iter().map(|x| x.disk.clone()).collect();
+            set_limits(&mut disks, name, target, &now)?;
+            for (x, disk) in devices.disks.iter_mut().zip(disks) {
+                x.disk.iotune = disk.iotune;
+            }
+            inner.save_live(name, &live, devices).await?;
+            shown = Some(now);
         }
-        let qmp = live.qmp(name)?;
-        // By QOM path: a virtio-blk-pci proxy's id names no block backend, its child does.
-        let path = query_block(qmp, name, &d.qdev).await?["qdev"]
-            .as_str()
-            .unwrap_or(&d.qdev)
-            .to_owned();
-        qmp.execute_raw("block_set_io_throttle", Some(&tune.qmp_args(&path)))
-            .await
-            .map_err(|e| qmp_error(name, "blkdeviotune", e))?;
-        let info = query_block(qmp, name, &d.qdev).await?;
-        Ok(IoTune::from_inserted(
-            info.get("inserted").unwrap_or(&Value::Null),
-        ))
+        if let Some(c) = new_definition {
+            inner.save_definition(&h, c).await?;
+        }
+        Ok(shown.unwrap_or(tune))
     }
 
     /// `change-media`: ejects, inserts or replaces a CD-ROM's medium (running guest: with a

@@ -172,7 +172,17 @@ impl Service {
                 (sel, Some(nodes))
             }
             Where::Stopped => {
-                let sel = select_disks(h.definition().config.config())?;
+                // A volume disk's file is what gets the overlay (the definition then names
+                // the overlay file, as libvirt's external snapshot of a volume disk does).
+                let def = h.definition();
+                let volumes = self
+                    .inner
+                    .volume_disks(
+                        def.config.config(),
+                        crate::service::storage::disk_volumes::Formats::Start,
+                    )
+                    .await?;
+                let sel = select_disks(volumes.as_ref().unwrap_or(def.config.config()))?;
                 for d in &sel {
                     tree.active.insert(d.target.clone(), d.path.clone());
                 }

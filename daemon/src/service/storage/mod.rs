@@ -3,10 +3,13 @@
 //! them. The host mechanics are in `host::volumes`; this is the behaviour: names checked,
 //! pools resolved, sizes bounded, files in use by a domain or as a base protected.
 
+pub(crate) mod disk_volumes;
 mod errors;
+pub mod import;
 pub mod pools;
 mod usage;
 pub mod volumes;
 
+pub use import::ImportRequest;
 pub use pools::PoolView;
 pub use volumes::{CloneRequest, VolumeList};

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use novacron_domain::model::DiskSource;
 use novacron_domain::DomainConfig;
 
+use super::disk_volumes::used_path;
+use super::pools::Pools;
 use crate::service::Service;
 
 /// One disk (or snapshot image) that uses the file.
@@ -21,12 +23,17 @@ pub struct User {
 /// examined on the file system later (blocking, without the lock).
 pub type Disks = Vec<(String, bool, Vec<(String, String)>)>;
 
-fn file_disks(c: &DomainConfig) -> Vec<(String, String)> {
+/// The files `c`'s disks use: file disks' paths, and the files volume disks name in their
+/// pools (`<disk type='volume'>` counts as a user of its volume).
+fn file_disks(c: &DomainConfig, pools: &Pools) -> Vec<(String, String)> {
     c.devices
         .disks
         .iter()
         .filter_map(|d| match &d.source {
             Some(DiskSource::File { path }) => Some((d.target.dev.clone(), path.clone())),
+            Some(DiskSource::Volume { pool, volume }) => {
+                used_path(pools, pool, volume).map(|p| (d.target.dev.clone(), p))
+            }
             _ => None,
         })
         .collect()
@@ -42,14 +49,15 @@ impl Service {
             .values()
             .cloned()
             .collect();
+        let pools = self.pools();
         handles
             .iter()
             .map(|h| {
-                let mut disks = file_disks(h.definition().config.config());
+                let mut disks = file_disks(h.definition().config.config(), &pools);
                 let run = h.run();
                 let running = run.live().is_some();
                 if let Some(live) = run.live() {
-                    disks.extend(file_disks(&live.config()));
+                    disks.extend(file_disks(&live.config(), &pools));
                 }
                 // Files a snapshot of the domain keeps (frozen images, branches' overlays) are
                 // used too, even when no disk points at them now. A small JSON read.

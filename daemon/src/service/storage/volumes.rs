@@ -27,7 +27,7 @@ use crate::host::volumes::transfer;
 use crate::service::Service;
 
 /// qemu-img create/resize/linked clone: metadata only.
-const QUICK: Duration = Duration::from_secs(60);
+pub(super) const QUICK: Duration = Duration::from_secs(60);
 /// A full copy of a large volume.
 const COPY: Duration = Duration::from_secs(6 * 3600);
 /// Chunks in flight between the HTTP body and the file, each way (bounded memory).
@@ -68,10 +68,10 @@ pub struct Uploaded {
 /// waits for no one, it is refused.
 static BUSY: LazyLock<Mutex<BTreeSet<String>>> = LazyLock::new(Default::default);
 
-struct Busy(String);
+pub(super) struct Busy(String);
 
 impl Busy {
-    fn take(pool: &PoolConfig, name: &str) -> Result<Busy, Error> {
+    pub(super) fn take(pool: &PoolConfig, name: &str) -> Result<Busy, Error> {
         let key = format!("{}/{name}", pool.path);
         if !BUSY
             .lock()
@@ -98,7 +98,7 @@ impl Drop for Busy {
     }
 }
 
-fn info(pool: &PoolConfig, name: &str, p: Probe) -> VolumeInfo {
+pub(super) fn info(pool: &PoolConfig, name: &str, p: Probe) -> VolumeInfo {
     VolumeInfo {
         pool: pool.name.clone(),
         name: name.to_owned(),
@@ -110,7 +110,7 @@ fn info(pool: &PoolConfig, name: &str, p: Probe) -> VolumeInfo {
     }
 }
 
-fn name_ok(field: &str, name: &str) -> Result<(), Error> {
+pub(super) fn name_ok(field: &str, name: &str) -> Result<(), Error> {
     check_name(name).map_err(|m| invalid(field, m))
 }
 
@@ -129,7 +129,7 @@ fn open_vol(
     })
 }
 
-fn probe(pool: &PoolConfig, name: &str, f: &std::fs::File) -> Result<Probe, Error> {
+pub(super) fn probe(pool: &PoolConfig, name: &str, f: &std::fs::File) -> Result<Probe, Error> {
     files::probe(f).map_err(|e| io("read the header of", format!("{}/{name}", pool.path), e))
 }
 
@@ -217,7 +217,7 @@ impl Drop for Made<'_> {
     }
 }
 
-fn qerr(e: qemu_img::QemuImgError) -> Error {
+pub(super) fn qerr(e: qemu_img::QemuImgError) -> Error {
     Error::Internal(e.to_string())
 }
 
@@ -668,7 +668,7 @@ fn resolve_backing(pool_path: &str, backing: &str) -> String {
 }
 
 /// A volume in any pool whose backing file is the file `id`, as `pool/name`.
-fn based_on(pools: &Pools, id: (u64, u64)) -> Option<String> {
+pub(super) fn based_on(pools: &Pools, id: (u64, u64)) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     for (p, _) in pools.all() {
         let Ok(dir) = files::open_dir(std::path::Path::new(&p.path)) else {

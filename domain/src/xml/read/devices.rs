@@ -165,6 +165,7 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
             "boot",
             "address",
             "backingStore",
+            "iotune",
             // Refused below with the reason.
             "auth",
         ],
@@ -174,6 +175,7 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
         File,
         Block,
         Network,
+        Volume,
     }
     let ty = e.req_attr_enum(
         "type",
@@ -181,6 +183,7 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
             ("file", Ty::File),
             ("block", Ty::Block),
             ("network", Ty::Network),
+            ("volume", Ty::Volume),
         ],
     )?;
     let device = e
@@ -204,6 +207,18 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
                 line: e.line,
             })?;
             Some(DiskSource::Network(super::netdisk::source(s)?))
+        }
+        // A pool's volume by name (libvirt's `mode` is for iSCSI pools, which do not exist
+        // here); `<source/>` alone is an empty tray.
+        (Ty::Volume, Some(s)) => {
+            s.allow(&["pool", "volume", "index"], &[])?;
+            match (s.attr("pool"), s.attr("volume")) {
+                (None, None) => None,
+                _ => Some(DiskSource::Volume {
+                    pool: s.req_attr("pool")?.to_owned(),
+                    volume: s.req_attr("volume")?.to_owned(),
+                }),
+            }
         }
         (_, Some(s)) => {
             // `index` numbers the backing chain at runtime.
@@ -290,6 +305,7 @@ pub(super) fn disk(e: &Element) -> R<Disk> {
         serial,
         boot_order: boot_order(e)?,
         address: address(e)?,
+        iotune: super::iotune::iotune(e)?,
     })
 }
 

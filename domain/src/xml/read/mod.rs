@@ -29,6 +29,7 @@
 
 mod devices;
 mod filesystem;
+mod iotune;
 mod netdisk;
 mod platform;
 mod resources;
