@@ -625,6 +625,7 @@ pub(super) async fn launch_as(
         } else {
             None
         };
+        super::nics::initial_link_states(&qmp, name, config).await?;
         if incoming.is_none() {
             qmp.execute(&Cont)
                 .await

@@ -68,6 +68,8 @@ pub enum Endpoint {
     Disks(DiskEndpoint),
     /// `/v1/networks/...`: virtual networks (see `networks.rs`).
     Network(NetworkEndpoint),
+    /// `/v1/domains/{name}/addresses`: domifaddr (see `addresses.rs`).
+    Addresses,
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -511,6 +513,11 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/networks/{name}/leases",
         Endpoint::Network(NetworkEndpoint::Leases),
     ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/addresses",
+        Endpoint::Addresses,
+    ),
 ];
 
 impl Endpoint {
@@ -583,6 +590,7 @@ impl Endpoint {
                 NetworkEndpoint::Autostart => &table::NET_AUTOSTART,
                 NetworkEndpoint::Leases => &table::NET_LEASES,
             },
+            Endpoint::Addresses => &table::DOMIFADDR,
         }
     }
 }
@@ -704,7 +712,7 @@ pub(crate) async fn dispatch(
             }
         }
         Endpoint::GetDomain => {
-            let details = svc.details(&param)?;
+            let details = svc.details_with_addresses(&param).await?;
             if wants_xml(&req) {
                 Ok(xml_response(StatusCode::OK, details.config.to_xml()))
             } else {
@@ -918,6 +926,7 @@ pub(crate) async fn dispatch(
             super::metrics::render(&svc.metrics().await)
                 + &super::metrics::render_host(&svc.host_metrics().await),
         )),
+        Endpoint::Addresses => super::addresses::dispatch(param, req, &exec, actor).await,
     }
 }
 
