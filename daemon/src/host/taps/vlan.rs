@@ -120,6 +120,28 @@ mod tests {
     }
 
     #[test]
+    fn a_bridge_filters_only_when_its_link_info_says_so() {
+        let bridge = |data: Vec<InfoBridge>| {
+            let mut m = LinkMessage::default();
+            m.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(rtnetlink::packet_route::link::InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(data)),
+            ]));
+            m
+        };
+        let on = bridge(vec![
+            InfoBridge::VlanFiltering(true),
+            InfoBridge::VlanDefaultPvid(7),
+        ]);
+        assert!(filters(&on));
+        assert_eq!(default_pvid(&on), 7);
+        let off = bridge(vec![InfoBridge::VlanFiltering(false)]);
+        assert!(!filters(&off));
+        assert_eq!(default_pvid(&off), 1);
+        assert!(!filters(&LinkMessage::default()));
+    }
+
+    #[test]
     fn leave_message_is_bridge_vlan_del() {
         let m = leave(7, 1);
         let mut buf = vec![0u8; m.buffer_len()];
