@@ -181,6 +181,9 @@ fn work_around(cfg: &mut DomainConfig) {
                 | InterfaceSource::Direct { .. }
         ) {
             nic.source = InterfaceSource::User;
+            // A user-mode NIC has no host link to name or tag.
+            nic.target_dev = None;
+            nic.vlan = None;
         }
     }
     cfg.devices.tpm = None;

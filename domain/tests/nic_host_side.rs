@@ -51,18 +51,18 @@ fn rejects(xml: &str, needle: &str) {
 fn target_vlan_and_link_are_read_written_and_kept_in_json() {
     let xml = doc(&bridge_nic(
         "52:54:00:00:00:01",
-        "<target dev='vnet7'/><vlan><tag id='42'/></vlan><link state='down'/>\
+        "<target dev='web-nic7'/><vlan><tag id='42'/></vlan><link state='down'/>\
          <driver name='vhost' queues='4'/>",
     ));
     let cfg = DomainConfig::from_xml(&xml).unwrap();
     let nic = &cfg.devices.interfaces[0];
-    assert_eq!(nic.target_dev.as_deref(), Some("vnet7"));
+    assert_eq!(nic.target_dev.as_deref(), Some("web-nic7"));
     assert_eq!(nic.vlan, Some(42));
     assert!(nic.link_down);
     assert_eq!(nic.driver.as_ref().and_then(|d| d.queues), Some(4));
     let out = cfg.to_xml();
     for part in [
-        "<target dev=\"vnet7\"/>",
+        "<target dev=\"web-nic7\"/>",
         "<vlan>",
         "<tag id=\"42\"/>",
         "<link state=\"down\"/>",
@@ -74,7 +74,7 @@ fn target_vlan_and_link_are_read_written_and_kept_in_json() {
     }
     assert_eq!(DomainConfig::from_xml(&out).unwrap(), cfg);
     assert_eq!(DomainConfig::from_json(&cfg.to_json()).unwrap(), cfg);
-    cfg.validate().expect("valid");
+    cfg.clone().validate().expect("valid");
     // Absent, nothing is written (old definitions keep their exact form).
     let plain = DomainConfig::from_xml(&doc(&bridge_nic("52:54:00:00:00:01", ""))).unwrap();
     let out = plain.to_xml();
@@ -83,6 +83,25 @@ fn target_vlan_and_link_are_read_written_and_kept_in_json() {
         !plain.to_json().contains("link_down"),
         "{}",
         plain.to_json()
+    );
+    // A host-generated name (a live XML's vnetN/macvtapN) is dropped, as libvirt does on
+    // define; asked for in JSON it is refused.
+    let live = DomainConfig::from_xml(&doc(&bridge_nic(
+        "52:54:00:00:00:01",
+        "<target dev='vnet7'/>",
+    )))
+    .unwrap();
+    assert_eq!(live.devices.interfaces[0].target_dev, None);
+    let json = cfg.to_json().replace("web-nic7", "macvtap3");
+    let e = DomainConfig::from_json(&json)
+        .unwrap()
+        .validate()
+        .expect_err("reserved");
+    assert!(
+        e.0.iter()
+            .any(|x| x.path == "devices.interfaces[0].target_dev"
+                && x.to_string().contains("reserved for generated names")),
+        "{e}"
     );
     let up = doc(&bridge_nic("52:54:00:00:00:01", "<link state='up'/>"));
     assert!(!DomainConfig::from_xml(&up).unwrap().devices.interfaces[0].link_down);
@@ -147,16 +166,16 @@ fn bad_host_side_values_name_the_field() {
     invalid(
         &doc(&format!(
             "{}{}",
-            bridge_nic("52:54:00:00:00:01", "<target dev='vnet7'/>"),
-            bridge_nic("52:54:00:00:00:02", "<target dev='vnet7'/>")
+            bridge_nic("52:54:00:00:00:01", "<target dev='web-nic7'/>"),
+            bridge_nic("52:54:00:00:00:02", "<target dev='web-nic7'/>")
         )),
         "devices.interfaces[1].target_dev",
-        "duplicate host link name 'vnet7' (also devices.interfaces[0])",
+        "duplicate host link name 'web-nic7' (also devices.interfaces[0])",
     );
     invalid(
         &doc(
             "<interface type='user'><mac address='52:54:00:00:00:01'/><model type='virtio'/>\
-             <target dev='vnet7'/></interface>",
+             <target dev='web-nic7'/></interface>",
         ),
         "devices.interfaces[0].target_dev",
         "a host link name on a NIC without a host link",

@@ -359,6 +359,15 @@ pub struct Interface {
     pub link_down: bool,
 }
 
+/// Prefixes of the host link names libvirt generates (`vnet0`, `macvtap1`, `macvlan2`):
+/// runtime names, never asked for in a definition.
+pub const GENERATED_LINK_PREFIXES: [&str; 3] = ["vnet", "macvtap", "macvlan"];
+
+/// Whether `name` is one of those generated names.
+pub fn generated_link_name(name: &str) -> bool {
+    GENERATED_LINK_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// virtio-net backend tuning. Every field is optional, as in libvirt.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -32,6 +32,15 @@ pub(super) fn check<'a>(
                 Problem::Inconsistent(format!("'{dev}' is a reserved interface name")),
             );
         }
+        if crate::model::generated_link_name(dev) {
+            v.err(
+                path.clone(),
+                Problem::Inconsistent(format!(
+                    "'{dev}' starts with a prefix reserved for generated names (vnet, macvtap, \
+                     macvlan, as libvirt); choose another name or leave it out"
+                )),
+            );
+        }
         if !tap_like {
             v.err(
                 path.clone(),

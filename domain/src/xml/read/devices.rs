@@ -651,7 +651,12 @@ fn nic_host_side(e: &Element) -> R<(Option<String>, Option<u16>, bool)> {
     let target_dev = match e.child("target")? {
         Some(t) => {
             t.allow(&["dev"], &[])?;
-            t.attr("dev").map(str::to_owned)
+            // vnetN/macvtapN/macvlanN are the names a host generated for a running guest (a
+            // live XML): libvirt drops them on define, so a copied document gets a fresh name
+            // instead of colliding with the original's.
+            t.attr("dev")
+                .filter(|d| !crate::model::generated_link_name(d))
+                .map(str::to_owned)
         }
         None => None,
     };
