@@ -5,6 +5,11 @@
 //! and `domifaddr`, and gone from the guest after the detach; a VLAN access port on a bridge
 //! that filters VLANs (OS-less guests). Every name starts with `q<pid>`; Drop guards remove
 //! what the test made.
+//!
+//! Seen red with: the asked name ignored (no link of that name); leases left out of domain
+//! info (no address before the deadline); no set_link before `cont` (carrier 1 at boot); one
+//! tap descriptor per NIC (no `fds=` in QEMU's argv); no vlan_filtering check (500 from the
+//! kernel's EOPNOTSUPP instead of the 400 naming the field).
 
 mod common;
 
