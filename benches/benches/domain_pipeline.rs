@@ -17,13 +17,7 @@ const BUDGET: Duration = Duration::from_millis(1500);
 
 fn ctx() -> LaunchContext {
     let mut net_fds = BTreeMap::new();
-    net_fds.insert(
-        0,
-        NetFd {
-            tap: 21,
-            vhost: Some(22),
-        },
-    );
+    net_fds.insert(0, NetFd::single(21, Some(22)));
     LaunchContext {
         emulator: "/usr/bin/qemu-system-x86_64".into(),
         accel: Accel::Kvm,

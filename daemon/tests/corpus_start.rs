@@ -181,6 +181,12 @@ fn work_around(cfg: &mut DomainConfig) {
                 | InterfaceSource::Direct { .. }
         ) {
             nic.source = InterfaceSource::User;
+            // A user-mode NIC has no host link to name or tag, and one queue.
+            nic.target_dev = None;
+            nic.vlan = None;
+            if let Some(d) = &mut nic.driver {
+                d.queues = None;
+            }
         }
     }
     cfg.devices.tpm = None;

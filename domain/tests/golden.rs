@@ -13,20 +13,8 @@ use novacron_domain::{
 pub fn ctx(name: &str) -> LaunchContext {
     let run = PathBuf::from("/run/novacron/domains").join(name);
     let mut net_fds = BTreeMap::new();
-    net_fds.insert(
-        0,
-        NetFd {
-            tap: 21,
-            vhost: Some(22),
-        },
-    );
-    net_fds.insert(
-        1,
-        NetFd {
-            tap: 23,
-            vhost: None,
-        },
-    );
+    net_fds.insert(0, NetFd::single(21, Some(22)));
+    net_fds.insert(1, NetFd::single(23, None));
     LaunchContext {
         emulator: "/usr/bin/qemu-system-x86_64".into(),
         accel: Accel::Kvm,

@@ -130,13 +130,7 @@ fn context(cfg: &DomainConfig) -> LaunchContext {
         net_fds: (0..cfg.devices.interfaces.len())
             .map(|i| {
                 let fd = 20 + 2 * i32::try_from(i).expect("few NICs");
-                (
-                    i,
-                    NetFd {
-                        tap: fd,
-                        vhost: Some(fd + 1),
-                    },
-                )
+                (i, NetFd::single(fd, Some(fd + 1)))
             })
             .collect(),
         vnc_display: Some(3),

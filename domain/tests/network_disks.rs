@@ -290,7 +290,7 @@ fn nic_driver_is_read_written_and_checked() {
     invalid(
         &doc(&nic("virtio", "<driver queues='4'/>")),
         "devices.interfaces[0].driver.queues",
-        "more than one queue on a tap or user-mode NIC",
+        "more than one queue on a user-mode NIC",
     );
     invalid(
         &doc(&nic("virtio", "<driver rx_queue_size='300'/>")),

@@ -278,6 +278,9 @@ fn nic_strategy(i: usize) -> impl Strategy<Value = Interface> {
             mtu,
             boot_order: None,
             address: None,
+            target_dev: None,
+            vlan: None,
+            link_down: tail[0] & 1 == 1,
         })
 }
 
@@ -886,15 +889,7 @@ fn test_ctx() -> novacron_domain::LaunchContext {
         memory_dir: None,
         serial_log: Some("/var/log/q/serial.log".into()),
         net_fds: (0..4)
-            .map(|i| {
-                (
-                    i,
-                    novacron_domain::NetFd {
-                        tap: 30 + i as i32,
-                        vhost: None,
-                    },
-                )
-            })
+            .map(|i| (i, novacron_domain::NetFd::single(30 + i as i32, None)))
             .collect(),
         vnc_display: Some(1),
         spice_port: Some(5930),
@@ -976,7 +971,7 @@ proptest! {
             runtime_dir: "/run/q".into(),
             memory_dir: None,
             serial_log: Some("/var/log/q/serial.log".into()),
-            net_fds: (0..4).map(|i| (i, novacron_domain::NetFd { tap: 30 + i as i32, vhost: None })).collect(),
+            net_fds: (0..4).map(|i| (i, novacron_domain::NetFd::single(30 + i as i32, None))).collect(),
             vnc_display: Some(1),
             spice_port: Some(5930),
             swtpm_socket: Some("/run/q/swtpm.sock".into()),

@@ -43,10 +43,7 @@ fuzz_target!(|data: &[u8]| {
                 .map(|i| {
                     (
                         i,
-                        novacron_domain::NetFd {
-                            tap: 100 + i as i32,
-                            vhost: None,
-                        },
+                        novacron_domain::NetFd::single(100 + i as i32, None),
                     )
                 })
                 .collect(),

@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+mod addresses;
 mod agent;
 mod console;
 mod disks;

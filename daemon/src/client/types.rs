@@ -27,6 +27,9 @@ pub struct DomainInfo {
     #[serde(flatten)]
     pub status: DomainStatus,
     pub config: Value,
+    /// Each NIC's leased addresses while the guest runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Vec<crate::service::nics::addresses::NicAddresses>>,
 }
 
 /// The `{"code", "message"}` of an error, as embedded in a failed `Operation`.

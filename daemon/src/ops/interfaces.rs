@@ -109,6 +109,9 @@ impl AttachRequest {
                 mtu: self.mtu,
                 boot_order: None,
                 address: None,
+                target_dev: None,
+                vlan: None,
+                link_down: false,
             },
             Scope {
                 live: self.live,

@@ -6,6 +6,7 @@
 //!
 //! Imports run one way: faces → ops → service.
 
+pub mod addresses;
 pub mod agent;
 pub mod autostart;
 pub mod console;

@@ -513,7 +513,6 @@ pub static AGENT_FSTHAW: OpInfo = OpInfo {
 };
 pub static AGENT_INTERFACES: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/agent/interfaces")),
-    novactl: Some("domifaddr"),
     ..row("agent-interfaces", Access::Read, "reading guest interfaces")
 };
 pub static AGENT_COMMAND: OpInfo = OpInfo {
@@ -740,7 +739,16 @@ pub static ALL: &[&OpInfo] = &[
     &NET_DESTROY,
     &NET_AUTOSTART,
     &VOL_IMPORT,
+    &DOMIFADDR,
 ];
+
+// Guest addresses per NIC (leases, or the agent on request).
+pub static DOMIFADDR: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/addresses")),
+    dbus: Some("org.novacron1.Domain.InterfaceAddresses"),
+    novactl: Some("domifaddr"),
+    ..row("domifaddr", Access::Read, "reading guest addresses")
+};
 
 // Disk snapshots (issue 17): changes take the domain's async job slot; queries none.
 pub static SNAPSHOT_CREATE: OpInfo = OpInfo {

@@ -633,6 +633,7 @@ pub(super) async fn launch_as(
         };
         // The definition's I/O limits, before the guest's first request.
         super::disks::apply_iotune(&qmp, name, &config.devices.disks).await?;
+        super::nics::initial_link_states(&qmp, name, config).await?;
         if incoming.is_none() {
             qmp.execute(&Cont)
                 .await

@@ -24,6 +24,11 @@ pub struct DomainDetails {
     #[serde(flatten)]
     pub status: DomainStatus,
     pub config: DomainConfig,
+    /// While the guest runs: each NIC's MAC and the addresses the virtual networks' DHCP
+    /// servers leased to it (`domifaddr --source agent` asks the guest instead; info never
+    /// waits on a guest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Vec<super::nics::addresses::NicAddresses>>,
 }
 
 /// Listing filters: by state, and by name with a `*`/`?` glob.
@@ -70,7 +75,24 @@ impl Service {
         Ok(DomainDetails {
             status: self.status(name)?,
             config: info.config,
+            interfaces: None,
         })
+    }
+
+    /// [`Service::details`] with the running guest's leased addresses per NIC.
+    pub async fn details_with_addresses(&self, name: &str) -> Result<DomainDetails, Error> {
+        let mut d = self.details(name)?;
+        // A guest that is not running (or stopped in between) shows none.
+        d.interfaces = self
+            .interface_addresses(
+                name,
+                super::nics::addresses::AddressSource::Lease,
+                std::time::Duration::ZERO,
+            )
+            .await
+            .ok()
+            .map(|a| a.interfaces);
+        Ok(d)
     }
 
     /// Every domain matching `filter`, sorted by name; snapshots only, never waits.

@@ -356,6 +356,26 @@ pub struct Interface {
     pub mtu: Option<u32>,
     pub boot_order: Option<u32>,
     pub address: Option<Address>,
+    /// `<target dev='...'/>`: the name asked for the host link (tap or macvtap); absent, the
+    /// daemon names it. Checked at start: a kernel interface name no other interface has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dev: Option<String>,
+    /// `<vlan><tag id='N'/></vlan>`: the tap's bridge port is an untagged access port of VLAN
+    /// N (the bridge needs `vlan_filtering` on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// `<link state='down'/>`: the guest sees the link down from the start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link_down: bool,
+}
+
+/// Prefixes of the host link names libvirt generates (`vnet0`, `macvtap1`, `macvlan2`):
+/// runtime names, never asked for in a definition.
+pub const GENERATED_LINK_PREFIXES: [&str; 3] = ["vnet", "macvtap", "macvlan"];
+
+/// Whether `name` is one of those generated names.
+pub fn generated_link_name(name: &str) -> bool {
+    GENERATED_LINK_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// virtio-net backend tuning. Every field is optional, as in libvirt.

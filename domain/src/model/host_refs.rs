@@ -444,6 +444,9 @@ mod tests {
             mtu: None,
             boot_order: None,
             address: None,
+            target_dev: None,
+            vlan: None,
+            link_down: false,
         };
         d.devices.filesystems = vec![Filesystem {
             driver: FsDriver::Path,

@@ -514,14 +514,26 @@ fn interfaces(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(),
             | InterfaceSource::Network { .. }
             | InterfaceSource::Direct { .. } => {
                 let fd = ctx.net_fds.get(&i).ok_or(ArgvError::MissingTapFd(i))?;
-                let mut s = format!("tap,fd={},id=hostnet{i}", fd.tap);
+                let list =
+                    |fds: &[i32]| fds.iter().map(i32::to_string).collect::<Vec<_>>().join(":");
+                let mut s = match fd.taps.as_slice() {
+                    [] => return Err(ArgvError::MissingTapFd(i)),
+                    [one] => format!("tap,fd={one},id=hostnet{i}"),
+                    // One tap descriptor per queue: QEMU counts the queues from the list.
+                    many => format!("tap,fds={},id=hostnet{i}", list(many)),
+                };
                 // driver name='qemu' asks for QEMU's own backend even where vhost-net is.
                 let userspace = nic
                     .driver
                     .as_ref()
                     .is_some_and(|d| d.name == Some(NicBackend::Qemu));
-                if let (true, false, Some(v)) = (virtio, userspace, fd.vhost) {
-                    s.push_str(&format!(",vhost=on,vhostfd={v}"));
+                if virtio && !userspace && !fd.vhosts.is_empty() {
+                    match fd.vhosts.as_slice() {
+                        [one] if fd.taps.len() == 1 => {
+                            s.push_str(&format!(",vhost=on,vhostfd={one}"))
+                        }
+                        many => s.push_str(&format!(",vhost=on,vhostfds={}", list(many))),
+                    }
                 }
                 a.push("-netdev", s);
             }

@@ -42,12 +42,24 @@ pub enum CpuChoice {
     },
 }
 
-/// A tap (or macvtap) file descriptor the host layer opened and passes to QEMU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The tap (or macvtap) descriptors the host layer opened for one NIC and passes to QEMU.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetFd {
-    pub tap: i32,
-    /// `/dev/vhost-net` descriptor for virtio NICs, if the host layer opened one.
-    pub vhost: Option<i32>,
+    /// One per queue: `fd=` for one, `fds=a:b:...` for a multi-queue NIC.
+    pub taps: Vec<i32>,
+    /// `/dev/vhost-net` descriptors for virtio NICs, one per queue, if the host layer opened
+    /// them (none, or as many as `taps`).
+    pub vhosts: Vec<i32>,
+}
+
+impl NetFd {
+    /// A single-queue NIC.
+    pub fn single(tap: i32, vhost: Option<i32>) -> NetFd {
+        NetFd {
+            taps: vec![tap],
+            vhosts: vhost.into_iter().collect(),
+        }
+    }
 }
 
 /// Where QEMU serves QMP.

@@ -370,8 +370,10 @@ pub(super) fn disks(v: &mut V, d: &DomainConfig) {
 
 pub(super) fn interfaces(v: &mut V, d: &DomainConfig) {
     let mut macs = BTreeMap::new();
+    let mut link_names = BTreeMap::new();
     for (i, nic) in d.devices.interfaces.iter().enumerate() {
         let p = format!("devices.interfaces[{i}]");
+        super::nic_host::check(v, &p, i, nic, &mut link_names);
         if let Some(m) = nic.mac {
             if m.is_multicast() {
                 v.err(

@@ -9,6 +9,7 @@ mod devices;
 mod filesystem;
 pub(crate) mod machine;
 pub(crate) mod netdisk;
+mod nic_host;
 mod platform;
 mod resources;
 mod spice;

@@ -149,19 +149,8 @@ pub(super) fn nic_driver(v: &mut V, p: &str, nic: &Interface) {
         );
     }
     if let Some(q) = dr.queues {
+        // Which sources may have several is checked with the host side (nic_host).
         v.range(format!("{p}.driver.queues"), q, 1, 256);
-        // The host layer opens one tap per NIC: multiqueue taps are not opened yet.
-        let multi_ok = matches!(nic.source, InterfaceSource::VhostUser { .. });
-        if q > 1 && !multi_ok {
-            v.err(
-                format!("{p}.driver.queues"),
-                Problem::Unsupported(
-                    "more than one queue on a tap or user-mode NIC (the host layer opens \
-                     single-queue taps; vhost-user NICs may use queues)"
-                        .into(),
-                ),
-            );
-        }
     }
     if let Some(s) = dr.rx_queue_size {
         ring_size(v, format!("{p}.driver.rx_queue_size"), s);

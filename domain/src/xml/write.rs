@@ -772,6 +772,17 @@ fn devices(w: &mut W, d: &Devices) {
         if let Some(m) = i.mtu {
             w.empty("mtu", &[("size", s(m))]);
         }
+        if let Some(dev) = &i.target_dev {
+            w.empty("target", &[("dev", s(dev))]);
+        }
+        if let Some(id) = i.vlan {
+            w.open("vlan", &[]);
+            w.empty("tag", &[("id", s(id))]);
+            w.close("vlan");
+        }
+        if i.link_down {
+            w.empty("link", &[("state", s("down"))]);
+        }
         boot(w, i.boot_order);
         address(w, &i.address);
         w.close("interface");

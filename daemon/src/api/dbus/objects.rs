@@ -1080,6 +1080,27 @@ impl DomainObject {
         serde_json::to_string(&entry).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
+    /// The running guest's addresses per NIC (domifaddr), as JSON; `source` is `lease` (the
+    /// virtual networks' DHCP leases, never waits) or `agent` (bounded by `timeout_secs`, 0:
+    /// the default).
+    #[zbus(out_args("addresses"))]
+    async fn interface_addresses(
+        &self,
+        source: &str,
+        timeout_secs: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let op = crate::ops::addresses::DomIfAddr {
+            domain: self.name.clone(),
+            source: crate::service::nics::addresses::AddressSource::parse(source)?,
+            timeout_secs: Some(timeout_secs),
+        };
+        let answer = run(&self.service, actor, op).await?;
+        serde_json::to_string(&answer).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
     /// The guest was reset (by itself, by Reset, or as part of a reboot).
     #[zbus(signal)]
     pub async fn guest_reset(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;

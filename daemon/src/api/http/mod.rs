@@ -1,6 +1,7 @@
 //! The HTTP API (hyper 1.x): a Unix socket by default, TCP with bearer tokens when configured.
 //! See daemon/API.md and daemon/openapi.json.
 
+mod addresses;
 mod agent;
 mod auth;
 mod disks;

@@ -68,6 +68,8 @@ pub enum Endpoint {
     Disks(DiskEndpoint),
     /// `/v1/networks/...`: virtual networks (see `networks.rs`).
     Network(NetworkEndpoint),
+    /// `/v1/domains/{name}/addresses`: domifaddr (see `addresses.rs`).
+    Addresses,
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -516,6 +518,11 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/pools/{pool}/volumes/{volume}/import",
         Endpoint::Pools(PoolEndpoint::Import),
     ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/addresses",
+        Endpoint::Addresses,
+    ),
 ];
 
 impl Endpoint {
@@ -588,6 +595,7 @@ impl Endpoint {
                 NetworkEndpoint::Autostart => &table::NET_AUTOSTART,
                 NetworkEndpoint::Leases => &table::NET_LEASES,
             },
+            Endpoint::Addresses => &table::DOMIFADDR,
         }
     }
 }
@@ -709,7 +717,7 @@ pub(crate) async fn dispatch(
             }
         }
         Endpoint::GetDomain => {
-            let details = svc.details(&param)?;
+            let details = svc.details_with_addresses(&param).await?;
             if wants_xml(&req) {
                 Ok(xml_response(StatusCode::OK, details.config.to_xml()))
             } else {
@@ -923,6 +931,7 @@ pub(crate) async fn dispatch(
             super::metrics::render(&svc.metrics().await)
                 + &super::metrics::render_host(&svc.host_metrics().await),
         )),
+        Endpoint::Addresses => super::addresses::dispatch(param, req, &exec, actor).await,
     }
 }
 

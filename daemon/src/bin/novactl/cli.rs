@@ -263,11 +263,12 @@ pub enum Command {
         #[command(flatten)]
         agent: crate::agent::AgentArgs,
     },
-    /// List the guest's interfaces and addresses as its agent reports them
+    /// List the guest's addresses per NIC: DHCP leases of the daemon's networks, or as its
+    /// agent reports them
     Domifaddr {
         name: String,
-        /// Where the addresses come from (only the guest agent here)
-        #[arg(long, value_parser = ["agent"], default_value = "agent")]
+        /// Where the addresses come from
+        #[arg(long, value_parser = ["lease", "agent"], default_value = "lease")]
         source: String,
         #[command(flatten)]
         agent: crate::agent::AgentArgs,

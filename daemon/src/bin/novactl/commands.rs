@@ -182,9 +182,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Domfsthaw { name, agent } => {
             crate::agent::call(&ctx.client, ctx.json, &name, AgentCall::FsThaw, &agent).await
         }
-        Command::Domifaddr { name, agent, .. } => {
-            crate::agent::call(&ctx.client, ctx.json, &name, AgentCall::Interfaces, &agent).await
-        }
+        Command::Domifaddr {
+            name,
+            source,
+            agent,
+        } => crate::addresses::run(&ctx.client, ctx.json, &name, &source, agent.timeout).await,
         Command::QemuAgentCmd {
             name,
             command,

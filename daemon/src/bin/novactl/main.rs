@@ -1,6 +1,7 @@
 //! novactl: the NovaCron command-line client. It speaks novacrond's HTTP API through
 //! `novacrond::client` and holds no behaviour of its own.
 
+mod addresses;
 mod agent;
 mod cli;
 mod commands;

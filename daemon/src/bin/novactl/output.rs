@@ -107,6 +107,24 @@ pub fn domain_info(info: &DomainInfo) -> String {
     if let Some(t) = cfg.get("virt_type").and_then(Value::as_str) {
         pairs.push(("Type", t.to_owned()));
     }
+    // One line per leased address, as `domifaddr` shows them (a NIC without a lease: none).
+    for nic in info.interfaces.iter().flatten() {
+        for a in &nic.addresses {
+            let net = nic
+                .network
+                .as_deref()
+                .map_or(String::new(), |n| format!(", {n}"));
+            pairs.push((
+                "Address",
+                format!(
+                    "{} {}/{} (lease{net})",
+                    nic.mac.as_deref().unwrap_or("-"),
+                    a.address,
+                    a.prefix
+                ),
+            ));
+        }
+    }
     fields(&pairs)
 }
 
@@ -279,11 +297,25 @@ mod tests {
         let info = DomainInfo {
             status: status("vm1", DomainState::Running, Some(7)),
             config: serde_json::json!({"vcpu": {"count": 2}, "memory": {"memory_kib": 65536}, "os": {"machine": "q35"}}),
+            interfaces: Some(vec![novacrond::service::nics::addresses::NicAddresses {
+                name: Some("nc01020304t0".into()),
+                mac: Some("52:54:00:aa:bb:cc".into()),
+                network: Some("default".into()),
+                addresses: vec![novacrond::service::nics::addresses::IpAddress {
+                    family: "ipv4".into(),
+                    address: "192.168.122.7".into(),
+                    prefix: 24,
+                }],
+            }]),
         };
         let text = domain_info(&info);
         assert!(text.contains("vCPUs:       2"), "{text}");
         assert!(text.contains("Memory:      64 MiB"), "{text}");
         assert!(text.contains("Machine:     q35"), "{text}");
+        assert!(
+            text.contains("Address:     52:54:00:aa:bb:cc 192.168.122.7/24 (lease, default)"),
+            "{text}"
+        );
         let bare = DomainInfo {
             config: Value::Null,
             ..info

@@ -33,7 +33,7 @@ impl Drop for Netlink {
     }
 }
 
-fn io_err(e: rtnetlink::Error) -> io::Error {
+pub(super) fn io_err(e: rtnetlink::Error) -> io::Error {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.to_io(),
         other => io::Error::other(other.to_string()),
@@ -45,6 +45,10 @@ impl Netlink {
         let (connection, handle, _) = rtnetlink::new_connection()?;
         let task = tokio::spawn(connection);
         Ok(Netlink { handle, task })
+    }
+
+    pub(super) fn handle(&self) -> &Handle {
+        &self.handle
     }
 
     /// The link named `name`, if there is one.

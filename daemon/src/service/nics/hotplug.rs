@@ -542,20 +542,36 @@ async fn plug(
     bus: Option<String>,
 ) -> Result<(), Error> {
     let err = |e| qmp_error(name, "attach-interface", e);
-    let tap = taps
-        .first()
-        .ok_or_else(|| Error::Internal("no tap descriptor".into()))?;
-    let (tapfd, vhostfd, netdev) = (
-        format!("tapfd{slot}"),
-        format!("vhostfd{slot}"),
-        format!("hostnet{slot}"),
-    );
-    qmp.send_fd(&tapfd, tap.as_fd()).await.map_err(err)?;
-    let mut args = json!({ "type": "tap", "id": netdev, "fd": tapfd });
-    if let Some(v) = vhost.as_ref().and_then(|v| v.first()) {
-        qmp.send_fd(&vhostfd, v.as_fd()).await.map_err(err)?;
+    if taps.is_empty() {
+        return Err(Error::Internal("no tap descriptor".into()));
+    }
+    let netdev = format!("hostnet{slot}");
+    // Each descriptor goes by `getfd` under its own name; a multi-queue NIC names them all,
+    // colon-separated, as the command line's fds=/vhostfds= lists.
+    let mut tapfds = Vec::new();
+    for (q, tap) in taps.iter().enumerate() {
+        let n = format!("tapfd{slot}q{q}");
+        qmp.send_fd(&n, tap.as_fd()).await.map_err(err)?;
+        tapfds.push(n);
+    }
+    let mut args = if tapfds.len() == 1 {
+        json!({ "type": "tap", "id": netdev, "fd": tapfds[0] })
+    } else {
+        json!({ "type": "tap", "id": netdev, "fds": tapfds.join(":") })
+    };
+    if let Some(v) = vhost.as_ref().filter(|v| !v.is_empty()) {
+        let mut vhostfds = Vec::new();
+        for (q, fd) in v.iter().enumerate() {
+            let n = format!("vhostfd{slot}q{q}");
+            qmp.send_fd(&n, fd.as_fd()).await.map_err(err)?;
+            vhostfds.push(n);
+        }
         args["vhost"] = json!(true);
-        args["vhostfd"] = json!(vhostfd);
+        if vhostfds.len() == 1 && tapfds.len() == 1 {
+            args["vhostfd"] = json!(vhostfds[0]);
+        } else {
+            args["vhostfds"] = json!(vhostfds.join(":"));
+        }
     }
     qmp.execute_raw("netdev_add", Some(&args))
         .await
@@ -569,6 +585,11 @@ async fn plug(
     if let (NicModel::Virtio, Some(m)) = (nic.model, nic.mtu) {
         properties.insert("host_mtu".into(), json!(m));
     }
+    if nic.model == NicModel::Virtio && taps.len() > 1 {
+        // One MSI-X vector per queue plus config and control, as at start.
+        properties.insert("mq".into(), json!(true));
+        properties.insert("vectors".into(), json!(2 * taps.len() + 2));
+    }
     let add = DeviceAdd {
         driver: qemu_model(nic.model).to_owned(),
         id: Some(format!("net{slot}")),
@@ -580,6 +601,12 @@ async fn plug(
             .execute_raw("netdev_del", Some(&json!({ "id": netdev })))
             .await;
         return Err(err(e));
+    }
+    if nic.link_down {
+        let down = json!({ "name": format!("net{slot}"), "up": false });
+        qmp.execute_raw("set_link", Some(&down))
+            .await
+            .map_err(err)?;
     }
     Ok(())
 }

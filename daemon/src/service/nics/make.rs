@@ -32,6 +32,60 @@ pub fn host_side_mac(guest: [u8; 6]) -> [u8; 6] {
     m
 }
 
+/// The host link's name: the one `<target dev>` asks for when no interface has it yet (a
+/// taken name is refused, never reused: it may be someone else's), else a generated one.
+async fn link_name(
+    nl: &Netlink,
+    field: &str,
+    nic: &Interface,
+    uuid: &[u8; 16],
+    macvtap: bool,
+    slot: u32,
+) -> Result<String, Error> {
+    let Some(dev) = &nic.target_dev else {
+        return Ok(taps::names::generated(uuid, macvtap, slot));
+    };
+    let path = format!("{field}.target_dev");
+    taps::names::check(dev).map_err(|e| invalid(path.clone(), e.to_string()))?;
+    if nl
+        .by_name(dev)
+        .await
+        .map_err(|e| host_err("look up interface", dev, e))?
+        .is_some()
+    {
+        return Err(invalid(
+            path,
+            format!("interface '{dev}' already exists on this host"),
+        ));
+    }
+    Ok(dev.clone())
+}
+
+/// For `<vlan>`: the bridge's default PVID, once it is known the bridge filters VLANs. A
+/// bridge that does not would forward the guest's frames to every port whatever the tag,
+/// so the NIC is refused instead (the daemon never reconfigures a host bridge).
+async fn vlan_default(
+    nl: &Netlink,
+    field: &str,
+    bridge: &taps::link::LinkFacts,
+) -> Result<u16, Error> {
+    let (filtering, default) = nl
+        .bridge_vlan_facts(bridge.index)
+        .await
+        .map_err(|e| host_err("read the VLAN settings of bridge", &bridge.name, e))?;
+    if !filtering {
+        return Err(invalid(
+            format!("{field}.vlan"),
+            format!(
+                "bridge '{0}' does not filter VLANs, so a VLAN tag cannot be applied; turn \
+                 filtering on with 'ip link set {0} type bridge vlan_filtering 1'",
+                bridge.name
+            ),
+        ));
+    }
+    Ok(default)
+}
+
 /// Makes the link for NIC `index` (`devices.interfaces[index]`, QEMU ids `hostnet<slot>` /
 /// `net<slot>`) of `domain` and opens its descriptors: the tap/macvtap queues, and vhost-net
 /// for a virtio NIC where the host has it. The link carries the domain's marker.
@@ -65,7 +119,11 @@ pub async fn make_link(
                         format!("no bridge '{bridge}' on this host"),
                     )
                 })?;
-            let ifname = taps::names::generated(uuid, false, slot);
+            let vlan = match nic.vlan {
+                Some(vid) => Some((vid, vlan_default(nl, &field, &br).await?)),
+                None => None,
+            };
+            let ifname = link_name(nl, &field, nic, uuid, false, slot).await?;
             let name = ifname.clone();
             let fds = tokio::task::spawn_blocking(move || taps::tun::create(&name, queues))
                 .await
@@ -80,6 +138,9 @@ pub async fn make_link(
                 let mtu = nic.mtu.or(br.mtu);
                 nl.configure(tap.index, host_side_mac(mac.0), mtu, Some(br.index), &alias)
                     .await?;
+                if let Some((vid, default)) = vlan {
+                    nl.set_access_vlan(tap.index, vid, default).await?;
+                }
                 if *isolated {
                     // Guests on an isolated-ports network reach the gateway, not each other.
                     crate::host::net::netlink::Netlink::connect()
@@ -106,7 +167,7 @@ pub async fn make_link(
                     device: format!("net{slot}"),
                     bridge: Some(bridge.clone()),
                     hotplugged: None,
-                    link_down: false,
+                    link_down: nic.link_down,
                 },
                 fds,
             )
@@ -124,7 +185,7 @@ pub async fn make_link(
                         format!("no network device '{dev}' on this host"),
                     )
                 })?;
-            let ifname = taps::names::generated(uuid, true, slot);
+            let ifname = link_name(nl, &field, nic, uuid, true, slot).await?;
             let link = nl
                 .add_macvtap(&ifname, lower.index, taps::link::macvtap_mode(*mode), mac.0)
                 .await
@@ -158,7 +219,7 @@ pub async fn make_link(
                     device: format!("net{slot}"),
                     bridge: None,
                     hotplugged: None,
-                    link_down: false,
+                    link_down: nic.link_down,
                 },
                 fds,
             )

@@ -2,6 +2,7 @@
 //! hotplug), the ledger that records them before QEMU gets them, their removal when the guest
 //! stops, and adoption or cleanup by a restarted daemon.
 
+pub mod addresses;
 pub mod hotplug;
 pub mod ledger;
 pub(crate) mod macs;
@@ -164,17 +165,19 @@ pub(crate) async fn prepare(
             }
         };
         ledger.links.push(link);
+        // Every queue's tap descriptor, then its vhost-net descriptors (where the host has
+        // them): `fd=`/`vhostfd=` for one queue, `fds=`/`vhostfds=` lists for several.
         let mut net = NetFd {
-            tap: next_fd,
-            vhost: None,
+            taps: Vec::new(),
+            vhosts: Vec::new(),
         };
-        // One queue: multi-queue needs `fds=`/`vhostfds=` lists in the argv (not yet).
-        for fd in taps.into_iter().take(1) {
+        for fd in taps {
+            net.taps.push(next_fd);
             prepared.fds.push((next_fd, fd));
             next_fd += 1;
         }
-        if let Some(v) = vhost.and_then(|v| v.into_iter().next()) {
-            net.vhost = Some(next_fd);
+        for v in vhost.into_iter().flatten() {
+            net.vhosts.push(next_fd);
             prepared.fds.push((next_fd, v));
             next_fd += 1;
         }
@@ -198,6 +201,24 @@ pub(crate) async fn prepare(
         return Err(e);
     }
     Ok(prepared)
+}
+
+/// `<link state='down'/>`: those NICs go down (QMP `set_link`) while the guest is still
+/// paused, so it never sees them up.
+pub(crate) async fn initial_link_states(
+    qmp: &novacron_qmp::Client,
+    name: &str,
+    config: &DomainConfig,
+) -> Result<(), Error> {
+    for (i, nic) in config.devices.interfaces.iter().enumerate() {
+        if nic.link_down {
+            let args = serde_json::json!({ "name": format!("net{i}"), "up": false });
+            qmp.execute_raw("set_link", Some(&args))
+                .await
+                .map_err(|e| super::lifecycle::qmp_error(name, "start", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes `links` where they are still ours (name + ifindex + marker).

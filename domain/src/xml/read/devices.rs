@@ -534,11 +534,10 @@ fn assign_indexes(ctls: &mut [Controller], given: &[bool]) {
 }
 
 pub(super) fn interface(e: &Element) -> R<Interface> {
-    // <target dev='vnet0'/> is the runtime tap name the host created.
     e.allow(
         &["type"],
         &[
-            "mac", "source", "model", "driver", "mtu", "boot", "address", "target",
+            "mac", "source", "model", "driver", "mtu", "boot", "address", "target", "vlan", "link",
         ],
     )?;
     let ty = e.req_attr("type")?;
@@ -605,9 +604,7 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
             ))
         }
     };
-    if let Some(t) = e.child("target")? {
-        t.allow(&["dev"], &[])?;
-    }
+    let (target_dev, vlan, link_down) = nic_host_side(e)?;
     let mac = match e.child("mac")? {
         Some(m) => {
             m.allow(&["address"], &[])?;
@@ -658,7 +655,53 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
         mtu,
         boot_order: boot_order(e)?,
         address: address(e)?,
+        target_dev,
+        vlan,
+        link_down,
     })
+}
+
+/// `<target dev=.../>` (the host link's name asked for), `<vlan><tag id=.../></vlan>` (one
+/// access VLAN: trunks and native modes are refused by name) and `<link state=.../>`.
+fn nic_host_side(e: &Element) -> R<(Option<String>, Option<u16>, bool)> {
+    let target_dev = match e.child("target")? {
+        Some(t) => {
+            t.allow(&["dev"], &[])?;
+            // vnetN/macvtapN/macvlanN are the names a host generated for a running guest (a
+            // live XML): libvirt drops them on define, so a copied document gets a fresh name
+            // instead of colliding with the original's.
+            t.attr("dev")
+                .filter(|d| !crate::model::generated_link_name(d))
+                .map(str::to_owned)
+        }
+        None => None,
+    };
+    let vlan = match e.child("vlan")? {
+        Some(v) => {
+            v.allow(&[], &["tag"])?;
+            let mut tags = v.children_named("tag");
+            let tag = tags.next().ok_or_else(|| XmlError::Missing {
+                what: "element <tag>".into(),
+                path: format!("{}/tag", v.path),
+                line: v.line,
+            })?;
+            if let Some(second) = tags.next() {
+                // Several tags make a trunk port: not offered.
+                return Err(second.unsupported());
+            }
+            tag.allow(&["id"], &[])?;
+            Some(tag.req_attr_int::<u16>("id")?)
+        }
+        None => None,
+    };
+    let link_down = match e.child("link")? {
+        Some(l) => {
+            l.allow(&["state"], &[])?;
+            l.req_attr_enum("state", &[("up", false), ("down", true)])?
+        }
+        None => false,
+    };
+    Ok((target_dev, vlan, link_down))
 }
 
 pub(super) fn hostdev(e: &Element) -> R<Hostdev> {
