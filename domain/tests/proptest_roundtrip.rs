@@ -277,6 +277,9 @@ fn nic_strategy(i: usize) -> impl Strategy<Value = Interface> {
             mtu,
             boot_order: None,
             address: None,
+            bandwidth: None,
+            filterref: None,
+            port_isolated: false,
         })
 }
 

@@ -109,6 +109,9 @@ impl AttachRequest {
                 mtu: self.mtu,
                 boot_order: None,
                 address: None,
+                bandwidth: None,
+                filterref: None,
+                port_isolated: false,
             },
             Scope {
                 live: self.live,

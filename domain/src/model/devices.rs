@@ -346,6 +346,15 @@ pub struct Interface {
     pub mtu: Option<u32>,
     pub boot_order: Option<u32>,
     pub address: Option<Address>,
+    /// `<bandwidth>`: rate limits of the host-side tap (tc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<super::nic_qos::Bandwidth>,
+    /// `<filterref filter='clean-traffic'>`: anti-spoofing rules on the host-side tap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filterref: Option<super::nic_qos::FilterRef>,
+    /// `<port isolated='yes'/>`: this NIC's bridge port reaches no other isolated port.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub port_isolated: bool,
 }
 
 /// virtio-net backend tuning. Every field is optional, as in libvirt.

@@ -437,6 +437,9 @@ mod tests {
             mtu: None,
             boot_order: None,
             address: None,
+            bandwidth: None,
+            filterref: None,
+            port_isolated: false,
         };
         d.devices.filesystems = vec![Filesystem {
             driver: FsDriver::Path,

@@ -12,6 +12,7 @@ pub mod hyperv;
 pub mod ids;
 pub mod memory;
 pub mod netdisk;
+pub mod nic_qos;
 pub mod os;
 pub mod spice;
 
@@ -23,6 +24,7 @@ pub use hyperv::*;
 pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use memory::*;
 pub use netdisk::*;
+pub use nic_qos::*;
 pub use os::*;
 pub use spice::*;
 

@@ -9,6 +9,7 @@ mod devices;
 mod filesystem;
 pub(crate) mod machine;
 pub(crate) mod netdisk;
+pub mod nic_qos;
 mod platform;
 mod resources;
 mod spice;

@@ -522,7 +522,17 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
     e.allow(
         &["type"],
         &[
-            "mac", "source", "model", "driver", "mtu", "boot", "address", "target",
+            "mac",
+            "source",
+            "model",
+            "driver",
+            "mtu",
+            "boot",
+            "address",
+            "target",
+            "bandwidth",
+            "filterref",
+            "port",
         ],
     )?;
     let ty = e.req_attr("type")?;
@@ -642,6 +652,18 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
         mtu,
         boot_order: boot_order(e)?,
         address: address(e)?,
+        bandwidth: e
+            .child("bandwidth")?
+            .map(super::nic_qos::bandwidth)
+            .transpose()?,
+        filterref: e
+            .child("filterref")?
+            .map(super::nic_qos::filterref)
+            .transpose()?,
+        port_isolated: match e.child("port")? {
+            Some(p) => super::nic_qos::port_isolated(p)?,
+            None => false,
+        },
     })
 }
 

@@ -30,6 +30,7 @@
 mod devices;
 mod filesystem;
 mod netdisk;
+mod nic_qos;
 mod platform;
 mod resources;
 mod spice;
