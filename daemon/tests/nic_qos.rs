@@ -685,6 +685,59 @@ fn the_daemon_puts_limits_and_filter_on_a_guests_tap_and_takes_them_away() {
         serde_json::from_str(&ns.ok(&["bridge", "-j", "-d", "link", "show", "dev", &tap])).unwrap();
     assert_eq!(port[0]["isolated"], true, "{port}");
 
+    // A hot-added NIC with virsh's --inbound/--outbound gets them on its new tap too; bad
+    // values are refused naming the field, nothing made.
+    let attach = |body: &str| {
+        curl(
+            &d.socket,
+            "POST",
+            "/v1/domains/qosguest/interfaces",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ],
+        )
+    };
+    for (body, field) in [
+        (
+            r#"{"type":"bridge","source":"qbr0","live":true,"inbound":"fast"}"#,
+            "inbound",
+        ),
+        (
+            r#"{"type":"bridge","source":"qbr0","live":true,"outbound":"100,200"}"#,
+            "bandwidth.outbound.peak",
+        ),
+    ] {
+        let r = attach(body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains(field), "{field} not named: {}", r.body);
+    }
+    assert_eq!(
+        taps_of(&ns, "qosguest"),
+        taps,
+        "a refused attach made a tap"
+    );
+    let r = attach(
+        r#"{"type":"bridge","source":"qbr0","live":true,"inbound":"300,,16","outbound":"100"}"#,
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.body, d.log());
+    let hot = r.json()["ifname"].as_str().unwrap().to_owned();
+    assert_ne!(hot, tap);
+    assert!(qdiscs(&ns, &hot).contains(&"htb 1:".to_owned()));
+    let hot_rules = ns.ok(&[
+        "nft",
+        "list",
+        "table",
+        "bridge",
+        &format!("novacron-nic-{hot}"),
+    ]);
+    assert!(
+        hot_rules.contains("limit rate over 100000 bytes/second") && !hot_rules.contains("saddr"),
+        "{hot_rules}"
+    );
+
     // kill -9 and a new daemon: the running guest's table and qdiscs are adopted (still one
     // table), an orphan table of a tap that is gone is removed, one whose link exists stays.
     d.kill9();
