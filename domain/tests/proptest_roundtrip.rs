@@ -261,26 +261,65 @@ fn nic_strategy(i: usize) -> impl Strategy<Value = Interface> {
             option::of(select(vec![256u32, 512, 1024])),
             option::of(select(vec![256u32, 512, 1024])),
         )),
+        (
+            option::of((
+                1u64..100_000,
+                option::of(0u64..1000),
+                option::of(1u64..4096),
+                option::of(1u64..100_000),
+            )),
+            option::of(proptest::collection::vec(any::<[u8; 3]>(), 0..3)),
+            any::<bool>(),
+        ),
     )
-        .prop_map(move |(source, model, mtu, tail, driver)| Interface {
-            source,
-            mac: Some(MacAddr([0x52, 0x54, i as u8, tail[0], tail[1], tail[2]])),
-            model,
-            // Driver tuning is virtio-only.
-            driver: driver
-                .filter(|_| model == NicModel::Virtio)
-                .map(|(name, queues, rx, tx)| NicDriver {
-                    name,
-                    queues,
-                    rx_queue_size: rx,
-                    tx_queue_size: tx,
+        .prop_map(move |(source, model, mtu, tail, driver, (bw, ips, iso))| {
+            // Bandwidth, filter and isolation need a tap on a bridge.
+            let on_tap = matches!(
+                source,
+                InterfaceSource::Bridge { .. } | InterfaceSource::Network { .. }
+            );
+            Interface {
+                bandwidth: bw
+                    .filter(|_| on_tap)
+                    .map(|(avg, extra, burst, out)| Bandwidth {
+                        inbound: Some(BandwidthRate {
+                            average: avg,
+                            peak: extra.map(|e| avg + e),
+                            burst,
+                        }),
+                        outbound: out.map(|o| BandwidthRate {
+                            average: o,
+                            peak: None,
+                            burst: None,
+                        }),
+                    }),
+                filterref: ips.filter(|_| on_tap).map(|v| FilterRef {
+                    filter: TrafficFilter::CleanTraffic,
+                    ips: v
+                        .into_iter()
+                        .map(|b| std::net::Ipv4Addr::new(10, b[0], b[1], b[2].max(1)))
+                        .collect(),
                 }),
-            mtu,
-            boot_order: None,
-            address: None,
-            target_dev: None,
-            vlan: None,
-            link_down: tail[0] & 1 == 1,
+                port_isolated: iso && on_tap,
+                source,
+                mac: Some(MacAddr([0x52, 0x54, i as u8, tail[0], tail[1], tail[2]])),
+                model,
+                // Driver tuning is virtio-only.
+                driver: driver.filter(|_| model == NicModel::Virtio).map(
+                    |(name, queues, rx, tx)| NicDriver {
+                        name,
+                        queues,
+                        rx_queue_size: rx,
+                        tx_queue_size: tx,
+                    },
+                ),
+                mtu,
+                boot_order: None,
+                address: None,
+                target_dev: None,
+                vlan: None,
+                link_down: tail[0] & 1 == 1,
+            }
         })
 }
 

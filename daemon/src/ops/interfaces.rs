@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use novacron_domain::model::{Interface, InterfaceSource, MacvtapMode, NicModel};
+use novacron_domain::model::{
+    Bandwidth, BandwidthRate, Interface, InterfaceSource, MacvtapMode, NicModel,
+};
 use novacron_domain::{Error, FieldError};
 use serde::Deserialize;
 
@@ -33,6 +35,37 @@ pub struct AttachRequest {
     pub live: bool,
     #[serde(default)]
     pub config: bool,
+    /// virsh's `--inbound average[,peak[,burst]]` (kB/s, kB/s, KiB): traffic to the guest.
+    #[serde(default)]
+    pub inbound: Option<String>,
+    /// virsh's `--outbound average[,peak[,burst]]` (peak refused): traffic from the guest.
+    #[serde(default)]
+    pub outbound: Option<String>,
+}
+
+/// virsh's `average[,peak[,burst]]` (empty fields skipped, as `1000,,64`).
+fn rate(field: &str, text: &str) -> Result<BandwidthRate, Error> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let num = |i: usize, what: &str| -> Result<Option<u64>, Error> {
+        match parts.get(i).copied() {
+            None | Some("") => Ok(None),
+            Some(p) => p.parse().map(Some).map_err(|_| {
+                invalid(
+                    field,
+                    format!("{what} '{}' is not a whole number", p.escape_debug()),
+                )
+            }),
+        }
+    };
+    if parts.len() > 3 {
+        return Err(invalid(field, "expected average[,peak[,burst]]".into()));
+    }
+    Ok(BandwidthRate {
+        average: num(0, "average")?
+            .ok_or_else(|| invalid(field, "the average rate is required".into()))?,
+        peak: num(1, "peak")?,
+        burst: num(2, "burst")?,
+    })
 }
 
 fn invalid(path: &str, message: String) -> Error {
@@ -100,6 +133,18 @@ impl AttachRequest {
             .as_deref()
             .map(crate::service::nics::hotplug::parse_mac)
             .transpose()?;
+        let inbound = self
+            .inbound
+            .as_deref()
+            .map(|t| rate("inbound", t))
+            .transpose()?;
+        let outbound = self
+            .outbound
+            .as_deref()
+            .map(|t| rate("outbound", t))
+            .transpose()?;
+        let bandwidth =
+            (inbound.is_some() || outbound.is_some()).then_some(Bandwidth { inbound, outbound });
         Ok((
             Interface {
                 source,
@@ -112,6 +157,9 @@ impl AttachRequest {
                 target_dev: None,
                 vlan: None,
                 link_down: false,
+                bandwidth,
+                filterref: None,
+                port_isolated: false,
             },
             Scope {
                 live: self.live,

@@ -367,6 +367,15 @@ pub struct Interface {
     /// `<link state='down'/>`: the guest sees the link down from the start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub link_down: bool,
+    /// `<bandwidth>`: rate limits of the host-side tap (tc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<super::nic_qos::Bandwidth>,
+    /// `<filterref filter='clean-traffic'>`: anti-spoofing rules on the host-side tap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filterref: Option<super::nic_qos::FilterRef>,
+    /// `<port isolated='yes'/>`: this NIC's bridge port reaches no other isolated port.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub port_isolated: bool,
 }
 
 /// Prefixes of the host link names libvirt generates (`vnet0`, `macvtap1`, `macvlan2`):

@@ -447,6 +447,9 @@ mod tests {
             target_dev: None,
             vlan: None,
             link_down: false,
+            bandwidth: None,
+            filterref: None,
+            port_isolated: false,
         };
         d.devices.filesystems = vec![Filesystem {
             driver: FsDriver::Path,

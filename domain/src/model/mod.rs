@@ -13,6 +13,7 @@ pub mod ids;
 pub mod iotune;
 pub mod memory;
 pub mod netdisk;
+pub mod nic_qos;
 pub mod os;
 pub mod spice;
 
@@ -25,6 +26,7 @@ pub use ids::{IdSet, MacAddr, ParseValueError, Uuid};
 pub use iotune::IoTune;
 pub use memory::*;
 pub use netdisk::*;
+pub use nic_qos::*;
 pub use os::*;
 pub use spice::*;
 

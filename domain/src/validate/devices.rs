@@ -398,6 +398,7 @@ pub(super) fn interfaces(v: &mut V, d: &DomainConfig) {
             v.range(format!("{p}.mtu"), mtu, 68, 65535);
         }
         super::netdisk::nic_driver(v, &p, nic);
+        super::nic_qos::nic(v, &p, nic);
         match &nic.source {
             InterfaceSource::Bridge { bridge } => dev_name(v, format!("{p}.source.bridge"), bridge),
             InterfaceSource::Network { network } => v.token(

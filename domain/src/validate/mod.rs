@@ -10,6 +10,7 @@ mod filesystem;
 pub(crate) mod machine;
 pub(crate) mod netdisk;
 mod nic_host;
+pub mod nic_qos;
 mod platform;
 mod resources;
 mod spice;

@@ -785,6 +785,7 @@ fn devices(w: &mut W, d: &Devices) {
         }
         boot(w, i.boot_order);
         address(w, &i.address);
+        nic_qos(w, i);
         w.close("interface");
     }
     for ser in &d.serials {
@@ -1030,4 +1031,44 @@ fn filesystem(w: &mut W, f: &Filesystem) {
     }
     address(w, &f.address);
     w.close("filesystem");
+}
+
+/// `<bandwidth>`, `<filterref>`, `<port>` of an interface (libvirt's order puts them after
+/// the address; the reader takes any order).
+fn nic_qos(w: &mut W, i: &Interface) {
+    let s = |v: u64| Some(v.to_string());
+    if let Some(b) = &i.bandwidth {
+        w.open("bandwidth", &[]);
+        for (name, r) in [("inbound", &b.inbound), ("outbound", &b.outbound)] {
+            if let Some(r) = r {
+                w.empty(
+                    name,
+                    &[
+                        ("average", s(r.average)),
+                        ("peak", r.peak.and_then(s)),
+                        ("burst", r.burst.and_then(s)),
+                    ],
+                );
+            }
+        }
+        w.close("bandwidth");
+    }
+    if let Some(f) = &i.filterref {
+        let attrs = [("filter", Some(f.filter.as_str().to_owned()))];
+        if f.ips.is_empty() {
+            w.empty("filterref", &attrs);
+        } else {
+            w.open("filterref", &attrs);
+            for ip in &f.ips {
+                w.empty(
+                    "parameter",
+                    &[("name", Some("IP".into())), ("value", Some(ip.to_string()))],
+                );
+            }
+            w.close("filterref");
+        }
+    }
+    if i.port_isolated {
+        w.empty("port", &[("isolated", Some("yes".into()))]);
+    }
 }

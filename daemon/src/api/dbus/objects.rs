@@ -683,6 +683,8 @@ impl DomainObject {
                 mtu: (mtu > 0).then_some(mtu),
                 live,
                 config,
+                inbound: None,
+                outbound: None,
             },
         };
         let nic = run(&self.service, actor, op).await?;

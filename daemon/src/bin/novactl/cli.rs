@@ -211,6 +211,12 @@ pub enum Command {
         /// Affect the definition
         #[arg(long)]
         config: bool,
+        /// Limit traffic to the guest: average[,peak[,burst]] (kB/s, kB/s, KiB)
+        #[arg(long)]
+        inbound: Option<String>,
+        /// Limit traffic from the guest: average[,,burst] (kB/s, KiB)
+        #[arg(long)]
+        outbound: Option<String>,
     },
     /// Remove a NIC by its MAC (waits for the guest to release it)
     DetachInterface {

@@ -117,10 +117,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             mtu,
             live,
             config,
+            inbound,
+            outbound,
         } => {
             let request = json!({
                 "type": kind, "source": source, "mode": mode, "model": model,
                 "mac": mac, "mtu": mtu, "live": live, "config": config,
+                "inbound": inbound, "outbound": outbound,
             });
             let nic = ctx.client.attach_interface(&name, &request).await?;
             if ctx.json {

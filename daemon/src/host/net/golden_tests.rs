@@ -107,3 +107,107 @@ fn the_probe_finds_dockers_forward_drop_and_names_the_fix() {
     assert_eq!(found[0].chain, "table ip filter chain FORWARD");
     assert!(found[0].fix.contains("DOCKER-USER"), "{found:?}");
 }
+
+/// The table of one tap: clean-traffic with the guest's addresses given and an outbound
+/// limit; clean-traffic learning from DHCP; an outbound limit alone.
+fn nic_tables() -> [(&'static str, String); 3] {
+    use super::nic_rules::{ruleset, NicRules};
+    use novacron_domain::model::BandwidthRate;
+    let mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    let ips = ["10.20.0.10".parse().unwrap(), "10.20.0.11".parse().unwrap()];
+    let limit = |burst| BandwidthRate {
+        average: 128,
+        peak: None,
+        burst,
+    };
+    [
+        (
+            "nic-clean-traffic.nft",
+            ruleset(&NicRules {
+                ifname: "ncab12cd340",
+                mac,
+                clean_traffic: Some(&ips),
+                outbound: Some(&limit(Some(1024))),
+            }),
+        ),
+        (
+            "nic-clean-traffic-learn.nft",
+            ruleset(&NicRules {
+                ifname: "ncab12cd341",
+                mac,
+                clean_traffic: Some(&[]),
+                outbound: None,
+            }),
+        ),
+        (
+            "nic-outbound-limit.nft",
+            ruleset(&NicRules {
+                ifname: "ncab12cd342",
+                mac,
+                clean_traffic: None,
+                outbound: Some(&limit(None)),
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn golden_nic_filters_and_limits() {
+    use novacron_domain::model::{Bandwidth, BandwidthRate};
+    for (name, rules) in nic_tables() {
+        golden(name, &rules);
+    }
+    let bw = Bandwidth {
+        inbound: Some(BandwidthRate {
+            average: 1000,
+            peak: Some(5000),
+            burst: Some(1024),
+        }),
+        outbound: Some(BandwidthRate {
+            average: 128,
+            peak: None,
+            burst: None,
+        }),
+    };
+    golden("nic-bandwidth.tc", &super::qos::batch("ncab12cd340", &bw));
+    let inbound_only = Bandwidth {
+        inbound: Some(BandwidthRate {
+            average: 100_000,
+            peak: None,
+            burst: None,
+        }),
+        outbound: None,
+    };
+    golden(
+        "nic-bandwidth-inbound.tc",
+        &super::qos::batch("ncab12cd341", &inbound_only),
+    );
+    assert_eq!(super::qos::batch("x", &Bandwidth::default()), "");
+}
+
+#[test]
+fn nft_accepts_the_nic_filters() {
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("nft not installed; skipped");
+        return;
+    }
+    for (name, _) in nic_tables() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("src/host/net/golden")
+            .join(name);
+        let out = std::process::Command::new("nft")
+            .args(["-c", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -6,6 +6,8 @@ pub mod dnsmasq;
 pub mod firewall_probe;
 pub mod netlink;
 pub mod nft;
+pub mod nic_rules;
+pub mod qos;
 pub mod sysctl;
 
 #[cfg(test)]

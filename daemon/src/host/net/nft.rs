@@ -93,7 +93,7 @@ pub struct NftError {
     pub message: String,
 }
 
-fn run(args: &[&str], stdin: Option<&str>, what: &str) -> Result<String, NftError> {
+pub(crate) fn run(args: &[&str], stdin: Option<&str>, what: &str) -> Result<String, NftError> {
     let e = |m: String| NftError {
         what: what.into(),
         message: m,

@@ -396,7 +396,7 @@ impl Service {
             if let Some(m) = &made {
                 if let Ok(nl) = Netlink::open() {
                     let alias = crate::host::taps::marker_for(name);
-                    let _ = nl.delete_if_ours(&m.ifname, m.ifindex, &alias).await;
+                    super::qos::remove_link(&nl, &alias, &m.ifname, m.ifindex).await;
                 }
                 l.links.retain(|x| x.device != m.device);
             }
@@ -519,12 +519,12 @@ async fn attach_live(
     let alias = crate::host::taps::marker_for(name);
     let undo_link = |l: &mut Ledger| l.links.retain(|m| m.device != made.device);
     if let Err(e) = save_ledger(inner, name, &l).await {
-        let _ = nl.delete_if_ours(&made.ifname, made.ifindex, &alias).await;
+        super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
         return Err(e);
     }
     let plugged = plug(name, qmp, slot, nic, taps, vhost, bus).await;
     if let Err(e) = plugged {
-        let _ = nl.delete_if_ours(&made.ifname, made.ifindex, &alias).await;
+        super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
         undo_link(&mut l);
         let _ = save_ledger(inner, name, &l).await;
         return Err(e);

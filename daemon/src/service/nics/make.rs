@@ -141,7 +141,7 @@ pub async fn make_link(
                 if let Some((vid, default)) = vlan {
                     nl.set_access_vlan(tap.index, vid, default).await?;
                 }
-                if *isolated {
+                if *isolated || nic.port_isolated {
                     // Guests on an isolated-ports network reach the gateway, not each other.
                     crate::host::net::netlink::Netlink::connect()
                         .map_err(std::io::Error::other)?
@@ -157,6 +157,9 @@ pub async fn make_link(
                 // Dropping `fds` removes the non-persistent tap.
                 Err(e) => return Err(host_err("set up tap", &ifname, e)),
             };
+            // Filter and limits before QEMU has the tap (dropping `fds` on error removes
+            // the tap and its qdiscs; `apply` removes its own table).
+            super::qos::apply(&ifname, mac.0, nic).await?;
             (
                 MadeLink {
                     ifname,
@@ -173,6 +176,16 @@ pub async fn make_link(
             )
         }
         Attachment::Direct { dev, mode } => {
+            // A network of macvtaps: no bridge port, and a macvtap's directions differ.
+            if nic.bandwidth.is_some() || nic.filterref.is_some() || nic.port_isolated {
+                return Err(invalid(
+                    field.clone(),
+                    format!(
+                        "bandwidth, filterref and port isolation need a tap on a bridge; \
+                         '{dev}' gives this NIC a macvtap"
+                    ),
+                ));
+            }
             taps::names::check(dev)
                 .map_err(|e| invalid(format!("{field}.source.dev"), e.to_string()))?;
             let lower = nl

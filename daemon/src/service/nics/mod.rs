@@ -7,6 +7,7 @@ pub mod hotplug;
 pub mod ledger;
 pub(crate) mod macs;
 mod make;
+pub(crate) mod qos;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -222,12 +223,11 @@ pub(crate) async fn initial_link_states(
 }
 
 /// Deletes `links` where they are still ours (name + ifindex + marker).
+/// Their filter tables go too.
 async fn drop_links(nl: &Netlink, domain: &str, links: &[MadeLink]) {
     let alias = crate::host::taps::marker_for(domain);
     for l in links {
-        if let Err(e) = nl.delete_if_ours(&l.ifname, l.ifindex, &alias).await {
-            tracing::warn!(domain, ifname = %l.ifname, error = %e, "cannot delete the link");
-        }
+        qos::remove_link(nl, &alias, &l.ifname, l.ifindex).await;
     }
 }
 
@@ -273,5 +273,18 @@ pub(crate) async fn recover(inner: &Arc<Inner>) {
         }
         tracing::info!(domain = %domain, "removing the links of a guest that is gone");
         release(inner, &domain).await;
+    }
+    // Filter tables of taps that are gone and that no ledger lists (killed mid-start).
+    let dir = run_dir(inner);
+    let ledgered = tokio::task::spawn_blocking(move || {
+        ledger::all(&dir)
+            .into_iter()
+            .flat_map(|(_, l)| l.links.into_iter().map(|m| m.ifname))
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    if let Ok(nl) = Netlink::open() {
+        qos::sweep(&nl, ledgered).await;
     }
 }

@@ -538,6 +538,7 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
         &["type"],
         &[
             "mac", "source", "model", "driver", "mtu", "boot", "address", "target", "vlan", "link",
+            "bandwidth", "filterref", "port",
         ],
     )?;
     let ty = e.req_attr("type")?;
@@ -658,6 +659,18 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
         target_dev,
         vlan,
         link_down,
+        bandwidth: e
+            .child("bandwidth")?
+            .map(super::nic_qos::bandwidth)
+            .transpose()?,
+        filterref: e
+            .child("filterref")?
+            .map(super::nic_qos::filterref)
+            .transpose()?,
+        port_isolated: match e.child("port")? {
+            Some(p) => super::nic_qos::port_isolated(p)?,
+            None => false,
+        },
     })
 }
 

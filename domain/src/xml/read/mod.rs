@@ -31,6 +31,7 @@ mod devices;
 mod filesystem;
 mod iotune;
 mod netdisk;
+mod nic_qos;
 mod platform;
 mod resources;
 mod spice;
