@@ -33,6 +33,7 @@ mod resolve;
 pub mod snapshots;
 pub mod status;
 pub mod storage;
+pub mod templates;
 mod supervise;
 pub mod trust;
 mod uuids;
@@ -204,6 +205,10 @@ impl Service {
         snapshots::spawn_recovery(Service {
             inner: inner.clone(),
         });
+        templates::recover(&Service {
+            inner: inner.clone(),
+        })
+        .await;
         spawn_log_capper(Arc::downgrade(&inner));
         spawn_refusal_flusher(Arc::downgrade(&inner), inner.audit.folded_signal());
         remote::spawn_poller(

@@ -20,6 +20,7 @@ use super::pools::PoolEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::snapshots::SnapshotEndpoint;
+use super::templates::TemplateEndpoint;
 use super::Ctx;
 use crate::ops::agent::AgentAction;
 use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
@@ -68,6 +69,8 @@ pub enum Endpoint {
     Disks(DiskEndpoint),
     /// `/v1/networks/...`: virtual networks (see `networks.rs`).
     Network(NetworkEndpoint),
+    /// `/v1/templates/...`: domain templates (see `templates.rs`).
+    Templates(TemplateEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -511,6 +514,36 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/networks/{name}/leases",
         Endpoint::Network(NetworkEndpoint::Leases),
     ),
+    (
+        Method::GET,
+        "/v1/templates",
+        Endpoint::Templates(TemplateEndpoint::List),
+    ),
+    (
+        Method::POST,
+        "/v1/templates",
+        Endpoint::Templates(TemplateEndpoint::Create),
+    ),
+    (
+        Method::GET,
+        "/v1/templates/{template}",
+        Endpoint::Templates(TemplateEndpoint::Info),
+    ),
+    (
+        Method::PATCH,
+        "/v1/templates/{template}",
+        Endpoint::Templates(TemplateEndpoint::Update),
+    ),
+    (
+        Method::DELETE,
+        "/v1/templates/{template}",
+        Endpoint::Templates(TemplateEndpoint::Delete),
+    ),
+    (
+        Method::POST,
+        "/v1/templates/{template}/deploy",
+        Endpoint::Templates(TemplateEndpoint::Deploy),
+    ),
 ];
 
 impl Endpoint {
@@ -583,6 +616,7 @@ impl Endpoint {
                 NetworkEndpoint::Autostart => &table::NET_AUTOSTART,
                 NetworkEndpoint::Leases => &table::NET_LEASES,
             },
+            Endpoint::Templates(t) => t.info(),
         }
     }
 }
@@ -868,6 +902,9 @@ pub(crate) async fn dispatch(
             super::migration::dispatch(endpoint, &param, req, ctx).await
         }
         Endpoint::Pools(endpoint) => super::pools::dispatch(endpoint, req, ctx, caller).await,
+        Endpoint::Templates(endpoint) => {
+            super::templates::dispatch(endpoint, req, ctx, caller).await
+        }
         Endpoint::Agent(endpoint) => {
             super::agent::dispatch(endpoint, param, req, &exec, actor).await
         }

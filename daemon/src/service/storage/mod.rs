@@ -3,9 +3,9 @@
 //! them. The host mechanics are in `host::volumes`; this is the behaviour: names checked,
 //! pools resolved, sizes bounded, files in use by a domain or as a base protected.
 
-mod errors;
+pub(crate) mod errors;
 pub mod pools;
-mod usage;
+pub(crate) mod usage;
 pub mod volumes;
 
 pub use pools::PoolView;
