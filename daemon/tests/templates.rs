@@ -116,7 +116,12 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
             &json!({"name": bad, "domain": "gold"}),
         );
         assert_eq!(r.status, 400, "{bad:?}: {}", r.body);
-        assert_eq!(r.json()["error"]["details"][0]["path"], "name", "{}", r.body);
+        assert_eq!(
+            r.json()["error"]["details"][0]["path"],
+            "name",
+            "{}",
+            r.body
+        );
     }
     let r = send(
         &s,
@@ -124,14 +129,25 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
         "/v1/templates",
         &json!({"name": "t", "domain": "nosuch"}),
     );
-    assert_eq!((r.status, r.error_code()), (404, "not_found".into()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (404, "not_found".into()),
+        "{}",
+        r.body
+    );
     assert_eq!(listing(&pool), before);
     assert!(!env.config.state_dir.join("templates/t.json").exists());
 
     // The template, through novactl.
     let (code, out, err) = novactl(
         &s,
-        &["template-create", "golden", "gold", "--description", "web tier"],
+        &[
+            "template-create",
+            "golden",
+            "gold",
+            "--description",
+            "web tier",
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     let info = curl(&s, "GET", "/v1/templates/golden", &[]).json();
@@ -146,7 +162,10 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
     let meta = std::fs::metadata(&base).unwrap();
     assert_eq!(meta.permissions().mode() & 0o222, 0, "base is writable");
     assert!(img_info(&base)["backing-filename"].is_null());
-    run("qemu-img", &["compare", "-U", disk.to_str().unwrap(), &base]);
+    run(
+        "qemu-img",
+        &["compare", "-U", disk.to_str().unwrap(), &base],
+    );
     // The source domain is still a domain (the bases are copies).
     assert_eq!(curl(&s, "GET", "/v1/domains/gold", &[]).status, 200);
 
@@ -171,13 +190,19 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
             .as_str()
             .unwrap()
             .to_owned();
-        assert_eq!(clone, pool.join(format!("{name}-vda.qcow2")).to_str().unwrap());
+        assert_eq!(
+            clone,
+            pool.join(format!("{name}-vda.qcow2")).to_str().unwrap()
+        );
         // The clone is a qcow2 overlay whose backing file is the one shared base.
         let i = img_info(&clone);
         assert_eq!(i["format"], "qcow2");
         assert_eq!(i["backing-filename"], base.as_str(), "{name}: {i}");
         assert_eq!(i["full-backing-filename"], base.as_str(), "{name}: {i}");
-        assert!(std::fs::metadata(&clone).unwrap().len() < 1 << 20, "{name}: not thin");
+        assert!(
+            std::fs::metadata(&clone).unwrap().len() < 1 << 20,
+            "{name}: not thin"
+        );
         uuids.push(v["config"]["uuid"].as_str().unwrap().to_owned());
         clones.push(clone);
     }
@@ -229,7 +254,10 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
         let out = run("qemu-io", &["-r", "-U", "-c", "read -v 4096 4", clone]);
         assert!(out.contains(name), "{name}: {out}");
     }
-    run("qemu-img", &["compare", "-U", disk.to_str().unwrap(), &base]);
+    run(
+        "qemu-img",
+        &["compare", "-U", disk.to_str().unwrap(), &base],
+    );
     let out = run("qemu-io", &["-r", "-U", "-c", "read -v 0 16", &base]);
     // qemu-io prints non-letters as `.`.
     assert!(out.contains(&MARKER[..8]), "{out}");
@@ -239,7 +267,12 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
     assert_ne!(code, 0);
     assert!(err.contains("web1"), "{err}");
     let r = curl(&s, "DELETE", "/v1/templates/golden", &[]);
-    assert_eq!((r.status, r.error_code()), (409, "busy".into()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "busy".into()),
+        "{}",
+        r.body
+    );
     let base_name = Path::new(&base).file_name().unwrap().to_str().unwrap();
     let r = curl(
         &s,
@@ -247,7 +280,12 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
         &format!("/v1/pools/default/volumes/{base_name}"),
         &[],
     );
-    assert_eq!((r.status, r.error_code()), (409, "busy".into()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "busy".into()),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("web1"), "{}", r.body);
     assert!(Path::new(&base).exists());
 
@@ -256,9 +294,24 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
     let defs = listing(&env.config.state_dir.join("domains"));
     let tpl = std::fs::read(env.config.state_dir.join("templates/golden.json")).unwrap();
     let web1 = std::fs::read(&clones[0]).unwrap();
-    let r = send(&s, "POST", "/v1/templates/golden/deploy", &json!({"name": "web1"}));
-    assert_eq!((r.status, r.error_code()), (409, "already_exists".into()), "{}", r.body);
-    let r = send(&s, "POST", "/v1/templates/golden/deploy", &json!({"name": "gold"}));
+    let r = send(
+        &s,
+        "POST",
+        "/v1/templates/golden/deploy",
+        &json!({"name": "web1"}),
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "already_exists".into()),
+        "{}",
+        r.body
+    );
+    let r = send(
+        &s,
+        "POST",
+        "/v1/templates/golden/deploy",
+        &json!({"name": "gold"}),
+    );
     assert_eq!(r.status, 409, "{}", r.body);
     let r = send(
         &s,
@@ -266,15 +319,35 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
         "/v1/templates/golden/deploy",
         &json!({"name": "web4", "version": 7}),
     );
-    assert_eq!((r.status, r.error_code()), (404, "not_found".into()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (404, "not_found".into()),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("version 7"), "{}", r.body);
     for bad in ["../evil", "a/b", "x y", ".web", ""] {
-        let r = send(&s, "POST", "/v1/templates/golden/deploy", &json!({"name": bad}));
+        let r = send(
+            &s,
+            "POST",
+            "/v1/templates/golden/deploy",
+            &json!({"name": bad}),
+        );
         assert_eq!(r.status, 400, "{bad:?}: {}", r.body);
     }
-    let r = send(&s, "POST", "/v1/templates/..%2Fx/deploy", &json!({"name": "w"}));
+    let r = send(
+        &s,
+        "POST",
+        "/v1/templates/..%2Fx/deploy",
+        &json!({"name": "w"}),
+    );
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = send(&s, "POST", "/v1/templates/nosuch/deploy", &json!({"name": "w"}));
+    let r = send(
+        &s,
+        "POST",
+        "/v1/templates/nosuch/deploy",
+        &json!({"name": "w"}),
+    );
     assert_eq!(r.status, 404, "{}", r.body);
     let r = send(
         &s,
@@ -302,7 +375,14 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
     // (nothing deployed from it) removes its base and keeps version 1.
     let (code, out, err) = novactl(
         &s,
-        &["template-update", "golden", "--from", "gold", "--description", "v2"],
+        &[
+            "template-update",
+            "golden",
+            "--from",
+            "gold",
+            "--description",
+            "v2",
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     let info = curl(&s, "GET", "/v1/templates/golden", &[]).json();
@@ -340,21 +420,40 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
                "files": [{"dir": pool.to_str().unwrap(), "name": name}]})
         .to_string()
     };
-    std::fs::write(pending.join("1-1-1.json"), journal("web9", "web9-vda.qcow2")).unwrap();
-    std::fs::write(pending.join("1-1-2.json"), journal("web1", "web1-vda.qcow2")).unwrap();
+    std::fs::write(
+        pending.join("1-1-1.json"),
+        journal("web9", "web9-vda.qcow2"),
+    )
+    .unwrap();
+    std::fs::write(
+        pending.join("1-1-2.json"),
+        journal("web1", "web1-vda.qcow2"),
+    )
+    .unwrap();
     drop(d);
     d = env.start_daemon("");
     let s = d.socket.clone();
-    assert!(!orphan.exists(), "the interrupted deploy's clone survived the restart");
+    assert!(
+        !orphan.exists(),
+        "the interrupted deploy's clone survived the restart"
+    );
     assert!(Path::new(&clones[0]).exists());
     assert!(listing(&pending).is_empty());
     assert_eq!(curl(&s, "GET", "/v1/domains/web9", &[]).status, 404);
 
     // Once the domains and their clones are gone, the template goes with its base.
     for (name, clone) in ["web1", "web2", "web3"].iter().zip(&clones) {
-        assert_eq!(curl(&s, "DELETE", &format!("/v1/domains/{name}"), &[]).status, 204);
+        assert_eq!(
+            curl(&s, "DELETE", &format!("/v1/domains/{name}"), &[]).status,
+            204
+        );
         let vol = Path::new(clone).file_name().unwrap().to_str().unwrap();
-        let r = curl(&s, "DELETE", &format!("/v1/pools/default/volumes/{vol}"), &[]);
+        let r = curl(
+            &s,
+            "DELETE",
+            &format!("/v1/pools/default/volumes/{vol}"),
+            &[],
+        );
         assert_eq!(r.status, 204, "{}", r.body);
     }
     // Still the template's: not deletable as a volume.
@@ -414,8 +513,17 @@ fn an_operator_is_held_to_the_storage_roots_and_a_refused_deploy_leaves_nothing(
     let outside = disk_with_marker(env.dir.path(), "outside.qcow2", "host secret");
     admin_define(&osless_with_disk("outside", &outside, ""));
     let before = listing(&pool);
-    let r = op("POST", "/v1/templates", &json!({"name": "leak", "domain": "outside"}));
-    assert_eq!((r.status, r.error_code()), (403, "forbidden".into()), "{}", r.body);
+    let r = op(
+        "POST",
+        "/v1/templates",
+        &json!({"name": "leak", "domain": "outside"}),
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (403, "forbidden".into()),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("outside the storage roots"), "{}", r.body);
     assert_eq!(listing(&pool), before);
     assert!(!env.config.state_dir.join("templates/leak.json").exists());
@@ -424,12 +532,28 @@ fn an_operator_is_held_to_the_storage_roots_and_a_refused_deploy_leaves_nothing(
     let disk = disk_with_marker(&pool, "plain.qcow2", MARKER);
     admin_define(&osless_with_disk("plain", &disk, ""));
     assert_eq!(curl(&s, "POST", "/v1/domains/plain/start", &[]).status, 200);
-    let r = op("POST", "/v1/templates", &json!({"name": "plain", "domain": "plain"}));
-    assert_eq!((r.status, r.error_code()), (409, "wrong_state".into()), "{}", r.body);
+    let r = op(
+        "POST",
+        "/v1/templates",
+        &json!({"name": "plain", "domain": "plain"}),
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "wrong_state".into()),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("plain"), "{}", r.body);
-    assert_eq!(curl(&s, "POST", "/v1/domains/plain/destroy", &[]).status, 200);
+    assert_eq!(
+        curl(&s, "POST", "/v1/domains/plain/destroy", &[]).status,
+        200
+    );
     let before = listing(&pool);
-    let r = op("POST", "/v1/templates", &json!({"name": "plain", "domain": "plain"}));
+    let r = op(
+        "POST",
+        "/v1/templates",
+        &json!({"name": "plain", "domain": "plain"}),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(listing(&pool).len(), before.len() + 1);
     // Deployed and started in one call each: OS-less guests reach running.
@@ -443,7 +567,12 @@ fn an_operator_is_held_to_the_storage_roots_and_a_refused_deploy_leaves_nothing(
         assert_eq!(r.json()["domain"]["state"], "running", "{}", r.body);
     }
     let r = op("DELETE", "/v1/templates/plain", &json!({}));
-    assert_eq!((r.status, r.error_code()), (409, "busy".into()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "busy".into()),
+        "{}",
+        r.body
+    );
 
     // A template whose definition names a kernel outside the roots (an administrator's):
     // the operator's deploy is refused by the define's admission, and the clones it had made
@@ -456,11 +585,21 @@ fn an_operator_is_held_to_the_storage_roots_and_a_refused_deploy_leaves_nothing(
         &disk,
         &format!("<kernel>{}</kernel>", kernel.display()),
     ));
-    let r = send(&s, "POST", "/v1/templates", &json!({"name": "kern", "domain": "kern"}));
+    let r = send(
+        &s,
+        "POST",
+        "/v1/templates",
+        &json!({"name": "kern", "domain": "kern"}),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let before = listing(&pool);
     let r = op("POST", "/v1/templates/kern/deploy", &json!({"name": "k1"}));
-    assert_eq!((r.status, r.error_code()), (403, "forbidden".into()), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (403, "forbidden".into()),
+        "{}",
+        r.body
+    );
     assert_eq!(listing(&pool), before, "a refused deploy left files");
     assert_eq!(curl(&s, "GET", "/v1/domains/k1", &[]).status, 404);
     let trail = audited(&env, |o| o.starts_with("template-"));

@@ -438,8 +438,16 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, DbusError> {
-        super::templates::create(&self.service, conn, &header, name, domain, pool, description)
-            .await
+        super::templates::create(
+            &self.service,
+            conn,
+            &header,
+            name,
+            domain,
+            pool,
+            description,
+        )
+        .await
     }
     #[allow(clippy::too_many_arguments)]
     #[zbus(out_args("template"))]
@@ -452,8 +460,16 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, DbusError> {
-        super::templates::update(&self.service, conn, &header, name, domain, pool, description)
-            .await
+        super::templates::update(
+            &self.service,
+            conn,
+            &header,
+            name,
+            domain,
+            pool,
+            description,
+        )
+        .await
     }
     async fn delete_template(
         &self,

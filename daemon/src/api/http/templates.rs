@@ -114,8 +114,12 @@ pub(crate) async fn dispatch(
                     })
                 })
                 .transpose()?;
-            exec.run(caller.actor, Target::Local, TemplateDelete { template, version })
-                .await?;
+            exec.run(
+                caller.actor,
+                Target::Local,
+                TemplateDelete { template, version },
+            )
+            .await?;
             Ok(no_content())
         }
         TemplateEndpoint::Deploy => {

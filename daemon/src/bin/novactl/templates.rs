@@ -9,6 +9,8 @@ use serde_json::Value;
 use crate::exit::CliError;
 use crate::output;
 
+// The variants' names are the subcommands' (`template-create`...), flattened into novactl's.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 pub enum TemplateCommand {
     /// Make a template from a stopped domain: its disks are copied into read-only bases
@@ -131,18 +133,19 @@ pub async fn run(client: &Client, json: bool, cmd: TemplateCommand) -> Result<()
             if json {
                 return output::json(&t);
             }
-            output::line(&format!("Template {name} created from {domain} (version 1)"))
+            output::line(&format!(
+                "Template {name} created from {domain} (version 1)"
+            ))
         }
         C::TemplateList => {
             let list = client.template_list().await?;
             if json {
                 return output::json(&list);
             }
-            output::line(output::table(
-                &["Name", "Latest", "Versions", "Description"],
-                &rows(&list),
+            output::line(
+                output::table(&["Name", "Latest", "Versions", "Description"], &rows(&list))
+                    .trim_end(),
             )
-            .trim_end())
         }
         C::TemplateInfo { name } => {
             let t = client.template_info(&name).await?;

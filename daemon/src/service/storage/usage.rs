@@ -69,7 +69,7 @@ impl Service {
 
     /// The bases every template version holds, as users named `template:<name>`: a volume
     /// change refuses them like a domain's disk.
-    fn template_bases(&self) -> Vec<(String, bool, Vec<(String, String)>)> {
+    fn template_bases(&self) -> Disks {
         self.template_store()
             .all()
             .into_iter()
@@ -79,7 +79,10 @@ impl Service {
                     .iter()
                     .flat_map(|v| {
                         v.bases.iter().map(move |b| {
-                            (format!("version {} base of {}", v.version, b.disk), b.path.clone())
+                            (
+                                format!("version {} base of {}", v.version, b.disk),
+                                b.path.clone(),
+                            )
                         })
                     })
                     .collect();

@@ -3,7 +3,9 @@
 //! optionally started. A failing step undoes the earlier ones; a crash is undone by the
 //! journal at the next start (clones not in a defined domain are removed).
 
+use std::collections::BTreeSet;
 use std::os::fd::AsFd;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -109,6 +111,36 @@ pub(crate) fn deletable(
     Ok(())
 }
 
+/// Domain names a deploy is making now.
+static DEPLOYING: LazyLock<Mutex<BTreeSet<String>>> = LazyLock::new(Default::default);
+
+struct Claim(String);
+
+impl Claim {
+    fn take(name: &str) -> Result<Claim, Error> {
+        if !DEPLOYING
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned())
+        {
+            return Err(Error::Busy {
+                name: name.to_owned(),
+                detail: "another template-deploy is making it".into(),
+            });
+        }
+        Ok(Claim(name.to_owned()))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        DEPLOYING
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0);
+    }
+}
+
 impl Service {
     pub async fn template_deploy(
         &self,
@@ -128,6 +160,8 @@ impl Service {
         if self.status(&req.name).is_ok() {
             return Err(Error::AlreadyExists(req.name.clone()));
         }
+        // Two deploys of one name (from different templates) never both define it.
+        let _claim = Claim::take(&req.name)?;
         // The definition, checked before anything is made (the name above all: it names the
         // clones too).
         let mut config = v.config.clone();
@@ -143,9 +177,11 @@ impl Service {
         let pools = self.pools();
         let (base_pool, target) = {
             let (bp, tp) = (v.pool.clone(), pool_name.clone());
-            tokio::task::spawn_blocking(move || Ok::<_, Error>((pools.open(&bp)?, pools.open(&tp)?)))
-                .await
-                .map_err(joined)??
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, Error>((pools.open(&bp)?, pools.open(&tp)?))
+            })
+            .await
+            .map_err(joined)??
         };
         let ((bp, bdir), (p, dir)) = (base_pool, target);
         let admin = crate::service::audit::current().is_admin();
@@ -218,8 +254,17 @@ impl Service {
                 // -u: qemu-img never opens the base by name; the size is the base's.
                 qemu_img::run(
                     &[
-                        "create", "-q", "-f", "qcow2", "-u", "-b", &b.path, "-F", "qcow2",
-                        &fd_path(0), &size,
+                        "create",
+                        "-q",
+                        "-f",
+                        "qcow2",
+                        "-u",
+                        "-b",
+                        &b.path,
+                        "-F",
+                        "qcow2",
+                        &fd_path(0),
+                        &size,
                     ],
                     &[dst.as_fd()],
                     QUICK,

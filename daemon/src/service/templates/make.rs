@@ -110,15 +110,13 @@ impl Service {
                 Some(DiskSource::File { path }) => {
                     sources.push((i, d.target.dev.clone(), path.clone(), d.driver.format))
                 }
-                _ => {
-                    return Err(invalid(
-                        &format!("devices.disks[{i}]"),
-                        format!(
-                            "disk {} of {domain} is not a file: only file disks become template bases",
-                            d.target.dev
-                        ),
-                    ))
-                }
+                _ => return Err(invalid(
+                    &format!("devices.disks[{i}]"),
+                    format!(
+                        "disk {} of {domain} is not a file: only file disks become template bases",
+                        d.target.dev
+                    ),
+                )),
             }
         }
         let pool_name = pool.unwrap_or(DEFAULT_POOL).to_owned();
@@ -155,10 +153,9 @@ impl Service {
             for (_, dev, src, format, capacity, volume) in &opened {
                 let dst = files::open(&dir, volume, OFlag::O_CREAT | OFlag::O_RDWR).map_err(
                     |e| match e {
-                        OpenError::Exists => invalid(
-                            "name",
-                            format!("volume {}/{volume} already exists", p.name),
-                        ),
+                        OpenError::Exists => {
+                            invalid("name", format!("volume {}/{volume} already exists", p.name))
+                        }
                         OpenError::Missing | OpenError::NotAVolume(_) => {
                             invalid("pool", format!("cannot create {volume} in {}", p.name))
                         }

@@ -218,9 +218,7 @@ impl Service {
         let mut t = store.load(name)?;
         match req.domain {
             Some(domain) => {
-                let pool = req
-                    .pool
-                    .or_else(|| t.latest().map(|v| v.pool.clone()));
+                let pool = req.pool.or_else(|| t.latest().map(|v| v.pool.clone()));
                 self.add_version(&store, &mut t, &domain, pool.as_deref(), req.description)
                     .await?;
             }

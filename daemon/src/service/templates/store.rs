@@ -63,17 +63,24 @@ impl Template {
     }
 
     pub fn get(&self, v: u32) -> Result<&Version, Error> {
-        self.versions.iter().find(|x| x.version == v).ok_or_else(|| {
-            let have: Vec<String> = self.versions.iter().map(|x| x.version.to_string()).collect();
-            Error::not_found(
-                Kind::Template,
-                format!(
-                    "{} version {v} (it has version {})",
-                    self.name,
-                    have.join(", ")
-                ),
-            )
-        })
+        self.versions
+            .iter()
+            .find(|x| x.version == v)
+            .ok_or_else(|| {
+                let have: Vec<String> = self
+                    .versions
+                    .iter()
+                    .map(|x| x.version.to_string())
+                    .collect();
+                Error::not_found(
+                    Kind::Template,
+                    format!(
+                        "{} version {v} (it has version {})",
+                        self.name,
+                        have.join(", ")
+                    ),
+                )
+            })
     }
 
     /// Whether any version holds the file at `path`.
