@@ -178,6 +178,8 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
     );
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["volumes"], json!(["default/web1-vda.qcow2"]));
+    let spec = common::openapi::Spec::load();
+    spec.check_response("/v1/templates/{template}/deploy", "POST", 201, &r.body);
     for name in ["web2", "web3"] {
         let (code, out, err) = novactl(&s, &["template-deploy", "golden", name]);
         assert_eq!(code, 0, "{out}{err}");
@@ -209,6 +211,10 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
     uuids.sort();
     uuids.dedup();
     assert_eq!(uuids.len(), 3, "uuids not distinct: {uuids:?}");
+    let r = curl(&s, "GET", "/v1/templates/golden", &[]);
+    spec.check_response("/v1/templates/{template}", "GET", 200, &r.body);
+    let r = curl(&s, "GET", "/v1/templates", &[]);
+    spec.check_response("/v1/templates", "GET", 200, &r.body);
     let info = curl(&s, "GET", "/v1/templates/golden", &[]).json();
     assert_eq!(
         info["versions"][0]["deployed"],
