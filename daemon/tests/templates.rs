@@ -498,7 +498,8 @@ fn osless_with_disk(name: &str, disk: &Path, os_extra: &str) -> String {
 fn an_operator_is_held_to_the_storage_roots_and_a_refused_deploy_leaves_nothing() {
     let env = Env::new();
     let api = common::daemon::tcp_api(&[("ops", "operator-secret", "operator")]);
-    let d = env.start_daemon(&api);
+    let bus = common::bus::PrivateBus::start(env.dir.path());
+    let d = env.start_daemon(&format!("{api}[dbus]\naddress = {:?}\n", bus.address));
     let s = d.socket.clone();
     let port = d.tcp_port();
     let op = |method: &str, path: &str, body: &Value| {
@@ -579,6 +580,52 @@ fn an_operator_is_held_to_the_storage_roots_and_a_refused_deploy_leaves_nothing(
         "{}",
         r.body
     );
+
+    // The same operations on D-Bus (Manager methods; "" and 0 mean not given).
+    let busctl = |args: &[&str]| {
+        Command::new("busctl")
+            .arg(format!("--address={}", bus.address))
+            .args(["--json=short", "call", "org.novacron1", "/org/novacron1"])
+            .arg("org.novacron1.Manager")
+            .args(args)
+            .output()
+            .expect("busctl")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !busctl(&["ListTemplates"]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "org.novacron1 never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = busctl(&["DeployTemplate", "ssusb", "plain", "o3", "0", "", "false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deployed: Value = serde_json::from_str(v["data"][0].as_str().unwrap()).unwrap();
+    assert_eq!(
+        deployed["volumes"],
+        json!(["default/o3-vda.qcow2"]),
+        "{deployed}"
+    );
+    let out = busctl(&["GetTemplateInfo", "s", "plain"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let info: Value = serde_json::from_str(v["data"][0].as_str().unwrap()).unwrap();
+    assert_eq!(
+        info["versions"][0]["deployed"],
+        json!(["o1", "o2", "o3"]),
+        "{info}"
+    );
+    let out = busctl(&["DeleteTemplate", "su", "plain", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("o1"), "{err}");
+    let out = busctl(&["DeployTemplate", "ssusb", "plain", "../x", "0", "", "false"]);
+    assert!(!out.status.success());
 
     // A template whose definition names a kernel outside the roots (an administrator's):
     // the operator's deploy is refused by the define's admission, and the clones it had made

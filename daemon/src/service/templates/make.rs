@@ -110,13 +110,15 @@ impl Service {
                 Some(DiskSource::File { path }) => {
                     sources.push((i, d.target.dev.clone(), path.clone(), d.driver.format))
                 }
-                _ => return Err(invalid(
-                    &format!("devices.disks[{i}]"),
-                    format!(
+                _ => {
+                    return Err(invalid(
+                        &format!("devices.disks[{i}]"),
+                        format!(
                         "disk {} of {domain} is not a file: only file disks become template bases",
                         d.target.dev
                     ),
-                )),
+                    ))
+                }
             }
         }
         let pool_name = pool.unwrap_or(DEFAULT_POOL).to_owned();
