@@ -95,6 +95,8 @@ pub enum Kind {
     Pool,
     Volume,
     Network,
+    /// A domain template (`/v1/templates/{template}`).
+    Template,
 }
 
 impl Kind {
@@ -109,6 +111,7 @@ impl Kind {
             Self::Pool => "pool",
             Self::Volume => "volume",
             Self::Network => "network",
+            Self::Template => "template",
         }
     }
 }

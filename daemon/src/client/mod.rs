@@ -21,6 +21,7 @@ mod pinning;
 mod remote;
 mod snapshots;
 pub mod sse;
+mod templates;
 mod types;
 mod volumes;
 

@@ -22,6 +22,7 @@ pub mod pinning;
 pub mod qmp;
 pub mod snapshots;
 pub mod table;
+pub mod templates;
 pub mod volumes;
 
 use std::borrow::Cow;

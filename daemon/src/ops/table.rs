@@ -740,6 +740,12 @@ pub static ALL: &[&OpInfo] = &[
     &NET_AUTOSTART,
     &VOL_IMPORT,
     &DOMIFADDR,
+    &TEMPLATE_LIST,
+    &TEMPLATE_INFO,
+    &TEMPLATE_CREATE,
+    &TEMPLATE_UPDATE,
+    &TEMPLATE_DELETE,
+    &TEMPLATE_DEPLOY,
 ];
 
 // Guest addresses per NIC (leases, or the agent on request).
@@ -823,6 +829,56 @@ pub static SNAPSHOT_SCHEDULE_DELETE: OpInfo = OpInfo {
         Access::Operate,
         "removing a snapshot schedule",
     )
+};
+
+// Domain templates (issue 17): targets are template names (a deploy's is the new domain).
+pub static TEMPLATE_LIST: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/templates")),
+    dbus: Some("org.novacron1.Manager.ListTemplates"),
+    novactl: Some("template-list"),
+    domain: false,
+    ..row("template-list", Access::Read, "listing templates")
+};
+pub static TEMPLATE_INFO: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/templates/{template}")),
+    dbus: Some("org.novacron1.Manager.GetTemplateInfo"),
+    novactl: Some("template-info"),
+    domain: false,
+    ..row("template-info", Access::Read, "reading a template")
+};
+pub static TEMPLATE_CREATE: OpInfo = OpInfo {
+    audited: true,
+    long: true,
+    http: Some(("POST", "/v1/templates")),
+    dbus: Some("org.novacron1.Manager.CreateTemplate"),
+    novactl: Some("template-create"),
+    domain: false,
+    ..row("template-create", Access::Operate, "making a template")
+};
+pub static TEMPLATE_UPDATE: OpInfo = OpInfo {
+    audited: true,
+    long: true,
+    http: Some(("PATCH", "/v1/templates/{template}")),
+    dbus: Some("org.novacron1.Manager.UpdateTemplate"),
+    novactl: Some("template-update"),
+    domain: false,
+    ..row("template-update", Access::Operate, "updating a template")
+};
+pub static TEMPLATE_DELETE: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("DELETE", "/v1/templates/{template}")),
+    dbus: Some("org.novacron1.Manager.DeleteTemplate"),
+    novactl: Some("template-delete"),
+    domain: false,
+    ..row("template-delete", Access::Operate, "deleting a template")
+};
+pub static TEMPLATE_DEPLOY: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("POST", "/v1/templates/{template}/deploy")),
+    dbus: Some("org.novacron1.Manager.DeployTemplate"),
+    novactl: Some("template-deploy"),
+    domain: false,
+    ..row("template-deploy", Access::Operate, "deploying a template")
 };
 
 /// The row named `name`.

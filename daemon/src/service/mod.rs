@@ -34,6 +34,7 @@ pub mod snapshots;
 pub mod status;
 pub mod storage;
 mod supervise;
+pub mod templates;
 pub mod trust;
 mod uuids;
 mod virtiofsd;
@@ -210,6 +211,10 @@ impl Service {
         snapshots::spawn_recovery(Service {
             inner: inner.clone(),
         });
+        templates::recover(&Service {
+            inner: inner.clone(),
+        })
+        .await;
         spawn_log_capper(Arc::downgrade(&inner));
         spawn_refusal_flusher(Arc::downgrade(&inner), inner.audit.folded_signal());
         remote::spawn_poller(

@@ -13,6 +13,7 @@ pub mod path;
 mod polkit;
 pub mod remote;
 mod storage;
+mod templates;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -434,6 +434,92 @@ impl Manager {
         super::storage::import_volume(&self.service, conn, &header, pool, name, path, move_file)
             .await
     }
+    // Domain templates (`templates.rs`): "" and version 0 mean "not given".
+    #[zbus(out_args("templates"))]
+    async fn list_templates(&self) -> Result<String, DbusError> {
+        super::templates::list(&self.service).await
+    }
+    #[zbus(out_args("template"))]
+    async fn get_template_info(&self, name: &str) -> Result<String, DbusError> {
+        super::templates::info(&self.service, name).await
+    }
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("template"))]
+    async fn create_template(
+        &self,
+        name: &str,
+        domain: &str,
+        pool: &str,
+        description: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::templates::create(
+            &self.service,
+            conn,
+            &header,
+            name,
+            domain,
+            pool,
+            description,
+        )
+        .await
+    }
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("template"))]
+    async fn update_template(
+        &self,
+        name: &str,
+        domain: &str,
+        pool: &str,
+        description: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::templates::update(
+            &self.service,
+            conn,
+            &header,
+            name,
+            domain,
+            pool,
+            description,
+        )
+        .await
+    }
+    async fn delete_template(
+        &self,
+        name: &str,
+        version: u32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        super::templates::delete(&self.service, conn, &header, name, version).await
+    }
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("deployed"))]
+    async fn deploy_template(
+        &self,
+        template: &str,
+        name: &str,
+        version: u32,
+        pool: &str,
+        start: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::templates::deploy(
+            &self.service,
+            conn,
+            &header,
+            template,
+            name,
+            version,
+            pool,
+            start,
+        )
+        .await
+    }
 }
 
 fn count(n: usize) -> u32 {

@@ -18,6 +18,7 @@ mod request;
 mod response;
 pub mod routes;
 mod snapshots;
+mod templates;
 pub mod tls;
 mod ui;
 mod websocket;

@@ -20,6 +20,7 @@ use super::pools::PoolEndpoint;
 use super::request::{content_type, flag, is_xml, query, read_body, text, wants_xml};
 use super::response::{json_response, no_content, with_type, xml_response, Response};
 use super::snapshots::SnapshotEndpoint;
+use super::templates::TemplateEndpoint;
 use super::Ctx;
 use crate::ops::agent::AgentAction;
 use crate::ops::lifecycle::{Kind, Lifecycle, ShutdownRequest};
@@ -70,6 +71,8 @@ pub enum Endpoint {
     Network(NetworkEndpoint),
     /// `/v1/domains/{name}/addresses`: domifaddr (see `addresses.rs`).
     Addresses,
+    /// `/v1/templates/...`: domain templates (see `templates.rs`).
+    Templates(TemplateEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -523,6 +526,36 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/domains/{name}/addresses",
         Endpoint::Addresses,
     ),
+    (
+        Method::GET,
+        "/v1/templates",
+        Endpoint::Templates(TemplateEndpoint::List),
+    ),
+    (
+        Method::POST,
+        "/v1/templates",
+        Endpoint::Templates(TemplateEndpoint::Create),
+    ),
+    (
+        Method::GET,
+        "/v1/templates/{template}",
+        Endpoint::Templates(TemplateEndpoint::Info),
+    ),
+    (
+        Method::PATCH,
+        "/v1/templates/{template}",
+        Endpoint::Templates(TemplateEndpoint::Update),
+    ),
+    (
+        Method::DELETE,
+        "/v1/templates/{template}",
+        Endpoint::Templates(TemplateEndpoint::Delete),
+    ),
+    (
+        Method::POST,
+        "/v1/templates/{template}/deploy",
+        Endpoint::Templates(TemplateEndpoint::Deploy),
+    ),
 ];
 
 impl Endpoint {
@@ -596,6 +629,7 @@ impl Endpoint {
                 NetworkEndpoint::Leases => &table::NET_LEASES,
             },
             Endpoint::Addresses => &table::DOMIFADDR,
+            Endpoint::Templates(t) => t.info(),
         }
     }
 }
@@ -881,6 +915,9 @@ pub(crate) async fn dispatch(
             super::migration::dispatch(endpoint, &param, req, ctx).await
         }
         Endpoint::Pools(endpoint) => super::pools::dispatch(endpoint, req, ctx, caller).await,
+        Endpoint::Templates(endpoint) => {
+            super::templates::dispatch(endpoint, req, ctx, caller).await
+        }
         Endpoint::Agent(endpoint) => {
             super::agent::dispatch(endpoint, param, req, &exec, actor).await
         }

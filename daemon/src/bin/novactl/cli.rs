@@ -403,6 +403,9 @@ pub enum Command {
     /// Virtual networks (net-define, net-start, net-list, ...)
     #[command(flatten)]
     Net(crate::networks::NetCommand),
+    /// Domain templates (template-create, template-deploy, ...)
+    #[command(flatten)]
+    Templates(crate::templates::TemplateCommand),
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]

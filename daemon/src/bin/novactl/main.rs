@@ -15,6 +15,7 @@ mod pinning;
 mod progress;
 mod remote;
 mod snapshots;
+mod templates;
 mod volumes;
 
 /// README.md's command lines, which the tests parse as written.

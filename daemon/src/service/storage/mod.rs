@@ -4,10 +4,10 @@
 //! pools resolved, sizes bounded, files in use by a domain or as a base protected.
 
 pub(crate) mod disk_volumes;
-mod errors;
+pub(crate) mod errors;
 pub mod import;
 pub mod pools;
-mod usage;
+pub(crate) mod usage;
 pub mod volumes;
 
 pub use import::ImportRequest;

@@ -71,6 +71,35 @@ impl Service {
                 }
                 (h.name.clone(), running, disks)
             })
+            .chain(self.template_bases())
+            .collect()
+    }
+
+    /// The bases every template version holds, as users named `template:<name>`: a volume
+    /// change refuses them like a domain's disk.
+    fn template_bases(&self) -> Disks {
+        self.template_store()
+            .all()
+            .into_iter()
+            .map(|t| {
+                let files = t
+                    .versions
+                    .iter()
+                    .flat_map(|v| {
+                        v.bases.iter().map(move |b| {
+                            (
+                                format!("version {} base of {}", v.version, b.disk),
+                                b.path.clone(),
+                            )
+                        })
+                    })
+                    .collect();
+                (
+                    format!("{}{}", crate::service::templates::USER_PREFIX, t.name),
+                    false,
+                    files,
+                )
+            })
             .collect()
     }
 }

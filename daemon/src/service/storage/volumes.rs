@@ -409,6 +409,15 @@ impl Service {
             let pr = probe(&p, &name, &f)?;
             let vol = format!("{}/{name}", p.name);
             if let Some(u) = users(&disks, (pr.dev, pr.ino)).into_iter().next() {
+                if let Some(t) = u
+                    .domain
+                    .strip_prefix(crate::service::templates::USER_PREFIX)
+                {
+                    return Err(invalid(
+                        "volume",
+                        format!("{vol} is the {} of template {t}; template-delete removes it", u.disk),
+                    ));
+                }
                 return Err(Error::Busy {
                     name: u.domain,
                     detail: format!(
@@ -668,7 +677,7 @@ fn resolve_backing(pool_path: &str, backing: &str) -> String {
 }
 
 /// A volume in any pool whose backing file is the file `id`, as `pool/name`.
-pub(super) fn based_on(pools: &Pools, id: (u64, u64)) -> Option<String> {
+pub(crate) fn based_on(pools: &Pools, id: (u64, u64)) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     for (p, _) in pools.all() {
         let Ok(dir) = files::open_dir(std::path::Path::new(&p.path)) else {
