@@ -29,6 +29,7 @@
 
 mod devices;
 mod filesystem;
+mod memory_device;
 mod netdisk;
 mod platform;
 mod resources;
@@ -67,6 +68,19 @@ pub fn parse_disk(xml: &str) -> R<Disk> {
         });
     }
     devices::disk(&root)
+}
+
+/// One `<memory model=..>` device element (hotplug requests).
+pub fn parse_memory_device(xml: &str) -> R<MemoryDevice> {
+    let root = tree::parse(xml, &[])?;
+    if root.name != "memory" {
+        return Err(XmlError::Missing {
+            what: format!("element <memory> (found <{}>)", root.name),
+            path: root.path.clone(),
+            line: root.line,
+        });
+    }
+    memory_device::memory_device(&root)
 }
 
 fn domain(d: &Element) -> R<DomainConfig> {
