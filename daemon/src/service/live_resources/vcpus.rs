@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use novacron_domain::Error;
-use novacron_qmp::EventKind;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -189,6 +188,7 @@ impl Service {
                     .filter(|(i, _)| *i >= count)
                     .collect();
                 let mut d = live.devices();
+                let mut refused = None;
                 for (i, path) in &going {
                     match qmp
                         .execute_raw("device_del", Some(&json!({ "id": path })))
@@ -197,49 +197,39 @@ impl Service {
                         Ok(_) => {}
                         // Asked before and still pending: wait for it again.
                         Err(novacron_qmp::Error::Qmp { .. }) if d.vcpus_unplugging.contains(i) => {}
-                        Err(e) => return Err(qmp_error(name, "setvcpus (device_del)", e)),
+                        Err(novacron_qmp::Error::Qmp { error, .. })
+                            if error.desc.contains("not supported device type") =>
+                        {
+                            // QEMU's ACPI CPU hotplug stays in legacy mode (no unplug) until
+                            // the guest's OS switches it: firmware alone never does.
+                            refused = Some(invalid(
+                                "count",
+                                format!(
+                                    "the guest cannot release vCPU {i}: it has not enabled ACPI \
+                                     CPU hot-unplug (no OS, or one without CPU hotplug); QEMU: {}",
+                                    error.desc
+                                ),
+                            ));
+                            break;
+                        }
+                        Err(e) => {
+                            refused = Some(qmp_error(name, "setvcpus (device_del)", e));
+                            break;
+                        }
                     }
                     if !d.vcpus_unplugging.contains(i) {
                         d.vcpus_unplugging.push(*i);
                     }
                 }
-                inner.save_live(name, &live, d).await?;
+                if d.vcpus_unplugging != live.devices().vcpus_unplugging {
+                    inner.save_live(name, &live, d).await?;
+                }
+                if let Some(e) = refused {
+                    return Err(e);
+                }
                 // The wait holds only the long-running slot: queries go on meanwhile.
                 drop(job);
-                let mut left: Vec<String> = going.iter().map(|(_, p)| p.clone()).collect();
-                let deadline = tokio::time::Instant::now() + timeout;
-                while !left.is_empty() {
-                    let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let waited = events
-                        .wait_for(rest, |e| {
-                            matches!(&e.kind, EventKind::DeviceDeleted { path, .. } if left.contains(path))
-                        })
-                        .await;
-                    match waited {
-                        Ok(e) => {
-                            if let EventKind::DeviceDeleted { path, .. } = &e.kind {
-                                left.retain(|p| p != path);
-                                let i = going.iter().find(|(_, p)| p == path).map(|(i, _)| *i);
-                                let mut d = live.devices();
-                                d.vcpus_unplugging.retain(|x| Some(*x) != i);
-                                let now = d.vcpus(&live.record.config).saturating_sub(1).max(1);
-                                d.vcpus = Some(now);
-                                inner.save_live(name, &live, d).await?;
-                            }
-                        }
-                        Err(novacron_qmp::Error::EventTimeout(_)) => {
-                            return Err(Error::Timeout {
-                                operation: "setvcpus: the guest did not release the vCPU(s) (no \
-                                            DEVICE_DELETED); they stay plugged, marked \
-                                            unplugging, and the definition is unchanged",
-                                after: timeout,
-                            })
-                        }
-                        Err(e) => {
-                            return Err(qmp_error(name, "setvcpus (waiting for DEVICE_DELETED)", e))
-                        }
-                    }
-                }
+                wait_released(inner, name, &live, &qmp, &mut events, timeout).await?;
                 if config {
                     let _job = h.begin(Job::Modify, inner.job_wait()).await?;
                     save_current(inner, &h, count).await?;
@@ -263,4 +253,54 @@ async fn save_current(
     let mut c = h.definition().config.config().clone();
     c.vcpu.current = (count != c.vcpu.count).then_some(count);
     inner.save_definition(h, c).await
+}
+
+/// Waits until every vCPU recorded as unplugging has left QEMU (its slot has no QOM path),
+/// recording each as it goes. QEMU 7.2 announces a CPU's removal unreliably (DEVICE_DELETED
+/// names its lapic child, or nothing), so every event wakes a check of the slots, and so does
+/// a short poll interval.
+async fn wait_released(
+    inner: &std::sync::Arc<super::super::Inner>,
+    name: &str,
+    live: &std::sync::Arc<super::super::domain::Live>,
+    qmp: &novacron_qmp::Client,
+    events: &mut novacron_qmp::Subscription,
+    timeout: Duration,
+) -> Result<(), Error> {
+    const POLL: Duration = Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let all = slots(qmp)
+            .await
+            .map_err(|e| qmp_error(name, "setvcpus (query-hotpluggable-cpus)", e))?;
+        let mut d = live.devices();
+        let gone: Vec<u32> = d
+            .vcpus_unplugging
+            .iter()
+            .copied()
+            .filter(|i| all.get(*i as usize).is_none_or(|s| s.qom_path.is_none()))
+            .collect();
+        if !gone.is_empty() {
+            d.vcpus_unplugging.retain(|i| !gone.contains(i));
+            let plugged = all.iter().filter(|s| s.qom_path.is_some()).count();
+            d.vcpus = Some(u32::try_from(plugged).unwrap_or(u32::MAX));
+            inner.save_live(name, live, d.clone()).await?;
+        }
+        if d.vcpus_unplugging.is_empty() {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout {
+                operation: "setvcpus: the guest did not release the vCPU(s); they stay plugged, \
+                            marked unplugging, and the definition is unchanged",
+                after: timeout,
+            });
+        }
+        let wait = (deadline - now).min(POLL);
+        match events.wait_for(wait, |_| true).await {
+            Ok(_) | Err(novacron_qmp::Error::EventTimeout(_)) => {}
+            Err(e) => return Err(qmp_error(name, "setvcpus (waiting for the guest)", e)),
+        }
+    }
 }
