@@ -396,6 +396,9 @@ pub enum Command {
     /// Virtual networks (net-define, net-start, net-list, ...)
     #[command(flatten)]
     Net(crate::networks::NetCommand),
+    /// vCPUs and memory (setvcpus, vcpucount, setmem, dommemstat, ...)
+    #[command(flatten)]
+    Resources(crate::live_resources::ResourceCommand),
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]
