@@ -137,7 +137,11 @@ impl Live {
         config.cputune = self.cputune();
         let devices = self.devices();
         // vCPUs, memory devices and the balloon target as hot-plugged since the start.
-        config.vcpu.current = Some(devices.vcpus(&self.record.config));
+        let vcpus = devices.vcpus(&self.record.config);
+        // Unchanged since the start: the config as started (no `current` spelled out).
+        if vcpus != config.vcpu.current.unwrap_or(config.vcpu.count) {
+            config.vcpu.current = Some(vcpus);
+        }
         config.devices.memory = devices.memory(&self.record.config);
         if let Some(b) = devices.balloon_kib {
             config.memory.current_kib = Some(b);
