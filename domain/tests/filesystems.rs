@@ -1,5 +1,5 @@
 //! `<filesystem>` (9p and virtiofs), and the refusals around it: virtiofs without shared guest
-//! RAM and `<memory>` devices (no memory hotplug yet), each named with its reason.
+//! RAM and file-mapped `<memory>` devices (nvdimm), each named with its reason.
 
 use novacron_domain::model::*;
 use novacron_domain::{DomainConfig, XmlError};
@@ -106,14 +106,14 @@ fn virtiofs_without_shared_memory_is_refused_by_name() {
 }
 
 #[test]
-fn memory_devices_are_refused_with_the_reason() {
+fn file_mapped_memory_devices_are_refused_with_the_reason() {
     let e = DomainConfig::from_xml(&doc(
-        "<memory model='dimm'><target><size unit='KiB'>524288</size><node>0</node></target></memory>",
+        "<memory model='nvdimm'><target><size unit='KiB'>524288</size><node>0</node></target></memory>",
     ))
-    .expect_err("dimm");
+    .expect_err("nvdimm");
     assert!(matches!(e, XmlError::NotSupported { .. }), "{e:?}");
     assert!(
-        e.to_string().contains("domain/devices/memory") && e.to_string().contains("hotplug"),
+        e.to_string().contains("domain/devices/memory") && e.to_string().contains("nvdimm"),
         "{e}"
     );
 }

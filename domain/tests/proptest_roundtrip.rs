@@ -530,6 +530,7 @@ fn devices_strategy() -> impl Strategy<Value = Devices> {
                     redirdevs: vec![],
                     sounds: vec![],
                     audios: vec![],
+                    memory: vec![],
                 }
             },
         )

@@ -15,6 +15,7 @@ mod agent;
 mod console;
 mod disks;
 mod events;
+mod live_resources;
 mod migration;
 mod networks;
 mod pinning;

@@ -16,6 +16,7 @@ pub mod executor;
 pub mod hosts;
 pub mod interfaces;
 pub mod lifecycle;
+pub mod live_resources;
 pub mod metadata;
 pub mod networks;
 pub mod pinning;

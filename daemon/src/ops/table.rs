@@ -746,6 +746,15 @@ pub static ALL: &[&OpInfo] = &[
     &TEMPLATE_UPDATE,
     &TEMPLATE_DELETE,
     &TEMPLATE_DEPLOY,
+    &SETVCPUS,
+    &VCPUCOUNT,
+    &SETMEM,
+    &DOMMEMSTAT,
+    &DOMMEMSTAT_PERIOD,
+    &DOMMEMINFO,
+    &UPDATE_MEMORY_DEVICE,
+    &ATTACH_MEMORY,
+    &DETACH_MEMORY,
 ];
 
 // Guest addresses per NIC (leases, or the agent on request).
@@ -879,6 +888,84 @@ pub static TEMPLATE_DEPLOY: OpInfo = OpInfo {
     novactl: Some("template-deploy"),
     domain: false,
     ..row("template-deploy", Access::Operate, "deploying a template")
+pub static SETVCPUS: OpInfo = OpInfo {
+    job: JobKind::Long(AsyncJob::Unplug),
+    long: true,
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/vcpus")),
+    dbus: Some("org.novacron1.Domain.SetVcpus"),
+    novactl: Some("setvcpus"),
+    ..row("setvcpus", Access::Operate, "changing the vCPUs")
+};
+pub static VCPUCOUNT: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/vcpus")),
+    dbus: Some("org.novacron1.Domain.VcpuCount"),
+    novactl: Some("vcpucount"),
+    ..row("vcpucount", Access::Read, "reading the vCPU counts")
+};
+pub static SETMEM: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/memory/balloon")),
+    dbus: Some("org.novacron1.Domain.SetMemory"),
+    novactl: Some("setmem"),
+    ..row("setmem", Access::Operate, "setting the balloon target")
+};
+pub static DOMMEMSTAT: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/memory/stats")),
+    dbus: Some("org.novacron1.Domain.MemoryStats"),
+    novactl: Some("dommemstat"),
+    ..row("dommemstat", Access::Read, "reading memory statistics")
+};
+pub static DOMMEMSTAT_PERIOD: OpInfo = OpInfo {
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/memory/stats")),
+    dbus: Some("org.novacron1.Domain.SetMemoryStatsPeriod"),
+    novactl: Some("dommemstat"),
+    ..row(
+        "dommemstat-period",
+        Access::Operate,
+        "setting the memory statistics period",
+    )
+};
+pub static DOMMEMINFO: OpInfo = OpInfo {
+    http: Some(("GET", "/v1/domains/{name}/memory")),
+    dbus: Some("org.novacron1.Domain.MemoryInfo"),
+    novactl: Some("dommeminfo"),
+    ..row(
+        "dommeminfo",
+        Access::Read,
+        "reading requested and guest memory",
+    )
+};
+pub static UPDATE_MEMORY_DEVICE: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/memory/devices/{alias}")),
+    dbus: Some("org.novacron1.Domain.UpdateMemoryDevice"),
+    novactl: Some("update-memory-device"),
+    ..row(
+        "update-memory-device",
+        Access::Operate,
+        "resizing a virtio-mem device",
+    )
+};
+pub static ATTACH_MEMORY: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/memory/devices")),
+    dbus: Some("org.novacron1.Domain.AttachMemory"),
+    novactl: Some("attach-memory"),
+    ..row("attach-memory", Access::Operate, "attaching memory")
+};
+pub static DETACH_MEMORY: OpInfo = OpInfo {
+    job: JobKind::Long(AsyncJob::Unplug),
+    long: true,
+    audited: true,
+    http: Some(("DELETE", "/v1/domains/{name}/memory/devices/{alias}")),
+    dbus: Some("org.novacron1.Domain.DetachMemory"),
+    novactl: Some("detach-memory"),
+    ..row("detach-memory", Access::Operate, "detaching memory")
 };
 
 /// The row named `name`.

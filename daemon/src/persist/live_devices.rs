@@ -1,7 +1,8 @@
 //! The live device set of a running guest, kept in its runtime record: every disk QEMU has
 //! now with the node and device names the daemon gave it, as changed by attach, detach and
-//! media changes since the start. A restarted daemon and a migration read the guest's disks
-//! from here, not from the config it was started with.
+//! media changes since the start; and the vCPUs, memory devices (DIMMs, virtio-mem requested
+//! sizes) and balloon target as changed by hotplug since the start. A restarted daemon and a
+//! migration read the guest's devices from here, not from the config it was started with.
 
 use novacron_domain::model::Disk;
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,23 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct LiveDevices {
     pub disks: Vec<LiveDisk>,
+    /// vCPUs QEMU has now (always the lowest slots); absent in records from before vCPU
+    /// hotplug: the started config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// vCPUs (index) a `device_del` was sent for and the guest has not released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vcpus_unplugging: Vec<u32>,
+    /// The memory devices QEMU has now, with their ids (`alias`) and virtio-mem requested
+    /// sizes; absent: the started config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Vec<novacron_domain::model::MemoryDevice>>,
+    /// DIMMs (alias) a `device_del` was sent for and the guest has not released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_unplugging: Vec<String>,
+    /// The balloon target last set (KiB); absent: never set since the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +65,28 @@ impl LiveDevices {
                     detaching: false,
                 })
                 .collect(),
+            vcpus: Some(config.vcpu.current.unwrap_or(config.vcpu.count)),
+            vcpus_unplugging: Vec::new(),
+            memory: Some(with_ids(&config.devices.memory)),
+            memory_unplugging: Vec::new(),
+            balloon_kib: None,
+        }
+    }
+
+    /// The vCPUs QEMU has now (`config`: the started one, for records without the count).
+    pub fn vcpus(&self, config: &novacron_domain::DomainConfig) -> u32 {
+        self.vcpus
+            .unwrap_or(config.vcpu.current.unwrap_or(config.vcpu.count))
+    }
+
+    /// The memory devices QEMU has now, each with its id as `alias`.
+    pub fn memory(
+        &self,
+        config: &novacron_domain::DomainConfig,
+    ) -> Vec<novacron_domain::model::MemoryDevice> {
+        match &self.memory {
+            Some(m) => m.clone(),
+            None => with_ids(&config.devices.memory),
         }
     }
 
@@ -65,4 +105,19 @@ impl LiveDevices {
             .find(|n| !self.disks.iter().any(|d| d.node.as_deref() == Some(n)))
             .unwrap_or_else(|| "disk-hp".into())
     }
+}
+
+/// `devs` with the ids the command line gives them filled in as aliases.
+fn with_ids(
+    devs: &[novacron_domain::model::MemoryDevice],
+) -> Vec<novacron_domain::model::MemoryDevice> {
+    let ids = novacron_domain::model::memory_device_ids(devs);
+    devs.iter()
+        .zip(ids)
+        .map(|(d, id)| {
+            let mut d = d.clone();
+            d.alias = Some(id);
+            d
+        })
+        .collect()
 }

@@ -135,7 +135,18 @@ impl Live {
     pub fn config(&self) -> novacron_domain::DomainConfig {
         let mut config = self.record.config.clone();
         config.cputune = self.cputune();
-        config.devices.disks = self.devices().disks.into_iter().map(|d| d.disk).collect();
+        let devices = self.devices();
+        // vCPUs, memory devices and the balloon target as hot-plugged since the start.
+        let vcpus = devices.vcpus(&self.record.config);
+        // Unchanged since the start: the config as started (no `current` spelled out).
+        if vcpus != config.vcpu.current.unwrap_or(config.vcpu.count) {
+            config.vcpu.current = Some(vcpus);
+        }
+        config.devices.memory = devices.memory(&self.record.config);
+        if let Some(b) = devices.balloon_kib {
+            config.memory.current_kib = Some(b);
+        }
+        config.devices.disks = devices.disks.into_iter().map(|d| d.disk).collect();
         config
     }
 

@@ -110,6 +110,10 @@ impl<'a> Line<'a> {
                 "domain {name}: {} pinned thread(s) had drifted and were put back",
                 drifted.len()
             ),
+            EventKind::LiveDevicesDrifted { drifted } => format!(
+                "domain {name}: the live device set had drifted ({}); record corrected",
+                drifted.join("; ")
+            ),
             EventKind::RemoteStateChanged { host, from, to } => {
                 line.host = Some(host);
                 line.from = from.map(|s| s.to_string());

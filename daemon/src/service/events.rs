@@ -54,6 +54,11 @@ pub enum EventKind {
     PinsRestored {
         drifted: Vec<super::placement::Drift>,
     },
+    /// A restarted daemon found the guest's vCPUs or memory devices differing from its record
+    /// (QEMU is the truth: the record was corrected).
+    LiveDevicesDrifted {
+        drifted: Vec<String>,
+    },
     /// A domain on a remote vendor host changed power state (`from` absent: it appeared;
     /// `to` absent: it is gone). `domain` is the vendor's VM name.
     RemoteStateChanged {

@@ -17,6 +17,7 @@ pub mod host_metrics;
 mod host_resources;
 pub mod jobs;
 mod lifecycle;
+pub mod live_resources;
 pub mod metadata;
 pub mod metrics;
 pub mod migration;

@@ -27,6 +27,9 @@ struct Adopted {
     events: Option<Subscription>,
     /// Pinned threads whose affinity was found changed and put back (or why not).
     drift: Result<Vec<super::placement::Drift>, String>,
+    /// What the recorded live device set (vCPUs, memory devices) had wrong against QEMU
+    /// (corrected in the record), or why it could not be checked.
+    devices_drift: Result<Vec<String>, String>,
 }
 
 pub(super) async fn recover(inner: &Arc<Inner>) {
@@ -218,6 +221,24 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
                         tracing::warn!(domain = %name, pid, %error, "cannot check the pins of a reconnected guest");
                     }
                 }
+                match &adopted.devices_drift {
+                    Ok(drifted) if drifted.is_empty() => {}
+                    Ok(drifted) => {
+                        tracing::warn!(domain = %name, pid, ?drifted, "the live device set had drifted; record corrected");
+                        if let Err(e) = inner.records.save(&adopted.live.record_now()).await {
+                            tracing::warn!(domain = %name, error = %e, "cannot update the runtime record");
+                        }
+                        inner.events.publish(
+                            &name,
+                            EventKind::LiveDevicesDrifted {
+                                drifted: drifted.clone(),
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(domain = %name, pid, %error, "cannot check the live device set of a reconnected guest");
+                    }
+                }
             }
             Monitor::Lost(error) => {
                 tracing::error!(domain = %name, pid, %error, "guest is running but its monitor cannot be reached; leaving it alone");
@@ -296,6 +317,8 @@ async fn adopt(mut record: RuntimeRecord) -> Adopted {
     };
     // The record holds the pins in force (live changes included): put back what drifted.
     let drift = super::placement::restore_drifted(&client, pid, &record.config).await;
+    // The live device set is checked against QEMU; the record is corrected where it differs.
+    let devices_drift = super::live_resources::verify::verify(&client, &mut record).await;
     let taking_over = match &mut record.incoming {
         Some(mark) if mark.phase == IncomingPhase::TakingOver => {
             mark.phase = IncomingPhase::Finished;
@@ -338,6 +361,7 @@ async fn adopt(mut record: RuntimeRecord) -> Adopted {
         state,
         events: Some(events),
         drift,
+        devices_drift,
     }
 }
 
@@ -347,6 +371,7 @@ fn lost(record: RuntimeRecord, error: String) -> Adopted {
         state: UpState::Running,
         events: None,
         drift: Ok(Vec::new()),
+        devices_drift: Ok(Vec::new()),
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Devices {
     pub sounds: Vec<super::spice::Sound>,
     #[serde(default)]
     pub audios: Vec<super::spice::Audio>,
+    /// `<memory model='dimm'|'virtio-mem'>`: hot-pluggable RAM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory: Vec<super::memory_device::MemoryDevice>,
 }
 
 /// Guest-visible device address. PCI addresses matter (guest NIC naming, Windows drivers).

@@ -159,6 +159,8 @@ impl DomainConfig {
             sounds: _,
             // Only backends that open nothing on the host exist in the model (none, spice).
             audios: _,
+            // Anonymous RAM of QEMU's own: nothing on the host is named.
+            memory: _,
         } = devices;
         // The port is picked by the host layer (autoport) or a number: only where it listens
         // is a host resource.

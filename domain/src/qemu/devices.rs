@@ -224,6 +224,12 @@ pub(super) fn devices(
             );
         }
     }
+    let ids = memory_device_ids(&dv.memory);
+    for (m, id) in dv.memory.iter().zip(&ids) {
+        let [backend, device] = super::memory_devices::argv(d, m, id, &pci(&m.address));
+        a.push("-object", backend);
+        a.push("-device", device);
+    }
     for (i, r) in dv.rngs.iter().enumerate() {
         a.push(
             "-object",

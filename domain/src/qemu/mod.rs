@@ -4,6 +4,7 @@ mod argv;
 mod devices;
 pub mod hotplug;
 pub(crate) mod memory;
+pub mod memory_devices;
 mod netdisk;
 mod spice;
 mod virtiofs;

@@ -541,6 +541,9 @@ pub(super) fn pci_addresses(v: &mut V, dv: &Devices) {
     if let Some(x) = &dv.memballoon {
         push("devices.memballoon.address".into(), &x.address);
     }
+    for (i, x) in dv.memory.iter().enumerate() {
+        push(format!("devices.memory[{i}].address"), &x.address);
+    }
     if let Some(x) = &dv.watchdog {
         push("devices.watchdog.address".into(), &x.address);
     }

@@ -263,6 +263,9 @@ fn chipset_slots(v: &mut V, dv: &Devices) {
     if let Some(x) = &dv.memballoon {
         check("devices.memballoon.address".into(), &x.address, None);
     }
+    for (i, x) in dv.memory.iter().enumerate() {
+        check(format!("devices.memory[{i}].address"), &x.address, None);
+    }
     if let Some(x) = &dv.watchdog {
         check("devices.watchdog.address".into(), &x.address, None);
     }

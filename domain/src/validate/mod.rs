@@ -8,6 +8,7 @@
 mod devices;
 mod filesystem;
 pub(crate) mod machine;
+mod memory_devices;
 pub(crate) mod netdisk;
 mod nic_host;
 pub mod nic_qos;
@@ -209,6 +210,7 @@ fn check(v: &mut V, d: &DomainConfig) {
         }
     }
     resources::memory(v, d);
+    memory_devices::memory_devices(v, d);
     resources::vcpu(v, d);
     resources::cpu(v, d);
     resources::cputune(v, d);

@@ -970,6 +970,26 @@ fn devices(w: &mut W, d: &Devices) {
         address(w, &r.address);
         w.close("rng");
     }
+    for m in &d.memory {
+        w.open("memory", &[("model", s(m.model.as_str()))]);
+        w.open("target", &[]);
+        w.text("size", &[("unit", s("KiB"))], &m.size_kib.to_string());
+        if let Some(n) = m.node {
+            w.text("node", &[], &n.to_string());
+        }
+        if let Some(b) = m.block_kib {
+            w.text("block", &[("unit", s("KiB"))], &b.to_string());
+        }
+        if let Some(r) = m.requested_kib {
+            w.text("requested", &[("unit", s("KiB"))], &r.to_string());
+        }
+        w.close("target");
+        if let Some(a) = &m.alias {
+            w.empty("alias", &[("name", s(a))]);
+        }
+        address(w, &m.address);
+        w.close("memory");
+    }
     w.close("devices");
 }
 

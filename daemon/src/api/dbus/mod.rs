@@ -188,7 +188,10 @@ async fn on_event(
         EventKind::ReconnectFailed { pid, error } => {
             DomainObject::reconnect_failed(&emitter, *pid, error).await?;
         }
-        EventKind::Defined { .. } | EventKind::Undefined | EventKind::PinsRestored { .. } => {}
+        EventKind::Defined { .. }
+        | EventKind::Undefined
+        | EventKind::PinsRestored { .. }
+        | EventKind::LiveDevicesDrifted { .. } => {}
         EventKind::RemoteStateChanged { .. } => {}
         EventKind::MigrationStarted { .. } => {}
         EventKind::MigrationProgress { progress: p } => {

@@ -1189,6 +1189,148 @@ impl DomainObject {
         serde_json::to_string(&answer).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
+    /// `setvcpus`: `request` is the JSON body of `PUT /v1/domains/{name}/vcpus`
+    /// (`{"count", "live", "config", "maximum", "timeout"}`); answers `vcpucount` as JSON.
+    #[zbus(out_args("counts"))]
+    async fn set_vcpus(
+        &self,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let request = serde_json::from_str(&request)
+            .map_err(|e| DbusError::invalid_args(format!("request: {e}")))?;
+        let op = crate::ops::live_resources::SetVcpus {
+            domain: self.name.clone(),
+            request,
+        };
+        let out = run(&self.service, actor, op).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `vcpucount` as JSON.
+    #[zbus(out_args("counts"))]
+    async fn vcpu_count(&self) -> Result<String, DbusError> {
+        let out = self.service.vcpu_count(&self.name).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `setmem`: `request` is the JSON body of `PUT .../memory/balloon`
+    /// (`{"size_kib", "live", "config"}`); answers `dommemstat` as JSON.
+    #[zbus(out_args("stats"))]
+    async fn set_memory(
+        &self,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let request = serde_json::from_str(&request)
+            .map_err(|e| DbusError::invalid_args(format!("request: {e}")))?;
+        let op = crate::ops::live_resources::SetMem {
+            domain: self.name.clone(),
+            request,
+        };
+        let out = run(&self.service, actor, op).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `dommemstat` as JSON.
+    #[zbus(out_args("stats"))]
+    async fn memory_stats(&self) -> Result<String, DbusError> {
+        let out = self.service.mem_stats(&self.name, None).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `dommemstat --period`: the balloon's statistics interval (seconds; 0: off).
+    #[zbus(out_args("stats"))]
+    async fn set_memory_stats_period(
+        &self,
+        period: u32,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let op = crate::ops::live_resources::DomMemStat {
+            domain: self.name.clone(),
+            period: Some(period),
+        };
+        let out = run(&self.service, actor, op).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// Requested against guest-visible memory as JSON (the definition's when `config`).
+    #[zbus(out_args("memory"))]
+    async fn memory_info(&self, config: bool) -> Result<String, DbusError> {
+        let out = self.service.memory_report(&self.name, config).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `update-memory-device`: `request` is `{"requested_kib", "live", "config"}`.
+    #[zbus(out_args("memory"))]
+    async fn update_memory_device(
+        &self,
+        alias: String,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let request = serde_json::from_str(&request)
+            .map_err(|e| DbusError::invalid_args(format!("request: {e}")))?;
+        let op = crate::ops::live_resources::UpdateMemoryDevice {
+            domain: self.name.clone(),
+            alias,
+            request,
+        };
+        let out = run(&self.service, actor, op).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// Attaches memory: `request` is the JSON body of `POST .../memory/devices`
+    /// (`{"xml": "<memory model='dimm'>..."}` or `{"device": {...}}`, with `live`/`config`).
+    #[zbus(out_args("memory"))]
+    async fn attach_memory(
+        &self,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let body: crate::ops::live_resources::AttachMemoryRequest = serde_json::from_str(&request)
+            .map_err(|e| DbusError::invalid_args(format!("request: {e}")))?;
+        let (device, scope) = body.device()?;
+        let op = crate::ops::live_resources::AttachMemory {
+            domain: self.name.clone(),
+            device,
+            scope,
+        };
+        let out = run(&self.service, actor, op).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// Detaches memory device `alias`: `options` is `{"live", "config", "timeout"}` as JSON.
+    #[zbus(out_args("memory"))]
+    async fn detach_memory(
+        &self,
+        alias: String,
+        options: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let options = serde_json::from_str(&options)
+            .map_err(|e| DbusError::invalid_args(format!("options: {e}")))?;
+        let op = crate::ops::live_resources::DetachMemory {
+            domain: self.name.clone(),
+            alias,
+            options,
+        };
+        let out = run(&self.service, actor, op).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
     /// The guest was reset (by itself, by Reset, or as part of a reboot).
     #[zbus(signal)]
     pub async fn guest_reset(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod hosts;
 mod limits;
+mod live_resources;
 pub mod metrics;
 mod migration;
 mod networks;

@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::disks::DiskEndpoint;
 use super::error::ApiError;
 use super::hosts::HostEndpoint;
+use super::live_resources::ResourceEndpoint;
 use super::migration::MigrationEndpoint;
 use super::networks::NetworkEndpoint;
 use super::pools::PoolEndpoint;
@@ -73,6 +74,8 @@ pub enum Endpoint {
     Addresses,
     /// `/v1/templates/...`: domain templates (see `templates.rs`).
     Templates(TemplateEndpoint),
+    /// `/v1/domains/{name}/vcpus`, `/v1/domains/{name}/memory...` (see `live_resources.rs`).
+    Resources(ResourceEndpoint),
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -556,6 +559,51 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/templates/{template}/deploy",
         Endpoint::Templates(TemplateEndpoint::Deploy),
     ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/vcpus",
+        Endpoint::Resources(ResourceEndpoint::SetVcpus),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/vcpus",
+        Endpoint::Resources(ResourceEndpoint::VcpuCount),
+    ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/memory/balloon",
+        Endpoint::Resources(ResourceEndpoint::SetMem),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/memory/stats",
+        Endpoint::Resources(ResourceEndpoint::MemStats),
+    ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/memory/stats",
+        Endpoint::Resources(ResourceEndpoint::MemStatsPeriod),
+    ),
+    (
+        Method::GET,
+        "/v1/domains/{name}/memory",
+        Endpoint::Resources(ResourceEndpoint::MemInfo),
+    ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/memory/devices/{alias}",
+        Endpoint::Resources(ResourceEndpoint::UpdateMemoryDevice),
+    ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/memory/devices",
+        Endpoint::Resources(ResourceEndpoint::AttachMemory),
+    ),
+    (
+        Method::DELETE,
+        "/v1/domains/{name}/memory/devices/{alias}",
+        Endpoint::Resources(ResourceEndpoint::DetachMemory),
+    ),
 ];
 
 impl Endpoint {
@@ -630,6 +678,7 @@ impl Endpoint {
             },
             Endpoint::Addresses => &table::DOMIFADDR,
             Endpoint::Templates(t) => t.info(),
+            Endpoint::Resources(r) => r.info(),
         }
     }
 }
@@ -911,6 +960,9 @@ pub(crate) async fn dispatch(
         Endpoint::Events => super::events::stream(&req, ctx, &caller),
         Endpoint::Remote(endpoint) => super::hosts::dispatch(endpoint, req, ctx, caller).await,
         Endpoint::Disks(endpoint) => super::disks::dispatch(endpoint, req, ctx, actor).await,
+        Endpoint::Resources(endpoint) => {
+            super::live_resources::dispatch(endpoint, req, ctx, actor).await
+        }
         Endpoint::Migration(endpoint) => {
             super::migration::dispatch(endpoint, &param, req, ctx).await
         }

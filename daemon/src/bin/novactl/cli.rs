@@ -406,6 +406,9 @@ pub enum Command {
     /// Domain templates (template-create, template-deploy, ...)
     #[command(flatten)]
     Templates(crate::templates::TemplateCommand),
+    /// vCPUs and memory (setvcpus, vcpucount, setmem, dommemstat, ...)
+    #[command(flatten)]
+    Resources(crate::live_resources::ResourceCommand),
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]

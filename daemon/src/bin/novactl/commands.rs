@@ -280,6 +280,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Storage(cmd) => crate::volumes::run(&ctx.client, ctx.json, cmd).await,
         Command::Net(c) => crate::networks::run(&ctx.client, ctx.json, c).await,
         Command::Templates(c) => crate::templates::run(&ctx.client, ctx.json, c).await,
+        Command::Resources(c) => crate::live_resources::run(&ctx.client, ctx.json, c).await,
     }
 }
 

@@ -159,7 +159,7 @@ pub struct ResizeArgs {
     pub size: String,
 }
 
-fn parse_size(s: &str) -> Result<u64, CliError> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, CliError> {
     let (num, mult) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
             let m: u64 = match c.to_ascii_uppercase() {

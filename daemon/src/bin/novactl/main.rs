@@ -8,6 +8,7 @@ mod commands;
 mod console;
 mod disks;
 mod exit;
+mod live_resources;
 mod migrate;
 mod networks;
 mod output;

@@ -118,7 +118,12 @@ fn resolve(h: &DomainHandle, scope: DiskScope) -> Result<(Option<Arc<Live>>, boo
 impl Inner {
     /// Writes the live device set into the runtime record, atomically; only then is a live
     /// change reported done.
-    async fn save_live(&self, name: &str, live: &Live, devices: LiveDevices) -> Result<(), Error> {
+    pub(super) async fn save_live(
+        &self,
+        name: &str,
+        live: &Live,
+        devices: LiveDevices,
+    ) -> Result<(), Error> {
         live.set_devices(devices);
         self.records
             .save(&live.record_now())
@@ -131,7 +136,11 @@ impl Inner {
     }
 
     /// Validates and saves `config` as `h`'s persistent definition (same trust).
-    async fn save_definition(&self, h: &DomainHandle, config: DomainConfig) -> Result<(), Error> {
+    pub(super) async fn save_definition(
+        &self,
+        h: &DomainHandle,
+        config: DomainConfig,
+    ) -> Result<(), Error> {
         let definition = h.definition();
         let trust = definition.trust;
         let validated = self.prepare(config, Some(definition))?;

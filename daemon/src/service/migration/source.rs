@@ -341,7 +341,13 @@ impl Run_<'_> {
         // flash contents in the stream.
         let mut sent = self.live.record.config.clone();
         // The disks QEMU has now (hot-plugged ones included), at the addresses they have here.
-        sent.devices.disks = self.live.config().devices.disks;
+        let now = self.live.config();
+        sent.devices.disks = now.devices.disks;
+        // The vCPUs and memory devices it has now: the destination starts with the same set
+        // (QEMU refuses a stream from a different device set).
+        sent.vcpu.current = now.vcpu.current;
+        sent.devices.memory = now.devices.memory;
+        sent.memory.current_kib = now.memory.current_kib;
         if matches!(
             definition.config.config().os.firmware,
             novacron_domain::model::Firmware::UefiAuto { .. }

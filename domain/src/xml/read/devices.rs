@@ -26,8 +26,8 @@ pub(super) fn devices(e: &Element, i440fx: bool) -> R<Devices> {
             "rng",
             "audio",
             "filesystem",
-            // Refused below with the reason.
             "memory",
+            // Refused below with the reason.
             "sound",
             "redirdev",
         ],
@@ -55,14 +55,7 @@ pub(super) fn devices(e: &Element, i440fx: bool) -> R<Devices> {
             "hostdev" => d.hostdevs.push(hostdev(c)?),
             "rng" => d.rngs.push(rng(c)?),
             "filesystem" => d.filesystems.push(super::filesystem::filesystem(c)?),
-            "memory" => {
-                return Err(refused(
-                    c,
-                    "memory devices (dimm, nvdimm, virtio-mem) are hot-pluggable RAM, which \
-                     NovaCron does not manage yet (memory hotplug); give the guest its RAM in \
-                     <memory>",
-                ))
-            }
+            "memory" => d.memory.push(super::memory_device::memory_device(c)?),
             "audio" => d.audios.push(super::spice::audio(c)?),
             "sound" => d.sounds.push(super::spice::sound(c)?),
             "redirdev" => d.redirdevs.push(super::spice::redirdev(c)?),

@@ -30,6 +30,7 @@
 mod devices;
 mod filesystem;
 mod iotune;
+mod memory_device;
 mod netdisk;
 mod nic_qos;
 mod platform;
@@ -69,6 +70,19 @@ pub fn parse_disk(xml: &str) -> R<Disk> {
         });
     }
     devices::disk(&root)
+}
+
+/// One `<memory model=..>` device element (hotplug requests).
+pub fn parse_memory_device(xml: &str) -> R<MemoryDevice> {
+    let root = tree::parse(xml, &[])?;
+    if root.name != "memory" {
+        return Err(XmlError::Missing {
+            what: format!("element <memory> (found <{}>)", root.name),
+            path: root.path.clone(),
+            line: root.line,
+        });
+    }
+    memory_device::memory_device(&root)
 }
 
 fn domain(d: &Element) -> R<DomainConfig> {

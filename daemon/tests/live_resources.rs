@@ -1,0 +1,494 @@
+//! Issue 19: a running guest that changes, on a real novacrond and real QEMU.
+//!
+//! - The Linux test guest (TCG, `-smp 1,maxcpus=4`, a virtio-mem device, a balloon): vCPUs to
+//!   3 (the guest's /proc/cpuinfo shows 3), one unplugged (the guest acknowledges); virtio-mem
+//!   +256 MiB (MemTotal grows) and back; the balloon to 192 MiB (dommemstat shows it); bad
+//!   input refused with nothing changed; the daemon `kill -9`ed: the next one knows the live set.
+//! - An OS-less guest (KVM): a vCPU plug works without an OS; a vCPU unplug is refused with
+//!   the reason (QEMU's ACPI CPU hotplug stays in legacy mode without an OS); a DIMM is plugged
+//!   and its unplug never acknowledged (a timed-out job, the DIMM recorded as unplugging, the
+//!   definition unchanged); a vCPU added behind the daemon's back is drift the next daemon
+//!   reports.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::daemon::{curl, Reply};
+use common::Env;
+use serde_json::{json, Value};
+
+const JSON: &str = "Content-Type: application/json";
+
+fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    match body {
+        Some(b) => curl(
+            socket,
+            method,
+            path,
+            &["-H", JSON, "--data-binary", &b.to_string()],
+        ),
+        None => curl(socket, method, path, &[]),
+    }
+}
+
+fn ok(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let r = call(socket, method, path, body);
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{method} {path}: {} {}",
+        r.status,
+        r.body
+    );
+    r.json()
+}
+
+fn define_and_start(socket: &Path, name: &str, xml: &str) {
+    let r = curl(
+        socket,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", xml],
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    ok(socket, "POST", &format!("/v1/domains/{name}/start"), None);
+}
+
+fn record(env: &Env, name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(env.record(name)).unwrap()).unwrap()
+}
+
+/// Polls the guest with `command` until `done` holds for its output (deadline `within`).
+async fn until(
+    shell: &mut novacron_tests::GuestShell,
+    command: &str,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let out = shell
+            .run_ok(command, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{command}: still {out:?} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn mem_total_kib(meminfo: &str) -> u64 {
+    meminfo
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("MemTotal in {meminfo:?}"))
+}
+
+const MIB: u64 = 1024;
+
+#[tokio::test]
+async fn vcpus_memory_and_balloon_of_a_linux_guest() {
+    use novacron_tests::{test_guest_domain_xml_with, GuestShell, COMMAND_CHANNEL};
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let sock = d.socket.clone();
+    let name = "lr-linux";
+    let devices = format!(
+        "{}<memballoon model='virtio'/>\
+         <memory model='virtio-mem'><target><size unit='MiB'>512</size><node>0</node>\
+         <block unit='KiB'>2048</block><requested unit='KiB'>0</requested></target></memory>",
+        novacron_tests::COMMAND_CHANNEL_XML
+    );
+    // Hot-added memory comes up movable, so virtio-mem can take it back.
+    let xml = tokio::task::spawn_blocking(move || {
+        test_guest_domain_xml_with(name, "memhp_default_state=online_movable", &devices)
+    })
+    .await
+    .unwrap()
+    .expect("test guest")
+    .replace("<vcpu>1</vcpu>", "<vcpu current='1'>4</vcpu>")
+    .replace(
+        "<memory unit='MiB'>256</memory>",
+        "<maxMemory slots='4' unit='MiB'>1024</maxMemory><memory unit='MiB'>256</memory>",
+    );
+    define_and_start(&sock, name, &xml);
+    common::wait_file(
+        &env.serial_log(name),
+        novacron_tests::READY_MARKER,
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    let socket = env
+        .config
+        .run_dir
+        .join(format!("domains/{name}.d"))
+        .join(format!("{COMMAND_CHANNEL}.sock"));
+    let mut shell = GuestShell::connect(&socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let vcpus = format!("/v1/domains/{name}/vcpus");
+    let count = ok(&sock, "GET", &vcpus, None);
+    assert_eq!(count["live_maximum"], 4, "{count}");
+    assert_eq!(count["live_current"], 1, "{count}");
+    let online = "cat /sys/devices/system/cpu/online";
+    until(&mut shell, online, Duration::from_secs(10), |o| {
+        o.trim() == "0"
+    })
+    .await;
+
+    // vCPUs to 3: the guest sees 3 (its watcher onlines them).
+    let c = ok(
+        &sock,
+        "PUT",
+        &vcpus,
+        Some(&json!({ "count": 3, "live": true })),
+    );
+    assert_eq!(c["live_current"], 3, "{c}");
+    assert_eq!(c["live_plugged"], 3, "{c}");
+    assert_eq!(record(&env, name)["live_devices"]["vcpus"], 3);
+    until(&mut shell, online, Duration::from_secs(60), |o| {
+        o.trim() == "0-2"
+    })
+    .await;
+    let n = shell
+        .run_ok("grep -c ^processor /proc/cpuinfo", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(n.trim(), "3", "{n}");
+    // --live left the definition alone.
+    assert_eq!(c["config_current"], 1, "{c}");
+
+    // One unplugged: Linux acknowledges, so the job ends with the vCPU gone.
+    let c = ok(
+        &sock,
+        "PUT",
+        &vcpus,
+        Some(&json!({ "count": 2, "live": true, "timeout": 120 })),
+    );
+    assert_eq!(c["live_current"], 2, "{c}");
+    assert_eq!(c["live_plugged"], 2, "{c}");
+    assert!(c.get("unplugging").is_none(), "{c}");
+    until(&mut shell, online, Duration::from_secs(60), |o| {
+        o.trim() == "0-1"
+    })
+    .await;
+
+    // Memory: virtio-mem +256 MiB, MemTotal grows; back to 0, it shrinks again.
+    let meminfo = "grep MemTotal /proc/meminfo";
+    let before = mem_total_kib(
+        &shell
+            .run_ok(meminfo, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    let dev = format!("/v1/domains/{name}/memory/devices/virtiomem0");
+    let m = ok(
+        &sock,
+        "PUT",
+        &dev,
+        Some(&json!({ "requested_kib": 256 * MIB, "live": true })),
+    );
+    assert_eq!(m["requested_kib"], (256 + 256) * MIB, "{m}");
+    until(&mut shell, meminfo, Duration::from_secs(120), |o| {
+        mem_total_kib(o) >= before + 250 * MIB
+    })
+    .await;
+    // QEMU says what the guest plugged: requested against guest-visible.
+    let info = format!("/v1/domains/{name}/memory");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = ok(&sock, "GET", &info, None);
+        if m["devices"][0]["plugged_kib"] == 256 * MIB {
+            assert_eq!(m["plugged_kib"], (256 + 256) * MIB, "{m}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never plugged: {m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(
+        &sock,
+        "PUT",
+        &dev,
+        Some(&json!({ "requested_kib": 0, "live": true })),
+    );
+    until(&mut shell, meminfo, Duration::from_secs(120), |o| {
+        mem_total_kib(o) < before + 10 * MIB
+    })
+    .await;
+
+    // The balloon to 192 MiB: QEMU's actual follows, and the guest's statistics show.
+    let stats = format!("/v1/domains/{name}/memory/stats");
+    ok(&sock, "PUT", &stats, Some(&json!({ "period": 1 })));
+    ok(
+        &sock,
+        "PUT",
+        &format!("/v1/domains/{name}/memory/balloon"),
+        Some(&json!({ "size_kib": 192 * MIB, "live": true })),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = ok(&sock, "GET", &stats, None);
+        if s["actual"] == 192 * MIB && s["stats"].get("available").is_some() {
+            assert_eq!(s["target"], 192 * MIB, "{s}");
+            assert_eq!(s["period"], 1, "{s}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "balloon: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Bad input: refused with the reason, nothing changed.
+    let before_count = ok(&sock, "GET", &vcpus, None);
+    let before_mem = ok(&sock, "GET", &info, None);
+    for (method, path, body, needle) in [
+        (
+            "PUT",
+            vcpus.clone(),
+            json!({ "count": 5, "live": true }),
+            "maximum",
+        ),
+        (
+            "PUT",
+            vcpus.clone(),
+            json!({ "count": 0, "live": true }),
+            "at least 1",
+        ),
+        (
+            "PUT",
+            dev.clone(),
+            json!({ "requested_kib": 1024 * MIB, "live": true }),
+            "size",
+        ),
+        (
+            "PUT",
+            dev.clone(),
+            json!({ "requested_kib": 1025, "live": true }),
+            "block",
+        ),
+        (
+            "PUT",
+            format!("/v1/domains/{name}/memory/balloon"),
+            json!({ "size_kib": 32 * MIB, "live": true }),
+            "minimum",
+        ),
+        (
+            "PUT",
+            format!("/v1/domains/{name}/memory/balloon"),
+            json!({ "size_kib": 300 * MIB, "live": true }),
+            "above the guest's memory",
+        ),
+        (
+            "POST",
+            format!("/v1/domains/{name}/memory/devices"),
+            json!({ "xml": "<memory model='dimm'><target><size unit='MiB'>512</size></target></memory>", "live": true }),
+            "maxMemory",
+        ),
+    ] {
+        let r = call(&sock, method, &path, Some(&body));
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            r.body.contains(needle),
+            "{body}: {needle:?} not in {}",
+            r.body
+        );
+    }
+    assert_eq!(
+        ok(&sock, "GET", &vcpus, None)["live_current"],
+        before_count["live_current"]
+    );
+    let after_mem = ok(&sock, "GET", &info, None);
+    assert_eq!(after_mem["requested_kib"], before_mem["requested_kib"]);
+    assert_eq!(after_mem["devices"], before_mem["devices"]);
+
+    // kill -9 the daemon: the next one knows the live set from the record, checked against
+    // QEMU (no drift: nothing changed behind its back).
+    drop(d);
+    let d = env.start_daemon("");
+    let c = ok(&d.socket, "GET", &vcpus, None);
+    assert_eq!(c["live_current"], 2, "{c}");
+    let m = ok(&d.socket, "GET", &info, None);
+    assert_eq!(m["devices"][0]["alias"], "virtiomem0", "{m}");
+    assert_eq!(m["devices"][0]["requested_kib"], 0, "{m}");
+    assert_eq!(m["balloon_target_kib"], 192 * MIB, "{m}");
+    // The domain's info shows the running guest's vCPUs and devices.
+    let info = ok(&d.socket, "GET", &format!("/v1/domains/{name}"), None);
+    assert_eq!(info["config"]["vcpu"]["current"], 2, "{info}");
+    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+    assert!(!log.contains("live device set had drifted"), "{log}");
+    ok(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{name}/destroy"),
+        None,
+    );
+}
+
+#[test]
+fn an_osless_guest_never_acknowledges_an_unplug() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let sock = d.socket.clone();
+    let name = "lr-osless";
+    let xml = format!(
+        "<domain type='{}'><name>{name}</name>
+           <maxMemory slots='2' unit='MiB'>512</maxMemory><memory unit='MiB'>64</memory>
+           <vcpu current='1'>3</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
+         </domain>",
+        match novacron_tests::osless_accel() {
+            novacron_tests::Accel::Kvm => "kvm",
+            novacron_tests::Accel::Tcg => "qemu",
+        }
+    );
+    define_and_start(&sock, name, &xml);
+    let vcpus = format!("/v1/domains/{name}/vcpus");
+    // A plug needs no guest.
+    let c = ok(
+        &sock,
+        "PUT",
+        &vcpus,
+        Some(&json!({ "count": 2, "live": true })),
+    );
+    assert_eq!(c["live_plugged"], 2, "{c}");
+    // Without an OS, QEMU's ACPI CPU hotplug stays in legacy mode: a vCPU unplug is refused
+    // at once, with the reason, and nothing changes.
+    let r = call(
+        &sock,
+        "PUT",
+        &vcpus,
+        Some(&json!({ "count": 1, "live": true, "config": true, "timeout": 2 })),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("ACPI CPU hot-unplug"), "{}", r.body);
+    let c = ok(&sock, "GET", &vcpus, None);
+    assert_eq!(c["live_plugged"], 2, "{c}");
+    assert_eq!(c["live_current"], 2, "{c}");
+    assert!(c.get("unplugging").is_none(), "{c}");
+    assert_eq!(c["config_current"], 1, "{c}");
+    // A DIMM plugs without a guest ...
+    let devices = format!("/v1/domains/{name}/memory/devices");
+    let m = ok(
+        &sock,
+        "POST",
+        &devices,
+        Some(&json!({
+            "xml": "<memory model='dimm'><target><size unit='MiB'>128</size></target></memory>",
+            "live": true
+        })),
+    );
+    assert_eq!(m["devices"][0]["alias"], "dimm0", "{m}");
+    assert_eq!(m["devices"][0]["plugged_kib"], 128 * 1024, "{m}");
+    assert_eq!(
+        record(&env, name)["live_devices"]["memory"][0]["alias"],
+        "dimm0"
+    );
+    // ... but its unplug waits for the guest, which never answers: a typed timeout, the DIMM
+    // still there and marked unplugging, the definition untouched.
+    let r = call(
+        &sock,
+        "DELETE",
+        &format!("{devices}/dimm0?live=true&timeout=2"),
+        None,
+    );
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.error_code(), "timeout", "{}", r.body);
+    let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
+    assert_eq!(m["devices"][0]["alias"], "dimm0", "{m}");
+    assert_eq!(m["devices"][0]["unplugging"], true, "{m}");
+    assert_eq!(m["devices"][0]["plugged_kib"], 128 * 1024, "{m}");
+    assert_eq!(
+        record(&env, name)["live_devices"]["memory_unplugging"],
+        json!(["dimm0"])
+    );
+    let def = ok(
+        &sock,
+        "GET",
+        &format!("/v1/domains/{name}/memory?config=true"),
+        None,
+    );
+    assert_eq!(def["devices"], json!([]), "{def}");
+    // The job ended: the domain takes other changes.
+    let c = ok(
+        &sock,
+        "PUT",
+        &vcpus,
+        Some(&json!({ "count": 2, "live": true })),
+    );
+    assert_eq!(c["live_plugged"], 2, "{c}");
+    // The slots and the ceiling hold: 64 + 128 + 512 > 512.
+    let r = call(
+        &sock,
+        "POST",
+        &devices,
+        Some(&json!({
+            "xml": "<memory model='dimm'><target><size unit='MiB'>512</size></target></memory>",
+            "live": true
+        })),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Above the maximum: refused, nothing changed.
+    let r = call(
+        &sock,
+        "PUT",
+        &vcpus,
+        Some(&json!({ "count": 4, "live": true })),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("maximum (3"), "{}", r.body);
+    assert_eq!(ok(&sock, "GET", &vcpus, None)["live_plugged"], 2);
+
+    // A vCPU added behind the daemon's back (raw QMP), then the daemon killed: the next one
+    // finds QEMU's 3 against the recorded 2, reports the drift and takes QEMU's word.
+    let slots = ok(
+        &sock,
+        "POST",
+        &format!("/v1/domains/{name}/qmp"),
+        Some(&json!({ "execute": "query-hotpluggable-cpus" })),
+    );
+    let free = slots["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s.get("qom-path").is_none())
+        .cloned()
+        .expect("a free slot");
+    let mut args = free["props"].clone();
+    args["driver"] = free["type"].clone();
+    args["id"] = json!("sneaky");
+    ok(
+        &sock,
+        "POST",
+        &format!("/v1/domains/{name}/qmp"),
+        Some(&json!({ "execute": "device_add", "arguments": args })),
+    );
+    drop(d);
+    let d = env.start_daemon("");
+    let c = ok(&d.socket, "GET", &vcpus, None);
+    assert_eq!(c["live_current"], 3, "{c}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&d.log)
+        .unwrap_or_default()
+        .contains("live device set had drifted")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drift event in the log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(record(&env, name)["live_devices"]["vcpus"], 3);
+    ok(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{name}/destroy"),
+        None,
+    );
+}
