@@ -579,7 +579,11 @@ async fn hotplug(rounds: usize) -> Result<String> {
     let argv = novacron_benches::daemon::raw_argv(&record, &raw_socket)?;
     let ports = root_ports(&argv);
     if ports.len() < rounds + 1 {
-        bail!("{} root ports for {} rounds: {argv:?}", ports.len(), rounds + 1);
+        bail!(
+            "{} root ports for {} rounds: {argv:?}",
+            ports.len(),
+            rounds + 1
+        );
     }
     let (_, child, qmp) = raw_spawn(&argv, &raw_socket, &[]).await?;
     let nl = Netlink::open()?;
@@ -618,8 +622,10 @@ async fn hotplug(rounds: usize) -> Result<String> {
                 .await?;
                 qmp.execute_raw(
                     "device_add",
-                    Some(&json!({ "driver": "virtio-net-pci", "id": format!("net{r}"),
-                                  "bus": ports[r], "netdev": netdev, "mac": mac_str(m) })),
+                    Some(
+                        &json!({ "driver": "virtio-net-pci", "id": format!("net{r}"),
+                                  "bus": ports[r], "netdev": netdev, "mac": mac_str(m) }),
+                    ),
                 )
                 .await?;
                 pair.1 = millis(t.elapsed());

@@ -590,12 +590,9 @@ fn two_guests_on_two_networks_reach_each_other_only_where_ports_are_not_isolated
     let host = Netns::new(format!("{p}k"));
     let links_before = host.links();
     let rules_before = host.nft_ruleset();
-    let forward_before = String::from_utf8_lossy(
-        &host
-            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])
-            .stdout,
-    )
-    .into_owned();
+    let forward_before =
+        String::from_utf8_lossy(&host.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout)
+            .into_owned();
     let mut d = NsDaemon::start(&env, &host);
 
     // Two NAT networks: "open" (guests see each other) and "iso" (isolated ports). Static
@@ -606,14 +603,13 @@ fn two_guests_on_two_networks_reach_each_other_only_where_ports_are_not_isolated
     for (net, octet, isolated) in [(&open, 81u8, false), (&iso, 82u8, true)] {
         let hosts: String = guests
             .iter()
-            .map(|(_, h)| {
-                format!(
-                    "<host mac='{}' ip='10.{octet}.0.{h}'/>",
-                    mac(octet, *h)
-                )
-            })
+            .map(|(_, h)| format!("<host mac='{}' ip='10.{octet}.0.{h}'/>", mac(octet, *h)))
             .collect();
-        let port = if isolated { "<port isolated='yes'/>" } else { "" };
+        let port = if isolated {
+            "<port isolated='yes'/>"
+        } else {
+            ""
+        };
         let xml = format!(
             "<network><name>{net}</name><forward mode='nat'/><bridge name='{net}b' stp='off'/>\
              {port}<ip address='10.{octet}.0.1' prefix='24'><dhcp>\
@@ -653,7 +649,11 @@ fn two_guests_on_two_networks_reach_each_other_only_where_ports_are_not_isolated
 
     // Both reach both gateways (their leases are configured) ...
     for sh in [&mut a, &mut b] {
-        assert!(sh.reaches("10.81.0.1"), "{} has no address on open", sh.name);
+        assert!(
+            sh.reaches("10.81.0.1"),
+            "{} has no address on open",
+            sh.name
+        );
         assert!(sh.reaches("10.82.0.1"), "{} has no address on iso", sh.name);
     }
     // ... each other on the open network, never on the isolated one.
@@ -673,11 +673,17 @@ fn two_guests_on_two_networks_reach_each_other_only_where_ports_are_not_isolated
         &d.socket,
         "POST",
         &format!("/v1/domains/{}/interfaces", guests[0].0),
-        &["-H", "Content-Type: application/json", "--data-binary", &body],
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
     );
     assert_eq!(r.status, 400, "{r:?}");
     assert!(
-        r.body.contains(&format!("already used by domain '{}'", guests[1].0)),
+        r.body
+            .contains(&format!("already used by domain '{}'", guests[1].0)),
         "{r:?}"
     );
     assert_eq!(guest_links(&host, &guests[0].0), taps_a);
@@ -693,7 +699,12 @@ fn two_guests_on_two_networks_reach_each_other_only_where_ports_are_not_isolated
             })
             .collect();
         let taps: Vec<_> = guests.iter().map(|(g, _)| guest_links(&host, g)).collect();
-        (pids, taps, without_counts(&host.nft_ruleset()), host.links())
+        (
+            pids,
+            taps,
+            without_counts(&host.nft_ruleset()),
+            host.links(),
+        )
     };
     let before_kill = facts(&d);
     assert!(before_kill.0.iter().all(Option::is_some), "{before_kill:?}");
@@ -710,7 +721,10 @@ fn two_guests_on_two_networks_reach_each_other_only_where_ports_are_not_isolated
     // kill -9: the guests keep their network while no daemon runs.
     d.kill9();
     assert!(a.reaches("10.81.0.12"), "a lost b with the daemon gone");
-    assert!(b.reaches("10.82.0.1"), "b lost its iso gateway with the daemon gone");
+    assert!(
+        b.reaches("10.82.0.1"),
+        "b lost its iso gateway with the daemon gone"
+    );
 
     // A new daemon adopts it all: the same dnsmasq processes, taps (same index, bridge,
     // isolation), bridges and rules; DHCP still answers; isolation still holds.
@@ -741,12 +755,9 @@ fn two_guests_on_two_networks_reach_each_other_only_where_ports_are_not_isolated
     }
     assert_eq!(host.links(), links_before);
     assert_eq!(host.nft_ruleset(), rules_before);
-    let forward_after = String::from_utf8_lossy(
-        &host
-            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])
-            .stdout,
-    )
-    .into_owned();
+    let forward_after =
+        String::from_utf8_lossy(&host.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout)
+            .into_owned();
     assert_eq!(forward_after, forward_before);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
