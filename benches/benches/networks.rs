@@ -590,7 +590,7 @@ async fn hotplug(rounds: usize) -> Result<String> {
     let br = ifindex(BRIDGE)?;
     let (mut ours, mut raw, mut qmp_only, mut ratios) = (vec![], vec![], vec![], vec![]);
     let mut held = vec![];
-    for r in 0..=rounds {
+    for (r, port) in ports.iter().enumerate().take(rounds + 1) {
         let daemon_first = r % 2 == 0;
         let mut pair = (0.0, 0.0);
         for side in 0..2 {
@@ -624,7 +624,7 @@ async fn hotplug(rounds: usize) -> Result<String> {
                     "device_add",
                     Some(
                         &json!({ "driver": "virtio-net-pci", "id": format!("net{r}"),
-                                  "bus": ports[r], "netdev": netdev, "mac": mac_str(m) }),
+                                  "bus": port, "netdev": netdev, "mac": mac_str(m) }),
                     ),
                 )
                 .await?;
