@@ -490,3 +490,290 @@ fn the_test_guest_on_a_nat_network_gets_a_lease_and_the_host_reaches_it_but_an_i
     assert_eq!(host.links(), links_before);
     assert_eq!(host.nft_ruleset(), rules_before);
 }
+
+/// `nft list ruleset` without the counters' figures (they rise with traffic).
+fn without_counts(ruleset: &str) -> String {
+    ruleset
+        .lines()
+        .map(|l| {
+            let mut out = Vec::new();
+            let mut w = l.split_whitespace();
+            while let Some(t) = w.next() {
+                if t == "packets" || t == "bytes" {
+                    w.next();
+                    continue;
+                }
+                out.push(t);
+            }
+            out.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The daemon's links for `domain` in `ns` (ifalias `novacron:<domain>`): (name, index,
+/// bridge, isolated port).
+fn guest_links(ns: &Netns, domain: &str) -> Vec<(String, u64, String, bool)> {
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(&ns.ip(&["-j", "-d", "link", "show"])).expect("ip -j");
+    let mut out: Vec<_> = v
+        .into_iter()
+        .filter(|l| l["ifalias"] == format!("novacron:{domain}"))
+        .map(|l| {
+            (
+                l["ifname"].as_str().unwrap_or_default().to_owned(),
+                l["ifindex"].as_u64().unwrap_or_default(),
+                l["master"].as_str().unwrap_or_default().to_owned(),
+                l["linkinfo"]["info_slave_data"]["isolated"] == true,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The test guest's command shell, driven from this (synchronous) test.
+struct Shell {
+    rt: tokio::runtime::Runtime,
+    sh: novacron_tests::GuestShell,
+    name: String,
+}
+
+impl Shell {
+    fn connect(env: &Env, name: &str) -> Shell {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let socket = env
+            .config
+            .run_dir
+            .join("domains")
+            .join(format!("{name}.d"))
+            .join(format!("{}.sock", novacron_tests::COMMAND_CHANNEL));
+        let sh = rt
+            .block_on(novacron_tests::GuestShell::connect(
+                &socket,
+                Duration::from_secs(30),
+            ))
+            .unwrap_or_else(|e| panic!("{name}'s command shell: {e:#}"));
+        Shell {
+            rt,
+            sh,
+            name: name.to_owned(),
+        }
+    }
+    fn run(&mut self, cmd: &str) -> (i32, String) {
+        self.rt
+            .block_on(self.sh.run(cmd, Duration::from_secs(60)))
+            .unwrap_or_else(|e| panic!("{} `{cmd}`: {e:#}", self.name))
+    }
+    /// One ping from the guest (TCG: a 3 s answer deadline).
+    fn ping(&mut self, addr: &str) -> bool {
+        self.run(&format!("ping -c 1 -W 3 {addr}")).0 == 0
+    }
+    /// Pings until one answer or 120 s (the guest's udhcpc configures its leases a moment
+    /// after dnsmasq recorded them; TCG is slow).
+    fn reaches(&mut self, addr: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if self.ping(addr) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[test]
+fn two_guests_on_two_networks_reach_each_other_only_where_ports_are_not_isolated_and_survive_a_daemon_kill(
+) {
+    let p = format!("n{}", std::process::id());
+    let env = Env::new();
+    let host = Netns::new(format!("{p}k"));
+    let links_before = host.links();
+    let rules_before = host.nft_ruleset();
+    let forward_before =
+        String::from_utf8_lossy(&host.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout)
+            .into_owned();
+    let mut d = NsDaemon::start(&env, &host);
+
+    // Two NAT networks: "open" (guests see each other) and "iso" (isolated ports). Static
+    // leases by MAC, so each guest's addresses are known.
+    let (open, iso) = (format!("{p}op"), format!("{p}is"));
+    let guests = [(format!("{p}ga"), 11u8), (format!("{p}gb"), 12u8)];
+    let mac = |net: u8, host: u8| format!("52:54:00:{net:02x}:00:{host:02x}");
+    for (net, octet, isolated) in [(&open, 81u8, false), (&iso, 82u8, true)] {
+        let hosts: String = guests
+            .iter()
+            .map(|(_, h)| format!("<host mac='{}' ip='10.{octet}.0.{h}'/>", mac(octet, *h)))
+            .collect();
+        let port = if isolated {
+            "<port isolated='yes'/>"
+        } else {
+            ""
+        };
+        let xml = format!(
+            "<network><name>{net}</name><forward mode='nat'/><bridge name='{net}b' stp='off'/>\
+             {port}<ip address='10.{octet}.0.1' prefix='24'><dhcp>\
+             <range start='10.{octet}.0.100' end='10.{octet}.0.120'/>{hosts}</dhcp></ip></network>"
+        );
+        let r = post_xml(&d.socket, "/v1/networks", &xml);
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/start"), &[]);
+        assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    }
+
+    // Two test guests, each with a NIC on both networks and the command shell.
+    for (g, h) in &guests {
+        let nics: String = [(&open, 81u8), (&iso, 82u8)]
+            .iter()
+            .map(|(net, octet)| {
+                format!(
+                    "<interface type='network'><source network='{net}'/><mac address='{}'/>\
+                     <model type='virtio'/></interface>",
+                    mac(*octet, *h)
+                )
+            })
+            .collect();
+        let xml = novacron_tests::test_guest_domain_xml_with(
+            g,
+            "novacron.dhcp=1",
+            &format!("{nics}{}", novacron_tests::COMMAND_CHANNEL_XML),
+        )
+        .unwrap();
+        let r = post_xml(&d.socket, "/v1/domains", &xml);
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = curl(&d.socket, "POST", &format!("/v1/domains/{g}/start"), &[]);
+        assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    }
+    let mut a = Shell::connect(&env, &guests[0].0);
+    let mut b = Shell::connect(&env, &guests[1].0);
+
+    // Both reach both gateways (their leases are configured) ...
+    for sh in [&mut a, &mut b] {
+        assert!(
+            sh.reaches("10.81.0.1"),
+            "{} has no address on open",
+            sh.name
+        );
+        assert!(sh.reaches("10.82.0.1"), "{} has no address on iso", sh.name);
+    }
+    // ... each other on the open network, never on the isolated one.
+    assert!(a.reaches("10.81.0.12"), "guest a cannot reach guest b");
+    assert!(b.reaches("10.81.0.11"), "guest b cannot reach guest a");
+    assert!(!a.ping("10.82.0.12"), "isolated ports: a reached b");
+    assert!(!b.ping("10.82.0.11"), "isolated ports: b reached a");
+
+    // A hot-added NIC with a MAC the other guest has: refused, nothing made.
+    let taps_a = guest_links(&host, &guests[0].0);
+    assert_eq!(taps_a.len(), 2, "{taps_a:?}");
+    let body = serde_json::json!({
+        "type": "network", "source": open, "mac": mac(81, 12), "live": true
+    })
+    .to_string();
+    let r = curl(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{}/interfaces", guests[0].0),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body
+            .contains(&format!("already used by domain '{}'", guests[1].0)),
+        "{r:?}"
+    );
+    assert_eq!(guest_links(&host, &guests[0].0), taps_a);
+
+    // What the daemon made, before the kill.
+    let facts = |d: &NsDaemon| {
+        let pids: Vec<Option<u64>> = [&open, &iso]
+            .iter()
+            .map(|n| {
+                curl(&d.socket, "GET", &format!("/v1/networks/{n}"), &[]).json()["info"]
+                    ["dnsmasq_pid"]
+                    .as_u64()
+            })
+            .collect();
+        let taps: Vec<_> = guests.iter().map(|(g, _)| guest_links(&host, g)).collect();
+        (
+            pids,
+            taps,
+            without_counts(&host.nft_ruleset()),
+            host.links(),
+        )
+    };
+    let before_kill = facts(&d);
+    assert!(before_kill.0.iter().all(Option::is_some), "{before_kill:?}");
+    for taps in &before_kill.1 {
+        let bridges: Vec<&str> = taps.iter().map(|t| t.2.as_str()).collect();
+        assert_eq!(bridges, [format!("{open}b"), format!("{iso}b")], "{taps:?}");
+        assert_eq!(
+            taps.iter().map(|t| t.3).collect::<Vec<_>>(),
+            [false, true],
+            "{taps:?}"
+        );
+    }
+
+    // kill -9: the guests keep their network while no daemon runs.
+    d.kill9();
+    assert!(a.reaches("10.81.0.12"), "a lost b with the daemon gone");
+    assert!(
+        b.reaches("10.82.0.1"),
+        "b lost its iso gateway with the daemon gone"
+    );
+
+    // A new daemon adopts it all: the same dnsmasq processes, taps (same index, bridge,
+    // isolation), bridges and rules; DHCP still answers; isolation still holds.
+    let d = NsDaemon::start(&env, &host);
+    let after = facts(&d);
+    assert_eq!(after, before_kill, "{}", d.log());
+    for (g, _) in &guests {
+        let v = curl(&d.socket, "GET", &format!("/v1/domains/{g}"), &[]).json();
+        assert_eq!(v["state"], "running", "{v}");
+    }
+    let (rc, out) = a.run("udhcpc -n -q -t 5 -T 2 -i eth0 -s /usr/share/udhcpc/default.script");
+    assert_eq!(rc, 0, "a's DHCP renewal after the restart: {out}");
+    assert!(a.reaches("10.81.0.12"));
+    assert!(!a.ping("10.82.0.12"), "isolation lost after the restart");
+
+    // Stopping everything leaves the namespace as it was: no interface, no rule, no dnsmasq
+    // (nothing runs in it but the daemon), ip_forward as before.
+    for (g, _) in &guests {
+        let r = curl(&d.socket, "POST", &format!("/v1/domains/{g}/destroy"), &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    for n in [&open, &iso] {
+        let r = curl(&d.socket, "POST", &format!("/v1/networks/{n}/stop"), &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    for pid in before_kill.0.iter().flatten() {
+        assert!(!pid_alive(*pid), "dnsmasq {pid} outlived its network");
+    }
+    assert_eq!(host.links(), links_before);
+    assert_eq!(host.nft_ruleset(), rules_before);
+    let forward_after =
+        String::from_utf8_lossy(&host.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout)
+            .into_owned();
+    assert_eq!(forward_after, forward_before);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pids = run("ip", &["netns", "pids", &host.0]);
+        let pids: Vec<u64> = String::from_utf8_lossy(&pids.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|p| pid_alive(*p))
+            .collect();
+        if pids == [u64::from(d.child.id())] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left running in the namespace besides the daemon: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

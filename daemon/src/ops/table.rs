@@ -888,6 +888,7 @@ pub static TEMPLATE_DEPLOY: OpInfo = OpInfo {
     novactl: Some("template-deploy"),
     domain: false,
     ..row("template-deploy", Access::Operate, "deploying a template")
+};
 pub static SETVCPUS: OpInfo = OpInfo {
     job: JobKind::Long(AsyncJob::Unplug),
     long: true,

@@ -375,6 +375,26 @@ impl Networks {
             .map(|(k, _)| k.clone())
             .collect();
         host::undo(&nl, &self.dirs, &mut r, &keep).await;
+        if let Some(heir) = keep.first() {
+            // The undo may have handed our ip_forward restore to `heir`'s record on disk: its
+            // in-memory record must carry it too, or its own stop would never restore it.
+            let p = record::path(&self.dirs.run, heir);
+            let reread = blocking(move || {
+                std::fs::read(&p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            })
+            .await?;
+            if let Some(h) = reread {
+                self.update(|s| {
+                    if let Some(e) = s.get_mut(&h.network) {
+                        if e.record.is_some() {
+                            e.record = Some(h.clone());
+                        }
+                    }
+                });
+            }
+        }
         let (dir, n) = (self.dirs.run.clone(), name.to_owned());
         blocking(move || record::remove(&dir, &n))
             .await?
