@@ -468,17 +468,20 @@ pub static VOL_DOWNLOAD: OpInfo = OpInfo {
 // The guest agent (qemu-ga): no job slot (agent I/O never holds one); each call has a deadline.
 pub static AGENT_INFO: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/agent")),
+    dbus: Some("org.novacron1.Domain.AgentInfo"),
     novactl: Some("guestinfo"),
     ..row("agent-info", Access::Read, "reading the guest agent")
 };
 pub static AGENT_PING: OpInfo = OpInfo {
     http: Some(("POST", "/v1/domains/{name}/agent/ping")),
+    dbus: Some("org.novacron1.Domain.AgentPing"),
     novactl: Some("guest-agent-ping"),
     ..row("agent-ping", Access::Read, "pinging the guest agent")
 };
 pub static AGENT_FSFREEZE: OpInfo = OpInfo {
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/agent/fsfreeze")),
+    dbus: Some("org.novacron1.Domain.AgentFsFreeze"),
     novactl: Some("domfsfreeze"),
     ..row(
         "agent-fsfreeze",
@@ -489,6 +492,7 @@ pub static AGENT_FSFREEZE: OpInfo = OpInfo {
 pub static AGENT_FSTHAW: OpInfo = OpInfo {
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/agent/fsthaw")),
+    dbus: Some("org.novacron1.Domain.AgentFsThaw"),
     novactl: Some("domfsthaw"),
     ..row(
         "agent-fsthaw",
@@ -498,6 +502,7 @@ pub static AGENT_FSTHAW: OpInfo = OpInfo {
 };
 pub static AGENT_INTERFACES: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/agent/interfaces")),
+    dbus: Some("org.novacron1.Domain.AgentInterfaces"),
     novactl: Some("domifaddr"),
     ..row("agent-interfaces", Access::Read, "reading guest interfaces")
 };
@@ -732,21 +737,25 @@ pub static SNAPSHOT_CREATE: OpInfo = OpInfo {
     long: true,
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/snapshots")),
+    dbus: Some("org.novacron1.Domain.CreateSnapshot"),
     novactl: Some("snapshot-create-as"),
     ..row("snapshot-create", Access::Operate, "taking a snapshot")
 };
 pub static SNAPSHOT_LIST: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/snapshots")),
+    dbus: Some("org.novacron1.Domain.ListSnapshots"),
     novactl: Some("snapshot-list"),
     ..row("snapshot-list", Access::Read, "listing snapshots")
 };
 pub static SNAPSHOT_INFO: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/snapshots/{snap}")),
+    dbus: Some("org.novacron1.Domain.GetSnapshotInfo"),
     novactl: Some("snapshot-info"),
     ..row("snapshot-info", Access::Read, "reading a snapshot")
 };
 pub static SNAPSHOT_XML: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/snapshots/{snap}/xml")),
+    dbus: Some("org.novacron1.Domain.GetSnapshotXML"),
     novactl: Some("snapshot-dumpxml"),
     ..row("snapshot-dumpxml", Access::Read, "reading a snapshot's XML")
 };
@@ -755,6 +764,7 @@ pub static SNAPSHOT_DELETE: OpInfo = OpInfo {
     long: true,
     audited: true,
     http: Some(("DELETE", "/v1/domains/{name}/snapshots/{snap}")),
+    dbus: Some("org.novacron1.Domain.DeleteSnapshot"),
     novactl: Some("snapshot-delete"),
     ..row("snapshot-delete", Access::Operate, "deleting a snapshot")
 };
@@ -763,6 +773,7 @@ pub static SNAPSHOT_REVERT: OpInfo = OpInfo {
     long: true,
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/snapshots/{snap}/revert")),
+    dbus: Some("org.novacron1.Domain.RevertSnapshot"),
     novactl: Some("snapshot-revert"),
     ..row(
         "snapshot-revert",
@@ -773,6 +784,7 @@ pub static SNAPSHOT_REVERT: OpInfo = OpInfo {
 
 pub static SNAPSHOT_SCHEDULE: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/snapshot-schedule")),
+    dbus: Some("org.novacron1.Domain.GetSnapshotSchedule"),
     novactl: Some("snapshot-schedule"),
     ..row(
         "snapshot-schedule",
@@ -783,6 +795,7 @@ pub static SNAPSHOT_SCHEDULE: OpInfo = OpInfo {
 pub static SNAPSHOT_SCHEDULE_SET: OpInfo = OpInfo {
     audited: true,
     http: Some(("PUT", "/v1/domains/{name}/snapshot-schedule")),
+    dbus: Some("org.novacron1.Domain.SetSnapshotSchedule"),
     novactl: Some("snapshot-schedule"),
     ..row(
         "snapshot-schedule-set",
@@ -793,6 +806,7 @@ pub static SNAPSHOT_SCHEDULE_SET: OpInfo = OpInfo {
 pub static SNAPSHOT_SCHEDULE_DELETE: OpInfo = OpInfo {
     audited: true,
     http: Some(("DELETE", "/v1/domains/{name}/snapshot-schedule")),
+    dbus: Some("org.novacron1.Domain.DeleteSnapshotSchedule"),
     novactl: Some("snapshot-schedule"),
     ..row(
         "snapshot-schedule-delete",
