@@ -205,10 +205,14 @@ impl Service {
             let mut made: Vec<Result<(DiskFormat, std::fs::File), Error>> = Vec::new();
             for (file, overlay) in &work {
                 let r = (|| {
+                    // `qemu-img info` only for files the tree does not know yet (the first
+                    // snapshot of a disk); a known file's format is the recorded one and its
+                    // size comes from its header.
                     ensure_chain(&mut t, file)?;
-                    let i = crate::host::qemu_img::info(file)
+                    let format = t.files.get(file).map_or(DiskFormat::Raw, |r| r.format);
+                    let size = crate::host::qemu_img::virtual_size(file, format)
                         .map_err(|e| io_err("read image", file, e))?;
-                    crate::host::qemu_img::create_overlay(overlay, file, i.format, i.virtual_size)
+                    crate::host::qemu_img::create_overlay(overlay, file, format, size)
                         .map_err(|e| io_err("create overlay", overlay, e))?;
                     let fd = std::fs::OpenOptions::new()
                         .read(true)
@@ -216,7 +220,7 @@ impl Service {
                         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
                         .open(overlay)
                         .map_err(|e| io_err("open overlay", overlay, e))?;
-                    Ok((i.format, fd))
+                    Ok((format, fd))
                 })();
                 let failed = r.is_err();
                 made.push(r);
