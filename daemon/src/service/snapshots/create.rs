@@ -145,12 +145,22 @@ impl Service {
             }
         }
         tree.recount();
-        self.save_tree(domain, &tree).await?;
         let changes: Vec<_> = plans
             .iter()
             .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
             .collect();
-        self.repoint_definition(&h, &changes).await?;
+        // Both made durable (fsync'd) at once: their fsyncs share a journal commit instead of
+        // waiting one after the other. A crash between the two leaves either the tree without
+        // the definition (as the sequential order could) or the definition on the overlay
+        // without the snapshot in the tree: the guest starts on the overlay (nothing lost),
+        // the tree records it as a file it did not make (never unlinked), and the call was
+        // never answered.
+        let (saved, repointed) = tokio::join!(
+            self.save_tree(domain, &tree),
+            self.repoint_definition(&h, &changes)
+        );
+        saved?;
+        repointed?;
         let s = &tree.snapshots[&req.name];
         Ok(super::info(&tree, s))
     }
