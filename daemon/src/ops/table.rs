@@ -483,17 +483,20 @@ pub static VOL_IMPORT: OpInfo = OpInfo {
 // The guest agent (qemu-ga): no job slot (agent I/O never holds one); each call has a deadline.
 pub static AGENT_INFO: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/agent")),
+    dbus: Some("org.novacron1.Domain.AgentInfo"),
     novactl: Some("guestinfo"),
     ..row("agent-info", Access::Read, "reading the guest agent")
 };
 pub static AGENT_PING: OpInfo = OpInfo {
     http: Some(("POST", "/v1/domains/{name}/agent/ping")),
+    dbus: Some("org.novacron1.Domain.AgentPing"),
     novactl: Some("guest-agent-ping"),
     ..row("agent-ping", Access::Read, "pinging the guest agent")
 };
 pub static AGENT_FSFREEZE: OpInfo = OpInfo {
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/agent/fsfreeze")),
+    dbus: Some("org.novacron1.Domain.AgentFsFreeze"),
     novactl: Some("domfsfreeze"),
     ..row(
         "agent-fsfreeze",
@@ -504,6 +507,7 @@ pub static AGENT_FSFREEZE: OpInfo = OpInfo {
 pub static AGENT_FSTHAW: OpInfo = OpInfo {
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/agent/fsthaw")),
+    dbus: Some("org.novacron1.Domain.AgentFsThaw"),
     novactl: Some("domfsthaw"),
     ..row(
         "agent-fsthaw",
@@ -513,6 +517,7 @@ pub static AGENT_FSTHAW: OpInfo = OpInfo {
 };
 pub static AGENT_INTERFACES: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/agent/interfaces")),
+    dbus: Some("org.novacron1.Domain.AgentInterfaces"),
     ..row("agent-interfaces", Access::Read, "reading guest interfaces")
 };
 pub static AGENT_COMMAND: OpInfo = OpInfo {
@@ -771,21 +776,25 @@ pub static SNAPSHOT_CREATE: OpInfo = OpInfo {
     long: true,
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/snapshots")),
+    dbus: Some("org.novacron1.Domain.CreateSnapshot"),
     novactl: Some("snapshot-create-as"),
     ..row("snapshot-create", Access::Operate, "taking a snapshot")
 };
 pub static SNAPSHOT_LIST: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/snapshots")),
+    dbus: Some("org.novacron1.Domain.ListSnapshots"),
     novactl: Some("snapshot-list"),
     ..row("snapshot-list", Access::Read, "listing snapshots")
 };
 pub static SNAPSHOT_INFO: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/snapshots/{snap}")),
+    dbus: Some("org.novacron1.Domain.GetSnapshotInfo"),
     novactl: Some("snapshot-info"),
     ..row("snapshot-info", Access::Read, "reading a snapshot")
 };
 pub static SNAPSHOT_XML: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/snapshots/{snap}/xml")),
+    dbus: Some("org.novacron1.Domain.GetSnapshotXML"),
     novactl: Some("snapshot-dumpxml"),
     ..row("snapshot-dumpxml", Access::Read, "reading a snapshot's XML")
 };
@@ -794,6 +803,7 @@ pub static SNAPSHOT_DELETE: OpInfo = OpInfo {
     long: true,
     audited: true,
     http: Some(("DELETE", "/v1/domains/{name}/snapshots/{snap}")),
+    dbus: Some("org.novacron1.Domain.DeleteSnapshot"),
     novactl: Some("snapshot-delete"),
     ..row("snapshot-delete", Access::Operate, "deleting a snapshot")
 };
@@ -802,6 +812,7 @@ pub static SNAPSHOT_REVERT: OpInfo = OpInfo {
     long: true,
     audited: true,
     http: Some(("POST", "/v1/domains/{name}/snapshots/{snap}/revert")),
+    dbus: Some("org.novacron1.Domain.RevertSnapshot"),
     novactl: Some("snapshot-revert"),
     ..row(
         "snapshot-revert",
@@ -812,6 +823,7 @@ pub static SNAPSHOT_REVERT: OpInfo = OpInfo {
 
 pub static SNAPSHOT_SCHEDULE: OpInfo = OpInfo {
     http: Some(("GET", "/v1/domains/{name}/snapshot-schedule")),
+    dbus: Some("org.novacron1.Domain.GetSnapshotSchedule"),
     novactl: Some("snapshot-schedule"),
     ..row(
         "snapshot-schedule",
@@ -822,6 +834,7 @@ pub static SNAPSHOT_SCHEDULE: OpInfo = OpInfo {
 pub static SNAPSHOT_SCHEDULE_SET: OpInfo = OpInfo {
     audited: true,
     http: Some(("PUT", "/v1/domains/{name}/snapshot-schedule")),
+    dbus: Some("org.novacron1.Domain.SetSnapshotSchedule"),
     novactl: Some("snapshot-schedule"),
     ..row(
         "snapshot-schedule-set",
@@ -832,6 +845,7 @@ pub static SNAPSHOT_SCHEDULE_SET: OpInfo = OpInfo {
 pub static SNAPSHOT_SCHEDULE_DELETE: OpInfo = OpInfo {
     audited: true,
     http: Some(("DELETE", "/v1/domains/{name}/snapshot-schedule")),
+    dbus: Some("org.novacron1.Domain.DeleteSnapshotSchedule"),
     novactl: Some("snapshot-schedule"),
     ..row(
         "snapshot-schedule-delete",

@@ -12,6 +12,7 @@ mod objects;
 pub mod path;
 mod polkit;
 pub mod remote;
+mod snapshots;
 mod storage;
 mod templates;
 

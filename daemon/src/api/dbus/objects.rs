@@ -1351,4 +1351,198 @@ impl DomainObject {
         pid: u32,
         error: &str,
     ) -> zbus::Result<()>;
+
+    // Disk snapshots and the guest agent (`snapshots.rs`): JSON as the HTTP bodies.
+
+    /// `snapshot-create-as`: `request` is `{"name", "description"?, "quiesce"?}` (quiesce:
+    /// required, best-effort, off). Returns the snapshot as JSON.
+    #[zbus(out_args("snapshot"))]
+    async fn create_snapshot(
+        &self,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::snapshots::create(&self.service, conn, &header, &self.name, &request).await
+    }
+
+    /// `snapshot-list`: every snapshot, the current one and the tree as text, as JSON.
+    #[zbus(out_args("snapshots"))]
+    async fn list_snapshots(&self) -> Result<String, DbusError> {
+        super::storage::to_json(&self.service.snapshot_list(&self.name).await?)
+    }
+
+    /// `snapshot-info`, as JSON.
+    #[zbus(out_args("snapshot"))]
+    async fn get_snapshot_info(&self, snapshot: String) -> Result<String, DbusError> {
+        super::storage::to_json(&self.service.snapshot_get(&self.name, &snapshot).await?)
+    }
+
+    /// `snapshot-dumpxml`: libvirt's `<domainsnapshot>`.
+    #[zbus(name = "GetSnapshotXML", out_args("xml"))]
+    async fn get_snapshot_xml(&self, snapshot: String) -> Result<String, DbusError> {
+        Ok(self
+            .service
+            .snapshot_xml(&self.name, &snapshot)
+            .await?
+            .to_xml())
+    }
+
+    /// `snapshot-delete`: `options` is `{"speed"?}` (bytes/s of the merge) or "".
+    async fn delete_snapshot(
+        &self,
+        snapshot: String,
+        options: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        super::snapshots::delete(
+            &self.service,
+            conn,
+            &header,
+            &self.name,
+            &snapshot,
+            &options,
+        )
+        .await
+    }
+
+    /// `snapshot-revert` of a stopped domain.
+    async fn revert_snapshot(
+        &self,
+        snapshot: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        super::snapshots::revert(&self.service, conn, &header, &self.name, &snapshot).await
+    }
+
+    /// The snapshot schedule as JSON (`NotFound` when there is none).
+    #[zbus(out_args("schedule"))]
+    async fn get_snapshot_schedule(&self) -> Result<String, DbusError> {
+        super::snapshots::schedule(&self.service, &self.name).await
+    }
+
+    /// Sets the schedule: `schedule` is `{"every", "keep", "quiesce"?}`; returns it as JSON.
+    #[zbus(out_args("schedule"))]
+    async fn set_snapshot_schedule(
+        &self,
+        schedule: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        super::snapshots::set_schedule(&self.service, conn, &header, &self.name, Some(&schedule))
+            .await
+    }
+
+    async fn delete_snapshot_schedule(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), DbusError> {
+        super::snapshots::set_schedule(&self.service, conn, &header, &self.name, None)
+            .await
+            .map(drop)
+    }
+
+    /// `guestinfo`: the agent's connection state, with its info when it answered, as JSON.
+    /// `timeout_secs` 0 is the default deadline (for every agent method).
+    #[zbus(out_args("agent"))]
+    async fn agent_info(
+        &self,
+        timeout_secs: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let action = crate::ops::agent::AgentAction::Info;
+        super::snapshots::agent(
+            &self.service,
+            conn,
+            &header,
+            &self.name,
+            action,
+            timeout_secs,
+        )
+        .await
+    }
+
+    /// `guest-agent-ping`: `{"round_trip_ms"}` as JSON.
+    #[zbus(out_args("ping"))]
+    async fn agent_ping(
+        &self,
+        timeout_secs: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let action = crate::ops::agent::AgentAction::Ping;
+        super::snapshots::agent(
+            &self.service,
+            conn,
+            &header,
+            &self.name,
+            action,
+            timeout_secs,
+        )
+        .await
+    }
+
+    /// `domfsfreeze`: `{"filesystems"}` frozen, as JSON.
+    #[zbus(out_args("result"))]
+    async fn agent_fs_freeze(
+        &self,
+        timeout_secs: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let action = crate::ops::agent::AgentAction::FsFreeze;
+        super::snapshots::agent(
+            &self.service,
+            conn,
+            &header,
+            &self.name,
+            action,
+            timeout_secs,
+        )
+        .await
+    }
+
+    /// `domfsthaw`: `{"filesystems"}` thawed, as JSON.
+    #[zbus(out_args("result"))]
+    async fn agent_fs_thaw(
+        &self,
+        timeout_secs: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let action = crate::ops::agent::AgentAction::FsThaw;
+        super::snapshots::agent(
+            &self.service,
+            conn,
+            &header,
+            &self.name,
+            action,
+            timeout_secs,
+        )
+        .await
+    }
+
+    /// `domifaddr --source agent`: `{"interfaces"}` as JSON.
+    #[zbus(out_args("interfaces"))]
+    async fn agent_interfaces(
+        &self,
+        timeout_secs: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let action = crate::ops::agent::AgentAction::Interfaces;
+        super::snapshots::agent(
+            &self.service,
+            conn,
+            &header,
+            &self.name,
+            action,
+            timeout_secs,
+        )
+        .await
+    }
 }

@@ -20,7 +20,7 @@ pub fn to_json<T: Serialize>(v: &T) -> Result<String, DbusError> {
     serde_json::to_string(v).map_err(|e| DbusError::Internal(e.to_string()))
 }
 
-async fn run<O>(
+pub(super) async fn run<O>(
     svc: &Service,
     conn: &Connection,
     header: &Header<'_>,

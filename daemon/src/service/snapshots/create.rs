@@ -145,12 +145,22 @@ impl Service {
             }
         }
         tree.recount();
-        self.save_tree(domain, &tree).await?;
         let changes: Vec<_> = plans
             .iter()
             .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
             .collect();
-        self.repoint_definition(&h, &changes).await?;
+        // Both made durable (fsync'd) at once: their fsyncs share a journal commit instead of
+        // waiting one after the other. A crash between the two leaves either the tree without
+        // the definition (as the sequential order could) or the definition on the overlay
+        // without the snapshot in the tree: the guest starts on the overlay (nothing lost),
+        // the tree records it as a file it did not make (never unlinked), and the call was
+        // never answered.
+        let (saved, repointed) = tokio::join!(
+            self.save_tree(domain, &tree),
+            self.repoint_definition(&h, &changes)
+        );
+        saved?;
+        repointed?;
         let s = &tree.snapshots[&req.name];
         Ok(super::info(&tree, s))
     }
@@ -215,10 +225,14 @@ impl Service {
             let mut made: Vec<Result<(DiskFormat, std::fs::File), Error>> = Vec::new();
             for (file, overlay) in &work {
                 let r = (|| {
+                    // `qemu-img info` only for files the tree does not know yet (the first
+                    // snapshot of a disk); a known file's format is the recorded one and its
+                    // size comes from its header.
                     ensure_chain(&mut t, file)?;
-                    let i = crate::host::qemu_img::info(file)
+                    let format = t.files.get(file).map_or(DiskFormat::Raw, |r| r.format);
+                    let size = crate::host::qemu_img::virtual_size(file, format)
                         .map_err(|e| io_err("read image", file, e))?;
-                    crate::host::qemu_img::create_overlay(overlay, file, i.format, i.virtual_size)
+                    crate::host::qemu_img::create_overlay(overlay, file, format, size)
                         .map_err(|e| io_err("create overlay", overlay, e))?;
                     let fd = std::fs::OpenOptions::new()
                         .read(true)
@@ -226,7 +240,7 @@ impl Service {
                         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
                         .open(overlay)
                         .map_err(|e| io_err("open overlay", overlay, e))?;
-                    Ok((i.format, fd))
+                    Ok((format, fd))
                 })();
                 let failed = r.is_err();
                 made.push(r);
