@@ -309,6 +309,8 @@ async fn serial_console_history_viewers_takeover_refusals_and_a_daemon_restart()
     // Nothing else was affected: the first viewer still gets live output.
     reset(&d, name);
     read_until(&mut a, BANNER, 1).await;
+    // The log is written in batches (at most 10 ms behind): in it before the kill.
+    wait_file(&env.serial_log(name), BANNER, 4, Duration::from_secs(10)).await;
 
     // The daemon killed with -9: the guest runs on; a new daemon reconnects, has the
     // history (from the log) and live output again.
