@@ -37,6 +37,8 @@ const READ_BUF: usize = 64 * 1024;
 /// go out at once. The pump itself reads as soon as anything arrives: QEMU's socket holds
 /// only a few hundred bytes written one at a time, so waiting there would slow the guest.
 pub const BATCH: Duration = Duration::from_millis(10);
+/// After a keystroke, output is not batched for this long (its echo, the command's answer).
+const ECHO: Duration = Duration::from_millis(100);
 /// A viewer with this much waiting takes it without waiting for `BATCH`.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Between attempts to reach a running guest's console socket.
@@ -64,9 +66,11 @@ pub struct Console {
     state: Mutex<State>,
     input: mpsc::Sender<Bytes>,
     input_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
-    /// Keystrokes written to the guest so far: a viewer that sees this change sends what
-    /// it has at once, so the echo of typing is never held back by batching.
+    /// When keystrokes were last written to the guest (ns after `born`, 0: never): for
+    /// `ECHO` after that, viewers send what they have at once, so the echo of typing is
+    /// never held back by batching.
     typed: AtomicU64,
+    born: tokio::time::Instant,
     /// Whether the pump holds a connection to QEMU now.
     connected: AtomicBool,
     /// Viewers dropped as too slow, since the guest started.
@@ -129,9 +133,8 @@ pub struct Viewer {
     pub history: Vec<u8>,
     feed: Arc<Feed>,
     console: Arc<Console>,
-    /// When `recv` last handed out output, and the keystroke count then.
+    /// When `recv` last handed out output.
     taken: Option<tokio::time::Instant>,
-    typed_seen: u64,
 }
 
 impl Viewer {
@@ -145,11 +148,10 @@ impl Viewer {
                 let mut f = self.feed.lock();
                 if !f.pending.is_empty() {
                     let now = tokio::time::Instant::now();
-                    let typed = self.console.typed.load(Ordering::Relaxed);
                     let due = self.taken.map(|t| t + BATCH).filter(|due| *due > now);
                     match due {
                         Some(due)
-                            if typed == self.typed_seen
+                            if !self.console.typed_lately(now)
                                 && f.pending.len() < BATCH_BYTES
                                 && f.ended.is_none() =>
                         {
@@ -157,7 +159,6 @@ impl Viewer {
                         }
                         _ => {
                             self.taken = Some(now);
-                            self.typed_seen = typed;
                             return Ok(f.pending.split().freeze());
                         }
                     }
@@ -217,6 +218,7 @@ impl Console {
             input,
             input_rx: tokio::sync::Mutex::new(input_rx),
             typed: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
             connected: AtomicBool::new(false),
             dropped_viewers: AtomicU64::new(0),
         }
@@ -265,7 +267,6 @@ impl Console {
             feed,
             console: self.clone(),
             taken: None,
-            typed_seen: 0,
         }
     }
 
@@ -288,6 +289,18 @@ impl Console {
                 s.writer = None;
             }
         }
+    }
+
+    /// Keystrokes were just written to the guest.
+    fn note_typed(&self) {
+        let ns = self.born.elapsed().as_nanos() as u64 + 1;
+        self.typed.store(ns, Ordering::Relaxed);
+    }
+
+    /// Whether keystrokes were written to the guest within `ECHO` before `now`.
+    fn typed_lately(&self, now: tokio::time::Instant) -> bool {
+        let at = self.typed.load(Ordering::Relaxed);
+        at != 0 && now.duration_since(self.born).as_nanos() as u64 <= at + ECHO.as_nanos() as u64
     }
 
     fn seed(&self, history: &[u8]) {
@@ -383,7 +396,7 @@ async fn pump(console: &Arc<Console>, stream: UnixStream, log: &mut Option<tokio
                 if wr.write_all(&data).await.is_err() {
                     return;
                 }
-                console.typed.fetch_add(1, Ordering::Relaxed);
+                console.note_typed();
             }
         })
     };
@@ -513,7 +526,7 @@ mod tests {
         assert_eq!(t.elapsed(), BATCH);
         // Keystrokes reached the guest: its echo is not held back.
         console.publish(b"x");
-        console.typed.fetch_add(1, Ordering::Relaxed);
+        console.note_typed();
         let t = tokio::time::Instant::now();
         assert_eq!(v.lock().await.recv().await.unwrap(), &b"x"[..]);
         assert_eq!(t.elapsed(), Duration::ZERO);
