@@ -1,7 +1,14 @@
 //! The serial console through the daemon's websocket against a direct Unix-socket client of a
 //! QEMU serial chardev, in the same run, on the same Linux test guest (TCG, a shell on
 //! ttyS0): the round trip of one typed byte that the guest's tty echoes back. Goal: the
-//! websocket ≤ direct + 1 ms. (The daemon's CPU with 16 viewers is not measured here yet.)
+//! websocket ≤ direct + 1 ms.
+//!
+//! Then the cost of viewers: the guest prints a steady stream of lines (a shell loop, one
+//! line every 10 ms, the rate actually reached is printed), and the daemon's CPU
+//! (utime+stime from /proc/<pid>/stat) is measured over paired windows, one with no client
+//! on the console (the daemon still pumps the output into its ring and log) and one with 16
+//! websocket viewers reading it. Goal: with 16 viewers ≤ 5% of a core. Last, the CPU of a
+//! flood (the guest printing as fast as its UART goes) relayed to one viewer.
 //!
 //! cargo bench -p novacron-benches --bench console [-- ROUNDS]
 
@@ -194,5 +201,149 @@ async fn main() -> Result<()> {
 
     let _ = raw.kill();
     let _ = raw.wait();
+
+    viewers_cpu(&socket, daemon.id(), writer).await
+}
+
+/// Viewers on one console while the guest prints.
+const VIEWERS: usize = 16;
+/// CPU windows: paired rounds of this length each.
+const CPU_ROUNDS: usize = 5;
+const WINDOW: Duration = Duration::from_secs(5);
+/// The guest's line (with its counter, ~80 bytes) and its pause between lines.
+const LINE: &str = "NOVALINE $i the quick brown fox jumps over the lazy dog 0123456789";
+const PAUSE_US: u32 = 10_000;
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// A viewer that reads everything and counts it; it reports how it ended.
+fn spawn_reader(
+    mut ws: Ws,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    bytes.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(Ok(Message::Close(f))) => return format!("closed by the daemon: {f:?}"),
+                Some(Ok(_)) => {}
+                other => return format!("ended: {other:?}"),
+            }
+        }
+    })
+}
+
+/// % of a core the daemon used over `WINDOW`, and the bytes `counter` grew by meanwhile.
+async fn window(pid: u32, counter: &std::sync::atomic::AtomicU64) -> Result<(f64, u64)> {
+    let (c0, b0) = (
+        cpu_seconds(pid)?,
+        counter.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let t = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let (c1, b1) = (
+        cpu_seconds(pid)?,
+        counter.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    Ok(((c1 - c0) / t.elapsed().as_secs_f64() * 100.0, b1 - b0))
+}
+
+async fn viewers_cpu(socket: &Path, pid: u32, mut writer: Ws) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    // The print loop, typed into the guest's shell; the writer then leaves (the loop runs
+    // on), so the quiet windows have no client at all.
+    // In the background: the shell has no controlling tty, so Ctrl-C would not stop it.
+    let cmd = format!(
+        "rm -f /tmp/stop; i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); echo \"{LINE}\"; usleep {PAUSE_US}; done &\r"
+    );
+    writer
+        .send(Message::Binary(cmd.into_bytes().into()))
+        .await?;
+    ws_until(&mut writer, b"NOVALINE 20 ").await?;
+    writer.close(None).await.ok();
+    drop(writer);
+
+    let (mut quiet, mut watched, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut incidents = Vec::new();
+    for _ in 0..CPU_ROUNDS {
+        let (cpu0, _) = window(pid, &AtomicU64::new(0)).await?;
+        let counters: Vec<Arc<AtomicU64>> =
+            (0..VIEWERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let mut readers = Vec::new();
+        for c in &counters {
+            readers.push(spawn_reader(websocket(socket, "viewer").await?, c.clone()));
+        }
+        // Past the history (up to the 1 MiB ring): each viewer is on live output.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let total = Arc::new(AtomicU64::new(0));
+        let before: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let (cpu16, _) = window(pid, &total).await?;
+        let after: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        for r in readers {
+            if r.is_finished() {
+                incidents.push(r.await?);
+            } else {
+                r.abort();
+            }
+        }
+        quiet.push(cpu0);
+        watched.push(cpu16);
+        rates.push((after - before) as f64 / VIEWERS as f64 / WINDOW.as_secs_f64());
+        println!(
+            "  round: no viewers {cpu0:5.2}%  {VIEWERS} viewers {cpu16:5.2}%  ({:.0} B/s each)",
+            rates.last().unwrap()
+        );
+    }
+    let ratios: Vec<f64> = quiet.iter().zip(&watched).map(|(q, w)| w / q).collect();
+    let (q, w, rate) = (median(quiet), median(watched), median(rates));
+    println!(
+        "daemon CPU while the guest prints ~{rate:.0} B/s ({:.0} lines/s), {CPU_ROUNDS} paired {}s windows (median % of a core)",
+        rate / (LINE.len() as f64 + 1.0),
+        WINDOW.as_secs()
+    );
+    println!("  no viewer (pump, ring, log)  {q:6.2}");
+    println!(
+        "  {VIEWERS} websocket viewers        {w:6.2}  goal <= 5%: {}",
+        verdict(w <= 5.0)
+    );
+    println!("  ratio (median per round)     {:6.2}x", median(ratios));
+    if !incidents.is_empty() {
+        println!("  viewers that ended early: {incidents:?}");
+    }
+    flood_cpu(socket, pid).await
+}
+
+/// The guest printing as fast as its UART goes, relayed to one viewer (the writer who
+/// started it): the daemon's CPU per second of flood and the throughput.
+async fn flood_cpu(socket: &Path, pid: u32) -> Result<()> {
+    let mut writer = websocket(socket, "writer").await?;
+    // The print loop stops; the flood is 2 MB of 'NOVAFLOOD' lines.
+    writer
+        .send(Message::Binary(
+            b"touch /tmp/stop; yes NOVAFLOOD | head -c 2000000; echo FLOOD$((1+1))DONE\r"
+                .to_vec()
+                .into(),
+        ))
+        .await?;
+    let (c0, t) = (cpu_seconds(pid)?, Instant::now());
+    ws_until(&mut writer, b"FLOOD2DONE").await?;
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds(pid)? - c0);
+    println!(
+        "flood to one viewer: 2 MB in {secs:.1} s ({:.0} kB/s), daemon CPU {:.1}% of a core",
+        2000.0 / secs,
+        cpu / secs * 100.0
+    );
     Ok(())
 }

@@ -34,7 +34,8 @@ use crate::service::Service;
 /// Largest frame or message a client may send (keystrokes and RFB client messages are
 /// small); a larger one closes the connection (1009) and is audited.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// History is sent in frames of at most this.
+/// Console output (history, and what piled up since the last send) leaves in frames of at
+/// most this.
 const OUT_FRAME: usize = 64 * 1024;
 /// A ping this often; a client silent for `DEAD` is gone.
 const PING: Duration = Duration::from_secs(15);
@@ -274,6 +275,21 @@ async fn send(ws: &mut futures_util::stream::SplitSink<Ws, Message>, m: Message)
     )
 }
 
+/// Console output as binary frames of at most `OUT_FRAME`, written with one flush (one
+/// write to the socket when it takes them), all within one send deadline.
+async fn send_output(ws: &mut futures_util::stream::SplitSink<Ws, Message>, b: Bytes) -> bool {
+    let all = async {
+        let mut at = 0;
+        while at < b.len() {
+            let end = b.len().min(at + OUT_FRAME);
+            ws.feed(Message::Binary(b.slice(at..end))).await?;
+            at = end;
+        }
+        ws.flush().await
+    };
+    matches!(tokio::time::timeout(SEND_DEADLINE, all).await, Ok(Ok(())))
+}
+
 /// What a client sent that ends the session.
 enum Inbound {
     Data(Bytes),
@@ -300,16 +316,14 @@ async fn run(ws: Ws, session: Session, svc: &Service, actor: &Actor, name: &str,
     let mut seen = Instant::now();
     let ending: Option<Message> = match session {
         Session::Console(mut viewer) => {
-            let history = std::mem::take(&mut viewer.history);
-            for chunk in history.chunks(OUT_FRAME) {
-                if !send(&mut tx, Message::Binary(Bytes::copy_from_slice(chunk))).await {
-                    return;
-                }
+            let history = Bytes::from(std::mem::take(&mut viewer.history));
+            if !send_output(&mut tx, history).await {
+                return;
             }
             loop {
                 tokio::select! {
                     out = viewer.recv() => match out {
-                        Ok(b) => if !send(&mut tx, Message::Binary(b)).await { return },
+                        Ok(b) => if !send_output(&mut tx, b).await { return },
                         Err(why) => {
                             use crate::service::console::serial::Ended;
                             break Some(match why {

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::ring::Ring;
 use crate::service::domain::Live;
@@ -22,11 +22,25 @@ use crate::service::Inner;
 
 /// Recent output kept per guest.
 pub const RING_BYTES: usize = 1 << 20;
-/// Chunks a viewer may have queued before it is dropped as too slow.
-pub const VIEWER_QUEUE: usize = 256;
+/// Bytes a viewer may have waiting (not yet taken by its connection) before it is dropped as
+/// too slow. Counted in bytes, not chunks: the UART delivers anything from one byte to a
+/// buffer full per read, so a count of chunks bounds nothing.
+pub const VIEWER_BYTES: usize = 1 << 20;
 /// Keystrokes queued towards the guest.
 const INPUT_QUEUE: usize = 64;
-const READ_CHUNK: usize = 16 * 1024;
+/// One read from the chardev takes at most this.
+const READ_BUF: usize = 64 * 1024;
+/// A viewer takes its output at most this often, and the log is written at most this often
+/// (unless a buffer's worth piled up): the emulated UART writes the socket a byte at a time,
+/// so a guest printing steadily would otherwise cost a websocket frame per viewer (and a
+/// file write) for every few bytes. Output after a quiet spell, and the echo of a keystroke,
+/// go out at once. The pump itself reads as soon as anything arrives: QEMU's socket holds
+/// only a few hundred bytes written one at a time, so waiting there would slow the guest.
+pub const BATCH: Duration = Duration::from_millis(10);
+/// After a keystroke, output is not batched for this long (its echo, the command's answer).
+const ECHO: Duration = Duration::from_millis(100);
+/// A viewer with this much waiting takes it without waiting for `BATCH`.
+const BATCH_BYTES: usize = 64 * 1024;
 /// Between attempts to reach a running guest's console socket.
 const RECONNECT: Duration = Duration::from_millis(200);
 
@@ -52,6 +66,11 @@ pub struct Console {
     state: Mutex<State>,
     input: mpsc::Sender<Bytes>,
     input_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
+    /// When keystrokes were last written to the guest (ns after `born`, 0: never): for
+    /// `ECHO` after that, viewers send what they have at once, so the echo of typing is
+    /// never held back by batching.
+    typed: AtomicU64,
+    born: tokio::time::Instant,
     /// Whether the pump holds a connection to QEMU now.
     connected: AtomicBool,
     /// Viewers dropped as too slow, since the guest started.
@@ -68,29 +87,92 @@ struct State {
 
 struct Slot {
     id: u64,
-    tx: mpsc::Sender<Bytes>,
-    ended: Arc<Mutex<Option<Ended>>>,
+    feed: Arc<Feed>,
+}
+
+/// One viewer's queue: the output it has not taken yet, in one buffer (what piles up
+/// between two wake-ups leaves as one websocket message), and why it ended.
+#[derive(Default)]
+struct Feed {
+    state: Mutex<FeedState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct FeedState {
+    pending: BytesMut,
+    ended: Option<Ended>,
+}
+
+impl Feed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `data`, unless that would put more than `VIEWER_BYTES` in waiting.
+    fn push(&self, data: &[u8]) -> bool {
+        let mut f = self.lock();
+        if f.pending.len() + data.len() > VIEWER_BYTES {
+            return false;
+        }
+        f.pending.extend_from_slice(data);
+        drop(f);
+        self.wake.notify_one();
+        true
+    }
+
+    fn end(&self, why: Ended) {
+        self.lock().ended.get_or_insert(why);
+        self.wake.notify_one();
+    }
 }
 
 /// A client's place on the console: history first, then live output, from `recv`.
 pub struct Viewer {
     pub id: u64,
     pub history: Vec<u8>,
-    rx: mpsc::Receiver<Bytes>,
-    ended: Arc<Mutex<Option<Ended>>>,
+    feed: Arc<Feed>,
     console: Arc<Console>,
+    /// When `recv` last handed out output.
+    taken: Option<tokio::time::Instant>,
 }
 
 impl Viewer {
-    /// The next output, or why the feed ended.
+    /// Everything output since the last call (waiting for some, then up to `BATCH` after
+    /// the last call so that steady output leaves in few large messages), or why the feed
+    /// ended once what was queued before the end has been taken. Cancel-safe: output stays
+    /// queued until it is returned.
     pub async fn recv(&mut self) -> Result<Bytes, Ended> {
-        match self.rx.recv().await {
-            Some(b) => Ok(b),
-            None => Err(self
-                .ended
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .unwrap_or(Ended::Gone)),
+        loop {
+            let hold = {
+                let mut f = self.feed.lock();
+                if !f.pending.is_empty() {
+                    let now = tokio::time::Instant::now();
+                    let due = self.taken.map(|t| t + BATCH).filter(|due| *due > now);
+                    match due {
+                        Some(due)
+                            if !self.console.typed_lately(now)
+                                && f.pending.len() < BATCH_BYTES
+                                && f.ended.is_none() =>
+                        {
+                            Some(due)
+                        }
+                        _ => {
+                            self.taken = Some(now);
+                            return Ok(f.pending.split().freeze());
+                        }
+                    }
+                } else if let Some(why) = f.ended {
+                    return Err(why);
+                } else {
+                    None
+                }
+            };
+            match hold {
+                Some(due) => tokio::time::sleep_until(due).await,
+                // A push or end between the check and here left a permit: no wake-up is lost.
+                None => self.feed.wake.notified().await,
+            }
         }
     }
 
@@ -135,6 +217,8 @@ impl Console {
             }),
             input,
             input_rx: tokio::sync::Mutex::new(input_rx),
+            typed: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
             connected: AtomicBool::new(false),
             dropped_viewers: AtomicU64::new(0),
         }
@@ -160,8 +244,7 @@ impl Console {
     /// and nothing twice (both under one lock). A writer takes the seat from the writer
     /// before it, whose feed ends with `TakenOver`.
     pub fn join(self: &Arc<Self>, mode: Mode) -> Viewer {
-        let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
-        let ended = Arc::new(Mutex::new(None));
+        let feed = Arc::new(Feed::default());
         let mut s = self.lock();
         let id = s.next_id;
         s.next_id += 1;
@@ -171,31 +254,30 @@ impl Console {
             }
         }
         if s.closed {
-            *ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(Ended::Gone);
+            feed.end(Ended::Gone);
         } else {
             s.viewers.push(Slot {
                 id,
-                tx,
-                ended: ended.clone(),
+                feed: feed.clone(),
             });
         }
         Viewer {
             id,
             history: s.ring.snapshot(),
-            rx,
-            ended,
+            feed,
             console: self.clone(),
+            taken: None,
         }
     }
 
     /// Output from the guest: into the ring and every viewer's queue; a viewer whose queue
     /// is full is dropped.
-    fn publish(&self, data: Bytes) {
+    fn publish(&self, data: &[u8]) {
         let mut s = self.lock();
-        s.ring.push(&data);
+        s.ring.push(data);
         let mut slow = Vec::new();
         for v in &s.viewers {
-            if let Err(mpsc::error::TrySendError::Full(_)) = v.tx.try_send(data.clone()) {
+            if !v.feed.push(data) {
                 slow.push(v.id);
             }
         }
@@ -207,6 +289,18 @@ impl Console {
                 s.writer = None;
             }
         }
+    }
+
+    /// Keystrokes were just written to the guest.
+    fn note_typed(&self) {
+        let ns = self.born.elapsed().as_nanos() as u64 + 1;
+        self.typed.store(ns, Ordering::Relaxed);
+    }
+
+    /// Whether keystrokes were written to the guest within `ECHO` before `now`.
+    fn typed_lately(&self, now: tokio::time::Instant) -> bool {
+        let at = self.typed.load(Ordering::Relaxed);
+        at != 0 && now.duration_since(self.born).as_nanos() as u64 <= at + ECHO.as_nanos() as u64
     }
 
     fn seed(&self, history: &[u8]) {
@@ -225,8 +319,7 @@ impl Console {
 
 fn end(viewers: &mut Vec<Slot>, id: u64, why: Ended) {
     if let Some(i) = viewers.iter().position(|v| v.id == id) {
-        let v = viewers.swap_remove(i);
-        *v.ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+        viewers.swap_remove(i).feed.end(why);
     }
 }
 
@@ -303,26 +396,51 @@ async fn pump(console: &Arc<Console>, stream: UnixStream, log: &mut Option<tokio
                 if wr.write_all(&data).await.is_err() {
                     return;
                 }
+                console.note_typed();
             }
         })
     };
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = vec![0u8; READ_BUF];
+    // Output not yet in the log file, and when it is due there.
+    let mut unlogged: Vec<u8> = Vec::new();
+    let mut log_due = None;
     loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let data = Bytes::copy_from_slice(&buf[..n]);
-        console.publish(data.clone());
-        if let Some(f) = log {
-            if let Err(e) = f.write_all(&data).await {
-                tracing::warn!(domain = %console.name(), error = %e, "serial log write failed; no longer logging");
-                *log = None;
+        tokio::select! {
+            n = rd.read(&mut buf) => {
+                let n = match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                console.publish(&buf[..n]);
+                if log.is_some() {
+                    unlogged.extend_from_slice(&buf[..n]);
+                    log_due.get_or_insert_with(|| tokio::time::Instant::now() + BATCH);
+                    if unlogged.len() >= READ_BUF {
+                        write_log(console, log, &mut unlogged).await;
+                        log_due = None;
+                    }
+                }
+            }
+            _ = async { tokio::time::sleep_until(log_due.unwrap_or_else(tokio::time::Instant::now)).await }, if log_due.is_some() => {
+                write_log(console, log, &mut unlogged).await;
+                log_due = None;
             }
         }
     }
+    write_log(console, log, &mut unlogged).await;
     input.abort();
     let _ = input.await;
+}
+
+/// Appends what `unlogged` holds to the serial log (a failed write ends logging: said once).
+async fn write_log(console: &Console, log: &mut Option<tokio::fs::File>, unlogged: &mut Vec<u8>) {
+    if let Some(f) = log {
+        if let Err(e) = f.write_all(unlogged).await {
+            tracing::warn!(domain = %console.name(), error = %e, "serial log write failed; no longer logging");
+            *log = None;
+        }
+    }
+    unlogged.clear();
 }
 
 /// The last `max` bytes of `path`, if it exists.
@@ -349,32 +467,69 @@ fn read_tail(path: &std::path::Path, max: u64) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // Paused time: the viewers' batching waits run instantly, in order.
+    #[tokio::test(start_paused = true)]
     async fn a_viewer_that_stops_reading_is_dropped_and_the_others_go_on() {
         let console = Arc::new(Console::new("vm"));
-        console.publish(Bytes::from_static(b"before"));
+        console.publish(b"before");
         let mut slow = console.join(Mode::Viewer);
         let mut fast = console.join(Mode::Writer);
         assert_eq!(slow.history, b"before");
-        for i in 0..VIEWER_QUEUE * 2 {
-            console.publish(Bytes::from(format!("{i};")));
+        // 1 KiB chunks: the slow viewer holds VIEWER_BYTES of them, the next one drops it.
+        let chunk = |i: usize| format!("{i:>1023};").into_bytes();
+        let fits = VIEWER_BYTES / 1024;
+        for i in 0..fits * 2 {
+            console.publish(&chunk(i));
             // The fast viewer keeps up.
-            assert_eq!(fast.recv().await.unwrap(), format!("{i};").as_bytes());
+            assert_eq!(fast.recv().await.unwrap(), chunk(i));
+            let dropped = console.dropped_viewers.load(Ordering::Relaxed);
+            assert_eq!(dropped, u64::from(i >= fits), "after chunk {i}");
         }
-        assert_eq!(console.dropped_viewers.load(Ordering::Relaxed), 1);
-        // The slow one gets what was queued, then learns why its feed ended.
-        let mut queued = 0;
-        let why = loop {
-            match slow.recv().await {
-                Ok(_) => queued += 1,
-                Err(why) => break why,
-            }
-        };
-        assert_eq!((queued, why), (VIEWER_QUEUE, Ended::TooSlow));
+        // The slow one gets what was queued (all of it in one piece), then learns why its
+        // feed ended.
+        let queued = slow.recv().await.unwrap();
+        assert_eq!(queued.len(), VIEWER_BYTES);
+        assert!(queued.ends_with(&chunk(fits - 1)));
+        assert_eq!(slow.recv().await, Err(Ended::TooSlow));
         assert!(fast.is_writer());
         assert_eq!(console.viewers(), 1);
         // The ring kept the output regardless.
-        assert!(console.lock().ring.snapshot().ends_with(b"511;"));
+        assert!(console
+            .lock()
+            .ring
+            .snapshot()
+            .ends_with(&chunk(fits * 2 - 1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_output_is_taken_in_batches_but_the_echo_of_typing_at_once() {
+        let console = Arc::new(Console::new("vm"));
+        let mut v = console.join(Mode::Viewer);
+        // After a quiet spell: at once, whatever piled up.
+        for b in b"hello, world" {
+            console.publish(&[*b]);
+        }
+        let t = tokio::time::Instant::now();
+        assert_eq!(v.recv().await.unwrap(), &b"hello, world"[..]);
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        // Right after: held for BATCH, then all that came meanwhile in one piece.
+        let v = Arc::new(tokio::sync::Mutex::new(v));
+        let later = {
+            let v = v.clone();
+            tokio::spawn(async move { v.lock().await.recv().await })
+        };
+        for b in b"more" {
+            console.publish(&[*b]);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(later.await.unwrap().unwrap(), &b"more"[..]);
+        assert_eq!(t.elapsed(), BATCH);
+        // Keystrokes reached the guest: its echo is not held back.
+        console.publish(b"x");
+        console.note_typed();
+        let t = tokio::time::Instant::now();
+        assert_eq!(v.lock().await.recv().await.unwrap(), &b"x"[..]);
+        assert_eq!(t.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test]
