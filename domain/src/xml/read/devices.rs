@@ -530,8 +530,19 @@ pub(super) fn interface(e: &Element) -> R<Interface> {
     e.allow(
         &["type"],
         &[
-            "mac", "source", "model", "driver", "mtu", "boot", "address", "target", "vlan", "link",
-            "bandwidth", "filterref", "port",
+            "mac",
+            "source",
+            "model",
+            "driver",
+            "mtu",
+            "boot",
+            "address",
+            "target",
+            "vlan",
+            "link",
+            "bandwidth",
+            "filterref",
+            "port",
         ],
     )?;
     let ty = e.req_attr("type")?;
