@@ -417,23 +417,43 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
 
     // A deploy a crash interrupted: its journal names a clone no defined domain uses (removed
     // at restart) and web1's clone (kept: web1 is defined with it).
+    // A third journal names a file it never made (no identity recorded: the crash came
+    // before its create) that somebody else has made since: it stays.
     let orphan = pool.join("web9-vda.qcow2");
     std::fs::write(&orphan, b"half made").unwrap();
+    let bystander = pool.join("web8-vda.qcow2");
+    std::fs::write(&bystander, b"somebody else's").unwrap();
     let pending = env.config.state_dir.join("templates/pending");
     std::fs::create_dir_all(&pending).unwrap();
-    let journal = |owner: &str, name: &str| {
-        json!({"op": "deploy", "owner": owner,
-               "files": [{"dir": pool.to_str().unwrap(), "name": name}]})
-        .to_string()
+    let identity = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        json!([m.dev(), m.ino()])
+    };
+    let journal = |owner: &str, name: &str, made: Option<Value>| {
+        let mut f = json!({"dir": pool.to_str().unwrap(), "name": name});
+        if let Some(m) = made {
+            f["made"] = m;
+        }
+        json!({"op": "deploy", "owner": owner, "files": [f]}).to_string()
     };
     std::fs::write(
         pending.join("1-1-1.json"),
-        journal("web9", "web9-vda.qcow2"),
+        journal("web9", "web9-vda.qcow2", Some(identity(&orphan))),
     )
     .unwrap();
     std::fs::write(
         pending.join("1-1-2.json"),
-        journal("web1", "web1-vda.qcow2"),
+        journal(
+            "web1",
+            "web1-vda.qcow2",
+            Some(identity(Path::new(&clones[0]))),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        pending.join("1-1-3.json"),
+        journal("web8", "web8-vda.qcow2", None),
     )
     .unwrap();
     drop(d);
@@ -444,6 +464,11 @@ async fn three_domains_deployed_from_one_template_share_its_base_and_each_boots(
         "the interrupted deploy's clone survived the restart"
     );
     assert!(Path::new(&clones[0]).exists());
+    assert!(
+        bystander.exists(),
+        "a file the interrupted deploy never made was removed"
+    );
+    std::fs::remove_file(&bystander).unwrap();
     assert!(listing(&pending).is_empty());
     assert_eq!(curl(&s, "GET", "/v1/domains/web9", &[]).status, 404);
 

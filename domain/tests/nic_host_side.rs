@@ -215,6 +215,16 @@ fn bad_host_side_values_name_the_field() {
     .unwrap()
     .validate()
     .expect("multi-queue tap");
+    // Each queue is a host descriptor opened before QEMU starts: bounded per NIC and per domain.
+    invalid(
+        &doc(&bridge_nic("52:54:00:00:00:01", "<driver queues='17'/>")),
+        "devices.interfaces[0].driver.queues",
+        "16",
+    );
+    let many: String = (0..5)
+        .map(|i| bridge_nic(&format!("52:54:00:00:00:1{i}"), "<driver queues='16'/>"))
+        .collect();
+    invalid(&doc(&many), "devices.interfaces", "at most 64 per domain");
 }
 
 fn ctx(net_fds: BTreeMap<usize, NetFd>) -> LaunchContext {

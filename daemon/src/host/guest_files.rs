@@ -229,6 +229,7 @@ fn open_one(r: &HostRef<'_>, how: &Opening<'_>) -> Result<Option<(OwnedFd, Via, 
         | HostRefKind::UnixSocket { .. }
         | HostRefKind::HostPci { .. }
         | HostRefKind::HostNic
+        | HostRefKind::HostVlan
         | HostRefKind::NetworkDisk { .. }
         | HostRefKind::ListenAddress => return Ok(None),
     };

@@ -14,6 +14,8 @@ pub struct ImageInfo {
     pub virtual_size: u64,
     /// Absolute path of the backing file, if any.
     pub backing: Option<String>,
+    /// The backing file's format as the image's header records it (absent: not recorded).
+    pub backing_format: Option<String>,
 }
 
 fn run(args: &[&str]) -> Result<String, String> {
@@ -41,6 +43,16 @@ pub fn format_name(f: DiskFormat) -> &'static str {
 
 /// Facts of one image (not its chain); `-U`: the image may be in use.
 pub fn info(path: &str) -> Result<ImageInfo, String> {
+    info_with(path, None)
+}
+
+/// As [`info`], read as `format` (never probed from the contents: a guest can write any
+/// header into a raw disk).
+pub fn info_as(path: &str, format: DiskFormat) -> Result<ImageInfo, String> {
+    info_with(path, Some(format))
+}
+
+fn info_with(path: &str, format: Option<DiskFormat>) -> Result<ImageInfo, String> {
     #[derive(Deserialize)]
     struct Raw {
         format: String,
@@ -50,8 +62,21 @@ pub fn info(path: &str) -> Result<ImageInfo, String> {
         full_backing: Option<String>,
         #[serde(rename = "backing-filename")]
         backing: Option<String>,
+        #[serde(rename = "backing-filename-format")]
+        backing_format: Option<String>,
     }
-    let out = run(&["info", "-U", "--output=json", "--", path])?;
+    let out = match format {
+        Some(f) => run(&[
+            "info",
+            "-U",
+            "-f",
+            format_name(f),
+            "--output=json",
+            "--",
+            path,
+        ])?,
+        None => run(&["info", "-U", "--output=json", "--", path])?,
+    };
     let raw: Raw = serde_json::from_str(&out).map_err(|e| format!("qemu-img info {path}: {e}"))?;
     let format = match raw.format.as_str() {
         "qcow2" => DiskFormat::Qcow2,
@@ -62,6 +87,7 @@ pub fn info(path: &str) -> Result<ImageInfo, String> {
         format,
         virtual_size: raw.virtual_size,
         backing: raw.full_backing.or(raw.backing),
+        backing_format: raw.backing_format,
     })
 }
 

@@ -179,6 +179,10 @@ fn admin_only(r: &HostRef<'_>) -> Option<String> {
         HostRefKind::HostNic => Some(format!(
             "{v}: macvtap on a host NIC is for admins only (use a bridge or network)"
         )),
+        HostRefKind::HostVlan => Some(format!(
+            "{v}: a VLAN tag on a host bridge's port is for admins only (it reaches that VLAN \
+             of the host's network; use a network)"
+        )),
         // QEMU opens the connection itself, from the host's network position: a non-admin
         // could make it reach services only the host can (metadata endpoints, loopback
         // daemons, the management network: SSRF) and read or write what answers there as a
@@ -228,6 +232,7 @@ pub fn check_ref(roots: &StorageRoots, r: &HostRef<'_>) -> Result<(), Refusal> {
         HostRefKind::BlockDevice { .. }
         | HostRefKind::HostPci { .. }
         | HostRefKind::HostNic
+        | HostRefKind::HostVlan
         | HostRefKind::NetworkDisk { .. }
         | HostRefKind::ListenAddress
         | HostRefKind::RngBackend => Ok(()),
@@ -467,6 +472,7 @@ mod tests {
             &mk("0000:01:00.0", HostRefKind::HostPci { managed: true }),
         ));
         rule(check_ref(&roots, &mk("eth0", HostRefKind::HostNic)));
+        rule(check_ref(&roots, &mk("br0", HostRefKind::HostVlan)));
         for open in ["127.0.0.1", "127.0.0.2", "::1"] {
             check_ref(&roots, &mk(open, HostRefKind::ListenAddress)).unwrap();
         }

@@ -33,6 +33,9 @@ pub enum HostRefKind {
     HostPci { managed: bool },
     /// A host network interface a macvtap is created on: admin-only.
     HostNic,
+    /// A VLAN tag on a port of a host bridge (value: the bridge): it would put the guest on
+    /// that VLAN of the host's own network, so it is admin-only (daemon networks are not).
+    HostVlan,
     /// A directory shared with the guest (`<filesystem>`): QEMU's 9p server works beneath
     /// it, writing unless `readonly`.
     SharedDir { readonly: bool, virtiofs: bool },
@@ -249,6 +252,13 @@ impl DomainConfig {
             );
         }
         for (i, nic) in interfaces.iter().enumerate() {
+            if let (InterfaceSource::Bridge { bridge }, Some(_)) = (&nic.source, nic.vlan) {
+                out.add(
+                    format!("devices.interfaces[{i}].vlan"),
+                    bridge,
+                    HostRefKind::HostVlan,
+                );
+            }
             match &nic.source {
                 InterfaceSource::Bridge { .. }
                 | InterfaceSource::Network { .. }

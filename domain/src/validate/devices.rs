@@ -371,6 +371,7 @@ pub(super) fn disks(v: &mut V, d: &DomainConfig) {
 pub(super) fn interfaces(v: &mut V, d: &DomainConfig) {
     let mut macs = BTreeMap::new();
     let mut link_names = BTreeMap::new();
+    super::nic_host::total_queues(v, &d.devices.interfaces);
     for (i, nic) in d.devices.interfaces.iter().enumerate() {
         let p = format!("devices.interfaces[{i}]");
         super::nic_host::check(v, &p, i, nic, &mut link_names);

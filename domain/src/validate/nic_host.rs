@@ -10,6 +10,41 @@ use crate::model::{Interface, InterfaceSource};
 /// Names the kernel reserves or that only a running guest shows (libvirt's live XML).
 const RESERVED: [&str; 3] = [".", "..", "lo"];
 
+/// Queues of one tap-backed NIC. Each queue is a tap descriptor (plus a vhost-net one) the
+/// daemon opens before QEMU starts, so a definition must not ask for thousands.
+pub const MAX_TAP_QUEUES: u32 = 16;
+
+/// Queues of all tap-backed NICs of a domain together (two descriptors each at most: well
+/// under what a QEMU may inherit).
+pub const MAX_DOMAIN_TAP_QUEUES: u32 = 64;
+
+/// The sum of the tap-backed NICs' queues, checked against [`MAX_DOMAIN_TAP_QUEUES`].
+pub(super) fn total_queues(v: &mut V, nics: &[Interface]) {
+    let total: u32 = nics
+        .iter()
+        .filter(|n| tap_backed(n))
+        .map(|n| n.driver.as_ref().and_then(|d| d.queues).unwrap_or(1).max(1))
+        .fold(0u32, u32::saturating_add);
+    if total > MAX_DOMAIN_TAP_QUEUES {
+        v.err(
+            "devices.interfaces".to_owned(),
+            Problem::Inconsistent(format!(
+                "{total} tap queues in all (each is a host descriptor); at most \
+                 {MAX_DOMAIN_TAP_QUEUES} per domain"
+            )),
+        );
+    }
+}
+
+fn tap_backed(nic: &Interface) -> bool {
+    matches!(
+        nic.source,
+        InterfaceSource::Bridge { .. }
+            | InterfaceSource::Network { .. }
+            | InterfaceSource::Direct { .. }
+    )
+}
+
 pub(super) fn check<'a>(
     v: &mut V,
     p: &str,
@@ -75,6 +110,11 @@ pub(super) fn check<'a>(
                         .into(),
                 ),
             );
+        }
+    }
+    if let Some(q) = nic.driver.as_ref().and_then(|d| d.queues) {
+        if tap_backed(nic) {
+            v.range(format!("{p}.driver.queues"), q, 1, MAX_TAP_QUEUES);
         }
     }
     // Multi-queue needs taps (one per queue) or vhost-user; slirp has one queue.

@@ -89,8 +89,9 @@ pub fn ruleset(i: &NicRules<'_>) -> String {
     if let Some(ips) = i.clean_traffic {
         r.push_str("\tset ip4 {\n\t\ttype ipv4_addr\n");
         if ips.is_empty() {
-            // Filled from the packet path by the learn rules.
-            r.push_str("\t\tflags dynamic\n");
+            // Filled from the packet path by the learn rule; bounded, so a flood of replies
+            // cannot grow it.
+            r.push_str("\t\tsize 16\n\t\tflags dynamic\n");
         } else {
             let list: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
             let _ = writeln!(r, "\t\telements = {{ {} }}", list.join(", "));
@@ -129,20 +130,16 @@ pub fn ruleset(i: &NicRules<'_>) -> String {
     }
     r.push_str("\t}\n");
     if i.clean_traffic.is_some_and(|ips| ips.is_empty()) {
-        // BOOTREPLY (op 2, the UDP payload's first byte) to the tap: its yiaddr (payload
-        // bytes 16..20) becomes the guest's address.
-        let learn = format!(
-            "\t\toifname \"{dev}\" udp sport 67 udp dport 68 @th,64,8 2 add @ip4 {{ @th,192,32 }}\n"
-        );
+        // BOOTREPLY (op 2, the UDP payload's first byte) sent to the tap by this host (the
+        // network's dnsmasq): its yiaddr (payload bytes 16..20) becomes the guest's address.
+        // Only the output hook: a reply bridged from another port could be forged by a
+        // neighbour to hand the guest someone else's address (a guest behind an outside DHCP
+        // server names its addresses with IP parameters instead).
         let _ = write!(
             r,
             "\tchain learn_local {{\n\
              \t\ttype filter hook output priority filter; policy accept;\n\
-             {learn}\
-             \t}}\n\
-             \tchain learn_forward {{\n\
-             \t\ttype filter hook forward priority filter; policy accept;\n\
-             {learn}\
+             \t\toifname \"{dev}\" udp sport 67 udp dport 68 @th,64,8 2 add @ip4 {{ @th,192,32 }}\n\
              \t}}\n"
         );
     }

@@ -217,18 +217,19 @@ impl Service {
         }
         // Image facts and overlay files (blocking).
         let mut t = std::mem::take(tree);
-        let work: Vec<(String, String)> = plans
+        let work: Vec<(String, String, DiskFormat)> = plans
             .iter()
-            .map(|p| (p.file.clone(), p.overlay.clone()))
+            .zip(&sel)
+            .map(|(p, d)| (p.file.clone(), p.overlay.clone(), d.format))
             .collect();
         let (t, made) = tokio::task::spawn_blocking(move || {
             let mut made: Vec<Result<(DiskFormat, std::fs::File), Error>> = Vec::new();
-            for (file, overlay) in &work {
+            for (file, overlay, declared) in &work {
                 let r = (|| {
                     // `qemu-img info` only for files the tree does not know yet (the first
                     // snapshot of a disk); a known file's format is the recorded one and its
                     // size comes from its header.
-                    ensure_chain(&mut t, file)?;
+                    ensure_chain(&mut t, file, *declared)?;
                     let format = t.files.get(file).map_or(DiskFormat::Raw, |r| r.format);
                     let size = crate::host::qemu_img::virtual_size(file, format)
                         .map_err(|e| io_err("read image", file, e))?;

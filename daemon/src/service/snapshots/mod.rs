@@ -98,6 +98,8 @@ pub(crate) struct DiskSel {
     pub index: usize,
     pub target: String,
     pub path: String,
+    /// The format the definition declares: the only one the file is ever read as.
+    pub format: DiskFormat,
 }
 
 /// The disks of `config` a snapshot covers: writable file disks. Read-only media and CD-ROMs
@@ -114,6 +116,7 @@ pub(crate) fn select_disks(config: &DomainConfig) -> Result<Vec<DiskSel>, Error>
                 index: i,
                 target: d.target.dev.clone(),
                 path: path.clone(),
+                format: d.driver.format,
             }),
             None => {}
             Some(_) => refused.push(FieldError::new(
@@ -170,27 +173,49 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Blocking: makes sure `path` and its backing chain are in `tree.files`.
-pub(crate) fn ensure_chain(tree: &mut Tree, path: &str) -> Result<(), Error> {
+/// Blocking: makes sure `path` (of the `declared` format) and its backing chain are in
+/// `tree.files`. Formats are never probed: the top is read as declared, each backing file as
+/// its child's header records (a guest can write a qcow2 header into a raw disk, naming any
+/// file as its backing).
+pub(crate) fn ensure_chain(tree: &mut Tree, path: &str, declared: DiskFormat) -> Result<(), Error> {
     let mut at = path.to_owned();
+    let mut format = declared;
     for _ in 0..crate::host::storage_roots::MAX_CHAIN {
         if tree.files.contains_key(&at) {
             return Ok(());
         }
-        let i = crate::host::qemu_img::info(&at).map_err(|e| io_err("read image", &at, e))?;
+        let (backing, backing_format) = match format {
+            DiskFormat::Raw => (None, None),
+            DiskFormat::Qcow2 => {
+                let i = crate::host::qemu_img::info_as(&at, format)
+                    .map_err(|e| io_err("read image", &at, e))?;
+                (i.backing, i.backing_format)
+            }
+        };
         tree.files.insert(
             at.clone(),
             meta::FileRec {
-                format: i.format,
-                backing: i.backing.clone(),
+                format,
+                backing: backing.clone(),
                 owned: false,
                 refs: 0,
             },
         );
-        match i.backing {
-            Some(b) => at = b,
-            None => return Ok(()),
-        }
+        let Some(b) = backing else {
+            return Ok(());
+        };
+        format = match backing_format.as_deref() {
+            Some("raw") => DiskFormat::Raw,
+            Some("qcow2") => DiskFormat::Qcow2,
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "{at}: its backing file {b} has {} (raw or qcow2 recorded in the image \
+                     are the only ones read)",
+                    other.map_or("no recorded format".to_owned(), |f| format!("format {f}"))
+                )))
+            }
+        };
+        at = b;
     }
     Err(Error::InvalidConfig(format!(
         "{path}: backing chain too deep"

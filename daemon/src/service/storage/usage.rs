@@ -104,21 +104,34 @@ impl Service {
     }
 }
 
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
 /// `path` and the files of its qcow2 backing chain (at most 16 deep), as identities.
+/// A raw disk's first sector is the guest's to write, so a backing name read here may be any
+/// path: only regular files are opened, never blocking (a FIFO or a device such as a
+/// watchdog is never opened at all).
 fn chain(path: &str) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut out = Vec::new();
     let mut at = PathBuf::from(path);
     for _ in 0..16 {
-        let Some(id) = identity(&at) else { break };
-        out.push(id);
-        let Ok(mut f) = std::fs::File::open(&at) else {
+        let Ok(meta) = std::fs::metadata(&at) else {
             break;
         };
+        out.push((meta.dev(), meta.ino()));
+        if !meta.is_file() {
+            break;
+        }
+        let Ok(mut f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+            .open(&at)
+        else {
+            break;
+        };
+        // The same regular file as looked at (not swapped for another kind meanwhile).
+        match f.metadata() {
+            Ok(m) if m.is_file() && (m.dev(), m.ino()) == (meta.dev(), meta.ino()) => {}
+            _ => break,
+        }
         let Ok(refs) = crate::host::qcow2::refs(&mut f) else {
             break;
         };

@@ -215,7 +215,7 @@ impl Service {
             plan.push((b.clone(), clone));
         }
         let store = self.template_store();
-        let journal = store.begin(&Pending {
+        let mut pending = Pending {
             op: PendingOp::Deploy,
             owner: req.name.clone(),
             files: plan
@@ -223,9 +223,11 @@ impl Service {
                 .map(|(_, c)| PendingFile {
                     dir: p.path.clone(),
                     name: c.clone(),
+                    made: None,
                 })
                 .collect(),
-        })?;
+        };
+        let journal = store.begin(&pending)?;
         let mut made: Vec<String> = Vec::new();
         let undo = |made: &[String]| {
             for c in made {
@@ -233,7 +235,7 @@ impl Service {
             }
         };
         let cloned: Result<(), Error> = async {
-            for (b, clone) in &plan {
+            for (k, (b, clone)) in plan.iter().enumerate() {
                 let dst = files::open(&dir, clone, OFlag::O_CREAT | OFlag::O_RDWR).map_err(
                     |e| match e {
                         OpenError::Exists => invalid(
@@ -250,6 +252,9 @@ impl Service {
                     },
                 )?;
                 made.push(clone.clone());
+                pending.files[k].made =
+                    Some(super::make::identity(&dst).map_err(|e| io("stat", clone.as_str(), e))?);
+                store.update(&journal, &pending)?;
                 let size = b.capacity.to_string();
                 // -u: qemu-img never opens the base by name; the size is the base's.
                 qemu_img::run(

@@ -137,7 +137,7 @@ impl Service {
             novacron_domain::storage::check_name(&volume).map_err(|m| invalid("name", m))?;
             opened.push((*i, dev.clone(), file, *format, probe.capacity, volume));
         }
-        let pending = Pending {
+        let mut pending = Pending {
             op: PendingOp::Bases,
             owner: t.name.clone(),
             files: opened
@@ -145,6 +145,7 @@ impl Service {
                 .map(|o| PendingFile {
                     dir: p.path.clone(),
                     name: o.5.clone(),
+                    made: None,
                 })
                 .collect(),
         };
@@ -152,7 +153,7 @@ impl Service {
         let mut made: Vec<String> = Vec::new();
         let result: Result<Vec<Base>, Error> = async {
             let mut bases = Vec::new();
-            for (_, dev, src, format, capacity, volume) in &opened {
+            for (k, (_, dev, src, format, capacity, volume)) in opened.iter().enumerate() {
                 let dst = files::open(&dir, volume, OFlag::O_CREAT | OFlag::O_RDWR).map_err(
                     |e| match e {
                         OpenError::Exists => {
@@ -165,6 +166,9 @@ impl Service {
                     },
                 )?;
                 made.push(volume.clone());
+                pending.files[k].made =
+                    Some(identity(&dst).map_err(|e| io("stat", volume.as_str(), e))?);
+                store.update(&journal, &pending)?;
                 let size = capacity.to_string();
                 let (d0, d1) = (fd_path(0), fd_path(1));
                 qemu_img::run(
@@ -240,4 +244,10 @@ impl Service {
         store.end(&journal);
         Ok(())
     }
+}
+
+/// Device and inode of a file the daemon just made (what a recovery may remove).
+pub(super) fn identity(f: &std::fs::File) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    f.metadata().map(|m| (m.dev(), m.ino()))
 }

@@ -263,6 +263,13 @@ impl Service {
             .map(|b| store::PendingFile {
                 dir: dir_of(&b.path),
                 name: b.volume.clone(),
+                // The bases as they are now: only these files are ever removed.
+                made: {
+                    use std::os::unix::fs::MetadataExt;
+                    std::fs::symlink_metadata(&b.path)
+                        .ok()
+                        .map(|m| (m.dev(), m.ino()))
+                },
             })
             .collect();
         let journal = store.begin(&store::Pending {

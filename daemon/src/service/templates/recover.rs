@@ -10,9 +10,25 @@ use super::store::{PendingFile, PendingOp, Store};
 use crate::host::volumes::files;
 use crate::service::Service;
 
-/// Removes `f` beneath its directory (never through a link); a missing file is fine.
+/// Removes `f` beneath its directory (never through a link) if it is still the file the
+/// operation made; a missing file, or one the operation never made, is left alone.
 pub(super) fn unlink(f: &PendingFile) {
-    match files::open_dir(std::path::Path::new(&f.dir)).and_then(|d| files::unlink(&d, &f.name)) {
+    let Some(made) = f.made else {
+        return;
+    };
+    let same = |d: &std::os::fd::OwnedFd| -> std::io::Result<bool> {
+        let st =
+            nix::sys::stat::fstatat(d, f.name.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        Ok((st.st_dev, st.st_ino) == made)
+    };
+    let r = files::open_dir(std::path::Path::new(&f.dir)).and_then(|d| {
+        if same(&d)? {
+            files::unlink(&d, &f.name)
+        } else {
+            Ok(())
+        }
+    });
+    match r {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(file = f.path(), error = %e, "cannot remove a template file"),

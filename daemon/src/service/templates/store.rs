@@ -116,6 +116,11 @@ pub struct PendingFile {
     /// The pool directory and the volume name in it (removed beneath the directory).
     pub dir: String,
     pub name: String,
+    /// Device and inode of the file once this operation has made it (recorded right after
+    /// its exclusive create). Recovery removes only the file with this identity: a name
+    /// journalled but not yet made may belong to somebody else by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made: Option<(u64, u64)>,
 }
 
 impl PendingFile {
@@ -218,6 +223,13 @@ impl Store {
         write_atomic(&path, &bytes, 0o600)
             .map_err(|e| io("write", path.display().to_string(), e))?;
         Ok(path)
+    }
+
+    /// Rewrites journal `journal` (a file it lists was just made).
+    pub fn update(&self, journal: &Path, p: &Pending) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(p).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(journal, &bytes, 0o600)
+            .map_err(|e| io("write", journal.display().to_string(), e))
     }
 
     pub fn end(&self, journal: &Path) {
