@@ -972,3 +972,54 @@ async fn with_the_agent_a_freeze_stalls_guest_writes_and_the_quiesced_image_is_c
     drop(sh);
     assert_eq!(curl(&s, "POST", "/v1/domains/snf/destroy", &[]).status, 200);
 }
+
+/// A raw disk's first sector is the guest's: a qcow2 header written there (naming another
+/// file as its backing) must not make a snapshot read the disk as qcow2, or the overlay would
+/// record qcow2 as its backing's format and the next start would hand QEMU that other file.
+#[test]
+fn a_raw_disk_holding_a_qcow2_header_is_snapshotted_as_raw() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let dir = images_dir(&env);
+    let secret = dir.join("secret.raw");
+    std::fs::write(&secret, b"another tenant's data").unwrap();
+    // The "guest's" disk: a qcow2 image (backing: the secret) copied byte for byte into a
+    // file the definition says is raw.
+    let disguised = dir.join("disguised.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            secret.to_str().unwrap(),
+            "-F",
+            "raw",
+            disguised.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    let disk = dir.join("guest.raw");
+    std::fs::copy(&disguised, &disk).unwrap();
+    let xml = guest_xml("sn9", &disk).replace("type='qcow2'", "type='raw'");
+    let mut args = XML.to_vec();
+    args.push(&xml);
+    assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
+    let r = post_json(&s, "/v1/domains/sn9/snapshots", &json!({"name": "s"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tree = tree_json(&env, "sn9");
+    let rec = &tree["files"][disk.to_str().unwrap()];
+    assert_eq!(rec["format"], "raw", "{tree}");
+    assert!(rec["backing"].is_null(), "{tree}");
+    let overlay = defined_disk(&env, "sn9");
+    let info: Value =
+        serde_json::from_str(&run("qemu-img", &["info", "-U", "--output=json", &overlay])).unwrap();
+    assert_eq!(info["backing-filename-format"], "raw", "{info}");
+    assert_eq!(
+        chain(&overlay),
+        [overlay.clone(), disk.display().to_string()]
+    );
+}
