@@ -61,6 +61,23 @@ pub fn candidates(models: &[CpuModel]) -> impl Iterator<Item = &CpuModel> {
         .filter(|m| m.usable == Some(true) && !NOT_NAMED.contains(&m.name.as_str()))
 }
 
+/// Features never added on an AMD host. IA32_ARCH_CAPABILITIES (MSR 0x10a) is Intel's; KVM
+/// emulates it on AMD, but a nested KVM there refuses QEMU's write of it and QEMU aborts at
+/// start ("failed to set MSR 0x10a", seen on this project's EPYC CI machines, as with `-cpu
+/// host`). The named AMD models never have it; without the MSR its bits mean nothing.
+const AMD_NOT_ADDED: &[&str] = &[
+    "arch-capabilities",
+    "rdctl-no",
+    "ibrs-all",
+    "rsba",
+    "skip-l1dfl-vmentry",
+    "ssb-no",
+    "mds-no",
+    "pschange-mc-no",
+    "tsx-ctrl",
+    "taa-no",
+];
+
 /// libvirt's choice among the expanded candidates: no feature the host lacks, the host's
 /// vendor, the most features; on a tie the alias (`Skylake-Client-IBRS` over
 /// `Skylake-Client-v2`, what libvirt and people write), then the first name.
@@ -85,6 +102,10 @@ pub fn pick(
         features: host
             .features
             .difference(&best.1.features)
+            .filter(|f| {
+                host.vendor.as_deref() != Some("AuthenticAMD")
+                    || !AMD_NOT_ADDED.contains(&f.as_str())
+            })
             .cloned()
             .collect(),
         accel: accel.to_owned(),
@@ -140,6 +161,22 @@ mod tests {
             usable: Some(true),
             alias_of: alias_of.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn an_amd_host_never_gets_the_intel_arch_capabilities_msr_added() {
+        let host = exp(
+            "AuthenticAMD",
+            &["fpu", "svm", "arch-capabilities", "mds-no", "rdctl-no"],
+        );
+        let epyc = model("EPYC", None);
+        let got = pick(&host, &[(&epyc, exp("AuthenticAMD", &["fpu"]))], "kvm").unwrap();
+        assert_eq!(got.features, vec!["svm".to_owned()]);
+        // An Intel host keeps them (the MSR is its own).
+        let host = exp("GenuineIntel", &["fpu", "arch-capabilities"]);
+        let sky = model("Skylake", None);
+        let got = pick(&host, &[(&sky, exp("GenuineIntel", &["fpu"]))], "kvm").unwrap();
+        assert_eq!(got.features, vec!["arch-capabilities".to_owned()]);
     }
 
     #[test]
