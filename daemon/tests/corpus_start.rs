@@ -171,6 +171,11 @@ fn start_gaps(cfg: &DomainConfig) -> Vec<&'static str> {
 /// (their argv is covered by the golden tests).
 const HOST_LIMIT_HYPERV: &str = "failed to set MSR 0x4000";
 
+/// Likewise `-cpu host` (host-passthrough) on an AMD host under nested KVM: QEMU's write of
+/// IA32_ARCH_CAPABILITIES is refused and it aborts. Checked like a gap, then started as
+/// host-model (which the daemon resolves to a named model without that MSR).
+const HOST_LIMIT_PASSTHROUGH: &str = "failed to set MSR 0x10a";
+
 /// The stand-ins for [`start_gaps`]: a user-mode NIC of the same model and MAC; no TPM.
 fn work_around(cfg: &mut DomainConfig) {
     for nic in &mut cfg.devices.interfaces {
@@ -252,6 +257,23 @@ fn accepted_corpus_documents_define_and_start() {
         } else {
             "gaps worked around"
         });
+        let passthrough = local
+            .cpu
+            .as_ref()
+            .is_some_and(|c| c.mode == novacron_domain::model::CpuMode::HostPassthrough);
+        let r = if r.status != 200 && passthrough && r.body.contains(HOST_LIMIT_PASSTHROUGH) {
+            blocked.push(format!(
+                "{id}: -cpu host refused by this nested KVM (started as host-model)"
+            ));
+            if let Some(c) = &mut local.cpu {
+                c.mode = novacron_domain::model::CpuMode::HostModel;
+            }
+            let r = define(s, &local);
+            assert_eq!(r.status, 200, "{id}: redefine: {}", r.body);
+            start("as host-model").0
+        } else {
+            r
+        };
         let r = if r.status != 200
             && (local.features.hyperv.is_some() || r.body.contains("hv-"))
             && r.body.contains(HOST_LIMIT_HYPERV)
