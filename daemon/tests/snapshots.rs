@@ -651,24 +651,6 @@ fn bus_error(address: &str, path: &str, method: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn wait_for_bus_name(address: &str) {
-    wait_until("org.novacron1 on the bus", Duration::from_secs(20), || {
-        Command::new("busctl")
-            .arg(format!("--address={address}"))
-            .args([
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "NameHasOwner",
-                "s",
-                "org.novacron1",
-            ])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "b true")
-    });
-}
-
 /// The snapshot and agent methods of `org.novacron1.Domain`, driven with busctl/gdbus on a
 /// private bus: the same service as HTTP (the same JSON, the same tree on disk), audited as
 /// D-Bus calls, with typed errors that change nothing.
@@ -679,7 +661,7 @@ fn snapshots_and_the_agent_on_dbus_answer_as_http_does() {
     let d = env.start_daemon(&format!("[dbus]\naddress = {:?}\n", bus.address));
     let s = d.socket.clone();
     let a = bus.address.as_str();
-    wait_for_bus_name(a);
+    common::bus::wait_for_bus_name(a);
     let base = images_dir(&env).join("dbus.qcow2");
     run(
         "qemu-img",
@@ -885,7 +867,7 @@ async fn with_the_agent_a_freeze_stalls_guest_writes_and_the_quiesced_image_is_c
     )
     .await
     .unwrap();
-    wait_for_bus_name(&a);
+    common::bus::wait_for_bus_name(&a);
     let path = bus_call(&a, "/org/novacron1", "LookupByName", &["s", "snf"]);
     let path = path.as_str().unwrap().to_owned();
     wait_until("the guest agent answers", Duration::from_secs(60), || {

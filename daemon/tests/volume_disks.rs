@@ -693,7 +693,7 @@ fn import_copies_sparse_moves_and_refuses_hostile_paths() {
     assert!(used.exists() && !img.join("used.raw").exists());
 
     // D-Bus: the same operation behind Manager.ImportVolume.
-    wait_for_bus_name(&bus.address);
+    common::bus::wait_for_bus_name(&bus.address);
     let out = Command::new("busctl")
         .arg(format!("--address={}", bus.address))
         .args([
@@ -747,31 +747,4 @@ fn import_copies_sparse_moves_and_refuses_hostile_paths() {
         "the temporary file of an unfinished import stayed"
     );
     assert!(img.join("big.raw").exists());
-}
-
-fn wait_for_bus_name(address: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let out = Command::new("busctl")
-            .arg(format!("--address={address}"))
-            .args([
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "NameHasOwner",
-                "s",
-                "org.novacron1",
-            ])
-            .output()
-            .expect("busctl");
-        if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "org.novacron1 never appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }

@@ -279,7 +279,7 @@ fn a_64_mib_sparse_volume_is_created_uploaded_downloaded_cloned_and_resized() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    wait_for_bus_name(&bus.address);
+    common::bus::wait_for_bus_name(&bus.address);
     busctl(&[
         "CreateVolume",
         "sstst",
@@ -314,33 +314,6 @@ fn a_64_mib_sparse_volume_is_created_uploaded_downloaded_cloned_and_resized() {
     assert!(trail
         .iter()
         .any(|(o, t, r, _)| o == "vol-delete" && t == "default/r2.qcow2" && r == "invalid_config"));
-}
-
-fn wait_for_bus_name(address: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let out = Command::new("busctl")
-            .arg(format!("--address={address}"))
-            .args([
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "NameHasOwner",
-                "s",
-                "org.novacron1",
-            ])
-            .output()
-            .expect("busctl");
-        if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "org.novacron1 never appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// A domain whose disk is `path`.

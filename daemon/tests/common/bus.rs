@@ -36,3 +36,31 @@ impl Drop for PrivateBus {
         let _ = self.child.wait();
     }
 }
+
+/// Waits (up to 20 s) until the daemon holds `org.novacron1` on the bus at `address`.
+pub fn wait_for_bus_name(address: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = Command::new("busctl")
+            .arg(format!("--address={address}"))
+            .args([
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "NameHasOwner",
+                "s",
+                "org.novacron1",
+            ])
+            .output()
+            .expect("busctl");
+        if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "org.novacron1 never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
