@@ -254,7 +254,11 @@ impl Service {
                 made.push(clone.clone());
                 pending.files[k].made =
                     Some(super::make::identity(&dst).map_err(|e| io("stat", clone.as_str(), e))?);
-                store.update(&journal, &pending)?;
+                {
+                    let (store, journal, pending) =
+                        (store.clone(), journal.clone(), pending.clone());
+                    super::make::off_thread(move || store.update(&journal, &pending)).await?;
+                }
                 let size = b.capacity.to_string();
                 // -u: qemu-img never opens the base by name; the size is the base's.
                 qemu_img::run(
@@ -276,7 +280,7 @@ impl Service {
                 )
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?;
-                dst.sync_all().map_err(|e| io("sync", clone.as_str(), e))?;
+                super::make::sync(&dst, clone).await?;
                 let path = format!("{}/{clone}", p.path.trim_end_matches('/'));
                 for d in &mut config.devices.disks {
                     if d.target.dev == b.disk {

@@ -168,7 +168,11 @@ impl Service {
                 made.push(volume.clone());
                 pending.files[k].made =
                     Some(identity(&dst).map_err(|e| io("stat", volume.as_str(), e))?);
-                store.update(&journal, &pending)?;
+                {
+                    let (store, journal, pending) =
+                        (store.clone(), journal.clone(), pending.clone());
+                    off_thread(move || store.update(&journal, &pending)).await?;
+                }
                 let size = capacity.to_string();
                 let (d0, d1) = (fd_path(0), fd_path(1));
                 qemu_img::run(
@@ -190,7 +194,7 @@ impl Service {
                 )
                 .await
                 .map_err(qerr)?;
-                dst.sync_all().map_err(|e| io("sync", volume.as_str(), e))?;
+                sync(&dst, volume).await?;
                 // Read-only from now on: a write would corrupt every clone.
                 dst.set_permissions(std::fs::Permissions::from_mode(0o444))
                     .map_err(|e| io("make read-only", volume.as_str(), e))?;
@@ -250,4 +254,20 @@ impl Service {
 pub(super) fn identity(f: &std::fs::File) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     f.metadata().map(|m| (m.dev(), m.ino()))
+}
+
+/// Runs blocking file work (a journal write, an fsync) off the async threads.
+pub(super) async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(crate::service::storage::errors::joined)?
+}
+
+/// `f.sync_all()` off the async threads (a base or clone can be gigabytes of dirty pages).
+pub(super) async fn sync(f: &std::fs::File, name: &str) -> Result<(), Error> {
+    let f = f.try_clone().map_err(|e| io("sync", name, e))?;
+    let name = name.to_owned();
+    off_thread(move || f.sync_all().map_err(|e| io("sync", name.as_str(), e))).await
 }
