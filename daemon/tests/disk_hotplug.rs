@@ -484,3 +484,103 @@ async fn hotplug_resize_throttle_detach_in_a_linux_guest() {
     assert!(svc.list_disks(name, false).unwrap().is_empty());
     svc.destroy(name).await.unwrap();
 }
+
+/// The descriptors the daemon passed for `path` that QEMU still has open (its own duplicates
+/// and any left in fd sets).
+fn qemu_fds_on(pid: u64, path: &Path) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l == path)
+        .count()
+}
+
+/// A CD-ROM empty at start gets its `<iotune>` with its first medium (QEMU refuses limits on
+/// an empty drive and has none for a medium inserted later), and the daemon's descriptors
+/// leave QEMU's fd sets once QEMU holds the files (attach, media change): nothing piles up.
+#[test]
+fn an_empty_cdrom_gets_its_limits_and_passed_descriptors_are_released() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let sock = d.socket.clone();
+    let images: PathBuf = env.config.state_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    sparse(&images.join("data.raw"), 8 << 20);
+    sparse(&images.join("cd1.iso"), 1 << 20);
+    sparse(&images.join("cd2.iso"), 2 << 20);
+    let xml = domain_xml(&images).replace(
+        "</devices>",
+        "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+           <target dev='sdb' bus='sata'/><readonly/>\
+           <iotune><total_bytes_sec>3145728</total_bytes_sec></iotune></disk></devices>",
+    );
+    let r = curl(
+        &sock,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    let r = curl(&sock, "POST", &format!("/v1/domains/{NAME}/start"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pid = curl(&sock, "GET", &format!("/v1/domains/{NAME}"), &[]).json()["pid"]
+        .as_u64()
+        .expect("pid");
+    let disks = format!("/v1/domains/{NAME}/disks");
+    assert!(block(&sock, "sata0-0-1").get("inserted").is_none());
+
+    let r = post_json(
+        &sock,
+        "POST",
+        &format!("{disks}/sdb/media"),
+        &json!({ "action": "insert", "source": images.join("cd2.iso") }),
+    );
+    assert_eq!(r.status, 200, "insert into sdb: {}", r.body);
+    let cd = block(&sock, "sata0-0-1");
+    assert_eq!(
+        cd["inserted"]["bps"],
+        3 << 20,
+        "sdb's limits on its medium: {cd}"
+    );
+
+    let r = post_json(
+        &sock,
+        "POST",
+        &disks,
+        &json!({ "xml": format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+            images.join("data.raw").display()), "live": true }),
+    );
+    assert_eq!(r.status, 201, "attach: {}", r.body);
+    let r = post_json(
+        &sock,
+        "POST",
+        &format!("{disks}/sda/media"),
+        &json!({ "action": "update", "source": images.join("cd2.iso") }),
+    );
+    assert_eq!(r.status, 200, "update sda: {}", r.body);
+    // QEMU's fd sets hold none of the descriptors passed while it ran, and QEMU has one
+    // descriptor per file it uses (its own), not two.
+    let sets = qmp(&sock, "query-fdsets", None);
+    let kept: Vec<&Value> = sets
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["fds"].as_array().into_iter().flatten())
+        .filter(|fd| fd["opaque"] == "attach-disk" || fd["opaque"] == "change-media")
+        .collect();
+    assert!(kept.is_empty(), "descriptors left in fd sets: {sets}");
+    assert_eq!(qemu_fds_on(pid, &images.join("data.raw")), 1, "{sets}");
+    assert_eq!(
+        qemu_fds_on(pid, &images.join("cd2.iso")),
+        2,
+        "sda and sdb: {sets}"
+    );
+    assert_eq!(
+        qemu_fds_on(pid, &images.join("cd1.iso")),
+        0,
+        "old medium: {sets}"
+    );
+    let _ = curl(&sock, "POST", &format!("/v1/domains/{NAME}/destroy"), &[]);
+}

@@ -53,6 +53,17 @@ fn node_names(s: &Path, domain: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `opaque` of every descriptor in QEMU's fd sets (`query-fdsets`).
+fn fd_opaques(s: &Path, domain: &str) -> Vec<String> {
+    qmp(s, domain, "query-fdsets", json!({}))
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|set| set["fds"].as_array().cloned().unwrap_or_default())
+        .map(|fd| fd["opaque"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 fn domain_disk(s: &Path, domain: &str) -> String {
     let r = curl(s, "GET", &format!("/v1/domains/{domain}"), &[]);
     let v = r.json();
@@ -235,6 +246,9 @@ fn disk_snapshots_live_and_offline_tree_delete_revert_and_a_crash_during_commit(
     assert_eq!(r.status, 201, "{}", r.body);
     let nodes = node_names(&s, "sn1");
     assert!(nodes.contains(&"nc2".to_owned()), "{nodes:?}");
+    // QEMU holds the overlay: the daemon's descriptor is out of its fd set.
+    let fds = fd_opaques(&s, "sn1");
+    assert!(!fds.iter().any(|o| o == "nc2"), "overlay fd kept: {fds:?}");
     let o2 = defined_disk(&env, "sn1");
     assert_eq!(
         chain(&o2),
@@ -373,6 +387,12 @@ fn disk_snapshots_live_and_offline_tree_delete_revert_and_a_crash_during_commit(
     assert_eq!(chain(&active), [active.clone(), base.display().to_string()]);
     assert!(!Path::new(&r2).exists());
     assert!(reads_pattern(&active, 0x5a, "1M"));
+    // The read-write descriptor added for the commit's base is gone with the commit.
+    let fds = fd_opaques(&s, "sn1");
+    assert!(
+        !fds.iter().any(|o| o == "snapshot-commit-base"),
+        "commit fd kept: {fds:?}"
+    );
     let list = curl(&s, "GET", "/v1/domains/sn1/snapshots", &[]).json();
     assert_eq!(list["tree"].as_str().unwrap(), "s4 (current)\n", "{list}");
     // Every change and every refusal is audited.

@@ -275,6 +275,29 @@ fn a_volume_disk_resolves_at_define_and_start_and_keeps_its_volume_in_use() {
         web1.to_str().unwrap(),
         "the running guest's disk is the pool's file: {disks}"
     );
+    // The live XML and JSON keep the volume as written (libvirt's live XML does too), so
+    // the running view defines back to the same disk.
+    let xml = curl(st.s(), "GET", "/v1/domains/vd-guest/xml", &[]).body;
+    assert!(
+        xml.contains("type='volume'")
+            && xml.contains("pool='default'")
+            && xml.contains("volume='web1.qcow2'")
+            && !xml.contains(web1.to_str().unwrap()),
+        "the live XML names the volume, not its file: {xml}"
+    );
+    let info = curl(st.s(), "GET", "/v1/domains/vd-guest", &[]).json();
+    assert_eq!(
+        info["config"]["devices"]["disks"][0]["source"],
+        json!({"type": "volume", "pool": "default", "volume": "web1.qcow2"}),
+        "{info}"
+    );
+    let r = st.define(false, &xml);
+    assert_eq!(r.status, 200, "the live XML defines back: {r:?}");
+    let stored = st.definition_file("vd-guest");
+    assert!(
+        stored.contains("type='volume'") && stored.contains("volume='web1.qcow2'"),
+        "{stored}"
+    );
     // The live limits read back through blkdeviotune.
     let t = curl(st.s(), "GET", "/v1/domains/vd-guest/disks/vda/iotune", &[]).json();
     assert_eq!(t["total_bytes_sec"], 1 << 20, "{t}");
@@ -311,6 +334,12 @@ fn a_volume_disk_resolves_at_define_and_start_and_keeps_its_volume_in_use() {
         "{r:?}"
     );
     assert_eq!(st.inserted("vd-guest", "vdb")["bps_wr"], 524288);
+    let xml = curl(st.s(), "GET", "/v1/domains/vd-guest/xml", &[]).body;
+    assert!(
+        xml.contains("volume='data.raw'")
+            && !xml.contains(st.images.join("data.raw").to_str().unwrap()),
+        "a hot-plugged volume disk shows its volume live: {xml}"
+    );
     let r = curl(st.s(), "POST", "/v1/domains/vd-guest/destroy", &[]);
     assert_eq!(r.status, 200, "{r:?}");
 

@@ -45,6 +45,55 @@ pub struct LiveDisk {
     /// it (an OS that never acknowledges keeps it until the guest stops).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub detaching: bool,
+    /// The pool volume the definition or attach named (`<disk type='volume'>`) and the file
+    /// it resolved to: the live view shows the volume, as written, while QEMU still runs on
+    /// that file (libvirt keeps the volume source in the live XML too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeOrigin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeOrigin {
+    pub pool: String,
+    pub volume: String,
+    /// The file the volume resolved to.
+    pub path: String,
+}
+
+impl VolumeOrigin {
+    /// The origin of `resolved` when `named` (the same disk before resolving) is a volume.
+    pub fn of(named: &Disk, resolved: &Disk) -> Option<VolumeOrigin> {
+        use novacron_domain::model::DiskSource;
+        match (&named.source, &resolved.source) {
+            (Some(DiskSource::Volume { pool, volume }), Some(DiskSource::File { path })) => {
+                Some(VolumeOrigin {
+                    pool: pool.clone(),
+                    volume: volume.clone(),
+                    path: path.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl LiveDisk {
+    /// The disk as the user wrote it: its volume while it still runs on the volume's file
+    /// (a snapshot's overlay or a media change made it another file).
+    pub fn as_named(&self) -> Disk {
+        use novacron_domain::model::DiskSource;
+        let mut d = self.disk.clone();
+        if let (Some(o), Some(DiskSource::File { path })) = (&self.volume, &d.source) {
+            if *path == o.path {
+                d.source = Some(DiskSource::Volume {
+                    pool: o.pool.clone(),
+                    volume: o.volume.clone(),
+                });
+            }
+        }
+        d
+    }
 }
 
 impl LiveDevices {
@@ -63,6 +112,7 @@ impl LiveDevices {
                     disk: d.clone(),
                     fd_sets: Vec::new(),
                     detaching: false,
+                    volume: None,
                 })
                 .collect(),
             vcpus: Some(config.vcpu.current.unwrap_or(config.vcpu.count)),
@@ -88,6 +138,24 @@ impl LiveDevices {
             Some(m) => m.clone(),
             None => with_ids(&config.devices.memory),
         }
+    }
+
+    /// The set at start (`config`, volumes resolved) with each volume disk's origin from
+    /// `named` (the same config before resolving), matched by target.
+    pub fn at_start_named(
+        config: &novacron_domain::DomainConfig,
+        named: &novacron_domain::DomainConfig,
+    ) -> LiveDevices {
+        let mut set = LiveDevices::at_start(config);
+        for d in &mut set.disks {
+            d.volume = named
+                .devices
+                .disks
+                .iter()
+                .find(|n| n.target.dev == d.disk.target.dev)
+                .and_then(|n| VolumeOrigin::of(n, &d.disk));
+        }
+        set
     }
 
     pub fn find(&self, target: &str) -> Option<&LiveDisk> {

@@ -150,6 +150,19 @@ impl Live {
         config
     }
 
+    /// [`Live::config`] as the user wrote it, for the faces (XML, JSON): a disk still on the
+    /// file its pool volume resolved to shows the volume (`<disk type='volume'>`).
+    pub fn view_config(&self) -> novacron_domain::DomainConfig {
+        let mut config = self.config();
+        config.devices.disks = self
+            .devices()
+            .disks
+            .iter()
+            .map(crate::persist::live_devices::LiveDisk::as_named)
+            .collect();
+        config
+    }
+
     /// The live device set (see `persist::live_devices`).
     pub fn devices(&self) -> crate::persist::live_devices::LiveDevices {
         self.devices

@@ -401,6 +401,8 @@ pub(super) async fn launch_as(
     let volumes = inner
         .volume_disks(config, super::storage::disk_volumes::Formats::Start)
         .await?;
+    // The disks as named, for the live view (a volume disk keeps its pool and volume).
+    let named = config;
     let config = volumes.as_ref().unwrap_or(config);
     let definition_config = config;
     let resolved =
@@ -591,7 +593,13 @@ pub(super) async fn launch_as(
             qemu_log: Some(log.clone()),
             display_ports: displays.ports.clone(),
             virtiofsd: virtiofsd.clone(),
-            live_devices: None,
+            // The set at start, with the volume each volume disk was named by.
+            live_devices: volumes.is_some().then(|| {
+                crate::persist::live_devices::LiveDevices::at_start_named(
+                    &displays.live_config,
+                    named,
+                )
+            }),
         };
         let scoped = async {
             match &inner.scopes {

@@ -275,8 +275,9 @@ impl Service {
     pub fn get(&self, name: &str) -> Result<DomainInfo, Error> {
         let h = self.inner.handle(name)?;
         let config = match h.run().live() {
-            // A running guest is described by the config it was started with.
-            Some(live) => live.config(),
+            // A running guest is described by the config it was started with (its volume
+            // disks as named, not as the files they resolved to).
+            Some(live) => live.view_config(),
             None => h.definition().config.config().clone(),
         };
         Ok(DomainInfo {

@@ -140,7 +140,9 @@ async fn attach_live(
     trust: crate::persist::definitions::Trust,
     checked: &novacron_domain::ValidatedDomain,
 ) -> Result<DiskEntry, Error> {
-    // A volume disk runs as its file (as at start): the live set names the file.
+    // A volume disk runs as its file (as at start): the live set names the file and keeps
+    // the volume for the live view.
+    let named = disk;
     let disk = &inner
         .volume_disk(disk, crate::service::storage::disk_volumes::Formats::Exact)
         .await?;
@@ -228,12 +230,22 @@ async fn attach_live(
             .await;
         return Err(e);
     }
+    // QEMU holds its own duplicate of the top file now: the set's descriptor goes (QEMU keeps
+    // the set while it uses the file), so attached disks do not pile up descriptors. A
+    // read-only file's set stays: a commit into a backing image reopens it read-write
+    // through its set (see snapshots::live::ensure_writable) and read-only again after.
+    if !disk.readonly {
+        if let Some(top) = sets.first() {
+            super::super::snapshots::live::release_set(qmp, *top).await;
+        }
+    }
     devices.disks.push(LiveDisk {
         disk: disk.clone(),
         node: Some(node.clone()),
         qdev: qdev.clone(),
         fd_sets: sets,
         detaching: false,
+        volume: crate::persist::live_devices::VolumeOrigin::of(named, disk),
     });
     if let Err(e) = inner.save_live(name, live, devices).await {
         // Not recorded, so not kept: a restarted daemon must not find a disk it never knew.

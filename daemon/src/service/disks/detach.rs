@@ -171,6 +171,10 @@ async fn release_nodes(
         if sets.is_empty() {
             sets = fd_sets_of(qmp, node).await;
         }
+        // Removed first: a set QEMU still uses stays until the node goes (blockdev-del
+        // below), then QEMU frees it; one already released early is no error this way.
+        release_sets(qmp, name, &sets).await;
+        sets.clear();
         for n in [
             node.clone(),
             novacron_domain::qemu::hotplug::storage_node(node),
@@ -187,6 +191,12 @@ async fn release_nodes(
             }
         }
     }
+    release_sets(qmp, name, &sets).await;
+    devices.disks.retain(|x| x.disk.target.dev != target);
+    inner.save_live(name, live, devices).await
+}
+
+async fn release_sets(qmp: &novacron_qmp::Client, name: &str, sets: &[u64]) {
     for s in sets {
         if let Err(e) = qmp
             .execute_raw("remove-fd", Some(&json!({ "fdset-id": s })))
@@ -195,8 +205,6 @@ async fn release_nodes(
             tracing::warn!(domain = name, set = s, error = %e, "detach-disk: remove-fd");
         }
     }
-    devices.disks.retain(|x| x.disk.target.dev != target);
-    inner.save_live(name, live, devices).await
 }
 
 /// The `/dev/fdset/N` numbers the files of format node `node` (and its chain) are opened as.

@@ -490,6 +490,12 @@ impl Service {
                 if sets.is_empty() {
                     sets = super::detach::fd_sets_of(qmp, old).await;
                 }
+                // Removed before the nodes go (QEMU frees a set once nothing uses it).
+                for s in &sets {
+                    let _ = qmp
+                        .execute_raw("remove-fd", Some(&json!({"fdset-id": s})))
+                        .await;
+                }
                 for n in [old.clone(), hotplug::storage_node(old)] {
                     if let Err(e) = qmp
                         .execute_raw("blockdev-del", Some(&json!({"node-name": n})))
@@ -498,11 +504,11 @@ impl Service {
                         tracing::warn!(domain = name, node = %n, error = %e, "change-media");
                     }
                 }
-                for s in sets {
-                    let _ = qmp
-                        .execute_raw("remove-fd", Some(&json!({"fdset-id": s})))
-                        .await;
-                }
+            }
+            // A medium is read-only and never committed into: QEMU holds its files now, the
+            // daemon's descriptors go (the sets stay while the medium is in).
+            for s in &new_sets {
+                crate::service::snapshots::live::release_set(qmp, *s).await;
             }
             if let Some(x) = devices.find_mut(target) {
                 x.disk.source = source.clone();
@@ -510,6 +516,13 @@ impl Service {
                 x.fd_sets = new_sets;
             }
             inner.save_live(name, &live, devices).await?;
+            // QEMU keeps a throttle on the device's BlockBackend across a media change, but
+            // one that had no medium never got its `<iotune>` (QEMU refuses limits without a
+            // medium: "Device has no medium"), so the new medium gets them here (the same
+            // values again are a no-op). Checked with query-block on QEMU 7.2.
+            if new_node.is_some() {
+                apply_iotune(qmp, name, std::slice::from_ref(&disk)).await?;
+            }
             shown = Some(entry(&disk, new_node, Some(d.qdev.clone()), "attached"));
         }
         if let Some(c) = new_definition {

@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 
 pub type QmpResult<T> = Result<T, String>;
 
+/// The `opaque` of the read-write descriptors [`ensure_writable`] adds.
+const COMMIT_BASE: &str = "snapshot-commit-base";
+
 fn err(cmd: &str, e: novacron_qmp::Error) -> String {
     format!("{cmd}: {e}")
 }
@@ -20,9 +23,36 @@ pub async fn raw(q: &Client, cmd: &str, args: Value) -> QmpResult<Value> {
         .map_err(|e| err(cmd, e))
 }
 
+/// `remove-fd` of set `set` once QEMU holds its file: QEMU closes the daemon's descriptor and
+/// keeps the set (empty) only while a node uses the file, so a deleted node leaves nothing
+/// behind. Best effort: a set that stays only costs a descriptor.
+pub async fn release_set(q: &Client, set: u64) {
+    if let Err(e) = raw(q, "remove-fd", json!({ "fdset-id": set })).await {
+        tracing::warn!(set, error = %e, "remove-fd");
+    }
+}
+
+/// Removes every descriptor `opaque` names from QEMU's fd sets (the read-write ones added for
+/// a commit, once the commit has reopened its base through them).
+pub async fn release_fds(q: &Client, opaque: &str) {
+    let Ok(sets) = raw(q, "query-fdsets", json!({})).await else {
+        return;
+    };
+    for set in sets.as_array().into_iter().flatten() {
+        for fd in set["fds"].as_array().into_iter().flatten() {
+            if fd["opaque"] == opaque {
+                let args = json!({"fdset-id": set["fdset-id"], "fd": fd["fd"]});
+                if let Err(e) = raw(q, "remove-fd", args).await {
+                    tracing::warn!(opaque, error = %e, "remove-fd");
+                }
+            }
+        }
+    }
+}
+
 /// Adds the overlay opened as `fd` as nodes `node` (qcow2, no backing yet) over
-/// `node-storage` (file on an fd set). The set keeps the read-write descriptor: a later
-/// commit into this image reopens it through the set.
+/// `node-storage` (file on an fd set). The set's descriptor goes once QEMU holds the file:
+/// the overlay is read-write, so a later commit into it never reopens it through the set.
 pub async fn add_overlay(q: &Client, fd: &OwnedFd, node: &str) -> QmpResult<()> {
     let info = q
         .add_fd(fd.as_fd(), None, Some(node))
@@ -50,9 +80,7 @@ pub async fn add_overlay(q: &Client, fd: &OwnedFd, node: &str) -> QmpResult<()> 
         Ok(())
     }
     .await;
-    if r.is_err() {
-        let _ = raw(q, "remove-fd", json!({"fdset-id": set})).await;
-    }
+    release_set(q, set).await;
     r
 }
 
@@ -215,8 +243,13 @@ pub async fn commit(
         if let Some(s) = speed {
             args["speed"] = json!(s);
         }
-        raw(q, "block-commit", args).await?;
+        let started = raw(q, "block-commit", args).await;
+        // The base is reopened read-write (if it was read-only) when the job starts: the
+        // descriptor ensure_writable added has done its work either way.
+        release_fds(q, COMMIT_BASE).await;
+        started?;
     } else {
+        release_fds(q, COMMIT_BASE).await;
         match job(q, &id).await? {
             Some((true, _, _)) if step.active => {
                 raw(q, "job-complete", json!({ "id": id })).await?;
@@ -301,7 +334,7 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
-    q.add_fd(fd.as_fd(), Some(set), Some("snapshot-commit-base"))
+    q.add_fd(fd.as_fd(), Some(set), Some(COMMIT_BASE))
         .await
         .map_err(|e| err("add-fd", e))
         .map(drop)
