@@ -704,3 +704,107 @@ fn an_operator_is_held_to_the_storage_roots_and_a_refused_deploy_leaves_nothing(
         assert_eq!((b.dev(), b.ino()), (base.dev(), base.ino()));
     }
 }
+
+/// A tmpfs of `size` mounted at `dir` for the test's life (a pool that is nearly full).
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let opts = format!("size={size}");
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", &opts, "tmpfs", dir.to_str().unwrap()],
+        );
+        SmallFs(dir.to_owned())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A template whose flattened bases do not fit the pool is refused before anything is made,
+/// naming the pool, the bytes needed and the bytes available; the same template fits the
+/// default pool.
+#[test]
+fn a_template_that_does_not_fit_its_pool_is_refused_and_changes_nothing() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let pool = images(&env);
+    let small = pool.join("small");
+    let _fs = SmallFs::mount(&small, "8m");
+    let xml = format!(
+        "<pool type='dir'><name>small</name><target><path>{}</path></target></pool>",
+        small.display()
+    );
+    let mut args = XML.to_vec();
+    args.push(&xml);
+    let r = curl(&s, "POST", "/v1/pools", &args);
+    assert_eq!(r.status, 201, "{}", r.body);
+    // 12 MiB of data in a 32 MiB disk: sparse beyond that, too big for the 8 MiB pool.
+    let disk = pool.join("full.qcow2");
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", disk.to_str().unwrap(), "32M"],
+    );
+    run(
+        "qemu-io",
+        &["-c", "write -P 0x5a 0 12M", disk.to_str().unwrap()],
+    );
+    let dom = osless_with_disk("full", &disk, "");
+    let mut args = XML.to_vec();
+    args.push(&dom);
+    assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
+
+    let before = listing(&small);
+    let r = send(
+        &s,
+        "POST",
+        "/v1/templates",
+        &json!({"name": "big", "domain": "full", "pool": "small"}),
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "invalid_config".into()),
+        "{}",
+        r.body
+    );
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    let numbers: Vec<u64> = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .filter(|n| *n > 1 << 20)
+        .collect();
+    assert!(
+        message.contains("pool 'small'") && message.contains("vda"),
+        "{message}"
+    );
+    // Available (at most 8 MiB), then needed (at least the 12 MiB of data).
+    assert!(
+        numbers.len() >= 2 && numbers[0] <= 8 << 20 && numbers[1] >= 12 << 20,
+        "{message}"
+    );
+    assert_eq!(
+        r.json()["error"]["details"][0]["path"],
+        "pool",
+        "{}",
+        r.body
+    );
+    assert_eq!(listing(&small), before, "a refused template left files");
+    assert!(!env.config.state_dir.join("templates/big.json").exists());
+    assert_eq!(curl(&s, "GET", "/v1/templates/big", &[]).status, 404);
+
+    // The default pool has the room.
+    let r = send(
+        &s,
+        "POST",
+        "/v1/templates",
+        &json!({"name": "big", "domain": "full"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    drop(d);
+}

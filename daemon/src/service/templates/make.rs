@@ -137,6 +137,32 @@ impl Service {
             novacron_domain::storage::check_name(&volume).map_err(|m| invalid("name", m))?;
             opened.push((*i, dev.clone(), file, *format, probe.capacity, volume));
         }
+        // The pool must hold every flattened base before the first is made: a copy that
+        // fills the filesystem fails late and starves every guest on it.
+        let mut need = 0u64;
+        let mut parts = Vec::new();
+        for (_, dev, src, format, _, _) in &opened {
+            let n = flattened_size(src, *format).await?;
+            need = need.saturating_add(n);
+            parts.push(format!("{dev} {n}"));
+        }
+        let probe_dir = dir.try_clone().map_err(|e| io("open", p.path.clone(), e))?;
+        let (_, _, available) = off_thread(move || {
+            files::space(&probe_dir).map_err(|e| io("stat", "the pool directory", e))
+        })
+        .await?;
+        if need > available {
+            return Err(invalid(
+                "pool",
+                format!(
+                    "pool '{}' has {available} bytes available, the bases of template '{}' \
+                     need {need} bytes ({})",
+                    p.name,
+                    t.name,
+                    parts.join(", ")
+                ),
+            ));
+        }
         let mut pending = Pending {
             op: PendingOp::Bases,
             owner: t.name.clone(),
@@ -248,6 +274,35 @@ impl Service {
         store.end(&journal);
         Ok(())
     }
+}
+
+/// The bytes the flattened qcow2 copy of `src` takes (`qemu-img measure`'s `required`: the
+/// allocated data of the whole chain plus qcow2 metadata; a raw file's holes are not copied,
+/// as convert skips them), read through the same descriptor convert will use.
+async fn flattened_size(src: &std::fs::File, format: DiskFormat) -> Result<u64, Error> {
+    let fmt = match format {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    };
+    let out = qemu_img::run(
+        &[
+            "measure",
+            "--output=json",
+            "-f",
+            fmt,
+            "-O",
+            "qcow2",
+            &fd_path(0),
+        ],
+        &[src.as_fd()],
+        QUICK,
+    )
+    .await
+    .map_err(qerr)?;
+    serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .and_then(|v| v["required"].as_u64())
+        .ok_or_else(|| Error::Internal(format!("qemu-img measure: unexpected answer {out}")))
 }
 
 /// Device and inode of a file the daemon just made (what a recovery may remove).
