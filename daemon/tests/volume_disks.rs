@@ -654,6 +654,42 @@ fn import_copies_sparse_moves_and_refuses_hostile_paths() {
     );
     assert!(src.exists());
 
+    // In the background (?wait=false) the copy reports its bytes with the operation: never
+    // more than the file, never going back, all of it once done; novactl shows them.
+    let r = st.post(
+        true,
+        "/v1/pools/default/volumes/bg.raw/import?wait=false",
+        json!({"path": src}),
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut last = 0;
+    let op = loop {
+        let op = curl(st.s(), "GET", &format!("/v1/operations/{id}"), &[]).json();
+        if let Some(p) = op.get("progress") {
+            let done = p["done_bytes"].as_u64().unwrap();
+            assert_eq!(p["total_bytes"], 64 * MIB, "{op}");
+            assert!(done >= last && done <= 64 * MIB, "{op}");
+            last = done;
+        }
+        if op["status"] != "running" {
+            break op;
+        }
+        assert!(std::time::Instant::now() < deadline, "{op}");
+        std::thread::yield_now();
+    };
+    assert_eq!(op["status"], "succeeded", "{op}");
+    assert_eq!(
+        op["progress"],
+        json!({"done_bytes": 64 * MIB, "total_bytes": 64 * MIB}),
+        "{op}"
+    );
+    let shown = st.ok(&["operation", &id]);
+    assert!(shown.contains("(64.0 of 64.0 MiB, 100%)"), "{shown}");
+    let r = curl(st.s(), "DELETE", "/v1/pools/default/volumes/bg.raw", &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+
     // A qcow2 overlay with a relative backing name inside the roots: the volume names its
     // base absolutely, and reads the same.
     let base = incoming.join("base.raw");

@@ -38,6 +38,44 @@ pub struct Operation {
     pub started_unix_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_unix_ms: Option<u64>,
+    /// How far a long copy has got (vol-import), as its work last reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<OperationProgress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OperationProgress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+tokio::task_local! {
+    /// The background operation the current task runs for (set by [`Operations::spawn`]).
+    static CURRENT: (Arc<Operations>, String);
+}
+
+/// Where the work of a background operation reports its progress; a no-op for an operation
+/// the caller waits for (nobody polls it). Taken on the async task, usable from a blocking
+/// thread.
+#[derive(Clone, Default)]
+pub struct Progress(Option<(Arc<Operations>, String)>);
+
+impl Progress {
+    /// The reporter of the background operation this task runs, if any.
+    pub fn current() -> Progress {
+        Progress(CURRENT.try_with(Clone::clone).ok())
+    }
+
+    pub fn report(&self, done_bytes: u64, total_bytes: u64) {
+        if let Some((ops, id)) = &self.0 {
+            if let Some(op) = ops.lock().by_id.get_mut(id) {
+                op.progress = Some(OperationProgress {
+                    done_bytes,
+                    total_bytes,
+                });
+            }
+        }
+    }
 }
 
 /// How many finished operations are remembered (the oldest are forgotten first).
@@ -69,11 +107,13 @@ impl Operations {
             error: None,
             started_unix_ms: now_unix_ms(),
             finished_unix_ms: None,
+            progress: None,
         };
         self.lock().by_id.insert(id.clone(), op.clone());
         let ops = self.clone();
+        let current = (self.clone(), id.clone());
         tokio::spawn(async move {
-            let result = work.await;
+            let result = CURRENT.scope(current, work).await;
             let mut table = ops.lock();
             if let Some(op) = table.by_id.get_mut(&id) {
                 op.finished_unix_ms = Some(now_unix_ms());

@@ -551,8 +551,22 @@ impl Ctx {
         if self.json {
             output::json(&op)?;
         } else {
+            // A long copy's bytes so far (vol-import), as the daemon last heard them.
+            let progress = op
+                .extra
+                .get("progress")
+                .and_then(|p| Some((p["done_bytes"].as_u64()?, p["total_bytes"].as_u64()?)))
+                .map(|(done, total)| {
+                    let pct = (done as f64 * 100.0 / total.max(1) as f64).min(100.0);
+                    format!(
+                        " ({:.1} of {:.1} MiB, {pct:.0}%)",
+                        done as f64 / 1048576.0,
+                        total as f64 / 1048576.0
+                    )
+                })
+                .unwrap_or_default();
             output::line(&format!(
-                "operation {}: {} of domain {} {}",
+                "operation {}: {} of domain {} {}{progress}",
                 op.id, op.operation, op.domain, op.status
             ))?;
         }

@@ -161,9 +161,14 @@ fn temp_name() -> String {
 
 /// Copies `src` into `dst` (empty, fresh): data extents only (`SEEK_DATA`/`SEEK_HOLE`), and
 /// within them zero blocks left as holes; the size as the source's. Synced.
-fn sparse_copy(src: &File, dst: &File) -> std::io::Result<()> {
+fn sparse_copy(
+    src: &File,
+    dst: &File,
+    progress: &crate::service::operations::Progress,
+) -> std::io::Result<()> {
     use nix::unistd::{lseek, Whence};
     let len = src.metadata()?.len();
+    progress.report(0, len);
     let mut buf = vec![0u8; CHUNK];
     let mut at = 0u64;
     while at < len {
@@ -190,11 +195,14 @@ fn sparse_copy(src: &File, dst: &File) -> std::io::Result<()> {
                 }
             }
             pos += got as u64;
+            progress.report(pos.min(len), len);
         }
         at = end.max(data + 1);
     }
     dst.set_len(len)?;
-    dst.sync_all()
+    dst.sync_all()?;
+    progress.report(len, len);
+    Ok(())
 }
 
 fn read_full(f: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
@@ -388,7 +396,9 @@ impl Service {
             src.file.try_clone().map_err(|e| io("open", &req.path, e))?,
             dst.try_clone().map_err(|e| io("open", &tmp, e))?,
         );
-        tokio::task::spawn_blocking(move || sparse_copy(&s, &d))
+        // A long copy reports its bytes to a background operation (`?wait=false`).
+        let progress = crate::service::operations::Progress::current();
+        tokio::task::spawn_blocking(move || sparse_copy(&s, &d, &progress))
             .await
             .map_err(joined)?
             .map_err(|e| io("copy", &req.path, e))?;
