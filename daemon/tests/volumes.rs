@@ -654,3 +654,81 @@ fn an_operator_cannot_reach_host_files_through_volume_contents() {
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.body.contains("Content-Length"), "{r:?}");
 }
+
+/// With one runtime worker (`TOKIO_WORKER_THREADS=1`), a volume deletion whose in-use scan
+/// blocks on a file (a domain's snapshot tree that is a FIFO nobody has written yet) stalls
+/// only itself: the scan runs on a blocking thread, so the daemon keeps answering meanwhile.
+#[test]
+fn a_stalled_in_use_scan_does_not_stall_the_daemon() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let env = Env::new();
+    let config = env.write_config("");
+    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_novacrond"))
+        .arg("--config")
+        .arg(&config)
+        .env("TOKIO_WORKER_THREADS", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn novacrond");
+    let d = common::daemon::Daemon {
+        child,
+        socket: env.config.run_dir.join("novacrond.sock"),
+        log: env.dir.path().join("daemon.log"),
+    };
+    let s = d.socket.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&s).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "novacrond did not start"
+        );
+        std::thread::yield_now();
+    }
+    let xml = osless("stuck").to_xml();
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    ok(&s, &["vol-create-as", "default", "v.raw", "1M"]);
+    let tree_dir = env.config.state_dir.join("snapshots/stuck");
+    std::fs::create_dir_all(&tree_dir).unwrap();
+    let fifo = tree_dir.join("tree.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+
+    let s2 = s.clone();
+    let delete =
+        std::thread::spawn(move || curl(&s2, "DELETE", "/v1/pools/default/volumes/v.raw", &[]));
+    // The scan is in the FIFO once a reader holds it (a non-blocking writer can open it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(w) => break w,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(nix::libc::ENXIO), "{e}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the deletion never read the snapshot tree"
+                );
+                std::thread::yield_now();
+            }
+        }
+    };
+    // The reader now waits for data; the daemon still answers a query.
+    let r = curl(&s, "GET", "/v1/domains", &["--max-time", "15"]);
+    assert_eq!(r.status, 200, "the daemon stalled behind the scan: {r:?}");
+    // An empty tree file (unreadable JSON) uses nothing: the deletion goes through.
+    drop(writer);
+    let r = delete.join().unwrap();
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(!env.config.state_dir.join("images/v.raw").exists());
+}

@@ -333,7 +333,7 @@ impl Service {
     ) -> Result<VolumeInfo, Error> {
         name_ok("name", name)?;
         let admin = crate::service::audit::current().is_admin();
-        let disks = self.domain_disks();
+        let disks = self.domain_disks().await?;
         let pools = self.pools();
         let (pool, name) = (pool.to_owned(), name.to_owned());
         let p2 = pools.clone();
@@ -351,7 +351,13 @@ impl Service {
             .await
             .map_err(joined)??
         };
-        in_use(&pools, &disks, &req, src.id)?;
+        {
+            // Reads every user's backing chain and the pools' volumes' headers.
+            let (pools, req, id) = (pools.clone(), req.clone(), src.id);
+            tokio::task::spawn_blocking(move || in_use(&pools, &disks, &req, id))
+                .await
+                .map_err(joined)??;
+        }
         if exists(&dir, &name) {
             return Err(invalid("name", format!("{}/{name} already exists", p.name)));
         }

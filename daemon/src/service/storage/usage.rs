@@ -40,7 +40,16 @@ fn file_disks(c: &DomainConfig, pools: &Pools) -> Vec<(String, String)> {
 }
 
 impl Service {
-    pub(crate) fn domain_disks(&self) -> Disks {
+    /// [`Service::domain_disks_blocking`] on a blocking thread (it reads every domain's
+    /// snapshot tree, the template files and the pools' definitions).
+    pub(crate) async fn domain_disks(&self) -> Result<Disks, novacron_domain::Error> {
+        let svc = self.clone();
+        tokio::task::spawn_blocking(move || svc.domain_disks_blocking())
+            .await
+            .map_err(super::errors::joined)
+    }
+
+    pub(crate) fn domain_disks_blocking(&self) -> Disks {
         let handles: Vec<_> = self
             .inner
             .domains

@@ -348,7 +348,7 @@ impl Service {
         shrink: bool,
     ) -> Result<VolumeInfo, Error> {
         size_ok("capacity", capacity)?;
-        let disks = self.domain_disks();
+        let disks = self.domain_disks().await?;
         let (pool, name) = (pool.to_owned(), name.to_owned());
         let (p, dir) = blocking(self.pools(), move |pools| pools.open(&pool)).await?;
         let _busy = Busy::take(&p, &name)?;
@@ -400,7 +400,7 @@ impl Service {
     }
 
     pub async fn vol_delete(&self, pool: &str, name: &str) -> Result<(), Error> {
-        let disks = self.domain_disks();
+        let disks = self.domain_disks().await?;
         let (pool, name) = (pool.to_owned(), name.to_owned());
         blocking(self.pools(), move |pools| {
             let (p, dir) = pools.open(&pool)?;
@@ -444,7 +444,7 @@ impl Service {
         req: CloneRequest,
     ) -> Result<VolumeInfo, Error> {
         name_ok("name", &req.name)?;
-        let disks = self.domain_disks();
+        let disks = self.domain_disks().await?;
         let (pool, name) = (pool.to_owned(), name.to_owned());
         let pools = self.pools();
         let (p, dir) = blocking(pools.clone(), move |pools| pools.open(&pool)).await?;
@@ -554,7 +554,7 @@ impl Service {
         length: Option<u64>,
         mut body: mpsc::Receiver<Result<Bytes, String>>,
     ) -> Result<Uploaded, Error> {
-        let disks = self.domain_disks();
+        let disks = self.domain_disks().await?;
         let (pool, name) = (pool.to_owned(), name.to_owned());
         let (p, dir) = blocking(self.pools(), move |pools| pools.open(&pool)).await?;
         let _busy = Busy::take(&p, &name)?;

@@ -227,7 +227,7 @@ impl Service {
                 })
                 .collect(),
         };
-        let journal = store.begin(&pending)?;
+        let journal = store.begin_off(&pending).await?;
         let mut made: Vec<String> = Vec::new();
         let undo = |made: &[String]| {
             for c in made {
@@ -294,17 +294,17 @@ impl Service {
         .await;
         if let Err(e) = cloned {
             undo(&made);
-            store.end(&journal);
+            store.end_off(&journal).await;
             return Err(e);
         }
         // Defined as the caller: the storage-root admission checks the clones and their
         // bases like any definition's files.
         if let Err(e) = self.define(config).await {
             undo(&made);
-            store.end(&journal);
+            store.end_off(&journal).await;
             return Err(e);
         }
-        store.end(&journal);
+        store.end_off(&journal).await;
         if req.start {
             if let Err(e) = self.start(&req.name).await {
                 // One call: a deploy that cannot start leaves nothing behind.

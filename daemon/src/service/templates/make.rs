@@ -175,7 +175,7 @@ impl Service {
                 })
                 .collect(),
         };
-        let journal = store.begin(&pending)?;
+        let journal = store.begin_off(&pending).await?;
         let mut made: Vec<String> = Vec::new();
         let result: Result<Vec<Base>, Error> = async {
             let mut bases = Vec::new();
@@ -240,7 +240,7 @@ impl Service {
                 for v in &made {
                     let _ = files::unlink(&dir, v);
                 }
-                store.end(&journal);
+                store.end_off(&journal).await;
                 return Err(e);
             }
         };
@@ -263,15 +263,15 @@ impl Service {
             config,
             bases,
         });
-        if let Err(e) = store.save(t) {
+        if let Err(e) = store.save_off(t).await {
             for v in &made {
                 let _ = files::unlink(&dir, v);
             }
-            store.end(&journal);
+            store.end_off(&journal).await;
             t.versions.pop();
             return Err(e);
         }
-        store.end(&journal);
+        store.end_off(&journal).await;
         Ok(())
     }
 }

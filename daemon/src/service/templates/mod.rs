@@ -136,7 +136,7 @@ impl Service {
     }
 
     async fn view(&self, t: Template) -> Result<TemplateView, Error> {
-        let disks = self.domain_disks();
+        let disks = self.domain_disks().await?;
         tokio::task::spawn_blocking(move || {
             let versions = t
                 .versions
@@ -215,7 +215,7 @@ impl Service {
         max_description(&req.description)?;
         let _lock = lock(name).await;
         let store = self.template_store();
-        let mut t = store.load(name)?;
+        let mut t = store.load_off(name).await?;
         match req.domain {
             Some(domain) => {
                 let pool = req.pool.or_else(|| t.latest().map(|v| v.pool.clone()));
@@ -227,7 +227,7 @@ impl Service {
                     return Err(invalid("pool", "a pool is for a new version (give domain)"));
                 }
                 t.description = req.description;
-                store.save(&t)?;
+                store.save_off(&t).await?;
             }
             None => {
                 return Err(invalid(
@@ -245,12 +245,12 @@ impl Service {
         check_name("template", name)?;
         let _lock = lock(name).await;
         let store = self.template_store();
-        let mut t = store.load(name)?;
+        let mut t = store.load_off(name).await?;
         let doomed: Vec<Version> = match version {
             Some(v) => vec![t.get(v)?.clone()],
             None => t.versions.clone(),
         };
-        let disks = self.domain_disks();
+        let disks = self.domain_disks().await?;
         let pools = self.pools();
         let check = doomed.clone();
         let tname = name.to_owned();
@@ -272,22 +272,24 @@ impl Service {
                 },
             })
             .collect();
-        let journal = store.begin(&store::Pending {
-            op: store::PendingOp::Delete,
-            owner: name.to_owned(),
-            files: files.clone(),
-        })?;
+        let journal = store
+            .begin_off(&store::Pending {
+                op: store::PendingOp::Delete,
+                owner: name.to_owned(),
+                files: files.clone(),
+            })
+            .await?;
         // The metadata first: a crash after it leaves files the journal removes; before it,
         // the template as it was.
         t.versions
             .retain(|v| !doomed.iter().any(|d| d.version == v.version));
         let saved = if t.versions.is_empty() {
-            store.remove(name)
+            store.remove_off(name).await
         } else {
-            store.save(&t)
+            store.save_off(&t).await
         };
         if let Err(e) = saved {
-            store.end(&journal);
+            store.end_off(&journal).await;
             return Err(e);
         }
         tokio::task::spawn_blocking(move || {
@@ -297,7 +299,7 @@ impl Service {
         })
         .await
         .map_err(super::storage::errors::joined)?;
-        store.end(&journal);
+        store.end_off(&journal).await;
         Ok(())
     }
 }

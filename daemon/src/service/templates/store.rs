@@ -262,4 +262,48 @@ impl Store {
     }
 }
 
+/// The store's writes and reads off the async threads (each is an fsync'd write or a read of
+/// a state file: a request must not hold a runtime thread through a slow disk's flush).
+impl Store {
+    async fn off<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Store) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(store))
+            .await
+            .map_err(crate::service::storage::errors::joined)?
+    }
+
+    pub async fn begin_off(&self, p: &Pending) -> Result<PathBuf, Error> {
+        let p = p.clone();
+        self.off(move |s| s.begin(&p)).await
+    }
+
+    pub async fn end_off(&self, journal: &Path) {
+        let journal = journal.to_owned();
+        let _ = self
+            .off(move |s| {
+                s.end(&journal);
+                Ok(())
+            })
+            .await;
+    }
+
+    pub async fn save_off(&self, t: &Template) -> Result<(), Error> {
+        let t = t.clone();
+        self.off(move |s| s.save(&t)).await
+    }
+
+    pub async fn load_off(&self, name: &str) -> Result<Template, Error> {
+        let name = name.to_owned();
+        self.off(move |s| s.load(&name)).await
+    }
+
+    pub async fn remove_off(&self, name: &str) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.off(move |s| s.remove(&name)).await
+    }
+}
+
 static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
