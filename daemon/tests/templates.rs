@@ -806,5 +806,34 @@ fn a_template_that_does_not_fit_its_pool_is_refused_and_changes_nothing() {
         &json!({"name": "big", "domain": "full"}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
+    let base = pool.join("big-v1-vda.qcow2");
+    assert!(base.exists());
+
+    // A second version a crash interrupted mid-copy: its journal names the half-made base
+    // (removed at restart) and, as a journal written over a kept file would, version 1's
+    // base (kept: the template holds it).
+    let half = small.join("big-v2-vda.qcow2");
+    std::fs::write(&half, b"half made").unwrap();
+    let identity = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        json!([m.dev(), m.ino()])
+    };
+    let pending = env.config.state_dir.join("templates/pending");
+    std::fs::create_dir_all(&pending).unwrap();
+    let journal = json!({"op": "bases", "owner": "big", "files": [
+        {"dir": small.to_str().unwrap(), "name": "big-v2-vda.qcow2", "made": identity(&half)},
+        {"dir": pool.to_str().unwrap(), "name": "big-v1-vda.qcow2", "made": identity(&base)},
+    ]});
+    std::fs::write(pending.join("1-1-1.json"), journal.to_string()).unwrap();
+    drop(d);
+    let d = env.start_daemon("");
+    assert!(
+        !half.exists(),
+        "the interrupted version's base survived the restart"
+    );
+    assert!(base.exists(), "a base the template holds was removed");
+    assert!(listing(&pending).is_empty(), "{:?}", listing(&pending));
+    let r = curl(&d.socket, "GET", "/v1/templates/big", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
     drop(d);
 }
