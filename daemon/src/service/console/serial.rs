@@ -32,14 +32,16 @@ pub const VIEWER_BYTES: usize = 1 << 20;
 const INPUT_QUEUE: usize = 64;
 /// One read from the chardev takes at most this.
 const READ_BUF: usize = 64 * 1024;
-/// Output leaves the pump (to the ring, every viewer and the log) at most this often, unless
-/// a buffer's worth piled up: the emulated UART writes the socket a byte at a time, so a guest
-/// printing steadily would otherwise cost a wake-up and a websocket frame per viewer (and a
-/// file write) for every few bytes. The pump batches once for all viewers: each batch is one
-/// shared buffer that every viewer's queue holds a reference to (no copy per viewer), and each
-/// viewer wakes once per batch. Output after a quiet spell, and the echo of a keystroke, go
-/// out at once. The pump itself reads as soon as anything arrives: QEMU's socket holds only a
-/// few hundred bytes written one at a time, so waiting there would slow the guest.
+/// Output leaves the pump (to the ring, every viewer and the log) at most this long after
+/// its first byte arrived, unless a buffer's worth piled up: the emulated UART writes the
+/// socket a byte (or a FIFO's worth) at a time, so a guest printing steadily would otherwise
+/// cost a wake-up and a websocket frame per viewer (and a file write) for every few bytes,
+/// and a line delivered in several bursts would leave in several batches. The pump batches
+/// once for all viewers: each batch is one shared buffer that every viewer's queue holds a
+/// reference to (no copy per viewer), and each viewer wakes once per batch. The echo of a
+/// keystroke (and what follows within `ECHO`) goes out at once. The pump itself reads as
+/// soon as anything arrives: QEMU's socket holds only a few hundred bytes written one at a
+/// time, so waiting there would slow the guest.
 pub const BATCH: Duration = Duration::from_millis(10);
 /// After a keystroke, output is not batched for this long (its echo, the command's answer).
 const ECHO: Duration = Duration::from_millis(100);
@@ -385,9 +387,7 @@ pub(super) fn spawn_pump(
 /// Output read from the chardev and not yet handed on, and when it is due.
 struct Batcher {
     pending: BytesMut,
-    /// When the last batch left.
-    last: Option<Instant>,
-    /// When what is pending must leave (set while it is held).
+    /// When what is pending must leave (`BATCH` after its first byte).
     due: Option<Instant>,
 }
 
@@ -395,7 +395,6 @@ impl Batcher {
     fn new() -> Batcher {
         Batcher {
             pending: BytesMut::new(),
-            last: None,
             due: None,
         }
     }
@@ -407,21 +406,17 @@ impl Batcher {
         }
     }
 
-    /// After a read: the batch if it leaves now (after a quiet spell, a buffer full, or
-    /// while keystrokes' echoes are due), else `None` and `due` says when.
+    /// After a read: the batch if it leaves now (a buffer full, or while keystrokes' echoes
+    /// are due), else `None` and `due` says when.
     fn after_read(&mut self, now: Instant, typed_lately: bool) -> Option<Bytes> {
-        let held_until = self.last.map(|t| t + BATCH).filter(|due| *due > now);
-        match held_until {
-            Some(due) if !typed_lately && self.pending.len() < BATCH_BYTES => {
-                self.due = Some(due);
-                None
-            }
-            _ => Some(self.take(now)),
+        if typed_lately || self.pending.len() >= BATCH_BYTES {
+            return Some(self.take());
         }
+        self.due.get_or_insert(now + BATCH);
+        None
     }
 
-    fn take(&mut self, now: Instant) -> Bytes {
-        self.last = Some(now);
+    fn take(&mut self) -> Bytes {
         self.due = None;
         self.pending.split().freeze()
     }
@@ -457,7 +452,7 @@ async fn pump(console: &Arc<Console>, stream: UnixStream, log: &mut Option<tokio
                 batcher.after_read(now, console.typed_lately(now))
             }
             _ = async { tokio::time::sleep_until(due.unwrap_or_else(Instant::now)).await }, if due.is_some() => {
-                Some(batcher.take(Instant::now()))
+                Some(batcher.take())
             }
         };
         if let Some(batch) = batch {
@@ -465,7 +460,7 @@ async fn pump(console: &Arc<Console>, stream: UnixStream, log: &mut Option<tokio
         }
     }
     if !batcher.pending.is_empty() {
-        let batch = batcher.take(Instant::now());
+        let batch = batcher.take();
         hand_on(console, log, batch).await;
     }
     input.abort();
@@ -555,15 +550,17 @@ mod tests {
         };
         let mut a = console.join(Mode::Viewer);
         let mut b = console.join(Mode::Writer);
-        // After a quiet spell: at once, and the very same buffer to both viewers.
+        // Output is held for BATCH from its first byte, then leaves as one buffer, the very
+        // same one to both viewers.
         guest.write_all(b"hello").await.unwrap();
         let t = Instant::now();
         let (x, y) = (a.recv().await.unwrap(), b.recv().await.unwrap());
         assert_eq!(x, &b"hello"[..]);
-        assert_eq!(t.elapsed(), Duration::ZERO);
+        assert_eq!(t.elapsed(), BATCH);
         assert_eq!(x.as_ptr(), y.as_ptr(), "each viewer got its own copy");
-        // Right after: bytes arriving one at a time (as the UART writes them) are held for
-        // BATCH, then leave as one batch, again shared.
+        // Bytes arriving one at a time (as the UART writes them) leave as one batch, BATCH
+        // after the first of them, again shared.
+        let t = Instant::now();
         for c in b"more" {
             guest.write_all(&[*c]).await.unwrap();
             tokio::time::sleep(Duration::from_millis(1)).await;
