@@ -6,8 +6,9 @@
 //! Then the cost of viewers: the guest prints a steady stream of lines (a shell loop, one
 //! line every 10 ms, the rate actually reached is printed), and the daemon's CPU
 //! (utime+stime from /proc/<pid>/stat) is measured over paired windows, one with no client
-//! on the console (the daemon still pumps the output into its ring and log) and one with 16
-//! websocket viewers reading it. Goal: with 16 viewers ≤ 5% of a core. Last, the CPU of a
+//! on the console (the daemon still pumps the output into its ring and log), one with one
+//! websocket viewer and one with 16 reading it; the guest's rate in each window is the growth
+//! of its serial log. Goal: with 16 viewers ≤ 5% of a core. Last, the CPU of a
 //! flood (the guest printing as fast as its UART goes) relayed to one viewer.
 //!
 //! cargo bench -p novacron-benches --bench console [-- ROUNDS]
@@ -202,7 +203,8 @@ async fn main() -> Result<()> {
     let _ = raw.kill();
     let _ = raw.wait();
 
-    viewers_cpu(&socket, daemon.id(), writer).await
+    let serial_log = env.config.log_dir.join("serial").join("bench.log");
+    viewers_cpu(&socket, daemon.id(), &serial_log, writer).await
 }
 
 /// Viewers on one console while the guest prints.
@@ -244,24 +246,41 @@ fn spawn_reader(
     })
 }
 
-/// % of a core the daemon used over `WINDOW`, and the bytes `counter` grew by meanwhile.
-async fn window(pid: u32, counter: &std::sync::atomic::AtomicU64) -> Result<(f64, u64)> {
-    let (c0, b0) = (
-        cpu_seconds(pid)?,
-        counter.load(std::sync::atomic::Ordering::Relaxed),
-    );
+/// % of a core the daemon used over `WINDOW`, and the guest's output rate meanwhile (B/s,
+/// from the growth of its serial log, which the daemon writes whoever watches).
+async fn window(pid: u32, serial_log: &Path) -> Result<(f64, f64)> {
+    let size = || std::fs::metadata(serial_log).map(|m| m.len()).unwrap_or(0);
+    let (c0, b0) = (cpu_seconds(pid)?, size());
     let t = Instant::now();
     tokio::time::sleep(WINDOW).await;
-    let (c1, b1) = (
-        cpu_seconds(pid)?,
-        counter.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    Ok(((c1 - c0) / t.elapsed().as_secs_f64() * 100.0, b1 - b0))
+    let (c1, b1) = (cpu_seconds(pid)?, size());
+    let secs = t.elapsed().as_secs_f64();
+    Ok(((c1 - c0) / secs * 100.0, (b1 - b0) as f64 / secs))
 }
 
-async fn viewers_cpu(socket: &Path, pid: u32, mut writer: Ws) -> Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
+/// `n` viewers reading everything; their byte counters.
+async fn viewers(
+    socket: &Path,
+    n: usize,
+) -> Result<(
+    Vec<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    Vec<tokio::task::JoinHandle<String>>,
+)> {
+    use std::sync::atomic::AtomicU64;
+    let counters: Vec<_> = (0..n)
+        .map(|_| std::sync::Arc::new(AtomicU64::new(0)))
+        .collect();
+    let mut readers = Vec::new();
+    for c in &counters {
+        readers.push(spawn_reader(websocket(socket, "viewer").await?, c.clone()));
+    }
+    // Past the history (up to the 1 MiB ring): each viewer is on live output.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok((counters, readers))
+}
+
+async fn viewers_cpu(socket: &Path, pid: u32, serial_log: &Path, mut writer: Ws) -> Result<()> {
+    use std::sync::atomic::Ordering;
     // The print loop, typed into the guest's shell; the writer then leaves (the loop runs
     // on), so the quiet windows have no client at all.
     // In the background: the shell has no controlling tty, so Ctrl-C would not stop it.
@@ -275,50 +294,58 @@ async fn viewers_cpu(socket: &Path, pid: u32, mut writer: Ws) -> Result<()> {
     writer.close(None).await.ok();
     drop(writer);
 
-    let (mut quiet, mut watched, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut quiet, mut one, mut watched) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rates, mut ratios1, mut ratios16) = (Vec::new(), Vec::new(), Vec::new());
     let mut incidents = Vec::new();
     for _ in 0..CPU_ROUNDS {
-        let (cpu0, _) = window(pid, &AtomicU64::new(0)).await?;
-        let counters: Vec<Arc<AtomicU64>> =
-            (0..VIEWERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
-        let mut readers = Vec::new();
-        for c in &counters {
-            readers.push(spawn_reader(websocket(socket, "viewer").await?, c.clone()));
-        }
-        // Past the history (up to the 1 MiB ring): each viewer is on live output.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let total = Arc::new(AtomicU64::new(0));
-        let before: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-        let (cpu16, _) = window(pid, &total).await?;
-        let after: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-        for r in readers {
-            if r.is_finished() {
-                incidents.push(r.await?);
-            } else {
-                r.abort();
+        let (cpu0, rate0) = window(pid, serial_log).await?;
+        let mut row = Vec::new();
+        for n in [1, VIEWERS] {
+            let (counters, readers) = viewers(socket, n).await?;
+            let before: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            let (cpu, rate) = window(pid, serial_log).await?;
+            let after: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            for r in readers {
+                if r.is_finished() {
+                    incidents.push(r.await?);
+                } else {
+                    r.abort();
+                }
             }
+            let each = (after - before) as f64 / n as f64 / WINDOW.as_secs_f64();
+            row.push((cpu, rate, each));
         }
+        let [(cpu1, rate1, each1), (cpu16, rate16, each16)] = row[..] else {
+            unreachable!()
+        };
         quiet.push(cpu0);
+        one.push(cpu1);
         watched.push(cpu16);
-        rates.push((after - before) as f64 / VIEWERS as f64 / WINDOW.as_secs_f64());
+        rates.extend([rate0, rate1, rate16]);
+        ratios1.push(cpu1 / cpu0);
+        ratios16.push(cpu16 / cpu0);
         println!(
-            "  round: no viewers {cpu0:5.2}%  {VIEWERS} viewers {cpu16:5.2}%  ({:.0} B/s each)",
-            rates.last().unwrap()
+            "  round: none {cpu0:5.2}% ({rate0:.0} B/s)  1 viewer {cpu1:5.2}% ({rate1:.0} B/s, {each1:.0} B/s read)  \
+             {VIEWERS} viewers {cpu16:5.2}% ({rate16:.0} B/s, {each16:.0} B/s read each)"
         );
     }
-    let ratios: Vec<f64> = quiet.iter().zip(&watched).map(|(q, w)| w / q).collect();
-    let (q, w, rate) = (median(quiet), median(watched), median(rates));
+    let (q, o, w, rate) = (median(quiet), median(one), median(watched), median(rates));
     println!(
-        "daemon CPU while the guest prints ~{rate:.0} B/s ({:.0} lines/s), {CPU_ROUNDS} paired {}s windows (median % of a core)",
+        "daemon CPU while the guest prints ~{rate:.0} B/s ({:.0} lines/s of {} B), {CPU_ROUNDS} paired {}s windows (median % of a core)",
         rate / (LINE.len() as f64 + 1.0),
+        LINE.len() + 1,
         WINDOW.as_secs()
     );
     println!("  no viewer (pump, ring, log)  {q:6.2}");
     println!(
-        "  {VIEWERS} websocket viewers        {w:6.2}  goal <= 5%: {}",
+        "  1 websocket viewer           {o:6.2}  ratio {:5.2}x",
+        median(ratios1)
+    );
+    println!(
+        "  {VIEWERS} websocket viewers        {w:6.2}  ratio {:5.2}x  goal <= 5%: {}",
+        median(ratios16),
         verdict(w <= 5.0)
     );
-    println!("  ratio (median per round)     {:6.2}x", median(ratios));
     if !incidents.is_empty() {
         println!("  viewers that ended early: {incidents:?}");
     }

@@ -21,6 +21,8 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub const MIN_LOG_MAX_BYTES: u64 = 64 * 1024;
 /// Longest `api.idle_timeout_secs` (an hour): idle connections hold descriptors.
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
+/// Longest `api.ticket_ttl_secs` (ten minutes): a ticket in a URL is a bearer credential.
+pub const MAX_TICKET_TTL_SECS: u64 = 600;
 /// Who QEMU runs as when the daemon runs as root and `qemu_user` is not given.
 pub const DEFAULT_QEMU_USER: &str = "novacron-qemu";
 
@@ -139,6 +141,9 @@ pub struct ApiConfig {
     pub max_event_streams_per_caller: Option<usize>,
     /// Idle keep-alive connections are closed after this [75].
     pub idle_timeout_secs: Option<u64>,
+    /// How long a console/VNC websocket ticket stays good after it is minted [30; 1 to
+    /// `MAX_TICKET_TTL_SECS`].
+    pub ticket_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -168,6 +173,14 @@ impl Config {
             .request_files_dir
             .clone()
             .unwrap_or_else(|| self.state_dir.join("pki"))
+    }
+
+    /// How long a websocket ticket stays good.
+    pub fn ticket_ttl(&self) -> std::time::Duration {
+        self.api.ticket_ttl_secs.map_or(
+            crate::service::console::tickets::LIFETIME,
+            std::time::Duration::from_secs,
+        )
     }
 
     /// The API's Unix socket path.
@@ -505,6 +518,14 @@ impl Config {
                 ));
             }
         }
+        if let Some(secs) = self.api.ticket_ttl_secs {
+            if !(1..=MAX_TICKET_TTL_SECS).contains(&secs) {
+                return Err(err(
+                    "api.ticket_ttl_secs",
+                    &format!("must be 1 to {MAX_TICKET_TTL_SECS}"),
+                ));
+            }
+        }
         if self.api.listen.is_some() && self.api.tokens.is_empty() {
             return Err(err(
                 "api.listen",
@@ -752,6 +773,11 @@ mod tests {
         bad(
             &|c| c.api.idle_timeout_secs = Some(u64::MAX),
             "api.idle_timeout_secs",
+        );
+        bad(&|c| c.api.ticket_ttl_secs = Some(0), "api.ticket_ttl_secs");
+        bad(
+            &|c| c.api.ticket_ttl_secs = Some(MAX_TICKET_TTL_SECS + 1),
+            "api.ticket_ttl_secs",
         );
         let mut c = ok.clone();
         c.qemu_user = Some("qemu".into());

@@ -565,3 +565,68 @@ async fn read_until_within(ws: &mut Ws, needle: &str, limit: Duration) -> usize 
     .unwrap_or_else(|_| panic!("{needle:?} never came"));
     total
 }
+
+/// The ticket's lifetime is the daemon's `api.ticket_ttl_secs` (here 2 s): a ticket left
+/// unused past it is refused (401) and audited as expired, while one used in time opens the
+/// console and cannot be used again (401, audited), and the console itself is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_or_reused_ticket_is_refused_and_audited() {
+    let env = Env::new();
+    let d = env.start_daemon("[api]\nticket_ttl_secs = 2\n");
+    let name = "con-ttl";
+    define_and_start(&d, name);
+    let path = format!("/v1/domains/{name}/console");
+    let mint = || {
+        let r = curl(&d.socket, "POST", &format!("{path}/ticket"), &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["expires_in"], 2, "{r:?}");
+        r.json()["ticket"].as_str().unwrap().to_owned()
+    };
+    let stale = mint();
+    let minted = std::time::Instant::now();
+    // Used in time: it opens the console (history and all), once.
+    let fresh = mint();
+    let mut ws = open(&d.socket, &format!("{path}?ticket={fresh}"))
+        .await
+        .expect("a fresh ticket opens the console");
+    read_until(&mut ws, BANNER, 1).await;
+    assert_eq!(
+        open(&d.socket, &format!("{path}?ticket={fresh}"))
+            .await
+            .err(),
+        Some(401),
+        "a used ticket was accepted again"
+    );
+    // The other one, past its lifetime: what is tested is time passing, so it waits for it.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(minted.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        open(&d.socket, &format!("{path}?ticket={stale}"))
+            .await
+            .err(),
+        Some(401),
+        "an expired ticket was accepted"
+    );
+    // Both refusals audited, each with its reason (the second may come folded into a count,
+    // written when its one-second window ends).
+    let said = |what: &str| {
+        audit_entries(&env).iter().any(|e| {
+            e["op"] == "refused"
+                && e["result"] == "unauthorized"
+                && e["asked"]["path"] == path.as_str()
+                && e["error"].as_str().is_some_and(|m| m.contains(what))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(said("already used") && said("expired (tickets are valid for 2s)")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refusals not audited: {:?}",
+            audit_entries(&env)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The open console was not affected.
+    reset(&d, name);
+    read_until(&mut ws, BANNER, 1).await;
+}

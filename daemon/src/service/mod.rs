@@ -178,6 +178,7 @@ impl Service {
         let events = EventBus::default();
         // Subscribed before anything is published (the reconnects below included).
         let webhooks = webhooks::Webhooks::start(&config.webhooks, events.subscribe());
+        let ticket_ttl = config.ticket_ttl();
         let networks =
             network::Networks::open(config.state_dir.clone(), config.run_dir.clone()).await;
         let inner = Arc::new(Inner {
@@ -202,7 +203,7 @@ impl Service {
             kvm: qemu.kvm,
             operations: Arc::default(),
             migrations: migration::Registry::default(),
-            consoles: console::Consoles::default(),
+            consoles: console::Consoles::new(ticket_ttl),
             webhooks,
             agents: agent::Agents::default(),
         });

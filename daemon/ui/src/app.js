@@ -6,7 +6,7 @@ import { listView } from "./list.js";
 import { domainView } from "./domain.js";
 
 // What tests and measurements read (first render, event-to-screen latency).
-window.novacron = { firstRenderMs: null, eventLatencies: [] };
+window.novacron = { firstRenderMs: null, firstPaintMs: null, eventLatencies: [] };
 
 const main = document.getElementById("main");
 const conn = document.getElementById("conn");

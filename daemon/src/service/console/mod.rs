@@ -21,13 +21,20 @@ pub use serial::{Console, Mode, Viewer};
 pub use tickets::{Kind, Ticket, TicketError};
 
 /// The console of each guest that has one (the latest run's), and the tickets.
-#[derive(Default)]
 pub struct Consoles {
     map: Mutex<HashMap<String, Arc<Console>>>,
     pub tickets: tickets::Tickets,
 }
 
 impl Consoles {
+    /// No consoles yet; tickets good for `ticket_ttl`.
+    pub fn new(ticket_ttl: std::time::Duration) -> Consoles {
+        Consoles {
+            map: Mutex::default(),
+            tickets: tickets::Tickets::new(ticket_ttl),
+        }
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Console>> {
         self.map
             .lock()

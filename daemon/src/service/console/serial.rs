@@ -6,6 +6,7 @@
 //! with `server=on,wait=off`: with no client connected (the daemon down) it discards output,
 //! never blocking the guest.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -15,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::ring::Ring;
 use crate::service::domain::Live;
@@ -23,23 +25,27 @@ use crate::service::Inner;
 /// Recent output kept per guest.
 pub const RING_BYTES: usize = 1 << 20;
 /// Bytes a viewer may have waiting (not yet taken by its connection) before it is dropped as
-/// too slow. Counted in bytes, not chunks: the UART delivers anything from one byte to a
-/// buffer full per read, so a count of chunks bounds nothing.
+/// too slow. Counted in bytes, not chunks: a batch is anything from one byte to a buffer
+/// full, so a count of chunks bounds nothing.
 pub const VIEWER_BYTES: usize = 1 << 20;
 /// Keystrokes queued towards the guest.
 const INPUT_QUEUE: usize = 64;
 /// One read from the chardev takes at most this.
 const READ_BUF: usize = 64 * 1024;
-/// A viewer takes its output at most this often, and the log is written at most this often
-/// (unless a buffer's worth piled up): the emulated UART writes the socket a byte at a time,
-/// so a guest printing steadily would otherwise cost a websocket frame per viewer (and a
-/// file write) for every few bytes. Output after a quiet spell, and the echo of a keystroke,
-/// go out at once. The pump itself reads as soon as anything arrives: QEMU's socket holds
-/// only a few hundred bytes written one at a time, so waiting there would slow the guest.
+/// Output leaves the pump (to the ring, every viewer and the log) at most this long after
+/// its first byte arrived, unless a buffer's worth piled up: the emulated UART writes the
+/// socket a byte (or a FIFO's worth) at a time, so a guest printing steadily would otherwise
+/// cost a wake-up and a websocket frame per viewer (and a file write) for every few bytes,
+/// and a line delivered in several bursts would leave in several batches. The pump batches
+/// once for all viewers: each batch is one shared buffer that every viewer's queue holds a
+/// reference to (no copy per viewer), and each viewer wakes once per batch. The echo of a
+/// keystroke (and what follows within `ECHO`) goes out at once. The pump itself reads as
+/// soon as anything arrives: QEMU's socket holds only a few hundred bytes written one at a
+/// time, so waiting there would slow the guest.
 pub const BATCH: Duration = Duration::from_millis(10);
 /// After a keystroke, output is not batched for this long (its echo, the command's answer).
 const ECHO: Duration = Duration::from_millis(100);
-/// A viewer with this much waiting takes it without waiting for `BATCH`.
+/// This much waiting leaves without waiting for `BATCH`.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Between attempts to reach a running guest's console socket.
 const RECONNECT: Duration = Duration::from_millis(200);
@@ -90,8 +96,8 @@ struct Slot {
     feed: Arc<Feed>,
 }
 
-/// One viewer's queue: the output it has not taken yet, in one buffer (what piles up
-/// between two wake-ups leaves as one websocket message), and why it ended.
+/// One viewer's queue: the batches it has not taken yet (each shared with every other
+/// viewer, not copied), and why it ended.
 #[derive(Default)]
 struct Feed {
     state: Mutex<FeedState>,
@@ -100,7 +106,9 @@ struct Feed {
 
 #[derive(Default)]
 struct FeedState {
-    pending: BytesMut,
+    queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    bytes: usize,
     ended: Option<Ended>,
 }
 
@@ -109,13 +117,15 @@ impl Feed {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `data`, unless that would put more than `VIEWER_BYTES` in waiting.
-    fn push(&self, data: &[u8]) -> bool {
+    /// Queues `batch` (a reference, not a copy), unless that would put more than
+    /// `VIEWER_BYTES` in waiting.
+    fn push(&self, batch: &Bytes) -> bool {
         let mut f = self.lock();
-        if f.pending.len() + data.len() > VIEWER_BYTES {
+        if f.bytes + batch.len() > VIEWER_BYTES {
             return false;
         }
-        f.pending.extend_from_slice(data);
+        f.bytes += batch.len();
+        f.queue.push_back(batch.clone());
         drop(f);
         self.wake.notify_one();
         true
@@ -133,46 +143,37 @@ pub struct Viewer {
     pub history: Vec<u8>,
     feed: Arc<Feed>,
     console: Arc<Console>,
-    /// When `recv` last handed out output.
-    taken: Option<tokio::time::Instant>,
 }
 
 impl Viewer {
-    /// Everything output since the last call (waiting for some, then up to `BATCH` after
-    /// the last call so that steady output leaves in few large messages), or why the feed
-    /// ended once what was queued before the end has been taken. Cancel-safe: output stays
-    /// queued until it is returned.
+    /// Everything output since the last call (waiting for some: the pump batches, so a
+    /// viewer that keeps up takes one batch per wake-up, the very buffer every other viewer
+    /// takes), or why the feed ended once what was queued before the end has been taken.
+    /// Cancel-safe: output stays queued until it is returned.
     pub async fn recv(&mut self) -> Result<Bytes, Ended> {
         loop {
-            let hold = {
+            {
                 let mut f = self.feed.lock();
-                if !f.pending.is_empty() {
-                    let now = tokio::time::Instant::now();
-                    let due = self.taken.map(|t| t + BATCH).filter(|due| *due > now);
-                    match due {
-                        Some(due)
-                            if !self.console.typed_lately(now)
-                                && f.pending.len() < BATCH_BYTES
-                                && f.ended.is_none() =>
-                        {
-                            Some(due)
+                if let Some(first) = f.queue.pop_front() {
+                    let out = if f.queue.is_empty() {
+                        first
+                    } else {
+                        // Behind by several batches: they leave as one message.
+                        let mut all = BytesMut::with_capacity(f.bytes);
+                        all.extend_from_slice(&first);
+                        for b in f.queue.drain(..) {
+                            all.extend_from_slice(&b);
                         }
-                        _ => {
-                            self.taken = Some(now);
-                            return Ok(f.pending.split().freeze());
-                        }
-                    }
+                        all.freeze()
+                    };
+                    f.bytes = 0;
+                    return Ok(out);
                 } else if let Some(why) = f.ended {
                     return Err(why);
-                } else {
-                    None
                 }
-            };
-            match hold {
-                Some(due) => tokio::time::sleep_until(due).await,
-                // A push or end between the check and here left a permit: no wake-up is lost.
-                None => self.feed.wake.notified().await,
             }
+            // A push or end between the check and here left a permit: no wake-up is lost.
+            self.feed.wake.notified().await;
         }
     }
 
@@ -266,18 +267,17 @@ impl Console {
             history: s.ring.snapshot(),
             feed,
             console: self.clone(),
-            taken: None,
         }
     }
 
-    /// Output from the guest: into the ring and every viewer's queue; a viewer whose queue
-    /// is full is dropped.
-    fn publish(&self, data: &[u8]) {
+    /// A batch of output from the guest: into the ring and every viewer's queue (the same
+    /// buffer for all); a viewer whose queue is full is dropped.
+    fn publish(&self, batch: &Bytes) {
         let mut s = self.lock();
-        s.ring.push(data);
+        s.ring.push(batch);
         let mut slow = Vec::new();
         for v in &s.viewers {
-            if !v.feed.push(data) {
+            if !v.feed.push(batch) {
                 slow.push(v.id);
             }
         }
@@ -384,6 +384,44 @@ pub(super) fn spawn_pump(
     });
 }
 
+/// Output read from the chardev and not yet handed on, and when it is due.
+struct Batcher {
+    pending: BytesMut,
+    /// When what is pending must leave (`BATCH` after its first byte).
+    due: Option<Instant>,
+}
+
+impl Batcher {
+    fn new() -> Batcher {
+        Batcher {
+            pending: BytesMut::new(),
+            due: None,
+        }
+    }
+
+    /// Makes room for the next read, without moving what is pending.
+    fn reserve(&mut self) {
+        if self.pending.capacity() - self.pending.len() < 4096 {
+            self.pending.reserve(READ_BUF);
+        }
+    }
+
+    /// After a read: the batch if it leaves now (a buffer full, or while keystrokes' echoes
+    /// are due), else `None` and `due` says when.
+    fn after_read(&mut self, now: Instant, typed_lately: bool) -> Option<Bytes> {
+        if typed_lately || self.pending.len() >= BATCH_BYTES {
+            return Some(self.take());
+        }
+        self.due.get_or_insert(now + BATCH);
+        None
+    }
+
+    fn take(&mut self) -> Bytes {
+        self.due = None;
+        self.pending.split().freeze()
+    }
+}
+
 /// One connection: output to ring, log and viewers; input from the writer.
 async fn pump(console: &Arc<Console>, stream: UnixStream, log: &mut Option<tokio::fs::File>) {
     let (mut rd, mut wr) = stream.into_split();
@@ -400,47 +438,49 @@ async fn pump(console: &Arc<Console>, stream: UnixStream, log: &mut Option<tokio
             }
         })
     };
-    let mut buf = vec![0u8; READ_BUF];
-    // Output not yet in the log file, and when it is due there.
-    let mut unlogged: Vec<u8> = Vec::new();
-    let mut log_due = None;
+    let mut batcher = Batcher::new();
     loop {
-        tokio::select! {
-            n = rd.read(&mut buf) => {
-                let n = match n {
+        batcher.reserve();
+        let due = batcher.due;
+        let batch = tokio::select! {
+            n = rd.read_buf(&mut batcher.pending) => {
+                match n {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                console.publish(&buf[..n]);
-                if log.is_some() {
-                    unlogged.extend_from_slice(&buf[..n]);
-                    log_due.get_or_insert_with(|| tokio::time::Instant::now() + BATCH);
-                    if unlogged.len() >= READ_BUF {
-                        write_log(console, log, &mut unlogged).await;
-                        log_due = None;
-                    }
+                    Ok(_) => {}
                 }
+                let now = Instant::now();
+                batcher.after_read(now, console.typed_lately(now))
             }
-            _ = async { tokio::time::sleep_until(log_due.unwrap_or_else(tokio::time::Instant::now)).await }, if log_due.is_some() => {
-                write_log(console, log, &mut unlogged).await;
-                log_due = None;
+            _ = async { tokio::time::sleep_until(due.unwrap_or_else(Instant::now)).await }, if due.is_some() => {
+                Some(batcher.take())
             }
+        };
+        if let Some(batch) = batch {
+            hand_on(console, log, batch).await;
         }
     }
-    write_log(console, log, &mut unlogged).await;
+    if !batcher.pending.is_empty() {
+        let batch = batcher.take();
+        hand_on(console, log, batch).await;
+    }
     input.abort();
     let _ = input.await;
 }
 
-/// Appends what `unlogged` holds to the serial log (a failed write ends logging: said once).
-async fn write_log(console: &Console, log: &mut Option<tokio::fs::File>, unlogged: &mut Vec<u8>) {
+/// One batch to the ring, the viewers and the log file.
+async fn hand_on(console: &Console, log: &mut Option<tokio::fs::File>, batch: Bytes) {
+    console.publish(&batch);
+    write_log(console, log, &batch).await;
+}
+
+/// Appends a batch to the serial log (a failed write ends logging: said once).
+async fn write_log(console: &Console, log: &mut Option<tokio::fs::File>, batch: &[u8]) {
     if let Some(f) = log {
-        if let Err(e) = f.write_all(unlogged).await {
+        if let Err(e) = f.write_all(batch).await {
             tracing::warn!(domain = %console.name(), error = %e, "serial log write failed; no longer logging");
             *log = None;
         }
     }
-    unlogged.clear();
 }
 
 /// The last `max` bytes of `path`, if it exists.
@@ -467,16 +507,15 @@ fn read_tail(path: &std::path::Path, max: u64) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    // Paused time: the viewers' batching waits run instantly, in order.
     #[tokio::test(start_paused = true)]
     async fn a_viewer_that_stops_reading_is_dropped_and_the_others_go_on() {
         let console = Arc::new(Console::new("vm"));
-        console.publish(b"before");
+        console.publish(&Bytes::from_static(b"before"));
         let mut slow = console.join(Mode::Viewer);
         let mut fast = console.join(Mode::Writer);
         assert_eq!(slow.history, b"before");
         // 1 KiB chunks: the slow viewer holds VIEWER_BYTES of them, the next one drops it.
-        let chunk = |i: usize| format!("{i:>1023};").into_bytes();
+        let chunk = |i: usize| Bytes::from(format!("{i:>1023};"));
         let fits = VIEWER_BYTES / 1024;
         for i in 0..fits * 2 {
             console.publish(&chunk(i));
@@ -502,34 +541,47 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn steady_output_is_taken_in_batches_but_the_echo_of_typing_at_once() {
+    async fn the_pump_batches_steady_output_once_for_all_viewers_but_not_an_echo() {
         let console = Arc::new(Console::new("vm"));
-        let mut v = console.join(Mode::Viewer);
-        // After a quiet spell: at once, whatever piled up.
-        for b in b"hello, world" {
-            console.publish(&[*b]);
-        }
-        let t = tokio::time::Instant::now();
-        assert_eq!(v.recv().await.unwrap(), &b"hello, world"[..]);
-        assert_eq!(t.elapsed(), Duration::ZERO);
-        // Right after: held for BATCH, then all that came meanwhile in one piece.
-        let v = Arc::new(tokio::sync::Mutex::new(v));
-        let later = {
-            let v = v.clone();
-            tokio::spawn(async move { v.lock().await.recv().await })
+        let (mut guest, ours) = UnixStream::pair().unwrap();
+        let pumping = {
+            let console = console.clone();
+            tokio::spawn(async move { pump(&console, ours, &mut None).await })
         };
-        for b in b"more" {
-            console.publish(&[*b]);
+        let mut a = console.join(Mode::Viewer);
+        let mut b = console.join(Mode::Writer);
+        // Output is held for BATCH from its first byte, then leaves as one buffer, the very
+        // same one to both viewers.
+        guest.write_all(b"hello").await.unwrap();
+        let t = Instant::now();
+        let (x, y) = (a.recv().await.unwrap(), b.recv().await.unwrap());
+        assert_eq!(x, &b"hello"[..]);
+        assert_eq!(t.elapsed(), BATCH);
+        assert_eq!(x.as_ptr(), y.as_ptr(), "each viewer got its own copy");
+        // Bytes arriving one at a time (as the UART writes them) leave as one batch, BATCH
+        // after the first of them, again shared.
+        let t = Instant::now();
+        for c in b"more" {
+            guest.write_all(&[*c]).await.unwrap();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(later.await.unwrap().unwrap(), &b"more"[..]);
+        let (x, y) = (a.recv().await.unwrap(), b.recv().await.unwrap());
+        assert_eq!(x, &b"more"[..]);
         assert_eq!(t.elapsed(), BATCH);
-        // Keystrokes reached the guest: its echo is not held back.
-        console.publish(b"x");
-        console.note_typed();
-        let t = tokio::time::Instant::now();
-        assert_eq!(v.lock().await.recv().await.unwrap(), &b"x"[..]);
+        assert_eq!(x.as_ptr(), y.as_ptr());
+        // A keystroke reached the guest: its echo is not held back.
+        assert!(b.input(Bytes::from_static(b"k")).await);
+        let mut typed = [0u8; 1];
+        guest.read_exact(&mut typed).await.unwrap();
+        assert_eq!(&typed, b"k");
+        guest.write_all(b"k").await.unwrap();
+        let t = Instant::now();
+        assert_eq!(a.recv().await.unwrap(), &b"k"[..]);
         assert_eq!(t.elapsed(), Duration::ZERO);
+        // The ring has it all, in order.
+        assert_eq!(console.lock().ring.snapshot(), b"hellomorek");
+        drop(guest);
+        pumping.await.unwrap();
     }
 
     #[tokio::test]

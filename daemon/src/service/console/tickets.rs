@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::service::audit::Actor;
 
-/// How long a ticket may wait for its websocket.
+/// How long a ticket may wait for its websocket, unless `api.ticket_ttl_secs` says otherwise.
 pub const LIFETIME: Duration = Duration::from_secs(30);
 /// Unredeemed tickets held at most (the oldest are forgotten first): minting cannot grow
 /// the daemon without bound.
@@ -46,8 +46,8 @@ pub enum TicketError {
     Missing(&'static str),
     #[error("unknown or already used ticket")]
     Unknown,
-    #[error("the ticket expired (tickets are valid for {}s)", LIFETIME.as_secs())]
-    Expired,
+    #[error("the ticket expired (tickets are valid for {secs}s)")]
+    Expired { secs: u64 },
     #[error("the ticket is for {kind} of domain '{domain}', not this one")]
     Mismatch { domain: String, kind: &'static str },
 }
@@ -66,12 +66,26 @@ struct Entry {
     expires: Instant,
 }
 
-#[derive(Default)]
 pub struct Tickets {
     map: Mutex<HashMap<String, Entry>>,
+    ttl: Duration,
+}
+
+impl Default for Tickets {
+    fn default() -> Tickets {
+        Tickets::new(LIFETIME)
+    }
 }
 
 impl Tickets {
+    /// Tickets good for `ttl` after minting.
+    pub fn new(ttl: Duration) -> Tickets {
+        Tickets {
+            map: Mutex::default(),
+            ttl,
+        }
+    }
+
     pub fn mint(&self, domain: &str, kind: Kind, actor: Actor) -> Result<Ticket, String> {
         let mut raw = [0u8; 24];
         getrandom::fill(&mut raw).map_err(|e| format!("no randomness for a ticket: {e}"))?;
@@ -94,12 +108,12 @@ impl Tickets {
                 domain: domain.to_owned(),
                 kind,
                 actor,
-                expires: now + LIFETIME,
+                expires: now + self.ttl,
             },
         );
         Ok(Ticket {
             ticket,
-            expires_in: LIFETIME.as_secs(),
+            expires_in: self.ttl.as_secs(),
         })
     }
 
@@ -112,7 +126,9 @@ impl Tickets {
             .remove(ticket)
             .ok_or(TicketError::Unknown)?;
         if entry.expires <= Instant::now() {
-            return Err(TicketError::Expired);
+            return Err(TicketError::Expired {
+                secs: self.ttl.as_secs(),
+            });
         }
         if entry.domain != domain || entry.kind != kind {
             return Err(TicketError::Mismatch {
@@ -160,7 +176,7 @@ mod tests {
         t.age(&d.ticket, LIFETIME);
         assert_eq!(
             t.redeem(&d.ticket, "vm", Kind::Vnc),
-            Err(TicketError::Expired)
+            Err(TicketError::Expired { secs: 30 })
         );
     }
 }
