@@ -16,6 +16,7 @@ mod console;
 mod disks;
 mod events;
 mod live_resources;
+mod nic_tune;
 mod migration;
 mod networks;
 mod pinning;

@@ -81,7 +81,7 @@ pub fn parse_mac(mac: &str) -> Result<MacAddr, Error> {
     mac.parse::<MacAddr>().map_err(|_| bad_mac(mac))
 }
 
-async fn load_ledger(inner: &Arc<Inner>, domain: &str) -> Result<Ledger, Error> {
+pub(super) async fn load_ledger(inner: &Arc<Inner>, domain: &str) -> Result<Ledger, Error> {
     let (dir, d) = (inner.config.run_dir.clone(), domain.to_owned());
     tokio::task::spawn_blocking(move || ledger::load(&dir, &d))
         .await
@@ -90,7 +90,7 @@ async fn load_ledger(inner: &Arc<Inner>, domain: &str) -> Result<Ledger, Error> 
         .map_err(|e| Error::Internal(format!("NIC ledger of '{domain}': {e}")))
 }
 
-async fn save_ledger(inner: &Arc<Inner>, domain: &str, l: &Ledger) -> Result<(), Error> {
+pub(super) async fn save_ledger(inner: &Arc<Inner>, domain: &str, l: &Ledger) -> Result<(), Error> {
     let (dir, d, l) = (inner.config.run_dir.clone(), domain.to_owned(), l.clone());
     tokio::task::spawn_blocking(move || ledger::save(&dir, &d, &l))
         .await
@@ -104,7 +104,7 @@ async fn save_ledger(inner: &Arc<Inner>, domain: &str, l: &Ledger) -> Result<(),
 
 /// The NICs a running guest has now: the started ones still plugged (device `net<i>`) and
 /// the hot-added ones, each with its ledger entry if the daemon made a link for it.
-fn live_nics(live: &Live, l: &Ledger) -> Vec<(Interface, String, Option<MadeLink>)> {
+pub(super) fn live_nics(live: &Live, l: &Ledger) -> Vec<(Interface, String, Option<MadeLink>)> {
     let mut out = Vec::new();
     for (i, nic) in live.config().devices.interfaces.into_iter().enumerate() {
         let device = format!("net{i}");
@@ -122,7 +122,7 @@ fn live_nics(live: &Live, l: &Ledger) -> Vec<(Interface, String, Option<MadeLink
     out
 }
 
-fn running(h: &DomainHandle) -> Option<Arc<Live>> {
+pub(super) fn running(h: &DomainHandle) -> Option<Arc<Live>> {
     match h.run() {
         Run::Up { live, .. } => Some(live),
         _ => None,
@@ -131,7 +131,7 @@ fn running(h: &DomainHandle) -> Option<Arc<Live>> {
 
 /// Resolves the scope against the domain's state: live needs a running guest, config a
 /// persistent definition.
-fn resolve_scope(h: &DomainHandle, scope: Scope, op: &'static str) -> Result<Scope, Error> {
+pub(super) fn resolve_scope(h: &DomainHandle, scope: Scope, op: &'static str) -> Result<Scope, Error> {
     let up = running(h).is_some();
     let scope = if !scope.live && !scope.config {
         Scope {
@@ -658,3 +658,4 @@ async fn plug(
     }
     Ok(())
 }
+
