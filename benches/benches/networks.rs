@@ -610,7 +610,11 @@ async fn hotplug(rounds: usize, tmpfs: bool) -> Result<String> {
     } else {
         None
     };
-    let where_ = if tmpfs { "run dir on tmpfs" } else { "run dir on disk" };
+    let where_ = if tmpfs {
+        "run dir on tmpfs"
+    } else {
+        "run dir on disk"
+    };
     let fsync_ms = durable_write_ms(&env.config.run_dir)?;
     // One spare root port per round (an OS-less guest never releases a NIC, so none is reused).
     env.config.hotplug_slots = rounds as u32 + 1;

@@ -56,7 +56,12 @@ fn post_json(d: &Daemon, path: &str, body: serde_json::Value) -> Reply {
         &d.socket,
         "POST",
         path,
-        &["-H", "Content-Type: application/json", "--data-binary", &body],
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
     )
 }
 
@@ -167,7 +172,11 @@ async fn multi_queue_hotplug_named_tap_and_live_domiftune() {
     assert_eq!(r.json()["ifname"], target.as_str(), "{}", r.body);
     // Two queue descriptors of that tap held by QEMU (tun's fdinfo names the tap). sysfs
     // shows one queue: QEMU detaches the second until a guest driver turns multi-queue on.
-    assert_eq!(tap_queue_fds(&target), 2, "QEMU should hold two queues of {target}");
+    assert_eq!(
+        tap_queue_fds(&target),
+        2,
+        "QEMU should hold two queues of {target}"
+    );
     let flags = ok("cat", &[&format!("/sys/class/net/{target}/tun_flags")]);
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
     assert_ne!(flags & 0x100, 0, "IFF_MULTI_QUEUE missing: {flags:#x}");
@@ -193,7 +202,12 @@ async fn multi_queue_hotplug_named_tap_and_live_domiftune() {
         serde_json::json!({ "inbound": "1000", "outbound": "500" }),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["bandwidth"]["inbound"]["average"], 1000, "{}", r.body);
+    assert_eq!(
+        r.json()["bandwidth"]["inbound"]["average"],
+        1000,
+        "{}",
+        r.body
+    );
     assert_eq!(class_rate(&target).as_deref(), Some("8Mbit"));
     assert!(
         tap_table(&target).contains("limit rate over 500000 bytes/second"),
@@ -201,7 +215,10 @@ async fn multi_queue_hotplug_named_tap_and_live_domiftune() {
         tap_table(&target)
     );
     // Inbound raised, outbound cleared: the class follows, the table goes.
-    let r = tune(mac, serde_json::json!({ "inbound": "2000", "outbound": "0" }));
+    let r = tune(
+        mac,
+        serde_json::json!({ "inbound": "2000", "outbound": "0" }),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(class_rate(&target).as_deref(), Some("16Mbit"));
     assert_eq!(tap_table(&target), "");
@@ -229,10 +246,20 @@ async fn multi_queue_hotplug_named_tap_and_live_domiftune() {
     let started_tap = r.json()["ifname"].as_str().unwrap().to_owned();
     assert_eq!(class_rate(&started_tap).as_deref(), Some("2400Kbit"));
     let r = tune(started_mac, serde_json::json!({}));
-    assert_eq!(r.json()["bandwidth"]["inbound"]["average"], 300, "{}", r.body);
+    assert_eq!(
+        r.json()["bandwidth"]["inbound"]["average"],
+        300,
+        "{}",
+        r.body
+    );
     let r = tune(started_mac, serde_json::json!({ "config": true }));
     assert_eq!(r.json()["scope"], "config", "{}", r.body);
-    assert_eq!(r.json()["bandwidth"]["inbound"]["average"], 300, "{}", r.body);
+    assert_eq!(
+        r.json()["bandwidth"]["inbound"]["average"],
+        300,
+        "{}",
+        r.body
+    );
 
     assert_eq!(
         curl(&d.socket, "POST", "/v1/domains/tunenic/destroy", &[]).status,

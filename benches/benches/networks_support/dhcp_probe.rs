@@ -155,7 +155,10 @@ fn discover(link: &str, mac: [u8; 6], deadline: Duration) -> Result<Ipv4Addr> {
         )
     };
     if rc != 0 {
-        bail!("SO_BINDTODEVICE {link}: {}", std::io::Error::last_os_error());
+        bail!(
+            "SO_BINDTODEVICE {link}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     sock.set_read_timeout(Some(RESEND))?;
     let xid = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ std::process::id();

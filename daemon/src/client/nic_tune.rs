@@ -17,7 +17,10 @@ impl Client {
     ) -> Result<Value, ClientError> {
         self.json(
             Method::POST,
-            &domain_path(name, &format!("/interfaces/{}/bandwidth", encode(interface))),
+            &domain_path(
+                name,
+                &format!("/interfaces/{}/bandwidth", encode(interface)),
+            ),
             Some((Bytes::from(request.to_string()), "application/json")),
         )
         .await

@@ -322,11 +322,12 @@ pub struct TuneRequest {
 
 impl TuneRequest {
     pub fn change(&self) -> Result<(TuneChange, Scope), Error> {
-        let dir = |field: &str, t: &Option<String>| -> Result<Option<Option<BandwidthRate>>, Error> {
-            t.as_deref()
-                .map(|t| rate(field, t).map(|r| (r.average > 0).then_some(r)))
-                .transpose()
-        };
+        let dir =
+            |field: &str, t: &Option<String>| -> Result<Option<Option<BandwidthRate>>, Error> {
+                t.as_deref()
+                    .map(|t| rate(field, t).map(|r| (r.average > 0).then_some(r)))
+                    .transpose()
+            };
         Ok((
             TuneChange {
                 inbound: dir("inbound", &self.inbound)?,

@@ -131,7 +131,11 @@ pub(super) fn running(h: &DomainHandle) -> Option<Arc<Live>> {
 
 /// Resolves the scope against the domain's state: live needs a running guest, config a
 /// persistent definition.
-pub(super) fn resolve_scope(h: &DomainHandle, scope: Scope, op: &'static str) -> Result<Scope, Error> {
+pub(super) fn resolve_scope(
+    h: &DomainHandle,
+    scope: Scope,
+    op: &'static str,
+) -> Result<Scope, Error> {
     let up = running(h).is_some();
     let scope = if !scope.live && !scope.config {
         Scope {
@@ -262,10 +266,8 @@ impl Service {
             // A free MAC, or the caller's when no other NIC on this host has it.
             let mut probe = h.definition().config.config().clone();
             if let (Some(live), Some(l)) = (running(&h), ledger.as_ref()) {
-                probe.devices.interfaces = live_nics(&live, l)
-                    .into_iter()
-                    .map(|(n, _, _)| n)
-                    .collect();
+                probe.devices.interfaces =
+                    live_nics(&live, l).into_iter().map(|(n, _, _)| n).collect();
             }
             let used = super::macs::in_use_with_ledgers(inner, name).await;
             let own: Vec<MacAddr> = probe
@@ -658,4 +660,3 @@ async fn plug(
     }
     Ok(())
 }
-

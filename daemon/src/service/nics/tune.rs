@@ -87,7 +87,12 @@ fn checked(
 /// Installs `new` on the running tap `ifname` (guest MAC `mac`): the outbound policer with
 /// the NIC's filter in its table (learned addresses kept), then the inbound class. On a
 /// failure the old limits are put back. Blocking.
-fn apply_live(ifname: &str, nic: &Interface, old: Option<&Bandwidth>, new: Option<&Bandwidth>) -> Result<(), String> {
+fn apply_live(
+    ifname: &str,
+    nic: &Interface,
+    old: Option<&Bandwidth>,
+    new: Option<&Bandwidth>,
+) -> Result<(), String> {
     let mac = nic.mac.map(|m| m.0).unwrap_or_default();
     let ips = nic.filterref.as_ref().map(|f| f.ips.clone());
     let rules = |bw: Option<&Bandwidth>| -> Result<(), String> {
@@ -100,7 +105,8 @@ fn apply_live(ifname: &str, nic: &Interface, old: Option<&Bandwidth>, new: Optio
         })
         .map_err(|e| e.to_string())
     };
-    let outbound_changes = old.and_then(|b| b.outbound.as_ref()) != new.and_then(|b| b.outbound.as_ref());
+    let outbound_changes =
+        old.and_then(|b| b.outbound.as_ref()) != new.and_then(|b| b.outbound.as_ref());
     if outbound_changes {
         rules(new)?;
     }
@@ -159,11 +165,18 @@ impl Service {
             if !change.is_empty() {
                 let new = change.applied(current.as_ref());
                 checked(live.config(), &nic, new.clone())?;
-                let (ifname, n, old, nw) = (made.ifname.clone(), nic.clone(), current.clone(), new.clone());
-                tokio::task::spawn_blocking(move || apply_live(&ifname, &n, old.as_ref(), nw.as_ref()))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?
-                    .map_err(|e| Error::Internal(format!("bandwidth of '{}': {e}", made.ifname)))?;
+                let (ifname, n, old, nw) = (
+                    made.ifname.clone(),
+                    nic.clone(),
+                    current.clone(),
+                    new.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    apply_live(&ifname, &n, old.as_ref(), nw.as_ref())
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(|e| Error::Internal(format!("bandwidth of '{}': {e}", made.ifname)))?;
                 for m in l.links.iter_mut().filter(|m| m.device == made.device) {
                     match &mut m.hotplugged {
                         Some(hot) => hot.bandwidth = new.clone(),
