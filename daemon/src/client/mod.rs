@@ -18,6 +18,7 @@ mod events;
 mod live_resources;
 mod migration;
 mod networks;
+mod nic_tune;
 mod pinning;
 mod remote;
 mod snapshots;

@@ -3,20 +3,22 @@
 use std::time::Duration;
 
 use novacron_domain::model::{
-    Bandwidth, BandwidthRate, Interface, InterfaceSource, MacvtapMode, NicModel,
+    Bandwidth, BandwidthRate, Interface, InterfaceSource, MacvtapMode, NicDriver, NicModel,
 };
 use novacron_domain::{Error, FieldError};
 use serde::Deserialize;
 
 use super::{table, OpInfo, Operation};
 use crate::service::nics::hotplug::{NicInfo, Scope};
+use crate::service::nics::tune::{NicBandwidth, TuneChange};
 use crate::service::Service;
 
 /// Longest a detach may wait for the guest.
 pub const MAX_DETACH_WAIT: Duration = Duration::from_secs(600);
 
 /// What attach-interface takes, as virsh's options: `type` bridge|network|direct, `source`
-/// (bridge, network or host NIC), `mode` for direct, `model`, `mac`, `mtu`, `live`, `config`.
+/// (bridge, network or host NIC), `mode` for direct, `model`, `mac`, `mtu`, `live`, `config`,
+/// `inbound`/`outbound`, `target`; and `queues`, `vlan` (virsh takes those only in XML).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttachRequest {
@@ -41,6 +43,15 @@ pub struct AttachRequest {
     /// virsh's `--outbound average[,peak[,burst]]` (peak refused): traffic from the guest.
     #[serde(default)]
     pub outbound: Option<String>,
+    /// Queue pairs of a multi-queue virtio NIC (`<driver queues='N'/>`): one tap queue each.
+    #[serde(default)]
+    pub queues: Option<u32>,
+    /// VLAN tag of the tap's bridge port (`<vlan><tag id='N'/></vlan>`).
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// virsh's `--target`: the host link's name (`<target dev='...'/>`).
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 /// virsh's `average[,peak[,burst]]` (empty fields skipped, as `1000,,64`).
@@ -150,12 +161,15 @@ impl AttachRequest {
                 source,
                 mac,
                 model,
-                driver: None,
+                driver: self.queues.map(|q| NicDriver {
+                    queues: Some(q),
+                    ..NicDriver::default()
+                }),
                 mtu: self.mtu,
                 boot_order: None,
                 address: None,
-                target_dev: None,
-                vlan: None,
+                target_dev: self.target.clone(),
+                vlan: self.vlan,
                 link_down: false,
                 bandwidth,
                 filterref: None,
@@ -288,5 +302,72 @@ impl Operation for ListInterfaces {
 
     async fn local(self, svc: Service) -> Result<Vec<NicInfo>, Error> {
         svc.interfaces(&self.domain).await
+    }
+}
+
+/// What domiftune takes: `inbound`/`outbound` as virsh's `average[,peak[,burst]]` (an
+/// average of 0 clears that direction), `live`/`config`. Neither rate: the limits are read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneRequest {
+    #[serde(default)]
+    pub inbound: Option<String>,
+    #[serde(default)]
+    pub outbound: Option<String>,
+    #[serde(default)]
+    pub live: bool,
+    #[serde(default)]
+    pub config: bool,
+}
+
+impl TuneRequest {
+    pub fn change(&self) -> Result<(TuneChange, Scope), Error> {
+        let dir =
+            |field: &str, t: &Option<String>| -> Result<Option<Option<BandwidthRate>>, Error> {
+                t.as_deref()
+                    .map(|t| rate(field, t).map(|r| (r.average > 0).then_some(r)))
+                    .transpose()
+            };
+        Ok((
+            TuneChange {
+                inbound: dir("inbound", &self.inbound)?,
+                outbound: dir("outbound", &self.outbound)?,
+            },
+            Scope {
+                live: self.live,
+                config: self.config,
+            },
+        ))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InterfaceTune {
+    pub domain: String,
+    /// The NIC's MAC or host link name.
+    pub interface: String,
+    pub request: TuneRequest,
+}
+
+impl Operation for InterfaceTune {
+    type Response = NicBandwidth;
+    type Failure = Error;
+
+    fn info(&self) -> &'static OpInfo {
+        &table::DOMIFTUNE
+    }
+
+    fn target(&self) -> &str {
+        &self.domain
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        self.request.change().map(drop)
+    }
+
+    async fn local(self, svc: Service) -> Result<NicBandwidth, Error> {
+        let (change, scope) = self.request.change()?;
+        svc.interface_tune(&self.domain, &self.interface, change, scope)
+            .await
     }
 }

@@ -760,6 +760,7 @@ pub static ALL: &[&OpInfo] = &[
     &UPDATE_MEMORY_DEVICE,
     &ATTACH_MEMORY,
     &DETACH_MEMORY,
+    &DOMIFTUNE,
 ];
 
 // Guest addresses per NIC (leases, or the agent on request).
@@ -981,6 +982,15 @@ pub static DETACH_MEMORY: OpInfo = OpInfo {
     dbus: Some("org.novacron1.Domain.DetachMemory"),
     novactl: Some("detach-memory"),
     ..row("detach-memory", Access::Operate, "detaching memory")
+};
+
+pub static DOMIFTUNE: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("POST", "/v1/domains/{name}/interfaces/{mac}/bandwidth")),
+    dbus: Some("org.novacron1.Domain.InterfaceTune"),
+    novactl: Some("domiftune"),
+    ..row("domiftune", Access::Operate, "changing a NIC's bandwidth")
 };
 
 /// The row named `name`.

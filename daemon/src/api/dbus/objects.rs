@@ -771,6 +771,9 @@ impl DomainObject {
                 config,
                 inbound: None,
                 outbound: None,
+                queues: None,
+                vlan: None,
+                target: None,
             },
         };
         let nic = run(&self.service, actor, op).await?;
@@ -1544,5 +1547,51 @@ impl DomainObject {
             timeout_secs,
         )
         .await
+    }
+
+    /// `attach-interface` with every field: `request` is the JSON body of
+    /// `POST /v1/domains/{name}/interfaces` (`type`, `source`, `mode`, `model`, `mac`, `mtu`,
+    /// `inbound`, `outbound`, `queues`, `vlan`, `target`, `live`, `config`). Returns the NIC
+    /// as attached, as JSON.
+    #[zbus(out_args("interface"))]
+    async fn attach_interface_json(
+        &self,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let request: crate::ops::interfaces::AttachRequest = serde_json::from_str(&request)
+            .map_err(|e| DbusError::invalid_args(format!("request: {e}")))?;
+        let op = crate::ops::interfaces::AttachInterface {
+            domain: self.name.clone(),
+            request,
+        };
+        let nic = run(&self.service, actor, op).await?;
+        serde_json::to_string(&nic).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
+    /// `domiftune`: `interface` is the NIC's MAC or host link name, `request` the JSON body
+    /// of `POST /v1/domains/{name}/interfaces/{mac}/bandwidth` (`inbound`/`outbound` as
+    /// virsh's `average[,peak[,burst]]`, average 0 clears; `live`, `config`; no rate: read).
+    /// Returns the NIC's limits as JSON.
+    #[zbus(out_args("bandwidth"))]
+    async fn interface_tune(
+        &self,
+        interface: String,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let request: crate::ops::interfaces::TuneRequest = serde_json::from_str(&request)
+            .map_err(|e| DbusError::invalid_args(format!("request: {e}")))?;
+        let op = crate::ops::interfaces::InterfaceTune {
+            domain: self.name.clone(),
+            interface,
+            request,
+        };
+        let bw = run(&self.service, actor, op).await?;
+        serde_json::to_string(&bw).map_err(|e| DbusError::Internal(e.to_string()))
     }
 }

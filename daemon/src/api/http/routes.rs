@@ -76,6 +76,8 @@ pub enum Endpoint {
     Templates(TemplateEndpoint),
     /// `/v1/domains/{name}/vcpus`, `/v1/domains/{name}/memory...` (see `live_resources.rs`).
     Resources(ResourceEndpoint),
+    /// `/v1/domains/{name}/interfaces/{mac}/bandwidth`: domiftune.
+    InterfaceTune,
 }
 
 /// Every route: method, path template (`{x}` is one segment), endpoint.
@@ -604,6 +606,11 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/domains/{name}/memory/devices/{alias}",
         Endpoint::Resources(ResourceEndpoint::DetachMemory),
     ),
+    (
+        Method::POST,
+        "/v1/domains/{name}/interfaces/{mac}/bandwidth",
+        Endpoint::InterfaceTune,
+    ),
 ];
 
 impl Endpoint {
@@ -624,6 +631,7 @@ impl Endpoint {
             Endpoint::AttachInterface => &table::ATTACH_INTERFACE,
             Endpoint::DetachInterface => &table::DETACH_INTERFACE,
             Endpoint::InterfaceLink => &table::DOMIF_SETLINK,
+            Endpoint::InterfaceTune => &table::DOMIFTUNE,
             Endpoint::Pinning => &table::PINNING,
             // The three pin operations share the route and the access level.
             Endpoint::Pin => &table::VCPUPIN,
@@ -907,6 +915,17 @@ pub(crate) async fn dispatch(
             };
             exec.run(actor, Target::Local, op).await?;
             Ok(json_response(StatusCode::OK, &serde_json::json!({})))
+        }
+        Endpoint::InterfaceTune => {
+            let op = ops::interfaces::InterfaceTune {
+                domain: path_segment(&path, 3),
+                interface: param,
+                request: parse_json(&read_body(req).await?)?,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &exec.run(actor, Target::Local, op).await?,
+            ))
         }
         Endpoint::Pinning => {
             let config = flag(&query(&req)?, "config", false)?;

@@ -217,6 +217,15 @@ pub enum Command {
         /// Limit traffic from the guest: average[,,burst] (kB/s, KiB)
         #[arg(long)]
         outbound: Option<String>,
+        /// Queue pairs of a multi-queue virtio NIC
+        #[arg(long)]
+        queues: Option<u32>,
+        /// VLAN tag of the tap's bridge port
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// The host link's name
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Remove a NIC by its MAC (waits for the guest to release it)
     DetachInterface {
@@ -409,6 +418,9 @@ pub enum Command {
     /// vCPUs and memory (setvcpus, vcpucount, setmem, dommemstat, ...)
     #[command(flatten)]
     Resources(crate::live_resources::ResourceCommand),
+    /// A NIC's bandwidth (domiftune)
+    #[command(flatten)]
+    NicTune(crate::nic_tune::NicTuneCommand),
     /// Print a shell completion script, e.g. `novactl completions bash > /etc/bash_completion.d/novactl`
     Completions {
         #[arg(value_enum)]

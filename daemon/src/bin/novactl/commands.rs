@@ -119,11 +119,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             config,
             inbound,
             outbound,
+            queues,
+            vlan,
+            target,
         } => {
             let request = json!({
                 "type": kind, "source": source, "mode": mode, "model": model,
                 "mac": mac, "mtu": mtu, "live": live, "config": config,
                 "inbound": inbound, "outbound": outbound,
+                "queues": queues, "vlan": vlan, "target": target,
             });
             let nic = ctx.client.attach_interface(&name, &request).await?;
             if ctx.json {
@@ -281,6 +285,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Net(c) => crate::networks::run(&ctx.client, ctx.json, c).await,
         Command::Templates(c) => crate::templates::run(&ctx.client, ctx.json, c).await,
         Command::Resources(c) => crate::live_resources::run(&ctx.client, ctx.json, c).await,
+        Command::NicTune(c) => crate::nic_tune::run(&ctx.client, ctx.json, c).await,
     }
 }
 

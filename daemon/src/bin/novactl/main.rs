@@ -11,6 +11,7 @@ mod exit;
 mod live_resources;
 mod migrate;
 mod networks;
+mod nic_tune;
 mod output;
 mod pinning;
 mod progress;

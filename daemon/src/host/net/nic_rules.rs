@@ -209,3 +209,61 @@ pub fn drops(ifname: &str) -> Result<Vec<(String, u64)>, NftError> {
         })
         .collect())
 }
+
+/// The addresses the learn rule put in `ifname`'s set (empty without a table or set).
+/// Blocking.
+pub fn learned(ifname: &str) -> Result<Vec<Ipv4Addr>, NftError> {
+    if !tables()?.iter().any(|t| t == ifname) {
+        return Ok(Vec::new());
+    }
+    let what = "list the tap table's learned addresses";
+    let out = match nft::run(
+        &["-j", "list", "set", "bridge", &table_name(ifname), "ip4"],
+        None,
+        what,
+    ) {
+        Ok(o) => o,
+        // A table without the set (no clean-traffic filter).
+        Err(_) => return Ok(Vec::new()),
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| NftError {
+        what: what.into(),
+        message: e.to_string(),
+    })?;
+    Ok(v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("set")?.get("elem")?.as_array().cloned())
+        .flatten()
+        .filter_map(|e| {
+            // A plain address, or `{"elem": {"val": "a.b.c.d", ...}}` with timeouts.
+            let s = e.as_str().or_else(|| e["elem"]["val"].as_str())?;
+            s.parse().ok()
+        })
+        .collect())
+}
+
+/// Replaces the running tap's table by the one of `rules` (a live bandwidth change) in one
+/// transaction, the addresses learned so far kept; deletes it when `rules` need none.
+/// Blocking.
+pub fn replace(rules: &NicRules<'_>) -> Result<(), NftError> {
+    let keep = match rules.clean_traffic {
+        Some([]) => learned(rules.ifname)?,
+        _ => Vec::new(),
+    };
+    if !rules.needed() {
+        return delete(rules.ifname);
+    }
+    let mut text = ruleset(rules);
+    if !keep.is_empty() {
+        let list: Vec<String> = keep.iter().map(Ipv4Addr::to_string).collect();
+        let _ = writeln!(
+            text,
+            "add element bridge {} ip4 {{ {} }}",
+            table_name(rules.ifname),
+            list.join(", ")
+        );
+    }
+    apply(&text, rules.ifname)
+}

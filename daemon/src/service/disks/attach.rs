@@ -91,7 +91,12 @@ impl Service {
                     "hot-plug needs a q35 guest (PCIe root ports)".into(),
                 ));
             }
-            let free = free_root_ports(&running);
+            // Hot-added NICs are in their ledger, not in the live device set.
+            let nics = crate::service::nics::hotplug::nic_ports(inner, name).await?;
+            let free: Vec<u32> = free_root_ports(&running)
+                .into_iter()
+                .filter(|p| !nics.contains(p))
+                .collect();
             let port = match root_port_of(&disk) {
                 Some(p) if free.contains(&p) => p,
                 Some(p) => {

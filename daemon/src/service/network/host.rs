@@ -85,10 +85,33 @@ async fn bring_up_steps(
             )],
         });
     }
+    // The whole undo list is recorded with ONE durable write before the first change (each
+    // undo step tolerates "never done": the bridge is deleted only when it carries our alias,
+    // a missing table or dnsmasq is skipped, ip_forward is rewritten to the value read here).
+    // A write per step cost a fsync'd file per step on the way to DHCP-ready.
+    let forward_before = if forwards(n) {
+        let path = dirs.ip_forward.clone();
+        Some(blocking(move || sysctl::read(&path).map_err(internal)).await?)
+    } else {
+        None
+    };
+    let files = dnsmasq::Files::new(&dirs.run, &n.name);
+    let conf = dnsmasq::config(n, bridge, &files, dnsmasq::run_user());
     r.undo.push(Undo::Bridge {
         name: bridge.to_owned(),
     });
+    r.undo.push(Undo::NftTable);
+    let set_forward = forward_before.filter(|p| p != "1");
+    if let Some(previous) = &set_forward {
+        r.undo.push(Undo::IpForward {
+            previous: previous.clone(),
+        });
+    }
+    if conf.is_some() {
+        r.undo.push(Undo::Dnsmasq { proc: None });
+    }
     save(dirs, r).await?;
+
     let stp = n.bridge.as_ref().is_none_or(|b| b.stp);
     let index = nl
         .create_bridge(bridge, &n.name, n.mac.map(|m| m.0), n.mtu, stp)
@@ -101,8 +124,6 @@ async fn bring_up_steps(
     }
     nl.set_up(index, true).await.map_err(internal)?;
 
-    r.undo.push(Undo::NftTable);
-    save(dirs, r).await?;
     let mode = n.forward.mode;
     let rules = nft::ruleset(&nft::RulesetInput {
         network: &n.name,
@@ -114,21 +135,12 @@ async fn bring_up_steps(
     let name = n.name.clone();
     blocking(move || nft::apply(&rules, &name).map_err(internal)).await?;
 
-    if forwards(n) {
+    if set_forward.is_some() {
         let path = dirs.ip_forward.clone();
-        let previous = blocking(move || sysctl::read(&path).map_err(internal)).await?;
-        if previous != "1" {
-            r.undo.push(Undo::IpForward { previous });
-            save(dirs, r).await?;
-            let path = dirs.ip_forward.clone();
-            blocking(move || sysctl::write(&path, "1").map_err(internal)).await?;
-        }
+        blocking(move || sysctl::write(&path, "1").map_err(internal)).await?;
     }
 
-    let files = dnsmasq::Files::new(&dirs.run, &n.name);
-    if let Some(conf) = dnsmasq::config(n, bridge, &files, dnsmasq::run_user()) {
-        r.undo.push(Undo::Dnsmasq { proc: None });
-        save(dirs, r).await?;
+    if let Some(conf) = conf {
         let (name, f) = (n.name.clone(), files.clone());
         let proc = blocking(move || {
             // The lease file is dnsmasq's own once it runs; it starts empty with each start.

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use novacron_domain::model::{Interface, InterfaceSource, MacAddr, NicModel};
+use novacron_domain::model::{Address, Interface, InterfaceSource, MacAddr, NicModel};
 use novacron_domain::{Error, FieldError};
 use novacron_qmp::commands::{DeviceAdd, DeviceDel};
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,7 @@ pub fn parse_mac(mac: &str) -> Result<MacAddr, Error> {
     mac.parse::<MacAddr>().map_err(|_| bad_mac(mac))
 }
 
-async fn load_ledger(inner: &Arc<Inner>, domain: &str) -> Result<Ledger, Error> {
+pub(super) async fn load_ledger(inner: &Arc<Inner>, domain: &str) -> Result<Ledger, Error> {
     let (dir, d) = (inner.config.run_dir.clone(), domain.to_owned());
     tokio::task::spawn_blocking(move || ledger::load(&dir, &d))
         .await
@@ -90,7 +90,7 @@ async fn load_ledger(inner: &Arc<Inner>, domain: &str) -> Result<Ledger, Error> 
         .map_err(|e| Error::Internal(format!("NIC ledger of '{domain}': {e}")))
 }
 
-async fn save_ledger(inner: &Arc<Inner>, domain: &str, l: &Ledger) -> Result<(), Error> {
+pub(super) async fn save_ledger(inner: &Arc<Inner>, domain: &str, l: &Ledger) -> Result<(), Error> {
     let (dir, d, l) = (inner.config.run_dir.clone(), domain.to_owned(), l.clone());
     tokio::task::spawn_blocking(move || ledger::save(&dir, &d, &l))
         .await
@@ -104,7 +104,7 @@ async fn save_ledger(inner: &Arc<Inner>, domain: &str, l: &Ledger) -> Result<(),
 
 /// The NICs a running guest has now: the started ones still plugged (device `net<i>`) and
 /// the hot-added ones, each with its ledger entry if the daemon made a link for it.
-fn live_nics(live: &Live, l: &Ledger) -> Vec<(Interface, String, Option<MadeLink>)> {
+pub(super) fn live_nics(live: &Live, l: &Ledger) -> Vec<(Interface, String, Option<MadeLink>)> {
     let mut out = Vec::new();
     for (i, nic) in live.config().devices.interfaces.into_iter().enumerate() {
         let device = format!("net{i}");
@@ -122,7 +122,7 @@ fn live_nics(live: &Live, l: &Ledger) -> Vec<(Interface, String, Option<MadeLink
     out
 }
 
-fn running(h: &DomainHandle) -> Option<Arc<Live>> {
+pub(super) fn running(h: &DomainHandle) -> Option<Arc<Live>> {
     match h.run() {
         Run::Up { live, .. } => Some(live),
         _ => None,
@@ -131,7 +131,11 @@ fn running(h: &DomainHandle) -> Option<Arc<Live>> {
 
 /// Resolves the scope against the domain's state: live needs a running guest, config a
 /// persistent definition.
-fn resolve_scope(h: &DomainHandle, scope: Scope, op: &'static str) -> Result<Scope, Error> {
+pub(super) fn resolve_scope(
+    h: &DomainHandle,
+    scope: Scope,
+    op: &'static str,
+) -> Result<Scope, Error> {
     let up = running(h).is_some();
     let scope = if !scope.live && !scope.config {
         Scope {
@@ -250,16 +254,20 @@ impl Service {
         let inner = &self.inner;
         let h = inner.handle(name)?;
         let mut nic = nic;
+        let mut made = None;
         {
             let _job = h.begin(Job::Modify, inner.job_wait()).await?;
             let scope = resolve_scope(&h, scope, "attach-interface")?;
+            // The ledger is read once: the MAC check, the slot and the port come from it.
+            let mut ledger = match running(&h) {
+                Some(_) => Some(load_ledger(inner, name).await?),
+                None => None,
+            };
             // A free MAC, or the caller's when no other NIC on this host has it.
             let mut probe = h.definition().config.config().clone();
-            if let Some(live) = running(&h) {
-                probe.devices.interfaces = live_nics(&live, &load_ledger(inner, name).await?)
-                    .into_iter()
-                    .map(|(n, _, _)| n)
-                    .collect();
+            if let (Some(live), Some(l)) = (running(&h), ledger.as_ref()) {
+                probe.devices.interfaces =
+                    live_nics(&live, l).into_iter().map(|(n, _, _)| n).collect();
             }
             let used = super::macs::in_use_with_ledgers(inner, name).await;
             let own: Vec<MacAddr> = probe
@@ -300,7 +308,10 @@ impl Service {
             inner.admit(&validated).await?;
             if scope.live {
                 let live = running(&h).ok_or_else(|| Error::Internal("guest stopped".into()))?;
-                attach_live(inner, &h, &live, &nic).await?;
+                let l = ledger
+                    .as_mut()
+                    .ok_or_else(|| Error::Internal("guest started meanwhile".into()))?;
+                made = Some(attach_live(inner, &h, &live, &nic, l).await?);
             }
             if scope.config {
                 drop(validated);
@@ -309,18 +320,13 @@ impl Service {
             }
         }
         let (kind, source) = source_of(&nic);
-        let l = load_ledger(inner, name).await?;
-        let made = l
-            .links
-            .iter()
-            .find(|m| Some(m.mac.as_str()) == nic.mac.map(|m| m.to_string()).as_deref());
         Ok(NicInfo {
             mac: nic.mac.map(|m| m.to_string()).unwrap_or_default(),
             kind: kind.to_owned(),
             source,
             model: nic.model.as_str().to_owned(),
-            ifname: made.map(|m| m.ifname.clone()),
-            link: "up".to_owned(),
+            ifname: made.map(|m| m.ifname),
+            link: if nic.link_down { "down" } else { "up" }.to_owned(),
         })
     }
 
@@ -452,21 +458,83 @@ impl Service {
     }
 }
 
-/// Makes the link, records it, hands it to QEMU and plugs the device; undoes each step when
-/// a later one fails.
+/// The root ports hot-added NICs of `l` sit on (their recorded address).
+pub(crate) fn ledger_ports(l: &Ledger) -> Vec<u32> {
+    l.links
+        .iter()
+        .filter_map(|m| m.hotplugged.as_ref()?.address.as_ref())
+        .filter_map(|a| match a {
+            Address::Pci { bus, slot: 0, .. } if *bus != 0 => Some(u32::from(*bus)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The root ports hot-added NICs of running guest `domain` sit on (for disk hotplug, whose
+/// live device set does not list them).
+pub(crate) async fn nic_ports(inner: &Arc<Inner>, domain: &str) -> Result<Vec<u32>, Error> {
+    Ok(ledger_ports(&load_ledger(inner, domain).await?))
+}
+
+/// A free PCIe root port for a hot-added NIC. The running config and the ledger say which
+/// ports are taken (one QMP `qom-list` confirms the first candidate, so nothing placed behind
+/// the daemon's back is plugged over); only when every candidate is taken are all the
+/// guest's root ports asked (`query-pci` + a `qom-list` each).
+async fn free_port(
+    name: &str,
+    qmp: &novacron_qmp::Client,
+    config: &novacron_domain::DomainConfig,
+    l: &Ledger,
+) -> Result<(u32, String), Error> {
+    let err = |e| qmp_error(name, "attach-interface", e);
+    let taken = ledger_ports(l);
+    let candidates: Vec<u32> = super::super::disks::free_root_ports(config)
+        .into_iter()
+        .filter(|p| !taken.contains(p))
+        .collect();
+    for port in candidates {
+        let id = format!("pci.{port}");
+        if !occupied(qmp, &id).await.map_err(err)? {
+            return Ok((port, id));
+        }
+    }
+    let pci = qmp.execute_raw("query-pci", None).await.map_err(err)?;
+    for id in root_ports(&pci) {
+        let Some(port) = id.strip_prefix("pci.").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if !taken.contains(&port) && !occupied(qmp, &id).await.map_err(err)? {
+            return Ok((port, id));
+        }
+    }
+    Err(Error::Invalid {
+        message: format!(
+            "domain '{name}' has no free PCIe root port to plug a NIC into; define spare \
+             <controller type='pci' model='pcie-root-port'/> controllers"
+        ),
+        details: vec![FieldError::new(
+            "devices.controllers",
+            "no free pcie-root-port",
+        )],
+    })
+}
+
+/// Makes the link, records it (the one durable write before the answer), hands it to QEMU
+/// and plugs the device; undoes each step when a later one fails. `l` is the guest's ledger
+/// as read by the caller under the job; it is updated and saved here.
 async fn attach_live(
     inner: &Arc<Inner>,
     h: &DomainHandle,
     live: &Live,
     nic: &Interface,
-) -> Result<(), Error> {
+    l: &mut Ledger,
+) -> Result<MadeLink, Error> {
     let name = h.name.as_str();
     let config = live.config();
     let uuid = config
         .uuid
         .map(|u| u.0)
         .ok_or_else(|| Error::Internal(format!("domain '{name}' runs without a uuid")))?;
-    let mut l = load_ledger(inner, name).await?;
     // A slot no started or hot-added NIC used: QEMU ids and the tap name derive from it.
     let started = config.devices.interfaces.len() as u32;
     let slot = (started..)
@@ -474,33 +542,14 @@ async fn attach_live(
         .unwrap_or(started);
     let index = config.devices.interfaces.len();
     let qmp = live.qmp(name)?;
+    let mut nic = nic.clone();
     let bus = if config.os.is_i440fx() {
         Some("pci.0".to_owned())
     } else {
-        let pci = qmp
-            .execute_raw("query-pci", None)
-            .await
-            .map_err(|e| qmp_error(name, "attach-interface", e))?;
-        let mut free = None;
-        for port in root_ports(&pci) {
-            if !occupied(qmp, &port)
-                .await
-                .map_err(|e| qmp_error(name, "attach-interface", e))?
-            {
-                free = Some(port);
-                break;
-            }
-        }
-        Some(free.ok_or_else(|| Error::Invalid {
-            message: format!(
-                "domain '{name}' has no free PCIe root port to plug a NIC into; define spare \
-                 <controller type='pci' model='pcie-root-port'/> controllers"
-            ),
-            details: vec![FieldError::new(
-                "devices.controllers",
-                "no free pcie-root-port",
-            )],
-        })?)
+        let (port, id) = free_port(name, qmp, &config, l).await?;
+        // Recorded with the NIC: the next hotplug (NIC or disk) knows the port is taken.
+        nic.address = Some(novacron_domain::qemu::hotplug::root_port_address(port));
+        Some(id)
     };
     let Some(attachment) = super::attachment(inner, index, &nic.source)? else {
         return Err(Error::Invalid {
@@ -513,23 +562,24 @@ async fn attach_live(
     };
     let nl = Netlink::open().map_err(|e| Error::Internal(format!("netlink: {e}")))?;
     let (mut made, taps, vhost) =
-        super::make_link(&nl, name, &uuid, slot, index, nic, &attachment).await?;
+        super::make_link(&nl, name, &uuid, slot, index, &nic, &attachment).await?;
     made.hotplugged = Some(nic.clone());
     l.links.push(made.clone());
     let alias = crate::host::taps::marker_for(name);
     let undo_link = |l: &mut Ledger| l.links.retain(|m| m.device != made.device);
-    if let Err(e) = save_ledger(inner, name, &l).await {
+    if let Err(e) = save_ledger(inner, name, l).await {
         super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
+        undo_link(l);
         return Err(e);
     }
-    let plugged = plug(name, qmp, slot, nic, taps, vhost, bus).await;
+    let plugged = plug(name, qmp, slot, &nic, taps, vhost, bus).await;
     if let Err(e) = plugged {
         super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
-        undo_link(&mut l);
-        let _ = save_ledger(inner, name, &l).await;
+        undo_link(l);
+        let _ = save_ledger(inner, name, l).await;
         return Err(e);
     }
-    Ok(())
+    Ok(made)
 }
 
 async fn plug(

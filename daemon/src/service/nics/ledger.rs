@@ -37,6 +37,18 @@ pub struct MadeLink {
     /// Set by a live link-state change to down.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub link_down: bool,
+    /// The bandwidth a live `domiftune` set on a NIC of the started config (a hot-added
+    /// NIC's is in `hotplugged`); absent: the started config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<Tuned>,
+}
+
+/// A live bandwidth change of a started NIC (`bandwidth` absent: every limit cleared).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuned {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<novacron_domain::model::Bandwidth>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,14 +39,18 @@ pub(crate) async fn in_use_with_ledgers(
     except: &str,
 ) -> BTreeMap<MacAddr, String> {
     let mut used = in_use(inner, except);
-    let dir = inner.config.run_dir.clone();
-    let ledgers = tokio::task::spawn_blocking(move || super::ledger::all(&dir))
-        .await
-        .unwrap_or_default();
+    let (dir, except_owned) = (inner.config.run_dir.clone(), except.to_owned());
+    // `except`'s own ledger is not read: its caller has it.
+    let ledgers = tokio::task::spawn_blocking(move || {
+        super::ledger::domains(&dir)
+            .into_iter()
+            .filter(|d| *d != except_owned)
+            .filter_map(|d| super::ledger::load(&dir, &d).ok().flatten().map(|l| (d, l)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
     for (domain, ledger) in ledgers {
-        if domain == except {
-            continue;
-        }
         for l in ledger.links {
             if let Ok(m) = l.mac.parse::<MacAddr>() {
                 used.insert(m, domain.clone());

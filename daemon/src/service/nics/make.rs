@@ -171,6 +171,7 @@ pub async fn make_link(
                     bridge: Some(bridge.clone()),
                     hotplugged: None,
                     link_down: nic.link_down,
+                    tuned: None,
                 },
                 fds,
             )
@@ -233,6 +234,7 @@ pub async fn make_link(
                     bridge: None,
                     hotplugged: None,
                     link_down: nic.link_down,
+                    tuned: None,
                 },
                 fds,
             )

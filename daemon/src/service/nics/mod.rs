@@ -8,6 +8,7 @@ pub mod ledger;
 pub(crate) mod macs;
 mod make;
 pub(crate) mod qos;
+pub mod tune;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
