@@ -19,13 +19,91 @@ use crate::service::Service;
 const MAX_DESCRIPTION: usize = 4096;
 
 /// One disk's part of a snapshot being taken.
-struct Plan {
+pub(super) struct Plan {
     target: String,
     /// The active file now: frozen by this snapshot.
     file: String,
     format: DiskFormat,
     overlay: String,
     node: String,
+}
+
+/// A new snapshot freezing each planned disk's file (not yet in a tree).
+pub(super) fn new_snap(
+    req: &CreateRequest,
+    plans: &[Plan],
+    kind: SnapKind,
+    state: SnapshotState,
+) -> Snap {
+    Snap {
+        name: req.name.clone(),
+        description: req.description.clone(),
+        parent: None,
+        children: Vec::new(),
+        created: now(),
+        kind,
+        state,
+        quiesced: false,
+        disks: plans
+            .iter()
+            .map(|p| {
+                (
+                    p.target.clone(),
+                    SnapDisk {
+                        file: p.file.clone(),
+                        format: p.format,
+                    },
+                )
+            })
+            .collect(),
+        overlays: plans
+            .iter()
+            .map(|p| (p.target.clone(), p.overlay.clone()))
+            .collect(),
+        memory_file: None,
+        domain_xml: None,
+        downtime_ms: None,
+    }
+}
+
+/// Puts `snap` into the tree under the current snapshot and makes it current.
+pub(super) fn insert_snap(tree: &mut Tree, mut snap: Snap) {
+    let name = snap.name.clone();
+    snap.parent = tree.current.clone();
+    if let Some(p) = snap.parent.as_ref().and_then(|p| tree.snapshots.get_mut(p)) {
+        p.children.push(name.clone());
+    }
+    tree.snapshots.insert(name.clone(), snap);
+    tree.current = Some(name);
+}
+
+/// Records the overlays as the disks' active files (owned, backed by the frozen files) and,
+/// `running`, their live node names; returns the definition's changes.
+pub(super) fn adopt_overlays(
+    tree: &mut Tree,
+    plans: &[Plan],
+    running: bool,
+) -> Vec<(String, String, DiskFormat)> {
+    for p in plans {
+        tree.files.insert(
+            p.overlay.clone(),
+            FileRec {
+                format: DiskFormat::Qcow2,
+                backing: Some(p.file.clone()),
+                owned: true,
+                refs: 0,
+            },
+        );
+        tree.active.insert(p.target.clone(), p.overlay.clone());
+        if let (Some(l), true) = (&mut tree.live, running) {
+            l.nodes.insert(p.overlay.clone(), p.node.clone());
+        }
+    }
+    tree.recount();
+    plans
+        .iter()
+        .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
+        .collect()
 }
 
 fn overlay_path(file: &str, domain: &str, target: &str, snap: &str) -> String {
@@ -69,6 +147,26 @@ impl Service {
             });
         }
         let place = placement(&h, "snapshot")?;
+        if let Some(mode) = req.memory {
+            // libvirt too: quiescing is for disk-only snapshots (the RAM holds what the
+            // filesystems have not written yet, and it is saved).
+            if req.quiesce != Quiesce::Off {
+                return Err(invalid(
+                    "quiesce",
+                    "a snapshot with memory saves the guest's RAM, so it is consistent without \
+                     freezing the filesystems: quiesce is for disk-only snapshots"
+                        .into(),
+                ));
+            }
+            let Where::Running(live) = place else {
+                return Err(Error::WrongState {
+                    name: domain.to_owned(),
+                    state: h.state(),
+                    operation: "take a snapshot with memory of (it is not running)",
+                });
+            };
+            return self.take_with_memory(&h, &live, tree, &req, mode).await;
+        }
         // Freeze (when asked) and always thaw afterwards, within deadlines.
         let mut quiesced = false;
         let froze = match req.quiesce {
@@ -96,59 +194,15 @@ impl Service {
             quiesce::thaw_within(self, domain).await;
         }
         let plans = taken?;
-        let parent = tree.current.clone();
-        let snap = Snap {
-            name: req.name.clone(),
-            description: req.description.clone(),
-            parent: parent.clone(),
-            children: Vec::new(),
-            created: now(),
-            kind: SnapKind::DiskOnly,
-            state: SnapshotState::DiskSnapshot,
-            quiesced,
-            disks: plans
-                .iter()
-                .map(|p| {
-                    (
-                        p.target.clone(),
-                        SnapDisk {
-                            file: p.file.clone(),
-                            format: p.format,
-                        },
-                    )
-                })
-                .collect(),
-            overlays: plans
-                .iter()
-                .map(|p| (p.target.clone(), p.overlay.clone()))
-                .collect(),
-            memory_file: None,
-        };
-        if let Some(p) = parent.as_ref().and_then(|p| tree.snapshots.get_mut(p)) {
-            p.children.push(req.name.clone());
-        }
-        tree.snapshots.insert(req.name.clone(), snap);
-        tree.current = Some(req.name.clone());
-        for p in &plans {
-            tree.files.insert(
-                p.overlay.clone(),
-                FileRec {
-                    format: DiskFormat::Qcow2,
-                    backing: Some(p.file.clone()),
-                    owned: true,
-                    refs: 0,
-                },
-            );
-            tree.active.insert(p.target.clone(), p.overlay.clone());
-            if let (Some(l), Where::Running(_)) = (&mut tree.live, &place) {
-                l.nodes.insert(p.overlay.clone(), p.node.clone());
-            }
-        }
-        tree.recount();
-        let changes: Vec<_> = plans
-            .iter()
-            .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
-            .collect();
+        let snap = new_snap(
+            &req,
+            &plans,
+            SnapKind::DiskOnly,
+            SnapshotState::DiskSnapshot,
+        );
+        let snap = Snap { quiesced, ..snap };
+        insert_snap(&mut tree, snap);
+        let changes = adopt_overlays(&mut tree, &plans, matches!(place, Where::Running(_)));
         // Both made durable (fsync'd) at once: their fsyncs share a journal commit instead of
         // waiting one after the other. A crash between the two leaves either the tree without
         // the definition (as the sequential order could) or the definition on the overlay
@@ -166,7 +220,7 @@ impl Service {
     }
 
     /// Makes the overlays and switches the disks to them; on failure undoes what it did.
-    async fn take(
+    pub(super) async fn take(
         &self,
         h: &crate::service::domain::DomainHandle,
         place: &Where,
