@@ -168,9 +168,9 @@ impl Service {
                 invalid(
                     "memory",
                     format!(
-                        "'live' needs QEMU's background-snapshot, which this host refuses \
-                         ({e}; it needs userfaultfd write-protection for the guest's memory): \
-                         take it with memory 'paused'"
+                        "'live' needs QEMU's background-snapshot, which QEMU refuses here \
+                         ({e}): {}; take it with memory 'paused'",
+                        self.userfaultfd_why().await
                     ),
                 )
             } else {
@@ -304,6 +304,26 @@ impl Service {
         self.save_tree(&domain, &tree).await?;
         let s = &tree.snapshots[&req.name];
         Ok(super::info(&tree, s))
+    }
+
+    /// Why QEMU has no userfaultfd write-protection: as the post-copy check says, an
+    /// unprivileged QEMU gets userfaultfd only with `vm.unprivileged_userfaultfd = 1`.
+    async fn userfaultfd_why(&self) -> String {
+        const SYSCTL: &str = "/proc/sys/vm/unprivileged_userfaultfd";
+        let off = tokio::fs::read_to_string(SYSCTL)
+            .await
+            .is_ok_and(|v| v.trim() == "0");
+        match self.inner.run_as.as_ref().filter(|r| !r.uid.is_root()) {
+            Some(user) if off => format!(
+                "it write-protects the guest's memory with userfaultfd, QEMU runs as '{}' \
+                 here, and this host gives userfaultfd to unprivileged processes only with \
+                 vm.unprivileged_userfaultfd = 1 (it is 0)",
+                user.user
+            ),
+            _ => "it write-protects the guest's memory with userfaultfd, and this kernel \
+                  offers no write-protection for it"
+                .to_owned(),
+        }
     }
 
     /// With the guest paused (or, for a background snapshot, about to be): the disks'
