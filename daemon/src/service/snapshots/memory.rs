@@ -170,7 +170,7 @@ impl Service {
                     format!(
                         "'live' needs QEMU's background-snapshot, which QEMU refuses here \
                          ({e}): {}; take it with memory 'paused'",
-                        self.userfaultfd_why().await
+                        self.userfaultfd_why(&e.to_string()).await
                     ),
                 )
             } else {
@@ -308,8 +308,13 @@ impl Service {
 
     /// Why QEMU has no userfaultfd write-protection: as the post-copy check says, an
     /// unprivileged QEMU gets userfaultfd only with `vm.unprivileged_userfaultfd = 1`.
-    async fn userfaultfd_why(&self) -> String {
+    async fn userfaultfd_why(&self, qemu_said: &str) -> String {
         const SYSCTL: &str = "/proc/sys/vm/unprivileged_userfaultfd";
+        if qemu_said.contains("memory configuration") {
+            return "it write-protects the guest's memory with userfaultfd, which QEMU 7.2 does \
+                    for anonymous memory only, not for a <memoryBacking> file or hugepages"
+                .to_owned();
+        }
         let off = tokio::fs::read_to_string(SYSCTL)
             .await
             .is_ok_and(|v| v.trim() == "0");
