@@ -442,5 +442,10 @@ async fn main() -> Result<()> {
         verdict(live <= 50.0)
     );
     let _ = raw_child.kill().await;
+    for l in std::fs::read_to_string(&log)?.lines() {
+        if l.contains("reverted to a snapshot with memory") {
+            println!("  daemon log: {l}");
+        }
+    }
     Ok(())
 }

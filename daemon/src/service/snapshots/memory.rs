@@ -464,6 +464,7 @@ impl Service {
             Ok(OwnedFd::from(file))
         })
         .await?;
+        let began = std::time::Instant::now();
         if let Where::Running(old) = &place {
             // The old guest is discarded, as libvirt's revert does.
             old.set_intent(Intent::Destroy);
@@ -477,7 +478,9 @@ impl Service {
                     after: KILL_WAIT,
                 })?;
         }
+        let killed = began.elapsed();
         let changes = self.revert_disks(h, &mut tree, &s).await?;
+        let disks = began.elapsed();
         for (target, overlay, format) in &changes {
             if let Some(d) = config
                 .devices
@@ -515,6 +518,7 @@ impl Service {
                 return Err(e);
             }
         };
+        let started = began.elapsed();
         let loaded = async {
             let q = launched.live.qmp(&domain)?.clone();
             set_capabilities(&q, false)
@@ -555,6 +559,7 @@ impl Service {
                 return Err(e);
             }
         };
+        let load_done = began.elapsed();
         let live = Arc::new(Live::new(
             launched.live.pid,
             record,
@@ -587,6 +592,17 @@ impl Service {
             live,
             Some(launched.child),
             Some(launched.events),
+        );
+        // Where a revert's time goes (cumulative ms).
+        tracing::info!(
+            domain,
+            snapshot = s.name,
+            killed_ms = killed.as_millis() as u64,
+            disks_ms = disks.as_millis() as u64,
+            started_ms = started.as_millis() as u64,
+            loaded_ms = load_done.as_millis() as u64,
+            total_ms = began.elapsed().as_millis() as u64,
+            "reverted to a snapshot with memory"
         );
         Ok(())
     }
