@@ -106,6 +106,24 @@ pub(super) fn adopt_overlays(
         .collect()
 }
 
+/// Overlays made and opened, not yet the disks' active layers.
+pub(super) struct Prepared {
+    pub plans: Vec<Plan>,
+    fds: Vec<std::os::fd::OwnedFd>,
+    nodes: Option<super::meta::LiveNodes>,
+}
+
+/// Removes overlay files a failed snapshot made.
+pub(super) async fn remove_overlays(plans: &[Plan]) {
+    let files: Vec<String> = plans.iter().map(|p| p.overlay.clone()).collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+    })
+    .await;
+}
+
 fn overlay_path(file: &str, domain: &str, target: &str, snap: &str) -> String {
     let dir = std::path::Path::new(file)
         .parent()
@@ -227,6 +245,18 @@ impl Service {
         tree: &mut Tree,
         req: &CreateRequest,
     ) -> Result<Vec<Plan>, Error> {
+        let prepared = self.prepare_overlays(h, place, tree, req).await?;
+        self.switch_overlays(h, place, prepared).await
+    }
+
+    /// The overlay files made and opened (the guest untouched); removed again on failure.
+    pub(super) async fn prepare_overlays(
+        &self,
+        h: &crate::service::domain::DomainHandle,
+        place: &Where,
+        tree: &mut Tree,
+        req: &CreateRequest,
+    ) -> Result<Prepared, Error> {
         let domain = h.name.clone();
         // The disks and their active files now.
         let (sel, nodes) = match place {
@@ -322,21 +352,23 @@ impl Service {
                 }
             }
         }
-        let cleanup = |n: usize, plans: &[Plan]| {
-            let files: Vec<String> = plans[..n].iter().map(|p| p.overlay.clone()).collect();
-            async move {
-                let _ = tokio::task::spawn_blocking(move || {
-                    for f in files {
-                        let _ = std::fs::remove_file(f);
-                    }
-                })
-                .await;
-            }
-        };
         if let Some(e) = failure {
-            cleanup(fds.len(), &plans).await;
+            remove_overlays(&plans[..fds.len()]).await;
             return Err(e);
         }
+        Ok(Prepared { plans, fds, nodes })
+    }
+
+    /// Switches a running guest's disks to the prepared overlays in one transaction; on
+    /// failure the nodes and files go again.
+    pub(super) async fn switch_overlays(
+        &self,
+        h: &crate::service::domain::DomainHandle,
+        place: &Where,
+        prepared: Prepared,
+    ) -> Result<Vec<Plan>, Error> {
+        let domain = h.name.clone();
+        let Prepared { plans, fds, nodes } = prepared;
         let (Where::Running(l), Some(nodes)) = (place, nodes) else {
             return Ok(plans);
         };
@@ -374,7 +406,7 @@ impl Service {
             for p in &plans[..added] {
                 live::del_nodes(q, &p.node).await;
             }
-            cleanup(plans.len(), &plans).await;
+            remove_overlays(&plans).await;
             return Err(qemu_err(e));
         }
         Ok(plans)

@@ -205,6 +205,23 @@ impl Service {
                 .map_err(|e| io_err("create the RAM state file", t.display(), e))
         })
         .await?;
+        // The overlay files are made before the guest pauses (its pause is QMP only).
+        let prepared = match self
+            .prepare_overlays(h, &Where::Running(live.clone()), &mut tree, req)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let t = temp.clone();
+                let _ = blocking(move || {
+                    let _ = std::fs::remove_file(&t);
+                    Ok(())
+                })
+                .await;
+                let _ = set_capabilities(&q, false).await;
+                return Err(e);
+            }
+        };
         // Recorded before QEMU gets the descriptor: a daemon restarted from here on removes
         // the partial file and resumes the guest.
         tree.pending_memory = Some(PendingMemory {
@@ -236,7 +253,7 @@ impl Service {
                     &q,
                     &mut events,
                     &mut tree,
-                    req,
+                    prepared,
                     &fd,
                     &file,
                     &temp,
@@ -244,7 +261,10 @@ impl Service {
                 )
                 .await
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                super::create::remove_overlays(&prepared.plans).await;
+                Err(e)
+            }
         };
         drop(fd);
         let restore = async {
@@ -341,7 +361,7 @@ impl Service {
         q: &Client,
         events: &mut Subscription,
         tree: &mut Tree,
-        req: &CreateRequest,
+        prepared: super::create::Prepared,
         fd: &OwnedFd,
         file: &Path,
         temp: &Path,
@@ -363,15 +383,9 @@ impl Service {
             None
         };
         let plans = self
-            .take(h, &Where::Running(live.clone()), tree, req)
+            .switch_overlays(h, &Where::Running(live.clone()), prepared)
             .await?;
         let changes = adopt_overlays(tree, &plans, true);
-        let (saved, repointed) = tokio::join!(
-            self.save_tree(&domain, tree),
-            self.repoint_definition(h, &changes)
-        );
-        saved?;
-        repointed?;
         q.send_fd(SAVE_FD, fd.as_fd())
             .await
             .map_err(|e| qemu(&domain, op, e))?;
@@ -381,6 +395,17 @@ impl Service {
         })
         .await
         .map_err(|e| qemu(&domain, op, e))?;
+        // The overlays recorded while QEMU writes (a background snapshot's guest runs again
+        // meanwhile); a failure here cancels the save.
+        let (saved, repointed) = tokio::join!(
+            self.save_tree(&domain, tree),
+            self.repoint_definition(h, &changes)
+        );
+        if let Err(e) = saved.and(repointed) {
+            let _ = q.execute(&novacron_qmp::commands::MigrateCancel).await;
+            let _ = wait_migration(q, events).await;
+            return Err(e);
+        }
         let ended = wait_migration(q, events)
             .await
             .map_err(|e| qemu(&domain, op, e))?;
