@@ -114,6 +114,8 @@ pub enum StateReason {
     MigratedIn,
     /// A migration failed or was cancelled; the guest stayed here.
     MigrationAborted(String),
+    /// A new QEMU continues the guest from a full snapshot's RAM (`snapshot-revert`).
+    Restored,
 }
 
 const REPLAY: usize = 1024;

@@ -313,18 +313,30 @@ pub enum Command {
     Operation { id: String },
     /// Show the host: versions, KVM, CPUs, memory, domain counts
     Host,
-    /// Take a disk snapshot: external qcow2 overlays over every writable disk
+    /// Take a snapshot: external qcow2 overlays over every writable disk, and with
+    /// --memspec (or --memory) the running guest's RAM too
     SnapshotCreateAs {
         name: String,
         snapshot: String,
         #[arg(long)]
         description: Option<String>,
-        /// Disks only (the only kind so far)
+        /// Disks only
         #[arg(long)]
         disk_only: bool,
         /// Freeze the guest's filesystems first (refused without a connected guest agent)
         #[arg(long)]
         quiesce: bool,
+        /// Save the guest's RAM too: `snapshot=external` (the daemon names the file, in the
+        /// domain's snapshot directory)
+        #[arg(long, value_name = "SPEC")]
+        memspec: Option<String>,
+        /// The same as --memspec snapshot=external
+        #[arg(long)]
+        memory: bool,
+        /// With memory: keep the guest running while its RAM is written
+        /// (QEMU's background snapshot); paused for the whole save otherwise
+        #[arg(long)]
+        live: bool,
     },
     /// List a domain's snapshots
     SnapshotList {
@@ -339,7 +351,8 @@ pub enum Command {
     SnapshotDumpxml { name: String, snapshot: String },
     /// Delete a snapshot (its image is merged; files still referenced are kept)
     SnapshotDelete { name: String, snapshot: String },
-    /// Revert a stopped domain's disks to a snapshot
+    /// Revert to a snapshot: a stopped domain's disks, or with a snapshot with memory the
+    /// whole guest (a new QEMU continues from that moment)
     SnapshotRevert { name: String, snapshot: String },
     /// Show, set (--every with --keep) or remove (--disable) a domain's snapshot schedule
     SnapshotSchedule {

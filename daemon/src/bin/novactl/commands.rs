@@ -207,6 +207,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             description,
             disk_only,
             quiesce,
+            memspec,
+            memory,
+            live,
         } => {
             let cmd = Snap::CreateAs {
                 name,
@@ -214,6 +217,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 description,
                 disk_only,
                 quiesce,
+                memory: crate::snapshots::memory_mode(memspec.as_deref(), memory, live)?,
             };
             crate::snapshots::run(&ctx.client, ctx.json, cmd).await
         }

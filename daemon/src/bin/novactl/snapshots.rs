@@ -15,6 +15,8 @@ pub enum Snap {
         description: Option<String>,
         disk_only: bool,
         quiesce: bool,
+        /// `paused` or `live`: a snapshot with the guest's RAM.
+        memory: Option<&'static str>,
     },
     List {
         name: String,
@@ -84,13 +86,27 @@ pub async fn run(client: &Client, json: bool, cmd: Snap) -> Result<(), CliError>
             description,
             disk_only,
             quiesce,
+            memory,
         } => {
-            if !disk_only {
-                return Err(CliError::Input(
-                    "only disk-only snapshots exist so far: add --disk-only".into(),
-                ));
+            match (disk_only, memory) {
+                (true, Some(_)) => {
+                    return Err(CliError::Input(
+                        "--disk-only and --memspec/--memory exclude each other".into(),
+                    ))
+                }
+                (false, None) => {
+                    return Err(CliError::Input(
+                        "say what to save: --disk-only, or --memspec snapshot=external \
+                         (--memory) for the guest's RAM too"
+                            .into(),
+                    ))
+                }
+                _ => {}
             }
             let mut req = json!({ "name": snapshot });
+            if let Some(m) = memory {
+                req["memory"] = json!(m);
+            }
             if let Some(d) = description {
                 req["description"] = json!(d);
             }
@@ -167,5 +183,43 @@ pub async fn run(client: &Client, json: bool, cmd: Snap) -> Result<(), CliError>
             client.snapshot_revert(&name, &snapshot).await?;
             output::line(&format!("Domain {name} reverted to snapshot {snapshot}"))
         }
+    }
+}
+
+/// virsh's `--memspec [file=...,]snapshot=external|no` / `--memory` and `--live` as the
+/// request's `memory` mode. The daemon names the state file: a `file=` is refused.
+pub fn memory_mode(
+    memspec: Option<&str>,
+    memory: bool,
+    live: bool,
+) -> Result<Option<&'static str>, CliError> {
+    let mut wanted = memory;
+    if let Some(spec) = memspec {
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("snapshot", "external")) => wanted = true,
+                Some(("snapshot", "no")) => wanted = false,
+                Some(("file", _)) => {
+                    return Err(CliError::Input(
+                        "--memspec file=...: the daemon keeps the state file in the domain's \
+                         snapshot directory; give snapshot=external only"
+                            .into(),
+                    ))
+                }
+                _ => {
+                    return Err(CliError::Input(format!(
+                        "--memspec {spec:?}: only snapshot=external (or no) is supported"
+                    )))
+                }
+            }
+        }
+    }
+    match (wanted, live) {
+        (true, true) => Ok(Some("live")),
+        (true, false) => Ok(Some("paused")),
+        (false, true) => Err(CliError::Input(
+            "--live needs --memspec snapshot=external (or --memory)".into(),
+        )),
+        (false, false) => Ok(None),
     }
 }

@@ -601,8 +601,9 @@ fn public_id(id: &str) -> String {
     format!("in-event-{hex}")
 }
 
-/// Kills a QEMU that never became the guest and removes its runtime files.
-async fn kill(inner: &Arc<Inner>, name: &str, mut launched: Launched) {
+/// Kills a QEMU that never became the guest and removes its runtime files (also a full
+/// snapshot's revert that failed to load).
+pub(in crate::service) async fn kill(inner: &Arc<Inner>, name: &str, mut launched: Launched) {
     launched.live.set_intent(Intent::Destroy);
     let _ = launched.live.signal(Signal::SIGKILL);
     let _ = launched.child.wait().await;

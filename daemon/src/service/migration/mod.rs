@@ -25,7 +25,9 @@ pub use crate::config::migration::MigrationConfig;
 pub use options::{Compression, MigrationOptions, TimeoutAction};
 pub use progress::{Phase, Progress};
 
+pub(in crate::service) use incoming::kill as kill_unstarted;
 pub(super) use recovery::recover;
+pub(crate) use source::device_set_config;
 
 /// `POST /v1/domains/{name}/migrate`.
 #[derive(Clone, Serialize, Deserialize)]

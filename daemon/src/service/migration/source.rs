@@ -339,21 +339,7 @@ impl Run_<'_> {
         // definition leaves to the host is chosen again there: the paths resolved here (the
         // loader, this host's NVRAM file) need not exist on the destination; QEMU carries the
         // flash contents in the stream.
-        let mut sent = self.live.record.config.clone();
-        // The disks QEMU has now (hot-plugged ones included), at the addresses they have here.
-        let now = self.live.config();
-        sent.devices.disks = now.devices.disks;
-        // The vCPUs and memory devices it has now: the destination starts with the same set
-        // (QEMU refuses a stream from a different device set).
-        sent.vcpu.current = now.vcpu.current;
-        sent.devices.memory = now.devices.memory;
-        sent.memory.current_kib = now.memory.current_kib;
-        if matches!(
-            definition.config.config().os.firmware,
-            novacron_domain::model::Firmware::UefiAuto { .. }
-        ) {
-            sent.os.firmware = definition.config.config().os.firmware.clone();
-        }
+        let sent = device_set_config(self.live, definition.config.config());
         // 1. The destination prepares.
         let prepare = IncomingRequest {
             xml: sent.to_xml(),
@@ -961,4 +947,29 @@ async fn completed_figures(qmp: &novacron_qmp::Client, info: MigrationInfo) -> M
         }
     }
     info
+}
+
+/// The config a new QEMU that is to load this guest's state starts with (a migration's
+/// destination, a full snapshot's revert): the config it runs with, with the disks, vCPUs,
+/// memory devices and balloon target it has now (QEMU refuses a stream from a different
+/// device set). Firmware the definition leaves to the host is chosen again by the new QEMU's
+/// host (the stream carries the flash contents).
+pub(crate) fn device_set_config(
+    live: &Live,
+    definition: &novacron_domain::DomainConfig,
+) -> novacron_domain::DomainConfig {
+    let mut sent = live.record.config.clone();
+    // The disks QEMU has now (hot-plugged ones included), at the addresses they have here.
+    let now = live.config();
+    sent.devices.disks = now.devices.disks;
+    sent.vcpu.current = now.vcpu.current;
+    sent.devices.memory = now.devices.memory;
+    sent.memory.current_kib = now.memory.current_kib;
+    if matches!(
+        definition.os.firmware,
+        novacron_domain::model::Firmware::UefiAuto { .. }
+    ) {
+        sent.os.firmware = definition.os.firmware.clone();
+    }
+    sent
 }

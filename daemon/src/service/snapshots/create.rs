@@ -19,13 +19,109 @@ use crate::service::Service;
 const MAX_DESCRIPTION: usize = 4096;
 
 /// One disk's part of a snapshot being taken.
-struct Plan {
+pub(super) struct Plan {
     target: String,
     /// The active file now: frozen by this snapshot.
     file: String,
     format: DiskFormat,
     overlay: String,
     node: String,
+}
+
+/// A new snapshot freezing each planned disk's file (not yet in a tree).
+pub(super) fn new_snap(
+    req: &CreateRequest,
+    plans: &[Plan],
+    kind: SnapKind,
+    state: SnapshotState,
+) -> Snap {
+    Snap {
+        name: req.name.clone(),
+        description: req.description.clone(),
+        parent: None,
+        children: Vec::new(),
+        created: now(),
+        kind,
+        state,
+        quiesced: false,
+        disks: plans
+            .iter()
+            .map(|p| {
+                (
+                    p.target.clone(),
+                    SnapDisk {
+                        file: p.file.clone(),
+                        format: p.format,
+                    },
+                )
+            })
+            .collect(),
+        overlays: plans
+            .iter()
+            .map(|p| (p.target.clone(), p.overlay.clone()))
+            .collect(),
+        memory_file: None,
+        domain_xml: None,
+        downtime_ms: None,
+    }
+}
+
+/// Puts `snap` into the tree under the current snapshot and makes it current.
+pub(super) fn insert_snap(tree: &mut Tree, mut snap: Snap) {
+    let name = snap.name.clone();
+    snap.parent = tree.current.clone();
+    if let Some(p) = snap.parent.as_ref().and_then(|p| tree.snapshots.get_mut(p)) {
+        p.children.push(name.clone());
+    }
+    tree.snapshots.insert(name.clone(), snap);
+    tree.current = Some(name);
+}
+
+/// Records the overlays as the disks' active files (owned, backed by the frozen files) and,
+/// `running`, their live node names; returns the definition's changes.
+pub(super) fn adopt_overlays(
+    tree: &mut Tree,
+    plans: &[Plan],
+    running: bool,
+) -> Vec<(String, String, DiskFormat)> {
+    for p in plans {
+        tree.files.insert(
+            p.overlay.clone(),
+            FileRec {
+                format: DiskFormat::Qcow2,
+                backing: Some(p.file.clone()),
+                owned: true,
+                refs: 0,
+            },
+        );
+        tree.active.insert(p.target.clone(), p.overlay.clone());
+        if let (Some(l), true) = (&mut tree.live, running) {
+            l.nodes.insert(p.overlay.clone(), p.node.clone());
+        }
+    }
+    tree.recount();
+    plans
+        .iter()
+        .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
+        .collect()
+}
+
+/// Overlays made and opened, not yet the disks' active layers.
+pub(super) struct Prepared {
+    pub plans: Vec<Plan>,
+    fds: Vec<std::os::fd::OwnedFd>,
+    nodes: Option<super::meta::LiveNodes>,
+}
+
+/// Removes overlay files a failed snapshot made.
+pub(super) async fn remove_overlays(plans: &[Plan]) {
+    let files: Vec<String> = plans.iter().map(|p| p.overlay.clone()).collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+    })
+    .await;
 }
 
 fn overlay_path(file: &str, domain: &str, target: &str, snap: &str) -> String {
@@ -69,6 +165,26 @@ impl Service {
             });
         }
         let place = placement(&h, "snapshot")?;
+        if let Some(mode) = req.memory {
+            // libvirt too: quiescing is for disk-only snapshots (the RAM holds what the
+            // filesystems have not written yet, and it is saved).
+            if req.quiesce != Quiesce::Off {
+                return Err(invalid(
+                    "quiesce",
+                    "a snapshot with memory saves the guest's RAM, so it is consistent without \
+                     freezing the filesystems: quiesce is for disk-only snapshots"
+                        .into(),
+                ));
+            }
+            let Where::Running(live) = place else {
+                return Err(Error::WrongState {
+                    name: domain.to_owned(),
+                    state: h.state(),
+                    operation: "take a snapshot with memory of (it is not running)",
+                });
+            };
+            return self.take_with_memory(&h, &live, tree, &req, mode).await;
+        }
         // Freeze (when asked) and always thaw afterwards, within deadlines.
         let mut quiesced = false;
         let froze = match req.quiesce {
@@ -96,59 +212,15 @@ impl Service {
             quiesce::thaw_within(self, domain).await;
         }
         let plans = taken?;
-        let parent = tree.current.clone();
-        let snap = Snap {
-            name: req.name.clone(),
-            description: req.description.clone(),
-            parent: parent.clone(),
-            children: Vec::new(),
-            created: now(),
-            kind: SnapKind::DiskOnly,
-            state: SnapshotState::DiskSnapshot,
-            quiesced,
-            disks: plans
-                .iter()
-                .map(|p| {
-                    (
-                        p.target.clone(),
-                        SnapDisk {
-                            file: p.file.clone(),
-                            format: p.format,
-                        },
-                    )
-                })
-                .collect(),
-            overlays: plans
-                .iter()
-                .map(|p| (p.target.clone(), p.overlay.clone()))
-                .collect(),
-            memory_file: None,
-        };
-        if let Some(p) = parent.as_ref().and_then(|p| tree.snapshots.get_mut(p)) {
-            p.children.push(req.name.clone());
-        }
-        tree.snapshots.insert(req.name.clone(), snap);
-        tree.current = Some(req.name.clone());
-        for p in &plans {
-            tree.files.insert(
-                p.overlay.clone(),
-                FileRec {
-                    format: DiskFormat::Qcow2,
-                    backing: Some(p.file.clone()),
-                    owned: true,
-                    refs: 0,
-                },
-            );
-            tree.active.insert(p.target.clone(), p.overlay.clone());
-            if let (Some(l), Where::Running(_)) = (&mut tree.live, &place) {
-                l.nodes.insert(p.overlay.clone(), p.node.clone());
-            }
-        }
-        tree.recount();
-        let changes: Vec<_> = plans
-            .iter()
-            .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
-            .collect();
+        let snap = new_snap(
+            &req,
+            &plans,
+            SnapKind::DiskOnly,
+            SnapshotState::DiskSnapshot,
+        );
+        let snap = Snap { quiesced, ..snap };
+        insert_snap(&mut tree, snap);
+        let changes = adopt_overlays(&mut tree, &plans, matches!(place, Where::Running(_)));
         // Both made durable (fsync'd) at once: their fsyncs share a journal commit instead of
         // waiting one after the other. A crash between the two leaves either the tree without
         // the definition (as the sequential order could) or the definition on the overlay
@@ -166,13 +238,25 @@ impl Service {
     }
 
     /// Makes the overlays and switches the disks to them; on failure undoes what it did.
-    async fn take(
+    pub(super) async fn take(
         &self,
         h: &crate::service::domain::DomainHandle,
         place: &Where,
         tree: &mut Tree,
         req: &CreateRequest,
     ) -> Result<Vec<Plan>, Error> {
+        let prepared = self.prepare_overlays(h, place, tree, req).await?;
+        self.switch_overlays(h, place, prepared).await
+    }
+
+    /// The overlay files made and opened (the guest untouched); removed again on failure.
+    pub(super) async fn prepare_overlays(
+        &self,
+        h: &crate::service::domain::DomainHandle,
+        place: &Where,
+        tree: &mut Tree,
+        req: &CreateRequest,
+    ) -> Result<Prepared, Error> {
         let domain = h.name.clone();
         // The disks and their active files now.
         let (sel, nodes) = match place {
@@ -268,21 +352,23 @@ impl Service {
                 }
             }
         }
-        let cleanup = |n: usize, plans: &[Plan]| {
-            let files: Vec<String> = plans[..n].iter().map(|p| p.overlay.clone()).collect();
-            async move {
-                let _ = tokio::task::spawn_blocking(move || {
-                    for f in files {
-                        let _ = std::fs::remove_file(f);
-                    }
-                })
-                .await;
-            }
-        };
         if let Some(e) = failure {
-            cleanup(fds.len(), &plans).await;
+            remove_overlays(&plans[..fds.len()]).await;
             return Err(e);
         }
+        Ok(Prepared { plans, fds, nodes })
+    }
+
+    /// Switches a running guest's disks to the prepared overlays in one transaction; on
+    /// failure the nodes and files go again.
+    pub(super) async fn switch_overlays(
+        &self,
+        h: &crate::service::domain::DomainHandle,
+        place: &Where,
+        prepared: Prepared,
+    ) -> Result<Vec<Plan>, Error> {
+        let domain = h.name.clone();
+        let Prepared { plans, fds, nodes } = prepared;
         let (Where::Running(l), Some(nodes)) = (place, nodes) else {
             return Ok(plans);
         };
@@ -320,7 +406,7 @@ impl Service {
             for p in &plans[..added] {
                 live::del_nodes(q, &p.node).await;
             }
-            cleanup(plans.len(), &plans).await;
+            remove_overlays(&plans).await;
             return Err(qemu_err(e));
         }
         Ok(plans)

@@ -251,8 +251,17 @@ impl Service {
             }
             tree.redirect(&s.top, &s.base);
         }
+        // A full snapshot's RAM file goes once no snapshot names it (after the tree is saved;
+        // one left by a crash in between is removed by the next daemon's recovery).
+        let memory: Vec<String> = tree
+            .snapshots
+            .get(&journal.snapshot)
+            .and_then(|s| s.memory_file.clone())
+            .into_iter()
+            .collect();
         tree.unlink_snapshot(&journal.snapshot);
-        let unlink = tree.collect_garbage();
+        let mut unlink = tree.collect_garbage();
+        unlink.extend(tree.memory_files_unused(&memory));
         self.save_tree(&h.name, &tree).await?;
         self.repoint_definition(h, &changes).await?;
         self.unlink_files(unlink).await;
@@ -272,6 +281,9 @@ impl Service {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::not_found(Kind::Snapshot, name))?;
+        if s.memory_file.is_some() {
+            return self.revert_with_memory(&h, tree, s).await;
+        }
         if let Where::Running(_) = placement(&h, "revert")? {
             return Err(Error::WrongState {
                 name: domain.to_owned(),
@@ -279,6 +291,18 @@ impl Service {
                 operation: "revert (a disk-only snapshot of)",
             });
         }
+        self.revert_disks(&h, &mut tree, &s).await.map(drop)
+    }
+
+    /// Points the (stopped) guest's disks at fresh overlays over snapshot `s`'s files, makes
+    /// it current and unlinks what only the old state used; returns the disks' new files.
+    pub(super) async fn revert_disks(
+        &self,
+        h: &DomainHandle,
+        tree: &mut Tree,
+        s: &super::meta::Snap,
+    ) -> Result<Vec<(String, String, DiskFormat)>, Error> {
+        let (domain, name) = (h.name.as_str(), s.name.as_str());
         tree.next += 1;
         let mut made = Vec::new();
         for (target, d) in &s.disks {
@@ -335,10 +359,10 @@ impl Service {
         }
         tree.current = Some(name.to_owned());
         let unlink = tree.collect_garbage();
-        self.save_tree(domain, &tree).await?;
-        self.repoint_definition(&h, &changes).await?;
+        self.save_tree(domain, tree).await?;
+        self.repoint_definition(h, &changes).await?;
         self.unlink_files(unlink).await;
-        Ok(())
+        Ok(changes)
     }
 }
 

@@ -54,6 +54,23 @@ pub struct Tree {
     /// A block job in flight, written before it starts.
     #[serde(default)]
     pub journal: Option<Journal>,
+    /// A RAM state file being written, recorded before QEMU gets its descriptor: a restart
+    /// removes the partial file and resumes a guest the save paused (see `memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_memory: Option<PendingMemory>,
+}
+
+/// A full snapshot's RAM save in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMemory {
+    pub snapshot: String,
+    /// The temporary name QEMU writes to (renamed to the final one once fsync'd).
+    pub temp_file: String,
+    /// The guest ran before the save paused it: resumed by recovery.
+    pub was_running: bool,
+    /// The QEMU process the save was for (a restarted guest is not resumed).
+    pub pid: u32,
+    pub start_time: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +96,13 @@ pub struct Snap {
     /// The RAM state file of a full snapshot.
     #[serde(default)]
     pub memory_file: Option<String>,
+    /// A full snapshot: the domain as QEMU had it then (libvirt XML; hot-plugged vCPUs,
+    /// memory devices and disks included), the device set a revert starts QEMU with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_xml: Option<String>,
+    /// A live full snapshot: how long the guest was paused (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +195,21 @@ pub fn save(state_dir: &Path, domain: &str, tree: &Tree) -> std::io::Result<()> 
 
 impl Tree {
     pub fn is_empty(&self) -> bool {
-        self.snapshots.is_empty() && self.journal.is_none()
+        self.snapshots.is_empty() && self.journal.is_none() && self.pending_memory.is_none()
+    }
+
+    /// RAM state files no snapshot refers to any more (unlinked once the tree is saved).
+    pub fn memory_files_unused(&self, candidates: &[String]) -> Vec<String> {
+        candidates
+            .iter()
+            .filter(|f| {
+                !self
+                    .snapshots
+                    .values()
+                    .any(|s| s.memory_file.as_deref() == Some(f.as_str()))
+            })
+            .cloned()
+            .collect()
     }
 
     /// Recomputes every file's reference count from the structure.
@@ -353,6 +391,8 @@ mod tests {
             .into(),
             overlays: BTreeMap::new(),
             memory_file: None,
+            domain_xml: None,
+            downtime_ms: None,
         }
     }
 

@@ -9,6 +9,7 @@
 mod create;
 mod delete;
 pub mod live;
+mod memory;
 pub mod meta;
 pub mod quiesce;
 mod recover;
@@ -39,6 +40,21 @@ pub struct CreateRequest {
     pub description: Option<String>,
     #[serde(default)]
     pub quiesce: Quiesce,
+    /// A full snapshot: the guest's RAM too (`virsh snapshot-create-as --memspec
+    /// snapshot=external [--live]`). Absent: disk-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryMode>,
+}
+
+/// How a full snapshot saves the RAM of a running guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryMode {
+    /// Paused while QEMU writes the RAM out (`migrate` to a file), then resumed.
+    Paused,
+    /// Paused only while the devices are saved; RAM is written while the guest runs
+    /// (QEMU's `background-snapshot`: needs userfaultfd write-protection on the host).
+    Live,
 }
 
 /// A delete request: `speed` limits the merge job (bytes/s; live only).
@@ -63,6 +79,12 @@ pub struct SnapshotInfo {
     pub quiesced: bool,
     /// Disk target -> the file holding it as it was.
     pub disks: std::collections::BTreeMap<String, String>,
+    /// A full snapshot's RAM state file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_file: Option<String>,
+    /// A live full snapshot: how long the guest was paused (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
 }
 
 /// The list: every snapshot, and the tree as text.
@@ -89,6 +111,8 @@ fn info(tree: &Tree, s: &meta::Snap) -> SnapshotInfo {
             .iter()
             .map(|(t, d)| (t.clone(), d.file.clone()))
             .collect(),
+        memory_file: s.memory_file.clone(),
+        downtime_ms: s.downtime_ms,
     }
 }
 

@@ -22,6 +22,9 @@ pub(crate) fn spawn_recovery(svc: Service) {
                     continue;
                 }
             };
+            if let Err(e) = svc.recover_memory(&name).await {
+                tracing::warn!(domain = name, error = %e, "interrupted snapshot with memory");
+            }
             if tree.journal.is_none() {
                 continue;
             }

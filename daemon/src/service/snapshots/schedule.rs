@@ -180,6 +180,7 @@ impl Service {
             name: name.clone(),
             description: Some(format!("scheduled ({})", s.every)),
             quiesce: s.quiesce,
+            memory: None,
         };
         self.snapshot_create(domain, req).await?;
         tracing::info!(domain, snapshot = name, "scheduled snapshot taken");

@@ -1,0 +1,718 @@
+//! Full snapshots (disks and RAM). Taking one: the guest is paused (`stop`), its disks get
+//! overlays in the same transaction a disk-only snapshot uses, and QEMU writes its state
+//! (`migrate` to a descriptor the daemon opened on `<snap>.ram.tmp` in the domain's snapshot
+//! directory), which is fsync'd and renamed; the guest then runs on. In live mode QEMU's
+//! `background-snapshot` restarts the vCPUs as soon as the devices are saved and writes the
+//! RAM while the guest runs (userfaultfd write-protection keeps the pages as they were).
+//! Reverting: the guest's QEMU is replaced by a new one started with the device set recorded
+//! in the snapshot (as a migration's destination is), `-incoming defer`, fresh overlays over
+//! the snapshot's disks, the state loaded from the file, then `cont`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use novacron_domain::model::DiskSource;
+use novacron_domain::snapshot::SnapshotState;
+use novacron_domain::{DomainConfig, Error};
+use novacron_qmp::commands::{
+    Cont, Migrate, MigrateIncoming, MigrateSetCapabilities, MigrationCapabilityStatus,
+    QueryMigrate, QueryStatus, Stop,
+};
+use novacron_qmp::qapi::{MigrationCapability, MigrationStatus};
+use novacron_qmp::{Client, EventKind, Subscription};
+use serde_json::json;
+
+use super::create::{adopt_overlays, insert_snap, new_snap, Plan};
+use super::meta::{self, PendingMemory, Snap, SnapKind, Tree};
+use super::{invalid, io_err, placement, CreateRequest, MemoryMode, SnapshotInfo, Where};
+use crate::service::domain::{DomainHandle, Intent, Live, Monitor, Run, UpState};
+use crate::service::events::StateReason;
+use crate::service::Service;
+
+/// The names QEMU's monitor knows the state file's descriptor by (`getfd`).
+const SAVE_FD: &str = "novacron-ram-save";
+const LOAD_FD: &str = "novacron-ram-load";
+/// Longest a RAM save or load may take (QEMU writes at disk speed).
+const TRANSFER_WAIT: Duration = Duration::from_secs(3600);
+/// How long the old QEMU of a reverted guest gets to be gone after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// `max-bandwidth` while writing a state file: unlimited, as libvirt sets it for a save to a
+/// file (QEMU's default throttles a migration to 128 MiB/s).
+const UNLIMITED: u64 = i64::MAX as u64;
+
+/// `<dir>/<snap>.ram` and the temporary name it is written under.
+pub(super) fn state_files(dir: &Path, snap: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{snap}.ram")),
+        dir.join(format!(".{snap}.ram.tmp")),
+    )
+}
+
+fn qemu(domain: &str, operation: &str, message: impl std::fmt::Display) -> Error {
+    Error::Qemu {
+        name: domain.to_owned(),
+        operation: operation.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// The migration capabilities a state file is written or read with.
+async fn set_capabilities(q: &Client, background: bool) -> Result<(), novacron_qmp::Error> {
+    q.execute(&MigrateSetCapabilities {
+        capabilities: vec![
+            MigrationCapabilityStatus {
+                capability: MigrationCapability::Events,
+                state: true,
+            },
+            MigrationCapabilityStatus {
+                capability: MigrationCapability::BackgroundSnapshot,
+                state: background,
+            },
+        ],
+    })
+    .await
+    .map(drop)
+}
+
+/// What a save's wait saw.
+#[derive(Default)]
+struct Ended {
+    /// QEMU restarted the vCPUs itself (a background snapshot): when, by its clock (µs).
+    resumed_us: Option<i64>,
+}
+
+fn micros(t: &novacron_qmp::Event) -> i64 {
+    let t = t.timestamp;
+    t.seconds * 1_000_000 + t.microseconds
+}
+
+/// Waits for the migration on `q` to end by its MIGRATION events (`events` subscribed before
+/// it began), noting a RESUME on the way.
+async fn wait_migration(q: &Client, events: &mut Subscription) -> Result<Ended, String> {
+    let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
+    let mut ended = Ended::default();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let e = events
+            .wait_for(left, |e| {
+                matches!(e.kind, EventKind::Migration { .. } | EventKind::Resume)
+            })
+            .await
+            .map_err(|e| format!("waiting for QEMU's migration: {e}"))?;
+        match &e.kind {
+            EventKind::Resume => ended.resumed_us = Some(micros(&e)),
+            EventKind::Migration {
+                status: MigrationStatus::Completed,
+            } => return Ok(ended),
+            EventKind::Migration {
+                status: status @ (MigrationStatus::Failed | MigrationStatus::Cancelled),
+            } => {
+                let why = q
+                    .execute(&QueryMigrate)
+                    .await
+                    .ok()
+                    .and_then(|i| i.error_desc)
+                    .unwrap_or_default();
+                return Err(format!("QEMU's migration ended {status:?}: {why}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Service {
+    /// A full snapshot of the running guest `live` (the caller holds the domain's jobs and
+    /// checked the name).
+    pub(super) async fn take_with_memory(
+        &self,
+        h: &DomainHandle,
+        live: &Arc<Live>,
+        mut tree: Tree,
+        req: &CreateRequest,
+        mode: MemoryMode,
+    ) -> Result<SnapshotInfo, Error> {
+        let domain = h.name.clone();
+        let q = live.qmp(&domain)?.clone();
+        let op = "snapshot-create --memory";
+        if tree.pending_memory.is_some() {
+            return Err(Error::Busy {
+                name: domain,
+                detail: "an interrupted snapshot with memory is being rolled back".into(),
+            });
+        }
+        // The device set now (hot-plugged vCPUs, memory and disks): what a revert replays.
+        let xml =
+            crate::service::migration::device_set_config(live, h.definition().config.config())
+                .to_xml();
+        let was_running = q
+            .execute(&QueryStatus)
+            .await
+            .map_err(|e| qemu(&domain, op, e))?
+            .running;
+        // A paused guest has no downtime to spare, and QEMU's background snapshot would
+        // start its vCPUs: its RAM is written as in paused mode.
+        let background = mode == MemoryMode::Live && was_running;
+        if let Err(e) = set_capabilities(&q, background).await {
+            return Err(if background {
+                invalid(
+                    "memory",
+                    format!(
+                        "'live' needs QEMU's background-snapshot, which QEMU refuses here \
+                         ({e}): {}; take it with memory 'paused'",
+                        self.userfaultfd_why(&e.to_string()).await
+                    ),
+                )
+            } else {
+                qemu(&domain, op, e)
+            });
+        }
+        let bandwidth = live::raw(&q, "query-migrate-parameters", json!({}))
+            .await
+            .ok()
+            .and_then(|p| p["max-bandwidth"].as_u64());
+        let _ = live::raw(
+            &q,
+            "migrate-set-parameters",
+            json!({ "max-bandwidth": UNLIMITED }),
+        )
+        .await;
+        let dir = meta::dir(&self.state_dir(), &domain);
+        let (file, temp) = state_files(&dir, &req.name);
+        let t = temp.clone();
+        let fd = blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(t.parent().unwrap_or(Path::new(".")))
+                .map_err(|e| io_err("create", t.display(), e))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&t)
+                .map(OwnedFd::from)
+                .map_err(|e| io_err("create the RAM state file", t.display(), e))
+        })
+        .await?;
+        // The overlay files are made before the guest pauses (its pause is QMP only).
+        let prepared = match self
+            .prepare_overlays(h, &Where::Running(live.clone()), &mut tree, req)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let t = temp.clone();
+                let _ = blocking(move || {
+                    let _ = std::fs::remove_file(&t);
+                    Ok(())
+                })
+                .await;
+                let _ = set_capabilities(&q, false).await;
+                return Err(e);
+            }
+        };
+        // Recorded before QEMU gets the descriptor: a daemon restarted from here on removes
+        // the partial file and resumes the guest.
+        tree.pending_memory = Some(PendingMemory {
+            snapshot: req.name.clone(),
+            temp_file: temp.display().to_string(),
+            was_running,
+            pid: live.pid,
+            start_time: live.record.start_time,
+        });
+        let mut events = q.subscribe();
+        let saved = match self.save_tree(&domain, &tree).await {
+            Ok(()) => {
+                if was_running {
+                    q.execute(&Stop)
+                        .await
+                        .map(drop)
+                        .map_err(|e| qemu(&domain, op, e))
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let result = match saved {
+            Ok(()) => {
+                self.save_ram(
+                    h,
+                    live,
+                    &q,
+                    &mut events,
+                    &mut tree,
+                    prepared,
+                    &fd,
+                    &file,
+                    &temp,
+                    background,
+                )
+                .await
+            }
+            Err(e) => {
+                super::create::remove_overlays(&prepared.plans).await;
+                Err(e)
+            }
+        };
+        drop(fd);
+        let restore = async {
+            let _ = set_capabilities(&q, false).await;
+            if let Some(b) = bandwidth {
+                let _ =
+                    live::raw(&q, "migrate-set-parameters", json!({ "max-bandwidth": b })).await;
+            }
+        };
+        let (plans, ended) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Rolled back: no state file, no snapshot; overlays already switched to stay
+                // the disks' active files (nothing of the guest's is lost), the guest runs on.
+                tree.pending_memory = None;
+                let t = temp.clone();
+                let _ = blocking(move || {
+                    let _ = std::fs::remove_file(&t);
+                    Ok(())
+                })
+                .await;
+                if let Err(e) = self.save_tree(&domain, &tree).await {
+                    tracing::warn!(domain, error = %e, "snapshot metadata after a failed RAM save");
+                }
+                if was_running && !q.execute(&QueryStatus).await.is_ok_and(|s| s.running) {
+                    if let Err(e) = q.execute(&Cont).await {
+                        tracing::error!(domain, error = %e, "cannot resume the guest after a failed RAM save");
+                    }
+                }
+                restore.await;
+                return Err(e);
+            }
+        };
+        // The paused guest runs on: before the metadata's write, which the guest need not
+        // wait for (the state file is durable already; a crash now only forgets it).
+        if was_running && !background {
+            if let Err(e) = q.execute(&Cont).await {
+                tracing::error!(domain, error = %e, "cannot resume the guest after its RAM save");
+            }
+        }
+        restore.await;
+        let state = if was_running {
+            SnapshotState::Running
+        } else {
+            SnapshotState::Paused
+        };
+        let mut snap = new_snap(req, &plans, SnapKind::Memory, state);
+        snap.memory_file = Some(file.display().to_string());
+        snap.domain_xml = Some(xml);
+        snap.downtime_ms = match (background, ended.stopped_us, ended.saved.resumed_us) {
+            (true, Some(a), Some(b)) => Some(u64::try_from((b - a).max(0)).unwrap_or(0) / 1000),
+            _ => None,
+        };
+        insert_snap(&mut tree, snap);
+        tree.pending_memory = None;
+        tree.recount();
+        self.save_tree(&domain, &tree).await?;
+        let s = &tree.snapshots[&req.name];
+        Ok(super::info(&tree, s))
+    }
+
+    /// Why QEMU has no userfaultfd write-protection: as the post-copy check says, an
+    /// unprivileged QEMU gets userfaultfd only with `vm.unprivileged_userfaultfd = 1`.
+    async fn userfaultfd_why(&self, qemu_said: &str) -> String {
+        const SYSCTL: &str = "/proc/sys/vm/unprivileged_userfaultfd";
+        if qemu_said.contains("memory configuration") {
+            return "it write-protects the guest's memory with userfaultfd, which QEMU 7.2 does \
+                    for anonymous memory only, not for a <memoryBacking> file or hugepages"
+                .to_owned();
+        }
+        let off = tokio::fs::read_to_string(SYSCTL)
+            .await
+            .is_ok_and(|v| v.trim() == "0");
+        match self.inner.run_as.as_ref().filter(|r| !r.uid.is_root()) {
+            Some(user) if off => format!(
+                "it write-protects the guest's memory with userfaultfd, QEMU runs as '{}' \
+                 here, and this host gives userfaultfd to unprivileged processes only with \
+                 vm.unprivileged_userfaultfd = 1 (it is 0)",
+                user.user
+            ),
+            _ => "it write-protects the guest's memory with userfaultfd, and this kernel \
+                  offers no write-protection for it"
+                .to_owned(),
+        }
+    }
+
+    /// With the guest paused (or, for a background snapshot, about to be): the disks'
+    /// overlays in one transaction, recorded, then the RAM written, fsync'd and renamed.
+    #[allow(clippy::too_many_arguments)]
+    async fn save_ram(
+        &self,
+        h: &DomainHandle,
+        live: &Arc<Live>,
+        q: &Client,
+        events: &mut Subscription,
+        tree: &mut Tree,
+        prepared: super::create::Prepared,
+        fd: &OwnedFd,
+        file: &Path,
+        temp: &Path,
+        background: bool,
+    ) -> Result<(Vec<Plan>, Saved), Error> {
+        let domain = h.name.clone();
+        let op = "snapshot-create --memory";
+        // QEMU's STOP event carries its clock: the start of the guest's pause (for a
+        // background snapshot's downtime; `stop` emitted it before answering).
+        let stopped_us = if background {
+            events
+                .wait_for(Duration::from_secs(5), |e| {
+                    matches!(e.kind, EventKind::Stop)
+                })
+                .await
+                .ok()
+                .map(|e| micros(&e))
+        } else {
+            None
+        };
+        let plans = self
+            .switch_overlays(h, &Where::Running(live.clone()), prepared)
+            .await?;
+        let changes = adopt_overlays(tree, &plans, true);
+        q.send_fd(SAVE_FD, fd.as_fd())
+            .await
+            .map_err(|e| qemu(&domain, op, e))?;
+        q.execute(&Migrate {
+            uri: format!("fd:{SAVE_FD}"),
+            resume: None,
+        })
+        .await
+        .map_err(|e| qemu(&domain, op, e))?;
+        // The overlays recorded while QEMU writes (a background snapshot's guest runs again
+        // meanwhile); a failure here cancels the save.
+        let (saved, repointed) = tokio::join!(
+            self.save_tree(&domain, tree),
+            self.repoint_definition(h, &changes)
+        );
+        if let Err(e) = saved.and(repointed) {
+            let _ = q.execute(&novacron_qmp::commands::MigrateCancel).await;
+            let _ = wait_migration(q, events).await;
+            return Err(e);
+        }
+        let ended = wait_migration(q, events)
+            .await
+            .map_err(|e| qemu(&domain, op, e))?;
+        let copy = fd
+            .try_clone()
+            .map_err(|e| io_err("duplicate", temp.display(), e))?;
+        let (f, t) = (file.to_owned(), temp.to_owned());
+        blocking(move || {
+            std::fs::File::from(copy)
+                .sync_all()
+                .map_err(|e| io_err("fsync", t.display(), e))?;
+            std::fs::rename(&t, &f).map_err(|e| io_err("rename", t.display(), e))?;
+            if let Some(d) = f.parent() {
+                std::fs::File::open(d)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io_err("fsync", d.display(), e))?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok((
+            plans,
+            Saved {
+                stopped_us,
+                saved: ended,
+            },
+        ))
+    }
+
+    /// Replaces the guest with a new QEMU continuing from full snapshot `s` (the caller holds
+    /// the domain's jobs).
+    pub(super) async fn revert_with_memory(
+        &self,
+        h: &Arc<DomainHandle>,
+        mut tree: Tree,
+        s: Snap,
+    ) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        let domain = h.name.clone();
+        let op = "snapshot-revert";
+        let (Some(file), Some(xml)) = (s.memory_file.clone(), s.domain_xml.clone()) else {
+            return Err(Error::Internal(format!(
+                "snapshot '{}' has a RAM state file but no recorded device set",
+                s.name
+            )));
+        };
+        if tree.pending_memory.is_some() || tree.journal.is_some() {
+            return Err(Error::Busy {
+                name: domain,
+                detail: "an interrupted snapshot operation is being finished".into(),
+            });
+        }
+        let mut config = DomainConfig::from_xml(&xml).map_err(|e| {
+            Error::Internal(format!(
+                "snapshot '{}': its recorded domain cannot be read: {e}",
+                s.name
+            ))
+        })?;
+        let place = placement(h, "revert")?;
+        if matches!(place, Where::Running(_)) && !h.definition().persistent {
+            return Err(Error::InvalidConfig(format!(
+                "domain '{domain}' is transient: it ends with its QEMU, and a revert to a \
+                 snapshot with memory starts a new QEMU; define it first"
+            )));
+        }
+        // Opened before anything changes: a missing or replaced file refuses the revert.
+        let f = file.clone();
+        let state_fd = blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&f)
+                .map_err(|e| io_err("open the RAM state file", &f, e))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| io_err("read the RAM state file", &f, e))?;
+            if !meta.is_file() {
+                return Err(io_err("read the RAM state file", &f, "not a regular file"));
+            }
+            Ok(OwnedFd::from(file))
+        })
+        .await?;
+        let began = std::time::Instant::now();
+        if let Where::Running(old) = &place {
+            // The old guest is discarded, as libvirt's revert does.
+            old.set_intent(Intent::Destroy);
+            let mut watch = h.watch();
+            old.signal(Signal::SIGKILL)
+                .map_err(|e| qemu(&domain, op, format!("cannot signal QEMU: {e}")))?;
+            tokio::time::timeout(KILL_WAIT, crate::service::lifecycle::gone(&mut watch, old))
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: "stopping the guest to revert it",
+                    after: KILL_WAIT,
+                })?;
+        }
+        let killed = began.elapsed();
+        let changes = self.revert_disks(h, &mut tree, &s).await?;
+        let disks = began.elapsed();
+        for (target, overlay, format) in &changes {
+            if let Some(d) = config
+                .devices
+                .disks
+                .iter_mut()
+                .find(|d| &d.target.dev == target)
+            {
+                d.source = Some(DiskSource::File {
+                    path: overlay.clone(),
+                });
+                d.driver.format = *format;
+            }
+        }
+        h.transition(&inner.events, Run::Starting, StateReason::Starting)?;
+        let trust = h.definition().trust;
+        // The runtime record marks it incoming: a daemon restarted before the load is done
+        // discards this QEMU (the guest stays off on the snapshot's disks).
+        let mark = format!("revert-{}", s.name);
+        let launched = match crate::service::lifecycle::launch_as(
+            &inner,
+            &domain,
+            &config,
+            Some(&mark),
+            trust,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = h.transition(
+                    &inner.events,
+                    Run::Off,
+                    StateReason::StartFailed(e.to_string()),
+                );
+                return Err(e);
+            }
+        };
+        let started = began.elapsed();
+        let loaded = async {
+            let q = launched.live.qmp(&domain)?.clone();
+            set_capabilities(&q, false)
+                .await
+                .map_err(|e| qemu(&domain, op, e))?;
+            let mut events = q.subscribe();
+            q.send_fd(LOAD_FD, state_fd.as_fd())
+                .await
+                .map_err(|e| qemu(&domain, op, e))?;
+            q.execute(&MigrateIncoming {
+                uri: format!("fd:{LOAD_FD}"),
+            })
+            .await
+            .map_err(|e| qemu(&domain, op, e))?;
+            wait_migration(&q, &mut events)
+                .await
+                .map_err(|e| qemu(&domain, op, format!("loading {file}: {e}")))?;
+            let mut record = launched.live.record.clone();
+            record.incoming = None;
+            inner.records.save(&record).await.map_err(|e| {
+                Error::Internal(format!(
+                    "cannot write the runtime record of '{domain}': {e}"
+                ))
+            })?;
+            Ok::<_, Error>((q, record))
+        }
+        .await;
+        drop(state_fd);
+        let (q, record) = match loaded {
+            Ok(ok) => ok,
+            Err(e) => {
+                crate::service::migration::kill_unstarted(&inner, &domain, launched).await;
+                let _ = h.transition(
+                    &inner.events,
+                    Run::Off,
+                    StateReason::StartFailed(e.to_string()),
+                );
+                return Err(e);
+            }
+        };
+        let load_done = began.elapsed();
+        let live = Arc::new(Live::new(
+            launched.live.pid,
+            record,
+            Monitor::Connected(q.clone()),
+        ));
+        let running = s.state != SnapshotState::Paused;
+        h.transition(
+            &inner.events,
+            Run::Up {
+                live: live.clone(),
+                state: if running {
+                    UpState::Running
+                } else {
+                    UpState::Paused
+                },
+            },
+            StateReason::Restored,
+        )?;
+        if running {
+            if let Err(e) = q.execute(&Cont).await {
+                tracing::error!(domain, error = %e, "cannot resume the reverted guest");
+            }
+        }
+        if let Some(known) = launched.pinned_threads {
+            crate::service::placement::pin_late_threads(h.clone(), live.clone(), known);
+        }
+        crate::service::supervise::spawn(
+            inner.clone(),
+            h.clone(),
+            live,
+            Some(launched.child),
+            Some(launched.events),
+        );
+        // Where a revert's time goes (cumulative ms).
+        tracing::info!(
+            domain,
+            snapshot = s.name,
+            killed_ms = killed.as_millis() as u64,
+            disks_ms = disks.as_millis() as u64,
+            started_ms = started.as_millis() as u64,
+            loaded_ms = load_done.as_millis() as u64,
+            total_ms = began.elapsed().as_millis() as u64,
+            "reverted to a snapshot with memory"
+        );
+        Ok(())
+    }
+
+    /// After a restart: a RAM save the previous daemon left unfinished is rolled back (its
+    /// partial file removed, a guest it paused resumed), and state files no snapshot names
+    /// (a crash between a deletion's metadata and its unlink) are removed.
+    pub(super) async fn recover_memory(&self, domain: &str) -> Result<(), Error> {
+        let tree = self.load_tree(domain).await?;
+        if tree.pending_memory.is_none() && self.orphan_states(domain, &tree).await?.is_empty() {
+            return Ok(());
+        }
+        let h = self.inner.handle(domain)?;
+        let _job = h
+            .begin(crate::service::jobs::Job::Modify, Duration::from_secs(60))
+            .await?;
+        let mut tree = self.load_tree(domain).await?;
+        if let Some(p) = tree.pending_memory.take() {
+            let t = p.temp_file.clone();
+            blocking(move || match std::fs::remove_file(&t) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err("remove", &t, e)),
+            })
+            .await?;
+            if let Where::Running(l) = placement(&h, "recover a snapshot of")? {
+                let same = l.pid == p.pid && l.record.start_time == p.start_time;
+                if same {
+                    let q = l.qmp(domain)?;
+                    // A save that still runs is cancelled first (it writes a removed file).
+                    let _ = q.execute(&novacron_qmp::commands::MigrateCancel).await;
+                    let _ = set_capabilities(q, false).await;
+                    if p.was_running && !q.execute(&QueryStatus).await.is_ok_and(|s| s.running) {
+                        q.execute(&Cont)
+                            .await
+                            .map_err(|e| qemu(domain, "resume after an interrupted RAM save", e))?;
+                    }
+                }
+            }
+            self.save_tree(domain, &tree).await?;
+            tracing::info!(
+                domain,
+                snapshot = p.snapshot,
+                "interrupted snapshot with memory rolled back"
+            );
+        }
+        let orphans = self.orphan_states(domain, &tree).await?;
+        self.unlink_files(orphans).await;
+        Ok(())
+    }
+
+    /// State files in the domain's snapshot directory that no snapshot names and no save in
+    /// flight writes (only names this module makes).
+    async fn orphan_states(&self, domain: &str, tree: &Tree) -> Result<Vec<String>, Error> {
+        let dir = meta::dir(&self.state_dir(), domain);
+        let known: Vec<String> = tree
+            .snapshots
+            .values()
+            .filter_map(|s| s.memory_file.clone())
+            .chain(tree.pending_memory.iter().map(|p| p.temp_file.clone()))
+            .collect();
+        blocking(move || {
+            let mut out = Vec::new();
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return Ok(out);
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ours =
+                    name.ends_with(".ram") || (name.starts_with('.') && name.ends_with(".ram.tmp"));
+                let path = e.path().display().to_string();
+                if ours && !known.contains(&path) {
+                    out.push(path);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// A save's timing by QEMU's clock.
+struct Saved {
+    stopped_us: Option<i64>,
+    saved: Ended,
+}
+
+use super::live;
