@@ -133,6 +133,17 @@ async fn query_block(qmp: &novacron_qmp::Client, name: &str, qdev: &str) -> Resu
         .ok_or_else(|| Error::Internal(format!("QEMU reports no block device for '{qdev}'")))
 }
 
+/// The QOM path of the block backend of disk device `qdev`: a virtio-blk-pci proxy's child
+/// (`/machine/peripheral/<id>/virtio-backend`), other devices' own id.
+fn backend_path(disk: &novacron_domain::model::Disk, qdev: &str) -> String {
+    match disk.target.bus {
+        novacron_domain::model::DiskBus::Virtio => {
+            format!("/machine/peripheral/{qdev}/virtio-backend")
+        }
+        _ => qdev.to_owned(),
+    }
+}
+
 /// The entry of `query-block`'s answer `all` for qdev id `qdev` (a virtio-blk-pci proxy's
 /// backend is its child, `/machine/peripheral/<id>/virtio-backend`).
 fn find_block<'a>(all: &'a Value, qdev: &str) -> Option<&'a Value> {
@@ -257,11 +268,15 @@ impl Service {
             ));
         }
         let qmp = live.qmp(name)?;
-        let info = query_block(qmp, name, &d.qdev).await?;
-        let current = info
-            .pointer("/inserted/image/virtual-size")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        // The size this daemon last gave the node, else QEMU's (one `query-block`).
+        let current = match live.known_disk_size(&node) {
+            Some(s) => s,
+            None => query_block(qmp, name, &d.qdev)
+                .await?
+                .pointer("/inserted/image/virtual-size")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        };
         if size < current {
             return Err(invalid(
                 "size",
@@ -276,7 +291,12 @@ impl Service {
             Some(&json!({"node-name": node, "size": size})),
         )
         .await
-        .map_err(|e| qmp_error(name, "blockresize", e))?;
+        .map_err(|e| {
+            // Whatever QEMU did, the next resize asks it again.
+            live.forget_disk_sizes();
+            qmp_error(name, "blockresize", e)
+        })?;
+        live.note_disk_size(&node, size);
         Ok(size)
     }
 
@@ -342,13 +362,24 @@ impl Service {
             }
             let qmp = live.qmp(name)?;
             // By QOM path: a virtio-blk-pci proxy's id names no block backend, its child does.
-            let path = query_block(qmp, name, &d.qdev).await?["qdev"]
-                .as_str()
-                .unwrap_or(&d.qdev)
-                .to_owned();
-            qmp.execute_raw("block_set_io_throttle", Some(&qmp_args(&tune, &path)))
+            // Known from the bus without asking QEMU; should QEMU not know it, its own
+            // `query-block` says which it is.
+            let path = backend_path(&d.disk, &d.qdev);
+            if let Err(first) = qmp
+                .execute_raw("block_set_io_throttle", Some(&qmp_args(&tune, &path)))
                 .await
-                .map_err(|e| qmp_error(name, "blkdeviotune", e))?;
+            {
+                let asked = query_block(qmp, name, &d.qdev).await?["qdev"]
+                    .as_str()
+                    .unwrap_or(&d.qdev)
+                    .to_owned();
+                if asked == path {
+                    return Err(qmp_error(name, "blkdeviotune", first));
+                }
+                qmp.execute_raw("block_set_io_throttle", Some(&qmp_args(&tune, &asked)))
+                    .await
+                    .map_err(|e| qmp_error(name, "blkdeviotune", e))?;
+            }
             let info = query_block(qmp, name, &d.qdev).await?;
             let now = from_inserted(info.get("inserted").unwrap_or(&Value::Null));
             let mut devices = live.devices();
