@@ -225,6 +225,37 @@ fn disks_of_a_running_osless_guest() {
         block(&sock, "virtio-vdb")["inserted"]["image"]["virtual-size"],
         16 << 20
     );
+    // Shrinking stays refused after a resize of the daemon's own (checked against the size it
+    // set, without asking QEMU) and after one it did not make (QMP passthrough: it asks QEMU).
+    let r = op(
+        "POST",
+        &format!("{disks}/vdb/resize"),
+        &json!({ "size": 12 << 20 }),
+    );
+    assert_eq!(r.status, 400, "shrink after a resize: {}", r.body);
+    let node = block(&sock, "virtio-vdb")["inserted"]["node-name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    qmp(
+        &sock,
+        "block_resize",
+        Some(json!({ "node-name": node, "size": 20 << 20 })),
+    );
+    let r = op(
+        "POST",
+        &format!("{disks}/vdb/resize"),
+        &json!({ "size": 18 << 20 }),
+    );
+    assert_eq!(
+        r.status, 400,
+        "shrink after a passthrough resize: {}",
+        r.body
+    );
+    assert_eq!(
+        block(&sock, "virtio-vdb")["inserted"]["image"]["virtual-size"],
+        20 << 20
+    );
 
     // Throttling, read back from QEMU.
     let r = op(
