@@ -122,6 +122,41 @@ pub(crate) fn from_inserted(i: &Value) -> IoTune {
     }
 }
 
+/// What `query-block` reads back after a `block_set_io_throttle` with `args` that QEMU
+/// accepted: its burst length of 1 s where a burst was given none; the group as QEMU keeps it
+/// (the one named, else the group the disk was in while it stays throttled; the per-device
+/// group QEMU makes for a disk named in none is no shared group: `None`).
+pub(crate) fn applied(args: &Value, before: Option<&IoTune>) -> IoTune {
+    let mut v = args.clone();
+    for k in [
+        "bps_max",
+        "bps_rd_max",
+        "bps_wr_max",
+        "iops_max",
+        "iops_rd_max",
+        "iops_wr_max",
+    ] {
+        let len = format!("{k}_length");
+        if v[k].as_u64().unwrap_or(0) > 0 && v.get(&len).is_none() {
+            v[len] = json!(1);
+        }
+    }
+    let mut t = from_inserted(&v);
+    let throttled = !IoTune {
+        group_name: None,
+        ..t.clone()
+    }
+    .is_unlimited();
+    if !throttled {
+        t.group_name = None;
+    } else if t.group_name.is_none() {
+        t.group_name = before
+            .filter(|b| !b.is_unlimited())
+            .and_then(|b| b.group_name.clone());
+    }
+    t
+}
+
 /// `query-block`'s entry for the device with qdev id `qdev`.
 async fn query_block(qmp: &novacron_qmp::Client, name: &str, qdev: &str) -> Result<Value, Error> {
     let all = qmp
@@ -380,8 +415,9 @@ impl Service {
                     .await
                     .map_err(|e| qmp_error(name, "blkdeviotune", e))?;
             }
-            let info = query_block(qmp, name, &d.qdev).await?;
-            let now = from_inserted(info.get("inserted").unwrap_or(&Value::Null));
+            // What QEMU now has in force, known without a `query-block` (which stats every
+            // image of the guest): `blkdeviotune` without values still reads QEMU's.
+            let now = applied(&qmp_args(&tune, &path), d.disk.iotune.as_ref());
             let mut devices = live.devices();
             let mut disks: Vec<_> = devices.disks.iter().map(|x| x.disk.clone()).collect();
             set_limits(&mut disks, name, target, &now)?;
