@@ -42,8 +42,11 @@ fn ext(out: &mut Vec<u8>, kind: u32, data: &[u8]) {
     out.resize(out.len().next_multiple_of(8), 0);
 }
 
-/// The image's bytes as `(offset, bytes)` pieces and its total length.
-fn layout(size: u64, backing: &str, format: &str) -> io::Result<(Vec<(u64, Vec<u8>)>, u64)> {
+/// `(offset, bytes)` pieces of an image.
+type Pieces = Vec<(u64, Vec<u8>)>;
+
+/// The image's bytes as pieces and its total length.
+fn layout(size: u64, backing: &str, format: &str) -> io::Result<(Pieces, u64)> {
     if backing.is_empty() || backing.len() > MAX_BACKING || backing.contains('\0') {
         return Err(invalid(format!(
             "backing file name: 1 to {MAX_BACKING} bytes, no NUL"
