@@ -225,20 +225,68 @@ fn disks_of_a_running_osless_guest() {
         block(&sock, "virtio-vdb")["inserted"]["image"]["virtual-size"],
         16 << 20
     );
+    // Shrinking stays refused after a resize of the daemon's own (checked against the size it
+    // set, without asking QEMU) and after one it did not make (QMP passthrough: it asks QEMU).
+    let r = op(
+        "POST",
+        &format!("{disks}/vdb/resize"),
+        &json!({ "size": 12 << 20 }),
+    );
+    assert_eq!(r.status, 400, "shrink after a resize: {}", r.body);
+    let node = block(&sock, "virtio-vdb")["inserted"]["node-name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    qmp(
+        &sock,
+        "block_resize",
+        Some(json!({ "node-name": node, "size": 20 << 20 })),
+    );
+    let r = op(
+        "POST",
+        &format!("{disks}/vdb/resize"),
+        &json!({ "size": 18 << 20 }),
+    );
+    assert_eq!(
+        r.status, 400,
+        "shrink after a passthrough resize: {}",
+        r.body
+    );
+    assert_eq!(
+        block(&sock, "virtio-vdb")["inserted"]["image"]["virtual-size"],
+        20 << 20
+    );
 
     // Throttling, read back from QEMU.
     let r = op(
         "PUT",
         &format!("{disks}/vdb/iotune"),
-        &json!({ "total_bytes_sec": 1 << 20, "total_iops_sec": 200, "group_name": "g1" }),
+        &json!({ "total_bytes_sec": 1 << 20, "total_iops_sec": 200, "group_name": "g1",
+                 "total_bytes_sec_max": 2 << 20 }),
     );
     assert_eq!(r.status, 200, "iotune: {}", r.body);
+    let set = r.json();
     let r = curl(&sock, "GET", &format!("{disks}/vdb/iotune"), &[]);
     let tune = r.json();
+    // The answer (known without asking QEMU) is what QEMU reads back: its default burst
+    // length filled in.
+    assert_eq!(set, tune, "set vs read back");
+    assert_eq!(tune["total_bytes_sec_max_length"], 1, "{tune}");
     assert_eq!(tune["total_bytes_sec"], 1 << 20, "{tune}");
     assert_eq!(tune["total_iops_sec"], 200, "{tune}");
     assert_eq!(tune["group_name"], "g1", "{tune}");
     assert_eq!(block(&sock, "virtio-vdb")["inserted"]["bps"], 1 << 20);
+    // New limits naming no group: the disk stays in its group, as QEMU keeps it.
+    let r = op(
+        "PUT",
+        &format!("{disks}/vdb/iotune"),
+        &json!({ "total_bytes_sec": 3 << 20 }),
+    );
+    assert_eq!(r.status, 200, "iotune: {}", r.body);
+    let set = r.json();
+    let tune = curl(&sock, "GET", &format!("{disks}/vdb/iotune"), &[]).json();
+    assert_eq!(set, tune, "set vs read back");
+    assert_eq!(tune["group_name"], "g1", "{tune}");
 
     // CD-ROM media: update to cd2 (2 MiB), then eject.
     let media = format!("{disks}/sda/media");

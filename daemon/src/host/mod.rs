@@ -16,6 +16,7 @@ pub mod kvm;
 pub mod net;
 pub mod pinning;
 pub mod qcow2;
+pub mod qcow2_create;
 pub mod qemu_caps;
 pub mod qemu_img;
 pub mod resources;

@@ -125,39 +125,32 @@ pub fn virtual_size(path: &str, format: DiskFormat) -> Result<u64, String> {
 }
 
 /// Creates `overlay` (which must not exist: a name already taken is refused, a symlink is
-/// never followed), a qcow2 image over `backing`.
+/// never followed), a qcow2 image over `backing`, written directly (no qemu-img process) and
+/// durable (file and directory entry) on return.
 pub fn create_overlay(
     overlay: &str,
     backing: &str,
     backing_format: DiskFormat,
     size: u64,
 ) -> Result<(), String> {
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(overlay)
         .map_err(|e| format!("cannot create {overlay}: {e}"))?;
-    let size = size.to_string();
-    let r = run(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        backing,
-        "-F",
-        format_name(backing_format),
-        "--",
-        overlay,
-        &size,
-    ]);
+    let dir = std::path::Path::new(overlay)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let r = super::qcow2_create::write_overlay(&file, size, backing, format_name(backing_format))
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(|e| format!("cannot write the overlay {overlay}: {e}"));
     if r.is_err() {
         let _ = std::fs::remove_file(overlay);
     }
-    r.map(drop)
+    r
 }
 
 /// Writes `top`'s data into its backing file `base` (offline).

@@ -76,6 +76,11 @@ pub struct Live {
     exited: std::sync::atomic::AtomicBool,
     /// The disks QEMU has now (attach, detach and media changes since the start).
     devices: Mutex<crate::persist::live_devices::LiveDevices>,
+    /// Virtual sizes of block nodes as this daemon last set them (`block_resize`), so a resize
+    /// checks "never shrink" without a `query-block` round trip. Only this daemon changes a
+    /// node's size, under the domain's job slot; anything else that may change the block graph
+    /// (a new device set, snapshots, commits, QMP passthrough) forgets them all.
+    disk_sizes: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// The QMP connection, or why there is none (a reconnect that failed: the guest is left alone).
@@ -93,6 +98,7 @@ impl Live {
         Live {
             pid,
             devices: Mutex::new(devices),
+            disk_sizes: Mutex::default(),
             cputune: Mutex::new(record.config.cputune.clone()),
             record,
             monitor,
@@ -173,6 +179,33 @@ impl Live {
 
     pub fn set_devices(&self, devices: crate::persist::live_devices::LiveDevices) {
         *self.devices.lock().unwrap_or_else(PoisonError::into_inner) = devices;
+        self.forget_disk_sizes();
+    }
+
+    /// The size block node `node` was last resized to by this daemon, if nothing since may
+    /// have changed it.
+    pub fn known_disk_size(&self, node: &str) -> Option<u64> {
+        let sizes = self
+            .disk_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sizes.get(node).copied()
+    }
+
+    pub fn note_disk_size(&self, node: &str, size: u64) {
+        let mut sizes = self
+            .disk_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sizes.insert(node.to_owned(), size);
+    }
+
+    /// Called before anything that may change the block graph or a node's size.
+    pub fn forget_disk_sizes(&self) {
+        self.disk_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The record as it stands now: the started one with the live pins and device set, what

@@ -58,6 +58,8 @@ impl Service {
             .into());
         };
         let qmp = live.qmp(name)?;
+        // Any command may resize or replace a block node.
+        live.forget_disk_sizes();
         match qmp.execute_raw(command, arguments).await {
             Ok(v) => Ok(v),
             Err(novacron_qmp::Error::Qmp { command, error }) => Err(PassthroughError::Qmp {

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 use novacron_domain::storage::{Backing, VolumeFormat};
 
@@ -85,7 +85,11 @@ pub fn open(dir: &OwnedFd, name: &str, flags: OFlag) -> Result<File, OpenError> 
 
 /// The format the file's header says: qcow2 by its magic, raw otherwise.
 pub fn probe(file: &File) -> io::Result<Probe> {
-    let meta = file.metadata()?;
+    probe_with(file, &file.metadata()?)
+}
+
+/// [`probe`] with the file's `fstat` already taken.
+fn probe_with(file: &File, meta: &std::fs::Metadata) -> io::Result<Probe> {
     let mut head = [0u8; 32];
     let n = read_at_most(file, &mut head, 0)?;
     let allocation = meta.blocks().saturating_mul(512);
@@ -155,7 +159,15 @@ pub fn list(dir: &OwnedFd) -> io::Result<Listing> {
         if !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        match open(dir, &name, OFlag::O_RDONLY).map(|f| probe(&f)) {
+        // One stat; the header only when the file changed since it was last read.
+        if let Some(p) = nix::sys::stat::fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .and_then(|st| HEADERS.known(&st, now()))
+        {
+            out.push((name, p));
+            continue;
+        }
+        match open(dir, &name, OFlag::O_RDONLY).map(|f| probe_cached(&f)) {
             Ok(Ok(p)) => out.push((name, p)),
             Ok(Err(e)) => problems.push(format!("{name}: {e}")),
             Err(OpenError::Missing) => {}
@@ -166,6 +178,95 @@ pub fn list(dir: &OwnedFd) -> io::Result<Listing> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, problems))
+}
+
+/// What a file's header said, by identity and change stamp: a listing of a pool whose files
+/// did not change since the last one reads no header (one `fstatat` per volume instead of
+/// open, fstat, read, close). Valid while the file's (dev, ino, size, mtime, ctime) are the
+/// same; a file changed within the last [`SETTLE`] is never taken from here (a write in the
+/// same timestamp tick as the read would not change the stamp: git's "racily clean" rule).
+/// Only the header's facts come from here; the allocation is always the stat's.
+struct Headers(std::sync::Mutex<std::collections::HashMap<(u64, u64), (Stamp, Probe)>>);
+
+type Stamp = (i64, i64, i64, i64, i64);
+
+/// How long after its last change a file's header is read again on every listing.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+/// At most this many files remembered (then forgotten all at once, and re-read).
+const MAX_HEADERS: usize = 65_536;
+
+static HEADERS: std::sync::LazyLock<Headers> =
+    std::sync::LazyLock::new(|| Headers(std::sync::Mutex::default()));
+
+fn stamp(size: i64, mtime: (i64, i64), ctime: (i64, i64)) -> Stamp {
+    (size, mtime.0, mtime.1, ctime.0, ctime.1)
+}
+
+/// Now, as a time since the epoch (what `ctime` counts).
+fn now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Whether a file changed at `ctime` (seconds, nanoseconds) is settled at `now`.
+fn settled(ctime: (i64, i64), now: std::time::Duration) -> bool {
+    let changed = std::time::Duration::new(
+        u64::try_from(ctime.0).unwrap_or(u64::MAX),
+        u32::try_from(ctime.1).unwrap_or(0),
+    );
+    now.checked_sub(changed).is_some_and(|age| age >= SETTLE)
+}
+
+impl Headers {
+    fn known(&self, st: &nix::sys::stat::FileStat, now: std::time::Duration) -> Option<Probe> {
+        if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
+            return None;
+        }
+        let ctime = (st.st_ctime, st.st_ctime_nsec);
+        let s = stamp(st.st_size, (st.st_mtime, st.st_mtime_nsec), ctime);
+        if !settled(ctime, now) {
+            return None;
+        }
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (was, p) = map.get(&(st.st_dev, st.st_ino))?;
+        (*was == s).then(|| Probe {
+            allocation: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512),
+            ..p.clone()
+        })
+    }
+
+    fn remember(&self, meta: &std::fs::Metadata, p: &Probe, now: std::time::Duration) {
+        let ctime = (meta.ctime(), meta.ctime_nsec());
+        if !settled(ctime, now) {
+            return;
+        }
+        let s = stamp(
+            i64::try_from(meta.size()).unwrap_or(i64::MAX),
+            (meta.mtime(), meta.mtime_nsec()),
+            ctime,
+        );
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_HEADERS {
+            map.clear();
+        }
+        map.insert((meta.dev(), meta.ino()), (s, p.clone()));
+    }
+}
+
+/// [`probe`], remembered for the next listing. The stamp is taken before the header is read,
+/// so a change during the read makes the stamp stale, never the facts.
+fn probe_cached(file: &File) -> io::Result<Probe> {
+    let meta = file.metadata()?;
+    let p = probe_with(file, &meta)?;
+    HEADERS.remember(&meta, &p, now());
+    Ok(p)
 }
 
 /// Bytes free for unprivileged writers on the file system of `dir`, and its size.
@@ -182,4 +283,51 @@ pub fn space(dir: &OwnedFd) -> io::Result<(u64, u64, u64)> {
 pub fn unlink(dir: &OwnedFd, name: &str) -> io::Result<()> {
     nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
         .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A remembered header is used only for the same file, unchanged, changed long enough
+    /// ago; anything else reads the header again.
+    #[test]
+    fn a_header_is_reused_only_while_the_file_is_unchanged_and_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.qcow2");
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        crate::host::qcow2_create::write_overlay(&f, 1 << 20, "/b", "raw").unwrap();
+        let headers = Headers(Mutex::new(HashMap::new()));
+        let meta = f.metadata().unwrap();
+        let p = probe(&f).unwrap();
+        assert_eq!(p.capacity, 1 << 20);
+        let changed = Duration::new(
+            u64::try_from(meta.ctime()).unwrap(),
+            u32::try_from(meta.ctime_nsec()).unwrap(),
+        );
+        let st = || nix::sys::stat::stat(&path).unwrap();
+        // Read while still settling: not remembered.
+        headers.remember(&meta, &p, changed + SETTLE / 2);
+        assert_eq!(headers.known(&st(), changed + SETTLE * 2), None);
+        headers.remember(&meta, &p, changed + SETTLE);
+        assert_eq!(headers.known(&st(), changed + SETTLE), Some(p.clone()));
+        // Looked up before it settled: read again.
+        assert_eq!(headers.known(&st(), changed + SETTLE / 2), None);
+        // Changed since (here its size): read again.
+        f.set_len(meta.len() + 512).unwrap();
+        let later = changed + SETTLE * 10;
+        assert_eq!(headers.known(&st(), later), None);
+        // A symbolic link under a volume's name is never a volume, remembered or not.
+        std::os::unix::fs::symlink(&path, dir.path().join("l")).unwrap();
+        let link = nix::sys::stat::lstat(&dir.path().join("l")).unwrap();
+        assert_eq!(headers.known(&link, later), None);
+    }
 }

@@ -122,6 +122,41 @@ pub(crate) fn from_inserted(i: &Value) -> IoTune {
     }
 }
 
+/// What `query-block` reads back after a `block_set_io_throttle` with `args` that QEMU
+/// accepted: its burst length of 1 s where a burst was given none; the group as QEMU keeps it
+/// (the one named, else the group the disk was in while it stays throttled; the per-device
+/// group QEMU makes for a disk named in none is no shared group: `None`).
+pub(crate) fn applied(args: &Value, before: Option<&IoTune>) -> IoTune {
+    let mut v = args.clone();
+    for k in [
+        "bps_max",
+        "bps_rd_max",
+        "bps_wr_max",
+        "iops_max",
+        "iops_rd_max",
+        "iops_wr_max",
+    ] {
+        let len = format!("{k}_length");
+        if v[k].as_u64().unwrap_or(0) > 0 && v.get(&len).is_none() {
+            v[len] = json!(1);
+        }
+    }
+    let mut t = from_inserted(&v);
+    let throttled = !IoTune {
+        group_name: None,
+        ..t.clone()
+    }
+    .is_unlimited();
+    if !throttled {
+        t.group_name = None;
+    } else if t.group_name.is_none() {
+        t.group_name = before
+            .filter(|b| !b.is_unlimited())
+            .and_then(|b| b.group_name.clone());
+    }
+    t
+}
+
 /// `query-block`'s entry for the device with qdev id `qdev`.
 async fn query_block(qmp: &novacron_qmp::Client, name: &str, qdev: &str) -> Result<Value, Error> {
     let all = qmp
@@ -131,6 +166,17 @@ async fn query_block(qmp: &novacron_qmp::Client, name: &str, qdev: &str) -> Resu
     find_block(&all, qdev)
         .cloned()
         .ok_or_else(|| Error::Internal(format!("QEMU reports no block device for '{qdev}'")))
+}
+
+/// The QOM path of the block backend of disk device `qdev`: a virtio-blk-pci proxy's child
+/// (`/machine/peripheral/<id>/virtio-backend`), other devices' own id.
+fn backend_path(disk: &novacron_domain::model::Disk, qdev: &str) -> String {
+    match disk.target.bus {
+        novacron_domain::model::DiskBus::Virtio => {
+            format!("/machine/peripheral/{qdev}/virtio-backend")
+        }
+        _ => qdev.to_owned(),
+    }
 }
 
 /// The entry of `query-block`'s answer `all` for qdev id `qdev` (a virtio-blk-pci proxy's
@@ -257,11 +303,15 @@ impl Service {
             ));
         }
         let qmp = live.qmp(name)?;
-        let info = query_block(qmp, name, &d.qdev).await?;
-        let current = info
-            .pointer("/inserted/image/virtual-size")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        // The size this daemon last gave the node, else QEMU's (one `query-block`).
+        let current = match live.known_disk_size(&node) {
+            Some(s) => s,
+            None => query_block(qmp, name, &d.qdev)
+                .await?
+                .pointer("/inserted/image/virtual-size")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        };
         if size < current {
             return Err(invalid(
                 "size",
@@ -276,7 +326,12 @@ impl Service {
             Some(&json!({"node-name": node, "size": size})),
         )
         .await
-        .map_err(|e| qmp_error(name, "blockresize", e))?;
+        .map_err(|e| {
+            // Whatever QEMU did, the next resize asks it again.
+            live.forget_disk_sizes();
+            qmp_error(name, "blockresize", e)
+        })?;
+        live.note_disk_size(&node, size);
         Ok(size)
     }
 
@@ -342,15 +397,27 @@ impl Service {
             }
             let qmp = live.qmp(name)?;
             // By QOM path: a virtio-blk-pci proxy's id names no block backend, its child does.
-            let path = query_block(qmp, name, &d.qdev).await?["qdev"]
-                .as_str()
-                .unwrap_or(&d.qdev)
-                .to_owned();
-            qmp.execute_raw("block_set_io_throttle", Some(&qmp_args(&tune, &path)))
+            // Known from the bus without asking QEMU; should QEMU not know it, its own
+            // `query-block` says which it is.
+            let path = backend_path(&d.disk, &d.qdev);
+            if let Err(first) = qmp
+                .execute_raw("block_set_io_throttle", Some(&qmp_args(&tune, &path)))
                 .await
-                .map_err(|e| qmp_error(name, "blkdeviotune", e))?;
-            let info = query_block(qmp, name, &d.qdev).await?;
-            let now = from_inserted(info.get("inserted").unwrap_or(&Value::Null));
+            {
+                let asked = query_block(qmp, name, &d.qdev).await?["qdev"]
+                    .as_str()
+                    .unwrap_or(&d.qdev)
+                    .to_owned();
+                if asked == path {
+                    return Err(qmp_error(name, "blkdeviotune", first));
+                }
+                qmp.execute_raw("block_set_io_throttle", Some(&qmp_args(&tune, &asked)))
+                    .await
+                    .map_err(|e| qmp_error(name, "blkdeviotune", e))?;
+            }
+            // What QEMU now has in force, known without a `query-block` (which stats every
+            // image of the guest): `blkdeviotune` without values still reads QEMU's.
+            let now = applied(&qmp_args(&tune, &path), d.disk.iotune.as_ref());
             let mut devices = live.devices();
             let mut disks: Vec<_> = devices.disks.iter().map(|x| x.disk.clone()).collect();
             set_limits(&mut disks, name, target, &now)?;

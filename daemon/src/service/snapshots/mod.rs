@@ -411,7 +411,12 @@ pub(crate) enum Where {
 pub(crate) fn placement(h: &DomainHandle, operation: &'static str) -> Result<Where, Error> {
     match h.state() {
         DomainState::Running | DomainState::Paused => match h.run().live() {
-            Some(l) => Ok(Where::Running(l.clone())),
+            Some(l) => {
+                // Snapshots, commits and streams change which node a disk's device reads and
+                // may grow a base: sizes known from earlier resizes no longer hold.
+                l.forget_disk_sizes();
+                Ok(Where::Running(l.clone()))
+            }
             None => Err(Error::WrongState {
                 name: h.name.clone(),
                 state: h.state(),

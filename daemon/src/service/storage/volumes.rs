@@ -477,26 +477,21 @@ impl Service {
         let (d0, d1) = (fd_path(0), fd_path(1));
         if req.linked {
             let base = format!("{}/{name}", p.path.trim_end_matches('/'));
-            // -u: qemu-img never opens the base by name; the size comes from its header.
-            qemu_img::run(
-                &[
-                    "create",
-                    "-q",
-                    "-f",
-                    "qcow2",
-                    "-u",
-                    "-b",
-                    &base,
-                    "-F",
-                    sp.format.as_str(),
-                    &d0,
-                    &size,
-                ],
-                &[dst.as_fd()],
-                QUICK,
-            )
+            // The overlay's header written directly (what `qemu-img create -u -b` writes,
+            // without a process), durable before the answer; the base is never opened by name.
+            let capacity = sp.capacity;
+            let fmt = sp.format.as_str();
+            let dst_file = dst.try_clone().map_err(|e| io("create", &req.name, e))?;
+            let dir_file =
+                std::fs::File::from(dir.try_clone().map_err(|e| io("create", &req.name, e))?);
+            let base_name = base.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::host::qcow2_create::write_overlay(&dst_file, capacity, &base_name, fmt)?;
+                dir_file.sync_all()
+            })
             .await
-            .map_err(qerr)?;
+            .map_err(joined)?
+            .map_err(|e| io("create", &req.name, e))?;
             // The base is read-only from now on: writing it would corrupt every clone.
             let mode = src
                 .metadata()
