@@ -35,8 +35,10 @@ pub struct MemoryDeviceReport {
 /// Requested against guest-visible memory.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryReport {
-    /// `<memory>`: the boot RAM.
+    /// The boot RAM (QEMU's `-m size`): `<memory>` minus the memory devices.
     pub boot_kib: u64,
+    /// `<memory>`: the boot RAM plus every memory device's size (libvirt's meaning).
+    pub memory_kib: u64,
     /// `<maxMemory>` and its slots, if the guest may grow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_kib: Option<u64>,
@@ -135,12 +137,13 @@ impl Service {
                 .into_iter()
                 .map(|(alias, d)| report(alias, &d, None, false))
                 .collect();
+            let boot = c.boot_memory_kib();
             return Ok(MemoryReport {
-                boot_kib: c.memory.memory_kib,
+                boot_kib: boot,
+                memory_kib: c.memory.memory_kib,
                 max_kib: c.memory.max.as_ref().map(|m| m.size_kib),
                 slots: c.memory.max.as_ref().map(|m| m.slots),
-                requested_kib: c.memory.memory_kib
-                    + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
+                requested_kib: boot + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
                 devices,
                 plugged_kib: None,
                 balloon_target_kib: c.memory.current_kib,
@@ -169,21 +172,23 @@ impl Service {
             Ok(v) => v["actual"].as_u64().map(|b| b / 1024),
             Err(_) => None,
         };
+        let boot = c.boot_memory_kib();
         Ok(MemoryReport {
-            boot_kib: c.memory.memory_kib,
+            boot_kib: boot,
+            memory_kib: c.memory.memory_kib,
             max_kib: c.memory.max.as_ref().map(|m| m.size_kib),
             slots: c.memory.max.as_ref().map(|m| m.slots),
-            requested_kib: c.memory.memory_kib
-                + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
+            requested_kib: boot + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
             plugged_kib: Some(
-                c.memory.memory_kib
-                    + devices
+                boot + devices
                         .iter()
                         .map(|d| d.plugged_kib.unwrap_or(0))
                         .sum::<u64>(),
             ),
             devices,
-            balloon_target_kib: d.balloon_kib,
+            balloon_target_kib: d
+                .balloon_kib
+                .or_else(|| super::balloon::start_target(&live.record.config)),
             balloon_actual_kib: actual,
             scope: "live",
         })
@@ -257,6 +262,8 @@ impl Service {
             let mut c = defined.clone();
             let mut d = dev.clone();
             d.alias = None;
+            // `<memory>` includes the devices (libvirt): it grows by the device's size.
+            c.memory.memory_kib = c.memory.memory_kib.saturating_add(d.size_kib);
             c.devices.memory.push(d);
             // Validated whole: slots, maxMemory and sizes are checked there.
             inner.prepare(c.clone(), Some(h.definition()))?;
@@ -295,6 +302,7 @@ impl Service {
             // The running config with the device must be valid: the same checks as a define
             // (maxMemory, slots, block sizes), against the ceiling QEMU was started with.
             let mut check = running.clone();
+            check.memory.memory_kib = check.memory.memory_kib.saturating_add(dev.size_kib);
             devs.push(dev.clone());
             check.devices.memory = devs.clone();
             check.validate().map_err(Error::from)?;
@@ -423,7 +431,9 @@ impl Service {
             };
             let mut c = defined;
             if let Some(i) = def_index {
-                c.devices.memory.remove(i);
+                let gone = c.devices.memory.remove(i);
+                // `<memory>` includes the devices (libvirt): it shrinks by the device's size.
+                c.memory.memory_kib = c.memory.memory_kib.saturating_sub(gone.size_kib);
             }
             inner.save_definition(&h, c).await?;
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use novacron_domain::{Error, FieldError};
 use serde::{Deserialize, Serialize};
 
+pub(super) use balloon::apply_at_start as apply_balloon_at_start;
 pub use balloon::{MemStats, MIN_BALLOON_KIB};
 pub use memory::{MemoryDeviceReport, MemoryReport};
 pub use vcpus::VcpuCount;
