@@ -380,6 +380,49 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
         }
     );
     define_and_start(&sock, name, &xml);
+    // setmaxmem: a running guest's <memory> is fixed (refused, as virsh for QEMU guests);
+    // --config changes the definition's, within <maxMemory>.
+    let maximum = format!("/v1/domains/{name}/memory/maximum");
+    for (body, needle) in [
+        (json!({ "size_kib": 128 * 1024 }), "is running"),
+        (json!({ "size_kib": 128 * 1024, "live": true }), "is running"),
+        (
+            json!({ "size_kib": 1024 * 1024, "config": true }),
+            "above <maxMemory>",
+        ),
+    ] {
+        let r = call(&sock, "PUT", &maximum, Some(&body));
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(needle), "{body}: {needle:?} not in {}", r.body);
+    }
+    let def = ok(
+        &sock,
+        "GET",
+        &format!("/v1/domains/{name}/memory?config=true"),
+        None,
+    );
+    assert_eq!(def["memory_kib"], 64 * 1024, "{def}");
+    let m = ok(
+        &sock,
+        "PUT",
+        &maximum,
+        Some(&json!({ "size_kib": 96 * 1024, "config": true })),
+    );
+    assert_eq!(m["memory_kib"], 96 * 1024, "{m}");
+    assert_eq!(m["scope"], "config", "{m}");
+    let def = ok(
+        &sock,
+        "GET",
+        &format!("/v1/domains/{name}/memory?config=true"),
+        None,
+    );
+    assert_eq!(def["memory_kib"], 96 * 1024, "{def}");
+    // The running guest kept its 64 MiB.
+    let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
+    assert_eq!(m["memory_kib"], 64 * 1024, "{m}");
+    // Each refusal and the change are audited.
+    let audited = common::audited(&env, |op| op == "setmaxmem");
+    assert_eq!(audited.len(), 4, "{audited:?}");
     let vcpus = format!("/v1/domains/{name}/vcpus");
     // A plug needs no guest.
     let c = ok(

@@ -604,6 +604,11 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/domains/{name}/memory/devices/{alias}",
         Endpoint::Resources(ResourceEndpoint::DetachMemory),
     ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/memory/maximum",
+        Endpoint::Resources(ResourceEndpoint::SetMaxMem),
+    ),
 ];
 
 impl Endpoint {

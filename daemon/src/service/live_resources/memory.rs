@@ -442,6 +442,62 @@ impl Service {
     }
 }
 
+impl Service {
+    /// `setmaxmem SIZE --config`: the definition's `<memory>` (libvirt's total at boot, the
+    /// memory devices included). As libvirt for QEMU guests: a running guest's is fixed
+    /// (refused), a guest with NUMA cells sizes its RAM in the cells (refused), and
+    /// `<currentMemory>` above the new size comes down to it.
+    pub async fn set_max_mem(
+        &self,
+        name: &str,
+        kib: u64,
+        scope: Scope,
+    ) -> Result<MemoryReport, Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let job = h.begin(Job::Modify, inner.job_wait()).await?;
+        let (live, config) = resolve(&h, scope, "change the maximum memory of (--live)")?;
+        if live.is_some() {
+            return Err(invalid(
+                "live",
+                format!(
+                    "domain '{name}' is running: its <memory> cannot change while it runs (use \
+                     --config for the next start, attach-memory or update-memory-device to grow \
+                     it now, setmem to balloon it)"
+                ),
+            ));
+        }
+        debug_assert!(config);
+        let mut c = h.definition().config.config().clone();
+        if c.cpu.as_ref().is_some_and(|cpu| !cpu.numa.is_empty()) {
+            return Err(invalid(
+                "size_kib",
+                format!(
+                    "domain '{name}' has guest NUMA cells: its memory is the cells' (change \
+                     <cell memory> in the definition)"
+                ),
+            ));
+        }
+        if let Some(max) = c.memory.max.as_ref().filter(|m| kib > m.size_kib) {
+            return Err(invalid(
+                "size_kib",
+                format!(
+                    "{kib} KiB is above <maxMemory> ({} KiB)",
+                    max.size_kib
+                ),
+            ));
+        }
+        c.memory.memory_kib = kib;
+        if c.memory.current_kib.is_some_and(|cur| cur >= kib) {
+            c.memory.current_kib = None;
+        }
+        // Validated whole: the memory devices must still fit (`<memory>` includes them).
+        inner.save_definition(&h, c).await?;
+        drop(job);
+        self.memory_report(name, true).await
+    }
+}
+
 fn report(
     alias: String,
     d: &MemoryDevice,
