@@ -151,8 +151,16 @@ async fn vcpus_memory_and_balloon_of_a_linux_guest() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let dominfo = ok(&sock, "GET", &format!("/v1/domains/{name}"), None);
-    assert_eq!(dominfo["config"]["memory"]["current_kib"], 224 * MIB, "{dominfo}");
-    assert_eq!(dominfo["config"]["memory"]["memory_kib"], 768 * MIB, "{dominfo}");
+    assert_eq!(
+        dominfo["config"]["memory"]["current_kib"],
+        224 * MIB,
+        "{dominfo}"
+    );
+    assert_eq!(
+        dominfo["config"]["memory"]["memory_kib"],
+        768 * MIB,
+        "{dominfo}"
+    );
     // The boot RAM is <memory> minus the device, as under libvirt: the guest has 256 MiB
     // before anything is plugged, not 768.
     let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
@@ -165,7 +173,10 @@ async fn vcpus_memory_and_balloon_of_a_linux_guest() {
             .await
             .unwrap(),
     );
-    assert!(total <= 256 * MIB, "MemTotal {total} KiB above the boot RAM");
+    assert!(
+        total <= 256 * MIB,
+        "MemTotal {total} KiB above the boot RAM"
+    );
     let vcpus = format!("/v1/domains/{name}/vcpus");
     let count = ok(&sock, "GET", &vcpus, None);
     assert_eq!(count["live_maximum"], 4, "{count}");
@@ -385,7 +396,10 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
     let maximum = format!("/v1/domains/{name}/memory/maximum");
     for (body, needle) in [
         (json!({ "size_kib": 128 * 1024 }), "is running"),
-        (json!({ "size_kib": 128 * 1024, "live": true }), "is running"),
+        (
+            json!({ "size_kib": 128 * 1024, "live": true }),
+            "is running",
+        ),
         (
             json!({ "size_kib": 1024 * 1024, "config": true }),
             "above <maxMemory>",
@@ -393,7 +407,11 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
     ] {
         let r = call(&sock, "PUT", &maximum, Some(&body));
         assert_eq!(r.status, 400, "{body}: {}", r.body);
-        assert!(r.body.contains(needle), "{body}: {needle:?} not in {}", r.body);
+        assert!(
+            r.body.contains(needle),
+            "{body}: {needle:?} not in {}",
+            r.body
+        );
     }
     let def = ok(
         &sock,
@@ -464,7 +482,11 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
     assert_eq!(m["memory_kib"], (64 + 128) * 1024, "{m}");
     assert_eq!(m["boot_kib"], 64 * 1024, "{m}");
     let info = ok(&sock, "GET", &format!("/v1/domains/{name}"), None);
-    assert_eq!(info["config"]["memory"]["memory_kib"], (64 + 128) * 1024, "{info}");
+    assert_eq!(
+        info["config"]["memory"]["memory_kib"],
+        (64 + 128) * 1024,
+        "{info}"
+    );
     assert_eq!(
         record(&env, name)["live_devices"]["memory"][0]["alias"],
         "dimm0"
@@ -502,6 +524,37 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
         Some(&json!({ "count": 2, "live": true })),
     );
     assert_eq!(c["live_plugged"], 2, "{c}");
+    // The record is written while QEMU plugs: a plug QEMU refuses (its backend id taken
+    // behind the daemon's back) leaves the record and the answer as they were.
+    let qmp = format!("/v1/domains/{name}/qmp");
+    ok(
+        &sock,
+        "POST",
+        &qmp,
+        Some(&json!({ "execute": "object-add", "arguments":
+            { "qom-type": "memory-backend-ram", "id": "memdimm1", "size": 2 << 20 } })),
+    );
+    let r = call(
+        &sock,
+        "POST",
+        &devices,
+        Some(&json!({
+            "xml": "<memory model='dimm'><target><size unit='MiB'>128</size></target></memory>",
+            "live": true
+        })),
+    );
+    assert!(r.status >= 400, "{}", r.body);
+    assert!(r.body.contains("object-add"), "{}", r.body);
+    let live_mem = &record(&env, name)["live_devices"]["memory"];
+    assert_eq!(live_mem.as_array().map(Vec::len), Some(1), "{live_mem}");
+    let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
+    assert_eq!(m["devices"].as_array().map(Vec::len), Some(1), "{m}");
+    ok(
+        &sock,
+        "POST",
+        &qmp,
+        Some(&json!({ "execute": "object-del", "arguments": { "id": "memdimm1" } })),
+    );
     // The slots and the ceiling hold: 64 + 128 + 512 > 512.
     let r = call(
         &sock,

@@ -63,7 +63,8 @@ const DIMM: &str =
 #[test]
 fn hotplug_ceilings_and_memory_devices_reach_the_command_line() {
     // <memory> is 512 MiB of boot RAM plus the devices' 512 + 256 MiB.
-    let cfg = DomainConfig::from_xml(&doc_mem(1280, MAX, &format!("{VMEM}{DIMM}"))).expect("parses");
+    let cfg =
+        DomainConfig::from_xml(&doc_mem(1280, MAX, &format!("{VMEM}{DIMM}"))).expect("parses");
     assert_eq!(cfg.devices.memory.len(), 2);
     assert_eq!(cfg.devices.memory[0].model, MemoryModel::VirtioMem);
     assert_eq!(cfg.devices.memory[0].size_kib, 512 * 1024);
@@ -161,7 +162,10 @@ fn memory_includes_the_memory_devices_as_in_libvirt() {
     let cfg = DomainConfig::from_xml(&doc_mem(1024, MAX, DIMM)).expect("parses");
     assert_eq!(cfg.boot_memory_kib(), 768 * 1024);
     let argv = argv_of(&cfg);
-    assert!(argv.contains("-m size=786432k,slots=4,maxmem=2097152k"), "{argv}");
+    assert!(
+        argv.contains("-m size=786432k,slots=4,maxmem=2097152k"),
+        "{argv}"
+    );
     // A virtio-mem device counts with its whole size, whatever it is asked to plug.
     let cfg = DomainConfig::from_xml(&doc_mem(1024, MAX, VMEM)).expect("parses");
     assert!(argv_of(&cfg).contains("-m size=524288k,"));
@@ -197,7 +201,8 @@ fn memory_smaller_than_its_devices_is_refused_with_the_rule() {
         .expect_err("maxMemory below memory");
     assert!(
         e.0.iter()
-            .any(|x| x.path == "memory.max.size_kib" && x.problem.to_string().contains("below <memory>")),
+            .any(|x| x.path == "memory.max.size_kib"
+                && x.problem.to_string().contains("below <memory>")),
         "{e}"
     );
     // <currentMemory> above <memory>.
@@ -225,7 +230,10 @@ fn numa_cells_add_up_to_memory_minus_the_devices() {
     let cfg = DomainConfig::from_xml(&good).expect("parses");
     let argv = argv_of(&cfg);
     assert!(argv.contains("-m size=786432k,"), "{argv}");
-    assert!(argv.contains("size=805306368"), "the cell's backend: {argv}");
+    assert!(
+        argv.contains("size=805306368"),
+        "the cell's backend: {argv}"
+    );
     // The cells equal to <memory> (devices on top, the old reading): refused, with the fix.
     let bad = doc_mem(1024, MAX, DIMM).replacen("<devices>", &numa(1024), 1);
     let e = DomainConfig::from_xml(&bad)

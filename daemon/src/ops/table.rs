@@ -995,5 +995,9 @@ pub static SETMAXMEM: OpInfo = OpInfo {
     http: Some(("PUT", "/v1/domains/{name}/memory/maximum")),
     dbus: Some("org.novacron1.Domain.SetMaxMemory"),
     novactl: Some("setmaxmem"),
-    ..row("setmaxmem", Access::Operate, "setting the definition's memory")
+    ..row(
+        "setmaxmem",
+        Access::Operate,
+        "setting the definition's memory",
+    )
 };

@@ -146,9 +146,9 @@ impl Live {
         // plus the devices it has now, as libvirt's total grows and shrinks with hotplug.
         let boot = self.record.config.boot_memory_kib();
         config.devices.memory = devices.memory(&self.record.config);
-        config.memory.memory_kib = boot.saturating_add(
-            novacron_domain::model::memory_devices_kib(&config.devices.memory),
-        );
+        config.memory.memory_kib = boot.saturating_add(novacron_domain::model::memory_devices_kib(
+            &config.devices.memory,
+        ));
         if let Some(b) = devices.balloon_kib {
             config.memory.current_kib = Some(b);
         }

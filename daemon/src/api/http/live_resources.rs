@@ -11,8 +11,8 @@ use super::response::{json_response, Response};
 use super::Ctx;
 use crate::ops::live_resources::{
     AttachMemory, AttachMemoryRequest, DetachMemory, DetachMemoryOptions, DomMemInfo, DomMemStat,
-    SetMaxMem, SetMaxMemRequest, SetMem, SetMemRequest, SetVcpus, SetVcpusRequest, UpdateMemoryDevice, UpdateMemoryRequest,
-    VcpuCountOp,
+    SetMaxMem, SetMaxMemRequest, SetMem, SetMemRequest, SetVcpus, SetVcpusRequest,
+    UpdateMemoryDevice, UpdateMemoryRequest, VcpuCountOp,
 };
 use crate::ops::{table, Executor, OpInfo, Target};
 use crate::service::audit::Actor;
