@@ -110,12 +110,13 @@ async fn main() -> Result<()> {
         novacron_tests::Accel::Kvm => "kvm",
         novacron_tests::Accel::Tcg => "qemu",
     };
-    // Room for every round: a vCPU and a DIMM each, plus the virtio-mem device.
+    // Room for every round: a vCPU and a DIMM each, plus the virtio-mem device (<memory> is
+    // the 64 MiB boot RAM plus its 512 MiB, as libvirt counts it).
     let maxcpus = rounds + 1;
     let max_mib = 64 + 512 + DIMM_MIB * rounds as u64;
     let xml = format!(
         "<domain type='{virt}'><name>bench</name>
-           <maxMemory slots='{}' unit='MiB'>{max_mib}</maxMemory><memory unit='MiB'>64</memory>
+           <maxMemory slots='{}' unit='MiB'>{max_mib}</maxMemory><memory unit='MiB'>576</memory>
            <vcpu current='1'>{maxcpus}</vcpu>
            <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
            <devices><memory model='virtio-mem'><target><size unit='MiB'>512</size>

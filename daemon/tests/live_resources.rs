@@ -116,7 +116,10 @@ async fn vcpus_memory_and_balloon_of_a_linux_guest() {
     .replace("<vcpu>1</vcpu>", "<vcpu current='1'>4</vcpu>")
     .replace(
         "<memory unit='MiB'>256</memory>",
-        "<maxMemory slots='4' unit='MiB'>1024</maxMemory><memory unit='MiB'>256</memory>",
+        // <memory> includes the virtio-mem device's 512 MiB (libvirt): 256 MiB boot RAM. The
+        // balloon starts at <currentMemory>, 224 MiB.
+        "<maxMemory slots='4' unit='MiB'>1024</maxMemory><memory unit='MiB'>768</memory>\
+         <currentMemory unit='MiB'>224</currentMemory>",
     );
     define_and_start(&sock, name, &xml);
     common::wait_file(
@@ -134,6 +137,46 @@ async fn vcpus_memory_and_balloon_of_a_linux_guest() {
     let mut shell = GuestShell::connect(&socket, Duration::from_secs(10))
         .await
         .unwrap();
+    // <currentMemory> was the balloon target from the start: the guest's driver gives back
+    // the difference, and dominfo and dommemstat show it.
+    let stats = format!("/v1/domains/{name}/memory/stats");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = ok(&sock, "GET", &stats, None);
+        if s["actual"] == 224 * MIB {
+            assert_eq!(s["target"], 224 * MIB, "{s}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "start balloon: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dominfo = ok(&sock, "GET", &format!("/v1/domains/{name}"), None);
+    assert_eq!(
+        dominfo["config"]["memory"]["current_kib"],
+        224 * MIB,
+        "{dominfo}"
+    );
+    assert_eq!(
+        dominfo["config"]["memory"]["memory_kib"],
+        768 * MIB,
+        "{dominfo}"
+    );
+    // The boot RAM is <memory> minus the device, as under libvirt: the guest has 256 MiB
+    // before anything is plugged, not 768.
+    let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
+    assert_eq!(m["boot_kib"], 256 * MIB, "{m}");
+    assert_eq!(m["memory_kib"], 768 * MIB, "{m}");
+    assert_eq!(m["requested_kib"], 256 * MIB, "{m}");
+    let total = mem_total_kib(
+        &shell
+            .run_ok("grep MemTotal /proc/meminfo", Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        total <= 256 * MIB,
+        "MemTotal {total} KiB above the boot RAM"
+    );
     let vcpus = format!("/v1/domains/{name}/vcpus");
     let count = ok(&sock, "GET", &vcpus, None);
     assert_eq!(count["live_maximum"], 4, "{count}");
@@ -225,7 +268,6 @@ async fn vcpus_memory_and_balloon_of_a_linux_guest() {
     .await;
 
     // The balloon to 192 MiB: QEMU's actual follows, and the guest's statistics show.
-    let stats = format!("/v1/domains/{name}/memory/stats");
     ok(&sock, "PUT", &stats, Some(&json!({ "period": 1 })));
     ok(
         &sock,
@@ -349,6 +391,56 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
         }
     );
     define_and_start(&sock, name, &xml);
+    // setmaxmem: a running guest's <memory> is fixed (refused, as virsh for QEMU guests);
+    // --config changes the definition's, within <maxMemory>.
+    let maximum = format!("/v1/domains/{name}/memory/maximum");
+    for (body, needle) in [
+        (json!({ "size_kib": 128 * 1024 }), "is running"),
+        (
+            json!({ "size_kib": 128 * 1024, "live": true }),
+            "is running",
+        ),
+        (
+            json!({ "size_kib": 1024 * 1024, "config": true }),
+            "above <maxMemory>",
+        ),
+    ] {
+        let r = call(&sock, "PUT", &maximum, Some(&body));
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            r.body.contains(needle),
+            "{body}: {needle:?} not in {}",
+            r.body
+        );
+    }
+    let def = ok(
+        &sock,
+        "GET",
+        &format!("/v1/domains/{name}/memory?config=true"),
+        None,
+    );
+    assert_eq!(def["memory_kib"], 64 * 1024, "{def}");
+    let m = ok(
+        &sock,
+        "PUT",
+        &maximum,
+        Some(&json!({ "size_kib": 96 * 1024, "config": true })),
+    );
+    assert_eq!(m["memory_kib"], 96 * 1024, "{m}");
+    assert_eq!(m["scope"], "config", "{m}");
+    let def = ok(
+        &sock,
+        "GET",
+        &format!("/v1/domains/{name}/memory?config=true"),
+        None,
+    );
+    assert_eq!(def["memory_kib"], 96 * 1024, "{def}");
+    // The running guest kept its 64 MiB.
+    let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
+    assert_eq!(m["memory_kib"], 64 * 1024, "{m}");
+    // Each refusal and the change are audited.
+    let audited = common::audited(&env, |op| op == "setmaxmem");
+    assert_eq!(audited.len(), 4, "{audited:?}");
     let vcpus = format!("/v1/domains/{name}/vcpus");
     // A plug needs no guest.
     let c = ok(
@@ -386,6 +478,15 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
     );
     assert_eq!(m["devices"][0]["alias"], "dimm0", "{m}");
     assert_eq!(m["devices"][0]["plugged_kib"], 128 * 1024, "{m}");
+    // libvirt's accounting: <memory> grows by the DIMM, the boot RAM stays.
+    assert_eq!(m["memory_kib"], (64 + 128) * 1024, "{m}");
+    assert_eq!(m["boot_kib"], 64 * 1024, "{m}");
+    let info = ok(&sock, "GET", &format!("/v1/domains/{name}"), None);
+    assert_eq!(
+        info["config"]["memory"]["memory_kib"],
+        (64 + 128) * 1024,
+        "{info}"
+    );
     assert_eq!(
         record(&env, name)["live_devices"]["memory"][0]["alias"],
         "dimm0"
@@ -423,6 +524,37 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
         Some(&json!({ "count": 2, "live": true })),
     );
     assert_eq!(c["live_plugged"], 2, "{c}");
+    // The record is written while QEMU plugs: a plug QEMU refuses (its backend id taken
+    // behind the daemon's back) leaves the record and the answer as they were.
+    let qmp = format!("/v1/domains/{name}/qmp");
+    ok(
+        &sock,
+        "POST",
+        &qmp,
+        Some(&json!({ "execute": "object-add", "arguments":
+            { "qom-type": "memory-backend-ram", "id": "memdimm1", "size": 2 << 20 } })),
+    );
+    let r = call(
+        &sock,
+        "POST",
+        &devices,
+        Some(&json!({
+            "xml": "<memory model='dimm'><target><size unit='MiB'>128</size></target></memory>",
+            "live": true
+        })),
+    );
+    assert!(r.status >= 400, "{}", r.body);
+    assert!(r.body.contains("object-add"), "{}", r.body);
+    let live_mem = &record(&env, name)["live_devices"]["memory"];
+    assert_eq!(live_mem.as_array().map(Vec::len), Some(1), "{live_mem}");
+    let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
+    assert_eq!(m["devices"].as_array().map(Vec::len), Some(1), "{m}");
+    ok(
+        &sock,
+        "POST",
+        &qmp,
+        Some(&json!({ "execute": "object-del", "arguments": { "id": "memdimm1" } })),
+    );
     // The slots and the ceiling hold: 64 + 128 + 512 > 512.
     let r = call(
         &sock,

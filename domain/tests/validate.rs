@@ -75,13 +75,13 @@ fn memory_sizes() {
     fails(c, "memory.memory_kib", "outside 1024..=");
     let mut c = linux();
     c.memory.current_kib = Some(c.memory.memory_kib + 1);
-    fails(c, "memory.current_kib", "outside");
+    fails(c, "memory.current_kib", "is above <memory>");
     let mut c = linux();
     c.memory.max = Some(MaxMemory {
         size_kib: 1024,
         slots: 4,
     });
-    fails(c, "memory.max.size_kib", "outside");
+    fails(c, "memory.max.size_kib", "is below <memory>");
     let mut c = linux();
     c.memory.max = Some(MaxMemory {
         size_kib: c.memory.memory_kib * 2,
@@ -171,7 +171,7 @@ fn numa_cells_must_add_up() {
     fails(
         c,
         "cpu.numa",
-        "cell memory adds up to 9437184 KiB but domain memory is 16777216 KiB",
+        "cell memory adds up to 9437184 KiB but <memory> is 16777216 KiB",
     );
     let mut c = numa();
     c.cpu.as_mut().expect("cpu").numa[1].cpus = "4-8".parse().expect("set");

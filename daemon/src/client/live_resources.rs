@@ -34,6 +34,16 @@ impl Client {
         .await
     }
 
+    /// `PUT /v1/domains/{name}/memory/maximum` (`setmaxmem`).
+    pub async fn set_max_memory(&self, name: &str, request: &Value) -> Result<Value, ClientError> {
+        self.json(
+            Method::PUT,
+            &domain_path(name, "/memory/maximum"),
+            body(request),
+        )
+        .await
+    }
+
     /// `GET /v1/domains/{name}/memory/stats`, or `PUT` with the period when given.
     pub async fn memory_stats(
         &self,

@@ -300,3 +300,40 @@ impl Operation for DetachMemory {
         .await
     }
 }
+
+/// `setmaxmem`: the definition's `<memory>` in KiB (`size_kib`) and the scope (`config`; a
+/// running guest's is refused, as virsh does for QEMU guests).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMaxMemRequest {
+    pub size_kib: u64,
+    #[serde(default)]
+    pub live: bool,
+    #[serde(default)]
+    pub config: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetMaxMem {
+    pub domain: String,
+    pub request: SetMaxMemRequest,
+}
+
+impl Operation for SetMaxMem {
+    type Response = MemoryReport;
+    type Failure = Error;
+    fn info(&self) -> &'static OpInfo {
+        &table::SETMAXMEM
+    }
+    fn target(&self) -> &str {
+        &self.domain
+    }
+    async fn local(self, svc: Service) -> Result<MemoryReport, Error> {
+        let r = self.request;
+        let scope = Scope {
+            live: r.live,
+            config: r.config,
+        };
+        svc.set_max_mem(&self.domain, r.size_kib, scope).await
+    }
+}

@@ -761,6 +761,7 @@ pub static ALL: &[&OpInfo] = &[
     &ATTACH_MEMORY,
     &DETACH_MEMORY,
     &DOMIFTUNE,
+    &SETMAXMEM,
 ];
 
 // Guest addresses per NIC (leases, or the agent on request).
@@ -997,3 +998,16 @@ pub static DOMIFTUNE: OpInfo = OpInfo {
 pub fn find(name: &str) -> Option<&'static OpInfo> {
     ALL.iter().copied().find(|i| i.name == name)
 }
+
+pub static SETMAXMEM: OpInfo = OpInfo {
+    job: JobKind::Sync(Job::Modify),
+    audited: true,
+    http: Some(("PUT", "/v1/domains/{name}/memory/maximum")),
+    dbus: Some("org.novacron1.Domain.SetMaxMemory"),
+    novactl: Some("setmaxmem"),
+    ..row(
+        "setmaxmem",
+        Access::Operate,
+        "setting the definition's memory",
+    )
+};

@@ -148,7 +148,13 @@ impl Live {
         if vcpus != config.vcpu.current.unwrap_or(config.vcpu.count) {
             config.vcpu.current = Some(vcpus);
         }
+        // `<memory>` includes the memory devices (libvirt): the boot RAM it was started with
+        // plus the devices it has now, as libvirt's total grows and shrinks with hotplug.
+        let boot = self.record.config.boot_memory_kib();
         config.devices.memory = devices.memory(&self.record.config);
+        config.memory.memory_kib = boot.saturating_add(novacron_domain::model::memory_devices_kib(
+            &config.devices.memory,
+        ));
         if let Some(b) = devices.balloon_kib {
             config.memory.current_kib = Some(b);
         }

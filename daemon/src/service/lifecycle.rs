@@ -643,6 +643,8 @@ pub(super) async fn launch_as(
         super::disks::apply_iotune(&qmp, name, &config.devices.disks).await?;
         super::nics::initial_link_states(&qmp, name, config).await?;
         if incoming.is_none() {
+            // An incoming guest's balloon state comes with its stream.
+            super::live_resources::apply_balloon_at_start(&qmp, name, config).await?;
             qmp.execute(&Cont)
                 .await
                 .map_err(|e| qmp_error(name, "start", e))?;

@@ -7,7 +7,8 @@ use super::ids::IdSet;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct Memory {
-    /// `<memory>`: initial guest RAM.
+    /// `<memory>`: the guest's RAM at boot including its memory devices (libvirt's meaning);
+    /// the boot RAM proper is `DomainConfig::boot_memory_kib`.
     pub memory_kib: u64,
     /// `<currentMemory>`: balloon target; absent means equal to `memory_kib`.
     pub current_kib: Option<u64>,

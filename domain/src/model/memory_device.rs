@@ -1,7 +1,9 @@
 //! `<memory model='dimm'|'virtio-mem'>`: hot-pluggable guest RAM beyond `<memory>`, inside
 //! `<maxMemory>`. A DIMM is plugged or unplugged whole; a virtio-mem device is a region of
 //! `size` of which the guest is asked to use `requested` (grown and shrunk while it runs).
-//! Sizes are KiB. Unlike libvirt, `<memory>` stays the boot RAM: these devices come on top.
+//! Sizes are KiB. As in libvirt, `<memory>` is the total at boot including these devices (a
+//! virtio-mem device counts with its whole `<size>`): QEMU's boot RAM (`-m size=`, the NUMA
+//! cells) is `<memory>` minus the devices' sizes (`DomainConfig::boot_memory_kib`).
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +71,22 @@ impl MemoryDevice {
             MemoryModel::Dimm => self.size_kib,
             MemoryModel::VirtioMem => self.requested_kib.unwrap_or(0),
         }
+    }
+}
+
+/// What the memory devices `devs` occupy of `<memory>`: the sum of their sizes (a virtio-mem
+/// device its whole region, whatever it is asked to plug), as libvirt counts them.
+pub fn memory_devices_kib(devs: &[MemoryDevice]) -> u64 {
+    devs.iter().fold(0u64, |a, m| a.saturating_add(m.size_kib))
+}
+
+impl super::DomainConfig {
+    /// The boot RAM QEMU gets (`-m size=`; what the NUMA cells add up to): `<memory>` minus the
+    /// memory devices' sizes (0 if they exceed it, which validation refuses).
+    pub fn boot_memory_kib(&self) -> u64 {
+        self.memory
+            .memory_kib
+            .saturating_sub(memory_devices_kib(&self.devices.memory))
     }
 }
 

@@ -381,7 +381,8 @@ fn backend(
 
 fn memory(a: &mut Args, d: &DomainConfig, ctx: &LaunchContext) -> Result<(), ArgvError> {
     let m = &d.memory;
-    let mut s = format!("size={}k", m.memory_kib);
+    // `<memory>` includes the memory devices (libvirt): they are plugged beside the boot RAM.
+    let mut s = format!("size={}k", d.boot_memory_kib());
     if let Some(x) = &m.max {
         s.push_str(&format!(",slots={},maxmem={}k", x.slots, x.size_kib));
     }

@@ -50,7 +50,7 @@ pub fn ram_blocks(d: &DomainConfig) -> Vec<RamBlock> {
         return vec![RamBlock {
             cell: None,
             hugepages: hugepages_for(d, None),
-            kib: d.memory.memory_kib,
+            kib: d.boot_memory_kib(),
             access: backing_access,
         }];
     }

@@ -28,16 +28,19 @@ pub(super) fn memory_devices(v: &mut V, d: &DomainConfig) {
             )),
         );
     }
-    let total: u64 = d.memory.memory_kib.saturating_add(
-        devs.iter()
-            .fold(0u64, |acc, m| acc.saturating_add(m.size_kib)),
-    );
-    if total > max.size_kib {
+    // libvirt's meaning: `<memory>` includes the devices, and the boot RAM (what is left) must
+    // be at least what a guest is allowed to have (1 MiB). `<maxMemory>` >= `<memory>` is
+    // checked with the memory itself.
+    let devs_kib = memory_devices_kib(devs);
+    let boot = d.memory.memory_kib.saturating_sub(devs_kib);
+    if boot < 1024 {
         v.err(
             "devices.memory",
             Problem::Inconsistent(format!(
-                "<memory> plus the memory devices is {total} KiB, above <maxMemory> {} KiB",
-                max.size_kib
+                "the memory devices add up to {devs_kib} KiB, leaving {boot} KiB of <memory> {} \
+                 KiB as boot RAM: <memory> includes the memory devices (as in libvirt), so it \
+                 must be their sizes plus at least 1 MiB",
+                d.memory.memory_kib
             )),
         );
     }

@@ -9,15 +9,32 @@ pub(super) fn memory(v: &mut V, d: &DomainConfig) {
     let m = &d.memory;
     v.range("memory.memory_kib", m.memory_kib, 1024, MAX_MEMORY_KIB);
     if let Some(c) = m.current_kib {
-        v.range("memory.current_kib", c, 1024, m.memory_kib);
+        if c > m.memory_kib {
+            v.err(
+                "memory.current_kib",
+                Problem::Inconsistent(format!(
+                    "<currentMemory> {c} KiB is above <memory> {} KiB (the balloon only takes \
+                     memory back)",
+                    m.memory_kib
+                )),
+            );
+        } else {
+            v.range("memory.current_kib", c, 1024, m.memory_kib);
+        }
     }
     if let Some(x) = &m.max {
-        v.range(
-            "memory.max.size_kib",
-            x.size_kib,
-            m.memory_kib,
-            MAX_MEMORY_KIB,
-        );
+        if x.size_kib < m.memory_kib {
+            v.err(
+                "memory.max.size_kib",
+                Problem::Inconsistent(format!(
+                    "<maxMemory> {} KiB is below <memory> {} KiB (which includes the memory \
+                     devices)",
+                    x.size_kib, m.memory_kib
+                )),
+            );
+        } else {
+            v.range("memory.max.size_kib", x.size_kib, 1024, MAX_MEMORY_KIB);
+        }
         v.range("memory.max.slots", x.slots, 1, 255);
     }
 }
@@ -169,14 +186,23 @@ pub(super) fn cpu(v: &mut V, d: &DomainConfig) {
             Problem::Inconsistent(format!("vcpu {m} is in no NUMA cell")),
         );
     }
-    if mem_total != d.memory.memory_kib {
-        v.err(
-            "cpu.numa",
-            Problem::Inconsistent(format!(
-                "cell memory adds up to {mem_total} KiB but domain memory is {} KiB",
-                d.memory.memory_kib
-            )),
-        );
+    // The cells hold the boot RAM; the memory devices sit in them beside it (libvirt:
+    // `<memory>` = the cells plus the devices).
+    let boot = d.boot_memory_kib();
+    if mem_total != boot {
+        let devs = memory_devices_kib(&d.devices.memory);
+        let why = if devs == 0 {
+            format!("cell memory adds up to {mem_total} KiB but <memory> is {boot} KiB")
+        } else {
+            format!(
+                "cell memory adds up to {mem_total} KiB but <memory> ({} KiB) minus the memory \
+                 devices ({devs} KiB) is {boot} KiB: the cells hold the boot RAM, <memory> the \
+                 cells plus the devices (set <memory> to {} KiB)",
+                d.memory.memory_kib,
+                mem_total.saturating_add(devs)
+            )
+        };
+        v.err("cpu.numa", Problem::Inconsistent(why));
     }
 }
 

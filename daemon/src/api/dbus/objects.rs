@@ -1239,6 +1239,26 @@ impl DomainObject {
         serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
     }
 
+    /// `setmaxmem`: `request` is the JSON body of `PUT .../memory/maximum`
+    /// (`{"size_kib", "live", "config"}`); answers `dommeminfo --inactive` as JSON.
+    #[zbus(out_args("memory"))]
+    async fn set_max_memory(
+        &self,
+        request: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, DbusError> {
+        let actor = polkit::authorize(conn, &header, &self.service).await?;
+        let request = serde_json::from_str(&request)
+            .map_err(|e| DbusError::invalid_args(format!("request: {e}")))?;
+        let op = crate::ops::live_resources::SetMaxMem {
+            domain: self.name.clone(),
+            request,
+        };
+        let out = run(&self.service, actor, op).await?;
+        serde_json::to_string(&out).map_err(|e| DbusError::Internal(e.to_string()))
+    }
+
     /// `dommemstat` as JSON.
     #[zbus(out_args("stats"))]
     async fn memory_stats(&self) -> Result<String, DbusError> {

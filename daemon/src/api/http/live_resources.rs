@@ -11,8 +11,8 @@ use super::response::{json_response, Response};
 use super::Ctx;
 use crate::ops::live_resources::{
     AttachMemory, AttachMemoryRequest, DetachMemory, DetachMemoryOptions, DomMemInfo, DomMemStat,
-    SetMem, SetMemRequest, SetVcpus, SetVcpusRequest, UpdateMemoryDevice, UpdateMemoryRequest,
-    VcpuCountOp,
+    SetMaxMem, SetMaxMemRequest, SetMem, SetMemRequest, SetVcpus, SetVcpusRequest,
+    UpdateMemoryDevice, UpdateMemoryRequest, VcpuCountOp,
 };
 use crate::ops::{table, Executor, OpInfo, Target};
 use crate::service::audit::Actor;
@@ -28,6 +28,7 @@ pub enum ResourceEndpoint {
     UpdateMemoryDevice,
     AttachMemory,
     DetachMemory,
+    SetMaxMem,
 }
 
 impl ResourceEndpoint {
@@ -42,6 +43,7 @@ impl ResourceEndpoint {
             Self::UpdateMemoryDevice => &table::UPDATE_MEMORY_DEVICE,
             Self::AttachMemory => &table::ATTACH_MEMORY,
             Self::DetachMemory => &table::DETACH_MEMORY,
+            Self::SetMaxMem => &table::SETMAXMEM,
         }
     }
 }
@@ -110,6 +112,17 @@ pub(crate) async fn dispatch(
         ResourceEndpoint::SetMem => {
             let request: SetMemRequest = parse(&read_body(req).await?)?;
             let op = SetMem {
+                domain: name,
+                request,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &exec.run(actor, Target::Local, op).await?,
+            ))
+        }
+        ResourceEndpoint::SetMaxMem => {
+            let request: SetMaxMemRequest = parse(&read_body(req).await?)?;
+            let op = SetMaxMem {
                 domain: name,
                 request,
             };

@@ -611,6 +611,11 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v1/domains/{name}/interfaces/{mac}/bandwidth",
         Endpoint::InterfaceTune,
     ),
+    (
+        Method::PUT,
+        "/v1/domains/{name}/memory/maximum",
+        Endpoint::Resources(ResourceEndpoint::SetMaxMem),
+    ),
 ];
 
 impl Endpoint {

@@ -1,5 +1,5 @@
 //! `setvcpus`, `vcpucount`, `setmem`, `dommemstat`, `dommeminfo`, `update-memory-device`,
-//! `attach-memory`, `detach-memory` (virsh's names and flags where virsh has them).
+//! `attach-memory`, `detach-memory`, `setmaxmem` (virsh's names and flags where virsh has them).
 
 use clap::{Args, Subcommand};
 use novacrond::client::Client;
@@ -91,6 +91,13 @@ pub enum ResourceCommand {
         #[command(flatten)]
         scope: Scope,
     },
+    /// Set the definition's memory, <memory> (KiB, or with a suffix K, M, G; --config)
+    Setmaxmem {
+        name: String,
+        size: String,
+        #[command(flatten)]
+        scope: Scope,
+    },
 }
 
 /// virsh's memory sizes: a plain number is KiB; a suffix makes it bytes in that unit.
@@ -164,6 +171,11 @@ pub async fn run(c: &Client, json_out: bool, cmd: ResourceCommand) -> Result<(),
             }
             c.detach_memory(&name, &alias, &q).await?
         }
+        ResourceCommand::Setmaxmem { name, size, scope } => {
+            let mut req = json!({ "size_kib": kib(&size)? });
+            scope.into_json(&mut req);
+            c.set_max_memory(&name, &req).await?
+        }
     };
     if json_out {
         return output::json(&v);
@@ -190,6 +202,7 @@ pub async fn run(c: &Client, json_out: bool, cmd: ResourceCommand) -> Result<(),
             &v,
             &[
                 "boot_kib",
+                "memory_kib",
                 "max_kib",
                 "slots",
                 "requested_kib",

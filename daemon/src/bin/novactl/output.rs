@@ -100,6 +100,14 @@ pub fn domain_info(info: &DomainInfo) -> String {
     }
     if let Some(kib) = cfg.pointer("/memory/memory_kib").and_then(Value::as_u64) {
         pairs.push(("Memory", bytes(kib.saturating_mul(1024))));
+        // virsh's "Used memory": the balloon target (`<currentMemory>`) when below it.
+        if let Some(cur) = cfg
+            .pointer("/memory/current_kib")
+            .and_then(Value::as_u64)
+            .filter(|c| *c < kib)
+        {
+            pairs.push(("Used memory", bytes(cur.saturating_mul(1024))));
+        }
     }
     if let Some(m) = cfg.pointer("/os/machine").and_then(Value::as_str) {
         pairs.push(("Machine", m.to_owned()));

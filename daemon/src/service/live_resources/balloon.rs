@@ -62,6 +62,31 @@ fn no_balloon(name: &str) -> Error {
     )
 }
 
+/// `<currentMemory>` below `<memory>` is the balloon target from the start (libvirt sets it
+/// before the vCPUs first run): sent while QEMU waits at `-S`, so the guest's driver finds it
+/// when it loads. Without a virtio balloon there is nothing to apply it to.
+pub(in crate::service) async fn apply_at_start(
+    qmp: &novacron_qmp::Client,
+    name: &str,
+    config: &novacron_domain::DomainConfig,
+) -> Result<(), Error> {
+    let Some(target) = start_target(config) else {
+        return Ok(());
+    };
+    qmp.execute_raw("balloon", Some(&json!({ "value": target * 1024 })))
+        .await
+        .map_err(|e| qmp_error(name, "start (balloon to <currentMemory>)", e))?;
+    Ok(())
+}
+
+/// The balloon target a guest starts with (KiB): `<currentMemory>` when it is below
+/// `<memory>` and there is a virtio balloon to apply it.
+pub(in crate::service) fn start_target(c: &novacron_domain::DomainConfig) -> Option<u64> {
+    c.memory
+        .current_kib
+        .filter(|&k| k < c.memory.memory_kib && has_balloon(c))
+}
+
 impl Service {
     /// `setmem SIZE [--live] [--config]`: the balloon target.
     pub async fn set_mem(&self, name: &str, kib: u64, scope: Scope) -> Result<MemStats, Error> {
@@ -92,7 +117,7 @@ impl Service {
                 return Err(no_balloon(name));
             }
             // What the guest has been given: boot RAM plus every device's request.
-            let most = c.memory.memory_kib
+            let most = c.boot_memory_kib()
                 + c.devices
                     .memory
                     .iter()
@@ -191,7 +216,10 @@ impl Service {
         }
         Ok(MemStats {
             actual,
-            target: live.devices().balloon_kib,
+            target: live
+                .devices()
+                .balloon_kib
+                .or_else(|| start_target(&live.record.config)),
             stats,
             period,
         })

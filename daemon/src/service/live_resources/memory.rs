@@ -35,8 +35,10 @@ pub struct MemoryDeviceReport {
 /// Requested against guest-visible memory.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryReport {
-    /// `<memory>`: the boot RAM.
+    /// The boot RAM (QEMU's `-m size`): `<memory>` minus the memory devices.
     pub boot_kib: u64,
+    /// `<memory>`: the boot RAM plus every memory device's size (libvirt's meaning).
+    pub memory_kib: u64,
     /// `<maxMemory>` and its slots, if the guest may grow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_kib: Option<u64>,
@@ -135,12 +137,13 @@ impl Service {
                 .into_iter()
                 .map(|(alias, d)| report(alias, &d, None, false))
                 .collect();
+            let boot = c.boot_memory_kib();
             return Ok(MemoryReport {
-                boot_kib: c.memory.memory_kib,
+                boot_kib: boot,
+                memory_kib: c.memory.memory_kib,
                 max_kib: c.memory.max.as_ref().map(|m| m.size_kib),
                 slots: c.memory.max.as_ref().map(|m| m.slots),
-                requested_kib: c.memory.memory_kib
-                    + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
+                requested_kib: boot + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
                 devices,
                 plugged_kib: None,
                 balloon_target_kib: c.memory.current_kib,
@@ -169,22 +172,62 @@ impl Service {
             Ok(v) => v["actual"].as_u64().map(|b| b / 1024),
             Err(_) => None,
         };
+        let boot = c.boot_memory_kib();
         Ok(MemoryReport {
-            boot_kib: c.memory.memory_kib,
+            boot_kib: boot,
+            memory_kib: c.memory.memory_kib,
             max_kib: c.memory.max.as_ref().map(|m| m.size_kib),
             slots: c.memory.max.as_ref().map(|m| m.slots),
-            requested_kib: c.memory.memory_kib
-                + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
+            requested_kib: boot + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
             plugged_kib: Some(
-                c.memory.memory_kib
-                    + devices
-                        .iter()
-                        .map(|d| d.plugged_kib.unwrap_or(0))
-                        .sum::<u64>(),
+                boot + devices
+                    .iter()
+                    .map(|d| d.plugged_kib.unwrap_or(0))
+                    .sum::<u64>(),
             ),
             devices,
-            balloon_target_kib: d.balloon_kib,
+            balloon_target_kib: d
+                .balloon_kib
+                .or_else(|| super::balloon::start_target(&live.record.config)),
             balloon_actual_kib: actual,
+            scope: "live",
+        })
+    }
+
+    /// The answer to a change: the recorded state, without asking QEMU again (what the guest
+    /// has plugged of a virtio-mem device, and the balloon's actual, are `dommeminfo`'s: right
+    /// after a change the guest has not acted yet anyway). A plugged DIMM is plugged whole.
+    async fn memory_answer(&self, name: &str, live: bool) -> Result<MemoryReport, Error> {
+        let h = self.inner.handle(name)?;
+        let Some(l) = h.run().live().cloned().filter(|_| live) else {
+            return self.memory_report(name, true).await;
+        };
+        let c = l.config();
+        let d = l.devices();
+        let devices: Vec<MemoryDeviceReport> = c
+            .devices
+            .memory
+            .iter()
+            .map(|m| {
+                let alias = m.alias.clone().unwrap_or_default();
+                let unplugging = d.memory_unplugging.contains(&alias);
+                let plugged = (m.model == MemoryModel::Dimm).then_some(m.size_kib);
+                report(alias, m, plugged, unplugging)
+            })
+            .collect();
+        let boot = c.boot_memory_kib();
+        Ok(MemoryReport {
+            boot_kib: boot,
+            memory_kib: c.memory.memory_kib,
+            max_kib: c.memory.max.as_ref().map(|m| m.size_kib),
+            slots: c.memory.max.as_ref().map(|m| m.slots),
+            requested_kib: boot + devices.iter().map(|d| d.requested_kib).sum::<u64>(),
+            plugged_kib: None,
+            devices,
+            balloon_target_kib: d
+                .balloon_kib
+                .or_else(|| super::balloon::start_target(&l.record.config)),
+            balloon_actual_kib: None,
             scope: "live",
         })
     }
@@ -208,27 +251,28 @@ impl Service {
             check_requested(&defined.devices.memory[i], alias, requested_kib)?;
         }
         if let Some(live) = &live {
-            let mut d = live.devices();
+            let before = live.devices();
+            let mut d = before.clone();
             let mut mem = d.memory(&live.record.config);
             let m = mem
                 .iter_mut()
                 .find(|m| m.alias.as_deref() == Some(alias))
                 .ok_or_else(|| unknown(name, alias))?;
             check_requested(m, alias, requested_kib)?;
-            live.qmp(name)?
-                .execute_raw(
-                    "qom-set",
-                    Some(&json!({
-                        "path": format!("/machine/peripheral/{alias}"),
-                        "property": "requested-size",
-                        "value": requested_kib * 1024,
-                    })),
-                )
-                .await
-                .map_err(|e| qmp_error(name, "update-memory-device (qom-set requested-size)", e))?;
             m.requested_kib = Some(requested_kib);
             d.memory = Some(mem);
-            inner.save_live(name, live, d).await?;
+            let qmp = live.qmp(name)?;
+            let set = json!({
+                "path": format!("/machine/peripheral/{alias}"),
+                "property": "requested-size",
+                "value": requested_kib * 1024,
+            });
+            let change = async {
+                qmp.execute_raw("qom-set", Some(&set)).await.map_err(|e| {
+                    qmp_error(name, "update-memory-device (qom-set requested-size)", e)
+                })
+            };
+            super::change_recorded(inner, name, live, before, d, change).await?;
         }
         if config {
             let mut c = defined;
@@ -238,7 +282,7 @@ impl Service {
             inner.save_definition(&h, c).await?;
         }
         drop(job);
-        self.memory_report(name, live.is_none()).await
+        self.memory_answer(name, live.is_some()).await
     }
 
     /// Plugs a DIMM or a virtio-mem device (`attach-device` of a `<memory>` element).
@@ -257,6 +301,8 @@ impl Service {
             let mut c = defined.clone();
             let mut d = dev.clone();
             d.alias = None;
+            // `<memory>` includes the devices (libvirt): it grows by the device's size.
+            c.memory.memory_kib = c.memory.memory_kib.saturating_add(d.size_kib);
             c.devices.memory.push(d);
             // Validated whole: slots, maxMemory and sizes are checked there.
             inner.prepare(c.clone(), Some(h.definition()))?;
@@ -295,33 +341,39 @@ impl Service {
             // The running config with the device must be valid: the same checks as a define
             // (maxMemory, slots, block sizes), against the ceiling QEMU was started with.
             let mut check = running.clone();
+            check.memory.memory_kib = check.memory.memory_kib.saturating_add(dev.size_kib);
             devs.push(dev.clone());
             check.devices.memory = devs.clone();
             check.validate().map_err(Error::from)?;
             let qmp = live.qmp(name)?;
-            qmp.execute_raw("object-add", Some(&backend_json(&running, &dev, &id)))
-                .await
-                .map_err(|e| qmp_error(name, "attach memory (object-add)", e))?;
+            let backend = backend_json(&running, &dev, &id);
             let mut args = device_json(&dev, &id);
             if let Some(Address::Pci { bus, .. }) = dev.address {
                 args["bus"] = json!(format!("pci.{bus}"));
             }
-            if let Err(e) = qmp.execute_raw("device_add", Some(&args)).await {
-                // Nothing half-made stays: the backend goes with the failed device.
-                let _ = qmp
-                    .execute_raw("object-del", Some(&json!({ "id": backend_id(&id) })))
-                    .await;
-                return Err(qmp_error(name, "attach memory (device_add)", e));
-            }
-            let mut d = live.devices();
+            let change = async {
+                qmp.execute_raw("object-add", Some(&backend))
+                    .await
+                    .map_err(|e| qmp_error(name, "attach memory (object-add)", e))?;
+                if let Err(e) = qmp.execute_raw("device_add", Some(&args)).await {
+                    // Nothing half-made stays: the backend goes with the failed device.
+                    let _ = qmp
+                        .execute_raw("object-del", Some(&json!({ "id": backend_id(&id) })))
+                        .await;
+                    return Err(qmp_error(name, "attach memory (device_add)", e));
+                }
+                Ok(())
+            };
+            let before = live.devices();
+            let mut d = before.clone();
             d.memory = Some(devs);
-            inner.save_live(name, live, d).await?;
+            super::change_recorded(inner, name, live, before, d, change).await?;
         }
         if let Some(c) = new_config {
             inner.save_definition(&h, c).await?;
         }
         drop(job);
-        self.memory_report(name, live.is_none()).await
+        self.memory_answer(name, live.is_some()).await
     }
 
     /// Unplugs memory device `alias`: `device_del`, the guest's release as the long-running
@@ -423,12 +475,67 @@ impl Service {
             };
             let mut c = defined;
             if let Some(i) = def_index {
-                c.devices.memory.remove(i);
+                let gone = c.devices.memory.remove(i);
+                // `<memory>` includes the devices (libvirt): it shrinks by the device's size.
+                c.memory.memory_kib = c.memory.memory_kib.saturating_sub(gone.size_kib);
             }
             inner.save_definition(&h, c).await?;
         }
         drop(job);
         self.memory_report(name, live.is_none()).await
+    }
+}
+
+impl Service {
+    /// `setmaxmem SIZE --config`: the definition's `<memory>` (libvirt's total at boot, the
+    /// memory devices included). As libvirt for QEMU guests: a running guest's is fixed
+    /// (refused), a guest with NUMA cells sizes its RAM in the cells (refused), and
+    /// `<currentMemory>` above the new size comes down to it.
+    pub async fn set_max_mem(
+        &self,
+        name: &str,
+        kib: u64,
+        scope: Scope,
+    ) -> Result<MemoryReport, Error> {
+        let inner = &self.inner;
+        let h = inner.handle(name)?;
+        let job = h.begin(Job::Modify, inner.job_wait()).await?;
+        let (live, config) = resolve(&h, scope, "change the maximum memory of (--live)")?;
+        if live.is_some() {
+            return Err(invalid(
+                "live",
+                format!(
+                    "domain '{name}' is running: its <memory> cannot change while it runs (use \
+                     --config for the next start, attach-memory or update-memory-device to grow \
+                     it now, setmem to balloon it)"
+                ),
+            ));
+        }
+        debug_assert!(config);
+        let mut c = h.definition().config.config().clone();
+        if c.cpu.as_ref().is_some_and(|cpu| !cpu.numa.is_empty()) {
+            return Err(invalid(
+                "size_kib",
+                format!(
+                    "domain '{name}' has guest NUMA cells: its memory is the cells' (change \
+                     <cell memory> in the definition)"
+                ),
+            ));
+        }
+        if let Some(max) = c.memory.max.as_ref().filter(|m| kib > m.size_kib) {
+            return Err(invalid(
+                "size_kib",
+                format!("{kib} KiB is above <maxMemory> ({} KiB)", max.size_kib),
+            ));
+        }
+        c.memory.memory_kib = kib;
+        if c.memory.current_kib.is_some_and(|cur| cur >= kib) {
+            c.memory.current_kib = None;
+        }
+        // Validated whole: the memory devices must still fit (`<memory>` includes them).
+        inner.save_definition(&h, c).await?;
+        drop(job);
+        self.memory_report(name, true).await
     }
 }
 

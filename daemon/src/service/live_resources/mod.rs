@@ -15,6 +15,7 @@ use std::time::Duration;
 use novacron_domain::{Error, FieldError};
 use serde::{Deserialize, Serialize};
 
+pub(super) use balloon::apply_at_start as apply_balloon_at_start;
 pub use balloon::{MemStats, MIN_BALLOON_KIB};
 pub use memory::{MemoryDeviceReport, MemoryReport};
 pub use vcpus::VcpuCount;
@@ -64,6 +65,31 @@ fn resolve(
         )));
     }
     Ok((if want_live { live } else { None }, want_config))
+}
+
+/// Runs the QMP `change` of a hotplug while the runtime record with the device set `after`
+/// is written, instead of one after the other: the answer still waits for both (the record is
+/// durable before the caller hears "done"), but the fsyncs no longer add to QEMU's time. A
+/// crash between them is what `verify` settles at the next start (QEMU's word is taken); a
+/// refused change writes the record back to `before`.
+async fn change_recorded<T>(
+    inner: &super::Inner,
+    name: &str,
+    live: &Live,
+    before: crate::persist::live_devices::LiveDevices,
+    after: crate::persist::live_devices::LiveDevices,
+    change: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let (saved, done) = tokio::join!(inner.save_live(name, live, after), change);
+    match done {
+        Ok(v) => saved.map(|()| v),
+        Err(e) => {
+            if let Err(back) = inner.save_live(name, live, before).await {
+                tracing::warn!(domain = name, error = %back, "hotplug refused: record not restored");
+            }
+            Err(e)
+        }
+    }
 }
 
 fn check_timeout(timeout: Option<Duration>) -> Result<Duration, Error> {

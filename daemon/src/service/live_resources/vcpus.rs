@@ -157,27 +157,63 @@ impl Service {
                 .map_err(|e| qmp_error(name, "setvcpus (query-hotpluggable-cpus)", e))?;
             let plugged = all.iter().filter(|s| s.qom_path.is_some()).count() as u32;
             if count > plugged {
-                for (i, slot) in all.iter().enumerate() {
-                    if slot.qom_path.is_some() || i as u32 >= count {
-                        continue;
+                let adds: Vec<(u32, Value)> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| s.qom_path.is_none() && (*i as u32) < count)
+                    .map(|(i, slot)| {
+                        let mut args = slot.props.clone();
+                        args.insert("driver".into(), json!(slot.driver));
+                        args.insert("id".into(), json!(format!("vcpu{i}")));
+                        (i as u32, Value::Object(args))
+                    })
+                    .collect();
+                let before = live.devices();
+                let mut after = before.clone();
+                let highest = adds.last().map_or(0, |(i, _)| i + 1);
+                after.vcpus = Some(before.vcpus(&live.record.config).max(highest));
+                // The record with every new vCPU is written while QEMU plugs them; one that
+                // QEMU refuses leaves the record with those plugged before it.
+                let plug = async {
+                    let mut done = 0u32;
+                    for (i, args) in &adds {
+                        if let Err(e) = qmp.execute_raw("device_add", Some(args)).await {
+                            return Err((done, qmp_error(name, "setvcpus (device_add)", e)));
+                        }
+                        done = i + 1;
                     }
-                    let mut args = slot.props.clone();
-                    args.insert("driver".into(), json!(slot.driver));
-                    args.insert("id".into(), json!(format!("vcpu{i}")));
-                    qmp.execute_raw("device_add", Some(&Value::Object(args)))
-                        .await
-                        .map_err(|e| qmp_error(name, "setvcpus (device_add)", e))?;
-                    let mut d = live.devices();
-                    let now = d.vcpus(&live.record.config).max(i as u32 + 1);
-                    d.vcpus = Some(now);
-                    inner.save_live(name, &live, d).await?;
+                    Ok(done)
+                };
+                let (saved, plugged_now) = tokio::join!(inner.save_live(name, &live, after), plug);
+                if let Err((done, e)) = plugged_now {
+                    let mut back = before.clone();
+                    back.vcpus = Some(before.vcpus(&live.record.config).max(done));
+                    if let Err(w) = inner.save_live(name, &live, back).await {
+                        tracing::warn!(domain = name, error = %w, "setvcpus: record not restored");
+                    }
+                    return Err(e);
                 }
-                // The new vCPU threads follow the domain's cputune like the started ones.
+                saved?;
                 if let Err(e) =
                     super::super::placement::restore_drifted(&qmp, live.pid, &live.config()).await
                 {
                     tracing::warn!(domain = name, error = %e, "cannot pin hot-added vCPUs");
                 }
+                if config {
+                    save_current(inner, &h, count).await?;
+                }
+                drop(job);
+                // The answer from what was just done, without asking QEMU again.
+                let def = h.definition().config.config().clone();
+                let d = live.devices();
+                return Ok(VcpuCount {
+                    config_maximum: def.vcpu.count,
+                    config_current: def.vcpu.current.unwrap_or(def.vcpu.count),
+                    live_maximum: Some(live.record.config.vcpu.count),
+                    live_current: Some(d.vcpus(&live.record.config)),
+                    live_plugged: Some(plugged + adds.len() as u32),
+                    unplugging: d.vcpus_unplugging.clone(),
+                });
             } else if count < plugged {
                 let _unplug = h.jobs.begin_async(name, AsyncJob::Unplug)?;
                 let mut events = qmp.subscribe();

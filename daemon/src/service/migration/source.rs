@@ -964,6 +964,8 @@ pub(crate) fn device_set_config(
     sent.devices.disks = now.devices.disks;
     sent.vcpu.current = now.vcpu.current;
     sent.devices.memory = now.devices.memory;
+    // <memory> counts the memory devices (libvirt's meaning): hot-added ones included.
+    sent.memory.memory_kib = now.memory.memory_kib;
     sent.memory.current_kib = now.memory.current_kib;
     if matches!(
         definition.os.firmware,
