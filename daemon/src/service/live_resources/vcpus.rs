@@ -67,6 +67,42 @@ pub(super) async fn slots(qmp: &novacron_qmp::Client) -> Result<Vec<Slot>, novac
     Ok(out)
 }
 
+/// Plugs the lowest free slots of a QEMU that does not run the guest yet (a migration's
+/// destination, `-S -incoming defer`) until it has `count` vCPUs, with the ids `setvcpus`
+/// gives them, and records them in its live set: the same vCPUs, hot-plugged, as the source.
+pub(in crate::service) async fn plug_before_incoming(
+    inner: &std::sync::Arc<super::super::Inner>,
+    name: &str,
+    live: &super::super::domain::Live,
+    count: u32,
+) -> Result<(), Error> {
+    let max = live.record.config.vcpu.count;
+    if count > max {
+        return Err(invalid(
+            "live_vcpus",
+            format!("{count} vCPUs is above the guest's maximum ({max})"),
+        ));
+    }
+    let qmp = live.qmp(name)?;
+    let all = slots(qmp)
+        .await
+        .map_err(|e| qmp_error(name, "replay vCPUs (query-hotpluggable-cpus)", e))?;
+    for (i, slot) in all.iter().enumerate().take(count as usize) {
+        if slot.qom_path.is_some() {
+            continue;
+        }
+        let mut args = slot.props.clone();
+        args.insert("driver".into(), json!(slot.driver));
+        args.insert("id".into(), json!(format!("vcpu{i}")));
+        qmp.execute_raw("device_add", Some(&Value::Object(args)))
+            .await
+            .map_err(|e| qmp_error(name, "replay vCPUs (device_add)", e))?;
+    }
+    let mut d = live.devices();
+    d.vcpus = Some(count);
+    inner.save_live(name, live, d).await
+}
+
 impl Service {
     pub async fn vcpu_count(&self, name: &str) -> Result<VcpuCount, Error> {
         let h = self.inner.handle(name)?;

@@ -169,7 +169,19 @@ impl Service {
                     return Err(e);
                 }
             };
-            match listen(inner, &name, &launched, &request, listen_ip).await {
+            let ready = async {
+                if let Some(count) = request.live_vcpus {
+                    super::super::live_resources::vcpus::plug_before_incoming(
+                        inner,
+                        &name,
+                        &launched.live,
+                        count,
+                    )
+                    .await?;
+                }
+                listen(inner, &name, &launched, &request, listen_ip).await
+            };
+            match ready.await {
                 Ok(uri) => Ok((launched, uri)),
                 Err(e) => {
                     kill(inner, &name, launched).await;
@@ -660,7 +672,8 @@ async fn mark_taking_over(
     launched: &Launched,
     qmp: &novacron_qmp::Client,
 ) -> Result<Arc<Live>, Error> {
-    let mut record = launched.live.record.clone();
+    // With the live set as replayed before the stream (hot-plugged vCPUs).
+    let mut record = launched.live.record_now();
     let id = record
         .incoming
         .as_ref()

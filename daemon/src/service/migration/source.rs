@@ -344,10 +344,29 @@ impl Run_<'_> {
         let now = self.live.config();
         sent.devices.disks = now.devices.disks;
         // The vCPUs and memory devices it has now: the destination starts with the same set
-        // (QEMU refuses a stream from a different device set).
-        sent.vcpu.current = now.vcpu.current;
+        // (QEMU refuses a stream from a different device set). vCPUs hot-added here are
+        // hot-added there too, before the stream: `-smp cpus` stays the started count, which
+        // QEMU sizes some devices by (virtio-blk's queues and MSI-X table).
+        let started = &self.live.record.config.vcpu;
+        let started_count = started.current.unwrap_or(started.count);
+        let live_count = now.vcpu.current.unwrap_or(now.vcpu.count);
+        let live_vcpus = if live_count > started_count {
+            sent.vcpu.current = started.current;
+            Some(live_count)
+        } else {
+            sent.vcpu.current = now.vcpu.current;
+            None
+        };
         sent.devices.memory = now.devices.memory;
         sent.memory.current_kib = now.memory.current_kib;
+        // And the NICs it has now (hot-added ones at their root ports, detached ones gone).
+        match crate::service::nics::hotplug::live_interfaces(self.inner(), &name, self.live).await {
+            Ok(nics) => sent.devices.interfaces = nics,
+            Err(e) => {
+                let why = format!("cannot read the guest's live NICs: {e}");
+                return self.stay_here(Phase::Failed, why, None).await;
+            }
+        }
         if matches!(
             definition.config.config().os.firmware,
             novacron_domain::model::Firmware::UefiAuto { .. }
@@ -361,6 +380,7 @@ impl Run_<'_> {
             listen_host: self.peer.host.clone(),
             persistent,
             lease_secs: None,
+            live_vcpus,
         };
         let answer = tokio::select! {
             a = self.peer.client.prepare_incoming(&prepare) => a,
