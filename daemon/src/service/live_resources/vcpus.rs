@@ -1,6 +1,8 @@
 //! `setvcpus` and `vcpucount`. QEMU's CPU slots come from `query-hotpluggable-cpus`; the guest
 //! always has the lowest slots (a hotplug takes the next free one, an unplug the highest
-//! plugged), so `-smp cpus=N` on a migration destination or the next start is the same set.
+//! plugged), so `-smp cpus=N` at the next start is the same set; a migration's destination
+//! starts with the started count and plugs the same slots (`plug_before_incoming`), since QEMU
+//! sizes some devices by `-smp cpus` (virtio-blk's queues).
 //! A plug is `device_add` of the slot's CPU type with its topology ids; an unplug is
 //! `device_del` by QOM path (boot CPUs have no id) and waits for DEVICE_DELETED as the
 //! domain's long-running job with a deadline: a guest without an OS never acknowledges, and
