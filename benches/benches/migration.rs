@@ -279,6 +279,9 @@ fn random_ram_file(path: &Path, size: u64) -> Result<()> {
     std::io::copy(&mut random, &mut file)?;
     file.set_len(size)?;
     file.flush()?;
+    // The daemon runs QEMU as its own unprivileged user, which opens the backing file
+    // read-write (a private mapping never writes it back).
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
     Ok(())
 }
 
