@@ -382,6 +382,7 @@ async fn the_migration_peer_role_reaches_only_the_incoming_routes() {
         listen_host: "127.0.0.1".into(),
         persistent: false,
         lease_secs: None,
+        live_vcpus: None,
     };
     let e = ops.prepare_incoming(&prepare).await.unwrap_err();
     assert!(matches!(e, ClientError::Api { status: 403, .. }), "{e}");
@@ -414,6 +415,7 @@ async fn an_incoming_stream_listens_only_on_this_hosts_addresses() {
             listen_host: host.into(),
             persistent: false,
             lease_secs: None,
+            live_vcpus: None,
         };
         let e = peer.prepare_incoming(&prepare).await.unwrap_err();
         assert_eq!(e.code(), Some("invalid_config"), "{host}: {e}");
@@ -432,6 +434,7 @@ async fn an_incoming_stream_listens_only_on_this_hosts_addresses() {
         listen_host: "127.0.0.1".into(),
         persistent: false,
         lease_secs: None,
+        live_vcpus: None,
     };
     let answer = peer.prepare_incoming(&prepare).await.unwrap();
     assert!(answer.uri.starts_with("tcp:127.0.0.1:"), "{answer:?}");

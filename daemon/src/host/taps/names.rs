@@ -61,9 +61,30 @@ pub fn generated(uuid: &[u8; 16], macvtap: bool, slot: u32) -> String {
     )
 }
 
+/// [`generated`] for `variant` 0, else the same with `n` + the variant's hex digit in place of
+/// `nc` (same length): the names tried when the first is taken on this host.
+pub fn generated_variant(uuid: &[u8; 16], macvtap: bool, slot: u32, variant: u8) -> String {
+    let name = generated(uuid, macvtap, slot);
+    match variant {
+        0 => name,
+        v => format!("n{:x}{}", v & 0xf, &name[2..]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variants_keep_the_length() {
+        let uuid = [0xab; 16];
+        assert_eq!(generated_variant(&uuid, false, 1, 0), "ncababababt1");
+        assert_eq!(generated_variant(&uuid, false, 1, 1), "n1ababababt1");
+        assert_eq!(
+            generated_variant(&uuid, true, 0xffff, 15),
+            "nfababababmffff"
+        );
+    }
 
     #[test]
     fn generated_names_are_valid_and_short() {

@@ -6,7 +6,7 @@
 
 mod balloon;
 mod memory;
-mod vcpus;
+pub(super) mod vcpus;
 pub(super) mod verify;
 
 use std::sync::Arc;

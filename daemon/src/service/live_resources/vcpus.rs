@@ -1,6 +1,8 @@
 //! `setvcpus` and `vcpucount`. QEMU's CPU slots come from `query-hotpluggable-cpus`; the guest
 //! always has the lowest slots (a hotplug takes the next free one, an unplug the highest
-//! plugged), so `-smp cpus=N` on a migration destination or the next start is the same set.
+//! plugged), so `-smp cpus=N` at the next start is the same set; a migration's destination
+//! starts with the started count and plugs the same slots (`plug_before_incoming`), since QEMU
+//! sizes some devices by `-smp cpus` (virtio-blk's queues).
 //! A plug is `device_add` of the slot's CPU type with its topology ids; an unplug is
 //! `device_del` by QOM path (boot CPUs have no id) and waits for DEVICE_DELETED as the
 //! domain's long-running job with a deadline: a guest without an OS never acknowledges, and
@@ -65,6 +67,42 @@ pub(super) async fn slots(qmp: &novacron_qmp::Client) -> Result<Vec<Slot>, novac
         [k[1], k[2], k[3], k[4]]
     });
     Ok(out)
+}
+
+/// Plugs the lowest free slots of a QEMU that does not run the guest yet (a migration's
+/// destination, `-S -incoming defer`) until it has `count` vCPUs, with the ids `setvcpus`
+/// gives them, and records them in its live set: the same vCPUs, hot-plugged, as the source.
+pub(in crate::service) async fn plug_before_incoming(
+    inner: &std::sync::Arc<super::super::Inner>,
+    name: &str,
+    live: &super::super::domain::Live,
+    count: u32,
+) -> Result<(), Error> {
+    let max = live.record.config.vcpu.count;
+    if count > max {
+        return Err(invalid(
+            "live_vcpus",
+            format!("{count} vCPUs is above the guest's maximum ({max})"),
+        ));
+    }
+    let qmp = live.qmp(name)?;
+    let all = slots(qmp)
+        .await
+        .map_err(|e| qmp_error(name, "replay vCPUs (query-hotpluggable-cpus)", e))?;
+    for (i, slot) in all.iter().enumerate().take(count as usize) {
+        if slot.qom_path.is_some() {
+            continue;
+        }
+        let mut args = slot.props.clone();
+        args.insert("driver".into(), json!(slot.driver));
+        args.insert("id".into(), json!(format!("vcpu{i}")));
+        qmp.execute_raw("device_add", Some(&Value::Object(args)))
+            .await
+            .map_err(|e| qmp_error(name, "replay vCPUs (device_add)", e))?;
+    }
+    let mut d = live.devices();
+    d.vcpus = Some(count);
+    inner.save_live(name, live, d).await
 }
 
 impl Service {

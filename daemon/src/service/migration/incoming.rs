@@ -169,7 +169,19 @@ impl Service {
                     return Err(e);
                 }
             };
-            match listen(inner, &name, &launched, &request, listen_ip).await {
+            let ready = async {
+                if let Some(count) = request.live_vcpus {
+                    super::super::live_resources::vcpus::plug_before_incoming(
+                        inner,
+                        &name,
+                        &launched.live,
+                        count,
+                    )
+                    .await?;
+                }
+                listen(inner, &name, &launched, &request, listen_ip).await
+            };
+            match ready.await {
                 Ok(uri) => Ok((launched, uri)),
                 Err(e) => {
                     kill(inner, &name, launched).await;
@@ -292,23 +304,33 @@ impl Service {
             }
         };
         // The source's "completed" means sent, not loaded: wait until this end has it all.
-        if let Err(e) = wait_loaded(&qmp, name).await {
-            self.discard(m, launched, e.to_string(), false).await;
-            return Err(e);
-        }
+        // The definition (taken over with the guest) is written meanwhile: its fsync need not
+        // follow the load, and the guest is paused on both hosts until `cont`. It is written
+        // before the taking-over mark, so a daemon restarted with the mark has it too.
         // Everything that can fail comes before `cont`, so a failure discards a guest that
         // never ran here and the source keeps (and resumes) its own.
         let h = &m.handle;
         let defined_here = m.persistent && !h.definition().persistent;
-        if m.persistent {
-            let d = h.definition();
-            if let Err(e) = inner.definitions.save(d.config.config(), d.trust).await {
-                let e = Error::Internal(format!(
-                    "cannot save the migrated definition of '{name}': {e}"
-                ));
-                self.discard(m, launched, e.to_string(), false).await;
-                return Err(e);
+        let save_definition = async {
+            if !m.persistent {
+                return Ok(());
             }
+            let d = h.definition();
+            inner
+                .definitions
+                .save(d.config.config(), d.trust)
+                .await
+                .map_err(|e| {
+                    Error::Internal(format!(
+                        "cannot save the migrated definition of '{name}': {e}"
+                    ))
+                })
+        };
+        let (loaded, saved) = tokio::join!(wait_loaded(&qmp, name), save_definition);
+        let undefine = defined_here && saved.is_ok();
+        if let Err(e) = loaded.and(saved) {
+            self.discard(m, launched, e.to_string(), undefine).await;
+            return Err(e);
         }
         let live = match mark_taking_over(inner, name, &launched, &qmp).await {
             Ok(live) => live,
@@ -620,8 +642,10 @@ pub(in crate::service) async fn kill(inner: &Arc<Inner>, name: &str, mut launche
 async fn wait_loaded(qmp: &novacron_qmp::Client, name: &str) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + LOAD_WAIT;
     // The source asks once it has sent the last byte, so this end is usually a few ms
-    // behind: ask again soon at first, then back off (the guest is paused meanwhile).
-    let mut pause = Duration::from_millis(1);
+    // behind, and the guest is paused meanwhile: QEMU's MIGRATION event wakes the next
+    // question at once (subscribed before the first, so none is missed); a short pause
+    // between questions covers a lagged event stream.
+    let mut events = qmp.subscribe();
     loop {
         let info = qmp
             .execute(&QueryMigrate)
@@ -644,8 +668,15 @@ async fn wait_loaded(qmp: &novacron_qmp::Client, name: &str) -> Result<(), Error
                 })
             }
             _ => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(20));
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    n = events.recv() => {
+                        if n.is_none() {
+                            // Closed: the next question says how.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
             }
         }
     }
@@ -661,7 +692,8 @@ async fn mark_taking_over(
     launched: &Launched,
     qmp: &novacron_qmp::Client,
 ) -> Result<Arc<Live>, Error> {
-    let mut record = launched.live.record.clone();
+    // With the live set as replayed before the stream (hot-plugged vCPUs).
+    let mut record = launched.live.record_now();
     let id = record
         .incoming
         .as_ref()

@@ -27,7 +27,7 @@ pub use progress::{Phase, Progress};
 
 pub(in crate::service) use incoming::kill as kill_unstarted;
 pub(super) use recovery::recover;
-pub(crate) use source::device_set_config;
+pub(crate) use source::device_set;
 
 /// `POST /v1/domains/{name}/migrate`.
 #[derive(Clone, Serialize, Deserialize)]
@@ -76,6 +76,12 @@ pub struct IncomingRequest {
     /// Seconds without a word from the source after which the destination gives up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_secs: Option<u64>,
+    /// vCPUs the guest has now when it has more than it was started with (the XML's current
+    /// count): the destination starts with the started count and hot-plugs the rest before
+    /// the stream, as the source did. QEMU sizes some devices by the started count (`-smp
+    /// cpus`: virtio-blk's queues, so its MSI-X table), which must match on both ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_vcpus: Option<u32>,
 }
 
 /// The destination's answer to a prepare.

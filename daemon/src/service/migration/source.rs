@@ -10,7 +10,7 @@ use novacron_qmp::commands::{
     QueryMigrate, QueryStatus, Quit, Stop,
 };
 use novacron_qmp::qapi::MigrationStatus;
-use novacron_qmp::Notification;
+use novacron_qmp::{EventKind as QmpEvent, Notification};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -339,7 +339,16 @@ impl Run_<'_> {
         // definition leaves to the host is chosen again there: the paths resolved here (the
         // loader, this host's NVRAM file) need not exist on the destination; QEMU carries the
         // flash contents in the stream.
-        let sent = device_set_config(self.live, definition.config.config());
+        let DeviceSet {
+            config: sent,
+            live_vcpus,
+        } = match device_set(self.inner(), &name, self.live, definition.config.config()).await {
+            Ok(set) => set,
+            Err(e) => {
+                let why = format!("cannot read the guest's live device set: {e}");
+                return self.stay_here(Phase::Failed, why, None).await;
+            }
+        };
         // 1. The destination prepares.
         let prepare = IncomingRequest {
             xml: sent.to_xml(),
@@ -347,6 +356,7 @@ impl Run_<'_> {
             listen_host: self.peer.host.clone(),
             persistent,
             lease_secs: None,
+            live_vcpus,
         };
         let answer = tokio::select! {
             a = self.peer.client.prepare_incoming(&prepare) => a,
@@ -413,12 +423,22 @@ impl Run_<'_> {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut published = Instant::now() - PUBLISH_EVERY;
-        let mut renewed = Instant::now();
+        // The destination's lease is renewed beside the loop, never in it: a completion that
+        // came while the loop waited for the destination's answer would wait with it (the
+        // guest paused on both hosts).
+        let (gave_up_tx, mut gave_up) = tokio::sync::mpsc::channel::<String>(1);
+        let renewer = AbortOnDrop(tokio::spawn(renew_lease(
+            self.peer.client.clone(),
+            incoming.clone(),
+            gave_up_tx,
+        )));
         let mut cancel_sent = false;
         let mut timed_out = false;
         let mut handed_over = false;
         let mut why: Option<String> = None;
         let completed_at;
+        // QEMU's MIGRATION event said the stream completed: no query needed to act on it.
+        let mut completed_event = false;
         let ended: MigrationInfo = loop {
             tokio::select! {
                 _ = self.out.cancel.cancelled(), if !cancel_sent => {
@@ -430,12 +450,22 @@ impl Run_<'_> {
                     }
                 }
                 _ = self.out.postcopy.notified() => self.to_postcopy(&qmp).await,
+                Some(reason) = gave_up.recv(), if !handed_over => {
+                    why = Some(reason);
+                    let _ = qmp.execute(&MigrateCancel).await;
+                }
                 _ = sleep_until(deadline), if deadline.is_some() && !timed_out => {
                     timed_out = true;
                     self.on_timeout(&qmp, &mut why).await;
                 }
                 n = events.recv() => match n {
-                    Some(Notification::Event(_)) | Some(Notification::Lagged(_)) => {}
+                    Some(Notification::Event(e)) => {
+                        completed_event = matches!(
+                            e.kind,
+                            QmpEvent::Migration { status: MigrationStatus::Completed }
+                        );
+                    }
+                    Some(Notification::Lagged(_)) => {}
                     Some(Notification::Disconnected(_)) | None => {
                         // QEMU went away: the next query says so.
                         tokio::time::sleep(POLL).await;
@@ -443,7 +473,18 @@ impl Run_<'_> {
                 },
                 _ = poll.tick() => {}
             }
-            let info = match qmp.execute(&QueryMigrate).await {
+            // The guest is paused on both hosts from QEMU's completion to the destination's
+            // `cont`: a completion QEMU announced is acted on at once, without a query-migrate
+            // (whose answer waits for the lock QEMU's migration thread takes to finish up).
+            let queried = if std::mem::take(&mut completed_event) {
+                Ok(MigrationInfo {
+                    status: Some(MigrationStatus::Completed),
+                    ..MigrationInfo::default()
+                })
+            } else {
+                qmp.execute(&QueryMigrate).await
+            };
+            let info = match queried {
                 Ok(info) => info,
                 // A slow answer under load says nothing about the migration: ask again.
                 Err(e) if !matches!(e, novacron_qmp::Error::Closed(_)) => {
@@ -500,68 +541,50 @@ impl Run_<'_> {
                 | Some(MigrationStatus::Failed)
                 | Some(MigrationStatus::Cancelled) => {
                     completed_at = Instant::now();
-                    let info = completed_figures(&qmp, info).await;
-                    // Only the figures: the phase was decided above.
-                    self.out.with(|p| {
-                        let keep = p.phase;
-                        p.update(&info, elapsed);
-                        p.phase = keep;
-                    });
-                    tracing::info!(
-                        domain = %name,
-                        status = ?info.status,
-                        total_ms = ?info.total_time,
-                        downtime_ms = ?info.downtime,
-                        transferred = ?info.ram.as_ref().map(|r| r.transferred),
-                        "migration stream ended"
-                    );
                     break info;
                 }
                 _ => {}
             }
-            if renewed.elapsed() >= RENEW_EVERY && !handed_over {
-                renewed = Instant::now();
-                match self.peer.client.incoming(&incoming).await {
-                    Ok(v) if v.state == IncomingState::Aborted => {
-                        why = Some(format!(
-                            "the destination gave up: {}",
-                            v.detail.unwrap_or_default()
-                        ));
-                        let _ = qmp.execute(&MigrateCancel).await;
-                    }
-                    Err(ClientError::Api { status: 404, .. }) => {
-                        why = Some("the destination forgot the migration".into());
-                        let _ = qmp.execute(&MigrateCancel).await;
-                    }
-                    // Unreachable for now: the stream itself fails if the host is gone.
-                    _ => {}
-                }
-            }
         };
-        match ended.status {
+        drop(renewer);
+        let elapsed = started.elapsed().as_millis() as u64;
+        match ended.status.clone() {
             Some(MigrationStatus::Completed) => {
                 if !handed_over {
                     self.out.with(|p| p.phase = Phase::Finishing);
                     rec.phase = RecordPhase::HandingOver;
-                    if let Err(e) = record::save(self.inner(), &rec).await {
+                    // The hand-over is asked for at once; the record is written meanwhile, not
+                    // before: a restarted daemon asks the destination whenever QEMU says
+                    // "completed", whatever the record's phase, so its fsync need not hold
+                    // the guest's pause.
+                    let (saved, handed) =
+                        tokio::join!(record::save(self.inner(), &rec), self.hand_over(&incoming));
+                    if let Err(e) = saved {
                         tracing::warn!(domain = %name, error = %e, "cannot update the migration record");
                     }
-                    match self.hand_over(&incoming).await {
+                    match handed {
                         HandOver::Done => {
                             let handover = completed_at.elapsed().as_millis() as u64;
                             self.out.with(|p| p.handover_ms = Some(handover));
                         }
                         HandOver::Refused(e) => {
+                            self.figures(&qmp, ended, elapsed).await;
                             let why = format!("the destination could not take over: {e}");
                             return self.stay_here(Phase::Failed, why, Some(&incoming)).await;
                         }
-                        HandOver::Unknown(e) => return self.undecided(e).await,
+                        HandOver::Unknown(e) => {
+                            self.figures(&qmp, ended, elapsed).await;
+                            return self.undecided(e).await;
+                        }
                     }
                 }
+                // QEMU's totals (for the progress and the log), once the guest runs there.
+                self.figures(&qmp, ended, elapsed).await;
                 self.gone_from_here().await;
                 (Phase::Completed, None)
             }
             status => {
+                let ended = self.figures(&qmp, ended, elapsed).await;
                 let detail = why
                     .or(ended.error_desc.clone())
                     .unwrap_or_else(|| format!("QEMU reported {status:?}"));
@@ -579,6 +602,31 @@ impl Run_<'_> {
                 self.stay_here(phase, detail, Some(&incoming)).await
             }
         }
+    }
+
+    /// QEMU's totals of an ended stream folded into the progress (the phase is the driver's)
+    /// and logged.
+    async fn figures(
+        &self,
+        qmp: &novacron_qmp::Client,
+        info: MigrationInfo,
+        elapsed: u64,
+    ) -> MigrationInfo {
+        let info = completed_figures(qmp, info).await;
+        self.out.with(|p| {
+            let keep = p.phase;
+            p.update(&info, elapsed);
+            p.phase = keep;
+        });
+        tracing::info!(
+            domain = %self.name(),
+            status = ?info.status,
+            total_ms = ?info.total_time,
+            downtime_ms = ?info.downtime,
+            transferred = ?info.ram.as_ref().map(|r| r.transferred),
+            "migration stream ended"
+        );
+        info
     }
 
     async fn start_stream(&self, qmp: &novacron_qmp::Client, uri: &str) -> Result<(), Error> {
@@ -721,6 +769,35 @@ impl Run_<'_> {
                 "cannot reach the destination to discard the migration; its lease will"
             ),
         }
+    }
+}
+
+/// Renews the destination's lease every few seconds until aborted; says why once the
+/// destination gave the migration up (or forgot it).
+async fn renew_lease(client: Client, incoming: String, gave_up: tokio::sync::mpsc::Sender<String>) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let reason = match client.incoming(&incoming).await {
+            Ok(v) if v.state == IncomingState::Aborted => {
+                format!("the destination gave up: {}", v.detail.unwrap_or_default())
+            }
+            Err(ClientError::Api { status: 404, .. }) => {
+                "the destination forgot the migration".into()
+            }
+            // Unreachable for now: the stream itself fails if the host is gone.
+            _ => continue,
+        };
+        let _ = gave_up.send(reason).await;
+        return;
+    }
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -949,29 +1026,54 @@ async fn completed_figures(qmp: &novacron_qmp::Client, info: MigrationInfo) -> M
     info
 }
 
-/// The config a new QEMU that is to load this guest's state starts with (a migration's
-/// destination, a full snapshot's revert): the config it runs with, with the disks, vCPUs,
-/// memory devices and balloon target it has now (QEMU refuses a stream from a different
-/// device set). Firmware the definition leaves to the host is chosen again by the new QEMU's
-/// host (the stream carries the flash contents).
-pub(crate) fn device_set_config(
+/// What a new QEMU that is to load this guest's state starts with (a migration's destination,
+/// a full snapshot's revert): QEMU refuses a stream from a different device set.
+pub(crate) struct DeviceSet {
+    /// The config the guest runs with, with the disks, memory devices, NICs and balloon target
+    /// it has now. Firmware the definition leaves to the host is chosen again by the new
+    /// QEMU's host (the stream carries the flash contents).
+    pub config: novacron_domain::DomainConfig,
+    /// vCPUs hot-added since the start: the new QEMU starts with the started count (`-smp
+    /// cpus`, which QEMU sizes virtio-blk's queues and MSI-X table by) and plugs up to this
+    /// many before the stream (`vcpus::plug_before_incoming`).
+    pub live_vcpus: Option<u32>,
+}
+
+pub(crate) async fn device_set(
+    inner: &Arc<Inner>,
+    name: &str,
     live: &Live,
     definition: &novacron_domain::DomainConfig,
-) -> novacron_domain::DomainConfig {
+) -> Result<DeviceSet, Error> {
     let mut sent = live.record.config.clone();
     // The disks QEMU has now (hot-plugged ones included), at the addresses they have here.
     let now = live.config();
     sent.devices.disks = now.devices.disks;
-    sent.vcpu.current = now.vcpu.current;
+    let started = &live.record.config.vcpu;
+    let started_count = started.current.unwrap_or(started.count);
+    let live_count = now.vcpu.current.unwrap_or(now.vcpu.count);
+    let live_vcpus = if live_count > started_count {
+        sent.vcpu.current = started.current;
+        Some(live_count)
+    } else {
+        sent.vcpu.current = now.vcpu.current;
+        None
+    };
     sent.devices.memory = now.devices.memory;
     // <memory> counts the memory devices (libvirt's meaning): hot-added ones included.
     sent.memory.memory_kib = now.memory.memory_kib;
     sent.memory.current_kib = now.memory.current_kib;
+    // The NICs it has now (hot-added ones at their root ports, detached ones gone).
+    sent.devices.interfaces =
+        crate::service::nics::hotplug::live_interfaces(inner, name, live).await?;
     if matches!(
         definition.os.firmware,
         novacron_domain::model::Firmware::UefiAuto { .. }
     ) {
         sent.os.firmware = definition.os.firmware.clone();
     }
-    sent
+    Ok(DeviceSet {
+        config: sent,
+        live_vcpus,
+    })
 }

@@ -122,6 +122,21 @@ pub(super) fn live_nics(live: &Live, l: &Ledger) -> Vec<(Interface, String, Opti
     out
 }
 
+/// The NICs a running guest has now, in the order a command line for the same device set
+/// gives them (the started ones still plugged, then the hot-added ones at the root ports they
+/// were plugged into): what a migration's destination starts with.
+pub(crate) async fn live_interfaces(
+    inner: &Arc<Inner>,
+    name: &str,
+    live: &Live,
+) -> Result<Vec<Interface>, Error> {
+    let l = load_ledger(inner, name).await?;
+    Ok(live_nics(live, &l)
+        .into_iter()
+        .map(|(nic, _, _)| nic)
+        .collect())
+}
+
 pub(super) fn running(h: &DomainHandle) -> Option<Arc<Live>> {
     match h.run() {
         Run::Up { live, .. } => Some(live),
@@ -563,7 +578,19 @@ async fn attach_live(
     let nl = Netlink::open().map_err(|e| Error::Internal(format!("netlink: {e}")))?;
     let (mut made, taps, vhost) =
         super::make_link(&nl, name, &uuid, slot, index, &nic, &attachment).await?;
-    made.hotplugged = Some(nic.clone());
+    // Recorded at the root port it is plugged into: a migration's destination (and anything
+    // else replaying the live set) must put it at the same address, which names the device's
+    // state in the stream.
+    let mut recorded = nic.clone();
+    if let Some(port) = bus
+        .as_deref()
+        .and_then(|b| b.strip_prefix("pci."))
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| *n != 0)
+    {
+        recorded.address = Some(novacron_domain::qemu::hotplug::root_port_address(port));
+    }
+    made.hotplugged = Some(recorded);
     l.links.push(made.clone());
     let alias = crate::host::taps::marker_for(name);
     let undo_link = |l: &mut Ledger| l.links.retain(|m| m.device != made.device);

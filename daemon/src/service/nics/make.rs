@@ -43,6 +43,20 @@ async fn link_name(
     slot: u32,
 ) -> Result<String, Error> {
     let Some(dev) = &nic.target_dev else {
+        // The generated name may be taken on this host by a link of the same guest that
+        // another daemon made: the source's during a migration between two daemons of one
+        // host. Then a variant (the create still refuses a name taken meanwhile).
+        for variant in 0..16 {
+            let name = taps::names::generated_variant(uuid, macvtap, slot, variant);
+            let taken = nl
+                .by_name(&name)
+                .await
+                .map_err(|e| host_err("look up interface", &name, e))?
+                .is_some();
+            if !taken {
+                return Ok(name);
+            }
+        }
         return Ok(taps::names::generated(uuid, macvtap, slot));
     };
     let path = format!("{field}.target_dev");

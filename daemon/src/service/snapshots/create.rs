@@ -62,6 +62,7 @@ pub(super) fn new_snap(
             .collect(),
         memory_file: None,
         domain_xml: None,
+        live_vcpus: None,
         downtime_ms: None,
     }
 }

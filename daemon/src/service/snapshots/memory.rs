@@ -152,9 +152,14 @@ impl Service {
             });
         }
         // The device set now (hot-plugged vCPUs, memory and disks): what a revert replays.
-        let xml =
-            crate::service::migration::device_set_config(live, h.definition().config.config())
-                .to_xml();
+        let set = crate::service::migration::device_set(
+            &self.inner,
+            &domain,
+            live,
+            h.definition().config.config(),
+        )
+        .await?;
+        let (xml, live_vcpus) = (set.config.to_xml(), set.live_vcpus);
         let was_running = q
             .execute(&QueryStatus)
             .await
@@ -314,6 +319,7 @@ impl Service {
         let mut snap = new_snap(req, &plans, SnapKind::Memory, state);
         snap.memory_file = Some(file.display().to_string());
         snap.domain_xml = Some(xml);
+        snap.live_vcpus = live_vcpus;
         snap.downtime_ms = match (background, ended.stopped_us, ended.saved.resumed_us) {
             (true, Some(a), Some(b)) => Some(u64::try_from((b - a).max(0)).unwrap_or(0) / 1000),
             _ => None,
@@ -546,6 +552,15 @@ impl Service {
         let started = began.elapsed();
         let loaded = async {
             let q = launched.live.qmp(&domain)?.clone();
+            if let Some(count) = s.live_vcpus {
+                crate::service::live_resources::vcpus::plug_before_incoming(
+                    &inner,
+                    &domain,
+                    &launched.live,
+                    count,
+                )
+                .await?;
+            }
             set_capabilities(&q, false)
                 .await
                 .map_err(|e| qemu(&domain, op, e))?;

@@ -100,6 +100,11 @@ pub struct Snap {
     /// memory devices and disks included), the device set a revert starts QEMU with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain_xml: Option<String>,
+    /// A full snapshot of a guest with hot-added vCPUs: the count the revert's QEMU plugs
+    /// before the load (it starts with `domain_xml`'s current count, see
+    /// `migration::DeviceSet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_vcpus: Option<u32>,
     /// A live full snapshot: how long the guest was paused (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_ms: Option<u64>,
@@ -392,6 +397,7 @@ mod tests {
             overlays: BTreeMap::new(),
             memory_file: None,
             domain_xml: None,
+            live_vcpus: None,
             downtime_ms: None,
         }
     }
