@@ -394,6 +394,58 @@ fn ram_snapshots_of_an_osless_guest() {
 }
 
 /// The last `NOVACRON-HEARTBEAT n` in `log` from byte `from` on.
+/// A snapshot taken after a vCPU hotplug reverts with that vCPU: the new QEMU starts with the
+/// started count (`-smp cpus`, which sizes virtio-blk's queues) and plugs the rest before the
+/// load, as a migration's destination does; started with two, QEMU refuses the disk's state.
+#[test]
+fn a_snapshot_after_a_vcpu_hotplug_reverts_with_it() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let name = "rs-hot";
+    let image = images(&env).join("rh.qcow2");
+    qemu_img_create(&image);
+    let virt = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    define(
+        &s,
+        &format!(
+            "<domain type='{virt}'><name>{name}</name><memory unit='MiB'>64</memory>
+               <vcpu current='1'>3</vcpu>
+               <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
+               <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+                 <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices>
+             </domain>",
+            image.display()
+        ),
+    );
+    ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
+    ok(
+        &s,
+        "PUT",
+        &format!("/v1/domains/{name}/vcpus"),
+        Some(&json!({ "count": 2, "live": true })),
+    );
+    let snaps = format!("/v1/domains/{name}/snapshots");
+    ok(
+        &s,
+        "POST",
+        &snaps,
+        Some(&json!({ "name": "two", "memory": "paused" })),
+    );
+    assert_eq!(tree_json(&env, name)["snapshots"]["two"]["live_vcpus"], 2);
+    let before = recorded_pid(&env, name);
+    let r = call(&s, "POST", &format!("{snaps}/two/revert"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_ne!(recorded_pid(&env, name), before);
+    assert_eq!(qmp(&s, name, "query-status")["status"], "running");
+    assert_eq!(plugged_cpus(&s, name), 2);
+    let vc = ok(&s, "GET", &format!("/v1/domains/{name}/vcpus"), None);
+    assert_eq!(vc["live_current"], 2, "{vc}");
+}
+
 fn last_heartbeat(log: &Path, from: usize) -> Option<u64> {
     let text = std::fs::read(log).unwrap_or_default();
     let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default());

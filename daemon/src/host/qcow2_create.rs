@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+const MAX_L1_BYTES: u64 = 32 << 20;
 const CLUSTER_BITS: u32 = 16;
 const CLUSTER: u64 = 1 << CLUSTER_BITS;
 /// Version 3 header with the compression type byte, padded (QEMU's `header_length`).
@@ -66,7 +67,8 @@ fn layout(size: u64, backing: &str, format: &str) -> io::Result<(Pieces, u64)> {
     let l1_bytes = l1_entries * 8;
     let l1_clusters = l1_bytes.div_ceil(CLUSTER);
     let used = 3 + l1_clusters;
-    if used > CLUSTERS_PER_BLOCK || l1_entries > u64::from(u32::MAX) {
+    // QEMU opens no image whose L1 table is over 32 MiB (QCOW_MAX_L1_SIZE): 2 PiB here.
+    if used > CLUSTERS_PER_BLOCK || l1_bytes > MAX_L1_BYTES {
         return Err(invalid(format!("size {size} is too large for one overlay")));
     }
     let mut h = vec![0u8; HEADER_LEN];
@@ -191,6 +193,8 @@ mod tests {
             (1 << 20, "", "raw"),
             (1 << 20, "/b", "raw,x"),
             (u64::MAX, "/b", "raw"),
+            // An L1 table over QEMU's 32 MiB: an image no QEMU opens.
+            ((2u64 << 50) + 1, "/b", "raw"),
         ] {
             let e = write_overlay(&f, size, backing, format).unwrap_err();
             assert_eq!(

@@ -98,6 +98,9 @@ struct Slot {
 
 /// One viewer's queue: the batches it has not taken yet (each shared with every other
 /// viewer, not copied), and why it ended.
+/// What a queued batch costs a viewer's budget at the least (its handle and queue slot).
+const ENTRY_COST: usize = 64;
+
 #[derive(Default)]
 struct Feed {
     state: Mutex<FeedState>,
@@ -107,7 +110,7 @@ struct Feed {
 #[derive(Default)]
 struct FeedState {
     queue: VecDeque<Bytes>,
-    /// Bytes in `queue`.
+    /// Bytes charged for `queue` (each entry at least `ENTRY_COST`).
     bytes: usize,
     ended: Option<Ended>,
 }
@@ -121,10 +124,13 @@ impl Feed {
     /// `VIEWER_BYTES` in waiting.
     fn push(&self, batch: &Bytes) -> bool {
         let mut f = self.lock();
-        if f.bytes + batch.len() > VIEWER_BYTES {
+        // Each entry is charged at least ENTRY_COST: while someone types, every UART read is
+        // its own batch, and a stalled viewer must not hold a million one-byte handles.
+        let cost = batch.len().max(ENTRY_COST);
+        if f.bytes + cost > VIEWER_BYTES {
             return false;
         }
-        f.bytes += batch.len();
+        f.bytes += cost;
         f.queue.push_back(batch.clone());
         drop(f);
         self.wake.notify_one();

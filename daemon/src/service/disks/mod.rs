@@ -136,7 +136,7 @@ impl Inner {
     }
 
     /// Validates and saves `config` as `h`'s persistent definition (same trust).
-    pub(super) async fn save_definition(
+    pub(in crate::service) async fn save_definition(
         &self,
         h: &DomainHandle,
         config: DomainConfig,

@@ -137,6 +137,31 @@ impl Service {
         let h = inner.handle(name)?;
         let _job = h.begin(Job::Modify, inner.job_wait()).await?;
         let scope = resolve_scope(&h, scope, "domiftune")?;
+        // The definition's change is made and checked before anything live changes: a NIC the
+        // definition lacks (hot-added live only) or a refused config changes nothing.
+        let config_change = if scope.config {
+            let mut cfg = h.definition().config.config().clone();
+            let Some(i) = cfg
+                .devices
+                .interfaces
+                .iter()
+                .position(|n| names(n, None, device))
+            else {
+                return Err(no_nic(name, device));
+            };
+            let current = cfg.devices.interfaces[i].bandwidth.clone();
+            let new = if change.is_empty() {
+                current
+            } else {
+                let new = change.applied(current.as_ref());
+                cfg.devices.interfaces[i].bandwidth = new.clone();
+                inner.prepare(cfg.clone(), Some(h.definition()))?;
+                new
+            };
+            Some((cfg, i, new))
+        } else {
+            None
+        };
         let mut answer = None;
         if scope.live {
             let live = running(&h).ok_or_else(|| Error::Internal("guest stopped".into()))?;
@@ -187,7 +212,23 @@ impl Service {
                         }
                     }
                 }
-                save_ledger(inner, name, &l).await?;
+                if let Err(e) = save_ledger(inner, name, &l).await {
+                    // Unrecorded limits would be lost at the next adoption: put the old back.
+                    let (ifname, n, old, nw) = (
+                        made.ifname.clone(),
+                        nic.clone(),
+                        current.clone(),
+                        new.clone(),
+                    );
+                    let undone = tokio::task::spawn_blocking(move || {
+                        apply_live(&ifname, &n, nw.as_ref(), old.as_ref())
+                    })
+                    .await;
+                    if !matches!(undone, Ok(Ok(_))) {
+                        tracing::error!(domain = name, "domiftune: cannot put the old limits back");
+                    }
+                    return Err(e);
+                }
                 now = new;
             }
             answer = Some(NicBandwidth {
@@ -197,24 +238,10 @@ impl Service {
                 bandwidth: now.unwrap_or_default(),
             });
         }
-        if scope.config {
-            let mut cfg = h.definition().config.config().clone();
-            let Some(i) = cfg
-                .devices
-                .interfaces
-                .iter()
-                .position(|n| names(n, None, device))
-            else {
-                return Err(no_nic(name, device));
-            };
-            let current = cfg.devices.interfaces[i].bandwidth.clone();
-            let mut now = current.clone();
+        if let Some((cfg, i, now)) = config_change {
             if !change.is_empty() {
-                let new = change.applied(current.as_ref());
-                cfg.devices.interfaces[i].bandwidth = new.clone();
-                drop(_job);
-                self.define(cfg.clone()).await?;
-                now = new;
+                // Under the job: nothing defined meanwhile is overwritten by this copy.
+                inner.save_definition(&h, cfg.clone()).await?;
             }
             if answer.is_none() {
                 answer = Some(NicBandwidth {

@@ -195,11 +195,20 @@ impl Service {
         let dir = meta::dir(&self.state_dir(), &domain);
         let (file, temp) = state_files(&dir, &req.name);
         let t = temp.clone();
-        let fd = blocking(move || {
+        // The state file is at most the guest's RAM (memory devices included) plus QEMU's
+        // device state; a margin covers the latter. It shares the filesystem with every
+        // definition and record, so a save that cannot fit is refused before the pause.
+        let need = live
+            .config()
+            .memory
+            .memory_kib
+            .saturating_mul(1024)
+            .saturating_add(STATE_MARGIN);
+        let opened = blocking(move || {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::create_dir_all(t.parent().unwrap_or(Path::new(".")))
                 .map_err(|e| io_err("create", t.display(), e))?;
-            std::fs::OpenOptions::new()
+            let fd = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
@@ -207,9 +216,35 @@ impl Service {
                 .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
                 .open(&t)
                 .map(OwnedFd::from)
-                .map_err(|e| io_err("create the RAM state file", t.display(), e))
+                .map_err(|e| io_err("create the RAM state file", t.display(), e))?;
+            let st = nix::sys::statvfs::fstatvfs(fd.as_fd())
+                .map_err(|e| io_err("statvfs", t.display(), e))?;
+            let available = st.blocks_available().saturating_mul(st.fragment_size());
+            if available < need {
+                let _ = std::fs::remove_file(&t);
+                return Ok(Err(available));
+            }
+            Ok(Ok(fd))
         })
-        .await?;
+        .await;
+        let fd = match opened {
+            Ok(Ok(fd)) => fd,
+            Ok(Err(available)) => {
+                restore_settings(&q, bandwidth).await;
+                return Err(invalid(
+                    "memory",
+                    format!(
+                        "the snapshot directory {} has {available} bytes available, the RAM \
+                         state of '{domain}' needs up to {need} bytes",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                restore_settings(&q, bandwidth).await;
+                return Err(e);
+            }
+        };
         // The overlay files are made before the guest pauses (its pause is QMP only).
         let prepared = match self
             .prepare_overlays(h, &Where::Running(live.clone()), &mut tree, req)
@@ -223,7 +258,7 @@ impl Service {
                     Ok(())
                 })
                 .await;
-                let _ = set_capabilities(&q, false).await;
+                restore_settings(&q, bandwidth).await;
                 return Err(e);
             }
         };
@@ -272,13 +307,7 @@ impl Service {
             }
         };
         drop(fd);
-        let restore = async {
-            let _ = set_capabilities(&q, false).await;
-            if let Some(b) = bandwidth {
-                let _ =
-                    live::raw(&q, "migrate-set-parameters", json!({ "max-bandwidth": b })).await;
-            }
-        };
+        let restore = restore_settings(&q, bandwidth);
         let (plans, ended) = match result {
             Ok(ok) => ok,
             Err(e) => {
@@ -392,15 +421,30 @@ impl Service {
             .switch_overlays(h, &Where::Running(live.clone()), prepared)
             .await?;
         let changes = adopt_overlays(tree, &plans, true);
-        q.send_fd(SAVE_FD, fd.as_fd())
+        let started = async {
+            q.send_fd(SAVE_FD, fd.as_fd())
+                .await
+                .map_err(|e| qemu(&domain, op, e))?;
+            q.execute(&Migrate {
+                uri: format!("fd:{SAVE_FD}"),
+                resume: None,
+            })
             .await
-            .map_err(|e| qemu(&domain, op, e))?;
-        q.execute(&Migrate {
-            uri: format!("fd:{SAVE_FD}"),
-            resume: None,
-        })
-        .await
-        .map_err(|e| qemu(&domain, op, e))?;
+            .map_err(|e| qemu(&domain, op, e))
+        }
+        .await;
+        if let Err(e) = started {
+            // The disks run on the overlays now: the tree and the definition must say so, or
+            // the next cold boot would start from the overlays' bases and lose every write.
+            let (saved, repointed) = tokio::join!(
+                self.save_tree(&domain, tree),
+                self.repoint_definition(h, &changes)
+            );
+            if let Err(e) = saved.and(repointed) {
+                tracing::error!(domain, error = %e, "recording the overlays after a refused RAM save");
+            }
+            return Err(e);
+        }
         // The overlays recorded while QEMU writes (a background snapshot's guest runs again
         // meanwhile); a failure here cancels the save.
         let (saved, repointed) = tokio::join!(
@@ -576,7 +620,8 @@ impl Service {
             wait_migration(&q, &mut events)
                 .await
                 .map_err(|e| qemu(&domain, op, format!("loading {file}: {e}")))?;
-            let mut record = launched.live.record.clone();
+            // With the live set as replayed before the load (hot-plugged vCPUs).
+            let mut record = launched.live.record_now();
             record.incoming = None;
             inner.records.save(&record).await.map_err(|e| {
                 Error::Internal(format!(
@@ -698,11 +743,23 @@ impl Service {
     /// flight writes (only names this module makes).
     async fn orphan_states(&self, domain: &str, tree: &Tree) -> Result<Vec<String>, Error> {
         let dir = meta::dir(&self.state_dir(), domain);
+        // Compared by file name, not by path: a state directory spelled differently (a
+        // symlink resolved, a moved directory) must never make every state file an orphan.
+        let file_name = |p: &str| {
+            Path::new(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        };
         let known: Vec<String> = tree
             .snapshots
             .values()
-            .filter_map(|s| s.memory_file.clone())
-            .chain(tree.pending_memory.iter().map(|p| p.temp_file.clone()))
+            .filter_map(|s| s.memory_file.as_deref().and_then(file_name))
+            .chain(tree.snapshots.keys().map(|n| format!("{n}.ram")))
+            .chain(
+                tree.pending_memory
+                    .iter()
+                    .filter_map(|p| file_name(&p.temp_file)),
+            )
             .collect();
         blocking(move || {
             let mut out = Vec::new();
@@ -714,13 +771,25 @@ impl Service {
                 let ours =
                     name.ends_with(".ram") || (name.starts_with('.') && name.ends_with(".ram.tmp"));
                 let path = e.path().display().to_string();
-                if ours && !known.contains(&path) {
+                if ours && !known.contains(&name) {
                     out.push(path);
                 }
             }
             Ok(out)
         })
         .await
+    }
+}
+
+/// Room for QEMU's device state beside the RAM in a state file (bytes).
+const STATE_MARGIN: u64 = 64 << 20;
+
+/// Puts back what a save changed in QEMU's migration settings (a later live migration must
+/// not run unthrottled or with background-snapshot on).
+async fn restore_settings(q: &Client, bandwidth: Option<u64>) {
+    let _ = set_capabilities(q, false).await;
+    if let Some(b) = bandwidth {
+        let _ = live::raw(q, "migrate-set-parameters", json!({ "max-bandwidth": b })).await;
     }
 }
 
