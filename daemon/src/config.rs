@@ -23,6 +23,8 @@ pub const MIN_LOG_MAX_BYTES: u64 = 64 * 1024;
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// Longest `api.ticket_ttl_secs` (ten minutes): a ticket in a URL is a bearer credential.
 pub const MAX_TICKET_TTL_SECS: u64 = 600;
+/// A websocket ticket's lifetime unless `api.ticket_ttl_secs` says otherwise.
+pub const DEFAULT_TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Who QEMU runs as when the daemon runs as root and `qemu_user` is not given.
 pub const DEFAULT_QEMU_USER: &str = "novacron-qemu";
 
@@ -177,10 +179,9 @@ impl Config {
 
     /// How long a websocket ticket stays good.
     pub fn ticket_ttl(&self) -> std::time::Duration {
-        self.api.ticket_ttl_secs.map_or(
-            crate::service::console::tickets::LIFETIME,
-            std::time::Duration::from_secs,
-        )
+        self.api
+            .ticket_ttl_secs
+            .map_or(DEFAULT_TICKET_TTL, std::time::Duration::from_secs)
     }
 
     /// The API's Unix socket path.

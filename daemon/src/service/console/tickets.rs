@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::service::audit::Actor;
 
 /// How long a ticket may wait for its websocket, unless `api.ticket_ttl_secs` says otherwise.
-pub const LIFETIME: Duration = Duration::from_secs(30);
+pub const LIFETIME: Duration = crate::config::DEFAULT_TICKET_TTL;
 /// Unredeemed tickets held at most (the oldest are forgotten first): minting cannot grow
 /// the daemon without bound.
 const MAX_TICKETS: usize = 4096;
