@@ -132,23 +132,19 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn ram_snapshots_of_an_osless_guest() {
-    let env = Env::new();
-    let d = env.start_daemon("");
-    let s = d.socket.clone();
-    let name = "rs-osless";
-    let image = images(&env).join("rs.qcow2");
+/// Defines `name`: a q35 OS-less guest (KVM where the host runs it) with 1 of 3 vCPUs, the
+/// given memory elements and a virtio qcow2 disk made for it; returns the disk's path.
+fn define_osless(env: &Env, s: &Path, name: &str, memory: &str) -> PathBuf {
+    let image = images(env).join(format!("{name}.qcow2"));
     qemu_img_create(&image);
     let virt = match novacron_tests::osless_accel() {
         novacron_tests::Accel::Kvm => "kvm",
         novacron_tests::Accel::Tcg => "qemu",
     };
     define(
-        &s,
+        s,
         &format!(
-            "<domain type='{virt}'><name>{name}</name>
-               <maxMemory slots='2' unit='MiB'>512</maxMemory><memory unit='MiB'>64</memory>
+            "<domain type='{virt}'><name>{name}</name>{memory}
                <vcpu current='1'>3</vcpu>
                <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
                <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
@@ -156,6 +152,21 @@ fn ram_snapshots_of_an_osless_guest() {
              </domain>",
             image.display()
         ),
+    );
+    image
+}
+
+#[test]
+fn ram_snapshots_of_an_osless_guest() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let name = "rs-osless";
+    let image = define_osless(
+        &env,
+        &s,
+        name,
+        "<maxMemory slots='2' unit='MiB'>512</maxMemory><memory unit='MiB'>64</memory>",
     );
     ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
     let snaps = format!("/v1/domains/{name}/snapshots");
@@ -393,7 +404,6 @@ fn ram_snapshots_of_an_osless_guest() {
     ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
 }
 
-/// The last `NOVACRON-HEARTBEAT n` in `log` from byte `from` on.
 /// A snapshot taken after a vCPU hotplug reverts with that vCPU: the new QEMU starts with the
 /// started count (`-smp cpus`, which sizes virtio-blk's queues) and plugs the rest before the
 /// load, as a migration's destination does; started with two, QEMU refuses the disk's state.
@@ -403,24 +413,7 @@ fn a_snapshot_after_a_vcpu_hotplug_reverts_with_it() {
     let d = env.start_daemon("");
     let s = d.socket.clone();
     let name = "rs-hot";
-    let image = images(&env).join("rh.qcow2");
-    qemu_img_create(&image);
-    let virt = match novacron_tests::osless_accel() {
-        novacron_tests::Accel::Kvm => "kvm",
-        novacron_tests::Accel::Tcg => "qemu",
-    };
-    define(
-        &s,
-        &format!(
-            "<domain type='{virt}'><name>{name}</name><memory unit='MiB'>64</memory>
-               <vcpu current='1'>3</vcpu>
-               <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
-               <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
-                 <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices>
-             </domain>",
-            image.display()
-        ),
-    );
+    define_osless(&env, &s, name, "<memory unit='MiB'>64</memory>");
     ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
     ok(
         &s,
@@ -446,6 +439,7 @@ fn a_snapshot_after_a_vcpu_hotplug_reverts_with_it() {
     assert_eq!(vc["live_current"], 2, "{vc}");
 }
 
+/// The last `NOVACRON-HEARTBEAT n` in `log` from byte `from` on.
 fn last_heartbeat(log: &Path, from: usize) -> Option<u64> {
     let text = std::fs::read(log).unwrap_or_default();
     let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
