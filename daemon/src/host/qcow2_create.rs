@@ -113,6 +113,18 @@ fn layout(size: u64, backing: &str, format: &str) -> io::Result<(Pieces, u64)> {
 /// Writes the overlay into `file`, which must be empty (a file the caller just created), and
 /// makes its contents durable (fdatasync) before returning.
 pub fn write_overlay(file: &File, size: u64, backing: &str, format: &str) -> io::Result<()> {
+    write_overlay_unsynced(file, size, backing, format)?;
+    file.sync_data()
+}
+
+/// [`write_overlay`] without the fdatasync: for a caller that makes it durable later (a
+/// snapshot syncs its overlays together with its metadata).
+pub fn write_overlay_unsynced(
+    file: &File,
+    size: u64,
+    backing: &str,
+    format: &str,
+) -> io::Result<()> {
     if file.metadata()?.len() != 0 {
         return Err(invalid("the overlay file is not empty".into()));
     }
@@ -122,7 +134,7 @@ pub fn write_overlay(file: &File, size: u64, backing: &str, format: &str) -> io:
     for (at, bytes) in pieces {
         file.write_all_at(&bytes, at)?;
     }
-    file.sync_data()
+    Ok(())
 }
 
 #[cfg(test)]

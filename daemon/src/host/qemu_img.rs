@@ -153,6 +153,64 @@ pub fn create_overlay(
     r
 }
 
+/// [`create_overlay`] neither fsync'd nor its directory entry: the caller makes both durable
+/// ([`sync_overlays`]) before anything durable names the file. Opened read-write (the
+/// descriptor QEMU gets).
+pub fn create_overlay_unsynced(
+    overlay: &str,
+    backing: &str,
+    backing_format: DiskFormat,
+    size: u64,
+) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(overlay)
+        .map_err(|e| format!("cannot create {overlay}: {e}"))?;
+    let r = super::qcow2_create::write_overlay_unsynced(
+        &file,
+        size,
+        backing,
+        format_name(backing_format),
+    )
+    .map_err(|e| format!("cannot write the overlay {overlay}: {e}"));
+    match r {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            let _ = std::fs::remove_file(overlay);
+            Err(e)
+        }
+    }
+}
+
+/// Makes overlays made by [`create_overlay_unsynced`] durable: their contents, then each
+/// directory entry (one fsync per directory).
+pub fn sync_overlays<'a>(overlays: impl IntoIterator<Item = &'a str>) -> std::io::Result<()> {
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    for o in overlays {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(o)?
+            .sync_data()?;
+        let dir = std::path::Path::new(o)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    for d in dirs {
+        std::fs::File::open(&d)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Writes `top`'s data into its backing file `base` (offline).
 pub fn commit(top: &str, base: &str) -> Result<(), String> {
     run(&["commit", "-q", "-f", "qcow2", "-b", base, "--", top]).map(drop)

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod dry_run;
 mod event_log;
 pub mod events;
+mod hold;
 pub mod host_info;
 pub mod host_metrics;
 mod host_resources;

@@ -1,13 +1,13 @@
 //! Taking a snapshot: overlays made by the daemon, then one transaction (running) or the
 //! definition repointed (stopped).
 
-use std::os::unix::fs::OpenOptionsExt;
-
 use novacron_domain::model::DiskFormat;
 use novacron_domain::snapshot::SnapshotState;
 use novacron_domain::Error;
 
-use super::meta::{FileRec, Snap, SnapDisk, SnapKind, Tree};
+use super::meta::{
+    FileRec, Journal, JournalOp, OverlayStep, QemuId, Snap, SnapDisk, SnapKind, Tree,
+};
 use super::quiesce::{self, Quiesce};
 use super::{
     check_name, ensure_chain, invalid, io_err, live, live_nodes, now, placement, select_disks,
@@ -18,15 +18,8 @@ use crate::service::Service;
 
 const MAX_DESCRIPTION: usize = 4096;
 
-/// One disk's part of a snapshot being taken.
-pub(super) struct Plan {
-    target: String,
-    /// The active file now: frozen by this snapshot.
-    file: String,
-    format: DiskFormat,
-    overlay: String,
-    node: String,
-}
+/// One disk's part of a snapshot being taken (as its journal records it).
+pub(super) type Plan = OverlayStep;
 
 /// A new snapshot freezing each planned disk's file (not yet in a tree).
 pub(super) fn new_snap(
@@ -107,11 +100,54 @@ pub(super) fn adopt_overlays(
         .collect()
 }
 
+/// Overlays planned (no file made yet): each frozen file's virtual size beside its plan.
+pub(super) struct Planned {
+    pub plans: Vec<Plan>,
+    sizes: Vec<u64>,
+    nodes: Option<super::meta::LiveNodes>,
+}
+
 /// Overlays made and opened, not yet the disks' active layers.
 pub(super) struct Prepared {
     pub plans: Vec<Plan>,
     fds: Vec<std::os::fd::OwnedFd>,
     nodes: Option<super::meta::LiveNodes>,
+}
+
+/// Records in `tree` (not yet saved) that the planned overlays are about to be made and
+/// switched to: recovery finishes or rolls back from this (`recover`).
+pub(super) fn journal_create(
+    tree: &mut Tree,
+    name: &str,
+    planned: &Planned,
+    snap: Option<Snap>,
+    place: &Where,
+) {
+    tree.journal = Some(Journal {
+        op: JournalOp::Create,
+        snapshot: name.to_owned(),
+        steps: Vec::new(),
+        overlays: planned.plans.clone(),
+        snap: snap.map(Box::new),
+        qemu: match place {
+            Where::Running(l) => Some(QemuId {
+                pid: l.pid,
+                start_time: l.record.start_time,
+            }),
+            Where::Stopped => None,
+        },
+    });
+}
+
+/// Makes the overlays (blocking) durable: contents and directory entries.
+pub(super) async fn sync_overlays(plans: &[Plan]) -> Result<(), Error> {
+    let files: Vec<String> = plans.iter().map(|p| p.overlay.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        crate::host::qemu_img::sync_overlays(files.iter().map(String::as_str))
+            .map_err(|e| io_err("fsync", files.join(", "), e))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
 }
 
 /// Removes overlay files a failed snapshot made.
@@ -152,7 +188,8 @@ impl Service {
         // The synchronous slot first (the long one does not admit `Modify` beside it).
         let _job = h.begin(Job::Modify, self.inner.job_wait()).await?;
         let _long = h.jobs.begin_async(domain, AsyncJob::Snapshot)?;
-        let mut tree = self.load_tree(domain).await?;
+        let place = placement(&h, "snapshot")?;
+        let mut tree = self.load_settled(&h, &place).await?;
         if tree.snapshots.contains_key(&req.name) {
             return Err(invalid(
                 "name",
@@ -165,7 +202,6 @@ impl Service {
                 detail: "an interrupted snapshot deletion is being finished".into(),
             });
         }
-        let place = placement(&h, "snapshot")?;
         if let Some(mode) = req.memory {
             // libvirt too: quiescing is for disk-only snapshots (the RAM holds what the
             // filesystems have not written yet, and it is saved).
@@ -208,56 +244,104 @@ impl Service {
                 }
             },
         };
-        let taken = self.take(&h, &place, &mut tree, &req).await;
+        let taken = self.take(&h, &place, &mut tree, &req, quiesced).await;
         if froze {
             quiesce::thaw_within(self, domain).await;
         }
         let plans = taken?;
-        let snap = new_snap(
-            &req,
-            &plans,
-            SnapKind::DiskOnly,
-            SnapshotState::DiskSnapshot,
-        );
-        let snap = Snap { quiesced, ..snap };
-        insert_snap(&mut tree, snap);
-        let changes = adopt_overlays(&mut tree, &plans, matches!(place, Where::Running(_)));
-        // Both made durable (fsync'd) at once: their fsyncs share a journal commit instead of
-        // waiting one after the other. A crash between the two leaves either the tree without
-        // the definition (as the sequential order could) or the definition on the overlay
-        // without the snapshot in the tree: the guest starts on the overlay (nothing lost),
-        // the tree records it as a file it did not make (never unlinked), and the call was
-        // never answered.
-        let (saved, repointed) = tokio::join!(
-            self.save_tree(domain, &tree),
-            self.repoint_definition(&h, &changes)
-        );
-        saved?;
-        repointed?;
+        self.finish_create(&h, &mut tree, &plans, matches!(place, Where::Running(_)))
+            .await?;
         let s = &tree.snapshots[&req.name];
         Ok(super::info(&tree, s))
     }
 
-    /// Makes the overlays and switches the disks to them; on failure undoes what it did.
+    /// The disks run on (or, stopped, will start from) the overlays: the snapshot in the
+    /// journal joins the tree, the overlays become the active files, the journal goes and the
+    /// definition names the overlays. The tree, the definition and the overlays (written
+    /// unsynced) are made durable at once: their fsyncs share journal commits instead of
+    /// waiting one after the other. A crash before all three are on disk leaves the journal,
+    /// which recovery finishes the same way (`recover`).
+    pub(super) async fn finish_create(
+        &self,
+        h: &crate::service::domain::DomainHandle,
+        tree: &mut Tree,
+        plans: &[Plan],
+        running: bool,
+    ) -> Result<(), Error> {
+        crate::service::hold::point(&self.inner.config.run_dir, "snapshot-switched").await;
+        if let Some(snap) = tree.journal.take().and_then(|j| j.snap) {
+            insert_snap(tree, *snap);
+        }
+        let changes = adopt_overlays(tree, plans, running);
+        let (synced, saved, repointed) = tokio::join!(
+            sync_overlays(plans),
+            self.save_tree(&h.name, tree),
+            self.repoint_definition(h, &changes)
+        );
+        synced?;
+        saved?;
+        repointed
+    }
+
+    /// Plans the overlays, records them in the journal (durably, before any file is made),
+    /// makes them and switches the disks to them; on failure undoes what it did.
     pub(super) async fn take(
         &self,
         h: &crate::service::domain::DomainHandle,
         place: &Where,
         tree: &mut Tree,
         req: &CreateRequest,
+        quiesced: bool,
     ) -> Result<Vec<Plan>, Error> {
-        let prepared = self.prepare_overlays(h, place, tree, req).await?;
-        self.switch_overlays(h, place, prepared).await
+        let planned = self.plan_overlays(h, place, tree, req).await?;
+        let snap = new_snap(
+            req,
+            &planned.plans,
+            SnapKind::DiskOnly,
+            SnapshotState::DiskSnapshot,
+        );
+        journal_create(
+            tree,
+            &req.name,
+            &planned,
+            Some(Snap { quiesced, ..snap }),
+            place,
+        );
+        self.save_tree(&h.name, tree).await?;
+        let prepared = match self.make_overlays(planned).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.drop_journal(&h.name, tree).await;
+                return Err(e);
+            }
+        };
+        match self.switch_overlays(h, place, prepared).await {
+            Ok(plans) => Ok(plans),
+            Err(e) => {
+                self.drop_journal(&h.name, tree).await;
+                Err(e)
+            }
+        }
     }
 
-    /// The overlay files made and opened (the guest untouched); removed again on failure.
-    pub(super) async fn prepare_overlays(
+    /// After a failure that removed what the journal announced: the journal goes (best
+    /// effort: one left behind is settled by the next snapshot operation or restart).
+    pub(super) async fn drop_journal(&self, domain: &str, tree: &mut Tree) {
+        tree.journal = None;
+        if let Err(e) = self.save_tree(domain, tree).await {
+            tracing::warn!(domain, error = %e, "snapshot journal after a failed snapshot");
+        }
+    }
+
+    /// Plans the overlays (the guest untouched, no file made): names, node names, each frozen
+    /// file's format (recorded in the tree) and size.
+    pub(super) async fn plan_overlays(
         &self,
         h: &crate::service::domain::DomainHandle,
         place: &Where,
         tree: &mut Tree,
         req: &CreateRequest,
-    ) -> Result<Prepared, Error> {
+    ) -> Result<Planned, Error> {
         let domain = h.name.clone();
         // The disks and their active files now.
         let (sel, nodes) = match place {
@@ -300,17 +384,17 @@ impl Service {
                 file,
             });
         }
-        // Image facts and overlay files (blocking).
+        // Image facts (blocking).
         let mut t = std::mem::take(tree);
-        let work: Vec<(String, String, DiskFormat)> = plans
+        let work: Vec<(String, DiskFormat)> = plans
             .iter()
             .zip(&sel)
-            .map(|(p, d)| (p.file.clone(), p.overlay.clone(), d.format))
+            .map(|(p, d)| (p.file.clone(), d.format))
             .collect();
-        let (t, made) = tokio::task::spawn_blocking(move || {
-            let mut made: Vec<Result<(DiskFormat, std::fs::File), Error>> = Vec::new();
-            for (file, overlay, declared) in &work {
-                let r = (|| {
+        let (t, facts) = tokio::task::spawn_blocking(move || {
+            let facts = work
+                .iter()
+                .map(|(file, declared)| {
                     // `qemu-img info` only for files the tree does not know yet (the first
                     // snapshot of a disk); a known file's format is the recorded one and its
                     // size comes from its header.
@@ -318,46 +402,62 @@ impl Service {
                     let format = t.files.get(file).map_or(DiskFormat::Raw, |r| r.format);
                     let size = crate::host::qemu_img::virtual_size(file, format)
                         .map_err(|e| io_err("read image", file, e))?;
-                    crate::host::qemu_img::create_overlay(overlay, file, format, size)
-                        .map_err(|e| io_err("create overlay", overlay, e))?;
-                    let fd = std::fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-                        .open(overlay)
-                        .map_err(|e| io_err("open overlay", overlay, e))?;
-                    Ok((format, fd))
-                })();
-                let failed = r.is_err();
-                made.push(r);
-                if failed {
-                    break;
-                }
-            }
-            (t, made)
+                    Ok((format, size))
+                })
+                .collect::<Result<Vec<_>, Error>>();
+            (t, facts)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
         *tree = t;
-        let mut fds = Vec::new();
-        let mut failure = None;
-        for (p, m) in plans.iter_mut().zip(made) {
-            match m {
-                Ok((format, fd)) => {
-                    p.format = format;
-                    fds.push(std::os::fd::OwnedFd::from(fd));
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
+        let mut sizes = Vec::new();
+        for (p, (format, size)) in plans.iter_mut().zip(facts?) {
+            p.format = format;
+            sizes.push(size);
+        }
+        Ok(Planned {
+            plans,
+            sizes,
+            nodes,
+        })
+    }
+
+    /// The planned overlay files made (not yet fsync'd: `finish_create` syncs them with the
+    /// metadata) and opened; removed again on failure.
+    pub(super) async fn make_overlays(&self, planned: Planned) -> Result<Prepared, Error> {
+        let Planned {
+            plans,
+            sizes,
+            nodes,
+        } = planned;
+        let work: Vec<(String, String, DiskFormat, u64)> = plans
+            .iter()
+            .zip(&sizes)
+            .map(|(p, size)| (p.file.clone(), p.overlay.clone(), p.format, *size))
+            .collect();
+        let made = tokio::task::spawn_blocking(move || {
+            let mut fds = Vec::new();
+            for (file, overlay, format, size) in &work {
+                match crate::host::qemu_img::create_overlay_unsynced(overlay, file, *format, *size)
+                {
+                    Ok(f) => fds.push(std::os::fd::OwnedFd::from(f)),
+                    Err(e) => {
+                        for (_, o, _, _) in &work[..fds.len()] {
+                            let _ = std::fs::remove_file(o);
+                        }
+                        return Err(io_err("create overlay", overlay, e));
+                    }
                 }
             }
-        }
-        if let Some(e) = failure {
-            remove_overlays(&plans[..fds.len()]).await;
-            return Err(e);
-        }
-        Ok(Prepared { plans, fds, nodes })
+            Ok(fds)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Prepared {
+            plans,
+            fds: made?,
+            nodes,
+        })
     }
 
     /// Switches a running guest's disks to the prepared overlays in one transaction; on
@@ -400,6 +500,8 @@ impl Service {
                 }
             }
             if r.is_ok() {
+                crate::service::hold::point(&self.inner.config.run_dir, "snapshot-before-switch")
+                    .await;
                 r = live::snapshot_transaction(q, &pairs).await;
             }
         }

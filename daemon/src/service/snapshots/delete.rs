@@ -64,7 +64,8 @@ impl Service {
         // The synchronous slot first (the long one does not admit `Modify` beside it).
         let _job = h.begin(Job::Modify, self.inner.job_wait()).await?;
         let _long = h.jobs.begin_async(domain, AsyncJob::Snapshot)?;
-        let mut tree = self.load_tree(domain).await?;
+        let place = placement(&h, "delete a snapshot of")?;
+        let mut tree = self.load_settled(&h, &place).await?;
         if tree.journal.is_some() {
             return Err(Error::Busy {
                 name: domain.to_owned(),
@@ -72,7 +73,6 @@ impl Service {
             });
         }
         let mut steps = plan(&tree, name)?;
-        let place = placement(&h, "delete a snapshot of")?;
         if let Where::Running(l) = &place {
             self.name_nodes(&h, l, &mut tree, &mut steps).await?;
         }
@@ -80,6 +80,9 @@ impl Service {
             op: JournalOp::Delete,
             snapshot: name.to_owned(),
             steps,
+            overlays: Vec::new(),
+            snap: None,
+            qemu: None,
         });
         self.save_tree(domain, &tree).await?;
         self.run_journal(&h, &place, &mut tree, req.speed, false)
@@ -275,7 +278,13 @@ impl Service {
         // The synchronous slot first (the long one does not admit `Modify` beside it).
         let _job = h.begin(Job::Modify, self.inner.job_wait()).await?;
         let _long = h.jobs.begin_async(domain, AsyncJob::Snapshot)?;
-        let mut tree = self.load_tree(domain).await?;
+        let mut tree = self.load_settled(&h, &placement(&h, "revert")?).await?;
+        if tree.journal.is_some() {
+            return Err(Error::Busy {
+                name: domain.to_owned(),
+                detail: "an interrupted snapshot deletion is being finished".into(),
+            });
+        }
         let s = tree
             .snapshots
             .get(name)

@@ -25,7 +25,7 @@ use novacron_qmp::qapi::{MigrationCapability, MigrationStatus};
 use novacron_qmp::{Client, EventKind, Subscription};
 use serde_json::json;
 
-use super::create::{adopt_overlays, insert_snap, new_snap, Plan};
+use super::create::{insert_snap, new_snap, Plan};
 use super::meta::{self, PendingMemory, Snap, SnapKind, Tree};
 use super::{invalid, io_err, placement, CreateRequest, MemoryMode, SnapshotInfo, Where};
 use crate::service::domain::{DomainHandle, Intent, Live, Monitor, Run, UpState};
@@ -245,11 +245,9 @@ impl Service {
                 return Err(e);
             }
         };
-        // The overlay files are made before the guest pauses (its pause is QMP only).
-        let prepared = match self
-            .prepare_overlays(h, &Where::Running(live.clone()), &mut tree, req)
-            .await
-        {
+        // The overlays are planned and made before the guest pauses (its pause is QMP only).
+        let place = Where::Running(live.clone());
+        let planned = match self.plan_overlays(h, &place, &mut tree, req).await {
             Ok(p) => p,
             Err(e) => {
                 let t = temp.clone();
@@ -262,8 +260,11 @@ impl Service {
                 return Err(e);
             }
         };
-        // Recorded before QEMU gets the descriptor: a daemon restarted from here on removes
-        // the partial file and resumes the guest.
+        // Recorded before the overlay files are made and QEMU gets the descriptor: a daemon
+        // restarted from here on settles the overlays as a disk-only snapshot's (`recover`;
+        // the journal names no snapshot: this one's RAM is gone), removes the partial file
+        // and resumes the guest.
+        super::create::journal_create(&mut tree, &req.name, &planned, None, &place);
         tree.pending_memory = Some(PendingMemory {
             snapshot: req.name.clone(),
             temp_file: temp.display().to_string(),
@@ -272,21 +273,22 @@ impl Service {
             start_time: live.record.start_time,
         });
         let mut events = q.subscribe();
-        let saved = match self.save_tree(&domain, &tree).await {
-            Ok(()) => {
-                if was_running {
-                    q.execute(&Stop)
-                        .await
-                        .map(drop)
-                        .map_err(|e| qemu(&domain, op, e))
-                } else {
-                    Ok(())
-                }
-            }
+        let prepared = match self.save_tree(&domain, &tree).await {
+            Ok(()) => self.make_overlays(planned).await,
             Err(e) => Err(e),
         };
-        let result = match saved {
-            Ok(()) => {
+        let paused = match prepared {
+            Ok(p) if was_running => match q.execute(&Stop).await {
+                Ok(_) => Ok(p),
+                Err(e) => {
+                    super::create::remove_overlays(&p.plans).await;
+                    Err(qemu(&domain, op, e))
+                }
+            },
+            other => other,
+        };
+        let result = match paused {
+            Ok(prepared) => {
                 self.save_ram(
                     h,
                     live,
@@ -301,10 +303,7 @@ impl Service {
                 )
                 .await
             }
-            Err(e) => {
-                super::create::remove_overlays(&prepared.plans).await;
-                Err(e)
-            }
+            Err(e) => Err(e),
         };
         drop(fd);
         let restore = restore_settings(&q, bandwidth);
@@ -314,6 +313,7 @@ impl Service {
                 // Rolled back: no state file, no snapshot; overlays already switched to stay
                 // the disks' active files (nothing of the guest's is lost), the guest runs on.
                 tree.pending_memory = None;
+                tree.journal = None;
                 let t = temp.clone();
                 let _ = blocking(move || {
                     let _ = std::fs::remove_file(&t);
@@ -420,7 +420,6 @@ impl Service {
         let plans = self
             .switch_overlays(h, &Where::Running(live.clone()), prepared)
             .await?;
-        let changes = adopt_overlays(tree, &plans, true);
         let started = async {
             q.send_fd(SAVE_FD, fd.as_fd())
                 .await
@@ -436,22 +435,14 @@ impl Service {
         if let Err(e) = started {
             // The disks run on the overlays now: the tree and the definition must say so, or
             // the next cold boot would start from the overlays' bases and lose every write.
-            let (saved, repointed) = tokio::join!(
-                self.save_tree(&domain, tree),
-                self.repoint_definition(h, &changes)
-            );
-            if let Err(e) = saved.and(repointed) {
+            if let Err(e) = self.finish_create(h, tree, &plans, true).await {
                 tracing::error!(domain, error = %e, "recording the overlays after a refused RAM save");
             }
             return Err(e);
         }
         // The overlays recorded while QEMU writes (a background snapshot's guest runs again
         // meanwhile); a failure here cancels the save.
-        let (saved, repointed) = tokio::join!(
-            self.save_tree(&domain, tree),
-            self.repoint_definition(h, &changes)
-        );
-        if let Err(e) = saved.and(repointed) {
+        if let Err(e) = self.finish_create(h, tree, &plans, true).await {
             let _ = q.execute(&novacron_qmp::commands::MigrateCancel).await;
             let _ = wait_migration(q, events).await;
             return Err(e);

@@ -136,18 +136,55 @@ pub struct LiveNodes {
     pub nodes: BTreeMap<String, String>,
 }
 
-/// A snapshot deletion's block jobs, recorded before the first one starts.
+/// An operation on the tree that a crash may interrupt, recorded before it changes anything
+/// outside the tree: a deletion's block jobs (before the first starts), a creation's overlays
+/// (before the first file is made). Recovery (`recover`) finishes or rolls it back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub op: JournalOp,
     pub snapshot: String,
+    /// Delete: one merge per disk.
+    #[serde(default)]
     pub steps: Vec<CommitStep>,
+    /// Create: one overlay per disk, over the file it freezes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlays: Vec<OverlayStep>,
+    /// Create: the snapshot the tree gets when the overlays stay. None for a snapshot with
+    /// memory: its RAM save (`Tree::pending_memory`) is rolled back, its overlays stay as
+    /// plain layers (as a RAM save QEMU refuses after the switch leaves them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snap: Option<Box<Snap>>,
+    /// Create on a running guest: the QEMU whose disks switch (its block graph tells whether
+    /// they did; another process's says nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<QemuId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JournalOp {
     Delete,
+    Create,
+}
+
+/// One disk's part of a snapshot being taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayStep {
+    pub target: String,
+    /// The active file before: frozen by the snapshot.
+    pub file: String,
+    pub format: DiskFormat,
+    /// The new qcow2 over `file`: the disk's active file once switched.
+    pub overlay: String,
+    /// Its format node in QEMU (running guests).
+    pub node: String,
+}
+
+/// A QEMU process, as `LiveNodes` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QemuId {
+    pub pid: u32,
+    pub start_time: u64,
 }
 
 /// One disk's merge: `top`'s data goes into `base` (its backing file).

@@ -3,12 +3,34 @@
 //! recognised from the block graph, one that never started is started; a stopped guest's
 //! `qemu-img commit` is run again (repeating it writes the same data). Nothing is unlinked
 //! before the tree without the snapshot is on disk.
+//!
+//! A creation the journal says was in flight is finished or rolled back by what the disks
+//! run on: in the QEMU it was switching, its block graph (every overlay node backed: switched,
+//! finish; none: roll back, the nodes deleted and the files removed); with no guest running,
+//! finished whenever every overlay file is whole (an overlay never switched to is empty and
+//! reads as its base, so finishing never loses a write), rolled back when one is missing or
+//! unreadable (the crash came before the last was made, so before the switch). Never a file
+//! removed that may hold guest writes: anything else is reported and left as it is.
 
 use std::time::Duration;
 
-use super::{placement, Where};
+use novacron_domain::model::{DiskFormat, DiskSource};
+use novacron_domain::Error;
+
+use super::meta::{Journal, JournalOp, Tree};
+use super::{live, placement, Where};
+use crate::service::domain::DomainHandle;
 use crate::service::jobs::AsyncJob;
 use crate::service::Service;
+
+/// What an interrupted creation's disks say.
+enum Outcome {
+    /// The disks run on the overlays (or will start from them): finish. `same`: in the QEMU
+    /// the journal names (its node names are adopted).
+    Forward { same: bool },
+    /// No disk switched: these overlay nodes (added, not switched) go, then the files.
+    Rollback { nodes: Vec<String> },
+}
 
 /// Looks at every domain's tree once, in the background; then starts the schedules.
 pub(crate) fn spawn_recovery(svc: Service) {
@@ -22,10 +44,24 @@ pub(crate) fn spawn_recovery(svc: Service) {
                     continue;
                 }
             };
+            // The disks first: a snapshot with memory then loses only its RAM part.
+            if tree
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.op == JournalOp::Create)
+            {
+                if let Err(e) = svc.recover_create(&name).await {
+                    tracing::warn!(domain = name, error = %e, "interrupted snapshot creation");
+                }
+            }
             if let Err(e) = svc.recover_memory(&name).await {
                 tracing::warn!(domain = name, error = %e, "interrupted snapshot with memory");
             }
-            if tree.journal.is_none() {
+            if !tree
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.op == JournalOp::Delete)
+            {
                 continue;
             }
             match svc.finish_interrupted(&name).await {
@@ -47,6 +83,13 @@ impl Service {
             .await?;
         let _long = h.jobs.begin_async(name, AsyncJob::Snapshot)?;
         let mut tree = self.load_tree(name).await?;
+        if !tree
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.op == JournalOp::Delete)
+        {
+            return Ok(());
+        }
         let place = placement(&h, "finish a snapshot deletion of")?;
         if let Where::Running(l) = &place {
             // The nodes were recorded for this very QEMU; a restarted guest has other ones,
@@ -66,5 +109,164 @@ impl Service {
         }
         self.run_journal(&h, &place, &mut tree, None, true).await?;
         self.finish(&h, &place, tree).await
+    }
+}
+
+impl Service {
+    /// After a restart: settles a creation the journal says was in flight.
+    async fn recover_create(&self, name: &str) -> Result<(), Error> {
+        let h = self.inner.handle(name)?;
+        let _job = h
+            .begin(crate::service::jobs::Job::Modify, Duration::from_secs(60))
+            .await?;
+        let _long = h.jobs.begin_async(name, AsyncJob::Snapshot)?;
+        let place = placement(&h, "finish a snapshot of")?;
+        self.load_settled(&h, &place).await.map(drop)
+    }
+
+    /// The tree, with a creation a crash interrupted settled first (the caller holds the
+    /// domain's jobs): every snapshot operation starts here, so one missed by recovery (the
+    /// guest was busy) is settled by the next.
+    pub(super) async fn load_settled(
+        &self,
+        h: &DomainHandle,
+        place: &Where,
+    ) -> Result<Tree, Error> {
+        let mut tree = self.load_tree(&h.name).await?;
+        let Some(j) = tree.journal.clone().filter(|j| j.op == JournalOp::Create) else {
+            return Ok(tree);
+        };
+        match self.create_outcome(h, place, &j).await? {
+            Outcome::Forward { same } => {
+                self.finish_create(h, &mut tree, &j.overlays, same).await?;
+                tracing::info!(
+                    domain = h.name,
+                    snapshot = j.snapshot,
+                    "interrupted snapshot creation finished"
+                );
+            }
+            Outcome::Rollback { nodes } => {
+                if let (Where::Running(l), false) = (place, nodes.is_empty()) {
+                    let q = l.qmp(&h.name)?;
+                    for n in &nodes {
+                        live::del_nodes(q, n).await;
+                    }
+                }
+                // A definition already on an overlay (its write races the overlays' fsyncs)
+                // goes back to the frozen file.
+                let def = h.definition();
+                let back: Vec<(String, String, DiskFormat)> = j
+                    .overlays
+                    .iter()
+                    .filter(|o| {
+                        def.config.config().devices.disks.iter().any(|d| {
+                            d.target.dev == o.target
+                                && matches!(&d.source, Some(DiskSource::File { path }) if *path == o.overlay)
+                        })
+                    })
+                    .map(|o| (o.target.clone(), o.file.clone(), o.format))
+                    .collect();
+                // The files before the journal: a crash in between rolls back again.
+                self.repoint_definition(h, &back).await?;
+                super::create::remove_overlays(&j.overlays).await;
+                tree.journal = None;
+                self.save_tree(&h.name, &tree).await?;
+                tracing::info!(
+                    domain = h.name,
+                    snapshot = j.snapshot,
+                    "interrupted snapshot creation rolled back"
+                );
+            }
+        }
+        Ok(tree)
+    }
+
+    async fn create_outcome(
+        &self,
+        h: &DomainHandle,
+        place: &Where,
+        j: &Journal,
+    ) -> Result<Outcome, Error> {
+        let partial = |what: String| Error::Qemu {
+            name: h.name.clone(),
+            operation: "finish an interrupted snapshot".into(),
+            message: format!(
+                "snapshot '{}': {what}; its overlay files are left in place",
+                j.snapshot
+            ),
+        };
+        let Where::Running(l) = place else {
+            // No guest: whole overlays are finished, a missing or unreadable one means the
+            // crash came before the last was made (the switch comes after).
+            let files: Vec<String> = j.overlays.iter().map(|o| o.overlay.clone()).collect();
+            let whole = tokio::task::spawn_blocking(move || {
+                files
+                    .iter()
+                    .all(|f| crate::host::qemu_img::info_as(f, DiskFormat::Qcow2).is_ok())
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+            return Ok(if whole {
+                Outcome::Forward { same: false }
+            } else {
+                Outcome::Rollback { nodes: Vec::new() }
+            });
+        };
+        let same = j
+            .qemu
+            .is_some_and(|id| id.pid == l.pid && id.start_time == l.record.start_time);
+        if same {
+            let q = l.qmp(&h.name)?;
+            let graph = live::graph(q).await.map_err(|m| partial(m))?;
+            // blockdev-add made each overlay node without a backing; the transaction gave it
+            // the frozen file's node as one.
+            let chains: Vec<Vec<String>> =
+                j.overlays.iter().map(|o| graph.chain(&o.node)).collect();
+            let switched = chains.iter().filter(|c| c.len() > 1).count();
+            if switched == j.overlays.len() {
+                return Ok(Outcome::Forward { same: true });
+            }
+            if switched == 0 {
+                return Ok(Outcome::Rollback {
+                    nodes: j
+                        .overlays
+                        .iter()
+                        .zip(&chains)
+                        .filter(|(_, c)| !c.is_empty())
+                        .map(|(o, _)| o.node.clone())
+                        .collect(),
+                });
+            }
+            return Err(partial(format!(
+                "{switched} of {} disks switched to their overlays (a transaction switches all \
+                 or none)",
+                j.overlays.len()
+            )));
+        }
+        // Another QEMU (the guest was started again before this settled): what it runs on.
+        let disks = l.config().devices.disks;
+        let on_overlay = |o: &super::meta::OverlayStep| {
+            disks.iter().any(|d| {
+                d.target.dev == o.target
+                    && matches!(&d.source, Some(DiskSource::File { path }) if *path == o.overlay)
+            })
+        };
+        let on = j.overlays.iter().filter(|o| on_overlay(o)).count();
+        if on == j.overlays.len() {
+            return Ok(Outcome::Forward { same: false });
+        }
+        if on == 0 && j.qemu.is_none() {
+            // A stopped guest's snapshot: no QEMU ever wrote into its overlays.
+            return Ok(Outcome::Rollback { nodes: Vec::new() });
+        }
+        Err(Error::Busy {
+            name: h.name.clone(),
+            detail: format!(
+                "the guest was restarted while snapshot '{}' was being taken and runs on \
+                 {on} of its {} overlays; stop it to finish the snapshot",
+                j.snapshot,
+                j.overlays.len()
+            ),
+        })
     }
 }

@@ -1,0 +1,399 @@
+//! A daemon killed (`kill -9`) while taking a disk snapshot of a running guest, at exactly
+//! the two points that matter (the daemon's test hold points, debug builds): after QEMU's
+//! `transaction` switched the disk to its overlay but before the tree and the definition say
+//! so, and after the overlay node was added but before the transaction. Between the kill and
+//! the restart the test writes into the guest's disk through QEMU's own monitor (the guest
+//! keeps running without the daemon); the restarted daemon must finish the first (the write
+//! survives a cold boot) and roll back the second (no overlay left, the definition unchanged,
+//! the write in the base the guest boots from).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::daemon::{curl, Daemon};
+use common::*;
+use serde_json::{json, Value};
+
+const XML: &[&str] = &["-H", "Content-Type: application/xml", "--data-binary"];
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until`] for the daemon logging to `log` (shown on a timeout).
+fn wait_daemon(log: &Path, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; the daemon logged:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn guest_xml(name: &str, image: &Path) -> String {
+    let virt = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    format!(
+        "<domain type='{virt}'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
+           <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices>
+         </domain>",
+        image.display()
+    )
+}
+
+fn tree_json(env: &Env, domain: &str) -> Value {
+    let p = env
+        .config
+        .state_dir
+        .join("snapshots")
+        .join(domain)
+        .join("tree.json");
+    std::fs::read(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The persistent definition's disk (as the next start uses it).
+fn defined_disk(env: &Env, domain: &str) -> String {
+    let dir = env.config.state_dir.join("domains");
+    let x = std::fs::read_to_string(dir.join(format!("{domain}.xml"))).expect("definition");
+    let i = x.find("<source file='").expect("source") + "<source file='".len();
+    x[i..i + x[i..].find('\'').unwrap()].to_owned()
+}
+
+/// `qemu-img info --backing-chain` of `top`: the file names, top first.
+fn chain(top: &str) -> Vec<String> {
+    let out = run(
+        "qemu-img",
+        &["info", "-U", "--backing-chain", "--output=json", top],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["filename"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Whether `len` bytes at 0 of `image` (through its chain) are all `pattern`.
+fn reads_pattern(image: &str, pattern: u8, len: &str) -> bool {
+    Command::new("qemu-io")
+        .args([
+            "-r",
+            "-U",
+            "-c",
+            &format!("read -P {pattern:#x} 0 {len}"),
+            image,
+        ])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed")
+        })
+        .unwrap_or(false)
+}
+
+/// Through the daemon: one QMP command to the guest.
+fn qmp(s: &Path, domain: &str, execute: &str, arguments: Value) -> Value {
+    let body = json!({"execute": execute, "arguments": arguments}).to_string();
+    let r = curl(
+        s,
+        "POST",
+        &format!("/v1/domains/{domain}/qmp"),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+    );
+    assert_eq!(r.status, 200, "{execute}: {}", r.body);
+    r.json()["return"].clone()
+}
+
+/// The files the guest's QEMU holds open (its images among them: QEMU names them
+/// `/dev/fdset/N`, the kernel by their paths).
+fn qemu_files(env: &Env, domain: &str) -> Vec<String> {
+    let pid = recorded_pid(env, domain);
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// Arms hold point `name` of the daemon (debug builds): it stops there until killed.
+fn arm(env: &Env, name: &str) -> PathBuf {
+    let dir = env.config.run_dir.join("hold");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), b"").unwrap();
+    dir.join(format!("{name}.reached"))
+}
+
+fn disarm(env: &Env, name: &str) {
+    let dir = env.config.run_dir.join("hold");
+    let _ = std::fs::remove_file(dir.join(name));
+    let _ = std::fs::remove_file(dir.join(format!("{name}.reached")));
+}
+
+/// Defines and starts an OS-less guest on a fresh qcow2 `base`; returns the base.
+fn running_guest(env: &Env, s: &Path, name: &str) -> PathBuf {
+    let images = env.config.state_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let base = images.join(format!("{name}.qcow2"));
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "64M"],
+    );
+    let xml = guest_xml(name, &base);
+    let mut args = XML.to_vec();
+    args.push(&xml);
+    assert_eq!(curl(s, "POST", "/v1/domains", &args).status, 201);
+    let r = curl(s, "POST", &format!("/v1/domains/{name}/start"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    base
+}
+
+/// Asks for snapshot `snap` of `domain` (the answer never comes: the daemon is killed at a
+/// hold point) and waits until the daemon is held at `reached`.
+fn snapshot_until_held(s: &Path, domain: &str, snap: &str, reached: &Path) {
+    let (s, path, body) = (
+        s.to_owned(),
+        format!("/v1/domains/{domain}/snapshots"),
+        json!({ "name": snap }).to_string(),
+    );
+    std::thread::spawn(move || {
+        curl(
+            &s,
+            "POST",
+            &path,
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &body,
+            ],
+        )
+    });
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+}
+
+fn kill_9(d: &mut Daemon) {
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+}
+
+/// With the daemon gone, QEMU's monitor is free: the test writes `pattern` into the guest's
+/// disk through its device (whatever layer is active) and flushes, as the guest would. Returns
+/// the device's active node.
+fn write_through_qemu(env: &Env, domain: &str, pattern: u8) -> String {
+    // Its own runtime, dropped before returning: the monitor connection is closed by then
+    // (QEMU's monitor takes one client; the daemon's comes next).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let q = novacron_qmp::Client::connect(env.socket(domain))
+            .await
+            .expect("QEMU's monitor after the daemon's death");
+        let block = q
+            .execute_raw("query-block", None)
+            .await
+            .expect("query-block");
+        let dev = &block[0];
+        let qdev = dev["qdev"].as_str().expect("qdev").to_owned();
+        for cmd in [format!("write -P {pattern:#x} 0 1M"), "flush".into()] {
+            q.execute_raw(
+                "human-monitor-command",
+                Some(&json!({"command-line": format!("qemu-io -d {qdev} \"{cmd}\"")})),
+            )
+            .await
+            .expect("qemu-io");
+        }
+        q.close();
+        dev["inserted"]["node-name"].as_str().unwrap().to_owned()
+    })
+}
+
+/// Destroys and starts the guest again (a cold boot from its definition).
+fn cold_restart(s: &Path, domain: &str) {
+    let r = curl(s, "POST", &format!("/v1/domains/{domain}/destroy"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = curl(s, "POST", &format!("/v1/domains/{domain}/start"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_kill_after_the_switch_finishes_the_snapshot_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scf");
+    let base = base.display().to_string();
+    let reached = arm(&env, "snapshot-switched");
+    snapshot_until_held(&s, "scf", "s1", &reached);
+    // Held after the transaction: the journal on disk names the overlay, nothing else does.
+    let t = tree_json(&env, "scf");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = t["journal"]["overlays"][0]["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(t["snapshots"].get("s1").is_none(), "{t}");
+    assert_eq!(defined_disk(&env, "scf"), base);
+    kill_9(&mut d);
+
+    // The guest writes on: into the overlay, its active layer since the transaction.
+    let active_node = write_through_qemu(&env, "scf", 0x5a);
+    assert_eq!(active_node, node);
+
+    disarm(&env, "snapshot-switched");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the snapshot to be finished",
+        Duration::from_secs(60),
+        || {
+            let t = tree_json(&env, "scf");
+            t["journal"].is_null() && t["snapshots"].get("s1").is_some()
+        },
+    );
+    let t = tree_json(&env, "scf");
+    assert_eq!(t["current"], "s1", "{t}");
+    assert_eq!(t["snapshots"]["s1"]["disks"]["vda"]["file"], base, "{t}");
+    assert_eq!(t["active"]["vda"], overlay, "{t}");
+    assert_eq!(defined_disk(&env, "scf"), overlay);
+    assert_eq!(chain(&overlay), [overlay.clone(), base.clone()]);
+    let log = std::fs::read_to_string(&d2.log).unwrap();
+    assert!(
+        log.contains("interrupted snapshot creation finished"),
+        "{log}"
+    );
+    // The snapshot is a real one: the write is in the overlay, not in the frozen base.
+    assert!(reads_pattern(&overlay, 0x5a, "1M"));
+    assert!(!reads_pattern(&base, 0x5a, "1M"));
+
+    // A cold boot starts on the overlay: the write made after the snapshot is there.
+    cold_restart(&s, "scf");
+    let open = qemu_files(&env, "scf");
+    assert!(open.contains(&overlay), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scf/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(reads_pattern(&overlay, 0x5a, "1M"));
+    let r = curl(&s, "GET", "/v1/domains/scf/snapshots", &[]);
+    assert_eq!(r.json()["current"], "s1", "{}", r.body);
+}
+
+#[test]
+fn a_kill_before_the_switch_rolls_the_snapshot_back_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scb");
+    let base = base.display().to_string();
+    let reached = arm(&env, "snapshot-before-switch");
+    snapshot_until_held(&s, "scb", "s1", &reached);
+    let t = tree_json(&env, "scb");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = t["journal"]["overlays"][0]["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The overlay is made and added to QEMU, not switched to.
+    assert!(Path::new(&overlay).exists());
+    kill_9(&mut d);
+
+    let active_node = write_through_qemu(&env, "scb", 0x3c);
+    assert_ne!(
+        active_node, node,
+        "the disk switched before the transaction"
+    );
+
+    disarm(&env, "snapshot-before-switch");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the snapshot to be rolled back",
+        Duration::from_secs(60),
+        || tree_json(&env, "scb")["journal"].is_null(),
+    );
+    let t = tree_json(&env, "scb");
+    assert!(t["snapshots"].get("s1").is_none(), "{t}");
+    assert!(t["current"].is_null(), "{t}");
+    assert!(!Path::new(&overlay).exists(), "overlay {overlay} left");
+    assert_eq!(defined_disk(&env, "scb"), base);
+    let nodes = qmp(&s, "scb", "query-named-block-nodes", json!({"flat": true}));
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node-name"].as_str())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(node.as_str())),
+        "{node} still in QEMU: {names:?}"
+    );
+    let log = std::fs::read_to_string(&d2.log).unwrap();
+    assert!(
+        log.contains("interrupted snapshot creation rolled back"),
+        "{log}"
+    );
+    // The name is free again, and the guest's write is in the base it boots from.
+    cold_restart(&s, "scb");
+    let open = qemu_files(&env, "scb");
+    assert!(open.contains(&base), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scb/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(reads_pattern(&base, 0x3c, "1M"));
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scb/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s1"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
