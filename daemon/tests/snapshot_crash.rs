@@ -164,6 +164,14 @@ fn disarm(env: &Env, name: &str) {
 
 /// Defines and starts an OS-less guest on a fresh qcow2 `base`; returns the base.
 fn running_guest(env: &Env, s: &Path, name: &str) -> PathBuf {
+    let base = defined_guest(env, s, name);
+    let r = curl(s, "POST", &format!("/v1/domains/{name}/start"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    base
+}
+
+/// Defines an OS-less guest on a fresh qcow2 `base`; returns the base.
+fn defined_guest(env: &Env, s: &Path, name: &str) -> PathBuf {
     let images = env.config.state_dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
     let base = images.join(format!("{name}.qcow2"));
@@ -175,18 +183,16 @@ fn running_guest(env: &Env, s: &Path, name: &str) -> PathBuf {
     let mut args = XML.to_vec();
     args.push(&xml);
     assert_eq!(curl(s, "POST", "/v1/domains", &args).status, 201);
-    let r = curl(s, "POST", &format!("/v1/domains/{name}/start"), &[]);
-    assert_eq!(r.status, 200, "{}", r.body);
     base
 }
 
 /// Asks for snapshot `snap` of `domain` (the answer never comes: the daemon is killed at a
 /// hold point) and waits until the daemon is held at `reached`.
-fn snapshot_until_held(s: &Path, domain: &str, snap: &str, reached: &Path) {
+fn snapshot_until_held(s: &Path, domain: &str, request: Value, reached: &Path) {
     let (s, path, body) = (
         s.to_owned(),
         format!("/v1/domains/{domain}/snapshots"),
-        json!({ "name": snap }).to_string(),
+        request.to_string(),
     );
     std::thread::spawn(move || {
         curl(
@@ -260,7 +266,7 @@ fn a_kill_after_the_switch_finishes_the_snapshot_at_restart() {
     let base = running_guest(&env, &s, "scf");
     let base = base.display().to_string();
     let reached = arm(&env, "snapshot-switched");
-    snapshot_until_held(&s, "scf", "s1", &reached);
+    snapshot_until_held(&s, "scf", json!({"name": "s1"}), &reached);
     // Held after the transaction: the journal on disk names the overlay, nothing else does.
     let t = tree_json(&env, "scf");
     assert_eq!(t["journal"]["op"], "create", "{t}");
@@ -326,7 +332,7 @@ fn a_kill_before_the_switch_rolls_the_snapshot_back_at_restart() {
     let base = running_guest(&env, &s, "scb");
     let base = base.display().to_string();
     let reached = arm(&env, "snapshot-before-switch");
-    snapshot_until_held(&s, "scb", "s1", &reached);
+    snapshot_until_held(&s, "scb", json!({"name": "s1"}), &reached);
     let t = tree_json(&env, "scb");
     assert_eq!(t["journal"]["op"], "create", "{t}");
     let overlay = t["journal"]["overlays"][0]["overlay"]
@@ -396,4 +402,100 @@ fn a_kill_before_the_switch_rolls_the_snapshot_back_at_restart() {
         ],
     );
     assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[test]
+fn a_kill_before_a_stopped_guests_snapshot_is_recorded_finishes_it_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = defined_guest(&env, &s, "scs").display().to_string();
+    let reached = arm(&env, "snapshot-switched");
+    snapshot_until_held(&s, "scs", json!({"name": "s1"}), &reached);
+    let t = tree_json(&env, "scs");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    assert!(t["journal"]["qemu"].is_null(), "{t}");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(Path::new(&overlay).exists());
+    assert_eq!(defined_disk(&env, "scs"), base);
+    kill_9(&mut d);
+
+    disarm(&env, "snapshot-switched");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(&d2.log, "the snapshot to be finished", Duration::from_secs(60), || {
+        let t = tree_json(&env, "scs");
+        t["journal"].is_null() && t["snapshots"].get("s1").is_some()
+    });
+    assert_eq!(defined_disk(&env, "scs"), overlay);
+    assert_eq!(chain(&overlay), [overlay.clone(), base.clone()]);
+    let r = curl(&s, "POST", "/v1/domains/scs/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let open = qemu_files(&env, "scs");
+    assert!(open.contains(&overlay), "QEMU has {open:?}");
+}
+
+/// A snapshot with memory killed after its disks switched, while QEMU writes the RAM: the
+/// disks' recovery keeps the overlays (recorded in the tree and the definition, as a refused
+/// RAM save leaves them), the RAM's recovery removes the partial state file and resumes the
+/// guest; no snapshot is left half made.
+#[test]
+fn a_kill_during_a_snapshot_with_memory_keeps_the_overlays_and_drops_the_snapshot() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scm").display().to_string();
+    let reached = arm(&env, "snapshot-switched");
+    snapshot_until_held(
+        &s,
+        "scm",
+        json!({"name": "m1", "memory": "paused"}),
+        &reached,
+    );
+    let t = tree_json(&env, "scm");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    assert!(t["journal"]["snap"].is_null(), "{t}");
+    assert_eq!(t["pending_memory"]["snapshot"], "m1", "{t}");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = t["journal"]["overlays"][0]["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    kill_9(&mut d);
+    assert_eq!(write_through_qemu(&env, "scm", 0x77), node);
+
+    disarm(&env, "snapshot-switched");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(&d2.log, "both recoveries", Duration::from_secs(60), || {
+        let t = tree_json(&env, "scm");
+        t["journal"].is_null() && t["pending_memory"].is_null()
+    });
+    let t = tree_json(&env, "scm");
+    assert!(t["snapshots"].get("m1").is_none(), "{t}");
+    assert_eq!(t["active"]["vda"], overlay, "{t}");
+    assert_eq!(defined_disk(&env, "scm"), overlay);
+    let dir = env.config.state_dir.join("snapshots").join("scm");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".ram"))
+        .collect();
+    assert!(left.is_empty(), "state files left: {left:?}");
+    let status = qmp(&s, "scm", "query-status", json!({}));
+    assert_eq!(status["running"], true, "{status}");
+    cold_restart(&s, "scm");
+    let open = qemu_files(&env, "scm");
+    assert!(open.contains(&overlay), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scm/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(reads_pattern(&overlay, 0x77, "1M"));
+    assert!(!reads_pattern(&base, 0x77, "1M"));
 }
