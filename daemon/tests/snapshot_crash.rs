@@ -219,8 +219,8 @@ fn kill_9(d: &mut Daemon) {
 
 /// With the daemon gone, QEMU's monitor is free: the test writes `pattern` into the guest's
 /// disk through its device (whatever layer is active) and flushes, as the guest would. Returns
-/// the device's active node.
-fn write_through_qemu(env: &Env, domain: &str, pattern: u8) -> String {
+/// the device's active node (`pattern` none: only that).
+fn write_through_qemu(env: &Env, domain: &str, pattern: Option<u8>) -> String {
     // Its own runtime, dropped before returning: the monitor connection is closed by then
     // (QEMU's monitor takes one client; the daemon's comes next).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -237,7 +237,11 @@ fn write_through_qemu(env: &Env, domain: &str, pattern: u8) -> String {
             .expect("query-block");
         let dev = &block[0];
         let qdev = dev["qdev"].as_str().expect("qdev").to_owned();
-        for cmd in [format!("write -P {pattern:#x} 0 1M"), "flush".into()] {
+        let cmds = match pattern {
+            Some(p) => vec![format!("write -P {p:#x} 0 1M"), "flush".into()],
+            None => Vec::new(),
+        };
+        for cmd in cmds {
             q.execute_raw(
                 "human-monitor-command",
                 Some(&json!({"command-line": format!("qemu-io -d {qdev} \"{cmd}\"")})),
@@ -283,7 +287,7 @@ fn a_kill_after_the_switch_finishes_the_snapshot_at_restart() {
     kill_9(&mut d);
 
     // The guest writes on: into the overlay, its active layer since the transaction.
-    let active_node = write_through_qemu(&env, "scf", 0x5a);
+    let active_node = write_through_qemu(&env, "scf", Some(0x5a));
     assert_eq!(active_node, node);
 
     disarm(&env, "snapshot-switched");
@@ -347,7 +351,7 @@ fn a_kill_before_the_switch_rolls_the_snapshot_back_at_restart() {
     assert!(Path::new(&overlay).exists());
     kill_9(&mut d);
 
-    let active_node = write_through_qemu(&env, "scb", 0x3c);
+    let active_node = write_through_qemu(&env, "scb", Some(0x3c));
     assert_ne!(
         active_node, node,
         "the disk switched before the transaction"
@@ -426,10 +430,15 @@ fn a_kill_before_a_stopped_guests_snapshot_is_recorded_finishes_it_at_restart() 
     disarm(&env, "snapshot-switched");
     let d2 = env.start_daemon("");
     let s = d2.socket.clone();
-    wait_daemon(&d2.log, "the snapshot to be finished", Duration::from_secs(60), || {
-        let t = tree_json(&env, "scs");
-        t["journal"].is_null() && t["snapshots"].get("s1").is_some()
-    });
+    wait_daemon(
+        &d2.log,
+        "the snapshot to be finished",
+        Duration::from_secs(60),
+        || {
+            let t = tree_json(&env, "scs");
+            t["journal"].is_null() && t["snapshots"].get("s1").is_some()
+        },
+    );
     assert_eq!(defined_disk(&env, "scs"), overlay);
     assert_eq!(chain(&overlay), [overlay.clone(), base.clone()]);
     let r = curl(&s, "POST", "/v1/domains/scs/start", &[]);
@@ -468,7 +477,9 @@ fn a_kill_during_a_snapshot_with_memory_keeps_the_overlays_and_drops_the_snapsho
         .unwrap()
         .to_owned();
     kill_9(&mut d);
-    assert_eq!(write_through_qemu(&env, "scm", 0x77), node);
+    // The guest is paused for its RAM save (and QEMU inactivates its images once the save is
+    // done): only the active node is looked at.
+    assert_eq!(write_through_qemu(&env, "scm", None), node);
 
     disarm(&env, "snapshot-switched");
     let d2 = env.start_daemon("");
@@ -494,8 +505,5 @@ fn a_kill_during_a_snapshot_with_memory_keeps_the_overlays_and_drops_the_snapsho
     cold_restart(&s, "scm");
     let open = qemu_files(&env, "scm");
     assert!(open.contains(&overlay), "QEMU has {open:?}");
-    let r = curl(&s, "POST", "/v1/domains/scm/destroy", &[]);
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert!(reads_pattern(&overlay, 0x77, "1M"));
-    assert!(!reads_pattern(&base, 0x77, "1M"));
+    assert_eq!(chain(&overlay), [overlay.clone(), base]);
 }
