@@ -29,7 +29,8 @@ enum Outcome {
     /// the journal names (its node names are adopted).
     Forward { same: bool },
     /// No disk switched: these overlay nodes (added, not switched) go, then the files.
-    Rollback { nodes: Vec<String> },
+    /// `qemu`: in the QEMU the journal names (descriptors it may still hold go too).
+    Rollback { nodes: Vec<String>, qemu: bool },
 }
 
 /// Looks at every domain's tree once, in the background; then starts the schedules.
@@ -145,11 +146,16 @@ impl Service {
                     "interrupted snapshot creation finished"
                 );
             }
-            Outcome::Rollback { nodes } => {
-                if let (Where::Running(l), false) = (place, nodes.is_empty()) {
+            Outcome::Rollback { nodes, qemu } => {
+                if let (Where::Running(l), true) = (place, qemu) {
                     let q = l.qmp(&h.name)?;
                     for n in &nodes {
                         live::del_nodes(q, n).await;
+                    }
+                    // A crash between add-fd and blockdev-add leaves the descriptor in a set
+                    // (its opaque is the node name).
+                    for o in &j.overlays {
+                        live::release_fds(q, &o.node).await;
                     }
                 }
                 // A definition already on an overlay (its write races the overlays' fsyncs)
@@ -209,7 +215,10 @@ impl Service {
             return Ok(if whole {
                 Outcome::Forward { same: false }
             } else {
-                Outcome::Rollback { nodes: Vec::new() }
+                Outcome::Rollback {
+                    nodes: Vec::new(),
+                    qemu: false,
+                }
             });
         };
         let same = j
@@ -217,7 +226,7 @@ impl Service {
             .is_some_and(|id| id.pid == l.pid && id.start_time == l.record.start_time);
         if same {
             let q = l.qmp(&h.name)?;
-            let graph = live::graph(q).await.map_err(|m| partial(m))?;
+            let graph = live::graph(q).await.map_err(&partial)?;
             // blockdev-add made each overlay node without a backing; the transaction gave it
             // the frozen file's node as one.
             let chains: Vec<Vec<String>> =
@@ -235,6 +244,7 @@ impl Service {
                         .filter(|(_, c)| !c.is_empty())
                         .map(|(o, _)| o.node.clone())
                         .collect(),
+                    qemu: true,
                 });
             }
             return Err(partial(format!(
@@ -257,7 +267,10 @@ impl Service {
         }
         if on == 0 && j.qemu.is_none() {
             // A stopped guest's snapshot: no QEMU ever wrote into its overlays.
-            return Ok(Outcome::Rollback { nodes: Vec::new() });
+            return Ok(Outcome::Rollback {
+                nodes: Vec::new(),
+                qemu: false,
+            });
         }
         Err(Error::Busy {
             name: h.name.clone(),

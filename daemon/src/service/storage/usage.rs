@@ -72,9 +72,16 @@ impl Service {
                 // used too, even when no disk points at them now. A small JSON read.
                 let state = &self.inner.config.state_dir;
                 if let Ok(tree) = crate::service::snapshots::meta::load(state, &h.name) {
+                    // A snapshot being taken (or interrupted) holds its overlays too.
+                    let pending = tree
+                        .journal
+                        .iter()
+                        .flat_map(|j| j.overlays.iter().map(|o| o.overlay.clone()))
+                        .collect::<Vec<_>>();
                     disks.extend(
                         tree.files
                             .into_keys()
+                            .chain(pending)
                             .map(|f| ("snapshot image".to_owned(), f)),
                     );
                 }
