@@ -1,5 +1,6 @@
 //! Taking a snapshot: overlays made by the daemon, then one transaction (running) or the
-//! definition repointed (stopped).
+//! definition repointed (stopped). The overlays are in the tree's journal before the first
+//! file exists; a crash anywhere after that is settled from it (`recover`).
 
 use novacron_domain::model::DiskFormat;
 use novacron_domain::snapshot::SnapshotState;

@@ -4,7 +4,8 @@
 //! snapshot's file with the one above it (`block-commit` live, `qemu-img commit` offline) and
 //! drops the nodes; reverting a stopped guest points its disks at a fresh overlay over the
 //! snapshot. Our metadata (`meta`) keeps the tree and a reference count for every file; the
-//! journal makes a deletion finish after a daemon crash (`recover`).
+//! journal makes a deletion finish after a daemon crash, and a creation finish or roll back
+//! (`recover`).
 
 mod create;
 mod delete;
