@@ -194,9 +194,13 @@ impl Service {
                             again = false;
                         }
                     }
-                    live::commit(q, step, &active_node, speed, again, COMMIT_TIMEOUT)
-                        .await
-                        .map_err(|m| qemu(&domain, m))?;
+                    match live::commit(q, step, &active_node, speed, again, COMMIT_TIMEOUT).await {
+                        Ok(()) => {}
+                        Err(live::CommitError::Failed(m)) => return Err(qemu(&domain, m)),
+                        Err(live::CommitError::Refused(m)) => {
+                            return Err(self.refused(h, l, tree, i, m).await);
+                        }
+                    }
                 }
                 Where::Stopped => {
                     let (top, base) = (step.top.clone(), step.base.clone());
@@ -222,6 +226,56 @@ impl Service {
             self.save_tree(&domain, tree).await?;
         }
         Ok(())
+    }
+
+    /// QEMU refused to start step `i`'s commit: nothing of it was written. With no step done
+    /// the deletion is rolled back (the journal goes, the snapshot stays, a retry may run
+    /// at once); otherwise the journal stays for the recovery to finish. A paused guest's
+    /// refusal over image locks is explained: QEMU 7.2 closes a descriptor the daemon takes
+    /// out of a set only while the guest runs (see `live::ensure_writable`).
+    async fn refused(
+        &self,
+        h: &DomainHandle,
+        l: &Live,
+        tree: &mut Tree,
+        i: usize,
+        m: String,
+    ) -> Error {
+        let domain = h.name.as_str();
+        let untouched = tree
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.steps.iter().all(|s| !s.done));
+        let mut message = m;
+        if message.contains("lock") {
+            let paused = match l.qmp(domain) {
+                Ok(q) => !q
+                    .execute(&novacron_qmp::commands::QueryStatus)
+                    .await
+                    .is_ok_and(|s| s.running),
+                Err(_) => false,
+            };
+            if paused {
+                message.push_str(
+                    " (the guest is paused: QEMU 7.2 closes the read-only descriptor it \
+                     opened this image with, whose image lock refuses the commit, only while \
+                     the guest runs; resume the guest or stop it, then delete again)",
+                );
+            }
+        }
+        if untouched {
+            tree.journal = None;
+            if let Err(e) = self.save_tree(domain, tree).await {
+                tracing::error!(domain, error = %e, "rolling back a refused snapshot deletion");
+            }
+        } else {
+            tracing::warn!(
+                domain,
+                step = i,
+                "a commit refused after earlier steps merged; the recovery finishes the deletion"
+            );
+        }
+        qemu(domain, message)
     }
 
     /// After every step is done: drop the merged nodes, move references, forget the
