@@ -6,7 +6,10 @@
 //!   the reopen, and met the lock of the read-only descriptor the start left in its fd set):
 //!   it succeeds with a RAM snapshot reverted in a new QEMU and with a disk-only one reverted
 //!   while stopped and then started; paused, QEMU 7.2 cannot drop that descriptor, so the
-//!   deletion is refused with the reason and rolled back (no journal blocks the next try).
+//!   deletion is refused with the reason and rolled back (no journal blocks the next try);
+//! - a NIC hot-added before a RAM snapshot is in its device set: the revert's QEMU has it at
+//!   the same root port on a fresh tap, one added after the snapshot is gone, a restarted
+//!   daemon knows it, and a second generation (hotplug, snapshot, revert) keeps both;
 
 mod common;
 
@@ -236,4 +239,197 @@ fn the_current_disk_snapshot_deletes_after_a_stopped_revert_and_a_start() {
     ok(&s, "POST", &format!("/v1/domains/{name}/resume"), None);
     delete_current(&env, &s, name, "d1", &image);
     ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
+}
+
+/// A bridge this test made (`t<pid>rv`), removed whatever happens.
+struct Bridge(String);
+
+impl Bridge {
+    fn new() -> Bridge {
+        let name = format!("t{}rv", std::process::id());
+        run("ip", &["link", "add", &name, "type", "bridge"]);
+        let br = Bridge(name);
+        run("ip", &["link", "set", &br.0, "up"]);
+        br
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+/// `ip -j -d link` facts of one link, or None.
+fn link(name: &str) -> Option<Value> {
+    let out = Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", name])
+        .output()
+        .expect("ip");
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.get(0).cloned())
+}
+
+/// (id, type, parent bus) of every device QEMU has under `/machine/peripheral`.
+fn peripherals(s: &Path, name: &str) -> Vec<(String, String, String)> {
+    let qmp_with = |execute: &str, arguments: Value| {
+        ok(
+            s,
+            "POST",
+            &format!("/v1/domains/{name}/qmp"),
+            Some(&json!({ "execute": execute, "arguments": arguments })),
+        )["return"]
+            .clone()
+    };
+    let mut out: Vec<_> = qmp_with("qom-list", json!({ "path": "/machine/peripheral" }))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let kind = p["type"]
+                .as_str()?
+                .strip_prefix("child<")?
+                .strip_suffix('>')?;
+            let id = p["name"].as_str()?.to_owned();
+            let bus = qmp_with(
+                "qom-get",
+                json!({ "path": format!("/machine/peripheral/{id}"), "property": "parent_bus" }),
+            );
+            Some((
+                id,
+                kind.to_owned(),
+                bus.as_str().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn nics(s: &Path, name: &str) -> Vec<Value> {
+    ok(s, "GET", &format!("/v1/domains/{name}/interfaces"), None)
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A NIC hot-added (`attach-interface --live`, a tap on a bridge) before a RAM snapshot is in
+/// the snapshot's device set: the revert's new QEMU has it at the same root port (QEMU would
+/// refuse the state otherwise), on a fresh tap on the same bridge, and the daemon lists it.
+/// One hot-added after the snapshot is gone after the revert, its tap too.
+#[test]
+fn a_ram_snapshot_after_a_nic_hotplug_reverts_with_the_nic() {
+    let env = Env::new();
+    let bridge = Bridge::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let name = "rv-nic";
+    define_osless(&env, &s, name, "qcow2", "");
+    ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
+    let nic = ok(
+        &s,
+        "POST",
+        &format!("/v1/domains/{name}/interfaces"),
+        Some(
+            &json!({ "type": "bridge", "source": bridge.0, "mac": "52:54:00:aa:01:01", "live": true }),
+        ),
+    );
+    let first_tap = nic["ifname"].as_str().expect("ifname").to_owned();
+    let before = peripherals(&s, name);
+    assert!(
+        before
+            .iter()
+            .any(|(id, kind, _)| id == "net0" && kind == "virtio-net-pci"),
+        "{before:?}"
+    );
+    let snaps = format!("/v1/domains/{name}/snapshots");
+    ok(
+        &s,
+        "POST",
+        &snaps,
+        Some(&json!({ "name": "n1", "memory": "paused" })),
+    );
+    // A second NIC after the snapshot: not in its device set.
+    let second = ok(
+        &s,
+        "POST",
+        &format!("/v1/domains/{name}/interfaces"),
+        Some(
+            &json!({ "type": "bridge", "source": bridge.0, "mac": "52:54:00:aa:01:02", "live": true }),
+        ),
+    );
+    let second_tap = second["ifname"].as_str().expect("ifname").to_owned();
+    assert_eq!(nics(&s, name).len(), 2);
+
+    let pid = recorded_pid(&env, name);
+    let r = call(&s, "POST", &format!("{snaps}/n1/revert"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_ne!(recorded_pid(&env, name), pid);
+    assert_eq!(qmp(&s, name, "query-status")["status"], "running");
+    // QEMU's devices are the snapshot's: the first NIC at its root port, not the second.
+    assert_eq!(peripherals(&s, name), before);
+    let listed = nics(&s, name);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["mac"], "52:54:00:aa:01:01", "{listed:?}");
+    let tap = listed[0]["ifname"].as_str().expect("a tap").to_owned();
+    let facts = link(&tap).expect("the reverted guest's tap");
+    assert_eq!(facts["master"], bridge.0.as_str(), "{facts}");
+    // The old QEMU's taps went with it (the second NIC's for good).
+    if second_tap != tap {
+        assert!(link(&second_tap).is_none(), "{second_tap} stayed");
+    }
+    if first_tap != tap {
+        assert!(link(&first_tap).is_none(), "{first_tap} stayed");
+    }
+    // A restarted daemon knows the reverted guest's NIC.
+    drop(d);
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    assert_eq!(nics(&s, name), listed);
+    // The reverted guest takes another NIC (a free root port and slot beside the replayed
+    // one), and a snapshot of it reverts with both.
+    ok(
+        &s,
+        "POST",
+        &format!("/v1/domains/{name}/interfaces"),
+        Some(
+            &json!({ "type": "bridge", "source": bridge.0, "mac": "52:54:00:aa:01:03", "live": true }),
+        ),
+    );
+    let two = peripherals(&s, name);
+    assert_eq!(two.len(), before.len() + 1, "{two:?}");
+    ok(
+        &s,
+        "POST",
+        &snaps,
+        Some(&json!({ "name": "n2", "memory": "paused" })),
+    );
+    let r = call(&s, "POST", &format!("{snaps}/n2/revert"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(qmp(&s, name, "query-status")["status"], "running");
+    assert_eq!(peripherals(&s, name), two);
+    let listed = nics(&s, name);
+    let macs: Vec<&str> = listed.iter().filter_map(|n| n["mac"].as_str()).collect();
+    assert_eq!(
+        macs,
+        ["52:54:00:aa:01:01", "52:54:00:aa:01:03"],
+        "{listed:?}"
+    );
+    let taps: Vec<String> = listed
+        .iter()
+        .map(|n| n["ifname"].as_str().expect("a tap").to_owned())
+        .collect();
+    for t in &taps {
+        assert_eq!(link(t).expect("tap")["master"], bridge.0.as_str());
+    }
+    // The definition never had them (live only); the taps go with the guest.
+    ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
+    assert_eq!(nics(&s, name), Vec::<Value>::new());
+    for t in &taps {
+        assert!(link(t).is_none(), "{t} stayed after destroy");
+    }
 }
