@@ -433,3 +433,165 @@ fn a_ram_snapshot_after_a_nic_hotplug_reverts_with_the_nic() {
         assert!(link(t).is_none(), "{t} stayed after destroy");
     }
 }
+
+/// `qemu-io` on a running guest's disk device (its QOM path), through QEMU's monitor.
+fn qemu_io(s: &Path, name: &str, device: &str, command: &str) {
+    let r = ok(
+        s,
+        "POST",
+        &format!("/v1/domains/{name}/qmp"),
+        Some(&json!({
+            "execute": "human-monitor-command",
+            "arguments": { "command-line": format!("qemu-io -d {device} \"{command}\"") }
+        })),
+    );
+    let out = r["return"].as_str().unwrap_or_default();
+    // Its report goes to QEMU's stdout; the monitor gets errors only.
+    assert!(out.trim().is_empty(), "{out}");
+}
+
+/// Reads `len` bytes at `offset` of `image` (through its chain) and checks they are all
+/// `pattern`.
+fn reads_pattern(image: &str, pattern: u8, offset: u64, len: &str) -> bool {
+    Command::new("qemu-io")
+        .args([
+            "-r",
+            "-U",
+            "-c",
+            &format!("read -P {pattern:#x} {offset} {len}"),
+            image,
+        ])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed")
+        })
+        .unwrap_or(false)
+}
+
+/// A revert whose load fails for real (the snapshot's RAM file cut short): the old guest is
+/// gone (as with libvirt, a revert replaces it), but the domain is left consistent and
+/// restartable: stopped, its definition and tree on the disks it had before the revert (what
+/// the guest wrote after the snapshot is still there), no fresh overlay left behind, the
+/// snapshot kept, an error naming the snapshot with QEMU's own words, and the domain's job
+/// free for the next call (a start that runs).
+#[test]
+fn a_revert_whose_load_fails_leaves_a_stopped_restartable_domain() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let name = "rv-bad";
+    let image = define_osless(&env, &s, name, "qcow2", "");
+    // Written before the snapshot (it must survive everything).
+    run(
+        "qemu-io",
+        &["-c", "write -P 0x11 0 64k", image.to_str().unwrap()],
+    );
+    ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
+    let snaps = format!("/v1/domains/{name}/snapshots");
+    let v = ok(
+        &s,
+        "POST",
+        &snaps,
+        Some(&json!({ "name": "c1", "memory": "paused" })),
+    );
+    let ram = v["memory_file"].as_str().unwrap().to_owned();
+    // Written by the guest's disk after the snapshot (into its active overlay; not flushed:
+    // QEMU's clean exit must write what it still caches).
+    qemu_io(
+        &s,
+        name,
+        "/machine/peripheral/virtio-vda/virtio-backend",
+        "write -P 0x22 1M 64k",
+    );
+    let active = defined_disk(&env, name);
+    let tree_before = tree_json(&env, name);
+    let images_before: Vec<String> = std::fs::read_dir(images(&env))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+
+    // The state file cut to half: QEMU fails the load part-way.
+    let len = std::fs::metadata(&ram).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ram)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let r = call(&s, "POST", &format!("{snaps}/c1/revert"), None);
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    let message = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("snapshot 'c1'"), "{message}");
+    // QEMU's own words (from its log: QMP's error-desc is empty for a failed load).
+    assert!(message.contains("load of migration failed"), "{message}");
+
+    // Stopped, on the disks it had: the write after the snapshot is there.
+    assert_eq!(state(&s, name), "shutoff");
+    assert!(!env.record(name).exists());
+    assert_eq!(defined_disk(&env, name), active);
+    for f in chain(&active) {
+        assert!(Path::new(&f).exists(), "{f}");
+    }
+    assert!(reads_pattern(&active, 0x11, 0, "64k"));
+    assert!(reads_pattern(&active, 0x22, 1 << 20, "64k"));
+    let tree = tree_json(&env, name);
+    assert_eq!(tree["active"], tree_before["active"], "{tree}");
+    assert_eq!(tree["current"], "c1", "{tree}");
+    assert!(tree["snapshots"].get("c1").is_some(), "{tree}");
+    assert!(
+        tree.get("pending_revert").is_none_or(Value::is_null),
+        "{tree}"
+    );
+    let mut images_after: Vec<String> = std::fs::read_dir(images(&env))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut images_before = images_before;
+    images_before.sort();
+    images_after.sort();
+    assert_eq!(images_after, images_before, "no fresh overlay left behind");
+
+    // The job is free and the domain starts (cold, from the disks it had).
+    ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
+    assert_eq!(qmp(&s, name, "query-status")["status"], "running");
+    ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
+
+    // A daemon that died during a revert's load left its fresh overlays pending: the next
+    // one removes them (its incoming QEMU is discarded; the disks are the ones it had).
+    drop(d);
+    let stray = images(&env).join("rv-bad.vda.c1.r9.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            stray.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    let mut tree = tree_json(&env, name);
+    tree["pending_revert"] = json!({
+        "snapshot": "c1",
+        "overlays": [stray.display().to_string()],
+    });
+    std::fs::write(snap_dir(&env, name).join("tree.json"), tree.to_string()).unwrap();
+    let d = env.start_daemon("");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stray.exists() || tree_json(&env, name).get("pending_revert").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the interrupted revert was not rolled back: {}",
+            tree_json(&env, name)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(defined_disk(&env, name), active);
+    assert!(Path::new(&active).exists());
+    drop(d);
+}
