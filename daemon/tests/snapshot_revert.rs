@@ -10,6 +10,11 @@
 //! - a NIC hot-added before a RAM snapshot is in its device set: the revert's QEMU has it at
 //!   the same root port on a fresh tap, one added after the snapshot is gone, a restarted
 //!   daemon knows it, and a second generation (hotplug, snapshot, revert) keeps both;
+//! - a revert whose load fails (the RAM file cut short) leaves the domain stopped on the disks
+//!   it had (nothing written lost), restartable, with QEMU's reason; a restart removes the
+//!   overlays of a revert cut short;
+//! - a middle snapshot merges into a raw base a start opened read-only, which is read-only
+//!   again afterwards.
 
 mod common;
 
@@ -594,4 +599,49 @@ fn a_revert_whose_load_fails_leaves_a_stopped_restartable_domain() {
     assert_eq!(defined_disk(&env, name), active);
     assert!(Path::new(&active).exists());
     drop(d);
+}
+
+/// A commit into a raw base below another image, all opened by a start: the middle snapshot's
+/// deletion merges its file into the base (refused before over the start's read-only
+/// descriptor's lock, as the active commit was), and the base is read-only in QEMU again
+/// afterwards, its read-write descriptor gone.
+#[test]
+fn a_middle_snapshot_merges_into_a_raw_base_opened_at_start() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let name = "rv-mid";
+    let image = define_osless(&env, &s, name, "raw", "");
+    ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
+    let snaps = format!("/v1/domains/{name}/snapshots");
+    ok(&s, "POST", &snaps, Some(&json!({ "name": "a" })));
+    ok(&s, "POST", &snaps, Some(&json!({ "name": "b" })));
+    ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
+    ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
+    let top = defined_disk(&env, name);
+    assert_eq!(chain(&top).len(), 3);
+    let r = call(&s, "DELETE", &format!("{snaps}/a"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(chain(&top), [top.clone(), image.display().to_string()]);
+    let nodes = ok(
+        &s,
+        "POST",
+        &format!("/v1/domains/{name}/qmp"),
+        Some(&json!({"execute": "query-named-block-nodes", "arguments": {"flat": true}})),
+    )["return"]
+        .clone();
+    let base = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["drv"] == "raw")
+        .unwrap_or_else(|| panic!("no raw node: {nodes}"));
+    assert_eq!(
+        base["ro"], true,
+        "the base stays read-write in QEMU: {base}"
+    );
+    let sets = qmp(&s, name, "query-fdsets").to_string();
+    assert!(!sets.contains("snapshot-commit-base"), "{sets}");
+    assert_eq!(qmp(&s, name, "query-status")["status"], "running");
+    ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
 }

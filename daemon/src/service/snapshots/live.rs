@@ -12,6 +12,8 @@ pub type QmpResult<T> = Result<T, String>;
 
 /// The `opaque` of the read-write descriptors [`ensure_writable`] adds.
 const COMMIT_BASE: &str = "snapshot-commit-base";
+/// The `opaque` of the read-only descriptor it puts back for a read-only base.
+const BASE_READ_ONLY: &str = "snapshot-base-read-only";
 
 fn err(cmd: &str, e: novacron_qmp::Error) -> String {
     format!("{cmd}: {e}")
@@ -334,12 +336,14 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
         return Ok(());
     };
     let nodes = raw(q, "query-named-block-nodes", json!({"flat": true})).await?;
-    let file = nodes
+    let info = nodes
         .as_array()
-        .and_then(|a| a.iter().find(|n| n["node-name"] == storage.as_str()))
+        .and_then(|a| a.iter().find(|n| n["node-name"] == storage.as_str()));
+    let file = info
         .and_then(|n| n["file"].as_str())
         .unwrap_or_default()
         .to_owned();
+    let read_only = info.is_some_and(|n| n["ro"] == true);
     let Some(set) = file
         .strip_prefix("/dev/fdset/")
         .and_then(|s| s.parse::<u64>().ok())
@@ -347,28 +351,41 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
         return Ok(());
     };
     let p = path.to_owned();
-    let fd = tokio::task::spawn_blocking(move || {
+    let (fd, ro) = tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&p)
-            .map(OwnedFd::from)
+        let open = |write: bool| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&p)
+                .map(OwnedFd::from)
+        };
+        Ok::<_, std::io::Error>((
+            open(true)?,
+            if read_only { Some(open(false)?) } else { None },
+        ))
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
+    .map_err(|e| format!("cannot open {path}: {e}"))?;
     q.add_fd(fd.as_fd(), Some(set), Some(COMMIT_BASE))
         .await
         .map_err(|e| err("add-fd", e))?;
     release_others(q, set).await;
+    // A fresh read-only descriptor (no locks on it) for the commit's end, when QEMU reopens
+    // a base that was read-only read-only again.
+    if let Some(ro) = ro {
+        q.add_fd(ro.as_fd(), Some(set), Some(BASE_READ_ONLY))
+            .await
+            .map_err(|e| err("add-fd", e))?;
+    }
     Ok(())
 }
 
 /// Removes the descriptors of set `set` other than the read-write ones [`ensure_writable`]
-/// added: the read-only one a start (or a revert's `-incoming` QEMU) put there for a backing
-/// image. QEMU's node uses a duplicate of it, i.e. the same open file description; when the
+/// added: the read-only one a start (or a revert's `-incoming` QEMU, or an earlier commit)
+/// put there for a backing image. QEMU's node uses a duplicate of it, i.e. the same open file description; when the
 /// reopen switches the node to the read-write description, QEMU closes its duplicate without
 /// unlocking, and the set's descriptor keeps the old description open with QEMU's image
 /// locks on it (no one else may write). The commit's own write permission then meets that
