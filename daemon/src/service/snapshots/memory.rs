@@ -756,12 +756,13 @@ impl Service {
             Some(launched.child),
             Some(launched.events),
         );
-        // Where a revert's time goes (cumulative ms).
+        // Where a revert's time goes (cumulative ms; the overlays are made first, then the
+        // old QEMU stopped).
         tracing::info!(
             domain,
             snapshot = s.name,
-            killed_ms = killed.as_millis() as u64,
             disks_ms = disks.as_millis() as u64,
+            killed_ms = killed.as_millis() as u64,
             started_ms = started.as_millis() as u64,
             loaded_ms = load_done.as_millis() as u64,
             total_ms = began.elapsed().as_millis() as u64,
