@@ -527,7 +527,8 @@ impl Service {
                 s.name
             )));
         };
-        if tree.pending_memory.is_some() || tree.journal.is_some() {
+        if tree.pending_memory.is_some() || tree.journal.is_some() || tree.pending_revert.is_some()
+        {
             return Err(Error::Busy {
                 name: domain,
                 detail: "an interrupted snapshot operation is being finished".into(),
