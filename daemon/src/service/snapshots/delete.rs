@@ -197,9 +197,13 @@ impl Service {
                             again = false;
                         }
                     }
-                    live::commit(q, step, &active_node, speed, again, COMMIT_TIMEOUT)
-                        .await
-                        .map_err(|m| qemu(&domain, m))?;
+                    match live::commit(q, step, &active_node, speed, again, COMMIT_TIMEOUT).await {
+                        Ok(()) => {}
+                        Err(live::CommitError::Failed(m)) => return Err(qemu(&domain, m)),
+                        Err(live::CommitError::Refused(m)) => {
+                            return Err(self.refused(h, l, tree, i, m).await);
+                        }
+                    }
                 }
                 Where::Stopped => {
                     let (top, base) = (step.top.clone(), step.base.clone());
@@ -225,6 +229,56 @@ impl Service {
             self.save_tree(&domain, tree).await?;
         }
         Ok(())
+    }
+
+    /// QEMU refused to start step `i`'s commit: nothing of it was written. With no step done
+    /// the deletion is rolled back (the journal goes, the snapshot stays, a retry may run
+    /// at once); otherwise the journal stays for the recovery to finish. A paused guest's
+    /// refusal over image locks is explained: QEMU 7.2 closes a descriptor the daemon takes
+    /// out of a set only while the guest runs (see `live::ensure_writable`).
+    async fn refused(
+        &self,
+        h: &DomainHandle,
+        l: &Live,
+        tree: &mut Tree,
+        i: usize,
+        m: String,
+    ) -> Error {
+        let domain = h.name.as_str();
+        let untouched = tree
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.steps.iter().all(|s| !s.done));
+        let mut message = m;
+        if message.contains("lock") {
+            let paused = match l.qmp(domain) {
+                Ok(q) => !q
+                    .execute(&novacron_qmp::commands::QueryStatus)
+                    .await
+                    .is_ok_and(|s| s.running),
+                Err(_) => false,
+            };
+            if paused {
+                message.push_str(
+                    " (the guest is paused: QEMU 7.2 closes the read-only descriptor it \
+                     opened this image with, whose image lock refuses the commit, only while \
+                     the guest runs; resume the guest or stop it, then delete again)",
+                );
+            }
+        }
+        if untouched {
+            tree.journal = None;
+            if let Err(e) = self.save_tree(domain, tree).await {
+                tracing::error!(domain, error = %e, "rolling back a refused snapshot deletion");
+            }
+        } else {
+            tracing::warn!(
+                domain,
+                step = i,
+                "a commit refused after earlier steps merged; the recovery finishes the deletion"
+            );
+        }
+        qemu(domain, message)
     }
 
     /// After every step is done: drop the merged nodes, move references, forget the
@@ -311,6 +365,18 @@ impl Service {
         tree: &mut Tree,
         s: &super::meta::Snap,
     ) -> Result<Vec<(String, String, DiskFormat)>, Error> {
+        let made = self.revert_overlays(h, tree, s).await?;
+        self.adopt_revert(h, tree, &s.name, made).await
+    }
+
+    /// Makes a fresh overlay over each of snapshot `s`'s files (nothing recorded; on failure
+    /// the ones made are removed again).
+    pub(super) async fn revert_overlays(
+        &self,
+        h: &DomainHandle,
+        tree: &mut Tree,
+        s: &super::meta::Snap,
+    ) -> Result<Vec<RevertOverlay>, Error> {
         let (domain, name) = (h.name.as_str(), s.name.as_str());
         tree.next += 1;
         let mut made = Vec::new();
@@ -319,60 +385,80 @@ impl Service {
                 .parent()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| ".".into());
-            made.push((
-                target.clone(),
-                format!("{dir}/{domain}.{target}.{name}.r{}.qcow2", tree.next),
-                d.file.clone(),
-                d.format,
-            ));
+            made.push(RevertOverlay {
+                target: target.clone(),
+                overlay: format!("{dir}/{domain}.{target}.{name}.r{}.qcow2", tree.next),
+                file: d.file.clone(),
+                format: d.format,
+            });
         }
         let work = made.clone();
         tokio::task::spawn_blocking(move || {
             let mut done: Vec<String> = Vec::new();
-            for (_, overlay, file, format) in &work {
-                let r = crate::host::qemu_img::info(file)
-                    .and_then(|i| {
-                        crate::host::qemu_img::create_overlay(
-                            overlay,
-                            file,
-                            *format,
-                            i.virtual_size,
-                        )
+            for m in &work {
+                // The size from the header as recorded (never probed: a raw disk may hold a
+                // guest-written qcow2 header).
+                let r = crate::host::qemu_img::virtual_size(&m.file, m.format)
+                    .and_then(|size| {
+                        crate::host::qemu_img::create_overlay(&m.overlay, &m.file, m.format, size)
                     })
-                    .map_err(|e| io_err("create overlay", overlay, e));
+                    .map_err(|e| io_err("create overlay", &m.overlay, e));
                 if let Err(e) = r {
                     for f in done {
                         let _ = std::fs::remove_file(f);
                     }
                     return Err(e);
                 }
-                done.push(overlay.clone());
+                done.push(m.overlay.clone());
             }
             Ok(())
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+        Ok(made)
+    }
+
+    /// Makes the overlays `made` the disks' files (tree and definition), snapshot `name`
+    /// current, and unlinks what only the old state used; returns the disks' new files.
+    pub(super) async fn adopt_revert(
+        &self,
+        h: &DomainHandle,
+        tree: &mut Tree,
+        name: &str,
+        made: Vec<RevertOverlay>,
+    ) -> Result<Vec<(String, String, DiskFormat)>, Error> {
         let mut changes = Vec::new();
-        for (target, overlay, file, _) in made {
+        for m in made {
             tree.files.insert(
-                overlay.clone(),
+                m.overlay.clone(),
                 FileRec {
                     format: DiskFormat::Qcow2,
-                    backing: Some(file),
+                    backing: Some(m.file),
                     owned: true,
                     refs: 0,
                 },
             );
-            tree.active.insert(target.clone(), overlay.clone());
-            changes.push((target, overlay, DiskFormat::Qcow2));
+            tree.active.insert(m.target.clone(), m.overlay.clone());
+            changes.push((m.target, m.overlay, DiskFormat::Qcow2));
         }
         tree.current = Some(name.to_owned());
+        tree.pending_revert = None;
         let unlink = tree.collect_garbage();
-        self.save_tree(domain, tree).await?;
+        self.save_tree(&h.name, tree).await?;
         self.repoint_definition(h, &changes).await?;
         self.unlink_files(unlink).await;
         Ok(changes)
     }
+}
+
+/// A revert's fresh overlay over one of the snapshot's files.
+#[derive(Debug, Clone)]
+pub(super) struct RevertOverlay {
+    pub target: String,
+    pub overlay: String,
+    /// The snapshot's file it is backed by, and that file's format.
+    pub file: String,
+    pub format: DiskFormat,
 }
 
 fn mark_done(tree: &mut Tree, i: usize) {

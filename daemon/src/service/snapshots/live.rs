@@ -12,6 +12,8 @@ pub type QmpResult<T> = Result<T, String>;
 
 /// The `opaque` of the read-write descriptors [`ensure_writable`] adds.
 const COMMIT_BASE: &str = "snapshot-commit-base";
+/// The `opaque` of the read-only descriptor it puts back for a read-only base.
+const BASE_READ_ONLY: &str = "snapshot-base-read-only";
 
 fn err(cmd: &str, e: novacron_qmp::Error) -> String {
     format!("{cmd}: {e}")
@@ -216,6 +218,15 @@ fn job_event<'a>(names: &'a [&'a str], id: &'a str) -> impl FnMut(&Event) -> boo
     move |e: &Event| names.contains(&e.name()) && e.data["device"] == id
 }
 
+/// Why a commit did not end well.
+#[derive(Debug)]
+pub enum CommitError {
+    /// QEMU refused to start the job: nothing was written, the chain is as it was.
+    Refused(String),
+    /// The job failed, or waiting for it did.
+    Failed(String),
+}
+
 /// Starts (unless `resume`) and drives one commit job to its end: an active commit is
 /// completed when it reports ready. Events first, then the job list, so nothing is missed.
 pub async fn commit(
@@ -225,7 +236,7 @@ pub async fn commit(
     speed: Option<u64>,
     resume: bool,
     timeout: Duration,
-) -> QmpResult<()> {
+) -> Result<(), CommitError> {
     let id = step.job_id.clone().unwrap_or_default();
     let mut events = q.subscribe();
     if !resume {
@@ -247,10 +258,26 @@ pub async fn commit(
         // The base is reopened read-write (if it was read-only) when the job starts: the
         // descriptor ensure_writable added has done its work either way.
         release_fds(q, COMMIT_BASE).await;
-        started?;
-    } else {
+        started.map_err(CommitError::Refused)?;
+    }
+    drive(q, step, &id, speed, resume, &mut events, timeout)
+        .await
+        .map_err(CommitError::Failed)
+}
+
+/// Drives the started commit job `id` to its end (see [`commit`]).
+async fn drive(
+    q: &Client,
+    step: &super::meta::CommitStep,
+    id: &str,
+    speed: Option<u64>,
+    resume: bool,
+    events: &mut novacron_qmp::Subscription,
+    timeout: Duration,
+) -> QmpResult<()> {
+    if resume {
         release_fds(q, COMMIT_BASE).await;
-        match job(q, &id).await? {
+        match job(q, id).await? {
             Some((true, _, _)) if step.active => {
                 raw(q, "job-complete", json!({ "id": id })).await?;
             }
@@ -270,7 +297,7 @@ pub async fn commit(
                 left,
                 job_event(
                     &["BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_ERROR"],
-                    &id,
+                    id,
                 ),
             )
             .await
@@ -309,12 +336,14 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
         return Ok(());
     };
     let nodes = raw(q, "query-named-block-nodes", json!({"flat": true})).await?;
-    let file = nodes
+    let info = nodes
         .as_array()
-        .and_then(|a| a.iter().find(|n| n["node-name"] == storage.as_str()))
+        .and_then(|a| a.iter().find(|n| n["node-name"] == storage.as_str()));
+    let file = info
         .and_then(|n| n["file"].as_str())
         .unwrap_or_default()
         .to_owned();
+    let read_only = info.is_some_and(|n| n["ro"] == true);
     let Some(set) = file
         .strip_prefix("/dev/fdset/")
         .and_then(|s| s.parse::<u64>().ok())
@@ -322,20 +351,62 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
         return Ok(());
     };
     let p = path.to_owned();
-    let fd = tokio::task::spawn_blocking(move || {
+    let (fd, ro) = tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&p)
-            .map(OwnedFd::from)
+        let open = |write: bool| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&p)
+                .map(OwnedFd::from)
+        };
+        Ok::<_, std::io::Error>((
+            open(true)?,
+            if read_only { Some(open(false)?) } else { None },
+        ))
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot open {path} read-write: {e}"))?;
+    .map_err(|e| format!("cannot open {path}: {e}"))?;
     q.add_fd(fd.as_fd(), Some(set), Some(COMMIT_BASE))
         .await
-        .map_err(|e| err("add-fd", e))
-        .map(drop)
+        .map_err(|e| err("add-fd", e))?;
+    release_others(q, set).await;
+    // A fresh read-only descriptor (no locks on it) for the commit's end, when QEMU reopens
+    // a base that was read-only read-only again.
+    if let Some(ro) = ro {
+        q.add_fd(ro.as_fd(), Some(set), Some(BASE_READ_ONLY))
+            .await
+            .map_err(|e| err("add-fd", e))?;
+    }
+    Ok(())
+}
+
+/// Removes the descriptors of set `set` other than the read-write ones [`ensure_writable`]
+/// added: the read-only one a start (or a revert's `-incoming` QEMU, or an earlier commit)
+/// put there for a backing image. QEMU's node uses a duplicate of it, i.e. the same open file description; when the
+/// reopen switches the node to the read-write description, QEMU closes its duplicate without
+/// unlocking, and the set's descriptor keeps the old description open with QEMU's image
+/// locks on it (no one else may write). The commit's own write permission then meets that
+/// foreign lock: 'Failed to get "write" lock' (with a raw base, whose write permission comes
+/// after the reopen; a qcow2 base gets it within the reopen, unchecked). QEMU closes a removed
+/// descriptor at once while the guest runs, otherwise at the set's next clean-up.
+async fn release_others(q: &Client, set: u64) {
+    let Ok(sets) = raw(q, "query-fdsets", json!({})).await else {
+        return;
+    };
+    for s in sets.as_array().into_iter().flatten() {
+        if s["fdset-id"].as_u64() != Some(set) {
+            continue;
+        }
+        for fd in s["fds"].as_array().into_iter().flatten() {
+            if fd["opaque"] != COMMIT_BASE {
+                let args = json!({"fdset-id": set, "fd": fd["fd"]});
+                if let Err(e) = raw(q, "remove-fd", args).await {
+                    tracing::warn!(set, error = %e, "remove-fd");
+                }
+            }
+        }
+    }
 }

@@ -7,6 +7,24 @@
 //! Reverting: the guest's QEMU is replaced by a new one started with the device set recorded
 //! in the snapshot (as a migration's destination is), `-incoming defer`, fresh overlays over
 //! the snapshot's disks, the state loaded from the file, then `cont`.
+//!
+//! As libvirt's external revert does, the old guest is stopped first (SIGTERM, so QEMU closes
+//! its images cleanly; SIGKILL after a grace period): a revert discards the running state by
+//! definition. What must not be discarded before the load is known good is what was on disk:
+//! the fresh overlays are adopted (tree, definition, the old state's files unlinked) only once
+//! QEMU has loaded the state. A failed load leaves the domain stopped on the disks it had,
+//! restartable, the snapshot kept, the overlays removed, with QEMU's own words (from its log:
+//! QMP's error-desc is empty for a failed load) in the error.
+//!
+//! Keeping the old guest paused until the new one has loaded is not done: both QEMUs would
+//! hold the guest's RAM at once (twice its memory, hugepages included, for the load's
+//! duration) and everything a QEMU holds per domain would need a second identity while both
+//! live: the QMP socket, runtime record, guest directory and memory-backing file are named
+//! by the domain, taps by its uuid and NIC slot, pinned CPUs, VFIO devices (which cannot be
+//! opened twice), display ports and the cgroup are held by one process. Image locks would
+//! not conflict (the new QEMU reads the snapshot's files, which the old one has read-only at
+//! most). That is a local migration's machinery, a large change for a failure that now loses
+//! nothing on disk.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -14,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use novacron_domain::model::DiskSource;
+use novacron_domain::model::{DiskFormat, DiskSource};
 use novacron_domain::snapshot::SnapshotState;
 use novacron_domain::{DomainConfig, Error};
 use novacron_qmp::commands::{
@@ -26,7 +44,7 @@ use novacron_qmp::{Client, EventKind, Subscription};
 use serde_json::json;
 
 use super::create::{insert_snap, new_snap, Plan};
-use super::meta::{self, PendingMemory, Snap, SnapKind, Tree};
+use super::meta::{self, PendingMemory, PendingRevert, Snap, SnapKind, Tree};
 use super::{invalid, io_err, placement, CreateRequest, MemoryMode, SnapshotInfo, Where};
 use crate::service::domain::{DomainHandle, Intent, Live, Monitor, Run, UpState};
 use crate::service::events::StateReason;
@@ -37,7 +55,10 @@ const SAVE_FD: &str = "novacron-ram-save";
 const LOAD_FD: &str = "novacron-ram-load";
 /// Longest a RAM save or load may take (QEMU writes at disk speed).
 const TRANSFER_WAIT: Duration = Duration::from_secs(3600);
-/// How long the old QEMU of a reverted guest gets to be gone after SIGKILL.
+/// How long the old QEMU of a reverted guest gets to exit on SIGTERM, then after SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+/// How long a revert's QEMU that failed its load gets to exit by itself (and log why).
+const EXIT_WAIT: Duration = Duration::from_secs(5);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// `max-bandwidth` while writing a state file: unlimited, as libvirt sets it for a save to a
 /// file (QEMU's default throttles a migration to 128 MiB/s).
@@ -124,7 +145,11 @@ async fn wait_migration(q: &Client, events: &mut Subscription) -> Result<Ended, 
                     .ok()
                     .and_then(|i| i.error_desc)
                     .unwrap_or_default();
-                return Err(format!("QEMU's migration ended {status:?}: {why}"));
+                return Err(if why.is_empty() {
+                    format!("QEMU's migration ended {status:?}")
+                } else {
+                    format!("QEMU's migration ended {status:?}: {why}")
+                });
             }
             _ => {}
         }
@@ -493,7 +518,8 @@ impl Service {
                 s.name
             )));
         };
-        if tree.pending_memory.is_some() || tree.journal.is_some() {
+        if tree.pending_memory.is_some() || tree.journal.is_some() || tree.pending_revert.is_some()
+        {
             return Err(Error::Busy {
                 name: domain,
                 detail: "an interrupted snapshot operation is being finished".into(),
@@ -531,39 +557,63 @@ impl Service {
         })
         .await?;
         let began = std::time::Instant::now();
+        // The fresh overlays first, while the old guest still runs (they only read the
+        // snapshot's files). Until the new QEMU has loaded the state, the tree and the
+        // definition keep the disks the guest had: a failed load leaves the domain stopped
+        // on them, nothing lost. Recorded as pending, so a restart removes them.
+        let made = self.revert_overlays(h, &mut tree, &s).await?;
+        tree.pending_revert = Some(PendingRevert {
+            snapshot: s.name.clone(),
+            overlays: made.iter().map(|m| m.overlay.clone()).collect(),
+        });
+        if let Err(e) = self.save_tree(&domain, &tree).await {
+            self.drop_revert(&domain, &mut tree, false).await;
+            return Err(e);
+        }
+        let disks = began.elapsed();
         if let Where::Running(old) = &place {
-            // The old guest is discarded, as libvirt's revert does.
+            // The old guest is discarded, as libvirt's revert does (why it is not kept paused
+            // until the load is done: see the module's comment).
             old.set_intent(Intent::Destroy);
-            let mut watch = h.watch();
-            old.signal(Signal::SIGKILL)
-                .map_err(|e| qemu(&domain, op, format!("cannot signal QEMU: {e}")))?;
-            tokio::time::timeout(KILL_WAIT, crate::service::lifecycle::gone(&mut watch, old))
-                .await
-                .map_err(|_| Error::Timeout {
-                    operation: "stopping the guest to revert it",
-                    after: KILL_WAIT,
-                })?;
+            if let Err(e) = stop_old(h, old).await.map_err(|e| qemu(&domain, op, e)) {
+                self.drop_revert(&domain, &mut tree, true).await;
+                return Err(e);
+            }
         }
         let killed = began.elapsed();
-        let changes = self.revert_disks(h, &mut tree, &s).await?;
-        let disks = began.elapsed();
-        for (target, overlay, format) in &changes {
+        for m in &made {
             if let Some(d) = config
                 .devices
                 .disks
                 .iter_mut()
-                .find(|d| &d.target.dev == target)
+                .find(|d| d.target.dev == m.target)
             {
                 d.source = Some(DiskSource::File {
-                    path: overlay.clone(),
+                    path: m.overlay.clone(),
                 });
-                d.driver.format = *format;
+                d.driver.format = DiskFormat::Qcow2;
             }
         }
-        h.transition(&inner.events, Run::Starting, StateReason::Starting)?;
+        let failed = |e: Error| {
+            let reason = StateReason::StartFailed(e.to_string());
+            (e, reason)
+        };
+        if let Err(e) = h.transition(&inner.events, Run::Starting, StateReason::Starting) {
+            self.drop_revert(&domain, &mut tree, true).await;
+            return Err(e);
+        }
         let trust = h.definition().trust;
+        // What this QEMU writes to its log from here on is its own (QEMU says why a load
+        // failed there, not over QMP).
+        let log = inner.paths.qemu_log(&domain);
+        let log_offset = {
+            let l = log.clone();
+            blocking(move || Ok(std::fs::metadata(&l).map_or(0, |m| m.len())))
+                .await
+                .unwrap_or(0)
+        };
         // The runtime record marks it incoming: a daemon restarted before the load is done
-        // discards this QEMU (the guest stays off on the snapshot's disks).
+        // discards this QEMU (the guest stays off on the disks it had).
         let mark = format!("revert-{}", s.name);
         let launched = match crate::service::lifecycle::launch_as(
             &inner,
@@ -576,11 +626,9 @@ impl Service {
         {
             Ok(l) => l,
             Err(e) => {
-                let _ = h.transition(
-                    &inner.events,
-                    Run::Off,
-                    StateReason::StartFailed(e.to_string()),
-                );
+                self.drop_revert(&domain, &mut tree, true).await;
+                let (e, reason) = failed(e);
+                let _ = h.transition(&inner.events, Run::Off, reason);
                 return Err(e);
             }
         };
@@ -610,7 +658,11 @@ impl Service {
             .map_err(|e| qemu(&domain, op, e))?;
             wait_migration(&q, &mut events)
                 .await
-                .map_err(|e| qemu(&domain, op, format!("loading {file}: {e}")))?;
+                .map_err(Failure::Load)?;
+            // The state is in: the fresh overlays become the disks' files (tree, definition;
+            // what only the old state used is unlinked now, not before).
+            self.adopt_revert(h, &mut tree, &s.name, made.clone())
+                .await?;
             // With the live set as replayed before the load (hot-plugged vCPUs).
             let mut record = launched.live.record_now();
             record.incoming = None;
@@ -619,19 +671,46 @@ impl Service {
                     "cannot write the runtime record of '{domain}': {e}"
                 ))
             })?;
-            Ok::<_, Error>((q, record))
+            Ok::<_, Failure>((q, record))
         }
         .await;
         drop(state_fd);
+        let mut launched = launched;
         let (q, record) = match loaded {
             Ok(ok) => ok,
-            Err(e) => {
+            Err(failure) => {
+                let load_failed = matches!(failure, Failure::Load(_));
+                if load_failed {
+                    // QEMU exits by itself after a failed incoming load, saying why on its
+                    // stderr (QMP's error-desc stays empty): its log holds the reason once
+                    // it is gone.
+                    let _ = tokio::time::timeout(EXIT_WAIT, launched.child.wait()).await;
+                }
                 crate::service::migration::kill_unstarted(&inner, &domain, launched).await;
-                let _ = h.transition(
-                    &inner.events,
-                    Run::Off,
-                    StateReason::StartFailed(e.to_string()),
-                );
+                let e = match failure {
+                    Failure::Other(e) => e,
+                    Failure::Load(why) => {
+                        let l = log.clone();
+                        let said = blocking(move || Ok(qemu_said(&l, log_offset)))
+                            .await
+                            .unwrap_or_default();
+                        qemu(
+                            &domain,
+                            op,
+                            format!(
+                                "loading snapshot '{}' (state file {file}) failed: {why}; \
+                                 QEMU said: {said}; the guest is stopped on the disks it had",
+                                s.name
+                            ),
+                        )
+                    }
+                };
+                // Still pending unless adopted (then the definition names them: they stay).
+                if tree.pending_revert.is_some() {
+                    self.drop_revert(&domain, &mut tree, true).await;
+                }
+                let (e, reason) = failed(e);
+                let _ = h.transition(&inner.events, Run::Off, reason);
                 return Err(e);
             }
         };
@@ -669,12 +748,13 @@ impl Service {
             Some(launched.child),
             Some(launched.events),
         );
-        // Where a revert's time goes (cumulative ms).
+        // Where a revert's time goes (cumulative ms; the overlays are made first, then the
+        // old QEMU stopped).
         tracing::info!(
             domain,
             snapshot = s.name,
-            killed_ms = killed.as_millis() as u64,
             disks_ms = disks.as_millis() as u64,
+            killed_ms = killed.as_millis() as u64,
             started_ms = started.as_millis() as u64,
             loaded_ms = load_done.as_millis() as u64,
             total_ms = began.elapsed().as_millis() as u64,
@@ -683,12 +763,43 @@ impl Service {
         Ok(())
     }
 
+    /// A revert that did not get to its load's end: its fresh overlays are removed and, when
+    /// `recorded`, the tree no longer lists them as pending (the tree and the definition
+    /// never named them as the disks' files).
+    async fn drop_revert(&self, domain: &str, tree: &mut Tree, recorded: bool) {
+        let overlays = match tree.pending_revert.take() {
+            Some(p) => p.overlays,
+            None => return,
+        };
+        let _ = blocking(move || {
+            for f in overlays {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(file = f, error = %e, "cannot remove a revert's overlay")
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if recorded {
+            if let Err(e) = self.save_tree(domain, tree).await {
+                tracing::error!(domain, error = %e, "snapshot metadata after a failed revert");
+            }
+        }
+    }
+
     /// After a restart: a RAM save the previous daemon left unfinished is rolled back (its
     /// partial file removed, a guest it paused resumed), and state files no snapshot names
     /// (a crash between a deletion's metadata and its unlink) are removed.
     pub(super) async fn recover_memory(&self, domain: &str) -> Result<(), Error> {
         let tree = self.load_tree(domain).await?;
-        if tree.pending_memory.is_none() && self.orphan_states(domain, &tree).await?.is_empty() {
+        if tree.pending_memory.is_none()
+            && tree.pending_revert.is_none()
+            && self.orphan_states(domain, &tree).await?.is_empty()
+        {
             return Ok(());
         }
         let h = self.inner.handle(domain)?;
@@ -723,6 +834,16 @@ impl Service {
                 domain,
                 snapshot = p.snapshot,
                 "interrupted snapshot with memory rolled back"
+            );
+        }
+        // A revert cut short before its load was done: its QEMU was discarded (its record is
+        // marked incoming), the guest is off on the disks it had; the fresh overlays go.
+        if let Some(p) = tree.pending_revert.clone() {
+            self.drop_revert(domain, &mut tree, true).await;
+            tracing::info!(
+                domain,
+                snapshot = p.snapshot,
+                "interrupted revert rolled back"
             );
         }
         let orphans = self.orphan_states(domain, &tree).await?;
@@ -769,6 +890,67 @@ impl Service {
             Ok(out)
         })
         .await
+    }
+}
+
+/// Stops the QEMU `old` of a guest being reverted as `destroy` does: SIGTERM, on which QEMU
+/// closes its images cleanly (what the guest wrote and QEMU still cached reaches the disks,
+/// which a failed load leaves the domain on), then SIGKILL after a grace period.
+async fn stop_old(h: &DomainHandle, old: &Arc<Live>) -> Result<(), String> {
+    let mut watch = h.watch();
+    old.signal(Signal::SIGTERM)
+        .map_err(|e| format!("cannot signal QEMU: {e}"))?;
+    let gone = crate::service::lifecycle::gone(&mut watch, old);
+    if tokio::time::timeout(TERM_GRACE, gone).await.is_ok() {
+        return Ok(());
+    }
+    tracing::warn!(
+        domain = h.name,
+        pid = old.pid,
+        "QEMU ignored SIGTERM; sending SIGKILL"
+    );
+    old.signal(Signal::SIGKILL)
+        .map_err(|e| format!("cannot signal QEMU: {e}"))?;
+    tokio::time::timeout(KILL_WAIT, crate::service::lifecycle::gone(&mut watch, old))
+        .await
+        .map_err(|_| {
+            format!(
+                "QEMU (pid {}) still runs {:?} after SIGKILL",
+                old.pid,
+                TERM_GRACE + KILL_WAIT
+            )
+        })
+}
+
+/// Why a revert's new QEMU did not get the guest running.
+enum Failure {
+    /// QEMU failed the load (the state file's fault, or a device set it refuses).
+    Load(String),
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Other(e)
+    }
+}
+
+/// QEMU's own lines in its log from `offset` on (the daemon's start stamp left out), the
+/// last ones first cut to a readable length.
+fn qemu_said(log: &Path, offset: u64) -> String {
+    let text = crate::qemu::spawn::log_since(log, offset, 8192);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.split_whitespace().nth(1) != Some("novacrond:"))
+        .collect();
+    if lines.is_empty() {
+        return "nothing".to_owned();
+    }
+    let joined = lines.join(" / ");
+    match joined.char_indices().rev().nth(1023) {
+        Some((i, _)) => format!("...{}", &joined[i..]),
+        None => joined,
     }
 }
 

@@ -58,6 +58,18 @@ pub struct Tree {
     /// removes the partial file and resumes a guest the save paused (see `memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_memory: Option<PendingMemory>,
+    /// A revert to a full snapshot whose state is being loaded: its fresh overlays, made
+    /// before anything else changed and adopted only once the load is done. A restart
+    /// removes them (the guest stays off on the disks it had; see `memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_revert: Option<PendingRevert>,
+}
+
+/// A revert's fresh overlays, not yet the disks' files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRevert {
+    pub snapshot: String,
+    pub overlays: Vec<String>,
 }
 
 /// A full snapshot's RAM save in flight.
