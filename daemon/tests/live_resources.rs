@@ -805,3 +805,125 @@ fn an_interrupted_start_gets_its_start_balloon_from_the_next_daemon() {
         None,
     );
 }
+
+/// A pc-dimm unplugged from the Linux test guest: with hot-added memory onlined movable
+/// (`memhp_default_state=online_movable`), the guest offlines the DIMM's blocks when QEMU asks
+/// (ACPI memory hot-remove), ejects it, and QEMU's DEVICE_DELETED ends the daemon's job: the
+/// DELETE answers only then (no sleep here), MemTotal is back to what it was, and the DIMM
+/// is gone from QEMU, from the live set and from the record.
+#[tokio::test]
+async fn a_linux_guest_releases_an_unplugged_dimm() {
+    use novacron_tests::{test_guest_domain_xml_with, GuestShell, COMMAND_CHANNEL};
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let sock = d.socket.clone();
+    let name = "lr-dimm";
+    let xml = tokio::task::spawn_blocking(move || {
+        test_guest_domain_xml_with(
+            name,
+            "memhp_default_state=online_movable",
+            novacron_tests::COMMAND_CHANNEL_XML,
+        )
+    })
+    .await
+    .unwrap()
+    .expect("test guest")
+    .replace(
+        "<memory unit='MiB'>256</memory>",
+        "<maxMemory slots='2' unit='MiB'>1024</maxMemory><memory unit='MiB'>256</memory>",
+    );
+    define_and_start(&sock, name, &xml);
+    common::wait_file(
+        &env.serial_log(name),
+        novacron_tests::READY_MARKER,
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    let socket = env
+        .config
+        .run_dir
+        .join(format!("domains/{name}.d"))
+        .join(format!("{COMMAND_CHANNEL}.sock"));
+    let mut shell = GuestShell::connect(&socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let meminfo = "grep MemTotal /proc/meminfo";
+    let before = mem_total_kib(
+        &shell
+            .run_ok(meminfo, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+
+    let devices = format!("/v1/domains/{name}/memory/devices");
+    let m = ok(
+        &sock,
+        "POST",
+        &devices,
+        Some(&json!({
+            "xml": "<memory model='dimm'><target><size unit='MiB'>128</size></target></memory>",
+            "live": true
+        })),
+    );
+    assert_eq!(m["devices"][0]["alias"], "dimm0", "{m}");
+    until(&mut shell, meminfo, Duration::from_secs(120), |o| {
+        mem_total_kib(o) >= before + 120 * MIB
+    })
+    .await;
+    // Onlined movable, so the guest can give it back.
+    let zones = shell
+        .run_ok(
+            "grep -l Movable /sys/devices/system/memory/memory*/valid_zones | wc -l",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_ne!(zones.trim(), "0", "no movable memory block: {zones}");
+
+    // The unplug is a job that ends on QEMU's DEVICE_DELETED (the guest ejected it).
+    let m = ok(
+        &sock,
+        "DELETE",
+        &format!("{devices}/dimm0?live=true&timeout=120"),
+        None,
+    );
+    assert_eq!(m["devices"], json!([]), "{m}");
+    let qemu = ok(
+        &sock,
+        "POST",
+        &format!("/v1/domains/{name}/qmp"),
+        Some(&json!({ "execute": "query-memory-devices" })),
+    );
+    assert_eq!(qemu["return"], json!([]), "{qemu}");
+    let mem_total = mem_total_kib(
+        &shell
+            .run_ok(meminfo, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        mem_total < before + 10 * MIB,
+        "MemTotal {mem_total} KiB after the unplug (before the plug: {before} KiB)"
+    );
+    let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
+    assert_eq!(m["devices"], json!([]), "{m}");
+    assert_eq!(m["memory_kib"], 256 * MIB, "{m}");
+    let live = &record(&env, name)["live_devices"];
+    assert!(
+        live["memory"].as_array().is_none_or(|a| a.is_empty()),
+        "{live}"
+    );
+    assert!(
+        live["memory_unplugging"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{live}"
+    );
+    ok(
+        &sock,
+        "POST",
+        &format!("/v1/domains/{name}/destroy"),
+        None,
+    );
+}
