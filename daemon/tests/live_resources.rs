@@ -721,7 +721,10 @@ fn an_interrupted_start_gets_its_start_balloon_from_the_next_daemon() {
         .expect("qemu-nbd (qemu-utils) must be installed"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&nbd_sock).is_err() {
-        assert!(std::time::Instant::now() < deadline, "qemu-nbd never listened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "qemu-nbd never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let gate_sock = srv.join("gate.sock");
@@ -920,10 +923,5 @@ async fn a_linux_guest_releases_an_unplugged_dimm() {
             .is_none_or(|a| a.is_empty()),
         "{live}"
     );
-    ok(
-        &sock,
-        "POST",
-        &format!("/v1/domains/{name}/destroy"),
-        None,
-    );
+    ok(&sock, "POST", &format!("/v1/domains/{name}/destroy"), None);
 }

@@ -538,11 +538,7 @@ async fn free_port(
 /// device given no address): what `query-pci` shows taken, and what the ledger recorded for
 /// hot-added NICs (one whose unplug is still pending is in both). Never 0 (host bridge) or 1
 /// (PIIX3).
-async fn free_root_slot(
-    name: &str,
-    qmp: &novacron_qmp::Client,
-    l: &Ledger,
-) -> Result<u8, Error> {
+async fn free_root_slot(name: &str, qmp: &novacron_qmp::Client, l: &Ledger) -> Result<u8, Error> {
     let pci = qmp
         .execute_raw("query-pci", None)
         .await
