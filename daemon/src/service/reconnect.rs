@@ -105,6 +105,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
                         domain: name.clone(),
                         state,
                         detail: Some("settled by a daemon restart".into()),
+                        resumed_at_us: None,
                     });
             }
             if ended == Some(super::migration::IncomingState::Aborted) {
