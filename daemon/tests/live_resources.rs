@@ -624,3 +624,304 @@ fn an_osless_guest_never_acknowledges_an_unplug() {
         None,
     );
 }
+
+/// A Unix socket standing between QEMU and `qemu-nbd`: it accepts QEMU's connection and
+/// forwards nothing until released, so QEMU waits in its initialisation (the NBD handshake of
+/// a disk it opens before its monitor greets) for as long as the test wants.
+struct NbdGate {
+    arrived: std::sync::mpsc::Receiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+fn nbd_gate(gate: &Path, server: &Path) -> NbdGate {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(gate).unwrap();
+    // QEMU runs as novacron-qemu: connecting needs write permission on the socket.
+    std::fs::set_permissions(gate, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let server = server.to_owned();
+    std::thread::spawn(move || {
+        let (qemu, _) = listener.accept().unwrap();
+        let _ = arrived_tx.send(());
+        if release_rx.recv().is_err() {
+            return;
+        }
+        let nbd = std::os::unix::net::UnixStream::connect(&server).unwrap();
+        let (mut q2, mut n2) = (qemu.try_clone().unwrap(), nbd.try_clone().unwrap());
+        let (mut q, mut n) = (qemu, nbd);
+        std::thread::spawn(move || std::io::copy(&mut n2, &mut q2));
+        let _ = std::io::copy(&mut q, &mut n);
+    });
+    NbdGate { arrived, release }
+}
+
+/// QEMU's own answer to `query-status` on its monitor socket (a QMP session of the test's).
+fn qmp_status(socket: &Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut w = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap(); // greeting
+    for cmd in ["qmp_capabilities", "query-status"] {
+        writeln!(w, "{}", json!({ "execute": cmd })).unwrap();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if let Some(r) = v.get("return") {
+                if cmd == "query-status" {
+                    return r["status"].as_str().unwrap_or_default().to_owned();
+                }
+                break;
+            }
+            assert!(v.get("error").is_none(), "{cmd}: {v}");
+        }
+    }
+    unreachable!()
+}
+
+/// Gap of the interrupted start: a daemon `kill -9`ed after QEMU is launched and recorded but
+/// before the guest left prelaunch leaves the start balloon (`<currentMemory>`) unsent; the
+/// next daemon, which finishes that start, must send it. The window is held open by something
+/// real rather than by timing: the guest has an NBD disk whose server (behind a gate the test
+/// holds) has not answered QEMU's handshake yet, so QEMU is still initialising (its monitor
+/// silent) while the daemon has written the record and waits for the greeting. The daemon is
+/// killed there, then the gate opens: QEMU reaches prelaunch with nobody having sent anything.
+#[test]
+fn an_interrupted_start_gets_its_start_balloon_from_the_next_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    let env = Env::new();
+    let srv = env.dir.path().join("srv");
+    std::fs::create_dir(&srv).unwrap();
+    std::fs::set_permissions(&srv, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image = srv.join("held.raw");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let nbd_sock = srv.join("nbd.sock");
+    /// Killed however the test ends.
+    struct Nbd(std::process::Child);
+    impl Drop for Nbd {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _nbd = Nbd(Command::new("qemu-nbd")
+        .args(["--persistent", "--shared=4", "-f", "raw", "-x", "exp", "-k"])
+        .arg(&nbd_sock)
+        .arg(&image)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-nbd (qemu-utils) must be installed"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&nbd_sock).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "qemu-nbd never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gate_sock = srv.join("gate.sock");
+    let gate = nbd_gate(&gate_sock, &nbd_sock);
+
+    let name = "lr-held";
+    let devices = format!(
+        "<memballoon model='virtio'/>\
+         <disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+           <source protocol='nbd' name='exp'><host transport='unix' socket='{}'/></source>\
+           <target dev='vdb' bus='virtio'/></disk>",
+        gate_sock.display()
+    );
+    let xml = novacron_tests::test_guest_domain_xml_with(name, "", &devices)
+        .expect("test guest")
+        .replace(
+            "<memory unit='MiB'>256</memory>",
+            "<memory unit='MiB'>256</memory><currentMemory unit='MiB'>224</currentMemory>",
+        );
+    assert!(xml.contains("<currentMemory"), "{xml}");
+    let mut d = env.start_daemon("");
+    let r = curl(
+        &d.socket,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    // The start never answers: its daemon dies in it.
+    let socket = d.socket.clone();
+    let start = std::thread::spawn(move || {
+        curl(&socket, "POST", &format!("/v1/domains/{name}/start"), &[])
+    });
+    gate.arrived
+        .recv_timeout(Duration::from_secs(60))
+        .expect("QEMU never opened its NBD disk");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !env.record(name).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runtime record was never written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    drop(d);
+    let _ = start.join();
+    let pid = common::recorded_pid(&env, name);
+    assert!(common::pid_alive(pid), "QEMU died with its daemon");
+
+    // The disk answers: QEMU finishes initialising and waits in prelaunch, nothing sent.
+    gate.release.send(()).unwrap();
+    assert_eq!(qmp_status(&env.socket(name)), "prelaunch");
+
+    // The next daemon finishes the start, with the balloon target <currentMemory> asks for:
+    // the guest's driver gives back the difference.
+    let d = env.start_daemon("");
+    let stats = format!("/v1/domains/{name}/memory/stats");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = ok(&d.socket, "GET", &stats, None);
+        if s["actual"] == 224 * MIB {
+            assert_eq!(s["target"], 224 * MIB, "{s}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start balloon never reached the guest: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        ok(&d.socket, "GET", &format!("/v1/domains/{name}"), None)["state"],
+        "running"
+    );
+    ok(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{name}/destroy"),
+        None,
+    );
+}
+
+/// A pc-dimm unplugged from the Linux test guest: with hot-added memory onlined movable
+/// (`memhp_default_state=online_movable`), the guest offlines the DIMM's blocks when QEMU asks
+/// (ACPI memory hot-remove), ejects it, and QEMU's DEVICE_DELETED ends the daemon's job: the
+/// DELETE answers only then (no sleep here), MemTotal is back to what it was, and the DIMM
+/// is gone from QEMU, from the live set and from the record.
+#[tokio::test]
+async fn a_linux_guest_releases_an_unplugged_dimm() {
+    use novacron_tests::{test_guest_domain_xml_with, GuestShell, COMMAND_CHANNEL};
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let sock = d.socket.clone();
+    let name = "lr-dimm";
+    let xml = tokio::task::spawn_blocking(move || {
+        test_guest_domain_xml_with(
+            name,
+            "memhp_default_state=online_movable",
+            novacron_tests::COMMAND_CHANNEL_XML,
+        )
+    })
+    .await
+    .unwrap()
+    .expect("test guest")
+    .replace(
+        "<memory unit='MiB'>256</memory>",
+        "<maxMemory slots='2' unit='MiB'>1024</maxMemory><memory unit='MiB'>256</memory>",
+    );
+    define_and_start(&sock, name, &xml);
+    common::wait_file(
+        &env.serial_log(name),
+        novacron_tests::READY_MARKER,
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    let socket = env
+        .config
+        .run_dir
+        .join(format!("domains/{name}.d"))
+        .join(format!("{COMMAND_CHANNEL}.sock"));
+    let mut shell = GuestShell::connect(&socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let meminfo = "grep MemTotal /proc/meminfo";
+    let before = mem_total_kib(
+        &shell
+            .run_ok(meminfo, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+
+    let devices = format!("/v1/domains/{name}/memory/devices");
+    let m = ok(
+        &sock,
+        "POST",
+        &devices,
+        Some(&json!({
+            "xml": "<memory model='dimm'><target><size unit='MiB'>128</size></target></memory>",
+            "live": true
+        })),
+    );
+    assert_eq!(m["devices"][0]["alias"], "dimm0", "{m}");
+    until(&mut shell, meminfo, Duration::from_secs(120), |o| {
+        mem_total_kib(o) >= before + 120 * MIB
+    })
+    .await;
+    // Onlined movable, so the guest can give it back.
+    let zones = shell
+        .run_ok(
+            "grep -l Movable /sys/devices/system/memory/memory*/valid_zones | wc -l",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_ne!(zones.trim(), "0", "no movable memory block: {zones}");
+
+    // The unplug is a job that ends on QEMU's DEVICE_DELETED (the guest ejected it).
+    let m = ok(
+        &sock,
+        "DELETE",
+        &format!("{devices}/dimm0?live=true&timeout=120"),
+        None,
+    );
+    assert_eq!(m["devices"], json!([]), "{m}");
+    let qemu = ok(
+        &sock,
+        "POST",
+        &format!("/v1/domains/{name}/qmp"),
+        Some(&json!({ "execute": "query-memory-devices" })),
+    );
+    assert_eq!(qemu["return"], json!([]), "{qemu}");
+    let mem_total = mem_total_kib(
+        &shell
+            .run_ok(meminfo, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        mem_total < before + 10 * MIB,
+        "MemTotal {mem_total} KiB after the unplug (before the plug: {before} KiB)"
+    );
+    let m = ok(&sock, "GET", &format!("/v1/domains/{name}/memory"), None);
+    assert_eq!(m["devices"], json!([]), "{m}");
+    assert_eq!(m["memory_kib"], 256 * MIB, "{m}");
+    let live = &record(&env, name)["live_devices"];
+    assert!(
+        live["memory"].as_array().is_none_or(|a| a.is_empty()),
+        "{live}"
+    );
+    assert!(
+        live["memory_unplugging"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{live}"
+    );
+    ok(&sock, "POST", &format!("/v1/domains/{name}/destroy"), None);
+}

@@ -105,6 +105,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) {
                         domain: name.clone(),
                         state,
                         detail: Some("settled by a daemon restart".into()),
+                        resumed_at_us: None,
                     });
             }
             if ended == Some(super::migration::IncomingState::Aborted) {
@@ -339,8 +340,9 @@ async fn adopt(mut record: RuntimeRecord) -> Adopted {
             }
         },
         // The previous daemon died between writing the record and `cont`: the start it was
-        // asked for is finished here.
-        RunState::Prelaunch => match client.execute(&Cont).await {
+        // asked for is finished here, with what that daemon sent before `cont` and may not
+        // have (the start balloon: setting the same target again is a no-op).
+        RunState::Prelaunch => match finish_start(&client, &live).await {
             Ok(_) => UpState::Running,
             Err(e) => {
                 tracing::warn!(pid, error = %e, "cannot finish an interrupted start");
@@ -363,6 +365,23 @@ async fn adopt(mut record: RuntimeRecord) -> Adopted {
         drift,
         devices_drift,
     }
+}
+
+/// What a start does between the record and the guest's first instruction that the guest
+/// would miss for good (a balloon target set later reaches a driver that already loaded, but
+/// `<currentMemory>` is what the guest must start with), then `cont`.
+async fn finish_start(client: &Client, live: &Live) -> Result<(), String> {
+    let record = &live.record;
+    if record.incoming.is_none() {
+        super::live_resources::apply_balloon_at_start(client, &record.name, &record.config)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    client
+        .execute(&Cont)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn lost(record: RuntimeRecord, error: String) -> Adopted {

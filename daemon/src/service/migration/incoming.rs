@@ -42,6 +42,8 @@ pub(super) struct Incoming {
     slot: tokio::sync::Mutex<Slot>,
     lease: Mutex<(Instant, Duration)>,
     ended: Mutex<Option<(IncomingState, Option<String>, Instant)>>,
+    /// QEMU's RESUME stamp of the guest here (microseconds since the epoch).
+    resumed_at_us: Mutex<Option<i64>>,
     /// Fired once the migration ended either way (stops the watchdog).
     done: CancellationToken,
 }
@@ -76,6 +78,10 @@ impl Incoming {
             domain: self.domain.clone(),
             state,
             detail,
+            resumed_at_us: *self
+                .resumed_at_us
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
         }
     }
 
@@ -218,6 +224,7 @@ impl Service {
             slot: tokio::sync::Mutex::new(Slot::Prepared(Box::new(launched))),
             lease: Mutex::new((Instant::now() + lease, lease)),
             ended: Mutex::new(None),
+            resumed_at_us: Mutex::new(None),
             done: CancellationToken::new(),
         });
         {
@@ -350,7 +357,24 @@ impl Service {
             self.discard(m, launched, e.to_string(), defined_here).await;
             return Err(e);
         }
-        if let Err(e) = qmp.execute(&Cont).await {
+        // QEMU's own stamp of the resume, for the source's measure of the pause: the event
+        // comes before `cont`'s answer, so it is queued by the time that returns.
+        let mut resume = qmp.subscribe();
+        let resumed = qmp.execute(&Cont).await;
+        if resumed.is_ok() {
+            if let Ok(e) = resume
+                .wait_for(Duration::from_millis(100), |e| {
+                    matches!(e.kind, QmpEvent::Resume)
+                })
+                .await
+            {
+                *m.resumed_at_us
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(micros(e.timestamp));
+            }
+        }
+        drop(resume);
+        if let Err(e) = resumed {
             // Discarded only when provably not running here; otherwise it is ours now.
             let never_ran = match qmp.execute(&QueryStatus).await {
                 Ok(status) => !status.running,
@@ -639,6 +663,11 @@ pub(in crate::service) async fn kill(inner: &Arc<Inner>, name: &str, mut launche
 }
 
 /// Waits until the whole stream is loaded here (`completed`, or `postcopy-active`).
+/// A QMP event stamp in microseconds since the epoch.
+pub(super) fn micros(t: novacron_qmp::Timestamp) -> i64 {
+    t.seconds * 1_000_000 + t.microseconds
+}
+
 async fn wait_loaded(qmp: &novacron_qmp::Client, name: &str) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + LOAD_WAIT;
     // The source asks once it has sent the last byte, so this end is usually a few ms

@@ -111,6 +111,10 @@ pub struct IncomingView {
     pub state: IncomingState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// When the guest resumed here, as this QEMU stamped its RESUME event (microseconds
+    /// since the epoch): the end of the guest's pause, for the source to measure it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at_us: Option<i64>,
 }
 
 /// The migrations this daemon is part of.

@@ -106,6 +106,11 @@ pub struct Progress {
     /// `downtime_ms` does not count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover_ms: Option<u64>,
+    /// The guest's pause as QEMU stamps it: the source QEMU's STOP event to the destination
+    /// QEMU's RESUME event (each host's wall clock: exact on one host, off by the clocks'
+    /// difference between two). What a raw-QMP migration is measured by too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_ms: Option<u64>,
     /// Milliseconds since the migration started.
     pub elapsed_ms: u64,
     /// vCPU throttle applied by auto-converge, percent.
@@ -131,6 +136,7 @@ impl Progress {
             expected_downtime_ms: None,
             downtime_ms: None,
             handover_ms: None,
+            pause_ms: None,
             elapsed_ms: 0,
             cpu_throttle_percent: None,
             detail: None,

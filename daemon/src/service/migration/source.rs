@@ -315,7 +315,8 @@ struct Run_<'a> {
 
 /// How a hand-over ended.
 enum HandOver {
-    Done,
+    /// The guest runs there; when it resumed, by the destination QEMU's stamp.
+    Done(Option<i64>),
     Refused(String),
     Unknown(String),
 }
@@ -439,6 +440,8 @@ impl Run_<'_> {
         let completed_at;
         // QEMU's MIGRATION event said the stream completed: no query needed to act on it.
         let mut completed_event = false;
+        // QEMU's stamp of the guest's pause here (its STOP at the switchover).
+        let mut stopped_at: Option<i64> = None;
         let ended: MigrationInfo = loop {
             tokio::select! {
                 _ = self.out.cancel.cancelled(), if !cancel_sent => {
@@ -460,6 +463,9 @@ impl Run_<'_> {
                 }
                 n = events.recv() => match n {
                     Some(Notification::Event(e)) => {
+                        if matches!(e.kind, QmpEvent::Stop) {
+                            stopped_at = Some(super::incoming::micros(e.timestamp));
+                        }
                         completed_event = matches!(
                             e.kind,
                             QmpEvent::Migration { status: MigrationStatus::Completed }
@@ -524,7 +530,7 @@ impl Run_<'_> {
                     rec.phase = RecordPhase::HandingOver;
                     let _ = record::save(self.inner(), &rec).await;
                     match self.hand_over(&incoming).await {
-                        HandOver::Done => handed_over = true,
+                        HandOver::Done(_) => handed_over = true,
                         HandOver::Refused(e) | HandOver::Unknown(e) => {
                             let _ = qmp.execute(&Stop).await;
                             return (
@@ -563,9 +569,28 @@ impl Run_<'_> {
                         tracing::warn!(domain = %name, error = %e, "cannot update the migration record");
                     }
                     match handed {
-                        HandOver::Done => {
+                        HandOver::Done(resumed) => {
                             let handover = completed_at.elapsed().as_millis() as u64;
-                            self.out.with(|p| p.handover_ms = Some(handover));
+                            // A STOP a poll overtook is still queued.
+                            while stopped_at.is_none() {
+                                match tokio::time::timeout(Duration::ZERO, events.recv()).await {
+                                    Ok(Some(Notification::Event(e))) => {
+                                        if matches!(e.kind, QmpEvent::Stop) {
+                                            stopped_at = Some(super::incoming::micros(e.timestamp));
+                                        }
+                                    }
+                                    Ok(Some(Notification::Lagged(_))) => {}
+                                    _ => break,
+                                }
+                            }
+                            let pause = stopped_at
+                                .zip(resumed)
+                                .and_then(|(s, r)| u64::try_from(r - s).ok())
+                                .map(|us| us / 1000);
+                            self.out.with(|p| {
+                                p.handover_ms = Some(handover);
+                                p.pause_ms = pause;
+                            });
                         }
                         HandOver::Refused(e) => {
                             self.figures(&qmp, ended, elapsed).await;
@@ -691,7 +716,9 @@ impl Run_<'_> {
         let mut last = String::new();
         for _ in 0..HANDOVER_TRIES {
             match client.finish_incoming(incoming).await {
-                Ok(v) if v.state == IncomingState::Finished => return HandOver::Done,
+                Ok(v) if v.state == IncomingState::Finished => {
+                    return HandOver::Done(v.resumed_at_us)
+                }
                 Ok(v) if v.state == IncomingState::Aborted => {
                     return HandOver::Refused(v.detail.unwrap_or_else(|| "aborted".into()))
                 }
@@ -701,7 +728,9 @@ impl Run_<'_> {
                 Err(e) => last = e.to_string(),
             }
             match client.incoming(incoming).await {
-                Ok(v) if v.state == IncomingState::Finished => return HandOver::Done,
+                Ok(v) if v.state == IncomingState::Finished => {
+                    return HandOver::Done(v.resumed_at_us)
+                }
                 Ok(v) if v.state == IncomingState::Aborted => {
                     return HandOver::Refused(v.detail.unwrap_or_else(|| "aborted".into()))
                 }

@@ -534,6 +534,40 @@ async fn free_port(
     })
 }
 
+/// The lowest free slot of an i440fx guest's root bus `pci.0` (QEMU's own choice for a
+/// device given no address): what `query-pci` shows taken, and what the ledger recorded for
+/// hot-added NICs (one whose unplug is still pending is in both). Never 0 (host bridge) or 1
+/// (PIIX3).
+async fn free_root_slot(name: &str, qmp: &novacron_qmp::Client, l: &Ledger) -> Result<u8, Error> {
+    let pci = qmp
+        .execute_raw("query-pci", None)
+        .await
+        .map_err(|e| qmp_error(name, "attach-interface", e))?;
+    let mut taken: Vec<u64> = pci
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["bus"] == 0)
+        .flat_map(|b| b["devices"].as_array().into_iter().flatten())
+        .filter_map(|d| d["slot"].as_u64())
+        .collect();
+    taken.extend(
+        l.links
+            .iter()
+            .filter_map(|m| m.hotplugged.as_ref()?.address.as_ref())
+            .filter_map(|a| match a {
+                Address::Pci { bus: 0, slot, .. } => Some(u64::from(*slot)),
+                _ => None,
+            }),
+    );
+    (2u8..32)
+        .find(|s| !taken.contains(&u64::from(*s)))
+        .ok_or_else(|| Error::Invalid {
+            message: format!("domain '{name}' has no free slot on pci.0 to plug a NIC into"),
+            details: vec![FieldError::new("devices", "no free slot on pci.0")],
+        })
+}
+
 /// Makes the link, records it (the one durable write before the answer), hands it to QEMU
 /// and plugs the device; undoes each step when a later one fails. `l` is the guest's ledger
 /// as read by the caller under the job; it is updated and saved here.
@@ -559,6 +593,18 @@ async fn attach_live(
     let qmp = live.qmp(name)?;
     let mut nic = nic.clone();
     let bus = if config.os.is_i440fx() {
+        // A slot of its own on the root bus, chosen here and recorded: left to QEMU, the
+        // same NIC given on a migration destination's (or a revert's) command line would be
+        // placed before the devices the source placed first, at another slot, and the
+        // stream (whose sections are named by PCI address) would not load.
+        let slot = free_root_slot(name, qmp, l).await?;
+        nic.address = Some(Address::Pci {
+            domain: 0,
+            bus: 0,
+            slot,
+            function: 0,
+            multifunction: None,
+        });
         Some("pci.0".to_owned())
     } else {
         let (port, id) = free_port(name, qmp, &config, l).await?;
@@ -659,6 +705,10 @@ async fn plug(
         "mac".into(),
         json!(nic.mac.map(|m| m.to_string()).unwrap_or_default()),
     );
+    // On the root bus (i440fx) the slot chosen and recorded; a root port has one slot.
+    if let Some(Address::Pci { bus: 0, slot, .. }) = nic.address {
+        properties.insert("addr".into(), json!(format!("{slot:#x}")));
+    }
     if let (NicModel::Virtio, Some(m)) = (nic.model, nic.mtu) {
         properties.insert("host_mtu".into(), json!(m));
     }
