@@ -1,5 +1,7 @@
 //! Runtime records of running guests: `<run>/domains/<name>.json`, one per QEMU process we
-//! started. They let a restarted daemon find (and verify) its guests again.
+//! started. They let a restarted daemon find (and verify) its guests again. Written with
+//! `atomic::write_runtime`: a record outlives a crash of the daemon, not of the host, like the
+//! QEMU it describes (a record from before a reboot is told by its `boot_id`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -130,21 +132,21 @@ impl RecordStore {
     /// Write `<name>.json`, atomically and durably.
     pub fn save_blocking(&self, record: &RuntimeRecord) -> io::Result<()> {
         let (path, bytes) = self.encode(record)?;
-        atomic::write_atomic(&path, &bytes, MODE)
+        atomic::write_runtime(&path, &bytes, MODE)
     }
 
     pub async fn save(&self, record: &RuntimeRecord) -> io::Result<()> {
         let (path, bytes) = self.encode(record)?;
-        atomic::write_atomic_async(path, bytes, MODE).await
+        atomic::write_runtime_async(path, bytes, MODE).await
     }
 
     /// Remove `<name>.json`; `Ok(false)` if there was none.
     pub fn remove_blocking(&self, name: &str) -> io::Result<bool> {
-        atomic::remove_durable(&file_for(&self.dir, name, EXT)?)
+        atomic::remove_runtime(&file_for(&self.dir, name, EXT)?)
     }
 
     pub async fn remove(&self, name: &str) -> io::Result<bool> {
-        atomic::remove_durable_async(file_for(&self.dir, name, EXT)?).await
+        atomic::remove_runtime_async(file_for(&self.dir, name, EXT)?).await
     }
 
     fn encode(&self, record: &RuntimeRecord) -> io::Result<(PathBuf, Vec<u8>)> {

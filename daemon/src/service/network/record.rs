@@ -56,11 +56,11 @@ pub fn path(dir: &Path, network: &str) -> PathBuf {
 /// Writes the record atomically (blocking).
 pub fn save(dir: &Path, r: &Record) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
-    crate::persist::write_atomic(&path(dir, &r.network), &bytes, 0o600)
+    crate::persist::atomic::write_runtime(&path(dir, &r.network), &bytes, 0o600)
 }
 
 pub fn remove(dir: &Path, network: &str) -> std::io::Result<()> {
-    crate::persist::remove_durable(&path(dir, network)).map(|_| ())
+    crate::persist::atomic::remove_runtime(&path(dir, network)).map(|_| ())
 }
 
 /// Every record in `dir` (unreadable ones are skipped and named in the log).

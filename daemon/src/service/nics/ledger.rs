@@ -80,16 +80,17 @@ pub fn load(run_dir: &Path, domain: &str) -> io::Result<Option<Ledger>> {
     }
 }
 
-/// Atomic and durable (temp file, fsync, rename, fsync dir). Blocking.
+/// Atomic (temp file, rename); a runtime file, so not forced to disk (see
+/// `persist::atomic::write_runtime`). Blocking.
 pub fn save(run_dir: &Path, domain: &str, ledger: &Ledger) -> io::Result<()> {
     std::fs::create_dir_all(dir(run_dir))?;
     let bytes = serde_json::to_vec_pretty(ledger).map_err(io::Error::other)?;
-    crate::persist::atomic::write_atomic(&file(run_dir, domain), &bytes, 0o600)
+    crate::persist::atomic::write_runtime(&file(run_dir, domain), &bytes, 0o600)
 }
 
 /// Blocking.
 pub fn remove(run_dir: &Path, domain: &str) -> io::Result<()> {
-    crate::persist::atomic::remove_durable(&file(run_dir, domain)).map(drop)
+    crate::persist::atomic::remove_runtime(&file(run_dir, domain)).map(drop)
 }
 
 /// The domains that have a ledger. Blocking.
