@@ -166,6 +166,37 @@ impl LiveDevices {
         self.disks.iter_mut().find(|d| d.disk.target.dev == target)
     }
 
+    /// Disk `target`'s active layer is another image now (a snapshot's overlay, or the base
+    /// an active commit merged it into): QEMU's device reads format node `node` over `file`.
+    /// Its fd sets stay: the layers below (which they hold) are still in the chain, and the
+    /// daemon released an overlay's own set as soon as QEMU held the file. Returns whether
+    /// anything changed.
+    pub fn switch_top(
+        &mut self,
+        target: &str,
+        file: &str,
+        format: novacron_domain::model::DiskFormat,
+        node: &str,
+    ) -> bool {
+        use novacron_domain::model::DiskSource;
+        let Some(d) = self.find_mut(target) else {
+            return false;
+        };
+        let source = Some(DiskSource::File {
+            path: file.to_owned(),
+        });
+        if d.disk.source == source
+            && d.disk.driver.format == format
+            && d.node.as_deref() == Some(node)
+        {
+            return false;
+        }
+        d.disk.source = source;
+        d.disk.driver.format = format;
+        d.node = Some(node.to_owned());
+        true
+    }
+
     /// A format node name no disk uses (`diskN`, past the started config's numbering).
     pub fn free_node(&self) -> String {
         (0..)

@@ -274,6 +274,9 @@ impl Service {
             insert_snap(tree, *snap);
         }
         let changes = adopt_overlays(tree, plans, running);
+        // The runtime record first (a rename, no fsync): while the journal is on disk a
+        // restarted daemon repeats this, so the record never stays behind the tree.
+        self.follow_overlays(h, plans, running).await?;
         let (synced, saved, repointed) = tokio::join!(
             sync_overlays(plans),
             self.save_tree(&h.name, tree),
@@ -282,6 +285,29 @@ impl Service {
         synced?;
         saved?;
         repointed
+    }
+
+    /// `running` (in the QEMU that switched): the live device set follows the switch, each
+    /// disk on its overlay's node and file (what a migration's destination, a resize, a
+    /// detach and a restarted daemon read), in the runtime record's one write.
+    async fn follow_overlays(
+        &self,
+        h: &crate::service::domain::DomainHandle,
+        plans: &[Plan],
+        running: bool,
+    ) -> Result<(), Error> {
+        let Some(live) = h.run().live().filter(|_| running).cloned() else {
+            return Ok(());
+        };
+        let mut devices = live.devices();
+        let mut changed = false;
+        for p in plans {
+            changed |= devices.switch_top(&p.target, &p.overlay, DiskFormat::Qcow2, &p.node);
+        }
+        if !changed {
+            return Ok(());
+        }
+        self.inner.save_live(&h.name, &live, devices).await
     }
 
     /// Plans the overlays, records them in the journal (durably, before any file is made),

@@ -293,6 +293,14 @@ impl Service {
             return Ok(());
         };
         let mut changes = Vec::new();
+        // A running guest whose active layer was committed reads the base's node now: its
+        // live device set follows (recorded below with the tree).
+        let live = match place {
+            Where::Running(l) => Some(l.clone()),
+            Where::Stopped => None,
+        };
+        let mut devices = live.as_ref().map(|l| l.devices());
+        let mut followed = false;
         for s in &journal.steps {
             if let (Where::Running(l), Some(node)) = (place, &s.top_node) {
                 if let Ok(q) = l.qmp(&h.name) {
@@ -304,6 +312,9 @@ impl Service {
                     .files
                     .get(&s.base)
                     .map_or(DiskFormat::Qcow2, |f| f.format);
+                if let (Some(d), Some(node)) = (devices.as_mut(), &s.base_node) {
+                    followed |= d.switch_top(&s.disk, &s.base, f, node);
+                }
                 changes.push((s.disk.clone(), s.base.clone(), f));
             }
             tree.redirect(&s.top, &s.base);
@@ -319,6 +330,11 @@ impl Service {
         tree.unlink_snapshot(&journal.snapshot);
         let mut unlink = tree.collect_garbage();
         unlink.extend(tree.memory_files_unused(&memory));
+        // The runtime record before the tree (a rename, no fsync): while the journal is on
+        // disk a restarted daemon finishes this again, so the record never stays behind.
+        if let (Some(l), Some(d), true) = (live, devices, followed) {
+            self.inner.save_live(&h.name, &l, d).await?;
+        }
         self.save_tree(&h.name, &tree).await?;
         self.repoint_definition(h, &changes).await?;
         self.unlink_files(unlink).await;

@@ -1,0 +1,347 @@
+//! The live device set follows snapshots. After a disk-only snapshot of a running OS-less guest
+//! (KVM where it works) QEMU's device reads the overlay's node; after deleting that snapshot
+//! (an active commit) it reads the base's again. Whatever reads the live set must see that:
+//! a migration's destination (it opens the disks the live set names: on the base it would lose
+//! every write made since the snapshot), `blockresize` (it resizes the live set's node: the
+//! base under an overlay would grow unseen), and a daemon restarted by `kill -9` (it reads the
+//! set from the runtime record).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::daemon::{curl, tcp_api, Daemon, Reply};
+use common::Env;
+use novacrond::client::{Client, Target};
+use novacrond::service::migration::{MigrateRequest, MigrationOptions, Phase};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "peer-secret-token";
+const JSON: &str = "Content-Type: application/json";
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `len` bytes at `offset` of `image` (through its chain) are all `pattern`.
+fn reads_pattern(image: &str, pattern: u8, offset: &str, len: &str) -> bool {
+    Command::new("qemu-io")
+        .args([
+            "-r",
+            "-U",
+            "-c",
+            &format!("read -P {pattern:#x} {offset} {len}"),
+            image,
+        ])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed")
+        })
+        .unwrap_or(false)
+}
+
+struct Host {
+    env: Env,
+    daemon: Daemon,
+    port: u16,
+}
+
+impl Host {
+    /// A daemon with a peer token on a loopback TCP API; `shared` is a storage root.
+    fn start(shared: &Path) -> Host {
+        let env = Env::new();
+        let daemon = env.start_daemon(&config(shared));
+        let port = daemon.tcp_port();
+        Host { env, daemon, port }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        match body {
+            Some(b) => curl(
+                &self.daemon.socket,
+                method,
+                path,
+                &["-H", JSON, "--data-binary", &b.to_string()],
+            ),
+            None => curl(&self.daemon.socket, method, path, &[]),
+        }
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let r = self.call(method, path, body);
+        assert!(
+            (200..300).contains(&r.status),
+            "{method} {path}: {} {}\n{}",
+            r.status,
+            r.body,
+            self.log()
+        );
+        if r.body.trim().is_empty() {
+            return Value::Null;
+        }
+        r.json()
+    }
+
+    fn qmp(&self, domain: &str, command: &str, arguments: Value) -> Value {
+        let req = json!({ "execute": command, "arguments": arguments });
+        let v = self.ok("POST", &format!("/v1/domains/{domain}/qmp"), Some(&req));
+        v.get("return").cloned().unwrap_or(v)
+    }
+
+    /// HMP `qemu-io` on the guest's first disk, through its device (whatever layer is active):
+    /// what the guest would write.
+    fn qemu_io(&self, domain: &str, cmd: &str) {
+        let qdev = self.block(domain)["qdev"].as_str().unwrap().to_owned();
+        let line = format!("qemu-io -d {qdev} \"{cmd}\"");
+        self.qmp(
+            domain,
+            "human-monitor-command",
+            json!({ "command-line": line }),
+        );
+    }
+
+    /// `query-block` of the guest's first disk.
+    fn block(&self, domain: &str) -> Value {
+        self.qmp(domain, "query-block", json!({}))[0].clone()
+    }
+
+    /// The daemon's live view of disk `vda`.
+    fn vda(&self, domain: &str) -> Value {
+        let disks = self.ok("GET", &format!("/v1/domains/{domain}/disks"), None);
+        disks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["target"] == "vda")
+            .cloned()
+            .unwrap_or_else(|| panic!("no vda: {disks}"))
+    }
+
+    fn resize(&self, domain: &str, size: u64) {
+        self.ok(
+            "POST",
+            &format!("/v1/domains/{domain}/disks/vda/resize"),
+            Some(&json!({ "size": size })),
+        );
+    }
+
+    fn local(&self) -> Client {
+        Client::new(Target::Unix(self.daemon.socket.clone()))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.daemon.log).unwrap_or_default()
+    }
+}
+
+fn config(shared: &Path) -> String {
+    let api = tcp_api(&[("peer", TOKEN, "migration_peer")]);
+    format!("[storage_roots]\nshared = {shared:?}\n{api}[migration]\nallow_plain_http = true\n")
+}
+
+/// A shared directory (a storage root on every daemon) with a fresh 64 MiB qcow2 base.
+fn shared_base(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let base = shared.path().join(format!("{name}.qcow2"));
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "64M"],
+    );
+    (shared, base)
+}
+
+/// Defines and starts an OS-less guest on `image`.
+fn start_guest(host: &Host, name: &str, image: &Path) {
+    let virt = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    let xml = format!(
+        "<domain type='{virt}'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
+           <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices>
+         </domain>",
+        image.display()
+    );
+    let r = curl(
+        &host.daemon.socket,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    host.ok("POST", &format!("/v1/domains/{name}/start"), None);
+}
+
+/// Takes disk-only snapshot `snap`; returns (overlay file, overlay node) from the tree.
+fn snapshot(host: &Host, domain: &str, snap: &str) -> (String, String) {
+    host.ok(
+        "POST",
+        &format!("/v1/domains/{domain}/snapshots"),
+        Some(&json!({ "name": snap })),
+    );
+    let tree: Value = serde_json::from_slice(
+        &std::fs::read(
+            host.env
+                .config
+                .state_dir
+                .join("snapshots")
+                .join(domain)
+                .join("tree.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let overlay = tree["snapshots"][snap]["overlays"]["vda"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = tree["live"]["nodes"][&overlay]
+        .as_str()
+        .unwrap_or_else(|| panic!("no node for {overlay}: {tree}"))
+        .to_owned();
+    (overlay, node)
+}
+
+/// The device's active node, its virtual size and the daemon's view agree after a resize.
+fn assert_resized(host: &Host, domain: &str, node: &str, size: u64) {
+    let b = host.block(domain);
+    assert_eq!(b["inserted"]["node-name"], node, "{b}");
+    assert_eq!(b["inserted"]["image"]["virtual-size"], size, "{b}");
+}
+
+#[tokio::test]
+async fn a_guest_migrated_after_a_live_snapshot_runs_on_its_overlay() {
+    const NAME: &str = "lsmig";
+    let (shared, base) = shared_base(NAME);
+    let a = Host::start(shared.path());
+    let b = Host::start(shared.path());
+    start_guest(&a, NAME, &base);
+    let base = base.display().to_string();
+
+    let (overlay, node) = snapshot(&a, NAME, "s1");
+    // The guest writes after the snapshot: into the overlay, its active layer.
+    assert_eq!(a.block(NAME)["inserted"]["node-name"], node.as_str());
+    a.qemu_io(NAME, "write -P 0x5a 0 1M");
+    a.qemu_io(NAME, "flush");
+    // The live view (checked after the migration, which is what it feeds).
+    let vda = a.vda(NAME);
+
+    let request = MigrateRequest {
+        destination: format!("http://127.0.0.1:{}", b.port),
+        token: Some(TOKEN.into()),
+        destination_ca: None,
+        options: MigrationOptions::default(),
+        keep_source_definition: false,
+    };
+    let p = a.local().migrate(NAME, &request, true).await.unwrap();
+    assert_eq!(
+        p.phase,
+        Phase::Completed,
+        "{p:?}\nsource log:\n{}\ndestination log:\n{}",
+        a.log(),
+        b.log()
+    );
+    // The destination's device reads the overlay (over the base), not the base alone.
+    let inserted = b.block(NAME)["inserted"].clone();
+    assert_eq!(inserted["backing_file_depth"], 1, "{inserted}");
+    assert!(inserted["image"]["backing-image"].is_object(), "{inserted}");
+    // The guest writes on, there: into the overlay, after what it wrote on the source.
+    b.qemu_io(NAME, "write -P 0x77 1M 1M");
+    b.qemu_io(NAME, "flush");
+    // The source's live view named the overlay, on its node.
+    assert_eq!(vda["source"], overlay.as_str(), "{vda}");
+    assert_eq!(vda["node"], node.as_str(), "{vda}");
+    assert_eq!(vda["disk"]["driver"]["format"], "qcow2", "{vda}");
+    let vda = b.vda(NAME);
+    assert_eq!(vda["source"], overlay.as_str(), "{vda}");
+    b.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+    // Both writes are in the overlay, neither in the frozen base.
+    assert!(reads_pattern(&overlay, 0x5a, "0", "1M"));
+    assert!(reads_pattern(&overlay, 0x77, "1M", "1M"));
+    assert!(!reads_pattern(&base, 0x5a, "0", "1M"));
+    assert!(!reads_pattern(&base, 0x77, "1M", "1M"));
+}
+
+#[test]
+fn blockresize_after_a_snapshot_and_after_its_deletion_resizes_the_active_layer() {
+    const NAME: &str = "lsrsz";
+    let (shared, base) = shared_base(NAME);
+    let a = Host::start(shared.path());
+    start_guest(&a, NAME, &base);
+    let base = base.display().to_string();
+    let before = a.block(NAME)["inserted"]["node-name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (overlay, node) = snapshot(&a, NAME, "s1");
+    a.resize(NAME, 96 << 20);
+    assert_resized(&a, NAME, &node, 96 << 20);
+    assert_eq!(a.vda(NAME)["node"], node.as_str());
+
+    // Deleting the only snapshot commits the active overlay into the base: the device reads
+    // the base's node again, and the live set says so.
+    a.ok("DELETE", &format!("/v1/domains/{NAME}/snapshots/s1"), None);
+    let vda = a.vda(NAME);
+    assert_eq!(vda["node"], before.as_str(), "{vda}");
+    assert_eq!(vda["source"], base.as_str(), "{vda}");
+    a.resize(NAME, 128 << 20);
+    assert_resized(&a, NAME, &before, 128 << 20);
+    // The overlay is gone from QEMU and from the disk.
+    let nodes = a.qmp(NAME, "query-named-block-nodes", json!({"flat": true}));
+    assert!(
+        !nodes.to_string().contains(&format!("\"{node}\"")),
+        "{nodes}"
+    );
+    assert!(!Path::new(&overlay).exists());
+    a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+    let info: Value =
+        serde_json::from_str(&run("qemu-img", &["info", "--output=json", &base])).unwrap();
+    assert_eq!(info["virtual-size"], 128 << 20, "{info}");
+}
+
+#[test]
+fn a_daemon_killed_after_a_snapshot_resizes_the_overlay_after_its_restart() {
+    const NAME: &str = "lskill";
+    let (shared, base) = shared_base(NAME);
+    let mut a = Host::start(shared.path());
+    start_guest(&a, NAME, &base);
+    let (overlay, node) = snapshot(&a, NAME, "s1");
+    a.daemon.child.kill().unwrap();
+    a.daemon.child.wait().unwrap();
+
+    a.daemon = a.env.start_daemon(&config(shared.path()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = a.call("GET", &format!("/v1/domains/{NAME}"), None);
+        if r.status == 200 && r.json()["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not adopted: {}", a.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.resize(NAME, 96 << 20);
+    assert_resized(&a, NAME, &node, 96 << 20);
+    let vda = a.vda(NAME);
+    assert_eq!(vda["source"], overlay.as_str(), "{vda}");
+    assert_eq!(vda["node"], node.as_str(), "{vda}");
+    // Adopted as it was: no drift reported for a set that followed the snapshot.
+    assert!(!a.log().contains("drift"), "{}", a.log());
+    a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+}
