@@ -345,3 +345,83 @@ fn a_daemon_killed_after_a_snapshot_resizes_the_overlay_after_its_restart() {
     assert!(!a.log().contains("drift"), "{}", a.log());
     a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
 }
+
+/// A daemon killed right after QEMU's `transaction` (hold point `snapshot-switched`, debug
+/// builds), before anything but the journal says so: the restarted daemon finishes the
+/// snapshot and its live set follows the switch (the QEMU it adopted reads the overlay).
+#[test]
+fn a_snapshot_finished_by_a_restarted_daemon_moves_the_live_set_too() {
+    const NAME: &str = "lsrec";
+    let (shared, base) = shared_base(NAME);
+    let mut a = Host::start(shared.path());
+    start_guest(&a, NAME, &base);
+    let hold = a.env.config.run_dir.join("hold");
+    std::fs::create_dir_all(&hold).unwrap();
+    std::fs::write(hold.join("snapshot-switched"), b"").unwrap();
+    let (s, path) = (
+        a.daemon.socket.clone(),
+        format!("/v1/domains/{NAME}/snapshots"),
+    );
+    std::thread::spawn(move || {
+        curl(
+            &s,
+            "POST",
+            &path,
+            &["-H", JSON, "--data-binary", r#"{"name":"s1"}"#],
+        );
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !hold.join("snapshot-switched.reached").exists() {
+        assert!(Instant::now() < deadline, "hold point not reached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.daemon.child.kill().unwrap();
+    a.daemon.child.wait().unwrap();
+    std::fs::remove_file(hold.join("snapshot-switched")).unwrap();
+    let _ = std::fs::remove_file(hold.join("snapshot-switched.reached"));
+
+    a.daemon = a.env.start_daemon(&config(shared.path()));
+    let tree_file = a
+        .env
+        .config
+        .state_dir
+        .join("snapshots")
+        .join(NAME)
+        .join("tree.json");
+    let tree = || -> Value {
+        serde_json::from_slice(&std::fs::read(&tree_file).unwrap_or_default())
+            .unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(tree()["journal"].is_null() && tree()["snapshots"].get("s1").is_some()) {
+        assert!(Instant::now() < deadline, "not finished: {}", a.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = tree();
+    let overlay = t["snapshots"]["s1"]["overlays"]["vda"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = t["live"]["nodes"][&overlay].as_str().unwrap().to_owned();
+    let vda = a.vda(NAME);
+    assert_eq!(vda["source"], overlay.as_str(), "{vda}");
+    assert_eq!(vda["node"], node.as_str(), "{vda}");
+    a.resize(NAME, 96 << 20);
+    assert_resized(&a, NAME, &node, 96 << 20);
+    // The adopted QEMU's device read the overlay while the record still named the base's
+    // node: reported as drift (and corrected) before the journal's recovery moved the file.
+    assert!(
+        a.log().contains(&format!(
+            "disk vda: node disk0 recorded, its device reads {node}"
+        )),
+        "{}",
+        a.log()
+    );
+    // The runtime record says so too (what the next restart or a migration reads).
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.env.record(NAME)).unwrap()).unwrap();
+    let disk = &record["live_devices"]["disks"][0];
+    assert_eq!(disk["node"], node.as_str(), "{record}");
+    assert_eq!(disk["disk"]["source"]["path"], overlay.as_str(), "{record}");
+    a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+}

@@ -1,5 +1,5 @@
-//! After a daemon restart: the recorded vCPUs and memory devices are checked against QEMU
-//! (`query-hotpluggable-cpus`, `query-memory-devices`). QEMU is the truth: what differs is
+//! After a daemon restart: the recorded vCPUs, memory devices and disk nodes are checked
+//! against QEMU (`query-hotpluggable-cpus`, `query-memory-devices`, `query-block`). QEMU is the truth: what differs is
 //! reported as drift (an event, as drifted pins are) and the record is corrected, so a
 //! migration or the next report starts from what the guest really has. An unplug that the
 //! guest finished while no daemon watched is completed here.
@@ -73,6 +73,42 @@ pub(in crate::service) async fn verify(
         }
     }
     devices.memory = Some(mem);
+    let blocks = qmp
+        .execute_raw("query-block", None)
+        .await
+        .map_err(|e| e.to_string())?;
+    drift.extend(disk_nodes(&mut devices, &blocks));
     record.live_devices = Some(devices);
     Ok(drift)
+}
+
+/// Each recorded disk's node against the one its device reads (`query-block`'s inserted
+/// node): a snapshot or a commit changes it, and what resizes or detaches the disk names it.
+/// A disk whose device QEMU does not list, or whose tray is empty, is left as recorded.
+fn disk_nodes(devices: &mut LiveDevices, blocks: &serde_json::Value) -> Vec<String> {
+    let mut drift = Vec::new();
+    for d in devices.disks.iter_mut().filter(|d| !d.detaching) {
+        let backend = format!("/machine/peripheral/{}/", d.qdev);
+        let reads = blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| {
+                b["qdev"]
+                    .as_str()
+                    .is_some_and(|q| q == d.qdev || q.starts_with(&backend))
+            })
+            .and_then(|b| b["inserted"]["node-name"].as_str());
+        let (Some(recorded), Some(reads)) = (d.node.as_deref(), reads) else {
+            continue;
+        };
+        if recorded != reads {
+            drift.push(format!(
+                "disk {}: node {recorded} recorded, its device reads {reads}",
+                d.disk.target.dev
+            ));
+            d.node = Some(reads.to_owned());
+        }
+    }
+    drift
 }
