@@ -425,3 +425,162 @@ fn a_snapshot_finished_by_a_restarted_daemon_moves_the_live_set_too() {
     assert_eq!(disk["disk"]["source"]["path"], overlay.as_str(), "{record}");
     a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
 }
+
+/// Polls the guest with `command` until `done` holds for its output (deadline `within`).
+async fn until(
+    shell: &mut novacron_tests::GuestShell,
+    command: &str,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let out = shell
+            .run_ok(command, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{command}: still {out:?} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The Linux test guest (TCG) with a hot-plugged disk: a live snapshot covers it (the disks
+/// the guest has now, not the ones it started with), a resize after it reaches the guest, and
+/// a detach after it leaves no node behind (neither the overlay's nor the one it froze).
+#[tokio::test]
+async fn a_hot_plugged_disk_is_snapshotted_resized_and_detached_on_its_overlay() {
+    use novacron_domain::DomainConfig;
+    use novacron_tests::{test_guest_domain_xml_with, GuestShell, COMMAND_CHANNEL};
+    let env = Env::new();
+    let svc = env.open().await;
+    let name = "ls-linux";
+    let devices = novacron_tests::COMMAND_CHANNEL_XML;
+    let xml = tokio::task::spawn_blocking(move || test_guest_domain_xml_with(name, "", devices))
+        .await
+        .unwrap()
+        .expect("test guest");
+    svc.define(DomainConfig::from_xml(&xml).unwrap())
+        .await
+        .unwrap();
+    let images = env.config.state_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let image = images.join("vdb.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            image.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    svc.start(name).await.unwrap();
+    common::wait_file(
+        &env.serial_log(name),
+        novacron_tests::READY_MARKER,
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    let socket = env
+        .config
+        .run_dir
+        .join(format!("domains/{name}.d"))
+        .join(format!("{COMMAND_CHANNEL}.sock"));
+    let mut shell = GuestShell::connect(&socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let disk = novacron_domain::xml::parse_disk(&format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+        image.display()
+    ))
+    .unwrap();
+    let live = novacrond::service::disks::DiskScope {
+        live: true,
+        ..Default::default()
+    };
+    let entry = svc.attach_disk(name, disk, live).await.expect("attach");
+    let frozen_node = entry.node.clone().expect("node");
+    let parts = until(
+        &mut shell,
+        "cat /proc/partitions",
+        Duration::from_secs(60),
+        |o| o.split_whitespace().any(|w| w.starts_with("vd")),
+    )
+    .await;
+    let dev = parts
+        .split_whitespace()
+        .find(|w| w.starts_with("vd"))
+        .unwrap()
+        .to_owned();
+
+    let info = svc
+        .snapshot_create(
+            name,
+            novacrond::service::snapshots::CreateRequest {
+                name: "s1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("snapshot of the hot-plugged disk");
+    assert_eq!(
+        info.disks.get("vdb").map(String::as_str),
+        Some(image.to_str().unwrap()),
+        "{info:?}"
+    );
+    let listed = svc.list_disks(name, false).unwrap();
+    let top = listed[0].node.clone().expect("node");
+    assert_ne!(top, frozen_node, "{listed:?}");
+    assert!(
+        listed[0]
+            .source
+            .as_deref()
+            .unwrap()
+            .ends_with(".vdb.s1.qcow2"),
+        "{listed:?}"
+    );
+
+    // Grow to 32 MiB: the guest sees 65536 sectors (the overlay grew, not the frozen file).
+    svc.resize_disk(name, "vdb", 32 << 20)
+        .await
+        .expect("resize");
+    until(
+        &mut shell,
+        &format!("cat /sys/block/{dev}/size"),
+        Duration::from_secs(30),
+        |o| o.trim() == "65536",
+    )
+    .await;
+
+    // Detach: the guest releases the device; the overlay's nodes and the frozen ones go.
+    svc.detach_disk(name, "vdb", live, Some(Duration::from_secs(60)))
+        .await
+        .expect("detach");
+    let nodes = svc
+        .qmp_passthrough(name, "query-named-block-nodes", None)
+        .await
+        .expect("query-named-block-nodes")
+        .to_string();
+    for n in [&top, &frozen_node] {
+        assert!(!nodes.contains(&format!("\"{n}\"")), "{n} still in {nodes}");
+    }
+    until(
+        &mut shell,
+        "cat /proc/partitions",
+        Duration::from_secs(30),
+        |o| !o.split_whitespace().any(|w| w == dev),
+    )
+    .await;
+    assert!(svc.list_disks(name, false).unwrap().is_empty());
+    svc.destroy(name).await.unwrap();
+}

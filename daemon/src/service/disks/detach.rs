@@ -175,6 +175,17 @@ async fn release_nodes(
         // below), then QEMU frees it; one already released early is no error this way.
         release_sets(qmp, name, &sets).await;
         sets.clear();
+        // A live snapshot put an overlay on top: the layers it froze are named nodes of their
+        // own below it, which outlive the top's deletion unless deleted too (top first).
+        let chain = match super::super::snapshots::live::graph(qmp).await {
+            Ok(g) => g.chain(node),
+            Err(_) => Vec::new(),
+        };
+        let below: Vec<&String> = chain
+            .iter()
+            .skip(1)
+            .filter(|n| !n.starts_with('#'))
+            .collect();
         for n in [
             node.clone(),
             novacron_domain::qemu::hotplug::storage_node(node),
@@ -189,6 +200,9 @@ async fn release_nodes(
                     e,
                 ));
             }
+        }
+        for n in below {
+            super::super::snapshots::live::del_nodes(qmp, n).await;
         }
     }
     release_sets(qmp, name, &sets).await;

@@ -374,7 +374,8 @@ impl Service {
         let (sel, nodes) = match place {
             Where::Running(l) => {
                 let nodes = live_nodes(tree, l)?;
-                let sel = select_disks(&l.record.config)?;
+                // The disks it has now (hot-plugged ones included), on their active files.
+                let sel = select_disks(&l.config())?;
                 (sel, Some(nodes))
             }
             Where::Stopped => {

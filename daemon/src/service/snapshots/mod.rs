@@ -380,25 +380,33 @@ impl Service {
     }
 }
 
-/// The node map of the running QEMU `live`: the tree's when recorded for this process, else
-/// the one a start makes (each disk's top is `disk{i}`); fills `tree.active` to match.
+/// The node map of the running QEMU `live`: the tree's when recorded for this process, with
+/// each disk's active file on the node its live device set names (hot-plugged disks
+/// included); fills `tree.active` for disks the tree does not know yet.
 pub(crate) fn live_nodes(tree: &mut Tree, live: &Live) -> Result<LiveNodes, Error> {
-    let sel = select_disks(&live.record.config)?;
-    if let Some(l) = &tree.live {
-        if l.pid == live.pid && l.start_time == live.record.start_time {
-            return Ok(l.clone());
+    let sel = select_disks(&live.config())?;
+    let devices = live.devices();
+    let mut nodes = match &tree.live {
+        Some(l) if l.pid == live.pid && l.start_time == live.record.start_time => l.clone(),
+        _ => {
+            // Another QEMU: its disks run on what it was started (or hot-plugged) with.
+            for d in &sel {
+                tree.active.insert(d.target.clone(), d.path.clone());
+            }
+            LiveNodes {
+                pid: live.pid,
+                start_time: live.record.start_time,
+                nodes: Default::default(),
+            }
         }
-    }
-    let mut nodes = LiveNodes {
-        pid: live.pid,
-        start_time: live.record.start_time,
-        nodes: Default::default(),
     };
     for d in sel {
-        nodes
-            .nodes
-            .insert(d.path.clone(), format!("disk{}", d.index));
-        tree.active.insert(d.target, d.path);
+        let node = devices
+            .find(&d.target)
+            .and_then(|x| x.node.clone())
+            .unwrap_or_else(|| format!("disk{}", d.index));
+        nodes.nodes.insert(d.path.clone(), node);
+        tree.active.entry(d.target).or_insert(d.path);
     }
     tree.live = Some(nodes.clone());
     Ok(nodes)
