@@ -584,3 +584,53 @@ async fn a_hot_plugged_disk_is_snapshotted_resized_and_detached_on_its_overlay()
     assert!(svc.list_disks(name, false).unwrap().is_empty());
     svc.destroy(name).await.unwrap();
 }
+
+/// A snapshot with memory switches the disks as a disk-only one does: the live set follows
+/// (a resize grows the overlay); a revert to it starts a QEMU on a fresh overlay, whose live
+/// set names that one.
+#[test]
+fn a_snapshot_with_memory_and_its_revert_leave_the_live_set_on_the_active_layer() {
+    const NAME: &str = "lsram";
+    let (shared, base) = shared_base(NAME);
+    let a = Host::start(shared.path());
+    start_guest(&a, NAME, &base);
+    a.ok(
+        "POST",
+        &format!("/v1/domains/{NAME}/snapshots"),
+        Some(&json!({ "name": "m1", "memory": "paused" })),
+    );
+    let overlay = a.ok("GET", &format!("/v1/domains/{NAME}/snapshots/m1"), None);
+    let vda = a.vda(NAME);
+    let node = a.block(NAME)["inserted"]["node-name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(vda["node"], node.as_str(), "{vda}");
+    assert!(
+        vda["source"].as_str().unwrap().ends_with(".vda.m1.qcow2"),
+        "{vda} {overlay}"
+    );
+    a.resize(NAME, 96 << 20);
+    assert_resized(&a, NAME, &node, 96 << 20);
+
+    a.ok(
+        "POST",
+        &format!("/v1/domains/{NAME}/snapshots/m1/revert"),
+        None,
+    );
+    let vda = a.vda(NAME);
+    let node = a.block(NAME)["inserted"]["node-name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(vda["node"], node.as_str(), "{vda}");
+    assert!(
+        vda["source"].as_str().unwrap().contains(".vda.m1.r"),
+        "{vda}"
+    );
+    // The guest continues from the snapshot: the disk as it was then (64 MiB), grown anew.
+    a.resize(NAME, 80 << 20);
+    assert_resized(&a, NAME, &node, 80 << 20);
+    a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+    let _ = base;
+}

@@ -220,3 +220,56 @@ fn with_ids(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use novacron_domain::model::DiskFormat;
+
+    #[test]
+    fn a_volume_disk_on_its_overlay_shows_the_overlay_file() {
+        let named = novacron_domain::xml::parse_disk(
+            "<disk type='volume' device='disk'><driver name='qemu' type='raw'/>\
+             <source pool='default' volume='web1.raw'/><target dev='vda' bus='virtio'/></disk>",
+        )
+        .unwrap();
+        let resolved = novacron_domain::xml::parse_disk(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='/pool/web1.raw'/><target dev='vda' bus='virtio'/></disk>",
+        )
+        .unwrap();
+        let mut set = LiveDevices {
+            disks: vec![LiveDisk {
+                disk: resolved.clone(),
+                node: Some("disk0".into()),
+                qdev: "virtio-vda".into(),
+                fd_sets: vec![3],
+                detaching: false,
+                volume: VolumeOrigin::of(&named, &resolved),
+            }],
+            vcpus: None,
+            vcpus_unplugging: Vec::new(),
+            memory: None,
+            memory_unplugging: Vec::new(),
+            balloon_kib: None,
+        };
+        assert_eq!(set.disks[0].as_named(), named);
+        assert!(set.switch_top("vda", "/pool/d.vda.s1.qcow2", DiskFormat::Qcow2, "nc1"));
+        assert!(!set.switch_top("vda", "/pool/d.vda.s1.qcow2", DiskFormat::Qcow2, "nc1"));
+        assert!(!set.switch_top("vdz", "/x", DiskFormat::Qcow2, "nc2"));
+        let d = &set.disks[0];
+        assert_eq!((d.node.as_deref(), &d.fd_sets[..]), (Some("nc1"), &[3][..]));
+        // libvirt shows the overlay file after an external snapshot of a volume disk.
+        let shown = d.as_named();
+        assert_eq!(
+            shown.source,
+            Some(novacron_domain::model::DiskSource::File {
+                path: "/pool/d.vda.s1.qcow2".into()
+            })
+        );
+        assert_eq!(shown.driver.format, DiskFormat::Qcow2);
+        // An active commit back into the volume's file: the volume again.
+        assert!(set.switch_top("vda", "/pool/web1.raw", DiskFormat::Raw, "disk0"));
+        assert_eq!(set.disks[0].as_named(), named);
+    }
+}
