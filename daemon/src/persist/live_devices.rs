@@ -1,6 +1,7 @@
 //! The live device set of a running guest, kept in its runtime record: every disk QEMU has
-//! now with the node and device names the daemon gave it, as changed by attach, detach and
-//! media changes since the start; and the vCPUs, memory devices (DIMMs, virtio-mem requested
+//! now with the node and device names the daemon gave it, as changed by attach, detach,
+//! media changes and snapshots (a disk's active layer: an overlay, or the base a commit went
+//! back to) since the start; and the vCPUs, memory devices (DIMMs, virtio-mem requested
 //! sizes) and balloon target as changed by hotplug since the start. A restarted daemon and a
 //! migration read the guest's devices from here, not from the config it was started with.
 

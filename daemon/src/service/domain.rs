@@ -74,7 +74,7 @@ pub struct Live {
     cputune: Mutex<Option<novacron_domain::model::CpuTune>>,
     /// Set as soon as the process is known to be gone, before its pid can be reused.
     exited: std::sync::atomic::AtomicBool,
-    /// The disks QEMU has now (attach, detach and media changes since the start).
+    /// The disks QEMU has now (attach, detach, media changes and snapshots since the start).
     devices: Mutex<crate::persist::live_devices::LiveDevices>,
     /// Virtual sizes of block nodes as this daemon last set them (`block_resize`), so a resize
     /// checks "never shrink" without a `query-block` round trip. Only this daemon changes a
