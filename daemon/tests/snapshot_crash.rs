@@ -507,3 +507,48 @@ fn a_kill_during_a_snapshot_with_memory_keeps_the_overlays_and_drops_the_snapsho
     assert!(open.contains(&overlay), "QEMU has {open:?}");
     assert_eq!(chain(&overlay), [overlay.clone(), base]);
 }
+
+/// Killed after the definition names the overlay but before the tree drops its journal: the
+/// journal is still on disk (the tree never lands without it while the definition names the
+/// frozen file), and the restart finishes the snapshot; a cold boot keeps the guest's write.
+#[test]
+fn a_kill_after_the_repoint_finishes_the_snapshot_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scr").display().to_string();
+    let reached = arm(&env, "snapshot-repointed");
+    snapshot_until_held(&s, "scr", json!({"name": "s1"}), &reached);
+    let t = tree_json(&env, "scr");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(defined_disk(&env, "scr"), overlay);
+    kill_9(&mut d);
+    write_through_qemu(&env, "scr", Some(0x6b));
+
+    disarm(&env, "snapshot-repointed");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the snapshot to be finished",
+        Duration::from_secs(60),
+        || {
+            let t = tree_json(&env, "scr");
+            t["journal"].is_null() && t["snapshots"].get("s1").is_some()
+        },
+    );
+    let t = tree_json(&env, "scr");
+    assert_eq!(t["active"]["vda"], overlay, "{t}");
+    assert_eq!(defined_disk(&env, "scr"), overlay);
+    cold_restart(&s, "scr");
+    let open = qemu_files(&env, "scr");
+    assert!(open.contains(&overlay), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scr/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(reads_pattern(&overlay, 0x6b, "1M"));
+    assert_eq!(chain(&overlay), [overlay.clone(), base]);
+}

@@ -257,11 +257,13 @@ impl Service {
     }
 
     /// The disks run on (or, stopped, will start from) the overlays: the snapshot in the
-    /// journal joins the tree, the overlays become the active files, the journal goes and the
-    /// definition names the overlays. The tree, the definition and the overlays (written
-    /// unsynced) are made durable at once: their fsyncs share journal commits instead of
-    /// waiting one after the other. A crash before all three are on disk leaves the journal,
-    /// which recovery finishes the same way (`recover`).
+    /// journal joins the tree, the overlays become the active files, the definition names the
+    /// overlays, then the journal goes. The overlays (written unsynced) and the definition are
+    /// made durable at once; the tree without its journal only after both: a crash (or a
+    /// failed repoint) before then leaves the journal, which recovery finishes the same way
+    /// (`recover`). Saved together, the tree could land without its journal while the
+    /// definition still named the frozen file: nothing left to recover from, and the next
+    /// cold boot would lose every write since the snapshot.
     pub(super) async fn finish_create(
         &self,
         h: &crate::service::domain::DomainHandle,
@@ -274,14 +276,12 @@ impl Service {
             insert_snap(tree, *snap);
         }
         let changes = adopt_overlays(tree, plans, running);
-        let (synced, saved, repointed) = tokio::join!(
-            sync_overlays(plans),
-            self.save_tree(&h.name, tree),
-            self.repoint_definition(h, &changes)
-        );
+        let (synced, repointed) =
+            tokio::join!(sync_overlays(plans), self.repoint_definition(h, &changes));
         synced?;
-        saved?;
-        repointed
+        repointed?;
+        crate::service::hold::point(&self.inner.config.run_dir, "snapshot-repointed").await;
+        self.save_tree(&h.name, tree).await
     }
 
     /// Plans the overlays, records them in the journal (durably, before any file is made),

@@ -158,8 +158,8 @@ impl Service {
                         live::release_fds(q, &o.node).await;
                     }
                 }
-                // A definition already on an overlay (its write races the overlays' fsyncs)
-                // goes back to the frozen file.
+                // A definition already on an overlay (a previous recovery's finish got as far
+                // as the repoint) goes back to the frozen file.
                 let def = h.definition();
                 let back: Vec<(String, String, DiskFormat)> = j
                     .overlays
