@@ -552,3 +552,77 @@ fn a_kill_after_the_repoint_finishes_the_snapshot_at_restart() {
     assert!(reads_pattern(&overlay, 0x6b, "1M"));
     assert_eq!(chain(&overlay), [overlay.clone(), base]);
 }
+
+/// QEMU gone while the daemon sends the switching `transaction` (killed at the hold point
+/// before it): no answer says whether the disks switched, so the failed snapshot keeps its
+/// journal and overlay (nothing QEMU may write to is unlinked), and the next snapshot
+/// operation settles it (no guest, a whole overlay: finished).
+#[test]
+fn a_switch_without_an_answer_keeps_the_journal_and_the_overlay() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scu").display().to_string();
+    let reached = arm(&env, "snapshot-before-switch");
+    let answer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            curl(
+                &s,
+                "POST",
+                "/v1/domains/scu/snapshots",
+                &[
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    r#"{"name": "s1"}"#,
+                ],
+            )
+        })
+    };
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    let t = tree_json(&env, "scu");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = recorded_pid(&env, "scu").to_string();
+    run("kill", &["-9", &pid]);
+    wait_until("QEMU's death", Duration::from_secs(30), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|st| st.contains(") Z "))
+    });
+    disarm(&env, "snapshot-before-switch");
+    let r = answer.join().unwrap();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    let t = tree_json(&env, "scu");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    assert!(Path::new(&overlay).exists(), "overlay {overlay} removed");
+
+    wait_daemon(
+        &d.log,
+        "the guest to be seen dead",
+        Duration::from_secs(30),
+        || curl(&s, "GET", "/v1/domains/scu", &[]).json()["state"] == "crashed",
+    );
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scu/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s2"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = tree_json(&env, "scu");
+    assert!(t["journal"].is_null(), "{t}");
+    assert_eq!(t["snapshots"]["s2"]["parent"], "s1", "{t}");
+    assert_eq!(t["snapshots"]["s1"]["disks"]["vda"]["file"], base, "{t}");
+    assert_eq!(t["snapshots"]["s2"]["disks"]["vda"]["file"], overlay, "{t}");
+}

@@ -108,6 +108,24 @@ pub(super) struct Planned {
     nodes: Option<super::meta::LiveNodes>,
 }
 
+/// Why a running guest's disks were not switched to their overlays.
+pub(super) enum SwitchError {
+    /// Nothing switched (QEMU refused, or the switch never started): the nodes and the files
+    /// went again; the journal may go.
+    Undone(Error),
+    /// The transaction got no answer (a timeout, the connection closed): QEMU may run on the
+    /// overlays. The journal and the files stay; `load_settled` decides from the block graph.
+    Unknown(Error),
+}
+
+impl From<SwitchError> for Error {
+    fn from(e: SwitchError) -> Error {
+        match e {
+            SwitchError::Undone(e) | SwitchError::Unknown(e) => e,
+        }
+    }
+}
+
 /// Overlays made and opened, not yet the disks' active layers.
 pub(super) struct Prepared {
     pub plans: Vec<Plan>,
@@ -318,10 +336,11 @@ impl Service {
         };
         match self.switch_overlays(h, place, prepared).await {
             Ok(plans) => Ok(plans),
-            Err(e) => {
+            Err(SwitchError::Undone(e)) => {
                 self.drop_journal(&h.name, tree).await;
                 Err(e)
             }
+            Err(SwitchError::Unknown(e)) => Err(e),
         }
     }
 
@@ -462,19 +481,20 @@ impl Service {
     }
 
     /// Switches a running guest's disks to the prepared overlays in one transaction; on
-    /// failure the nodes and files go again.
+    /// failure the nodes and files go again, unless QEMU may have switched (see
+    /// [`SwitchError`]).
     pub(super) async fn switch_overlays(
         &self,
         h: &crate::service::domain::DomainHandle,
         place: &Where,
         prepared: Prepared,
-    ) -> Result<Vec<Plan>, Error> {
+    ) -> Result<Vec<Plan>, SwitchError> {
         let domain = h.name.clone();
         let Prepared { plans, fds, nodes } = prepared;
         let (Where::Running(l), Some(nodes)) = (place, nodes) else {
             return Ok(plans);
         };
-        let q = l.qmp(&domain)?;
+        let q = l.qmp(&domain).map_err(SwitchError::Undone)?;
         let qemu_err = |message: String| Error::Qemu {
             name: domain.clone(),
             operation: "snapshot".into(),
@@ -503,7 +523,17 @@ impl Service {
             if r.is_ok() {
                 crate::service::hold::point(&self.inner.config.run_dir, "snapshot-before-switch")
                     .await;
-                r = live::snapshot_transaction(q, &pairs).await;
+                r = match live::snapshot_transaction(q, &pairs).await {
+                    Ok(()) => Ok(()),
+                    // QEMU's error reply: the transaction did nothing.
+                    Err(e @ novacron_qmp::Error::Qmp { .. }) => Err(format!("transaction: {e}")),
+                    Err(e) => {
+                        return Err(SwitchError::Unknown(qemu_err(format!(
+                            "transaction: {e}; whether the disks switched to their overlays \
+                             is settled by the next snapshot operation (or a restart)"
+                        ))))
+                    }
+                };
             }
         }
         if let Err(e) = r {
@@ -511,7 +541,7 @@ impl Service {
                 live::del_nodes(q, &p.node).await;
             }
             remove_overlays(&plans).await;
-            return Err(qemu_err(e));
+            return Err(SwitchError::Undone(qemu_err(e)));
         }
         Ok(plans)
     }

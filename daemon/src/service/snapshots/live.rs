@@ -25,6 +25,12 @@ pub async fn raw(q: &Client, cmd: &str, args: Value) -> QmpResult<Value> {
         .map_err(|e| err(cmd, e))
 }
 
+/// [`raw`] keeping QMP's typed error: only `Error::Qmp` (QEMU's error reply) says the command
+/// did nothing; a timeout or a closed connection leaves it unknown.
+pub async fn typed(q: &Client, cmd: &str, args: Value) -> Result<Value, novacron_qmp::Error> {
+    q.execute_raw(cmd, Some(&args)).await
+}
+
 /// `remove-fd` of set `set` once QEMU holds its file: QEMU closes the daemon's descriptor and
 /// keeps the set (empty) only while a node uses the file, so a deleted node leaves nothing
 /// behind. Best effort: a set that stays only costs a descriptor.
@@ -103,14 +109,17 @@ pub async fn del_nodes(q: &Client, node: &str) {
 }
 
 /// One transaction: every `(active node, overlay node)` pair at once (crash-consistent).
-pub async fn snapshot_transaction(q: &Client, pairs: &[(String, String)]) -> QmpResult<()> {
+pub async fn snapshot_transaction(
+    q: &Client,
+    pairs: &[(String, String)],
+) -> Result<(), novacron_qmp::Error> {
     let actions: Vec<Value> = pairs
         .iter()
         .map(|(node, overlay)| {
             json!({"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}})
         })
         .collect();
-    raw(q, "transaction", json!({ "actions": actions }))
+    typed(q, "transaction", json!({ "actions": actions }))
         .await
         .map(drop)
 }
