@@ -626,3 +626,48 @@ fn a_switch_without_an_answer_keeps_the_journal_and_the_overlay() {
     assert_eq!(t["snapshots"]["s1"]["disks"]["vda"]["file"], base, "{t}");
     assert_eq!(t["snapshots"]["s2"]["disks"]["vda"]["file"], overlay, "{t}");
 }
+
+/// QEMU gone while the daemon starts a deletion's `block-commit` (killed at the hold point
+/// before it): no answer says whether the job started, so the deletion is not rolled back as
+/// a refused one: its journal stays for the recovery to finish.
+#[test]
+fn a_commit_without_an_answer_keeps_the_deletion_journal() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    running_guest(&env, &s, "scd");
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scd/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s1"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let reached = arm(&env, "snapshot-before-commit");
+    let answer = {
+        let s = s.clone();
+        std::thread::spawn(move || curl(&s, "DELETE", "/v1/domains/scd/snapshots/s1", &[]))
+    };
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    assert_eq!(tree_json(&env, "scd")["journal"]["op"], "delete");
+    let pid = recorded_pid(&env, "scd").to_string();
+    run("kill", &["-9", &pid]);
+    wait_daemon(
+        &d.log,
+        "the guest to be seen dead",
+        Duration::from_secs(30),
+        || curl(&s, "GET", "/v1/domains/scd", &[]).json()["state"] == "crashed",
+    );
+    disarm(&env, "snapshot-before-commit");
+    let r = answer.join().unwrap();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    let t = tree_json(&env, "scd");
+    assert_eq!(t["journal"]["op"], "delete", "{t}");
+}

@@ -197,6 +197,11 @@ impl Service {
                             again = false;
                         }
                     }
+                    crate::service::hold::point(
+                        &self.inner.config.run_dir,
+                        "snapshot-before-commit",
+                    )
+                    .await;
                     match live::commit(q, step, &active_node, speed, again, COMMIT_TIMEOUT).await {
                         Ok(()) => {}
                         Err(live::CommitError::Failed(m)) => return Err(qemu(&domain, m)),

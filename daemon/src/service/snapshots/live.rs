@@ -230,9 +230,10 @@ fn job_event<'a>(names: &'a [&'a str], id: &'a str) -> impl FnMut(&Event) -> boo
 /// Why a commit did not end well.
 #[derive(Debug)]
 pub enum CommitError {
-    /// QEMU refused to start the job: nothing was written, the chain is as it was.
+    /// QEMU refused to start the job (its error reply): nothing was written, the chain is
+    /// as it was.
     Refused(String),
-    /// The job failed, or waiting for it did.
+    /// The job failed, or waiting for it did, or starting it got no answer.
     Failed(String),
 }
 
@@ -263,11 +264,19 @@ pub async fn commit(
         if let Some(s) = speed {
             args["speed"] = json!(s);
         }
-        let started = raw(q, "block-commit", args).await;
+        let started = typed(q, "block-commit", args).await;
         // The base is reopened read-write (if it was read-only) when the job starts: the
         // descriptor ensure_writable added has done its work either way.
         release_fds(q, COMMIT_BASE).await;
-        started.map_err(CommitError::Refused)?;
+        match started {
+            Ok(_) => {}
+            // Only QEMU's error reply says the job never started; with no answer (a timeout,
+            // the connection closed) it may be merging: the journal must stay.
+            Err(e @ novacron_qmp::Error::Qmp { .. }) => {
+                return Err(CommitError::Refused(err("block-commit", e)))
+            }
+            Err(e) => return Err(CommitError::Failed(err("block-commit", e))),
+        }
     }
     drive(q, step, &id, speed, resume, &mut events, timeout)
         .await
