@@ -194,6 +194,20 @@ impl Graph {
         out
     }
 
+    /// Whether `node` is the top node of a device (a block backend's root).
+    pub fn is_device_top(&self, node: &str) -> bool {
+        let Some(id) = self.id(node) else {
+            return false;
+        };
+        self.edges.iter().any(|(p, c, _)| {
+            *c == id
+                && self
+                    .nodes
+                    .iter()
+                    .any(|(i, t, _)| i == p && t == "block-backend")
+        })
+    }
+
     /// Whether a device or another image still uses `node` (jobs do not count).
     pub fn in_use(&self, node: &str) -> bool {
         let Some(id) = self.id(node) else {

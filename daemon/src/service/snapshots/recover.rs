@@ -137,7 +137,7 @@ impl Service {
         let Some(j) = tree.journal.clone().filter(|j| j.op == JournalOp::Create) else {
             return Ok(tree);
         };
-        match self.create_outcome(h, place, &j).await? {
+        match self.create_outcome(h, place, &j, &tree).await? {
             Outcome::Forward { same } => {
                 self.finish_create(h, &mut tree, &j.overlays, same).await?;
                 tracing::info!(
@@ -192,6 +192,7 @@ impl Service {
         h: &DomainHandle,
         place: &Where,
         j: &Journal,
+        tree: &Tree,
     ) -> Result<Outcome, Error> {
         let partial = |what: String| Error::Qemu {
             name: h.name.clone(),
@@ -234,6 +235,27 @@ impl Service {
             let switched = chains.iter().filter(|c| c.len() > 1).count();
             if switched == j.overlays.len() {
                 return Ok(Outcome::Forward { same: true });
+            }
+            // A missing overlay node is no proof of "not switched" (a detached disk takes
+            // its overlay node with it): only while the frozen file's node is still its
+            // device's top node did the disk never run on the overlay.
+            let frozen_on_top = |o: &super::meta::OverlayStep| {
+                tree.live
+                    .as_ref()
+                    .and_then(|n| n.nodes.get(&o.file))
+                    .is_some_and(|n| graph.is_device_top(n))
+            };
+            let unswitched = j
+                .overlays
+                .iter()
+                .zip(&chains)
+                .all(|(o, c)| c.len() == 1 || (c.is_empty() && frozen_on_top(o)));
+            if switched == 0 && !unswitched {
+                return Err(partial(
+                    "an overlay node is missing while its disk no longer runs on the frozen \
+                     file (detached?)"
+                        .into(),
+                ));
             }
             if switched == 0 {
                 return Ok(Outcome::Rollback {
