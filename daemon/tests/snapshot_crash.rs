@@ -671,3 +671,69 @@ fn a_commit_without_an_answer_keeps_the_deletion_journal() {
     let t = tree_json(&env, "scd");
     assert_eq!(t["journal"]["op"], "delete", "{t}");
 }
+
+/// A running guest's snapshot interrupted, then its QEMU gone too, with one overlay whole and
+/// the other missing: the whole one may hold flushed writes, so the restart neither finishes
+/// nor rolls back: the journal and the whole overlay stay.
+#[test]
+fn a_mix_of_whole_and_missing_overlays_without_a_guest_is_left_alone() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let images = env.config.state_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (a, b) = (images.join("scx-a.qcow2"), images.join("scx-b.qcow2"));
+    for f in [&a, &b] {
+        run(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", f.to_str().unwrap(), "16M"],
+        );
+    }
+    let xml = guest_xml("scx", &a).replace(
+        "</devices>",
+        &format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+               <source file='{}'/><target dev='vdb' bus='virtio'/></disk></devices>",
+            b.display()
+        ),
+    );
+    let mut args = XML.to_vec();
+    args.push(&xml);
+    assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
+    let r = curl(&s, "POST", "/v1/domains/scx/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reached = arm(&env, "snapshot-before-switch");
+    snapshot_until_held(&s, "scx", json!({"name": "s1"}), &reached);
+    let t = tree_json(&env, "scx");
+    let overlays: Vec<String> = t["journal"]["overlays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["overlay"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(overlays.len(), 2, "{t}");
+    kill_9(&mut d);
+    let pid = recorded_pid(&env, "scx").to_string();
+    run("kill", &["-9", &pid]);
+    wait_until("QEMU's death", Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| st.contains(") Z "))
+    });
+    std::fs::remove_file(&overlays[1]).unwrap();
+
+    disarm(&env, "snapshot-before-switch");
+    let d2 = env.start_daemon("");
+    wait_daemon(
+        &d2.log,
+        "the recovery's verdict",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&d2.log)
+                .unwrap_or_default()
+                .contains("interrupted snapshot creation")
+        },
+    );
+    let t = tree_json(&env, "scx");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    assert!(t["snapshots"].get("s1").is_none(), "{t}");
+    assert!(Path::new(&overlays[0]).exists(), "whole overlay removed");
+}

@@ -209,18 +209,27 @@ impl Service {
             let whole = tokio::task::spawn_blocking(move || {
                 files
                     .iter()
-                    .all(|f| crate::host::qemu_img::info_as(f, DiskFormat::Qcow2).is_ok())
+                    .filter(|f| crate::host::qemu_img::info_as(f, DiskFormat::Qcow2).is_ok())
+                    .count()
             })
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
-            return Ok(if whole {
-                Outcome::Forward { same: false }
-            } else {
-                Outcome::Rollback {
+            // A running guest's snapshot (`qemu` set) whose QEMU is gone: a whole overlay may
+            // hold flushed writes beside a missing one, so a mix is only reported.
+            return if whole == j.overlays.len() {
+                Ok(Outcome::Forward { same: false })
+            } else if whole == 0 || j.qemu.is_none() {
+                Ok(Outcome::Rollback {
                     nodes: Vec::new(),
                     qemu: false,
-                }
-            });
+                })
+            } else {
+                Err(partial(format!(
+                    "{whole} of {} overlays are whole and the guest that may have written to \
+                     them is gone",
+                    j.overlays.len()
+                )))
+            };
         };
         let same = j
             .qemu
