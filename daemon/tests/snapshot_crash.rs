@@ -737,3 +737,58 @@ fn a_mix_of_whole_and_missing_overlays_without_a_guest_is_left_alone() {
     assert!(t["snapshots"].get("s1").is_none(), "{t}");
     assert!(Path::new(&overlays[0]).exists(), "whole overlay removed");
 }
+
+/// The journal's overlay name taken by a file this snapshot did not make (dots in domain and
+/// snapshot names let two domains' overlay names meet): the restart neither adopts nor
+/// unlinks it; a new snapshot over an existing name is refused before anything is written.
+#[test]
+fn a_foreign_file_under_an_overlay_name_is_never_adopted_or_removed() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = defined_guest(&env, &s, "scn").display().to_string();
+    let reached = arm(&env, "snapshot-switched");
+    snapshot_until_held(&s, "scn", json!({"name": "s1"}), &reached);
+    let t = tree_json(&env, "scn");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    kill_9(&mut d);
+    // Another domain's image under that name (no backing: not this snapshot's overlay).
+    std::fs::remove_file(&overlay).unwrap();
+    run("qemu-img", &["create", "-q", "-f", "qcow2", &overlay, "8M"]);
+
+    disarm(&env, "snapshot-switched");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the snapshot to be settled",
+        Duration::from_secs(60),
+        || tree_json(&env, "scn")["journal"].is_null(),
+    );
+    let t = tree_json(&env, "scn");
+    assert!(t["snapshots"].get("s1").is_none(), "{t}");
+    assert_eq!(defined_disk(&env, "scn"), base);
+    assert!(
+        Path::new(&overlay).exists(),
+        "the foreign {overlay} was removed"
+    );
+    // Its name stays taken: a new s1 is refused, the file untouched, no journal left.
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scn/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s1"}"#,
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("already exists"), "{}", r.body);
+    assert!(tree_json(&env, "scn")["journal"].is_null());
+    assert_eq!(chain(&overlay), [overlay.clone()]);
+}

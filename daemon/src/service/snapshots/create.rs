@@ -406,15 +406,24 @@ impl Service {
         }
         // Image facts (blocking).
         let mut t = std::mem::take(tree);
-        let work: Vec<(String, DiskFormat)> = plans
+        let work: Vec<(String, DiskFormat, String)> = plans
             .iter()
             .zip(&sel)
-            .map(|(p, d)| (p.file.clone(), d.format))
+            .map(|(p, d)| (p.file.clone(), d.format, p.overlay.clone()))
             .collect();
         let (t, facts) = tokio::task::spawn_blocking(move || {
             let facts = work
                 .iter()
-                .map(|(file, declared)| {
+                .map(|(file, declared, overlay)| {
+                    // Dots are allowed in domain and snapshot names: another domain's (or
+                    // snapshot's) file may already have this name. Refused before the journal
+                    // names it, so no recovery ever touches it.
+                    if std::fs::symlink_metadata(overlay).is_ok() {
+                        return Err(invalid(
+                            "name",
+                            format!("the overlay file {overlay} already exists"),
+                        ));
+                    }
                     // `qemu-img info` only for files the tree does not know yet (the first
                     // snapshot of a disk); a known file's format is the recorded one and its
                     // size comes from its header.

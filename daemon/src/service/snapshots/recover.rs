@@ -113,6 +113,19 @@ impl Service {
     }
 }
 
+/// Whether `o.overlay` is the overlay this journal made (blocking): a qcow2 file (not a
+/// symlink) whose header names the frozen file as its backing.
+fn made_for(o: &super::meta::OverlayStep) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&o.overlay)
+        .ok()
+        .and_then(|mut f| crate::host::qcow2::refs(&mut f).ok())
+        .is_some_and(|r| r.backing.as_deref() == Some(o.file.as_str()))
+}
+
 impl Service {
     /// After a restart: settles a creation the journal says was in flight.
     async fn recover_create(&self, name: &str) -> Result<(), Error> {
@@ -174,7 +187,15 @@ impl Service {
                     .collect();
                 // The files before the journal: a crash in between rolls back again.
                 self.repoint_definition(h, &back).await?;
-                super::create::remove_overlays(&j.overlays).await;
+                // Only files this snapshot made (the header names its frozen file): a name
+                // another domain's file already had is never unlinked.
+                let candidates = j.overlays.clone();
+                let ours = tokio::task::spawn_blocking(move || {
+                    candidates.into_iter().filter(made_for).collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+                super::create::remove_overlays(&ours).await;
                 tree.journal = None;
                 self.save_tree(&h.name, &tree).await?;
                 tracing::info!(
@@ -205,11 +226,14 @@ impl Service {
         let Where::Running(l) = place else {
             // No guest: whole overlays are finished, a missing or unreadable one means the
             // crash came before the last was made (the switch comes after).
-            let files: Vec<String> = j.overlays.iter().map(|o| o.overlay.clone()).collect();
+            let files = j.overlays.clone();
             let whole = tokio::task::spawn_blocking(move || {
                 files
                     .iter()
-                    .filter(|f| crate::host::qemu_img::info_as(f, DiskFormat::Qcow2).is_ok())
+                    .filter(|o| {
+                        made_for(o)
+                            && crate::host::qemu_img::info_as(&o.overlay, DiskFormat::Qcow2).is_ok()
+                    })
                     .count()
             })
             .await
