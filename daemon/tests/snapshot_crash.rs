@@ -670,6 +670,23 @@ fn a_commit_without_an_answer_keeps_the_deletion_journal() {
     assert!(r.status >= 400, "{} {}", r.status, r.body);
     let t = tree_json(&env, "scd");
     assert_eq!(t["journal"]["op"], "delete", "{t}");
+    // The next snapshot operation finishes the deletion (offline: the guest is gone), not
+    // only a restart.
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scd/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s2"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = tree_json(&env, "scd");
+    assert!(t["journal"].is_null(), "{t}");
+    assert!(t["snapshots"].get("s1").is_none(), "{t}");
 }
 
 /// A running guest's snapshot interrupted, then its QEMU gone too, with one overlay whole and

@@ -280,7 +280,7 @@ impl Service {
             tracing::warn!(
                 domain,
                 step = i,
-                "a commit refused after earlier steps merged; the recovery finishes the deletion"
+                "a commit refused after earlier steps merged; the next snapshot operation (or a restart) finishes the deletion"
             );
         }
         qemu(domain, message)

@@ -83,7 +83,7 @@ impl Service {
             .begin(crate::service::jobs::Job::Modify, Duration::from_secs(60))
             .await?;
         let _long = h.jobs.begin_async(name, AsyncJob::Snapshot)?;
-        let mut tree = self.load_tree(name).await?;
+        let tree = self.load_tree(name).await?;
         if !tree
             .journal
             .as_ref()
@@ -92,7 +92,18 @@ impl Service {
             return Ok(());
         }
         let place = placement(&h, "finish a snapshot deletion of")?;
-        if let Where::Running(l) = &place {
+        self.settle_delete(&h, &place, tree).await
+    }
+
+    /// Finishes the deletion `tree`'s journal records (the caller holds the domain's jobs).
+    async fn settle_delete(
+        &self,
+        h: &DomainHandle,
+        place: &Where,
+        mut tree: Tree,
+    ) -> Result<(), Error> {
+        let name = h.name.as_str();
+        if let Where::Running(l) = place {
             // The nodes were recorded for this very QEMU; a restarted guest has other ones,
             // and its images are closed: then the offline path applies.
             let same = tree
@@ -108,8 +119,8 @@ impl Service {
                 });
             }
         }
-        self.run_journal(&h, &place, &mut tree, None, true).await?;
-        self.finish(&h, &place, tree).await
+        self.run_journal(h, place, &mut tree, None, true).await?;
+        self.finish(h, place, tree).await
     }
 }
 
@@ -147,6 +158,17 @@ impl Service {
         place: &Where,
     ) -> Result<Tree, Error> {
         let mut tree = self.load_tree(&h.name).await?;
+        if tree
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.op == JournalOp::Delete)
+        {
+            // A deletion left unfinished (a commit refused after earlier steps merged, a
+            // failed wait): finished here, not only by a restart.
+            self.settle_delete(h, place, tree).await?;
+            tracing::info!(domain = h.name, "interrupted snapshot deletion finished");
+            return self.load_tree(&h.name).await;
+        }
         let Some(j) = tree.journal.clone().filter(|j| j.op == JournalOp::Create) else {
             return Ok(tree);
         };
