@@ -375,7 +375,6 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
         .and_then(|n| n["file"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let read_only = info.is_some_and(|n| n["ro"] == true);
     let Some(set) = file
         .strip_prefix("/dev/fdset/")
         .and_then(|s| s.parse::<u64>().ok())
@@ -393,10 +392,9 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
                 .open(&p)
                 .map(OwnedFd::from)
         };
-        Ok::<_, std::io::Error>((
-            open(true)?,
-            if read_only { Some(open(false)?) } else { None },
-        ))
+        // The read-only one always: `release_others` takes whatever the set held, and the
+        // base may be reopened read-only later (a commit's end, a later snapshot).
+        Ok::<_, std::io::Error>((open(true)?, open(false)?))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -407,11 +405,9 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
     release_others(q, set).await;
     // A fresh read-only descriptor (no locks on it) for the commit's end, when QEMU reopens
     // a base that was read-only read-only again.
-    if let Some(ro) = ro {
-        q.add_fd(ro.as_fd(), Some(set), Some(BASE_READ_ONLY))
-            .await
-            .map_err(|e| err("add-fd", e))?;
-    }
+    q.add_fd(ro.as_fd(), Some(set), Some(BASE_READ_ONLY))
+        .await
+        .map_err(|e| err("add-fd", e))?;
     Ok(())
 }
 
