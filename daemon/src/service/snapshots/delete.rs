@@ -344,6 +344,14 @@ impl Service {
                 detail: "an interrupted snapshot deletion is being finished".into(),
             });
         }
+        // An interrupted revert's overlays or RAM save wait for the recovery (as the revert
+        // to a snapshot with memory refuses too): this revert would garbage-collect around them.
+        if tree.pending_revert.is_some() || tree.pending_memory.is_some() {
+            return Err(Error::Busy {
+                name: domain.to_owned(),
+                detail: "an interrupted snapshot operation is being finished".into(),
+            });
+        }
         let s = tree
             .snapshots
             .get(name)
