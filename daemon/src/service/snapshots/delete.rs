@@ -382,8 +382,8 @@ impl Service {
         self.adopt_revert(h, tree, &s.name, made).await
     }
 
-    /// Makes a fresh overlay over each of snapshot `s`'s files (nothing recorded; on failure
-    /// the ones made are removed again).
+    /// Makes a fresh overlay over each of snapshot `s`'s files, recorded as the tree's
+    /// pending revert first (on failure the ones made are removed again, nothing pending).
     pub(super) async fn revert_overlays(
         &self,
         h: &DomainHandle,
@@ -405,8 +405,16 @@ impl Service {
                 format: d.format,
             });
         }
+        // The `next` bump and the names recorded before any file exists: a crash while they
+        // are made leaves them to the recovery (removed), never an unrecorded file whose
+        // name the next revert would take again.
+        tree.pending_revert = Some(super::meta::PendingRevert {
+            snapshot: name.to_owned(),
+            overlays: made.iter().map(|m| m.overlay.clone()).collect(),
+        });
+        self.save_tree(domain, tree).await?;
         let work = made.clone();
-        tokio::task::spawn_blocking(move || {
+        let made_files = tokio::task::spawn_blocking(move || {
             let mut done: Vec<String> = Vec::new();
             for m in &work {
                 // The size from the header as recorded (never probed: a raw disk may hold a
@@ -427,7 +435,17 @@ impl Service {
             Ok(())
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        .map_err(|e| Error::Internal(e.to_string()))
+        .and_then(|r| r);
+        if let Err(e) = made_files {
+            // What was made is removed again: nothing pending (best effort: one left is
+            // removed by the recovery).
+            tree.pending_revert = None;
+            if let Err(e) = self.save_tree(domain, tree).await {
+                tracing::warn!(domain, error = %e, "snapshot metadata after a failed revert");
+            }
+            return Err(e);
+        }
         Ok(made)
     }
 

@@ -44,7 +44,7 @@ use novacron_qmp::{Client, EventKind, Subscription};
 use serde_json::json;
 
 use super::create::{insert_snap, new_snap, Plan};
-use super::meta::{self, PendingMemory, PendingRevert, Snap, SnapKind, Tree};
+use super::meta::{self, PendingMemory, Snap, SnapKind, Tree};
 use super::{invalid, io_err, placement, CreateRequest, MemoryMode, SnapshotInfo, Where};
 use crate::service::domain::{DomainHandle, Intent, Live, Monitor, Run, UpState};
 use crate::service::events::StateReason;
@@ -577,15 +577,8 @@ impl Service {
         // snapshot's files). Until the new QEMU has loaded the state, the tree and the
         // definition keep the disks the guest had: a failed load leaves the domain stopped
         // on them, nothing lost. Recorded as pending, so a restart removes them.
+        // (`revert_overlays` records them as pending before it makes them.)
         let made = self.revert_overlays(h, &mut tree, &s).await?;
-        tree.pending_revert = Some(PendingRevert {
-            snapshot: s.name.clone(),
-            overlays: made.iter().map(|m| m.overlay.clone()).collect(),
-        });
-        if let Err(e) = self.save_tree(&domain, &tree).await {
-            self.drop_revert(&domain, &mut tree, false).await;
-            return Err(e);
-        }
         let disks = began.elapsed();
         if let Where::Running(old) = &place {
             // The old guest is discarded, as libvirt's revert does (why it is not kept paused
