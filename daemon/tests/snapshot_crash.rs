@@ -507,3 +507,305 @@ fn a_kill_during_a_snapshot_with_memory_keeps_the_overlays_and_drops_the_snapsho
     assert!(open.contains(&overlay), "QEMU has {open:?}");
     assert_eq!(chain(&overlay), [overlay.clone(), base]);
 }
+
+/// Killed after the definition names the overlay but before the tree drops its journal: the
+/// journal is still on disk (the tree never lands without it while the definition names the
+/// frozen file), and the restart finishes the snapshot; a cold boot keeps the guest's write.
+#[test]
+fn a_kill_after_the_repoint_finishes_the_snapshot_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scr").display().to_string();
+    let reached = arm(&env, "snapshot-repointed");
+    snapshot_until_held(&s, "scr", json!({"name": "s1"}), &reached);
+    let t = tree_json(&env, "scr");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(defined_disk(&env, "scr"), overlay);
+    kill_9(&mut d);
+    write_through_qemu(&env, "scr", Some(0x6b));
+
+    disarm(&env, "snapshot-repointed");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the snapshot to be finished",
+        Duration::from_secs(60),
+        || {
+            let t = tree_json(&env, "scr");
+            t["journal"].is_null() && t["snapshots"].get("s1").is_some()
+        },
+    );
+    let t = tree_json(&env, "scr");
+    assert_eq!(t["active"]["vda"], overlay, "{t}");
+    assert_eq!(defined_disk(&env, "scr"), overlay);
+    cold_restart(&s, "scr");
+    let open = qemu_files(&env, "scr");
+    assert!(open.contains(&overlay), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scr/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(reads_pattern(&overlay, 0x6b, "1M"));
+    assert_eq!(chain(&overlay), [overlay.clone(), base]);
+}
+
+/// QEMU gone while the daemon sends the switching `transaction` (killed at the hold point
+/// before it): no answer says whether the disks switched, so the failed snapshot keeps its
+/// journal and overlay (nothing QEMU may write to is unlinked), and the next snapshot
+/// operation settles it (no guest, a whole overlay: finished).
+#[test]
+fn a_switch_without_an_answer_keeps_the_journal_and_the_overlay() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scu").display().to_string();
+    let reached = arm(&env, "snapshot-before-switch");
+    let answer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            curl(
+                &s,
+                "POST",
+                "/v1/domains/scu/snapshots",
+                &[
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    r#"{"name": "s1"}"#,
+                ],
+            )
+        })
+    };
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    let t = tree_json(&env, "scu");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = recorded_pid(&env, "scu").to_string();
+    run("kill", &["-9", &pid]);
+    wait_until("QEMU's death", Duration::from_secs(30), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|st| st.contains(") Z "))
+    });
+    disarm(&env, "snapshot-before-switch");
+    let r = answer.join().unwrap();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    let t = tree_json(&env, "scu");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    assert!(Path::new(&overlay).exists(), "overlay {overlay} removed");
+
+    wait_daemon(
+        &d.log,
+        "the guest to be seen dead",
+        Duration::from_secs(30),
+        || curl(&s, "GET", "/v1/domains/scu", &[]).json()["state"] == "crashed",
+    );
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scu/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s2"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = tree_json(&env, "scu");
+    assert!(t["journal"].is_null(), "{t}");
+    assert_eq!(t["snapshots"]["s2"]["parent"], "s1", "{t}");
+    assert_eq!(t["snapshots"]["s1"]["disks"]["vda"]["file"], base, "{t}");
+    assert_eq!(t["snapshots"]["s2"]["disks"]["vda"]["file"], overlay, "{t}");
+}
+
+/// QEMU gone while the daemon starts a deletion's `block-commit` (killed at the hold point
+/// before it): no answer says whether the job started, so the deletion is not rolled back as
+/// a refused one: its journal stays for the recovery to finish.
+#[test]
+fn a_commit_without_an_answer_keeps_the_deletion_journal() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    running_guest(&env, &s, "scd");
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scd/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s1"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let reached = arm(&env, "snapshot-before-commit");
+    let answer = {
+        let s = s.clone();
+        std::thread::spawn(move || curl(&s, "DELETE", "/v1/domains/scd/snapshots/s1", &[]))
+    };
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    assert_eq!(tree_json(&env, "scd")["journal"]["op"], "delete");
+    let pid = recorded_pid(&env, "scd").to_string();
+    run("kill", &["-9", &pid]);
+    wait_daemon(
+        &d.log,
+        "the guest to be seen dead",
+        Duration::from_secs(30),
+        || curl(&s, "GET", "/v1/domains/scd", &[]).json()["state"] == "crashed",
+    );
+    disarm(&env, "snapshot-before-commit");
+    let r = answer.join().unwrap();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    let t = tree_json(&env, "scd");
+    assert_eq!(t["journal"]["op"], "delete", "{t}");
+    // The next snapshot operation finishes the deletion (offline: the guest is gone), not
+    // only a restart.
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scd/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s2"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = tree_json(&env, "scd");
+    assert!(t["journal"].is_null(), "{t}");
+    assert!(t["snapshots"].get("s1").is_none(), "{t}");
+}
+
+/// A running guest's snapshot interrupted, then its QEMU gone too, with one overlay whole and
+/// the other missing: the whole one may hold flushed writes, so the restart neither finishes
+/// nor rolls back: the journal and the whole overlay stay.
+#[test]
+fn a_mix_of_whole_and_missing_overlays_without_a_guest_is_left_alone() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let images = env.config.state_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (a, b) = (images.join("scx-a.qcow2"), images.join("scx-b.qcow2"));
+    for f in [&a, &b] {
+        run(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", f.to_str().unwrap(), "16M"],
+        );
+    }
+    let xml = guest_xml("scx", &a).replace(
+        "</devices>",
+        &format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+               <source file='{}'/><target dev='vdb' bus='virtio'/></disk></devices>",
+            b.display()
+        ),
+    );
+    let mut args = XML.to_vec();
+    args.push(&xml);
+    assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
+    let r = curl(&s, "POST", "/v1/domains/scx/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reached = arm(&env, "snapshot-before-switch");
+    snapshot_until_held(&s, "scx", json!({"name": "s1"}), &reached);
+    let t = tree_json(&env, "scx");
+    let overlays: Vec<String> = t["journal"]["overlays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["overlay"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(overlays.len(), 2, "{t}");
+    kill_9(&mut d);
+    let pid = recorded_pid(&env, "scx").to_string();
+    run("kill", &["-9", &pid]);
+    wait_until("QEMU's death", Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| st.contains(") Z "))
+    });
+    std::fs::remove_file(&overlays[1]).unwrap();
+
+    disarm(&env, "snapshot-before-switch");
+    let d2 = env.start_daemon("");
+    wait_daemon(
+        &d2.log,
+        "the recovery's verdict",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&d2.log)
+                .unwrap_or_default()
+                .contains("interrupted snapshot creation")
+        },
+    );
+    let t = tree_json(&env, "scx");
+    assert_eq!(t["journal"]["op"], "create", "{t}");
+    assert!(t["snapshots"].get("s1").is_none(), "{t}");
+    assert!(Path::new(&overlays[0]).exists(), "whole overlay removed");
+}
+
+/// The journal's overlay name taken by a file this snapshot did not make (dots in domain and
+/// snapshot names let two domains' overlay names meet): the restart neither adopts nor
+/// unlinks it; a new snapshot over an existing name is refused before anything is written.
+#[test]
+fn a_foreign_file_under_an_overlay_name_is_never_adopted_or_removed() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = defined_guest(&env, &s, "scn").display().to_string();
+    let reached = arm(&env, "snapshot-switched");
+    snapshot_until_held(&s, "scn", json!({"name": "s1"}), &reached);
+    let t = tree_json(&env, "scn");
+    let overlay = t["journal"]["overlays"][0]["overlay"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    kill_9(&mut d);
+    // Another domain's image under that name (no backing: not this snapshot's overlay).
+    std::fs::remove_file(&overlay).unwrap();
+    run("qemu-img", &["create", "-q", "-f", "qcow2", &overlay, "8M"]);
+
+    disarm(&env, "snapshot-switched");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the snapshot to be settled",
+        Duration::from_secs(60),
+        || tree_json(&env, "scn")["journal"].is_null(),
+    );
+    let t = tree_json(&env, "scn");
+    assert!(t["snapshots"].get("s1").is_none(), "{t}");
+    assert_eq!(defined_disk(&env, "scn"), base);
+    assert!(
+        Path::new(&overlay).exists(),
+        "the foreign {overlay} was removed"
+    );
+    // Its name stays taken: a new s1 is refused, the file untouched, no journal left.
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scn/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s1"}"#,
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("already exists"), "{}", r.body);
+    assert!(tree_json(&env, "scn")["journal"].is_null());
+    assert_eq!(chain(&overlay), std::slice::from_ref(&overlay));
+}

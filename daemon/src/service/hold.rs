@@ -15,7 +15,13 @@ pub(crate) async fn point(run_dir: &Path, name: &str) {
         if !tokio::fs::try_exists(&armed).await.unwrap_or(false) {
             return;
         }
-        let _ = tokio::fs::write(dir.join(format!("{name}.reached")), b"").await;
+        // Created, never followed or reused: the run directory's `hold` is not trusted.
+        let _ = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(dir.join(format!("{name}.reached")))
+            .await;
         tracing::warn!(point = name, "held at a test hold point");
         while tokio::fs::try_exists(&armed).await.unwrap_or(false) {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

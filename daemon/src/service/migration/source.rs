@@ -585,7 +585,8 @@ impl Run_<'_> {
                             }
                             let pause = stopped_at
                                 .zip(resumed)
-                                .and_then(|(s, r)| u64::try_from(r - s).ok())
+                                .and_then(|(s, r)| r.checked_sub(s))
+                                .and_then(|us| u64::try_from(us).ok())
                                 .map(|us| us / 1000);
                             self.out.with(|p| {
                                 p.handover_ms = Some(handover);

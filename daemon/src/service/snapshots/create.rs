@@ -108,6 +108,24 @@ pub(super) struct Planned {
     nodes: Option<super::meta::LiveNodes>,
 }
 
+/// Why a running guest's disks were not switched to their overlays.
+pub(super) enum SwitchError {
+    /// Nothing switched (QEMU refused, or the switch never started): the nodes and the files
+    /// went again; the journal may go.
+    Undone(Error),
+    /// The transaction got no answer (a timeout, the connection closed): QEMU may run on the
+    /// overlays. The journal and the files stay; `load_settled` decides from the block graph.
+    Unknown(Error),
+}
+
+impl From<SwitchError> for Error {
+    fn from(e: SwitchError) -> Error {
+        match e {
+            SwitchError::Undone(e) | SwitchError::Unknown(e) => e,
+        }
+    }
+}
+
 /// Overlays made and opened, not yet the disks' active layers.
 pub(super) struct Prepared {
     pub plans: Vec<Plan>,
@@ -257,11 +275,13 @@ impl Service {
     }
 
     /// The disks run on (or, stopped, will start from) the overlays: the snapshot in the
-    /// journal joins the tree, the overlays become the active files, the journal goes and the
-    /// definition names the overlays. The tree, the definition and the overlays (written
-    /// unsynced) are made durable at once: their fsyncs share journal commits instead of
-    /// waiting one after the other. A crash before all three are on disk leaves the journal,
-    /// which recovery finishes the same way (`recover`).
+    /// journal joins the tree, the overlays become the active files, the definition names the
+    /// overlays, then the journal goes. The overlays (written unsynced) and the definition are
+    /// made durable at once; the tree without its journal only after both: a crash (or a
+    /// failed repoint) before then leaves the journal, which recovery finishes the same way
+    /// (`recover`). Saved together, the tree could land without its journal while the
+    /// definition still named the frozen file: nothing left to recover from, and the next
+    /// cold boot would lose every write since the snapshot.
     pub(super) async fn finish_create(
         &self,
         h: &crate::service::domain::DomainHandle,
@@ -277,14 +297,12 @@ impl Service {
         // The runtime record first (a rename, no fsync): while the journal is on disk a
         // restarted daemon repeats this, so the record never stays behind the tree.
         self.follow_overlays(h, plans, running).await?;
-        let (synced, saved, repointed) = tokio::join!(
-            sync_overlays(plans),
-            self.save_tree(&h.name, tree),
-            self.repoint_definition(h, &changes)
-        );
+        let (synced, repointed) =
+            tokio::join!(sync_overlays(plans), self.repoint_definition(h, &changes));
         synced?;
-        saved?;
-        repointed
+        repointed?;
+        crate::service::hold::point(&self.inner.config.run_dir, "snapshot-repointed").await;
+        self.save_tree(&h.name, tree).await
     }
 
     /// `running` (in the QEMU that switched): the live device set follows the switch, each
@@ -344,10 +362,11 @@ impl Service {
         };
         match self.switch_overlays(h, place, prepared).await {
             Ok(plans) => Ok(plans),
-            Err(e) => {
+            Err(SwitchError::Undone(e)) => {
                 self.drop_journal(&h.name, tree).await;
                 Err(e)
             }
+            Err(SwitchError::Unknown(e)) => Err(e),
         }
     }
 
@@ -414,15 +433,24 @@ impl Service {
         }
         // Image facts (blocking).
         let mut t = std::mem::take(tree);
-        let work: Vec<(String, DiskFormat)> = plans
+        let work: Vec<(String, DiskFormat, String)> = plans
             .iter()
             .zip(&sel)
-            .map(|(p, d)| (p.file.clone(), d.format))
+            .map(|(p, d)| (p.file.clone(), d.format, p.overlay.clone()))
             .collect();
         let (t, facts) = tokio::task::spawn_blocking(move || {
             let facts = work
                 .iter()
-                .map(|(file, declared)| {
+                .map(|(file, declared, overlay)| {
+                    // Dots are allowed in domain and snapshot names: another domain's (or
+                    // snapshot's) file may already have this name. Refused before the journal
+                    // names it, so no recovery ever touches it.
+                    if std::fs::symlink_metadata(overlay).is_ok() {
+                        return Err(invalid(
+                            "name",
+                            format!("the overlay file {overlay} already exists"),
+                        ));
+                    }
                     // `qemu-img info` only for files the tree does not know yet (the first
                     // snapshot of a disk); a known file's format is the recorded one and its
                     // size comes from its header.
@@ -489,19 +517,20 @@ impl Service {
     }
 
     /// Switches a running guest's disks to the prepared overlays in one transaction; on
-    /// failure the nodes and files go again.
+    /// failure the nodes and files go again, unless QEMU may have switched (see
+    /// [`SwitchError`]).
     pub(super) async fn switch_overlays(
         &self,
         h: &crate::service::domain::DomainHandle,
         place: &Where,
         prepared: Prepared,
-    ) -> Result<Vec<Plan>, Error> {
+    ) -> Result<Vec<Plan>, SwitchError> {
         let domain = h.name.clone();
         let Prepared { plans, fds, nodes } = prepared;
         let (Where::Running(l), Some(nodes)) = (place, nodes) else {
             return Ok(plans);
         };
-        let q = l.qmp(&domain)?;
+        let q = l.qmp(&domain).map_err(SwitchError::Undone)?;
         let qemu_err = |message: String| Error::Qemu {
             name: domain.clone(),
             operation: "snapshot".into(),
@@ -530,7 +559,17 @@ impl Service {
             if r.is_ok() {
                 crate::service::hold::point(&self.inner.config.run_dir, "snapshot-before-switch")
                     .await;
-                r = live::snapshot_transaction(q, &pairs).await;
+                r = match live::snapshot_transaction(q, &pairs).await {
+                    Ok(()) => Ok(()),
+                    // QEMU's error reply: the transaction did nothing.
+                    Err(e @ novacron_qmp::Error::Qmp { .. }) => Err(format!("transaction: {e}")),
+                    Err(e) => {
+                        return Err(SwitchError::Unknown(qemu_err(format!(
+                            "transaction: {e}; whether the disks switched to their overlays \
+                             is settled by the next snapshot operation (or a restart)"
+                        ))))
+                    }
+                };
             }
         }
         if let Err(e) = r {
@@ -538,7 +577,7 @@ impl Service {
                 live::del_nodes(q, &p.node).await;
             }
             remove_overlays(&plans).await;
-            return Err(qemu_err(e));
+            return Err(SwitchError::Undone(qemu_err(e)));
         }
         Ok(plans)
     }

@@ -197,6 +197,11 @@ impl Service {
                             again = false;
                         }
                     }
+                    crate::service::hold::point(
+                        &self.inner.config.run_dir,
+                        "snapshot-before-commit",
+                    )
+                    .await;
                     match live::commit(q, step, &active_node, speed, again, COMMIT_TIMEOUT).await {
                         Ok(()) => {}
                         Err(live::CommitError::Failed(m)) => return Err(qemu(&domain, m)),
@@ -275,7 +280,7 @@ impl Service {
             tracing::warn!(
                 domain,
                 step = i,
-                "a commit refused after earlier steps merged; the recovery finishes the deletion"
+                "a commit refused after earlier steps merged; the next snapshot operation (or a restart) finishes the deletion"
             );
         }
         qemu(domain, message)
@@ -355,6 +360,14 @@ impl Service {
                 detail: "an interrupted snapshot deletion is being finished".into(),
             });
         }
+        // An interrupted revert's overlays or RAM save wait for the recovery (as the revert
+        // to a snapshot with memory refuses too): this revert would garbage-collect around them.
+        if tree.pending_revert.is_some() || tree.pending_memory.is_some() {
+            return Err(Error::Busy {
+                name: domain.to_owned(),
+                detail: "an interrupted snapshot operation is being finished".into(),
+            });
+        }
         let s = tree
             .snapshots
             .get(name)
@@ -385,8 +398,8 @@ impl Service {
         self.adopt_revert(h, tree, &s.name, made).await
     }
 
-    /// Makes a fresh overlay over each of snapshot `s`'s files (nothing recorded; on failure
-    /// the ones made are removed again).
+    /// Makes a fresh overlay over each of snapshot `s`'s files, recorded as the tree's
+    /// pending revert first (on failure the ones made are removed again, nothing pending).
     pub(super) async fn revert_overlays(
         &self,
         h: &DomainHandle,
@@ -408,8 +421,16 @@ impl Service {
                 format: d.format,
             });
         }
+        // The `next` bump and the names recorded before any file exists: a crash while they
+        // are made leaves them to the recovery (removed), never an unrecorded file whose
+        // name the next revert would take again.
+        tree.pending_revert = Some(super::meta::PendingRevert {
+            snapshot: name.to_owned(),
+            overlays: made.iter().map(|m| m.overlay.clone()).collect(),
+        });
+        self.save_tree(domain, tree).await?;
         let work = made.clone();
-        tokio::task::spawn_blocking(move || {
+        let made_files = tokio::task::spawn_blocking(move || {
             let mut done: Vec<String> = Vec::new();
             for m in &work {
                 // The size from the header as recorded (never probed: a raw disk may hold a
@@ -430,7 +451,17 @@ impl Service {
             Ok(())
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        .map_err(|e| Error::Internal(e.to_string()))
+        .and_then(|r| r);
+        if let Err(e) = made_files {
+            // What was made is removed again: nothing pending (best effort: one left is
+            // removed by the recovery).
+            tree.pending_revert = None;
+            if let Err(e) = self.save_tree(domain, tree).await {
+                tracing::warn!(domain, error = %e, "snapshot metadata after a failed revert");
+            }
+            return Err(e);
+        }
         Ok(made)
     }
 

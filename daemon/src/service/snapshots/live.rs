@@ -25,6 +25,12 @@ pub async fn raw(q: &Client, cmd: &str, args: Value) -> QmpResult<Value> {
         .map_err(|e| err(cmd, e))
 }
 
+/// [`raw`] keeping QMP's typed error: only `Error::Qmp` (QEMU's error reply) says the command
+/// did nothing; a timeout or a closed connection leaves it unknown.
+pub async fn typed(q: &Client, cmd: &str, args: Value) -> Result<Value, novacron_qmp::Error> {
+    q.execute_raw(cmd, Some(&args)).await
+}
+
 /// `remove-fd` of set `set` once QEMU holds its file: QEMU closes the daemon's descriptor and
 /// keeps the set (empty) only while a node uses the file, so a deleted node leaves nothing
 /// behind. Best effort: a set that stays only costs a descriptor.
@@ -103,14 +109,17 @@ pub async fn del_nodes(q: &Client, node: &str) {
 }
 
 /// One transaction: every `(active node, overlay node)` pair at once (crash-consistent).
-pub async fn snapshot_transaction(q: &Client, pairs: &[(String, String)]) -> QmpResult<()> {
+pub async fn snapshot_transaction(
+    q: &Client,
+    pairs: &[(String, String)],
+) -> Result<(), novacron_qmp::Error> {
     let actions: Vec<Value> = pairs
         .iter()
         .map(|(node, overlay)| {
             json!({"type": "blockdev-snapshot", "data": {"node": node, "overlay": overlay}})
         })
         .collect();
-    raw(q, "transaction", json!({ "actions": actions }))
+    typed(q, "transaction", json!({ "actions": actions }))
         .await
         .map(drop)
 }
@@ -185,6 +194,20 @@ impl Graph {
         out
     }
 
+    /// Whether `node` is the top node of a device (a block backend's root).
+    pub fn is_device_top(&self, node: &str) -> bool {
+        let Some(id) = self.id(node) else {
+            return false;
+        };
+        self.edges.iter().any(|(p, c, _)| {
+            *c == id
+                && self
+                    .nodes
+                    .iter()
+                    .any(|(i, t, _)| i == p && t == "block-backend")
+        })
+    }
+
     /// Whether a device or another image still uses `node` (jobs do not count).
     pub fn in_use(&self, node: &str) -> bool {
         let Some(id) = self.id(node) else {
@@ -221,9 +244,10 @@ fn job_event<'a>(names: &'a [&'a str], id: &'a str) -> impl FnMut(&Event) -> boo
 /// Why a commit did not end well.
 #[derive(Debug)]
 pub enum CommitError {
-    /// QEMU refused to start the job: nothing was written, the chain is as it was.
+    /// QEMU refused to start the job (its error reply): nothing was written, the chain is
+    /// as it was.
     Refused(String),
-    /// The job failed, or waiting for it did.
+    /// The job failed, or waiting for it did, or starting it got no answer.
     Failed(String),
 }
 
@@ -254,11 +278,19 @@ pub async fn commit(
         if let Some(s) = speed {
             args["speed"] = json!(s);
         }
-        let started = raw(q, "block-commit", args).await;
+        let started = typed(q, "block-commit", args).await;
         // The base is reopened read-write (if it was read-only) when the job starts: the
         // descriptor ensure_writable added has done its work either way.
         release_fds(q, COMMIT_BASE).await;
-        started.map_err(CommitError::Refused)?;
+        match started {
+            Ok(_) => {}
+            // Only QEMU's error reply says the job never started; with no answer (a timeout,
+            // the connection closed) it may be merging: the journal must stay.
+            Err(e @ novacron_qmp::Error::Qmp { .. }) => {
+                return Err(CommitError::Refused(err("block-commit", e)))
+            }
+            Err(e) => return Err(CommitError::Failed(err("block-commit", e))),
+        }
     }
     drive(q, step, &id, speed, resume, &mut events, timeout)
         .await
@@ -343,7 +375,6 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
         .and_then(|n| n["file"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let read_only = info.is_some_and(|n| n["ro"] == true);
     let Some(set) = file
         .strip_prefix("/dev/fdset/")
         .and_then(|s| s.parse::<u64>().ok())
@@ -361,10 +392,9 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
                 .open(&p)
                 .map(OwnedFd::from)
         };
-        Ok::<_, std::io::Error>((
-            open(true)?,
-            if read_only { Some(open(false)?) } else { None },
-        ))
+        // The read-only one always: `release_others` takes whatever the set held, and the
+        // base may be reopened read-only later (a commit's end, a later snapshot).
+        Ok::<_, std::io::Error>((open(true)?, open(false)?))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -375,11 +405,9 @@ pub async fn ensure_writable(q: &Client, graph: &Graph, node: &str, path: &str) 
     release_others(q, set).await;
     // A fresh read-only descriptor (no locks on it) for the commit's end, when QEMU reopens
     // a base that was read-only read-only again.
-    if let Some(ro) = ro {
-        q.add_fd(ro.as_fd(), Some(set), Some(BASE_READ_ONLY))
-            .await
-            .map_err(|e| err("add-fd", e))?;
-    }
+    q.add_fd(ro.as_fd(), Some(set), Some(BASE_READ_ONLY))
+        .await
+        .map_err(|e| err("add-fd", e))?;
     Ok(())
 }
 

@@ -44,7 +44,7 @@ use novacron_qmp::{Client, EventKind, Subscription};
 use serde_json::json;
 
 use super::create::{insert_snap, new_snap, Plan};
-use super::meta::{self, PendingMemory, PendingRevert, Snap, SnapKind, Tree};
+use super::meta::{self, PendingMemory, Snap, SnapKind, Tree};
 use super::{invalid, io_err, placement, CreateRequest, MemoryMode, SnapshotInfo, Where};
 use crate::service::domain::{DomainHandle, Intent, Live, Monitor, Run, UpState};
 use crate::service::events::StateReason;
@@ -312,6 +312,8 @@ impl Service {
             },
             other => other,
         };
+        // Set when QEMU may have switched the disks without saying so: the journal stays.
+        let mut switch_unknown = false;
         let result = match paused {
             Ok(prepared) => {
                 self.save_ram(
@@ -325,6 +327,7 @@ impl Service {
                     &file,
                     &temp,
                     background,
+                    &mut switch_unknown,
                 )
                 .await
             }
@@ -337,8 +340,12 @@ impl Service {
             Err(e) => {
                 // Rolled back: no state file, no snapshot; overlays already switched to stay
                 // the disks' active files (nothing of the guest's is lost), the guest runs on.
+                // A switch QEMU did not answer keeps its journal (the next snapshot operation
+                // settles it from the block graph).
                 tree.pending_memory = None;
-                tree.journal = None;
+                if !switch_unknown {
+                    tree.journal = None;
+                }
                 let t = temp.clone();
                 let _ = blocking(move || {
                     let _ = std::fs::remove_file(&t);
@@ -426,6 +433,7 @@ impl Service {
         file: &Path,
         temp: &Path,
         background: bool,
+        switch_unknown: &mut bool,
     ) -> Result<(Vec<Plan>, Saved), Error> {
         let domain = h.name.clone();
         let op = "snapshot-create --memory";
@@ -442,9 +450,17 @@ impl Service {
         } else {
             None
         };
-        let plans = self
+        let plans = match self
             .switch_overlays(h, &Where::Running(live.clone()), prepared)
-            .await?;
+            .await
+        {
+            Ok(p) => p,
+            Err(super::create::SwitchError::Undone(e)) => return Err(e),
+            Err(super::create::SwitchError::Unknown(e)) => {
+                *switch_unknown = true;
+                return Err(e);
+            }
+        };
         let started = async {
             q.send_fd(SAVE_FD, fd.as_fd())
                 .await
@@ -561,15 +577,8 @@ impl Service {
         // snapshot's files). Until the new QEMU has loaded the state, the tree and the
         // definition keep the disks the guest had: a failed load leaves the domain stopped
         // on them, nothing lost. Recorded as pending, so a restart removes them.
+        // (`revert_overlays` records them as pending before it makes them.)
         let made = self.revert_overlays(h, &mut tree, &s).await?;
-        tree.pending_revert = Some(PendingRevert {
-            snapshot: s.name.clone(),
-            overlays: made.iter().map(|m| m.overlay.clone()).collect(),
-        });
-        if let Err(e) = self.save_tree(&domain, &tree).await {
-            self.drop_revert(&domain, &mut tree, false).await;
-            return Err(e);
-        }
         let disks = began.elapsed();
         if let Where::Running(old) = &place {
             // The old guest is discarded, as libvirt's revert does (why it is not kept paused

@@ -83,7 +83,7 @@ impl Service {
             .begin(crate::service::jobs::Job::Modify, Duration::from_secs(60))
             .await?;
         let _long = h.jobs.begin_async(name, AsyncJob::Snapshot)?;
-        let mut tree = self.load_tree(name).await?;
+        let tree = self.load_tree(name).await?;
         if !tree
             .journal
             .as_ref()
@@ -92,7 +92,18 @@ impl Service {
             return Ok(());
         }
         let place = placement(&h, "finish a snapshot deletion of")?;
-        if let Where::Running(l) = &place {
+        self.settle_delete(&h, &place, tree).await
+    }
+
+    /// Finishes the deletion `tree`'s journal records (the caller holds the domain's jobs).
+    async fn settle_delete(
+        &self,
+        h: &DomainHandle,
+        place: &Where,
+        mut tree: Tree,
+    ) -> Result<(), Error> {
+        let name = h.name.as_str();
+        if let Where::Running(l) = place {
             // The nodes were recorded for this very QEMU; a restarted guest has other ones,
             // and its images are closed: then the offline path applies.
             let same = tree
@@ -108,9 +119,22 @@ impl Service {
                 });
             }
         }
-        self.run_journal(&h, &place, &mut tree, None, true).await?;
-        self.finish(&h, &place, tree).await
+        self.run_journal(h, place, &mut tree, None, true).await?;
+        self.finish(h, place, tree).await
     }
+}
+
+/// Whether `o.overlay` is the overlay this journal made (blocking): a qcow2 file (not a
+/// symlink) whose header names the frozen file as its backing.
+fn made_for(o: &super::meta::OverlayStep) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&o.overlay)
+        .ok()
+        .and_then(|mut f| crate::host::qcow2::refs(&mut f).ok())
+        .is_some_and(|r| r.backing.as_deref() == Some(o.file.as_str()))
 }
 
 impl Service {
@@ -134,10 +158,21 @@ impl Service {
         place: &Where,
     ) -> Result<Tree, Error> {
         let mut tree = self.load_tree(&h.name).await?;
+        if tree
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.op == JournalOp::Delete)
+        {
+            // A deletion left unfinished (a commit refused after earlier steps merged, a
+            // failed wait): finished here, not only by a restart.
+            self.settle_delete(h, place, tree).await?;
+            tracing::info!(domain = h.name, "interrupted snapshot deletion finished");
+            return self.load_tree(&h.name).await;
+        }
         let Some(j) = tree.journal.clone().filter(|j| j.op == JournalOp::Create) else {
             return Ok(tree);
         };
-        match self.create_outcome(h, place, &j).await? {
+        match self.create_outcome(h, place, &j, &tree).await? {
             Outcome::Forward { same } => {
                 self.finish_create(h, &mut tree, &j.overlays, same).await?;
                 tracing::info!(
@@ -158,8 +193,8 @@ impl Service {
                         live::release_fds(q, &o.node).await;
                     }
                 }
-                // A definition already on an overlay (its write races the overlays' fsyncs)
-                // goes back to the frozen file.
+                // A definition already on an overlay (a previous recovery's finish got as far
+                // as the repoint) goes back to the frozen file.
                 let def = h.definition();
                 let back: Vec<(String, String, DiskFormat)> = j
                     .overlays
@@ -174,7 +209,15 @@ impl Service {
                     .collect();
                 // The files before the journal: a crash in between rolls back again.
                 self.repoint_definition(h, &back).await?;
-                super::create::remove_overlays(&j.overlays).await;
+                // Only files this snapshot made (the header names its frozen file): a name
+                // another domain's file already had is never unlinked.
+                let candidates = j.overlays.clone();
+                let ours = tokio::task::spawn_blocking(move || {
+                    candidates.into_iter().filter(made_for).collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+                super::create::remove_overlays(&ours).await;
                 tree.journal = None;
                 self.save_tree(&h.name, &tree).await?;
                 tracing::info!(
@@ -192,6 +235,7 @@ impl Service {
         h: &DomainHandle,
         place: &Where,
         j: &Journal,
+        tree: &Tree,
     ) -> Result<Outcome, Error> {
         let partial = |what: String| Error::Qemu {
             name: h.name.clone(),
@@ -204,22 +248,34 @@ impl Service {
         let Where::Running(l) = place else {
             // No guest: whole overlays are finished, a missing or unreadable one means the
             // crash came before the last was made (the switch comes after).
-            let files: Vec<String> = j.overlays.iter().map(|o| o.overlay.clone()).collect();
+            let files = j.overlays.clone();
             let whole = tokio::task::spawn_blocking(move || {
                 files
                     .iter()
-                    .all(|f| crate::host::qemu_img::info_as(f, DiskFormat::Qcow2).is_ok())
+                    .filter(|o| {
+                        made_for(o)
+                            && crate::host::qemu_img::info_as(&o.overlay, DiskFormat::Qcow2).is_ok()
+                    })
+                    .count()
             })
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
-            return Ok(if whole {
-                Outcome::Forward { same: false }
-            } else {
-                Outcome::Rollback {
+            // A running guest's snapshot (`qemu` set) whose QEMU is gone: a whole overlay may
+            // hold flushed writes beside a missing one, so a mix is only reported.
+            return if whole == j.overlays.len() {
+                Ok(Outcome::Forward { same: false })
+            } else if whole == 0 || j.qemu.is_none() {
+                Ok(Outcome::Rollback {
                     nodes: Vec::new(),
                     qemu: false,
-                }
-            });
+                })
+            } else {
+                Err(partial(format!(
+                    "{whole} of {} overlays are whole and the guest that may have written to \
+                     them is gone",
+                    j.overlays.len()
+                )))
+            };
         };
         let same = j
             .qemu
@@ -234,6 +290,27 @@ impl Service {
             let switched = chains.iter().filter(|c| c.len() > 1).count();
             if switched == j.overlays.len() {
                 return Ok(Outcome::Forward { same: true });
+            }
+            // A missing overlay node is no proof of "not switched" (a detached disk takes
+            // its overlay node with it): only while the frozen file's node is still its
+            // device's top node did the disk never run on the overlay.
+            let frozen_on_top = |o: &super::meta::OverlayStep| {
+                tree.live
+                    .as_ref()
+                    .and_then(|n| n.nodes.get(&o.file))
+                    .is_some_and(|n| graph.is_device_top(n))
+            };
+            let unswitched = j
+                .overlays
+                .iter()
+                .zip(&chains)
+                .all(|(o, c)| c.len() == 1 || (c.is_empty() && frozen_on_top(o)));
+            if switched == 0 && !unswitched {
+                return Err(partial(
+                    "an overlay node is missing while its disk no longer runs on the frozen \
+                     file (detached?)"
+                        .into(),
+                ));
             }
             if switched == 0 {
                 return Ok(Outcome::Rollback {

@@ -77,6 +77,8 @@ impl Service {
                         .journal
                         .iter()
                         .flat_map(|j| j.overlays.iter().map(|o| o.overlay.clone()))
+                        // So does a revert's, until the recovery adopts or removes them.
+                        .chain(tree.pending_revert.iter().flat_map(|p| p.overlays.clone()))
                         .collect::<Vec<_>>();
                     disks.extend(
                         tree.files
