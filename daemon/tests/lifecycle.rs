@@ -418,12 +418,11 @@ async fn a_start_whose_caller_gives_up_still_completes() {
     // not after a fixed time: under load the caller's future may not even have reached the
     // start within one.
     let exec = Executor::new(svc.clone());
-    let run = exec.run(
+    let mut run = Box::pin(exec.run(
         Actor::daemon(),
         Target::Local,
         Lifecycle::new(Kind::Start, "dropped"),
-    );
-    tokio::pin!(run);
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         tokio::select! {

@@ -29,6 +29,11 @@ pub struct LiveDevices {
     /// The balloon target last set (KiB); absent: never set since the start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balloon_kib: Option<u64>,
+    /// Format nodes that are no disk's top any more but stay in QEMU below an overlay (a
+    /// snapshot's frozen layer): never given to a new disk, whose `blockdev-add` QEMU would
+    /// refuse as a duplicate node name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen_nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +126,7 @@ impl LiveDevices {
             memory: Some(with_ids(&config.devices.memory)),
             memory_unplugging: Vec::new(),
             balloon_kib: None,
+            frozen_nodes: Vec::new(),
         }
     }
 
@@ -194,15 +200,22 @@ impl LiveDevices {
         }
         d.disk.source = source;
         d.disk.driver.format = format;
-        d.node = Some(node.to_owned());
+        let old = d.node.replace(node.to_owned());
+        if let Some(old) = old.filter(|o| o != node && !self.frozen_nodes.contains(o)) {
+            self.frozen_nodes.push(old);
+        }
         true
     }
 
-    /// A format node name no disk uses (`diskN`, past the started config's numbering).
+    /// A format node name no disk uses and no snapshot froze (`diskN`, past the started
+    /// config's numbering).
     pub fn free_node(&self) -> String {
         (0..)
             .map(novacron_domain::qemu::hotplug::node_name)
-            .find(|n| !self.disks.iter().any(|d| d.node.as_deref() == Some(n)))
+            .find(|n| {
+                !self.disks.iter().any(|d| d.node.as_deref() == Some(n))
+                    && !self.frozen_nodes.contains(n)
+            })
             .unwrap_or_else(|| "disk-hp".into())
     }
 }
@@ -253,11 +266,15 @@ mod tests {
             memory: None,
             memory_unplugging: Vec::new(),
             balloon_kib: None,
+            frozen_nodes: Vec::new(),
         };
         assert_eq!(set.disks[0].as_named(), named);
         assert!(set.switch_top("vda", "/pool/d.vda.s1.qcow2", DiskFormat::Qcow2, "nc1"));
         assert!(!set.switch_top("vda", "/pool/d.vda.s1.qcow2", DiskFormat::Qcow2, "nc1"));
         assert!(!set.switch_top("vdz", "/x", DiskFormat::Qcow2, "nc2"));
+        // disk0 stays in QEMU under the overlay: a disk attached now gets another name.
+        assert_eq!(set.frozen_nodes, ["disk0"]);
+        assert_eq!(set.free_node(), "disk1");
         let d = &set.disks[0];
         assert_eq!((d.node.as_deref(), &d.fd_sets[..]), (Some("nc1"), &[3][..]));
         // libvirt shows the overlay file after an external snapshot of a volume disk.

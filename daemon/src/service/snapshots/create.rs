@@ -290,7 +290,9 @@ impl Service {
         running: bool,
     ) -> Result<(), Error> {
         crate::service::hold::point(&self.inner.config.run_dir, "snapshot-switched").await;
-        if let Some(snap) = tree.journal.take().and_then(|j| j.snap) {
+        // The journal stays in `tree` until the last write: a caller that saves `tree` after
+        // a failure here keeps it (the definition may still name the frozen files).
+        if let Some(snap) = tree.journal.as_ref().and_then(|j| j.snap.clone()) {
             insert_snap(tree, *snap);
         }
         let changes = adopt_overlays(tree, plans, running);
@@ -302,6 +304,7 @@ impl Service {
         synced?;
         repointed?;
         crate::service::hold::point(&self.inner.config.run_dir, "snapshot-repointed").await;
+        tree.journal = None;
         self.save_tree(&h.name, tree).await
     }
 

@@ -189,7 +189,22 @@ impl Service {
                             .map_err(|m| qemu(&domain, m))?;
                         if job.is_none() {
                             let g = live::graph(q).await.map_err(|m| qemu(&domain, m))?;
-                            if !g.in_use(step.top_node.as_deref().unwrap_or_default()) {
+                            let base_node = step.base_node.as_deref().unwrap_or_default();
+                            let top_node = step.top_node.as_deref().unwrap_or_default();
+                            // A top gone together with its base (the disk detached since)
+                            // says nothing about the commit: the top may hold writes the
+                            // base never got, so nothing is marked done or unlinked.
+                            if !g.has(base_node) && !g.has(top_node) {
+                                return Err(Error::Busy {
+                                    name: domain.clone(),
+                                    detail: format!(
+                                        "the deletion of snapshot '{}' cannot tell whether disk                                          '{}' was committed (its nodes are gone from QEMU):                                          nothing was removed; stop the guest to finish it",
+                                        tree.journal.as_ref().map_or("", |j| &j.snapshot),
+                                        step.disk
+                                    ),
+                                });
+                            }
+                            if !g.in_use(top_node) {
                                 mark_done(tree, i);
                                 self.save_tree(&domain, tree).await?;
                                 continue;
@@ -340,8 +355,11 @@ impl Service {
         if let (Some(l), Some(d), true) = (live, devices, followed) {
             self.inner.save_live(&h.name, &l, d).await?;
         }
-        self.save_tree(&h.name, &tree).await?;
+        // The definition before the tree: the journal on disk covers a crash or a refusal
+        // between them (finished again at restart); the other order could leave the
+        // definition on the committed top with no journal left to say so.
         self.repoint_definition(h, &changes).await?;
+        self.save_tree(&h.name, &tree).await?;
         self.unlink_files(unlink).await;
         Ok(())
     }

@@ -171,6 +171,11 @@ impl Graph {
             .map(|(i, _, _)| *i)
     }
 
+    /// Whether node `name` is in the graph.
+    pub fn has(&self, name: &str) -> bool {
+        self.id(name).is_some()
+    }
+
     fn name(&self, id: u64) -> Option<&str> {
         self.nodes
             .iter()

@@ -478,12 +478,16 @@ impl Service {
             // the next cold boot would start from the overlays' bases and lose every write.
             if let Err(e) = self.finish_create(h, tree, &plans, true).await {
                 tracing::error!(domain, error = %e, "recording the overlays after a refused RAM save");
+                // The journal stays: the next snapshot operation or restart finishes it.
+                *switch_unknown = true;
             }
             return Err(e);
         }
         // The overlays recorded while QEMU writes (a background snapshot's guest runs again
         // meanwhile); a failure here cancels the save.
         if let Err(e) = self.finish_create(h, tree, &plans, true).await {
+            // The journal stays (see above).
+            *switch_unknown = true;
             let _ = q.execute(&novacron_qmp::commands::MigrateCancel).await;
             let _ = wait_migration(q, events).await;
             return Err(e);

@@ -401,6 +401,20 @@ pub(crate) fn live_nodes(tree: &mut Tree, live: &Live) -> Result<LiveNodes, Erro
         }
     };
     for d in sel {
+        // In the same QEMU the tree's active layer is the file the disk runs on, unless the
+        // disk was detached and another attached under its target since: then the recorded
+        // node belongs to the new disk, and an overlay planned over the old file would claim
+        // the new disk's data. Refused, changing nothing (the old disk's files stay
+        // referenced; a restart of the guest starts a new tree view).
+        if let Some(active) = tree.active.get(&d.target).filter(|a| **a != d.path) {
+            return Err(Error::Busy {
+                name: live.record.name.clone(),
+                detail: format!(
+                    "disk '{}' now runs on '{}', but the snapshot tree's active layer for it is                      '{active}' (the disk was replaced since): restart the guest to snapshot it",
+                    d.target, d.path
+                ),
+            });
+        }
         let node = devices
             .find(&d.target)
             .and_then(|x| x.node.clone())
