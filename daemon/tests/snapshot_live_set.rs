@@ -634,3 +634,49 @@ fn a_snapshot_with_memory_and_its_revert_leave_the_live_set_on_the_active_layer(
     a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
     let _ = base;
 }
+
+/// The node a live snapshot froze under its overlay stays in QEMU: a disk attached afterwards
+/// gets another name (QEMU refuses a duplicate node name), and is snapshotted with the rest.
+#[test]
+fn a_disk_attached_after_a_live_snapshot_gets_a_node_of_its_own() {
+    const NAME: &str = "lsatt";
+    let (shared, base) = shared_base(NAME);
+    let a = Host::start(shared.path());
+    start_guest(&a, NAME, &base);
+    let frozen = a.block(NAME)["inserted"]["node-name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    snapshot(&a, NAME, "s1");
+    let data = shared.path().join(format!("{NAME}-data.qcow2"));
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", data.to_str().unwrap(), "16M"],
+    );
+    let xml = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+        data.display()
+    );
+    a.ok(
+        "POST",
+        &format!("/v1/domains/{NAME}/disks"),
+        Some(&json!({ "xml": xml, "live": true })),
+    );
+    let disks = a.ok("GET", &format!("/v1/domains/{NAME}/disks"), None);
+    let vdb = disks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["target"] == "vdb")
+        .cloned()
+        .unwrap_or_else(|| panic!("no vdb: {disks}"));
+    assert_ne!(vdb["node"], frozen.as_str(), "{vdb}");
+    // Both disks get an overlay in the next snapshot.
+    a.ok(
+        "POST",
+        &format!("/v1/domains/{NAME}/snapshots"),
+        Some(&json!({ "name": "s2" })),
+    );
+    a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+}
