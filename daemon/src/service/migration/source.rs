@@ -141,6 +141,18 @@ impl Service {
         // The stream is encrypted by default when the API is (the caller may still say).
         request.options.tls.get_or_insert(peer.https);
         let h = self.inner.handle(name)?;
+        // An unfinished snapshot operation may have switched disks the live device set does
+        // not name yet: the destination would open the frozen files. It is finished first
+        // (by the next snapshot operation or a restart).
+        if self.load_tree(name).await?.journal.is_some() {
+            let refused = Err(Error::Busy {
+                name: name.to_owned(),
+                detail: "an unfinished snapshot operation of this domain is waiting to be                          finished (by the next snapshot operation or a daemon restart)"
+                    .into(),
+            });
+            self.inner.audit.record("migrate", name, &refused);
+            return refused;
+        }
         let (started_tx, started_rx) = oneshot::channel();
         let svc = self.clone();
         let actor = audit::current();
