@@ -49,7 +49,8 @@ impl Service {
         if live.is_some() && self.load_tree(name).await?.journal.is_some() {
             return Err(Error::Busy {
                 name: name.to_owned(),
-                detail: "an unfinished snapshot operation of this domain is waiting to be                          finished (by the next snapshot operation or a daemon restart)"
+                detail: "an unfinished snapshot operation of this domain is waiting to be \
+                         finished (by the next snapshot operation or a daemon restart)"
                     .into(),
             });
         }

@@ -147,7 +147,8 @@ impl Service {
         if self.load_tree(name).await?.journal.is_some() {
             let refused = Err(Error::Busy {
                 name: name.to_owned(),
-                detail: "an unfinished snapshot operation of this domain is waiting to be                          finished (by the next snapshot operation or a daemon restart)"
+                detail: "an unfinished snapshot operation of this domain is waiting to be \
+                         finished (by the next snapshot operation or a daemon restart)"
                     .into(),
             });
             self.inner.audit.record("migrate", name, &refused);

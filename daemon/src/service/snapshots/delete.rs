@@ -198,7 +198,9 @@ impl Service {
                                 return Err(Error::Busy {
                                     name: domain.clone(),
                                     detail: format!(
-                                        "the deletion of snapshot '{}' cannot tell whether disk                                          '{}' was committed (its nodes are gone from QEMU):                                          nothing was removed; stop the guest to finish it",
+                                        "the deletion of snapshot '{}' cannot tell whether disk \
+                                         '{}' was committed (its nodes are gone from QEMU): \
+                                         nothing was removed; stop the guest to finish it",
                                         tree.journal.as_ref().map_or("", |j| &j.snapshot),
                                         step.disk
                                     ),

@@ -410,7 +410,8 @@ pub(crate) fn live_nodes(tree: &mut Tree, live: &Live) -> Result<LiveNodes, Erro
             return Err(Error::Busy {
                 name: live.record.name.clone(),
                 detail: format!(
-                    "disk '{}' now runs on '{}', but the snapshot tree's active layer for it is                      '{active}' (the disk was replaced since): restart the guest to snapshot it",
+                    "disk '{}' now runs on '{}', but the snapshot tree's active layer for it is \
+                     '{active}' (the disk was replaced since): restart the guest to snapshot it",
                     d.target, d.path
                 ),
             });
