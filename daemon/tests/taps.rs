@@ -471,3 +471,100 @@ async fn nic_hotplug_on_an_osless_guest_and_its_unanswered_detach() {
     .await;
     assert!(links_of("hotnic").is_empty());
 }
+
+/// Descriptors of `/dev/net/tun` (taps) the QEMU of `domain` holds.
+fn qemu_tun_fds(domain: &str) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("guest={domain},")])
+        .output()
+        .expect("pgrep");
+    let pids = String::from_utf8_lossy(&out.stdout).to_string();
+    let pid = pids
+        .lines()
+        .next()
+        .expect("the guest's QEMU")
+        .trim()
+        .to_owned();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("QEMU's descriptors")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_str() == Some("/dev/net/tun"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_nic_hotplug_qemu_refuses_leaves_no_descriptor_netdev_or_tap_behind() {
+    let env = Env::new();
+    let mut net = Net::new();
+    let br = net.bridge("f");
+    let d = env.start_daemon("hotplug_slots = 1");
+    // Two root ports: the daemon plugs into pci.1; the test puts its decoy on pci.2.
+    let xml = osless_xml(
+        "hotfail",
+        "<controller type='pci' index='0' model='pcie-root'/>\
+         <controller type='pci' index='1' model='pcie-root-port'/>\
+         <controller type='pci' index='2' model='pcie-root-port'/>",
+    );
+    assert_eq!(define(&d, &xml).status, 201);
+    assert_eq!(act(&d, "hotfail", "start").status, 200);
+    let qmp = |cmd: &str, args: serde_json::Value| {
+        let body = serde_json::json!({ "execute": cmd, "arguments": args });
+        let args = json_body(&body);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&d.socket, "POST", "/v1/domains/hotfail/qmp", &args)
+    };
+    let attach = || {
+        let body = serde_json::json!({ "type": "bridge", "source": br, "live": true });
+        let args = json_body(&body);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&d.socket, "POST", "/v1/domains/hotfail/interfaces", &args)
+    };
+    // Behind the daemon's back, the ids its first hot-added NIC takes: the netdev (a
+    // user-mode one) and the device (an rng on the other root port).
+    let r = qmp(
+        "netdev_add",
+        serde_json::json!({ "type": "user", "id": "hostnet0" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = qmp(
+        "device_add",
+        serde_json::json!({ "driver": "virtio-rng-pci", "id": "net0", "bus": "pci.2" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(qemu_tun_fds("hotfail"), 0);
+
+    // getfd succeeds, netdev_add and device_add fail (sent in one batch): the descriptor
+    // QEMU took is closed again, the tap removed, nothing recorded.
+    let r = attach();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    assert!(
+        r.body.contains("hostnet0"),
+        "the netdev_add error: {}",
+        r.body
+    );
+    assert_eq!(qemu_tun_fds("hotfail"), 0, "QEMU kept the tap's descriptor");
+    assert!(links_of("hotfail").is_empty(), "{:?}", links_of("hotfail"));
+    assert!(nics(&d, "hotfail").is_empty());
+
+    // netdev_add succeeds, device_add fails: the netdev is deleted, which closes the tap.
+    let r = qmp("netdev_del", serde_json::json!({ "id": "hostnet0" }));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = attach();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    assert!(r.body.contains("net0"), "the device_add error: {}", r.body);
+    assert_eq!(
+        qemu_tun_fds("hotfail"),
+        0,
+        "QEMU kept the netdev and its tap"
+    );
+    assert!(links_of("hotfail").is_empty(), "{:?}", links_of("hotfail"));
+    assert!(nics(&d, "hotfail").is_empty());
+    // The id is free again: a netdev of that name can be made.
+    let r = qmp(
+        "netdev_add",
+        serde_json::json!({ "type": "user", "id": "hostnet0" }),
+    );
+    assert_eq!(r.status, 200, "the daemon's netdev stayed: {}", r.body);
+
+    assert_eq!(act(&d, "hotfail", "destroy").status, 200);
+}

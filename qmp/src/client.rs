@@ -1,5 +1,6 @@
 //! The QMP client handle.
 
+use std::future::Future;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -282,12 +283,24 @@ impl Client {
         oob: bool,
         fds: Vec<OwnedFd>,
     ) -> Result<Box<RawValue>> {
+        self.sent(command, args, timeout, oob, fds)?.await
+    }
+
+    /// Queues the frame now (before returning) and gives a future of its reply.
+    fn sent(
+        &self,
+        command: &str,
+        args: Option<Vec<u8>>,
+        timeout: Duration,
+        oob: bool,
+        fds: Vec<OwnedFd>,
+    ) -> Result<impl Future<Output = Result<Box<RawValue>>> + '_> {
         let inner = &self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_frame(command, args.as_deref(), id, oob);
         let reply = inner.shared.register(id).map_err(Error::Closed)?;
-        // Unregisters on every way out, including this future being dropped.
-        let _registered = Registered {
+        // Unregisters on every way out, including the reply's future being dropped.
+        let registered = Registered {
             shared: &inner.shared,
             id,
         };
@@ -295,18 +308,55 @@ impl Client {
             .shared
             .send(Outgoing { frame, fds })
             .map_err(Error::Closed)?;
-        match tokio::time::timeout(timeout, reply).await {
-            Ok(Ok(Ok(raw))) => Ok(raw),
-            Ok(Ok(Err(error))) => Err(Error::Qmp {
-                command: command.to_owned(),
-                error,
-            }),
-            Ok(Err(_)) => Err(Error::Closed(self.reason_or_client_closed())),
-            Err(_) => Err(Error::Timeout {
-                command: command.to_owned(),
-                after: timeout,
-            }),
-        }
+        let command = command.to_owned();
+        Ok(async move {
+            let _registered = registered;
+            match tokio::time::timeout(timeout, reply).await {
+                Ok(Ok(Ok(raw))) => Ok(raw),
+                Ok(Ok(Err(error))) => Err(Error::Qmp { command, error }),
+                Ok(Err(_)) => Err(Error::Closed(self.reason_or_client_closed())),
+                Err(_) => Err(Error::Timeout {
+                    command,
+                    after: timeout,
+                }),
+            }
+        })
+    }
+
+    /// Sends a typed command now, with `fds` attached (duplicated: the caller keeps its own),
+    /// and returns a future of its reply. Commands sent one after another reach QEMU, and
+    /// run, in that order: a caller may send one that needs what the one before makes
+    /// without waiting for that one's reply (it fails if that one failed).
+    pub fn send<C: Command>(
+        &self,
+        command: &C,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<impl Future<Output = Result<C::Output>> + '_> {
+        let owned = fds
+            .iter()
+            .map(|fd| fd.try_clone_to_owned())
+            .collect::<std::io::Result<Vec<OwnedFd>>>()
+            .map_err(Error::FdPassing)?;
+        let args = encode_args(C::NAME, command)?;
+        let timeout = self.inner.timeouts.for_command(C::NAME);
+        let reply = self.sent(C::NAME, args, timeout, false, owned)?;
+        Ok(async move { decode(C::NAME, &reply.await?) })
+    }
+
+    /// [`Client::send`] for any command by name (as [`Client::execute_raw`]).
+    pub fn send_raw(
+        &self,
+        command: &str,
+        arguments: Option<&Value>,
+    ) -> Result<impl Future<Output = Result<Value>> + '_> {
+        let args = arguments
+            .map(|a| encode_args(command, a))
+            .transpose()?
+            .flatten();
+        let timeout = self.inner.timeouts.for_command(command);
+        let reply = self.sent(command, args, timeout, false, Vec::new())?;
+        let command = command.to_owned();
+        Ok(async move { decode(&command, &reply.await?) })
     }
 
     fn reason_or_client_closed(&self) -> CloseReason {

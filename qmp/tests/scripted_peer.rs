@@ -521,3 +521,33 @@ async fn frames_stay_whole_when_the_socket_is_full_and_callers_give_up() {
         assert_eq!(call.await.unwrap().unwrap(), json!({"n": i}), "call {i}");
     }
 }
+
+#[tokio::test]
+async fn commands_sent_in_a_row_go_out_at_once_in_order_and_each_reply_reaches_its_own() {
+    let (client, mut peer) = connected(ClientOptions::default()).await;
+    // Three commands queued, none of their replies polled yet: the frames are out already.
+    let stop = client.send(&Stop, &[]).unwrap();
+    let name = client.send_raw("query-name", None).unwrap();
+    let cont = client.send(&Cont, &[]).unwrap();
+    let ids = [
+        peer.expect("stop").await,
+        peer.expect("query-name").await,
+        peer.expect("cont").await,
+    ];
+    peer.reply(&ids[2], json!({})).await;
+    peer.send(
+        &json!({"error": {"class": "GenericError", "desc": "no name"}, "id": ids[1]}).to_string(),
+    )
+    .await;
+    peer.reply(&ids[0], json!({})).await;
+    // Awaited in the reverse order.
+    cont.await.unwrap();
+    match name.await {
+        Err(Error::Qmp { command, error }) => {
+            assert_eq!(command, "query-name");
+            assert_eq!(error.desc, "no name");
+        }
+        other => panic!("query-name: {other:?}"),
+    }
+    stop.await.unwrap();
+}

@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     pub agents: agent::Agents,
     /// Virtual networks (bridges, nftables, dnsmasq).
     pub networks: network::Networks,
+    /// Running guests' NIC ledgers (the links made for them).
+    pub nic_ledgers: nics::ledgers::Ledgers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +184,13 @@ impl Service {
         let ticket_ttl = config.ticket_ttl();
         let networks =
             network::Networks::open(config.state_dir.clone(), config.run_dir.clone()).await;
+        let run_dir = config.run_dir.clone();
+        let nic_ledgers =
+            tokio::task::spawn_blocking(move || nics::ledgers::Ledgers::load(run_dir))
+                .await
+                .map_err(|e| OpenError::Dirs(std::io::Error::other(e)))?;
         let inner = Arc::new(Inner {
+            nic_ledgers,
             networks,
             _instance_lock: instance_lock,
             remote,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use novacron_domain::model::{Address, Interface, InterfaceSource, MacAddr, NicModel};
 use novacron_domain::{Error, FieldError};
-use novacron_qmp::commands::{DeviceAdd, DeviceDel};
+use novacron_qmp::commands::{DeviceAdd, DeviceDel, GetFd};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -17,7 +17,7 @@ use super::super::domain::{DomainHandle, Live, Run};
 use super::super::jobs::{AsyncJob, Job};
 use super::super::lifecycle::qmp_error;
 use super::super::{Inner, Service};
-use super::ledger::{self, Ledger, MadeLink};
+use super::ledger::{Ledger, MadeLink};
 use crate::host::taps::link::Netlink;
 
 /// How long a detach waits for the guest by default.
@@ -82,19 +82,19 @@ pub fn parse_mac(mac: &str) -> Result<MacAddr, Error> {
 }
 
 pub(super) async fn load_ledger(inner: &Arc<Inner>, domain: &str) -> Result<Ledger, Error> {
-    let (dir, d) = (inner.config.run_dir.clone(), domain.to_owned());
-    tokio::task::spawn_blocking(move || ledger::load(&dir, &d))
+    inner
+        .nic_ledgers
+        .get(domain)
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
         .map(Option::unwrap_or_default)
         .map_err(|e| Error::Internal(format!("NIC ledger of '{domain}': {e}")))
 }
 
 pub(super) async fn save_ledger(inner: &Arc<Inner>, domain: &str, l: &Ledger) -> Result<(), Error> {
-    let (dir, d, l) = (inner.config.run_dir.clone(), domain.to_owned(), l.clone());
-    tokio::task::spawn_blocking(move || ledger::save(&dir, &d, &l))
+    inner
+        .nic_ledgers
+        .save(domain, l)
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::Io {
             action: "write the NIC ledger of",
             path: domain.to_owned(),
@@ -592,26 +592,6 @@ async fn attach_live(
     let index = config.devices.interfaces.len();
     let qmp = live.qmp(name)?;
     let mut nic = nic.clone();
-    let bus = if config.os.is_i440fx() {
-        // A slot of its own on the root bus, chosen here and recorded: left to QEMU, the
-        // same NIC given on a migration destination's (or a revert's) command line would be
-        // placed before the devices the source placed first, at another slot, and the
-        // stream (whose sections are named by PCI address) would not load.
-        let slot = free_root_slot(name, qmp, l).await?;
-        nic.address = Some(Address::Pci {
-            domain: 0,
-            bus: 0,
-            slot,
-            function: 0,
-            multifunction: None,
-        });
-        Some("pci.0".to_owned())
-    } else {
-        let (port, id) = free_port(name, qmp, &config, l).await?;
-        // Recorded with the NIC: the next hotplug (NIC or disk) knows the port is taken.
-        nic.address = Some(novacron_domain::qemu::hotplug::root_port_address(port));
-        Some(id)
-    };
     let Some(attachment) = super::attachment(inner, index, &nic.source)? else {
         return Err(Error::Invalid {
             message: "source: only bridge, network and direct NICs can be hot-added".into(),
@@ -622,23 +602,47 @@ async fn attach_live(
         });
     };
     let nl = Netlink::open().map_err(|e| Error::Internal(format!("netlink: {e}")))?;
-    let (mut made, taps, vhost) =
-        super::make_link(&nl, name, &uuid, slot, index, &nic, &attachment).await?;
-    // Recorded at the root port it is plugged into: a migration's destination (and anything
+    // Where it plugs in (a QMP question) and the link (netlink, the tap device) at once.
+    let place = async {
+        if config.os.is_i440fx() {
+            // A slot of its own on the root bus, chosen here and recorded: left to QEMU, the
+            // same NIC given on a migration destination's (or a revert's) command line would
+            // be placed before the devices the source placed first, at another slot, and
+            // the stream (whose sections are named by PCI address) would not load.
+            let slot = free_root_slot(name, qmp, l).await?;
+            let address = Address::Pci {
+                domain: 0,
+                bus: 0,
+                slot,
+                function: 0,
+                multifunction: None,
+            };
+            Ok::<_, Error>((address, "pci.0".to_owned()))
+        } else {
+            let (port, id) = free_port(name, qmp, &config, l).await?;
+            // Recorded with the NIC: the next hotplug (NIC or disk) knows the port is taken.
+            Ok((novacron_domain::qemu::hotplug::root_port_address(port), id))
+        }
+    };
+    let link = super::make_link(&nl, name, &uuid, slot, index, &nic, &attachment);
+    let (place, link) = tokio::join!(place, link);
+    let alias = crate::host::taps::marker_for(name);
+    let (mut made, taps, vhost) = link?;
+    let (address, bus) = match place {
+        Ok(p) => p,
+        Err(e) => {
+            drop((taps, vhost));
+            super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
+            return Err(e);
+        }
+    };
+    // Recorded at the address it is plugged into: a migration's destination (and anything
     // else replaying the live set) must put it at the same address, which names the device's
     // state in the stream.
-    let mut recorded = nic.clone();
-    if let Some(port) = bus
-        .as_deref()
-        .and_then(|b| b.strip_prefix("pci."))
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| *n != 0)
-    {
-        recorded.address = Some(novacron_domain::qemu::hotplug::root_port_address(port));
-    }
-    made.hotplugged = Some(recorded);
+    nic.address = Some(address);
+    made.hotplugged = Some(nic.clone());
+    let bus = Some(bus);
     l.links.push(made.clone());
-    let alias = crate::host::taps::marker_for(name);
     let undo_link = |l: &mut Ledger| l.links.retain(|m| m.device != made.device);
     if let Err(e) = save_ledger(inner, name, l).await {
         super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
@@ -655,6 +659,12 @@ async fn attach_live(
     Ok(made)
 }
 
+/// Hands the descriptors to QEMU and plugs the device. The last `getfd`, `netdev_add` and
+/// `device_add` are sent together: QEMU runs a monitor's commands in the order sent, so each
+/// finds what the one before made (or fails because it is not there), and the NIC is
+/// plugged two round trips sooner. Earlier descriptors are each taken before the next is
+/// sent: the monitor keeps only those of the latest message that carried any. On failure
+/// nothing handed stays in QEMU.
 async fn plug(
     name: &str,
     qmp: &novacron_qmp::Client,
@@ -665,30 +675,22 @@ async fn plug(
     bus: Option<String>,
 ) -> Result<(), Error> {
     let err = |e| qmp_error(name, "attach-interface", e);
-    if taps.is_empty() {
-        return Err(Error::Internal("no tap descriptor".into()));
-    }
     let netdev = format!("hostnet{slot}");
     // Each descriptor goes by `getfd` under its own name; a multi-queue NIC names them all,
     // colon-separated, as the command line's fds=/vhostfds= lists.
-    let mut tapfds = Vec::new();
-    for (q, tap) in taps.iter().enumerate() {
-        let n = format!("tapfd{slot}q{q}");
-        qmp.send_fd(&n, tap.as_fd()).await.map_err(err)?;
-        tapfds.push(n);
-    }
+    let tapfds: Vec<String> = (0..taps.len())
+        .map(|q| format!("tapfd{slot}q{q}"))
+        .collect();
+    let vhost = vhost.unwrap_or_default();
+    let vhostfds: Vec<String> = (0..vhost.len())
+        .map(|q| format!("vhostfd{slot}q{q}"))
+        .collect();
     let mut args = if tapfds.len() == 1 {
         json!({ "type": "tap", "id": netdev, "fd": tapfds[0] })
     } else {
         json!({ "type": "tap", "id": netdev, "fds": tapfds.join(":") })
     };
-    if let Some(v) = vhost.as_ref().filter(|v| !v.is_empty()) {
-        let mut vhostfds = Vec::new();
-        for (q, fd) in v.iter().enumerate() {
-            let n = format!("vhostfd{slot}q{q}");
-            qmp.send_fd(&n, fd.as_fd()).await.map_err(err)?;
-            vhostfds.push(n);
-        }
+    if !vhostfds.is_empty() {
         args["vhost"] = json!(true);
         if vhostfds.len() == 1 && tapfds.len() == 1 {
             args["vhostfd"] = json!(vhostfds[0]);
@@ -696,9 +698,90 @@ async fn plug(
             args["vhostfds"] = json!(vhostfds.join(":"));
         }
     }
-    qmp.execute_raw("netdev_add", Some(&args))
-        .await
-        .map_err(err)?;
+    let add = device_add(nic, slot, &netdev, taps.len(), bus);
+    let mut handed: Vec<(&String, &OwnedFd)> = tapfds
+        .iter()
+        .zip(&taps)
+        .chain(vhostfds.iter().zip(&vhost))
+        .collect();
+    let Some((last, last_fd)) = handed.pop() else {
+        return Err(Error::Internal("no tap descriptor".into()));
+    };
+    let mut given: Vec<&String> = Vec::new();
+    for (n, fd) in handed {
+        if let Err(e) = qmp.send_fd(n, fd.as_fd()).await {
+            close_fds(qmp, &given).await;
+            return Err(err(e));
+        }
+        given.push(n);
+    }
+    let getfd = GetFd {
+        fdname: last.clone(),
+    };
+    let sent = (|| {
+        Ok::<_, novacron_qmp::Error>((
+            qmp.send(&getfd, &[last_fd.as_fd()])?,
+            qmp.send_raw("netdev_add", Some(&args))?,
+            qmp.send(&add, &[])?,
+        ))
+    })();
+    let (got, added, plugged) = match sent {
+        Ok((g, a, p)) => tokio::join!(g, a, p),
+        Err(e) => {
+            close_fds(qmp, &given).await;
+            return Err(err(e));
+        }
+    };
+    let failed = match (got, added, plugged) {
+        (Ok(_), Ok(_), Ok(_)) => None,
+        (Ok(_), Ok(_), Err(e)) => {
+            // The netdev holds the descriptors now; deleting it closes them.
+            let _ = qmp
+                .execute_raw("netdev_del", Some(&json!({ "id": netdev })))
+                .await;
+            Some(e)
+        }
+        (got, added, plugged) => {
+            if plugged.is_ok() {
+                // Plugged on a netdev that was there before (a duplicate id): not ours to keep.
+                let _ = qmp
+                    .execute(&DeviceDel {
+                        id: add.id.clone().unwrap_or_default(),
+                    })
+                    .await;
+            }
+            given.push(last);
+            close_fds(qmp, &given).await;
+            // The first failure is the cause; the later ones followed from it.
+            Some(
+                [got.err(), added.err(), plugged.err()]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .expect("one failed"),
+            )
+        }
+    };
+    if let Some(e) = failed {
+        return Err(err(e));
+    }
+    if nic.link_down {
+        let down = json!({ "name": format!("net{slot}"), "up": false });
+        qmp.execute_raw("set_link", Some(&down))
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// `device_add` of NIC `nic` on `bus`, using netdev `netdev` with `queues` queues.
+fn device_add(
+    nic: &Interface,
+    slot: u32,
+    netdev: &str,
+    queues: usize,
+    bus: Option<String>,
+) -> DeviceAdd {
     let mut properties = serde_json::Map::new();
     properties.insert("netdev".into(), json!(netdev));
     properties.insert(
@@ -712,28 +795,25 @@ async fn plug(
     if let (NicModel::Virtio, Some(m)) = (nic.model, nic.mtu) {
         properties.insert("host_mtu".into(), json!(m));
     }
-    if nic.model == NicModel::Virtio && taps.len() > 1 {
+    if nic.model == NicModel::Virtio && queues > 1 {
         // One MSI-X vector per queue plus config and control, as at start.
         properties.insert("mq".into(), json!(true));
-        properties.insert("vectors".into(), json!(2 * taps.len() + 2));
+        properties.insert("vectors".into(), json!(2 * queues + 2));
     }
-    let add = DeviceAdd {
+    DeviceAdd {
         driver: qemu_model(nic.model).to_owned(),
         id: Some(format!("net{slot}")),
         bus,
         properties,
-    };
-    if let Err(e) = qmp.execute(&add).await {
+    }
+}
+
+/// Closes descriptors QEMU took by `getfd` that no netdev took over (errors ignored: a name
+/// a failed `netdev_add` consumed is gone already).
+async fn close_fds(qmp: &novacron_qmp::Client, names: &[&String]) {
+    for n in names {
         let _ = qmp
-            .execute_raw("netdev_del", Some(&json!({ "id": netdev })))
+            .execute_raw("closefd", Some(&json!({ "fdname": n })))
             .await;
-        return Err(err(e));
     }
-    if nic.link_down {
-        let down = json!({ "name": format!("net{slot}"), "up": false });
-        qmp.execute_raw("set_link", Some(&down))
-            .await
-            .map_err(err)?;
-    }
-    Ok(())
 }

@@ -105,11 +105,3 @@ pub fn domains(run_dir: &Path) -> Vec<String> {
         })
         .collect()
 }
-
-/// Every readable ledger. Blocking (small files under the run directory).
-pub fn all(run_dir: &Path) -> Vec<(String, Ledger)> {
-    domains(run_dir)
-        .into_iter()
-        .filter_map(|d| load(run_dir, &d).ok().flatten().map(|l| (d, l)))
-        .collect()
-}

@@ -33,24 +33,14 @@ pub(crate) fn in_use(inner: &Inner, except: &str) -> BTreeMap<MacAddr, String> {
     used
 }
 
-/// [`in_use`] plus every NIC ledger (hot-added NICs). Reads files: async.
+/// [`in_use`] plus every NIC ledger (hot-added NICs).
 pub(crate) async fn in_use_with_ledgers(
     inner: &std::sync::Arc<Inner>,
     except: &str,
 ) -> BTreeMap<MacAddr, String> {
     let mut used = in_use(inner, except);
-    let (dir, except_owned) = (inner.config.run_dir.clone(), except.to_owned());
     // `except`'s own ledger is not read: its caller has it.
-    let ledgers = tokio::task::spawn_blocking(move || {
-        super::ledger::domains(&dir)
-            .into_iter()
-            .filter(|d| *d != except_owned)
-            .filter_map(|d| super::ledger::load(&dir, &d).ok().flatten().map(|l| (d, l)))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    for (domain, ledger) in ledgers {
+    for (domain, ledger) in inner.nic_ledgers.all_but(except).await {
         for l in ledger.links {
             if let Ok(m) = l.mac.parse::<MacAddr>() {
                 used.insert(m, domain.clone());

@@ -118,7 +118,7 @@ pub async fn make_link(
         .ok_or_else(|| invalid(format!("{field}.mac"), "no MAC address assigned".into()))?;
     let queues = nic.driver.as_ref().and_then(|d| d.queues).unwrap_or(1);
     let alias = taps::marker_for(domain);
-    let (link, fds) = match attachment {
+    let (link, fds, vhost) = match attachment {
         Attachment::Bridge { bridge, isolated } => {
             taps::names::check(bridge)
                 .map_err(|e| invalid(format!("{field}.source.bridge"), e.to_string()))?;
@@ -137,40 +137,53 @@ pub async fn make_link(
                 Some(vid) => Some((vid, vlan_default(nl, &field, &br).await?)),
                 None => None,
             };
-            let ifname = link_name(nl, &field, nic, uuid, false, slot).await?;
-            let name = ifname.clone();
-            let fds = tokio::task::spawn_blocking(move || taps::tun::create(&name, queues))
+            let names = tap_names(&field, nic, uuid, slot)?;
+            let first = names[0].clone();
+            let want_vhost = wants_vhost(nic);
+            let opened = tokio::task::spawn_blocking(move || open_tap(&names, queues, want_vhost))
                 .await
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .map_err(|e| host_err("create tap", &ifname, e))?;
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let OpenedTap {
+                ifname,
+                ifindex,
+                fds,
+                vhost,
+            } = match opened {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(match nic.target_dev {
+                        Some(_) => invalid(
+                            format!("{field}.target_dev"),
+                            format!("interface '{first}' already exists on this host"),
+                        ),
+                        None => host_err("create tap", &first, e),
+                    });
+                }
+                Err(e) => return Err(host_err("create tap", &first, e)),
+            };
             let made = async {
-                let tap = nl
-                    .by_name(&ifname)
-                    .await?
-                    .ok_or_else(|| std::io::Error::other("the new tap vanished"))?;
                 // Without an explicit <mtu>, the tap takes the bridge's, as libvirt does.
                 let mtu = nic.mtu.or(br.mtu);
-                nl.configure(tap.index, host_side_mac(mac.0), mtu, Some(br.index), &alias)
+                nl.configure(ifindex, host_side_mac(mac.0), mtu, Some(br.index), &alias)
                     .await?;
                 if let Some((vid, default)) = vlan {
-                    nl.set_access_vlan(tap.index, vid, default).await?;
+                    nl.set_access_vlan(ifindex, vid, default).await?;
                 }
                 if *isolated || nic.port_isolated {
                     // Guests on an isolated-ports network reach the gateway, not each other.
                     crate::host::net::netlink::Netlink::connect()
                         .map_err(std::io::Error::other)?
-                        .set_port_isolated(tap.index, true)
+                        .set_port_isolated(ifindex, true)
                         .await
                         .map_err(std::io::Error::other)?;
                 }
-                Ok::<_, std::io::Error>(tap.index)
+                Ok::<_, std::io::Error>(())
             }
             .await;
-            let ifindex = match made {
-                Ok(i) => i,
+            if let Err(e) = made {
                 // Dropping `fds` removes the non-persistent tap.
-                Err(e) => return Err(host_err("set up tap", &ifname, e)),
-            };
+                return Err(host_err("set up tap", &ifname, e));
+            }
             // Filter and limits before QEMU has the tap (dropping `fds` on error removes
             // the tap and its qdiscs; `apply` removes its own table).
             super::qos::apply(&ifname, mac.0, nic).await?;
@@ -188,6 +201,7 @@ pub async fn make_link(
                     tuned: None,
                 },
                 fds,
+                vhost,
             )
         }
         Attachment::Direct { dev, mode } => {
@@ -223,14 +237,22 @@ pub async fn make_link(
                 nl.configure(link.index, mac.0, nic.mtu, None, &alias)
                     .await?;
                 let (name, index) = (ifname.clone(), link.index);
+                let want_vhost = wants_vhost(nic);
                 tokio::task::spawn_blocking(move || {
-                    taps::macvtap::open(SYS_CLASS_NET.as_ref(), DEV.as_ref(), &name, index, queues)
+                    let fds = taps::macvtap::open(
+                        SYS_CLASS_NET.as_ref(),
+                        DEV.as_ref(),
+                        &name,
+                        index,
+                        queues,
+                    )?;
+                    Ok::<_, std::io::Error>((fds, open_vhost(want_vhost, queues)))
                 })
                 .await
                 .map_err(std::io::Error::other)?
             }
             .await;
-            let fds = match opened {
+            let (fds, vhost) = match opened {
                 Ok(f) => f,
                 Err(e) => {
                     let _ = nl.delete_just_made(&ifname, link.index).await;
@@ -251,20 +273,81 @@ pub async fn make_link(
                     tuned: None,
                 },
                 fds,
+                vhost,
             )
         }
     };
+    Ok((link, fds, vhost))
+}
+
+/// Whether `nic` gets vhost-net where the host has it: a virtio NIC not asked to run in QEMU.
+fn wants_vhost(nic: &Interface) -> bool {
     let userspace = nic
         .driver
         .as_ref()
         .is_some_and(|d| d.name == Some(NicBackend::Qemu));
-    let vhost = if nic.model == NicModel::Virtio && !userspace {
-        tokio::task::spawn_blocking(move || taps::vhost::open(queues))
-            .await
-            .ok()
-            .flatten()
+    nic.model == NicModel::Virtio && !userspace
+}
+
+/// vhost-net descriptors when wanted and the host has it. Blocking.
+fn open_vhost(want: bool, queues: u32) -> Option<Vec<OwnedFd>> {
+    if want {
+        taps::vhost::open(queues)
     } else {
         None
-    };
-    Ok((link, fds, vhost))
+    }
+}
+
+/// The names a NIC's tap may take, in order: the one `<target dev>` asks for, else the
+/// generated one and its variants. The generated name may be taken on this host by a link
+/// of the same guest that another daemon made (the source's, during a migration between two
+/// daemons of one host); the exclusive create refuses a taken name, so no lookup goes first.
+fn tap_names(
+    field: &str,
+    nic: &Interface,
+    uuid: &[u8; 16],
+    slot: u32,
+) -> Result<Vec<String>, Error> {
+    match &nic.target_dev {
+        Some(dev) => {
+            taps::names::check(dev)
+                .map_err(|e| invalid(format!("{field}.target_dev"), e.to_string()))?;
+            Ok(vec![dev.clone()])
+        }
+        None => Ok((0..16)
+            .map(|v| taps::names::generated_variant(uuid, false, slot, v))
+            .collect()),
+    }
+}
+
+/// A tap made by the daemon: its name and index, a descriptor per queue, and vhost-net's.
+struct OpenedTap {
+    ifname: String,
+    ifindex: u32,
+    fds: Vec<OwnedFd>,
+    vhost: Option<Vec<OwnedFd>>,
+}
+
+/// Creates the tap under the first of `names` no interface has, reads its index and opens
+/// vhost-net: one trip to the blocking pool. `AlreadyExists` when every name is taken.
+/// Blocking.
+fn open_tap(names: &[String], queues: u32, want_vhost: bool) -> std::io::Result<OpenedTap> {
+    let mut taken = None;
+    for name in names {
+        match taps::tun::create(name, queues) {
+            Ok(fds) => {
+                // The tap lives as long as `fds`, so the name still is this tap.
+                let ifindex = nix::net::if_::if_nametoindex(name.as_str())?;
+                return Ok(OpenedTap {
+                    ifname: name.clone(),
+                    ifindex,
+                    fds,
+                    vhost: open_vhost(want_vhost, queues),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => taken = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(taken.unwrap_or_else(|| std::io::Error::other("no name to create the tap under")))
 }

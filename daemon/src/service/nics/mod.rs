@@ -5,6 +5,7 @@
 pub mod addresses;
 pub mod hotplug;
 pub mod ledger;
+pub(crate) mod ledgers;
 pub(crate) mod macs;
 mod make;
 pub(crate) mod qos;
@@ -185,16 +186,14 @@ pub(crate) async fn prepare(
         }
         prepared.net_fds.insert(i, net);
     }
-    let (dir, domain, l) = (run_dir(inner), name.to_owned(), ledger.clone());
-    let saved = tokio::task::spawn_blocking(move || ledger::save(&dir, &domain, &l))
+    let saved = inner
+        .nic_ledgers
+        .save(name, &ledger)
         .await
-        .map_err(|e| Error::Internal(e.to_string()))
-        .and_then(|r| {
-            r.map_err(|e| Error::Io {
-                action: "write the NIC ledger",
-                path: ledger::dir(&run_dir(inner)).display().to_string(),
-                message: e.to_string(),
-            })
+        .map_err(|e| Error::Io {
+            action: "write the NIC ledger",
+            path: ledger::dir(&run_dir(inner)).display().to_string(),
+            message: e.to_string(),
         });
     if let Err(e) = saved {
         prepared.fds.clear();
@@ -235,11 +234,7 @@ async fn drop_links(nl: &Netlink, domain: &str, links: &[MadeLink]) {
 /// Removes every link of `domain`'s ledger that is still ours, then the ledger. Called on
 /// every way a guest stops (the runtime files go with it) and for a failed start.
 pub(crate) async fn release(inner: &Arc<Inner>, domain: &str) {
-    let (dir, d) = (run_dir(inner), domain.to_owned());
-    let loaded = tokio::task::spawn_blocking(move || ledger::load(&dir, &d))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    let ledger = match loaded {
+    let ledger = match inner.nic_ledgers.get(domain).await {
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(e) => {
@@ -254,8 +249,7 @@ pub(crate) async fn release(inner: &Arc<Inner>, domain: &str) {
             return;
         }
     }
-    let (dir, d) = (run_dir(inner), domain.to_owned());
-    let _ = tokio::task::spawn_blocking(move || ledger::remove(&dir, &d)).await;
+    inner.nic_ledgers.remove(domain).await;
 }
 
 /// At daemon start, after the guests were recovered: a ledger whose guest has no runtime
@@ -263,11 +257,7 @@ pub(crate) async fn release(inner: &Arc<Inner>, domain: &str) {
 /// cleaned; one whose guest is still recorded (adopted, or kept because its liveness was
 /// unsure) is kept with its links.
 pub(crate) async fn recover(inner: &Arc<Inner>) {
-    let dir = run_dir(inner);
-    let domains = tokio::task::spawn_blocking(move || ledger::domains(&dir))
-        .await
-        .unwrap_or_default();
-    for domain in domains {
+    for domain in inner.nic_ledgers.domains().await {
         let record = inner.paths.record(&domain);
         if tokio::fs::try_exists(&record).await.unwrap_or(true) {
             continue;
@@ -276,15 +266,13 @@ pub(crate) async fn recover(inner: &Arc<Inner>) {
         release(inner, &domain).await;
     }
     // Filter tables of taps that are gone and that no ledger lists (killed mid-start).
-    let dir = run_dir(inner);
-    let ledgered = tokio::task::spawn_blocking(move || {
-        ledger::all(&dir)
-            .into_iter()
-            .flat_map(|(_, l)| l.links.into_iter().map(|m| m.ifname))
-            .collect()
-    })
-    .await
-    .unwrap_or_default();
+    let ledgered = inner
+        .nic_ledgers
+        .all_but("")
+        .await
+        .into_iter()
+        .flat_map(|(_, l)| l.links.into_iter().map(|m| m.ifname))
+        .collect();
     if let Ok(nl) = Netlink::open() {
         qos::sweep(&nl, ledgered).await;
     }
