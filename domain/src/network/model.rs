@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ids::{MacAddr, Uuid};
+use crate::model::Bandwidth;
 
 /// One virtual network definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,11 @@ pub struct NetworkConfig {
     /// Guests on this network cannot reach each other (libvirt `<port isolated='yes'/>`).
     #[serde(default)]
     pub isolated_ports: bool,
+    /// The network's own limits (libvirt's network-wide `<bandwidth>`), on our bridge: the
+    /// total of all its guests together, `inbound` towards them and `outbound` from them (the
+    /// guests' point of view, as a NIC's). Managed kinds only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

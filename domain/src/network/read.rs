@@ -30,7 +30,17 @@ fn network(n: &Element) -> R<NetworkConfig> {
     n.allow(
         &["connections", "ipv6"],
         &[
-            "name", "uuid", "forward", "bridge", "mac", "mtu", "ip", "dns", "port", "domain",
+            "name",
+            "uuid",
+            "forward",
+            "bridge",
+            "mac",
+            "mtu",
+            "ip",
+            "dns",
+            "port",
+            "domain",
+            "bandwidth",
         ],
     )?;
     if n.attr("ipv6").is_some() {
@@ -127,6 +137,12 @@ fn network(n: &Element) -> R<NetworkConfig> {
         }
         None => false,
     };
+    // The per-NIC reader: the same attributes, `floor` refused by name (it needs the
+    // guaranteed-rate tree libvirt hangs off a network's class; not built).
+    let bandwidth = match n.child("bandwidth")? {
+        Some(b) => Some(crate::xml::read::nic_qos::bandwidth(b)?),
+        None => None,
+    };
     Ok(NetworkConfig {
         name,
         uuid,
@@ -137,6 +153,7 @@ fn network(n: &Element) -> R<NetworkConfig> {
         ip,
         dns,
         isolated_ports,
+        bandwidth,
     })
 }
 

@@ -85,7 +85,10 @@ fn kinds_are_derived_from_forward_and_bridge() {
 #[test]
 fn unknown_and_unsupported_nodes_are_refused_by_path() {
     for (xml, path) in [
-        ("<network><name>a</name><bandwidth/></network>", "network/bandwidth"),
+        ("<network><name>a</name><bandwidth><inbound average='8' floor='4'/></bandwidth></network>", "network/bandwidth/inbound@floor"),
+        ("<network><name>a</name><bandwidth><inbound peak='8'/></bandwidth></network>", "network/bandwidth/inbound@average"),
+        ("<network><name>a</name><bandwidth><outbound average='fast'/></bandwidth></network>", "network/bandwidth/outbound@average"),
+        ("<network><name>a</name><bandwidth><sideways average='8'/></bandwidth></network>", "network/bandwidth/sideways"),
         ("<network><name>a</name><ip address='1.2.3.1' prefix='24' family='ipv6'/></network>", "network/ip@family"),
         ("<network><name>a</name><forward mode='hostdev'/></network>", "network/forward@mode"),
         ("<network><name>a</name><forward><nat><port start='1' end='2'/></nat></forward></network>", "network/forward/nat/port@start"),
@@ -182,4 +185,142 @@ fn json_refuses_unknown_fields() {
     let e = parse_network_json(r#"{"name":"a","forward":{"mode":"nat"},"bogus":1}"#)
         .expect_err("unknown");
     assert!(e.to_string().contains("bogus"), "{e}");
+}
+
+const LIMITED: &str = "<network><name>lim</name><forward mode='nat'/><bridge name='ncbr9'/>\
+    <bandwidth><inbound average='1000' peak='5000' burst='1024'/><outbound average='128' burst='256'/>\
+    </bandwidth><ip address='10.9.0.1' prefix='24'/></network>";
+
+#[test]
+fn a_network_bandwidth_reads_writes_and_round_trips() {
+    let n = parse(LIMITED);
+    let b = n.bandwidth.as_ref().expect("bandwidth");
+    let i = b.inbound.as_ref().expect("inbound");
+    assert_eq!((i.average, i.peak, i.burst), (1000, Some(5000), Some(1024)));
+    let o = b.outbound.as_ref().expect("outbound");
+    assert_eq!((o.average, o.peak, o.burst), (128, None, Some(256)));
+    check_network(&n).expect("valid");
+    roundtrip(&n);
+    let xml = network_xml(&n);
+    assert!(
+        xml.contains(
+            "  <bandwidth>\n    <inbound average='1000' peak='5000' burst='1024'/>\n    \
+             <outbound average='128' burst='256'/>\n  </bandwidth>\n  <ip "
+        ),
+        "{xml}"
+    );
+    // One direction, an empty element (no limit), each on the other managed kinds.
+    for (bw, kind) in [
+        (
+            "<bandwidth><outbound average='64'/></bandwidth>",
+            "<forward mode='route'/>",
+        ),
+        ("<bandwidth/>", ""),
+        ("<bandwidth><inbound average='4194303'/></bandwidth>", ""),
+    ] {
+        let x = format!(
+            "<network><name>b</name>{kind}{bw}<ip address='10.8.0.1' prefix='24'/></network>"
+        );
+        let n = parse(&x);
+        assert!(n.bandwidth.is_some(), "{x}");
+        check_network(&n).unwrap_or_else(|e| panic!("{x}: {e}"));
+        roundtrip(&n);
+    }
+    // Without one, the JSON has no key (definitions stored before it read the same).
+    let plain = parse(DEFAULT_XML);
+    let json = serde_json::to_string(&plain).expect("json");
+    assert!(!json.contains("bandwidth"), "{json}");
+    let j = parse_network_json(
+        r#"{"name":"j","forward":{"mode":"isolated"},"bandwidth":{"inbound":{"average":10,"burst":4}}}"#,
+    )
+    .expect("json with bandwidth");
+    assert_eq!(
+        j.bandwidth.and_then(|b| b.inbound).map(|r| r.average),
+        Some(10)
+    );
+    let e = parse_network_json(
+        r#"{"name":"j","forward":{"mode":"nat"},"bandwidth":{"inbound":{"average":1,"floor":1}}}"#,
+    )
+    .expect_err("floor");
+    assert!(e.to_string().contains("floor"), "{e}");
+}
+
+#[test]
+fn bad_network_bandwidth_names_the_field() {
+    let with = |bw: &str| {
+        parse(&LIMITED.replace(
+            "<bandwidth><inbound average='1000' peak='5000' burst='1024'/><outbound average='128' burst='256'/></bandwidth>",
+            bw,
+        ))
+    };
+    for (bw, paths, says) in [
+        (
+            "<bandwidth><inbound average='0'/></bandwidth>",
+            vec!["bandwidth.inbound.average"],
+            "value 0 is outside 1..=4194303",
+        ),
+        (
+            "<bandwidth><inbound average='4194304'/></bandwidth>",
+            vec!["bandwidth.inbound.average"],
+            "outside",
+        ),
+        (
+            "<bandwidth><inbound average='100' peak='50'/></bandwidth>",
+            vec!["bandwidth.inbound.peak"],
+            "peak 50 is below average 100",
+        ),
+        (
+            "<bandwidth><inbound average='100' peak='99999999'/></bandwidth>",
+            vec!["bandwidth.inbound.peak"],
+            "outside",
+        ),
+        (
+            "<bandwidth><outbound average='100' peak='200'/></bandwidth>",
+            vec!["bandwidth.outbound.peak"],
+            "policed at one rate",
+        ),
+        (
+            "<bandwidth><outbound average='100' burst='0'/></bandwidth>",
+            vec!["bandwidth.outbound.burst"],
+            "value 0",
+        ),
+        (
+            "<bandwidth><inbound average='1' burst='4194304'/></bandwidth>",
+            vec!["bandwidth.inbound.burst"],
+            "outside",
+        ),
+        (
+            "<bandwidth><inbound average='0'/><outbound average='0'/></bandwidth>",
+            vec!["bandwidth.inbound.average", "bandwidth.outbound.average"],
+            "",
+        ),
+    ] {
+        let n = with(bw);
+        assert_eq!(details(&n), paths, "{bw}");
+        let e = check_network(&n).expect_err(bw);
+        assert!(e.to_string().contains(says), "{bw}: {e}");
+    }
+    // libvirt's rule: only on a bridge the network makes.
+    for (xml, says) in [
+        (
+            "<network><name>hb</name><forward mode='bridge'/><bridge name='br0'/>\
+             <bandwidth><inbound average='10'/></bandwidth></network>",
+            "'br0' is not ours",
+        ),
+        (
+            "<network><name>mv</name><forward mode='vepa'><interface dev='eth1'/></forward>\
+             <bandwidth><outbound average='10'/></bandwidth></network>",
+            "macvtap network (forward mode 'vepa')",
+        ),
+        (
+            "<network><name>mb</name><forward mode='bridge'><interface dev='eth1'/></forward>\
+             <bandwidth/></network>",
+            "forward mode 'bridge'",
+        ),
+    ] {
+        let n = parse(xml);
+        assert_eq!(details(&n), ["bandwidth"], "{xml}");
+        let e = check_network(&n).expect_err(xml);
+        assert!(e.to_string().contains(says), "{xml}: {e}");
+    }
 }

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 
 use super::model::*;
 use crate::error::{Error, FieldError};
+use crate::model::Bandwidth;
 
 /// Longest network name (it appears in file names, nft table and dnsmasq file names).
 pub const MAX_NAME: usize = 64;
@@ -172,6 +173,9 @@ pub fn check_network(n: &NetworkConfig) -> Result<(), Error> {
             }
         }
     }
+    if let Some(b) = &n.bandwidth {
+        check_bandwidth(n, b, &mut err);
+    }
     if let Some(ip) = &n.ip {
         check_ip(ip, &mut err);
     }
@@ -196,6 +200,32 @@ pub fn check_network(n: &NetworkConfig) -> Result<(), Error> {
         }
     }
     invalid(e)
+}
+
+/// libvirt's rule: a network-wide limit only on a bridge the network makes (nat, route,
+/// isolated); the values as a NIC's.
+fn check_bandwidth(n: &NetworkConfig, b: &Bandwidth, err: &mut impl FnMut(&str, String)) {
+    match n.kind() {
+        NetworkKind::Managed(_) => {}
+        NetworkKind::HostBridge(br) => err(
+            "bandwidth",
+            format!(
+                "a host bridge network's bridge '{br}' is not ours to shape (libvirt would \
+                 replace its root qdisc); put <bandwidth> on the guests' interfaces instead"
+            ),
+        ),
+        NetworkKind::Direct { mode, .. } => err(
+            "bandwidth",
+            format!(
+                "a macvtap network (forward mode '{}') has no bridge to shape (libvirt refuses \
+                 it too); put <bandwidth> on the guests' interfaces instead",
+                mode.as_str()
+            ),
+        ),
+    }
+    crate::validate::nic_qos::bandwidth(b, "bandwidth", |path, problem| {
+        err(&path, problem.to_string());
+    });
 }
 
 fn check_ip(ip: &IpConfig, err: &mut impl FnMut(&str, String)) {

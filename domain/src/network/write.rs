@@ -67,6 +67,9 @@ pub fn network_xml(n: &NetworkConfig) -> String {
             o.push_str("  </dns>\n");
         }
     }
+    if let Some(b) = &n.bandwidth {
+        bandwidth(&mut o, b);
+    }
     if let Some(ip) = &n.ip {
         let _ = write!(o, "  <ip address='{}' prefix='{}'", ip.address, ip.prefix);
         match &ip.dhcp {
@@ -89,4 +92,25 @@ pub fn network_xml(n: &NetworkConfig) -> String {
     }
     o.push_str("</network>\n");
     o
+}
+
+/// `<bandwidth>` as libvirt writes it (before `<ip>`), the units as given.
+fn bandwidth(o: &mut String, b: &crate::model::Bandwidth) {
+    if b.inbound.is_none() && b.outbound.is_none() {
+        o.push_str("  <bandwidth/>\n");
+        return;
+    }
+    o.push_str("  <bandwidth>\n");
+    for (name, r) in [("inbound", &b.inbound), ("outbound", &b.outbound)] {
+        let Some(r) = r else { continue };
+        let _ = write!(o, "    <{name} average='{}'", r.average);
+        if let Some(p) = r.peak {
+            let _ = write!(o, " peak='{p}'");
+        }
+        if let Some(k) = r.burst {
+            let _ = write!(o, " burst='{k}'");
+        }
+        o.push_str("/>\n");
+    }
+    o.push_str("  </bandwidth>\n");
 }

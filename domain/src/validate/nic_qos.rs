@@ -12,6 +12,48 @@ pub const MAX_BURST_KIB: u64 = 4 * 1024 * 1024 - 1;
 /// Most `IP` parameters of one filter.
 pub const MAX_FILTER_IPS: usize = 16;
 
+/// The values of one `<bandwidth>`, a NIC's or a network's (its field path `at`): rates and
+/// bursts in range, `peak` not below `average`, no outbound `peak`.
+pub(crate) fn bandwidth(b: &Bandwidth, at: &str, mut err: impl FnMut(String, Problem)) {
+    let range = |path: String, value: u64, max: u64| {
+        (!(1..=max).contains(&value)).then(|| {
+            let (value, min, max) = (value.into(), 1, max.into());
+            (path, Problem::OutOfRange { value, min, max })
+        })
+    };
+    for (dir, r) in [("inbound", &b.inbound), ("outbound", &b.outbound)] {
+        let Some(r) = r else { continue };
+        let f = format!("{at}.{dir}");
+        let peak = r.peak.and_then(|peak| {
+            let path = format!("{f}.peak");
+            if dir == "outbound" {
+                // A police action has one rate; libvirt ignores it, we say so.
+                let m =
+                    "peak on outbound traffic (it is policed at one rate: use average and burst)";
+                Some((path, Problem::Unsupported(m.into())))
+            } else if peak < r.average {
+                let m = format!("peak {peak} is below average {}", r.average);
+                Some((path, Problem::Inconsistent(m)))
+            } else {
+                range(path, peak, MAX_RATE_KIB)
+            }
+        });
+        let burst = r
+            .burst
+            .and_then(|k| range(format!("{f}.burst"), k, MAX_BURST_KIB));
+        for (path, problem) in [
+            range(format!("{f}.average"), r.average, MAX_RATE_KIB),
+            peak,
+            burst,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            err(path, problem);
+        }
+    }
+}
+
 pub(super) fn nic(v: &mut V, p: &str, nic: &Interface) {
     let on_tap = matches!(
         nic.source,
@@ -29,36 +71,9 @@ pub(super) fn nic(v: &mut V, p: &str, nic: &Interface) {
     };
     if let Some(b) = &nic.bandwidth {
         needs_tap(v, "bandwidth", "a bandwidth limit");
-        for (dir, r) in [("inbound", &b.inbound), ("outbound", &b.outbound)] {
-            let Some(r) = r else { continue };
-            let f = format!("{p}.bandwidth.{dir}");
-            v.range(format!("{f}.average"), r.average, 1, MAX_RATE_KIB as i128);
-            if let Some(peak) = r.peak {
-                if dir == "outbound" {
-                    // A police action has one rate; libvirt ignores it, we say so.
-                    v.err(
-                        format!("{f}.peak"),
-                        Problem::Unsupported(
-                            "peak on outbound traffic (it is policed at one rate: use average and burst)"
-                                .into(),
-                        ),
-                    );
-                } else if peak < r.average {
-                    v.err(
-                        format!("{f}.peak"),
-                        Problem::Inconsistent(format!(
-                            "peak {peak} is below average {}",
-                            r.average
-                        )),
-                    );
-                } else {
-                    v.range(format!("{f}.peak"), peak, 1, MAX_RATE_KIB as i128);
-                }
-            }
-            if let Some(burst) = r.burst {
-                v.range(format!("{f}.burst"), burst, 1, MAX_BURST_KIB as i128);
-            }
-        }
+        bandwidth(b, &format!("{p}.bandwidth"), |path, problem| {
+            v.err(path, problem)
+        });
     }
     if let Some(f) = &nic.filterref {
         needs_tap(v, "filterref", "a traffic filter");

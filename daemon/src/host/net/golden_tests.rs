@@ -211,3 +211,52 @@ fn nft_accepts_the_nic_filters() {
         );
     }
 }
+
+/// A network's own limits on its bridge: the inbound htb class (the tap's, on the bridge)
+/// and the outbound policer's netdev table, from the network XML.
+fn network_limits() -> (String, String) {
+    let n = parse_network(
+        "<network><name>lab</name><forward mode='nat'/><bridge name='ncbr3'/>\
+         <bandwidth><inbound average='1000' peak='2000' burst='256'/>\
+         <outbound average='500' burst='1024'/></bandwidth>\
+         <ip address='10.20.0.1' prefix='24'/></network>",
+    )
+    .unwrap();
+    novacron_domain::network::check_network(&n).unwrap();
+    let bw = n.bandwidth.as_ref().unwrap();
+    (
+        super::qos::batch("ncbr3", bw),
+        super::net_qos::policer_ruleset("lab", "ncbr3", bw.outbound.as_ref().unwrap()),
+    )
+}
+
+#[test]
+fn golden_network_limits() {
+    let (tc, nft) = network_limits();
+    golden("net-bandwidth.tc", &tc);
+    golden("net-outbound-limit.nft", &nft);
+}
+
+#[test]
+fn nft_accepts_the_network_policer() {
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("nft not installed; skipped");
+        return;
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/host/net/golden/net-outbound-limit.nft");
+    let out = std::process::Command::new("nft")
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

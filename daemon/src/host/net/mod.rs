@@ -4,6 +4,7 @@
 
 pub mod dnsmasq;
 pub mod firewall_probe;
+pub mod net_qos;
 pub mod netlink;
 pub mod nft;
 pub mod nic_rules;

@@ -64,6 +64,15 @@ fn mac_str(m: [u8; 6]) -> String {
         .join(":")
 }
 
+/// nft's policer for an outbound limit (`limit rate over ... burst ...`, matching what is
+/// over it), shared with a network's policer ([`super::net_qos`]). Bytes, exactly: tc's kbps
+/// (libvirt's unit) is 1000 bytes/s, nft's kbytes 1024.
+pub fn limit_over(o: &BandwidthRate) -> String {
+    let rate = o.average * 1000;
+    let extra = o.burst.map_or(0, |kib| (kib * 1024).saturating_sub(rate));
+    format!("limit rate over {rate} bytes/second burst {extra} bytes")
+}
+
 /// The ruleset of one tap's table. Applying it (re)creates exactly that table in one
 /// transaction (the leading `table` + `delete table` pair), so a repeat never duplicates.
 pub fn ruleset(i: &NicRules<'_>) -> String {
@@ -105,12 +114,10 @@ pub fn ruleset(i: &NicRules<'_>) -> String {
          \t\tiifname != \"{dev}\" accept\n"
     );
     if let Some(o) = i.outbound {
-        // Bytes, exactly: tc's kbps (libvirt's unit) is 1000 bytes/s, nft's kbytes 1024.
-        let rate = o.average * 1000;
-        let extra = o.burst.map_or(0, |kib| (kib * 1024).saturating_sub(rate));
         let _ = writeln!(
             r,
-            "\t\tlimit rate over {rate} bytes/second burst {extra} bytes counter name \"{LIMIT_COUNTER}\" drop"
+            "\t\t{} counter name \"{LIMIT_COUNTER}\" drop",
+            limit_over(o)
         );
     }
     if i.clean_traffic.is_some() {

@@ -1,15 +1,16 @@
 //! The inbound bandwidth limit of a guest's tap (libvirt's `<bandwidth><inbound>`: traffic
 //! TO the guest, which the host side of the tap sends) as an htb class on the tap's root,
-//! shaped (queued, so TCP slows down instead of losing), as libvirt does. Run as Debian's
+//! shaped (queued, so TCP slows down instead of losing), as libvirt does. The same class on
+//! our bridge's root is a network's inbound limit ([`super::net_qos`]). Run as Debian's
 //! `tc` (iproute2) with a batch the daemon builds, fed on stdin (`tc -batch -`, no shell).
 //! The outbound limit (what the guest sends) is policed in the tap's nftables table
 //! ([`super::nic_rules`]): this kernel has no tc police action.
 //!
 //! Not netlink: rtnetlink 0.24 / netlink-packet-route 0.34 know only the ingress and
 //! fq_codel qdiscs; htb would mean hand-encoding `tc_ratespec`s and rate tables, which
-//! iproute2 computes and keeps right. Only the tap's own root qdisc is ever touched, and it
-//! goes with the tap. Units are libvirt's, handed to tc exactly as libvirt does: rates
-//! `kbps` (tc: 1000 bytes/s), bursts `kb` (1024 bytes). libvirt adds an sfq leaf for
+//! iproute2 computes and keeps right. Only the root qdisc of our own tap or bridge is ever
+//! touched, and it goes with it. Units are libvirt's, handed to tc exactly as libvirt does:
+//! rates `kbps` (tc: 1000 bytes/s), bursts `kb` (1024 bytes). libvirt adds an sfq leaf for
 //! fairness between flows; it is left out because kernels without sch_sfq (this CI's) would
 //! refuse the whole limit: the class keeps htb's default fifo.
 

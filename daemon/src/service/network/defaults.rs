@@ -104,6 +104,7 @@ pub(super) fn default_network(
             }),
             dns: None,
             isolated_ports: false,
+            bandwidth: None,
         };
         if net::check_conflicts(&n, defined.values().map(|e| &e.config), host).is_ok() {
             return Ok(n);

@@ -7,7 +7,7 @@ use novacron_domain::network::{ForwardMode, NetworkConfig, NetworkKind};
 use novacron_domain::Error;
 
 use super::record::{self, Record, Undo};
-use crate::host::net::{dnsmasq, netlink, nft, sysctl};
+use crate::host::net::{dnsmasq, net_qos, netlink, nft, qos, sysctl};
 
 /// Where a network's host state lives.
 #[derive(Clone)]
@@ -86,8 +86,9 @@ async fn bring_up_steps(
         });
     }
     // The whole undo list is recorded with ONE durable write before the first change (each
-    // undo step tolerates "never done": the bridge is deleted only when it carries our alias,
-    // a missing table or dnsmasq is skipped, ip_forward is rewritten to the value read here).
+    // undo step tolerates "never done": the bridge is deleted and its limit cleared only when
+    // it carries our alias, a missing table, policer or dnsmasq is skipped, ip_forward is
+    // rewritten to the value read here).
     // A write per step cost a fsync'd file per step on the way to DHCP-ready.
     let forward_before = if forwards(n) {
         let path = dirs.ip_forward.clone();
@@ -100,6 +101,17 @@ async fn bring_up_steps(
     r.undo.push(Undo::Bridge {
         name: bridge.to_owned(),
     });
+    // The network's own limits, on the bridge (libvirt's network-wide <bandwidth>).
+    let shaped = n.bandwidth.clone().filter(|b| b.inbound.is_some());
+    let policed = n.bandwidth.as_ref().and_then(|b| b.outbound.clone());
+    if shaped.is_some() {
+        r.undo.push(Undo::Shaper {
+            bridge: bridge.to_owned(),
+        });
+    }
+    if policed.is_some() {
+        r.undo.push(Undo::Policer);
+    }
     r.undo.push(Undo::NftTable);
     let set_forward = forward_before.filter(|p| p != "1");
     if let Some(previous) = &set_forward {
@@ -123,6 +135,16 @@ async fn bring_up_steps(
             .map_err(internal)?;
     }
     nl.set_up(index, true).await.map_err(internal)?;
+
+    if let Some(bw) = shaped {
+        let br = bridge.to_owned();
+        blocking(move || qos::apply(&br, &bw).map_err(internal)).await?;
+    }
+    if let Some(o) = policed {
+        let rules = net_qos::policer_ruleset(&n.name, bridge, &o);
+        let name = n.name.clone();
+        blocking(move || net_qos::apply_policer(&rules, &name).map_err(internal)).await?;
+    }
 
     let mode = n.forward.mode;
     let rules = nft::ruleset(&nft::RulesetInput {
@@ -205,6 +227,27 @@ pub async fn undo(nl: &netlink::Netlink, dirs: &HostDirs, r: &mut Record, keep_f
                     tracing::warn!(network = %r.network, error = %e, "cannot delete our nft table");
                 }
             }
+            Undo::Shaper { bridge } => {
+                // Gone with the bridge, or not ours any more: nothing to clear.
+                if let Ok(Some(l)) = nl.link(bridge).await {
+                    if l.alias.as_deref() == Some(&netlink::owner_alias(&r.network)) {
+                        let b = bridge.clone();
+                        if let Ok(Err(e)) =
+                            tokio::task::spawn_blocking(move || qos::clear(&b)).await
+                        {
+                            tracing::warn!(network = %r.network, error = %e, "cannot clear our bridge's limit");
+                        }
+                    }
+                }
+            }
+            Undo::Policer => {
+                let name = r.network.clone();
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || net_qos::delete_policer(&name)).await
+                {
+                    tracing::warn!(network = %r.network, error = %e, "cannot delete our policer table");
+                }
+            }
             Undo::Bridge { name } => match nl.link(name).await {
                 Ok(Some(l)) if l.alias.as_deref() == Some(&netlink::owner_alias(&r.network)) => {
                     if let Err(e) = nl.delete(l.index).await {
@@ -248,6 +291,20 @@ pub async fn intact(nl: &netlink::Netlink, dirs: &HostDirs, r: &Record) -> bool 
                 )
             }
             Undo::IpForward { .. } => true,
+            Undo::Shaper { bridge } => {
+                let b = bridge.clone();
+                matches!(
+                    tokio::task::spawn_blocking(move || qos::present(&b)).await,
+                    Ok(Ok(true))
+                )
+            }
+            Undo::Policer => {
+                let n = r.network.clone();
+                matches!(
+                    tokio::task::spawn_blocking(move || net_qos::policer_exists(&n)).await,
+                    Ok(Ok(true))
+                )
+            }
             Undo::Dnsmasq { proc } => {
                 let conf = dnsmasq::Files::new(&dirs.run, &r.network).conf;
                 proc.is_some_and(|p| dnsmasq::is_ours(p, &conf))

@@ -20,6 +20,11 @@ pub enum Undo {
     IpForward { previous: String },
     /// Our dnsmasq (`proc` unknown while it was starting) and its files.
     Dnsmasq { proc: Option<dnsmasq::Proc> },
+    /// The htb root qdisc on our bridge: the network's inbound limit (cleared only while
+    /// the bridge still carries our alias).
+    Shaper { bridge: String },
+    /// Our nft table `netdev novacron-<network>`: the network's outbound policer.
+    Policer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

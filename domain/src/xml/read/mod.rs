@@ -32,7 +32,7 @@ mod filesystem;
 mod iotune;
 mod memory_device;
 mod netdisk;
-mod nic_qos;
+pub(crate) mod nic_qos;
 mod platform;
 mod resources;
 mod spice;

@@ -4,7 +4,8 @@ use super::R;
 use crate::model::*;
 use crate::xml::tree::Element;
 
-pub(super) fn bandwidth(b: &Element) -> R<Bandwidth> {
+/// Also a network's `<bandwidth>` (the same element in libvirt's network XML).
+pub(crate) fn bandwidth(b: &Element) -> R<Bandwidth> {
     b.allow(&[], &["inbound", "outbound"])?;
     let rate = |name: &str| -> R<Option<BandwidthRate>> {
         let Some(r) = b.child(name)? else {

@@ -1,0 +1,449 @@
+//! A network's own `<bandwidth>` (libvirt's network-wide limits) on a real kernel: a real
+//! novacrond in a network namespace the test makes, its network's bridge with clients
+//! (namespaces plugged in by veth pairs, standing in for guests) and floods through it:
+//! inbound (towards the guests) shaped on the bridge, outbound (from them to the host)
+//! policed on its ingress, traffic between two guests limited by neither (as libvirt); a
+//! kill -9 and restart adopts both (their counters run on), a restart that finds one gone
+//! puts the network back up with it; stop, and a start that fails half-way, leave the
+//! namespace's links, qdiscs and ruleset as they were. Names start with `w<pid>`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use common::daemon::{curl, Reply};
+use common::netns::{Netns, NsDaemon};
+use common::Env;
+
+fn post_xml(socket: &Path, path: &str, xml: &str) -> Reply {
+    curl(
+        socket,
+        "POST",
+        path,
+        &["-H", "Content-Type: application/xml", "--data-binary", xml],
+    )
+}
+
+fn ns_ok(ns: &Netns, args: &[&str]) -> String {
+    let out = ns.exec(args);
+    assert!(
+        out.status.success(),
+        "{args:?} in {}: {}{}",
+        ns.0,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every qdisc in `ns` as `dev kind handle` (what must be as before).
+fn qdiscs(ns: &Netns) -> Vec<String> {
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(&ns_ok(ns, &["tc", "-j", "qdisc", "show"])).unwrap();
+    let mut out: Vec<String> = v
+        .iter()
+        .map(|q| format!("{} {} {}", q["dev"], q["kind"], q["handle"]))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Bytes our htb root on `dev` has sent (None: no htb root).
+fn htb_sent(ns: &Netns, dev: &str) -> Option<u64> {
+    let out = ns.exec(&["tc", "-s", "-j", "qdisc", "show", "dev", dev]);
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+    v.iter()
+        .find(|q| q["kind"] == "htb" && q["handle"] == "1:")
+        .and_then(|q| q["bytes"].as_u64())
+}
+
+/// Packets the policer of network `net` dropped (None: no policer table).
+fn policed(ns: &Netns, net: &str) -> Option<u64> {
+    let out = ns.exec(&[
+        "nft",
+        "-j",
+        "list",
+        "counter",
+        "netdev",
+        &format!("novacron-{net}"),
+        "over_limit",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|o| o.get("counter")?.get("packets")?.as_u64())
+}
+
+/// `(rx_bytes, tx_bytes)` of a link.
+fn bytes(ns: &Netns, dev: &str) -> (u64, u64) {
+    let v: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-j", "-s", "link", "show", "dev", dev])).unwrap();
+    let s = &v[0]["stats64"];
+    (
+        s["rx"]["bytes"].as_u64().unwrap(),
+        s["tx"]["bytes"].as_u64().unwrap(),
+    )
+}
+
+/// IP bytes this namespace's stack received (`/proc/net/netstat` IpExt InOctets): counted
+/// after the ingress hooks, so what the policer let through.
+fn in_octets(ns: &Netns) -> u64 {
+    let netstat = ns_ok(ns, &["cat", "/proc/net/netstat"]);
+    let mut ipext = netstat.lines().filter(|l| l.starts_with("IpExt: "));
+    let (head, vals) = (ipext.next().unwrap(), ipext.next().unwrap());
+    let i = head
+        .split_whitespace()
+        .position(|h| h == "InOctets")
+        .unwrap();
+    vals.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// Sends 1400-byte UDP datagrams to `dst` port 9 as fast as the socket takes them for `secs`;
+/// prints the bytes handed to the kernel and the seconds it sent.
+const UDP_FLOOD: &str = r#"
+import socket, sys, time
+dst, secs = sys.argv[1], float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+buf, sent = b'x' * 1400, 0
+start = time.monotonic()
+end = start + secs
+while time.monotonic() < end:
+    try:
+        sent += s.sendto(buf, (dst, 9))
+    except (BlockingIOError, OSError):
+        time.sleep(0.0005)
+print(sent, time.monotonic() - start)
+"#;
+
+struct Transfer {
+    /// Bytes the sender handed its kernel.
+    offered: u64,
+    /// How long it sent (s).
+    sending: f64,
+    /// Bytes counted at the far side over `window` (s), which covers the whole flood.
+    arrived: u64,
+    window: f64,
+}
+
+/// A 2 s flood from `from` to `dst`; `arrived` is what `count` says before and after.
+fn flood(from: &Netns, dst: &str, count: impl Fn() -> u64) -> Transfer {
+    let c0 = count();
+    let t0 = Instant::now();
+    let out = ns_ok(from, &["python3", "-c", UDP_FLOOD, dst, "2"]);
+    let window = t0.elapsed().as_secs_f64();
+    let arrived = count() - c0;
+    let mut it = out.split_whitespace();
+    Transfer {
+        offered: it.next().unwrap().parse().unwrap(),
+        sending: it.next().unwrap().parse().unwrap(),
+        arrived,
+        window,
+    }
+}
+
+impl Transfer {
+    /// The limit held: at most `rate` over the window plus the bucket (+10 % and ten frames
+    /// for timer granularity), at least half of `rate` while sending, and, `policed`, the
+    /// sender offered far more (a shaper queues instead: the sender's socket waits).
+    #[track_caller]
+    fn held(&self, what: &str, rate: f64, bucket: f64, policed: bool) {
+        let got = self.arrived as f64 / self.sending;
+        eprintln!(
+            "{what}: offered {} B, arrived {} B; {:.2} s sending ({:.2} s window): {got:.0} B/s, limit {rate:.0} B/s",
+            self.offered, self.arrived, self.sending, self.window
+        );
+        let cap = (rate * self.window + bucket) * 1.1 + 10.0 * 1500.0;
+        assert!(
+            (self.arrived as f64) <= cap,
+            "{what} not throttled: {} B > {cap:.0} B",
+            self.arrived
+        );
+        assert!(got > 0.5 * rate, "{what} far below the limit: {got:.0} B/s");
+        assert!(
+            !policed || self.offered as f64 > 4.0 * self.arrived as f64,
+            "{what}: the sender did not exceed the limit: offered {} B",
+            self.offered
+        );
+    }
+    /// Far above `rate`: not limited.
+    #[track_caller]
+    fn free(&self, what: &str, rate: f64) {
+        eprintln!(
+            "{what}: arrived {} B in {:.2} s",
+            self.arrived, self.sending
+        );
+        assert!(
+            self.arrived as f64 > 4.0 * rate * self.window,
+            "{what} was throttled: {} B in {:.2} s",
+            self.arrived,
+            self.window
+        );
+    }
+}
+
+/// Plugs `client` into `bridge` (in `host`) by a veth pair `port`/eth0 with `addr`.
+fn plug(host: &Netns, bridge: &str, client: &Netns, port: &str, addr: &str) {
+    host.ip(&[
+        "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &client.0,
+    ]);
+    host.ip(&["link", "set", port, "master", bridge, "up"]);
+    client.ip(&["addr", "add", addr, "dev", "eth0"]);
+    client.ip(&["link", "set", "eth0", "up"]);
+}
+
+/// Pings until one answer or 15 s (a fresh veth port needs a moment to carry).
+fn reaches(ns: &Netns, addr: &str) -> bool {
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if ns.can_ping(addr) {
+            return true;
+        }
+    }
+    false
+}
+
+fn kill9(d: &mut NsDaemon) {
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+}
+
+// inbound 400 kB/s with a 32 KiB burst; outbound 200 kB/s, burst 16 KiB (the policer's
+// bucket holds at least one second of the rate).
+const LIMITS: &str = "<bandwidth><inbound average='400' burst='32'/>\
+    <outbound average='200' burst='16'/></bandwidth>";
+
+#[test]
+fn a_network_limit_throttles_its_bridge_survives_a_daemon_kill_and_goes_at_stop() {
+    let p = format!("w{}", std::process::id());
+    let env = Env::new();
+    let host = Netns::new(format!("{p}h"));
+    let (links_before, qdiscs_before) = (host.links(), qdiscs(&host));
+    let rules_before = ns_ok(&host, &["nft", "list", "ruleset"]);
+    let mut d = NsDaemon::start(&env, &host);
+
+    let (net, br) = (format!("{p}n"), format!("{p}b"));
+    let xml = format!(
+        "<network><name>{net}</name><forward mode='nat'/><bridge name='{br}' stp='off'/>\
+         {LIMITS}<ip address='10.87.0.1' prefix='24'/></network>"
+    );
+    let r = post_xml(&d.socket, "/v1/networks", &xml);
+    assert_eq!(r.status, 201, "{r:?}");
+    let dumped = curl(&d.socket, "GET", &format!("/v1/networks/{net}/xml"), &[]);
+    assert!(
+        dumped.body.contains("<inbound average='400' burst='32'/>")
+            && dumped.body.contains("<outbound average='200' burst='16'/>"),
+        "{}",
+        dumped.body
+    );
+    // Defining changes nothing on the host.
+    assert_eq!(qdiscs(&host), qdiscs_before);
+
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    assert_eq!(
+        htb_sent(&host, &br).map(|_| ()),
+        Some(()),
+        "{:?}",
+        qdiscs(&host)
+    );
+    let table = ns_ok(
+        &host,
+        &["nft", "list", "table", "netdev", &format!("novacron-{net}")],
+    );
+    assert!(
+        table.contains(&format!("hook ingress device \"{br}\""))
+            && table.contains("limit rate over 200000 bytes/second"),
+        "{table}"
+    );
+
+    // Two "guests" on the bridge.
+    let (g1, g2) = (Netns::new(format!("{p}c")), Netns::new(format!("{p}e")));
+    plug(&host, &br, &g1, &format!("{p}p1"), "10.87.0.5/24");
+    plug(&host, &br, &g2, &format!("{p}p2"), "10.87.0.6/24");
+    assert!(reaches(&g1, "10.87.0.1") && reaches(&g1, "10.87.0.6"));
+
+    // Towards the guests (the host sends out of the bridge): shaped.
+    let inn = flood(&host, "10.87.0.5", || bytes(&g1, "eth0").0);
+    inn.held("inbound", 400_000.0, 32.0 * 1024.0, false);
+    // From the guests into the host: policed, the drops counted.
+    let drops = policed(&host, &net).expect("policer counter");
+    let out = flood(&g1, "10.87.0.1", || in_octets(&host));
+    out.held("outbound", 200_000.0, 200_000.0, true);
+    let drops_after = policed(&host, &net).expect("policer counter");
+    assert!(drops_after > drops, "no drop counted");
+    // Between two guests (bridged, never passed up to the host): neither limit.
+    flood(&g1, "10.87.0.6", || bytes(&g2, "eth0").0).free("guest to guest", 400_000.0);
+
+    // kill -9 and a new daemon: both adopted as they are (their counters run on; a new
+    // qdisc or table would start from zero).
+    let sent = htb_sent(&host, &br).expect("htb");
+    kill9(&mut d);
+    let mut d = NsDaemon::start(&env, &host);
+    let info = curl(&d.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
+    assert_eq!(info["info"]["active"], true, "{info}\n{}", d.log());
+    assert!(d.log().contains("adopted a running network"), "{}", d.log());
+    assert!(htb_sent(&host, &br).expect("htb after restart") >= sent);
+    assert!(policed(&host, &net).expect("policer after restart") >= drops_after);
+    let inn = flood(&host, "10.87.0.5", || bytes(&g1, "eth0").0);
+    inn.held("inbound after the restart", 400_000.0, 32.0 * 1024.0, false);
+
+    // A restart that finds the shaper, or the policer, gone puts the network back up with
+    // both (the bridge is made again: the guests' ports go with the old one).
+    for (what, remove) in [
+        (
+            "shaper",
+            vec!["tc", "qdisc", "del", "dev", br.as_str(), "root"],
+        ),
+        (
+            "policer",
+            vec![
+                "nft",
+                "delete",
+                "table",
+                "netdev",
+                &format!("novacron-{net}"),
+            ],
+        ),
+    ] {
+        kill9(&mut d);
+        let remove: Vec<&str> = remove.iter().map(|s| s.as_ref()).collect();
+        ns_ok(&host, &remove);
+        d = NsDaemon::start(&env, &host);
+        let info = curl(&d.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
+        assert_eq!(info["info"]["active"], true, "{info}\n{}", d.log());
+        assert!(
+            htb_sent(&host, &br).is_some() && policed(&host, &net) == Some(0),
+            "{what} removed: not put back fresh: {:?}\n{}",
+            qdiscs(&host),
+            d.log()
+        );
+    }
+
+    // Stop: no qdisc, no table, no link of ours; the namespace as before.
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    for port in ["p1", "p2"] {
+        host.ip(&["link", "del", &format!("{p}{port}")]);
+    }
+    assert_eq!(qdiscs(&host), qdiscs_before);
+    assert_eq!(host.links(), links_before);
+    assert_eq!(ns_ok(&host, &["nft", "list", "ruleset"]), rules_before);
+    kill9(&mut d);
+}
+
+#[test]
+fn a_start_that_fails_after_the_limits_leaves_the_host_as_it_was() {
+    let p = format!("w{}", std::process::id());
+    let env = Env::new();
+    let host = Netns::new(format!("{p}f"));
+    // Someone else's DHCP server socket: the network's dnsmasq, started after the bridge,
+    // its limits and its table, cannot bind and the start fails there.
+    let mut squatter = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.0, "python3", "-c"])
+        .arg(
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0', 67))\nprint('bound', flush=True)\ntime.sleep(600)\n",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "bound");
+    let (links_before, qdiscs_before) = (host.links(), qdiscs(&host));
+    let rules_before = ns_ok(&host, &["nft", "list", "ruleset"]);
+    let mut d = NsDaemon::start(&env, &host);
+
+    let net = format!("{p}n");
+    let xml = format!(
+        "<network><name>{net}</name><forward mode='nat'/><bridge name='{p}b' stp='off'/>\
+         {LIMITS}<ip address='10.88.0.1' prefix='24'><dhcp>\
+         <range start='10.88.0.10' end='10.88.0.20'/></dhcp></ip></network>"
+    );
+    let r = post_xml(&d.socket, "/v1/networks", &xml);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/start"), &[]);
+    assert!(r.status >= 400, "{r:?}");
+    assert!(r.body.contains("DHCP"), "{r:?}");
+    assert!(
+        d.log().contains("network start failed; undoing"),
+        "{}",
+        d.log()
+    );
+    let info = curl(&d.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
+    assert_eq!(info["info"]["active"], false, "{info}");
+    assert_eq!(qdiscs(&host), qdiscs_before);
+    assert_eq!(host.links(), links_before);
+    assert_eq!(ns_ok(&host, &["nft", "list", "ruleset"]), rules_before);
+
+    // The same network starts once the port is free, and stops clean.
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/start"), &[]);
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    assert!(policed(&host, &net).is_some());
+    let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(qdiscs(&host), qdiscs_before);
+    assert_eq!(host.links(), links_before);
+    assert_eq!(ns_ok(&host, &["nft", "list", "ruleset"]), rules_before);
+    kill9(&mut d);
+}
+
+#[test]
+fn limits_on_a_bridge_that_is_not_ours_are_refused_naming_the_field() {
+    let p = format!("w{}", std::process::id());
+    let env = Env::new();
+    let host = Netns::new(format!("{p}r"));
+    let mut d = NsDaemon::start(&env, &host);
+    for (xml, says) in [
+        (
+            format!(
+                "<network><name>{p}hb</name><forward mode='bridge'/><bridge name='br0'/>\
+                 {LIMITS}</network>"
+            ),
+            "not ours to shape",
+        ),
+        (
+            format!(
+                "<network><name>{p}mv</name><forward mode='private'><interface dev='eth9'/>\
+                 </forward>{LIMITS}</network>"
+            ),
+            "macvtap network",
+        ),
+        (
+            format!(
+                "<network><name>{p}pk</name><bridge name='{p}b'/>\
+                 <bandwidth><inbound average='400' peak='100'/></bandwidth>\
+                 <ip address='10.89.0.1' prefix='24'/></network>"
+            ),
+            "peak 100 is below average 400",
+        ),
+    ] {
+        let r = post_xml(&d.socket, "/v1/networks", &xml);
+        assert_eq!(r.status, 400, "{r:?}");
+        let path = r.json()["error"]["details"][0]["path"].clone();
+        assert!(
+            path == "bandwidth" || path == "bandwidth.inbound.peak",
+            "{r:?}"
+        );
+        assert!(r.body.contains(says), "{says}: {r:?}");
+    }
+    let list = curl(&d.socket, "GET", "/v1/networks", &[]).json();
+    let names: Vec<&str> = list["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with(&p)), "{names:?}");
+    kill9(&mut d);
+}
