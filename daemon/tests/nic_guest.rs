@@ -531,3 +531,192 @@ async fn taken_tap_names_and_vlans_on_a_bridge_without_filtering_are_refused() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(!host.links().contains(&tap));
 }
+
+/// The entries of `/sys/class/net/<dev>/queues` in the guest, sorted.
+async fn guest_queues(sh: &mut GuestShell, dev: &str) -> Vec<String> {
+    let out = sh
+        .run_ok(&format!("ls /sys/class/net/{dev}/queues"), SH)
+        .await
+        .expect("queues");
+    let mut v: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// Waits until the host tap `tap` (in `ns`) has `count` transmit queues attached: QEMU
+/// attaches a multi-queue tap's further queues when the guest's driver enables their pairs.
+fn wait_tap_queues(ns: &Netns, tap: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ns.exec(&["ls", &format!("/sys/class/net/{tap}/queues")]);
+        let txs = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|q| q.starts_with("tx-"))
+            .count();
+        if txs == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tap} has {txs} transmit queues attached, wanted {count}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A 2 s UDP flood from `ns` to `dst`, counted by the guest's `dev` receive counter.
+async fn flood_into_guest(
+    ns: &Netns,
+    dst: &str,
+    sh: &mut GuestShell,
+    dev: &str,
+) -> common::flood::Transfer {
+    let rx = format!("cat /sys/class/net/{dev}/statistics/rx_bytes");
+    let rx0: u64 = sh.run_ok(&rx, SH).await.unwrap().trim().parse().unwrap();
+    let t0 = Instant::now();
+    let (ns_name, to) = (ns.0.clone(), dst.to_owned());
+    let (offered, sending) =
+        tokio::task::spawn_blocking(move || common::flood::send(&ns_name, &to))
+            .await
+            .unwrap();
+    let rx1: u64 = sh.run_ok(&rx, SH).await.unwrap().trim().parse().unwrap();
+    common::flood::Transfer {
+        offered,
+        sending,
+        arrived: rx1 - rx0,
+        window: t0.elapsed().as_secs_f64(),
+    }
+}
+
+#[tokio::test]
+async fn a_two_queue_nic_runs_two_queue_pairs_in_the_guest_and_domiftune_throttles_it_live() {
+    let env = Env::new();
+    let host = Netns::new(name("m"));
+    for (br, addr) in [("mqbr0", "10.83.0.1/24"), ("mqbr1", "10.83.1.1/24")] {
+        host.ip(&["link", "add", br, "type", "bridge"]);
+        host.ip(&["addr", "add", addr, "dev", br]);
+        host.ip(&["link", "set", br, "up"]);
+    }
+    let d = NsDaemon::start(&env, &host);
+    let (domain, mac) = (name("mq"), "52:54:00:83:00:05");
+    let nic = format!(
+        "<interface type='bridge'><mac address='{mac}'/><source bridge='mqbr0'/>\
+         <model type='virtio'/><driver queues='2'/></interface>"
+    );
+    // virtio_net enables min(queue pairs, online CPUs): two vCPUs.
+    let xml = linux_with(&domain, "", &nic);
+    assert!(xml.contains("<vcpu>1</vcpu>"), "{xml}");
+    let xml = xml.replace("<vcpu>1</vcpu>", "<vcpu>2</vcpu>");
+    let r = post(&d.socket, "/v1/domains", &xml, "application/xml");
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = curl(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{domain}/start"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let tune = |body: &str| {
+        post(
+            &d.socket,
+            &format!("/v1/domains/{domain}/interfaces/{mac}/bandwidth"),
+            body,
+            "application/json",
+        )
+    };
+    let r = tune("{}");
+    assert_eq!(r.status, 200, "{r:?}");
+    let tap = r.json()["ifname"].as_str().expect("the tap").to_owned();
+
+    // Inside the guest: two CPUs, and the NIC's driver runs two queue pairs; on the host,
+    // QEMU attached the tap's second queue when the driver asked for it.
+    let mut sh = shell(&env, &domain).await;
+    let cpus = sh.run_ok("grep -c ^processor /proc/cpuinfo", SH).await;
+    assert_eq!(cpus.unwrap().trim(), "2");
+    assert_eq!(
+        guest_queues(&mut sh, "eth0").await,
+        ["rx-0", "rx-1", "tx-0", "tx-1"]
+    );
+    wait_tap_queues(&host, &tap, 2);
+    sh.run_ok(
+        "ip addr add 10.83.0.5/24 dev eth0 && ip link set eth0 up",
+        SH,
+    )
+    .await
+    .expect("address eth0");
+    guest_until(&mut sh, "ping -c 1 -W 2 10.83.0.1", SH)
+        .await
+        .expect("the guest cannot reach the bridge");
+    assert!(
+        host.can_ping("10.83.0.5"),
+        "the host cannot reach the guest"
+    );
+
+    // domiftune on the running NIC: a flood into the guest gets the tuned rate, then the
+    // raised one, then runs free once the limit is cleared (counted by the guest's driver).
+    let r = tune(r#"{"inbound":"100,,16"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    flood_into_guest(&host, "10.83.0.5", &mut sh, "eth0")
+        .await
+        .held("inbound tuned to 100 kB/s", 100_000.0, 16_384.0, false);
+    let r = tune(r#"{"inbound":"300,,16"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    flood_into_guest(&host, "10.83.0.5", &mut sh, "eth0")
+        .await
+        .held("inbound raised to 300 kB/s", 300_000.0, 16_384.0, false);
+    let r = tune(r#"{"inbound":"0"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    let free = flood_into_guest(&host, "10.83.0.5", &mut sh, "eth0").await;
+    eprintln!(
+        "inbound cleared: arrived {} B in {:.2} s ({:.2} s window)",
+        free.arrived, free.sending, free.window
+    );
+    assert!(
+        free.arrived as f64 > 3.0 * 300_000.0 * free.window,
+        "still throttled after domiftune cleared the limit: {} B in {:.2} s",
+        free.arrived,
+        free.window
+    );
+
+    // A hot-added two-queue NIC: two pairs in the guest too, and traffic through it.
+    let hot_mac = "52:54:00:83:01:05";
+    let r = post(
+        &d.socket,
+        &format!("/v1/domains/{domain}/interfaces"),
+        &format!(
+            r#"{{"type":"bridge","source":"mqbr1","mac":"{hot_mac}","queues":2,"live":true}}"#
+        ),
+        "application/json",
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let hot_tap = r.json()["ifname"].as_str().expect("host link").to_owned();
+    guest_until(
+        &mut sh,
+        "test -d /sys/class/net/eth1",
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the hot-added NIC never appeared in the guest");
+    assert_eq!(
+        guest_queues(&mut sh, "eth1").await,
+        ["rx-0", "rx-1", "tx-0", "tx-1"]
+    );
+    wait_tap_queues(&host, &hot_tap, 2);
+    sh.run_ok(
+        "ip addr add 10.83.1.5/24 dev eth1 && ip link set eth1 up",
+        SH,
+    )
+    .await
+    .expect("address eth1");
+    guest_until(&mut sh, "ping -c 1 -W 2 10.83.1.1", SH)
+        .await
+        .expect("the guest cannot reach the second bridge");
+
+    let r = curl(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{domain}/destroy"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}
