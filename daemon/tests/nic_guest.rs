@@ -3,13 +3,18 @@
 //! namespace with an address, never the host's uplink), started with its link down; a NIC
 //! hot-added on a NAT network that the guest's udhcpc gets a lease on, shown in domain info
 //! and `domifaddr`, and gone from the guest after the detach; a VLAN access port on a bridge
-//! that filters VLANs (OS-less guests). Every name starts with `q<pid>`; Drop guards remove
-//! what the test made.
+//! that filters VLANs (OS-less guests); a two-queue NIC (started and hot-added) running two
+//! queue pairs in a 2-vCPU guest, whose live `domiftune` throttles floods both ways (counted
+//! by the guest's driver inbound, by the host's bridge outbound). Every name starts with
+//! `q<pid>`; Drop guards remove what the test made.
 //!
 //! Seen red with: the asked name ignored (no link of that name); leases left out of domain
 //! info (no address before the deadline); no set_link before `cont` (carrier 1 at boot); one
 //! tap descriptor per NIC (no `fds=` in QEMU's argv); no vlan_filtering check (500 from the
-//! kernel's EOPNOTSUPP instead of the 400 naming the field).
+//! kernel's EOPNOTSUPP instead of the 400 naming the field); `mq=off` in the started NIC's
+//! argv or the hot-added device_add (one queue pair in the guest); domiftune's inbound tc
+//! change skipped, or made only when a limit comes or goes (the 100 kB/s flood unthrottled,
+//! the 300 kB/s one held at 100); its outbound nft change skipped (the guest's TCP unpoliced).
 
 mod common;
 
@@ -588,6 +593,54 @@ async fn flood_into_guest(
     }
 }
 
+/// Discards what TCP clients send to 10.83.0.1:5001 (in the namespace it runs in).
+const TCP_SINK: &str = r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('10.83.0.1', 5001))
+s.listen(4)
+while True:
+    c, _ = s.accept()
+    try:
+        while c.recv(65536):
+            pass
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// The guest sends TCP as fast as it can for 3 s through eth0 to [`TCP_SINK`]; `offered`
+/// is what its eth0 sent, `arrived` what `br` in `ns` received over the command's run as the
+/// host sees it (`window`).
+async fn flood_from_guest(sh: &mut GuestShell, ns: &Netns, br: &str) -> common::flood::Transfer {
+    let tx = "cat /sys/class/net/eth0/statistics/tx_bytes";
+    let rx = |ns: &Netns| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&ns.ip(&["-j", "-s", "link", "show", "dev", br])).unwrap();
+        v[0]["stats64"]["rx"]["bytes"].as_u64().unwrap()
+    };
+    let tx0: u64 = sh.run_ok(tx, SH).await.unwrap().trim().parse().unwrap();
+    let rx0 = rx(ns);
+    let t0 = Instant::now();
+    // nc killed by timeout ends dd by SIGPIPE.
+    sh.run_ok(
+        "dd if=/dev/zero bs=16k 2>/dev/null | timeout 3 nc 10.83.0.1 5001; true",
+        SH,
+    )
+    .await
+    .expect("guest flood");
+    let window = t0.elapsed().as_secs_f64();
+    let arrived = rx(ns) - rx0;
+    let tx1: u64 = sh.run_ok(tx, SH).await.unwrap().trim().parse().unwrap();
+    common::flood::Transfer {
+        offered: tx1 - tx0,
+        sending: 3.0,
+        arrived,
+        window,
+    }
+}
+
 #[tokio::test]
 async fn a_two_queue_nic_runs_two_queue_pairs_in_the_guest_and_domiftune_throttles_it_live() {
     let env = Env::new();
@@ -631,7 +684,10 @@ async fn a_two_queue_nic_runs_two_queue_pairs_in_the_guest_and_domiftune_throttl
     // Inside the guest: two CPUs, and the NIC's driver runs two queue pairs; on the host,
     // QEMU attached the tap's second queue when the driver asked for it.
     let mut sh = shell(&env, &domain).await;
-    let cpus = sh.run_ok("grep -c ^processor /proc/cpuinfo", SH).await;
+    // The first command waits for the guest's shell: boot-sized (2 vCPUs under TCG).
+    let cpus = sh
+        .run_ok("grep -c ^processor /proc/cpuinfo", Duration::from_secs(120))
+        .await;
     assert_eq!(cpus.unwrap().trim(), "2");
     assert_eq!(
         guest_queues(&mut sh, "eth0").await,
@@ -674,6 +730,47 @@ async fn a_two_queue_nic_runs_two_queue_pairs_in_the_guest_and_domiftune_throttl
     assert!(
         free.arrived as f64 > 3.0 * 300_000.0 * free.window,
         "still throttled after domiftune cleared the limit: {} B in {:.2} s",
+        free.arrived,
+        free.window
+    );
+
+    // Outbound: a TCP stream from the guest is policed at the tuned rate (TCP backs off to
+    // it), and runs free once the limit is cleared.
+    let mut sink = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.0, "python3", "-c", TCP_SINK])
+        .spawn()
+        .expect("tcp sink");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok(
+        "ip",
+        &["netns", "exec", &host.0, "ss", "-Hltn", "sport = :5001"],
+    )
+    .contains("5001")
+    {
+        assert!(Instant::now() < deadline, "the TCP sink does not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = tune(r#"{"outbound":"200,,16"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    // The policer's bucket holds a second of the rate.
+    flood_from_guest(&mut sh, &host, "mqbr0").await.held(
+        "outbound tuned to 200 kB/s",
+        200_000.0,
+        200_000.0,
+        false,
+    );
+    let r = tune(r#"{"outbound":"0"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    let free = flood_from_guest(&mut sh, &host, "mqbr0").await;
+    let _ = sink.kill();
+    let _ = sink.wait();
+    eprintln!(
+        "outbound cleared: offered {} B, arrived {} B ({:.2} s window)",
+        free.offered, free.arrived, free.window
+    );
+    assert!(
+        free.arrived as f64 > 3.0 * 200_000.0 * free.window,
+        "still policed after domiftune cleared the limit: {} B in {:.2} s",
         free.arrived,
         free.window
     );

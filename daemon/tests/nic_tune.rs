@@ -2,7 +2,9 @@
 //! real QEMU (OS-less guest) on a test bridge (`t<pid>...`, removed by a Drop guard): the
 //! multi-queue tap is checked on the host (QEMU's queue descriptors, IFF_MULTI_QUEUE) and in QEMU (the
 //! device's `mq`); the tuned limits in tc and in the tap's nftables table, in the answer, in
-//! the definition (`--config`).
+//! the definition (`--config`); a daemon kill -9 leaves the tuned limits on the adopted taps
+//! (and in the ledger) for a later tune, destroy takes them, and a `--config` tune is on the
+//! NIC's tap at the next start.
 
 mod common;
 
