@@ -3,13 +3,18 @@
 //! namespace with an address, never the host's uplink), started with its link down; a NIC
 //! hot-added on a NAT network that the guest's udhcpc gets a lease on, shown in domain info
 //! and `domifaddr`, and gone from the guest after the detach; a VLAN access port on a bridge
-//! that filters VLANs (OS-less guests). Every name starts with `q<pid>`; Drop guards remove
-//! what the test made.
+//! that filters VLANs (OS-less guests); a two-queue NIC (started and hot-added) running two
+//! queue pairs in a 2-vCPU guest, whose live `domiftune` throttles floods both ways (counted
+//! by the guest's driver inbound, by the host's bridge outbound). Every name starts with
+//! `q<pid>`; Drop guards remove what the test made.
 //!
 //! Seen red with: the asked name ignored (no link of that name); leases left out of domain
 //! info (no address before the deadline); no set_link before `cont` (carrier 1 at boot); one
 //! tap descriptor per NIC (no `fds=` in QEMU's argv); no vlan_filtering check (500 from the
-//! kernel's EOPNOTSUPP instead of the 400 naming the field).
+//! kernel's EOPNOTSUPP instead of the 400 naming the field); `mq=off` in the started NIC's
+//! argv or the hot-added device_add (one queue pair in the guest); domiftune's inbound tc
+//! change skipped, or made only when a limit comes or goes (the 100 kB/s flood unthrottled,
+//! the 300 kB/s one held at 100); its outbound nft change skipped (the guest's TCP unpoliced).
 
 mod common;
 
@@ -530,4 +535,285 @@ async fn taken_tap_names_and_vlans_on_a_bridge_without_filtering_are_refused() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     assert!(!host.links().contains(&tap));
+}
+
+/// The entries of `/sys/class/net/<dev>/queues` in the guest, sorted.
+async fn guest_queues(sh: &mut GuestShell, dev: &str) -> Vec<String> {
+    let out = sh
+        .run_ok(&format!("ls /sys/class/net/{dev}/queues"), SH)
+        .await
+        .expect("queues");
+    let mut v: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// Waits until the host tap `tap` (in `ns`) has `count` transmit queues attached: QEMU
+/// attaches a multi-queue tap's further queues when the guest's driver enables their pairs.
+fn wait_tap_queues(ns: &Netns, tap: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ns.exec(&["ls", &format!("/sys/class/net/{tap}/queues")]);
+        let txs = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|q| q.starts_with("tx-"))
+            .count();
+        if txs == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tap} has {txs} transmit queues attached, wanted {count}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A 2 s UDP flood from `ns` to `dst`, counted by the guest's `dev` receive counter.
+async fn flood_into_guest(
+    ns: &Netns,
+    dst: &str,
+    sh: &mut GuestShell,
+    dev: &str,
+) -> common::flood::Transfer {
+    let rx = format!("cat /sys/class/net/{dev}/statistics/rx_bytes");
+    let rx0: u64 = sh.run_ok(&rx, SH).await.unwrap().trim().parse().unwrap();
+    let t0 = Instant::now();
+    let (ns_name, to) = (ns.0.clone(), dst.to_owned());
+    let (offered, sending) =
+        tokio::task::spawn_blocking(move || common::flood::send(&ns_name, &to))
+            .await
+            .unwrap();
+    let rx1: u64 = sh.run_ok(&rx, SH).await.unwrap().trim().parse().unwrap();
+    common::flood::Transfer {
+        offered,
+        sending,
+        arrived: rx1 - rx0,
+        window: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// Discards what TCP clients send to 10.83.0.1:5001 (in the namespace it runs in).
+const TCP_SINK: &str = r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('10.83.0.1', 5001))
+s.listen(4)
+while True:
+    c, _ = s.accept()
+    try:
+        while c.recv(65536):
+            pass
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// The guest sends TCP as fast as it can for 3 s through eth0 to [`TCP_SINK`]; `offered`
+/// is what its eth0 sent, `arrived` what `br` in `ns` received over the command's run as the
+/// host sees it (`window`).
+async fn flood_from_guest(sh: &mut GuestShell, ns: &Netns, br: &str) -> common::flood::Transfer {
+    let tx = "cat /sys/class/net/eth0/statistics/tx_bytes";
+    let rx = |ns: &Netns| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&ns.ip(&["-j", "-s", "link", "show", "dev", br])).unwrap();
+        v[0]["stats64"]["rx"]["bytes"].as_u64().unwrap()
+    };
+    let tx0: u64 = sh.run_ok(tx, SH).await.unwrap().trim().parse().unwrap();
+    let rx0 = rx(ns);
+    let t0 = Instant::now();
+    // nc killed by timeout ends dd by SIGPIPE.
+    sh.run_ok(
+        "dd if=/dev/zero bs=16k 2>/dev/null | timeout 3 nc 10.83.0.1 5001; true",
+        SH,
+    )
+    .await
+    .expect("guest flood");
+    let window = t0.elapsed().as_secs_f64();
+    let arrived = rx(ns) - rx0;
+    let tx1: u64 = sh.run_ok(tx, SH).await.unwrap().trim().parse().unwrap();
+    common::flood::Transfer {
+        offered: tx1 - tx0,
+        sending: 3.0,
+        arrived,
+        window,
+    }
+}
+
+#[tokio::test]
+async fn a_two_queue_nic_runs_two_queue_pairs_in_the_guest_and_domiftune_throttles_it_live() {
+    let env = Env::new();
+    let host = Netns::new(name("m"));
+    for (br, addr) in [("mqbr0", "10.83.0.1/24"), ("mqbr1", "10.83.1.1/24")] {
+        host.ip(&["link", "add", br, "type", "bridge"]);
+        host.ip(&["addr", "add", addr, "dev", br]);
+        host.ip(&["link", "set", br, "up"]);
+    }
+    let d = NsDaemon::start(&env, &host);
+    let (domain, mac) = (name("mq"), "52:54:00:83:00:05");
+    let nic = format!(
+        "<interface type='bridge'><mac address='{mac}'/><source bridge='mqbr0'/>\
+         <model type='virtio'/><driver queues='2'/></interface>"
+    );
+    // virtio_net enables min(queue pairs, online CPUs): two vCPUs.
+    let xml = linux_with(&domain, "", &nic);
+    assert!(xml.contains("<vcpu>1</vcpu>"), "{xml}");
+    let xml = xml.replace("<vcpu>1</vcpu>", "<vcpu>2</vcpu>");
+    let r = post(&d.socket, "/v1/domains", &xml, "application/xml");
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = curl(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{domain}/start"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let tune = |body: &str| {
+        post(
+            &d.socket,
+            &format!("/v1/domains/{domain}/interfaces/{mac}/bandwidth"),
+            body,
+            "application/json",
+        )
+    };
+    let r = tune("{}");
+    assert_eq!(r.status, 200, "{r:?}");
+    let tap = r.json()["ifname"].as_str().expect("the tap").to_owned();
+
+    // Inside the guest: two CPUs, and the NIC's driver runs two queue pairs; on the host,
+    // QEMU attached the tap's second queue when the driver asked for it.
+    let mut sh = shell(&env, &domain).await;
+    // The first command waits for the guest's shell: boot-sized (2 vCPUs under TCG).
+    let cpus = sh
+        .run_ok("grep -c ^processor /proc/cpuinfo", Duration::from_secs(120))
+        .await;
+    assert_eq!(cpus.unwrap().trim(), "2");
+    assert_eq!(
+        guest_queues(&mut sh, "eth0").await,
+        ["rx-0", "rx-1", "tx-0", "tx-1"]
+    );
+    wait_tap_queues(&host, &tap, 2);
+    sh.run_ok(
+        "ip addr add 10.83.0.5/24 dev eth0 && ip link set eth0 up",
+        SH,
+    )
+    .await
+    .expect("address eth0");
+    guest_until(&mut sh, "ping -c 1 -W 2 10.83.0.1", SH)
+        .await
+        .expect("the guest cannot reach the bridge");
+    assert!(
+        host.can_ping("10.83.0.5"),
+        "the host cannot reach the guest"
+    );
+
+    // domiftune on the running NIC: a flood into the guest gets the tuned rate, then the
+    // raised one, then runs free once the limit is cleared (counted by the guest's driver).
+    let r = tune(r#"{"inbound":"100,,16"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    flood_into_guest(&host, "10.83.0.5", &mut sh, "eth0")
+        .await
+        .held("inbound tuned to 100 kB/s", 100_000.0, 16_384.0, false);
+    let r = tune(r#"{"inbound":"300,,16"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    flood_into_guest(&host, "10.83.0.5", &mut sh, "eth0")
+        .await
+        .held("inbound raised to 300 kB/s", 300_000.0, 16_384.0, false);
+    let r = tune(r#"{"inbound":"0"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    let free = flood_into_guest(&host, "10.83.0.5", &mut sh, "eth0").await;
+    eprintln!(
+        "inbound cleared: arrived {} B in {:.2} s ({:.2} s window)",
+        free.arrived, free.sending, free.window
+    );
+    assert!(
+        free.arrived as f64 > 3.0 * 300_000.0 * free.window,
+        "still throttled after domiftune cleared the limit: {} B in {:.2} s",
+        free.arrived,
+        free.window
+    );
+
+    // Outbound: a TCP stream from the guest is policed at the tuned rate (TCP backs off to
+    // it), and runs free once the limit is cleared.
+    let mut sink = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.0, "python3", "-c", TCP_SINK])
+        .spawn()
+        .expect("tcp sink");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok(
+        "ip",
+        &["netns", "exec", &host.0, "ss", "-Hltn", "sport = :5001"],
+    )
+    .contains("5001")
+    {
+        assert!(Instant::now() < deadline, "the TCP sink does not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = tune(r#"{"outbound":"200,,16"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    // The policer's bucket holds a second of the rate.
+    flood_from_guest(&mut sh, &host, "mqbr0").await.held(
+        "outbound tuned to 200 kB/s",
+        200_000.0,
+        200_000.0,
+        false,
+    );
+    let r = tune(r#"{"outbound":"0"}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    let free = flood_from_guest(&mut sh, &host, "mqbr0").await;
+    let _ = sink.kill();
+    let _ = sink.wait();
+    eprintln!(
+        "outbound cleared: offered {} B, arrived {} B ({:.2} s window)",
+        free.offered, free.arrived, free.window
+    );
+    assert!(
+        free.arrived as f64 > 3.0 * 200_000.0 * free.window,
+        "still policed after domiftune cleared the limit: {} B in {:.2} s",
+        free.arrived,
+        free.window
+    );
+
+    // A hot-added two-queue NIC: two pairs in the guest too, and traffic through it.
+    let hot_mac = "52:54:00:83:01:05";
+    let r = post(
+        &d.socket,
+        &format!("/v1/domains/{domain}/interfaces"),
+        &format!(
+            r#"{{"type":"bridge","source":"mqbr1","mac":"{hot_mac}","queues":2,"live":true}}"#
+        ),
+        "application/json",
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", d.log());
+    let hot_tap = r.json()["ifname"].as_str().expect("host link").to_owned();
+    guest_until(
+        &mut sh,
+        "test -d /sys/class/net/eth1",
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the hot-added NIC never appeared in the guest");
+    assert_eq!(
+        guest_queues(&mut sh, "eth1").await,
+        ["rx-0", "rx-1", "tx-0", "tx-1"]
+    );
+    wait_tap_queues(&host, &hot_tap, 2);
+    sh.run_ok(
+        "ip addr add 10.83.1.5/24 dev eth1 && ip link set eth1 up",
+        SH,
+    )
+    .await
+    .expect("address eth1");
+    guest_until(&mut sh, "ping -c 1 -W 2 10.83.1.1", SH)
+        .await
+        .expect("the guest cannot reach the second bridge");
+
+    let r = curl(
+        &d.socket,
+        "POST",
+        &format!("/v1/domains/{domain}/destroy"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
 }

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{curl, Reply};
+use common::flood::Transfer;
 use common::Env;
 use novacron_domain::model::{Bandwidth, BandwidthRate};
 use novacrond::host::net::{nic_rules, qos};
@@ -389,77 +390,9 @@ fn without_ip_parameters_the_address_is_learned_from_the_dhcp_server() {
     assert_eq!(lab.drops()["ip_spoof"], 3);
 }
 
-/// Sends UDP datagrams of 1400 bytes for `secs` seconds as fast as it can; prints the bytes
-/// the kernel took and how long it sent.
-const UDP_FLOOD: &str = r#"
-import socket, sys, time
-dst, secs = sys.argv[1], float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setblocking(False)
-buf, sent = b'x' * 1400, 0
-start = time.monotonic()
-end = start + secs
-while time.monotonic() < end:
-    try:
-        sent += s.sendto(buf, (dst, 9))
-    except (BlockingIOError, OSError):
-        time.sleep(0.0005)
-print(sent, time.monotonic() - start)
-"#;
-
-struct Transfer {
-    /// Bytes the sender handed its kernel.
-    offered: u64,
-    /// How long it sent (s).
-    sending: f64,
-    /// Bytes that arrived at the far side, counted over `window` (s), which covers the
-    /// whole flood (the sender's start-up included).
-    arrived: u64,
-    window: f64,
-}
-
 /// A 2 s flood from `from` to `dst`; `arrived` is `rx_dev`'s received-bytes delta in `rx_ns`.
 fn flood(from: &Netns, dst: &str, rx_ns: &Netns, rx_dev: &str) -> Transfer {
-    let rx0 = rx_ns.bytes(rx_dev).0;
-    let t0 = Instant::now();
-    let out = from.ok(&["python3", "-c", UDP_FLOOD, dst, "2"]);
-    let window = t0.elapsed().as_secs_f64();
-    let arrived = rx_ns.bytes(rx_dev).0 - rx0;
-    let mut it = out.split_whitespace();
-    Transfer {
-        offered: it.next().unwrap().parse().unwrap(),
-        sending: it.next().unwrap().parse().unwrap(),
-        arrived,
-        window,
-    }
-}
-
-impl Transfer {
-    /// Checks the limit held: at most `rate` over the window plus the bucket (+10 % and ten
-    /// frames for timer granularity), at least half of `rate` while sending, and, `policed`,
-    /// the sender offered far more (a shaper queues instead: the sender's socket waits).
-    /// Returns the rate while sending (B/s).
-    #[track_caller]
-    fn held(&self, what: &str, rate: f64, bucket: f64, policed: bool) -> f64 {
-        let got = self.arrived as f64 / self.sending;
-        eprintln!(
-            "{what}: offered {} B, arrived {} B; {:.2} s sending ({:.2} s window): {:.0} B/s, limit {rate:.0} B/s",
-            self.offered, self.arrived, self.sending, self.window, got
-        );
-        let cap = (rate * self.window + bucket) * 1.1 + 10.0 * 1500.0;
-        assert!(
-            (self.arrived as f64) <= cap,
-            "{what} not throttled: {} B > {cap:.0} B",
-            self.arrived
-        );
-        assert!(got > 0.5 * rate, "{what} far below the limit: {got:.0} B/s");
-        assert!(
-            !policed || self.offered as f64 > 4.0 * self.arrived as f64,
-            "{what}: the sender did not exceed the limit: offered {} B",
-            self.offered
-        );
-        got
-    }
+    common::flood::flood(&from.0, dst, || rx_ns.bytes(rx_dev).0)
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! real QEMU (OS-less guest) on a test bridge (`t<pid>...`, removed by a Drop guard): the
 //! multi-queue tap is checked on the host (QEMU's queue descriptors, IFF_MULTI_QUEUE) and in QEMU (the
 //! device's `mq`); the tuned limits in tc and in the tap's nftables table, in the answer, in
-//! the definition (`--config`).
+//! the definition (`--config`); a daemon kill -9 leaves the tuned limits on the adopted taps
+//! (and in the ledger) for a later tune, destroy takes them, and a `--config` tune is on the
+//! NIC's tap at the next start.
 
 mod common;
 
@@ -268,4 +270,160 @@ async fn multi_queue_hotplug_named_tap_and_live_domiftune() {
     // Stopped, the XML is the definition: it kept the --config change.
     let xml = curl(&d.socket, "GET", "/v1/domains/tunenic/xml", &[]);
     assert!(xml.body.contains("average='300'"), "{}", xml.body);
+}
+
+/// The NIC ledger's entry (`<run>/nics/<domain>.json`) of the link `ifname`.
+fn ledgered(env: &Env, domain: &str, ifname: &str) -> serde_json::Value {
+    let path = env.config.run_dir.join(format!("nics/{domain}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["ifname"] == ifname)
+        .cloned()
+        .unwrap_or_else(|| panic!("{ifname} not in the ledger: {text}"))
+}
+
+fn link_exists(dev: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", dev])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn tuned_limits_survive_a_daemon_kill_and_a_config_tune_comes_with_the_next_start() {
+    let env = Env::new();
+    let br = name("r");
+    let _links = Links(vec![br.clone()]);
+    ok("ip", &["link", "add", &br, "type", "bridge"]);
+    ok("ip", &["link", "set", &br, "up"]);
+    let d = env.start_daemon("");
+    let (live_mac, config_mac) = ("52:54:00:dd:01:01", "52:54:00:dd:01:02");
+    let nic = |mac: &str| {
+        format!(
+            "<interface type='bridge'><mac address='{mac}'/><source bridge='{br}'/>\
+             <model type='virtio'/></interface>"
+        )
+    };
+    let xml = osless_xml("tunerst", &format!("{}{}", nic(live_mac), nic(config_mac)));
+    let r = curl(
+        &d.socket,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = curl(&d.socket, "POST", "/v1/domains/tunerst/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tune = |d: &Daemon, iface: &str, body: serde_json::Value| {
+        post_json(
+            d,
+            &format!("/v1/domains/tunerst/interfaces/{iface}/bandwidth"),
+            body,
+        )
+    };
+
+    // One NIC tuned live (both directions), the other in the definition only.
+    let r = tune(
+        &d,
+        live_mac,
+        serde_json::json!({ "inbound": "1000", "outbound": "500" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let live_tap = r.json()["ifname"].as_str().unwrap().to_owned();
+    let r = tune(
+        &d,
+        config_mac,
+        serde_json::json!({ "inbound": "700,,32", "config": true }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["scope"], "config", "{}", r.body);
+    let r = tune(&d, config_mac, serde_json::json!({}));
+    let config_tap = r.json()["ifname"].as_str().unwrap().to_owned();
+    // --config alone leaves the running tap as it was.
+    assert_eq!(class_rate(&config_tap), None);
+    assert_eq!(r.json()["bandwidth"], serde_json::json!({}), "{}", r.body);
+    assert_eq!(class_rate(&live_tap).as_deref(), Some("8Mbit"));
+    let tuned = ledgered(&env, "tunerst", &live_tap)["tuned"].clone();
+    assert_eq!(tuned["bandwidth"]["inbound"]["average"], 1000, "{tuned}");
+
+    // kill -9; a new daemon adopts the taps with their limits as they were.
+    drop(d);
+    let d = env.start_daemon("");
+    let r = curl(&d.socket, "GET", "/v1/domains/tunerst", &[]);
+    assert_eq!(r.json()["state"], "running", "{}", r.body);
+    assert!(link_exists(&live_tap) && link_exists(&config_tap));
+    assert_eq!(class_rate(&live_tap).as_deref(), Some("8Mbit"));
+    assert!(
+        tap_table(&live_tap).contains("limit rate over 500000 bytes/second"),
+        "{}",
+        tap_table(&live_tap)
+    );
+    assert_eq!(class_rate(&config_tap), None);
+    assert_eq!(
+        ledgered(&env, "tunerst", &live_tap)["tuned"],
+        tuned,
+        "the ledger lost the live tune"
+    );
+    // The read answers what is on the tap (from the kept ledger), not the definition.
+    let r = tune(&d, live_mac, serde_json::json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["scope"], "live", "{v}");
+    assert_eq!(v["bandwidth"]["inbound"]["average"], 1000, "{v}");
+    assert_eq!(v["bandwidth"]["outbound"]["average"], 500, "{v}");
+    // A later tune works on the adopted tap: inbound raised, outbound cleared.
+    let r = tune(
+        &d,
+        &live_tap,
+        serde_json::json!({ "inbound": "2000", "outbound": "0" }),
+    );
+    assert_eq!(
+        r.status,
+        200,
+        "{}\n{}",
+        r.body,
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+    assert_eq!(class_rate(&live_tap).as_deref(), Some("16Mbit"));
+    assert_eq!(tap_table(&live_tap), "");
+    let tuned = ledgered(&env, "tunerst", &live_tap)["tuned"].clone();
+    assert_eq!(tuned["bandwidth"]["inbound"]["average"], 2000, "{tuned}");
+    assert!(tuned["bandwidth"].get("outbound").is_none(), "{tuned}");
+
+    // Destroyed: the taps go, and with them their qdiscs and tables.
+    let r = curl(&d.socket, "POST", "/v1/domains/tunerst/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    for tap in [&live_tap, &config_tap] {
+        assert!(!link_exists(tap), "{tap} outlived its guest");
+        assert_eq!(tap_table(tap), "", "{tap}'s table outlived it");
+    }
+
+    // The definition carries the --config limit, not the live one; the next start puts it
+    // on the new tap of that NIC, and the live-only tune is gone with the old run.
+    let xml = curl(&d.socket, "GET", "/v1/domains/tunerst/xml", &[]).body;
+    assert!(xml.contains("<inbound average='700' burst='32'/>"), "{xml}");
+    assert_eq!(xml.matches("<bandwidth>").count(), 1, "{xml}");
+    let r = curl(&d.socket, "POST", "/v1/domains/tunerst/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = tune(&d, config_mac, serde_json::json!({}));
+    assert_eq!(
+        r.json()["bandwidth"]["inbound"]["average"],
+        700,
+        "{}",
+        r.body
+    );
+    let config_tap = r.json()["ifname"].as_str().unwrap().to_owned();
+    assert_eq!(class_rate(&config_tap).as_deref(), Some("5600Kbit"));
+    let r = tune(&d, live_mac, serde_json::json!({}));
+    assert_eq!(r.json()["bandwidth"], serde_json::json!({}), "{}", r.body);
+    let live_tap = r.json()["ifname"].as_str().unwrap().to_owned();
+    assert_eq!(class_rate(&live_tap), None);
+    assert_eq!(tap_table(&live_tap), "");
+    let r = curl(&d.socket, "POST", "/v1/domains/tunerst/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!link_exists(&config_tap));
 }
