@@ -809,3 +809,182 @@ fn a_foreign_file_under_an_overlay_name_is_never_adopted_or_removed() {
     assert!(tree_json(&env, "scn")["journal"].is_null());
     assert_eq!(chain(&overlay), std::slice::from_ref(&overlay));
 }
+
+/// The disk state `GET /v1/domains/{domain}/disks` shows for `target` (`attached`,
+/// `detaching`, ...).
+fn disk_state(s: &Path, domain: &str, target: &str) -> String {
+    let r = curl(s, "GET", &format!("/v1/domains/{domain}/disks"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let d = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["target"] == target)
+        .unwrap_or_else(|| panic!("{target} gone: {v}"));
+    d["state"].as_str().unwrap().to_owned()
+}
+
+/// A snapshot journal left unsettled under a running guest (QEMU killed at the switch, the
+/// guest started again: it runs on the frozen file, the journal still names the old QEMU):
+/// detach-disk and migration are refused as busy, audited, the disk and the guest as they
+/// were; once the next snapshot operation settles the journal (the guest stopped), neither
+/// is refused for it.
+#[test]
+fn detach_and_migration_wait_for_an_unfinished_snapshot() {
+    let env = Env::new();
+    let d = env.start_daemon("[migration]\nallow_plain_http = true\n");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scj").display().to_string();
+    let reached = arm(&env, "snapshot-before-switch");
+    let answer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            curl(
+                &s,
+                "POST",
+                "/v1/domains/scj/snapshots",
+                &[
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    r#"{"name": "s1"}"#,
+                ],
+            )
+        })
+    };
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    let pid = recorded_pid(&env, "scj").to_string();
+    run("kill", &["-9", &pid]);
+    wait_until("QEMU's death", Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| st.contains(") Z "))
+    });
+    disarm(&env, "snapshot-before-switch");
+    let r = answer.join().unwrap();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    wait_daemon(
+        &d.log,
+        "the guest to be seen dead",
+        Duration::from_secs(30),
+        || curl(&s, "GET", "/v1/domains/scj", &[]).json()["state"] == "crashed",
+    );
+    // Started again (a start does not settle snapshots): on the frozen file, journal pending.
+    let r = curl(&s, "POST", "/v1/domains/scj/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pending = tree_json(&env, "scj");
+    assert_eq!(pending["journal"]["op"], "create", "{pending}");
+    assert!(qemu_files(&env, "scj").contains(&base));
+    // A hot-plugged disk (one a detach would really take away).
+    let data = env.config.state_dir.join("images").join("scj-data.raw");
+    run("truncate", &["-s", "4M", data.to_str().unwrap()]);
+    let attach = || {
+        let xml = format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+            data.display()
+        );
+        let r = curl(
+            &s,
+            "POST",
+            "/v1/domains/scj/disks",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &json!({ "xml": xml, "live": true }).to_string(),
+            ],
+        );
+        assert_eq!(r.status, 201, "attach: {}", r.body);
+    };
+    attach();
+
+    let busy = |r: &common::daemon::Reply| {
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert_eq!(r.error_code(), "busy", "{}", r.body);
+        assert!(
+            r.body.contains("unfinished snapshot operation"),
+            "{}",
+            r.body
+        );
+    };
+    let migrate = |wait: bool| {
+        curl(
+            &s,
+            "POST",
+            &format!("/v1/domains/scj/migrate?wait={wait}"),
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                r#"{"destination": "http://127.0.0.1:9"}"#,
+            ],
+        )
+    };
+    busy(&migrate(false));
+    assert_eq!(
+        curl(&s, "GET", "/v1/domains/scj/migration", &[]).status,
+        404,
+        "a migration was started"
+    );
+    assert_eq!(
+        curl(&s, "GET", "/v1/domains/scj", &[]).json()["state"],
+        "running"
+    );
+    let detach = "/v1/domains/scj/disks/vdb?live=true&timeout=1";
+    busy(&curl(&s, "DELETE", detach, &[]));
+    assert_eq!(disk_state(&s, "scj", "vdb"), "attached");
+    let block = qmp(&s, "scj", "query-block", json!({}));
+    assert!(
+        block
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["qdev"].as_str().is_some_and(|q| q.contains("vdb"))),
+        "vdb unplugged: {block}"
+    );
+    assert_eq!(defined_disk(&env, "scj"), base);
+    assert_eq!(tree_json(&env, "scj"), pending, "the tree changed");
+    let refusals: Vec<(String, String)> =
+        audited(&env, |op| op == "detach-disk" || op == "migrate")
+            .into_iter()
+            .map(|(op, _, result, _)| (op, result))
+            .collect();
+    assert_eq!(
+        refusals,
+        [
+            ("migrate".to_owned(), "busy".to_owned()),
+            ("detach-disk".to_owned(), "busy".to_owned())
+        ]
+    );
+
+    // Settled by the next snapshot operation once the guest is stopped (a whole overlay, no
+    // QEMU on it: s1 finished); started again, detach and migration go ahead.
+    let r = curl(&s, "POST", "/v1/domains/scj/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scj/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s2"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(tree_json(&env, "scj")["journal"].is_null());
+    let r = curl(&s, "POST", "/v1/domains/scj/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    attach();
+    // The destination is unreachable: the migration starts and fails at its prepare.
+    let r = migrate(true);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["phase"], "failed", "{}", r.body);
+    // An OS-less guest never releases the device: the detach waits, then times out.
+    let r = curl(&s, "DELETE", detach, &[]);
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(disk_state(&s, "scj", "vdb"), "detaching");
+}

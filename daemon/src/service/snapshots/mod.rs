@@ -15,6 +15,7 @@ pub mod meta;
 pub mod quiesce;
 mod recover;
 pub mod schedule;
+mod unfinished;
 
 use std::sync::Arc;
 
