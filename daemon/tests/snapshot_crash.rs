@@ -988,3 +988,145 @@ fn detach_and_migration_wait_for_an_unfinished_snapshot() {
     assert_eq!(r.status, 504, "{}", r.body);
     assert_eq!(disk_state(&s, "scj", "vdb"), "detaching");
 }
+
+/// A digest of `path`'s bytes (none: no such file).
+fn digest(path: &str) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+/// POSTs JSON `body` to `path`; the reply.
+fn post_json(s: &Path, path: &str, body: &str) -> common::daemon::Reply {
+    curl(
+        s,
+        "POST",
+        path,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ],
+    )
+}
+
+/// A file already under the name a revert's fresh overlay gets (`<dom>.<target>.<snap>.r<N>
+/// .qcow2`; dots in names let two names meet): the revert is refused before anything names
+/// the file, which stays as it was; the tree and the definition are unchanged.
+#[test]
+fn a_revert_onto_an_existing_overlay_name_is_refused_and_the_file_left() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = defined_guest(&env, &s, "scv");
+    let r = post_json(&s, "/v1/domains/scv/snapshots", r#"{"name": "s1"}"#);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = tree_json(&env, "scv");
+    let next = t["next"].as_u64().unwrap();
+    let taken = base
+        .parent()
+        .unwrap()
+        .join(format!("scv.vda.s1.r{}.qcow2", next + 1))
+        .display()
+        .to_string();
+    run("qemu-img", &["create", "-q", "-f", "qcow2", &taken, "8M"]);
+    let before = digest(&taken);
+    let defined = defined_disk(&env, "scv");
+
+    let r = curl(&s, "POST", "/v1/domains/scv/snapshots/s1/revert", &[]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains(&taken) && r.body.contains("already exists"),
+        "{}",
+        r.body
+    );
+    assert_eq!(digest(&taken), before, "{taken} changed");
+    assert_eq!(tree_json(&env, "scv"), t, "the tree changed");
+    assert_eq!(defined_disk(&env, "scv"), defined);
+}
+
+/// A daemon killed while a disk-only revert's fresh overlays exist but before the disks use
+/// them (hold point revert-overlays-made), one of them then replaced by a foreign file (no
+/// backing: not made over the snapshot's file): the restart's recovery removes the revert's
+/// own overlay and leaves the foreign file; the pending record goes, the disks are as they
+/// were.
+#[test]
+fn a_foreign_file_under_a_pending_revert_name_is_not_removed() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let images = env.config.state_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (a, b) = (images.join("scw-a.qcow2"), images.join("scw-b.qcow2"));
+    for f in [&a, &b] {
+        run(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", f.to_str().unwrap(), "16M"],
+        );
+    }
+    let xml = guest_xml("scw", &a).replace(
+        "</devices>",
+        &format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+               <source file='{}'/><target dev='vdb' bus='virtio'/></disk></devices>",
+            b.display()
+        ),
+    );
+    let mut args = XML.to_vec();
+    args.push(&xml);
+    assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
+    let r = post_json(&s, "/v1/domains/scw/snapshots", r#"{"name": "s1"}"#);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let defined = defined_disk(&env, "scw");
+
+    let reached = arm(&env, "revert-overlays-made");
+    {
+        let s = s.clone();
+        std::thread::spawn(move || curl(&s, "POST", "/v1/domains/scw/snapshots/s1/revert", &[]));
+    }
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    let t = tree_json(&env, "scw");
+    let overlays: Vec<String> = t["pending_revert"]["overlays"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no pending revert: {t}"))
+        .iter()
+        .map(|o| o.as_str().unwrap().to_owned())
+        .collect();
+    let of = |target: &str| {
+        overlays
+            .iter()
+            .find(|o| o.contains(&format!("scw.{target}.s1.r")))
+            .unwrap_or_else(|| panic!("no {target} overlay in {overlays:?}"))
+            .clone()
+    };
+    let (foreign, own) = (of("vda"), of("vdb"));
+    assert!(Path::new(&own).exists());
+    kill_9(&mut d);
+    std::fs::remove_file(&foreign).unwrap();
+    run("qemu-img", &["create", "-q", "-f", "qcow2", &foreign, "8M"]);
+    let before = digest(&foreign);
+
+    disarm(&env, "revert-overlays-made");
+    let d2 = env.start_daemon("");
+    wait_daemon(
+        &d2.log,
+        "the revert to be rolled back",
+        Duration::from_secs(60),
+        || tree_json(&env, "scw")["pending_revert"].is_null(),
+    );
+    assert!(before.is_some());
+    assert_eq!(
+        digest(&foreign),
+        before,
+        "the foreign {foreign} was removed or changed"
+    );
+    assert!(!Path::new(&own).exists(), "the revert's {own} left");
+    assert_eq!(defined_disk(&env, "scw"), defined);
+    let log = std::fs::read_to_string(&d2.log).unwrap();
+    assert!(log.contains("interrupted revert rolled back"), "{log}");
+}

@@ -567,8 +567,14 @@ fn a_revert_whose_load_fails_leaves_a_stopped_restartable_domain() {
 
     // A daemon that died during a revert's load left its fresh overlays pending: the next
     // one removes them (its incoming QEMU is discarded; the disks are the ones it had).
+    // (An overlay made over c1's file, as the revert makes it: recovery removes only such.)
     drop(d);
     let stray = images(&env).join("rv-bad.vda.c1.r9.qcow2");
+    let mut tree = tree_json(&env, name);
+    let frozen = tree["snapshots"]["c1"]["disks"]["vda"]["file"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     run(
         "qemu-img",
         &[
@@ -576,14 +582,17 @@ fn a_revert_whose_load_fails_leaves_a_stopped_restartable_domain() {
             "-q",
             "-f",
             "qcow2",
+            "-b",
+            &frozen,
+            "-F",
+            "qcow2",
             stray.to_str().unwrap(),
-            "16M",
         ],
     );
-    let mut tree = tree_json(&env, name);
     tree["pending_revert"] = json!({
         "snapshot": "c1",
         "overlays": [stray.display().to_string()],
+        "backing": { stray.display().to_string(): frozen },
     });
     std::fs::write(snap_dir(&env, name).join("tree.json"), tree.to_string()).unwrap();
     let d = env.start_daemon("");

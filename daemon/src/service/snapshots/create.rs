@@ -180,6 +180,20 @@ pub(super) async fn remove_overlays(plans: &[Plan]) {
     .await;
 }
 
+/// Blocking: refuses an overlay name a file (or a symlink) already has. Dots are allowed in
+/// domain and snapshot names: another domain's (or snapshot's) file may already have it.
+/// Called before the journal (or a revert's pending record) names it, so no recovery ever
+/// touches that file.
+pub(super) fn refuse_existing(overlay: &str) -> Result<(), Error> {
+    if std::fs::symlink_metadata(overlay).is_ok() {
+        return Err(invalid(
+            "name",
+            format!("the overlay file {overlay} already exists"),
+        ));
+    }
+    Ok(())
+}
+
 fn overlay_path(file: &str, domain: &str, target: &str, snap: &str) -> String {
     let dir = std::path::Path::new(file)
         .parent()
@@ -445,15 +459,7 @@ impl Service {
             let facts = work
                 .iter()
                 .map(|(file, declared, overlay)| {
-                    // Dots are allowed in domain and snapshot names: another domain's (or
-                    // snapshot's) file may already have this name. Refused before the journal
-                    // names it, so no recovery ever touches it.
-                    if std::fs::symlink_metadata(overlay).is_ok() {
-                        return Err(invalid(
-                            "name",
-                            format!("the overlay file {overlay} already exists"),
-                        ));
-                    }
+                    refuse_existing(overlay)?;
                     // `qemu-img info` only for files the tree does not know yet (the first
                     // snapshot of a disk); a known file's format is the recorded one and its
                     // size comes from its header.

@@ -441,12 +441,26 @@ impl Service {
                 format: d.format,
             });
         }
+        // A name a file already has is refused before the pending record names it (as a
+        // snapshot's overlay is): no recovery ever removes that file.
+        let names: Vec<String> = made.iter().map(|m| m.overlay.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .try_for_each(|o| super::create::refuse_existing(o))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
         // The `next` bump and the names recorded before any file exists: a crash while they
         // are made leaves them to the recovery (removed), never an unrecorded file whose
         // name the next revert would take again.
         tree.pending_revert = Some(super::meta::PendingRevert {
             snapshot: name.to_owned(),
             overlays: made.iter().map(|m| m.overlay.clone()).collect(),
+            backing: made
+                .iter()
+                .map(|m| (m.overlay.clone(), m.file.clone()))
+                .collect(),
         });
         self.save_tree(domain, tree).await?;
         let work = made.clone();
@@ -482,6 +496,7 @@ impl Service {
             }
             return Err(e);
         }
+        crate::service::hold::point(&self.inner.config.run_dir, "revert-overlays-made").await;
         Ok(made)
     }
 
