@@ -12,7 +12,7 @@ use super::meta::{
 use super::quiesce::{self, Quiesce};
 use super::{
     check_name, ensure_chain, invalid, io_err, live, live_nodes, now, placement, select_disks,
-    CreateRequest, SnapshotInfo, Where,
+    CreateRequest, Repoint, SnapshotInfo, Where,
 };
 use crate::service::jobs::{AsyncJob, Job};
 use crate::service::Service;
@@ -73,12 +73,9 @@ pub(super) fn insert_snap(tree: &mut Tree, mut snap: Snap) {
 }
 
 /// Records the overlays as the disks' active files (owned, backed by the frozen files) and,
-/// `running`, their live node names; returns the definition's changes.
-pub(super) fn adopt_overlays(
-    tree: &mut Tree,
-    plans: &[Plan],
-    running: bool,
-) -> Vec<(String, String, DiskFormat)> {
+/// `running`, their live node names; returns the definition's changes (each disk that names
+/// its frozen file moves to the overlay).
+pub(super) fn adopt_overlays(tree: &mut Tree, plans: &[Plan], running: bool) -> Vec<Repoint> {
     for p in plans {
         tree.files.insert(
             p.overlay.clone(),
@@ -97,7 +94,12 @@ pub(super) fn adopt_overlays(
     tree.recount();
     plans
         .iter()
-        .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
+        .map(|p| Repoint {
+            target: p.target.clone(),
+            from: Some(p.file.clone()),
+            to: p.overlay.clone(),
+            format: DiskFormat::Qcow2,
+        })
         .collect()
 }
 

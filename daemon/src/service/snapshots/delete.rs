@@ -337,7 +337,12 @@ impl Service {
                 if let (Some(d), Some(node)) = (devices.as_mut(), &s.base_node) {
                     followed |= d.switch_top(&s.disk, &s.base, f, node);
                 }
-                changes.push((s.disk.clone(), s.base.clone(), f));
+                changes.push(super::Repoint {
+                    target: s.disk.clone(),
+                    from: Some(s.top.clone()),
+                    to: s.base.clone(),
+                    format: f,
+                });
             }
             tree.redirect(&s.top, &s.base);
         }
@@ -527,7 +532,16 @@ impl Service {
         tree.pending_revert = None;
         let unlink = tree.collect_garbage();
         self.save_tree(&h.name, tree).await?;
-        self.repoint_definition(h, &changes).await?;
+        let repoints: Vec<super::Repoint> = changes
+            .iter()
+            .map(|(target, to, format)| super::Repoint {
+                target: target.clone(),
+                from: None,
+                to: to.clone(),
+                format: *format,
+            })
+            .collect();
+        self.repoint_definition(h, &repoints).await?;
         self.unlink_files(unlink).await;
         Ok(changes)
     }

@@ -201,17 +201,15 @@ impl Service {
                 }
                 // A definition already on an overlay (a previous recovery's finish got as far
                 // as the repoint) goes back to the frozen file.
-                let def = h.definition();
-                let back: Vec<(String, String, DiskFormat)> = j
+                let back: Vec<super::Repoint> = j
                     .overlays
                     .iter()
-                    .filter(|o| {
-                        def.config.config().devices.disks.iter().any(|d| {
-                            d.target.dev == o.target
-                                && matches!(&d.source, Some(DiskSource::File { path }) if *path == o.overlay)
-                        })
+                    .map(|o| super::Repoint {
+                        target: o.target.clone(),
+                        from: Some(o.overlay.clone()),
+                        to: o.file.clone(),
+                        format: o.format,
                     })
-                    .map(|o| (o.target.clone(), o.file.clone(), o.format))
                     .collect();
                 // The files before the journal: a crash in between rolls back again.
                 self.repoint_definition(h, &back).await?;
