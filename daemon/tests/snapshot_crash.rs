@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{curl, Daemon};
+use common::http::{call, qmp_args};
 use common::*;
 use serde_json::{json, Value};
 
@@ -116,24 +117,6 @@ fn reads_pattern(image: &str, pattern: u8, len: &str) -> bool {
                 && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed")
         })
         .unwrap_or(false)
-}
-
-/// Through the daemon: one QMP command to the guest.
-fn qmp(s: &Path, domain: &str, execute: &str, arguments: Value) -> Value {
-    let body = json!({"execute": execute, "arguments": arguments}).to_string();
-    let r = curl(
-        s,
-        "POST",
-        &format!("/v1/domains/{domain}/qmp"),
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-    );
-    assert_eq!(r.status, 200, "{execute}: {}", r.body);
-    r.json()["return"].clone()
 }
 
 /// The files the guest's QEMU holds open (its images among them: QEMU names them
@@ -371,7 +354,7 @@ fn a_kill_before_the_switch_rolls_the_snapshot_back_at_restart() {
     assert!(t["current"].is_null(), "{t}");
     assert!(!Path::new(&overlay).exists(), "overlay {overlay} left");
     assert_eq!(defined_disk(&env, "scb"), base);
-    let nodes = qmp(&s, "scb", "query-named-block-nodes", json!({"flat": true}));
+    let nodes = qmp_args(&s, "scb", "query-named-block-nodes", json!({"flat": true}));
     let names: Vec<&str> = nodes
         .as_array()
         .unwrap()
@@ -500,7 +483,7 @@ fn a_kill_during_a_snapshot_with_memory_keeps_the_overlays_and_drops_the_snapsho
         .filter(|n| n.contains(".ram"))
         .collect();
     assert!(left.is_empty(), "state files left: {left:?}");
-    let status = qmp(&s, "scm", "query-status", json!({}));
+    let status = qmp_args(&s, "scm", "query-status", json!({}));
     assert_eq!(status["running"], true, "{status}");
     cold_restart(&s, "scm");
     let open = qemu_files(&env, "scm");
@@ -935,7 +918,7 @@ fn detach_and_migration_wait_for_an_unfinished_snapshot() {
     let detach = "/v1/domains/scj/disks/vdb?live=true&timeout=1";
     busy(&curl(&s, "DELETE", detach, &[]));
     assert_eq!(disk_state(&s, "scj", "vdb"), "attached");
-    let block = qmp(&s, "scj", "query-block", json!({}));
+    let block = qmp_args(&s, "scj", "query-block", json!({}));
     assert!(
         block
             .as_array()
@@ -998,21 +981,6 @@ fn digest(path: &str) -> Option<u64> {
     Some(h.finish())
 }
 
-/// POSTs JSON `body` to `path`; the reply.
-fn post_json(s: &Path, path: &str, body: &str) -> common::daemon::Reply {
-    curl(
-        s,
-        "POST",
-        path,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            body,
-        ],
-    )
-}
-
 /// A file already under the name a revert's fresh overlay gets (`<dom>.<target>.<snap>.r<N>
 /// .qcow2`; dots in names let two names meet): the revert is refused before anything names
 /// the file, which stays as it was; the tree and the definition are unchanged.
@@ -1022,7 +990,12 @@ fn a_revert_onto_an_existing_overlay_name_is_refused_and_the_file_left() {
     let d = env.start_daemon("");
     let s = d.socket.clone();
     let base = defined_guest(&env, &s, "scv");
-    let r = post_json(&s, "/v1/domains/scv/snapshots", r#"{"name": "s1"}"#);
+    let r = call(
+        &s,
+        "POST",
+        "/v1/domains/scv/snapshots",
+        Some(&json!({"name": "s1"})),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let t = tree_json(&env, "scv");
     let next = t["next"].as_u64().unwrap();
@@ -1078,7 +1051,12 @@ fn a_foreign_file_under_a_pending_revert_name_is_not_removed() {
     let mut args = XML.to_vec();
     args.push(&xml);
     assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
-    let r = post_json(&s, "/v1/domains/scw/snapshots", r#"{"name": "s1"}"#);
+    let r = call(
+        &s,
+        "POST",
+        "/v1/domains/scw/snapshots",
+        Some(&json!({"name": "s1"})),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let defined = defined_disk(&env, "scw");
 

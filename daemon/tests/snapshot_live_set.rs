@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{curl, tcp_api, Daemon, Reply};
-use common::Env;
+use common::{http, Env};
 use novacrond::client::{Client, Target};
 use novacrond::service::migration::{MigrateRequest, MigrationOptions, Phase};
 use serde_json::{json, Value};
@@ -65,36 +65,15 @@ impl Host {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
-        match body {
-            Some(b) => curl(
-                &self.daemon.socket,
-                method,
-                path,
-                &["-H", JSON, "--data-binary", &b.to_string()],
-            ),
-            None => curl(&self.daemon.socket, method, path, &[]),
-        }
+        http::call(&self.daemon.socket, method, path, body)
     }
 
     fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let r = self.call(method, path, body);
-        assert!(
-            (200..300).contains(&r.status),
-            "{method} {path}: {} {}\n{}",
-            r.status,
-            r.body,
-            self.log()
-        );
-        if r.body.trim().is_empty() {
-            return Value::Null;
-        }
-        r.json()
+        http::ok_or(&self.daemon.socket, method, path, body, || self.log())
     }
 
     fn qmp(&self, domain: &str, command: &str, arguments: Value) -> Value {
-        let req = json!({ "execute": command, "arguments": arguments });
-        let v = self.ok("POST", &format!("/v1/domains/{domain}/qmp"), Some(&req));
-        v.get("return").cloned().unwrap_or(v)
+        http::qmp_args(&self.daemon.socket, domain, command, arguments)
     }
 
     /// HMP `qemu-io` on the guest's first disk, through its device (whatever layer is active):
