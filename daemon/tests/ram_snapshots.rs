@@ -17,55 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{curl, novactl, Reply};
+use common::daemon::novactl;
+use common::http::{call, define, ok, qmp, state};
 use common::*;
 use serde_json::{json, Value};
-
-const JSON: &str = "Content-Type: application/json";
-
-fn call(s: &Path, method: &str, path: &str, body: Option<&Value>) -> Reply {
-    match body {
-        Some(b) => curl(
-            s,
-            method,
-            path,
-            &["-H", JSON, "--data-binary", &b.to_string()],
-        ),
-        None => curl(s, method, path, &[]),
-    }
-}
-
-fn ok(s: &Path, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let r = call(s, method, path, body);
-    assert!(
-        (200..300).contains(&r.status),
-        "{method} {path}: {} {}",
-        r.status,
-        r.body
-    );
-    if r.body.trim().is_empty() {
-        Value::Null
-    } else {
-        r.json()
-    }
-}
-
-fn qmp(s: &Path, domain: &str, execute: &str) -> Value {
-    ok(
-        s,
-        "POST",
-        &format!("/v1/domains/{domain}/qmp"),
-        Some(&json!({ "execute": execute })),
-    )["return"]
-        .clone()
-}
-
-fn state(s: &Path, domain: &str) -> String {
-    ok(s, "GET", &format!("/v1/domains/{domain}"), None)["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn plugged_cpus(s: &Path, domain: &str) -> usize {
     qmp(s, domain, "query-hotpluggable-cpus")
@@ -109,16 +64,6 @@ fn qemu_img_create(path: &Path) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-}
-
-fn define(s: &Path, xml: &str) {
-    let r = curl(
-        s,
-        "POST",
-        "/v1/domains",
-        &["-H", "Content-Type: application/xml", "--data-binary", xml],
-    );
-    assert!(r.status == 201 || r.status == 200, "{}", r.body);
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{curl, Daemon};
+use common::http::{call, qmp_args};
 use common::*;
 use serde_json::{json, Value};
 
@@ -116,24 +117,6 @@ fn reads_pattern(image: &str, pattern: u8, len: &str) -> bool {
                 && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed")
         })
         .unwrap_or(false)
-}
-
-/// Through the daemon: one QMP command to the guest.
-fn qmp(s: &Path, domain: &str, execute: &str, arguments: Value) -> Value {
-    let body = json!({"execute": execute, "arguments": arguments}).to_string();
-    let r = curl(
-        s,
-        "POST",
-        &format!("/v1/domains/{domain}/qmp"),
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-    );
-    assert_eq!(r.status, 200, "{execute}: {}", r.body);
-    r.json()["return"].clone()
 }
 
 /// The files the guest's QEMU holds open (its images among them: QEMU names them
@@ -371,7 +354,7 @@ fn a_kill_before_the_switch_rolls_the_snapshot_back_at_restart() {
     assert!(t["current"].is_null(), "{t}");
     assert!(!Path::new(&overlay).exists(), "overlay {overlay} left");
     assert_eq!(defined_disk(&env, "scb"), base);
-    let nodes = qmp(&s, "scb", "query-named-block-nodes", json!({"flat": true}));
+    let nodes = qmp_args(&s, "scb", "query-named-block-nodes", json!({"flat": true}));
     let names: Vec<&str> = nodes
         .as_array()
         .unwrap()
@@ -500,7 +483,7 @@ fn a_kill_during_a_snapshot_with_memory_keeps_the_overlays_and_drops_the_snapsho
         .filter(|n| n.contains(".ram"))
         .collect();
     assert!(left.is_empty(), "state files left: {left:?}");
-    let status = qmp(&s, "scm", "query-status", json!({}));
+    let status = qmp_args(&s, "scm", "query-status", json!({}));
     assert_eq!(status["running"], true, "{status}");
     cold_restart(&s, "scm");
     let open = qemu_files(&env, "scm");
@@ -808,4 +791,320 @@ fn a_foreign_file_under_an_overlay_name_is_never_adopted_or_removed() {
     assert!(r.body.contains("already exists"), "{}", r.body);
     assert!(tree_json(&env, "scn")["journal"].is_null());
     assert_eq!(chain(&overlay), std::slice::from_ref(&overlay));
+}
+
+/// The disk state `GET /v1/domains/{domain}/disks` shows for `target` (`attached`,
+/// `detaching`, ...).
+fn disk_state(s: &Path, domain: &str, target: &str) -> String {
+    let r = curl(s, "GET", &format!("/v1/domains/{domain}/disks"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let d = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["target"] == target)
+        .unwrap_or_else(|| panic!("{target} gone: {v}"));
+    d["state"].as_str().unwrap().to_owned()
+}
+
+/// A snapshot journal left unsettled under a running guest (QEMU killed at the switch, the
+/// guest started again: it runs on the frozen file, the journal still names the old QEMU):
+/// detach-disk and migration are refused as busy, audited, the disk and the guest as they
+/// were; once the next snapshot operation settles the journal (the guest stopped), neither
+/// is refused for it.
+#[test]
+fn detach_and_migration_wait_for_an_unfinished_snapshot() {
+    let env = Env::new();
+    let d = env.start_daemon("[migration]\nallow_plain_http = true\n");
+    let s = d.socket.clone();
+    let base = running_guest(&env, &s, "scj").display().to_string();
+    let reached = arm(&env, "snapshot-before-switch");
+    let answer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            curl(
+                &s,
+                "POST",
+                "/v1/domains/scj/snapshots",
+                &[
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    r#"{"name": "s1"}"#,
+                ],
+            )
+        })
+    };
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    let pid = recorded_pid(&env, "scj").to_string();
+    run("kill", &["-9", &pid]);
+    wait_until("QEMU's death", Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| st.contains(") Z "))
+    });
+    disarm(&env, "snapshot-before-switch");
+    let r = answer.join().unwrap();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    wait_daemon(
+        &d.log,
+        "the guest to be seen dead",
+        Duration::from_secs(30),
+        || curl(&s, "GET", "/v1/domains/scj", &[]).json()["state"] == "crashed",
+    );
+    // Started again (a start does not settle snapshots): on the frozen file, journal pending.
+    let r = curl(&s, "POST", "/v1/domains/scj/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pending = tree_json(&env, "scj");
+    assert_eq!(pending["journal"]["op"], "create", "{pending}");
+    assert!(qemu_files(&env, "scj").contains(&base));
+    // A hot-plugged disk (one a detach would really take away).
+    let data = env.config.state_dir.join("images").join("scj-data.raw");
+    run("truncate", &["-s", "4M", data.to_str().unwrap()]);
+    let attach = || {
+        let xml = format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+            data.display()
+        );
+        let r = curl(
+            &s,
+            "POST",
+            "/v1/domains/scj/disks",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &json!({ "xml": xml, "live": true }).to_string(),
+            ],
+        );
+        assert_eq!(r.status, 201, "attach: {}", r.body);
+    };
+    attach();
+
+    let busy = |r: &common::daemon::Reply| {
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert_eq!(r.error_code(), "busy", "{}", r.body);
+        assert!(
+            r.body.contains("unfinished snapshot operation"),
+            "{}",
+            r.body
+        );
+    };
+    let migrate = |wait: bool| {
+        curl(
+            &s,
+            "POST",
+            &format!("/v1/domains/scj/migrate?wait={wait}"),
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                r#"{"destination": "http://127.0.0.1:9"}"#,
+            ],
+        )
+    };
+    busy(&migrate(false));
+    assert_eq!(
+        curl(&s, "GET", "/v1/domains/scj/migration", &[]).status,
+        404,
+        "a migration was started"
+    );
+    assert_eq!(
+        curl(&s, "GET", "/v1/domains/scj", &[]).json()["state"],
+        "running"
+    );
+    let detach = "/v1/domains/scj/disks/vdb?live=true&timeout=1";
+    busy(&curl(&s, "DELETE", detach, &[]));
+    assert_eq!(disk_state(&s, "scj", "vdb"), "attached");
+    let block = qmp_args(&s, "scj", "query-block", json!({}));
+    assert!(
+        block
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["qdev"].as_str().is_some_and(|q| q.contains("vdb"))),
+        "vdb unplugged: {block}"
+    );
+    assert_eq!(defined_disk(&env, "scj"), base);
+    assert_eq!(tree_json(&env, "scj"), pending, "the tree changed");
+    let refusals: Vec<(String, String)> =
+        audited(&env, |op| op == "detach-disk" || op == "migrate")
+            .into_iter()
+            .map(|(op, _, result, _)| (op, result))
+            .collect();
+    assert_eq!(
+        refusals,
+        [
+            ("migrate".to_owned(), "busy".to_owned()),
+            ("detach-disk".to_owned(), "busy".to_owned())
+        ]
+    );
+
+    // Settled by the next snapshot operation once the guest is stopped (a whole overlay, no
+    // QEMU on it: s1 finished); started again, detach and migration go ahead.
+    let r = curl(&s, "POST", "/v1/domains/scj/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = curl(
+        &s,
+        "POST",
+        "/v1/domains/scj/snapshots",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"name": "s2"}"#,
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(tree_json(&env, "scj")["journal"].is_null());
+    let r = curl(&s, "POST", "/v1/domains/scj/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    attach();
+    // The destination is unreachable: the migration starts and fails at its prepare.
+    let r = migrate(true);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["phase"], "failed", "{}", r.body);
+    // An OS-less guest never releases the device: the detach waits, then times out.
+    let r = curl(&s, "DELETE", detach, &[]);
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(disk_state(&s, "scj", "vdb"), "detaching");
+}
+
+/// A digest of `path`'s bytes (none: no such file).
+fn digest(path: &str) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+/// A file already under the name a revert's fresh overlay gets (`<dom>.<target>.<snap>.r<N>
+/// .qcow2`; dots in names let two names meet): the revert is refused before anything names
+/// the file, which stays as it was; the tree and the definition are unchanged.
+#[test]
+fn a_revert_onto_an_existing_overlay_name_is_refused_and_the_file_left() {
+    let env = Env::new();
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = defined_guest(&env, &s, "scv");
+    let r = call(
+        &s,
+        "POST",
+        "/v1/domains/scv/snapshots",
+        Some(&json!({"name": "s1"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = tree_json(&env, "scv");
+    let next = t["next"].as_u64().unwrap();
+    let taken = base
+        .parent()
+        .unwrap()
+        .join(format!("scv.vda.s1.r{}.qcow2", next + 1))
+        .display()
+        .to_string();
+    run("qemu-img", &["create", "-q", "-f", "qcow2", &taken, "8M"]);
+    let before = digest(&taken);
+    let defined = defined_disk(&env, "scv");
+
+    let r = curl(&s, "POST", "/v1/domains/scv/snapshots/s1/revert", &[]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains(&taken) && r.body.contains("already exists"),
+        "{}",
+        r.body
+    );
+    assert_eq!(digest(&taken), before, "{taken} changed");
+    assert_eq!(tree_json(&env, "scv"), t, "the tree changed");
+    assert_eq!(defined_disk(&env, "scv"), defined);
+}
+
+/// A daemon killed while a disk-only revert's fresh overlays exist but before the disks use
+/// them (hold point revert-overlays-made), one of them then replaced by a foreign file (no
+/// backing: not made over the snapshot's file): the restart's recovery removes the revert's
+/// own overlay and leaves the foreign file; the pending record goes, the disks are as they
+/// were.
+#[test]
+fn a_foreign_file_under_a_pending_revert_name_is_not_removed() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let images = env.config.state_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (a, b) = (images.join("scw-a.qcow2"), images.join("scw-b.qcow2"));
+    for f in [&a, &b] {
+        run(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", f.to_str().unwrap(), "16M"],
+        );
+    }
+    let xml = guest_xml("scw", &a).replace(
+        "</devices>",
+        &format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+               <source file='{}'/><target dev='vdb' bus='virtio'/></disk></devices>",
+            b.display()
+        ),
+    );
+    let mut args = XML.to_vec();
+    args.push(&xml);
+    assert_eq!(curl(&s, "POST", "/v1/domains", &args).status, 201);
+    let r = call(
+        &s,
+        "POST",
+        "/v1/domains/scw/snapshots",
+        Some(&json!({"name": "s1"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let defined = defined_disk(&env, "scw");
+
+    let reached = arm(&env, "revert-overlays-made");
+    {
+        let s = s.clone();
+        std::thread::spawn(move || curl(&s, "POST", "/v1/domains/scw/snapshots/s1/revert", &[]));
+    }
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    let t = tree_json(&env, "scw");
+    let overlays: Vec<String> = t["pending_revert"]["overlays"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no pending revert: {t}"))
+        .iter()
+        .map(|o| o.as_str().unwrap().to_owned())
+        .collect();
+    let of = |target: &str| {
+        overlays
+            .iter()
+            .find(|o| o.contains(&format!("scw.{target}.s1.r")))
+            .unwrap_or_else(|| panic!("no {target} overlay in {overlays:?}"))
+            .clone()
+    };
+    let (foreign, own) = (of("vda"), of("vdb"));
+    assert!(Path::new(&own).exists());
+    kill_9(&mut d);
+    std::fs::remove_file(&foreign).unwrap();
+    run("qemu-img", &["create", "-q", "-f", "qcow2", &foreign, "8M"]);
+    let before = digest(&foreign);
+
+    disarm(&env, "revert-overlays-made");
+    let d2 = env.start_daemon("");
+    wait_daemon(
+        &d2.log,
+        "the revert to be rolled back",
+        Duration::from_secs(60),
+        || tree_json(&env, "scw")["pending_revert"].is_null(),
+    );
+    assert!(before.is_some());
+    assert_eq!(
+        digest(&foreign),
+        before,
+        "the foreign {foreign} was removed or changed"
+    );
+    assert!(!Path::new(&own).exists(), "the revert's {own} left");
+    assert_eq!(defined_disk(&env, "scw"), defined);
+    let log = std::fs::read_to_string(&d2.log).unwrap();
+    assert!(log.contains("interrupted revert rolled back"), "{log}");
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{curl, tcp_api, Daemon, Reply};
-use common::Env;
+use common::{http, Env};
 use novacrond::client::{Client, Target};
 use novacrond::service::migration::{MigrateRequest, MigrationOptions, Phase};
 use serde_json::{json, Value};
@@ -65,36 +65,15 @@ impl Host {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
-        match body {
-            Some(b) => curl(
-                &self.daemon.socket,
-                method,
-                path,
-                &["-H", JSON, "--data-binary", &b.to_string()],
-            ),
-            None => curl(&self.daemon.socket, method, path, &[]),
-        }
+        http::call(&self.daemon.socket, method, path, body)
     }
 
     fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let r = self.call(method, path, body);
-        assert!(
-            (200..300).contains(&r.status),
-            "{method} {path}: {} {}\n{}",
-            r.status,
-            r.body,
-            self.log()
-        );
-        if r.body.trim().is_empty() {
-            return Value::Null;
-        }
-        r.json()
+        http::ok_or(&self.daemon.socket, method, path, body, || self.log())
     }
 
     fn qmp(&self, domain: &str, command: &str, arguments: Value) -> Value {
-        let req = json!({ "execute": command, "arguments": arguments });
-        let v = self.ok("POST", &format!("/v1/domains/{domain}/qmp"), Some(&req));
-        v.get("return").cloned().unwrap_or(v)
+        http::qmp_args(&self.daemon.socket, domain, command, arguments)
     }
 
     /// HMP `qemu-io` on the guest's first disk, through its device (whatever layer is active):
@@ -678,5 +657,129 @@ fn a_disk_attached_after_a_live_snapshot_gets_a_node_of_its_own() {
         &format!("/v1/domains/{NAME}/snapshots"),
         Some(&json!({ "name": "s2" })),
     );
+    a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+}
+
+/// A snapshot repoints the persistent definition's disk only where it names the file the
+/// snapshot froze (libvirt updates the definition only where the source matches), and its
+/// deletion only where it names the merged overlay: a `--config` vdb beside a live-only
+/// hot-plugged vdb on another file keeps its file throughout; vda, on the frozen file, moves
+/// to its overlay and back to the base.
+#[test]
+fn a_config_disk_under_a_hot_plugged_disks_target_keeps_its_file() {
+    const NAME: &str = "lscfg";
+    let (shared, base) = shared_base(NAME);
+    let a = Host::start(shared.path());
+    start_guest(&a, NAME, &base);
+    let file = |which: &str| {
+        let f = shared.path().join(format!("{NAME}-{which}.qcow2"));
+        run(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", f.to_str().unwrap(), "16M"],
+        );
+        f.display().to_string()
+    };
+    let (conf, hot) = (file("conf"), file("hot"));
+    let attach = |path: &str, scope: &str| {
+        let xml = format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{path}'/><target dev='vdb' bus='virtio'/></disk>"
+        );
+        a.ok(
+            "POST",
+            &format!("/v1/domains/{NAME}/disks"),
+            Some(&json!({ "xml": xml, scope: true })),
+        );
+    };
+    attach(&conf, "config");
+    attach(&hot, "live");
+    // The persistent definition's file of `target`.
+    let defined = |target: &str| {
+        let disks = a.ok(
+            "GET",
+            &format!("/v1/domains/{NAME}/disks?config=true"),
+            None,
+        );
+        disks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["target"] == target)
+            .unwrap_or_else(|| panic!("no {target} defined: {disks}"))["disk"]["source"]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{target} is no file disk: {disks}"))
+            .to_owned()
+    };
+    assert_eq!(defined("vdb"), conf);
+
+    let (overlay, _) = snapshot(&a, NAME, "s1");
+    let tree: Value = serde_json::from_slice(
+        &std::fs::read(
+            a.env
+                .config
+                .state_dir
+                .join("snapshots")
+                .join(NAME)
+                .join("tree.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        tree["snapshots"]["s1"]["disks"]["vdb"]["file"], hot,
+        "{tree}"
+    );
+    assert_eq!(defined("vda"), overlay);
+    assert_eq!(defined("vdb"), conf, "the --config disk was repointed");
+
+    let r = a.call("DELETE", &format!("/v1/domains/{NAME}/snapshots/s1"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(defined("vda"), base.display().to_string());
+    assert_eq!(defined("vdb"), conf, "the --config disk was repointed");
+    a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+}
+
+/// A volume disk (`<disk type='volume'>`) runs on its file in the pool: the snapshot that
+/// freezes that file repoints the definition's disk to the overlay (libvirt's external
+/// snapshot of a volume disk names the overlay file), matched through the pool.
+#[test]
+fn a_volume_disks_definition_moves_to_its_overlay() {
+    const NAME: &str = "lsvol";
+    let (shared, _) = shared_base(NAME);
+    let a = Host::start(shared.path());
+    let images = a.env.config.state_dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let vol = images.join(format!("{NAME}.qcow2"));
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", vol.to_str().unwrap(), "16M"],
+    );
+    let virt = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    let xml = format!(
+        "<domain type='{virt}'><name>{NAME}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
+           <devices><disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>
+             <source pool='default' volume='{NAME}.qcow2'/><target dev='vda' bus='virtio'/>
+           </disk></devices>
+         </domain>"
+    );
+    let r = curl(
+        &a.daemon.socket,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    a.ok("POST", &format!("/v1/domains/{NAME}/start"), None);
+    let (overlay, _) = snapshot(&a, NAME, "s1");
+    let disks = a.ok(
+        "GET",
+        &format!("/v1/domains/{NAME}/disks?config=true"),
+        None,
+    );
+    assert_eq!(disks[0]["disk"]["source"]["path"], overlay, "{disks}");
     a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
 }

@@ -181,6 +181,7 @@ pub fn recorded_pid(env: &Env, name: &str) -> u32 {
 pub mod bus;
 pub mod daemon;
 pub mod flood;
+pub mod http;
 pub mod netns;
 pub mod openapi;
 pub mod readme;

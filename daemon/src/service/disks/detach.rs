@@ -46,13 +46,8 @@ impl Service {
         let (live, config) = resolve(&h, scope)?;
         // An unfinished snapshot operation reads this disk's nodes from the block graph to
         // finish or roll back: detaching it first would take away what it decides by.
-        if live.is_some() && self.load_tree(name).await?.journal.is_some() {
-            return Err(Error::Busy {
-                name: name.to_owned(),
-                detail: "an unfinished snapshot operation of this domain is waiting to be \
-                         finished (by the next snapshot operation or a daemon restart)"
-                    .into(),
-            });
+        if live.is_some() {
+            self.refuse_while_snapshot_unfinished(name).await?;
         }
         let defined = h.definition().config.config().clone();
         let in_definition = defined

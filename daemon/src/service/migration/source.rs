@@ -144,13 +144,8 @@ impl Service {
         // An unfinished snapshot operation may have switched disks the live device set does
         // not name yet: the destination would open the frozen files. It is finished first
         // (by the next snapshot operation or a restart).
-        if self.load_tree(name).await?.journal.is_some() {
-            let refused = Err(Error::Busy {
-                name: name.to_owned(),
-                detail: "an unfinished snapshot operation of this domain is waiting to be \
-                         finished (by the next snapshot operation or a daemon restart)"
-                    .into(),
-            });
+        if let Err(e) = self.refuse_while_snapshot_unfinished(name).await {
+            let refused = Err(e);
             self.inner.audit.record("migrate", name, &refused);
             return refused;
         }

@@ -12,7 +12,7 @@ use super::meta::{
 use super::quiesce::{self, Quiesce};
 use super::{
     check_name, ensure_chain, invalid, io_err, live, live_nodes, now, placement, select_disks,
-    CreateRequest, SnapshotInfo, Where,
+    CreateRequest, Repoint, SnapshotInfo, Where,
 };
 use crate::service::jobs::{AsyncJob, Job};
 use crate::service::Service;
@@ -73,12 +73,9 @@ pub(super) fn insert_snap(tree: &mut Tree, mut snap: Snap) {
 }
 
 /// Records the overlays as the disks' active files (owned, backed by the frozen files) and,
-/// `running`, their live node names; returns the definition's changes.
-pub(super) fn adopt_overlays(
-    tree: &mut Tree,
-    plans: &[Plan],
-    running: bool,
-) -> Vec<(String, String, DiskFormat)> {
+/// `running`, their live node names; returns the definition's changes (each disk that names
+/// its frozen file moves to the overlay).
+pub(super) fn adopt_overlays(tree: &mut Tree, plans: &[Plan], running: bool) -> Vec<Repoint> {
     for p in plans {
         tree.files.insert(
             p.overlay.clone(),
@@ -97,7 +94,12 @@ pub(super) fn adopt_overlays(
     tree.recount();
     plans
         .iter()
-        .map(|p| (p.target.clone(), p.overlay.clone(), DiskFormat::Qcow2))
+        .map(|p| Repoint {
+            target: p.target.clone(),
+            from: Some(p.file.clone()),
+            to: p.overlay.clone(),
+            format: DiskFormat::Qcow2,
+        })
         .collect()
 }
 
@@ -178,6 +180,20 @@ pub(super) async fn remove_overlays(plans: &[Plan]) {
         }
     })
     .await;
+}
+
+/// Blocking: refuses an overlay name a file (or a symlink) already has. Dots are allowed in
+/// domain and snapshot names: another domain's (or snapshot's) file may already have it.
+/// Called before the journal (or a revert's pending record) names it, so no recovery ever
+/// touches that file.
+pub(super) fn refuse_existing(overlay: &str) -> Result<(), Error> {
+    if std::fs::symlink_metadata(overlay).is_ok() {
+        return Err(invalid(
+            "name",
+            format!("the overlay file {overlay} already exists"),
+        ));
+    }
+    Ok(())
 }
 
 fn overlay_path(file: &str, domain: &str, target: &str, snap: &str) -> String {
@@ -445,15 +461,7 @@ impl Service {
             let facts = work
                 .iter()
                 .map(|(file, declared, overlay)| {
-                    // Dots are allowed in domain and snapshot names: another domain's (or
-                    // snapshot's) file may already have this name. Refused before the journal
-                    // names it, so no recovery ever touches it.
-                    if std::fs::symlink_metadata(overlay).is_ok() {
-                        return Err(invalid(
-                            "name",
-                            format!("the overlay file {overlay} already exists"),
-                        ));
-                    }
+                    refuse_existing(overlay)?;
                     // `qemu-img info` only for files the tree does not know yet (the first
                     // snapshot of a disk); a known file's format is the recorded one and its
                     // size comes from its header.

@@ -337,7 +337,12 @@ impl Service {
                 if let (Some(d), Some(node)) = (devices.as_mut(), &s.base_node) {
                     followed |= d.switch_top(&s.disk, &s.base, f, node);
                 }
-                changes.push((s.disk.clone(), s.base.clone(), f));
+                changes.push(super::Repoint {
+                    target: s.disk.clone(),
+                    from: Some(s.top.clone()),
+                    to: s.base.clone(),
+                    format: f,
+                });
             }
             tree.redirect(&s.top, &s.base);
         }
@@ -441,12 +446,26 @@ impl Service {
                 format: d.format,
             });
         }
+        // A name a file already has is refused before the pending record names it (as a
+        // snapshot's overlay is): no recovery ever removes that file.
+        let names: Vec<String> = made.iter().map(|m| m.overlay.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .try_for_each(|o| super::create::refuse_existing(o))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
         // The `next` bump and the names recorded before any file exists: a crash while they
         // are made leaves them to the recovery (removed), never an unrecorded file whose
         // name the next revert would take again.
         tree.pending_revert = Some(super::meta::PendingRevert {
             snapshot: name.to_owned(),
             overlays: made.iter().map(|m| m.overlay.clone()).collect(),
+            backing: made
+                .iter()
+                .map(|m| (m.overlay.clone(), m.file.clone()))
+                .collect(),
         });
         self.save_tree(domain, tree).await?;
         let work = made.clone();
@@ -482,6 +501,7 @@ impl Service {
             }
             return Err(e);
         }
+        crate::service::hold::point(&self.inner.config.run_dir, "revert-overlays-made").await;
         Ok(made)
     }
 
@@ -512,7 +532,16 @@ impl Service {
         tree.pending_revert = None;
         let unlink = tree.collect_garbage();
         self.save_tree(&h.name, tree).await?;
-        self.repoint_definition(h, &changes).await?;
+        let repoints: Vec<super::Repoint> = changes
+            .iter()
+            .map(|(target, to, format)| super::Repoint {
+                target: target.clone(),
+                from: None,
+                to: to.clone(),
+                format: *format,
+            })
+            .collect();
+        self.repoint_definition(h, &repoints).await?;
         self.unlink_files(unlink).await;
         Ok(changes)
     }

@@ -780,12 +780,26 @@ impl Service {
     /// `recorded`, the tree no longer lists them as pending (the tree and the definition
     /// never named them as the disks' files).
     async fn drop_revert(&self, domain: &str, tree: &mut Tree, recorded: bool) {
-        let overlays = match tree.pending_revert.take() {
-            Some(p) => p.overlays,
-            None => return,
+        let Some(pending) = tree.pending_revert.take() else {
+            return;
         };
         let _ = blocking(move || {
-            for f in overlays {
+            for f in pending.overlays {
+                // Only a file made over the snapshot's file (its header says so): another
+                // file under the name is not the revert's and stays.
+                let ours = pending
+                    .backing
+                    .get(&f)
+                    .is_some_and(|b| super::recover::made_over(&f, b));
+                if !ours {
+                    if std::fs::symlink_metadata(&f).is_ok() {
+                        tracing::warn!(
+                            file = f,
+                            "a revert's overlay name holds a file not made by the revert: left"
+                        );
+                    }
+                    continue;
+                }
                 match std::fs::remove_file(&f) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

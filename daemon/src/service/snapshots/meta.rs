@@ -70,6 +70,10 @@ pub struct Tree {
 pub struct PendingRevert {
     pub snapshot: String,
     pub overlays: Vec<String>,
+    /// Overlay -> the snapshot's file it is made over: the backing its header must name for
+    /// a recovery to remove it (a file under the name without it is not the revert's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backing: BTreeMap<String, String>,
 }
 
 /// A full snapshot's RAM save in flight.

@@ -15,6 +15,7 @@ pub mod meta;
 pub mod quiesce;
 mod recover;
 pub mod schedule;
+mod unfinished;
 
 use std::sync::Arc;
 
@@ -115,6 +116,17 @@ fn info(tree: &Tree, s: &meta::Snap) -> SnapshotInfo {
         memory_file: s.memory_file.clone(),
         downtime_ms: s.downtime_ms,
     }
+}
+
+/// A definition disk to point at another file ([`Service::repoint_definition`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Repoint {
+    pub target: String,
+    /// The file the disk must name now to be repointed; `None`: whatever it names (a revert
+    /// makes the disk the snapshot's).
+    pub from: Option<String>,
+    pub to: String,
+    pub format: DiskFormat,
 }
 
 /// A disk a snapshot covers.
@@ -268,27 +280,55 @@ impl Service {
             .map_err(|e| io_err("write", meta::path(&self.state_dir(), domain).display(), e))
     }
 
-    /// Points the definition's disks (by target) at new files; persisted first if persistent.
+    /// Points the definition's disks at new files; persisted first if persistent. A disk is
+    /// repointed only while it names the file the change moves away from (a volume disk: the
+    /// file in its pool): a definition disk under the same target naming another file (a
+    /// `--config` disk beside a live-only hot-plugged one) is left alone, as libvirt updates
+    /// the definition only where the source matches.
     pub(crate) async fn repoint_definition(
         &self,
         h: &DomainHandle,
-        changes: &[(String, String, DiskFormat)],
+        changes: &[Repoint],
     ) -> Result<(), Error> {
         if changes.is_empty() {
             return Ok(());
         }
         let def = h.definition();
         let mut config = def.config.config().clone();
-        for (target, path, format) in changes {
-            if let Some(d) = config
+        // The files its disks name, resolved as the usage check resolves them (a pool's
+        // definition is read: off the workers).
+        let (c, pools) = (config.clone(), self.pools());
+        let files = tokio::task::spawn_blocking(move || {
+            crate::service::storage::usage::file_disks(&c, &pools)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut changed = false;
+        for c in changes {
+            let Some(d) = config
                 .devices
                 .disks
                 .iter_mut()
-                .find(|d| &d.target.dev == target)
-            {
-                d.source = Some(DiskSource::File { path: path.clone() });
-                d.driver.format = *format;
+                .find(|d| d.target.dev == c.target)
+            else {
+                continue;
+            };
+            let names_from = |from: &String| files.iter().any(|(t, f)| *t == c.target && f == from);
+            if !c.from.as_ref().is_none_or(names_from) {
+                tracing::info!(
+                    domain = h.name,
+                    disk = c.target,
+                    file = c.to,
+                    "the definition's disk names another file than the one snapshotted: left"
+                );
+                continue;
             }
+            d.source = Some(DiskSource::File { path: c.to.clone() });
+            d.driver.format = c.format;
+            changed = true;
+        }
+        if !changed {
+            return Ok(());
         }
         let validated = config.validate().map_err(Error::from)?;
         if def.persistent {

@@ -124,17 +124,23 @@ impl Service {
     }
 }
 
-/// Whether `o.overlay` is the overlay this journal made (blocking): a qcow2 file (not a
-/// symlink) whose header names the frozen file as its backing.
+/// Whether `o.overlay` is the overlay this journal made (blocking): see [`made_over`].
 fn made_for(o: &super::meta::OverlayStep) -> bool {
+    made_over(&o.overlay, &o.file)
+}
+
+/// Whether `overlay` is an overlay made over `frozen` (blocking): a qcow2 file (not a
+/// symlink) whose header names `frozen` as its backing. Recovery adopts or removes only
+/// such a file: another file under the name (a name another domain's file had) stays.
+pub(super) fn made_over(overlay: &str, frozen: &str) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(&o.overlay)
+        .open(overlay)
         .ok()
         .and_then(|mut f| crate::host::qcow2::refs(&mut f).ok())
-        .is_some_and(|r| r.backing.as_deref() == Some(o.file.as_str()))
+        .is_some_and(|r| r.backing.as_deref() == Some(frozen))
 }
 
 impl Service {
@@ -195,17 +201,15 @@ impl Service {
                 }
                 // A definition already on an overlay (a previous recovery's finish got as far
                 // as the repoint) goes back to the frozen file.
-                let def = h.definition();
-                let back: Vec<(String, String, DiskFormat)> = j
+                let back: Vec<super::Repoint> = j
                     .overlays
                     .iter()
-                    .filter(|o| {
-                        def.config.config().devices.disks.iter().any(|d| {
-                            d.target.dev == o.target
-                                && matches!(&d.source, Some(DiskSource::File { path }) if *path == o.overlay)
-                        })
+                    .map(|o| super::Repoint {
+                        target: o.target.clone(),
+                        from: Some(o.overlay.clone()),
+                        to: o.file.clone(),
+                        format: o.format,
                     })
-                    .map(|o| (o.target.clone(), o.file.clone(), o.format))
                     .collect();
                 // The files before the journal: a crash in between rolls back again.
                 self.repoint_definition(h, &back).await?;

@@ -25,7 +25,7 @@ pub type Disks = Vec<(String, bool, Vec<(String, String)>)>;
 
 /// The files `c`'s disks use: file disks' paths, and the files volume disks name in their
 /// pools (`<disk type='volume'>` counts as a user of its volume).
-fn file_disks(c: &DomainConfig, pools: &Pools) -> Vec<(String, String)> {
+pub(crate) fn file_disks(c: &DomainConfig, pools: &Pools) -> Vec<(String, String)> {
     c.devices
         .disks
         .iter()
