@@ -45,6 +45,15 @@ pub fn ruleset(i: &RulesetInput<'_>) -> String {
          \t}}\n"
     ));
     r.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n");
+    // Guest to guest on our bridge, first, for every mode (libvirt's LIBVIRT_FWX `-i br -o br
+    // -j ACCEPT`): with br_netfilter loaded and bridge-nf-call-iptables on (Docker loads it),
+    // bridged frames pass this hook too, and the rejects below would cut guests on one
+    // bridge apart (isolated networks always; nat/route with `forward dev`, and IPv6 or
+    // off-subnet addresses everywhere). Keeping guests apart is the bridge's port isolation,
+    // which acts before this hook.
+    r.push_str(&format!(
+        "\t\tiifname \"{br}\" oifname \"{br}\" counter accept\n"
+    ));
     let out = i
         .uplink
         .map(|u| format!("oifname \"{u}\" "))
