@@ -902,6 +902,18 @@ fn guests_on_one_bridge_reach_each_other_when_bridged_traffic_passes_the_ip_fire
     // The isolated network: the gateway, nothing beyond, either way (our reject counts it).
     let itable = format!("novacron-{iso}");
     let rejected = counter(&host, &itable, "forward", "reject");
+    // The rule that stops what comes in for the bridge (the first `reject` is the outgoing one).
+    let rejected_in = || {
+        let out = host.exec(&["nft", "list", "chain", "inet", &itable, "forward"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("oifname \"{ib}\" counter")) && l.ends_with("reject"))
+            .and_then(|l| l.split_whitespace().skip_while(|w| *w != "packets").nth(1))
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("the incoming reject rule")
+    };
+    let rejected_in_before = rejected_in();
     for g in [ia, ib_] {
         assert!(g.0.can_ping("10.83.0.1"), "{} lost its gateway", g.2);
         g.0.ip(&["route", "replace", "default", "via", "10.83.0.1"]);
@@ -917,6 +929,11 @@ fn guests_on_one_bridge_reach_each_other_when_bridged_traffic_passes_the_ip_fire
         );
     }
     assert!(counter(&host, &itable, "forward", "reject") > rejected);
+    assert!(
+        rejected_in() > rejected_in_before,
+        "the WAN's pings were not stopped on their way in:\n{}",
+        host.nft_ruleset()
+    );
 
     // Port isolation (the bridge's own flag) still keeps guests apart on the same bridge: it
     // acts before the IP hook, so our accept does not undo it.
