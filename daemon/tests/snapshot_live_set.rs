@@ -783,3 +783,49 @@ fn a_volume_disks_definition_moves_to_its_overlay() {
     assert_eq!(disks[0]["disk"]["source"]["path"], overlay, "{disks}");
     a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
 }
+
+/// A volume disk whose pool was undefined while the guest ran cannot be matched through
+/// its pool: the snapshot still moves the definition to the overlay (by its target), so the
+/// next start does not write to the file the snapshot froze.
+#[test]
+fn a_volume_disk_whose_pool_is_gone_still_moves_to_its_overlay() {
+    const NAME: &str = "lsvolgone";
+    let (shared, _) = shared_base(NAME);
+    let a = Host::start(shared.path());
+    let dir = a.env.config.state_dir.join("images").join("gone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = serde_json::json!({ "name": "gone", "path": dir });
+    a.ok("POST", "/v1/pools", Some(&pool));
+    let vol = serde_json::json!({ "name": "v.qcow2", "capacity": 16 << 20, "format": "qcow2" });
+    a.ok("POST", "/v1/pools/gone/volumes", Some(&vol));
+    let virt = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    let xml = format!(
+        "<domain type='{virt}'><name>{NAME}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+           <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>
+           <devices><disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>
+             <source pool='gone' volume='v.qcow2'/><target dev='vda' bus='virtio'/>
+           </disk></devices>
+         </domain>"
+    );
+    let r = curl(
+        &a.daemon.socket,
+        "POST",
+        "/v1/domains",
+        &["-H", "Content-Type: application/xml", "--data-binary", &xml],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    a.ok("POST", &format!("/v1/domains/{NAME}/start"), None);
+    let r = curl(&a.daemon.socket, "DELETE", "/v1/pools/gone", &[]);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let (overlay, _) = snapshot(&a, NAME, "s1");
+    let disks = a.ok(
+        "GET",
+        &format!("/v1/domains/{NAME}/disks?config=true"),
+        None,
+    );
+    assert_eq!(disks[0]["disk"]["source"]["path"], overlay, "{disks}");
+    a.ok("POST", &format!("/v1/domains/{NAME}/destroy"), None);
+}

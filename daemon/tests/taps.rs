@@ -498,12 +498,13 @@ async fn a_nic_hotplug_qemu_refuses_leaves_no_descriptor_netdev_or_tap_behind() 
     let mut net = Net::new();
     let br = net.bridge("f");
     let d = env.start_daemon("hotplug_slots = 1");
-    // Two root ports: the daemon plugs into pci.1; the test puts its decoy on pci.2.
+    // Three root ports: the daemon plugs into pci.1 and pci.3; the test's decoy sits on pci.2.
     let xml = osless_xml(
         "hotfail",
         "<controller type='pci' index='0' model='pcie-root'/>\
          <controller type='pci' index='1' model='pcie-root-port'/>\
-         <controller type='pci' index='2' model='pcie-root-port'/>",
+         <controller type='pci' index='2' model='pcie-root-port'/>\
+         <controller type='pci' index='3' model='pcie-root-port'/>",
     );
     assert_eq!(define(&d, &xml).status, 201);
     assert_eq!(act(&d, "hotfail", "start").status, 200);
@@ -519,52 +520,47 @@ async fn a_nic_hotplug_qemu_refuses_leaves_no_descriptor_netdev_or_tap_behind() 
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         curl(&d.socket, "POST", "/v1/domains/hotfail/interfaces", &args)
     };
-    // Behind the daemon's back, the ids its first hot-added NIC takes: the netdev (a
-    // user-mode one) and the device (an rng on the other root port).
-    let r = qmp(
-        "netdev_add",
-        serde_json::json!({ "type": "user", "id": "hostnet0" }),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = qmp(
-        "device_add",
-        serde_json::json!({ "driver": "virtio-rng-pci", "id": "net0", "bus": "pci.2" }),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(qemu_tun_fds("hotfail"), 0);
 
-    // getfd succeeds, netdev_add and device_add fail (sent in one batch): the descriptor
-    // QEMU took is closed again, the tap removed, nothing recorded.
-    let r = attach();
-    assert!(r.status >= 400, "{} {}", r.status, r.body);
-    assert!(
-        r.body.contains("hostnet0"),
-        "the netdev_add error: {}",
-        r.body
-    );
-    assert_eq!(qemu_tun_fds("hotfail"), 0, "QEMU kept the tap's descriptor");
-    assert!(links_of("hotfail").is_empty(), "{:?}", links_of("hotfail"));
-    assert!(nics(&d, "hotfail").is_empty());
-
-    // netdev_add succeeds, device_add fails: the netdev is deleted, which closes the tap.
-    let r = qmp("netdev_del", serde_json::json!({ "id": "hostnet0" }));
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = attach();
-    assert!(r.status >= 400, "{} {}", r.status, r.body);
-    assert!(r.body.contains("net0"), "the device_add error: {}", r.body);
-    assert_eq!(
-        qemu_tun_fds("hotfail"),
-        0,
-        "QEMU kept the netdev and its tap"
-    );
-    assert!(links_of("hotfail").is_empty(), "{:?}", links_of("hotfail"));
-    assert!(nics(&d, "hotfail").is_empty());
-    // The id is free again: a netdev of that name can be made.
+    // A netdev made behind the daemon's back under the name its first NIC's used to get:
+    // the NIC is plugged on a netdev of its own, never on that one.
     let r = qmp(
         "netdev_add",
         serde_json::json!({ "type": "user", "id": "hostnet0" }),
     );
-    assert_eq!(r.status, 200, "the daemon's netdev stayed: {}", r.body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = attach();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = qmp(
+        "qom-get",
+        serde_json::json!({ "path": "/machine/peripheral/net0", "property": "netdev" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("hostnet0-"),
+        "the NIC is on someone else's netdev: {}",
+        r.body
+    );
+    assert_eq!(qemu_tun_fds("hotfail"), 1);
+
+    // The second NIC's device id taken (an rng on pci.2): getfd and netdev_add succeed,
+    // device_add fails (all sent in one batch); the netdev is deleted, which closes the
+    // tap's descriptor in QEMU, the tap is removed, nothing recorded.
+    let r = qmp(
+        "device_add",
+        serde_json::json!({ "driver": "virtio-rng-pci", "id": "net1", "bus": "pci.2" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = attach();
+    assert!(r.status >= 400, "{} {}", r.status, r.body);
+    assert!(r.body.contains("net1"), "the device_add error: {}", r.body);
+    assert_eq!(
+        qemu_tun_fds("hotfail"),
+        1,
+        "QEMU kept the netdev and its tap"
+    );
+    assert_eq!(links_of("hotfail").len(), 1, "{:?}", links_of("hotfail"));
+    assert_eq!(nics(&d, "hotfail").len(), 1);
 
     assert_eq!(act(&d, "hotfail", "destroy").status, 200);
 }

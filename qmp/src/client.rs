@@ -65,6 +65,10 @@ struct Inner {
     oob: bool,
     timeouts: Timeouts,
     next_id: AtomicU64,
+    /// Held from sending a command that carries descriptors until its reply: QEMU keeps only
+    /// the descriptors of the latest message that carried any, and may read a later message
+    /// before it runs an earlier command, so two such commands in flight could swap them.
+    fd_slot: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -117,6 +121,7 @@ impl Client {
                 oob,
                 timeouts: options.timeouts,
                 next_id: AtomicU64::new(1),
+                fd_slot: tokio::sync::Mutex::new(()),
             }),
         };
         let enable = if oob {
@@ -283,6 +288,11 @@ impl Client {
         oob: bool,
         fds: Vec<OwnedFd>,
     ) -> Result<Box<RawValue>> {
+        let _slot = if fds.is_empty() {
+            None
+        } else {
+            Some(self.inner.fd_slot.lock().await)
+        };
         self.sent(command, args, timeout, oob, fds)?.await
     }
 
@@ -323,14 +333,22 @@ impl Client {
         })
     }
 
-    /// Sends a typed command now, with `fds` attached (duplicated: the caller keeps its own),
-    /// and returns a future of its reply. Commands sent one after another reach QEMU, and
-    /// run, in that order: a caller may send one that needs what the one before makes
-    /// without waiting for that one's reply (it fails if that one failed).
-    pub fn send<C: Command>(
+    /// How long a reply to `command` is waited for by default.
+    pub fn timeout_for(&self, command: &str) -> Duration {
+        self.inner.timeouts.for_command(command)
+    }
+
+    /// Sends a typed command, with `fds` attached (duplicated: the caller keeps its own), and
+    /// returns a future of its reply, waited for at most `within`. The frame is queued before
+    /// this returns: commands sent one after another reach QEMU, and run, in that order, so
+    /// a caller may send one that needs what the one before makes without waiting for that
+    /// one's reply (it fails if that one failed). With descriptors it first waits until no
+    /// other command carrying some is unanswered.
+    pub async fn send<C: Command>(
         &self,
         command: &C,
         fds: &[BorrowedFd<'_>],
+        within: Duration,
     ) -> Result<impl Future<Output = Result<C::Output>> + '_> {
         let owned = fds
             .iter()
@@ -338,23 +356,31 @@ impl Client {
             .collect::<std::io::Result<Vec<OwnedFd>>>()
             .map_err(Error::FdPassing)?;
         let args = encode_args(C::NAME, command)?;
-        let timeout = self.inner.timeouts.for_command(C::NAME);
-        let reply = self.sent(C::NAME, args, timeout, false, owned)?;
-        Ok(async move { decode(C::NAME, &reply.await?) })
+        let slot = if owned.is_empty() {
+            None
+        } else {
+            Some(self.inner.fd_slot.lock().await)
+        };
+        let reply = self.sent(C::NAME, args, within, false, owned)?;
+        Ok(async move {
+            let _slot = slot;
+            decode(C::NAME, &reply.await?)
+        })
     }
 
-    /// [`Client::send`] for any command by name (as [`Client::execute_raw`]).
+    /// [`Client::send`] for any command by name, without descriptors (as
+    /// [`Client::execute_raw`]).
     pub fn send_raw(
         &self,
         command: &str,
         arguments: Option<&Value>,
+        within: Duration,
     ) -> Result<impl Future<Output = Result<Value>> + '_> {
         let args = arguments
             .map(|a| encode_args(command, a))
             .transpose()?
             .flatten();
-        let timeout = self.inner.timeouts.for_command(command);
-        let reply = self.sent(command, args, timeout, false, Vec::new())?;
+        let reply = self.sent(command, args, within, false, Vec::new())?;
         let command = command.to_owned();
         Ok(async move { decode(&command, &reply.await?) })
     }

@@ -42,6 +42,19 @@ impl Peer {
         cmd["id"].clone()
     }
 
+    /// Whether any bytes from the client wait unread (in our buffer or the socket's).
+    fn unread(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        let reader = self.lines.get_mut();
+        if !reader.buffer().is_empty() {
+            return true;
+        }
+        let fd = reader.get_ref().as_ref().as_raw_fd();
+        let mut byte = [0u8; 1];
+        let flags = nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+        matches!(nix::sys::socket::recv(fd, &mut byte, flags), Ok(n) if n > 0)
+    }
+
     async fn reply(&mut self, id: &Value, ret: Value) {
         self.send(&json!({"return": ret, "id": id}).to_string())
             .await;
@@ -526,9 +539,10 @@ async fn frames_stay_whole_when_the_socket_is_full_and_callers_give_up() {
 async fn commands_sent_in_a_row_go_out_at_once_in_order_and_each_reply_reaches_its_own() {
     let (client, mut peer) = connected(ClientOptions::default()).await;
     // Three commands queued, none of their replies polled yet: the frames are out already.
-    let stop = client.send(&Stop, &[]).unwrap();
-    let name = client.send_raw("query-name", None).unwrap();
-    let cont = client.send(&Cont, &[]).unwrap();
+    let within = Duration::from_secs(5);
+    let stop = client.send(&Stop, &[], within).await.unwrap();
+    let name = client.send_raw("query-name", None, within).unwrap();
+    let cont = client.send(&Cont, &[], within).await.unwrap();
     let ids = [
         peer.expect("stop").await,
         peer.expect("query-name").await,
@@ -550,4 +564,31 @@ async fn commands_sent_in_a_row_go_out_at_once_in_order_and_each_reply_reaches_i
         other => panic!("query-name: {other:?}"),
     }
     stop.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_carrying_descriptors_waits_until_the_one_before_is_answered() {
+    let (client, mut peer) = connected(ClientOptions::default()).await;
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let (c1, f1) = (client.clone(), null.try_clone().unwrap());
+    let first = tokio::spawn(async move { c1.send_fd("a", std::os::fd::AsFd::as_fd(&f1)).await });
+    let id = peer.expect("getfd").await;
+    let (c2, f2) = (client.clone(), null.try_clone().unwrap());
+    let second = tokio::spawn(async move { c2.send_fd("b", std::os::fd::AsFd::as_fd(&f2)).await });
+    // The second caller and the writer run as far as they can (one thread: they have run
+    // once this task is polled again after yielding to them).
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !peer.unread(),
+        "the second getfd went out before the first was answered"
+    );
+    peer.reply(&id, json!({})).await;
+    let cmd = peer.recv().await;
+    assert_eq!(cmd["execute"], "getfd", "{cmd}");
+    assert_eq!(cmd["arguments"]["fdname"], "b", "{cmd}");
+    peer.reply(&cmd["id"], json!({})).await;
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
 }

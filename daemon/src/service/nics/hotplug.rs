@@ -628,10 +628,11 @@ async fn attach_live(
     let (place, link) = tokio::join!(place, link);
     let alias = crate::host::taps::marker_for(name);
     let (mut made, taps, vhost) = link?;
+    // The descriptors are held until the link and its table are removed: the tap's name is
+    // not free for another daemon's tap (and table) meanwhile.
     let (address, bus) = match place {
         Ok(p) => p,
         Err(e) => {
-            drop((taps, vhost));
             super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
             return Err(e);
         }
@@ -641,7 +642,13 @@ async fn attach_live(
     // state in the stream.
     nic.address = Some(address);
     made.hotplugged = Some(nic.clone());
-    let bus = Some(bus);
+    // A netdev id no earlier attempt used: a stale `hostnet<slot>` left in QEMU makes this
+    // attempt's netdev_add fail, never its device_add plug into that stale backend.
+    made.netdev = format!(
+        "{}-{:08x}",
+        made.netdev,
+        getrandom::u32().unwrap_or_default()
+    );
     l.links.push(made.clone());
     let undo_link = |l: &mut Ledger| l.links.retain(|m| m.device != made.device);
     if let Err(e) = save_ledger(inner, name, l).await {
@@ -649,33 +656,51 @@ async fn attach_live(
         undo_link(l);
         return Err(e);
     }
-    let plugged = plug(name, qmp, slot, &nic, taps, vhost, bus).await;
+    let plugged = plug(
+        name,
+        qmp,
+        slot,
+        &made.netdev,
+        &nic,
+        &taps,
+        vhost.as_deref(),
+        bus,
+    )
+    .await;
     if let Err(e) = plugged {
         super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
+        drop((taps, vhost));
         undo_link(l);
-        let _ = save_ledger(inner, name, l).await;
+        // Only if the ledger is still there: a guest that stopped meanwhile had it removed.
+        let device = made.device.clone();
+        let _ = inner
+            .nic_ledgers
+            .update(name, move |l| l.links.retain(|m| m.device != device))
+            .await;
         return Err(e);
     }
     Ok(made)
 }
 
 /// Hands the descriptors to QEMU and plugs the device. The last `getfd`, `netdev_add` and
-/// `device_add` are sent together: QEMU runs a monitor's commands in the order sent, so each
-/// finds what the one before made (or fails because it is not there), and the NIC is
-/// plugged two round trips sooner. Earlier descriptors are each taken before the next is
-/// sent: the monitor keeps only those of the latest message that carried any. On failure
-/// nothing handed stays in QEMU.
+/// `device_add` (and `set_link` for a NIC that starts down) are sent together: QEMU runs a
+/// monitor's commands in the order sent, so each finds what the one before made (or fails
+/// because it is not there), and the NIC is plugged two round trips sooner. Earlier
+/// descriptors are each taken before the next is sent (the QMP client lets one command with
+/// descriptors be unanswered at a time). On failure nothing handed stays in QEMU.
+#[allow(clippy::too_many_arguments)]
 async fn plug(
     name: &str,
     qmp: &novacron_qmp::Client,
     slot: u32,
+    netdev: &str,
     nic: &Interface,
-    taps: Vec<OwnedFd>,
-    vhost: Option<Vec<OwnedFd>>,
-    bus: Option<String>,
+    taps: &[OwnedFd],
+    vhost: Option<&[OwnedFd]>,
+    bus: String,
 ) -> Result<(), Error> {
+    use novacron_qmp::Error as QmpError;
     let err = |e| qmp_error(name, "attach-interface", e);
-    let netdev = format!("hostnet{slot}");
     // Each descriptor goes by `getfd` under its own name; a multi-queue NIC names them all,
     // colon-separated, as the command line's fds=/vhostfds= lists.
     let tapfds: Vec<String> = (0..taps.len())
@@ -698,11 +723,12 @@ async fn plug(
             args["vhostfds"] = json!(vhostfds.join(":"));
         }
     }
-    let add = device_add(nic, slot, &netdev, taps.len(), bus);
+    let add = device_add(nic, slot, netdev, taps.len(), Some(bus));
+    let device = format!("net{slot}");
     let mut handed: Vec<(&String, &OwnedFd)> = tapfds
         .iter()
-        .zip(&taps)
-        .chain(vhostfds.iter().zip(&vhost))
+        .zip(taps)
+        .chain(vhostfds.iter().zip(vhost))
         .collect();
     let Some((last, last_fd)) = handed.pop() else {
         return Err(Error::Internal("no tap descriptor".into()));
@@ -715,63 +741,67 @@ async fn plug(
         }
         given.push(n);
     }
+    given.push(last);
+    // One deadline for the batch, the longest of its commands' (device_add's): QEMU runs
+    // them in turn, so the earlier ones' shorter limits could run out while the device
+    // still gets plugged.
+    let within = qmp.timeout_for("device_add");
     let getfd = GetFd {
         fdname: last.clone(),
     };
-    let sent = (|| {
-        Ok::<_, novacron_qmp::Error>((
-            qmp.send(&getfd, &[last_fd.as_fd()])?,
-            qmp.send_raw("netdev_add", Some(&args))?,
-            qmp.send(&add, &[])?,
-        ))
-    })();
-    let (got, added, plugged) = match sent {
-        Ok((g, a, p)) => tokio::join!(g, a, p),
+    let down = json!({ "name": device, "up": false });
+    let batch = async {
+        let got = qmp.send(&getfd, &[last_fd.as_fd()], within).await?;
+        let added = qmp.send_raw("netdev_add", Some(&args), within)?;
+        let plugged = qmp.send(&add, &[], within).await?;
+        let link = if nic.link_down {
+            Some(qmp.send_raw("set_link", Some(&down), within)?)
+        } else {
+            None
+        };
+        Ok::<_, QmpError>((got, added, plugged, link))
+    }
+    .await;
+    let (got, added, plugged, link) = match batch {
+        Ok((g, a, p, l)) => {
+            let link = async {
+                match l {
+                    Some(l) => l.await.map(drop),
+                    None => Ok(()),
+                }
+            };
+            tokio::join!(g, a, p, link)
+        }
         Err(e) => {
+            // The connection failed while sending: a queued getfd may still have run.
             close_fds(qmp, &given).await;
             return Err(err(e));
         }
     };
-    let failed = match (got, added, plugged) {
-        (Ok(_), Ok(_), Ok(_)) => None,
-        (Ok(_), Ok(_), Err(e)) => {
-            // The netdev holds the descriptors now; deleting it closes them.
-            let _ = qmp
-                .execute_raw("netdev_del", Some(&json!({ "id": netdev })))
-                .await;
-            Some(e)
-        }
-        (got, added, plugged) => {
-            if plugged.is_ok() {
-                // Plugged on a netdev that was there before (a duplicate id): not ours to keep.
-                let _ = qmp
-                    .execute(&DeviceDel {
-                        id: add.id.clone().unwrap_or_default(),
-                    })
-                    .await;
-            }
-            given.push(last);
-            close_fds(qmp, &given).await;
-            // The first failure is the cause; the later ones followed from it.
-            Some(
-                [got.err(), added.err(), plugged.err()]
-                    .into_iter()
-                    .flatten()
-                    .next()
-                    .expect("one failed"),
-            )
-        }
-    };
-    if let Some(e) = failed {
-        return Err(err(e));
+    if got.is_ok() && added.is_ok() && plugged.is_ok() && link.is_ok() {
+        return Ok(());
     }
-    if nic.link_down {
-        let down = json!({ "name": format!("net{slot}"), "up": false });
-        qmp.execute_raw("set_link", Some(&down))
-            .await
-            .map_err(err)?;
+    // Undo what may exist: QEMU's error reply means that command did nothing; no answer
+    // (a timeout, a closed connection) means it may have run.
+    fn may_exist<T>(r: &Result<T, novacron_qmp::Error>) -> bool {
+        !matches!(r, Err(novacron_qmp::Error::Qmp { .. }))
     }
-    Ok(())
+    if may_exist(&plugged) {
+        let _ = qmp.execute(&DeviceDel { id: device }).await;
+    }
+    if may_exist(&added) {
+        let _ = qmp
+            .execute_raw("netdev_del", Some(&json!({ "id": netdev })))
+            .await;
+    }
+    // A name a netdev took is gone already (that closefd fails, harmlessly).
+    close_fds(qmp, &given).await;
+    // The first failure is the cause; the later ones followed from it.
+    let first = [got.err(), added.err(), plugged.err(), link.err()]
+        .into_iter()
+        .flatten()
+        .next();
+    Err(first.map_or_else(|| Error::Internal("attach-interface failed".into()), err))
 }
 
 /// `device_add` of NIC `nic` on `bus`, using netdev `netdev` with `queues` queues.
@@ -817,3 +847,7 @@ async fn close_fds(qmp: &novacron_qmp::Client, names: &[&String]) {
             .await;
     }
 }
+
+#[cfg(test)]
+#[path = "plug_tests.rs"]
+mod plug_tests;

@@ -60,6 +60,23 @@ impl Ledgers {
         Ok(())
     }
 
+    /// Changes `domain`'s ledger with `f` and writes it, only if it has one (one that was
+    /// removed, with its guest, is not brought back). Whether it had one.
+    pub async fn update(&self, domain: &str, f: impl FnOnce(&mut Ledger)) -> io::Result<bool> {
+        let mut map = self.map.lock().await;
+        let Some(Entry::Read(current)) = map.get(domain) else {
+            return Ok(false);
+        };
+        let mut l = current.clone();
+        f(&mut l);
+        let (dir, d, copy) = (self.run_dir.clone(), domain.to_owned(), l.clone());
+        tokio::task::spawn_blocking(move || ledger::save(&dir, &d, &copy))
+            .await
+            .map_err(io::Error::other)??;
+        map.insert(domain.to_owned(), Entry::Read(l));
+        Ok(true)
+    }
+
     /// Removes `domain`'s ledger file and entry.
     pub async fn remove(&self, domain: &str) {
         let mut map = self.map.lock().await;

@@ -314,7 +314,12 @@ impl Service {
                 continue;
             };
             let names_from = |from: &String| files.iter().any(|(t, f)| *t == c.target && f == from);
-            if !c.from.as_ref().is_none_or(names_from) {
+            // A volume disk whose pool cannot be read now (undefined while the guest runs)
+            // cannot be compared: it is moved by its target, as the snapshot moved the guest,
+            // so a later start never writes to the frozen file.
+            let unresolved = matches!(d.source, Some(DiskSource::Volume { .. }))
+                && !files.iter().any(|(t, _)| *t == c.target);
+            if !unresolved && !c.from.as_ref().is_none_or(names_from) {
                 tracing::info!(
                     domain = h.name,
                     disk = c.target,
