@@ -4,7 +4,8 @@
 //! inbound (towards the guests) shaped on the bridge, outbound (from them to the host)
 //! policed on its ingress, traffic between two guests limited by neither (as libvirt); a
 //! kill -9 and restart adopts both (their counters run on), a restart that finds one gone
-//! puts the network back up with it; stop, and a start that fails half-way, leave the
+//! (or the network's nft table, or its dnsmasq) puts it back in place, the bridge and the
+//! guests' ports on it kept, and one whose checks fail takes them as present; stop, and a start that fails half-way, leave the
 //! namespace's links, qdiscs and ruleset as they were. Names start with `w<pid>`.
 
 mod common;
@@ -205,6 +206,46 @@ fn reaches(ns: &Netns, addr: &str) -> bool {
     false
 }
 
+/// The index of `bridge` and its ports (sorted).
+fn bridge_and_ports(ns: &Netns, bridge: &str) -> (u64, Vec<String>) {
+    let v: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", bridge])).unwrap();
+    let index = v[0]["ifindex"].as_u64().expect("ifindex");
+    let v: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-j", "link", "show", "master", bridge])).unwrap();
+    let mut ports: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect();
+    ports.sort();
+    (index, ports)
+}
+
+fn pid_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// kill -9 `pid` and wait (bounded) until it is gone or a zombie.
+fn kill_and_wait(pid: u64) {
+    ok_run("kill", &["-9", &pid.to_string()]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while pid_alive(pid) {
+        assert!(Instant::now() < deadline, "{pid} did not die");
+        std::thread::yield_now();
+    }
+}
+
+fn ok_run(cmd: &str, args: &[&str]) {
+    let out = common::netns::run(cmd, args);
+    assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
+}
+
 fn kill9(d: &mut NsDaemon) {
     let _ = d.child.kill();
     let _ = d.child.wait();
@@ -290,37 +331,126 @@ fn a_network_limit_throttles_its_bridge_survives_a_daemon_kill_and_goes_at_stop(
     let inn = flood(&host, "10.87.0.5", || bytes(&g1, "eth0").0);
     inn.held("inbound after the restart", 400_000.0, 32.0 * 1024.0, false);
 
-    // A restart that finds the shaper, or the policer, gone puts the network back up with
-    // both (the bridge is made again: the guests' ports go with the old one).
-    for (what, remove) in [
+    // A restart that finds a piece gone (an admin's `tc qdisc del`, a firewall reload's
+    // `nft flush ruleset`, a dead dnsmasq) or replaced puts it back in place: the bridge
+    // stays (same index), the guests' ports stay on it and carry; a missing policer
+    // comes back fresh (its counter from zero). libvirt's way on a libvirtd restart.
+    let (index, ports) = bridge_and_ports(&host, &br);
+    assert_eq!(ports, [format!("{p}p1"), format!("{p}p2")]);
+    let inet = format!("novacron-{net}");
+    type Case<'a> = (&'a str, Vec<Vec<&'a str>>, bool);
+    let cases: Vec<Case> = vec![
         (
             "shaper",
-            vec!["tc", "qdisc", "del", "dev", br.as_str(), "root"],
+            vec![vec!["tc", "qdisc", "del", "dev", &br, "root"]],
+            false,
+        ),
+        (
+            "shaper replaced by hand",
+            vec![vec![
+                "tc", "qdisc", "replace", "dev", &br, "root", "handle", "2:", "htb",
+            ]],
+            false,
         ),
         (
             "policer",
-            vec![
-                "nft",
-                "delete",
-                "table",
-                "netdev",
-                &format!("novacron-{net}"),
-            ],
+            vec![vec!["nft", "delete", "table", "netdev", &inet]],
+            false,
         ),
-    ] {
+        (
+            "all: shaper, both tables and dnsmasq",
+            vec![
+                vec!["tc", "qdisc", "del", "dev", &br, "root"],
+                vec!["nft", "delete", "table", "netdev", &inet],
+                vec!["nft", "delete", "table", "inet", &inet],
+            ],
+            true,
+        ),
+    ];
+    for (what, removes, kill_dnsmasq) in cases {
+        let before = curl(&d.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
+        let dnsmasq = before["info"]["dnsmasq_pid"].as_u64().expect("dnsmasq pid");
         kill9(&mut d);
-        let remove: Vec<&str> = remove.iter().map(|s| s.as_ref()).collect();
-        ns_ok(&host, &remove);
+        for r in &removes {
+            ns_ok(&host, r);
+        }
+        if kill_dnsmasq {
+            kill_and_wait(dnsmasq);
+        }
         d = NsDaemon::start(&env, &host);
         let info = curl(&d.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
-        assert_eq!(info["info"]["active"], true, "{info}\n{}", d.log());
-        assert!(
-            htb_sent(&host, &br).is_some() && policed(&host, &net) == Some(0),
-            "{what} removed: not put back fresh: {:?}\n{}",
-            qdiscs(&host),
+        assert_eq!(info["info"]["active"], true, "{what}: {info}\n{}", d.log());
+        assert_eq!(
+            bridge_and_ports(&host, &br),
+            (index, ports.clone()),
+            "{what}: the bridge was made again\n{}",
             d.log()
         );
+        assert!(
+            htb_sent(&host, &br).is_some(),
+            "{what}: {:?}",
+            qdiscs(&host)
+        );
+        let drops = policed(&host, &net);
+        assert!(drops.is_some(), "{what}: no policer\n{}", d.log());
+        if removes.iter().any(|r| r.contains(&"netdev")) {
+            assert_eq!(drops, Some(0), "{what}: policer not put back fresh");
+        }
+        ns_ok(&host, &["nft", "list", "table", "inet", &inet]);
+        let pid = info["info"]["dnsmasq_pid"].as_u64().expect("dnsmasq pid");
+        assert!(pid_alive(pid), "{what}: dnsmasq {pid} not running");
+        assert_eq!(
+            pid != dnsmasq,
+            kill_dnsmasq,
+            "{what}: dnsmasq {dnsmasq} -> {pid}"
+        );
+        assert!(
+            reaches(&g1, "10.87.0.1") && reaches(&g1, "10.87.0.6"),
+            "{what}"
+        );
     }
+    // The shaper put back holds.
+    let inn = flood(&host, "10.87.0.5", || bytes(&g1, "eth0").0);
+    inn.held("inbound after the repair", 400_000.0, 32.0 * 1024.0, false);
+
+    // A restart whose checks fail (tc and nft not answering: transient) takes the pieces as
+    // present: nothing is torn down, nothing applied again (the counters run on).
+    let shims = env.dir.path().join("shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    for (tool, fails) in [("tc", "*-j\\ qdisc\\ show*"), ("nft", "list\\ tables*")] {
+        let f = shims.join(tool);
+        std::fs::write(
+            &f,
+            format!(
+                "#!/bin/sh\ncase \"$*\" in {fails}) echo '{tool}: not answering (test)' >&2; exit 1;; esac\n\
+                 exec /usr/sbin/{tool} \"$@\"\n"
+            ),
+        )
+        .unwrap();
+        ok_run("chmod", &["0755", f.to_str().unwrap()]);
+    }
+    let sent = htb_sent(&host, &br).expect("htb");
+    let drops = policed(&host, &net).expect("policer");
+    kill9(&mut d);
+    let path = format!(
+        "{}:{}",
+        shims.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    d = NsDaemon::start_with(&env, &host, &[("PATH", path)]);
+    let info = curl(&d.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
+    assert_eq!(info["info"]["active"], true, "{info}\n{}", d.log());
+    assert!(d.log().contains("taken as present"), "{}", d.log());
+    assert_eq!(
+        bridge_and_ports(&host, &br),
+        (index, ports.clone()),
+        "{}",
+        d.log()
+    );
+    assert!(htb_sent(&host, &br).expect("htb") >= sent);
+    assert!(policed(&host, &net).expect("policer") >= drops);
+    kill9(&mut d);
+    d = NsDaemon::start(&env, &host);
 
     // Stop: no qdisc, no table, no link of ours; the namespace as before.
     let r = curl(&d.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
@@ -446,4 +576,70 @@ fn limits_on_a_bridge_that_is_not_ours_are_refused_naming_the_field() {
         .collect();
     assert!(!names.iter().any(|n| n.starts_with(&p)), "{names:?}");
     kill9(&mut d);
+}
+
+#[test]
+fn a_network_of_the_same_name_under_another_daemon_keeps_its_tables() {
+    // Two daemons on one host (the migration tests' setup), each with a network 'N' of
+    // that name on its own bridge: our tables are named after the network, so each
+    // daemon checks a table is about its bridge before replacing or deleting it.
+    let p = format!("x{}", std::process::id());
+    let (env_a, env_b) = (Env::new(), Env::new());
+    let host = Netns::new(format!("{p}h"));
+    let (links_before, rules_before) = (host.links(), ns_ok(&host, &["nft", "list", "ruleset"]));
+    let mut a = NsDaemon::start(&env_a, &host);
+    let mut b = NsDaemon::start(&env_b, &host);
+    let net = format!("{p}n");
+    let t = format!("novacron-{net}");
+    let def = |br: &str, subnet: &str| {
+        format!(
+            "<network><name>{net}</name><forward mode='nat'/><bridge name='{br}' stp='off'/>\
+             {LIMITS}<ip address='{subnet}.1' prefix='24'/></network>"
+        )
+    };
+    let (ba, bb) = (format!("{p}a"), format!("{p}b"));
+    for (d, br, subnet) in [(&a, &ba, "10.86.0"), (&b, &bb, "10.85.0")] {
+        let r = post_xml(&d.socket, "/v1/networks", &def(br, subnet));
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    // Both our tables there and about `br` (false when either is missing).
+    let tables = |br: &str| {
+        let list = |family: &str| {
+            String::from_utf8_lossy(&host.exec(&["nft", "list", "table", family, &t]).stdout)
+                .into_owned()
+        };
+        list("inet").contains(&format!("iifname \"{br}\""))
+            && list("netdev").contains(&format!("device \"{br}\""))
+    };
+    let start = |d: &NsDaemon| curl(&d.socket, "POST", &format!("/v1/networks/{net}/start"), &[]);
+    let r = start(&a);
+    assert_eq!(r.status, 200, "{r:?}\n{}", a.log());
+    assert!(tables(&ba));
+
+    // B's start would replace A's tables: refused, naming them; nothing of B's made.
+    let links = host.links();
+    let r = start(&b);
+    assert_eq!(r.status, 400, "{r:?}\n{}", b.log());
+    assert_eq!(r.json()["error"]["details"][0]["path"], "name", "{r:?}");
+    assert!(r.body.contains(&format!("'inet {t}'")), "{r:?}");
+    assert!(tables(&ba), "A's tables replaced");
+    assert_eq!(host.links(), links);
+
+    // A's tables gone (a firewall reload), B starts; A's stop then leaves B's tables alone.
+    ns_ok(&host, &["nft", "delete", "table", "inet", &t]);
+    ns_ok(&host, &["nft", "delete", "table", "netdev", &t]);
+    let r = start(&b);
+    assert_eq!(r.status, 200, "{r:?}\n{}", b.log());
+    assert!(tables(&bb));
+    let r = curl(&a.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(tables(&bb), "A's stop deleted B's tables\n{}", a.log());
+    assert!(!host.links().contains(&ba));
+
+    let r = curl(&b.socket, "POST", &format!("/v1/networks/{net}/stop"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(host.links(), links_before);
+    assert_eq!(ns_ok(&host, &["nft", "list", "ruleset"]), rules_before);
+    kill9(&mut a);
+    kill9(&mut b);
 }

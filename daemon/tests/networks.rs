@@ -363,11 +363,57 @@ fn a_nat_network_serves_dhcp_masquerades_survives_a_daemon_kill_and_leaves_the_h
 
     // kill -9: a new daemon adopts the running network (same dnsmasq), which keeps working.
     d.kill9();
-    let d2 = NsDaemon::start(&env, &host);
+    let mut d2 = NsDaemon::start(&env, &host);
     let info = curl(&d2.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
     assert_eq!(info["info"]["active"], true, "{info}\n{}", d2.log());
     assert_eq!(info["info"]["dnsmasq_pid"].as_u64(), Some(dnsmasq));
     assert!(c1.can_ping("198.51.100.2"));
+
+    // While no daemon runs, a firewall reload takes our table (`nft flush ruleset` would)
+    // and dnsmasq dies. The next daemon puts both back in place and keeps the bridge (same
+    // index) with the guests' ports on it: they reach the WAN through a masquerade that
+    // counts again, and get leases from the new dnsmasq. (Tearing the network down and
+    // starting it again would leave their ports on a deleted bridge: cut off.)
+    let index = |ns: &Netns, dev: &str| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", dev])).unwrap();
+        v[0]["ifindex"].as_u64().expect("ifindex")
+    };
+    let master = |port: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&host.ip(&["-j", "link", "show", "dev", port])).unwrap();
+        v[0]["master"].as_str().unwrap_or_default().to_owned()
+    };
+    let br_index = index(&host, &br);
+    d2.kill9();
+    let out = host.exec(&["nft", "delete", "table", "inet", &table]);
+    assert!(out.status.success(), "{out:?}");
+    ok("kill", &["-9", &dnsmasq.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(dnsmasq) {
+        assert!(Instant::now() < deadline, "dnsmasq {dnsmasq} did not die");
+        std::thread::yield_now();
+    }
+    let d2 = NsDaemon::start(&env, &host);
+    let info = curl(&d2.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
+    assert_eq!(info["info"]["active"], true, "{info}\n{}", d2.log());
+    assert_eq!(
+        index(&host, &br),
+        br_index,
+        "bridge made again\n{}",
+        d2.log()
+    );
+    for port in ["p1", "p2"] {
+        assert_eq!(master(&format!("{p}{port}")), br, "{}", d2.log());
+    }
+    assert!(host.nft_ruleset().contains(&format!("table inet {table}")));
+    assert_eq!(counter(&host, &table, "postrouting", "masquerade"), 0);
+    let dnsmasq = info["info"]["dnsmasq_pid"].as_u64().expect("new dnsmasq");
+    assert!(pid_alive(dnsmasq), "{}", d2.log());
+    assert!(c1.can_ping("10.77.0.1"));
+    assert!(c1.can_ping("198.51.100.2"), "{}", host.nft_ruleset());
+    assert!(counter(&host, &table, "postrouting", "masquerade") > 0);
+    assert_eq!(dhcp(&c2, env.dir.path()).as_deref(), Some("10.77.0.7"));
 
     // A network a domain uses cannot be undefined (the domain is named).
     let nic = format!(

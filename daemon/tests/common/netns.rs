@@ -88,6 +88,11 @@ pub struct NsDaemon {
 
 impl NsDaemon {
     pub fn start(env: &Env, ns: &Netns) -> NsDaemon {
+        NsDaemon::start_with(env, ns, &[])
+    }
+    /// As [`NsDaemon::start`], with `vars` in the daemon's environment (e.g. a PATH with
+    /// stand-ins for host tools first).
+    pub fn start_with(env: &Env, ns: &Netns, vars: &[(&str, String)]) -> NsDaemon {
         let config = env.write_config("");
         let log = env.dir.path().join("daemon.log");
         let out = std::fs::OpenOptions::new()
@@ -104,6 +109,7 @@ impl NsDaemon {
                 "--config",
             ])
             .arg(&config)
+            .envs(vars.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

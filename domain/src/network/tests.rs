@@ -126,6 +126,34 @@ fn bad_definitions_name_the_field() {
     });
     assert_eq!(details(&n), ["bridge.name"]);
 
+    // Names that would break out of a quoted name in our nft rulesets, tc batches or
+    // dnsmasq config, on every field that carries one there.
+    for bad in [
+        "br\"x", "br;x", "br#x", "br{x", "br}x", "br\nx", "br x", "brä", "br$x",
+    ] {
+        let mut n = parse(DEFAULT_XML);
+        n.bridge = Some(Bridge {
+            name: bad.into(),
+            stp: true,
+        });
+        let e = check_network(&n).expect_err(bad);
+        assert_eq!(e.details()[0].path, "bridge.name", "{bad:?}");
+        assert!(e.to_string().contains("letters, digits"), "{e}");
+        let mut n = parse(DEFAULT_XML);
+        n.forward.dev = Some(bad.into());
+        assert_eq!(details(&n), ["forward.dev"], "{bad:?}");
+        let mut n =
+            parse("<network><name>mv</name><forward mode='vepa'><interface dev='eth1'/></forward></network>");
+        n.forward.interfaces[0] = bad.into();
+        assert_eq!(details(&n), ["forward.interfaces[0]"], "{bad:?}");
+    }
+    let mut n = parse(DEFAULT_XML);
+    n.bridge = Some(Bridge {
+        name: "br-lan_0.1".into(),
+        stp: true,
+    });
+    check_network(&n).expect("letters, digits, '-', '_' and '.'");
+
     let mut n = parse(DEFAULT_XML);
     if let Some(d) = n.ip.as_mut().and_then(|i| i.dhcp.as_mut()) {
         d.ranges[0].end = "192.168.123.5".parse().expect("ip");

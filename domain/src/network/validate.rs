@@ -28,12 +28,16 @@ pub fn ifname_problem(name: &str) -> Option<String> {
     if name == "." || name == ".." {
         return Some(format!("'{name}' is not a valid interface name"));
     }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control() || c == '\0')
+    // The daemon's tap rule (daemon/src/host/taps/names.rs `check`): these names go into
+    // nft rulesets (`iifname "br"`, `device "br"`), tc batches and dnsmasq's config, where a
+    // '"', ';', '#', '{' or newline would end the name and write rules of its own.
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
         return Some(format!(
-            "'{name}' is not a valid interface name (no '/', ':' or whitespace)"
+            "'{}' is not a valid interface name: ASCII letters, digits, '-', '_' and '.' only",
+            name.escape_debug()
         ));
     }
     None

@@ -68,10 +68,27 @@ pub fn policer_exists(network: &str) -> Result<bool, NftError> {
     Ok(out.lines().any(|l| l.trim() == want))
 }
 
-/// Deletes the policer table of `network`, if there is one. Blocking.
-pub fn delete_policer(network: &str) -> Result<(), NftError> {
-    if !policer_exists(network)? {
-        return Ok(());
+/// The owner of the policer table of `network`: ours when its chain is bound to `bridge`.
+/// Blocking.
+pub fn policer_owner(network: &str, bridge: &str) -> Result<nft::Owner, NftError> {
+    nft::owner("netdev", network, &format!("device \"{bridge}\""))
+}
+
+/// Deletes the policer table of `network` on `bridge`, if there is one bound to that bridge
+/// (one bound elsewhere is another daemon's network of the same name). Blocking.
+pub fn delete_policer(network: &str, bridge: &str) -> Result<(), NftError> {
+    match policer_owner(network, bridge)? {
+        nft::Owner::Ours => {}
+        nft::Owner::Absent => return Ok(()),
+        nft::Owner::Elsewhere => {
+            return Err(NftError {
+                what: format!("delete the policer table of '{network}'"),
+                message: format!(
+                "table netdev {} is bound to another device than '{bridge}': not ours, left alone",
+                nft::table_name(network)
+            ),
+            })
+        }
     }
     nft::run(
         &["delete", "table", "netdev", &nft::table_name(network)],

@@ -146,10 +146,58 @@ pub fn table_exists(network: &str) -> Result<bool, NftError> {
     Ok(out.lines().any(|l| l.trim() == want))
 }
 
-/// Deletes our table of `network`, if it is there.
-pub fn delete_table(network: &str) -> Result<(), NftError> {
-    if !table_exists(network)? {
-        return Ok(());
+/// Whose a table of ours by name is: the name alone is not enough, two daemons on one host
+/// (or a stale definition) may each have a network of that name, on different bridges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// No table of that name.
+    Absent,
+    /// It names `bridge` (`needle`), so it is this network's.
+    Ours,
+    /// A table of that name about another bridge: not ours to touch.
+    Elsewhere,
+}
+
+/// The owner of table `family novacron-<network>`, judged by `needle` in its listing.
+pub(crate) fn owner(family: &str, network: &str, needle: &str) -> Result<Owner, NftError> {
+    let out = run(&["list", "tables", family], None, "list tables")?;
+    let want = format!("table {family} {}", table_name(network));
+    if !out.lines().any(|l| l.trim() == want) {
+        return Ok(Owner::Absent);
+    }
+    let t = table_name(network);
+    let listed = run(
+        &["list", "table", family, &t],
+        None,
+        &format!("list table {family} {t}"),
+    )?;
+    Ok(if listed.contains(needle) {
+        Owner::Ours
+    } else {
+        Owner::Elsewhere
+    })
+}
+
+/// The owner of our `inet` table of `network` on `bridge` (its rules name the bridge).
+pub fn table_owner(network: &str, bridge: &str) -> Result<Owner, NftError> {
+    owner("inet", network, &format!("iifname \"{bridge}\""))
+}
+
+/// Deletes our table of `network` on `bridge`, if it is there and about that bridge (one
+/// about another bridge is another daemon's network of the same name).
+pub fn delete_table(network: &str, bridge: &str) -> Result<(), NftError> {
+    match table_owner(network, bridge)? {
+        Owner::Ours => {}
+        Owner::Absent => return Ok(()),
+        Owner::Elsewhere => {
+            return Err(NftError {
+                what: format!("delete the table of '{network}'"),
+                message: format!(
+                    "table inet {} is about another bridge than '{bridge}': not ours, left alone",
+                    table_name(network)
+                ),
+            })
+        }
     }
     run(
         &["delete", "table", "inet", &table_name(network)],

@@ -121,3 +121,11 @@ pub fn present(ifname: &str) -> Result<bool, TcError> {
         .flatten()
         .any(|q| q["kind"] == "htb" && q["handle"] == "1:"))
 }
+
+/// Puts `bw`'s inbound limit back on `ifname`, an interface of ours whose root is not our
+/// htb any more (removed, or replaced by hand): whatever root qdisc is there goes first
+/// (deleting the default root fails, which is fine). Blocking.
+pub fn put_back(ifname: &str, bw: &Bandwidth) -> Result<(), TcError> {
+    let _ = tc(ifname, &["qdisc", "del", "dev", ifname, "root"], None);
+    apply(ifname, bw)
+}

@@ -85,6 +85,32 @@ async fn bring_up_steps(
             )],
         });
     }
+    // Our tables are ours by name: one of that name about another bridge is another
+    // daemon's network of the same name (two daemons on one host), which applying ours
+    // would replace. Refused, before anything is recorded or changed.
+    let (net, br) = (n.name.clone(), bridge.to_owned());
+    let foreign = blocking(move || {
+        let inet = nft::table_owner(&net, &br).map_err(internal)?;
+        let netdev = net_qos::policer_owner(&net, &br).map_err(internal)?;
+        Ok([("inet", inet), ("netdev", netdev)]
+            .into_iter()
+            .find(|(_, o)| *o == nft::Owner::Elsewhere)
+            .map(|(f, _)| f))
+    })
+    .await?;
+    if let Some(family) = foreign {
+        let t = nft::table_name(&n.name);
+        return Err(Error::Invalid {
+            message: format!(
+                "name: the nft table '{family} {t}' on this host is about another bridge than '{bridge}' (another daemon's network '{}'?); left alone",
+                n.name
+            ),
+            details: vec![novacron_domain::FieldError::new(
+                "name",
+                format!("the nft table '{family} {t}' belongs to another bridge"),
+            )],
+        });
+    }
     // The whole undo list is recorded with ONE durable write before the first change (each
     // undo step tolerates "never done": the bridge is deleted and its limit cleared only when
     // it carries our alias, a missing table, policer or dnsmasq is skipped, ip_forward is
@@ -220,9 +246,9 @@ pub async fn undo(nl: &netlink::Netlink, dirs: &HostDirs, r: &mut Record, keep_f
                 }
             }
             Undo::NftTable => {
-                let name = r.network.clone();
+                let (name, br) = (r.network.clone(), record_bridge(r));
                 if let Ok(Err(e)) =
-                    tokio::task::spawn_blocking(move || nft::delete_table(&name)).await
+                    tokio::task::spawn_blocking(move || nft::delete_table(&name, &br)).await
                 {
                     tracing::warn!(network = %r.network, error = %e, "cannot delete our nft table");
                 }
@@ -241,9 +267,9 @@ pub async fn undo(nl: &netlink::Netlink, dirs: &HostDirs, r: &mut Record, keep_f
                 }
             }
             Undo::Policer => {
-                let name = r.network.clone();
+                let (name, br) = (r.network.clone(), record_bridge(r));
                 if let Ok(Err(e)) =
-                    tokio::task::spawn_blocking(move || net_qos::delete_policer(&name)).await
+                    tokio::task::spawn_blocking(move || net_qos::delete_policer(&name, &br)).await
                 {
                     tracing::warn!(network = %r.network, error = %e, "cannot delete our policer table");
                 }
@@ -275,44 +301,177 @@ fn pid_file_proc(pid_file: &Path) -> Option<dnsmasq::Proc> {
     Some(dnsmasq::Proc { pid, start_time })
 }
 
-/// Whether everything `r` made is still there and ours (adoption after a restart).
-pub async fn intact(nl: &netlink::Netlink, dirs: &HostDirs, r: &Record) -> bool {
-    for u in &r.undo {
-        let ok = match u {
-            Undo::Bridge { name } => matches!(
-                nl.link(name).await,
-                Ok(Some(l)) if l.alias.as_deref() == Some(&netlink::owner_alias(&r.network))
-            ),
+/// The bridge a record's tables are about.
+fn record_bridge(r: &Record) -> String {
+    r.undo
+        .iter()
+        .find_map(|u| match u {
+            Undo::Bridge { name } => Some(name.clone()),
+            _ => None,
+        })
+        .or_else(|| r.bridge.clone())
+        .unwrap_or_default()
+}
+
+/// Why a running network cannot be adopted as it is: its bridge is gone or not ours.
+#[derive(Debug)]
+pub struct BridgeLost(pub String);
+
+/// Adoption after a daemon restart (libvirt's, on restart of libvirtd: rules re-added in
+/// place, the bridge kept). The bridge is what the guests' taps hang on: deleting it would
+/// cut every running guest off, and nothing would attach their taps again. So only a bridge
+/// that is gone, or not ours (alias), fails adoption (`Err`: tear down, start again).
+/// Anything else `r` lists that is missing (our nft table, shaper or policer, after a
+/// firewall reload or a hand edit; a dead dnsmasq) is put back in place, so the record
+/// stays exact: what the host has is what it lists. A check that fails (tc, nft not
+/// answering) counts as present, logged: a transient error is no reason to cut guests off.
+/// Returns what was put back.
+pub async fn repair(
+    nl: &netlink::Netlink,
+    dirs: &HostDirs,
+    n: &NetworkConfig,
+    r: &mut Record,
+) -> Result<Vec<&'static str>, BridgeLost> {
+    let net = r.network.clone();
+    let bridge = record_bridge(r);
+    let mut repaired = Vec::new();
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(network = %net, error = %e, "cannot check {what} of an adopted network; taken as present");
+    };
+    let unfixed = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(network = %net, error = %e, "cannot put back {what} of an adopted network; it runs without it");
+    };
+    for u in r.undo.clone() {
+        match u {
+            Undo::Bridge { name } => match nl.link(&name).await {
+                Ok(Some(l)) if l.alias.as_deref() == Some(&netlink::owner_alias(&net)) => {}
+                Ok(Some(_)) => {
+                    return Err(BridgeLost(format!("bridge '{name}' is not ours (alias)")))
+                }
+                Ok(None) => return Err(BridgeLost(format!("bridge '{name}' is gone"))),
+                Err(e) => failed("the bridge", &e),
+            },
+            Undo::IpForward { .. } => {}
             Undo::NftTable => {
-                let n = r.network.clone();
-                matches!(
-                    tokio::task::spawn_blocking(move || nft::table_exists(&n)).await,
-                    Ok(Ok(true))
-                )
+                let (nn, br) = (net.clone(), bridge.clone());
+                match blocking(move || nft::table_owner(&nn, &br).map_err(internal)).await {
+                    Ok(nft::Owner::Ours) => {}
+                    Ok(nft::Owner::Elsewhere) => unfixed(
+                        "the nft table (one of that name about another bridge is there)",
+                        &"left alone",
+                    ),
+                    Ok(nft::Owner::Absent) => {
+                        let rules = nft::ruleset(&nft::RulesetInput {
+                            network: &n.name,
+                            bridge: &bridge,
+                            mode: n.forward.mode,
+                            ip: n.ip.as_ref(),
+                            uplink: n.forward.dev.as_deref(),
+                        });
+                        let nn = net.clone();
+                        match blocking(move || nft::apply(&rules, &nn).map_err(internal)).await {
+                            Ok(()) => repaired.push("nft table"),
+                            Err(e) => unfixed("the nft table", &e),
+                        }
+                    }
+                    Err(e) => failed("the nft table", &e),
+                }
             }
-            Undo::IpForward { .. } => true,
-            Undo::Shaper { bridge } => {
-                let b = bridge.clone();
-                matches!(
-                    tokio::task::spawn_blocking(move || qos::present(&b)).await,
-                    Ok(Ok(true))
-                )
+            Undo::Shaper { bridge: b } => {
+                let bb = b.clone();
+                match blocking(move || qos::present(&bb).map_err(internal)).await {
+                    Ok(true) => {}
+                    Ok(false) => match n.bandwidth.clone().filter(|b| b.inbound.is_some()) {
+                        Some(bw) => {
+                            match blocking(move || qos::put_back(&b, &bw).map_err(internal)).await {
+                                Ok(()) => repaired.push("shaper"),
+                                Err(e) => unfixed("the shaper", &e),
+                            }
+                        }
+                        None => unfixed("the shaper", &"the definition has no inbound limit"),
+                    },
+                    Err(e) => failed("the shaper", &e),
+                }
             }
             Undo::Policer => {
-                let n = r.network.clone();
-                matches!(
-                    tokio::task::spawn_blocking(move || net_qos::policer_exists(&n)).await,
-                    Ok(Ok(true))
-                )
+                let (nn, br) = (net.clone(), bridge.clone());
+                match blocking(move || net_qos::policer_owner(&nn, &br).map_err(internal)).await {
+                    Ok(nft::Owner::Ours) => {}
+                    Ok(nft::Owner::Elsewhere) => unfixed(
+                        "the policer (a table of that name bound to another device is there)",
+                        &"left alone",
+                    ),
+                    Ok(nft::Owner::Absent) => {
+                        match n.bandwidth.as_ref().and_then(|b| b.outbound.clone()) {
+                            Some(o) => {
+                                let rules = net_qos::policer_ruleset(&n.name, &bridge, &o);
+                                let nn = net.clone();
+                                match blocking(move || {
+                                    net_qos::apply_policer(&rules, &nn).map_err(internal)
+                                })
+                                .await
+                                {
+                                    Ok(()) => repaired.push("policer"),
+                                    Err(e) => unfixed("the policer", &e),
+                                }
+                            }
+                            None => unfixed("the policer", &"the definition has no outbound limit"),
+                        }
+                    }
+                    Err(e) => failed("the policer", &e),
+                }
             }
             Undo::Dnsmasq { proc } => {
-                let conf = dnsmasq::Files::new(&dirs.run, &r.network).conf;
-                proc.is_some_and(|p| dnsmasq::is_ours(p, &conf))
+                let files = dnsmasq::Files::new(&dirs.run, &net);
+                let f = files.clone();
+                // Ours as recorded, or (a crash while it started) as its pid file says.
+                let running = blocking(move || {
+                    Ok(proc.filter(|p| dnsmasq::is_ours(*p, &f.conf)).or_else(|| {
+                        pid_file_proc(&f.pid).filter(|p| dnsmasq::is_ours(*p, &f.conf))
+                    }))
+                })
+                .await
+                .unwrap_or(None);
+                let proc = match running {
+                    Some(p) => Some(p),
+                    None => {
+                        let Some(conf) = dnsmasq::config(n, &bridge, &files, dnsmasq::run_user())
+                        else {
+                            unfixed("dnsmasq", &"the definition has no subnet");
+                            continue;
+                        };
+                        let name = net.clone();
+                        // The lease file is kept: dnsmasq reads it back, the guests' leases
+                        // stay theirs.
+                        match blocking(move || {
+                            std::fs::write(&files.conf, conf).map_err(internal)?;
+                            dnsmasq::start(&name, &files).map_err(internal)
+                        })
+                        .await
+                        {
+                            Ok(p) => {
+                                repaired.push("dnsmasq");
+                                Some(p)
+                            }
+                            Err(e) => {
+                                unfixed("dnsmasq", &e);
+                                None
+                            }
+                        }
+                    }
+                };
+                if proc != r.dnsmasq() {
+                    for u in r.undo.iter_mut() {
+                        if let Undo::Dnsmasq { proc: p } = u {
+                            *p = proc;
+                        }
+                    }
+                    if let Err(e) = save(dirs, r).await {
+                        tracing::warn!(network = %net, error = %e, "cannot record the new dnsmasq");
+                    }
+                }
             }
-        };
-        if !ok {
-            return false;
         }
     }
-    true
+    Ok(repaired)
 }

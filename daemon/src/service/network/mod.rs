@@ -158,18 +158,28 @@ impl Networks {
         f(&mut self.state.write().unwrap_or_else(PoisonError::into_inner));
     }
 
-    /// Adopts intact records of defined networks; cleans the rest.
+    /// Adopts the records of defined running networks, putting back in place what went
+    /// missing while no daemon ran; only a network whose bridge is gone (or not ours) is
+    /// torn down and started again. Cleans the rest.
     async fn adopt(&self, nl: &netlink::Netlink, records: Vec<Record>) {
         for mut r in records {
-            let defined = self.snapshot().contains_key(&r.network);
-            if r.active && defined && host::intact(nl, &self.dirs, &r).await {
-                tracing::info!(network = %r.network, "adopted a running network");
-                self.update(|s| {
-                    if let Some(e) = s.get_mut(&r.network) {
-                        e.record = Some(r.clone());
+            let config = self.snapshot().get(&r.network).map(|e| e.config.clone());
+            let defined = config.is_some();
+            if let (true, Some(n)) = (r.active, &config) {
+                match host::repair(nl, &self.dirs, n, &mut r).await {
+                    Ok(repaired) => {
+                        tracing::info!(network = %r.network, ?repaired, "adopted a running network");
+                        self.update(|s| {
+                            if let Some(e) = s.get_mut(&r.network) {
+                                e.record = Some(r.clone());
+                            }
+                        });
+                        continue;
                     }
-                });
-                continue;
+                    Err(host::BridgeLost(why)) => {
+                        tracing::warn!(network = %r.network, %why, "a running network lost its bridge; starting it again");
+                    }
+                }
             }
             let restart = r.active && defined;
             tracing::info!(network = %r.network, restart, "cleaning what a previous daemon left of a network");
