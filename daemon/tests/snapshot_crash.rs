@@ -1108,3 +1108,81 @@ fn a_foreign_file_under_a_pending_revert_name_is_not_removed() {
     let log = std::fs::read_to_string(&d2.log).unwrap();
     assert!(log.contains("interrupted revert rolled back"), "{log}");
 }
+
+/// A daemon killed during a disk-only revert after the definition names the fresh overlay
+/// but before the tree drops its pending record (hold point revert-repointed): the restart
+/// finishes the revert from that record, so the definition and the tree name the same
+/// existing file (the overlay over s1's file) and what only the old state used is gone;
+/// later snapshots, reverts and deletions work and the guest starts on the defined file.
+#[test]
+fn a_kill_after_a_reverts_repoint_finishes_the_revert_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = defined_guest(&env, &s, "scx").display().to_string();
+    let snaps = "/v1/domains/scx/snapshots";
+    let r = call(&s, "POST", snaps, Some(&json!({"name": "s1"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let old = defined_disk(&env, "scx");
+    assert_ne!(old, base);
+
+    let reached = arm(&env, "revert-repointed");
+    {
+        let s = s.clone();
+        std::thread::spawn(move || curl(&s, "POST", "/v1/domains/scx/snapshots/s1/revert", &[]));
+    }
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    // Held between the two writes: the definition is on the overlay the pending record
+    // names, the tree not yet.
+    let t = tree_json(&env, "scx");
+    let pending = t["pending_revert"]["overlays"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no pending revert: {t}"))
+        .to_owned();
+    assert_eq!(defined_disk(&env, "scx"), pending);
+    assert_eq!(t["active"]["vda"], old, "{t}");
+    kill_9(&mut d);
+
+    disarm(&env, "revert-repointed");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the revert to be settled",
+        Duration::from_secs(60),
+        || tree_json(&env, "scx")["pending_revert"].is_null(),
+    );
+    let agree = |what: &str| {
+        let t = tree_json(&env, "scx");
+        let active = t["active"]["vda"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(defined_disk(&env, "scx"), active, "{what}: {t}");
+        assert!(Path::new(&active).exists(), "{what}: {active} missing");
+        active
+    };
+    let active = agree("after the restart");
+    assert_eq!(active, pending, "the revert was not finished");
+    assert_eq!(chain(&active), [active.clone(), base.clone()]);
+    assert_eq!(tree_json(&env, "scx")["current"], "s1");
+    assert!(!Path::new(&old).exists(), "the old state's {old} left");
+    let log = std::fs::read_to_string(&d2.log).unwrap();
+    assert!(log.contains("interrupted revert finished"), "{log}");
+
+    // Later operations find the tree and the definition in step.
+    let r = call(&s, "POST", snaps, Some(&json!({"name": "s2"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    agree("after s2");
+    let r = call(&s, "POST", &format!("{snaps}/s1/revert"), None);
+    assert!((200..300).contains(&r.status), "{} {}", r.status, r.body);
+    agree("after the second revert");
+    let r = call(&s, "DELETE", &format!("{snaps}/s2"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let active = agree("after the deletion");
+    let r = curl(&s, "POST", "/v1/domains/scx/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let open = qemu_files(&env, "scx");
+    assert!(open.contains(&active), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scx/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -420,7 +420,19 @@ impl Service {
         s: &super::meta::Snap,
     ) -> Result<Vec<(String, String, DiskFormat)>, Error> {
         let made = self.revert_overlays(h, tree, s).await?;
-        self.adopt_revert(h, tree, &s.name, made).await
+        match self.adopt_revert(h, tree, &s.name, made).await {
+            Ok(changes) => Ok(changes),
+            // Settled at once as a restart would: rolled back when the definition was not
+            // written, finished when only the tree was not.
+            Err(e) => match self.settle_revert(h, tree).await {
+                Ok(Some(changes)) => Ok(changes),
+                Ok(None) => Err(e),
+                Err(e2) => {
+                    tracing::warn!(domain = h.name, error = %e2, "a failed revert left pending");
+                    Err(e)
+                }
+            },
+        }
     }
 
     /// Makes a fresh overlay over each of snapshot `s`'s files, recorded as the tree's
@@ -507,6 +519,11 @@ impl Service {
 
     /// Makes the overlays `made` the disks' files (tree and definition), snapshot `name`
     /// current, and unlinks what only the old state used; returns the disks' new files.
+    /// The definition first, the tree without its pending record last (as a snapshot's
+    /// finish and a deletion order them): a crash or a failure in between leaves the pending
+    /// record, from which the revert is finished (the definition names the overlays) or
+    /// rolled back (`recover::settle_revert`). The other order could leave the definition on
+    /// files the tree no longer tracks (and unlinks).
     pub(super) async fn adopt_revert(
         &self,
         h: &DomainHandle,
@@ -514,9 +531,22 @@ impl Service {
         name: &str,
         made: Vec<RevertOverlay>,
     ) -> Result<Vec<(String, String, DiskFormat)>, Error> {
+        let repoints: Vec<super::Repoint> = made
+            .iter()
+            .map(|m| super::Repoint {
+                target: m.target.clone(),
+                from: None,
+                to: m.overlay.clone(),
+                format: DiskFormat::Qcow2,
+            })
+            .collect();
+        self.repoint_definition(h, &repoints).await?;
+        crate::service::hold::point(&self.inner.config.run_dir, "revert-repointed").await;
+        // `tree` keeps its pending record until the tree without it is on disk.
+        let mut adopted = tree.clone();
         let mut changes = Vec::new();
         for m in made {
-            tree.files.insert(
+            adopted.files.insert(
                 m.overlay.clone(),
                 FileRec {
                     format: DiskFormat::Qcow2,
@@ -525,23 +555,14 @@ impl Service {
                     refs: 0,
                 },
             );
-            tree.active.insert(m.target.clone(), m.overlay.clone());
+            adopted.active.insert(m.target.clone(), m.overlay.clone());
             changes.push((m.target, m.overlay, DiskFormat::Qcow2));
         }
-        tree.current = Some(name.to_owned());
-        tree.pending_revert = None;
-        let unlink = tree.collect_garbage();
-        self.save_tree(&h.name, tree).await?;
-        let repoints: Vec<super::Repoint> = changes
-            .iter()
-            .map(|(target, to, format)| super::Repoint {
-                target: target.clone(),
-                from: None,
-                to: to.clone(),
-                format: *format,
-            })
-            .collect();
-        self.repoint_definition(h, &repoints).await?;
+        adopted.current = Some(name.to_owned());
+        adopted.pending_revert = None;
+        let unlink = adopted.collect_garbage();
+        self.save_tree(&h.name, &adopted).await?;
+        *tree = adopted;
         self.unlink_files(unlink).await;
         Ok(changes)
     }
