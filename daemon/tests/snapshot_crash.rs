@@ -981,11 +981,13 @@ fn digest(path: &str) -> Option<u64> {
     Some(h.finish())
 }
 
-/// A file already under the name a revert's fresh overlay gets (`<dom>.<target>.<snap>.r<N>
-/// .qcow2`; dots in names let two names meet): the revert is refused before anything names
-/// the file, which stays as it was; the tree and the definition are unchanged.
+/// Files already under the names a revert's fresh overlay would get (`<dom>.<target>.<snap>
+/// .r<N>.qcow2`; dots in names let two names meet): the daemon makes up that name, not the
+/// user, so the revert takes the next free one (each time: a retry never lands on a taken
+/// name either) and never touches the files, which stay as they were; the tree and the
+/// definition name the new overlay, made over the snapshot's file.
 #[test]
-fn a_revert_onto_an_existing_overlay_name_is_refused_and_the_file_left() {
+fn a_revert_onto_an_existing_overlay_name_takes_the_next_free_one_and_leaves_the_file() {
     let env = Env::new();
     let d = env.start_daemon("");
     let s = d.socket.clone();
@@ -997,28 +999,38 @@ fn a_revert_onto_an_existing_overlay_name_is_refused_and_the_file_left() {
         Some(&json!({"name": "s1"})),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let t = tree_json(&env, "scv");
-    let next = t["next"].as_u64().unwrap();
-    let taken = base
-        .parent()
-        .unwrap()
-        .join(format!("scv.vda.s1.r{}.qcow2", next + 1))
-        .display()
-        .to_string();
-    run("qemu-img", &["create", "-q", "-f", "qcow2", &taken, "8M"]);
-    let before = digest(&taken);
-    let defined = defined_disk(&env, "scv");
+    let next = tree_json(&env, "scv")["next"].as_u64().unwrap();
+    let name = |n: u64| {
+        base.parent()
+            .unwrap()
+            .join(format!("scv.vda.s1.r{n}.qcow2"))
+            .display()
+            .to_string()
+    };
+    // The name this revert would take and the one after it (where the counter lands once
+    // the first revert is done) are both foreign files.
+    let taken = [name(next + 1), name(next + 3)];
+    for t in &taken {
+        run("qemu-img", &["create", "-q", "-f", "qcow2", t, "8M"]);
+    }
+    let before: Vec<_> = taken.iter().map(|t| digest(t)).collect();
 
-    let r = curl(&s, "POST", "/v1/domains/scv/snapshots/s1/revert", &[]);
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(
-        r.body.contains(&taken) && r.body.contains("already exists"),
-        "{}",
-        r.body
-    );
-    assert_eq!(digest(&taken), before, "{taken} changed");
-    assert_eq!(tree_json(&env, "scv"), t, "the tree changed");
-    assert_eq!(defined_disk(&env, "scv"), defined);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = curl(&s, "POST", "/v1/domains/scv/snapshots/s1/revert", &[]);
+        assert!((200..300).contains(&r.status), "{} {}", r.status, r.body);
+        let t = tree_json(&env, "scv");
+        let active = t["active"]["vda"].as_str().unwrap().to_owned();
+        assert!(!taken.contains(&active), "the revert took {active}");
+        assert_eq!(defined_disk(&env, "scv"), active);
+        assert_eq!(chain(&active), [active.clone(), base.display().to_string()]);
+        assert!(t["pending_revert"].is_null(), "{t}");
+        seen.push(active);
+    }
+    assert_eq!(seen, [name(next + 2), name(next + 4)]);
+    let after: Vec<_> = taken.iter().map(|t| digest(t)).collect();
+    assert_eq!(after, before, "a foreign file changed");
+    assert!(before.iter().all(Option::is_some));
 }
 
 /// A daemon killed while a disk-only revert's fresh overlays exist but before the disks use

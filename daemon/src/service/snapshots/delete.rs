@@ -444,30 +444,21 @@ impl Service {
         s: &super::meta::Snap,
     ) -> Result<Vec<RevertOverlay>, Error> {
         let (domain, name) = (h.name.as_str(), s.name.as_str());
-        tree.next += 1;
-        let mut made = Vec::new();
-        for (target, d) in &s.disks {
-            let dir = std::path::Path::new(&d.file)
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| ".".into());
-            made.push(RevertOverlay {
-                target: target.clone(),
-                overlay: format!("{dir}/{domain}.{target}.{name}.r{}.qcow2", tree.next),
-                file: d.file.clone(),
-                format: d.format,
-            });
-        }
-        // A name a file already has is refused before the pending record names it (as a
-        // snapshot's overlay is): no recovery ever removes that file.
-        let names: Vec<String> = made.iter().map(|m| m.overlay.clone()).collect();
-        tokio::task::spawn_blocking(move || {
-            names
-                .iter()
-                .try_for_each(|o| super::create::refuse_existing(o))
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        // The daemon makes these names up, not the user: one a file already has (dots in
+        // domain and snapshot names let names meet) is skipped for the next free one, before
+        // the pending record names it (no recovery ever touches that file, and a retry
+        // never lands on it again).
+        let (disks, d, n, first) = (
+            s.disks.clone(),
+            domain.to_owned(),
+            name.to_owned(),
+            tree.next + 1,
+        );
+        let (next, made) =
+            tokio::task::spawn_blocking(move || free_overlays(&d, &n, &disks, first))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+        tree.next = next;
         // The `next` bump and the names recorded before any file exists: a crash while they
         // are made leaves them to the recovery (removed), never an unrecorded file whose
         // name the next revert would take again.
@@ -566,6 +557,55 @@ impl Service {
         self.unlink_files(unlink).await;
         Ok(changes)
     }
+}
+
+/// How many `r<N>` names in a row a revert tries before it gives up (each taken by a file).
+const FREE_NAME_TRIES: u64 = 64;
+
+/// Blocking: the revert's overlays over snapshot `snap`'s `disks` under the first counter
+/// from `first` on whose names no file (or symlink) has yet, with that counter.
+fn free_overlays(
+    domain: &str,
+    snap: &str,
+    disks: &std::collections::BTreeMap<String, super::meta::SnapDisk>,
+    first: u64,
+) -> Result<(u64, Vec<RevertOverlay>), Error> {
+    let made = |n: u64| -> Vec<RevertOverlay> {
+        disks
+            .iter()
+            .map(|(target, d)| {
+                let dir = std::path::Path::new(&d.file)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| ".".into());
+                RevertOverlay {
+                    target: target.clone(),
+                    overlay: format!("{dir}/{domain}.{target}.{snap}.r{n}.qcow2"),
+                    file: d.file.clone(),
+                    format: d.format,
+                }
+            })
+            .collect()
+    };
+    let mut taken = None;
+    for n in first..first + FREE_NAME_TRIES {
+        let m = made(n);
+        match m
+            .iter()
+            .try_for_each(|o| super::create::refuse_existing(&o.overlay))
+        {
+            Ok(()) => return Ok((n, m)),
+            Err(e) => taken = Some(e),
+        }
+    }
+    let last = taken.map(|e| e.to_string()).unwrap_or_default();
+    Err(invalid(
+        "name",
+        format!(
+            "no free overlay name for a revert to snapshot '{snap}': the {FREE_NAME_TRIES} \
+             names from r{first} on are all taken by files ({last})"
+        ),
+    ))
 }
 
 /// A revert's fresh overlay over one of the snapshot's files.
