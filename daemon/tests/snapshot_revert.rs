@@ -192,12 +192,13 @@ fn the_current_disk_snapshot_deletes_after_a_stopped_revert_and_a_start() {
     ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
 }
 
-/// A bridge this test made (`t<pid>rv`), removed whatever happens.
+/// A bridge this test made (`t<pid><tag>rv`: the tests of this binary run side by side),
+/// removed whatever happens.
 struct Bridge(String);
 
 impl Bridge {
-    fn new() -> Bridge {
-        let name = format!("t{}rv", std::process::id());
+    fn new(tag: &str) -> Bridge {
+        let name = format!("t{}{tag}rv", std::process::id());
         run("ip", &["link", "add", &name, "type", "bridge"]);
         let br = Bridge(name);
         run("ip", &["link", "set", &br.0, "up"]);
@@ -275,7 +276,7 @@ fn nics(s: &Path, name: &str) -> Vec<Value> {
 #[test]
 fn a_ram_snapshot_after_a_nic_hotplug_reverts_with_the_nic() {
     let env = Env::new();
-    let bridge = Bridge::new();
+    let bridge = Bridge::new("n");
     let d = env.start_daemon("");
     let s = d.socket.clone();
     let name = "rv-nic";
@@ -626,7 +627,7 @@ fn root_bus(s: &Path, name: &str) -> Vec<(u64, String)> {
 #[test]
 fn an_i440fx_guests_ram_snapshot_after_a_nic_hotplug_reverts() {
     let env = Env::new();
-    let bridge = Bridge::new();
+    let bridge = Bridge::new("p");
     let d = env.start_daemon("");
     let s = d.socket.clone();
     let name = "rv-pc";
