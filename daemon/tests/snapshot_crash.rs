@@ -1103,12 +1103,18 @@ fn a_foreign_file_under_a_pending_revert_name_is_not_removed() {
 
     disarm(&env, "revert-overlays-made");
     let d2 = env.start_daemon("");
+    // The log line comes last (after the tree is written).
     wait_daemon(
         &d2.log,
         "the revert to be rolled back",
         Duration::from_secs(60),
-        || tree_json(&env, "scw")["pending_revert"].is_null(),
+        || {
+            std::fs::read_to_string(&d2.log)
+                .unwrap_or_default()
+                .contains("interrupted revert rolled back")
+        },
     );
+    assert!(tree_json(&env, "scw")["pending_revert"].is_null());
     assert!(before.is_some());
     assert_eq!(
         digest(&foreign),
@@ -1117,8 +1123,6 @@ fn a_foreign_file_under_a_pending_revert_name_is_not_removed() {
     );
     assert!(!Path::new(&own).exists(), "the revert's {own} left");
     assert_eq!(defined_disk(&env, "scw"), defined);
-    let log = std::fs::read_to_string(&d2.log).unwrap();
-    assert!(log.contains("interrupted revert rolled back"), "{log}");
 }
 
 /// A daemon killed during a disk-only revert after the definition names the fresh overlay
@@ -1160,11 +1164,16 @@ fn a_kill_after_a_reverts_repoint_finishes_the_revert_at_restart() {
     disarm(&env, "revert-repointed");
     let d2 = env.start_daemon("");
     let s = d2.socket.clone();
+    // The log line comes last (after the tree and the unlink).
     wait_daemon(
         &d2.log,
-        "the revert to be settled",
+        "the revert to be finished",
         Duration::from_secs(60),
-        || tree_json(&env, "scx")["pending_revert"].is_null(),
+        || {
+            std::fs::read_to_string(&d2.log)
+                .unwrap_or_default()
+                .contains("interrupted revert finished")
+        },
     );
     let agree = |what: &str| {
         let t = tree_json(&env, "scx");
@@ -1177,9 +1186,8 @@ fn a_kill_after_a_reverts_repoint_finishes_the_revert_at_restart() {
     assert_eq!(active, pending, "the revert was not finished");
     assert_eq!(chain(&active), [active.clone(), base.clone()]);
     assert_eq!(tree_json(&env, "scx")["current"], "s1");
+    assert!(tree_json(&env, "scx")["pending_revert"].is_null());
     assert!(!Path::new(&old).exists(), "the old state's {old} left");
-    let log = std::fs::read_to_string(&d2.log).unwrap();
-    assert!(log.contains("interrupted revert finished"), "{log}");
 
     // Later operations find the tree and the definition in step.
     let r = call(&s, "POST", snaps, Some(&json!({"name": "s2"})));
