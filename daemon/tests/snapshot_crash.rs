@@ -1206,3 +1206,80 @@ fn a_kill_after_a_reverts_repoint_finishes_the_revert_at_restart() {
     let r = curl(&s, "POST", "/v1/domains/scx/destroy", &[]);
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// The same kill during a revert to a snapshot with memory (a running guest): held after the
+/// definition names the fresh overlay, the new QEMU has loaded the state but is still marked
+/// incoming. The restart discards that QEMU (nothing of it left) and finishes the revert:
+/// the guest is off on the overlay over the snapshot's file, the definition and the tree
+/// agree, and it starts from there.
+#[test]
+fn a_kill_after_a_ram_reverts_repoint_finishes_the_revert_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    running_guest(&env, &s, "scy");
+    let snaps = "/v1/domains/scy/snapshots";
+    let r = call(
+        &s,
+        "POST",
+        snaps,
+        Some(&json!({"name": "m1", "memory": "paused"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let old = defined_disk(&env, "scy");
+    let frozen = tree_json(&env, "scy")["snapshots"]["m1"]["disks"]["vda"]["file"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let reached = arm(&env, "revert-repointed");
+    {
+        let s = s.clone();
+        std::thread::spawn(move || curl(&s, "POST", "/v1/domains/scy/snapshots/m1/revert", &[]));
+    }
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    let t = tree_json(&env, "scy");
+    let pending = t["pending_revert"]["overlays"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no pending revert: {t}"))
+        .to_owned();
+    assert_eq!(defined_disk(&env, "scy"), pending);
+    let incoming = recorded_pid(&env, "scy");
+    kill_9(&mut d);
+
+    disarm(&env, "revert-repointed");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the revert to be finished",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&d2.log)
+                .unwrap_or_default()
+                .contains("interrupted revert finished")
+        },
+    );
+    wait_daemon(
+        &d2.log,
+        "the incoming QEMU to go",
+        Duration::from_secs(30),
+        || !Path::new(&format!("/proc/{incoming}")).exists(),
+    );
+    assert_eq!(common::http::state(&s, "scy"), "shutoff");
+    let t = tree_json(&env, "scy");
+    assert!(t["pending_revert"].is_null(), "{t}");
+    assert_eq!(t["active"]["vda"], pending, "{t}");
+    assert_eq!(t["current"], "m1", "{t}");
+    assert_eq!(defined_disk(&env, "scy"), pending);
+    assert_eq!(chain(&pending), [pending.clone(), frozen]);
+    assert!(!Path::new(&old).exists(), "the old state's {old} left");
+    let r = curl(&s, "POST", "/v1/domains/scy/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let open = qemu_files(&env, "scy");
+    assert!(open.contains(&pending), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scy/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
