@@ -631,3 +631,67 @@ pub(super) fn qemu(domain: &str, message: String) -> Error {
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::snapshots::meta::SnapDisk;
+
+    fn disks(dir: &std::path::Path) -> std::collections::BTreeMap<String, SnapDisk> {
+        ["vda", "vdb"]
+            .into_iter()
+            .map(|t| {
+                let file = dir.join(format!("{t}.qcow2")).display().to_string();
+                (
+                    t.to_owned(),
+                    SnapDisk {
+                        file,
+                        format: DiskFormat::Qcow2,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// One disk's name taken moves every disk to the next counter; the taken file is left.
+    #[test]
+    fn free_overlays_skips_a_counter_whose_name_a_file_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = dir.path().join("d.vdb.s.r5.qcow2");
+        std::fs::write(&taken, b"theirs").unwrap();
+        let (n, made) = free_overlays("d", "s", &disks(dir.path()), 5).unwrap();
+        assert_eq!(n, 6);
+        let names: Vec<_> = made.iter().map(|m| m.overlay.clone()).collect();
+        let at = |t: &str| {
+            dir.path()
+                .join(format!("d.{t}.s.r6.qcow2"))
+                .display()
+                .to_string()
+        };
+        assert_eq!(names, [at("vda"), at("vdb")]);
+        assert_eq!(std::fs::read(&taken).unwrap(), b"theirs");
+    }
+
+    /// A run of taken names longer than the tries: refused, naming the range.
+    #[test]
+    fn free_overlays_gives_up_after_its_tries() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 1..=FREE_NAME_TRIES {
+            std::os::unix::fs::symlink(
+                "/nonexistent",
+                dir.path().join(format!("d.vda.s.r{n}.qcow2")),
+            )
+            .unwrap();
+        }
+        let e = free_overlays("d", "s", &disks(dir.path()), 1).unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid { message, .. }
+                if message.contains("no free overlay name") && message.contains("from r1 on")),
+            "{e:?}"
+        );
+        // From r2 on, the first free one is within the tries (a dangling symlink counts as
+        // taken).
+        let (n, _) = free_overlays("d", "s", &disks(dir.path()), 2).unwrap();
+        assert_eq!(n, FREE_NAME_TRIES + 1);
+    }
+}
