@@ -981,11 +981,13 @@ fn digest(path: &str) -> Option<u64> {
     Some(h.finish())
 }
 
-/// A file already under the name a revert's fresh overlay gets (`<dom>.<target>.<snap>.r<N>
-/// .qcow2`; dots in names let two names meet): the revert is refused before anything names
-/// the file, which stays as it was; the tree and the definition are unchanged.
+/// Files already under the names a revert's fresh overlay would get (`<dom>.<target>.<snap>
+/// .r<N>.qcow2`; dots in names let two names meet): the daemon makes up that name, not the
+/// user, so the revert takes the next free one (each time: a retry never lands on a taken
+/// name either) and never touches the files, which stay as they were; the tree and the
+/// definition name the new overlay, made over the snapshot's file.
 #[test]
-fn a_revert_onto_an_existing_overlay_name_is_refused_and_the_file_left() {
+fn a_revert_onto_an_existing_overlay_name_takes_the_next_free_one_and_leaves_the_file() {
     let env = Env::new();
     let d = env.start_daemon("");
     let s = d.socket.clone();
@@ -997,28 +999,38 @@ fn a_revert_onto_an_existing_overlay_name_is_refused_and_the_file_left() {
         Some(&json!({"name": "s1"})),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let t = tree_json(&env, "scv");
-    let next = t["next"].as_u64().unwrap();
-    let taken = base
-        .parent()
-        .unwrap()
-        .join(format!("scv.vda.s1.r{}.qcow2", next + 1))
-        .display()
-        .to_string();
-    run("qemu-img", &["create", "-q", "-f", "qcow2", &taken, "8M"]);
-    let before = digest(&taken);
-    let defined = defined_disk(&env, "scv");
+    let next = tree_json(&env, "scv")["next"].as_u64().unwrap();
+    let name = |n: u64| {
+        base.parent()
+            .unwrap()
+            .join(format!("scv.vda.s1.r{n}.qcow2"))
+            .display()
+            .to_string()
+    };
+    // The name this revert would take and the one after it (where the counter lands once
+    // the first revert is done) are both foreign files.
+    let taken = [name(next + 1), name(next + 3)];
+    for t in &taken {
+        run("qemu-img", &["create", "-q", "-f", "qcow2", t, "8M"]);
+    }
+    let before: Vec<_> = taken.iter().map(|t| digest(t)).collect();
 
-    let r = curl(&s, "POST", "/v1/domains/scv/snapshots/s1/revert", &[]);
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(
-        r.body.contains(&taken) && r.body.contains("already exists"),
-        "{}",
-        r.body
-    );
-    assert_eq!(digest(&taken), before, "{taken} changed");
-    assert_eq!(tree_json(&env, "scv"), t, "the tree changed");
-    assert_eq!(defined_disk(&env, "scv"), defined);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = curl(&s, "POST", "/v1/domains/scv/snapshots/s1/revert", &[]);
+        assert!((200..300).contains(&r.status), "{} {}", r.status, r.body);
+        let t = tree_json(&env, "scv");
+        let active = t["active"]["vda"].as_str().unwrap().to_owned();
+        assert!(!taken.contains(&active), "the revert took {active}");
+        assert_eq!(defined_disk(&env, "scv"), active);
+        assert_eq!(chain(&active), [active.clone(), base.display().to_string()]);
+        assert!(t["pending_revert"].is_null(), "{t}");
+        seen.push(active);
+    }
+    assert_eq!(seen, [name(next + 2), name(next + 4)]);
+    let after: Vec<_> = taken.iter().map(|t| digest(t)).collect();
+    assert_eq!(after, before, "a foreign file changed");
+    assert!(before.iter().all(Option::is_some));
 }
 
 /// A daemon killed while a disk-only revert's fresh overlays exist but before the disks use
@@ -1091,12 +1103,18 @@ fn a_foreign_file_under_a_pending_revert_name_is_not_removed() {
 
     disarm(&env, "revert-overlays-made");
     let d2 = env.start_daemon("");
+    // The log line comes last (after the tree is written).
     wait_daemon(
         &d2.log,
         "the revert to be rolled back",
         Duration::from_secs(60),
-        || tree_json(&env, "scw")["pending_revert"].is_null(),
+        || {
+            std::fs::read_to_string(&d2.log)
+                .unwrap_or_default()
+                .contains("interrupted revert rolled back")
+        },
     );
+    assert!(tree_json(&env, "scw")["pending_revert"].is_null());
     assert!(before.is_some());
     assert_eq!(
         digest(&foreign),
@@ -1105,6 +1123,163 @@ fn a_foreign_file_under_a_pending_revert_name_is_not_removed() {
     );
     assert!(!Path::new(&own).exists(), "the revert's {own} left");
     assert_eq!(defined_disk(&env, "scw"), defined);
-    let log = std::fs::read_to_string(&d2.log).unwrap();
-    assert!(log.contains("interrupted revert rolled back"), "{log}");
+}
+
+/// A daemon killed during a disk-only revert after the definition names the fresh overlay
+/// but before the tree drops its pending record (hold point revert-repointed): the restart
+/// finishes the revert from that record, so the definition and the tree name the same
+/// existing file (the overlay over s1's file) and what only the old state used is gone;
+/// later snapshots, reverts and deletions work and the guest starts on the defined file.
+#[test]
+fn a_kill_after_a_reverts_repoint_finishes_the_revert_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    let base = defined_guest(&env, &s, "scx").display().to_string();
+    let snaps = "/v1/domains/scx/snapshots";
+    let r = call(&s, "POST", snaps, Some(&json!({"name": "s1"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let old = defined_disk(&env, "scx");
+    assert_ne!(old, base);
+
+    let reached = arm(&env, "revert-repointed");
+    {
+        let s = s.clone();
+        std::thread::spawn(move || curl(&s, "POST", "/v1/domains/scx/snapshots/s1/revert", &[]));
+    }
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    // Held between the two writes: the definition is on the overlay the pending record
+    // names, the tree not yet.
+    let t = tree_json(&env, "scx");
+    let pending = t["pending_revert"]["overlays"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no pending revert: {t}"))
+        .to_owned();
+    assert_eq!(defined_disk(&env, "scx"), pending);
+    assert_eq!(t["active"]["vda"], old, "{t}");
+    kill_9(&mut d);
+
+    disarm(&env, "revert-repointed");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    // The log line comes last (after the tree and the unlink).
+    wait_daemon(
+        &d2.log,
+        "the revert to be finished",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&d2.log)
+                .unwrap_or_default()
+                .contains("interrupted revert finished")
+        },
+    );
+    let agree = |what: &str| {
+        let t = tree_json(&env, "scx");
+        let active = t["active"]["vda"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(defined_disk(&env, "scx"), active, "{what}: {t}");
+        assert!(Path::new(&active).exists(), "{what}: {active} missing");
+        active
+    };
+    let active = agree("after the restart");
+    assert_eq!(active, pending, "the revert was not finished");
+    assert_eq!(chain(&active), [active.clone(), base.clone()]);
+    assert_eq!(tree_json(&env, "scx")["current"], "s1");
+    assert!(tree_json(&env, "scx")["pending_revert"].is_null());
+    assert!(!Path::new(&old).exists(), "the old state's {old} left");
+
+    // Later operations find the tree and the definition in step.
+    let r = call(&s, "POST", snaps, Some(&json!({"name": "s2"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    agree("after s2");
+    let r = call(&s, "POST", &format!("{snaps}/s1/revert"), None);
+    assert!((200..300).contains(&r.status), "{} {}", r.status, r.body);
+    agree("after the second revert");
+    let r = call(&s, "DELETE", &format!("{snaps}/s2"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let active = agree("after the deletion");
+    let r = curl(&s, "POST", "/v1/domains/scx/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let open = qemu_files(&env, "scx");
+    assert!(open.contains(&active), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scx/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The same kill during a revert to a snapshot with memory (a running guest): held after the
+/// definition names the fresh overlay, the new QEMU has loaded the state but is still marked
+/// incoming. The restart discards that QEMU (nothing of it left) and finishes the revert:
+/// the guest is off on the overlay over the snapshot's file, the definition and the tree
+/// agree, and it starts from there.
+#[test]
+fn a_kill_after_a_ram_reverts_repoint_finishes_the_revert_at_restart() {
+    let env = Env::new();
+    let mut d = env.start_daemon("");
+    let s = d.socket.clone();
+    running_guest(&env, &s, "scy");
+    let snaps = "/v1/domains/scy/snapshots";
+    let r = call(
+        &s,
+        "POST",
+        snaps,
+        Some(&json!({"name": "m1", "memory": "paused"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let old = defined_disk(&env, "scy");
+    let frozen = tree_json(&env, "scy")["snapshots"]["m1"]["disks"]["vda"]["file"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let reached = arm(&env, "revert-repointed");
+    {
+        let s = s.clone();
+        std::thread::spawn(move || curl(&s, "POST", "/v1/domains/scy/snapshots/m1/revert", &[]));
+    }
+    wait_until("the hold point", Duration::from_secs(60), || {
+        reached.exists()
+    });
+    let t = tree_json(&env, "scy");
+    let pending = t["pending_revert"]["overlays"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no pending revert: {t}"))
+        .to_owned();
+    assert_eq!(defined_disk(&env, "scy"), pending);
+    let incoming = recorded_pid(&env, "scy");
+    kill_9(&mut d);
+
+    disarm(&env, "revert-repointed");
+    let d2 = env.start_daemon("");
+    let s = d2.socket.clone();
+    wait_daemon(
+        &d2.log,
+        "the revert to be finished",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&d2.log)
+                .unwrap_or_default()
+                .contains("interrupted revert finished")
+        },
+    );
+    wait_daemon(
+        &d2.log,
+        "the incoming QEMU to go",
+        Duration::from_secs(30),
+        || !Path::new(&format!("/proc/{incoming}")).exists(),
+    );
+    assert_eq!(common::http::state(&s, "scy"), "shutoff");
+    let t = tree_json(&env, "scy");
+    assert!(t["pending_revert"].is_null(), "{t}");
+    assert_eq!(t["active"]["vda"], pending, "{t}");
+    assert_eq!(t["current"], "m1", "{t}");
+    assert_eq!(defined_disk(&env, "scy"), pending);
+    assert_eq!(chain(&pending), [pending.clone(), frozen]);
+    assert!(!Path::new(&old).exists(), "the old state's {old} left");
+    let r = curl(&s, "POST", "/v1/domains/scy/start", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let open = qemu_files(&env, "scy");
+    assert!(open.contains(&pending), "QEMU has {open:?}");
+    let r = curl(&s, "POST", "/v1/domains/scy/destroy", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
 }

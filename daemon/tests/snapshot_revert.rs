@@ -9,7 +9,9 @@
 //!   deletion is refused with the reason and rolled back (no journal blocks the next try);
 //! - a NIC hot-added before a RAM snapshot is in its device set: the revert's QEMU has it at
 //!   the same root port on a fresh tap, one added after the snapshot is gone, a restarted
-//!   daemon knows it, and a second generation (hotplug, snapshot, revert) keeps both;
+//!   daemon knows it, and a second generation (hotplug, snapshot, revert) keeps both; on an
+//!   i440fx guest (no root ports) it comes back at its recorded slot on pci.0 and the load
+//!   goes through;
 //! - a revert whose load fails (the RAM file cut short) leaves the domain stopped on the disks
 //!   it had (nothing written lost), restartable, with QEMU's reason; a restart removes the
 //!   overlays of a revert cut short;
@@ -190,12 +192,13 @@ fn the_current_disk_snapshot_deletes_after_a_stopped_revert_and_a_start() {
     ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
 }
 
-/// A bridge this test made (`t<pid>rv`), removed whatever happens.
+/// A bridge this test made (`t<pid><tag>rv`: the tests of this binary run side by side),
+/// removed whatever happens.
 struct Bridge(String);
 
 impl Bridge {
-    fn new() -> Bridge {
-        let name = format!("t{}rv", std::process::id());
+    fn new(tag: &str) -> Bridge {
+        let name = format!("t{}{tag}rv", std::process::id());
         run("ip", &["link", "add", &name, "type", "bridge"]);
         let br = Bridge(name);
         run("ip", &["link", "set", &br.0, "up"]);
@@ -273,7 +276,7 @@ fn nics(s: &Path, name: &str) -> Vec<Value> {
 #[test]
 fn a_ram_snapshot_after_a_nic_hotplug_reverts_with_the_nic() {
     let env = Env::new();
-    let bridge = Bridge::new();
+    let bridge = Bridge::new("n");
     let d = env.start_daemon("");
     let s = d.socket.clone();
     let name = "rv-nic";
@@ -596,5 +599,114 @@ fn a_middle_snapshot_merges_into_a_raw_base_opened_at_start() {
     let sets = qmp(&s, name, "query-fdsets").to_string();
     assert!(!sets.contains("snapshot-commit-base"), "{sets}");
     assert_eq!(qmp(&s, name, "query-status")["status"], "running");
+    ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
+}
+
+/// `(slot, qdev id)` of every device on QEMU's bus 0 (`query-pci`), sorted.
+fn root_bus(s: &Path, name: &str) -> Vec<(u64, String)> {
+    let mut out: Vec<_> = qmp(s, name, "query-pci")[0]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["slot"].as_u64().unwrap_or_default(),
+                d["qdev_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// An i440fx (`pc`) guest has no root ports: a NIC hot-added before a RAM snapshot sits on
+/// pci.0 at the slot QEMU had free then, after the video card and the balloon placed at
+/// start. The revert's new QEMU gets the NIC on its command line with the guest's NICs
+/// (before those devices): only at its recorded slot does every device keep the address
+/// that names its state in the stream, so the load goes through and bus 0 is as it was.
+#[test]
+fn an_i440fx_guests_ram_snapshot_after_a_nic_hotplug_reverts() {
+    let env = Env::new();
+    let bridge = Bridge::new("p");
+    let d = env.start_daemon("");
+    let s = d.socket.clone();
+    let name = "rv-pc";
+    let image = images(&env).join(format!("{name}.qcow2"));
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            image.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    let virt = match novacron_tests::osless_accel() {
+        novacron_tests::Accel::Kvm => "kvm",
+        novacron_tests::Accel::Tcg => "qemu",
+    };
+    define(
+        &s,
+        &format!(
+            "<domain type='{virt}'><name>{name}</name><memory unit='MiB'>64</memory>
+               <vcpu>1</vcpu>
+               <os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features>
+               <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+                 <source file='{}'/><target dev='vda' bus='virtio'/></disk>
+                 <video><model type='cirrus'/></video><memballoon model='virtio'/></devices>
+             </domain>",
+            image.display()
+        ),
+    );
+    ok(&s, "POST", &format!("/v1/domains/{name}/start"), None);
+    let started = root_bus(&s, name);
+    ok(
+        &s,
+        "POST",
+        &format!("/v1/domains/{name}/interfaces"),
+        Some(
+            &json!({ "type": "bridge", "source": bridge.0, "mac": "52:54:00:aa:02:01", "live": true }),
+        ),
+    );
+    let before = root_bus(&s, name);
+    let slot = before
+        .iter()
+        .find(|(_, id)| !started.iter().any(|(_, s)| s == id))
+        .map(|(slot, _)| *slot)
+        .expect("the hot-added NIC on pci.0");
+    // Above every device placed at start: given first without its slot, it would take one
+    // of theirs.
+    assert!(
+        started.iter().all(|(s, _)| *s < slot),
+        "{started:?} {before:?}"
+    );
+
+    let snaps = format!("/v1/domains/{name}/snapshots");
+    ok(
+        &s,
+        "POST",
+        &snaps,
+        Some(&json!({ "name": "p1", "memory": "paused" })),
+    );
+    let pid = recorded_pid(&env, name);
+    let r = call(&s, "POST", &format!("{snaps}/p1/revert"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_ne!(recorded_pid(&env, name), pid);
+    assert_eq!(qmp(&s, name, "query-status")["status"], "running");
+    assert_eq!(root_bus(&s, name), before);
+    let listed = nics(&s, name);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["mac"], "52:54:00:aa:02:01", "{listed:?}");
+    let tap = listed[0]["ifname"].as_str().expect("a tap").to_owned();
+    assert_eq!(link(&tap).expect("the tap")["master"], bridge.0.as_str());
+    // The disk runs on the revert's overlay over the snapshot's file.
+    let top = defined_disk(&env, name);
+    let frozen = tree_json(&env, name)["snapshots"]["p1"]["disks"]["vda"]["file"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(chain(&top), [top.clone(), frozen]);
     ok(&s, "POST", &format!("/v1/domains/{name}/destroy"), None);
 }

@@ -420,7 +420,19 @@ impl Service {
         s: &super::meta::Snap,
     ) -> Result<Vec<(String, String, DiskFormat)>, Error> {
         let made = self.revert_overlays(h, tree, s).await?;
-        self.adopt_revert(h, tree, &s.name, made).await
+        match self.adopt_revert(h, tree, &s.name, made).await {
+            Ok(changes) => Ok(changes),
+            // Settled at once as a restart would: rolled back when the definition was not
+            // written, finished when only the tree was not.
+            Err(e) => match self.settle_revert(h, tree).await {
+                Ok(Some(changes)) => Ok(changes),
+                Ok(None) => Err(e),
+                Err(e2) => {
+                    tracing::warn!(domain = h.name, error = %e2, "a failed revert left pending");
+                    Err(e)
+                }
+            },
+        }
     }
 
     /// Makes a fresh overlay over each of snapshot `s`'s files, recorded as the tree's
@@ -432,30 +444,21 @@ impl Service {
         s: &super::meta::Snap,
     ) -> Result<Vec<RevertOverlay>, Error> {
         let (domain, name) = (h.name.as_str(), s.name.as_str());
-        tree.next += 1;
-        let mut made = Vec::new();
-        for (target, d) in &s.disks {
-            let dir = std::path::Path::new(&d.file)
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| ".".into());
-            made.push(RevertOverlay {
-                target: target.clone(),
-                overlay: format!("{dir}/{domain}.{target}.{name}.r{}.qcow2", tree.next),
-                file: d.file.clone(),
-                format: d.format,
-            });
-        }
-        // A name a file already has is refused before the pending record names it (as a
-        // snapshot's overlay is): no recovery ever removes that file.
-        let names: Vec<String> = made.iter().map(|m| m.overlay.clone()).collect();
-        tokio::task::spawn_blocking(move || {
-            names
-                .iter()
-                .try_for_each(|o| super::create::refuse_existing(o))
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        // The daemon makes these names up, not the user: one a file already has (dots in
+        // domain and snapshot names let names meet) is skipped for the next free one, before
+        // the pending record names it (no recovery ever touches that file, and a retry
+        // never lands on it again).
+        let (disks, d, n, first) = (
+            s.disks.clone(),
+            domain.to_owned(),
+            name.to_owned(),
+            tree.next + 1,
+        );
+        let (next, made) =
+            tokio::task::spawn_blocking(move || free_overlays(&d, &n, &disks, first))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+        tree.next = next;
         // The `next` bump and the names recorded before any file exists: a crash while they
         // are made leaves them to the recovery (removed), never an unrecorded file whose
         // name the next revert would take again.
@@ -507,6 +510,11 @@ impl Service {
 
     /// Makes the overlays `made` the disks' files (tree and definition), snapshot `name`
     /// current, and unlinks what only the old state used; returns the disks' new files.
+    /// The definition first, the tree without its pending record last (as a snapshot's
+    /// finish and a deletion order them): a crash or a failure in between leaves the pending
+    /// record, from which the revert is finished (the definition names the overlays) or
+    /// rolled back (`recover::settle_revert`). The other order could leave the definition on
+    /// files the tree no longer tracks (and unlinks).
     pub(super) async fn adopt_revert(
         &self,
         h: &DomainHandle,
@@ -514,9 +522,22 @@ impl Service {
         name: &str,
         made: Vec<RevertOverlay>,
     ) -> Result<Vec<(String, String, DiskFormat)>, Error> {
+        let repoints: Vec<super::Repoint> = made
+            .iter()
+            .map(|m| super::Repoint {
+                target: m.target.clone(),
+                from: None,
+                to: m.overlay.clone(),
+                format: DiskFormat::Qcow2,
+            })
+            .collect();
+        self.repoint_definition(h, &repoints).await?;
+        crate::service::hold::point(&self.inner.config.run_dir, "revert-repointed").await;
+        // `tree` keeps its pending record until the tree without it is on disk.
+        let mut adopted = tree.clone();
         let mut changes = Vec::new();
         for m in made {
-            tree.files.insert(
+            adopted.files.insert(
                 m.overlay.clone(),
                 FileRec {
                     format: DiskFormat::Qcow2,
@@ -525,26 +546,66 @@ impl Service {
                     refs: 0,
                 },
             );
-            tree.active.insert(m.target.clone(), m.overlay.clone());
+            adopted.active.insert(m.target.clone(), m.overlay.clone());
             changes.push((m.target, m.overlay, DiskFormat::Qcow2));
         }
-        tree.current = Some(name.to_owned());
-        tree.pending_revert = None;
-        let unlink = tree.collect_garbage();
-        self.save_tree(&h.name, tree).await?;
-        let repoints: Vec<super::Repoint> = changes
-            .iter()
-            .map(|(target, to, format)| super::Repoint {
-                target: target.clone(),
-                from: None,
-                to: to.clone(),
-                format: *format,
-            })
-            .collect();
-        self.repoint_definition(h, &repoints).await?;
+        adopted.current = Some(name.to_owned());
+        adopted.pending_revert = None;
+        let unlink = adopted.collect_garbage();
+        self.save_tree(&h.name, &adopted).await?;
+        *tree = adopted;
         self.unlink_files(unlink).await;
         Ok(changes)
     }
+}
+
+/// How many `r<N>` names in a row a revert tries before it gives up (each taken by a file).
+const FREE_NAME_TRIES: u64 = 64;
+
+/// Blocking: the revert's overlays over snapshot `snap`'s `disks` under the first counter
+/// from `first` on whose names no file (or symlink) has yet, with that counter.
+fn free_overlays(
+    domain: &str,
+    snap: &str,
+    disks: &std::collections::BTreeMap<String, super::meta::SnapDisk>,
+    first: u64,
+) -> Result<(u64, Vec<RevertOverlay>), Error> {
+    let made = |n: u64| -> Vec<RevertOverlay> {
+        disks
+            .iter()
+            .map(|(target, d)| {
+                let dir = std::path::Path::new(&d.file)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| ".".into());
+                RevertOverlay {
+                    target: target.clone(),
+                    overlay: format!("{dir}/{domain}.{target}.{snap}.r{n}.qcow2"),
+                    file: d.file.clone(),
+                    format: d.format,
+                }
+            })
+            .collect()
+    };
+    let mut taken = None;
+    for n in first..first + FREE_NAME_TRIES {
+        let m = made(n);
+        match m
+            .iter()
+            .try_for_each(|o| super::create::refuse_existing(&o.overlay))
+        {
+            Ok(()) => return Ok((n, m)),
+            Err(e) => taken = Some(e),
+        }
+    }
+    let last = taken.map(|e| e.to_string()).unwrap_or_default();
+    Err(invalid(
+        "name",
+        format!(
+            "no free overlay name for a revert to snapshot '{snap}': the {FREE_NAME_TRIES} \
+             names from r{first} on are all taken by files ({last})"
+        ),
+    ))
 }
 
 /// A revert's fresh overlay over one of the snapshot's files.
@@ -568,5 +629,69 @@ pub(super) fn qemu(domain: &str, message: String) -> Error {
         name: domain.to_owned(),
         operation: "snapshot-delete".into(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::snapshots::meta::SnapDisk;
+
+    fn disks(dir: &std::path::Path) -> std::collections::BTreeMap<String, SnapDisk> {
+        ["vda", "vdb"]
+            .into_iter()
+            .map(|t| {
+                let file = dir.join(format!("{t}.qcow2")).display().to_string();
+                (
+                    t.to_owned(),
+                    SnapDisk {
+                        file,
+                        format: DiskFormat::Qcow2,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// One disk's name taken moves every disk to the next counter; the taken file is left.
+    #[test]
+    fn free_overlays_skips_a_counter_whose_name_a_file_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = dir.path().join("d.vdb.s.r5.qcow2");
+        std::fs::write(&taken, b"theirs").unwrap();
+        let (n, made) = free_overlays("d", "s", &disks(dir.path()), 5).unwrap();
+        assert_eq!(n, 6);
+        let names: Vec<_> = made.iter().map(|m| m.overlay.clone()).collect();
+        let at = |t: &str| {
+            dir.path()
+                .join(format!("d.{t}.s.r6.qcow2"))
+                .display()
+                .to_string()
+        };
+        assert_eq!(names, [at("vda"), at("vdb")]);
+        assert_eq!(std::fs::read(&taken).unwrap(), b"theirs");
+    }
+
+    /// A run of taken names longer than the tries: refused, naming the range.
+    #[test]
+    fn free_overlays_gives_up_after_its_tries() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 1..=FREE_NAME_TRIES {
+            std::os::unix::fs::symlink(
+                "/nonexistent",
+                dir.path().join(format!("d.vda.s.r{n}.qcow2")),
+            )
+            .unwrap();
+        }
+        let e = free_overlays("d", "s", &disks(dir.path()), 1).unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid { message, .. }
+                if message.contains("no free overlay name") && message.contains("from r1 on")),
+            "{e:?}"
+        );
+        // From r2 on, the first free one is within the tries (a dangling symlink counts as
+        // taken).
+        let (n, _) = free_overlays("d", "s", &disks(dir.path()), 2).unwrap();
+        assert_eq!(n, FREE_NAME_TRIES + 1);
     }
 }

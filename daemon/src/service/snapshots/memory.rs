@@ -718,9 +718,10 @@ impl Service {
                         )
                     }
                 };
-                // Still pending unless adopted (then the definition names them: they stay).
-                if tree.pending_revert.is_some() {
-                    self.drop_revert(&domain, &mut tree, true).await;
+                // Still pending unless adopted: settled as a restart would (finished when the
+                // adoption's repoint was written and only its tree write failed).
+                if let Err(e) = self.settle_revert(h, &mut tree).await {
+                    tracing::warn!(domain, error = %e, "snapshot metadata after a failed revert");
                 }
                 let (e, reason) = failed(e);
                 let _ = h.transition(&inner.events, Run::Off, reason);
@@ -779,7 +780,7 @@ impl Service {
     /// A revert that did not get to its load's end: its fresh overlays are removed and, when
     /// `recorded`, the tree no longer lists them as pending (the tree and the definition
     /// never named them as the disks' files).
-    async fn drop_revert(&self, domain: &str, tree: &mut Tree, recorded: bool) {
+    pub(super) async fn drop_revert(&self, domain: &str, tree: &mut Tree, recorded: bool) {
         let Some(pending) = tree.pending_revert.take() else {
             return;
         };
@@ -863,14 +864,17 @@ impl Service {
                 "interrupted snapshot with memory rolled back"
             );
         }
-        // A revert cut short before its load was done: its QEMU was discarded (its record is
-        // marked incoming), the guest is off on the disks it had; the fresh overlays go.
+        // A revert cut short: before the definition named its fresh overlays they go (a
+        // revert with memory's QEMU was discarded, its record is marked incoming: the guest
+        // is off on the disks it had); after, the revert is finished (the guest is off on
+        // the snapshot's disks).
         if let Some(p) = tree.pending_revert.clone() {
-            self.drop_revert(domain, &mut tree, true).await;
+            let finished = self.settle_revert(&h, &mut tree).await?.is_some();
             tracing::info!(
                 domain,
                 snapshot = p.snapshot,
-                "interrupted revert rolled back"
+                "interrupted revert {}",
+                if finished { "finished" } else { "rolled back" }
             );
         }
         let orphans = self.orphan_states(domain, &tree).await?;

@@ -364,3 +364,54 @@ impl Service {
         })
     }
 }
+
+impl Service {
+    /// Settles the revert `tree` records as pending (the caller holds the domain's jobs, so
+    /// none is in flight). The definition names its fresh overlays once the revert's repoint
+    /// is written (its commit point, `adopt_revert`): then the revert is finished from the
+    /// record (each overlay's disk is the snapshot's disk whose file it is made over) and its
+    /// new files are returned; otherwise nothing names them and they go (`drop_revert`).
+    pub(super) async fn settle_revert(
+        &self,
+        h: &DomainHandle,
+        tree: &mut Tree,
+    ) -> Result<Option<Vec<(String, String, DiskFormat)>>, Error> {
+        let Some(p) = tree.pending_revert.clone() else {
+            return Ok(None);
+        };
+        // The definition is written whole: one disk on an overlay means all were moved.
+        let named = h.definition().config.config().devices.disks.iter().any(
+            |d| matches!(&d.source, Some(DiskSource::File { path }) if p.overlays.contains(path)),
+        );
+        if !named {
+            self.drop_revert(&h.name, tree, true).await;
+            return Ok(None);
+        }
+        let snap = tree.snapshots.get(&p.snapshot);
+        let made = p
+            .overlays
+            .iter()
+            .map(|o| {
+                let file = p.backing.get(o)?;
+                let (target, d) = snap?.disks.iter().find(|(_, d)| d.file == *file)?;
+                Some(super::delete::RevertOverlay {
+                    target: target.clone(),
+                    overlay: o.clone(),
+                    file: d.file.clone(),
+                    format: d.format,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "the definition of '{}' names the overlays of an unfinished revert to \
+                     snapshot '{}', but its record does not say which disk each is for; \
+                     the tree and the files are left as they are",
+                    h.name, p.snapshot
+                ))
+            })?;
+        self.adopt_revert(h, tree, &p.snapshot, made)
+            .await
+            .map(Some)
+    }
+}
