@@ -559,7 +559,7 @@ async fn network_to_dhcp(rounds: usize) -> Result<String> {
                 pair.1 = millis(t.elapsed());
                 let f2 = files.clone();
                 tokio::task::spawn_blocking(move || dnsmasq::stop(proc, &f2.conf)).await?;
-                nft::delete_table(&name)?;
+                nft::delete_table(&name, &bridge)?;
                 nl.delete(index).await?;
                 ip(&["link", "del", &a])?;
             }

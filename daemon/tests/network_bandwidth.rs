@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::daemon::{curl, Reply};
+use common::flood::Transfer;
 use common::netns::{Netns, NsDaemon};
 use common::Env;
 
@@ -101,88 +102,21 @@ fn in_octets(ns: &Netns) -> u64 {
     vals.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
-/// Sends 1400-byte UDP datagrams to `dst` port 9 as fast as the socket takes them for `secs`;
-/// prints the bytes handed to the kernel and the seconds it sent.
-const UDP_FLOOD: &str = r#"
-import socket, sys, time
-dst, secs = sys.argv[1], float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setblocking(False)
-buf, sent = b'x' * 1400, 0
-start = time.monotonic()
-end = start + secs
-while time.monotonic() < end:
-    try:
-        sent += s.sendto(buf, (dst, 9))
-    except (BlockingIOError, OSError):
-        time.sleep(0.0005)
-print(sent, time.monotonic() - start)
-"#;
-
-struct Transfer {
-    /// Bytes the sender handed its kernel.
-    offered: u64,
-    /// How long it sent (s).
-    sending: f64,
-    /// Bytes counted at the far side over `window` (s), which covers the whole flood.
-    arrived: u64,
-    window: f64,
-}
-
 /// A 2 s flood from `from` to `dst`; `arrived` is what `count` says before and after.
 fn flood(from: &Netns, dst: &str, count: impl Fn() -> u64) -> Transfer {
-    let c0 = count();
-    let t0 = Instant::now();
-    let out = ns_ok(from, &["python3", "-c", UDP_FLOOD, dst, "2"]);
-    let window = t0.elapsed().as_secs_f64();
-    let arrived = count() - c0;
-    let mut it = out.split_whitespace();
-    Transfer {
-        offered: it.next().unwrap().parse().unwrap(),
-        sending: it.next().unwrap().parse().unwrap(),
-        arrived,
-        window,
-    }
+    common::flood::flood(&from.0, dst, count)
 }
 
-impl Transfer {
-    /// The limit held: at most `rate` over the window plus the bucket (+10 % and ten frames
-    /// for timer granularity), at least half of `rate` while sending, and, `policed`, the
-    /// sender offered far more (a shaper queues instead: the sender's socket waits).
-    #[track_caller]
-    fn held(&self, what: &str, rate: f64, bucket: f64, policed: bool) {
-        let got = self.arrived as f64 / self.sending;
-        eprintln!(
-            "{what}: offered {} B, arrived {} B; {:.2} s sending ({:.2} s window): {got:.0} B/s, limit {rate:.0} B/s",
-            self.offered, self.arrived, self.sending, self.window
-        );
-        let cap = (rate * self.window + bucket) * 1.1 + 10.0 * 1500.0;
-        assert!(
-            (self.arrived as f64) <= cap,
-            "{what} not throttled: {} B > {cap:.0} B",
-            self.arrived
-        );
-        assert!(got > 0.5 * rate, "{what} far below the limit: {got:.0} B/s");
-        assert!(
-            !policed || self.offered as f64 > 4.0 * self.arrived as f64,
-            "{what}: the sender did not exceed the limit: offered {} B",
-            self.offered
-        );
-    }
-    /// Far above `rate`: not limited.
-    #[track_caller]
-    fn free(&self, what: &str, rate: f64) {
-        eprintln!(
-            "{what}: arrived {} B in {:.2} s",
-            self.arrived, self.sending
-        );
-        assert!(
-            self.arrived as f64 > 4.0 * rate * self.window,
-            "{what} was throttled: {} B in {:.2} s",
-            self.arrived,
-            self.window
-        );
-    }
+/// Far above `rate`: not limited.
+#[track_caller]
+fn free(t: &Transfer, what: &str, rate: f64) {
+    eprintln!("{what}: arrived {} B in {:.2} s", t.arrived, t.sending);
+    assert!(
+        t.arrived as f64 > 4.0 * rate * t.window,
+        "{what} was throttled: {} B in {:.2} s",
+        t.arrived,
+        t.window
+    );
 }
 
 /// Plugs `client` into `bridge` (in `host`) by a veth pair `port`/eth0 with `addr`.
@@ -316,7 +250,11 @@ fn a_network_limit_throttles_its_bridge_survives_a_daemon_kill_and_goes_at_stop(
     let drops_after = policed(&host, &net).expect("policer counter");
     assert!(drops_after > drops, "no drop counted");
     // Between two guests (bridged, never passed up to the host): neither limit.
-    flood(&g1, "10.87.0.6", || bytes(&g2, "eth0").0).free("guest to guest", 400_000.0);
+    free(
+        &flood(&g1, "10.87.0.6", || bytes(&g2, "eth0").0),
+        "guest to guest",
+        400_000.0,
+    );
 
     // kill -9 and a new daemon: both adopted as they are (their counters run on; a new
     // qdisc or table would start from zero).

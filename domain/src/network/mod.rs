@@ -11,7 +11,8 @@ mod tests;
 pub use model::*;
 pub use read::parse_network;
 pub use validate::{
-    check_conflicts, check_network, ifname_problem, HostSubnet, MAX_IFNAME, MAX_NAME,
+    check_conflicts, check_network, check_stored_network, ifname_problem, HostSubnet, MAX_IFNAME,
+    MAX_NAME,
 };
 pub use write::network_xml;
 

@@ -153,6 +153,20 @@ fn bad_definitions_name_the_field() {
         stp: true,
     });
     check_network(&n).expect("letters, digits, '-', '_' and '.'");
+    // A definition stored before that rule keeps loading (held to the kernel's rule), so an
+    // upgrade neither loses it nor tears its running network down.
+    let mut n = parse(DEFAULT_XML);
+    n.bridge = Some(Bridge {
+        name: "br+1".into(),
+        stp: true,
+    });
+    assert_eq!(details(&n), ["bridge.name"]);
+    crate::network::check_stored_network(&n).expect("the kernel takes 'br+1'");
+    n.bridge = Some(Bridge {
+        name: "br/1".into(),
+        stp: true,
+    });
+    crate::network::check_stored_network(&n).expect_err("the kernel refuses 'br/1'");
 
     let mut n = parse(DEFAULT_XML);
     if let Some(d) = n.ip.as_mut().and_then(|i| i.dhcp.as_mut()) {

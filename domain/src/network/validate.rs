@@ -14,8 +14,9 @@ pub const MAX_NAME: usize = 64;
 /// Linux `IFNAMSIZ - 1`.
 pub const MAX_IFNAME: usize = 15;
 
-/// The kernel's `dev_valid_name`: 1..=15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
-pub fn ifname_problem(name: &str) -> Option<String> {
+/// The kernel's `dev_valid_name`: 1..=15 bytes, not `.`/`..`, no `/`, `:` or whitespace
+/// (the rule definitions stored before the stricter one below were accepted under).
+fn kernel_ifname_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("is empty".into());
     }
@@ -25,8 +26,25 @@ pub fn ifname_problem(name: &str) -> Option<String> {
             name.len()
         ));
     }
-    if name == "." || name == ".." {
-        return Some(format!("'{name}' is not a valid interface name"));
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Some(format!(
+            "'{}' is not a valid interface name",
+            name.escape_debug()
+        ));
+    }
+    None
+}
+
+/// [`kernel_ifname_problem`] and the daemon's tap rule: what a definition entering now may
+/// name.
+pub fn ifname_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > MAX_IFNAME {
+        return kernel_ifname_problem(name);
     }
     // The daemon's tap rule (daemon/src/host/taps/names.rs `check`): these names go into
     // nft rulesets (`iifname "br"`, `device "br"`), tc batches and dnsmasq's config, where a
@@ -40,7 +58,7 @@ pub fn ifname_problem(name: &str) -> Option<String> {
             name.escape_debug()
         ));
     }
-    None
+    kernel_ifname_problem(name)
 }
 
 fn name_problem(name: &str) -> Option<String> {
@@ -84,6 +102,17 @@ fn invalid(details: Vec<FieldError>) -> Result<(), Error> {
 
 /// Everything that can be checked on the definition alone.
 pub fn check_network(n: &NetworkConfig) -> Result<(), Error> {
+    check(n, ifname_problem)
+}
+
+/// [`check_network`] for a definition stored by an earlier daemon: its interface names are
+/// held to the kernel's rule only, so a network defined before the stricter rule is still
+/// there (and its running instance adopted, not torn down) after an upgrade.
+pub fn check_stored_network(n: &NetworkConfig) -> Result<(), Error> {
+    check(n, kernel_ifname_problem)
+}
+
+fn check(n: &NetworkConfig, ifname_problem: fn(&str) -> Option<String>) -> Result<(), Error> {
     let mut e = Vec::new();
     let mut err = |p: &str, m: String| e.push(FieldError::new(p, m));
     if let Some(m) = name_problem(&n.name) {

@@ -171,11 +171,18 @@ pub(crate) fn owner(family: &str, network: &str, needle: &str) -> Result<Owner, 
         None,
         &format!("list table {family} {t}"),
     )?;
-    Ok(if listed.contains(needle) {
+    Ok(if listed.contains(needle) || orphaned(family, &listed) {
         Owner::Ours
     } else {
         Owner::Elsewhere
     })
+}
+
+/// A netdev table bound to no device: its bridge is gone (a kernel drops a deleted device
+/// from a netdev chain, or the chain with it), so the table acts on nothing. Ours to
+/// delete or replace, or the network could never start again.
+fn orphaned(family: &str, listed: &str) -> bool {
+    family == "netdev" && !listed.contains("device")
 }
 
 /// The owner of our `inet` table of `network` on `bridge` (its rules name the bridge).
@@ -210,4 +217,17 @@ pub fn delete_table(network: &str, bridge: &str) -> Result<(), NftError> {
 /// The whole ruleset, as `nft list ruleset` prints it (for the probe and tests).
 pub fn list_ruleset() -> Result<String, NftError> {
     run(&["list", "ruleset"], None, "list the ruleset")
+}
+
+#[cfg(test)]
+mod owner_tests {
+    #[test]
+    fn a_netdev_table_bound_to_no_device_is_orphaned() {
+        let bound = "table netdev novacron-x {\n\tchain ingress {\n\t\ttype filter hook ingress device \"br1\" priority -500; policy accept;\n\t}\n}";
+        let unbound = "table netdev novacron-x {\n\tchain ingress {\n\t\ttype filter hook ingress priority -500; policy accept;\n\t}\n}";
+        assert!(!super::orphaned("netdev", bound));
+        assert!(super::orphaned("netdev", unbound));
+        assert!(super::orphaned("netdev", "table netdev novacron-x {\n}"));
+        assert!(!super::orphaned("inet", "table inet novacron-x {\n}"));
+    }
 }

@@ -214,8 +214,14 @@ pub async fn undo(nl: &netlink::Netlink, dirs: &HostDirs, r: &mut Record, keep_f
                 let files = dnsmasq::Files::new(&dirs.run, &r.network);
                 let proc = *proc;
                 let _ = tokio::task::spawn_blocking(move || {
-                    let proc = proc.or_else(|| pid_file_proc(&files.pid));
-                    if let Some(p) = proc {
+                    // The recorded one and the pid file's: a dnsmasq started again by a
+                    // repair whose record write a crash cut off is only in the pid file
+                    // (`stop` touches a process only if it is ours: start time and config).
+                    let from_file = pid_file_proc(&files.pid);
+                    for p in proc
+                        .into_iter()
+                        .chain(from_file.filter(|f| Some(*f) != proc))
+                    {
                         dnsmasq::stop(p, &files.conf);
                     }
                     for f in [&files.conf, &files.pid, &files.leases] {
@@ -344,13 +350,24 @@ pub async fn repair(
     for u in r.undo.clone() {
         match u {
             Undo::Bridge { name } => match nl.link(&name).await {
-                Ok(Some(l)) if l.alias.as_deref() == Some(&netlink::owner_alias(&net)) => {}
+                Ok(Some(l)) if l.alias.as_deref() == Some(&netlink::owner_alias(&net)) => {
+                    // No port on it, no guest: a start cut short (its address, link state or
+                    // forwarding may be missing) is made again rather than patched.
+                    if let Ok(links) = nl.links().await {
+                        if !links.iter().any(|p| p.controller == Some(l.index)) {
+                            return Err(BridgeLost(format!(
+                                "bridge '{name}' has no port: made again"
+                            )));
+                        }
+                    }
+                }
                 Ok(Some(_)) => {
                     return Err(BridgeLost(format!("bridge '{name}' is not ours (alias)")))
                 }
                 Ok(None) => return Err(BridgeLost(format!("bridge '{name}' is gone"))),
                 Err(e) => failed("the bridge", &e),
             },
+            // Put back after the loop, for every forwarding network.
             Undo::IpForward { .. } => {}
             Undo::NftTable => {
                 let (nn, br) = (net.clone(), bridge.clone());
@@ -471,6 +488,24 @@ pub async fn repair(
                     }
                 }
             }
+        }
+    }
+    // A forwarding network's guests reach nothing beyond the bridge with ip_forward off
+    // (someone turned it off while no daemon watched).
+    if forwards(n) {
+        let path = dirs.ip_forward.clone();
+        let on = blocking(move || {
+            let now = sysctl::read(&path).map_err(internal)?;
+            if now == "1" {
+                return Ok(true);
+            }
+            sysctl::write(&path, "1").map_err(internal).map(|()| false)
+        })
+        .await;
+        match on {
+            Ok(true) => {}
+            Ok(false) => repaired.push("ip_forward"),
+            Err(e) => unfixed("ip_forward", &e),
         }
     }
     Ok(repaired)

@@ -593,7 +593,7 @@ fn load_definitions(dir: &std::path::Path) -> BTreeMap<String, Entry> {
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<NetworkConfig>(&b).map_err(|e| e.to_string()))
             .and_then(|n| {
-                net::check_network(&n)
+                net::check_stored_network(&n)
                     .map(|()| n)
                     .map_err(|e| e.to_string())
             });

@@ -99,6 +99,7 @@ pub(super) fn adopt_overlays(tree: &mut Tree, plans: &[Plan], running: bool) -> 
             from: Some(p.file.clone()),
             to: p.overlay.clone(),
             format: DiskFormat::Qcow2,
+            unresolved_by_target: true,
         })
         .collect()
 }

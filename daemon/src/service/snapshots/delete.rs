@@ -342,6 +342,7 @@ impl Service {
                     from: Some(s.top.clone()),
                     to: s.base.clone(),
                     format: f,
+                    unresolved_by_target: false,
                 });
             }
             tree.redirect(&s.top, &s.base);
@@ -529,6 +530,7 @@ impl Service {
                 from: None,
                 to: m.overlay.clone(),
                 format: DiskFormat::Qcow2,
+                unresolved_by_target: false,
             })
             .collect();
         self.repoint_definition(h, &repoints).await?;

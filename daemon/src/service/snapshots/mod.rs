@@ -127,6 +127,10 @@ pub(crate) struct Repoint {
     pub from: Option<String>,
     pub to: String,
     pub format: DiskFormat,
+    /// A volume disk whose pool cannot be read now (undefined while the guest runs) cannot
+    /// be compared with `from`: moved anyway, by its target. Only a snapshot's creation asks
+    /// for this: left on the frozen file, the next start would write to it.
+    pub unresolved_by_target: bool,
 }
 
 /// A disk a snapshot covers.
@@ -314,10 +318,8 @@ impl Service {
                 continue;
             };
             let names_from = |from: &String| files.iter().any(|(t, f)| *t == c.target && f == from);
-            // A volume disk whose pool cannot be read now (undefined while the guest runs)
-            // cannot be compared: it is moved by its target, as the snapshot moved the guest,
-            // so a later start never writes to the frozen file.
-            let unresolved = matches!(d.source, Some(DiskSource::Volume { .. }))
+            let unresolved = c.unresolved_by_target
+                && matches!(d.source, Some(DiskSource::Volume { .. }))
                 && !files.iter().any(|(t, _)| *t == c.target);
             if !unresolved && !c.from.as_ref().is_none_or(names_from) {
                 tracing::info!(

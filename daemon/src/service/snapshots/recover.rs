@@ -209,6 +209,7 @@ impl Service {
                         from: Some(o.overlay.clone()),
                         to: o.file.clone(),
                         format: o.format,
+                        unresolved_by_target: false,
                     })
                     .collect();
                 // The files before the journal: a crash in between rolls back again.
