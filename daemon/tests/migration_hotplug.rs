@@ -468,13 +468,13 @@ async fn an_i440fx_guests_hot_added_nic_migrates_at_its_slot() {
         b.log()
     );
     assert_eq!(b.qmp("query-status")["status"], "running");
-    // The guest's pause as QEMU stamped it (source STOP to destination RESUME): reported, and
-    // never shorter than QEMU's downtime, which it contains.
-    let (pause, downtime) = (
-        p.pause_ms.expect("the pause is reported"),
-        p.downtime_ms.expect("QEMU's downtime"),
-    );
-    assert!(pause >= downtime, "{p:?}");
+    // The guest's pause as QEMU stamped it (source STOP to destination RESUME): reported,
+    // and within the migration. (Not compared with QEMU's downtime: the source counts that
+    // until its own completion, which may come after the destination resumed: 25 ms of
+    // pause beside 30 ms of downtime was seen.)
+    let pause = p.pause_ms.expect("the pause is reported");
+    assert!(p.downtime_ms.is_some(), "QEMU's downtime: {p:?}");
+    assert!(pause <= p.elapsed_ms, "{p:?}");
     // Every device at the slot it had, the NIC included.
     assert_eq!(root_bus(&b), before);
     let nics = b.ok("GET", &format!("/v1/domains/{NAME}/interfaces"), None);
