@@ -382,19 +382,32 @@ impl Service {
             };
             let qmp = live.qmp(name)?;
             let mut events = qmp.subscribe();
-            qmp.execute(&DeviceDel { id: device.clone() })
-                .await
-                .map_err(|e| qmp_error(name, "detach-interface", e))?;
+            let absent = match qmp.execute(&DeviceDel { id: device.clone() }).await {
+                Ok(_) => false,
+                // Never plugged (an attach whose outcome was unknown kept it recorded):
+                // nothing to wait for, the rest is removed.
+                Err(novacron_qmp::Error::Qmp { error, .. })
+                    if error.class.as_str() == "DeviceNotFound" =>
+                {
+                    true
+                }
+                Err(e) => return Err(qmp_error(name, "detach-interface", e)),
+            };
             // The guest's answer is awaited in the async slot: other jobs may run meanwhile.
             let _long = h.jobs.begin_async(name, AsyncJob::NicUnplug)?;
             drop(job);
             let deadline = deadline.unwrap_or(DETACH_DEADLINE);
             let dev = device.clone();
-            let released = events
-                .wait_for(deadline, |e| {
-                    matches!(&e.kind, novacron_qmp::EventKind::DeviceDeleted { device: Some(d), .. } if *d == dev)
-                })
-                .await;
+            let released = if absent {
+                Ok(())
+            } else {
+                events
+                    .wait_for(deadline, |e| {
+                        matches!(&e.kind, novacron_qmp::EventKind::DeviceDeleted { device: Some(d), .. } if *d == dev)
+                    })
+                    .await
+                    .map(drop)
+            };
             if released.is_err() {
                 return Err(Error::Timeout {
                     operation:
@@ -667,7 +680,21 @@ async fn attach_live(
         bus,
     )
     .await;
-    if let Err(e) = plugged {
+    if let Err(PlugFailure {
+        error,
+        device_may_exist: true,
+    }) = plugged
+    {
+        // Not guessed away: the NIC stays recorded with its link (what QEMU holds stays
+        // held), so it is listed, migrates with the guest, and detach or stop removes it.
+        return Err(Error::Internal(format!(
+            "{error}; the NIC ({mac}, device {device}) may be in the guest all the same: it \
+             stays recorded, detach it to remove it",
+            mac = made.mac,
+            device = made.device
+        )));
+    }
+    if let Err(PlugFailure { error: e, .. }) = plugged {
         super::qos::remove_link(&nl, &alias, &made.ifname, made.ifindex).await;
         drop((taps, vhost));
         undo_link(l);
@@ -687,7 +714,9 @@ async fn attach_live(
 /// monitor's commands in the order sent, so each finds what the one before made (or fails
 /// because it is not there), and the NIC is plugged two round trips sooner. Earlier
 /// descriptors are each taken before the next is sent (the QMP client lets one command with
-/// descriptors be unanswered at a time). On failure nothing handed stays in QEMU.
+/// descriptors be unanswered at a time). When QEMU refused the device, nothing handed stays
+/// in QEMU; when the device may be there (`device_add` answered nothing, or `set_link`
+/// failed after it), the failure says so and the NIC is kept as it is.
 #[allow(clippy::too_many_arguments)]
 async fn plug(
     name: &str,
@@ -698,9 +727,9 @@ async fn plug(
     taps: &[OwnedFd],
     vhost: Option<&[OwnedFd]>,
     bus: String,
-) -> Result<(), Error> {
+) -> Result<(), PlugFailure> {
     use novacron_qmp::Error as QmpError;
-    let err = |e| qmp_error(name, "attach-interface", e);
+    let err = |e| PlugFailure::refused(qmp_error(name, "attach-interface", e));
     // Each descriptor goes by `getfd` under its own name; a multi-queue NIC names them all,
     // colon-separated, as the command line's fds=/vhostfds= lists.
     let tapfds: Vec<String> = (0..taps.len())
@@ -731,7 +760,9 @@ async fn plug(
         .chain(vhostfds.iter().zip(vhost))
         .collect();
     let Some((last, last_fd)) = handed.pop() else {
-        return Err(Error::Internal("no tap descriptor".into()));
+        return Err(PlugFailure::refused(Error::Internal(
+            "no tap descriptor".into(),
+        )));
     };
     let mut given: Vec<&String> = Vec::new();
     for (n, fd) in handed {
@@ -781,27 +812,47 @@ async fn plug(
     if got.is_ok() && added.is_ok() && plugged.is_ok() && link.is_ok() {
         return Ok(());
     }
-    // Undo what may exist: QEMU's error reply means that command did nothing; no answer
-    // (a timeout, a closed connection) means it may have run.
+    // QEMU's error reply means that command did nothing; no answer (a timeout, a closed
+    // connection) means it may have run. A descriptor no netdev took is closed either way
+    // (a name a netdev took is gone already: that closefd fails, harmlessly).
     fn may_exist<T>(r: &Result<T, novacron_qmp::Error>) -> bool {
         !matches!(r, Err(novacron_qmp::Error::Qmp { .. }))
     }
-    if may_exist(&plugged) {
-        let _ = qmp.execute(&DeviceDel { id: device }).await;
-    }
-    if may_exist(&added) {
+    let device_may_exist = may_exist(&plugged);
+    if !device_may_exist && may_exist(&added) {
         let _ = qmp
             .execute_raw("netdev_del", Some(&json!({ "id": netdev })))
             .await;
     }
-    // A name a netdev took is gone already (that closefd fails, harmlessly).
     close_fds(qmp, &given).await;
     // The first failure is the cause; the later ones followed from it.
     let first = [got.err(), added.err(), plugged.err(), link.err()]
         .into_iter()
         .flatten()
-        .next();
-    Err(first.map_or_else(|| Error::Internal("attach-interface failed".into()), err))
+        .next()
+        .map_or_else(
+            || Error::Internal("attach-interface failed".into()),
+            |e| qmp_error(name, "attach-interface", e),
+        );
+    Err(PlugFailure {
+        error: first,
+        device_may_exist,
+    })
+}
+
+/// Why `plug` failed, and whether the device may be in the guest all the same.
+struct PlugFailure {
+    error: Error,
+    device_may_exist: bool,
+}
+
+impl PlugFailure {
+    fn refused(error: Error) -> PlugFailure {
+        PlugFailure {
+            error,
+            device_may_exist: false,
+        }
+    }
 }
 
 /// `device_add` of NIC `nic` on `bus`, using netdev `netdev` with `queues` queues.
