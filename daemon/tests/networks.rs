@@ -394,7 +394,7 @@ fn a_nat_network_serves_dhcp_masquerades_survives_a_daemon_kill_and_leaves_the_h
         assert!(Instant::now() < deadline, "dnsmasq {dnsmasq} did not die");
         std::thread::yield_now();
     }
-    let d2 = NsDaemon::start(&env, &host);
+    let mut d2 = NsDaemon::start(&env, &host);
     let info = curl(&d2.socket, "GET", &format!("/v1/networks/{net}"), &[]).json();
     assert_eq!(info["info"]["active"], true, "{info}\n{}", d2.log());
     assert_eq!(
@@ -414,6 +414,42 @@ fn a_nat_network_serves_dhcp_masquerades_survives_a_daemon_kill_and_leaves_the_h
     assert!(c1.can_ping("198.51.100.2"), "{}", host.nft_ruleset());
     assert!(counter(&host, &table, "postrouting", "masquerade") > 0);
     assert_eq!(dhcp(&c2, env.dir.path()).as_deref(), Some("10.77.0.7"));
+
+    // A table an earlier daemon wrote (other rules and no version comment: here the rules
+    // before the guest-to-guest accept) is written again by the next daemon, in place.
+    d2.kill9();
+    let listed = |host: &Netns| {
+        let out = host.exec(&["nft", "list", "table", "inet", &table]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let same_bridge = format!("iifname \"{br}\" oifname \"{br}\"");
+    let earlier: Vec<String> = listed(&host)
+        .lines()
+        .filter(|l| !l.contains("comment \"novacron ruleset") && !l.contains(&same_bridge))
+        .map(str::to_owned)
+        .collect();
+    let script = env.dir.path().join("earlier.nft");
+    std::fs::write(
+        &script,
+        format!(
+            "table inet {table}\ndelete table inet {table}\n{}\n",
+            earlier.join("\n")
+        ),
+    )
+    .unwrap();
+    let out = host.exec(&["nft", "-f", script.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!listed(&host).contains(&same_bridge));
+    let d2 = NsDaemon::start(&env, &host);
+    let now = listed(&host);
+    assert!(
+        now.contains("comment \"novacron ruleset 2\"") && now.contains(&same_bridge),
+        "the earlier daemon's table was kept: {now}\n{}",
+        d2.log()
+    );
+    assert_eq!(index(&host, &br), br_index, "{}", d2.log());
+    assert!(c1.can_ping("198.51.100.2"), "{}", host.nft_ruleset());
 
     // A network a domain uses cannot be undefined (the domain is named).
     let nic = format!(

@@ -26,6 +26,11 @@ pub struct RulesetInput<'a> {
 
 /// The ruleset for one network. Applying it (re)creates exactly our table: the leading
 /// `table`+`delete table` pair makes it idempotent within one transaction.
+/// Carried by every table [`ruleset`] writes (its `comment`): a table a daemon adopts without
+/// it was written by an earlier daemon with other rules, and is written again. Changed
+/// whenever the rules change.
+pub const RULESET_VERSION: &str = "novacron ruleset 2";
+
 pub fn ruleset(i: &RulesetInput<'_>) -> String {
     let t = table_name(i.network);
     let br = i.bridge;
@@ -33,7 +38,8 @@ pub fn ruleset(i: &RulesetInput<'_>) -> String {
         "# novacrond: network '{net}'. Generated; changed only by novacrond.\n\
          table inet {t}\n\
          delete table inet {t}\n\
-         table inet {t} {{\n",
+         table inet {t} {{\n\
+         \tcomment \"{RULESET_VERSION}\"\n",
         net = i.network
     );
     // DHCP and DNS from the guests to dnsmasq on the bridge.
@@ -137,6 +143,17 @@ pub fn apply(ruleset: &str, network: &str) -> Result<(), NftError> {
         &format!("apply the table of '{network}'"),
     )
     .map(|_| ())
+}
+
+/// Whether our table of `network` carries this daemon's [`RULESET_VERSION`]. Blocking.
+pub fn table_is_current(network: &str) -> Result<bool, NftError> {
+    let t = table_name(network);
+    let listed = run(
+        &["list", "table", "inet", &t],
+        None,
+        &format!("list table inet {t}"),
+    )?;
+    Ok(listed.contains(&format!("comment \"{RULESET_VERSION}\"")))
 }
 
 /// Whether our table of `network` exists.

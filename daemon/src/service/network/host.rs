@@ -372,7 +372,33 @@ pub async fn repair(
             Undo::NftTable => {
                 let (nn, br) = (net.clone(), bridge.clone());
                 match blocking(move || nft::table_owner(&nn, &br).map_err(internal)).await {
-                    Ok(nft::Owner::Ours) => {}
+                    Ok(nft::Owner::Ours) => {
+                        // Written by an earlier daemon with other rules: written again (one
+                        // atomic replace; the guests' connections live in conntrack).
+                        let nn = net.clone();
+                        match blocking(move || nft::table_is_current(&nn).map_err(internal)).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let rules = nft::ruleset(&nft::RulesetInput {
+                                    network: &n.name,
+                                    bridge: &bridge,
+                                    mode: n.forward.mode,
+                                    ip: n.ip.as_ref(),
+                                    uplink: n.forward.dev.as_deref(),
+                                });
+                                let nn = net.clone();
+                                match blocking(move || nft::apply(&rules, &nn).map_err(internal))
+                                    .await
+                                {
+                                    Ok(()) => {
+                                        repaired.push("nft table (rules of an earlier daemon)")
+                                    }
+                                    Err(e) => unfixed("the nft table's current rules", &e),
+                                }
+                            }
+                            Err(e) => failed("the nft table's rules", &e),
+                        }
+                    }
                     Ok(nft::Owner::Elsewhere) => unfixed(
                         "the nft table (one of that name about another bridge is there)",
                         &"left alone",
