@@ -343,7 +343,8 @@ impl Client {
     /// this returns: commands sent one after another reach QEMU, and run, in that order, so
     /// a caller may send one that needs what the one before makes without waiting for that
     /// one's reply (it fails if that one failed). With descriptors it first waits until no
-    /// other command carrying some is unanswered.
+    /// other command carrying some is unanswered, and the returned future holds that slot
+    /// until it resolves or is dropped: await it (or drop it) before sending another.
     pub async fn send<C: Command>(
         &self,
         command: &C,

@@ -172,16 +172,7 @@ async fn bring_up_steps(
         blocking(move || net_qos::apply_policer(&rules, &name).map_err(internal)).await?;
     }
 
-    let mode = n.forward.mode;
-    let rules = nft::ruleset(&nft::RulesetInput {
-        network: &n.name,
-        bridge,
-        mode,
-        ip: n.ip.as_ref(),
-        uplink: n.forward.dev.as_deref(),
-    });
-    let name = n.name.clone();
-    blocking(move || nft::apply(&rules, &name).map_err(internal)).await?;
+    write_table(n, bridge).await?;
 
     if set_forward.is_some() {
         let path = dirs.ip_forward.clone();
@@ -323,6 +314,19 @@ fn record_bridge(r: &Record) -> String {
 #[derive(Debug)]
 pub struct BridgeLost(pub String);
 
+/// Writes network `n`'s nft table on `bridge` (replacing one of that name atomically).
+async fn write_table(n: &NetworkConfig, bridge: &str) -> Result<(), Error> {
+    let rules = nft::ruleset(&nft::RulesetInput {
+        network: &n.name,
+        bridge,
+        mode: n.forward.mode,
+        ip: n.ip.as_ref(),
+        uplink: n.forward.dev.as_deref(),
+    });
+    let name = n.name.clone();
+    blocking(move || nft::apply(&rules, &name).map_err(internal)).await
+}
+
 /// Adoption after a daemon restart (libvirt's, on restart of libvirtd: rules re-added in
 /// place, the bridge kept). The bridge is what the guests' taps hang on: deleting it would
 /// cut every running guest off, and nothing would attach their taps again. So only a bridge
@@ -371,52 +375,34 @@ pub async fn repair(
             Undo::IpForward { .. } => {}
             Undo::NftTable => {
                 let (nn, br) = (net.clone(), bridge.clone());
-                match blocking(move || nft::table_owner(&nn, &br).map_err(internal)).await {
-                    Ok(nft::Owner::Ours) => {
-                        // Written by an earlier daemon with other rules: written again (one
-                        // atomic replace; the guests' connections live in conntrack).
-                        let nn = net.clone();
-                        match blocking(move || nft::table_is_current(&nn).map_err(internal)).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                let rules = nft::ruleset(&nft::RulesetInput {
-                                    network: &n.name,
-                                    bridge: &bridge,
-                                    mode: n.forward.mode,
-                                    ip: n.ip.as_ref(),
-                                    uplink: n.forward.dev.as_deref(),
-                                });
-                                let nn = net.clone();
-                                match blocking(move || nft::apply(&rules, &nn).map_err(internal))
-                                    .await
-                                {
-                                    Ok(()) => {
-                                        repaired.push("nft table (rules of an earlier daemon)")
-                                    }
-                                    Err(e) => unfixed("the nft table's current rules", &e),
-                                }
-                            }
-                            Err(e) => failed("the nft table's rules", &e),
+                // Missing, or written by an earlier daemon with other rules: written (one
+                // atomic replace; the guests' connections live in conntrack).
+                enum Table {
+                    Current,
+                    Write(&'static str),
+                    Foreign,
+                }
+                let state = blocking(move || {
+                    Ok(match nft::table_owner(&nn, &br).map_err(internal)? {
+                        nft::Owner::Ours if nft::table_is_current(&nn).map_err(internal)? => {
+                            Table::Current
                         }
-                    }
-                    Ok(nft::Owner::Elsewhere) => unfixed(
+                        nft::Owner::Ours => Table::Write("nft table (rules of an earlier daemon)"),
+                        nft::Owner::Absent => Table::Write("nft table"),
+                        nft::Owner::Elsewhere => Table::Foreign,
+                    })
+                })
+                .await;
+                match state {
+                    Ok(Table::Current) => {}
+                    Ok(Table::Foreign) => unfixed(
                         "the nft table (one of that name about another bridge is there)",
                         &"left alone",
                     ),
-                    Ok(nft::Owner::Absent) => {
-                        let rules = nft::ruleset(&nft::RulesetInput {
-                            network: &n.name,
-                            bridge: &bridge,
-                            mode: n.forward.mode,
-                            ip: n.ip.as_ref(),
-                            uplink: n.forward.dev.as_deref(),
-                        });
-                        let nn = net.clone();
-                        match blocking(move || nft::apply(&rules, &nn).map_err(internal)).await {
-                            Ok(()) => repaired.push("nft table"),
-                            Err(e) => unfixed("the nft table", &e),
-                        }
-                    }
+                    Ok(Table::Write(what)) => match write_table(n, &bridge).await {
+                        Ok(()) => repaired.push(what),
+                        Err(e) => unfixed("the nft table", &e),
+                    },
                     Err(e) => failed("the nft table", &e),
                 }
             }

@@ -52,10 +52,7 @@ impl Ledgers {
     /// Writes `domain`'s ledger file (atomically), then keeps it.
     pub async fn save(&self, domain: &str, l: &Ledger) -> io::Result<()> {
         let mut map = self.map.lock().await;
-        let (dir, d, copy) = (self.run_dir.clone(), domain.to_owned(), l.clone());
-        tokio::task::spawn_blocking(move || ledger::save(&dir, &d, &copy))
-            .await
-            .map_err(io::Error::other)??;
+        self.write(domain, l).await?;
         map.insert(domain.to_owned(), Entry::Read(l.clone()));
         Ok(())
     }
@@ -69,12 +66,17 @@ impl Ledgers {
         };
         let mut l = current.clone();
         f(&mut l);
+        self.write(domain, &l).await?;
+        map.insert(domain.to_owned(), Entry::Read(l));
+        Ok(true)
+    }
+
+    /// The file write (callers hold the map's lock across it).
+    async fn write(&self, domain: &str, l: &Ledger) -> io::Result<()> {
         let (dir, d, copy) = (self.run_dir.clone(), domain.to_owned(), l.clone());
         tokio::task::spawn_blocking(move || ledger::save(&dir, &d, &copy))
             .await
-            .map_err(io::Error::other)??;
-        map.insert(domain.to_owned(), Entry::Read(l));
-        Ok(true)
+            .map_err(io::Error::other)?
     }
 
     /// Removes `domain`'s ledger file and entry.

@@ -32,14 +32,14 @@ pub fn host_side_mac(guest: [u8; 6]) -> [u8; 6] {
     m
 }
 
-/// The host link's name: the one `<target dev>` asks for when no interface has it yet (a
-/// taken name is refused, never reused: it may be someone else's), else a generated one.
-async fn link_name(
+/// A macvtap's name: the one `<target dev>` asks for when no interface has it yet (a taken
+/// name is refused, never reused: it may be someone else's), else a generated one. (A tap
+/// needs no lookup first: its exclusive create refuses a taken name, see [`tap_names`].)
+async fn macvtap_name(
     nl: &Netlink,
     field: &str,
     nic: &Interface,
     uuid: &[u8; 16],
-    macvtap: bool,
     slot: u32,
 ) -> Result<String, Error> {
     let Some(dev) = &nic.target_dev else {
@@ -47,7 +47,7 @@ async fn link_name(
         // another daemon made: the source's during a migration between two daemons of one
         // host. Then a variant (the create still refuses a name taken meanwhile).
         for variant in 0..16 {
-            let name = taps::names::generated_variant(uuid, macvtap, slot, variant);
+            let name = taps::names::generated_variant(uuid, true, slot, variant);
             let taken = nl
                 .by_name(&name)
                 .await
@@ -57,7 +57,7 @@ async fn link_name(
                 return Ok(name);
             }
         }
-        return Ok(taps::names::generated(uuid, macvtap, slot));
+        return Ok(taps::names::generated(uuid, true, slot));
     };
     let path = format!("{field}.target_dev");
     taps::names::check(dev).map_err(|e| invalid(path.clone(), e.to_string()))?;
@@ -227,7 +227,7 @@ pub async fn make_link(
                         format!("no network device '{dev}' on this host"),
                     )
                 })?;
-            let ifname = link_name(nl, &field, nic, uuid, true, slot).await?;
+            let ifname = macvtap_name(nl, &field, nic, uuid, slot).await?;
             let link = nl
                 .add_macvtap(&ifname, lower.index, taps::link::macvtap_mode(*mode), mac.0)
                 .await
